@@ -1,0 +1,348 @@
+//! File data as a rope of shared byte chunks.
+//!
+//! A [`FileData`] is a list of chunks, each either a slice of a shared
+//! [`Bytes`] buffer or a run of zeros (a hole). Cloning it costs one
+//! allocation per chunk and never copies file contents, so a copy-up in
+//! memory shares the lower layer's buffers; a small write into a large file
+//! splits one chunk and stores only the new bytes.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+/// Writes smaller than this are merged into a neighbouring small chunk, so
+/// that many tiny writes do not fragment a file into tiny chunks.
+const MERGE_LIMIT: usize = 4096;
+
+#[derive(Clone, PartialEq, Eq)]
+enum Chunk {
+    Data(Bytes),
+    Zeros(u64),
+}
+
+impl Chunk {
+    fn len(&self) -> u64 {
+        match self {
+            Chunk::Data(b) => b.len() as u64,
+            Chunk::Zeros(n) => *n,
+        }
+    }
+
+    fn slice(&self, from: u64, to: u64) -> Chunk {
+        match self {
+            Chunk::Data(b) => Chunk::Data(b.slice(from as usize..to as usize)),
+            Chunk::Zeros(_) => Chunk::Zeros(to - from),
+        }
+    }
+}
+
+/// The contents of a regular file: cheap to clone, cheap to change in part.
+///
+/// ```
+/// use layerstack::FileData;
+///
+/// let mut data = FileData::from(vec![b'a'; 10]);
+/// data.write_at(4, b"XY");
+/// data.set_len(12);
+/// assert_eq!(&data.to_bytes()[..], b"aaaaXYaaaa\0\0");
+/// assert_eq!(&data.read_at(3, 4)[..], b"aXYa");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FileData {
+    /// Chunks in order with the offset each starts at.
+    chunks: Vec<(u64, Chunk)>,
+    len: u64,
+}
+
+impl FileData {
+    /// Empty data.
+    #[must_use]
+    pub fn new() -> FileData {
+        FileData::default()
+    }
+
+    /// `len` zero bytes, stored as a hole.
+    #[must_use]
+    pub fn zeros(len: u64) -> FileData {
+        let mut d = FileData::new();
+        d.set_len(len);
+        d
+    }
+
+    /// The length in bytes.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the length is zero.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The number of chunks (a measure of fragmentation).
+    #[must_use]
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Index of the chunk that holds byte `offset` (`offset < len`).
+    fn chunk_index(&self, offset: u64) -> usize {
+        self.chunks.partition_point(|(start, _)| *start <= offset) - 1
+    }
+
+    /// Up to `len` bytes from `offset` (fewer at the end, none past it).
+    /// A read inside one chunk shares its buffer.
+    #[must_use]
+    pub fn read_at(&self, offset: u64, len: usize) -> Bytes {
+        if offset >= self.len || len == 0 {
+            return Bytes::new();
+        }
+        let end = self.len.min(offset.saturating_add(len as u64));
+        let first = self.chunk_index(offset);
+        let (start, chunk) = &self.chunks[first];
+        if end <= start + chunk.len() {
+            return match chunk.slice(offset - start, end - start) {
+                Chunk::Data(b) => b,
+                Chunk::Zeros(n) => Bytes::from(vec![0; n as usize]),
+            };
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (start, chunk) in &self.chunks[first..] {
+            if *start >= end {
+                break;
+            }
+            let from = offset.max(*start) - start;
+            let to = end.min(start + chunk.len()) - start;
+            match chunk {
+                Chunk::Data(b) => out.extend_from_slice(&b[from as usize..to as usize]),
+                Chunk::Zeros(_) => out.resize(out.len() + (to - from) as usize, 0),
+            }
+        }
+        out.freeze()
+    }
+
+    /// All the bytes in one buffer (shared when there is one chunk).
+    #[must_use]
+    pub fn to_bytes(&self) -> Bytes {
+        self.read_at(0, usize::try_from(self.len).unwrap_or(usize::MAX))
+    }
+
+    /// Replaces the bytes at `offset..offset + data.len()`, growing the file
+    /// (with a hole if `offset` is past the end).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.write_chunk(offset, Bytes::copy_from_slice(data));
+    }
+
+    /// As [`write_at`](Self::write_at), sharing `data` instead of copying it.
+    pub fn write_bytes_at(&mut self, offset: u64, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.write_chunk(offset, data);
+    }
+
+    fn write_chunk(&mut self, offset: u64, data: Bytes) {
+        if offset > self.len {
+            self.set_len(offset);
+        }
+        let end = offset + data.len() as u64;
+        // Split so that chunks start exactly at `offset` and `end`.
+        self.split_at(offset);
+        self.split_at(end);
+        let first = self.chunks.partition_point(|(s, _)| *s < offset);
+        let last = self.chunks.partition_point(|(s, _)| *s < end);
+        self.chunks
+            .splice(first..last, [(offset, Chunk::Data(data))]);
+        self.len = self.len.max(end);
+        self.merge_small_around(first);
+    }
+
+    /// Splits the chunk that contains `at` so that a chunk starts at `at`.
+    fn split_at(&mut self, at: u64) {
+        if at == 0 || at >= self.len {
+            return;
+        }
+        let i = self.chunk_index(at);
+        let (start, chunk) = &self.chunks[i];
+        if *start == at {
+            return;
+        }
+        let start = *start;
+        let (left, right) = (chunk.slice(0, at - start), chunk.slice(at - start, chunk.len()));
+        self.chunks[i] = (start, left);
+        self.chunks.insert(i + 1, (at, right));
+    }
+
+    /// Merges chunk `i` with small data neighbours.
+    fn merge_small_around(&mut self, mut i: usize) {
+        if i > 0 && self.mergeable(i - 1, i) {
+            self.merge(i - 1);
+            i -= 1;
+        }
+        if i + 1 < self.chunks.len() && self.mergeable(i, i + 1) {
+            self.merge(i);
+        }
+    }
+
+    fn mergeable(&self, a: usize, b: usize) -> bool {
+        match (&self.chunks[a].1, &self.chunks[b].1) {
+            (Chunk::Data(x), Chunk::Data(y)) => x.len() + y.len() <= MERGE_LIMIT,
+            (Chunk::Zeros(_), Chunk::Zeros(_)) => true,
+            _ => false,
+        }
+    }
+
+    fn merge(&mut self, a: usize) {
+        let (_, right) = self.chunks.remove(a + 1);
+        let left = &mut self.chunks[a].1;
+        *left = match (&*left, right) {
+            (Chunk::Data(x), Chunk::Data(y)) => {
+                let mut m = BytesMut::with_capacity(x.len() + y.len());
+                m.extend_from_slice(x);
+                m.extend_from_slice(&y);
+                Chunk::Data(m.freeze())
+            }
+            (Chunk::Zeros(x), Chunk::Zeros(y)) => Chunk::Zeros(x + y),
+            _ => unreachable!("only like chunks are merged"),
+        };
+    }
+
+    /// Truncates or extends (with zeros) to `len` bytes.
+    pub fn set_len(&mut self, len: u64) {
+        if len < self.len {
+            self.split_at(len);
+            let keep = self.chunks.partition_point(|(s, _)| *s < len);
+            self.chunks.truncate(keep);
+        } else if len > self.len {
+            match self.chunks.last_mut() {
+                Some((_, Chunk::Zeros(n))) => *n += len - self.len,
+                _ => self.chunks.push((self.len, Chunk::Zeros(len - self.len))),
+            }
+        }
+        self.len = len;
+    }
+
+    /// Appends bytes at the end.
+    pub fn append(&mut self, data: &[u8]) {
+        self.write_at(self.len, data);
+    }
+}
+
+impl From<Bytes> for FileData {
+    fn from(b: Bytes) -> FileData {
+        let len = b.len() as u64;
+        if len == 0 {
+            return FileData::new();
+        }
+        FileData {
+            chunks: vec![(0, Chunk::Data(b))],
+            len,
+        }
+    }
+}
+
+impl From<Vec<u8>> for FileData {
+    fn from(v: Vec<u8>) -> FileData {
+        FileData::from(Bytes::from(v))
+    }
+}
+
+impl From<&[u8]> for FileData {
+    fn from(v: &[u8]) -> FileData {
+        FileData::from(Bytes::copy_from_slice(v))
+    }
+}
+
+impl From<&str> for FileData {
+    fn from(v: &str) -> FileData {
+        FileData::from(v.as_bytes())
+    }
+}
+
+impl fmt::Debug for FileData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileData({} bytes in {} chunks)", self.len, self.chunks.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum DataOp {
+        Write(u64, Vec<u8>),
+        SetLen(u64),
+    }
+
+    fn data_op() -> impl Strategy<Value = DataOp> {
+        prop_oneof![
+            (0u64..9000, proptest::collection::vec(any::<u8>(), 0..5000))
+                .prop_map(|(o, d)| DataOp::Write(o, d)),
+            (0u64..12000).prop_map(DataOp::SetLen),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn rope_matches_a_plain_vector(ops in proptest::collection::vec(data_op(), 0..40)) {
+            let mut rope = FileData::new();
+            let mut plain: Vec<u8> = Vec::new();
+            for op in ops {
+                match op {
+                    DataOp::Write(o, d) => {
+                        rope.write_at(o, &d);
+                        if d.is_empty() { continue; }
+                        let end = o as usize + d.len();
+                        if plain.len() < end { plain.resize(end, 0); }
+                        plain[o as usize..end].copy_from_slice(&d);
+                    }
+                    DataOp::SetLen(n) => {
+                        rope.set_len(n);
+                        plain.resize(n as usize, 0);
+                    }
+                }
+                prop_assert_eq!(rope.len(), plain.len() as u64);
+                prop_assert_eq!(&rope.to_bytes()[..], &plain[..]);
+                let mut pos = 0;
+                for (s, c) in &rope.chunks {
+                    prop_assert_eq!(*s, pos);
+                    prop_assert!(c.len() > 0);
+                    pos += c.len();
+                }
+            }
+            for (o, l) in [(0u64, 1usize), (3, 700), (4000, 9000), (20000, 5)] {
+                let want: &[u8] = plain.get(o as usize..).map_or(&[], |s| &s[..l.min(s.len())]);
+                prop_assert_eq!(&rope.read_at(o, l)[..], want);
+            }
+        }
+    }
+
+    #[test]
+    fn small_write_into_large_file_shares_the_rest() {
+        let big = Bytes::from(vec![7u8; 1 << 20]);
+        let mut d = FileData::from(big.clone());
+        d.write_at(1000, b"x");
+        // The 1000-byte head and the new byte merge; the tail stays shared.
+        assert_eq!(d.chunk_count(), 2);
+        let Chunk::Data(tail) = &d.chunks[1].1 else {
+            panic!("tail should be data")
+        };
+        // The tail is a view of the original buffer, not a copy.
+        assert_eq!(tail.as_ptr(), big[1001..].as_ptr());
+    }
+
+    #[test]
+    fn holes_cost_no_memory() {
+        let d = FileData::zeros(1 << 40);
+        assert_eq!(d.len(), 1 << 40);
+        assert_eq!(d.chunk_count(), 1);
+        assert_eq!(&d.read_at((1 << 40) - 2, 10)[..], &[0, 0]);
+    }
+}

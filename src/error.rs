@@ -1,0 +1,450 @@
+//! Errors: an errno-like kind, the operation that failed and the path it
+//! failed on.
+//!
+//! Every error of the crate is an [`Error`]. Its [`kind`](Error::kind) maps
+//! one to one to the errno the Linux kernel returns for the same situation
+//! on an overlay mount, so callers and tests can compare with the kernel;
+//! [`From<Error> for io::Error`](#impl-From<Error>-for-Error) keeps that errno
+//! as [`io::Error::raw_os_error`].
+
+use std::fmt;
+use std::io;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+/// The class of an error, named after the errno the kernel returns for it.
+///
+/// The numbers are Linux's (they are the same on every Linux architecture
+/// for the kinds listed here).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// `EPERM`: the operation is not permitted (for example `mknod` of the
+    /// character device 0/0, which is the whiteout marker, or a hard link
+    /// to a directory).
+    NotPermitted,
+    /// `ENOENT`: no such file or directory.
+    NotFound,
+    /// `EIO`: the layer's storage failed.
+    Io,
+    /// `E2BIG`: an extended attribute value is too large.
+    ArgumentListTooLong,
+    /// `EBADF`: a handle was used for something it was not opened for.
+    BadHandle,
+    /// `EACCES`: access denied by the layer's storage.
+    AccessDenied,
+    /// `EBUSY`: the object is in use (for example the root directory).
+    Busy,
+    /// `EEXIST`: the name already exists.
+    AlreadyExists,
+    /// `EXDEV`: the operation would need to copy a directory tree up (rename
+    /// of a directory that exists in a lower layer, without the redirect
+    /// option).
+    CrossesDevices,
+    /// `ENOTDIR`: a path component, or the object, is not a directory.
+    NotADirectory,
+    /// `EISDIR`: the object is a directory.
+    IsADirectory,
+    /// `EINVAL`: an invalid argument (for example renaming a directory into
+    /// itself, or `read_link` of something that is not a symlink).
+    InvalidInput,
+    /// `EFBIG`: a file would grow beyond the largest supported size.
+    FileTooLarge,
+    /// `EROFS`: the layer is read-only.
+    ReadOnly,
+    /// `EMLINK`: too many hard links.
+    TooManyLinks,
+    /// `ERANGE`: an extended attribute name is too long.
+    OutOfRange,
+    /// `ENAMETOOLONG`: a component is longer than 255 bytes or the path
+    /// longer than 4095 bytes.
+    NameTooLong,
+    /// `ENOTEMPTY`: a directory (as the merged view shows it) is not empty.
+    DirectoryNotEmpty,
+    /// `ELOOP`: more than 40 symbolic links were followed.
+    FilesystemLoop,
+    /// `ENODATA`: no such extended attribute.
+    NoData,
+    /// `EOPNOTSUPP`: the operation is not supported (for example an
+    /// extended attribute outside the `user.`, `trusted.`, `security.` and
+    /// `system.` namespaces).
+    Unsupported,
+}
+
+impl ErrorKind {
+    /// The Linux errno of this kind.
+    ///
+    /// ```
+    /// assert_eq!(layerstack::ErrorKind::NotFound.errno(), 2);
+    /// ```
+    #[must_use]
+    pub const fn errno(self) -> i32 {
+        match self {
+            ErrorKind::NotPermitted => 1,
+            ErrorKind::NotFound => 2,
+            ErrorKind::Io => 5,
+            ErrorKind::ArgumentListTooLong => 7,
+            ErrorKind::BadHandle => 9,
+            ErrorKind::AccessDenied => 13,
+            ErrorKind::Busy => 16,
+            ErrorKind::AlreadyExists => 17,
+            ErrorKind::CrossesDevices => 18,
+            ErrorKind::NotADirectory => 20,
+            ErrorKind::IsADirectory => 21,
+            ErrorKind::InvalidInput => 22,
+            ErrorKind::FileTooLarge => 27,
+            ErrorKind::ReadOnly => 30,
+            ErrorKind::TooManyLinks => 31,
+            ErrorKind::OutOfRange => 34,
+            ErrorKind::NameTooLong => 36,
+            ErrorKind::DirectoryNotEmpty => 39,
+            ErrorKind::FilesystemLoop => 40,
+            ErrorKind::NoData => 61,
+            ErrorKind::Unsupported => 95,
+        }
+    }
+
+    /// The kind for a Linux errno, if it is one of the kinds above.
+    #[must_use]
+    pub fn from_errno(errno: i32) -> Option<ErrorKind> {
+        ALL_KINDS.iter().copied().find(|k| k.errno() == errno)
+    }
+
+    /// The symbolic errno name, for example `"ENOENT"`.
+    #[must_use]
+    pub const fn errno_name(self) -> &'static str {
+        match self {
+            ErrorKind::NotPermitted => "EPERM",
+            ErrorKind::NotFound => "ENOENT",
+            ErrorKind::Io => "EIO",
+            ErrorKind::ArgumentListTooLong => "E2BIG",
+            ErrorKind::BadHandle => "EBADF",
+            ErrorKind::AccessDenied => "EACCES",
+            ErrorKind::Busy => "EBUSY",
+            ErrorKind::AlreadyExists => "EEXIST",
+            ErrorKind::CrossesDevices => "EXDEV",
+            ErrorKind::NotADirectory => "ENOTDIR",
+            ErrorKind::IsADirectory => "EISDIR",
+            ErrorKind::InvalidInput => "EINVAL",
+            ErrorKind::FileTooLarge => "EFBIG",
+            ErrorKind::ReadOnly => "EROFS",
+            ErrorKind::TooManyLinks => "EMLINK",
+            ErrorKind::OutOfRange => "ERANGE",
+            ErrorKind::NameTooLong => "ENAMETOOLONG",
+            ErrorKind::DirectoryNotEmpty => "ENOTEMPTY",
+            ErrorKind::FilesystemLoop => "ELOOP",
+            ErrorKind::NoData => "ENODATA",
+            ErrorKind::Unsupported => "EOPNOTSUPP",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ErrorKind::NotPermitted => "operation not permitted",
+            ErrorKind::NotFound => "no such file or directory",
+            ErrorKind::Io => "input/output error",
+            ErrorKind::ArgumentListTooLong => "value too large",
+            ErrorKind::BadHandle => "bad handle",
+            ErrorKind::AccessDenied => "permission denied",
+            ErrorKind::Busy => "resource busy",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::CrossesDevices => {
+                "directory exists in a lower layer (would need a copy-up of the whole tree)"
+            }
+            ErrorKind::NotADirectory => "not a directory",
+            ErrorKind::IsADirectory => "is a directory",
+            ErrorKind::InvalidInput => "invalid argument",
+            ErrorKind::FileTooLarge => "file too large",
+            ErrorKind::ReadOnly => "read-only layer",
+            ErrorKind::TooManyLinks => "too many links",
+            ErrorKind::OutOfRange => "name out of range",
+            ErrorKind::NameTooLong => "file name too long",
+            ErrorKind::DirectoryNotEmpty => "directory not empty",
+            ErrorKind::FilesystemLoop => "too many levels of symbolic links",
+            ErrorKind::NoData => "no such attribute",
+            ErrorKind::Unsupported => "operation not supported",
+        }
+    }
+
+    /// The closest [`io::ErrorKind`].
+    #[must_use]
+    pub fn io_kind(self) -> io::ErrorKind {
+        io::Error::from_raw_os_error(self.errno()).kind()
+    }
+}
+
+const ALL_KINDS: [ErrorKind; 21] = [
+    ErrorKind::NotPermitted,
+    ErrorKind::NotFound,
+    ErrorKind::Io,
+    ErrorKind::ArgumentListTooLong,
+    ErrorKind::BadHandle,
+    ErrorKind::AccessDenied,
+    ErrorKind::Busy,
+    ErrorKind::AlreadyExists,
+    ErrorKind::CrossesDevices,
+    ErrorKind::NotADirectory,
+    ErrorKind::IsADirectory,
+    ErrorKind::InvalidInput,
+    ErrorKind::FileTooLarge,
+    ErrorKind::ReadOnly,
+    ErrorKind::TooManyLinks,
+    ErrorKind::OutOfRange,
+    ErrorKind::NameTooLong,
+    ErrorKind::DirectoryNotEmpty,
+    ErrorKind::FilesystemLoop,
+    ErrorKind::NoData,
+    ErrorKind::Unsupported,
+];
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+/// What was being done when an error happened; it names the operation in
+/// the message ("failed to remove directory `a/b`: ...").
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// Resolving a path (a lookup).
+    Lookup,
+    /// Reading metadata.
+    Metadata,
+    /// Reading file contents.
+    Read,
+    /// Writing file contents.
+    Write,
+    /// Opening a file.
+    Open,
+    /// Listing a directory.
+    ReadDir,
+    /// Reading a symlink target.
+    ReadLink,
+    /// Creating a directory.
+    CreateDir,
+    /// Removing a file.
+    RemoveFile,
+    /// Removing a directory.
+    RemoveDir,
+    /// Renaming.
+    Rename,
+    /// Creating a symlink.
+    Symlink,
+    /// Creating a hard link.
+    HardLink,
+    /// Changing the permission bits.
+    SetPermissions,
+    /// Changing the owner.
+    SetOwner,
+    /// Changing timestamps.
+    SetTimes,
+    /// Changing the size.
+    SetLen,
+    /// Reading an extended attribute.
+    GetXattr,
+    /// Setting an extended attribute.
+    SetXattr,
+    /// Removing an extended attribute.
+    RemoveXattr,
+    /// Listing extended attributes.
+    ListXattr,
+    /// Creating a special file.
+    Mknod,
+    /// Copying an object up into the writable layer.
+    CopyUp,
+    /// Committing the writable layer.
+    Commit,
+    /// Validating a path.
+    ParsePath,
+    /// An operation of a layer backend.
+    Layer,
+}
+
+impl Operation {
+    fn verb(self) -> &'static str {
+        match self {
+            Operation::Lookup => "look up",
+            Operation::Metadata => "read metadata of",
+            Operation::Read => "read",
+            Operation::Write => "write",
+            Operation::Open => "open",
+            Operation::ReadDir => "list directory",
+            Operation::ReadLink => "read symlink",
+            Operation::CreateDir => "create directory",
+            Operation::RemoveFile => "remove file",
+            Operation::RemoveDir => "remove directory",
+            Operation::Rename => "rename",
+            Operation::Symlink => "create symlink",
+            Operation::HardLink => "create hard link",
+            Operation::SetPermissions => "set permissions of",
+            Operation::SetOwner => "set owner of",
+            Operation::SetTimes => "set times of",
+            Operation::SetLen => "set length of",
+            Operation::GetXattr => "get extended attribute of",
+            Operation::SetXattr => "set extended attribute of",
+            Operation::RemoveXattr => "remove extended attribute of",
+            Operation::ListXattr => "list extended attributes of",
+            Operation::Mknod => "create special file",
+            Operation::CopyUp => "copy up",
+            Operation::Commit => "commit",
+            Operation::ParsePath => "parse path",
+            Operation::Layer => "access",
+        }
+    }
+}
+
+/// The error type of the crate.
+///
+/// It carries the [`ErrorKind`] (an errno), the [`Operation`], the path the
+/// operation was given, and the layer where that matters. The message reads
+/// "failed to <operation> `<path>`: <cause>".
+///
+/// ```
+/// use layerstack::{ErrorKind, MemLayer, MergedView};
+///
+/// let view = MergedView::new(vec![], MemLayer::new());
+/// let err = view.remove_file("etc/app.conf").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::NotFound);
+/// assert_eq!(err.to_string(), "failed to remove file `etc/app.conf`: no such file or directory");
+/// let io: std::io::Error = err.into();
+/// assert_eq!(io.raw_os_error(), Some(2));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    op: Operation,
+    path: Utf8PathBuf,
+    layer: Option<String>,
+    detail: Option<String>,
+}
+
+impl Error {
+    /// A new error of `kind` for `op` on `path`.
+    #[must_use]
+    pub fn new(kind: ErrorKind, op: Operation, path: impl AsRef<str>) -> Error {
+        Error {
+            kind,
+            op,
+            path: Utf8PathBuf::from(path.as_ref()),
+            layer: None,
+            detail: None,
+        }
+    }
+
+    /// Names the layer the error happened in (shown in the message).
+    #[must_use]
+    pub fn with_layer(mut self, layer: impl Into<String>) -> Error {
+        self.layer = Some(layer.into());
+        self
+    }
+
+    /// Replaces the generic description of the kind with a specific cause.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Error {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The errno-like kind.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The errno the kernel would return.
+    #[must_use]
+    pub fn errno(&self) -> i32 {
+        self.kind.errno()
+    }
+
+    /// The operation that failed.
+    #[must_use]
+    pub fn operation(&self) -> Operation {
+        self.op
+    }
+
+    /// The path the operation was given (as the caller wrote it).
+    #[must_use]
+    pub fn path(&self) -> &Utf8Path {
+        &self.path
+    }
+
+    /// The layer the error happened in, where that matters.
+    #[must_use]
+    pub fn layer(&self) -> Option<&str> {
+        self.layer.as_deref()
+    }
+
+    /// The same error for another operation and path (used when a layer's
+    /// error surfaces through the merged view).
+    #[must_use]
+    pub fn reframe(mut self, op: Operation, path: impl AsRef<str>) -> Error {
+        self.op = op;
+        self.path = Utf8PathBuf::from(path.as_ref());
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "failed to {} `{}`", self.op.verb(), self.path)?;
+        if let Some(layer) = &self.layer {
+            write!(f, " in layer {layer}")?;
+        }
+        match &self.detail {
+            Some(detail) => write!(f, ": {detail}"),
+            None => write!(f, ": {}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for io::Error {
+    /// Keeps the errno ([`io::Error::raw_os_error`]); the operation and path
+    /// are not kept, since `io::Error` cannot carry both.
+    fn from(err: Error) -> io::Error {
+        io::Error::from_raw_os_error(err.errno())
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_round_trips_for_every_kind() {
+        for kind in ALL_KINDS {
+            assert_eq!(ErrorKind::from_errno(kind.errno()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_errno(9999), None);
+    }
+
+    #[test]
+    fn message_names_operation_path_and_layer_once() {
+        let err = Error::new(ErrorKind::DirectoryNotEmpty, Operation::RemoveDir, "etc")
+            .with_layer("2");
+        assert_eq!(
+            err.to_string(),
+            "failed to remove directory `etc` in layer 2: directory not empty"
+        );
+        let err = Error::new(ErrorKind::InvalidInput, Operation::ParsePath, "a\0b")
+            .with_detail("path contains a NUL byte");
+        assert_eq!(
+            err.to_string(),
+            "failed to parse path `a\0b`: path contains a NUL byte"
+        );
+    }
+
+    #[test]
+    fn io_error_keeps_errno() {
+        let io: io::Error = Error::new(ErrorKind::CrossesDevices, Operation::Rename, "d").into();
+        assert_eq!(io.raw_os_error(), Some(18));
+        assert_eq!(io.kind(), io::ErrorKind::CrossesDevices);
+    }
+}

@@ -1,0 +1,829 @@
+//! [`MemLayer`]: a layer in memory.
+//!
+//! The tree is persistent: directories and objects sit behind `Arc`s and
+//! are copied only when changed while shared, so cloning a layer (a
+//! snapshot) costs O(1) and the first change after it costs the path from
+//! the root to the change (each directory on it is copied, names only,
+//! never file data). File data is a [`FileData`] rope of shared
+//! [`Bytes`](bytes::Bytes), so a copy-up from another `MemLayer` shares the
+//! lower layer's buffers and a small write into a large file stores only
+//! the new bytes.
+//!
+//! Hard links: an object with several names lives in a table of linked
+//! objects, and each of its names refers to it by inode number.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::data::FileData;
+use crate::error::{ErrorKind, Result};
+use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, layer_error};
+use crate::meta::{FileType, Metadata};
+use crate::path::LayerPath;
+
+#[derive(Debug, Clone)]
+struct MemDir {
+    meta: Metadata,
+    opaque: bool,
+    redirect: Option<String>,
+    /// Number of subdirectories, for `nlink` (2 + this).
+    subdirs: u64,
+    entries: BTreeMap<String, MemEntry>,
+}
+
+impl MemDir {
+    fn new(meta: Metadata) -> MemDir {
+        MemDir {
+            meta,
+            opaque: false,
+            redirect: None,
+            subdirs: 0,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    fn insert(&mut self, name: String, entry: MemEntry) -> Option<MemEntry> {
+        if matches!(entry, MemEntry::Dir(_)) {
+            self.subdirs += 1;
+        }
+        let old = self.entries.insert(name, entry);
+        if matches!(old, Some(MemEntry::Dir(_))) {
+            self.subdirs -= 1;
+        }
+        old
+    }
+
+    fn take(&mut self, name: &str) -> Option<MemEntry> {
+        let old = self.entries.remove(name);
+        if matches!(old, Some(MemEntry::Dir(_))) {
+            self.subdirs -= 1;
+        }
+        old
+    }
+
+    fn node(&self) -> Node {
+        let mut meta = self.meta.clone();
+        meta.file_type = FileType::Dir;
+        meta.nlink = 2 + self.subdirs;
+        meta.size = 0;
+        Node {
+            meta,
+            opaque: self.opaque,
+            redirect: self.redirect.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum MemEntry {
+    Dir(Arc<MemDir>),
+    Obj(Arc<MemObj>),
+    /// A name of a hard-linked object in [`MemLayer::links`].
+    Linked(u64),
+    Whiteout,
+}
+
+#[derive(Debug, Clone)]
+struct MemObj {
+    meta: Metadata,
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    File(FileData),
+    Symlink(String),
+    Special,
+}
+
+impl MemObj {
+    fn node(&self) -> Node {
+        let mut meta = self.meta.clone();
+        meta.size = match &self.body {
+            Body::File(d) => d.len(),
+            Body::Symlink(t) => t.len() as u64,
+            Body::Special => 0,
+        };
+        Node::new(meta)
+    }
+}
+
+/// A layer held in memory.
+///
+/// Cheap to clone: a clone is a snapshot that shares everything with the
+/// original until either changes. It implements [`Layer`] and
+/// [`LayerMut`]; the `add_*` methods build layers conveniently (missing
+/// parent directories are created with mode `0o755`).
+///
+/// ```
+/// use layerstack::{Layer, LayerPath, MemLayer};
+///
+/// let mut base = MemLayer::new();
+/// base.add_file("etc/hostname", "box\n")?;
+/// base.add_symlink("bin", "usr/bin")?;
+/// let mut top = MemLayer::new();
+/// top.add_whiteout("etc/hostname")?;
+/// assert!(top.lookup(&LayerPath::new("etc/hostname")?)?.unwrap().is_whiteout());
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemLayer {
+    root: Arc<MemDir>,
+    links: Arc<BTreeMap<u64, Arc<MemObj>>>,
+    next_ino: u64,
+}
+
+impl Default for MemLayer {
+    fn default() -> MemLayer {
+        MemLayer::new()
+    }
+}
+
+/// The inode number of the root directory of a `MemLayer`.
+const ROOT_INO: u64 = 1;
+
+impl MemLayer {
+    /// An empty layer: a root directory (mode `0o755`, owner root, times at
+    /// the epoch) and nothing else.
+    #[must_use]
+    pub fn new() -> MemLayer {
+        let mut meta = Metadata::new(FileType::Dir);
+        meta.ino = ROOT_INO;
+        MemLayer {
+            root: Arc::new(MemDir::new(meta)),
+            links: Arc::new(BTreeMap::new()),
+            next_ino: ROOT_INO + 1,
+        }
+    }
+
+    /// Whether the layer holds nothing but its root (and the root carries
+    /// no flags).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.root.entries.is_empty() && !self.root.opaque
+    }
+
+    fn alloc_ino(&mut self) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        ino
+    }
+
+    fn entry(&self, path: &LayerPath) -> Option<&MemEntry> {
+        let mut dir = &self.root;
+        let mut names = path.names().peekable();
+        while let Some(name) = names.next() {
+            let entry = dir.entries.get(name)?;
+            if names.peek().is_none() {
+                return Some(entry);
+            }
+            match entry {
+                MemEntry::Dir(d) => dir = d,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    fn dir(&self, path: &LayerPath) -> Result<&MemDir> {
+        if path.is_root() {
+            return Ok(&self.root);
+        }
+        match self.entry(path) {
+            Some(MemEntry::Dir(d)) => Ok(d),
+            Some(MemEntry::Whiteout) | None => Err(layer_error(ErrorKind::NotFound, path)),
+            Some(_) => Err(layer_error(ErrorKind::NotADirectory, path)),
+        }
+    }
+
+    fn dir_mut(&mut self, path: &LayerPath) -> Result<&mut MemDir> {
+        let mut dir = Arc::make_mut(&mut self.root);
+        for name in path.names() {
+            dir = match dir.entries.get_mut(name) {
+                Some(MemEntry::Dir(d)) => Arc::make_mut(d),
+                Some(MemEntry::Whiteout) | None => {
+                    return Err(layer_error(ErrorKind::NotFound, path));
+                }
+                Some(_) => return Err(layer_error(ErrorKind::NotADirectory, path)),
+            };
+        }
+        Ok(dir)
+    }
+
+    /// The parent directory of `path` (mutable) and the last name.
+    fn parent_mut<'a>(&mut self, path: &'a LayerPath) -> Result<(&mut MemDir, &'a str)> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(layer_error(ErrorKind::Busy, path));
+        };
+        let dir = self.dir_mut(&parent)?;
+        Ok((dir, name))
+    }
+
+    fn obj(&self, path: &LayerPath) -> Result<&MemObj> {
+        match self.entry(path) {
+            Some(MemEntry::Obj(o)) => Ok(o),
+            Some(MemEntry::Linked(ino)) => Ok(self.linked(*ino)),
+            Some(MemEntry::Dir(_)) => Err(layer_error(ErrorKind::IsADirectory, path)),
+            Some(MemEntry::Whiteout) | None => Err(layer_error(ErrorKind::NotFound, path)),
+        }
+    }
+
+    fn linked(&self, ino: u64) -> &MemObj {
+        self.links
+            .get(&ino)
+            .expect("a linked name always has its object in the table")
+    }
+
+    fn obj_mut(&mut self, path: &LayerPath) -> Result<&mut MemObj> {
+        let linked = match self.entry(path) {
+            Some(MemEntry::Obj(_)) => None,
+            Some(MemEntry::Linked(ino)) => Some(*ino),
+            Some(MemEntry::Dir(_)) => return Err(layer_error(ErrorKind::IsADirectory, path)),
+            Some(MemEntry::Whiteout) | None => return Err(layer_error(ErrorKind::NotFound, path)),
+        };
+        if let Some(ino) = linked {
+            let obj = Arc::make_mut(&mut self.links)
+                .get_mut(&ino)
+                .expect("a linked name always has its object in the table");
+            return Ok(Arc::make_mut(obj));
+        }
+        let (dir, name) = self.parent_mut(path)?;
+        match dir.entries.get_mut(name) {
+            Some(MemEntry::Obj(o)) => Ok(Arc::make_mut(o)),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    fn file_mut(&mut self, path: &LayerPath) -> Result<&mut FileData> {
+        match &mut self.obj_mut(path)?.body {
+            Body::File(d) => Ok(d),
+            _ => Err(layer_error(ErrorKind::InvalidInput, path)),
+        }
+    }
+
+    /// The data of regular file `path`, shared (no bytes are copied).
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `EISDIR` for a directory, `EINVAL` for other
+    /// non-regular files.
+    pub fn file_data(&self, path: &LayerPath) -> Result<FileData> {
+        match &self.obj(path)?.body {
+            Body::File(d) => Ok(d.clone()),
+            _ => Err(layer_error(ErrorKind::InvalidInput, path)),
+        }
+    }
+
+    /// Drops one name of an entry being removed or replaced.
+    fn release(&mut self, entry: &MemEntry) {
+        if let MemEntry::Linked(ino) = entry {
+            let links = Arc::make_mut(&mut self.links);
+            let obj = Arc::make_mut(links.get_mut(ino).expect("linked object"));
+            obj.meta.nlink -= 1;
+            if obj.meta.nlink == 0 {
+                links.remove(ino);
+            }
+        }
+    }
+
+    /// Creates the missing ancestors of `path` as directories.
+    fn ensure_parents(&mut self, path: &LayerPath) -> Result<()> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        let mut at = LayerPath::root();
+        for name in parent.names() {
+            at = at.join_unchecked(name);
+            match self.entry(&at) {
+                Some(MemEntry::Dir(_)) => {}
+                None | Some(MemEntry::Whiteout) => {
+                    self.create(&at, &Metadata::new(FileType::Dir), Content::Dir)?;
+                }
+                Some(_) => return Err(layer_error(ErrorKind::NotADirectory, &at)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds regular file `path` (mode `0o644`) with `data`, creating parents.
+    ///
+    /// # Errors
+    /// `EINVAL` for an invalid path, `EEXIST` if the name is taken,
+    /// `ENOTDIR` if a parent is not a directory.
+    pub fn add_file(&mut self, path: &str, data: impl Into<Bytes>) -> Result<()> {
+        self.add_file_with(path, data, Metadata::new(FileType::File))
+    }
+
+    /// Adds regular file `path` with `data` and the given metadata.
+    ///
+    /// # Errors
+    /// As [`MemLayer::add_file`].
+    pub fn add_file_with(
+        &mut self,
+        path: &str,
+        data: impl Into<Bytes>,
+        meta: Metadata,
+    ) -> Result<()> {
+        let path = LayerPath::new(path)?;
+        self.ensure_parents(&path)?;
+        let mut meta = meta;
+        meta.file_type = FileType::File;
+        self.create(&path, &meta, Content::File(FileData::from(data.into())))
+    }
+
+    /// Adds directory `path` (mode `0o755`), creating parents; an existing
+    /// directory is left as it is.
+    ///
+    /// # Errors
+    /// As [`MemLayer::add_file`].
+    pub fn add_dir(&mut self, path: &str) -> Result<()> {
+        self.add_dir_with(path, Metadata::new(FileType::Dir))
+    }
+
+    /// Adds directory `path` with the given metadata, creating parents; an
+    /// existing directory gets the metadata.
+    ///
+    /// # Errors
+    /// As [`MemLayer::add_file`].
+    pub fn add_dir_with(&mut self, path: &str, meta: Metadata) -> Result<()> {
+        let path = LayerPath::new(path)?;
+        let mut meta = meta;
+        meta.file_type = FileType::Dir;
+        if path.is_root() {
+            return self.set_metadata(&path, &meta);
+        }
+        self.ensure_parents(&path)?;
+        match self.entry(&path) {
+            Some(MemEntry::Dir(_)) => self.set_metadata(&path, &meta),
+            _ => self.create(&path, &meta, Content::Dir),
+        }
+    }
+
+    /// Adds an opaque directory `path`, creating parents.
+    ///
+    /// # Errors
+    /// As [`MemLayer::add_file`].
+    pub fn add_opaque_dir(&mut self, path: &str) -> Result<()> {
+        self.add_dir(path)?;
+        self.set_opaque(&LayerPath::new(path)?, true)
+    }
+
+    /// Adds symlink `path` pointing at `target` (verbatim), creating parents.
+    ///
+    /// # Errors
+    /// As [`MemLayer::add_file`].
+    pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        let path = LayerPath::new(path)?;
+        self.ensure_parents(&path)?;
+        self.create(
+            &path,
+            &Metadata::new(FileType::Symlink),
+            Content::Symlink(target.to_owned()),
+        )
+    }
+
+    /// Adds a fifo, device or socket `path` with `meta` (its `file_type`
+    /// and `rdev` say which), creating parents.
+    ///
+    /// # Errors
+    /// As [`MemLayer::add_file`], and `EINVAL` if `meta` is not of a
+    /// special type.
+    pub fn add_special(&mut self, path: &str, meta: Metadata) -> Result<()> {
+        let path = LayerPath::new(path)?;
+        self.ensure_parents(&path)?;
+        self.create(&path, &meta, Content::Special)
+    }
+
+    /// Adds a whiteout at `path`, creating parents.
+    ///
+    /// # Errors
+    /// As [`MemLayer::add_file`].
+    pub fn add_whiteout(&mut self, path: &str) -> Result<()> {
+        let path = LayerPath::new(path)?;
+        self.ensure_parents(&path)?;
+        self.whiteout(&path)
+    }
+
+    /// Adds `new` as another name of `existing`, creating parents.
+    ///
+    /// # Errors
+    /// As [`LayerMut::hard_link`].
+    pub fn add_hard_link(&mut self, existing: &str, new: &str) -> Result<()> {
+        let new = LayerPath::new(new)?;
+        self.ensure_parents(&new)?;
+        self.hard_link(&LayerPath::new(existing)?, &new)
+    }
+}
+
+impl Layer for MemLayer {
+    fn lookup(&self, path: &LayerPath) -> Result<Option<Entry>> {
+        if path.is_root() {
+            return Ok(Some(Entry::Node(self.root.node())));
+        }
+        Ok(self.entry(path).map(|e| match e {
+            MemEntry::Dir(d) => Entry::Node(d.node()),
+            MemEntry::Obj(o) => Entry::Node(o.node()),
+            MemEntry::Linked(ino) => Entry::Node(self.linked(*ino).node()),
+            MemEntry::Whiteout => Entry::Whiteout,
+        }))
+    }
+
+    fn read_dir(&self, path: &LayerPath) -> Result<DirListing> {
+        let dir = self.dir(path)?;
+        let entries = dir
+            .entries
+            .iter()
+            .map(|(name, e)| {
+                let kind = match e {
+                    MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
+                    MemEntry::Obj(o) => EntryKind::Node(o.meta.file_type),
+                    MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).meta.file_type),
+                    MemEntry::Whiteout => EntryKind::Whiteout,
+                };
+                (name.clone(), kind)
+            })
+            .collect();
+        Ok(DirListing {
+            opaque: dir.opaque,
+            entries,
+        })
+    }
+
+    fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<Bytes> {
+        match &self.obj(path)?.body {
+            Body::File(d) => Ok(d.read_at(offset, len)),
+            _ => Err(layer_error(ErrorKind::InvalidInput, path)),
+        }
+    }
+
+    fn read_link(&self, path: &LayerPath) -> Result<String> {
+        match self.obj(path) {
+            Ok(MemObj {
+                body: Body::Symlink(t),
+                ..
+            }) => Ok(t.clone()),
+            Ok(_) => Err(layer_error(ErrorKind::InvalidInput, path)),
+            Err(e) if e.kind() == ErrorKind::IsADirectory => {
+                Err(layer_error(ErrorKind::InvalidInput, path))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        String::from("memory layer")
+    }
+}
+
+/// The largest file a `MemLayer` stores (as ext4's 16 TiB).
+const MAX_FILE_SIZE: u64 = 1 << 44;
+
+impl LayerMut for MemLayer {
+    fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()> {
+        let ok = match (&content, meta.file_type) {
+            (Content::File(_), FileType::File)
+            | (Content::Dir, FileType::Dir)
+            | (Content::Symlink(_), FileType::Symlink) => true,
+            (Content::Special, t) => t.is_special(),
+            _ => false,
+        };
+        if !ok {
+            return Err(layer_error(ErrorKind::InvalidInput, path));
+        }
+        let ino = self.alloc_ino();
+        let mut meta = meta.clone();
+        meta.ino = ino;
+        meta.nlink = 1;
+        let entry = match content {
+            Content::Dir => MemEntry::Dir(Arc::new(MemDir::new(meta))),
+            Content::File(d) => MemEntry::Obj(Arc::new(MemObj {
+                meta,
+                body: Body::File(d),
+            })),
+            Content::Symlink(t) => MemEntry::Obj(Arc::new(MemObj {
+                meta,
+                body: Body::Symlink(t),
+            })),
+            Content::Special => MemEntry::Obj(Arc::new(MemObj {
+                meta,
+                body: Body::Special,
+            })),
+        };
+        let (dir, name) = self.parent_mut(path)?;
+        match dir.entries.get(name) {
+            None | Some(MemEntry::Whiteout) => {
+                dir.insert(name.to_owned(), entry);
+                Ok(())
+            }
+            Some(_) => Err(layer_error(ErrorKind::AlreadyExists, path)),
+        }
+    }
+
+    fn copy_file(
+        &mut self,
+        path: &LayerPath,
+        meta: &Metadata,
+        src: &dyn Layer,
+        src_path: &LayerPath,
+    ) -> Result<()> {
+        if let Some(mem) = src.as_any().downcast_ref::<MemLayer>() {
+            let data = mem.file_data(src_path)?;
+            return self.create(path, meta, Content::File(data));
+        }
+        self.create(path, meta, Content::File(FileData::new()))?;
+        let mut offset = 0u64;
+        loop {
+            let chunk = src.read_at(src_path, offset, 1 << 20)?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let len = chunk.len() as u64;
+            self.file_mut(path)?.write_bytes_at(offset, chunk);
+            offset += len;
+        }
+    }
+
+    fn write_at(&mut self, path: &LayerPath, offset: u64, data: &[u8]) -> Result<()> {
+        if offset.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
+            return Err(layer_error(ErrorKind::FileTooLarge, path));
+        }
+        self.file_mut(path)?.write_at(offset, data);
+        Ok(())
+    }
+
+    fn set_len(&mut self, path: &LayerPath, len: u64) -> Result<()> {
+        if len > MAX_FILE_SIZE {
+            return Err(layer_error(ErrorKind::FileTooLarge, path));
+        }
+        self.file_mut(path)?.set_len(len);
+        Ok(())
+    }
+
+    fn set_metadata(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
+        let apply = |m: &mut Metadata| {
+            m.mode = meta.mode;
+            m.uid = meta.uid;
+            m.gid = meta.gid;
+            m.atime = meta.atime;
+            m.mtime = meta.mtime;
+            m.ctime = meta.ctime;
+            m.xattrs = meta.xattrs.clone();
+        };
+        if path.is_root() {
+            apply(&mut Arc::make_mut(&mut self.root).meta);
+            return Ok(());
+        }
+        let (dir, name) = self.parent_mut(path)?;
+        if let Some(MemEntry::Dir(d)) = dir.entries.get_mut(name) {
+            apply(&mut Arc::make_mut(d).meta);
+            return Ok(());
+        }
+        apply(&mut self.obj_mut(path)?.meta);
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &LayerPath) -> Result<()> {
+        let (dir, name) = self.parent_mut(path)?;
+        let old = match dir.entries.get(name) {
+            None => return Err(layer_error(ErrorKind::NotFound, path)),
+            Some(MemEntry::Dir(d)) if !d.entries.is_empty() => {
+                return Err(layer_error(ErrorKind::DirectoryNotEmpty, path));
+            }
+            Some(_) => dir.take(name).expect("entry exists"),
+        };
+        self.release(&old);
+        Ok(())
+    }
+
+    fn whiteout(&mut self, path: &LayerPath) -> Result<()> {
+        let (dir, name) = self.parent_mut(path)?;
+        if let Some(MemEntry::Dir(d)) = dir.entries.get(name)
+            && !d.entries.is_empty()
+        {
+            return Err(layer_error(ErrorKind::DirectoryNotEmpty, path));
+        }
+        if let Some(old) = dir.insert(name.to_owned(), MemEntry::Whiteout) {
+            self.release(&old);
+        }
+        Ok(())
+    }
+
+    fn set_opaque(&mut self, path: &LayerPath, opaque: bool) -> Result<()> {
+        self.dir_mut(path)?.opaque = opaque;
+        Ok(())
+    }
+
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<String>) -> Result<()> {
+        self.dir_mut(path)?.redirect = redirect;
+        Ok(())
+    }
+
+    fn hard_link(&mut self, existing: &LayerPath, new: &LayerPath) -> Result<()> {
+        let ino = match self.entry(existing) {
+            None | Some(MemEntry::Whiteout) => {
+                return Err(layer_error(ErrorKind::NotFound, existing));
+            }
+            Some(MemEntry::Dir(_)) => return Err(layer_error(ErrorKind::NotPermitted, existing)),
+            Some(MemEntry::Linked(ino)) => *ino,
+            Some(MemEntry::Obj(o)) => o.meta.ino,
+        };
+        {
+            let (dir, name) = self.parent_mut(new)?;
+            if matches!(
+                dir.entries.get(name),
+                Some(MemEntry::Dir(_) | MemEntry::Obj(_) | MemEntry::Linked(_))
+            ) {
+                return Err(layer_error(ErrorKind::AlreadyExists, new));
+            }
+        }
+        // Move a single-named object into the table of linked objects.
+        let (dir, name) = self.parent_mut(existing)?;
+        if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
+            let Some(MemEntry::Obj(obj)) = dir.insert(name.to_owned(), MemEntry::Linked(ino))
+            else {
+                unreachable!("checked above")
+            };
+            Arc::make_mut(&mut self.links).insert(ino, obj);
+        }
+        let links = Arc::make_mut(&mut self.links);
+        Arc::make_mut(links.get_mut(&ino).expect("linked object"))
+            .meta
+            .nlink += 1;
+        let (dir, name) = self.parent_mut(new)?;
+        dir.insert(name.to_owned(), MemEntry::Linked(ino));
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &LayerPath, to: &LayerPath) -> Result<()> {
+        if from == to {
+            return match self.entry(from) {
+                Some(_) => Ok(()),
+                None => Err(layer_error(ErrorKind::NotFound, from)),
+            };
+        }
+        if to.starts_with(from) {
+            return Err(layer_error(ErrorKind::InvalidInput, to));
+        }
+        if from.is_root() || to.is_root() {
+            return Err(layer_error(ErrorKind::Busy, from));
+        }
+        if self.entry(from).is_none() {
+            return Err(layer_error(ErrorKind::NotFound, from));
+        }
+        {
+            let (dir, name) = self.parent_mut(to)?;
+            if let Some(MemEntry::Dir(d)) = dir.entries.get(name)
+                && !d.entries.is_empty()
+            {
+                return Err(layer_error(ErrorKind::DirectoryNotEmpty, to));
+            }
+        }
+        let (dir, name) = self.parent_mut(from)?;
+        let moving = dir.take(name).expect("checked above");
+        let (dir, name) = self.parent_mut(to)?;
+        if let Some(old) = dir.insert(name.to_owned(), moving) {
+            self.release(&old);
+        }
+        Ok(())
+    }
+
+    fn exchange(&mut self, a: &LayerPath, b: &LayerPath) -> Result<()> {
+        if a == b {
+            return Ok(());
+        }
+        if a.starts_with(b) || b.starts_with(a) {
+            return Err(layer_error(ErrorKind::InvalidInput, b));
+        }
+        if self.entry(a).is_none() {
+            return Err(layer_error(ErrorKind::NotFound, a));
+        }
+        if self.entry(b).is_none() {
+            return Err(layer_error(ErrorKind::NotFound, b));
+        }
+        let (dir, name) = self.parent_mut(a)?;
+        let ea = dir.take(name).expect("checked above");
+        let (dir, name) = self.parent_mut(b)?;
+        let eb = dir.insert(name.to_owned(), ea).expect("checked above");
+        let (dir, name) = self.parent_mut(a)?;
+        dir.insert(name.to_owned(), eb);
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<Arc<dyn Layer>> {
+        let frozen = std::mem::take(self);
+        // Keep numbering where the frozen layer stopped, so inode numbers of
+        // the new upper never repeat those of the layer it came from.
+        self.next_ino = frozen.next_ino;
+        Ok(Arc::new(frozen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> LayerPath {
+        LayerPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn clone_is_a_snapshot() {
+        let mut a = MemLayer::new();
+        a.add_file("d/f", "one").unwrap();
+        let snap = a.clone();
+        a.write_at(&p("d/f"), 0, b"two").unwrap();
+        a.add_file("d/g", "new").unwrap();
+        assert_eq!(&snap.read_at(&p("d/f"), 0, 10).unwrap()[..], b"one");
+        assert_eq!(snap.lookup(&p("d/g")).unwrap(), None);
+        assert_eq!(&a.read_at(&p("d/f"), 0, 10).unwrap()[..], b"two");
+    }
+
+    #[test]
+    fn hard_links_share_data_and_count_names() {
+        let mut l = MemLayer::new();
+        l.add_file("a", "x").unwrap();
+        l.add_hard_link("a", "d/b").unwrap();
+        l.add_hard_link("d/b", "c").unwrap();
+        l.write_at(&p("c"), 1, b"y").unwrap();
+        for name in ["a", "d/b", "c"] {
+            let node = l.lookup(&p(name)).unwrap().unwrap();
+            let node = node.node().unwrap();
+            assert_eq!(node.meta.nlink, 3, "{name}");
+            assert_eq!(&l.read_at(&p(name), 0, 9).unwrap()[..], b"xy");
+        }
+        l.remove(&p("a")).unwrap();
+        l.rename(&p("c"), &p("e")).unwrap();
+        let node = l.lookup(&p("e")).unwrap().unwrap();
+        assert_eq!(node.node().unwrap().meta.nlink, 2);
+        assert_eq!(
+            l.hard_link(&p("d"), &p("z")).unwrap_err().kind(),
+            ErrorKind::NotPermitted
+        );
+    }
+
+    #[test]
+    fn directory_nlink_counts_subdirectories() {
+        let mut l = MemLayer::new();
+        l.add_dir("a/b").unwrap();
+        l.add_dir("a/c").unwrap();
+        l.add_file("a/f", "").unwrap();
+        let a = l.lookup(&p("a")).unwrap().unwrap();
+        assert_eq!(a.node().unwrap().meta.nlink, 4);
+        l.remove(&p("a/b")).unwrap();
+        let a = l.lookup(&p("a")).unwrap().unwrap();
+        assert_eq!(a.node().unwrap().meta.nlink, 3);
+    }
+
+    #[test]
+    fn whiteouts_and_lookups_below_non_directories() {
+        let mut l = MemLayer::new();
+        l.add_file("f", "").unwrap();
+        l.add_whiteout("d/w").unwrap();
+        assert_eq!(l.lookup(&p("f/x")).unwrap(), None);
+        assert_eq!(l.lookup(&p("d/w")).unwrap(), Some(Entry::Whiteout));
+        assert_eq!(l.lookup(&p("d/w/x")).unwrap(), None);
+        let listing = l.read_dir(&p("d")).unwrap();
+        assert_eq!(
+            listing.entries,
+            vec![("w".to_owned(), EntryKind::Whiteout)]
+        );
+        assert_eq!(
+            l.remove(&p("d")).unwrap_err().kind(),
+            ErrorKind::DirectoryNotEmpty
+        );
+        l.create(&p("d/w"), &Metadata::new(FileType::Dir), Content::Dir)
+            .unwrap();
+        assert!(l.lookup(&p("d/w")).unwrap().unwrap().node().is_some());
+    }
+
+    #[test]
+    fn rename_and_exchange() {
+        let mut l = MemLayer::new();
+        l.add_file("a/f", "1").unwrap();
+        l.add_dir("b").unwrap();
+        assert_eq!(
+            l.rename(&p("a"), &p("a/x")).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        l.rename(&p("a"), &p("b")).unwrap();
+        assert_eq!(&l.read_at(&p("b/f"), 0, 1).unwrap()[..], b"1");
+        l.add_file("c", "2").unwrap();
+        l.exchange(&p("b"), &p("c")).unwrap();
+        assert_eq!(&l.read_at(&p("b"), 0, 1).unwrap()[..], b"2");
+        assert_eq!(&l.read_at(&p("c/f"), 0, 1).unwrap()[..], b"1");
+    }
+
+    #[test]
+    fn copy_file_shares_data_between_memory_layers() {
+        let mut lower = MemLayer::new();
+        lower.add_file("big", vec![1u8; 1 << 20]).unwrap();
+        let mut upper = MemLayer::new();
+        upper
+            .copy_file(&p("big"), &Metadata::new(FileType::File), &lower, &p("big"))
+            .unwrap();
+        let a = lower.file_data(&p("big")).unwrap().to_bytes();
+        let b = upper.file_data(&p("big")).unwrap().to_bytes();
+        assert_eq!(a.as_ptr(), b.as_ptr());
+    }
+}

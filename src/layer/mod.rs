@@ -1,0 +1,299 @@
+//! Layers: the read trait [`Layer`], the write trait [`LayerMut`], and the
+//! first-class whiteouts and opaque directories they carry.
+//!
+//! A layer is a *changeset*, not a complete tree: besides files,
+//! directories, symlinks and special files it holds whiteouts (a name
+//! deleted relative to the layers below) and opaque directories (which hide
+//! everything below them). Each backend encodes these its own way; through
+//! the traits they are plain data:
+//!
+//! - [`Entry::Whiteout`] at a path: the name is deleted in every layer
+//!   below this one.
+//! - [`Node::opaque`] on a directory: no layer below contributes entries.
+//! - [`Node::redirect`] on a directory: the layers below are looked up at
+//!   another path (set by a directory rename with the redirect option), in
+//!   the kernel's format: a single name is relative to the parent, a path
+//!   starting with `/` is from the root.
+//!
+//! A layer never follows a symlink: it answers for the exact path it is
+//! given, and the merged view resolves symlinks in its own root.
+//!
+//! Third parties can implement [`Layer`] (a tar, a remote store) and check
+//! themselves with the conformance suite in `layerstack::testing` (feature
+//! `proptest`).
+
+pub mod mem;
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::data::FileData;
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::meta::{FileType, Metadata};
+use crate::path::LayerPath;
+
+/// An object in a layer with its layer-level flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its metadata; `ino` and `nlink` are the layer's own.
+    pub meta: Metadata,
+    /// For a directory: nothing below this layer shows through it.
+    pub opaque: bool,
+    /// For a directory: where the layers below hold its contents, in the
+    /// kernel's `overlay.redirect` format.
+    pub redirect: Option<String>,
+}
+
+impl Node {
+    /// A node with no flags.
+    #[must_use]
+    pub fn new(meta: Metadata) -> Node {
+        Node {
+            meta,
+            opaque: false,
+            redirect: None,
+        }
+    }
+}
+
+/// What a layer holds at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// An object.
+    Node(Node),
+    /// A whiteout: the name is deleted in the layers below.
+    Whiteout,
+}
+
+impl Entry {
+    /// The node, if this is not a whiteout.
+    #[must_use]
+    pub fn node(&self) -> Option<&Node> {
+        match self {
+            Entry::Node(n) => Some(n),
+            Entry::Whiteout => None,
+        }
+    }
+
+    /// Whether this is a whiteout.
+    #[must_use]
+    pub fn is_whiteout(&self) -> bool {
+        matches!(self, Entry::Whiteout)
+    }
+}
+
+/// The kind of one name in a layer's directory listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// An object of this type.
+    Node(FileType),
+    /// A whiteout.
+    Whiteout,
+}
+
+/// One directory of one layer: its names (sorted, whiteouts included) and
+/// whether it is opaque.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirListing {
+    /// The directory hides everything below this layer.
+    pub opaque: bool,
+    /// Names in byte order with their kinds.
+    pub entries: Vec<(String, EntryKind)>,
+}
+
+/// Lets callers recover the concrete type behind a `dyn Layer` (a backend
+/// can then take a fast path for a layer of its own kind, as `MemLayer`
+/// shares file data on copy-up). Implemented for every type.
+pub trait AsAny {
+    /// `self` as [`Any`].
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A read-only layer.
+///
+/// Every method answers for the exact path given, in this layer alone: it
+/// never follows symlinks and never consults other layers. A path whose
+/// parent is missing, a whiteout or not a directory in this layer does not
+/// exist here.
+pub trait Layer: AsAny + Send + Sync + Debug + 'static {
+    /// What this layer holds at `path`, if anything.
+    ///
+    /// # Errors
+    /// Only for failures of the layer's storage; a missing path is `Ok(None)`.
+    fn lookup(&self, path: &LayerPath) -> Result<Option<Entry>>;
+
+    /// The names in directory `path`, whiteouts included, sorted by name.
+    ///
+    /// # Errors
+    /// `ENOENT` if `path` does not exist in this layer, `ENOTDIR` if it is
+    /// not a directory.
+    fn read_dir(&self, path: &LayerPath) -> Result<DirListing>;
+
+    /// Up to `len` bytes of regular file `path` from `offset` (fewer at the
+    /// end of the file).
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `EISDIR` for a directory, `EINVAL` for other
+    /// non-regular files.
+    fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<Bytes>;
+
+    /// The target of symlink `path`, verbatim.
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `EINVAL` if not a symlink.
+    fn read_link(&self, path: &LayerPath) -> Result<String>;
+
+    /// A short name for messages ("memory layer", a directory path).
+    fn describe(&self) -> String {
+        String::from("layer")
+    }
+}
+
+/// What a new object holds.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A regular file with this data.
+    File(FileData),
+    /// An empty directory.
+    Dir,
+    /// A symlink with this target (stored verbatim).
+    Symlink(String),
+    /// A fifo, device or socket (its device number is in the metadata).
+    Special,
+}
+
+/// A writable layer: the writes the merged view needs.
+///
+/// The merged view decides *what* to write (copy-up, whiteouts, opaque
+/// flags); a `LayerMut` only stores it. Each method acts on this layer
+/// alone and on exact paths; the parent of a new name must already be a
+/// directory in this layer.
+pub trait LayerMut: Layer {
+    /// Creates an object at `path`; a whiteout there is replaced.
+    /// The type comes from `meta.file_type` and must match `content`.
+    ///
+    /// # Errors
+    /// `EEXIST` if an object exists at `path`; `ENOENT` if the parent is
+    /// missing; `ENOTDIR` if it is not a directory; `EINVAL` if `meta` and
+    /// `content` disagree.
+    fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()>;
+
+    /// Creates regular file `path` with `meta` and the data of `src_path`
+    /// in `src` (a data copy-up). The default streams the data through
+    /// [`Layer::read_at`] and [`LayerMut::write_at`]; backends override it
+    /// to share or clone data.
+    ///
+    /// # Errors
+    /// As [`LayerMut::create`], and errors reading `src`.
+    fn copy_file(
+        &mut self,
+        path: &LayerPath,
+        meta: &Metadata,
+        src: &dyn Layer,
+        src_path: &LayerPath,
+    ) -> Result<()> {
+        self.create(path, meta, Content::File(FileData::new()))?;
+        let mut offset = 0u64;
+        loop {
+            let chunk = src.read_at(src_path, offset, 1 << 20)?;
+            if chunk.is_empty() {
+                break;
+            }
+            self.write_at(path, offset, &chunk)?;
+            offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` into regular file `path` at `offset`, growing it.
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `EISDIR` for a directory, `EINVAL` for other
+    /// non-regular files, `EFBIG` past the largest size.
+    fn write_at(&mut self, path: &LayerPath, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Truncates or extends regular file `path`.
+    ///
+    /// # Errors
+    /// As [`LayerMut::write_at`].
+    fn set_len(&mut self, path: &LayerPath, len: u64) -> Result<()>;
+
+    /// Stores mode, owner, times and xattrs of `meta` on `path` (its type,
+    /// size, nlink, ino and rdev are ignored).
+    ///
+    /// # Errors
+    /// `ENOENT` if `path` holds no object.
+    fn set_metadata(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()>;
+
+    /// Removes what is at `path`: an object (a directory must have no
+    /// entries in this layer, whiteouts included) or a whiteout.
+    ///
+    /// # Errors
+    /// `ENOENT` if nothing is there, `ENOTEMPTY` for a directory with
+    /// entries.
+    fn remove(&mut self, path: &LayerPath) -> Result<()>;
+
+    /// Places a whiteout at `path`, replacing a non-directory or an empty
+    /// directory there.
+    ///
+    /// # Errors
+    /// `ENOENT` if the parent is missing, `ENOTEMPTY` for a directory with
+    /// entries.
+    fn whiteout(&mut self, path: &LayerPath) -> Result<()>;
+
+    /// Marks directory `path` opaque or not.
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `ENOTDIR` if not a directory.
+    fn set_opaque(&mut self, path: &LayerPath, opaque: bool) -> Result<()>;
+
+    /// Sets or clears the redirect of directory `path`.
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `ENOTDIR` if not a directory.
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<String>) -> Result<()>;
+
+    /// Adds the name `new` for the object at `existing` (not a directory).
+    ///
+    /// # Errors
+    /// `ENOENT` if `existing` is missing, `EPERM` for a directory, `EEXIST`
+    /// if `new` is an object (a whiteout there is replaced).
+    fn hard_link(&mut self, existing: &LayerPath, new: &LayerPath) -> Result<()>;
+
+    /// Moves the entry at `from` (an object or whiteout, with everything
+    /// below it) to `to`, replacing what is at `to` (a whiteout, a
+    /// non-directory, or a directory with no entries).
+    ///
+    /// # Errors
+    /// `ENOENT` if `from` or the parent of `to` is missing, `ENOTEMPTY` if
+    /// `to` is a directory with entries, `EINVAL` if `to` is below `from`.
+    fn rename(&mut self, from: &LayerPath, to: &LayerPath) -> Result<()>;
+
+    /// Swaps the entries at `a` and `b` (both must exist).
+    ///
+    /// # Errors
+    /// `ENOENT` if either is missing, `EINVAL` if one is below the other.
+    fn exchange(&mut self, a: &LayerPath, b: &LayerPath) -> Result<()>;
+
+    /// Takes everything this layer holds out as a read-only layer and leaves
+    /// this layer empty (one `docker commit`).
+    ///
+    /// # Errors
+    /// Storage failures of the backend.
+    fn commit(&mut self) -> Result<Arc<dyn Layer>>;
+}
+
+/// An error for `path` in a layer (the view reframes it with its own
+/// operation and the user's path).
+pub(crate) fn layer_error(kind: ErrorKind, path: &LayerPath) -> Error {
+    Error::new(kind, Operation::Layer, path.as_str())
+}
