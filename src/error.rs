@@ -304,12 +304,13 @@ impl Operation {
 /// ```
 /// use layerstack::{ErrorKind, MemLayer, MergedView};
 ///
-/// let view = MergedView::new(vec![], MemLayer::new());
+/// let view = MergedView::new(vec![], MemLayer::new())?;
 /// let err = view.remove_file("etc/app.conf").unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::NotFound);
 /// assert_eq!(err.to_string(), "failed to remove file `etc/app.conf`: no such file or directory");
 /// let io: std::io::Error = err.into();
 /// assert_eq!(io.raw_os_error(), Some(2));
+/// # Ok::<(), layerstack::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {

@@ -297,3 +297,31 @@ pub trait LayerMut: Layer {
 pub(crate) fn layer_error(kind: ErrorKind, path: &LayerPath) -> Error {
     Error::new(kind, Operation::Layer, path.as_str())
 }
+
+/// Every entry of a layer, parents before children, in name order: objects
+/// (with their flags) and whiteouts. The root itself is left out; a
+/// changeset's root flags are on [`Layer::lookup`] of the root.
+///
+/// # Errors
+/// Errors of the layer's storage.
+pub fn walk(layer: &dyn Layer) -> Result<Vec<(LayerPath, Entry)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![LayerPath::root()];
+    while let Some(dir) = todo.pop() {
+        let listing = layer.read_dir(&dir)?;
+        let mut subdirs = Vec::new();
+        for (name, _) in listing.entries {
+            let path = dir.join(&name)?;
+            let Some(entry) = layer.lookup(&path)? else {
+                continue;
+            };
+            if entry.node().is_some_and(|n| n.meta.is_dir()) {
+                subdirs.push(path.clone());
+            }
+            out.push((path, entry));
+        }
+        todo.extend(subdirs.into_iter().rev());
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}

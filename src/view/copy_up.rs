@@ -1,0 +1,107 @@
+//! Copy-up: bringing an object from a lower layer into the upper before it
+//! changes, parents first, with its metadata.
+//!
+//! A copied-up object keeps its mode (setuid included), owner, times and
+//! extended attributes; a directory is copied alone (its children stay
+//! below and keep showing through); a regular file takes its data along
+//! (the backend decides how: `MemLayer` shares the buffers). The object
+//! keeps the inode number it had below, as the kernel keeps `st_ino`.
+//!
+//! With [`HardLinkCopyUp::Keep`](super::HardLinkCopyUp::Keep) every other
+//! name the view shows for the same lower inode is linked to the copy.
+
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::Content;
+use crate::meta::FileType;
+use crate::path::LayerPath;
+
+use super::options::{HardLinkCopyUp, ViewOptions};
+use super::resolve::{Cursor, Res, State, UPPER};
+
+impl State {
+    /// Copies up every directory from the root down to `path`, and `path`.
+    pub fn copy_up(&mut self, path: &LayerPath, options: &ViewOptions) -> Result<()> {
+        let mut at = LayerPath::root();
+        for name in path.names() {
+            at = at.join_unchecked(name);
+            let res = self.res_at(&at)?.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, Operation::CopyUp, at.as_str())
+            })?;
+            if !res.in_upper() {
+                self.copy_up_one(&at, &res, options)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies up one object whose parent is already in the upper.
+    fn copy_up_one(&mut self, path: &LayerPath, res: &Res, options: &ViewOptions) -> Result<()> {
+        let (idx, lpath) = res.top();
+        let lpath = lpath.clone();
+        let node = self.node(res)?;
+        let meta = node.meta.clone();
+        let reframe = |e: Error| e.reframe(Operation::CopyUp, path.as_str());
+        match meta.file_type {
+            FileType::Dir => self.upper.create(path, &meta, Content::Dir),
+            FileType::File => {
+                let src = self.lowers[idx - 1].clone();
+                self.upper.copy_file(path, &meta, &*src, &lpath)
+            }
+            FileType::Symlink => {
+                let target = self.layer(idx).read_link(&lpath)?;
+                self.upper.create(path, &meta, Content::Symlink(target))
+            }
+            _ => self.upper.create(path, &meta, Content::Special),
+        }
+        .map_err(reframe)?;
+        let upper_ino = match self.upper.lookup(path)? {
+            Some(entry) => entry.node().map_or(0, |n| n.meta.ino),
+            None => 0,
+        };
+        let origin = self.merged_ino(idx, meta.ino);
+        self.origins.insert((self.layer_ids[UPPER], upper_ino), origin);
+        let parent = path.parent().unwrap_or_default();
+        let name = path.file_name().unwrap_or_default().to_owned();
+        self.refresh(&parent, &name, false)?;
+        if options.hard_links == HardLinkCopyUp::Keep && !meta.is_dir() && meta.nlink > 1 {
+            self.link_other_names(idx, meta.ino, path, options)?;
+        }
+        Ok(())
+    }
+
+    /// After `copied` (lower inode `ino` of layer `idx`) was copied up,
+    /// links every other name the view shows for that inode to the copy.
+    fn link_other_names(
+        &mut self,
+        idx: usize,
+        ino: u64,
+        copied: &LayerPath,
+        options: &ViewOptions,
+    ) -> Result<()> {
+        let mut names = Vec::new();
+        let mut dirs = vec![self.root()];
+        while let Some(dir) = dirs.pop() {
+            for (name, res) in self.index(&dir)?.entries.iter() {
+                let path = dir.path.join_unchecked(name);
+                if res.file_type.is_dir() {
+                    dirs.push(Cursor {
+                        path,
+                        stack: res.stack.clone(),
+                    });
+                } else if res.top().0 == idx && self.node(res)?.meta.ino == ino {
+                    names.push(path);
+                }
+            }
+        }
+        for name in names {
+            if &name == copied {
+                continue;
+            }
+            let parent = name.parent().unwrap_or_default();
+            self.copy_up(&parent, options)?;
+            self.upper.hard_link(copied, &name)?;
+            self.refresh(&parent, name.file_name().unwrap_or_default(), false)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1206 @@
+//! [`MergedView`]: read-only lower layers under one writable upper layer,
+//! seen as one tree, with the semantics of the kernel's overlayfs.
+//!
+//! Lookups go top-down; a file changes only after it is copied up into the
+//! upper layer; a deletion of something that exists below leaves a
+//! whiteout; a directory created where a whiteout was is opaque. The API
+//! follows `std::fs` (each method says only how layers change it) and
+//! reports errors with the errno the kernel returns in the same situation.
+
+mod copy_up;
+mod file;
+mod options;
+mod readdir;
+pub(crate) mod resolve;
+
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use camino::Utf8PathBuf;
+
+pub use file::File;
+pub use options::*;
+
+use crate::data::FileData;
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::{Content, Entry, Layer, LayerMut};
+use crate::meta::{
+    FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX,
+    check_xattr_name, mode_after_chown, xattr_allowed_on,
+};
+use crate::path::LayerPath;
+
+use resolve::{Cursor, Res, Resolved, State, UPPER};
+
+/// Lower layers (read-only, top first) under one writable upper layer, seen
+/// as one filesystem tree.
+///
+/// `MergedView` is `Send + Sync` and every method takes `&self`: readers run
+/// concurrently, writers take turns, and no reader ever sees a half-done
+/// change (a copy-up, a rename) because each operation is atomic with
+/// respect to the others. Lower layers are never modified.
+///
+/// Paths may be absolute or relative; both start at the view's root, and
+/// `..` never leaves it. Symlinks resolve inside the view (an absolute
+/// target starts at the view's root), at most 40 per path (`ELOOP`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use layerstack::{Layer, MemLayer, MergedView};
+///
+/// let mut base = MemLayer::new();
+/// base.add_file("etc/app.conf", "port = 80\n")?;
+/// base.add_file("etc/old.conf", "legacy\n")?;
+/// let view = MergedView::new(vec![Arc::new(base) as Arc<dyn Layer>], MemLayer::new())?;
+///
+/// view.write("etc/app.conf", "port = 8080\n")?; // copy-up, then write
+/// view.remove_file("etc/old.conf")?; // leaves a whiteout in the upper
+///
+/// assert_eq!(view.read_to_string("/etc/app.conf")?, "port = 8080\n");
+/// let names: Vec<String> = view.read_dir("etc")?.into_iter().map(|e| e.name).collect();
+/// assert_eq!(names, ["app.conf"]);
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct MergedView {
+    options: ViewOptions,
+    state: RwLock<State>,
+}
+
+impl MergedView {
+    /// A view of `lowers` (top first) under `upper`, with default options.
+    ///
+    /// # Errors
+    /// Errors of the layers' storage while reading their roots.
+    pub fn new(lowers: Vec<Arc<dyn Layer>>, upper: impl LayerMut) -> Result<MergedView> {
+        MergedView::with_options(lowers, upper, ViewOptions::default())
+    }
+
+    /// A view with the given options.
+    ///
+    /// # Errors
+    /// As [`MergedView::new`].
+    pub fn with_options(
+        lowers: Vec<Arc<dyn Layer>>,
+        upper: impl LayerMut,
+        options: ViewOptions,
+    ) -> Result<MergedView> {
+        Ok(MergedView {
+            options,
+            state: RwLock::new(State::new(lowers, Box::new(upper))?),
+        })
+    }
+
+    /// The options of this view.
+    #[must_use]
+    pub fn options(&self) -> &ViewOptions {
+        &self.options
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.options.clock.now()
+    }
+
+    /// The lower layers, top first.
+    #[must_use]
+    pub fn layers(&self) -> Vec<Arc<dyn Layer>> {
+        self.read_state().lowers.clone()
+    }
+
+    /// Runs `f` with the upper layer (for example to walk its changeset with
+    /// [`crate::layer::walk`]).
+    pub fn with_upper<T>(&self, f: impl FnOnce(&dyn LayerMut) -> T) -> T {
+        f(&*self.read_state().upper)
+    }
+
+    /// What the upper layer holds: every changed path with its entry
+    /// (objects, whiteouts, opaque and redirect flags), parents first.
+    ///
+    /// # Errors
+    /// Errors of the upper layer's storage.
+    pub fn changes(&self) -> Result<Vec<(LayerPath, Entry)>> {
+        crate::layer::walk(&*self.read_state().upper)
+    }
+
+    /// Freezes the upper layer into a new read-only layer on top of the
+    /// lowers and continues with an empty upper (one Dockerfile step). What
+    /// the view shows does not change.
+    ///
+    /// # Errors
+    /// Errors of the upper layer's storage.
+    pub fn commit(&self) -> Result<()> {
+        let mut st = self.write_state();
+        let root_meta = match st.upper.lookup(&LayerPath::root())? {
+            Some(Entry::Node(node)) => node.meta,
+            _ => Metadata::new(FileType::Dir),
+        };
+        let frozen = st.upper.commit()?;
+        // The new upper root shows what the old one showed.
+        st.upper.set_metadata(&LayerPath::root(), &root_meta)?;
+        st.lowers.insert(0, frozen);
+        let id = st.next_layer_id;
+        st.next_layer_id += 1;
+        st.layer_ids.insert(0, id);
+        st.root_stack = st.compute_root_stack()?;
+        st.clear_cache();
+        Ok(())
+    }
+
+    // ----- reading -----
+
+    /// As [`std::fs::metadata`]: follows symlinks.
+    ///
+    /// # Errors
+    /// `ENOENT`, `ENOTDIR`, `ELOOP` and the path errors of resolution.
+    pub fn metadata(&self, path: impl AsRef<str>) -> Result<Metadata> {
+        self.stat(path.as_ref(), Operation::Metadata, true)
+    }
+
+    /// As [`std::fs::symlink_metadata`]: does not follow a final symlink.
+    ///
+    /// # Errors
+    /// As [`MergedView::metadata`].
+    pub fn symlink_metadata(&self, path: impl AsRef<str>) -> Result<Metadata> {
+        self.stat(path.as_ref(), Operation::Metadata, false)
+    }
+
+    fn stat(&self, user: &str, op: Operation, follow: bool) -> Result<Metadata> {
+        let st = self.read_state();
+        let r = st.resolve(user, op, follow)?;
+        let res = r.existing(op, user)?;
+        meta_of(&st, res)
+    }
+
+    /// As [`std::fs::exists`]: `Ok(false)` when the path does not exist.
+    ///
+    /// # Errors
+    /// Errors other than `ENOENT` (`ENOTDIR`, `ELOOP`, ...).
+    pub fn exists(&self, path: impl AsRef<str>) -> Result<bool> {
+        match self.metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// As [`std::fs::read`]; the bytes are shared with the layer where it can.
+    ///
+    /// # Errors
+    /// `EISDIR` for a directory, `EINVAL` for a fifo, device or socket, and
+    /// the errors of resolution.
+    pub fn read(&self, path: impl AsRef<str>) -> Result<Bytes> {
+        self.read_at(path, 0, usize::MAX)
+    }
+
+    /// As [`std::fs::read_to_string`].
+    ///
+    /// # Errors
+    /// As [`MergedView::read`], and `EINVAL` if the contents are not UTF-8.
+    pub fn read_to_string(&self, path: impl AsRef<str>) -> Result<String> {
+        let user = path.as_ref();
+        let bytes = self.read(user)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Error::new(ErrorKind::InvalidInput, Operation::Read, user)
+                .with_detail("contents are not valid UTF-8")
+        })
+    }
+
+    /// Up to `len` bytes from `offset` (fewer at the end of the file), as
+    /// `pread`.
+    ///
+    /// # Errors
+    /// As [`MergedView::read`].
+    pub fn read_at(&self, path: impl AsRef<str>, offset: u64, len: usize) -> Result<Bytes> {
+        let user = path.as_ref();
+        let st = self.read_state();
+        let r = st.resolve(user, Operation::Read, true)?;
+        let res = r.existing(Operation::Read, user)?;
+        check_regular(res.file_type, Operation::Read, user)?;
+        let (idx, lpath) = res.top();
+        st.layer(idx)
+            .read_at(lpath, offset, len)
+            .map_err(|e| e.reframe(Operation::Read, user))
+    }
+
+    /// As [`std::fs::read_link`]: the target, verbatim.
+    ///
+    /// # Errors
+    /// `EINVAL` if the object is not a symlink, and the errors of resolution.
+    pub fn read_link(&self, path: impl AsRef<str>) -> Result<Utf8PathBuf> {
+        let user = path.as_ref();
+        let st = self.read_state();
+        let r = st.resolve(user, Operation::ReadLink, false)?;
+        let res = r.existing(Operation::ReadLink, user)?;
+        if !res.file_type.is_symlink() {
+            return Err(Error::new(ErrorKind::InvalidInput, Operation::ReadLink, user));
+        }
+        let (idx, lpath) = res.top();
+        Ok(Utf8PathBuf::from(
+            st.layer(idx)
+                .read_link(lpath)
+                .map_err(|e| e.reframe(Operation::ReadLink, user))?,
+        ))
+    }
+
+    /// The resolved path of `path` in the view (symlinks followed), as
+    /// [`std::fs::canonicalize`]; the root is the empty path.
+    ///
+    /// # Errors
+    /// The errors of resolution; `ENOENT` if the object does not exist.
+    pub fn canonicalize(&self, path: impl AsRef<str>) -> Result<LayerPath> {
+        let user = path.as_ref();
+        let st = self.read_state();
+        let r = st.resolve(user, Operation::Lookup, true)?;
+        r.existing(Operation::Lookup, user)?;
+        Ok(r.path)
+    }
+
+    /// As [`std::fs::File::open`] with options: opening for writing
+    /// (`write`, `append` or `truncate`) copies the file up even if nothing
+    /// is written; opening for reading never does. The handle refers to the
+    /// path the file had when it was opened.
+    ///
+    /// # Errors
+    /// `EINVAL` for invalid options or a fifo, device or socket opened for
+    /// writing; `EISDIR` for a directory opened for writing; `EEXIST` with
+    /// `create_new` when the name exists; `ENOENT` when it is missing and
+    /// not created; the errors of resolution.
+    pub fn open(&self, path: impl AsRef<str>, options: &OpenOptions) -> Result<File<'_>> {
+        let user = path.as_ref();
+        if !options.is_valid() {
+            return Err(Error::new(ErrorKind::InvalidInput, Operation::Open, user)
+                .with_detail("invalid combination of open options"));
+        }
+        let (path, file_type) = if options.writes() {
+            let mut st = self.write_state();
+            self.open_for_write(&mut st, user, options)?
+        } else {
+            let st = self.read_state();
+            let r = st.resolve(user, Operation::Open, true)?;
+            let file_type = r.existing(Operation::Open, user)?.file_type;
+            (r.path, file_type)
+        };
+        Ok(File::new(self, path, file_type, *options))
+    }
+
+    // ----- writing file contents -----
+
+    /// As [`std::fs::write`]: creates or truncates, then writes. An existing
+    /// lower file is copied up first.
+    ///
+    /// # Errors
+    /// As [`MergedView::open`] with write, create and truncate.
+    pub fn write(&self, path: impl AsRef<str>, data: impl AsRef<[u8]>) -> Result<()> {
+        let user = path.as_ref();
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        let mut st = self.write_state();
+        let (path, _) = self.open_for_write(&mut st, user, &opts)?;
+        self.write_data(&mut st, &path, user, 0, data.as_ref())
+    }
+
+    /// Appends to a file, creating it if missing (as `>>` in a shell).
+    ///
+    /// # Errors
+    /// As [`MergedView::open`] with append and create.
+    pub fn append(&self, path: impl AsRef<str>, data: impl AsRef<[u8]>) -> Result<()> {
+        let user = path.as_ref();
+        let mut opts = OpenOptions::new();
+        opts.append(true).create(true);
+        let mut st = self.write_state();
+        let (path, _) = self.open_for_write(&mut st, user, &opts)?;
+        let len = file_len(&st, &path)?;
+        self.write_data(&mut st, &path, user, len, data.as_ref())
+    }
+
+    /// Writes `data` at `offset` of an existing file (as `pwrite`), growing
+    /// it; a gap reads as zeros.
+    ///
+    /// # Errors
+    /// As [`MergedView::open`] with write; `EFBIG` past the largest size.
+    pub fn write_at(&self, path: impl AsRef<str>, offset: u64, data: impl AsRef<[u8]>) -> Result<()> {
+        let user = path.as_ref();
+        let mut opts = OpenOptions::new();
+        opts.write(true);
+        let mut st = self.write_state();
+        let (path, _) = self.open_for_write(&mut st, user, &opts)?;
+        self.write_data(&mut st, &path, user, offset, data.as_ref())
+    }
+
+    /// Truncates or extends a file (as `truncate(2)`), after a copy-up.
+    ///
+    /// # Errors
+    /// `EISDIR` for a directory, `EINVAL` for other non-regular files, and
+    /// the errors of resolution.
+    pub fn set_len(&self, path: impl AsRef<str>, len: u64) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::SetLen;
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, true)?;
+        let res = r.existing(op, user)?;
+        check_regular(res.file_type, op, user)?;
+        st.copy_up(&r.path, &self.options)
+            .map_err(|e| e.reframe(op, user))?;
+        st.upper
+            .set_len(&r.path, len)
+            .map_err(|e| e.reframe(op, user))?;
+        self.touch(&mut st, &r.path, true)
+    }
+
+    /// Resolves for writing, creating or copying up as `open(2)` would.
+    /// Returns the merged path and the type of the object.
+    fn open_for_write(
+        &self,
+        st: &mut State,
+        user: &str,
+        options: &OpenOptions,
+    ) -> Result<(LayerPath, FileType)> {
+        let op = Operation::Open;
+        let r = st.resolve(user, op, !options.create_new)?;
+        match &r.obj {
+            Some(_) if options.create_new => Err(Error::new(ErrorKind::AlreadyExists, op, user)),
+            Some(res) => {
+                match res.file_type {
+                    FileType::Dir => return Err(Error::new(ErrorKind::IsADirectory, op, user)),
+                    FileType::File => {}
+                    _ => {
+                        return Err(Error::new(ErrorKind::InvalidInput, op, user)
+                            .with_detail("fifos, devices and sockets hold no data here"));
+                    }
+                }
+                st.copy_up(&r.path, &self.options)
+                    .map_err(|e| e.reframe(op, user))?;
+                if options.truncate {
+                    st.upper
+                        .set_len(&r.path, 0)
+                        .map_err(|e| e.reframe(op, user))?;
+                    self.touch(st, &r.path, true)?;
+                }
+                Ok((r.path, FileType::File))
+            }
+            None if options.creates() => {
+                if r.trailing_slash {
+                    return Err(Error::new(ErrorKind::IsADirectory, op, user));
+                }
+                let (parent, name) = r.parent.clone().expect("a missing object has a name");
+                let meta = self.new_meta(st, &parent, FileType::File, 0o666)?;
+                self.create_entry(st, &parent, &name, &meta, Content::File(FileData::new()))
+                    .map_err(|e| e.reframe(op, user))?;
+                Ok((r.path, FileType::File))
+            }
+            None => Err(Error::new(ErrorKind::NotFound, op, user)),
+        }
+    }
+
+    fn write_data(
+        &self,
+        st: &mut State,
+        path: &LayerPath,
+        user: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        st.upper
+            .write_at(path, offset, data)
+            .map_err(|e| e.reframe(Operation::Write, user))?;
+        self.touch(st, path, true)
+    }
+
+    /// Sets ctime (and mtime when `modified`) of an upper object to now.
+    fn touch(&self, st: &mut State, path: &LayerPath, modified: bool) -> Result<()> {
+        if let Some(Entry::Node(node)) = st.upper.lookup(path)? {
+            let mut meta = node.meta;
+            let now = self.now();
+            meta.ctime = now;
+            if modified {
+                meta.mtime = now;
+            }
+            st.upper.set_metadata(path, &meta)?;
+        }
+        Ok(())
+    }
+
+    // ----- creating and removing names -----
+
+    /// Metadata for a new object in `parent`: the view's owner (or the
+    /// group of a setgid parent), `mode` less the umask, times now.
+    fn new_meta(
+        &self,
+        st: &State,
+        parent: &Cursor,
+        file_type: FileType,
+        mode: u32,
+    ) -> Result<Metadata> {
+        let parent_meta = st.node(&Res {
+            file_type: FileType::Dir,
+            stack: parent.stack.clone(),
+        })?
+        .meta;
+        let mut mode = mode & MODE_MASK;
+        if file_type != FileType::Symlink {
+            mode &= !self.options.umask;
+        }
+        let mut gid = self.options.gid;
+        if parent_meta.mode & S_ISGID != 0 {
+            gid = parent_meta.gid;
+            if file_type.is_dir() {
+                mode |= S_ISGID;
+            }
+        }
+        Ok(Metadata::new(file_type)
+            .with_mode(mode)
+            .with_owner(self.options.uid, gid)
+            .with_times(self.now()))
+    }
+
+    /// Creates `name` in merged directory `parent` in the upper: the parent
+    /// chain is copied up; a directory created over a whiteout is opaque.
+    fn create_entry(
+        &self,
+        st: &mut State,
+        parent: &Cursor,
+        name: &str,
+        meta: &Metadata,
+        content: Content,
+    ) -> Result<()> {
+        st.copy_up(&parent.path, &self.options)?;
+        let path = parent.path.join_unchecked(name);
+        let over_whiteout = matches!(st.upper.lookup(&path)?, Some(Entry::Whiteout));
+        let is_dir = matches!(content, Content::Dir);
+        st.upper.create(&path, meta, content)?;
+        if is_dir && over_whiteout {
+            st.upper.set_opaque(&path, true)?;
+        }
+        self.touch(st, &parent.path, true)?;
+        st.refresh(&parent.path, name, true)
+    }
+
+    /// Removes `name` (resolving to `res`) from merged directory `parent`:
+    /// from the upper if it is there, and a whiteout if a lower layer
+    /// still shows the name.
+    fn remove_entry(&self, st: &mut State, parent: &Cursor, name: &str, res: &Res) -> Result<()> {
+        st.copy_up(&parent.path, &self.options)?;
+        let path = parent.path.join_unchecked(name);
+        if res.in_upper() && res.file_type.is_dir() {
+            // The view lists it empty: what the upper holds are whiteouts.
+            let listing = st.upper.read_dir(&path)?;
+            for (child, _) in listing.entries {
+                st.upper.remove(&path.join_unchecked(&child))?;
+            }
+        }
+        if st.lower_positive(parent, name)? {
+            st.upper.whiteout(&path)?;
+        } else if res.in_upper() {
+            st.upper.remove(&path)?;
+        }
+        self.touch(st, &parent.path, true)?;
+        st.refresh(&parent.path, name, res.file_type.is_dir())
+    }
+
+    /// As [`std::fs::create_dir`]. A directory created where a deleted
+    /// lower directory was is opaque: the old contents never come back.
+    ///
+    /// # Errors
+    /// `EEXIST` if the name exists (even as a dangling symlink), `ENOENT`
+    /// if the parent is missing, and the errors of resolution.
+    pub fn create_dir(&self, path: impl AsRef<str>) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::CreateDir;
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, false)?;
+        self.create_dir_at(&mut st, &r, user)
+    }
+
+    fn create_dir_at(&self, st: &mut State, r: &Resolved, user: &str) -> Result<()> {
+        let op = Operation::CreateDir;
+        let (Some((parent, name)), None) = (&r.parent, &r.obj) else {
+            return Err(Error::new(ErrorKind::AlreadyExists, op, user));
+        };
+        let meta = self.new_meta(st, parent, FileType::Dir, 0o777)?;
+        self.create_entry(st, parent, name, &meta, Content::Dir)
+            .map_err(|e| e.reframe(op, user))
+    }
+
+    /// As [`std::fs::create_dir_all`]: every missing component is created;
+    /// symlinks to directories on the way are followed.
+    ///
+    /// # Errors
+    /// `ENOTDIR` if a component on the way is not a directory, `EEXIST` if
+    /// the last one exists and is not a directory.
+    pub fn create_dir_all(&self, path: impl AsRef<str>) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::CreateDir;
+        let parsed = crate::path::UserPath::parse(user, op)?;
+        let mut st = self.write_state();
+        let mut prefix = String::from("/");
+        let n = parsed.components.len();
+        for (i, c) in parsed.components.iter().enumerate() {
+            match c {
+                crate::path::Component::Parent => prefix.push_str(".."),
+                crate::path::Component::Name(name) => prefix.push_str(name),
+            }
+            let last = i + 1 == n;
+            let not_dir = |last: bool| {
+                let kind = if last {
+                    ErrorKind::AlreadyExists
+                } else {
+                    ErrorKind::NotADirectory
+                };
+                Err(Error::new(kind, op, user))
+            };
+            let r = st
+                .resolve(&prefix, op, false)
+                .map_err(|e| e.reframe(op, user))?;
+            match &r.obj {
+                Some(res) if res.file_type.is_dir() => {}
+                Some(res) if res.file_type.is_symlink() => {
+                    let followed = st
+                        .resolve(&prefix, op, true)
+                        .map_err(|e| e.reframe(op, user))?;
+                    match &followed.obj {
+                        Some(res) if res.file_type.is_dir() => {}
+                        Some(_) => return not_dir(last),
+                        // A dangling symlink is an existing name.
+                        None => return Err(Error::new(ErrorKind::AlreadyExists, op, user)),
+                    }
+                }
+                Some(_) => return not_dir(last),
+                None => {
+                    let (parent, name) = r.parent.clone().expect("a missing object has a name");
+                    let meta = self.new_meta(&st, &parent, FileType::Dir, 0o777)?;
+                    self.create_entry(&mut st, &parent, &name, &meta, Content::Dir)
+                        .map_err(|e| e.reframe(op, user))?;
+                }
+            }
+            prefix.push('/');
+        }
+        Ok(())
+    }
+
+    /// As [`std::os::unix::fs::symlink`]: creates `link` pointing at
+    /// `target` (stored verbatim, resolved only when used).
+    ///
+    /// # Errors
+    /// `ENOENT` for an empty target or a missing parent, `EEXIST` if `link`
+    /// exists.
+    pub fn symlink(&self, target: impl AsRef<str>, link: impl AsRef<str>) -> Result<()> {
+        let (target, user) = (target.as_ref(), link.as_ref());
+        let op = Operation::Symlink;
+        if target.is_empty() {
+            return Err(Error::new(ErrorKind::NotFound, op, user)
+                .with_detail("a symlink target cannot be empty"));
+        }
+        if target.contains('\0') {
+            return Err(Error::new(ErrorKind::InvalidInput, op, user)
+                .with_detail("symlink target contains a NUL byte"));
+        }
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, false)?;
+        let (Some((parent, name)), None) = (&r.parent, &r.obj) else {
+            return Err(Error::new(ErrorKind::AlreadyExists, op, user));
+        };
+        let meta = self.new_meta(&st, parent, FileType::Symlink, 0o777)?;
+        self.create_entry(
+            &mut st,
+            parent,
+            name,
+            &meta,
+            Content::Symlink(target.to_owned()),
+        )
+        .map_err(|e| e.reframe(op, user))
+    }
+
+    /// Creates a fifo, character or block device, or socket (metadata only:
+    /// nothing is ever opened on it).
+    ///
+    /// # Errors
+    /// `EINVAL` for another file type, `EEXIST` if the name exists, `EPERM`
+    /// for the character device 0/0 (the whiteout marker).
+    pub fn mknod(&self, path: impl AsRef<str>, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::Mknod;
+        if !file_type.is_special() {
+            return Err(Error::new(ErrorKind::InvalidInput, op, user)
+                .with_detail("only fifos, devices and sockets are made with mknod"));
+        }
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, false)?;
+        let (Some((parent, name)), None) = (&r.parent, &r.obj) else {
+            return Err(Error::new(ErrorKind::AlreadyExists, op, user));
+        };
+        if file_type == FileType::CharDevice && rdev == 0 {
+            return Err(Error::new(ErrorKind::NotPermitted, op, user)
+                .with_detail("the character device 0/0 is the whiteout marker"));
+        }
+        let rdev = if matches!(file_type, FileType::CharDevice | FileType::BlockDevice) {
+            rdev
+        } else {
+            0
+        };
+        let meta = self.new_meta(&st, parent, file_type, mode)?.with_rdev(rdev);
+        self.create_entry(&mut st, parent, name, &meta, Content::Special)
+            .map_err(|e| e.reframe(op, user))
+    }
+
+    /// As [`std::fs::hard_link`] (a symlink is linked itself). A lower file
+    /// is copied up first, then linked in the upper.
+    ///
+    /// # Errors
+    /// `ENOENT` if `original` or the parent of `link` is missing, `EEXIST`
+    /// if `link` exists, `EPERM` if `original` is a directory.
+    pub fn hard_link(&self, original: impl AsRef<str>, link: impl AsRef<str>) -> Result<()> {
+        let (user, user_link) = (original.as_ref(), link.as_ref());
+        let op = Operation::HardLink;
+        let mut st = self.write_state();
+        let src = st.resolve(user, op, false)?;
+        let src_res = src.existing(op, user)?.clone();
+        let dst = st.resolve(user_link, op, false)?;
+        let (Some((parent, name)), None) = (&dst.parent, &dst.obj) else {
+            return Err(Error::new(ErrorKind::AlreadyExists, op, user_link));
+        };
+        if src_res.file_type.is_dir() {
+            return Err(Error::new(ErrorKind::NotPermitted, op, user)
+                .with_detail("cannot hard-link a directory"));
+        }
+        st.copy_up(&src.path, &self.options)
+            .map_err(|e| e.reframe(op, user))?;
+        st.copy_up(&parent.path, &self.options)
+            .map_err(|e| e.reframe(op, user_link))?;
+        st.upper
+            .hard_link(&src.path, &dst.path)
+            .map_err(|e| e.reframe(op, user_link))?;
+        self.touch(&mut st, &src.path, false)?;
+        self.touch(&mut st, &parent.path, true)?;
+        st.refresh(&parent.path, name, false)
+    }
+
+    /// As [`std::fs::remove_file`] (a symlink is removed itself). A name
+    /// that a lower layer also holds becomes a whiteout.
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `EISDIR` for a directory.
+    pub fn remove_file(&self, path: impl AsRef<str>) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::RemoveFile;
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, false)?;
+        let Some((parent, name)) = &r.parent else {
+            return Err(Error::new(ErrorKind::IsADirectory, op, user));
+        };
+        let res = r.existing(op, user)?;
+        if res.file_type.is_dir() {
+            return Err(Error::new(ErrorKind::IsADirectory, op, user));
+        }
+        self.remove_entry(&mut st, parent, name, res)
+            .map_err(|e| e.reframe(op, user))
+    }
+
+    /// As [`std::fs::remove_dir`]: the directory must be empty as the view
+    /// lists it (entries of lower layers count).
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `ENOTDIR` if not a directory, `ENOTEMPTY` if it
+    /// lists entries, `EBUSY` for the root.
+    pub fn remove_dir(&self, path: impl AsRef<str>) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::RemoveDir;
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, false)?;
+        let Some((parent, name)) = &r.parent else {
+            return Err(Error::new(ErrorKind::Busy, op, user));
+        };
+        let res = r.existing(op, user)?;
+        let Some(dir) = r.dir() else {
+            return Err(Error::new(ErrorKind::NotADirectory, op, user));
+        };
+        if !st.index(&dir)?.entries.is_empty() {
+            return Err(Error::new(ErrorKind::DirectoryNotEmpty, op, user));
+        }
+        self.remove_entry(&mut st, parent, name, res)
+            .map_err(|e| e.reframe(op, user))
+    }
+
+    /// As [`std::fs::remove_dir_all`]: removes a directory and everything
+    /// below it, never following symlinks (a symlink is removed itself).
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `ENOTDIR` for a non-directory that is not a
+    /// symlink, `EBUSY` for the root.
+    pub fn remove_dir_all(&self, path: impl AsRef<str>) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::RemoveDir;
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, false)?;
+        let Some((parent, name)) = &r.parent else {
+            return Err(Error::new(ErrorKind::Busy, op, user));
+        };
+        let res = r.existing(op, user)?;
+        match res.file_type {
+            FileType::Dir => {}
+            FileType::Symlink => {
+                return self
+                    .remove_entry(&mut st, parent, name, res)
+                    .map_err(|e| e.reframe(op, user));
+            }
+            _ => return Err(Error::new(ErrorKind::NotADirectory, op, user)),
+        }
+        self.remove_tree(&mut st, &r.path)
+            .map_err(|e| e.reframe(op, user))
+    }
+
+    /// Removes the merged directory at `path` and everything below it.
+    fn remove_tree(&self, st: &mut State, path: &LayerPath) -> Result<()> {
+        let dir = st.cursor_at(path)?;
+        let children: Vec<(String, Res)> = st
+            .index(&dir)?
+            .entries
+            .iter()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        for (name, res) in children {
+            if res.file_type.is_dir() {
+                self.remove_tree(st, &path.join_unchecked(&name))?;
+            } else {
+                let dir = st.cursor_at(path)?;
+                self.remove_entry(st, &dir, &name, &res)?;
+            }
+        }
+        let (Some(parent_path), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(());
+        };
+        let parent = st.cursor_at(&parent_path)?;
+        let res = st
+            .child(&parent, name)?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, Operation::RemoveDir, path.as_str()))?;
+        self.remove_entry(st, &parent, name, &res)
+    }
+
+    /// As [`std::fs::rename`].
+    ///
+    /// A file is copied up and moved; the old name becomes a whiteout if a
+    /// lower layer holds it. A directory that exists in a lower layer fails
+    /// with `EXDEV` (as the kernel by default) unless the view was made
+    /// with [`DirRename::Redirect`].
+    ///
+    /// # Errors
+    /// See [`MergedView::rename_with`].
+    pub fn rename(&self, from: impl AsRef<str>, to: impl AsRef<str>) -> Result<()> {
+        self.rename_with(from, to, RenameMode::Replace)
+    }
+
+    /// As `renameat2` with its flags: [`RenameMode::NoReplace`] fails with
+    /// `EEXIST` if `to` exists; [`RenameMode::Exchange`] swaps the two.
+    ///
+    /// # Errors
+    /// `ENOENT` if `from` (or, to exchange, `to`) is missing; `EEXIST` (no
+    /// replace); `EINVAL` to move a directory below itself; `ENOTEMPTY` for
+    /// a non-empty target directory (or a target above the source);
+    /// `EISDIR`/`ENOTDIR` when the types do not fit; `EXDEV` for a lower
+    /// directory without the redirect option; `EBUSY` for the root.
+    pub fn rename_with(&self, from: impl AsRef<str>, to: impl AsRef<str>, mode: RenameMode) -> Result<()> {
+        let (user, user_to) = (from.as_ref(), to.as_ref());
+        let op = Operation::Rename;
+        let mut st = self.write_state();
+        let src = st.resolve(user, op, false)?;
+        let dst = st.resolve(user_to, op, false)?;
+        let (Some((sparent, sname)), Some((dparent, dname))) = (src.parent.clone(), dst.parent.clone()) else {
+            return Err(Error::new(ErrorKind::Busy, op, user));
+        };
+        let sres = src.existing(op, user)?.clone();
+        if mode == RenameMode::NoReplace && dst.obj.is_some() {
+            return Err(Error::new(ErrorKind::AlreadyExists, op, user_to));
+        }
+        if mode == RenameMode::Exchange && dst.obj.is_none() {
+            return Err(Error::new(ErrorKind::NotFound, op, user_to));
+        }
+        let exchange = mode == RenameMode::Exchange;
+        if !sres.file_type.is_dir() && (src.trailing_slash || (!exchange && dst.trailing_slash)) {
+            return Err(Error::new(ErrorKind::NotADirectory, op, user));
+        }
+        if exchange
+            && dst.trailing_slash
+            && dst.obj.as_ref().is_some_and(|d| !d.file_type.is_dir())
+        {
+            return Err(Error::new(ErrorKind::NotADirectory, op, user_to));
+        }
+        if dst.path != src.path && dst.path.starts_with(&src.path) {
+            return Err(Error::new(ErrorKind::InvalidInput, op, user_to)
+                .with_detail("cannot move a directory below itself"));
+        }
+        if src.path != dst.path && src.path.starts_with(&dst.path) {
+            let kind = if exchange {
+                ErrorKind::InvalidInput
+            } else {
+                ErrorKind::DirectoryNotEmpty
+            };
+            return Err(Error::new(kind, op, user_to));
+        }
+        if src.path == dst.path || dst.obj.as_ref().is_some_and(|d| self.same_object(&st, &sres, d)) {
+            return Ok(());
+        }
+        if !exchange && let Some(dres) = &dst.obj {
+            if sres.file_type.is_dir() && !dres.file_type.is_dir() {
+                return Err(Error::new(ErrorKind::NotADirectory, op, user_to));
+            }
+            if !sres.file_type.is_dir() && dres.file_type.is_dir() {
+                return Err(Error::new(ErrorKind::IsADirectory, op, user_to));
+            }
+        }
+        let cross = |res: &Res| {
+            self.options.dir_rename == DirRename::CrossDevice && res.file_type.is_dir() && res.has_lower()
+        };
+        if cross(&sres) || (exchange && dst.obj.as_ref().is_some_and(cross)) {
+            return Err(Error::new(ErrorKind::CrossesDevices, op, user));
+        }
+        if !exchange && let Some(ddir) = dst.dir() && !st.index(&ddir)?.entries.is_empty() {
+            return Err(Error::new(ErrorKind::DirectoryNotEmpty, op, user_to));
+        }
+        let r = if exchange {
+            let dres = dst.obj.clone().expect("checked above");
+            self.exchange_entries(&mut st, (&sparent, &sname, &sres), (&dparent, &dname, &dres))
+        } else {
+            self.move_entry(&mut st, (&sparent, &sname, &sres), (&dparent, &dname, dst.obj.as_ref()))
+        };
+        r.map_err(|e| e.reframe(op, user))
+    }
+
+    /// Whether two merged objects are one (names of one inode, as the
+    /// kernel sees them: upper hard links always, lower ones only with
+    /// [`HardLinkCopyUp::Keep`]).
+    fn same_object(&self, st: &State, a: &Res, b: &Res) -> bool {
+        if a.file_type.is_dir() || b.file_type.is_dir() || a.top().0 != b.top().0 {
+            return false;
+        }
+        if !a.in_upper() && self.options.hard_links == HardLinkCopyUp::Break {
+            return false;
+        }
+        match (st.node(a), st.node(b)) {
+            (Ok(x), Ok(y)) => x.meta.ino == y.meta.ino,
+            _ => false,
+        }
+    }
+
+    /// Brings the object of a rename into the upper: a non-directory is
+    /// copied up; a directory with a lower part is copied up alone and
+    /// given a redirect to where its lower part is.
+    fn prepare_moving(&self, st: &mut State, path: &LayerPath, res: &Res) -> Result<Option<String>> {
+        if res.file_type.is_dir() && res.has_lower() {
+            let lower = res
+                .stack
+                .iter()
+                .find(|(idx, _)| *idx != UPPER)
+                .map(|(_, p)| format!("/{}", p.as_str()))
+                .expect("has a lower part");
+            st.copy_up(path, &self.options)?;
+            Ok(Some(lower))
+        } else {
+            st.copy_up(path, &self.options)?;
+            Ok(None)
+        }
+    }
+
+    fn move_entry(
+        &self,
+        st: &mut State,
+        (sparent, sname, sres): (&Cursor, &str, &Res),
+        (dparent, dname, dres): (&Cursor, &str, Option<&Res>),
+    ) -> Result<()> {
+        let spath = sparent.path.join_unchecked(sname);
+        let dpath = dparent.path.join_unchecked(dname);
+        st.copy_up(&dparent.path, &self.options)?;
+        let redirect = self.prepare_moving(st, &spath, sres)?;
+        // The source's lower part (if any) is what a whiteout must hide.
+        let sparent = st.cursor_at(&sparent.path)?;
+        let dparent = st.cursor_at(&dparent.path)?;
+        let source_whiteout = st.lower_positive(&sparent, sname)?;
+        let target_lower = st.lower_positive(&dparent, dname)?;
+        if let Some(dres) = dres
+            && dres.in_upper()
+            && dres.file_type.is_dir()
+        {
+            // An empty merged target: clear its whiteouts so it can be replaced.
+            for (child, _) in st.upper.read_dir(&dpath)?.entries {
+                st.upper.remove(&dpath.join_unchecked(&child))?;
+            }
+        }
+        st.upper.rename(&spath, &dpath)?;
+        if source_whiteout {
+            st.upper.whiteout(&spath)?;
+        }
+        if sres.file_type.is_dir() {
+            match redirect {
+                Some(r) => st.upper.set_redirect(&dpath, Some(r))?,
+                // A pure upper directory moved over a lower name must not
+                // show what is below that name.
+                None if target_lower => st.upper.set_opaque(&dpath, true)?,
+                None => {}
+            }
+        }
+        self.touch(st, &sparent.path, true)?;
+        self.touch(st, &dparent.path, true)?;
+        self.touch(st, &dpath, false)?;
+        st.forget_subtree(&spath);
+        st.forget_subtree(&dpath);
+        st.refresh(&sparent.path, sname, true)?;
+        st.refresh(&dparent.path, dname, true)
+    }
+
+    fn exchange_entries(
+        &self,
+        st: &mut State,
+        (aparent, aname, ares): (&Cursor, &str, &Res),
+        (bparent, bname, bres): (&Cursor, &str, &Res),
+    ) -> Result<()> {
+        let apath = aparent.path.join_unchecked(aname);
+        let bpath = bparent.path.join_unchecked(bname);
+        let aredirect = self.prepare_moving(st, &apath, ares)?;
+        let bredirect = self.prepare_moving(st, &bpath, bres)?;
+        let aparent = st.cursor_at(&aparent.path)?;
+        let bparent = st.cursor_at(&bparent.path)?;
+        let a_lower = st.lower_positive(&aparent, aname)?;
+        let b_lower = st.lower_positive(&bparent, bname)?;
+        st.upper.exchange(&apath, &bpath)?;
+        // Now `bpath` holds what was at `apath`, and the other way round.
+        for (path, res, redirect, lower_here) in [
+            (&bpath, ares, aredirect, b_lower),
+            (&apath, bres, bredirect, a_lower),
+        ] {
+            if res.file_type.is_dir() {
+                match redirect {
+                    Some(r) => st.upper.set_redirect(path, Some(r))?,
+                    None if lower_here => st.upper.set_opaque(path, true)?,
+                    None => {}
+                }
+            }
+        }
+        self.touch(st, &aparent.path, true)?;
+        self.touch(st, &bparent.path, true)?;
+        st.forget_subtree(&apath);
+        st.forget_subtree(&bpath);
+        st.refresh(&aparent.path, aname, true)?;
+        st.refresh(&bparent.path, bname, true)
+    }
+
+    // ----- metadata changes -----
+
+    /// Changes an object's metadata after copying it up (follows symlinks).
+    fn change_meta(
+        &self,
+        user: &str,
+        op: Operation,
+        f: impl FnOnce(&mut Metadata) -> Result<()>,
+    ) -> Result<()> {
+        let mut st = self.write_state();
+        let r = st.resolve(user, op, true)?;
+        r.existing(op, user)?;
+        st.copy_up(&r.path, &self.options)
+            .map_err(|e| e.reframe(op, user))?;
+        let Some(Entry::Node(node)) = st.upper.lookup(&r.path)? else {
+            return Err(Error::new(ErrorKind::NotFound, op, user));
+        };
+        let mut meta = node.meta;
+        f(&mut meta)?;
+        meta.ctime = self.now();
+        st.upper
+            .set_metadata(&r.path, &meta)
+            .map_err(|e| e.reframe(op, user))
+    }
+
+    /// As [`std::fs::set_permissions`] with the mode bits (`0o7777`,
+    /// setuid, setgid and sticky included). Copies up.
+    ///
+    /// # Errors
+    /// The errors of resolution.
+    pub fn set_permissions(&self, path: impl AsRef<str>, mode: u32) -> Result<()> {
+        self.change_meta(path.as_ref(), Operation::SetPermissions, |m| {
+            m.mode = mode & MODE_MASK;
+            Ok(())
+        })
+    }
+
+    /// As [`std::os::unix::fs::chown`] (`None` keeps the id). Like Linux, it
+    /// clears setuid (and setgid with group-execute) on a non-directory.
+    /// Copies up.
+    ///
+    /// # Errors
+    /// The errors of resolution.
+    pub fn set_owner(&self, path: impl AsRef<str>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.change_meta(path.as_ref(), Operation::SetOwner, |m| {
+            if let Some(uid) = uid {
+                m.uid = uid;
+            }
+            if let Some(gid) = gid {
+                m.gid = gid;
+            }
+            m.mode = mode_after_chown(m.file_type, m.mode);
+            Ok(())
+        })
+    }
+
+    /// Sets the access and modification times (`None` keeps one), as
+    /// `utimensat`. Copies up.
+    ///
+    /// # Errors
+    /// The errors of resolution.
+    pub fn set_times(
+        &self,
+        path: impl AsRef<str>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
+        self.change_meta(path.as_ref(), Operation::SetTimes, |m| {
+            if let Some(t) = atime {
+                m.atime = t;
+            }
+            if let Some(t) = mtime {
+                m.mtime = t;
+            }
+            Ok(())
+        })
+    }
+
+    // ----- extended attributes -----
+
+    /// The value of extended attribute `name` (follows symlinks).
+    ///
+    /// # Errors
+    /// `ERANGE` for an empty or too long name, `EOPNOTSUPP` for an unknown
+    /// namespace, `ENODATA` if absent.
+    pub fn get_xattr(&self, path: impl AsRef<str>, name: &str) -> Result<Bytes> {
+        let user = path.as_ref();
+        let op = Operation::GetXattr;
+        check_xattr_len(name, op, user)?;
+        let st = self.read_state();
+        let r = st.resolve(user, op, true)?;
+        let res = r.existing(op, user)?;
+        check_xattr_name(name, op, user)?;
+        let meta = meta_of(&st, res)?;
+        let no_data = || {
+            Error::new(ErrorKind::NoData, op, user)
+                .with_detail(format!("no extended attribute `{name}`"))
+        };
+        if !xattr_allowed_on(meta.file_type, name) {
+            return Err(no_data());
+        }
+        meta.xattrs.get(name).cloned().ok_or_else(no_data)
+    }
+
+    /// Sets extended attribute `name` (follows symlinks). Copies up.
+    ///
+    /// # Errors
+    /// `E2BIG` for a value over 64 KiB, `ERANGE`/`EOPNOTSUPP` for a bad
+    /// name, `EPERM` for a `user.` attribute on anything but a regular file
+    /// or directory.
+    pub fn set_xattr(&self, path: impl AsRef<str>, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::SetXattr;
+        let value = value.as_ref();
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Error::new(ErrorKind::ArgumentListTooLong, op, user));
+        }
+        check_xattr_len(name, op, user)?;
+        {
+            let st = self.read_state();
+            let r = st.resolve(user, op, true)?;
+            let res = r.existing(op, user)?;
+            check_xattr_name(name, op, user)?;
+            if !xattr_allowed_on(res.file_type, name) {
+                return Err(Error::new(ErrorKind::NotPermitted, op, user).with_detail(
+                    "user attributes are only allowed on regular files and directories",
+                ));
+            }
+        }
+        let value = Bytes::copy_from_slice(value);
+        self.change_meta(user, op, |m| {
+            m.xattrs.insert(name, value);
+            Ok(())
+        })
+    }
+
+    /// Removes extended attribute `name` (follows symlinks). Copies up,
+    /// unless the attribute is absent.
+    ///
+    /// # Errors
+    /// As [`MergedView::set_xattr`], and `ENODATA` if absent.
+    pub fn remove_xattr(&self, path: impl AsRef<str>, name: &str) -> Result<()> {
+        let user = path.as_ref();
+        let op = Operation::RemoveXattr;
+        check_xattr_len(name, op, user)?;
+        {
+            let st = self.read_state();
+            let r = st.resolve(user, op, true)?;
+            let res = r.existing(op, user)?;
+            check_xattr_name(name, op, user)?;
+            if !xattr_allowed_on(res.file_type, name) {
+                return Err(Error::new(ErrorKind::NotPermitted, op, user));
+            }
+            if meta_of(&st, res)?.xattrs.get(name).is_none() {
+                return Err(Error::new(ErrorKind::NoData, op, user)
+                    .with_detail(format!("no extended attribute `{name}`")));
+            }
+        }
+        self.change_meta(user, op, |m| {
+            m.xattrs.remove(name);
+            Ok(())
+        })
+    }
+
+    /// The names of the extended attributes, sorted (follows symlinks).
+    ///
+    /// # Errors
+    /// The errors of resolution.
+    pub fn list_xattr(&self, path: impl AsRef<str>) -> Result<Vec<String>> {
+        let meta = self.stat(path.as_ref(), Operation::ListXattr, true)?;
+        Ok(meta.xattrs.names().map(str::to_owned).collect())
+    }
+}
+
+fn check_xattr_len(name: &str, op: Operation, user: &str) -> Result<()> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX {
+        return Err(Error::new(ErrorKind::OutOfRange, op, user)
+            .with_detail(format!("invalid extended attribute name `{name}`")));
+    }
+    Ok(())
+}
+
+fn check_regular(file_type: FileType, op: Operation, user: &str) -> Result<()> {
+    match file_type {
+        FileType::File => Ok(()),
+        FileType::Dir => Err(Error::new(ErrorKind::IsADirectory, op, user)),
+        _ => Err(Error::new(ErrorKind::InvalidInput, op, user)
+            .with_detail("fifos, devices and sockets hold no data here")),
+    }
+}
+
+/// The metadata the view shows for a resolved object.
+fn meta_of(st: &State, res: &Res) -> Result<Metadata> {
+    let node = st.node(res)?;
+    let mut meta = node.meta;
+    let (idx, _) = res.top();
+    meta.ino = st.merged_ino(idx, meta.ino);
+    if res.file_type.is_dir() {
+        meta.size = 0;
+        if res.stack.len() > 1 {
+            // The kernel's choice for merged directories: counting
+            // subdirectories across layers is not worth it, and 1 tells
+            // `find` not to rely on the count.
+            meta.nlink = 1;
+        }
+    }
+    Ok(meta)
+}
+
+fn file_len(st: &State, path: &LayerPath) -> Result<u64> {
+    match st.upper.lookup(path)? {
+        Some(Entry::Node(node)) => Ok(node.meta.size),
+        _ => Ok(0),
+    }
+}

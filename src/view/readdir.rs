@@ -1,0 +1,47 @@
+//! Merged directory listings.
+//!
+//! A directory that comes from one layer is passed through; a merged one
+//! lists each name once, from the topmost layer that holds it, with
+//! whiteouts and everything they hide left out. The listing comes from the
+//! directory's index (see `resolve`), sorted by name.
+
+use crate::error::{Error, ErrorKind, Operation, Result};
+
+use super::resolve::UPPER;
+use super::{DirEntry, LayerSource, MergedView};
+
+impl MergedView {
+    /// As [`std::fs::read_dir`], collected and sorted by name; each entry
+    /// says which layer it comes from (follows symlinks).
+    ///
+    /// # Errors
+    /// `ENOTDIR` if the object is not a directory, and the errors of
+    /// resolution.
+    pub fn read_dir(&self, path: impl AsRef<str>) -> Result<Vec<DirEntry>> {
+        let user = path.as_ref();
+        let op = Operation::ReadDir;
+        let st = self.read_state();
+        let r = st.resolve(user, op, true)?;
+        r.existing(op, user)?;
+        let Some(dir) = r.dir() else {
+            return Err(Error::new(ErrorKind::NotADirectory, op, user));
+        };
+        let index = st.index(&dir)?;
+        Ok(index
+            .entries
+            .iter()
+            .map(|(name, res)| {
+                let (idx, _) = res.top();
+                DirEntry {
+                    name: name.clone(),
+                    file_type: res.file_type,
+                    source: if idx == UPPER {
+                        LayerSource::Upper
+                    } else {
+                        LayerSource::Lower(idx - 1)
+                    },
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,750 @@
+//! Lookup across layers: whiteouts, opaque directories, redirects,
+//! symlinks, and the per-directory cache that makes a lookup in 64 layers
+//! cost about what it costs in one.
+//!
+//! A merged directory is a *stack*: the layers that contribute to it, top
+//! first, each with the path the directory has in that layer (a redirect
+//! makes it differ from the merged path). A child is found by asking each
+//! layer of its parent's stack in turn, as the kernel's `ovl_lookup` does:
+//! a whiteout ends the search, a non-directory is the answer if nothing was
+//! found above it (and ends a directory's stack otherwise), a directory is
+//! added to the child's stack, an opaque one ends it, a redirect sends the
+//! search in the layers below to another path.
+//!
+//! Every merged directory that has been visited keeps an index of its
+//! children (name to where it resolves), built from one listing per layer;
+//! writers keep the indexes current, so after the first visit a lookup
+//! never consults more than one layer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
+use crate::meta::FileType;
+use crate::path::{Component, LayerPath, UserPath};
+
+/// The index of the upper layer; lower layer `i` (top first) is `i + 1`.
+pub(crate) const UPPER: usize = 0;
+
+/// The most symlinks one resolution follows (Linux `MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// The layers that hold one merged object, top first: for a non-directory
+/// exactly one, for a directory every contributing layer.
+pub(crate) type Stack = Arc<[(usize, LayerPath)]>;
+
+/// Where a merged object resolves.
+#[derive(Debug, Clone)]
+pub(crate) struct Res {
+    pub file_type: FileType,
+    pub stack: Stack,
+}
+
+impl Res {
+    /// The topmost layer holding the object, and its path there.
+    pub fn top(&self) -> (usize, &LayerPath) {
+        let (idx, path) = &self.stack[0];
+        (*idx, path)
+    }
+
+    pub fn in_upper(&self) -> bool {
+        self.stack[0].0 == UPPER
+    }
+
+    /// Whether a lower layer holds (part of) the object.
+    pub fn has_lower(&self) -> bool {
+        self.stack.iter().any(|(idx, _)| *idx != UPPER)
+    }
+}
+
+/// A merged directory: its path in the view and its stack.
+#[derive(Debug, Clone)]
+pub(crate) struct Cursor {
+    pub path: LayerPath,
+    pub stack: Stack,
+}
+
+/// The children of one merged directory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DirIndex {
+    pub entries: BTreeMap<String, Res>,
+}
+
+/// The result of resolving a user path.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    /// The directory holding the last name, and the name; `None` when the
+    /// path names a directory without a name (the root, or ending in `..`).
+    pub parent: Option<(Cursor, String)>,
+    /// The object, `None` if the name is free.
+    pub obj: Option<Res>,
+    /// The merged path of the object (or of the free name).
+    pub path: LayerPath,
+    /// The path ended in `/` (or resolved through a target that did).
+    pub trailing_slash: bool,
+}
+
+impl Resolved {
+    /// The object as a directory cursor, if it is a directory.
+    pub fn dir(&self) -> Option<Cursor> {
+        self.obj
+            .as_ref()
+            .filter(|r| r.file_type.is_dir())
+            .map(|r| Cursor {
+                path: self.path.clone(),
+                stack: r.stack.clone(),
+            })
+    }
+
+    /// The object, or `ENOENT`.
+    pub fn existing(&self, op: Operation, user: &str) -> Result<&Res> {
+        self.obj
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, op, user))
+    }
+}
+
+/// How a lookup continues into the layers below a redirect.
+#[derive(Debug, Clone)]
+enum Continue {
+    /// Look up this name in the parent's stack.
+    Name(String),
+    /// Look up this path from the root in every layer below `below`.
+    Absolute { path: String, below: usize },
+}
+
+/// What one layer holds at a path, reduced to what lookup needs.
+enum Step {
+    Missing,
+    Whiteout,
+    NonDir(FileType),
+    Dir(Node),
+}
+
+/// The layers of a view and the state lookups need. The view holds it
+/// behind a lock; readers share it, writers have it alone.
+pub(crate) struct State {
+    pub lowers: Vec<Arc<dyn Layer>>,
+    pub upper: Box<dyn LayerMut>,
+    pub root_stack: Stack,
+    pub cache: Mutex<HashMap<LayerPath, Arc<DirIndex>>>,
+    /// A number per layer (by index), unique in this view and kept by a
+    /// layer when a commit moves it down: inode numbers are built from it.
+    pub layer_ids: Vec<u64>,
+    pub next_layer_id: u64,
+    /// Copied-up objects: (layer id, inode in that layer) to the inode
+    /// number the object had before its copy-up.
+    pub origins: HashMap<(u64, u64), u64>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("lowers", &self.lowers)
+            .field("upper", &self.upper)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    pub fn new(lowers: Vec<Arc<dyn Layer>>, upper: Box<dyn LayerMut>) -> Result<State> {
+        let mut state = State {
+            lowers,
+            upper,
+            root_stack: Arc::from(Vec::new()),
+            cache: Mutex::new(HashMap::new()),
+            layer_ids: Vec::new(),
+            next_layer_id: 0,
+            origins: HashMap::new(),
+        };
+        // The upper gets the highest number, so a commit only appends.
+        let n = state.lowers.len() as u64;
+        state.layer_ids = std::iter::once(n + 1).chain((1..=n).rev()).collect();
+        state.next_layer_id = n + 2;
+        state.root_stack = state.compute_root_stack()?;
+        Ok(state)
+    }
+
+    /// The root's stack: the upper root, then every lower root down to the
+    /// first opaque one.
+    pub fn compute_root_stack(&self) -> Result<Stack> {
+        let mut stack = Vec::new();
+        for idx in 0..=self.lowers.len() {
+            let root = LayerPath::root();
+            match self.layer(idx).lookup(&root)? {
+                Some(Entry::Node(node)) if node.meta.is_dir() => {
+                    stack.push((idx, root));
+                    if node.opaque {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok(Arc::from(stack))
+    }
+
+    pub fn layer(&self, idx: usize) -> &dyn Layer {
+        if idx == UPPER {
+            &*self.upper
+        } else {
+            &*self.lowers[idx - 1]
+        }
+    }
+
+    /// The inode number the view shows for inode `ino` of layer `idx`.
+    pub fn merged_ino(&self, idx: usize, ino: u64) -> u64 {
+        let id = self.layer_ids[idx];
+        match self.origins.get(&(id, ino)) {
+            Some(origin) => *origin,
+            None => (id << 40) | (ino & ((1 << 40) - 1)),
+        }
+    }
+
+    pub fn layer_count(&self) -> usize {
+        self.lowers.len() + 1
+    }
+
+    pub fn root(&self) -> Cursor {
+        Cursor {
+            path: LayerPath::root(),
+            stack: self.root_stack.clone(),
+        }
+    }
+
+    /// The node behind a resolved object (from its topmost layer).
+    pub fn node(&self, res: &Res) -> Result<Node> {
+        let (idx, path) = res.top();
+        match self.layer(idx).lookup(path)? {
+            Some(Entry::Node(node)) => Ok(node),
+            _ => Err(Error::new(ErrorKind::Io, Operation::Lookup, path.as_str())
+                .with_layer(self.layer(idx).describe())
+                .with_detail("a layer changed while the view was using it")),
+        }
+    }
+
+    fn step(&self, idx: usize, path: &LayerPath) -> Result<Step> {
+        Ok(match self.layer(idx).lookup(path)? {
+            None => Step::Missing,
+            Some(Entry::Whiteout) => Step::Whiteout,
+            Some(Entry::Node(node)) if node.meta.is_dir() => Step::Dir(node),
+            Some(Entry::Node(node)) => Step::NonDir(node.meta.file_type),
+        })
+    }
+
+    /// Resolves child `name` of a merged directory with `parent` as stack,
+    /// asking the layers one by one.
+    pub fn resolve_child(&self, parent: &[(usize, LayerPath)], name: &str) -> Result<Option<Res>> {
+        let mut found: Vec<(usize, LayerPath)> = Vec::new();
+        let mut how = Continue::Name(name.to_owned());
+        let mut pos = 0;
+        loop {
+            match how {
+                Continue::Name(ref n) => {
+                    let Some((idx, dpath)) = parent.get(pos) else {
+                        break;
+                    };
+                    pos += 1;
+                    let path = dpath.join(n)?;
+                    match self.step(*idx, &path)? {
+                        Step::Missing => {}
+                        Step::Whiteout => break,
+                        Step::NonDir(t) => {
+                            if found.is_empty() {
+                                return Ok(Some(Res {
+                                    file_type: t,
+                                    stack: Arc::from(vec![(*idx, path)]),
+                                }));
+                            }
+                            break;
+                        }
+                        Step::Dir(node) => {
+                            found.push((*idx, path));
+                            if node.opaque {
+                                break;
+                            }
+                            if let Some(r) = node.redirect {
+                                how = redirect_continuation(&r, n, *idx);
+                            }
+                        }
+                    }
+                }
+                Continue::Absolute { ref path, below } => {
+                    self.continue_absolute(path.clone(), below, &mut found)?;
+                    break;
+                }
+            }
+        }
+        Ok(dir_res(found))
+    }
+
+    /// Continues a directory's stack below layer `below` at absolute path
+    /// `path`, walking each layer from its root as the kernel does: a
+    /// whiteout or non-directory on the way ends the search, an opaque
+    /// directory on the way ends it after this layer, a redirect on the way
+    /// rewrites the path for the layers below.
+    fn continue_absolute(
+        &self,
+        mut path: String,
+        below: usize,
+        found: &mut Vec<(usize, LayerPath)>,
+    ) -> Result<()> {
+        for idx in below + 1..self.layer_count() {
+            let names: Vec<String> = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let mut at = LayerPath::root();
+            let mut stop_after = false;
+            let mut next_path = path.clone();
+            let mut outcome = None;
+            for (i, name) in names.iter().enumerate() {
+                let last = i + 1 == names.len();
+                at = at.join(name)?;
+                match self.step(idx, &at)? {
+                    Step::Missing => {
+                        outcome = Some(false);
+                        break;
+                    }
+                    Step::Whiteout | Step::NonDir(_) => return Ok(()),
+                    Step::Dir(node) => {
+                        if node.opaque {
+                            stop_after = true;
+                        }
+                        if let Some(r) = &node.redirect {
+                            let rest = names[i + 1..].join("/");
+                            let base = if r.starts_with('/') {
+                                r.trim_end_matches('/').to_owned()
+                            } else {
+                                let parent: Vec<&str> =
+                                    next_path.split('/').filter(|s| !s.is_empty()).collect();
+                                let keep = parent.len().saturating_sub(names.len() - i);
+                                format!("/{}", [&parent[..keep], &[r.as_str()]].concat().join("/"))
+                            };
+                            next_path = if rest.is_empty() {
+                                base
+                            } else {
+                                format!("{base}/{rest}")
+                            };
+                        }
+                        if last {
+                            outcome = Some(true);
+                        }
+                    }
+                }
+            }
+            if outcome == Some(true) {
+                found.push((idx, at));
+            }
+            if stop_after {
+                return Ok(());
+            }
+            path = next_path;
+        }
+        Ok(())
+    }
+
+    /// Builds the index of a merged directory from one listing per layer.
+    pub fn build_index(&self, stack: &[(usize, LayerPath)]) -> Result<DirIndex> {
+        enum St {
+            Done(Option<Res>),
+            Dir(Vec<(usize, LayerPath)>),
+            Redirect(Vec<(usize, LayerPath)>, Continue, usize),
+        }
+        let mut states: BTreeMap<String, St> = BTreeMap::new();
+        for (pos, (idx, dpath)) in stack.iter().enumerate() {
+            let listing = self.layer(*idx).read_dir(dpath)?;
+            for (name, kind) in listing.entries {
+                let state = states.get_mut(&name);
+                let found = match state {
+                    Some(St::Done(_) | St::Redirect(..)) => continue,
+                    Some(St::Dir(found)) => found,
+                    None => {
+                        let st = match kind {
+                            EntryKind::Whiteout => St::Done(None),
+                            EntryKind::Node(FileType::Dir) => St::Dir(Vec::new()),
+                            EntryKind::Node(t) => St::Done(Some(Res {
+                                file_type: t,
+                                stack: Arc::from(vec![(*idx, dpath.join(&name)?)]),
+                            })),
+                        };
+                        if !matches!(st, St::Dir(_)) {
+                            states.insert(name, st);
+                            continue;
+                        }
+                        let Some(St::Dir(found)) =
+                            Some(states.entry(name.clone()).or_insert(st))
+                        else {
+                            unreachable!("inserted a directory state")
+                        };
+                        found
+                    }
+                };
+                match kind {
+                    EntryKind::Node(FileType::Dir) => {
+                        let path = dpath.join(&name)?;
+                        let Step::Dir(node) = self.step(*idx, &path)? else {
+                            return Err(changed_under_us(&path));
+                        };
+                        found.push((*idx, path));
+                        if node.opaque {
+                            let found = std::mem::take(found);
+                            states.insert(name, St::Done(dir_res(found)));
+                        } else if let Some(r) = node.redirect {
+                            let found = std::mem::take(found);
+                            let how = redirect_continuation(&r, &name, *idx);
+                            states.insert(name, St::Redirect(found, how, pos + 1));
+                        }
+                    }
+                    _ => {
+                        let found = std::mem::take(found);
+                        states.insert(name, St::Done(dir_res(found)));
+                    }
+                }
+            }
+        }
+        let mut index = DirIndex::default();
+        for (name, st) in states {
+            let res = match st {
+                St::Done(res) => res,
+                St::Dir(found) => dir_res(found),
+                St::Redirect(mut found, how, pos) => {
+                    self.continue_redirect(stack, pos, how, &mut found)?;
+                    dir_res(found)
+                }
+            };
+            if let Some(res) = res {
+                index.entries.insert(name, res);
+            }
+        }
+        Ok(index)
+    }
+
+    /// Continues a redirected directory's stack from position `pos` of its
+    /// parent's stack.
+    fn continue_redirect(
+        &self,
+        parent: &[(usize, LayerPath)],
+        mut pos: usize,
+        mut how: Continue,
+        found: &mut Vec<(usize, LayerPath)>,
+    ) -> Result<()> {
+        loop {
+            match how {
+                Continue::Absolute { path, below } => {
+                    return self.continue_absolute(path, below, found);
+                }
+                Continue::Name(ref n) => {
+                    let Some((idx, dpath)) = parent.get(pos) else {
+                        return Ok(());
+                    };
+                    pos += 1;
+                    let path = dpath.join(n)?;
+                    match self.step(*idx, &path)? {
+                        Step::Missing => {}
+                        Step::Whiteout | Step::NonDir(_) => return Ok(()),
+                        Step::Dir(node) => {
+                            found.push((*idx, path));
+                            if node.opaque {
+                                return Ok(());
+                            }
+                            if let Some(r) = node.redirect {
+                                how = redirect_continuation(&r, n, *idx);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The index of a merged directory, from the cache or built now.
+    pub fn index(&self, dir: &Cursor) -> Result<Arc<DirIndex>> {
+        let cache = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ix) = cache().get(&dir.path) {
+            return Ok(ix.clone());
+        }
+        let ix = Arc::new(self.build_index(&dir.stack)?);
+        cache().insert(dir.path.clone(), ix.clone());
+        Ok(ix)
+    }
+
+    /// Child `name` of a merged directory.
+    pub fn child(&self, dir: &Cursor, name: &str) -> Result<Option<Res>> {
+        Ok(self.index(dir)?.entries.get(name).cloned())
+    }
+
+    /// The merged directory at a merged path (physical: no symlinks).
+    pub fn cursor_at(&self, path: &LayerPath) -> Result<Cursor> {
+        let mut cur = self.root();
+        for name in path.names() {
+            let res = self.child(&cur, name)?;
+            match res {
+                Some(res) if res.file_type.is_dir() => {
+                    cur = Cursor {
+                        path: cur.path.join_unchecked(name),
+                        stack: res.stack,
+                    };
+                }
+                Some(_) => {
+                    return Err(Error::new(
+                        ErrorKind::NotADirectory,
+                        Operation::Lookup,
+                        path.as_str(),
+                    ));
+                }
+                None => {
+                    return Err(Error::new(ErrorKind::NotFound, Operation::Lookup, path.as_str()));
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    /// The object at a merged path (physical), if any.
+    pub fn res_at(&self, path: &LayerPath) -> Result<Option<Res>> {
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => {
+                let dir = self.cursor_at(&parent)?;
+                self.child(&dir, name)
+            }
+            _ => Ok(Some(Res {
+                file_type: FileType::Dir,
+                stack: self.root_stack.clone(),
+            })),
+        }
+    }
+
+    /// Resolves a user path in the merged root (chroot semantics).
+    ///
+    /// `follow` says whether a symlink in the last component is followed.
+    pub fn resolve(&self, user: &str, op: Operation, follow: bool) -> Result<Resolved> {
+        let parsed = UserPath::parse(user, op)?;
+        let err = |kind| Error::new(kind, op, user);
+        // Components still to walk, in reverse order, each with the
+        // trailing-slash flag it carries when it ends up last.
+        let mut todo: Vec<(String, bool)> = Vec::new();
+        push_components(&mut todo, &parsed);
+        let mut ancestors: Vec<Cursor> = Vec::new();
+        let mut cur = self.root();
+        let mut links = 0usize;
+        let mut trailing = parsed.trailing_slash;
+        while let Some((comp, slash)) = todo.pop() {
+            let last = todo.is_empty();
+            if last {
+                trailing = slash;
+            }
+            if comp == ".." {
+                if let Some(up) = ancestors.pop() {
+                    cur = up;
+                }
+                if last {
+                    return Ok(self.dir_resolved(cur, trailing));
+                }
+                continue;
+            }
+            let res = self.child(&cur, &comp)?;
+            let follow_this = !last || follow || trailing;
+            match res {
+                Some(res) if res.file_type.is_symlink() && follow_this => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(err(ErrorKind::FilesystemLoop));
+                    }
+                    let (idx, lpath) = res.top();
+                    let target = self.layer(idx).read_link(lpath)?;
+                    if target.is_empty() {
+                        return Err(err(ErrorKind::NotFound));
+                    }
+                    let parsed_target = UserPath::parse(&target, op).map_err(|e| {
+                        // A stored target may be longer than a user path may be.
+                        err(e.kind())
+                    })?;
+                    if target.starts_with('/') {
+                        cur = self.root();
+                        ancestors.clear();
+                    }
+                    let carry = slash || parsed_target.trailing_slash;
+                    let mut more = Vec::new();
+                    push_components(&mut more, &parsed_target);
+                    if let Some(first) = more.first_mut() {
+                        first.1 = carry;
+                    } else if last {
+                        // The target names a directory without a name ("/" or "..").
+                        if target.starts_with('/') {
+                            return Ok(self.dir_resolved(self.root(), true));
+                        }
+                        return Ok(self.dir_resolved(cur, true));
+                    }
+                    todo.extend(more);
+                }
+                Some(res) if res.file_type.is_dir() => {
+                    let path = cur.path.join_unchecked(&comp);
+                    if last {
+                        return Ok(Resolved {
+                            parent: Some((cur, comp)),
+                            obj: Some(res),
+                            path,
+                            trailing_slash: trailing,
+                        });
+                    }
+                    let next = Cursor {
+                        path,
+                        stack: res.stack,
+                    };
+                    ancestors.push(std::mem::replace(&mut cur, next));
+                }
+                Some(res) => {
+                    if !last {
+                        return Err(err(ErrorKind::NotADirectory));
+                    }
+                    let path = cur.path.join_unchecked(&comp);
+                    if trailing {
+                        return Err(err(ErrorKind::NotADirectory));
+                    }
+                    return Ok(Resolved {
+                        parent: Some((cur, comp)),
+                        obj: Some(res),
+                        path,
+                        trailing_slash: trailing,
+                    });
+                }
+                None => {
+                    if !last {
+                        return Err(err(ErrorKind::NotFound));
+                    }
+                    let path = cur.path.join_unchecked(&comp);
+                    return Ok(Resolved {
+                        parent: Some((cur, comp)),
+                        obj: None,
+                        path,
+                        trailing_slash: trailing,
+                    });
+                }
+            }
+        }
+        // No components at all: the root.
+        Ok(self.dir_resolved(cur, trailing))
+    }
+
+    fn dir_resolved(&self, cur: Cursor, trailing_slash: bool) -> Resolved {
+        Resolved {
+            parent: None,
+            obj: Some(Res {
+                file_type: FileType::Dir,
+                stack: cur.stack,
+            }),
+            path: cur.path,
+            trailing_slash,
+        }
+    }
+
+    /// Whether a layer below the upper shows `name` in `dir` (so removing
+    /// it from the upper must leave a whiteout).
+    pub fn lower_positive(&self, dir: &Cursor, name: &str) -> Result<bool> {
+        let lowers: Vec<(usize, LayerPath)> = dir
+            .stack
+            .iter()
+            .filter(|(idx, _)| *idx != UPPER)
+            .cloned()
+            .collect();
+        Ok(self.resolve_child(&lowers, name)?.is_some())
+    }
+
+    /// Drops every cached index (after a commit renumbers the layers).
+    pub fn clear_cache(&mut self) {
+        self.cache
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Brings the cached index of `dir` up to date for `name` (after a
+    /// change of what `name` resolves to), and forgets cached indexes at
+    /// and below `dir/name` when `subtree` (its stack changed).
+    pub fn refresh(&mut self, dir: &LayerPath, name: &str, subtree: bool) -> Result<()> {
+        let cached = self
+            .cache
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(dir);
+        if cached {
+            let res = match self.cursor_at(dir) {
+                Ok(cursor) => Some(self.resolve_child(&cursor.stack, name)?),
+                Err(_) => None,
+            };
+            let cache = self.cache.get_mut().unwrap_or_else(PoisonError::into_inner);
+            match res {
+                Some(res) => {
+                    if let Some(ix) = cache.get_mut(dir) {
+                        let ix = Arc::make_mut(ix);
+                        match res {
+                            Some(res) => ix.entries.insert(name.to_owned(), res),
+                            None => ix.entries.remove(name),
+                        };
+                    }
+                }
+                None => {
+                    cache.remove(dir);
+                }
+            }
+        }
+        if subtree {
+            self.forget_subtree(&dir.join_unchecked(name));
+        }
+        Ok(())
+    }
+
+    /// Forgets cached indexes at and below `path`.
+    pub fn forget_subtree(&mut self, path: &LayerPath) {
+        self.cache
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| !k.starts_with(path));
+    }
+}
+
+fn changed_under_us(path: &LayerPath) -> Error {
+    Error::new(ErrorKind::Io, Operation::Lookup, path.as_str())
+        .with_detail("a layer changed while the view was reading it")
+}
+
+fn dir_res(found: Vec<(usize, LayerPath)>) -> Option<Res> {
+    if found.is_empty() {
+        None
+    } else {
+        Some(Res {
+            file_type: FileType::Dir,
+            stack: Arc::from(found),
+        })
+    }
+}
+
+/// Where the layers below a directory with redirect `r` (found under the
+/// name `name` in layer `idx`) hold its contents.
+fn redirect_continuation(r: &str, name: &str, idx: usize) -> Continue {
+    if r.starts_with('/') {
+        Continue::Absolute {
+            path: r.to_owned(),
+            below: idx,
+        }
+    } else if r.is_empty() || r.contains('/') || r == "." || r == ".." {
+        // Not a valid relative redirect: the kernel ignores it.
+        Continue::Name(name.to_owned())
+    } else {
+        Continue::Name(r.to_owned())
+    }
+}
+
+fn push_components(todo: &mut Vec<(String, bool)>, parsed: &UserPath<'_>) {
+    let n = parsed.components.len();
+    for (i, c) in parsed.components.iter().enumerate().rev() {
+        let slash = i + 1 == n && parsed.trailing_slash;
+        match c {
+            Component::Parent => todo.push(("..".to_owned(), slash)),
+            Component::Name(name) => todo.push(((*name).to_owned(), slash)),
+        }
+    }
+}
