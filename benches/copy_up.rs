@@ -18,7 +18,8 @@ fn copy_up(c: &mut Criterion) {
             b.iter_batched(
                 || MergedView::new(vec![lower.clone()], MemLayer::new()).unwrap(),
                 |view| {
-                    view.write_at("var/lib/data.bin", (size / 2) as u64, b"x").unwrap();
+                    view.write_at("var/lib/data.bin", (size / 2) as u64, b"x")
+                        .unwrap();
                     black_box(view)
                 },
                 BatchSize::SmallInput,

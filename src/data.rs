@@ -173,7 +173,10 @@ impl FileData {
             return;
         }
         let start = *start;
-        let (left, right) = (chunk.slice(0, at - start), chunk.slice(at - start, chunk.len()));
+        let (left, right) = (
+            chunk.slice(0, at - start),
+            chunk.slice(at - start, chunk.len()),
+        );
         self.chunks[i] = (start, left);
         self.chunks.insert(i + 1, (at, right));
     }
@@ -266,7 +269,12 @@ impl From<&str> for FileData {
 
 impl fmt::Debug for FileData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FileData({} bytes in {} chunks)", self.len, self.chunks.len())
+        write!(
+            f,
+            "FileData({} bytes in {} chunks)",
+            self.len,
+            self.chunks.len()
+        )
     }
 }
 

@@ -299,7 +299,7 @@ impl Operation {
 ///
 /// It carries the [`ErrorKind`] (an errno), the [`Operation`], the path the
 /// operation was given, and the layer where that matters. The message reads
-/// "failed to <operation> `<path>`: <cause>".
+/// `` failed to <operation> `<path>`: <cause> ``.
 ///
 /// ```
 /// use layerstack::{ErrorKind, MemLayer, MergedView};
@@ -428,8 +428,8 @@ mod tests {
 
     #[test]
     fn message_names_operation_path_and_layer_once() {
-        let err = Error::new(ErrorKind::DirectoryNotEmpty, Operation::RemoveDir, "etc")
-            .with_layer("2");
+        let err =
+            Error::new(ErrorKind::DirectoryNotEmpty, Operation::RemoveDir, "etc").with_layer("2");
         assert_eq!(
             err.to_string(),
             "failed to remove directory `etc` in layer 2: directory not empty"

@@ -1,4 +1,88 @@
-//! layerstack (crate docs are written with the view)
+//! Layered filesystem semantics — the copy-on-write layers of Linux
+//! overlayfs and of Docker/OCI images — as a value a program can hold.
+//!
+//! Read-only lower layers stack under one writable upper layer. A
+//! [`MergedView`] reads top-down, copies a file up into the upper layer
+//! before changing it, and records a whiteout when something that exists
+//! below is deleted, exactly as the kernel's overlayfs does (errno for
+//! errno). Layers are plain values: [`MemLayer`] keeps one in memory, cheap
+//! to snapshot, and any type can be a layer by implementing [`Layer`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use layerstack::{Entry, Layer, LayerPath, MemLayer, MergedView};
+//!
+//! // A base layer, as an image's first layer would be.
+//! let mut base = MemLayer::new();
+//! base.add_file("etc/app.conf", "port = 80\n")?;
+//! base.add_file("etc/motd", "hello\n")?;
+//! let view = MergedView::new(vec![Arc::new(base) as Arc<dyn Layer>], MemLayer::new())?;
+//!
+//! view.write("etc/app.conf", "port = 8080\n")?; // copied up, then changed
+//! view.remove_file("etc/motd")?; // the base keeps it: a whiteout hides it
+//! assert_eq!(view.read_to_string("etc/app.conf")?, "port = 8080\n");
+//! assert!(!view.exists("etc/motd")?);
+//!
+//! // The upper layer is the changeset: one Dockerfile step.
+//! let changes = view.changes()?;
+//! assert_eq!(changes[2].0, LayerPath::new("etc/motd")?);
+//! assert_eq!(changes[2].1, Entry::Whiteout);
+//! view.commit()?; // freeze it into a read-only layer, start a fresh upper
+//! assert_eq!(view.layers().len(), 2);
+//! # Ok::<(), layerstack::Error>(())
+//! ```
+//!
+//! # The parts
+//!
+//! - [`layer`]: the [`Layer`] and [`LayerMut`] traits, with whiteouts and
+//!   opaque directories as first-class data; [`MemLayer`].
+//! - [`view`]: [`MergedView`], shaped like `std::fs`; each method's
+//!   documentation says only how layers change what `std::fs` does.
+//! - [`model`]: the reference model, a plain tree with the same operations,
+//!   results and errors: the oracle this crate tests itself against, public
+//!   so other projects can test their layered storage against it.
+//! - [`error`]: [`Error`] carries the errno the kernel would return
+//!   ([`Error::kind`]) with the operation and the path.
+//! - `testing` (feature `proptest`): operations, proptest strategies for
+//!   layer stacks and operation sequences, and a conformance suite for any
+//!   [`Layer`] implementation.
+//!
+//! # Semantics
+//!
+//! The reference is the Linux kernel's overlayfs with its default options
+//! (`redirect_dir` off, `index` off, `metacopy` off): lookup top-down, a
+//! whiteout hides a name only in the layers below it, an opaque directory
+//! hides everything below it, a merged directory lists each name once,
+//! copy-up on any change (open for writing, truncate, chmod, chown,
+//! utimes, xattrs, `link`) with parents first and metadata kept, a
+//! whiteout on deletion of a name a lower layer holds, `EXDEV` for renaming
+//! a directory that exists below (or a redirect, with
+//! [`DirRename::Redirect`](view::DirRename::Redirect)), hard links broken by
+//! copy-up (or kept, with
+//! [`HardLinkCopyUp::Keep`](view::HardLinkCopyUp::Keep)). Symlinks resolve
+//! inside the view as in a chroot.
+//!
+//! # Security
+//!
+//! Layers are untrusted input. A [`LayerPath`] is validated (relative,
+//! normalised, no `..`), so a backend is never handed a path outside its
+//! root; layers never follow symlinks themselves, and the merged view
+//! resolves every symlink inside its own root (`..` stops at the root, an
+//! absolute target starts there, at most 40 links). Nothing from a layer
+//! is ever executed. Names starting with `.wh.` have no special meaning in
+//! a [`MemLayer`] or a view: whiteouts are data, never inferred from names.
+//!
+//! # Limitations
+//!
+//! - The view acts as root and checks no permissions.
+//! - Fifos, devices and sockets are metadata only: reading or writing one
+//!   fails with `EINVAL`.
+//! - A [`view::File`] refers to the path its file had when opened; it does
+//!   not follow the file through a later rename.
+//! - With [`HardLinkCopyUp::Keep`](view::HardLinkCopyUp::Keep), copy-up
+//!   links the names the view shows at that moment (the kernel also counts
+//!   names hidden by higher layers in `nlink`).
+//! - Error numbers are Linux's.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -6,7 +90,11 @@ pub mod data;
 pub mod error;
 pub mod layer;
 pub mod meta;
+pub mod model;
 pub mod path;
+#[cfg(feature = "proptest")]
+pub mod testing;
+pub mod view;
 
 pub use data::FileData;
 pub use error::{Error, ErrorKind, Operation, Result};
@@ -14,3 +102,4 @@ pub use layer::mem::MemLayer;
 pub use layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};
 pub use path::LayerPath;
+pub use view::{DirEntry, LayerSource, MergedView, ViewOptions};

@@ -461,7 +461,14 @@ mod tests {
 
     #[test]
     fn device_numbers_round_trip() {
-        for (ma, mi) in [(0, 0), (1, 3), (8, 17), (4095, 255), (4096, 256), (0xfffff, 0xfffff)] {
+        for (ma, mi) in [
+            (0, 0),
+            (1, 3),
+            (8, 17),
+            (4095, 255),
+            (4096, 256),
+            (0xfffff, 0xfffff),
+        ] {
             let d = makedev(ma, mi);
             assert_eq!((major(d), minor(d)), (ma, mi));
         }

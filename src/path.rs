@@ -57,7 +57,11 @@ impl LayerPath {
     /// path over [`PATH_MAX`] bytes. The empty string is the root.
     pub fn new(path: &str) -> Result<LayerPath> {
         if path.len() > PATH_MAX {
-            return Err(Error::new(ErrorKind::NameTooLong, Operation::ParsePath, path));
+            return Err(Error::new(
+                ErrorKind::NameTooLong,
+                Operation::ParsePath,
+                path,
+            ));
         }
         if !path.is_empty() {
             for name in path.split('/') {
@@ -265,7 +269,11 @@ pub fn validate_name(name: &str) -> Result<()> {
         return invalid("a name cannot contain a NUL byte");
     }
     if name.len() > NAME_MAX {
-        return Err(Error::new(ErrorKind::NameTooLong, Operation::ParsePath, name));
+        return Err(Error::new(
+            ErrorKind::NameTooLong,
+            Operation::ParsePath,
+            name,
+        ));
     }
     Ok(())
 }
@@ -370,7 +378,9 @@ mod tests {
         assert!(!ab.starts_with(&a));
         assert_eq!(p.strip_prefix(&a).unwrap().as_str(), "b/c");
         assert_eq!(
-            p.rebase(&a, &LayerPath::new("x").unwrap()).unwrap().as_str(),
+            p.rebase(&a, &LayerPath::new("x").unwrap())
+                .unwrap()
+                .as_str(),
             "x/b/c"
         );
         assert_eq!(p.parent().unwrap().parent().unwrap(), a);

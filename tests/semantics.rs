@@ -32,7 +32,11 @@ fn layer(build: impl FnOnce(&mut MemLayer) -> layerstack::Result<()>) -> MemLaye
 }
 
 fn names(v: &MergedView, dir: &str) -> Vec<String> {
-    v.read_dir(dir).unwrap().into_iter().map(|e| e.name).collect()
+    v.read_dir(dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
 }
 
 fn kind<T: std::fmt::Debug>(r: layerstack::Result<T>) -> ErrorKind {
@@ -226,7 +230,9 @@ fn copy_up_creates_parents_first_with_their_metadata() {
     let base = layer(|l| {
         l.add_dir_with(
             "a",
-            Metadata::new(FileType::Dir).with_mode(0o700).with_owner(5, 6),
+            Metadata::new(FileType::Dir)
+                .with_mode(0o700)
+                .with_owner(5, 6),
         )?;
         l.add_dir_with("a/b", Metadata::new(FileType::Dir).with_mode(0o750))?;
         l.add_file("a/b/f", "old")
@@ -405,7 +411,11 @@ fn rename_of_a_lower_directory_with_redirect_records_where_it_came_from() {
     assert_eq!(names(&v, "other"), ["e", "g"]);
     assert_eq!(
         upper(&v),
-        pairs(&[("d", "whiteout"), ("other", "Dir"), ("other/e", "dir -> /d")])
+        pairs(&[
+            ("d", "whiteout"),
+            ("other", "Dir"),
+            ("other/e", "dir -> /d")
+        ])
     );
     // Committed and renamed again, it still finds its contents.
     v.commit().unwrap();
@@ -552,11 +562,19 @@ fn mknod_of_the_whiteout_device_is_refused() {
         kind(v.mknod("w", FileType::CharDevice, 0o644, 0)),
         ErrorKind::NotPermitted
     );
-    v.mknod("null", FileType::CharDevice, 0o666, layerstack::makedev(1, 3))
-        .unwrap();
+    v.mknod(
+        "null",
+        FileType::CharDevice,
+        0o666,
+        layerstack::makedev(1, 3),
+    )
+    .unwrap();
     v.mknod("pipe", FileType::Fifo, 0o644, 0).unwrap();
     let m = v.metadata("null").unwrap();
-    assert_eq!((m.file_type, m.mode, m.rdev), (FileType::CharDevice, 0o644, 0x103));
+    assert_eq!(
+        (m.file_type, m.mode, m.rdev),
+        (FileType::CharDevice, 0o644, 0x103)
+    );
     assert_eq!(kind(v.read("pipe")), ErrorKind::InvalidInput);
 }
 
@@ -676,7 +694,9 @@ fn setgid_directory_passes_its_group_on() {
     let base = layer(|l| {
         l.add_dir_with(
             "shared",
-            Metadata::new(FileType::Dir).with_mode(0o2775).with_owner(0, 50),
+            Metadata::new(FileType::Dir)
+                .with_mode(0o2775)
+                .with_owner(0, 50),
         )
     });
     let v = view_with(vec![base], ViewOptions::default().owner(1000, 1000));
@@ -690,9 +710,7 @@ fn setgid_directory_passes_its_group_on() {
 
 #[test]
 fn chown_clears_setuid_even_for_root() {
-    let base = layer(|l| {
-        l.add_file_with("s", "", Metadata::new(FileType::File).with_mode(0o6755))
-    });
+    let base = layer(|l| l.add_file_with("s", "", Metadata::new(FileType::File).with_mode(0o6755)));
     let v = view(vec![base]);
     v.set_owner("s", None, None).unwrap();
     assert_eq!(v.metadata("s").unwrap().mode, 0o755);

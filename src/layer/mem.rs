@@ -5,7 +5,7 @@
 //! snapshot) costs O(1) and the first change after it costs the path from
 //! the root to the change (each directory on it is copied, names only,
 //! never file data). File data is a [`FileData`] rope of shared
-//! [`Bytes`](bytes::Bytes), so a copy-up from another `MemLayer` shares the
+//! [`Bytes`], so a copy-up from another `MemLayer` shares the
 //! lower layer's buffers and a small write into a large file stores only
 //! the new bytes.
 //!
@@ -128,11 +128,64 @@ impl MemObj {
 /// assert!(top.lookup(&LayerPath::new("etc/hostname")?)?.unwrap().is_whiteout());
 /// # Ok::<(), layerstack::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemLayer {
     root: Arc<MemDir>,
     links: Arc<BTreeMap<u64, Arc<MemObj>>>,
     next_ino: u64,
+}
+
+impl std::fmt::Debug for MemLayer {
+    /// One line per entry: path, type, mode, owner, flags, size or target.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        let root = self.root.node();
+        if root.opaque {
+            list.entry(&format_args!("/ opaque"));
+        }
+        let entries = crate::layer::walk(self).map_err(|_| std::fmt::Error)?;
+        for (path, entry) in entries {
+            match entry {
+                Entry::Whiteout => list.entry(&format_args!("{path} whiteout")),
+                Entry::Node(n) => {
+                    let m = &n.meta;
+                    let extra = match m.file_type {
+                        FileType::File => format!(
+                            "{:?}",
+                            String::from_utf8_lossy(
+                                &self.read_at(&path, 0, 64).map_err(|_| std::fmt::Error)?
+                            )
+                        ),
+                        FileType::Symlink => {
+                            format!("-> {}", self.read_link(&path).map_err(|_| std::fmt::Error)?)
+                        }
+                        _ => String::new(),
+                    };
+                    list.entry(&format_args!(
+                        "{path} {}{:o} {}:{} ino={} nlink={}{}{}{} {:?} {extra}",
+                        m.file_type.letter(),
+                        m.mode,
+                        m.uid,
+                        m.gid,
+                        m.ino,
+                        m.nlink,
+                        if n.opaque { " opaque" } else { "" },
+                        n.redirect
+                            .as_deref()
+                            .map(|r| format!(" redirect={r}"))
+                            .unwrap_or_default(),
+                        if m.rdev != 0 {
+                            format!(" rdev={}", m.rdev)
+                        } else {
+                            String::new()
+                        },
+                        m.xattrs,
+                    ))
+                }
+            };
+        }
+        list.finish()
+    }
 }
 
 impl Default for MemLayer {
@@ -222,6 +275,9 @@ impl MemLayer {
     }
 
     fn obj(&self, path: &LayerPath) -> Result<&MemObj> {
+        if path.is_root() {
+            return Err(layer_error(ErrorKind::IsADirectory, path));
+        }
         match self.entry(path) {
             Some(MemEntry::Obj(o)) => Ok(o),
             Some(MemEntry::Linked(ino)) => Ok(self.linked(*ino)),
@@ -784,10 +840,7 @@ mod tests {
         assert_eq!(l.lookup(&p("d/w")).unwrap(), Some(Entry::Whiteout));
         assert_eq!(l.lookup(&p("d/w/x")).unwrap(), None);
         let listing = l.read_dir(&p("d")).unwrap();
-        assert_eq!(
-            listing.entries,
-            vec![("w".to_owned(), EntryKind::Whiteout)]
-        );
+        assert_eq!(listing.entries, vec![("w".to_owned(), EntryKind::Whiteout)]);
         assert_eq!(
             l.remove(&p("d")).unwrap_err().kind(),
             ErrorKind::DirectoryNotEmpty

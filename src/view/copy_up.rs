@@ -24,9 +24,9 @@ impl State {
         let mut at = LayerPath::root();
         for name in path.names() {
             at = at.join_unchecked(name);
-            let res = self.res_at(&at)?.ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, Operation::CopyUp, at.as_str())
-            })?;
+            let res = self
+                .res_at(&at)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, Operation::CopyUp, at.as_str()))?;
             if !res.in_upper() {
                 self.copy_up_one(&at, &res, options)?;
             }
@@ -59,7 +59,8 @@ impl State {
             None => 0,
         };
         let origin = self.merged_ino(idx, meta.ino);
-        self.origins.insert((self.layer_ids[UPPER], upper_ino), origin);
+        self.origins
+            .insert((self.layer_ids[UPPER], upper_ino), origin);
         let parent = path.parent().unwrap_or_default();
         let name = path.file_name().unwrap_or_default().to_owned();
         self.refresh(&parent, &name, false)?;

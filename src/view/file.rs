@@ -69,7 +69,11 @@ impl<'a> File<'a> {
     /// [`MergedView::set_len`].
     pub fn set_len(&self, len: u64) -> Result<()> {
         if !self.options.writes() {
-            return Err(Error::new(ErrorKind::BadHandle, Operation::SetLen, &self.path));
+            return Err(Error::new(
+                ErrorKind::BadHandle,
+                Operation::SetLen,
+                &self.path,
+            ));
         }
         self.view.set_len(&self.path, len)
     }
@@ -125,9 +129,11 @@ impl Seek for File<'_> {
         };
         let new = i128::from(base) + delta;
         if new < 0 || new > i128::from(u64::MAX) {
-            return Err(Error::new(ErrorKind::InvalidInput, Operation::Read, &self.path)
-                .with_detail("seek to a negative or too large offset")
-                .into());
+            return Err(
+                Error::new(ErrorKind::InvalidInput, Operation::Read, &self.path)
+                    .with_detail("seek to a negative or too large offset")
+                    .into(),
+            );
         }
         self.pos = new as u64;
         Ok(self.pos)

@@ -30,7 +30,7 @@ use crate::meta::{
 };
 use crate::path::LayerPath;
 
-use resolve::{Cursor, Res, Resolved, State, UPPER};
+use resolve::{Cursor, Follow, Res, Resolved, State, UPPER};
 
 /// Lower layers (read-only, top first) under one writable upper layer, seen
 /// as one filesystem tree.
@@ -161,7 +161,7 @@ impl MergedView {
     /// # Errors
     /// `ENOENT`, `ENOTDIR`, `ELOOP` and the path errors of resolution.
     pub fn metadata(&self, path: impl AsRef<str>) -> Result<Metadata> {
-        self.stat(path.as_ref(), Operation::Metadata, true)
+        self.stat(path.as_ref(), Operation::Metadata, Follow::Always)
     }
 
     /// As [`std::fs::symlink_metadata`]: does not follow a final symlink.
@@ -169,10 +169,10 @@ impl MergedView {
     /// # Errors
     /// As [`MergedView::metadata`].
     pub fn symlink_metadata(&self, path: impl AsRef<str>) -> Result<Metadata> {
-        self.stat(path.as_ref(), Operation::Metadata, false)
+        self.stat(path.as_ref(), Operation::Metadata, Follow::OnSlash)
     }
 
-    fn stat(&self, user: &str, op: Operation, follow: bool) -> Result<Metadata> {
+    fn stat(&self, user: &str, op: Operation, follow: Follow) -> Result<Metadata> {
         let st = self.read_state();
         let r = st.resolve(user, op, follow)?;
         let res = r.existing(op, user)?;
@@ -221,7 +221,7 @@ impl MergedView {
     pub fn read_at(&self, path: impl AsRef<str>, offset: u64, len: usize) -> Result<Bytes> {
         let user = path.as_ref();
         let st = self.read_state();
-        let r = st.resolve(user, Operation::Read, true)?;
+        let r = st.resolve(user, Operation::Read, Follow::Always)?;
         let res = r.existing(Operation::Read, user)?;
         check_regular(res.file_type, Operation::Read, user)?;
         let (idx, lpath) = res.top();
@@ -237,10 +237,14 @@ impl MergedView {
     pub fn read_link(&self, path: impl AsRef<str>) -> Result<Utf8PathBuf> {
         let user = path.as_ref();
         let st = self.read_state();
-        let r = st.resolve(user, Operation::ReadLink, false)?;
+        let r = st.resolve(user, Operation::ReadLink, Follow::OnSlash)?;
         let res = r.existing(Operation::ReadLink, user)?;
         if !res.file_type.is_symlink() {
-            return Err(Error::new(ErrorKind::InvalidInput, Operation::ReadLink, user));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                Operation::ReadLink,
+                user,
+            ));
         }
         let (idx, lpath) = res.top();
         Ok(Utf8PathBuf::from(
@@ -258,7 +262,7 @@ impl MergedView {
     pub fn canonicalize(&self, path: impl AsRef<str>) -> Result<LayerPath> {
         let user = path.as_ref();
         let st = self.read_state();
-        let r = st.resolve(user, Operation::Lookup, true)?;
+        let r = st.resolve(user, Operation::Lookup, Follow::Always)?;
         r.existing(Operation::Lookup, user)?;
         Ok(r.path)
     }
@@ -284,7 +288,7 @@ impl MergedView {
             self.open_for_write(&mut st, user, options)?
         } else {
             let st = self.read_state();
-            let r = st.resolve(user, Operation::Open, true)?;
+            let r = st.resolve(user, Operation::Open, Follow::Always)?;
             let file_type = r.existing(Operation::Open, user)?.file_type;
             (r.path, file_type)
         };
@@ -326,7 +330,12 @@ impl MergedView {
     ///
     /// # Errors
     /// As [`MergedView::open`] with write; `EFBIG` past the largest size.
-    pub fn write_at(&self, path: impl AsRef<str>, offset: u64, data: impl AsRef<[u8]>) -> Result<()> {
+    pub fn write_at(
+        &self,
+        path: impl AsRef<str>,
+        offset: u64,
+        data: impl AsRef<[u8]>,
+    ) -> Result<()> {
         let user = path.as_ref();
         let mut opts = OpenOptions::new();
         opts.write(true);
@@ -344,7 +353,7 @@ impl MergedView {
         let user = path.as_ref();
         let op = Operation::SetLen;
         let mut st = self.write_state();
-        let r = st.resolve(user, op, true)?;
+        let r = st.resolve(user, op, Follow::Always)?;
         let res = r.existing(op, user)?;
         check_regular(res.file_type, op, user)?;
         st.copy_up(&r.path, &self.options)
@@ -364,7 +373,18 @@ impl MergedView {
         options: &OpenOptions,
     ) -> Result<(LayerPath, FileType)> {
         let op = Operation::Open;
-        let r = st.resolve(user, op, !options.create_new)?;
+        if options.creates() && crate::path::UserPath::parse(user, op)?.trailing_slash {
+            // The kernel refuses to create with a trailing slash, whatever
+            // is there, once the parent is found.
+            st.resolve(user, op, Follow::Create)?;
+            return Err(Error::new(ErrorKind::IsADirectory, op, user));
+        }
+        let follow = if options.create_new {
+            Follow::Create
+        } else {
+            Follow::Always
+        };
+        let r = st.resolve(user, op, follow)?;
         match &r.obj {
             Some(_) if options.create_new => Err(Error::new(ErrorKind::AlreadyExists, op, user)),
             Some(res) => {
@@ -439,11 +459,12 @@ impl MergedView {
         file_type: FileType,
         mode: u32,
     ) -> Result<Metadata> {
-        let parent_meta = st.node(&Res {
-            file_type: FileType::Dir,
-            stack: parent.stack.clone(),
-        })?
-        .meta;
+        let parent_meta = st
+            .node(&Res {
+                file_type: FileType::Dir,
+                stack: parent.stack.clone(),
+            })?
+            .meta;
         let mut mode = mode & MODE_MASK;
         if file_type != FileType::Symlink {
             mode &= !self.options.umask;
@@ -515,7 +536,7 @@ impl MergedView {
         let user = path.as_ref();
         let op = Operation::CreateDir;
         let mut st = self.write_state();
-        let r = st.resolve(user, op, false)?;
+        let r = st.resolve(user, op, Follow::Create)?;
         self.create_dir_at(&mut st, &r, user)
     }
 
@@ -557,14 +578,20 @@ impl MergedView {
                 Err(Error::new(kind, op, user))
             };
             let r = st
-                .resolve(&prefix, op, false)
+                .resolve(&prefix, op, Follow::OnSlash)
                 .map_err(|e| e.reframe(op, user))?;
             match &r.obj {
                 Some(res) if res.file_type.is_dir() => {}
                 Some(res) if res.file_type.is_symlink() => {
-                    let followed = st
-                        .resolve(&prefix, op, true)
-                        .map_err(|e| e.reframe(op, user))?;
+                    // As std: a symlink that cannot be followed is an
+                    // existing name at the end, an error on the way.
+                    let followed = match st.resolve(&prefix, op, Follow::Always) {
+                        Ok(followed) => followed,
+                        Err(e) if last || e.kind() == ErrorKind::NotFound => {
+                            return Err(Error::new(ErrorKind::AlreadyExists, op, user));
+                        }
+                        Err(e) => return Err(e.reframe(op, user)),
+                    };
                     match &followed.obj {
                         Some(res) if res.file_type.is_dir() => {}
                         Some(_) => return not_dir(last),
@@ -603,10 +630,8 @@ impl MergedView {
                 .with_detail("symlink target contains a NUL byte"));
         }
         let mut st = self.write_state();
-        let r = st.resolve(user, op, false)?;
-        let (Some((parent, name)), None) = (&r.parent, &r.obj) else {
-            return Err(Error::new(ErrorKind::AlreadyExists, op, user));
-        };
+        let r = st.resolve(user, op, Follow::Create)?;
+        let (parent, name) = new_name(&r, op, user)?;
         let meta = self.new_meta(&st, parent, FileType::Symlink, 0o777)?;
         self.create_entry(
             &mut st,
@@ -624,7 +649,13 @@ impl MergedView {
     /// # Errors
     /// `EINVAL` for another file type, `EEXIST` if the name exists, `EPERM`
     /// for the character device 0/0 (the whiteout marker).
-    pub fn mknod(&self, path: impl AsRef<str>, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
+    pub fn mknod(
+        &self,
+        path: impl AsRef<str>,
+        file_type: FileType,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<()> {
         let user = path.as_ref();
         let op = Operation::Mknod;
         if !file_type.is_special() {
@@ -632,10 +663,8 @@ impl MergedView {
                 .with_detail("only fifos, devices and sockets are made with mknod"));
         }
         let mut st = self.write_state();
-        let r = st.resolve(user, op, false)?;
-        let (Some((parent, name)), None) = (&r.parent, &r.obj) else {
-            return Err(Error::new(ErrorKind::AlreadyExists, op, user));
-        };
+        let r = st.resolve(user, op, Follow::Create)?;
+        let (parent, name) = new_name(&r, op, user)?;
         if file_type == FileType::CharDevice && rdev == 0 {
             return Err(Error::new(ErrorKind::NotPermitted, op, user)
                 .with_detail("the character device 0/0 is the whiteout marker"));
@@ -660,12 +689,11 @@ impl MergedView {
         let (user, user_link) = (original.as_ref(), link.as_ref());
         let op = Operation::HardLink;
         let mut st = self.write_state();
-        let src = st.resolve(user, op, false)?;
+        crate::path::UserPath::parse(user_link, op)?;
+        let src = st.resolve(user, op, Follow::OnSlash)?;
         let src_res = src.existing(op, user)?.clone();
-        let dst = st.resolve(user_link, op, false)?;
-        let (Some((parent, name)), None) = (&dst.parent, &dst.obj) else {
-            return Err(Error::new(ErrorKind::AlreadyExists, op, user_link));
-        };
+        let dst = st.resolve(user_link, op, Follow::Create)?;
+        let (parent, name) = new_name(&dst, op, user_link)?;
         if src_res.file_type.is_dir() {
             return Err(Error::new(ErrorKind::NotPermitted, op, user)
                 .with_detail("cannot hard-link a directory"));
@@ -691,13 +719,16 @@ impl MergedView {
         let user = path.as_ref();
         let op = Operation::RemoveFile;
         let mut st = self.write_state();
-        let r = st.resolve(user, op, false)?;
+        let r = st.resolve(user, op, Follow::Create)?;
         let Some((parent, name)) = &r.parent else {
             return Err(Error::new(ErrorKind::IsADirectory, op, user));
         };
         let res = r.existing(op, user)?;
         if res.file_type.is_dir() {
             return Err(Error::new(ErrorKind::IsADirectory, op, user));
+        }
+        if r.trailing_slash {
+            return Err(Error::new(ErrorKind::NotADirectory, op, user));
         }
         self.remove_entry(&mut st, parent, name, res)
             .map_err(|e| e.reframe(op, user))
@@ -713,7 +744,7 @@ impl MergedView {
         let user = path.as_ref();
         let op = Operation::RemoveDir;
         let mut st = self.write_state();
-        let r = st.resolve(user, op, false)?;
+        let r = st.resolve(user, op, Follow::Create)?;
         let Some((parent, name)) = &r.parent else {
             return Err(Error::new(ErrorKind::Busy, op, user));
         };
@@ -738,14 +769,14 @@ impl MergedView {
         let user = path.as_ref();
         let op = Operation::RemoveDir;
         let mut st = self.write_state();
-        let r = st.resolve(user, op, false)?;
+        let r = st.resolve(user, op, Follow::Create)?;
         let Some((parent, name)) = &r.parent else {
             return Err(Error::new(ErrorKind::Busy, op, user));
         };
         let res = r.existing(op, user)?;
         match res.file_type {
             FileType::Dir => {}
-            FileType::Symlink => {
+            FileType::Symlink if !r.trailing_slash => {
                 return self
                     .remove_entry(&mut st, parent, name, res)
                     .map_err(|e| e.reframe(op, user));
@@ -805,13 +836,22 @@ impl MergedView {
     /// a non-empty target directory (or a target above the source);
     /// `EISDIR`/`ENOTDIR` when the types do not fit; `EXDEV` for a lower
     /// directory without the redirect option; `EBUSY` for the root.
-    pub fn rename_with(&self, from: impl AsRef<str>, to: impl AsRef<str>, mode: RenameMode) -> Result<()> {
+    pub fn rename_with(
+        &self,
+        from: impl AsRef<str>,
+        to: impl AsRef<str>,
+        mode: RenameMode,
+    ) -> Result<()> {
         let (user, user_to) = (from.as_ref(), to.as_ref());
         let op = Operation::Rename;
+        crate::path::UserPath::parse(user, op)?;
+        crate::path::UserPath::parse(user_to, op)?;
         let mut st = self.write_state();
-        let src = st.resolve(user, op, false)?;
-        let dst = st.resolve(user_to, op, false)?;
-        let (Some((sparent, sname)), Some((dparent, dname))) = (src.parent.clone(), dst.parent.clone()) else {
+        let src = st.resolve(user, op, Follow::Create)?;
+        let dst = st.resolve(user_to, op, Follow::Create)?;
+        let (Some((sparent, sname)), Some((dparent, dname))) =
+            (src.parent.clone(), dst.parent.clone())
+        else {
             return Err(Error::new(ErrorKind::Busy, op, user));
         };
         let sres = src.existing(op, user)?.clone();
@@ -825,9 +865,7 @@ impl MergedView {
         if !sres.file_type.is_dir() && (src.trailing_slash || (!exchange && dst.trailing_slash)) {
             return Err(Error::new(ErrorKind::NotADirectory, op, user));
         }
-        if exchange
-            && dst.trailing_slash
-            && dst.obj.as_ref().is_some_and(|d| !d.file_type.is_dir())
+        if exchange && dst.trailing_slash && dst.obj.as_ref().is_some_and(|d| !d.file_type.is_dir())
         {
             return Err(Error::new(ErrorKind::NotADirectory, op, user_to));
         }
@@ -843,7 +881,12 @@ impl MergedView {
             };
             return Err(Error::new(kind, op, user_to));
         }
-        if src.path == dst.path || dst.obj.as_ref().is_some_and(|d| self.same_object(&st, &sres, d)) {
+        if src.path == dst.path
+            || dst
+                .obj
+                .as_ref()
+                .is_some_and(|d| self.same_object(&st, &sres, d))
+        {
             return Ok(());
         }
         if !exchange && let Some(dres) = &dst.obj {
@@ -855,19 +898,32 @@ impl MergedView {
             }
         }
         let cross = |res: &Res| {
-            self.options.dir_rename == DirRename::CrossDevice && res.file_type.is_dir() && res.has_lower()
+            self.options.dir_rename == DirRename::CrossDevice
+                && res.file_type.is_dir()
+                && res.has_lower()
         };
         if cross(&sres) || (exchange && dst.obj.as_ref().is_some_and(cross)) {
             return Err(Error::new(ErrorKind::CrossesDevices, op, user));
         }
-        if !exchange && let Some(ddir) = dst.dir() && !st.index(&ddir)?.entries.is_empty() {
+        if !exchange
+            && let Some(ddir) = dst.dir()
+            && !st.index(&ddir)?.entries.is_empty()
+        {
             return Err(Error::new(ErrorKind::DirectoryNotEmpty, op, user_to));
         }
         let r = if exchange {
             let dres = dst.obj.clone().expect("checked above");
-            self.exchange_entries(&mut st, (&sparent, &sname, &sres), (&dparent, &dname, &dres))
+            self.exchange_entries(
+                &mut st,
+                (&sparent, &sname, &sres),
+                (&dparent, &dname, &dres),
+            )
         } else {
-            self.move_entry(&mut st, (&sparent, &sname, &sres), (&dparent, &dname, dst.obj.as_ref()))
+            self.move_entry(
+                &mut st,
+                (&sparent, &sname, &sres),
+                (&dparent, &dname, dst.obj.as_ref()),
+            )
         };
         r.map_err(|e| e.reframe(op, user))
     }
@@ -891,7 +947,12 @@ impl MergedView {
     /// Brings the object of a rename into the upper: a non-directory is
     /// copied up; a directory with a lower part is copied up alone and
     /// given a redirect to where its lower part is.
-    fn prepare_moving(&self, st: &mut State, path: &LayerPath, res: &Res) -> Result<Option<String>> {
+    fn prepare_moving(
+        &self,
+        st: &mut State,
+        path: &LayerPath,
+        res: &Res,
+    ) -> Result<Option<String>> {
         if res.file_type.is_dir() && res.has_lower() {
             let lower = res
                 .stack
@@ -999,7 +1060,7 @@ impl MergedView {
         f: impl FnOnce(&mut Metadata) -> Result<()>,
     ) -> Result<()> {
         let mut st = self.write_state();
-        let r = st.resolve(user, op, true)?;
+        let r = st.resolve(user, op, Follow::Always)?;
         r.existing(op, user)?;
         st.copy_up(&r.path, &self.options)
             .map_err(|e| e.reframe(op, user))?;
@@ -1032,7 +1093,12 @@ impl MergedView {
     ///
     /// # Errors
     /// The errors of resolution.
-    pub fn set_owner(&self, path: impl AsRef<str>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    pub fn set_owner(
+        &self,
+        path: impl AsRef<str>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
         self.change_meta(path.as_ref(), Operation::SetOwner, |m| {
             if let Some(uid) = uid {
                 m.uid = uid;
@@ -1079,7 +1145,7 @@ impl MergedView {
         let op = Operation::GetXattr;
         check_xattr_len(name, op, user)?;
         let st = self.read_state();
-        let r = st.resolve(user, op, true)?;
+        let r = st.resolve(user, op, Follow::Always)?;
         let res = r.existing(op, user)?;
         check_xattr_name(name, op, user)?;
         let meta = meta_of(&st, res)?;
@@ -1099,7 +1165,12 @@ impl MergedView {
     /// `E2BIG` for a value over 64 KiB, `ERANGE`/`EOPNOTSUPP` for a bad
     /// name, `EPERM` for a `user.` attribute on anything but a regular file
     /// or directory.
-    pub fn set_xattr(&self, path: impl AsRef<str>, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
+    pub fn set_xattr(
+        &self,
+        path: impl AsRef<str>,
+        name: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<()> {
         let user = path.as_ref();
         let op = Operation::SetXattr;
         let value = value.as_ref();
@@ -1109,7 +1180,7 @@ impl MergedView {
         check_xattr_len(name, op, user)?;
         {
             let st = self.read_state();
-            let r = st.resolve(user, op, true)?;
+            let r = st.resolve(user, op, Follow::Always)?;
             let res = r.existing(op, user)?;
             check_xattr_name(name, op, user)?;
             if !xattr_allowed_on(res.file_type, name) {
@@ -1136,7 +1207,7 @@ impl MergedView {
         check_xattr_len(name, op, user)?;
         {
             let st = self.read_state();
-            let r = st.resolve(user, op, true)?;
+            let r = st.resolve(user, op, Follow::Always)?;
             let res = r.existing(op, user)?;
             check_xattr_name(name, op, user)?;
             if !xattr_allowed_on(res.file_type, name) {
@@ -1158,8 +1229,19 @@ impl MergedView {
     /// # Errors
     /// The errors of resolution.
     pub fn list_xattr(&self, path: impl AsRef<str>) -> Result<Vec<String>> {
-        let meta = self.stat(path.as_ref(), Operation::ListXattr, true)?;
+        let meta = self.stat(path.as_ref(), Operation::ListXattr, Follow::Always)?;
         Ok(meta.xattrs.names().map(str::to_owned).collect())
+    }
+}
+
+/// The parent and name for a new non-directory: `EEXIST` if the name is
+/// taken (or there is none: the root, `..`), `ENOENT` for a free name with
+/// a trailing slash (the kernel's `filename_create`).
+fn new_name<'r>(r: &'r Resolved, op: Operation, user: &str) -> Result<(&'r Cursor, &'r str)> {
+    match (&r.parent, &r.obj) {
+        (Some((parent, name)), None) if !r.trailing_slash => Ok((parent, name)),
+        (Some(_), None) => Err(Error::new(ErrorKind::NotFound, op, user)),
+        _ => Err(Error::new(ErrorKind::AlreadyExists, op, user)),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 
-use super::resolve::UPPER;
+use super::resolve::{Follow, UPPER};
 use super::{DirEntry, LayerSource, MergedView};
 
 impl MergedView {
@@ -21,7 +21,7 @@ impl MergedView {
         let user = path.as_ref();
         let op = Operation::ReadDir;
         let st = self.read_state();
-        let r = st.resolve(user, op, true)?;
+        let r = st.resolve(user, op, Follow::Always)?;
         r.existing(op, user)?;
         let Some(dir) = r.dir() else {
             return Err(Error::new(ErrorKind::NotADirectory, op, user));

@@ -105,6 +105,19 @@ impl Resolved {
     }
 }
 
+/// What resolution does with the last component of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// A final symlink is followed (`stat`, `open`).
+    Always,
+    /// Only when the path ends in `/`; then the object must be a
+    /// directory (`lstat`, `readlink`).
+    OnSlash,
+    /// It is not, and a trailing slash is left to the operation (those
+    /// that make or remove a name, as the kernel's `filename_create`).
+    Create,
+}
+
 /// How a lookup continues into the layers below a redirect.
 #[derive(Debug, Clone)]
 enum Continue {
@@ -311,9 +324,14 @@ impl State {
                     Step::Whiteout | Step::NonDir(_) => return Ok(()),
                     Step::Dir(node) => {
                         if node.opaque {
+                            // The kernel checks no redirect on an opaque one.
                             stop_after = true;
-                        }
-                        if let Some(r) = &node.redirect {
+                        } else if let Some(r) = &node.redirect {
+                            if r.starts_with('/') {
+                                // An absolute redirect below an opaque
+                                // directory goes on below (as the kernel).
+                                stop_after = false;
+                            }
                             let rest = names[i + 1..].join("/");
                             let base = if r.starts_with('/') {
                                 r.trim_end_matches('/').to_owned()
@@ -374,8 +392,7 @@ impl State {
                             states.insert(name, st);
                             continue;
                         }
-                        let Some(St::Dir(found)) =
-                            Some(states.entry(name.clone()).or_insert(st))
+                        let Some(St::Dir(found)) = Some(states.entry(name.clone()).or_insert(st))
                         else {
                             unreachable!("inserted a directory state")
                         };
@@ -496,7 +513,11 @@ impl State {
                     ));
                 }
                 None => {
-                    return Err(Error::new(ErrorKind::NotFound, Operation::Lookup, path.as_str()));
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        Operation::Lookup,
+                        path.as_str(),
+                    ));
                 }
             }
         }
@@ -520,7 +541,7 @@ impl State {
     /// Resolves a user path in the merged root (chroot semantics).
     ///
     /// `follow` says whether a symlink in the last component is followed.
-    pub fn resolve(&self, user: &str, op: Operation, follow: bool) -> Result<Resolved> {
+    pub fn resolve(&self, user: &str, op: Operation, follow: Follow) -> Result<Resolved> {
         let parsed = UserPath::parse(user, op)?;
         let err = |kind| Error::new(kind, op, user);
         // Components still to walk, in reverse order, each with the
@@ -546,7 +567,8 @@ impl State {
                 continue;
             }
             let res = self.child(&cur, &comp)?;
-            let follow_this = !last || follow || trailing;
+            let follow_this =
+                !last || follow == Follow::Always || (follow == Follow::OnSlash && trailing);
             match res {
                 Some(res) if res.file_type.is_symlink() && follow_this => {
                     links += 1;
@@ -601,7 +623,7 @@ impl State {
                         return Err(err(ErrorKind::NotADirectory));
                     }
                     let path = cur.path.join_unchecked(&comp);
-                    if trailing {
+                    if trailing && follow != Follow::Create {
                         return Err(err(ErrorKind::NotADirectory));
                     }
                     return Ok(Resolved {

@@ -1,0 +1,63 @@
+//! Test support for this crate and for downstream users (feature
+//! `proptest`).
+//!
+//! - **Layer conformance**: [`check_layer_conformance`] checks that a
+//!   [`Layer`](crate::Layer) implementation (a tar, a remote store, a
+//!   directory format) answers every call exactly as a reference
+//!   [`MemLayer`](crate::MemLayer) with the same content does, including
+//!   whiteouts, opaque and redirect flags, metadata, hard-link identity and
+//!   the error kinds of misuse.
+//! - **Random layers**: [`LayerItem`] describes one thing put into a layer;
+//!   [`layer_strategy`], [`stack_strategy`] and [`layer_items_strategy`]
+//!   generate layers over a tiny name alphabet (`a`, `b`, `c`, depth at most
+//!   3) so that names collide across layers and every rule of the merge
+//!   gets exercised.
+//! - **Operations**: [`Op`] is one call of the merged view, [`Outcome`] its
+//!   comparable result; [`op_strategy`] generates them over the same
+//!   alphabet, and [`apply_to_model`] / [`apply_to_view`] run one on the
+//!   reference [`Model`](crate::model::Model) or on a
+//!   [`MergedView`](crate::MergedView).
+//! - **Model against view**: [`check_model_vs_view`] runs an operation
+//!   sequence on both and reports the first [`Divergence`] (results, errors
+//!   or the whole visible tree, compared after every step);
+//!   [`snapshot_view`] reads the whole visible tree of a view.
+//! - **Fuzzing**: [`Scenario`] has a compact byte encoding
+//!   ([`Scenario::from_bytes`], [`Scenario::to_bytes`]) that any input
+//!   decodes into; [`ops_from_bytes`] and [`check_ops_bytes`] are the body of
+//!   the `ops` fuzz target, which `cargo test` also runs over the committed
+//!   seed corpus.
+//!
+//! ```
+//! use layerstack::MemLayer;
+//! use layerstack::testing::check_layer_conformance;
+//!
+//! let mut layer = MemLayer::new();
+//! layer.add_file("etc/hostname", "box\n")?;
+//! layer.add_whiteout("etc/motd")?;
+//! // A layer always conforms when compared with itself; a third-party
+//! // layer would be built from the same content and passed first.
+//! check_layer_conformance(&layer, &layer.clone()).unwrap();
+//! # Ok::<(), layerstack::Error>(())
+//! ```
+
+mod codec;
+mod compare;
+mod conformance;
+mod items;
+mod ops;
+
+pub use codec::{
+    MAX_LAYERS, MAX_OPS, Scenario, check_ops_bytes, ops_from_bytes, scenario_strategy,
+};
+pub use compare::{Divergence, check_model_vs_view, snapshot_view};
+pub use conformance::{Nonconformance, check_layer_conformance};
+pub use items::{
+    Attrs, LayerItem, MAX_ITEMS, build_layer, layer_items_strategy, layer_strategy,
+    stack_items_strategy, stack_strategy,
+};
+pub use ops::{
+    MetadataSummary, Op, Outcome, apply_to_model, apply_to_view, op_strategy, ops_strategy,
+};
+
+/// The names every generated path is made of: few, so that paths collide.
+pub const NAMES: [&str; 3] = ["a", "b", "c"];

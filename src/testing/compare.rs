@@ -1,0 +1,183 @@
+//! Running operations on the model and on a view, and comparing them.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::layer::mem::MemLayer;
+use crate::meta::FileType;
+use crate::model::{Model, Snapshot, SnapshotEntry};
+use crate::path::LayerPath;
+use crate::testing::codec::shared;
+use crate::testing::ops::{Op, apply_to_model, apply_to_view};
+use crate::view::{MergedView, ViewOptions};
+
+/// The whole visible tree of `view`, as [`Model::snapshot`] gives the
+/// model's: every path (the root as the empty path) to its type, mode,
+/// owner, size, links, device number, contents, symlink target and
+/// extended attributes.
+///
+/// It walks from the root with `read_dir`, `symlink_metadata`, `read` and
+/// `read_link`, never following a symlink; attributes come from the
+/// metadata (so a symlink's own ones are shown); a directory's size is
+/// reported as 0.
+///
+/// # Errors
+/// The first error of the view (a consistent view gives none).
+pub fn snapshot_view(view: &MergedView) -> Result<Snapshot> {
+    let mut snapshot = Snapshot::new();
+    let mut pending = vec![LayerPath::root()];
+    while let Some(path) = pending.pop() {
+        let user = if path.is_root() {
+            String::from("/")
+        } else {
+            path.as_str().to_owned()
+        };
+        let meta = view.symlink_metadata(&user)?;
+        let mut entry = SnapshotEntry {
+            file_type: meta.file_type,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            size: meta.size,
+            nlink: meta.nlink,
+            rdev: meta.rdev,
+            data: Bytes::new(),
+            target: String::new(),
+            xattrs: meta
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .collect(),
+        };
+        match meta.file_type {
+            FileType::Dir => {
+                entry.size = 0;
+                for child in view.read_dir(&user)? {
+                    pending.push(path.join(&child.name)?);
+                }
+            }
+            FileType::File => entry.data = view.read(&user)?,
+            FileType::Symlink => entry.target = view.read_link(&user)?.into_string(),
+            _ => {}
+        }
+        snapshot.insert(path, entry);
+    }
+    Ok(snapshot)
+}
+
+/// A difference between the model and a view, as
+/// [`check_model_vs_view`] reports it.
+#[derive(Debug, Clone)]
+pub struct Divergence {
+    /// The options of the view and the model.
+    pub options: ViewOptions,
+    /// The operations applied, the last one being where they diverged
+    /// (none: the initial trees differ).
+    pub ops: Vec<Op>,
+    /// What differs.
+    pub detail: String,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ops.last() {
+            None => write!(f, "model and view differ before any operation")?,
+            Some(op) => write!(
+                f,
+                "model and view differ at step {} ({op:?})",
+                self.ops.len() - 1
+            )?,
+        }
+        writeln!(f, ": {}", self.detail)?;
+        writeln!(f, "options: {:?}", self.options)?;
+        for (i, op) in self.ops.iter().enumerate() {
+            writeln!(f, "  {i}: {op:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Divergence {}
+
+/// Runs `ops` on the reference model and on a view over `layers` (top
+/// first, with an empty upper), both with `options`, and compares the
+/// [`Outcome`](crate::testing::Outcome) of every operation and the whole visible tree before the
+/// first and after every operation.
+///
+/// ```
+/// use layerstack::MemLayer;
+/// use layerstack::testing::{Op, check_model_vs_view};
+///
+/// let mut lower = MemLayer::new();
+/// lower.add_file("a/f", "x")?;
+/// let ops = [
+///     Op::RemoveFile { path: "a/f".into() },
+///     Op::CreateDir { path: "a/f".into() },
+/// ];
+/// check_model_vs_view(&[lower], &ops, Default::default()).unwrap();
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+///
+/// # Errors
+/// The first difference.
+pub fn check_model_vs_view(
+    layers: &[MemLayer],
+    ops: &[Op],
+    options: ViewOptions,
+) -> Result<(), Divergence> {
+    let diverged = |done: usize, detail: String| Divergence {
+        options,
+        ops: ops[..done].to_vec(),
+        detail,
+    };
+    let lowers = shared(layers);
+    let mut model = Model::from_layers(&lowers, options)
+        .map_err(|e| diverged(0, format!("the model cannot flatten the layers: {e}")))?;
+    let view = MergedView::with_options(lowers, MemLayer::new(), options)
+        .map_err(|e| diverged(0, format!("the view cannot be opened: {e}")))?;
+    compare_trees(&model, &view).map_err(|d| diverged(0, d))?;
+    for (i, op) in ops.iter().enumerate() {
+        let want = apply_to_model(&mut model, op);
+        let got = apply_to_view(&view, op);
+        if want != got {
+            return Err(diverged(
+                i + 1,
+                format!("model gives {want:?}, view gives {got:?}"),
+            ));
+        }
+        compare_trees(&model, &view).map_err(|d| diverged(i + 1, d))?;
+    }
+    Ok(())
+}
+
+/// The first difference between the model's tree and the view's.
+fn compare_trees(model: &Model, view: &MergedView) -> Result<(), String> {
+    let want = model.snapshot();
+    let got = snapshot_view(view).map_err(|e| format!("the view cannot be walked: {e}"))?;
+    if want == got {
+        return Ok(());
+    }
+    let mut paths: Vec<&LayerPath> = want.keys().chain(got.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    for path in paths {
+        let (w, g) = (want.get(path), got.get(path));
+        if w != g {
+            return Err(format!(
+                "trees differ at `{path}`: model has {}, view has {}",
+                show(w),
+                show(g)
+            ));
+        }
+    }
+    unreachable!("different maps differ at some key")
+}
+
+fn show(entry: Option<&SnapshotEntry>) -> String {
+    match entry {
+        None => String::from("nothing"),
+        Some(e) => format!("{e:?}"),
+    }
+}

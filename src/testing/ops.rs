@@ -1,0 +1,614 @@
+//! Operations of the merged view as data ([`Op`]), their comparable
+//! results ([`Outcome`]), their strategy, and applying them to the model
+//! and to a view.
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use crate::error::{ErrorKind, Result};
+use crate::meta::{FileType, Metadata, Timestamp};
+use crate::model::Model;
+use crate::testing::NAMES;
+use crate::testing::items::{IDS, RDEVS};
+use crate::view::{MergedView, OpenOptions, RenameMode};
+
+/// One call of the merged view, with its arguments.
+///
+/// Paths are user paths as a caller writes them: relative or absolute,
+/// with `.`, `..` and trailing slashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `metadata(path)`.
+    Metadata {
+        /// Path.
+        path: String,
+    },
+    /// `symlink_metadata(path)`.
+    SymlinkMetadata {
+        /// Path.
+        path: String,
+    },
+    /// `read(path)`.
+    Read {
+        /// Path.
+        path: String,
+    },
+    /// `read_at(path, offset, len)`.
+    ReadAt {
+        /// Path.
+        path: String,
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: usize,
+    },
+    /// `read_dir(path)`.
+    ReadDir {
+        /// Path.
+        path: String,
+    },
+    /// `read_link(path)`.
+    ReadLink {
+        /// Path.
+        path: String,
+    },
+    /// `write(path, data)`.
+    Write {
+        /// Path.
+        path: String,
+        /// Data.
+        data: Vec<u8>,
+    },
+    /// `append(path, data)`.
+    Append {
+        /// Path.
+        path: String,
+        /// Data.
+        data: Vec<u8>,
+    },
+    /// `write_at(path, offset, data)`.
+    WriteAt {
+        /// Path.
+        path: String,
+        /// Offset.
+        offset: u64,
+        /// Data.
+        data: Vec<u8>,
+    },
+    /// `set_len(path, len)`.
+    SetLen {
+        /// Path.
+        path: String,
+        /// New length.
+        len: u64,
+    },
+    /// `open(path, options)` (the handle is dropped at once).
+    Open {
+        /// Path.
+        path: String,
+        /// Options, valid or not.
+        options: OpenOptions,
+    },
+    /// `create_dir(path)`.
+    CreateDir {
+        /// Path.
+        path: String,
+    },
+    /// `create_dir_all(path)`.
+    CreateDirAll {
+        /// Path.
+        path: String,
+    },
+    /// `remove_file(path)`.
+    RemoveFile {
+        /// Path.
+        path: String,
+    },
+    /// `remove_dir(path)`.
+    RemoveDir {
+        /// Path.
+        path: String,
+    },
+    /// `remove_dir_all(path)`.
+    RemoveDirAll {
+        /// Path.
+        path: String,
+    },
+    /// `rename_with(from, to, mode)`.
+    Rename {
+        /// Source.
+        from: String,
+        /// Target.
+        to: String,
+        /// Replace, no-replace or exchange.
+        mode: RenameMode,
+    },
+    /// `symlink(target, link)`.
+    Symlink {
+        /// Target, stored verbatim.
+        target: String,
+        /// The new name.
+        link: String,
+    },
+    /// `hard_link(original, link)`.
+    HardLink {
+        /// The existing name.
+        original: String,
+        /// The new name.
+        link: String,
+    },
+    /// `set_permissions(path, mode)`.
+    SetPermissions {
+        /// Path.
+        path: String,
+        /// Mode (bits above `0o7777` are ignored by the view).
+        mode: u32,
+    },
+    /// `set_owner(path, uid, gid)`.
+    SetOwner {
+        /// Path.
+        path: String,
+        /// New owner, if any.
+        uid: Option<u32>,
+        /// New group, if any.
+        gid: Option<u32>,
+    },
+    /// `set_times(path, atime, mtime)`.
+    SetTimes {
+        /// Path.
+        path: String,
+        /// New access time, if any.
+        atime: Option<Timestamp>,
+        /// New modification time, if any.
+        mtime: Option<Timestamp>,
+    },
+    /// `get_xattr(path, name)`.
+    GetXattr {
+        /// Path.
+        path: String,
+        /// Attribute name.
+        name: String,
+    },
+    /// `set_xattr(path, name, value)`.
+    SetXattr {
+        /// Path.
+        path: String,
+        /// Attribute name.
+        name: String,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// `remove_xattr(path, name)`.
+    RemoveXattr {
+        /// Path.
+        path: String,
+        /// Attribute name.
+        name: String,
+    },
+    /// `list_xattr(path)`.
+    ListXattr {
+        /// Path.
+        path: String,
+    },
+    /// `mknod(path, file_type, mode, rdev)`.
+    Mknod {
+        /// Path.
+        path: String,
+        /// Type (any: non-special ones are refused).
+        file_type: FileType,
+        /// Mode.
+        mode: u32,
+        /// Device number.
+        rdev: u64,
+    },
+    /// `commit()`: the upper layer becomes a lower one.
+    Commit,
+}
+
+/// What a user sees of an object's metadata, as compared between the model
+/// and a view: no times (the model does not track them), no inode number
+/// (views number objects their own way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataSummary {
+    /// Type.
+    pub file_type: FileType,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size.
+    pub size: u64,
+    /// Number of links.
+    pub nlink: u64,
+    /// Device number.
+    pub rdev: u64,
+    /// Extended attributes in name order.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl From<&Metadata> for MetadataSummary {
+    fn from(m: &Metadata) -> MetadataSummary {
+        MetadataSummary {
+            file_type: m.file_type,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            size: m.size,
+            nlink: m.nlink,
+            rdev: m.rdev,
+            xattrs: m
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect(),
+        }
+    }
+}
+
+/// The result of an [`Op`], in a form two implementations can be compared
+/// by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success with nothing to show.
+    Unit,
+    /// File contents or an attribute value.
+    Bytes(Vec<u8>),
+    /// Metadata.
+    Metadata(MetadataSummary),
+    /// A directory listing: names and types, in name order.
+    Listing(Vec<(String, FileType)>),
+    /// A symlink target.
+    Target(String),
+    /// Attribute names, in order.
+    Names(Vec<String>),
+    /// Failure, by kind.
+    Err(ErrorKind),
+}
+
+fn outcome<T>(r: Result<T>, ok: impl FnOnce(T) -> Outcome) -> Outcome {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => Outcome::Err(e.kind()),
+    }
+}
+
+fn unit<T>(r: Result<T>) -> Outcome {
+    outcome(r, |_| Outcome::Unit)
+}
+
+/// Applies `op` to the reference model.
+///
+/// ```
+/// use layerstack::model::Model;
+/// use layerstack::testing::{Op, Outcome, apply_to_model};
+///
+/// let mut model = Model::from_layers(&[], Default::default())?;
+/// let op = Op::Write { path: "/a".into(), data: b"hi".to_vec() };
+/// assert_eq!(apply_to_model(&mut model, &op), Outcome::Unit);
+/// let op = Op::Read { path: "a/".into() };
+/// assert_eq!(apply_to_model(&mut model, &op), Outcome::Err(layerstack::ErrorKind::NotADirectory));
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+pub fn apply_to_model(model: &mut Model, op: &Op) -> Outcome {
+    match op {
+        Op::Metadata { path } => outcome(model.metadata(path), |m| Outcome::Metadata((&m).into())),
+        Op::SymlinkMetadata { path } => outcome(model.symlink_metadata(path), |m| {
+            Outcome::Metadata((&m).into())
+        }),
+        Op::Read { path } => outcome(model.read(path), |b| Outcome::Bytes(b.to_vec())),
+        Op::ReadAt { path, offset, len } => outcome(model.read_at(path, *offset, *len), |b| {
+            Outcome::Bytes(b.to_vec())
+        }),
+        Op::ReadDir { path } => outcome(model.read_dir(path), Outcome::Listing),
+        Op::ReadLink { path } => {
+            outcome(model.read_link(path), |t| Outcome::Target(t.into_string()))
+        }
+        Op::Write { path, data } => unit(model.write(path, data)),
+        Op::Append { path, data } => unit(model.append(path, data)),
+        Op::WriteAt { path, offset, data } => unit(model.write_at(path, *offset, data)),
+        Op::SetLen { path, len } => unit(model.set_len(path, *len)),
+        Op::Open { path, options } => unit(model.open(path, options)),
+        Op::CreateDir { path } => unit(model.create_dir(path)),
+        Op::CreateDirAll { path } => unit(model.create_dir_all(path)),
+        Op::RemoveFile { path } => unit(model.remove_file(path)),
+        Op::RemoveDir { path } => unit(model.remove_dir(path)),
+        Op::RemoveDirAll { path } => unit(model.remove_dir_all(path)),
+        Op::Rename { from, to, mode } => unit(model.rename_with(from, to, *mode)),
+        Op::Symlink { target, link } => unit(model.symlink(target, link)),
+        Op::HardLink { original, link } => unit(model.hard_link(original, link)),
+        Op::SetPermissions { path, mode } => unit(model.set_permissions(path, *mode)),
+        Op::SetOwner { path, uid, gid } => unit(model.set_owner(path, *uid, *gid)),
+        Op::SetTimes { path, atime, mtime } => unit(model.set_times(path, *atime, *mtime)),
+        Op::GetXattr { path, name } => {
+            outcome(model.get_xattr(path, name), |v| Outcome::Bytes(v.to_vec()))
+        }
+        Op::SetXattr { path, name, value } => unit(model.set_xattr(path, name, value)),
+        Op::RemoveXattr { path, name } => unit(model.remove_xattr(path, name)),
+        Op::ListXattr { path } => outcome(model.list_xattr(path), Outcome::Names),
+        Op::Mknod {
+            path,
+            file_type,
+            mode,
+            rdev,
+        } => unit(model.mknod(path, *file_type, *mode, *rdev)),
+        Op::Commit => {
+            model.commit();
+            Outcome::Unit
+        }
+    }
+}
+
+/// Applies `op` to a merged view.
+///
+/// ```
+/// use layerstack::{MemLayer, MergedView};
+/// use layerstack::testing::{Op, Outcome, apply_to_view};
+///
+/// let view = MergedView::new(vec![], MemLayer::new())?;
+/// let op = Op::CreateDirAll { path: "a/b/../c".into() };
+/// assert_eq!(apply_to_view(&view, &op), Outcome::Unit);
+/// let op = Op::ReadDir { path: "/a".into() };
+/// let Outcome::Listing(names) = apply_to_view(&view, &op) else { panic!() };
+/// assert_eq!(names.len(), 2);
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+pub fn apply_to_view(view: &MergedView, op: &Op) -> Outcome {
+    match op {
+        Op::Metadata { path } => outcome(view.metadata(path), |m| Outcome::Metadata((&m).into())),
+        Op::SymlinkMetadata { path } => outcome(view.symlink_metadata(path), |m| {
+            Outcome::Metadata((&m).into())
+        }),
+        Op::Read { path } => outcome(view.read(path), |b| Outcome::Bytes(b.to_vec())),
+        Op::ReadAt { path, offset, len } => outcome(view.read_at(path, *offset, *len), |b| {
+            Outcome::Bytes(b.to_vec())
+        }),
+        Op::ReadDir { path } => outcome(view.read_dir(path), |entries| {
+            Outcome::Listing(entries.into_iter().map(|e| (e.name, e.file_type)).collect())
+        }),
+        Op::ReadLink { path } => {
+            outcome(view.read_link(path), |t| Outcome::Target(t.into_string()))
+        }
+        Op::Write { path, data } => unit(view.write(path, data)),
+        Op::Append { path, data } => unit(view.append(path, data)),
+        Op::WriteAt { path, offset, data } => unit(view.write_at(path, *offset, data)),
+        Op::SetLen { path, len } => unit(view.set_len(path, *len)),
+        Op::Open { path, options } => unit(view.open(path, options)),
+        Op::CreateDir { path } => unit(view.create_dir(path)),
+        Op::CreateDirAll { path } => unit(view.create_dir_all(path)),
+        Op::RemoveFile { path } => unit(view.remove_file(path)),
+        Op::RemoveDir { path } => unit(view.remove_dir(path)),
+        Op::RemoveDirAll { path } => unit(view.remove_dir_all(path)),
+        Op::Rename { from, to, mode } => unit(view.rename_with(from, to, *mode)),
+        Op::Symlink { target, link } => unit(view.symlink(target, link)),
+        Op::HardLink { original, link } => unit(view.hard_link(original, link)),
+        Op::SetPermissions { path, mode } => unit(view.set_permissions(path, *mode)),
+        Op::SetOwner { path, uid, gid } => unit(view.set_owner(path, *uid, *gid)),
+        Op::SetTimes { path, atime, mtime } => unit(view.set_times(path, *atime, *mtime)),
+        Op::GetXattr { path, name } => {
+            outcome(view.get_xattr(path, name), |v| Outcome::Bytes(v.to_vec()))
+        }
+        Op::SetXattr { path, name, value } => unit(view.set_xattr(path, name, value)),
+        Op::RemoveXattr { path, name } => unit(view.remove_xattr(path, name)),
+        Op::ListXattr { path } => outcome(view.list_xattr(path), Outcome::Names),
+        Op::Mknod {
+            path,
+            file_type,
+            mode,
+            rdev,
+        } => unit(view.mknod(path, *file_type, *mode, *rdev)),
+        Op::Commit => unit(view.commit()),
+    }
+}
+
+/// The components user paths are made of.
+pub(crate) const TOKENS: [&str; 5] = ["a", "b", "c", "..", "."];
+/// Attribute names operations use: the two layers hold, one they do not,
+/// another namespace, and invalid ones (`EOPNOTSUPP`, `ERANGE`).
+pub(crate) const XATTR_NAMES: [&str; 7] = [
+    "user.x",
+    "trusted.y",
+    "user.z",
+    "security.s",
+    "foo.bar",
+    "user.",
+    "",
+];
+/// Every file type, for `mknod` (the non-special ones are refused).
+pub(crate) const FILE_TYPES: [FileType; 7] = [
+    FileType::Fifo,
+    FileType::CharDevice,
+    FileType::BlockDevice,
+    FileType::Socket,
+    FileType::File,
+    FileType::Dir,
+    FileType::Symlink,
+];
+
+/// Joins user path components: a leading `/` if `absolute`, a trailing
+/// one if `trailing` (and there is a component).
+pub(crate) fn join_user_path(absolute: bool, tokens: &[&str], trailing: bool) -> String {
+    let mut s = String::new();
+    if absolute {
+        s.push('/');
+    }
+    s.push_str(&tokens.join("/"));
+    if trailing && !tokens.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// A user path: up to 3 components over `a`, `b`, `c`, `..` and `.`,
+/// sometimes absolute, sometimes with a trailing slash; rarely empty or
+/// the root.
+pub(crate) fn user_path() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        8 => proptest::sample::select(&NAMES[..]),
+        1 => Just(".."),
+        1 => Just("."),
+    ];
+    let len = prop_oneof![1 => Just(0usize), 4 => Just(1), 4 => Just(2), 3 => Just(3)];
+    (
+        proptest::bool::weighted(0.2),
+        len.prop_flat_map(move |n| vec(token.clone(), n)),
+        proptest::bool::weighted(0.1),
+    )
+        .prop_map(|(absolute, tokens, trailing)| join_user_path(absolute, &tokens, trailing))
+}
+
+fn data() -> impl Strategy<Value = Vec<u8>> {
+    vec(proptest::sample::select(&b"pqr"[..]), 0..=8)
+}
+
+fn xattr_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => proptest::sample::select(&XATTR_NAMES[..3]),
+        1 => proptest::sample::select(&XATTR_NAMES[3..]),
+    ]
+    .prop_map(String::from)
+}
+
+fn mode() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        4 => proptest::sample::select(&crate::testing::items::MODES[..]),
+        1 => 0u32..0x1_0000,
+    ]
+}
+
+fn id() -> impl Strategy<Value = Option<u32>> {
+    proptest::option::of(proptest::sample::select(&IDS[..]))
+}
+
+fn time() -> impl Strategy<Value = Option<Timestamp>> {
+    proptest::option::of((0i64..255).prop_map(|s| Timestamp::new(s, 0)))
+}
+
+fn open_options() -> impl Strategy<Value = OpenOptions> {
+    any::<[bool; 6]>().prop_map(open_options_from_bits)
+}
+
+/// Open options from six flags: read, write, append, truncate, create,
+/// create_new.
+pub(crate) fn open_options_from_bits(b: [bool; 6]) -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(b[0])
+        .write(b[1])
+        .append(b[2])
+        .truncate(b[3])
+        .create(b[4])
+        .create_new(b[5]);
+    o
+}
+
+/// The six flags of open options (the inverse of `open_options_from_bits`).
+pub(crate) fn open_options_bits(o: &OpenOptions) -> [bool; 6] {
+    [
+        o.read,
+        o.write,
+        o.append,
+        o.truncate,
+        o.create,
+        o.create_new,
+    ]
+}
+
+/// Rename modes in codec order.
+pub(crate) const RENAME_MODES: [RenameMode; 3] = [
+    RenameMode::Replace,
+    RenameMode::NoReplace,
+    RenameMode::Exchange,
+];
+
+/// One random operation of the merged view, over the names `a`, `b`, `c`
+/// with paths at most 3 deep that sometimes hold `..` and `.`, start with
+/// `/` or end with `/`, and (through the symlinks the layers hold) go
+/// through symlinks. Arguments are chosen to reach both success and every
+/// error: invalid open options, invalid attribute names, `mknod` of
+/// non-special types and of the whiteout device.
+pub fn op_strategy() -> impl Strategy<Value = Op> {
+    let read_ops = prop_oneof![
+        user_path().prop_map(|path| Op::Metadata { path }),
+        user_path().prop_map(|path| Op::SymlinkMetadata { path }),
+        user_path().prop_map(|path| Op::Read { path }),
+        (user_path(), 0u64..12, 0usize..8).prop_map(|(path, offset, len)| Op::ReadAt {
+            path,
+            offset,
+            len
+        }),
+        user_path().prop_map(|path| Op::ReadDir { path }),
+        user_path().prop_map(|path| Op::ReadLink { path }),
+        (user_path(), xattr_name()).prop_map(|(path, name)| Op::GetXattr { path, name }),
+        user_path().prop_map(|path| Op::ListXattr { path }),
+    ];
+    let data_ops = prop_oneof![
+        (user_path(), data()).prop_map(|(path, data)| Op::Write { path, data }),
+        (user_path(), data()).prop_map(|(path, data)| Op::Append { path, data }),
+        (user_path(), 0u64..12, data()).prop_map(|(path, offset, data)| Op::WriteAt {
+            path,
+            offset,
+            data
+        }),
+        (user_path(), 0u64..12).prop_map(|(path, len)| Op::SetLen { path, len }),
+        (user_path(), open_options()).prop_map(|(path, options)| Op::Open { path, options }),
+    ];
+    let tree_ops = prop_oneof![
+        user_path().prop_map(|path| Op::CreateDir { path }),
+        user_path().prop_map(|path| Op::CreateDirAll { path }),
+        user_path().prop_map(|path| Op::RemoveFile { path }),
+        user_path().prop_map(|path| Op::RemoveDir { path }),
+        user_path().prop_map(|path| Op::RemoveDirAll { path }),
+        (
+            user_path(),
+            user_path(),
+            proptest::sample::select(&RENAME_MODES[..])
+        )
+            .prop_map(|(from, to, mode)| Op::Rename { from, to, mode }),
+        (user_path(), user_path()).prop_map(|(target, link)| Op::Symlink { target, link }),
+        (user_path(), user_path()).prop_map(|(original, link)| Op::HardLink { original, link }),
+        (
+            user_path(),
+            proptest::sample::select(&FILE_TYPES[..]),
+            mode(),
+            proptest::sample::select(&MKNOD_RDEVS[..])
+        )
+            .prop_map(|(path, file_type, mode, rdev)| Op::Mknod {
+                path,
+                file_type,
+                mode,
+                rdev
+            }),
+    ];
+    let attr_ops = prop_oneof![
+        (user_path(), mode()).prop_map(|(path, mode)| Op::SetPermissions { path, mode }),
+        (user_path(), id(), id()).prop_map(|(path, uid, gid)| Op::SetOwner { path, uid, gid }),
+        (user_path(), time(), time()).prop_map(|(path, atime, mtime)| Op::SetTimes {
+            path,
+            atime,
+            mtime
+        }),
+        (
+            user_path(),
+            xattr_name(),
+            vec(proptest::sample::select(&b"uv"[..]), 0..=3)
+        )
+            .prop_map(|(path, name, value)| Op::SetXattr { path, name, value }),
+        (user_path(), xattr_name()).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
+    ];
+    prop_oneof![
+        8 => read_ops,
+        5 => data_ops,
+        8 => tree_ops,
+        4 => attr_ops,
+        1 => Just(Op::Commit),
+    ]
+}
+
+/// Device numbers `mknod` is given: the whiteout marker 0/0 and real ones.
+pub(crate) const MKNOD_RDEVS: [u64; 4] = [0, RDEVS[0], RDEVS[1], RDEVS[2]];
+
+/// Up to `max_len` random operations.
+pub fn ops_strategy(max_len: usize) -> impl Strategy<Value = Vec<Op>> {
+    vec(op_strategy(), 0..=max_len)
+}
