@@ -253,6 +253,30 @@ fn pop_to_parent(stack: &mut Vec<Id>) {
     }
 }
 
+/// The tree a stack of layers (top first) shows, flattened independently of
+/// [`MergedView`](crate::MergedView): what an image's root filesystem holds.
+///
+/// ```
+/// use std::sync::Arc;
+/// use layerstack::{Layer, LayerPath, MemLayer};
+///
+/// let mut base = MemLayer::new();
+/// base.add_file("etc/a", "1")?;
+/// base.add_file("etc/b", "2")?;
+/// let mut top = MemLayer::new();
+/// top.add_whiteout("etc/a")?;
+/// let tree = layerstack::model::flatten(&[Arc::new(top) as Arc<dyn Layer>, Arc::new(base)])?;
+/// let paths: Vec<&str> = tree.keys().map(LayerPath::as_str).collect();
+/// assert_eq!(paths, ["", "etc", "etc/b"]);
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`Model::from_layers`].
+pub fn flatten(lowers: &[Arc<dyn Layer>]) -> Result<Snapshot> {
+    Ok(Model::from_layers(lowers, ViewOptions::default())?.snapshot())
+}
+
 /// The reference model of a merged view.
 ///
 /// A plain tree built by [`Model::from_layers`]; each method does what the

@@ -5,8 +5,8 @@
 //! visible tree, and the invariants (lower layers unchanged, no whiteout in
 //! the upper where nothing below has the name).
 //!
-//! `PROPTEST_CASES=N` sets the number of sequences (the default keeps the
-//! run near a minute on 2 cores in release mode).
+//! `PROPTEST_CASES=N` sets the number of sequences per test (the default,
+//! 16,000, keeps the run near half a minute on 2 cores in release mode).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -20,7 +20,7 @@ use layerstack::testing::{
 use layerstack::view::{DirRename, HardLinkCopyUp};
 use layerstack::{Entry, Layer, LayerMut, LayerPath, MemLayer, MergedView, ViewOptions};
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, FileFailurePersistence};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 
 /// A set of view options to run the machine with.
@@ -228,10 +228,14 @@ fn config() -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
+        .unwrap_or(16_000);
     Config {
         cases,
         max_shrink_iters: 20_000,
+        // Failing seeds are kept beside this file and replayed first.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/state_machine.proptest-regressions",
+        ))),
         ..Config::default()
     }
 }

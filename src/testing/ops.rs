@@ -449,7 +449,7 @@ pub(crate) fn user_path() -> impl Strategy<Value = String> {
         1 => Just(".."),
         1 => Just("."),
     ];
-    let len = prop_oneof![1 => Just(0usize), 4 => Just(1), 4 => Just(2), 3 => Just(3)];
+    let len = prop_oneof![1 => Just(0usize), 6 => Just(1), 4 => Just(2), 2 => Just(3)];
     (
         proptest::bool::weighted(0.2),
         len.prop_flat_map(move |n| vec(token.clone(), n)),

@@ -30,7 +30,7 @@ use crate::meta::{
 };
 use crate::path::LayerPath;
 
-use resolve::{Cursor, Follow, Res, Resolved, State, UPPER};
+use resolve::{Cursor, Follow, Res, Resolved, State};
 
 /// Lower layers (read-only, top first) under one writable upper layer, seen
 /// as one filesystem tree.
@@ -953,17 +953,10 @@ impl MergedView {
         path: &LayerPath,
         res: &Res,
     ) -> Result<Option<String>> {
+        st.copy_up(path, &self.options)?;
         if res.file_type.is_dir() && res.has_lower() {
-            let lower = res
-                .stack
-                .iter()
-                .find(|(idx, _)| *idx != UPPER)
-                .map(|(_, p)| format!("/{}", p.as_str()))
-                .expect("has a lower part");
-            st.copy_up(path, &self.options)?;
-            Ok(Some(lower))
+            Ok(Some(redirect_to(st, path)?))
         } else {
-            st.copy_up(path, &self.options)?;
             Ok(None)
         }
     }
@@ -1232,6 +1225,34 @@ impl MergedView {
         let meta = self.stat(path.as_ref(), Operation::ListXattr, Follow::Always)?;
         Ok(meta.xattrs.names().map(str::to_owned).collect())
     }
+}
+
+/// The absolute redirect that makes the layers below find what they hold
+/// for the directory now at `path`, computed as the kernel's
+/// `ovl_get_redirect`: the path's names from the root, where a name of the
+/// upper layer with a redirect stands for that redirect (an absolute one
+/// ends the walk). The lower layers are then walked along this path from
+/// their roots, so they find it exactly as the lookup of `path` did.
+fn redirect_to(st: &State, path: &LayerPath) -> Result<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut at = path.clone();
+    while let (Some(parent), Some(name)) = (at.parent(), at.file_name()) {
+        let redirect = match st.upper.lookup(&at)? {
+            Some(Entry::Node(node)) => node.redirect,
+            _ => None,
+        };
+        match redirect {
+            Some(r) if r.starts_with('/') => {
+                names.push(r.trim_matches('/').to_owned());
+                break;
+            }
+            Some(r) => names.push(r),
+            None => names.push(name.to_owned()),
+        }
+        at = parent;
+    }
+    names.reverse();
+    Ok(format!("/{}", names.join("/")))
 }
 
 /// The parent and name for a new non-directory: `EEXIST` if the name is
