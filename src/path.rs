@@ -14,7 +14,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 
@@ -40,13 +40,13 @@ pub const PATH_MAX: usize = 4095;
 /// # Ok::<(), layerstack::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct LayerPath(Utf8PathBuf);
+pub struct LayerPath(String);
 
 impl LayerPath {
     /// The root of a layer (the empty path).
     #[must_use]
     pub fn root() -> LayerPath {
-        LayerPath(Utf8PathBuf::new())
+        LayerPath(String::new())
     }
 
     /// Validates a normalised relative path.
@@ -68,7 +68,7 @@ impl LayerPath {
                 validate_name(name).map_err(|e| e.reframe(Operation::ParsePath, path))?;
             }
         }
-        Ok(LayerPath(Utf8PathBuf::from(path)))
+        Ok(LayerPath(path.to_owned()))
     }
 
     /// Builds a path from validated names.
@@ -90,7 +90,7 @@ impl LayerPath {
     /// the result is too long.
     pub fn join(&self, name: &str) -> Result<LayerPath> {
         validate_name(name)?;
-        let len = self.0.as_str().len() + usize::from(!self.is_root()) + name.len();
+        let len = self.0.len() + usize::from(!self.is_root()) + name.len();
         if len > PATH_MAX {
             return Err(Error::new(
                 ErrorKind::NameTooLong,
@@ -105,32 +105,32 @@ impl LayerPath {
     pub(crate) fn join_unchecked(&self, name: &str) -> LayerPath {
         debug_assert!(validate_name(name).is_ok(), "invalid name {name:?}");
         if self.is_root() {
-            LayerPath(Utf8PathBuf::from(name))
+            LayerPath(name.to_owned())
         } else {
-            let mut s = String::with_capacity(self.0.as_str().len() + 1 + name.len());
-            s.push_str(self.0.as_str());
+            let mut s = String::with_capacity(self.0.len() + 1 + name.len());
+            s.push_str(&self.0);
             s.push('/');
             s.push_str(name);
-            LayerPath(Utf8PathBuf::from(s))
+            LayerPath(s)
         }
     }
 
     /// Whether this is the root.
     #[must_use]
     pub fn is_root(&self) -> bool {
-        self.0.as_str().is_empty()
+        self.0.is_empty()
     }
 
     /// The path as a string (`""` for the root).
     #[must_use]
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.0
     }
 
     /// The path as a camino path.
     #[must_use]
     pub fn as_path(&self) -> &Utf8Path {
-        &self.0
+        Utf8Path::new(&self.0)
     }
 
     /// The last component, `None` for the root.
@@ -139,7 +139,7 @@ impl LayerPath {
         if self.is_root() {
             None
         } else {
-            Some(self.0.as_str().rsplit('/').next().unwrap_or_default())
+            Some(self.0.rsplit('/').next().unwrap_or_default())
         }
     }
 
@@ -149,15 +149,15 @@ impl LayerPath {
         if self.is_root() {
             return None;
         }
-        Some(match self.0.as_str().rfind('/') {
-            Some(i) => LayerPath(Utf8PathBuf::from(&self.0.as_str()[..i])),
+        Some(match self.0.rfind('/') {
+            Some(i) => LayerPath(self.0[..i].to_owned()),
             None => LayerPath::root(),
         })
     }
 
     /// The components, root first.
     pub fn names(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
-        self.0.as_str().split('/').filter(|s| !s.is_empty())
+        self.0.split('/').filter(|s| !s.is_empty())
     }
 
     /// The number of components (0 for the root).
@@ -171,8 +171,8 @@ impl LayerPath {
     pub fn starts_with(&self, ancestor: &LayerPath) -> bool {
         ancestor.is_root()
             || self == ancestor
-            || (self.0.as_str().starts_with(ancestor.as_str())
-                && self.0.as_str().as_bytes().get(ancestor.as_str().len()) == Some(&b'/'))
+            || (self.0.starts_with(ancestor.as_str())
+                && self.0.as_bytes().get(ancestor.as_str().len()) == Some(&b'/'))
     }
 
     /// The rest of this path below `ancestor`, if it is one.
@@ -183,9 +183,7 @@ impl LayerPath {
         } else if self == ancestor {
             Some(LayerPath::root())
         } else if self.starts_with(ancestor) {
-            Some(LayerPath(Utf8PathBuf::from(
-                &self.0.as_str()[ancestor.as_str().len() + 1..],
-            )))
+            Some(LayerPath(self.0[ancestor.as_str().len() + 1..].to_owned()))
         } else {
             None
         }
@@ -213,7 +211,7 @@ impl PartialOrd for LayerPath {
 
 impl fmt::Debug for LayerPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0.as_str(), f)
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -223,20 +221,20 @@ impl fmt::Display for LayerPath {
         if self.is_root() {
             f.write_str(".")
         } else {
-            f.write_str(self.0.as_str())
+            f.write_str(&self.0)
         }
     }
 }
 
 impl AsRef<Utf8Path> for LayerPath {
     fn as_ref(&self) -> &Utf8Path {
-        &self.0
+        self.as_path()
     }
 }
 
 impl AsRef<str> for LayerPath {
     fn as_ref(&self) -> &str {
-        self.0.as_str()
+        &self.0
     }
 }
 

@@ -181,3 +181,50 @@ fn show(entry: Option<&SnapshotEntry>) -> String {
         Some(e) => format!("{e:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::codec::shared;
+
+    #[test]
+    fn snapshot_of_a_view_never_follows_symlinks() {
+        let mut lower = MemLayer::new();
+        lower.add_file("d/f", "data").unwrap();
+        lower.add_symlink("l", "d").unwrap();
+        lower.add_whiteout("gone").unwrap();
+        let view = MergedView::new(shared(&[lower]), MemLayer::new()).unwrap();
+        view.write("d/g", "new").unwrap();
+        let snapshot = snapshot_view(&view).unwrap();
+        let paths: Vec<&str> = snapshot.keys().map(LayerPath::as_str).collect();
+        assert_eq!(paths, ["", "d", "d/f", "d/g", "l"]);
+        let l = &snapshot[&LayerPath::new("l").unwrap()];
+        assert_eq!(
+            (l.file_type, l.target.as_str(), l.size),
+            (FileType::Symlink, "d", 1)
+        );
+        let d = &snapshot[&LayerPath::new("d").unwrap()];
+        assert_eq!((d.file_type, d.size), (FileType::Dir, 0));
+        assert_eq!(&snapshot[&LayerPath::new("d/g").unwrap()].data[..], b"new");
+    }
+
+    #[test]
+    fn divergences_name_the_step_and_the_operation() {
+        let d = Divergence {
+            options: ViewOptions::default(),
+            ops: vec![Op::Commit, Op::ReadDir { path: "a".into() }],
+            detail: "model gives Unit, view gives Err(NotFound)".into(),
+        };
+        let text = d.to_string();
+        assert!(
+            text.starts_with(
+                "model and view differ at step 1 (ReadDir { path: \"a\" }): model gives Unit, view gives Err(NotFound)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("  0: Commit\n  1: ReadDir { path: \"a\" }\n"),
+            "{text}"
+        );
+    }
+}

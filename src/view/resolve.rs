@@ -16,6 +16,7 @@
 //! writers keep the indexes current, so after the first visit a lookup
 //! never consults more than one layer.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -546,8 +547,9 @@ impl State {
         let err = |kind| Error::new(kind, op, user);
         // Components still to walk, in reverse order, each with the
         // trailing-slash flag it carries when it ends up last.
-        let mut todo: Vec<(String, bool)> = Vec::new();
-        push_components(&mut todo, &parsed);
+        let mut todo: Vec<(Cow<'_, str>, bool)> = components(&parsed)
+            .map(|(c, slash)| (Cow::Borrowed(c), slash))
+            .collect();
         let mut ancestors: Vec<Cursor> = Vec::new();
         let mut cur = self.root();
         let mut links = 0usize;
@@ -589,8 +591,9 @@ impl State {
                         ancestors.clear();
                     }
                     let carry = slash || parsed_target.trailing_slash;
-                    let mut more = Vec::new();
-                    push_components(&mut more, &parsed_target);
+                    let mut more: Vec<(Cow<'_, str>, bool)> = components(&parsed_target)
+                        .map(|(c, slash)| (Cow::Owned(c.to_owned()), slash))
+                        .collect();
                     if let Some(first) = more.first_mut() {
                         first.1 = carry;
                     } else if last {
@@ -606,7 +609,7 @@ impl State {
                     let path = cur.path.join_unchecked(&comp);
                     if last {
                         return Ok(Resolved {
-                            parent: Some((cur, comp)),
+                            parent: Some((cur, comp.into_owned())),
                             obj: Some(res),
                             path,
                             trailing_slash: trailing,
@@ -627,7 +630,7 @@ impl State {
                         return Err(err(ErrorKind::NotADirectory));
                     }
                     return Ok(Resolved {
-                        parent: Some((cur, comp)),
+                        parent: Some((cur, comp.into_owned())),
                         obj: Some(res),
                         path,
                         trailing_slash: trailing,
@@ -639,7 +642,7 @@ impl State {
                     }
                     let path = cur.path.join_unchecked(&comp);
                     return Ok(Resolved {
-                        parent: Some((cur, comp)),
+                        parent: Some((cur, comp.into_owned())),
                         obj: None,
                         path,
                         trailing_slash: trailing,
@@ -760,13 +763,17 @@ fn redirect_continuation(r: &str, name: &str, idx: usize) -> Continue {
     }
 }
 
-fn push_components(todo: &mut Vec<(String, bool)>, parsed: &UserPath<'_>) {
+/// The components of a parsed path in reverse order (the next to walk
+/// last), each with the trailing-slash flag it carries if it ends the path.
+fn components<'a>(parsed: &UserPath<'a>) -> impl Iterator<Item = (&'a str, bool)> + use<'a> {
     let n = parsed.components.len();
-    for (i, c) in parsed.components.iter().enumerate().rev() {
-        let slash = i + 1 == n && parsed.trailing_slash;
-        match c {
-            Component::Parent => todo.push(("..".to_owned(), slash)),
-            Component::Name(name) => todo.push(((*name).to_owned(), slash)),
-        }
-    }
+    let slash = parsed.trailing_slash;
+    let comps: Vec<Component<'a>> = parsed.components.clone();
+    comps.into_iter().enumerate().rev().map(move |(i, c)| {
+        let name = match c {
+            Component::Parent => "..",
+            Component::Name(name) => name,
+        };
+        (name, i + 1 == n && slash)
+    })
 }
