@@ -98,6 +98,7 @@ pub mod view;
 
 pub use data::FileData;
 pub use error::{Error, ErrorKind, Operation, Result};
+pub use layer::dir::DirLayer;
 pub use layer::mem::MemLayer;
 pub use layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};

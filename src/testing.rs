@@ -50,7 +50,9 @@ pub use codec::{
     MAX_LAYERS, MAX_OPS, Scenario, check_ops_bytes, ops_from_bytes, scenario_strategy,
 };
 pub use compare::{Divergence, check_model_vs_view, snapshot_view};
-pub use conformance::{Nonconformance, check_layer_conformance};
+pub use conformance::{
+    Nonconformance, Strictness, check_layer_conformance, check_layer_conformance_with,
+};
 pub use items::{
     Attrs, LayerItem, MAX_ITEMS, build_layer, layer_items_strategy, layer_strategy,
     stack_items_strategy, stack_strategy,

@@ -22,6 +22,7 @@
 //! themselves with the conformance suite in `layerstack::testing` (feature
 //! `proptest`).
 
+pub mod dir;
 pub mod mem;
 
 use std::any::Any;
@@ -324,4 +325,65 @@ pub fn walk(layer: &dyn Layer) -> Result<Vec<(LayerPath, Entry)>> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// Copies every entry of `src` into `dst` (empty, or at least holding none
+/// of `src`'s names): objects with their metadata, whiteouts, opaque and
+/// redirect flags, hard links as links. Directories get their metadata
+/// after their contents, so their times survive. This is how a layer moves
+/// between backends, for example a `MemLayer` onto disk as a `DirLayer`.
+///
+/// # Errors
+/// The first error of either layer.
+pub fn copy_layer(src: &dyn Layer, dst: &mut dyn LayerMut) -> Result<()> {
+    let mut linked: std::collections::HashMap<u64, LayerPath> = std::collections::HashMap::new();
+    let mut dirs = Vec::new();
+    let root = LayerPath::root();
+    if let Some(Entry::Node(node)) = src.lookup(&root)? {
+        if node.opaque {
+            dst.set_opaque(&root, true)?;
+        }
+        dirs.push((root, node.meta));
+    }
+    for (path, entry) in walk(src)? {
+        let node = match entry {
+            Entry::Whiteout => {
+                dst.whiteout(&path)?;
+                continue;
+            }
+            Entry::Node(node) => node,
+        };
+        let meta = &node.meta;
+        match meta.file_type {
+            FileType::Dir => {
+                dst.create(&path, meta, Content::Dir)?;
+                if node.opaque {
+                    dst.set_opaque(&path, true)?;
+                }
+                if node.redirect.is_some() {
+                    dst.set_redirect(&path, node.redirect.clone())?;
+                }
+                dirs.push((path, node.meta));
+            }
+            _ if meta.nlink > 1 && linked.contains_key(&meta.ino) => {
+                dst.hard_link(&linked[&meta.ino], &path)?;
+            }
+            t => {
+                if meta.nlink > 1 {
+                    linked.insert(meta.ino, path.clone());
+                }
+                match t {
+                    FileType::File => dst.copy_file(&path, meta, src, &path)?,
+                    FileType::Symlink => {
+                        dst.create(&path, meta, Content::Symlink(src.read_link(&path)?))?;
+                    }
+                    _ => dst.create(&path, meta, Content::Special)?,
+                }
+            }
+        }
+    }
+    for (path, meta) in dirs.into_iter().rev() {
+        dst.set_metadata(&path, &meta)?;
+    }
+    Ok(())
 }

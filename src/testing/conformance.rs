@@ -78,9 +78,34 @@ pub fn check_layer_conformance(
     layer: &dyn Layer,
     expected: &MemLayer,
 ) -> Result<(), Nonconformance> {
+    check_layer_conformance_with(layer, expected, Strictness::Exact)
+}
+
+/// Which metadata a conformance check compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strictness {
+    /// Every field but `ino` (which must only map one to one).
+    #[default]
+    Exact,
+    /// What a filesystem lets a writer choose: no `ctime` (the kernel sets
+    /// it), no `atime` (reads may move it), no directory size (each
+    /// filesystem has its own). For layers on disk.
+    Filesystem,
+}
+
+/// As [`check_layer_conformance`], comparing the metadata `strictness` says.
+///
+/// # Errors
+/// The first call answered differently, naming the path and the call.
+pub fn check_layer_conformance_with(
+    layer: &dyn Layer,
+    expected: &MemLayer,
+    strictness: Strictness,
+) -> Result<(), Nonconformance> {
     Checker {
         layer,
         reference: expected,
+        strictness,
         inos: BTreeMap::new(),
         inos_back: BTreeMap::new(),
     }
@@ -95,6 +120,7 @@ const PROBE_NAMES: [&str; 7] = ["a", "b", "c", "d", "missing-name", ".wh.a", ".w
 struct Checker<'a> {
     layer: &'a dyn Layer,
     reference: &'a MemLayer,
+    strictness: Strictness,
     /// Reference ino to the layer's ino.
     inos: BTreeMap<u64, u64>,
     /// The layer's ino to the reference ino.
@@ -176,7 +202,7 @@ impl Checker<'_> {
                 dbg(&got.redirect),
             ));
         }
-        if let Some((field, w, g)) = metadata_difference(&want.meta, &got.meta) {
+        if let Some((field, w, g)) = metadata_difference(&want.meta, &got.meta, self.strictness) {
             return Err(Nonconformance {
                 path: path.clone(),
                 call: format!("lookup ({field})"),
@@ -433,7 +459,12 @@ fn listing(r: &Result<DirListing, ErrorKind>) -> String {
 
 /// The first field (but `ino`) in which two metadata differ, with both
 /// values.
-fn metadata_difference(want: &Metadata, got: &Metadata) -> Option<(&'static str, String, String)> {
+fn metadata_difference(
+    want: &Metadata,
+    got: &Metadata,
+    strictness: Strictness,
+) -> Option<(&'static str, String, String)> {
+    let exact = strictness == Strictness::Exact;
     macro_rules! field {
         ($name:ident) => {
             if want.$name != got.$name {
@@ -455,12 +486,18 @@ fn metadata_difference(want: &Metadata, got: &Metadata) -> Option<(&'static str,
     }
     field!(uid);
     field!(gid);
-    field!(size);
+    if exact || !want.is_dir() {
+        field!(size);
+    }
     field!(nlink);
     field!(rdev);
-    field!(atime);
+    if exact {
+        field!(atime);
+    }
     field!(mtime);
-    field!(ctime);
+    if exact {
+        field!(ctime);
+    }
     field!(xattrs);
     None
 }

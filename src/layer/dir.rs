@@ -1,0 +1,1346 @@
+//! [`DirLayer`]: a directory on disk as a layer, in exactly the format the
+//! kernel's overlayfs reads and writes.
+//!
+//! A directory written by a `DirLayer` can be mounted by the kernel as an
+//! `upperdir` or `lowerdir`, and an `upperdir` the kernel wrote can be
+//! opened as a `DirLayer`. The format:
+//!
+//! - **whiteout**: a character device 0/0 (the kernel often hard-links one
+//!   whiteout inode to many names; any link count is read), or, inside a
+//!   directory marked `overlay.opaque="x"`, a zero-size regular file with the
+//!   xattr `overlay.whiteout` (written when `mknod` is not permitted);
+//! - **opaque directory**: xattr `overlay.opaque="y"`;
+//! - **redirect**: xattr `overlay.redirect` on a directory: a single name
+//!   is relative to the parent, a path starting with `/` is from the root;
+//! - the xattr namespace is `trusted.overlay.` (needs `CAP_SYS_ADMIN`), or
+//!   `user.overlay.` for the kernel's `userxattr` mode
+//!   ([`OverlayXattrs::User`]);
+//! - **escaped xattrs**: a stored `trusted.overlay.overlay.X` is the user's
+//!   `trusted.overlay.X` (likewise in the `user.` namespace);
+//! - the kernel's **bookkeeping** xattrs (`origin`, `impure`, `uuid`,
+//!   `nlink`, `metacopy`, `upper`, `protattr`, ...) are understood as such
+//!   and never shown to users.
+//!
+//! Every change of an upper layer is prepared in the work directory
+//! (`workdir/work`, as the kernel's) and moved into place with one
+//! `rename` (`RENAME_EXCHANGE` to put a directory where a whiteout was), so a
+//! crash leaves the old state or the new one, never a half-copied file;
+//! leftovers in the work directory are removed when the layer is opened.
+//! Copied-up files are synced before they become visible unless the layer
+//! is [`Durability::Volatile`] (the kernel's `volatile`).
+//!
+//! Every path is resolved beneath the layer's root without following any
+//! symlink (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//! RESOLVE_NO_MAGICLINKS`, or a walk of `O_PATH | O_NOFOLLOW` opens where
+//! `openat2` is missing): symlinks in a layer are data, which the merged
+//! view resolves in its own root. Extended attributes of an object are read
+//! and written through `/proc/self/fd` on an `O_PATH` descriptor, so no
+//! fifo or device is ever opened; `/proc` must be mounted.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use layerstack::{DirLayer, Layer, MergedView};
+//!
+//! let base = DirLayer::open("/var/lib/images/base")?;
+//! let upper = DirLayer::open_upper("/var/lib/images/upper", "/var/lib/images/work")?;
+//! let view = MergedView::new(vec![Arc::new(base) as Arc<dyn Layer>], upper)?;
+//! view.write("etc/hostname", "box\n")?;
+//! // `mount -t overlay overlay -o lowerdir=/var/lib/images/base,\
+//! //  upperdir=/var/lib/images/upper,workdir=/var/lib/images/work /mnt`
+//! // now shows the same tree.
+//! # Ok::<(), layerstack::Error>(())
+//! ```
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use camino::{Utf8Path, Utf8PathBuf};
+use rustix::fs::{
+    AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, StatxFlags, Timespec, Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+
+use crate::data::FileData;
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
+use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
+use crate::path::LayerPath;
+
+/// The xattr namespace of the overlay's own attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlayXattrs {
+    /// `trusted.overlay.*`, the kernel's default (needs `CAP_SYS_ADMIN`).
+    #[default]
+    Trusted,
+    /// `user.overlay.*`, the kernel's `userxattr` mount option (for
+    /// unprivileged overlays).
+    User,
+}
+
+impl OverlayXattrs {
+    fn prefix(self) -> &'static str {
+        match self {
+            OverlayXattrs::Trusted => "trusted.overlay.",
+            OverlayXattrs::User => "user.overlay.",
+        }
+    }
+}
+
+/// When changes of an upper layer reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A copied-up or created file is synced before it is moved into place
+    /// (the kernel's `fsync=auto`).
+    #[default]
+    Auto,
+    /// Nothing is synced (the kernel's `volatile`): faster, and after a
+    /// crash the layer may hold anything.
+    Volatile,
+}
+
+/// Options of a [`DirLayer`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirLayerOptions {
+    /// The namespace of overlay xattrs.
+    pub xattrs: OverlayXattrs,
+    /// When changes reach the disk (upper layers).
+    pub durability: Durability,
+    /// Where [`LayerMut::commit`] moves a committed upper: a directory on the
+    /// same filesystem, which gets one numbered subdirectory per commit.
+    /// Without it, an upper `DirLayer` cannot commit.
+    pub commit_dir: Option<Utf8PathBuf>,
+}
+
+impl DirLayerOptions {
+    /// Sets [`DirLayerOptions::xattrs`] (builder style).
+    #[must_use]
+    pub fn xattrs(mut self, v: OverlayXattrs) -> Self {
+        self.xattrs = v;
+        self
+    }
+
+    /// Sets [`DirLayerOptions::durability`] (builder style).
+    #[must_use]
+    pub fn durability(mut self, v: Durability) -> Self {
+        self.durability = v;
+        self
+    }
+
+    /// Sets [`DirLayerOptions::commit_dir`] (builder style).
+    #[must_use]
+    pub fn commit_dir(mut self, dir: impl Into<Utf8PathBuf>) -> Self {
+        self.commit_dir = Some(dir.into());
+        self
+    }
+}
+
+/// The writable side of an upper layer: its work directory.
+#[derive(Debug)]
+struct Work {
+    /// `workdir/work`.
+    fd: OwnedFd,
+    upper_path: Utf8PathBuf,
+    counter: AtomicU64,
+}
+
+/// A directory on disk as a layer, in the kernel's overlayfs format (see
+/// the [module documentation](self)).
+///
+/// Open a `lowerdir` read-only with [`DirLayer::open`], or an `upperdir`
+/// with its `workdir` with [`DirLayer::open_upper`].
+#[derive(Debug)]
+pub struct DirLayer {
+    root: OwnedFd,
+    path: Utf8PathBuf,
+    work: Option<Work>,
+    options: DirLayerOptions,
+}
+
+const OPENAT2_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+impl DirLayer {
+    /// Opens a directory as a read-only layer (a `lowerdir`).
+    ///
+    /// # Errors
+    /// `ENOENT`/`ENOTDIR` if `path` is not a directory; `EIO` if `/proc` is
+    /// not mounted (xattrs are read through it).
+    pub fn open(path: impl AsRef<Utf8Path>) -> Result<DirLayer> {
+        DirLayer::open_with(path, DirLayerOptions::default())
+    }
+
+    /// As [`DirLayer::open`], with options.
+    ///
+    /// # Errors
+    /// As [`DirLayer::open`].
+    pub fn open_with(path: impl AsRef<Utf8Path>, options: DirLayerOptions) -> Result<DirLayer> {
+        let path = path.as_ref().to_owned();
+        check_proc(&path)?;
+        let root = open_dir_path(&path)?;
+        Ok(DirLayer {
+            root,
+            path,
+            work: None,
+            options,
+        })
+    }
+
+    /// Opens an `upperdir` with its `workdir` as a writable layer; both are
+    /// created if missing. The pair is checked as the kernel checks it (one
+    /// filesystem, neither inside the other), and leftovers of an earlier
+    /// crash in the work directory are removed.
+    ///
+    /// # Errors
+    /// `EXDEV` if the two are on different filesystems, `EINVAL` if one
+    /// contains the other, and the errors of [`DirLayer::open`].
+    pub fn open_upper(
+        upperdir: impl AsRef<Utf8Path>,
+        workdir: impl AsRef<Utf8Path>,
+    ) -> Result<DirLayer> {
+        DirLayer::open_upper_with(upperdir, workdir, DirLayerOptions::default())
+    }
+
+    /// As [`DirLayer::open_upper`], with options.
+    ///
+    /// # Errors
+    /// As [`DirLayer::open_upper`].
+    pub fn open_upper_with(
+        upperdir: impl AsRef<Utf8Path>,
+        workdir: impl AsRef<Utf8Path>,
+        options: DirLayerOptions,
+    ) -> Result<DirLayer> {
+        let (upper, workdir) = (upperdir.as_ref(), workdir.as_ref());
+        let setup_err = |p: &Utf8Path, e: std::io::Error| {
+            Error::new(
+                e.raw_os_error()
+                    .and_then(ErrorKind::from_errno)
+                    .unwrap_or(ErrorKind::Io),
+                Operation::Layer,
+                p.as_str(),
+            )
+            .with_detail(format!("cannot create the directory: {e}"))
+        };
+        for dir in [upper, workdir] {
+            std::fs::create_dir_all(dir).map_err(|e| setup_err(dir, e))?;
+        }
+        let canon = |p: &Utf8Path| {
+            p.canonicalize_utf8().map_err(|e| {
+                Error::new(ErrorKind::InvalidInput, Operation::Layer, p.as_str())
+                    .with_detail(format!("cannot resolve the directory: {e}"))
+            })
+        };
+        let (cu, cw) = (canon(upper)?, canon(workdir)?);
+        if cu.starts_with(&cw) || cw.starts_with(&cu) {
+            return Err(
+                Error::new(ErrorKind::InvalidInput, Operation::Layer, upper.as_str()).with_detail(
+                    format!("upperdir and workdir `{workdir}` must not contain each other"),
+                ),
+            );
+        }
+        let mut layer = DirLayer::open_with(upper, options)?;
+        let work_root = open_dir_path(workdir)?;
+        let dev = |fd: &OwnedFd, p: &Utf8Path| {
+            rustix::fs::fstat(fd)
+                .map(|s| s.st_dev)
+                .map_err(|e| errno_error(e, Operation::Layer, p.as_str()))
+        };
+        if dev(&layer.root, upper)? != dev(&work_root, workdir)? {
+            return Err(
+                Error::new(ErrorKind::CrossesDevices, Operation::Layer, upper.as_str())
+                    .with_detail(format!(
+                        "upperdir and workdir `{workdir}` must be on the same filesystem"
+                    )),
+            );
+        }
+        match rustix::fs::mkdirat(&work_root, "work", Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(errno_error(e, Operation::Layer, workdir.as_str())),
+        }
+        let work = rustix::fs::openat(
+            &work_root,
+            "work",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno_error(e, Operation::Layer, workdir.as_str()))?;
+        clean_dir(&work).map_err(|e| errno_error(e, Operation::Layer, workdir.as_str()))?;
+        layer.work = Some(Work {
+            fd: work,
+            upper_path: upper.to_owned(),
+            counter: AtomicU64::new(0),
+        });
+        Ok(layer)
+    }
+
+    /// The directory of this layer.
+    #[must_use]
+    pub fn path(&self) -> &Utf8Path {
+        &self.path
+    }
+
+    /// Whether this layer can be written (it was opened as an upper).
+    #[must_use]
+    pub fn is_writable(&self) -> bool {
+        self.work.is_some()
+    }
+
+    fn err(&self, e: Errno, path: &LayerPath) -> Error {
+        errno_error(e, Operation::Layer, path.as_str()).with_layer(self.path.as_str())
+    }
+
+    /// Opens `path` beneath the root without following any symlink.
+    fn open_beneath(&self, path: &LayerPath, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        let rel = if path.is_root() { "." } else { path.as_str() };
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), OPENAT2_RESOLVE) {
+            Err(Errno::NOSYS) => self.walk_open(path, flags),
+            // A symlink on the way: not a directory, as far as a layer is
+            // concerned.
+            Err(Errno::LOOP) | Err(Errno::XDEV) => Err(Errno::NOTDIR),
+            other => other,
+        }
+    }
+
+    /// The fallback without `openat2`: one `O_PATH | O_NOFOLLOW` open per
+    /// component (names are validated, so none is `..`).
+    fn walk_open(&self, path: &LayerPath, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut cur = rustix::fs::openat(&self.root, ".", dir_flags, Mode::empty())?;
+        let names: Vec<&str> = path.names().collect();
+        for (i, name) in names.iter().enumerate() {
+            let last = i + 1 == names.len();
+            let f = if last { flags } else { dir_flags };
+            cur = match rustix::fs::openat(&cur, *name, f, Mode::empty()) {
+                Err(Errno::LOOP) => return Err(Errno::NOTDIR),
+                other => other?,
+            };
+        }
+        if names.is_empty() {
+            cur = rustix::fs::openat(&self.root, ".", flags, Mode::empty())?;
+        }
+        Ok(cur)
+    }
+
+    /// The parent directory of `path` (an `O_PATH` descriptor) and the name.
+    fn parent<'p>(&self, path: &'p LayerPath) -> rustix::io::Result<(OwnedFd, &'p str)> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Errno::BUSY);
+        };
+        let fd = self.open_beneath(&parent, OFlags::PATH | OFlags::DIRECTORY)?;
+        Ok((fd, name))
+    }
+
+    fn statx_at(dir: &OwnedFd, name: &str) -> rustix::io::Result<rustix::fs::Statx> {
+        rustix::fs::statx(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::BASIC_STATS,
+        )
+    }
+
+    /// Reads the raw xattrs of the object `fd` (an `O_PATH` descriptor).
+    fn raw_xattrs(fd: &OwnedFd) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
+        let proc = proc_path(fd);
+        let mut names = vec![0u8; 1024];
+        let len = loop {
+            match rustix::fs::listxattr(&proc, &mut names[..]) {
+                Ok(n) => break n,
+                Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
+                Err(Errno::NOTSUP) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            }
+        };
+        let mut out = Vec::new();
+        for raw in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let Ok(name) = std::str::from_utf8(raw) else {
+                continue;
+            };
+            let mut value = vec![0u8; 256];
+            let n = loop {
+                match rustix::fs::getxattr(&proc, name, &mut value[..]) {
+                    Ok(n) => break Some(n),
+                    Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
+                    Err(Errno::NODATA) => break None,
+                    Err(e) => return Err(e),
+                }
+            };
+            if let Some(n) = n {
+                value.truncate(n);
+                out.push((name.to_owned(), value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The overlay attribute `key` (without its namespace prefix), if set.
+    fn overlay_attr(&self, raw: &[(String, Vec<u8>)], key: &str) -> Option<Vec<u8>> {
+        let prefix = self.options.xattrs.prefix();
+        raw.iter()
+            .find(|(n, _)| n.strip_prefix(prefix) == Some(key))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The attributes a user sees: overlay bookkeeping left out, escaped
+    /// names unescaped.
+    fn visible_xattrs(&self, raw: Vec<(String, Vec<u8>)>) -> Xattrs {
+        let prefix = self.options.xattrs.prefix();
+        raw.into_iter()
+            .filter_map(|(name, value)| match name.strip_prefix(prefix) {
+                Some(rest) => rest
+                    .strip_prefix("overlay.")
+                    .map(|escaped| (format!("{prefix}{escaped}"), Bytes::from(value))),
+                None => Some((name, Bytes::from(value))),
+            })
+            .collect()
+    }
+
+    /// How a user-visible attribute name is stored (escaped when it is in
+    /// the overlay's own namespace).
+    fn stored_name(&self, name: &str) -> String {
+        let prefix = self.options.xattrs.prefix();
+        match name.strip_prefix(prefix) {
+            Some(rest) => format!("{prefix}overlay.{rest}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// Whether directory `fd` holds xattr whiteouts (`opaque="x"`).
+    fn has_xwhiteouts(&self, fd: &OwnedFd) -> rustix::io::Result<bool> {
+        let raw = Self::raw_xattrs(fd)?;
+        Ok(self.overlay_attr(&raw, "opaque").as_deref() == Some(b"x"))
+    }
+
+    fn is_xwhiteout(&self, fd: &OwnedFd) -> rustix::io::Result<bool> {
+        let raw = Self::raw_xattrs(fd)?;
+        Ok(self.overlay_attr(&raw, "whiteout").is_some())
+    }
+
+    fn lookup_raw(&self, path: &LayerPath) -> rustix::io::Result<Option<Entry>> {
+        let (obj, st, parent) = if path.is_root() {
+            let fd = self.open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)?;
+            let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+            (fd, st, None)
+        } else {
+            let (parent, name) = match self.parent(path) {
+                Ok(p) => p,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let st = match Self::statx_at(&parent, name) {
+                Ok(st) => st,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let obj = rustix::fs::openat(
+                &parent,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            (obj, st, Some(parent))
+        };
+        let mode = u32::from(st.stx_mode);
+        let file_type = FileType::from_mode(mode).ok_or(Errno::INVAL)?;
+        if file_type == FileType::CharDevice && st.stx_rdev_major == 0 && st.stx_rdev_minor == 0 {
+            return Ok(Some(Entry::Whiteout));
+        }
+        if file_type == FileType::File
+            && st.stx_size == 0
+            && let Some(parent) = &parent
+            && self.has_xwhiteouts(parent)?
+            && self.is_xwhiteout(&obj)?
+        {
+            return Ok(Some(Entry::Whiteout));
+        }
+        let raw = Self::raw_xattrs(&obj)?;
+        let (mut opaque, mut redirect) = (false, None);
+        if file_type.is_dir() {
+            opaque = self.overlay_attr(&raw, "opaque").as_deref() == Some(b"y");
+            redirect = self
+                .overlay_attr(&raw, "redirect")
+                .and_then(|r| String::from_utf8(r).ok());
+        }
+        let ts = |t: rustix::fs::StatxTimestamp| Timestamp::new(t.tv_sec, t.tv_nsec);
+        let meta = Metadata {
+            file_type,
+            mode: mode & MODE_MASK,
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            size: st.stx_size,
+            nlink: u64::from(st.stx_nlink),
+            rdev: if matches!(file_type, FileType::CharDevice | FileType::BlockDevice) {
+                makedev(st.stx_rdev_major, st.stx_rdev_minor)
+            } else {
+                0
+            },
+            atime: ts(st.stx_atime),
+            mtime: ts(st.stx_mtime),
+            ctime: ts(st.stx_ctime),
+            ino: st.stx_ino,
+            xattrs: self.visible_xattrs(raw),
+        };
+        Ok(Some(Entry::Node(Node {
+            meta,
+            opaque,
+            redirect,
+        })))
+    }
+
+    fn read_dir_raw(&self, path: &LayerPath) -> rustix::io::Result<DirListing> {
+        let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let dir_raw = Self::raw_xattrs(&fd)?;
+        let opaque_attr = self.overlay_attr(&dir_raw, "opaque");
+        let xwhiteouts = opaque_attr.as_deref() == Some(b"x");
+        let mut entries = Vec::new();
+        let mut dir = rustix::fs::Dir::read_from(&fd)?;
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let raw_name = entry.file_name().to_bytes();
+            if raw_name == b"." || raw_name == b".." {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(raw_name) else {
+                return Err(Errno::ILSEQ);
+            };
+            let st = Self::statx_at(&fd, name)?;
+            let file_type = FileType::from_mode(u32::from(st.stx_mode)).ok_or(Errno::INVAL)?;
+            let whiteout = match file_type {
+                FileType::CharDevice => st.stx_rdev_major == 0 && st.stx_rdev_minor == 0,
+                FileType::File if xwhiteouts && st.stx_size == 0 => {
+                    let obj = rustix::fs::openat(
+                        &fd,
+                        name,
+                        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    self.is_xwhiteout(&obj)?
+                }
+                _ => false,
+            };
+            let kind = if whiteout {
+                EntryKind::Whiteout
+            } else {
+                EntryKind::Node(file_type)
+            };
+            entries.push((name.to_owned(), kind));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(DirListing {
+            opaque: opaque_attr.as_deref() == Some(b"y"),
+            entries,
+        })
+    }
+
+    /// Opens regular file `path` for reading or writing (never a fifo or
+    /// device: the type is checked first).
+    fn open_regular(&self, path: &LayerPath, flags: OFlags) -> Result<OwnedFd> {
+        let fd = self
+            .open_beneath(path, OFlags::PATH)
+            // Only a component on the way can fail to be a directory: the
+            // path does not exist in this layer.
+            .map_err(|e| match e {
+                Errno::NOTDIR => self.err(Errno::NOENT, path),
+                e => self.err(e, path),
+            })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.err(e, path))?;
+        match FileType::from_mode(st.st_mode) {
+            Some(FileType::File)
+                if st.st_size == 0 && self.lookup(path)? == Some(Entry::Whiteout) =>
+            {
+                return Err(self.err(Errno::NOENT, path));
+            }
+            Some(FileType::File) => {}
+            Some(FileType::Dir) => return Err(self.err(Errno::ISDIR, path)),
+            Some(FileType::CharDevice) if st.st_rdev == 0 => {
+                return Err(self.err(Errno::NOENT, path));
+            }
+            _ => return Err(self.err(Errno::INVAL, path)),
+        }
+        rustix::fs::openat(
+            &self.root,
+            proc_path(&fd),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.err(e, path))
+    }
+
+    fn work(&self, path: &LayerPath) -> Result<&Work> {
+        self.work.as_ref().ok_or_else(|| {
+            Error::new(ErrorKind::ReadOnly, Operation::Layer, path.as_str())
+                .with_layer(self.path.as_str())
+        })
+    }
+
+    fn temp_name(work: &Work) -> String {
+        format!(
+            "#ls.{}.{}",
+            std::process::id(),
+            work.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Applies owner, mode, xattrs and times of `meta` to `name` in `dir`
+    /// (owner first: a change of owner clears setuid).
+    fn apply_meta(&self, dir: &OwnedFd, name: &str, meta: &Metadata) -> rustix::io::Result<()> {
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        let obj = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if !meta.file_type.is_symlink() {
+            rustix::fs::chmodat(
+                &self.root,
+                proc_path(&obj),
+                Mode::from_raw_mode(meta.mode & MODE_MASK),
+                AtFlags::empty(),
+            )?;
+        }
+        self.apply_xattrs(&obj, &meta.xattrs)?;
+        let ts = |t: Timestamp| Timespec {
+            tv_sec: t.sec,
+            tv_nsec: i64::from(t.nsec),
+        };
+        rustix::fs::utimensat(
+            dir,
+            name,
+            &Timestamps {
+                last_access: ts(meta.atime),
+                last_modification: ts(meta.mtime),
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+    }
+
+    /// Makes the user-visible xattrs of `obj` exactly `want`.
+    fn apply_xattrs(&self, obj: &OwnedFd, want: &Xattrs) -> rustix::io::Result<()> {
+        let proc = proc_path(obj);
+        let raw = Self::raw_xattrs(obj)?;
+        let have = self.visible_xattrs(raw);
+        for (name, _) in have.iter() {
+            if want.get(name).is_none() {
+                rustix::fs::removexattr(&proc, self.stored_name(name).as_str())?;
+            }
+        }
+        for (name, value) in want.iter() {
+            if have.get(name) != Some(value) {
+                rustix::fs::setxattr(
+                    &proc,
+                    self.stored_name(name).as_str(),
+                    value,
+                    XattrFlags::empty(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_overlay_attr(
+        &self,
+        obj: &OwnedFd,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> rustix::io::Result<()> {
+        let proc = proc_path(obj);
+        let name = format!("{}{key}", self.options.xattrs.prefix());
+        match value {
+            Some(v) => rustix::fs::setxattr(&proc, name.as_str(), v, XattrFlags::empty()),
+            None => match rustix::fs::removexattr(&proc, name.as_str()) {
+                Err(Errno::NODATA) => Ok(()),
+                other => other,
+            },
+        }
+    }
+
+    /// What is at `name` in `dir`: `None`, a whiteout, a directory (with
+    /// whether it has entries), or another object.
+    fn target_state(&self, dir: &OwnedFd, name: &str) -> rustix::io::Result<Target> {
+        let st = match Self::statx_at(dir, name) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(Target::Missing),
+            Err(e) => return Err(e),
+        };
+        let file_type = FileType::from_mode(u32::from(st.stx_mode)).ok_or(Errno::INVAL)?;
+        Ok(match file_type {
+            FileType::CharDevice if st.stx_rdev_major == 0 && st.stx_rdev_minor == 0 => {
+                Target::Whiteout
+            }
+            FileType::Dir => {
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let mut d = rustix::fs::Dir::read_from(&fd)?;
+                let mut empty = true;
+                while let Some(e) = d.read() {
+                    let e = e?;
+                    let n = e.file_name().to_bytes();
+                    if n != b"." && n != b".." {
+                        empty = false;
+                        break;
+                    }
+                }
+                Target::Dir { empty }
+            }
+            FileType::File if st.stx_size == 0 => {
+                let obj = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                if self.has_xwhiteouts(dir)? && self.is_xwhiteout(&obj)? {
+                    Target::Whiteout
+                } else {
+                    Target::Other
+                }
+            }
+            _ => Target::Other,
+        })
+    }
+
+    /// Moves `tmp` (in the work directory) to `name` in `dir`, replacing a
+    /// whiteout, a non-directory or an empty directory there, atomically.
+    fn install(&self, work: &Work, tmp: &str, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+        let tmp_is_dir = Self::statx_at(&work.fd, tmp)
+            .map(|st| FileType::from_mode(u32::from(st.stx_mode)) == Some(FileType::Dir))?;
+        match self.target_state(dir, name)? {
+            Target::Missing => {
+                rustix::fs::renameat_with(&work.fd, tmp, dir, name, RenameFlags::NOREPLACE)
+            }
+            Target::Dir { empty: false } => Err(Errno::NOTEMPTY),
+            Target::Dir { .. } if tmp_is_dir => rustix::fs::renameat(&work.fd, tmp, dir, name),
+            Target::Dir { .. } => {
+                rustix::fs::renameat_with(&work.fd, tmp, dir, name, RenameFlags::EXCHANGE)?;
+                rustix::fs::unlinkat(&work.fd, tmp, AtFlags::REMOVEDIR)
+            }
+            Target::Whiteout | Target::Other if tmp_is_dir => {
+                rustix::fs::renameat_with(&work.fd, tmp, dir, name, RenameFlags::EXCHANGE)?;
+                rustix::fs::unlinkat(&work.fd, tmp, AtFlags::empty())
+            }
+            Target::Whiteout | Target::Other => rustix::fs::renameat(&work.fd, tmp, dir, name),
+        }
+    }
+
+    /// Creates a temporary object in the work directory, gives it `meta`,
+    /// syncs it if it holds data, and moves it to `path`.
+    fn create_via_work(
+        &self,
+        path: &LayerPath,
+        meta: &Metadata,
+        make: impl FnOnce(&Work, &str) -> rustix::io::Result<()>,
+    ) -> Result<()> {
+        let work = self.work(path)?;
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        if matches!(
+            self.target_state(&dir, name)
+                .map_err(|e| self.err(e, path))?,
+            Target::Other | Target::Dir { .. }
+        ) {
+            return Err(self.err(Errno::EXIST, path));
+        }
+        let tmp = Self::temp_name(work);
+        let result = (|| {
+            make(work, &tmp)?;
+            self.apply_meta(&work.fd, &tmp, meta)?;
+            self.install(work, &tmp, &dir, name)
+        })();
+        if result.is_err() {
+            let _ = remove_tree_at(&work.fd, &tmp);
+        }
+        result.map_err(|e| self.err(e, path))
+    }
+
+    fn sync(&self, fd: &OwnedFd) -> rustix::io::Result<()> {
+        match self.options.durability {
+            Durability::Auto => rustix::fs::fsync(fd),
+            Durability::Volatile => Ok(()),
+        }
+    }
+}
+
+enum Target {
+    Missing,
+    Whiteout,
+    Dir { empty: bool },
+    Other,
+}
+
+impl Layer for DirLayer {
+    fn lookup(&self, path: &LayerPath) -> Result<Option<Entry>> {
+        self.lookup_raw(path).map_err(|e| self.err(e, path))
+    }
+
+    fn read_dir(&self, path: &LayerPath) -> Result<DirListing> {
+        self.read_dir_raw(path).map_err(|e| match e {
+            // Below a non-directory nothing exists; a whiteout is no
+            // directory either.
+            Errno::NOTDIR => match self.lookup_raw(path) {
+                Ok(Some(Entry::Node(_))) => self.err(Errno::NOTDIR, path),
+                _ => self.err(Errno::NOENT, path),
+            },
+            Errno::ILSEQ => Error::new(ErrorKind::InvalidInput, Operation::Layer, path.as_str())
+                .with_layer(self.path.as_str())
+                .with_detail("the directory holds a name that is not UTF-8"),
+            e => self.err(e, path),
+        })
+    }
+
+    fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<Bytes> {
+        let fd = self.open_regular(path, OFlags::RDONLY)?;
+        let size = rustix::fs::fstat(&fd)
+            .map_err(|e| self.err(e, path))?
+            .st_size;
+        let size = u64::try_from(size).unwrap_or(0);
+        let want = usize::try_from(size.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(len);
+        let mut buf = BytesMut::zeroed(want);
+        let mut done = 0;
+        while done < want {
+            let n = rustix::io::pread(&fd, &mut buf[done..], offset + done as u64)
+                .map_err(|e| self.err(e, path))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf.freeze())
+    }
+
+    fn read_link(&self, path: &LayerPath) -> Result<String> {
+        if path.is_root() {
+            return Err(self.err(Errno::INVAL, path));
+        }
+        let (dir, name) = self.parent(path).map_err(|e| match e {
+            Errno::NOTDIR => self.err(Errno::NOENT, path),
+            e => self.err(e, path),
+        })?;
+        let target = rustix::fs::readlinkat(&dir, name, Vec::new()).map_err(|e| match e {
+            Errno::NOENT | Errno::NOTDIR => self.err(Errno::NOENT, path),
+            Errno::INVAL if matches!(self.lookup_raw(path), Ok(Some(Entry::Whiteout))) => {
+                self.err(Errno::NOENT, path)
+            }
+            _ => self.err(Errno::INVAL, path),
+        })?;
+        target.into_string().map_err(|_| {
+            Error::new(ErrorKind::InvalidInput, Operation::Layer, path.as_str())
+                .with_layer(self.path.as_str())
+                .with_detail("the symlink target is not UTF-8")
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.path.to_string()
+    }
+}
+
+impl LayerMut for DirLayer {
+    fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()> {
+        let ok = match (&content, meta.file_type) {
+            (Content::File(_), FileType::File)
+            | (Content::Dir, FileType::Dir)
+            | (Content::Symlink(_), FileType::Symlink) => true,
+            (Content::Special, t) => t.is_special(),
+            _ => false,
+        };
+        if !ok {
+            return Err(self.err(Errno::INVAL, path));
+        }
+        let durability = self.options.durability;
+        self.create_via_work(path, meta, |work, tmp| match content {
+            Content::Dir => rustix::fs::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700)),
+            Content::Symlink(target) => rustix::fs::symlinkat(target.as_str(), &work.fd, tmp),
+            Content::Special => {
+                let kind = match meta.file_type {
+                    FileType::Fifo => rustix::fs::FileType::Fifo,
+                    FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
+                    FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
+                    _ => rustix::fs::FileType::Socket,
+                };
+                rustix::fs::mknodat(
+                    &work.fd,
+                    tmp,
+                    kind,
+                    Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(
+                        crate::meta::major(meta.rdev),
+                        crate::meta::minor(meta.rdev),
+                    ),
+                )
+            }
+            Content::File(data) => {
+                let fd = rustix::fs::openat(
+                    &work.fd,
+                    tmp,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                write_data(&fd, &data)?;
+                if durability == Durability::Auto && !data.is_empty() {
+                    rustix::fs::fsync(&fd)?;
+                }
+                Ok(())
+            }
+        })
+    }
+
+    fn copy_file(
+        &mut self,
+        path: &LayerPath,
+        meta: &Metadata,
+        src: &dyn Layer,
+        src_path: &LayerPath,
+    ) -> Result<()> {
+        let source = match src.as_any().downcast_ref::<DirLayer>() {
+            Some(dir) => Some(dir.open_regular(src_path, OFlags::RDONLY)?),
+            None => None,
+        };
+        self.create_via_work(path, meta, |work, tmp| {
+            let fd = rustix::fs::openat(
+                &work.fd,
+                tmp,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            match &source {
+                Some(from) => copy_fd(from, &fd)?,
+                None => {
+                    let mut offset = 0u64;
+                    loop {
+                        let chunk = src
+                            .read_at(src_path, offset, 1 << 20)
+                            .map_err(|e| Errno::from_raw_os_error(e.errno()))?;
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        write_all_at(&fd, &chunk, offset)?;
+                        offset += chunk.len() as u64;
+                    }
+                }
+            }
+            self.sync(&fd)
+        })
+    }
+
+    fn write_at(&mut self, path: &LayerPath, offset: u64, data: &[u8]) -> Result<()> {
+        self.work(path)?;
+        let fd = self.open_regular(path, OFlags::WRONLY)?;
+        write_all_at(&fd, data, offset).map_err(|e| self.err(e, path))
+    }
+
+    fn set_len(&mut self, path: &LayerPath, len: u64) -> Result<()> {
+        self.work(path)?;
+        let fd = self.open_regular(path, OFlags::WRONLY)?;
+        rustix::fs::ftruncate(&fd, len).map_err(|e| self.err(e, path))
+    }
+
+    fn set_metadata(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
+        self.work(path)?;
+        let current = match self.lookup(path)? {
+            Some(Entry::Node(node)) => node.meta,
+            _ => return Err(self.err(Errno::NOENT, path)),
+        };
+        let mut meta = meta.clone();
+        meta.file_type = current.file_type;
+        if path.is_root() {
+            let fd = self
+                .open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)
+                .map_err(|e| self.err(e, path))?;
+            return self
+                .apply_root_meta(&fd, &meta)
+                .map_err(|e| self.err(e, path));
+        }
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        self.apply_meta(&dir, name, &meta)
+            .map_err(|e| self.err(e, path))
+    }
+
+    fn remove(&mut self, path: &LayerPath) -> Result<()> {
+        self.work(path)?;
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        let flags = match self
+            .target_state(&dir, name)
+            .map_err(|e| self.err(e, path))?
+        {
+            Target::Missing => return Err(self.err(Errno::NOENT, path)),
+            Target::Dir { empty: false } => return Err(self.err(Errno::NOTEMPTY, path)),
+            Target::Dir { .. } => AtFlags::REMOVEDIR,
+            _ => AtFlags::empty(),
+        };
+        rustix::fs::unlinkat(&dir, name, flags).map_err(|e| self.err(e, path))
+    }
+
+    fn whiteout(&mut self, path: &LayerPath) -> Result<()> {
+        let work = self.work(path)?;
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        let tmp = Self::temp_name(work);
+        let made = rustix::fs::mknodat(
+            &work.fd,
+            &tmp,
+            rustix::fs::FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        );
+        let result = match made {
+            Ok(()) => self.install(work, &tmp, &dir, name),
+            Err(Errno::PERM) => {
+                // Without CAP_MKNOD: the xattr whiteout, which the kernel
+                // honours in a directory marked opaque="x".
+                (|| {
+                    let fd = rustix::fs::openat(
+                        &work.fd,
+                        &tmp,
+                        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    self.set_overlay_attr(&fd, "whiteout", Some(b"y"))?;
+                    let raw = Self::raw_xattrs(&dir)?;
+                    if self.overlay_attr(&raw, "opaque").is_none() {
+                        self.set_overlay_attr(&dir, "opaque", Some(b"x"))?;
+                    }
+                    self.install(work, &tmp, &dir, name)
+                })()
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = remove_tree_at(&work.fd, &tmp);
+        }
+        result.map_err(|e| self.err(e, path))
+    }
+
+    fn set_opaque(&mut self, path: &LayerPath, opaque: bool) -> Result<()> {
+        self.work(path)?;
+        let fd = self
+            .open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|e| self.err(e, path))?;
+        let value: Option<&[u8]> = if opaque { Some(b"y") } else { None };
+        self.set_overlay_attr(&fd, "opaque", value)
+            .map_err(|e| self.err(e, path))
+    }
+
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<String>) -> Result<()> {
+        self.work(path)?;
+        let fd = self
+            .open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|e| self.err(e, path))?;
+        self.set_overlay_attr(&fd, "redirect", redirect.as_deref().map(str::as_bytes))
+            .map_err(|e| self.err(e, path))
+    }
+
+    fn hard_link(&mut self, existing: &LayerPath, new: &LayerPath) -> Result<()> {
+        let work = self.work(new)?;
+        let (sdir, sname) = self.parent(existing).map_err(|e| self.err(e, existing))?;
+        match self
+            .target_state(&sdir, sname)
+            .map_err(|e| self.err(e, existing))?
+        {
+            Target::Missing | Target::Whiteout => return Err(self.err(Errno::NOENT, existing)),
+            Target::Dir { .. } => return Err(self.err(Errno::PERM, existing)),
+            Target::Other => {}
+        }
+        let (ddir, dname) = self.parent(new).map_err(|e| self.err(e, new))?;
+        match self
+            .target_state(&ddir, dname)
+            .map_err(|e| self.err(e, new))?
+        {
+            Target::Missing => rustix::fs::linkat(&sdir, sname, &ddir, dname, AtFlags::empty())
+                .map_err(|e| self.err(e, new)),
+            Target::Whiteout => {
+                let tmp = Self::temp_name(work);
+                let result = rustix::fs::linkat(&sdir, sname, &work.fd, &tmp, AtFlags::empty())
+                    .and_then(|()| rustix::fs::renameat(&work.fd, &tmp, &ddir, dname));
+                if result.is_err() {
+                    let _ = rustix::fs::unlinkat(&work.fd, &tmp, AtFlags::empty());
+                }
+                result.map_err(|e| self.err(e, new))
+            }
+            _ => Err(self.err(Errno::EXIST, new)),
+        }
+    }
+
+    fn rename(&mut self, from: &LayerPath, to: &LayerPath) -> Result<()> {
+        let work = self.work(to)?;
+        if from == to {
+            return match self.lookup(from)? {
+                Some(_) => Ok(()),
+                None => Err(self.err(Errno::NOENT, from)),
+            };
+        }
+        if to.starts_with(from) {
+            return Err(self.err(Errno::INVAL, to));
+        }
+        let (fdir, fname) = self.parent(from).map_err(|e| self.err(e, from))?;
+        let from_is_dir = match self
+            .target_state(&fdir, fname)
+            .map_err(|e| self.err(e, from))?
+        {
+            Target::Missing => return Err(self.err(Errno::NOENT, from)),
+            Target::Dir { .. } => true,
+            _ => false,
+        };
+        let (tdir, tname) = self.parent(to).map_err(|e| self.err(e, to))?;
+        let state = self
+            .target_state(&tdir, tname)
+            .map_err(|e| self.err(e, to))?;
+        let result = match state {
+            Target::Missing => {
+                rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::NOREPLACE)
+            }
+            Target::Dir { empty: false } => Err(Errno::NOTEMPTY),
+            Target::Dir { .. } if from_is_dir => rustix::fs::renameat(&fdir, fname, &tdir, tname),
+            Target::Whiteout | Target::Other if !from_is_dir => {
+                rustix::fs::renameat(&fdir, fname, &tdir, tname)
+            }
+            // The types differ: swap, then drop what was displaced (moved
+            // through the work directory so the old name is never seen
+            // holding it).
+            _ => {
+                let tmp = Self::temp_name(work);
+                rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
+                    .and_then(|()| rustix::fs::renameat(&fdir, fname, &work.fd, &tmp))
+                    .and_then(|()| remove_tree_at(&work.fd, &tmp))
+            }
+        };
+        result.map_err(|e| self.err(e, to))
+    }
+
+    fn exchange(&mut self, a: &LayerPath, b: &LayerPath) -> Result<()> {
+        self.work(a)?;
+        if a == b {
+            return Ok(());
+        }
+        if a.starts_with(b) || b.starts_with(a) {
+            return Err(self.err(Errno::INVAL, b));
+        }
+        let (adir, aname) = self.parent(a).map_err(|e| self.err(e, a))?;
+        let (bdir, bname) = self.parent(b).map_err(|e| self.err(e, b))?;
+        rustix::fs::renameat_with(&adir, aname, &bdir, bname, RenameFlags::EXCHANGE)
+            .map_err(|e| self.err(e, a))
+    }
+
+    fn commit(&mut self) -> Result<Arc<dyn Layer>> {
+        let root = LayerPath::root();
+        let work = self.work(&root)?;
+        let Some(commit_dir) = self.options.commit_dir.clone() else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                Operation::Commit,
+                self.path.as_str(),
+            )
+            .with_detail("a DirLayer commits only with DirLayerOptions::commit_dir set"));
+        };
+        let upper = work.upper_path.clone();
+        let io = |p: &Utf8Path, e: std::io::Error| {
+            Error::new(
+                e.raw_os_error()
+                    .and_then(ErrorKind::from_errno)
+                    .unwrap_or(ErrorKind::Io),
+                Operation::Commit,
+                p.as_str(),
+            )
+            .with_detail(e.to_string())
+        };
+        std::fs::create_dir_all(&commit_dir).map_err(|e| io(&commit_dir, e))?;
+        let mut n = 0u64;
+        let target = loop {
+            let candidate = commit_dir.join(n.to_string());
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        std::fs::rename(&upper, &target).map_err(|e| io(&upper, e))?;
+        std::fs::create_dir(&upper).map_err(|e| io(&upper, e))?;
+        // The root descriptor follows the directory to its new place.
+        let fresh = open_dir_path(&upper)?;
+        let committed_root = std::mem::replace(&mut self.root, fresh);
+        let committed = DirLayer {
+            root: committed_root,
+            path: target,
+            work: None,
+            options: self.options.clone(),
+        };
+        Ok(Arc::new(committed))
+    }
+}
+
+impl DirLayer {
+    fn apply_root_meta(&self, fd: &OwnedFd, meta: &Metadata) -> rustix::io::Result<()> {
+        let proc = proc_path(fd);
+        rustix::fs::chownat(
+            &self.root,
+            proc.as_str(),
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+            AtFlags::empty(),
+        )?;
+        rustix::fs::chmodat(
+            &self.root,
+            proc.as_str(),
+            Mode::from_raw_mode(meta.mode & MODE_MASK),
+            AtFlags::empty(),
+        )?;
+        self.apply_xattrs(fd, &meta.xattrs)?;
+        let ts = |t: Timestamp| Timespec {
+            tv_sec: t.sec,
+            tv_nsec: i64::from(t.nsec),
+        };
+        rustix::fs::utimensat(
+            &self.root,
+            proc.as_str(),
+            &Timestamps {
+                last_access: ts(meta.atime),
+                last_modification: ts(meta.mtime),
+            },
+            AtFlags::empty(),
+        )
+    }
+}
+
+/// `/proc/self/fd/N` for a descriptor: the way to reach exactly that inode
+/// (even a symlink or a device opened with `O_PATH`) by path.
+fn proc_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn check_proc(path: &Utf8Path) -> Result<()> {
+    if std::path::Path::new("/proc/self/fd").is_dir() {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Io, Operation::Layer, path.as_str())
+            .with_detail("/proc is not mounted; a DirLayer reaches xattrs through /proc/self/fd"))
+    }
+}
+
+fn open_dir_path(path: &Utf8Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        path.as_str(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| errno_error(e, Operation::Layer, path.as_str()))
+}
+
+fn errno_error(e: Errno, op: Operation, path: &str) -> Error {
+    let kind = ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io);
+    let err = Error::new(kind, op, path);
+    if kind == ErrorKind::Io {
+        err.with_detail(format!("{e}"))
+    } else {
+        err
+    }
+}
+
+fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut offset: u64) -> rustix::io::Result<()> {
+    while !data.is_empty() {
+        let n = rustix::io::pwrite(fd, data, offset)?;
+        data = &data[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+fn write_data(fd: &OwnedFd, data: &FileData) -> rustix::io::Result<()> {
+    let mut offset = 0u64;
+    while offset < data.len() {
+        let chunk = data.read_at(offset, 1 << 20);
+        write_all_at(fd, &chunk, offset)?;
+        offset += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// Copies a whole file: a reflink where the filesystem shares blocks, else
+/// `copy_file_range` (in-kernel), else plain reads and writes.
+fn copy_fd(from: &OwnedFd, to: &OwnedFd) -> rustix::io::Result<()> {
+    if rustix::fs::ioctl_ficlone(to, from).is_ok() {
+        return Ok(());
+    }
+    let len = u64::try_from(rustix::fs::fstat(from)?.st_size).unwrap_or(0);
+    let mut done = 0u64;
+    let mut in_off = 0u64;
+    let mut out_off = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(from, Some(&mut in_off), to, Some(&mut out_off), want) {
+            Ok(0) => break,
+            Ok(n) => done += n as u64,
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = rustix::io::pread(from, &mut buf[..], in_off)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    write_all_at(to, &buf[..n], out_off)?;
+                    in_off += n as u64;
+                    out_off += n as u64;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything in directory `dir` (an `O_PATH` descriptor), never
+/// following symlinks.
+fn clean_dir(dir: &OwnedFd) -> rustix::io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    let mut d = rustix::fs::Dir::read_from(&fd)?;
+    while let Some(e) = d.read() {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    for name in names {
+        remove_tree_at(&fd, std::ffi::OsStr::from_bytes(&name))?;
+    }
+    Ok(())
+}
+
+/// Removes `name` in `dir` and, for a directory, everything below it,
+/// never following symlinks.
+fn remove_tree_at<P: rustix::path::Arg + Copy>(dir: &impl AsFd, name: P) -> rustix::io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Err(Errno::ISDIR) => {}
+        other => return other,
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    clean_dir(&sub)?;
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}

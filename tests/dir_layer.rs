@@ -1,0 +1,444 @@
+//! `DirLayer`: the conformance suite on layers written to disk, the
+//! on-disk format read as the kernel writes it, and merged views over disk
+//! layers checked against the reference model.
+//!
+//! Writing whiteouts (character device 0/0) and `trusted.*` xattrs needs
+//! root; without it these tests print why and pass without checking (CI
+//! runs as root, and sets `LAYERSTACK_REQUIRE_ROOT=1` so a skip fails).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use layerstack::layer::dir::{DirLayerOptions, OverlayXattrs};
+use layerstack::layer::{copy_layer, walk};
+use layerstack::model::Model;
+use layerstack::testing::{
+    Op, Strictness, apply_to_model, apply_to_view, check_layer_conformance_with, ops_strategy,
+    snapshot_view, stack_strategy,
+};
+use layerstack::{
+    DirLayer, Entry, ErrorKind, FileType, Layer, LayerMut, LayerPath, MemLayer, MergedView,
+    Metadata, ViewOptions,
+};
+use proptest::prelude::*;
+
+/// A scratch directory, removed when dropped.
+struct Scratch(Utf8PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
+        let dir = base.join(format!("layerstack-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Scratch(dir)
+    }
+
+    fn path(&self, sub: &str) -> Utf8PathBuf {
+        self.0.join(sub)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether the tests can write the overlay format here (root); prints why
+/// not.
+fn privileged(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("LAYERSTACK_REQUIRE_ROOT").is_none(),
+        "{test} needs root and LAYERSTACK_REQUIRE_ROOT is set"
+    );
+    eprintln!(
+        "SKIP {test}: needs root (whiteouts are character devices 0/0, overlay xattrs are trusted.*)"
+    );
+    false
+}
+
+/// Writes `mem` to `dir` as a layer and opens it read-only.
+fn to_disk(mem: &MemLayer, scratch: &Scratch, name: &str) -> DirLayer {
+    let upper = scratch.path(name);
+    let work = scratch.path(&format!("{name}.work"));
+    let mut layer = DirLayer::open_upper(&upper, &work).expect("open an upper layer");
+    copy_layer(mem, &mut layer).expect("copy a MemLayer to disk");
+    drop(layer);
+    DirLayer::open(&upper).expect("open the layer read-only")
+}
+
+fn p(s: &str) -> LayerPath {
+    LayerPath::new(s).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_layers_written_to_disk_conform(layer in layerstack::testing::layer_strategy()) {
+        if !privileged("random_layers_written_to_disk_conform") {
+            return Ok(());
+        }
+        let scratch = Scratch::new("conform");
+        let disk = to_disk(&layer, &scratch, "l");
+        if let Err(e) = check_layer_conformance_with(&disk, &layer, Strictness::Filesystem) {
+            prop_assert!(false, "{e}\nlayer: {layer:?}");
+        }
+    }
+}
+
+#[test]
+fn every_kind_of_entry_round_trips_through_disk() {
+    if !privileged("every_kind_of_entry_round_trips_through_disk") {
+        return;
+    }
+    let mut mem = MemLayer::new();
+    let mut meta = Metadata::new(FileType::File)
+        .with_mode(0o4751)
+        .with_owner(1000, 1001)
+        .with_times(layerstack::Timestamp::new(1_600_000_000, 123_456_789));
+    meta.xattrs.insert("user.color", "blue");
+    meta.xattrs.insert("trusted.overlay.mine", "escaped");
+    mem.add_file_with("bin/tool", vec![7u8; 100_000], meta)
+        .unwrap();
+    mem.add_hard_link("bin/tool", "bin/alias").unwrap();
+    mem.add_symlink("bin/link", "../etc/../bin/tool").unwrap();
+    mem.add_special(
+        "dev/null",
+        Metadata::new(FileType::CharDevice).with_rdev(layerstack::makedev(1, 3)),
+    )
+    .unwrap();
+    mem.add_special("run/fifo", Metadata::new(FileType::Fifo))
+        .unwrap();
+    mem.add_whiteout("etc/gone").unwrap();
+    mem.add_opaque_dir("var/cache").unwrap();
+    mem.add_dir("moved").unwrap();
+    mem.set_redirect(&p("moved"), Some("/orig/place".into()))
+        .unwrap();
+    let scratch = Scratch::new("kinds");
+    let disk = to_disk(&mem, &scratch, "l");
+    check_layer_conformance_with(&disk, &mem, Strictness::Filesystem).unwrap();
+    // On disk it is the kernel's format.
+    let raw = std::fs::symlink_metadata(scratch.path("l/etc/gone")).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(raw.file_type().is_char_device());
+    assert_eq!(raw.rdev(), 0);
+    let xattr = |path: &Utf8Path, name: &str| {
+        let mut buf = vec![0u8; 64];
+        let n = rustix::fs::lgetxattr(path.as_str(), name, &mut buf[..]).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    };
+    assert_eq!(
+        xattr(&scratch.path("l/var/cache"), "trusted.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
+    assert_eq!(
+        xattr(&scratch.path("l/moved"), "trusted.overlay.redirect"),
+        Some(b"/orig/place".to_vec())
+    );
+    assert_eq!(
+        xattr(&scratch.path("l/bin/tool"), "trusted.overlay.overlay.mine"),
+        Some(b"escaped".to_vec())
+    );
+    assert_eq!(raw.nlink(), 1);
+    assert_eq!(
+        std::fs::metadata(scratch.path("l/bin/alias"))
+            .unwrap()
+            .nlink(),
+        2
+    );
+}
+
+#[test]
+fn kernel_bookkeeping_xattrs_are_never_shown() {
+    if !privileged("kernel_bookkeeping_xattrs_are_never_shown") {
+        return;
+    }
+    let scratch = Scratch::new("bookkeeping");
+    let dir = scratch.path("l");
+    std::fs::create_dir_all(dir.join("d")).unwrap();
+    std::fs::write(dir.join("d/f"), "x").unwrap();
+    for (path, name, value) in [
+        ("d", "trusted.overlay.impure", &b"y"[..]),
+        ("d", "trusted.overlay.origin", b"\x00\xfb"),
+        ("d/f", "trusted.overlay.origin", b"\x00\xfb"),
+        ("d/f", "trusted.overlay.nlink", b"U+1"),
+        ("d/f", "trusted.overlay.overlay.kept", b"1"),
+        ("d/f", "user.kept", b"2"),
+    ] {
+        rustix::fs::lsetxattr(
+            dir.join(path).as_str(),
+            name,
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let layer = DirLayer::open(&dir).unwrap();
+    let Some(Entry::Node(d)) = layer.lookup(&p("d")).unwrap() else {
+        panic!("d is a directory")
+    };
+    assert!(d.meta.xattrs.is_empty());
+    let Some(Entry::Node(f)) = layer.lookup(&p("d/f")).unwrap() else {
+        panic!("d/f is a file")
+    };
+    let names: Vec<&str> = f.meta.xattrs.names().collect();
+    assert_eq!(names, ["trusted.overlay.kept", "user.kept"]);
+}
+
+#[test]
+fn xattr_whiteouts_count_only_in_a_directory_marked_x() {
+    if !privileged("xattr_whiteouts_count_only_in_a_directory_marked_x") {
+        return;
+    }
+    let scratch = Scratch::new("xwhiteout");
+    let dir = scratch.path("l");
+    for sub in ["x", "plain"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::write(dir.join(sub).join("w"), "").unwrap();
+        rustix::fs::lsetxattr(
+            dir.join(sub).join("w").as_str(),
+            "trusted.overlay.whiteout",
+            b"",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    rustix::fs::lsetxattr(
+        dir.join("x").as_str(),
+        "trusted.overlay.opaque",
+        b"x",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let layer = DirLayer::open(&dir).unwrap();
+    assert_eq!(layer.lookup(&p("x/w")).unwrap(), Some(Entry::Whiteout));
+    assert!(
+        !layer.read_dir(&p("x")).unwrap().opaque,
+        "opaque=x is not opaque"
+    );
+    assert!(matches!(
+        layer.lookup(&p("plain/w")).unwrap(),
+        Some(Entry::Node(_))
+    ));
+}
+
+#[test]
+fn user_namespace_mode_reads_and_writes_user_overlay_xattrs() {
+    if !privileged("user_namespace_mode_reads_and_writes_user_overlay_xattrs") {
+        return;
+    }
+    let scratch = Scratch::new("userxattr");
+    let options = DirLayerOptions::default().xattrs(OverlayXattrs::User);
+    let mut upper =
+        DirLayer::open_upper_with(scratch.path("u"), scratch.path("w"), options.clone()).unwrap();
+    upper
+        .create(
+            &p("d"),
+            &Metadata::new(FileType::Dir),
+            layerstack::Content::Dir,
+        )
+        .unwrap();
+    upper.set_opaque(&p("d"), true).unwrap();
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::lgetxattr(
+        scratch.path("u/d").as_str(),
+        "user.overlay.opaque",
+        &mut buf[..],
+    )
+    .unwrap();
+    assert_eq!(&buf[..n], b"y");
+    let read = DirLayer::open_with(scratch.path("u"), options).unwrap();
+    assert!(read.read_dir(&p("d")).unwrap().opaque);
+    // In the trusted namespace the same directory is not opaque.
+    let trusted = DirLayer::open(scratch.path("u")).unwrap();
+    assert!(!trusted.read_dir(&p("d")).unwrap().opaque);
+}
+
+#[test]
+fn symlinks_in_a_layer_are_never_followed() {
+    if !privileged("symlinks_in_a_layer_are_never_followed") {
+        return;
+    }
+    let scratch = Scratch::new("symlinks");
+    let outside = scratch.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "do not read").unwrap();
+    let dir = scratch.path("l");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../outside/secret", dir.join("file")).unwrap();
+    let layer = DirLayer::open(&dir).unwrap();
+    assert_eq!(layer.lookup(&p("escape/secret")).unwrap(), None);
+    assert_eq!(
+        layer.read_at(&p("file"), 0, 100).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        layer.read_dir(&p("escape")).unwrap_err().kind(),
+        ErrorKind::NotADirectory
+    );
+    assert_eq!(layer.read_link(&p("escape")).unwrap(), outside.as_str());
+    // Writes through a planted symlink are refused too.
+    let mut upper = DirLayer::open_upper(&dir, scratch.path("w")).unwrap();
+    let err = upper
+        .create(
+            &p("escape/new"),
+            &Metadata::new(FileType::File),
+            layerstack::Content::File(Default::default()),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotADirectory);
+    assert!(!outside.join("new").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret")).unwrap(),
+        "do not read"
+    );
+}
+
+#[test]
+fn the_work_directory_is_checked_and_cleaned() {
+    if !privileged("the_work_directory_is_checked_and_cleaned") {
+        return;
+    }
+    let scratch = Scratch::new("work");
+    let err = DirLayer::open_upper(scratch.path("u"), scratch.path("u/w")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    std::fs::create_dir_all(scratch.path("w/work/leftover/deep")).unwrap();
+    std::fs::write(scratch.path("w/work/leftover/deep/f"), "half").unwrap();
+    let _upper = DirLayer::open_upper(scratch.path("u"), scratch.path("w")).unwrap();
+    assert_eq!(
+        std::fs::read_dir(scratch.path("w/work")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn commit_moves_the_upper_into_the_commit_directory() {
+    if !privileged("commit_moves_the_upper_into_the_commit_directory") {
+        return;
+    }
+    let scratch = Scratch::new("commit");
+    let options = DirLayerOptions::default().commit_dir(scratch.path("layers"));
+    let upper = DirLayer::open_upper_with(scratch.path("u"), scratch.path("w"), options).unwrap();
+    let view = MergedView::new(vec![], upper).unwrap();
+    view.write("one", "1").unwrap();
+    view.commit().unwrap();
+    view.write("two", "2").unwrap();
+    view.remove_file("one").unwrap();
+    view.commit().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(scratch.path("layers/0/one")).unwrap(),
+        "1"
+    );
+    assert_eq!(
+        std::fs::read_to_string(scratch.path("layers/1/two")).unwrap(),
+        "2"
+    );
+    assert_eq!(view.read_dir("/").unwrap().len(), 1);
+    assert_eq!(view.read("two").unwrap(), "2");
+    assert!(
+        std::fs::read_dir(scratch.path("u"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+/// Runs `ops` on the model and on a view over the stack written to disk
+/// (with a disk upper), comparing every outcome and the whole tree.
+fn model_vs_disk_view(layers: &[MemLayer], ops: &[Op], options: ViewOptions) -> Result<(), String> {
+    let scratch = Scratch::new("views");
+    let mem: Vec<Arc<dyn Layer>> = layers
+        .iter()
+        .map(|l| Arc::new(l.clone()) as Arc<dyn Layer>)
+        .collect();
+    let disk: Vec<Arc<dyn Layer>> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Arc::new(to_disk(l, &scratch, &format!("l{i}"))) as Arc<dyn Layer>)
+        .collect();
+    let mut model = Model::from_layers(&mem, options).map_err(|e| e.to_string())?;
+    let upper = DirLayer::open_upper_with(
+        scratch.path("upper"),
+        scratch.path("work"),
+        DirLayerOptions::default().commit_dir(scratch.path("committed")),
+    )
+    .map_err(|e| e.to_string())?;
+    let view = MergedView::with_options(disk, upper, options).map_err(|e| e.to_string())?;
+    let compare = |model: &Model, step: &str| -> Result<(), String> {
+        let got = snapshot_view(&view).map_err(|e| e.to_string())?;
+        let want = model.snapshot();
+        if got != want {
+            let diff = want
+                .iter()
+                .find(|(k, v)| got.get(*k) != Some(v))
+                .map(|(k, v)| format!("`{k}`: model {v:?}, disk view {:?}", got.get(k)))
+                .or_else(|| {
+                    got.iter()
+                        .find(|(k, _)| !want.contains_key(*k))
+                        .map(|(k, v)| format!("`{k}` only in the disk view: {v:?}"))
+                })
+                .unwrap_or_default();
+            return Err(format!("trees differ {step}: {diff}"));
+        }
+        Ok(())
+    };
+    compare(&model, "before any operation")?;
+    for (i, op) in ops.iter().enumerate() {
+        let want = apply_to_model(&mut model, op);
+        let got = apply_to_view(&view, op);
+        if got != want {
+            return Err(format!(
+                "step {i} {op:?}: model {want:?}, disk view {got:?}"
+            ));
+        }
+        compare(&model, &format!("after step {i} {op:?}"))?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn views_over_disk_layers_match_the_model(
+        layers in stack_strategy(3).prop_filter("a lower layer", |l| !l.is_empty()),
+        ops in ops_strategy(24),
+    ) {
+        if !privileged("views_over_disk_layers_match_the_model") {
+            return Ok(());
+        }
+        if let Err(e) = model_vs_disk_view(&layers, &ops, ViewOptions::default()) {
+            prop_assert!(false, "{e}\nlayers: {layers:?}");
+        }
+    }
+}
+
+#[test]
+fn layer_walk_of_disk_equals_memory() {
+    if !privileged("layer_walk_of_disk_equals_memory") {
+        return;
+    }
+    let mut mem = MemLayer::new();
+    mem.add_file("a/b/c", "x").unwrap();
+    mem.add_whiteout("a/w").unwrap();
+    let scratch = Scratch::new("walk");
+    let disk = to_disk(&mem, &scratch, "l");
+    let names = |l: &dyn Layer| -> Vec<(String, bool)> {
+        walk(l)
+            .unwrap()
+            .into_iter()
+            .map(|(p, e)| (p.as_str().to_owned(), e.is_whiteout()))
+            .collect()
+    };
+    assert_eq!(names(&disk), names(&mem));
+}
