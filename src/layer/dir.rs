@@ -1123,6 +1123,36 @@ impl LayerMut for DirLayer {
         result.map_err(|e| self.err(e, to))
     }
 
+    fn rename_whiteout(&mut self, from: &LayerPath, to: &LayerPath) -> Result<()> {
+        self.work(to)?;
+        let (fdir, fname) = self.parent(from).map_err(|e| self.err(e, from))?;
+        let (tdir, tname) = self.parent(to).map_err(|e| self.err(e, to))?;
+        let from_is_dir = matches!(
+            self.target_state(&fdir, fname)
+                .map_err(|e| self.err(e, from))?,
+            Target::Dir { .. }
+        );
+        // Where plain rename(2) would do, RENAME_WHITEOUT does it atomically.
+        let atomic = match self
+            .target_state(&tdir, tname)
+            .map_err(|e| self.err(e, to))?
+        {
+            Target::Missing => true,
+            Target::Whiteout | Target::Other => !from_is_dir,
+            Target::Dir { .. } => false,
+        };
+        if atomic {
+            match rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::WHITEOUT) {
+                Ok(()) => return Ok(()),
+                // Without the flag (or CAP_MKNOD), the two steps.
+                Err(Errno::INVAL | Errno::PERM) => {}
+                Err(e) => return Err(self.err(e, to)),
+            }
+        }
+        self.rename(from, to)?;
+        self.whiteout(from)
+    }
+
     fn exchange(&mut self, a: &LayerPath, b: &LayerPath) -> Result<()> {
         self.work(a)?;
         if a == b {

@@ -279,6 +279,19 @@ pub trait LayerMut: Layer {
     /// `to` is a directory with entries, `EINVAL` if `to` is below `from`.
     fn rename(&mut self, from: &LayerPath, to: &LayerPath) -> Result<()>;
 
+    /// As [`LayerMut::rename`], leaving a whiteout at `from` in the same
+    /// step (the kernel's `RENAME_WHITEOUT`): what a lower layer holds at
+    /// `from` never shows through, not even after a crash halfway. The
+    /// default does the two steps one after the other; backends that can
+    /// do it atomically override it.
+    ///
+    /// # Errors
+    /// As [`LayerMut::rename`].
+    fn rename_whiteout(&mut self, from: &LayerPath, to: &LayerPath) -> Result<()> {
+        self.rename(from, to)?;
+        self.whiteout(from)
+    }
+
     /// Swaps the entries at `a` and `b` (both must exist).
     ///
     /// # Errors

@@ -985,9 +985,10 @@ impl MergedView {
                 st.upper.remove(&dpath.join_unchecked(&child))?;
             }
         }
-        st.upper.rename(&spath, &dpath)?;
         if source_whiteout {
-            st.upper.whiteout(&spath)?;
+            st.upper.rename_whiteout(&spath, &dpath)?;
+        } else {
+            st.upper.rename(&spath, &dpath)?;
         }
         if sres.file_type.is_dir() {
             match redirect {
