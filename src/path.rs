@@ -219,9 +219,9 @@ impl fmt::Display for LayerPath {
     /// The root shows as `.`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_root() {
-            f.write_str(".")
+            f.pad(".")
         } else {
-            f.write_str(&self.0)
+            f.pad(&self.0)
         }
     }
 }
