@@ -508,6 +508,22 @@ impl DirLayer {
             let Ok(name) = std::str::from_utf8(raw_name) else {
                 return Err(Errno::ILSEQ);
             };
+            // The type from the directory entry is enough, except where a
+            // whiteout may hide (a character device, an empty file in an
+            // opaque=x directory) or the filesystem does not say.
+            let from_dirent = match entry.file_type() {
+                rustix::fs::FileType::Directory => Some(FileType::Dir),
+                rustix::fs::FileType::Symlink => Some(FileType::Symlink),
+                rustix::fs::FileType::Fifo => Some(FileType::Fifo),
+                rustix::fs::FileType::Socket => Some(FileType::Socket),
+                rustix::fs::FileType::BlockDevice => Some(FileType::BlockDevice),
+                rustix::fs::FileType::RegularFile if !xwhiteouts => Some(FileType::File),
+                _ => None,
+            };
+            if let Some(file_type) = from_dirent {
+                entries.push((name.to_owned(), EntryKind::Node(file_type)));
+                continue;
+            }
             let st = Self::statx_at(&fd, name)?;
             let file_type = FileType::from_mode(u32::from(st.stx_mode)).ok_or(Errno::INVAL)?;
             let whiteout = match file_type {
