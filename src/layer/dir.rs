@@ -918,6 +918,20 @@ impl LayerMut for DirLayer {
         })
     }
 
+    fn create_opaque_dir(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
+        // Marked in the work directory, then exchanged with the whiteout.
+        self.create_via_work(path, meta, |work, tmp| {
+            rustix::fs::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700))?;
+            let fd = rustix::fs::openat(
+                &work.fd,
+                tmp,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.set_overlay_attr(&fd, "opaque", Some(b"y"))
+        })
+    }
+
     fn copy_file(
         &mut self,
         path: &LayerPath,

@@ -188,6 +188,19 @@ pub trait LayerMut: Layer {
     /// `content` disagree.
     fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()>;
 
+    /// Creates an opaque directory at `path` (replacing a whiteout there),
+    /// opaque from the moment it appears: a directory recreated where a
+    /// lower one was deleted must never show the old contents, not even
+    /// after a crash. The default creates, then marks; backends that can
+    /// do both in one step override it.
+    ///
+    /// # Errors
+    /// As [`LayerMut::create`].
+    fn create_opaque_dir(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
+        self.create(path, meta, Content::Dir)?;
+        self.set_opaque(path, true)
+    }
+
     /// Creates regular file `path` with `meta` and the data of `src_path`
     /// in `src` (a data copy-up). The default streams the data through
     /// [`Layer::read_at`] and [`LayerMut::write_at`]; backends override it

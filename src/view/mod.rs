@@ -495,10 +495,10 @@ impl MergedView {
         st.copy_up(&parent.path, &self.options)?;
         let path = parent.path.join_unchecked(name);
         let over_whiteout = matches!(st.upper.lookup(&path)?, Some(Entry::Whiteout));
-        let is_dir = matches!(content, Content::Dir);
-        st.upper.create(&path, meta, content)?;
-        if is_dir && over_whiteout {
-            st.upper.set_opaque(&path, true)?;
+        if over_whiteout && matches!(content, Content::Dir) {
+            st.upper.create_opaque_dir(&path, meta)?;
+        } else {
+            st.upper.create(&path, meta, content)?;
         }
         self.touch(st, &parent.path, true)?;
         st.refresh(&parent.path, name, true)
@@ -976,6 +976,11 @@ impl MergedView {
         let dparent = st.cursor_at(&dparent.path)?;
         let source_whiteout = st.lower_positive(&sparent, sname)?;
         let target_lower = st.lower_positive(&dparent, dname)?;
+        if sres.file_type.is_dir() {
+            // Flags go on before the move, as the kernel sets them, so the
+            // directory never shows at its new place without them.
+            set_dir_flags(st, &spath, redirect, target_lower)?;
+        }
         if let Some(dres) = dres
             && dres.in_upper()
             && dres.file_type.is_dir()
@@ -989,15 +994,6 @@ impl MergedView {
             st.upper.rename_whiteout(&spath, &dpath)?;
         } else {
             st.upper.rename(&spath, &dpath)?;
-        }
-        if sres.file_type.is_dir() {
-            match redirect {
-                Some(r) => st.upper.set_redirect(&dpath, Some(r))?,
-                // A pure upper directory moved over a lower name must not
-                // show what is below that name.
-                None if target_lower => st.upper.set_opaque(&dpath, true)?,
-                None => {}
-            }
         }
         self.touch(st, &sparent.path, true)?;
         self.touch(st, &dparent.path, true)?;
@@ -1022,20 +1018,17 @@ impl MergedView {
         let bparent = st.cursor_at(&bparent.path)?;
         let a_lower = st.lower_positive(&aparent, aname)?;
         let b_lower = st.lower_positive(&bparent, bname)?;
-        st.upper.exchange(&apath, &bpath)?;
-        // Now `bpath` holds what was at `apath`, and the other way round.
-        for (path, res, redirect, lower_here) in [
-            (&bpath, ares, aredirect, b_lower),
-            (&apath, bres, bredirect, a_lower),
+        // What goes to `bpath` gets the flags `bpath` needs, and the other
+        // way round, before the swap.
+        for (path, res, redirect, lower_there) in [
+            (&apath, ares, aredirect, b_lower),
+            (&bpath, bres, bredirect, a_lower),
         ] {
             if res.file_type.is_dir() {
-                match redirect {
-                    Some(r) => st.upper.set_redirect(path, Some(r))?,
-                    None if lower_here => st.upper.set_opaque(path, true)?,
-                    None => {}
-                }
+                set_dir_flags(st, path, redirect, lower_there)?;
             }
         }
+        st.upper.exchange(&apath, &bpath)?;
         self.touch(st, &aparent.path, true)?;
         self.touch(st, &bparent.path, true)?;
         st.forget_subtree(&apath);
@@ -1225,6 +1218,22 @@ impl MergedView {
     pub fn list_xattr(&self, path: impl AsRef<str>) -> Result<Vec<String>> {
         let meta = self.stat(path.as_ref(), Operation::ListXattr, Follow::Always)?;
         Ok(meta.xattrs.names().map(str::to_owned).collect())
+    }
+}
+
+/// Gives a directory about to move the flag its new place needs: the
+/// redirect to its lower part, or, for a pure upper directory going where a
+/// lower layer has the name, opaqueness (nothing below may show through).
+fn set_dir_flags(
+    st: &mut State,
+    path: &LayerPath,
+    redirect: Option<String>,
+    lower_at_target: bool,
+) -> Result<()> {
+    match redirect {
+        Some(r) => st.upper.set_redirect(path, Some(r)),
+        None if lower_at_target => st.upper.set_opaque(path, true),
+        None => Ok(()),
     }
 }
 
