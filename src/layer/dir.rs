@@ -51,10 +51,11 @@
 //! # Ok::<(), layerstack::Error>(())
 //! ```
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -152,13 +153,23 @@ struct Work {
 ///
 /// Open a `lowerdir` read-only with [`DirLayer::open`], or an `upperdir`
 /// with its `workdir` with [`DirLayer::open_upper`].
+///
+/// A read-only layer remembers what its lookups found (up to about a
+/// million paths), as the kernel's dentry cache does: its directory must
+/// not change while the layer is in use.
 #[derive(Debug)]
 pub struct DirLayer {
     root: OwnedFd,
     path: Utf8PathBuf,
     work: Option<Work>,
     options: DirLayerOptions,
+    /// Lookups of a read-only layer, remembered: a lower layer does not
+    /// change while it is in use (see the crate's `# Security`).
+    lookups: Mutex<HashMap<LayerPath, Option<Entry>>>,
 }
+
+/// How many lookups a read-only layer remembers before it starts afresh.
+const LOOKUP_CACHE_MAX: usize = 1 << 20;
 
 const OPENAT2_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
@@ -187,6 +198,7 @@ impl DirLayer {
             path,
             work: None,
             options,
+            lookups: Mutex::new(HashMap::new()),
         })
     }
 
@@ -800,7 +812,20 @@ enum Target {
 
 impl Layer for DirLayer {
     fn lookup(&self, path: &LayerPath) -> Result<Option<Entry>> {
-        self.lookup_raw(path).map_err(|e| self.err(e, path))
+        if self.work.is_some() {
+            return self.lookup_raw(path).map_err(|e| self.err(e, path));
+        }
+        let cache = || self.lookups.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hit) = cache().get(path) {
+            return Ok(hit.clone());
+        }
+        let entry = self.lookup_raw(path).map_err(|e| self.err(e, path))?;
+        let mut cache = cache();
+        if cache.len() >= LOOKUP_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(path.clone(), entry.clone());
+        Ok(entry)
     }
 
     fn read_dir(&self, path: &LayerPath) -> Result<DirListing> {
@@ -1238,6 +1263,7 @@ impl LayerMut for DirLayer {
             path: target,
             work: None,
             options: self.options.clone(),
+            lookups: Mutex::new(HashMap::new()),
         };
         Ok(Arc::new(committed))
     }
