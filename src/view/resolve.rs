@@ -17,7 +17,8 @@
 //! never consults more than one layer.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -365,79 +366,97 @@ impl State {
         Ok(())
     }
 
-    /// Builds the index of a merged directory from one listing per layer.
+    /// Builds the index of a merged directory from one listing per layer,
+    /// merging the sorted listings (a k-way merge), so each name is decided
+    /// once, from its occurrences top layer first.
     pub fn build_index(&self, stack: &[(usize, LayerPath)]) -> Result<DirIndex> {
-        enum St {
-            Done(Option<Res>),
-            Dir(Vec<(usize, LayerPath)>),
-            Redirect(Vec<(usize, LayerPath)>, Continue, usize),
-        }
-        let mut states: BTreeMap<String, St> = BTreeMap::new();
+        // The next name of each listing, smallest first (ties: top layer
+        // first); `kinds[pos]` is the kind of listing `pos`'s next name.
+        let mut heads: BinaryHeap<Reverse<(String, usize)>> = BinaryHeap::new();
+        let mut kinds: Vec<EntryKind> = Vec::with_capacity(stack.len());
+        let mut rests = Vec::with_capacity(stack.len());
         for (pos, (idx, dpath)) in stack.iter().enumerate() {
-            let listing = self.layer(*idx).read_dir(dpath)?;
-            for (name, kind) in listing.entries {
-                let state = states.get_mut(&name);
-                let found = match state {
-                    Some(St::Done(_) | St::Redirect(..)) => continue,
-                    Some(St::Dir(found)) => found,
-                    None => {
-                        let st = match kind {
-                            EntryKind::Whiteout => St::Done(None),
-                            EntryKind::Node(FileType::Dir) => St::Dir(Vec::new()),
-                            EntryKind::Node(t) => St::Done(Some(Res {
-                                file_type: t,
-                                stack: Arc::from(vec![(*idx, dpath.join(&name)?)]),
-                            })),
-                        };
-                        if !matches!(st, St::Dir(_)) {
-                            states.insert(name, st);
-                            continue;
-                        }
-                        let Some(St::Dir(found)) = Some(states.entry(name.clone()).or_insert(st))
-                        else {
-                            unreachable!("inserted a directory state")
-                        };
-                        found
-                    }
+            let mut entries = self.layer(*idx).read_dir(dpath)?.entries;
+            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+                // The trait asks for sorted listings; do not rely on it.
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+            let mut rest = entries.into_iter();
+            kinds.push(EntryKind::Whiteout);
+            if let Some((name, kind)) = rest.next() {
+                kinds[pos] = kind;
+                heads.push(Reverse((name, pos)));
+            }
+            rests.push(rest);
+        }
+        let mut advance = |pos: usize, heads: &mut BinaryHeap<Reverse<(String, usize)>>| {
+            let kind = kinds[pos];
+            if let Some((next, k)) = rests[pos].next() {
+                kinds[pos] = k;
+                heads.push(Reverse((next, pos)));
+            }
+            kind
+        };
+        let mut sorted: Vec<(String, Res)> = Vec::new();
+        let mut occurrences: Vec<(usize, EntryKind)> = Vec::new();
+        while let Some(Reverse((name, pos))) = heads.pop() {
+            occurrences.clear();
+            occurrences.push((pos, advance(pos, &mut heads)));
+            while heads.peek().is_some_and(|Reverse((n, _))| *n == name) {
+                let Some(Reverse((_, pos))) = heads.pop() else {
+                    break;
                 };
-                match kind {
-                    EntryKind::Node(FileType::Dir) => {
-                        let path = dpath.join(&name)?;
-                        let Step::Dir(node) = self.step(*idx, &path)? else {
-                            return Err(changed_under_us(&path));
-                        };
-                        found.push((*idx, path));
-                        if node.opaque {
-                            let found = std::mem::take(found);
-                            states.insert(name, St::Done(dir_res(found)));
-                        } else if let Some(r) = node.redirect {
-                            let found = std::mem::take(found);
-                            let how = redirect_continuation(&r, &name, *idx);
-                            states.insert(name, St::Redirect(found, how, pos + 1));
-                        }
+                occurrences.push((pos, advance(pos, &mut heads)));
+            }
+            if let Some(res) = self.decide(stack, &name, &occurrences)? {
+                sorted.push((name, res));
+            }
+        }
+        Ok(DirIndex {
+            entries: sorted.into_iter().collect(),
+        })
+    }
+
+    /// What child `name` of a merged directory resolves to, given where
+    /// the layers of its stack list it (positions in `stack`, top first).
+    fn decide(
+        &self,
+        stack: &[(usize, LayerPath)],
+        name: &str,
+        occurrences: &[(usize, EntryKind)],
+    ) -> Result<Option<Res>> {
+        let mut found: Vec<(usize, LayerPath)> = Vec::new();
+        for (pos, kind) in occurrences {
+            let (idx, dpath) = &stack[*pos];
+            match kind {
+                EntryKind::Whiteout => break,
+                EntryKind::Node(FileType::Dir) => {
+                    let path = dpath.join(name)?;
+                    let Step::Dir(node) = self.step(*idx, &path)? else {
+                        return Err(changed_under_us(&path));
+                    };
+                    found.push((*idx, path));
+                    if node.opaque {
+                        break;
                     }
-                    _ => {
-                        let found = std::mem::take(found);
-                        states.insert(name, St::Done(dir_res(found)));
+                    if let Some(r) = node.redirect {
+                        let how = redirect_continuation(&r, name, *idx);
+                        self.continue_redirect(stack, pos + 1, how, &mut found)?;
+                        break;
                     }
+                }
+                EntryKind::Node(t) => {
+                    if found.is_empty() {
+                        return Ok(Some(Res {
+                            file_type: *t,
+                            stack: Arc::from(vec![(*idx, dpath.join(name)?)]),
+                        }));
+                    }
+                    break;
                 }
             }
         }
-        let mut index = DirIndex::default();
-        for (name, st) in states {
-            let res = match st {
-                St::Done(res) => res,
-                St::Dir(found) => dir_res(found),
-                St::Redirect(mut found, how, pos) => {
-                    self.continue_redirect(stack, pos, how, &mut found)?;
-                    dir_res(found)
-                }
-            };
-            if let Some(res) = res {
-                index.entries.insert(name, res);
-            }
-        }
-        Ok(index)
+        Ok(dir_res(found))
     }
 
     /// Continues a redirected directory's stack from position `pos` of its
