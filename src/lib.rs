@@ -35,7 +35,11 @@
 //! # The parts
 //!
 //! - [`layer`]: the [`Layer`] and [`LayerMut`] traits, with whiteouts and
-//!   opaque directories as first-class data; [`MemLayer`].
+//!   opaque directories as first-class data; [`MemLayer`] in memory and
+//!   [`DirLayer`] on disk, in exactly the format the kernel's overlayfs
+//!   mounts (see [`layer::dir`] for the format, and the example
+//!   `overlay_on_disk`, which prints the `mount -t overlay` command for a
+//!   stack it wrote).
 //! - [`view`]: [`MergedView`], shaped like `std::fs`; each method's
 //!   documentation says only how layers change what `std::fs` does.
 //! - [`model`]: the reference model, a plain tree with the same operations,
@@ -71,6 +75,14 @@
 //! absolute target starts there, at most 40 links). Nothing from a layer
 //! is ever executed. Names starting with `.wh.` have no special meaning in
 //! a [`MemLayer`] or a view: whiteouts are data, never inferred from names.
+//!
+//! A [`DirLayer`] opens every path beneath its root with `openat2`
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`), so a
+//! symlink planted in a layer directory is never followed by the crate;
+//! fifos and devices in a layer are never opened (their xattrs are read
+//! through `/proc/self/fd` on `O_PATH` descriptors). Not defended: another
+//! process changing a layer's directories while the crate uses them (a
+//! read-only `DirLayer` also remembers its lookups).
 //!
 //! # Limitations
 //!
