@@ -334,6 +334,17 @@ impl Error {
         }
     }
 
+    /// An error for `op` on `path` from an I/O error: its errno when it is
+    /// one of the kinds, else `EIO`; the I/O error's text is the cause.
+    #[must_use]
+    pub fn from_io(err: &io::Error, op: Operation, path: impl AsRef<str>) -> Error {
+        let kind = err
+            .raw_os_error()
+            .and_then(ErrorKind::from_errno)
+            .unwrap_or(ErrorKind::Io);
+        Error::new(kind, op, path).with_detail(err.to_string())
+    }
+
     /// Names the layer the error happened in (shown in the message).
     #[must_use]
     pub fn with_layer(mut self, layer: impl Into<String>) -> Error {

@@ -227,18 +227,8 @@ impl DirLayer {
         options: DirLayerOptions,
     ) -> Result<DirLayer> {
         let (upper, workdir) = (upperdir.as_ref(), workdir.as_ref());
-        let setup_err = |p: &Utf8Path, e: std::io::Error| {
-            Error::new(
-                e.raw_os_error()
-                    .and_then(ErrorKind::from_errno)
-                    .unwrap_or(ErrorKind::Io),
-                Operation::Layer,
-                p.as_str(),
-            )
-            .with_detail(format!("cannot create the directory: {e}"))
-        };
         for dir in [upper, workdir] {
-            std::fs::create_dir_all(dir).map_err(|e| setup_err(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::from_io(&e, Operation::Layer, dir))?;
         }
         let canon = |p: &Utf8Path| {
             p.canonicalize_utf8().map_err(|e| {
@@ -895,14 +885,7 @@ impl Layer for DirLayer {
 
 impl LayerMut for DirLayer {
     fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()> {
-        let ok = match (&content, meta.file_type) {
-            (Content::File(_), FileType::File)
-            | (Content::Dir, FileType::Dir)
-            | (Content::Symlink(_), FileType::Symlink) => true,
-            (Content::Special, t) => t.is_special(),
-            _ => false,
-        };
-        if !ok {
+        if !content.fits(meta.file_type) {
             return Err(self.err(Errno::INVAL, path));
         }
         let durability = self.options.durability;
@@ -1234,16 +1217,7 @@ impl LayerMut for DirLayer {
             .with_detail("a DirLayer commits only with DirLayerOptions::commit_dir set"));
         };
         let upper = work.upper_path.clone();
-        let io = |p: &Utf8Path, e: std::io::Error| {
-            Error::new(
-                e.raw_os_error()
-                    .and_then(ErrorKind::from_errno)
-                    .unwrap_or(ErrorKind::Io),
-                Operation::Commit,
-                p.as_str(),
-            )
-            .with_detail(e.to_string())
-        };
+        let io = |p: &Utf8Path, e: std::io::Error| Error::from_io(&e, Operation::Commit, p);
         std::fs::create_dir_all(&commit_dir).map_err(|e| io(&commit_dir, e))?;
         let mut n = 0u64;
         let target = loop {

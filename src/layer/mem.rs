@@ -537,14 +537,7 @@ const MAX_FILE_SIZE: u64 = 1 << 44;
 
 impl LayerMut for MemLayer {
     fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()> {
-        let ok = match (&content, meta.file_type) {
-            (Content::File(_), FileType::File)
-            | (Content::Dir, FileType::Dir)
-            | (Content::Symlink(_), FileType::Symlink) => true,
-            (Content::Special, t) => t.is_special(),
-            _ => false,
-        };
-        if !ok {
+        if !content.fits(meta.file_type) {
             return Err(layer_error(ErrorKind::InvalidInput, path));
         }
         let ino = self.alloc_ino();

@@ -172,6 +172,19 @@ pub enum Content {
     Special,
 }
 
+impl Content {
+    /// Whether this content is what an object of `file_type` holds.
+    #[must_use]
+    pub fn fits(&self, file_type: FileType) -> bool {
+        match self {
+            Content::File(_) => file_type == FileType::File,
+            Content::Dir => file_type == FileType::Dir,
+            Content::Symlink(_) => file_type == FileType::Symlink,
+            Content::Special => file_type.is_special(),
+        }
+    }
+}
+
 /// A writable layer: the writes the merged view needs.
 ///
 /// The merged view decides *what* to write (copy-up, whiteouts, opaque
