@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use layerstack::layer::dir::{DirLayerOptions, OverlayXattrs};
+use layerstack::layer::dir::{DirLayerOptions, OverlayXattrs, WhiteoutFormat};
 use layerstack::layer::{copy_layer, walk};
 use layerstack::model::Model;
 use layerstack::testing::{
@@ -441,4 +441,61 @@ fn layer_walk_of_disk_equals_memory() {
             .collect()
     };
     assert_eq!(names(&disk), names(&mem));
+}
+
+#[test]
+fn xattr_whiteouts_are_written_where_devices_are_refused_and_the_kernel_honours_them() {
+    if !privileged(
+        "xattr_whiteouts_are_written_where_devices_are_refused_and_the_kernel_honours_them",
+    ) {
+        return;
+    }
+    let scratch = Scratch::new("xwhiteout-write");
+    let mut lower = MemLayer::new();
+    lower.add_file("d/gone", "below").unwrap();
+    lower.add_file("d/kept", "below").unwrap();
+    let lower_dir = to_disk(&lower, &scratch, "lower");
+    drop(lower_dir);
+    let (upper, work) = (scratch.path("upper"), scratch.path("work"));
+    let options = DirLayerOptions::default().whiteouts(WhiteoutFormat::Xattr);
+    let mut layer = DirLayer::open_upper_with(&upper, &work, options).expect("open upper");
+    layer
+        .create(
+            &p("d"),
+            &Metadata::new(FileType::Dir),
+            layerstack::Content::Dir,
+        )
+        .expect("create d");
+    layer.whiteout(&p("d/gone")).expect("an xattr whiteout");
+    assert_eq!(layer.lookup(&p("d/gone")).unwrap(), Some(Entry::Whiteout));
+    assert_eq!(
+        layer.read_dir(&p("d")).unwrap().entries,
+        [("gone".to_owned(), layerstack::EntryKind::Whiteout)]
+    );
+    drop(layer);
+    use std::os::unix::fs::MetadataExt;
+    let raw = std::fs::symlink_metadata(upper.join("d/gone")).unwrap();
+    assert!(
+        raw.is_file() && raw.size() == 0,
+        "a zero-size file, not a device"
+    );
+    // The kernel reads it as a whiteout.
+    let mnt = scratch.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let data =
+        std::ffi::CString::new(format!("lowerdir={}:{}", upper, scratch.path("lower"))).unwrap();
+    rustix::mount::mount(
+        "overlay",
+        mnt.as_str(),
+        "overlay",
+        rustix::mount::MountFlags::RDONLY,
+        Some(data.as_c_str()),
+    )
+    .expect("mount the kernel overlay");
+    let names: Vec<String> = std::fs::read_dir(mnt.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    rustix::mount::unmount(mnt.as_str(), rustix::mount::UnmountFlags::DETACH).unwrap();
+    assert_eq!(names, ["kept"]);
 }

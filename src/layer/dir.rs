@@ -102,6 +102,20 @@ pub enum Durability {
     Volatile,
 }
 
+/// How an upper `DirLayer` writes whiteouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhiteoutFormat {
+    /// A character device 0/0, as the kernel writes them (Linux lets any
+    /// user make this one device since 5.8); where `mknod` is refused all
+    /// the same, the xattr form.
+    #[default]
+    Device,
+    /// A zero-size file with the xattr `overlay.whiteout`, its directory
+    /// marked `overlay.opaque="x"` (read by kernels since 6.7), for
+    /// filesystems or sandboxes that refuse device nodes.
+    Xattr,
+}
+
 /// Options of a [`DirLayer`].
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -110,6 +124,8 @@ pub struct DirLayerOptions {
     pub xattrs: OverlayXattrs,
     /// When changes reach the disk (upper layers).
     pub durability: Durability,
+    /// How whiteouts are written (upper layers; both forms are read).
+    pub whiteouts: WhiteoutFormat,
     /// Where [`LayerMut::commit`] moves a committed upper: a directory on the
     /// same filesystem, which gets one numbered subdirectory per commit.
     /// Without it, an upper `DirLayer` cannot commit.
@@ -128,6 +144,13 @@ impl DirLayerOptions {
     #[must_use]
     pub fn durability(mut self, v: Durability) -> Self {
         self.durability = v;
+        self
+    }
+
+    /// Sets [`DirLayerOptions::whiteouts`] (builder style).
+    #[must_use]
+    pub fn whiteouts(mut self, v: WhiteoutFormat) -> Self {
+        self.whiteouts = v;
         self
     }
 
@@ -1030,13 +1053,16 @@ impl LayerMut for DirLayer {
         let work = self.work(path)?;
         let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
         let tmp = Self::temp_name(work);
-        let made = rustix::fs::mknodat(
-            &work.fd,
-            &tmp,
-            rustix::fs::FileType::CharacterDevice,
-            Mode::empty(),
-            rustix::fs::makedev(0, 0),
-        );
+        let made = match self.options.whiteouts {
+            WhiteoutFormat::Device => rustix::fs::mknodat(
+                &work.fd,
+                &tmp,
+                rustix::fs::FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            ),
+            WhiteoutFormat::Xattr => Err(Errno::PERM),
+        };
         let result = match made {
             Ok(()) => self.install(work, &tmp, &dir, name),
             Err(Errno::PERM) => {
