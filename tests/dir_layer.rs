@@ -499,3 +499,41 @@ fn xattr_whiteouts_are_written_where_devices_are_refused_and_the_kernel_honours_
     rustix::mount::unmount(mnt.as_str(), rustix::mount::UnmountFlags::DETACH).unwrap();
     assert_eq!(names, ["kept"]);
 }
+
+#[test]
+fn readers_never_see_a_torn_file_or_a_half_done_copy_up_on_disk() {
+    if !privileged("readers_never_see_a_torn_file_or_a_half_done_copy_up_on_disk") {
+        return;
+    }
+    let scratch = Scratch::new("concurrency");
+    let mut base = MemLayer::new();
+    for i in 0..8 {
+        base.add_file(&format!("f{i}"), vec![b'a'; 64 * 1024])
+            .unwrap();
+    }
+    let lower: Arc<dyn Layer> = Arc::new(to_disk(&base, &scratch, "lower"));
+    let upper = DirLayer::open_upper(scratch.path("upper"), scratch.path("work")).unwrap();
+    let view = MergedView::new(vec![lower], upper).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for round in 0..200 {
+                    let name = format!("f{}", round % 8);
+                    let data = view.read(&name).expect("read");
+                    assert_eq!(data.len(), 64 * 1024, "{name}: a torn length");
+                    assert!(
+                        data.iter().all(|b| *b == data[0]),
+                        "{name}: a torn copy-up or write"
+                    );
+                }
+            });
+        }
+        for round in 0..64u8 {
+            let name = format!("f{}", round % 8);
+            // Each write replaces the whole file with one byte value: the
+            // first one per file is also its copy-up.
+            view.write(&name, vec![b'b' + round % 20; 64 * 1024])
+                .expect("write");
+        }
+    });
+}
