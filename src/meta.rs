@@ -410,17 +410,27 @@ pub const XATTR_NAME_MAX: usize = 255;
 /// The largest extended attribute value, in bytes (Linux `XATTR_SIZE_MAX`).
 pub const XATTR_SIZE_MAX: usize = 65536;
 
-/// Checks an extended attribute name as the kernel does: one of the
-/// namespaces `user.`, `trusted.`, `security.`, `system.` with a non-empty
-/// rest, at most [`XATTR_NAME_MAX`] bytes.
+/// Checks an extended attribute name as the kernel does: at most
+/// [`XATTR_NAME_MAX`] bytes, not empty, in one of the namespaces `user.`,
+/// `trusted.`, `security.`, `system.` with a non-empty rest.
+///
+/// The kernel's errors (an overlay mount over tmpfs or ext4): an empty or
+/// too long name is `ERANGE`; a namespace prefix alone (`user.`,
+/// `trusted.`, `security.`) is `EINVAL` (the filesystem's handler matches
+/// the prefix and refuses the empty rest); any other name, `system.` alone
+/// included, is `EOPNOTSUPP` (no handler).
 ///
 /// # Errors
-/// `ERANGE` for an empty or too long name, `EOPNOTSUPP` for an unknown
-/// namespace.
+/// `ERANGE` for an empty or too long name, `EINVAL` for a bare namespace
+/// prefix, `EOPNOTSUPP` for an unknown namespace.
 pub fn check_xattr_name(name: &str, op: Operation, path: &str) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Error::new(ErrorKind::OutOfRange, op, path)
             .with_detail(format!("invalid extended attribute name `{name}`")));
+    }
+    if ["user.", "trusted.", "security."].contains(&name) {
+        return Err(Error::new(ErrorKind::InvalidInput, op, path)
+            .with_detail(format!("extended attribute `{name}` has an empty name")));
     }
     let known = ["user.", "trusted.", "security.", "system."]
         .iter()
@@ -480,6 +490,12 @@ mod tests {
         assert!(check_xattr_name("user.a", Operation::SetXattr, "f").is_ok());
         assert_eq!(
             check_xattr_name("user.", Operation::SetXattr, "f")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            check_xattr_name("system.", Operation::SetXattr, "f")
                 .unwrap_err()
                 .kind(),
             ErrorKind::Unsupported

@@ -67,7 +67,7 @@ use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX, Xattrs,
     check_xattr_name, mode_after_chown, xattr_allowed_on,
 };
-use crate::path::{Component, LayerPath, UserPath, validate_name};
+use crate::path::{Component, LastKind, LayerPath, UserPath, validate_name};
 use crate::view::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode, ViewOptions};
 
 /// What the user sees of one object (times and inode numbers left out:
@@ -207,6 +207,10 @@ enum Follow {
     /// make or remove a name, as the kernel's `filename_create` and
     /// `do_unlinkat`).
     Create,
+    /// Always, for an open that may create (`O_CREAT`): the last name of
+    /// the path or of a symlink target, with a trailing slash, is `EISDIR`
+    /// before it is looked up (the kernel's `open_last_lookups`).
+    Creating,
 }
 
 /// Where a path leads: the directories from the root to the one that holds
@@ -566,63 +570,34 @@ impl Model {
         Ok(())
     }
 
-    /// As `MergedView::create_dir_all`.
+    /// As `MergedView::create_dir_all` (`std`'s algorithm, on the model's
+    /// own `create_dir` and `metadata`).
     ///
     /// # Errors
     /// As `MergedView::create_dir_all`.
     pub fn create_dir_all(&mut self, path: &str) -> Result<()> {
-        let op = Operation::CreateDir;
-        let err = |kind| Error::new(kind, op, path);
-        let user = UserPath::parse(path, op)?;
-        let mut stack = vec![ROOT];
-        // One budget for the whole walk: it is one resolution.
-        let mut links = 0;
-        let count = user.components.len();
-        for (i, component) in user.components.iter().enumerate() {
-            let is_last = i + 1 == count;
-            let name = match component {
-                Component::Parent => {
-                    pop_to_parent(&mut stack);
-                    continue;
-                }
-                Component::Name(name) => *name,
-            };
-            let non_dir = if is_last {
-                ErrorKind::AlreadyExists
-            } else {
-                ErrorKind::NotADirectory
-            };
-            match self.child(top(&stack), name) {
-                None => {
-                    let id = self.add_dir(&stack, name);
-                    stack.push(id);
-                }
-                Some(Child::Dir(id)) => stack.push(id),
-                Some(Child::Obj(id)) => {
-                    let Body::Symlink(target) = &self.obj(id).body else {
-                        return Err(err(non_dir));
-                    };
-                    match self.follow(&stack, target, &mut links) {
-                        Ok(resolved) => match self.found(&resolved) {
-                            Some(Child::Dir(dir)) => {
-                                let is_name = resolved.name().is_some();
-                                stack = resolved.stack;
-                                if is_name {
-                                    stack.push(dir);
-                                }
-                            }
-                            // A dangling symlink.
-                            None => return Err(err(ErrorKind::AlreadyExists)),
-                            Some(Child::Obj(_)) => return Err(err(non_dir)),
-                        },
-                        Err(ErrorKind::NotFound) => return Err(err(ErrorKind::AlreadyExists)),
-                        Err(_) if is_last => return Err(err(ErrorKind::AlreadyExists)),
-                        Err(kind) => return Err(err(kind)),
-                    }
-                }
-            }
+        if path.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let op = Operation::CreateDir;
+        let is_dir = |m: &Model, p: &str| m.metadata(p).is_ok_and(|m| m.is_dir());
+        match self.create_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(_) if is_dir(self, path) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match std::path::Path::new(path).parent().and_then(|p| p.to_str()) {
+            Some(parent) => self
+                .create_dir_all(parent)
+                .map_err(|e| e.reframe(op, path))?,
+            None => return Err(Error::new(ErrorKind::NotFound, op, path)),
+        }
+        match self.create_dir(path) {
+            Ok(()) => Ok(()),
+            Err(_) if is_dir(self, path) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// As `MergedView::remove_file`.
@@ -654,9 +629,15 @@ impl Model {
     pub fn remove_dir(&mut self, path: &str) -> Result<()> {
         let op = Operation::RemoveDir;
         let err = |kind| Error::new(kind, op, path);
-        let resolved = self.resolve(path, op, Follow::Create)?;
+        let user = UserPath::parse(path, op)?;
+        let resolved = self.resolve_user(&user, path, op, Follow::Create)?;
         let Some(name) = resolved.name() else {
-            return Err(err(ErrorKind::Busy));
+            // The kernel's `do_rmdir`, by the kind of the last component.
+            return Err(err(match user.last_kind() {
+                LastKind::Dot => ErrorKind::InvalidInput,
+                LastKind::DotDot => ErrorKind::DirectoryNotEmpty,
+                LastKind::Root | LastKind::Name => ErrorKind::Busy,
+            }));
         };
         match self.child(resolved.dir(), name) {
             None => Err(err(ErrorKind::NotFound)),
@@ -671,25 +652,28 @@ impl Model {
         }
     }
 
-    /// As `MergedView::remove_dir_all`.
+    /// As `MergedView::remove_dir_all`: a path without one directory's
+    /// name is refused first, with `remove_dir`'s error.
     ///
     /// # Errors
     /// As `MergedView::remove_dir_all`.
     pub fn remove_dir_all(&mut self, path: &str) -> Result<()> {
         let op = Operation::RemoveDir;
-        let err = |kind| Error::new(kind, op, path);
         let resolved = self.resolve(path, op, Follow::Create)?;
         let Some(name) = resolved.name() else {
-            return Err(err(ErrorKind::Busy));
+            // Nothing is removed: `remove_dir` refuses a path with no name.
+            return self.remove_dir(path);
         };
         match self.child(resolved.dir(), name) {
-            None => Err(err(ErrorKind::NotFound)),
+            None => Err(Error::new(ErrorKind::NotFound, op, path)),
             Some(Child::Obj(id))
-                if self.obj(id).file_type != FileType::Symlink || resolved.must_dir =>
+                if self.obj(id).file_type == FileType::Symlink && !resolved.must_dir =>
             {
-                Err(err(ErrorKind::NotADirectory))
+                self.unlink(&resolved.stack, name);
+                Ok(())
             }
-            Some(_) => {
+            Some(Child::Obj(_)) => Err(Error::new(ErrorKind::NotADirectory, op, path)),
+            Some(Child::Dir(_)) => {
                 self.unlink(&resolved.stack, name);
                 Ok(())
             }
@@ -706,20 +690,30 @@ impl Model {
         let to_err = |kind| Error::new(kind, op, to);
         let exchange = mode == RenameMode::Exchange;
         // 1. Parse both, then walk to both parents.
+        // A NUL byte cannot reach the kernel (`std` refuses both paths
+        // first); otherwise, as the kernel's `do_renameat2`, `to` is parsed
+        // after `from`'s parent is walked.
+        check_no_nul(from, op)?;
+        check_no_nul(to, op)?;
         let from_user = UserPath::parse(from, op)?;
-        let to_user = UserPath::parse(to, op)?;
         let from_res = self
-            .walk(vec![ROOT], &from_user, false, &mut 0)
+            .walk(vec![ROOT], &from_user, false, false, &mut 0)
             .map_err(from_err)?;
+        let to_user = UserPath::parse(to, op)?;
         let to_res = self
-            .walk(vec![ROOT], &to_user, false, &mut 0)
+            .walk(vec![ROOT], &to_user, false, false, &mut 0)
             .map_err(to_err)?;
         // 2. The root and `..` have no name to move.
         let Some(from_name) = from_res.name() else {
             return Err(from_err(ErrorKind::Busy));
         };
         let Some(to_name) = to_res.name() else {
-            return Err(to_err(ErrorKind::Busy));
+            // As the kernel's `do_renameat2`: no name to replace.
+            return Err(to_err(if mode == RenameMode::NoReplace {
+                ErrorKind::AlreadyExists
+            } else {
+                ErrorKind::Busy
+            }));
         };
         let (from_dir, to_dir) = (from_res.dir(), to_res.dir());
         // 3.
@@ -848,12 +842,17 @@ impl Model {
     /// As `MergedView::hard_link`.
     pub fn hard_link(&mut self, original: &str, link: &str) -> Result<()> {
         let op = Operation::HardLink;
+        // As the kernel's `do_linkat`: the original is looked up before
+        // `link` is even parsed (a NUL byte, which `std` refuses before the
+        // call, excepted).
+        check_no_nul(original, op)?;
+        check_no_nul(link, op)?;
         let original_user = UserPath::parse(original, op)?;
-        let link_user = UserPath::parse(link, op)?;
         let original_res = self.resolve_user(&original_user, original, op, Follow::WithSlash)?;
         let Some(found) = self.found(&original_res) else {
             return Err(Error::new(ErrorKind::NotFound, op, original));
         };
+        let link_user = UserPath::parse(link, op)?;
         let link_res = self.resolve_user(&link_user, link, op, Follow::Create)?;
         let name = self.new_name(&link_res, op, link, FileType::File)?;
         let Child::Obj(id) = found else {
@@ -909,8 +908,12 @@ impl Model {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
+        if atime.is_none() && mtime.is_none() {
+            // As `utimensat` with both `UTIME_OMIT`: nothing to do, and the
+            // path is not even looked up.
+            return Ok(());
+        }
         // Times are not in the model: only the copy-up is observable.
-        let _ = (atime, mtime);
         let (resolved, _) = self.object(path, Operation::SetTimes, Follow::Always)?;
         self.copy_up(&resolved);
         Ok(())
@@ -924,14 +927,15 @@ impl Model {
         let op = Operation::GetXattr;
         check_xattr_name_length(name, op, path)?;
         let (_, found) = self.object(path, op, Follow::Always)?;
-        check_xattr_name(name, op, path)?;
         let no_data = || {
             Error::new(ErrorKind::NoData, op, path)
                 .with_detail(format!("no extended attribute `{name}`"))
         };
+        // The kernel's `xattr_permission` comes before the name check.
         if !xattr_allowed_on(self.file_type(found), name) {
             return Err(no_data());
         }
+        check_xattr_name(name, op, path)?;
         self.attrs(found)
             .xattrs
             .get(name)
@@ -950,11 +954,12 @@ impl Model {
         }
         check_xattr_name_length(name, op, path)?;
         let (resolved, found) = self.object(path, op, Follow::Always)?;
-        check_xattr_name(name, op, path)?;
         if !xattr_allowed_on(self.file_type(found), name) {
             return Err(Error::new(ErrorKind::NotPermitted, op, path));
         }
+        // The kernel copies up before the upper filesystem checks the name.
         self.copy_up(&resolved);
+        check_xattr_name(name, op, path)?;
         self.attrs_mut(found)
             .xattrs
             .insert(name, Bytes::copy_from_slice(value));
@@ -969,10 +974,10 @@ impl Model {
         let op = Operation::RemoveXattr;
         check_xattr_name_length(name, op, path)?;
         let (resolved, found) = self.object(path, op, Follow::Always)?;
-        check_xattr_name(name, op, path)?;
         if !xattr_allowed_on(self.file_type(found), name) {
             return Err(Error::new(ErrorKind::NotPermitted, op, path));
         }
+        check_xattr_name(name, op, path)?;
         if self.attrs(found).xattrs.get(name).is_none() {
             return Err(Error::new(ErrorKind::NoData, op, path)
                 .with_detail(format!("no extended attribute `{name}`")));
@@ -1108,12 +1113,18 @@ impl Model {
         follow: Follow,
     ) -> Result<Resolved> {
         let follow_last = match follow {
-            Follow::Always => true,
+            Follow::Always | Follow::Creating => true,
             Follow::WithSlash => user.trailing_slash,
             Follow::Never | Follow::Create => false,
         };
         let resolved = self
-            .walk(vec![ROOT], user, follow_last, &mut 0)
+            .walk(
+                vec![ROOT],
+                user,
+                follow_last,
+                follow == Follow::Creating,
+                &mut 0,
+            )
             .map_err(|kind| Error::new(kind, op, path))?;
         if follow != Follow::Create
             && resolved.must_dir
@@ -1141,8 +1152,24 @@ impl Model {
         mut stack: Vec<Id>,
         path: &UserPath<'_>,
         follow_last: bool,
+        creating: bool,
         links: &mut u32,
     ) -> Result<Resolved, ErrorKind> {
+        if path.ends_in_dot {
+            // `a/.`: every name is a directory on the way; the path names
+            // the last one itself (the kernel's `LAST_DOT`).
+            for component in &path.components {
+                match component {
+                    Component::Parent => pop_to_parent(&mut stack),
+                    Component::Name(name) => stack = self.enter(stack, name, links)?,
+                }
+            }
+            return Ok(Resolved {
+                stack,
+                last: Last::Itself,
+                must_dir: true,
+            });
+        }
         let Some((last, init)) = path.components.split_last() else {
             return Ok(Resolved {
                 stack,
@@ -1166,11 +1193,14 @@ impl Model {
                 })
             }
             Component::Name(name) => {
+                if creating && path.trailing_slash {
+                    return Err(ErrorKind::IsADirectory);
+                }
                 if follow_last
                     && let Some(Child::Obj(id)) = self.child(top(&stack), name)
                     && let Body::Symlink(target) = &self.obj(id).body
                 {
-                    let mut resolved = self.follow(&stack, target, links)?;
+                    let mut resolved = self.follow(&stack, target, creating, links)?;
                     resolved.must_dir |= path.trailing_slash;
                     return Ok(resolved);
                 }
@@ -1185,7 +1215,13 @@ impl Model {
 
     /// Follows a symlink with `target` held in the directory `holder` (the
     /// last of the stack), to the end of its chain.
-    fn follow(&self, holder: &[Id], target: &str, links: &mut u32) -> Result<Resolved, ErrorKind> {
+    fn follow(
+        &self,
+        holder: &[Id],
+        target: &str,
+        creating: bool,
+        links: &mut u32,
+    ) -> Result<Resolved, ErrorKind> {
         *links += 1;
         if *links > MAX_SYMLINKS {
             return Err(ErrorKind::FilesystemLoop);
@@ -1196,7 +1232,7 @@ impl Model {
         } else {
             holder.to_vec()
         };
-        self.walk(start, &path, true, links)
+        self.walk(start, &path, true, creating, links)
     }
 
     /// Enters the directory `name` (following a symlink) below the last of
@@ -1212,7 +1248,7 @@ impl Model {
                 let Body::Symlink(target) = &self.obj(id).body else {
                     return Err(ErrorKind::NotADirectory);
                 };
-                let resolved = self.follow(&stack, target, links)?;
+                let resolved = self.follow(&stack, target, false, links)?;
                 match self.found(&resolved) {
                     None => Err(ErrorKind::NotFound),
                     Some(Child::Obj(_)) => Err(ErrorKind::NotADirectory),
@@ -1271,14 +1307,17 @@ impl Model {
     ) -> Result<Option<Id>> {
         let err = |kind| Error::new(kind, op, path);
         let user = UserPath::parse(path, op)?;
-        if options.creates() && user.trailing_slash {
-            // The kernel refuses to create with a trailing slash, whatever
-            // is there, once the parent is found.
+        if options.creates() && user.trailing_slash && user.last_kind() == LastKind::Name {
+            // The kernel refuses to create a name with a trailing slash,
+            // whatever is there, once the parent is found (a path ending in
+            // `.` or `..` names a directory: EEXIST or EISDIR below).
             self.resolve_user(&user, path, op, Follow::Create)?;
             return Err(err(ErrorKind::IsADirectory));
         }
         let follow = if options.create_new {
             Follow::Never
+        } else if options.creates() {
+            Follow::Creating
         } else {
             Follow::Always
         };
@@ -1652,6 +1691,16 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// `EINVAL` for a path with a NUL byte (checked for both paths of a
+/// two-path call before anything else, as `std` does before the syscall).
+fn check_no_nul(path: &str, op: Operation) -> Result<()> {
+    if path.contains('\0') {
+        // Gives EINVAL with its message.
+        UserPath::parse(path, op)?;
+    }
+    Ok(())
 }
 
 /// `ERANGE` for an empty or too long attribute name, checked before the
@@ -2748,9 +2797,11 @@ mod tests {
             .unwrap();
         assert_eq!(nlink(&m, "d/t"), 1);
         assert_eq!(
-            kind(m.set_times("missing", None, None)),
+            kind(m.set_times("missing", Some(Timestamp::new(1, 0)), None)),
             ErrorKind::NotFound
         );
+        // As `utimensat` with two `UTIME_OMIT`: the path is not looked up.
+        m.set_times("missing", None, None).unwrap();
     }
 
     // ---- Removing ----
@@ -2782,9 +2833,13 @@ mod tests {
             l.add_symlink("el", "e")
         });
         let mut m = model(vec![bottom]);
+        // The kernel's `do_rmdir`: by the kind of the last component.
         assert_eq!(kind(m.remove_dir("/")), ErrorKind::Busy);
-        assert_eq!(kind(m.remove_dir("..")), ErrorKind::Busy);
-        assert_eq!(kind(m.remove_dir("e/..")), ErrorKind::Busy);
+        assert_eq!(kind(m.remove_dir("..")), ErrorKind::DirectoryNotEmpty);
+        assert_eq!(kind(m.remove_dir("e/..")), ErrorKind::DirectoryNotEmpty);
+        assert_eq!(kind(m.remove_dir("e/.")), ErrorKind::InvalidInput);
+        assert_eq!(kind(m.remove_dir(".")), ErrorKind::InvalidInput);
+        assert_eq!(kind(m.remove_dir("missing/.")), ErrorKind::NotFound);
         assert_eq!(kind(m.remove_dir("missing")), ErrorKind::NotFound);
         assert_eq!(kind(m.remove_dir("d/f")), ErrorKind::NotADirectory);
         assert_eq!(kind(m.remove_dir("el")), ErrorKind::NotADirectory);
@@ -2807,9 +2862,7 @@ mod tests {
             l.add_symlink("kl", "keep")?;
             l.add_file("f", "")
         });
-        let mut m = model_with(vec![bottom], keep());
-        assert_eq!(kind(m.remove_dir_all("/")), ErrorKind::Busy);
-        assert_eq!(kind(m.remove_dir_all("d/..")), ErrorKind::Busy);
+        let mut m = model_with(vec![bottom.clone()], keep());
         assert_eq!(kind(m.remove_dir_all("missing")), ErrorKind::NotFound);
         assert_eq!(kind(m.remove_dir_all("f")), ErrorKind::NotADirectory);
         m.remove_dir_all("kl").unwrap();
@@ -2819,6 +2872,17 @@ mod tests {
         assert_eq!(text(&m, "keep/f"), "kept");
         // Still the lower inode: its link count does not change.
         assert_eq!(nlink(&m, "outside"), 2);
+        check_invariants(&m);
+        // Unlike `std`, a path that names no directory by its name is
+        // refused before anything goes.
+        assert_eq!(kind(m.remove_dir_all("/")), ErrorKind::Busy);
+        assert_eq!(names(&m, "/"), ["f", "keep", "outside"]);
+        let mut m = model_with(vec![bottom.clone()], keep());
+        assert_eq!(kind(m.remove_dir_all("keep/.")), ErrorKind::InvalidInput);
+        assert_eq!(names(&m, "keep"), ["f"]);
+        assert_eq!(kind(m.remove_dir_all("d/..")), ErrorKind::DirectoryNotEmpty);
+        assert_eq!(kind(m.remove_dir_all("kl/")), ErrorKind::NotADirectory);
+        assert_eq!(names(&m, "/"), ["d", "f", "keep", "kl", "outside"]);
         check_invariants(&m);
     }
 
@@ -2849,7 +2913,8 @@ mod tests {
         use ErrorKind::*;
         use RenameMode::*;
         let cases: &[(&str, &str, RenameMode, ErrorKind)] = &[
-            // 1. both parsed, then both parents walked.
+            // 1. `from` parsed and its parent walked, then `to` (a NUL
+            // byte in either comes first).
             ("nodir/x", "a\0", Replace, InvalidInput),
             ("nodir/x", "nodir2/y", Replace, NotFound),
             ("file", "file/x", Replace, NotADirectory),
@@ -3028,7 +3093,10 @@ mod tests {
         // The namespace after the path.
         assert_eq!(kind(m.get_xattr("missing", "foo.x")), ErrorKind::NotFound);
         assert_eq!(kind(m.get_xattr("d", "foo.x")), ErrorKind::Unsupported);
-        assert_eq!(kind(m.set_xattr("d", "user.", b"")), ErrorKind::Unsupported);
+        assert_eq!(
+            kind(m.set_xattr("d", "user.", b"")),
+            ErrorKind::InvalidInput
+        );
         assert_eq!(kind(m.remove_xattr("d", "x")), ErrorKind::Unsupported);
         // `user.` only on files and directories.
         assert_eq!(kind(m.get_xattr("p", "user.a")), ErrorKind::NoData);

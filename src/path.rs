@@ -290,8 +290,30 @@ pub enum Component<'a> {
 pub struct UserPath<'a> {
     /// The components in order.
     pub components: Vec<Component<'a>>,
-    /// Whether the path ended in `/` (the object must then be a directory).
+    /// Whether the path ended in `/` or `.` (the object must then be a
+    /// directory).
     pub trailing_slash: bool,
+    /// Whether the last component is `.` (`a/.`, `.`, `/.`, `a/./`): the
+    /// path then names the directory the other components lead to, which
+    /// must exist (the kernel's `LAST_DOT`), and it has no name to create,
+    /// remove or rename.
+    pub ends_in_dot: bool,
+}
+
+/// What the last component of a user path is, as the kernel classifies it
+/// (`LAST_NORM`, `LAST_DOT`, `LAST_DOTDOT`, `LAST_ROOT`): the operations
+/// that make, remove or rename a name fail on the last three, each its own
+/// way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastKind {
+    /// A name.
+    Name,
+    /// `.`.
+    Dot,
+    /// `..`.
+    DotDot,
+    /// No component at all (`/`).
+    Root,
 }
 
 impl<'a> UserPath<'a> {
@@ -323,11 +345,26 @@ impl<'a> UserPath<'a> {
                 name => components.push(Component::Name(name)),
             }
         }
-        let trailing_slash = path.ends_with('/') || path.ends_with("/.") || path == ".";
+        let ends_in_dot = path.split('/').rev().find(|p| !p.is_empty()) == Some(".");
+        let trailing_slash = path.ends_with('/') || ends_in_dot;
         Ok(UserPath {
             components,
             trailing_slash,
+            ends_in_dot,
         })
+    }
+
+    /// The kind of the last component.
+    #[must_use]
+    pub fn last_kind(&self) -> LastKind {
+        if self.ends_in_dot {
+            return LastKind::Dot;
+        }
+        match self.components.last() {
+            None => LastKind::Root,
+            Some(Component::Parent) => LastKind::DotDot,
+            Some(Component::Name(_)) => LastKind::Name,
+        }
     }
 }
 
@@ -399,6 +436,20 @@ mod tests {
             ]
         );
         assert!(u.trailing_slash);
+        assert_eq!(u.last_kind(), LastKind::Name);
+        for (path, kind) in [
+            ("a/.", LastKind::Dot),
+            ("./", LastKind::Dot),
+            ("/.", LastKind::Dot),
+            ("a/..", LastKind::DotDot),
+            ("a/../", LastKind::DotDot),
+            ("/", LastKind::Root),
+            ("./a", LastKind::Name),
+        ] {
+            let u = UserPath::parse(path, Operation::Lookup).unwrap();
+            assert_eq!(u.last_kind(), kind, "{path}");
+            assert_eq!(u.ends_in_dot, kind == LastKind::Dot, "{path}");
+        }
         assert_eq!(
             UserPath::parse("", Operation::Lookup).unwrap_err().kind(),
             ErrorKind::NotFound

@@ -28,7 +28,7 @@ use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX,
     check_xattr_name, mode_after_chown, xattr_allowed_on,
 };
-use crate::path::LayerPath;
+use crate::path::{LastKind, LayerPath};
 
 use resolve::{Cursor, Follow, Res, Resolved, State};
 
@@ -373,14 +373,19 @@ impl MergedView {
         options: &OpenOptions,
     ) -> Result<(LayerPath, FileType)> {
         let op = Operation::Open;
-        if options.creates() && crate::path::UserPath::parse(user, op)?.trailing_slash {
-            // The kernel refuses to create with a trailing slash, whatever
-            // is there, once the parent is found.
+        let parsed = crate::path::UserPath::parse(user, op)?;
+        if options.creates() && parsed.trailing_slash && parsed.last_kind() == LastKind::Name {
+            // The kernel refuses to create a name with a trailing slash,
+            // whatever is there, once the parent is found (a path ending
+            // in `.` or `..` names a directory: EEXIST or EISDIR below).
             st.resolve(user, op, Follow::Create)?;
             return Err(Error::new(ErrorKind::IsADirectory, op, user));
         }
         let follow = if options.create_new {
             Follow::Create
+        } else if options.creates() {
+            // A symlink target ending in `name/` is EISDIR, unlooked-up.
+            Follow::Creating
         } else {
             Follow::Always
         };
@@ -550,66 +555,45 @@ impl MergedView {
             .map_err(|e| e.reframe(op, user))
     }
 
-    /// As [`std::fs::create_dir_all`]: every missing component is created;
-    /// symlinks to directories on the way are followed.
+    /// As [`std::fs::create_dir_all`], step by step as `std` does it: the
+    /// empty path is done; `create_dir(path)`; if that fails with `ENOENT`,
+    /// `create_dir_all` of the parent (as [`std::path::Path::parent`], which
+    /// drops `.` components) and `create_dir(path)` again; any other
+    /// failure is success if `path` is then a directory (following
+    /// symlinks). So every missing component is created and symlinks to
+    /// directories on the way are followed.
     ///
     /// # Errors
     /// `ENOTDIR` if a component on the way is not a directory, `EEXIST` if
-    /// the last one exists and is not a directory.
+    /// the last one exists and is not a directory (a dangling symlink
+    /// too), `ENOENT` for `a/.` where `a` is missing (as `std`: the parent
+    /// of `a/.` is `""`).
     pub fn create_dir_all(&self, path: impl AsRef<str>) -> Result<()> {
         let user = path.as_ref();
-        let op = Operation::CreateDir;
-        let parsed = crate::path::UserPath::parse(user, op)?;
-        let mut st = self.write_state();
-        let mut prefix = String::from("/");
-        let n = parsed.components.len();
-        for (i, c) in parsed.components.iter().enumerate() {
-            match c {
-                crate::path::Component::Parent => prefix.push_str(".."),
-                crate::path::Component::Name(name) => prefix.push_str(name),
-            }
-            let last = i + 1 == n;
-            let not_dir = |last: bool| {
-                let kind = if last {
-                    ErrorKind::AlreadyExists
-                } else {
-                    ErrorKind::NotADirectory
-                };
-                Err(Error::new(kind, op, user))
-            };
-            let r = st
-                .resolve(&prefix, op, Follow::OnSlash)
-                .map_err(|e| e.reframe(op, user))?;
-            match &r.obj {
-                Some(res) if res.file_type.is_dir() => {}
-                Some(res) if res.file_type.is_symlink() => {
-                    // As std: a symlink that cannot be followed is an
-                    // existing name at the end, an error on the way.
-                    let followed = match st.resolve(&prefix, op, Follow::Always) {
-                        Ok(followed) => followed,
-                        Err(e) if last || e.kind() == ErrorKind::NotFound => {
-                            return Err(Error::new(ErrorKind::AlreadyExists, op, user));
-                        }
-                        Err(e) => return Err(e.reframe(op, user)),
-                    };
-                    match &followed.obj {
-                        Some(res) if res.file_type.is_dir() => {}
-                        Some(_) => return not_dir(last),
-                        // A dangling symlink is an existing name.
-                        None => return Err(Error::new(ErrorKind::AlreadyExists, op, user)),
-                    }
-                }
-                Some(_) => return not_dir(last),
-                None => {
-                    let (parent, name) = r.parent.clone().expect("a missing object has a name");
-                    let meta = self.new_meta(&st, &parent, FileType::Dir, 0o777)?;
-                    self.create_entry(&mut st, &parent, &name, &meta, Content::Dir)
-                        .map_err(|e| e.reframe(op, user))?;
-                }
-            }
-            prefix.push('/');
+        self.create_dir_all_std(user)
+            .map_err(|e| e.reframe(Operation::CreateDir, user))
+    }
+
+    fn create_dir_all_std(&self, path: &str) -> Result<()> {
+        if path.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let is_dir = |p: &str| self.metadata(p).is_ok_and(|m| m.is_dir());
+        match self.create_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(_) if is_dir(path) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match std::path::Path::new(path).parent().and_then(|p| p.to_str()) {
+            Some(parent) => self.create_dir_all_std(parent)?,
+            None => return Err(Error::new(ErrorKind::NotFound, Operation::CreateDir, path)),
+        }
+        match self.create_dir(path) {
+            Ok(()) => Ok(()),
+            Err(_) if is_dir(path) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// As [`std::os::unix::fs::symlink`]: creates `link` pointing at
@@ -688,8 +672,15 @@ impl MergedView {
     pub fn hard_link(&self, original: impl AsRef<str>, link: impl AsRef<str>) -> Result<()> {
         let (user, user_link) = (original.as_ref(), link.as_ref());
         let op = Operation::HardLink;
+        for p in [user, user_link] {
+            if p.contains('\0') {
+                // `std` refuses a NUL byte in either path before the call.
+                crate::path::UserPath::parse(p, op)?;
+            }
+        }
         let mut st = self.write_state();
-        crate::path::UserPath::parse(user_link, op)?;
+        // As the kernel's `do_linkat`: the original is looked up before the
+        // new path is even parsed.
         let src = st.resolve(user, op, Follow::OnSlash)?;
         let src_res = src.existing(op, user)?.clone();
         let dst = st.resolve(user_link, op, Follow::Create)?;
@@ -746,7 +737,7 @@ impl MergedView {
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
         let Some((parent, name)) = &r.parent else {
-            return Err(Error::new(ErrorKind::Busy, op, user));
+            return Err(no_name_to_remove(user, op)?);
         };
         let res = r.existing(op, user)?;
         let Some(dir) = r.dir() else {
@@ -760,35 +751,40 @@ impl MergedView {
     }
 
     /// As [`std::fs::remove_dir_all`]: removes a directory and everything
-    /// below it, never following symlinks (a symlink is removed itself).
+    /// below it, never following symlinks (a symlink is removed itself), in
+    /// one step no other operation of the view interleaves with.
+    ///
+    /// Unlike `std`, a path that does not name one directory by its name
+    /// is refused before anything is removed, with the error `remove_dir`
+    /// gives it: the root (`EBUSY`), a path ending in `.` (`EINVAL`) or `..`
+    /// (`ENOTEMPTY`), a symlink with a trailing slash (`ENOTDIR`). `std`
+    /// would empty the directory first and then fail.
     ///
     /// # Errors
     /// `ENOENT` if missing, `ENOTDIR` for a non-directory that is not a
-    /// symlink, `EBUSY` for the root.
+    /// symlink, and the refusals above.
     pub fn remove_dir_all(&self, path: impl AsRef<str>) -> Result<()> {
         let user = path.as_ref();
         let op = Operation::RemoveDir;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
         let Some((parent, name)) = &r.parent else {
-            return Err(Error::new(ErrorKind::Busy, op, user));
+            return Err(no_name_to_remove(user, op)?);
         };
         let res = r.existing(op, user)?;
         match res.file_type {
-            FileType::Dir => {}
-            FileType::Symlink if !r.trailing_slash => {
-                return self
-                    .remove_entry(&mut st, parent, name, res)
-                    .map_err(|e| e.reframe(op, user));
-            }
-            _ => return Err(Error::new(ErrorKind::NotADirectory, op, user)),
+            FileType::Dir => self
+                .remove_tree(&mut st, &r.path)
+                .map_err(|e| e.reframe(op, user)),
+            FileType::Symlink if !r.trailing_slash => self
+                .remove_entry(&mut st, parent, name, res)
+                .map_err(|e| e.reframe(op, user)),
+            _ => Err(Error::new(ErrorKind::NotADirectory, op, user)),
         }
-        self.remove_tree(&mut st, &r.path)
-            .map_err(|e| e.reframe(op, user))
     }
 
-    /// Removes the merged directory at `path` and everything below it.
-    fn remove_tree(&self, st: &mut State, path: &LayerPath) -> Result<()> {
+    /// Removes everything below the merged directory at `path`.
+    fn remove_children(&self, st: &mut State, path: &LayerPath) -> Result<()> {
         let dir = st.cursor_at(path)?;
         let children: Vec<(String, Res)> = st
             .index(&dir)?
@@ -804,6 +800,12 @@ impl MergedView {
                 self.remove_entry(st, &dir, &name, &res)?;
             }
         }
+        Ok(())
+    }
+
+    /// Removes the merged directory at `path` and everything below it.
+    fn remove_tree(&self, st: &mut State, path: &LayerPath) -> Result<()> {
+        self.remove_children(st, path)?;
         let (Some(parent_path), Some(name)) = (path.parent(), path.file_name()) else {
             return Ok(());
         };
@@ -844,15 +846,28 @@ impl MergedView {
     ) -> Result<()> {
         let (user, user_to) = (from.as_ref(), to.as_ref());
         let op = Operation::Rename;
-        crate::path::UserPath::parse(user, op)?;
-        crate::path::UserPath::parse(user_to, op)?;
+        for p in [user, user_to] {
+            if p.contains('\0') {
+                // `std` refuses a NUL byte in either path before the call.
+                crate::path::UserPath::parse(p, op)?;
+            }
+        }
         let mut st = self.write_state();
+        // As the kernel's `do_renameat2`: the source's parent is walked
+        // before the target is even parsed.
         let src = st.resolve(user, op, Follow::Create)?;
         let dst = st.resolve(user_to, op, Follow::Create)?;
-        let (Some((sparent, sname)), Some((dparent, dname))) =
-            (src.parent.clone(), dst.parent.clone())
-        else {
+        let Some((sparent, sname)) = src.parent.clone() else {
             return Err(Error::new(ErrorKind::Busy, op, user));
+        };
+        let Some((dparent, dname)) = dst.parent.clone() else {
+            // As the kernel's `do_renameat2`: no name to replace.
+            let kind = if mode == RenameMode::NoReplace {
+                ErrorKind::AlreadyExists
+            } else {
+                ErrorKind::Busy
+            };
+            return Err(Error::new(kind, op, user_to));
         };
         let sres = src.existing(op, user)?.clone();
         if mode == RenameMode::NoReplace && dst.obj.is_some() {
@@ -1109,6 +1124,11 @@ impl MergedView {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
+        if atime.is_none() && mtime.is_none() {
+            // As `utimensat` with both `UTIME_OMIT`: nothing to do, and
+            // the path is not even looked up.
+            return Ok(());
+        }
         self.change_meta(path.as_ref(), Operation::SetTimes, |m| {
             if let Some(t) = atime {
                 m.atime = t;
@@ -1125,8 +1145,10 @@ impl MergedView {
     /// The value of extended attribute `name` (follows symlinks).
     ///
     /// # Errors
-    /// `ERANGE` for an empty or too long name, `EOPNOTSUPP` for an unknown
-    /// namespace, `ENODATA` if absent.
+    /// `ERANGE` for an empty or too long name, `ENODATA` for a `user.`
+    /// attribute of anything but a regular file or directory, `EINVAL` for a
+    /// bare namespace prefix, `EOPNOTSUPP` for an unknown namespace,
+    /// `ENODATA` if absent.
     pub fn get_xattr(&self, path: impl AsRef<str>, name: &str) -> Result<Bytes> {
         let user = path.as_ref();
         let op = Operation::GetXattr;
@@ -1134,24 +1156,27 @@ impl MergedView {
         let st = self.read_state();
         let r = st.resolve(user, op, Follow::Always)?;
         let res = r.existing(op, user)?;
-        check_xattr_name(name, op, user)?;
         let meta = meta_of(&st, res)?;
         let no_data = || {
             Error::new(ErrorKind::NoData, op, user)
                 .with_detail(format!("no extended attribute `{name}`"))
         };
+        // The kernel's `xattr_permission` comes before the name check.
         if !xattr_allowed_on(meta.file_type, name) {
             return Err(no_data());
         }
+        check_xattr_name(name, op, user)?;
         meta.xattrs.get(name).cloned().ok_or_else(no_data)
     }
 
     /// Sets extended attribute `name` (follows symlinks). Copies up.
     ///
     /// # Errors
-    /// `E2BIG` for a value over 64 KiB, `ERANGE`/`EOPNOTSUPP` for a bad
+    /// `E2BIG` for a value over 64 KiB, `ERANGE` for an empty or too long
     /// name, `EPERM` for a `user.` attribute on anything but a regular file
-    /// or directory.
+    /// or directory, then (after the copy-up, as the kernel)
+    /// `EINVAL`/`EOPNOTSUPP` for a bad name (see
+    /// [`crate::meta::check_xattr_name`]).
     pub fn set_xattr(
         &self,
         path: impl AsRef<str>,
@@ -1169,7 +1194,6 @@ impl MergedView {
             let st = self.read_state();
             let r = st.resolve(user, op, Follow::Always)?;
             let res = r.existing(op, user)?;
-            check_xattr_name(name, op, user)?;
             if !xattr_allowed_on(res.file_type, name) {
                 return Err(Error::new(ErrorKind::NotPermitted, op, user).with_detail(
                     "user attributes are only allowed on regular files and directories",
@@ -1177,7 +1201,10 @@ impl MergedView {
             }
         }
         let value = Bytes::copy_from_slice(value);
+        // As the kernel: the copy-up comes first, then the upper
+        // filesystem refuses a bad name.
         self.change_meta(user, op, |m| {
+            check_xattr_name(name, op, user)?;
             m.xattrs.insert(name, value);
             Ok(())
         })
@@ -1196,10 +1223,10 @@ impl MergedView {
             let st = self.read_state();
             let r = st.resolve(user, op, Follow::Always)?;
             let res = r.existing(op, user)?;
-            check_xattr_name(name, op, user)?;
             if !xattr_allowed_on(res.file_type, name) {
                 return Err(Error::new(ErrorKind::NotPermitted, op, user));
             }
+            check_xattr_name(name, op, user)?;
             if meta_of(&st, res)?.xattrs.get(name).is_none() {
                 return Err(Error::new(ErrorKind::NoData, op, user)
                     .with_detail(format!("no extended attribute `{name}`")));
@@ -1274,6 +1301,17 @@ fn new_name<'r>(r: &'r Resolved, op: Operation, user: &str) -> Result<(&'r Curso
         (Some(_), None) => Err(Error::new(ErrorKind::NotFound, op, user)),
         _ => Err(Error::new(ErrorKind::AlreadyExists, op, user)),
     }
+}
+
+/// The error of `rmdir` on a path that names a directory without a name,
+/// by the kind of its last component (as the kernel's `do_rmdir`).
+fn no_name_to_remove(user: &str, op: Operation) -> Result<Error> {
+    let kind = match crate::path::UserPath::parse(user, op)?.last_kind() {
+        LastKind::Dot => ErrorKind::InvalidInput,
+        LastKind::DotDot => ErrorKind::DirectoryNotEmpty,
+        LastKind::Root | LastKind::Name => ErrorKind::Busy,
+    };
+    Ok(Error::new(kind, op, user))
 }
 
 fn check_xattr_len(name: &str, op: Operation, user: &str) -> Result<()> {

@@ -118,6 +118,10 @@ pub(crate) enum Follow {
     /// It is not, and a trailing slash is left to the operation (those
     /// that make or remove a name, as the kernel's `filename_create`).
     Create,
+    /// As `Always`, for `open` with `O_CREAT`: the last name of the path,
+    /// or of a symlink target it ends in, with a trailing slash is `EISDIR`
+    /// without being looked up (the kernel's `open_last_lookups`).
+    Creating,
 }
 
 /// How a lookup continues into the layers below a redirect.
@@ -587,9 +591,21 @@ impl State {
                 }
                 continue;
             }
+            if comp == "." {
+                // A path (or a symlink target) ending in `.`: the directory
+                // the components before it lead to.
+                if last {
+                    return Ok(self.dir_resolved(cur, true));
+                }
+                continue;
+            }
+            if last && trailing && follow == Follow::Creating {
+                return Err(err(ErrorKind::IsADirectory));
+            }
             let res = self.child(&cur, &comp)?;
-            let follow_this =
-                !last || follow == Follow::Always || (follow == Follow::OnSlash && trailing);
+            let follow_this = !last
+                || matches!(follow, Follow::Always | Follow::Creating)
+                || (follow == Follow::OnSlash && trailing);
             match res {
                 Some(res) if res.file_type.is_symlink() && follow_this => {
                     links += 1;
@@ -784,15 +800,27 @@ fn redirect_continuation(r: &str, name: &str, idx: usize) -> Continue {
 
 /// The components of a parsed path in reverse order (the next to walk
 /// last), each with the trailing-slash flag it carries if it ends the path.
+///
+/// A path ending in `.` gets a final `.` component: every name before it
+/// is then walked as a directory on the way (it must exist), and the `.`
+/// names that directory itself, as the kernel's `LAST_DOT`.
 fn components<'a>(parsed: &UserPath<'a>) -> impl Iterator<Item = (&'a str, bool)> + use<'a> {
-    let n = parsed.components.len();
     let slash = parsed.trailing_slash;
-    let comps: Vec<Component<'a>> = parsed.components.clone();
-    comps.into_iter().enumerate().rev().map(move |(i, c)| {
-        let name = match c {
+    let mut comps: Vec<&'a str> = parsed
+        .components
+        .iter()
+        .map(|c| match c {
             Component::Parent => "..",
             Component::Name(name) => name,
-        };
-        (name, i + 1 == n && slash)
-    })
+        })
+        .collect();
+    if parsed.ends_in_dot {
+        comps.push(".");
+    }
+    let n = comps.len();
+    comps
+        .into_iter()
+        .enumerate()
+        .rev()
+        .map(move |(i, name)| (name, i + 1 == n && slash))
 }

@@ -1,0 +1,539 @@
+//! The child side of the kernel harness: a process chrooted into the
+//! overlay mount that applies operations exactly as a program would (with
+//! `std::fs` and `rustix`) and prints each [`Outcome`] on one marked line.
+//!
+//! The parent starts it by re-executing the test binary with only the
+//! `kernel_child` test selected and [`CHILD_ENV`] set to the mount point; it
+//! then writes one operation per line on the child's stdin (a one-op
+//! [`Scenario`] encoded with [`Scenario::to_bytes`], in hex) and reads one
+//! [`OUTCOME_MARK`] line back per operation. `Op::Commit` never reaches the
+//! child: the parent does it (it remounts).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, BufRead, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use layerstack::testing::{MetadataSummary, Op, Outcome, Scenario};
+use layerstack::view::{OpenOptions, RenameMode};
+use layerstack::{ErrorKind, FileType, Timestamp};
+
+use crate::harness::ESTALE_MARK;
+use rustix::fs::{AtFlags, CWD, Mode, RenameFlags, Timespec, Timestamps, UTIME_OMIT};
+
+/// The environment variable that makes `kernel_child` serve: the mount point
+/// to chroot into.
+pub const CHILD_ENV: &str = "LAYERSTACK_KERNEL_CHILD_ROOT";
+/// The prefix of the line that carries an outcome.
+pub const OUTCOME_MARK: &str = "LAYERSTACK-OUTCOME ";
+
+/// Extended attribute values and lists are never larger than this here.
+const XATTR_BUF: usize = 1 << 16;
+
+/// Chroots into `root` and serves operations from stdin until it closes.
+pub fn serve(root: &OsStr) {
+    std::os::unix::fs::chroot(root).expect("chroot into the overlay mount");
+    std::env::set_current_dir("/").expect("chdir / in the chroot");
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    let stdin = io::stdin();
+    let mut stdout = io::stdout();
+    for line in stdin.lock().lines() {
+        let line = line.expect("read an operation from the parent");
+        let bytes = decode_hex(line.trim()).expect("the parent sends hex");
+        let scenario = Scenario::from_bytes(&bytes);
+        let [op] = scenario.ops.as_slice() else {
+            panic!("the parent sends exactly one operation, got {scenario:?}");
+        };
+        let outcome = match std::panic::catch_unwind(|| apply(op)) {
+            Ok(outcome) => format!("{outcome:?}"),
+            Err(_) if STALE.with(std::cell::Cell::get) => ESTALE_MARK.to_owned(),
+            Err(e) => std::panic::resume_unwind(e),
+        };
+        STALE.with(|s| s.set(false));
+        writeln!(stdout, "{OUTCOME_MARK}{outcome}").expect("write the outcome");
+        stdout.flush().expect("flush the outcome");
+    }
+}
+
+/// Hex of `bytes`.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Whether `path`, just listed by `readdir`, is a whiteout the kernel
+/// lists by mistake: in a directory that comes from a single lower layer,
+/// overlayfs passes `readdir` through to the real directory, so a whiteout
+/// there that hides nothing (nothing below has the name) is listed, as a
+/// character device, while a lookup of it gives `ENOENT`. The crate never
+/// lists whiteouts; such entries are left out of the comparison.
+pub fn is_stray_whiteout(path: &Path) -> io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+thread_local! {
+    /// Set when the kernel answered `ESTALE` (see `ESTALE_MARK`).
+    static STALE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The outcome of a failed call, by errno.
+fn err(e: &io::Error) -> Outcome {
+    let errno = e
+        .raw_os_error()
+        .unwrap_or_else(|| panic!("an error without an errno from the kernel: {e}"));
+    if errno == 116 {
+        STALE.with(|s| s.set(true));
+        panic!("ESTALE: the kernel refuses this layer stack");
+    }
+    let kind = ErrorKind::from_errno(errno)
+        .unwrap_or_else(|| panic!("errno {errno} ({e}) has no ErrorKind: add it"));
+    Outcome::Err(kind)
+}
+
+fn rustix_err(e: rustix::io::Errno) -> Outcome {
+    err(&io::Error::from(e))
+}
+
+fn unit(r: io::Result<()>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Unit,
+        Err(e) => err(&e),
+    }
+}
+
+fn file_type(t: fs::FileType) -> FileType {
+    if t.is_dir() {
+        FileType::Dir
+    } else if t.is_file() {
+        FileType::File
+    } else if t.is_symlink() {
+        FileType::Symlink
+    } else if t.is_fifo() {
+        FileType::Fifo
+    } else if t.is_char_device() {
+        FileType::CharDevice
+    } else if t.is_block_device() {
+        FileType::BlockDevice
+    } else if t.is_socket() {
+        FileType::Socket
+    } else {
+        panic!("unknown file type {t:?}")
+    }
+}
+
+/// Attribute names and values of `path`, sorted (following a final symlink
+/// or not). Everything the kernel lists is shown: overlayfs already hides
+/// its own `trusted.overlay.*` bookkeeping, and nothing else (no LSM label,
+/// no ACL) is ever set on these trees.
+pub fn xattrs(path: &Path, follow: bool) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut list = vec![0u8; XATTR_BUF];
+    let n = if follow {
+        rustix::fs::listxattr(path, &mut list[..])?
+    } else {
+        rustix::fs::llistxattr(path, &mut list[..])?
+    };
+    let mut names: Vec<String> = list[..n]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8(n.to_vec()).expect("attribute names here are UTF-8"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let mut value = vec![0u8; XATTR_BUF];
+        let len = if follow {
+            rustix::fs::getxattr(path, name.as_str(), &mut value[..])?
+        } else {
+            rustix::fs::lgetxattr(path, name.as_str(), &mut value[..])?
+        };
+        value.truncate(len);
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// What the model's metadata shows of `m`: directory sizes are 0 (the
+/// model does not compare them), `rdev` only for devices.
+pub fn summary(m: &fs::Metadata, xattrs: Vec<(String, Vec<u8>)>) -> MetadataSummary {
+    let file_type = file_type(m.file_type());
+    MetadataSummary {
+        file_type,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        size: if file_type == FileType::Dir {
+            0
+        } else {
+            m.size()
+        },
+        nlink: m.nlink(),
+        rdev: match file_type {
+            FileType::CharDevice | FileType::BlockDevice => m.rdev(),
+            _ => 0,
+        },
+        xattrs,
+    }
+}
+
+fn metadata(path: &str, follow: bool) -> Outcome {
+    let m = if follow {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    };
+    let m = match m {
+        Ok(m) => m,
+        Err(e) => return err(&e),
+    };
+    match xattrs(Path::new(path), follow) {
+        Ok(x) => Outcome::Metadata(summary(&m, x)),
+        Err(e) => err(&e),
+    }
+}
+
+/// The API check of the view before opening: `read`, `write` and `open`
+/// of a fifo, device or socket are `EINVAL` in the crate (`File` reads and
+/// writes only regular files), where the syscall would block on a fifo,
+/// fail with `ENXIO` on a socket or reach a host device. So, as the crate
+/// does, a special file found (following symlinks) is refused before any
+/// syscall that opens it. `None`: go on with the syscall.
+fn special(path: &str) -> Option<()> {
+    match fs::metadata(path) {
+        Ok(m) if file_type(m.file_type()).is_special() => Some(()),
+        _ => None,
+    }
+}
+
+const EINVAL: Outcome = Outcome::Err(ErrorKind::InvalidInput);
+
+fn read_at(path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let file = fs::File::open(path)?;
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    // At least one read, even of nothing: a directory gives EISDIR then.
+    loop {
+        let n = file.read_at(&mut buf[got..], offset + got as u64)?;
+        got += n;
+        if n == 0 || got == len {
+            break;
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// The `std` options equal to the crate's `options` (found by trying every
+/// combination of the six flags: the crate's fields are private).
+fn std_options(options: &OpenOptions) -> fs::OpenOptions {
+    let bits = (0u8..64)
+        .map(|b| [0, 1, 2, 3, 4, 5].map(|i| b & (1 << i) != 0))
+        .find(|b| {
+            let mut o = OpenOptions::new();
+            o.read(b[0])
+                .write(b[1])
+                .append(b[2])
+                .truncate(b[3])
+                .create(b[4])
+                .create_new(b[5]);
+            o == *options
+        })
+        .expect("six flags describe every OpenOptions");
+    let mut o = fs::OpenOptions::new();
+    o.read(bits[0])
+        .write(bits[1])
+        .append(bits[2])
+        .truncate(bits[3])
+        .create(bits[4])
+        .create_new(bits[5]);
+    o
+}
+
+fn timespec(t: Option<Timestamp>) -> Timespec {
+    match t {
+        Some(t) => Timespec {
+            tv_sec: t.sec,
+            tv_nsec: i64::from(t.nsec),
+        },
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+    }
+}
+
+pub fn rustix_file_type(t: FileType) -> rustix::fs::FileType {
+    match t {
+        FileType::Fifo => rustix::fs::FileType::Fifo,
+        FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
+        FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
+        FileType::Socket => rustix::fs::FileType::Socket,
+        FileType::File => rustix::fs::FileType::RegularFile,
+        FileType::Dir => rustix::fs::FileType::Directory,
+        FileType::Symlink => rustix::fs::FileType::Symlink,
+    }
+}
+
+/// Applies `op` in the current root (the chroot), as a program would.
+pub fn apply(op: &Op) -> Outcome {
+    match op {
+        Op::Metadata { path } => metadata(path, true),
+        Op::SymlinkMetadata { path } => metadata(path, false),
+        Op::Read { path } => {
+            if special(path).is_some() {
+                return EINVAL;
+            }
+            match fs::read(path) {
+                Ok(data) => Outcome::Bytes(data),
+                Err(e) => err(&e),
+            }
+        }
+        Op::ReadAt { path, offset, len } => {
+            if special(path).is_some() {
+                return EINVAL;
+            }
+            match read_at(path, *offset, *len) {
+                Ok(data) => Outcome::Bytes(data),
+                Err(e) => err(&e),
+            }
+        }
+        Op::ReadDir { path } => {
+            let entries = fs::read_dir(path).and_then(|dir| {
+                let mut out = Vec::new();
+                for e in dir {
+                    let e = e?;
+                    if is_stray_whiteout(&e.path())? {
+                        continue;
+                    }
+                    let name = String::from_utf8(e.file_name().as_bytes().to_vec())
+                        .expect("names here are UTF-8");
+                    out.push((name, file_type(e.file_type()?)));
+                }
+                Ok(out)
+            });
+            match entries {
+                Ok(mut entries) => {
+                    entries.sort();
+                    Outcome::Listing(entries)
+                }
+                Err(e) => err(&e),
+            }
+        }
+        Op::ReadLink { path } => match fs::read_link(path) {
+            Ok(t) => Outcome::Target(t.into_os_string().into_string().expect("UTF-8 targets")),
+            Err(e) => err(&e),
+        },
+        Op::Write { path, data } => {
+            if special(path).is_some() {
+                return EINVAL;
+            }
+            unit(fs::write(path, data))
+        }
+        Op::Append { path, data } => {
+            if special(path).is_some() {
+                return EINVAL;
+            }
+            unit(
+                fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(data)),
+            )
+        }
+        Op::WriteAt { path, offset, data } => {
+            if special(path).is_some() {
+                return EINVAL;
+            }
+            unit(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.write_all_at(data, *offset)),
+            )
+        }
+        Op::SetLen { path, len } => {
+            // truncate(2) of a fifo or device is EINVAL without opening it;
+            // the crate's `set_len` says the same. A program opens the file
+            // for writing and calls `File::set_len`, which would block on a
+            // fifo: refuse special files first, as the crate does.
+            if special(path).is_some() {
+                return EINVAL;
+            }
+            unit(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(*len)),
+            )
+        }
+        Op::Open { path, options } => {
+            // The crate's documented check: `std` accepts
+            // `append + truncate + create_new`, the crate refuses every
+            // `truncate + append` (EINVAL) before touching the path.
+            if !options.is_valid() {
+                return EINVAL;
+            }
+            if !options.create_new_flag() && special(path).is_some() {
+                // See `special`: write access is EINVAL, a read-only open
+                // succeeds and does nothing.
+                return if options.writes() {
+                    EINVAL
+                } else {
+                    Outcome::Unit
+                };
+            }
+            unit(std_options(options).open(path).map(drop))
+        }
+        Op::CreateDir { path } => unit(fs::create_dir(path)),
+        Op::CreateDirAll { path } => unit(fs::create_dir_all(path)),
+        Op::RemoveFile { path } => unit(fs::remove_file(path)),
+        Op::RemoveDir { path } => unit(fs::remove_dir(path)),
+        Op::RemoveDirAll { path } => remove_dir_all(path),
+        Op::Rename { from, to, mode } => {
+            let flags = match mode {
+                RenameMode::Replace => RenameFlags::empty(),
+                RenameMode::NoReplace => RenameFlags::NOREPLACE,
+                RenameMode::Exchange => RenameFlags::EXCHANGE,
+            };
+            match rustix::fs::renameat_with(CWD, from.as_str(), CWD, to.as_str(), flags) {
+                Ok(()) => Outcome::Unit,
+                Err(e) => rustix_err(e),
+            }
+        }
+        Op::Symlink { target, link } => unit(std::os::unix::fs::symlink(target, link)),
+        Op::HardLink { original, link } => unit(fs::hard_link(original, link)),
+        Op::SetPermissions { path, mode } => {
+            unit(fs::set_permissions(path, fs::Permissions::from_mode(*mode)))
+        }
+        Op::SetOwner { path, uid, gid } => unit(std::os::unix::fs::chown(path, *uid, *gid)),
+        Op::SetTimes { path, atime, mtime } => {
+            let times = Timestamps {
+                last_access: timespec(*atime),
+                last_modification: timespec(*mtime),
+            };
+            match rustix::fs::utimensat(CWD, path.as_str(), &times, AtFlags::empty()) {
+                Ok(()) => Outcome::Unit,
+                Err(e) => rustix_err(e),
+            }
+        }
+        Op::GetXattr { path, name } => {
+            let mut value = vec![0u8; XATTR_BUF];
+            match rustix::fs::getxattr(path.as_str(), name.as_str(), &mut value[..]) {
+                Ok(n) => {
+                    value.truncate(n);
+                    Outcome::Bytes(value)
+                }
+                Err(e) => rustix_err(e),
+            }
+        }
+        Op::SetXattr { path, name, value } => {
+            match rustix::fs::setxattr(
+                path.as_str(),
+                name.as_str(),
+                value,
+                rustix::fs::XattrFlags::empty(),
+            ) {
+                Ok(()) => Outcome::Unit,
+                Err(e) => rustix_err(e),
+            }
+        }
+        Op::RemoveXattr { path, name } => {
+            match rustix::fs::removexattr(path.as_str(), name.as_str()) {
+                Ok(()) => Outcome::Unit,
+                Err(e) => rustix_err(e),
+            }
+        }
+        Op::ListXattr { path } => {
+            let mut list = vec![0u8; XATTR_BUF];
+            match rustix::fs::listxattr(path.as_str(), &mut list[..]) {
+                Ok(n) => {
+                    let mut names: Vec<String> = list[..n]
+                        .split(|b| *b == 0)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| String::from_utf8(n.to_vec()).expect("UTF-8 attribute names"))
+                        .collect();
+                    names.sort();
+                    Outcome::Names(names)
+                }
+                Err(e) => rustix_err(e),
+            }
+        }
+        Op::Mknod {
+            path,
+            file_type,
+            mode,
+            rdev,
+        } => {
+            // The crate's `mknod` takes the type apart from the mode and
+            // creates only fifos, devices and sockets (EINVAL otherwise,
+            // checked first as the kernel's `may_mknod` checks the type);
+            // the syscall would also make a regular file (S_IFREG) or give
+            // EPERM for S_IFDIR.
+            if !file_type.is_special() {
+                return EINVAL;
+            }
+            match rustix::fs::mknodat(
+                CWD,
+                path.as_str(),
+                rustix_file_type(*file_type),
+                Mode::from_raw_mode(mode & 0o7777),
+                *rdev,
+            ) {
+                Ok(()) => Outcome::Unit,
+                Err(e) => rustix_err(e),
+            }
+        }
+        Op::Commit => panic!("commit is done by the parent"),
+    }
+}
+
+/// What `create_new` the options hold (the field is private to the crate).
+trait CreateNew {
+    fn create_new_flag(&self) -> bool;
+}
+
+impl CreateNew for OpenOptions {
+    fn create_new_flag(&self) -> bool {
+        // `create_new` is the only way to create without `create`.
+        self.creates() && {
+            let mut without = *self;
+            without.create_new(false);
+            without != *self
+        }
+    }
+}
+
+/// The crate's `remove_dir_all`: `std`'s, except that a path naming no
+/// directory by its name (the root, `.`, `..`, a symlink with a trailing
+/// slash) is refused with `rmdir`'s error before anything is removed (`std`
+/// would empty the directory first).
+fn remove_dir_all(path: &str) -> Outcome {
+    let parsed = match layerstack::path::UserPath::parse(path, layerstack::Operation::RemoveDir) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Err(e.kind()),
+    };
+    if parsed.last_kind() != layerstack::path::LastKind::Name {
+        return unit(fs::remove_dir(path));
+    }
+    if parsed.trailing_slash
+        && fs::symlink_metadata(path.trim_end_matches('/')).is_ok_and(|m| m.is_symlink())
+    {
+        return Outcome::Err(ErrorKind::NotADirectory);
+    }
+    unit(fs::remove_dir_all(path))
+}
