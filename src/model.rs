@@ -783,11 +783,18 @@ impl Model {
                 return Err(to_err(ErrorKind::CrossesDevices));
             }
         }
-        // 11.
+        // 11. A target with a lower part is checked before anything
+        // happens; a pure upper one only by the rename itself, after the
+        // kernel copied the source and both parents up.
         if !exchange
             && let Some(Child::Dir(id)) = target
             && !self.dir(id).entries.is_empty()
         {
+            if !self.has_lower_part(Child::Dir(id)) {
+                self.copy_up_dirs(&from_res.stack);
+                self.copy_up_child(source);
+                self.copy_up_dirs(&to_res.stack);
+            }
             return Err(to_err(ErrorKind::DirectoryNotEmpty));
         }
         // 12.

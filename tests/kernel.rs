@@ -45,13 +45,16 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 
+use layerstack::layer::dir::DirLayerOptions;
 use layerstack::layer::walk;
 use layerstack::testing::{
-    MetadataSummary, Op, Outcome, apply_to_view, build_layer, ops_strategy, stack_items_strategy,
+    MetadataSummary, Op, Outcome, apply_to_view, build_layer, ops_strategy, snapshot_view,
+    stack_items_strategy,
 };
 use layerstack::view::{DirRename, OpenOptions, RenameMode};
 use layerstack::{
-    Entry, ErrorKind, FileType, Layer, LayerPath, MemLayer, MergedView, Metadata, ViewOptions,
+    DirLayer, Entry, ErrorKind, FileType, Layer, LayerPath, MemLayer, MergedView, Metadata,
+    ViewOptions,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -919,4 +922,179 @@ fn commit_keeps_what_the_mount_shows() {
         outcomes[9],
         Outcome::Listing(vec![("b".into(), FileType::File)])
     );
+}
+
+// ----- each side reads the other's layers -----
+
+fn utf8(p: &Path) -> camino::Utf8PathBuf {
+    camino::Utf8PathBuf::from_path_buf(p.to_owned()).expect("a UTF-8 scratch path")
+}
+
+fn dir_lowers(dirs: &[std::path::PathBuf]) -> Vec<Arc<dyn Layer>> {
+    dirs.iter()
+        .map(|d| Arc::new(DirLayer::open(utf8(d)).expect("open a lower")) as Arc<dyn Layer>)
+        .collect()
+}
+
+/// Runs `ops` through a view over the stack written to disk with a disk
+/// upper, then mounts the kernel overlay over the very same directories,
+/// once with our upper as `upperdir` and once with it as the top
+/// `lowerdir`: both mounts must show exactly the view's tree.
+fn kernel_reads_ours(layers: &[MemLayer], ops: &[Op], options: ViewOptions, extra: &str) {
+    let mut scratch = harness::Scratch::new().expect("mount the scratch tmpfs");
+    let root = scratch.root.clone();
+    let mut lowers = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let dir = root.join(format!("l{i}"));
+        std::fs::create_dir(&dir).expect("mkdir a lower");
+        harness::materialize(layer, &dir);
+        lowers.push(dir);
+    }
+    let (upper, work) = (root.join("upper"), root.join("work"));
+    let disk_upper = DirLayer::open_upper_with(
+        utf8(&upper),
+        utf8(&work),
+        DirLayerOptions::default().commit_dir(utf8(&root.join("committed"))),
+    )
+    .expect("open our upper");
+    let view = MergedView::with_options(dir_lowers(&lowers), disk_upper, options).expect("view");
+    for op in ops {
+        apply_to_view(&view, op);
+    }
+    let ours = snapshot_view(&view).expect("walk the view");
+    let stack: Vec<std::path::PathBuf> = view
+        .layers()
+        .iter()
+        .map(|l| {
+            let dir = l.as_any().downcast_ref::<DirLayer>().expect("a disk layer");
+            dir.path().as_std_path().to_owned()
+        })
+        .collect();
+    drop(view);
+    let lowerdir = |dirs: &[std::path::PathBuf]| {
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let with_extra = |mut data: String| {
+        if !extra.is_empty() {
+            data.push(',');
+            data.push_str(extra);
+        }
+        data
+    };
+    let mnt = root.join("mnt-upper");
+    let kwork = root.join("kernel-work");
+    std::fs::create_dir_all(&kwork).expect("mkdir a workdir");
+    scratch.mount_overlay(
+        &mnt,
+        &with_extra(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowerdir(&stack),
+            upper.display(),
+            kwork.display()
+        )),
+    );
+    let kernel = harness::snapshot_dir(&mnt).expect("walk the mount");
+    if let Some(d) = harness::first_difference(&ours, &kernel) {
+        panic!("the kernel mounting our upper as upperdir shows another tree: {d}");
+    }
+    scratch.unmount_last();
+    let mut all = vec![upper.clone()];
+    all.extend(stack);
+    let mnt = root.join("mnt-lower");
+    scratch.mount_overlay(&mnt, &with_extra(format!("lowerdir={}", lowerdir(&all))));
+    let kernel = harness::snapshot_dir(&mnt).expect("walk the mount");
+    if let Some(d) = harness::first_difference(&ours, &kernel) {
+        panic!("the kernel mounting our upper as the top lowerdir shows another tree: {d}");
+    }
+}
+
+/// Runs `ops` through the kernel mount, then opens its upperdir (and the
+/// lowers) as `DirLayer`s: our view must show exactly the mount's tree.
+fn we_read_the_kernels(layers: &[MemLayer], ops: &[Op], options: ViewOptions, extra: &str) {
+    let (_, overlay, _) = match run(layers, ops, options, extra) {
+        Ok(done) => done,
+        Err(RunError::Unsupported(_)) => return,
+        Err(RunError::Diverged { step, detail }) => {
+            panic!("model and kernel differ at step {step}: {detail}")
+        }
+    };
+    let kernel = overlay.snapshot().expect("walk the mount");
+    let our_work = overlay.scratch_dir("our-work");
+    let upper = DirLayer::open_upper(utf8(overlay.upper()), utf8(&our_work))
+        .expect("open the kernel's upperdir");
+    let view =
+        MergedView::with_options(dir_lowers(overlay.lowers()), upper, options).expect("view");
+    let ours = snapshot_view(&view).expect("walk the view");
+    if let Some(d) = harness::first_difference(&ours, &kernel) {
+        panic!("our view of the kernel's upperdir differs from its mount: {d}");
+    }
+}
+
+fn interop_config() -> Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(300, |n: u32| (n / 10).max(1));
+    Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/kernel.proptest-regressions",
+        ))),
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(interop_config())]
+
+    #[test]
+    fn the_kernel_mounts_our_layers_and_shows_our_tree(
+        stack in stack_items_strategy(3),
+        ops in ops_strategy(30),
+        redirect in any::<bool>(),
+    ) {
+        if !kernel_available() {
+            return Ok(());
+        }
+        let layers: Vec<_> = stack.iter().map(|items| build_layer(items)).collect();
+        if let Some(why) = aliasing_redirect(&layers) {
+            return Err(TestCaseError::reject(why));
+        }
+        if layers.is_empty() {
+            return Err(TestCaseError::reject("overlayfs needs a lower layer"));
+        }
+        let (options, extra) = if redirect {
+            (ViewOptions::default().dir_rename(DirRename::Redirect), "redirect_dir=on")
+        } else {
+            (ViewOptions::default(), "")
+        };
+        kernel_reads_ours(&layers, &ops, options, extra);
+    }
+
+    #[test]
+    fn we_open_the_kernels_upperdir_and_show_its_tree(
+        stack in stack_items_strategy(3),
+        ops in ops_strategy(30),
+        redirect in any::<bool>(),
+    ) {
+        if !kernel_available() {
+            return Ok(());
+        }
+        let layers: Vec<_> = stack.iter().map(|items| build_layer(items)).collect();
+        if let Some(why) = aliasing_redirect(&layers) {
+            return Err(TestCaseError::reject(why));
+        }
+        if layers.is_empty() {
+            return Err(TestCaseError::reject("overlayfs needs a lower layer"));
+        }
+        let (options, extra) = if redirect {
+            (ViewOptions::default().dir_rename(DirRename::Redirect), "redirect_dir=on")
+        } else {
+            (ViewOptions::default(), "")
+        };
+        we_read_the_kernels(&layers, &ops, options, extra);
+    }
 }

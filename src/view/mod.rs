@@ -924,6 +924,21 @@ impl MergedView {
             && let Some(ddir) = dst.dir()
             && !st.index(&ddir)?.entries.is_empty()
         {
+            if !ddir.stack.iter().any(|(idx, _)| *idx != resolve::UPPER) {
+                // The kernel checks only a target with a lower part before
+                // it starts; a pure upper one fails in the upper's own
+                // rename, after the source was copied up (and given its
+                // redirect) and the target's parent too.
+                let redirect = self
+                    .prepare_moving(&mut st, &src.path, &sres)
+                    .map_err(|e| e.reframe(op, user))?;
+                if let Some(r) = redirect {
+                    st.upper.set_redirect(&src.path, Some(r))?;
+                    st.refresh(&sparent.path, &sname, true)?;
+                }
+                st.copy_up(&dparent.path, &self.options)
+                    .map_err(|e| e.reframe(op, user_to))?;
+            }
             return Err(Error::new(ErrorKind::DirectoryNotEmpty, op, user_to));
         }
         let r = if exchange {

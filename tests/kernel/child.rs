@@ -535,5 +535,21 @@ fn remove_dir_all(path: &str) -> Outcome {
     {
         return Outcome::Err(ErrorKind::NotADirectory);
     }
-    unit(fs::remove_dir_all(path))
+    // The crate resolves the path once and removes that directory; `std`
+    // walks the path again for its final `rmdir`, which a symlink on the
+    // way (removed with the tree) can send elsewhere. So: resolve the
+    // parent first, then remove by the resolved path.
+    let path = std::path::Path::new(path);
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return unit(fs::remove_dir_all(path));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    match fs::canonicalize(parent) {
+        Ok(real) => unit(fs::remove_dir_all(real.join(name))),
+        Err(e) => err(&e),
+    }
 }

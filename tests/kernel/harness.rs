@@ -84,14 +84,16 @@ fn unmount(path: &Path) {
 
 /// A tmpfs on a fresh directory, unmounted (with everything mounted below
 /// it) and removed on drop.
-struct Scratch {
-    root: PathBuf,
+pub struct Scratch {
+    /// The tmpfs mount point.
+    pub root: PathBuf,
     /// Mounts below `root`, unmounted first (last first).
     mounts: Vec<PathBuf>,
 }
 
 impl Scratch {
-    fn new() -> std::io::Result<Scratch> {
+    /// A fresh tmpfs.
+    pub fn new() -> std::io::Result<Scratch> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let root = std::env::temp_dir().join(format!("lsk-{}-{n}", std::process::id()));
@@ -105,6 +107,23 @@ impl Scratch {
             root,
             mounts: Vec::new(),
         })
+    }
+}
+
+impl Scratch {
+    /// Mounts an overlay with `data` on `mnt` (a directory below the root),
+    /// unmounted with the scratch.
+    pub fn mount_overlay(&mut self, mnt: &Path, data: &str) {
+        fs::create_dir_all(mnt).expect("mkdir the mount point");
+        mount_overlay(mnt, data).unwrap_or_else(|e| panic!("mount overlay {data}: {e}"));
+        self.mounts.push(mnt.to_owned());
+    }
+
+    /// Unmounts the last overlay mounted with [`Scratch::mount_overlay`].
+    pub fn unmount_last(&mut self) {
+        if let Some(m) = self.mounts.pop() {
+            unmount(&m);
+        }
     }
 }
 
@@ -397,6 +416,18 @@ impl Overlay {
         &self.upper
     }
 
+    /// The lower directories, top first (committed uppers included).
+    pub fn lowers(&self) -> &[PathBuf] {
+        &self.lowers
+    }
+
+    /// A directory on the scratch tmpfs for other uses.
+    pub fn scratch_dir(&self, name: &str) -> PathBuf {
+        let dir = self.scratch.root.join(name);
+        fs::create_dir_all(&dir).expect("mkdir on the scratch tmpfs");
+        dir
+    }
+
     fn fresh_upper(&mut self, mode: u32, uid: u32, gid: u32, attrs: &[(String, Vec<u8>)]) {
         let g = self.generation;
         self.generation += 1;
@@ -472,7 +503,7 @@ impl Overlay {
     }
 
     /// The merged tree.
-    fn snapshot(&self) -> Result<Snapshot, RunError> {
+    pub fn snapshot(&self) -> Result<Snapshot, RunError> {
         snapshot_dir(&self.mnt).map_err(|e| {
             if e.raw_os_error() == Some(ESTALE) {
                 RunError::Unsupported(format!("walking the mount: {e}"))
