@@ -1033,6 +1033,31 @@ fn we_read_the_kernels(layers: &[MemLayer], ops: &[Op], options: ViewOptions, ex
     }
 }
 
+/// The layers of a generated stack, with the view options and the mount
+/// options that agree (`redirect_dir=on` or the defaults); stacks the
+/// kernel does not support are rejected.
+fn interop_case(
+    stack: &[Vec<layerstack::testing::LayerItem>],
+    redirect: bool,
+) -> Result<(Vec<MemLayer>, ViewOptions, &'static str), TestCaseError> {
+    let layers: Vec<_> = stack.iter().map(|items| build_layer(items)).collect();
+    if let Some(why) = aliasing_redirect(&layers) {
+        return Err(TestCaseError::reject(why));
+    }
+    if layers.is_empty() {
+        return Err(TestCaseError::reject("overlayfs needs a lower layer"));
+    }
+    Ok(if redirect {
+        (
+            layers,
+            ViewOptions::default().dir_rename(DirRename::Redirect),
+            "redirect_dir=on",
+        )
+    } else {
+        (layers, ViewOptions::default(), "")
+    })
+}
+
 fn interop_config() -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -1059,18 +1084,7 @@ proptest! {
         if !kernel_available() {
             return Ok(());
         }
-        let layers: Vec<_> = stack.iter().map(|items| build_layer(items)).collect();
-        if let Some(why) = aliasing_redirect(&layers) {
-            return Err(TestCaseError::reject(why));
-        }
-        if layers.is_empty() {
-            return Err(TestCaseError::reject("overlayfs needs a lower layer"));
-        }
-        let (options, extra) = if redirect {
-            (ViewOptions::default().dir_rename(DirRename::Redirect), "redirect_dir=on")
-        } else {
-            (ViewOptions::default(), "")
-        };
+        let (layers, options, extra) = interop_case(&stack, redirect)?;
         kernel_reads_ours(&layers, &ops, options, extra);
     }
 
@@ -1083,18 +1097,7 @@ proptest! {
         if !kernel_available() {
             return Ok(());
         }
-        let layers: Vec<_> = stack.iter().map(|items| build_layer(items)).collect();
-        if let Some(why) = aliasing_redirect(&layers) {
-            return Err(TestCaseError::reject(why));
-        }
-        if layers.is_empty() {
-            return Err(TestCaseError::reject("overlayfs needs a lower layer"));
-        }
-        let (options, extra) = if redirect {
-            (ViewOptions::default().dir_rename(DirRename::Redirect), "redirect_dir=on")
-        } else {
-            (ViewOptions::default(), "")
-        };
+        let (layers, options, extra) = interop_case(&stack, redirect)?;
         we_read_the_kernels(&layers, &ops, options, extra);
     }
 }
