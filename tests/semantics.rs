@@ -725,3 +725,20 @@ fn upper_layer_api_sees_the_same_whiteouts_as_the_view() {
         assert_eq!(u.lookup(&p("x")).unwrap(), Some(Entry::Whiteout));
     });
 }
+
+#[test]
+fn canonicalize_resolves_symlinks_and_dot_dot_inside_the_view() {
+    let base = layer(|l| {
+        l.add_file("usr/lib/libc.so", "")?;
+        l.add_symlink("lib", "usr/lib")?;
+        l.add_symlink("usr/lib/up", "../../..")
+    });
+    let v = view(vec![base]);
+    assert_eq!(
+        v.canonicalize("/lib/libc.so").unwrap(),
+        p("usr/lib/libc.so")
+    );
+    assert_eq!(v.canonicalize("lib/up/lib").unwrap(), p("usr/lib"));
+    assert_eq!(v.canonicalize("/../..").unwrap(), LayerPath::root());
+    assert_eq!(kind(v.canonicalize("lib/missing")), ErrorKind::NotFound);
+}
