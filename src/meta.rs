@@ -405,6 +405,14 @@ pub const fn minor(rdev: u64) -> u32 {
     (((rdev >> 12) & 0xffff_ff00) | (rdev & 0x0000_00ff)) as u32
 }
 
+/// Whether `rdev` survives the kernel's `mknod`, which takes a 32-bit
+/// device number: a major of at most 12 bits and a minor of at most 20.
+/// A larger one would be cut, and could become 0/0, the whiteout marker.
+#[must_use]
+pub const fn rdev_fits_mknod(rdev: u64) -> bool {
+    major(rdev) <= 0xfff && minor(rdev) <= 0xf_ffff
+}
+
 /// The longest extended attribute name, in bytes (Linux `XATTR_NAME_MAX`).
 pub const XATTR_NAME_MAX: usize = 255;
 /// The largest extended attribute value, in bytes (Linux `XATTR_SIZE_MAX`).

@@ -1022,6 +1022,11 @@ impl Model {
         let user = UserPath::parse(path, op)?;
         let resolved = self.resolve_user(&user, path, op, Follow::Create)?;
         let name = self.new_name(&resolved, op, path, file_type)?;
+        if matches!(file_type, FileType::CharDevice | FileType::BlockDevice)
+            && !crate::meta::rdev_fits_mknod(rdev)
+        {
+            return Err(Error::new(ErrorKind::InvalidInput, op, path));
+        }
         if file_type == FileType::CharDevice && rdev == 0 {
             return Err(Error::new(ErrorKind::NotPermitted, op, path)
                 .with_detail("the character device 0/0 is the whiteout marker"));

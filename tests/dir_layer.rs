@@ -537,3 +537,74 @@ fn readers_never_see_a_torn_file_or_a_half_done_copy_up_on_disk() {
         }
     });
 }
+
+#[test]
+fn device_numbers_mknod_would_cut_are_refused_never_turned_into_whiteouts() {
+    if !privileged("device_numbers_mknod_would_cut_are_refused_never_turned_into_whiteouts") {
+        return;
+    }
+    let scratch = Scratch::new("rdev");
+    let upper = DirLayer::open_upper(scratch.path("u"), scratch.path("w")).unwrap();
+    let view = MergedView::new(vec![], upper).unwrap();
+    // 1 << 32 is major 0, minor 0x100000: its low 32 bits are 0/0.
+    let err = view
+        .mknod("x", FileType::CharDevice, 0o644, 1 << 32)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(!view.exists("x").unwrap());
+    // A lower device with such a number cannot be copied up onto disk either.
+    let mut lower = MemLayer::new();
+    lower
+        .add_special(
+            "dev/odd",
+            Metadata::new(FileType::BlockDevice).with_rdev(1 << 32),
+        )
+        .unwrap();
+    let mut disk = DirLayer::open_upper(scratch.path("u2"), scratch.path("w2")).unwrap();
+    let err = copy_layer(&lower, &mut disk).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(!scratch.path("u2/dev/odd").exists());
+}
+
+#[test]
+fn a_new_file_never_inherits_the_inode_number_of_a_removed_copy_up() {
+    if !privileged("a_new_file_never_inherits_the_inode_number_of_a_removed_copy_up") {
+        return;
+    }
+    let scratch = Scratch::new("ino-reuse");
+    let mut base = MemLayer::new();
+    base.add_file("a", "x").unwrap();
+    base.add_hard_link("a", "b").unwrap();
+    let lower: Arc<dyn Layer> = Arc::new(to_disk(&base, &scratch, "lower"));
+    let upper = DirLayer::open_upper(scratch.path("u"), scratch.path("w")).unwrap();
+    let view = MergedView::new(vec![lower], upper).unwrap();
+    let b = view.metadata("b").unwrap().ino;
+    for i in 0..20 {
+        view.append("a", "y").unwrap();
+        assert_eq!(view.metadata("a").unwrap().ino, b, "copy-up keeps st_ino");
+        view.remove_file("a").unwrap();
+        // The filesystem may hand the freed inode to the new file.
+        view.write(format!("c{i}"), "new").unwrap();
+        assert_ne!(view.metadata(format!("c{i}")).unwrap().ino, b);
+        view.hard_link("b", "a").unwrap();
+    }
+}
+
+#[test]
+fn the_commit_directory_cannot_be_inside_the_upper() {
+    if !privileged("the_commit_directory_cannot_be_inside_the_upper") {
+        return;
+    }
+    let scratch = Scratch::new("commit-inside");
+    let options = DirLayerOptions::default().commit_dir(scratch.path("u/layers"));
+    let upper = DirLayer::open_upper_with(scratch.path("u"), scratch.path("w"), options).unwrap();
+    let view = MergedView::new(vec![], upper).unwrap();
+    view.write("f", "1").unwrap();
+    assert_eq!(view.commit().unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(view.read("f").unwrap(), "1");
+    assert_eq!(
+        view.read_dir("/").unwrap().len(),
+        1,
+        "nothing was made in the upper"
+    );
+}

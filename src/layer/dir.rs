@@ -296,7 +296,7 @@ impl DirLayer {
         clean_dir(&work).map_err(|e| errno_error(e, Operation::Layer, workdir.as_str()))?;
         layer.work = Some(Work {
             fd: work,
-            upper_path: upper.to_owned(),
+            upper_path: cu.clone(),
             counter: AtomicU64::new(0),
         });
         Ok(layer)
@@ -908,7 +908,11 @@ impl Layer for DirLayer {
 
 impl LayerMut for DirLayer {
     fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()> {
-        if !content.fits(meta.file_type) {
+        if !content.fits(meta.file_type)
+            || (matches!(meta.file_type, FileType::CharDevice | FileType::BlockDevice)
+                && !crate::meta::rdev_fits_mknod(meta.rdev))
+        {
+            // A device number mknod would cut could land on 0/0: a whiteout.
             return Err(self.err(Errno::INVAL, path));
         }
         let durability = self.options.durability;
@@ -1091,6 +1095,39 @@ impl LayerMut for DirLayer {
         result.map_err(|e| self.err(e, path))
     }
 
+    fn clear_dir(&mut self, path: &LayerPath) -> Result<()> {
+        let work = self.work(path)?;
+        let listing = self.read_dir(path)?;
+        if listing
+            .entries
+            .iter()
+            .any(|(_, k)| *k != EntryKind::Whiteout)
+        {
+            return Err(self.err(Errno::NOTEMPTY, path));
+        }
+        let Some(Entry::Node(node)) = self.lookup(path)? else {
+            return Err(self.err(Errno::NOENT, path));
+        };
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        let tmp = Self::temp_name(work);
+        // An empty opaque twin is made in the work directory and swapped in;
+        // the old directory, whiteouts and all, is then removed there.
+        let result = (|| {
+            rustix::fs::mkdirat(&work.fd, &tmp, Mode::from_raw_mode(0o700))?;
+            let fd = rustix::fs::openat(
+                &work.fd,
+                &tmp,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.set_overlay_attr(&fd, "opaque", Some(b"y"))?;
+            self.apply_meta(&work.fd, &tmp, &node.meta)?;
+            rustix::fs::renameat_with(&work.fd, &tmp, &dir, name, RenameFlags::EXCHANGE)
+        })();
+        let _ = remove_tree_at(&work.fd, tmp.as_str());
+        result.map_err(|e| self.err(e, path))
+    }
+
     fn set_opaque(&mut self, path: &LayerPath, opaque: bool) -> Result<()> {
         self.work(path)?;
         let fd = self
@@ -1196,15 +1233,28 @@ impl LayerMut for DirLayer {
                 .map_err(|e| self.err(e, from))?,
             Target::Dir { .. }
         );
-        // Where plain rename(2) would do, RENAME_WHITEOUT does it atomically.
-        let atomic = match self
+        let target = self
             .target_state(&tdir, tname)
-            .map_err(|e| self.err(e, to))?
-        {
-            Target::Missing => true,
-            Target::Whiteout | Target::Other => !from_is_dir,
-            Target::Dir { .. } => false,
-        };
+            .map_err(|e| self.err(e, to))?;
+        let device_whiteout = matches!(target, Target::Whiteout)
+            && Self::statx_at(&tdir, tname).is_ok_and(|st| {
+                FileType::from_mode(u32::from(st.stx_mode)) == Some(FileType::CharDevice)
+            });
+        if device_whiteout {
+            // Swapping with the whiteout already at `to` moves the object
+            // and leaves the whiteout at `from` in one step (files and
+            // directories alike).
+            return rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
+                .map_err(|e| self.err(e, to));
+        }
+        // Where plain rename(2) would do, RENAME_WHITEOUT does it atomically
+        // (it makes a device whiteout: not when xattr whiteouts were asked for).
+        let atomic = self.options.whiteouts == WhiteoutFormat::Device
+            && match target {
+                Target::Missing => true,
+                Target::Other => !from_is_dir,
+                Target::Whiteout | Target::Dir { .. } => false,
+            };
         if atomic {
             match rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::WHITEOUT) {
                 Ok(()) => return Ok(()),
@@ -1244,16 +1294,50 @@ impl LayerMut for DirLayer {
         };
         let upper = work.upper_path.clone();
         let io = |p: &Utf8Path, e: std::io::Error| Error::from_io(&e, Operation::Commit, p);
+        let inside = |dir: &Utf8Path| {
+            Error::new(ErrorKind::InvalidInput, Operation::Commit, dir.as_str())
+                .with_detail("the commit directory cannot be inside the upper layer")
+        };
+        let absolute = match std::env::current_dir() {
+            Ok(cwd) if commit_dir.is_relative() => {
+                Utf8PathBuf::from_path_buf(cwd.join(&commit_dir))
+                    .unwrap_or_else(|_| commit_dir.clone())
+            }
+            _ => commit_dir.clone(),
+        };
+        if absolute.starts_with(&upper) {
+            return Err(inside(&commit_dir));
+        }
         std::fs::create_dir_all(&commit_dir).map_err(|e| io(&commit_dir, e))?;
+        let commit_dir = commit_dir
+            .canonicalize_utf8()
+            .map_err(|e| io(&commit_dir, e))?;
+        if commit_dir.starts_with(&upper) {
+            return Err(inside(&commit_dir));
+        }
+        // The directory at the upper's path must still be this layer's
+        // (same device and inode): commit moves it by path.
+        let here = rustix::fs::stat(upper.as_str()).map_err(|e| self.err(e, &root))?;
+        let ours = rustix::fs::fstat(&self.root).map_err(|e| self.err(e, &root))?;
+        if (here.st_dev, here.st_ino) != (ours.st_dev, ours.st_ino) {
+            return Err(Error::new(ErrorKind::Io, Operation::Commit, upper.as_str())
+                .with_detail("the upper directory was moved or replaced while in use"));
+        }
         let mut n = 0u64;
         let target = loop {
             let candidate = commit_dir.join(n.to_string());
-            if !candidate.exists() {
-                break candidate;
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                upper.as_str(),
+                rustix::fs::CWD,
+                candidate.as_str(),
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => break candidate,
+                Err(Errno::EXIST | Errno::NOTEMPTY) => n += 1,
+                Err(e) => return Err(errno_error(e, Operation::Commit, upper.as_str())),
             }
-            n += 1;
         };
-        std::fs::rename(&upper, &target).map_err(|e| io(&upper, e))?;
         std::fs::create_dir(&upper).map_err(|e| io(&upper, e))?;
         // The root descriptor follows the directory to its new place.
         let fresh = open_dir_path(&upper)?;
@@ -1309,11 +1393,20 @@ fn proc_path(fd: &impl AsRawFd) -> String {
 }
 
 fn check_proc(path: &Utf8Path) -> Result<()> {
-    if std::path::Path::new("/proc/self/fd").is_dir() {
+    // A real procfs, not a directory of look-alike symlinks (in a chroot,
+    // say), since its magic links are trusted to lead to our descriptors.
+    let is_procfs = rustix::fs::open(
+        "/proc/self/fd",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| rustix::fs::fstatfs(&fd))
+    .is_ok_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC);
+    if is_procfs {
         Ok(())
     } else {
         Err(Error::new(ErrorKind::Io, Operation::Layer, path.as_str())
-            .with_detail("/proc is not mounted; a DirLayer reaches xattrs through /proc/self/fd"))
+            .with_detail("no procfs at /proc; a DirLayer reaches xattrs through /proc/self/fd"))
     }
 }
 

@@ -277,6 +277,26 @@ pub trait LayerMut: Layer {
     /// entries.
     fn whiteout(&mut self, path: &LayerPath) -> Result<()>;
 
+    /// Replaces directory `path`, which holds only whiteouts, with an empty
+    /// opaque directory with the same metadata, in one step (the kernel's
+    /// `ovl_clear_empty`): what the view shows does not change, and the
+    /// directory can then be removed or replaced without its whiteouts
+    /// going one by one, when a crash halfway would let lower entries show
+    /// again. The default removes the whiteouts, then marks the directory.
+    ///
+    /// # Errors
+    /// `ENOENT` if missing, `ENOTDIR` if not a directory, `ENOTEMPTY` if it
+    /// holds anything but whiteouts.
+    fn clear_dir(&mut self, path: &LayerPath) -> Result<()> {
+        for (name, kind) in self.read_dir(path)?.entries {
+            if kind != EntryKind::Whiteout {
+                return Err(layer_error(ErrorKind::DirectoryNotEmpty, path));
+            }
+            self.remove(&path.join(&name)?)?;
+        }
+        self.set_opaque(path, true)
+    }
+
     /// Marks directory `path` opaque or not.
     ///
     /// # Errors

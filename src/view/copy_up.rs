@@ -21,6 +21,16 @@ use super::resolve::{Cursor, Res, State, UPPER};
 impl State {
     /// Copies up every directory from the root down to `path`, and `path`.
     pub fn copy_up(&mut self, path: &LayerPath, options: &ViewOptions) -> Result<()> {
+        let r = self.copy_up_chain(path, options);
+        if r.is_err() {
+            // Some of the chain may be up already: drop the indexes rather
+            // than trust them.
+            self.clear_cache();
+        }
+        r
+    }
+
+    fn copy_up_chain(&mut self, path: &LayerPath, options: &ViewOptions) -> Result<()> {
         let mut at = LayerPath::root();
         for name in path.names() {
             at = at.join_unchecked(name);

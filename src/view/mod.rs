@@ -143,13 +143,20 @@ impl MergedView {
             _ => Metadata::new(FileType::Dir),
         };
         let frozen = st.upper.commit()?;
-        // The new upper root shows what the old one showed.
-        st.upper.set_metadata(&LayerPath::root(), &root_meta)?;
+        // The committed layer joins the stack before anything else can
+        // fail, so no change is ever lost.
         st.lowers.insert(0, frozen);
         let id = st.next_layer_id;
         st.next_layer_id += 1;
         st.layer_ids.insert(0, id);
+        st.clear_cache();
+        // The new upper root shows what the old one showed.
+        let kept = st
+            .upper
+            .set_metadata(&LayerPath::root(), &root_meta)
+            .map_err(|e| e.reframe(Operation::Commit, "/"));
         st.root_stack = st.compute_root_stack()?;
+        kept?;
         st.clear_cache();
         Ok(())
     }
@@ -433,10 +440,12 @@ impl MergedView {
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
-        st.upper
-            .write_at(path, offset, data)
-            .map_err(|e| e.reframe(Operation::Write, user))?;
-        self.touch(st, path, true)
+        changing(st, |st| {
+            st.upper
+                .write_at(path, offset, data)
+                .map_err(|e| e.reframe(Operation::Write, user))?;
+            self.touch(st, path, true)
+        })
     }
 
     /// Sets ctime (and mtime when `modified`) of an upper object to now.
@@ -497,38 +506,49 @@ impl MergedView {
         meta: &Metadata,
         content: Content,
     ) -> Result<()> {
-        st.copy_up(&parent.path, &self.options)?;
-        let path = parent.path.join_unchecked(name);
-        let over_whiteout = matches!(st.upper.lookup(&path)?, Some(Entry::Whiteout));
-        if over_whiteout && matches!(content, Content::Dir) {
-            st.upper.create_opaque_dir(&path, meta)?;
-        } else {
-            st.upper.create(&path, meta, content)?;
-        }
-        self.touch(st, &parent.path, true)?;
-        st.refresh(&parent.path, name, true)
+        changing(st, |st| {
+            st.copy_up(&parent.path, &self.options)?;
+            let path = parent.path.join_unchecked(name);
+            let over_whiteout = matches!(st.upper.lookup(&path)?, Some(Entry::Whiteout));
+            if over_whiteout && matches!(content, Content::Dir) {
+                st.upper.create_opaque_dir(&path, meta)?;
+            } else {
+                st.upper.create(&path, meta, content)?;
+            }
+            // A new object is no copy-up, whatever an earlier, removed object
+            // with its inode number was (filesystems reuse inode numbers).
+            if let Some(Entry::Node(node)) = st.upper.lookup(&path)? {
+                let id = st.layer_ids[resolve::UPPER];
+                st.origins.remove(&(id, node.meta.ino));
+            }
+            self.touch(st, &parent.path, true)?;
+            st.refresh(&parent.path, name, true)
+        })
     }
 
     /// Removes `name` (resolving to `res`) from merged directory `parent`:
     /// from the upper if it is there, and a whiteout if a lower layer
     /// still shows the name.
     fn remove_entry(&self, st: &mut State, parent: &Cursor, name: &str, res: &Res) -> Result<()> {
-        st.copy_up(&parent.path, &self.options)?;
-        let path = parent.path.join_unchecked(name);
-        if res.in_upper() && res.file_type.is_dir() {
-            // The view lists it empty: what the upper holds are whiteouts.
-            let listing = st.upper.read_dir(&path)?;
-            for (child, _) in listing.entries {
-                st.upper.remove(&path.join_unchecked(&child))?;
+        changing(st, |st| {
+            st.copy_up(&parent.path, &self.options)?;
+            let path = parent.path.join_unchecked(name);
+            if res.in_upper()
+                && res.file_type.is_dir()
+                && !st.upper.read_dir(&path)?.entries.is_empty()
+            {
+                // The view lists it empty: what the upper holds are whiteouts,
+                // which go in one step.
+                st.upper.clear_dir(&path)?;
             }
-        }
-        if st.lower_positive(parent, name)? {
-            st.upper.whiteout(&path)?;
-        } else if res.in_upper() {
-            st.upper.remove(&path)?;
-        }
-        self.touch(st, &parent.path, true)?;
-        st.refresh(&parent.path, name, res.file_type.is_dir())
+            if st.lower_positive(parent, name)? {
+                st.upper.whiteout(&path)?;
+            } else if res.in_upper() {
+                st.upper.remove(&path)?;
+            }
+            self.touch(st, &parent.path, true)?;
+            st.refresh(&parent.path, name, res.file_type.is_dir())
+        })
     }
 
     /// As [`std::fs::create_dir`]. A directory created where a deleted
@@ -649,6 +669,17 @@ impl MergedView {
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
         let (parent, name) = new_name(&r, op, user)?;
+        if matches!(file_type, FileType::CharDevice | FileType::BlockDevice)
+            && !crate::meta::rdev_fits_mknod(rdev)
+        {
+            return Err(
+                Error::new(ErrorKind::InvalidInput, op, user).with_detail(format!(
+                    "device {}:{} does not fit the kernel's 12-bit major and 20-bit minor",
+                    crate::meta::major(rdev),
+                    crate::meta::minor(rdev)
+                )),
+            );
+        }
         if file_type == FileType::CharDevice && rdev == 0 {
             return Err(Error::new(ErrorKind::NotPermitted, op, user)
                 .with_detail("the character device 0/0 is the whiteout marker"));
@@ -696,9 +727,9 @@ impl MergedView {
         st.upper
             .hard_link(&src.path, &dst.path)
             .map_err(|e| e.reframe(op, user_link))?;
+        st.refresh(&parent.path, name, false)?;
         self.touch(&mut st, &src.path, false)?;
-        self.touch(&mut st, &parent.path, true)?;
-        st.refresh(&parent.path, name, false)
+        self.touch(&mut st, &parent.path, true)
     }
 
     /// As [`std::fs::remove_file`] (a symlink is removed itself). A name
@@ -805,15 +836,17 @@ impl MergedView {
 
     /// Removes the merged directory at `path` and everything below it.
     fn remove_tree(&self, st: &mut State, path: &LayerPath) -> Result<()> {
-        self.remove_children(st, path)?;
-        let (Some(parent_path), Some(name)) = (path.parent(), path.file_name()) else {
-            return Ok(());
-        };
-        let parent = st.cursor_at(&parent_path)?;
-        let res = st
-            .child(&parent, name)?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, Operation::RemoveDir, path.as_str()))?;
-        self.remove_entry(st, &parent, name, &res)
+        changing(st, |st| {
+            self.remove_children(st, path)?;
+            let (Some(parent_path), Some(name)) = (path.parent(), path.file_name()) else {
+                return Ok(());
+            };
+            let parent = st.cursor_at(&parent_path)?;
+            let res = st.child(&parent, name)?.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, Operation::RemoveDir, path.as_str())
+            })?;
+            self.remove_entry(st, &parent, name, &res)
+        })
     }
 
     /// As [`std::fs::rename`].
@@ -997,41 +1030,44 @@ impl MergedView {
         (sparent, sname, sres): (&Cursor, &str, &Res),
         (dparent, dname, dres): (&Cursor, &str, Option<&Res>),
     ) -> Result<()> {
-        let spath = sparent.path.join_unchecked(sname);
-        let dpath = dparent.path.join_unchecked(dname);
-        st.copy_up(&dparent.path, &self.options)?;
-        let redirect = self.prepare_moving(st, &spath, sres)?;
-        // The source's lower part (if any) is what a whiteout must hide.
-        let sparent = st.cursor_at(&sparent.path)?;
-        let dparent = st.cursor_at(&dparent.path)?;
-        let source_whiteout = st.lower_positive(&sparent, sname)?;
-        let target_lower = st.lower_positive(&dparent, dname)?;
-        if sres.file_type.is_dir() {
-            // Flags go on before the move, as the kernel sets them, so the
-            // directory never shows at its new place without them.
-            set_dir_flags(st, &spath, redirect, target_lower)?;
-        }
-        if let Some(dres) = dres
-            && dres.in_upper()
-            && dres.file_type.is_dir()
-        {
-            // An empty merged target: clear its whiteouts so it can be replaced.
-            for (child, _) in st.upper.read_dir(&dpath)?.entries {
-                st.upper.remove(&dpath.join_unchecked(&child))?;
+        changing(st, |st| {
+            let spath = sparent.path.join_unchecked(sname);
+            let dpath = dparent.path.join_unchecked(dname);
+            st.copy_up(&dparent.path, &self.options)?;
+            let redirect = self.prepare_moving(st, &spath, sres)?;
+            // The source's lower part (if any) is what a whiteout must hide.
+            let sparent = st.cursor_at(&sparent.path)?;
+            let dparent = st.cursor_at(&dparent.path)?;
+            let source_whiteout = st.lower_positive(&sparent, sname)?;
+            let target_lower = st.lower_positive(&dparent, dname)?;
+            if sres.file_type.is_dir() {
+                // Flags go on before the move, as the kernel sets them, so the
+                // directory never shows at its new place without them.
+                set_dir_flags(st, &spath, redirect, target_lower)?;
             }
-        }
-        if source_whiteout {
-            st.upper.rename_whiteout(&spath, &dpath)?;
-        } else {
-            st.upper.rename(&spath, &dpath)?;
-        }
-        self.touch(st, &sparent.path, true)?;
-        self.touch(st, &dparent.path, true)?;
-        self.touch(st, &dpath, false)?;
-        st.forget_subtree(&spath);
-        st.forget_subtree(&dpath);
-        st.refresh(&sparent.path, sname, true)?;
-        st.refresh(&dparent.path, dname, true)
+            if let Some(dres) = dres
+                && dres.in_upper()
+                && dres.file_type.is_dir()
+            {
+                // An empty merged target: its whiteouts go in one step, so it
+                // can be replaced.
+                if !st.upper.read_dir(&dpath)?.entries.is_empty() {
+                    st.upper.clear_dir(&dpath)?;
+                }
+            }
+            if source_whiteout {
+                st.upper.rename_whiteout(&spath, &dpath)?;
+            } else {
+                st.upper.rename(&spath, &dpath)?;
+            }
+            self.touch(st, &sparent.path, true)?;
+            self.touch(st, &dparent.path, true)?;
+            self.touch(st, &dpath, false)?;
+            st.forget_subtree(&spath);
+            st.forget_subtree(&dpath);
+            st.refresh(&sparent.path, sname, true)?;
+            st.refresh(&dparent.path, dname, true)
+        })
     }
 
     fn exchange_entries(
@@ -1040,31 +1076,33 @@ impl MergedView {
         (aparent, aname, ares): (&Cursor, &str, &Res),
         (bparent, bname, bres): (&Cursor, &str, &Res),
     ) -> Result<()> {
-        let apath = aparent.path.join_unchecked(aname);
-        let bpath = bparent.path.join_unchecked(bname);
-        let aredirect = self.prepare_moving(st, &apath, ares)?;
-        let bredirect = self.prepare_moving(st, &bpath, bres)?;
-        let aparent = st.cursor_at(&aparent.path)?;
-        let bparent = st.cursor_at(&bparent.path)?;
-        let a_lower = st.lower_positive(&aparent, aname)?;
-        let b_lower = st.lower_positive(&bparent, bname)?;
-        // What goes to `bpath` gets the flags `bpath` needs, and the other
-        // way round, before the swap.
-        for (path, res, redirect, lower_there) in [
-            (&apath, ares, aredirect, b_lower),
-            (&bpath, bres, bredirect, a_lower),
-        ] {
-            if res.file_type.is_dir() {
-                set_dir_flags(st, path, redirect, lower_there)?;
+        changing(st, |st| {
+            let apath = aparent.path.join_unchecked(aname);
+            let bpath = bparent.path.join_unchecked(bname);
+            let aredirect = self.prepare_moving(st, &apath, ares)?;
+            let bredirect = self.prepare_moving(st, &bpath, bres)?;
+            let aparent = st.cursor_at(&aparent.path)?;
+            let bparent = st.cursor_at(&bparent.path)?;
+            let a_lower = st.lower_positive(&aparent, aname)?;
+            let b_lower = st.lower_positive(&bparent, bname)?;
+            // What goes to `bpath` gets the flags `bpath` needs, and the other
+            // way round, before the swap.
+            for (path, res, redirect, lower_there) in [
+                (&apath, ares, aredirect, b_lower),
+                (&bpath, bres, bredirect, a_lower),
+            ] {
+                if res.file_type.is_dir() {
+                    set_dir_flags(st, path, redirect, lower_there)?;
+                }
             }
-        }
-        st.upper.exchange(&apath, &bpath)?;
-        self.touch(st, &aparent.path, true)?;
-        self.touch(st, &bparent.path, true)?;
-        st.forget_subtree(&apath);
-        st.forget_subtree(&bpath);
-        st.refresh(&aparent.path, aname, true)?;
-        st.refresh(&bparent.path, bname, true)
+            st.upper.exchange(&apath, &bpath)?;
+            self.touch(st, &aparent.path, true)?;
+            self.touch(st, &bparent.path, true)?;
+            st.forget_subtree(&apath);
+            st.forget_subtree(&bpath);
+            st.refresh(&aparent.path, aname, true)?;
+            st.refresh(&bparent.path, bname, true)
+        })
     }
 
     // ----- metadata changes -----
@@ -1263,6 +1301,17 @@ impl MergedView {
     }
 }
 
+/// Runs a change of the upper layer. If it fails halfway, the cached
+/// directory indexes may no longer match the upper, so they are dropped
+/// (they are rebuilt from the layers on the next lookup).
+fn changing<T>(st: &mut State, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+    let r = f(st);
+    if r.is_err() {
+        st.clear_cache();
+    }
+    r
+}
+
 /// Gives a directory about to move the flag its new place needs: the
 /// redirect to its lower part, or, for a pure upper directory going where a
 /// lower layer has the name, opaqueness (nothing below may show through).
@@ -1298,8 +1347,10 @@ fn redirect_to(st: &State, path: &LayerPath) -> Result<String> {
                 names.push(r.trim_matches('/').to_owned());
                 break;
             }
-            Some(r) => names.push(r),
-            None => names.push(name.to_owned()),
+            // A relative redirect is one valid name; anything else is
+            // ignored, as lookups ignore it.
+            Some(r) if crate::path::validate_name(&r).is_ok() => names.push(r),
+            _ => names.push(name.to_owned()),
         }
         at = parent;
     }

@@ -188,6 +188,14 @@ impl State {
     /// The root's stack: the upper root, then every lower root down to the
     /// first opaque one.
     pub fn compute_root_stack(&self) -> Result<Stack> {
+        match self.upper.lookup(&LayerPath::root())? {
+            Some(Entry::Node(node)) if node.meta.is_dir() => {}
+            _ => {
+                return Err(Error::new(ErrorKind::NotADirectory, Operation::Lookup, "/")
+                    .with_layer(self.upper.describe())
+                    .with_detail("the upper layer's root is not a directory"));
+            }
+        }
         let mut stack = Vec::new();
         for idx in 0..=self.lowers.len() {
             let root = LayerPath::root();
