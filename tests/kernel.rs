@@ -71,10 +71,16 @@ fn kernel_child() {
 }
 
 fn config() -> Config {
+    config_scaled(1, 8_000)
+}
+
+/// `PROPTEST_CASES / divisor` cases (`default` without it); failing seeds
+/// are kept in `tests/kernel.proptest-regressions`.
+fn config_scaled(divisor: u32, default: u32) -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8_000);
+        .map_or(default, |n: u32| (n / divisor).max(1));
     Config {
         cases,
         max_shrink_iters: 2_000,
@@ -1059,17 +1065,7 @@ fn interop_case(
 }
 
 fn interop_config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(300, |n: u32| (n / 10).max(1));
-    Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/kernel.proptest-regressions",
-        ))),
-        ..Config::default()
-    }
+    config_scaled(10, 300)
 }
 
 proptest! {
