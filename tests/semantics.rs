@@ -742,3 +742,27 @@ fn canonicalize_resolves_symlinks_and_dot_dot_inside_the_view() {
     assert_eq!(v.canonicalize("/../..").unwrap(), LayerPath::root());
     assert_eq!(kind(v.canonicalize("lib/missing")), ErrorKind::NotFound);
 }
+
+#[test]
+fn concurrent_appenders_through_handles_never_overwrite_each_other() {
+    let v = view(vec![layer(|l| l.add_file("log", ""))]);
+    std::thread::scope(|s| {
+        for who in [b'a', b'b'] {
+            let v = &v;
+            s.spawn(move || {
+                let mut o = OpenOptions::new();
+                o.append(true);
+                let mut f = v.open("log", &o).unwrap();
+                for _ in 0..200 {
+                    f.write_all(&[who; 10]).unwrap();
+                }
+            });
+        }
+    });
+    let data = v.read("log").unwrap();
+    assert_eq!(data.len(), 4000);
+    for chunk in data.chunks(10) {
+        assert!(chunk.iter().all(|b| *b == chunk[0]), "an interleaved write");
+    }
+    assert_eq!(data.iter().filter(|b| **b == b'a').count(), 2000);
+}

@@ -110,7 +110,10 @@ impl Write for File<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check(true)?;
         if self.options.append {
-            self.pos = self.view.symlink_metadata(&self.path)?.size;
+            // The end is found and written under one lock: concurrent
+            // appenders never overwrite each other.
+            self.pos = self.view.append_existing(&self.path, buf)?;
+            return Ok(buf.len());
         }
         self.view.write_at(&self.path, self.pos, buf)?;
         self.pos += buf.len() as u64;

@@ -332,6 +332,18 @@ impl MergedView {
         self.write_data(&mut st, &path, user, len, data.as_ref())
     }
 
+    /// Appends to an existing file in one step (for [`File`] in append
+    /// mode); returns the new length.
+    pub(crate) fn append_existing(&self, user: &str, data: &[u8]) -> Result<u64> {
+        let mut opts = OpenOptions::new();
+        opts.append(true);
+        let mut st = self.write_state();
+        let (path, _) = self.open_for_write(&mut st, user, &opts)?;
+        let len = file_len(&st, &path)?;
+        self.write_data(&mut st, &path, user, len, data)?;
+        Ok(len + data.len() as u64)
+    }
+
     /// Writes `data` at `offset` of an existing file (as `pwrite`), growing
     /// it; a gap reads as zeros.
     ///
@@ -1114,9 +1126,22 @@ impl MergedView {
         op: Operation,
         f: impl FnOnce(&mut Metadata) -> Result<()>,
     ) -> Result<()> {
+        self.change_meta_checked(user, op, |_, _| Ok(()), f)
+    }
+
+    /// As [`MergedView::change_meta`], with `check` run on the resolved
+    /// object under the same lock, before the copy-up (so nothing can
+    /// change between the check and the change).
+    fn change_meta_checked(
+        &self,
+        user: &str,
+        op: Operation,
+        check: impl FnOnce(&State, &Res) -> Result<()>,
+        f: impl FnOnce(&mut Metadata) -> Result<()>,
+    ) -> Result<()> {
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Always)?;
-        r.existing(op, user)?;
+        check(&st, r.existing(op, user)?)?;
         st.copy_up(&r.path, &self.options)
             .map_err(|e| e.reframe(op, user))?;
         let Some(Entry::Node(node)) = st.upper.lookup(&r.path)? else {
@@ -1243,20 +1268,19 @@ impl MergedView {
             return Err(Error::new(ErrorKind::ArgumentListTooLong, op, user));
         }
         check_xattr_len(name, op, user)?;
-        {
-            let st = self.read_state();
-            let r = st.resolve(user, op, Follow::Always)?;
-            let res = r.existing(op, user)?;
-            if !xattr_allowed_on(res.file_type, name) {
-                return Err(Error::new(ErrorKind::NotPermitted, op, user).with_detail(
-                    "user attributes are only allowed on regular files and directories",
-                ));
-            }
-        }
         let value = Bytes::copy_from_slice(value);
+        let allowed = |_: &State, res: &Res| {
+            if xattr_allowed_on(res.file_type, name) {
+                Ok(())
+            } else {
+                Err(Error::new(ErrorKind::NotPermitted, op, user).with_detail(
+                    "user attributes are only allowed on regular files and directories",
+                ))
+            }
+        };
         // As the kernel: the copy-up comes first, then the upper
         // filesystem refuses a bad name.
-        self.change_meta(user, op, |m| {
+        self.change_meta_checked(user, op, allowed, |m| {
             check_xattr_name(name, op, user)?;
             m.xattrs.insert(name, value);
             Ok(())
@@ -1272,20 +1296,18 @@ impl MergedView {
         let user = path.as_ref();
         let op = Operation::RemoveXattr;
         check_xattr_len(name, op, user)?;
-        {
-            let st = self.read_state();
-            let r = st.resolve(user, op, Follow::Always)?;
-            let res = r.existing(op, user)?;
+        let present = |st: &State, res: &Res| {
             if !xattr_allowed_on(res.file_type, name) {
                 return Err(Error::new(ErrorKind::NotPermitted, op, user));
             }
             check_xattr_name(name, op, user)?;
-            if meta_of(&st, res)?.xattrs.get(name).is_none() {
+            if meta_of(st, res)?.xattrs.get(name).is_none() {
                 return Err(Error::new(ErrorKind::NoData, op, user)
                     .with_detail(format!("no extended attribute `{name}`")));
             }
-        }
-        self.change_meta(user, op, |m| {
+            Ok(())
+        };
+        self.change_meta_checked(user, op, present, |m| {
             m.xattrs.remove(name);
             Ok(())
         })
