@@ -462,12 +462,7 @@ impl DirLayer {
                 Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let obj = rustix::fs::openat(
-                &parent,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
+            let obj = open_o_path(&parent, name)?;
             (obj, st, Some(parent))
         };
         let mode = u32::from(st.stx_mode);
@@ -554,12 +549,7 @@ impl DirLayer {
             let whiteout = match file_type {
                 FileType::CharDevice => st.stx_rdev_major == 0 && st.stx_rdev_minor == 0,
                 FileType::File if xwhiteouts && st.stx_size == 0 => {
-                    let obj = rustix::fs::openat(
-                        &fd,
-                        name,
-                        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )?;
+                    let obj = open_o_path(&fd, name)?;
                     self.is_xwhiteout(&obj)?
                 }
                 _ => false,
@@ -637,12 +627,7 @@ impl DirLayer {
             Some(rustix::fs::Gid::from_raw(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
-        let obj = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let obj = open_o_path(dir, name)?;
         if !meta.file_type.is_symlink() {
             rustix::fs::chmodat(
                 &self.root,
@@ -688,6 +673,19 @@ impl DirLayer {
             }
         }
         Ok(())
+    }
+
+    /// Makes `name` in `dir` an empty directory marked opaque (in the work
+    /// directory, before it is moved into place).
+    fn mkdir_opaque(&self, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        self.set_overlay_attr(&fd, "opaque", Some(b"y"))
     }
 
     fn set_overlay_attr(
@@ -740,12 +738,7 @@ impl DirLayer {
                 Target::Dir { empty }
             }
             FileType::File if st.stx_size == 0 => {
-                let obj = rustix::fs::openat(
-                    dir,
-                    name,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
+                let obj = open_o_path(dir, name)?;
                 if self.has_xwhiteouts(dir)? && self.is_xwhiteout(&obj)? {
                     Target::Whiteout
                 } else {
@@ -955,16 +948,7 @@ impl LayerMut for DirLayer {
 
     fn create_opaque_dir(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
         // Marked in the work directory, then exchanged with the whiteout.
-        self.create_via_work(path, meta, |work, tmp| {
-            rustix::fs::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700))?;
-            let fd = rustix::fs::openat(
-                &work.fd,
-                tmp,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            self.set_overlay_attr(&fd, "opaque", Some(b"y"))
-        })
+        self.create_via_work(path, meta, |work, tmp| self.mkdir_opaque(&work.fd, tmp))
     }
 
     fn copy_file(
@@ -1113,14 +1097,7 @@ impl LayerMut for DirLayer {
         // An empty opaque twin is made in the work directory and swapped in;
         // the old directory, whiteouts and all, is then removed there.
         let result = (|| {
-            rustix::fs::mkdirat(&work.fd, &tmp, Mode::from_raw_mode(0o700))?;
-            let fd = rustix::fs::openat(
-                &work.fd,
-                &tmp,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            self.set_overlay_attr(&fd, "opaque", Some(b"y"))?;
+            self.mkdir_opaque(&work.fd, &tmp)?;
             self.apply_meta(&work.fd, &tmp, &node.meta)?;
             rustix::fs::renameat_with(&work.fd, &tmp, &dir, name, RenameFlags::EXCHANGE)
         })();
@@ -1384,6 +1361,17 @@ impl DirLayer {
             AtFlags::empty(),
         )
     }
+}
+
+/// An `O_PATH` descriptor of `name` in `dir` itself (a symlink is not
+/// followed): something to stat, or to reach through `/proc/self/fd`.
+fn open_o_path<P: rustix::path::Arg>(dir: &impl AsFd, name: P) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// `/proc/self/fd/N` for a descriptor: the way to reach exactly that inode
