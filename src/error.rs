@@ -69,6 +69,12 @@ pub enum ErrorKind {
     /// extended attribute outside the `user.`, `trusted.`, `security.` and
     /// `system.` namespaces).
     Unsupported,
+    /// `EBADMSG`: input data is malformed (a corrupt tar header, invalid
+    /// JSON, a blob whose digest or size is not what was declared).
+    InvalidData,
+    /// `EDQUOT`: a configured limit was exceeded (entries, bytes, header
+    /// size or path depth of a layer being imported).
+    LimitExceeded,
 }
 
 impl ErrorKind {
@@ -100,7 +106,9 @@ impl ErrorKind {
             ErrorKind::DirectoryNotEmpty => 39,
             ErrorKind::FilesystemLoop => 40,
             ErrorKind::NoData => 61,
+            ErrorKind::InvalidData => 74,
             ErrorKind::Unsupported => 95,
+            ErrorKind::LimitExceeded => 122,
         }
     }
 
@@ -135,6 +143,8 @@ impl ErrorKind {
             ErrorKind::FilesystemLoop => "ELOOP",
             ErrorKind::NoData => "ENODATA",
             ErrorKind::Unsupported => "EOPNOTSUPP",
+            ErrorKind::InvalidData => "EBADMSG",
+            ErrorKind::LimitExceeded => "EDQUOT",
         }
     }
 
@@ -163,6 +173,8 @@ impl ErrorKind {
             ErrorKind::FilesystemLoop => "too many levels of symbolic links",
             ErrorKind::NoData => "no such attribute",
             ErrorKind::Unsupported => "operation not supported",
+            ErrorKind::InvalidData => "invalid data",
+            ErrorKind::LimitExceeded => "limit exceeded",
         }
     }
 
@@ -173,7 +185,7 @@ impl ErrorKind {
     }
 }
 
-const ALL_KINDS: [ErrorKind; 21] = [
+const ALL_KINDS: [ErrorKind; 23] = [
     ErrorKind::NotPermitted,
     ErrorKind::NotFound,
     ErrorKind::Io,
@@ -195,6 +207,8 @@ const ALL_KINDS: [ErrorKind; 21] = [
     ErrorKind::FilesystemLoop,
     ErrorKind::NoData,
     ErrorKind::Unsupported,
+    ErrorKind::InvalidData,
+    ErrorKind::LimitExceeded,
 ];
 
 impl fmt::Display for ErrorKind {
@@ -260,6 +274,22 @@ pub enum Operation {
     ParsePath,
     /// An operation of a layer backend.
     Layer,
+    /// Reading a layer tar into a layer.
+    ImportLayer,
+    /// Writing a layer as a tar.
+    ExportLayer,
+    /// Reading a blob or a document of an image layout.
+    ReadBlob,
+    /// Storing a blob or a document in an image layout.
+    WriteBlob,
+    /// Opening an image (by tag or digest).
+    OpenImage,
+    /// Building an image.
+    BuildImage,
+    /// Writing an image's root filesystem into a directory.
+    Flatten,
+    /// Removing unreferenced blobs.
+    CollectGarbage,
 }
 
 impl Operation {
@@ -291,6 +321,14 @@ impl Operation {
             Operation::Commit => "commit",
             Operation::ParsePath => "parse path",
             Operation::Layer => "access",
+            Operation::ImportLayer => "import layer entry",
+            Operation::ExportLayer => "export layer entry",
+            Operation::ReadBlob => "read blob",
+            Operation::WriteBlob => "write blob",
+            Operation::OpenImage => "open image",
+            Operation::BuildImage => "build image",
+            Operation::Flatten => "flatten into",
+            Operation::CollectGarbage => "collect garbage in",
         }
     }
 }

@@ -103,6 +103,8 @@ pub mod error;
 pub mod layer;
 pub mod meta;
 pub mod model;
+#[cfg(feature = "oci")]
+pub mod oci;
 pub mod path;
 #[cfg(feature = "proptest")]
 pub mod testing;

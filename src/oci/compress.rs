@@ -1,0 +1,589 @@
+//! Layer compression: none, gzip or zstd, detected from the bytes on read.
+//!
+//! Both codecs are pure Rust: gzip through `flate2`'s `miniz_oxide`
+//! backend, zstd through `ruzstd`. Reading accepts concatenated gzip
+//! members and concatenated (and skippable) zstd frames, as `gzip -d` and
+//! `zstd -d` do. Writing is deterministic: the same tar gives the same
+//! compressed bytes, so the same content gives the same layer digest.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::mpsc;
+use std::thread;
+
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+
+/// How a layer's tar is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip (the default of Docker and of most registries).
+    #[default]
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+impl Compression {
+    /// The compression of a stream that starts with `prefix` (its first four
+    /// bytes or all of it if shorter): gzip and zstd by their magic numbers,
+    /// anything else is taken as a plain tar (whose parser then judges it).
+    ///
+    /// ```
+    /// use layerstack::oci::Compression;
+    /// assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+    /// assert_eq!(Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+    /// assert_eq!(Compression::detect(b"etc/"), Compression::None);
+    /// ```
+    #[must_use]
+    pub fn detect(prefix: &[u8]) -> Compression {
+        if prefix.starts_with(&GZIP_MAGIC) {
+            Compression::Gzip
+        } else if prefix.starts_with(&ZSTD_MAGIC) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The OCI media type of a layer with this compression.
+    #[must_use]
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// The compression a layer media type declares: the OCI types, their
+    /// `nondistributable` variants and Docker's v2 layer types. `None` for
+    /// a media type that is not a layer.
+    #[must_use]
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The name used on the command line and in messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Compression, String> {
+        match s {
+            "none" | "tar" => Ok(Compression::None),
+            "gzip" | "gz" => Ok(Compression::Gzip),
+            "zstd" | "zst" => Ok(Compression::Zstd),
+            _ => Err(format!(
+                "unknown compression `{s}` (expected none, gzip or zstd)"
+            )),
+        }
+    }
+}
+
+/// A reader of the uncompressed bytes of a layer, whatever its compression.
+pub struct Decompressor<R: Read> {
+    compression: Compression,
+    inner: DecoderKind<Prefixed<R>>,
+}
+
+type Prefixed<R> = BufReader<io::Chain<io::Cursor<Vec<u8>>, R>>;
+
+enum DecoderKind<R: BufRead> {
+    Plain(R),
+    Gzip(Box<MultiGzDecoder<R>>),
+    Zstd(Box<ZstdFrames<R>>),
+}
+
+impl<R: Read> std::fmt::Debug for Decompressor<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decompressor")
+            .field("compression", &self.compression)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Decompressor<R> {
+    /// Detects the compression of `reader` from its first bytes and decodes
+    /// it.
+    ///
+    /// # Errors
+    /// Errors reading the first bytes.
+    pub fn new(mut reader: R) -> io::Result<Decompressor<R>> {
+        let mut prefix = Vec::with_capacity(4);
+        let mut buf = [0u8; 4];
+        while prefix.len() < 4 {
+            match reader.read(&mut buf[..4 - prefix.len()]) {
+                Ok(0) => break,
+                Ok(n) => prefix.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let compression = Compression::detect(&prefix);
+        let buffered = BufReader::with_capacity(256 * 1024, io::Cursor::new(prefix).chain(reader));
+        let inner = match compression {
+            Compression::None => DecoderKind::Plain(buffered),
+            Compression::Gzip => DecoderKind::Gzip(Box::new(MultiGzDecoder::new(buffered))),
+            Compression::Zstd => DecoderKind::Zstd(Box::new(ZstdFrames::new(buffered))),
+        };
+        Ok(Decompressor { compression, inner })
+    }
+
+    /// The compression that was detected.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+}
+
+impl<R: Read> Read for Decompressor<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            DecoderKind::Plain(r) => r.read(buf),
+            DecoderKind::Gzip(r) => r.read(buf),
+            DecoderKind::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+/// Decodes a sequence of zstd frames, skipping skippable frames.
+struct ZstdFrames<R: BufRead> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    /// A frame is being decoded.
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> ZstdFrames<R> {
+        ZstdFrames {
+            source,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+
+    /// Starts the next frame; `false` at the end of the stream.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(false);
+            }
+            match self.decoder.init(&mut self.source) {
+                Ok(()) => {
+                    self.in_frame = true;
+                    return Ok(true);
+                }
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let length = u64::from(length);
+                    let skipped = io::copy(&mut (&mut self.source).take(length), &mut io::sink())?;
+                    if skipped != length {
+                        return Err(invalid("zstd: truncated skippable frame"));
+                    }
+                }
+                Err(e) => return Err(invalid(format!("zstd: {e}"))),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ruzstd::decoding::BlockDecodingStrategy;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame && !self.next_frame()? {
+                return Ok(0);
+            }
+            while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
+                let want = buf.len() - self.decoder.can_collect();
+                self.decoder
+                    .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBytes(want))
+                    .map_err(|e| invalid(format!("zstd: {e}")))?;
+            }
+            let n = self.decoder.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if self.decoder.is_finished() && self.decoder.can_collect() == 0 {
+                self.in_frame = false;
+            }
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// A writer that compresses into `inner`; [`Compressor::finish`] ends the
+/// stream and gives `inner` back.
+///
+/// zstd runs on a second thread (the pure-Rust encoder pulls its input),
+/// so compressing overlaps with producing the tar.
+pub struct Compressor<W: Write> {
+    kind: EncoderKind<W>,
+}
+
+enum EncoderKind<W: Write> {
+    Plain(W),
+    Gzip(GzEncoder<W>),
+    Zstd(ZstdEncoder<W>),
+}
+
+impl<W: Write> std::fmt::Debug for Compressor<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.kind {
+            EncoderKind::Plain(_) => "none",
+            EncoderKind::Gzip(_) => "gzip",
+            EncoderKind::Zstd(_) => "zstd",
+        };
+        f.debug_struct("Compressor")
+            .field("compression", &name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> Compressor<W> {
+    /// Compresses with `compression` into `inner`.
+    pub fn new(inner: W, compression: Compression) -> Compressor<W> {
+        let kind = match compression {
+            Compression::None => EncoderKind::Plain(inner),
+            Compression::Gzip => EncoderKind::Gzip(
+                flate2::GzBuilder::new()
+                    .operating_system(255)
+                    .write(inner, flate2::Compression::default()),
+            ),
+            Compression::Zstd => EncoderKind::Zstd(ZstdEncoder::new(inner)),
+        };
+        Compressor { kind }
+    }
+
+    /// Ends the compressed stream and returns the inner writer.
+    ///
+    /// # Errors
+    /// Errors writing to the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self.kind {
+            EncoderKind::Plain(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+            EncoderKind::Gzip(g) => g.finish(),
+            EncoderKind::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.kind {
+            EncoderKind::Plain(w) => w.write(buf),
+            EncoderKind::Gzip(w) => w.write(buf),
+            EncoderKind::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.kind {
+            EncoderKind::Plain(w) => w.flush(),
+            EncoderKind::Gzip(w) => w.flush(),
+            // zstd output is flushed by finish.
+            EncoderKind::Zstd(_) => Ok(()),
+        }
+    }
+}
+
+/// `ruzstd`'s encoder pulls input from a reader and pushes output to a
+/// writer, and panics if either fails. It runs on its own thread between
+/// two channels that never fail; this side writes the output to `inner`
+/// and reports its errors.
+struct ZstdEncoder<W: Write> {
+    inner: W,
+    input: Option<mpsc::SyncSender<Vec<u8>>>,
+    output: mpsc::Receiver<Vec<u8>>,
+    worker: Option<thread::JoinHandle<()>>,
+    pending: Vec<u8>,
+}
+
+const ZSTD_CHUNK: usize = 128 * 1024;
+
+impl<W: Write> ZstdEncoder<W> {
+    fn new(inner: W) -> ZstdEncoder<W> {
+        let (in_tx, in_rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>();
+        let worker = thread::Builder::new()
+            .name("layerstack-zstd".into())
+            .spawn(move || {
+                let source = ChannelReader {
+                    rx: in_rx,
+                    buf: Vec::new(),
+                    pos: 0,
+                };
+                let drain = ChannelWriter { tx: out_tx };
+                let mut encoder = ruzstd::encoding::FrameCompressor::new(
+                    ruzstd::encoding::CompressionLevel::Fastest,
+                );
+                encoder.set_source(source);
+                encoder.set_drain(drain);
+                encoder.compress();
+            })
+            .ok();
+        ZstdEncoder {
+            inner,
+            input: Some(in_tx),
+            output: out_rx,
+            worker,
+            pending: Vec::with_capacity(ZSTD_CHUNK),
+        }
+    }
+
+    fn send_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(ZSTD_CHUNK));
+        let sent = self.input.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
+        if !sent {
+            return Err(io::Error::other("zstd encoder thread stopped"));
+        }
+        self.drain_ready()
+    }
+
+    fn drain_ready(&mut self) -> io::Result<()> {
+        while let Ok(out) = self.output.try_recv() {
+            self.inner.write_all(&out)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if self.worker.is_none() {
+            return Err(io::Error::other("could not start the zstd encoder thread"));
+        }
+        self.send_pending()?;
+        self.input = None; // end of input
+        while let Ok(out) = self.output.recv() {
+            self.inner.write_all(&out)?;
+        }
+        if let Some(worker) = self.worker.take() {
+            worker
+                .join()
+                .map_err(|_| io::Error::other("zstd encoder failed"))?;
+        }
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ZstdEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.worker.is_none() {
+            return Err(io::Error::other("could not start the zstd encoder thread"));
+        }
+        let room = ZSTD_CHUNK - self.pending.len();
+        let n = room.min(buf.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == ZSTD_CHUNK {
+            self.send_pending()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                // The sender is gone: the end of the input.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+struct ChannelWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // If the receiving side is gone, its error is already reported
+        // there; the output is dropped.
+        let _ = self.tx.send(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(compression: Compression, data: &[u8]) -> Vec<u8> {
+        let mut c = Compressor::new(Vec::new(), compression);
+        for chunk in data.chunks(7_777) {
+            c.write_all(chunk).unwrap();
+        }
+        let packed = c.finish().unwrap();
+        let mut d = Decompressor::new(&packed[..]).unwrap();
+        assert_eq!(d.compression(), compression);
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            assert_eq!(round_trip(c, &data), data, "{c}");
+            assert_eq!(round_trip(c, b""), b"", "{c}");
+        }
+    }
+
+    #[test]
+    fn compression_is_deterministic() {
+        let data = b"the same bytes give the same compressed bytes".repeat(1000);
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut a = Compressor::new(Vec::new(), c);
+            a.write_all(&data).unwrap();
+            let mut b = Compressor::new(Vec::new(), c);
+            b.write_all(&data).unwrap();
+            assert_eq!(a.finish().unwrap(), b.finish().unwrap(), "{c}");
+        }
+    }
+
+    #[test]
+    fn concatenated_streams_and_skippable_frames_decode() {
+        let mut packed = Vec::new();
+        for part in [&b"first "[..], b"second"] {
+            let mut c = Compressor::new(Vec::new(), Compression::Zstd);
+            c.write_all(part).unwrap();
+            packed.extend(c.finish().unwrap());
+            // A skippable frame between (magic 0x184D2A50, length 3).
+            packed.extend([0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]);
+        }
+        let mut out = String::new();
+        Decompressor::new(&packed[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "first second");
+
+        let mut gz = Vec::new();
+        for part in [&b"one "[..], b"two"] {
+            let mut c = Compressor::new(Vec::new(), Compression::Gzip);
+            c.write_all(part).unwrap();
+            gz.extend(c.finish().unwrap());
+        }
+        let mut out = String::new();
+        Decompressor::new(&gz[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "one two");
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error_not_a_panic() {
+        let mut c = Compressor::new(Vec::new(), Compression::Zstd);
+        c.write_all(&b"abc".repeat(10_000)).unwrap();
+        let mut packed = c.finish().unwrap();
+        let mid = packed.len() / 2;
+        for b in &mut packed[mid..] {
+            *b ^= 0x5a;
+        }
+        let mut out = Vec::new();
+        assert!(
+            Decompressor::new(&packed[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .is_err()
+        );
+
+        let mut c = Compressor::new(Vec::new(), Compression::Gzip);
+        c.write_all(&b"abc".repeat(10_000)).unwrap();
+        let packed = c.finish().unwrap();
+        let truncated = &packed[..packed.len() - 10];
+        let mut out = Vec::new();
+        assert!(
+            Decompressor::new(truncated)
+                .unwrap()
+                .read_to_end(&mut out)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn media_types_name_their_compression() {
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            assert_eq!(Compression::from_media_type(c.layer_media_type()), Some(c));
+        }
+        assert_eq!(
+            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(Compression::from_media_type("application/json"), None);
+    }
+}

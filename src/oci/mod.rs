@@ -1,0 +1,14 @@
+//! OCI images (feature `oci`): layer tarballs in and out, digests, the
+//! image layout as a content-addressed blob store, images as stacks of
+//! layers, building, flattening and `docker diff`.
+//!
+//! The contract is the OCI image spec: `layer.md` (the tar changeset and its
+//! whiteouts, see [`whiteout`]), `image-layout.md` (`oci-layout`,
+//! `index.json`, `blobs/sha256/<hex>`), `manifest.md` and `config.md`.
+
+pub mod compress;
+pub mod digest;
+pub mod whiteout;
+
+pub use compress::{Compression, Compressor, Decompressor};
+pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};

@@ -1,0 +1,105 @@
+//! The OCI whiteout encoding of a layer tar.
+//!
+//! The image spec (`layer.md`, "Whiteouts") encodes deletions as names:
+//!
+//! - `DIR/.wh.NAME` (an empty regular file) deletes `DIR/NAME` in the
+//!   layers below. Its own type, mode and contents mean nothing.
+//! - `DIR/.wh..wh..opq` makes `DIR` opaque: nothing below the layer shows
+//!   through it.
+//! - Whiteouts apply to the layers *below* only, whatever their position in
+//!   the tar: an entry of the same layer is never deleted by one, even if
+//!   the whiteout comes after it.
+//! - Other names starting with `.wh..wh.` are AUFS bookkeeping (`.wh..wh.plnk`,
+//!   `.wh..wh.aufs`) and are skipped.
+//! - `.wh.`, `.wh..` and `.wh...` would delete nothing, the directory
+//!   itself or its parent: they are invalid and refused.
+//!
+//! In a [`Layer`](crate::Layer) the same facts are data:
+//! [`Entry::Whiteout`](crate::Entry::Whiteout) and
+//! [`Node::opaque`](crate::Node::opaque). This module converts between the
+//! two.
+
+/// The prefix that marks a whiteout name.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+
+/// The name that marks its directory opaque.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// The prefix of AUFS bookkeeping names (skipped on import).
+pub const AUFS_META_PREFIX: &str = ".wh..wh.";
+
+/// What one name of a layer tar means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarName<'a> {
+    /// An ordinary name.
+    Plain(&'a str),
+    /// A whiteout that deletes this name (in the same directory) below.
+    Whiteout(&'a str),
+    /// The opaque marker of its directory.
+    Opaque,
+    /// AUFS bookkeeping, to be skipped.
+    AufsMeta,
+}
+
+/// Classifies the last component of a tar entry name.
+///
+/// ```
+/// use layerstack::oci::whiteout::{TarName, classify};
+/// assert_eq!(classify("app.conf"), Ok(TarName::Plain("app.conf")));
+/// assert_eq!(classify(".wh.app.conf"), Ok(TarName::Whiteout("app.conf")));
+/// assert_eq!(classify(".wh..wh..opq"), Ok(TarName::Opaque));
+/// assert_eq!(classify(".wh..wh.plnk"), Ok(TarName::AufsMeta));
+/// assert!(classify(".wh..").is_err());
+/// ```
+///
+/// # Errors
+/// For `.wh.`, `.wh..` and `.wh...`, a message saying why.
+pub fn classify(name: &str) -> Result<TarName<'_>, &'static str> {
+    if name == OPAQUE_MARKER {
+        return Ok(TarName::Opaque);
+    }
+    if name.starts_with(AUFS_META_PREFIX) {
+        return Ok(TarName::AufsMeta);
+    }
+    match name.strip_prefix(WHITEOUT_PREFIX) {
+        None => Ok(TarName::Plain(name)),
+        Some("") => Err("invalid whiteout `.wh.`: it names nothing"),
+        Some(".") => Err("invalid whiteout `.wh..`: it would delete its own directory"),
+        Some("..") => Err("invalid whiteout `.wh...`: it would delete the parent directory"),
+        Some(target) => Ok(TarName::Whiteout(target)),
+    }
+}
+
+/// The tar name that deletes `name` (a single component).
+#[must_use]
+pub fn whiteout_name(name: &str) -> String {
+    format!("{WHITEOUT_PREFIX}{name}")
+}
+
+/// Whether a name a user gives is reserved by the OCI encoding (it starts
+/// with `.wh.`) and so cannot be stored in a layer tar as itself.
+#[must_use]
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(WHITEOUT_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_classify_as_the_spec_says() {
+        assert_eq!(classify(".wh.a"), Ok(TarName::Whiteout("a")));
+        assert_eq!(classify(".wh..a"), Ok(TarName::Whiteout(".a")));
+        assert_eq!(classify(".wh.wh."), Ok(TarName::Whiteout("wh.")));
+        assert_eq!(classify("a.wh.b"), Ok(TarName::Plain("a.wh.b")));
+        assert_eq!(classify(".wh..wh.aufs"), Ok(TarName::AufsMeta));
+        assert_eq!(classify(".wh..wh..opq"), Ok(TarName::Opaque));
+        for bad in [".wh.", ".wh..", ".wh..."] {
+            assert!(classify(bad).is_err(), "{bad}");
+        }
+        assert_eq!(whiteout_name("x"), ".wh.x");
+        assert!(is_reserved(".wh.x"));
+        assert!(!is_reserved("x.wh."));
+    }
+}
