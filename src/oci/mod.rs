@@ -8,7 +8,14 @@
 
 pub mod compress;
 pub mod digest;
+pub mod import;
+pub mod tar_read;
 pub mod whiteout;
+
+#[cfg(test)]
+pub(crate) mod test_tar;
 
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
+pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
+pub use tar_read::{Limits, TarEntry, TarKind, TarReader};
