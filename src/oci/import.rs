@@ -250,13 +250,13 @@ struct Counts {
 }
 
 /// What the layers below show, looked up without following any symlink.
-struct BelowView {
+pub(crate) struct BelowView {
     view: Option<MergedView>,
     layers: Vec<Arc<dyn Layer>>,
 }
 
 impl BelowView {
-    fn new(below: &[Arc<dyn Layer>]) -> Result<BelowView> {
+    pub(crate) fn new(below: &[Arc<dyn Layer>]) -> Result<BelowView> {
         let view = if below.is_empty() {
             None
         } else {
@@ -270,7 +270,7 @@ impl BelowView {
 
     /// The metadata of `path` below, if every parent is a real directory
     /// there (no symlink on the way) and the path exists.
-    fn lookup(&self, path: &LayerPath) -> Result<Option<Metadata>> {
+    pub(crate) fn lookup(&self, path: &LayerPath) -> Result<Option<Metadata>> {
         let Some(view) = &self.view else {
             return Ok(None);
         };
@@ -293,6 +293,24 @@ impl BelowView {
             }
         }
         Ok(meta)
+    }
+
+    /// The names the layers below show in directory `dir` (none if it is
+    /// not a directory there).
+    pub(crate) fn list(&self, dir: &LayerPath) -> Result<Vec<String>> {
+        let Some(view) = &self.view else {
+            return Ok(Vec::new());
+        };
+        match self.lookup(dir)? {
+            Some(m) if m.is_dir() => {}
+            _ if !dir.is_root() => return Ok(Vec::new()),
+            _ => {}
+        }
+        Ok(view
+            .read_dir(dir.as_str())?
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
     }
 
     /// The layer below that holds `path` at that same path, if the view

@@ -6,6 +6,7 @@
 //! whiteouts, see [`whiteout`]), `image-layout.md` (`oci-layout`,
 //! `index.json`, `blobs/sha256/<hex>`), `manifest.md` and `config.md`.
 
+pub mod changes;
 pub mod compress;
 pub mod digest;
 pub mod import;
