@@ -8,7 +8,9 @@
 
 pub mod compress;
 pub mod digest;
+pub mod export;
 pub mod whiteout;
 
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
+pub use export::{ExportOptions, LayerDigests, export_layer};
