@@ -143,12 +143,14 @@ pub struct ImportSummary {
 /// their attributes and resolve hard links to files of lower layers.
 ///
 /// ```
+/// use std::sync::Arc;
 /// use layerstack::oci::{ImportOptions, export_layer, import_layer, ExportOptions};
 /// use layerstack::{Entry, Layer, LayerPath, MemLayer};
 ///
 /// let mut layer = MemLayer::new();
 /// layer.add_file("etc/app.conf", "port = 80\n")?;
 /// layer.add_whiteout("etc/motd")?;
+/// let layer: Arc<dyn Layer> = Arc::new(layer);
 /// let (tar, _) = export_layer(&layer, &[], Vec::new(), &ExportOptions::default())?;
 ///
 /// let (back, summary) = import_layer(&tar[..], &[], &ImportOptions::default())?;

@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod compress;
 pub mod digest;
+pub mod export;
 pub mod import;
 pub mod tar_read;
 pub mod whiteout;
@@ -18,5 +19,6 @@ pub(crate) mod test_tar;
 
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
+pub use export::{ExportOptions, LayerDigests, export_layer};
 pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
 pub use tar_read::{Limits, TarEntry, TarKind, TarReader};
