@@ -1,7 +1,8 @@
 //! A streaming reader of layer tars, with limits.
 //!
-//! The `tar` crate parses each 512-byte header ([`tar::Header`]) and PAX
-//! records ([`tar::PaxExtensions`]); the framing around them (extended
+//! The `tar` crate parses each 512-byte header ([`tar::Header`]); PAX
+//! records (whose values may hold newlines, which `tar::PaxExtensions`
+//! cannot read) and the framing around them (extended
 //! headers, sizes, padding, the end of the archive) is done here so that
 //! every limit is checked *before* anything is read into memory, and so
 //! that the size that frames the stream is the size that is used:
@@ -638,20 +639,47 @@ impl<R: Read> TarReader<R> {
         })
     }
 
+    /// Parses PAX records, `"%d %s=%s\n"` where the length counts the
+    /// whole record. The length drives the parse, so values may hold any
+    /// byte, newlines included (binary xattrs such as
+    /// `security.capability` do); `tar::PaxExtensions` splits on newlines
+    /// and would misread them.
     fn parse_pax(&self, data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+        let bad = |why: &str| {
+            self.error(
+                ErrorKind::InvalidData,
+                "",
+                format!("malformed PAX record: {why}"),
+            )
+        };
         let mut out = Vec::new();
-        for ext in tar::PaxExtensions::new(data) {
-            let ext = ext.map_err(|e| {
-                self.error(
-                    ErrorKind::InvalidData,
-                    "",
-                    format!("malformed PAX record: {e}"),
-                )
-            })?;
-            let key = ext
-                .key()
-                .map_err(|_| self.error(ErrorKind::InvalidData, "", "a PAX key is not UTF-8"))?;
-            out.push((key.to_owned(), ext.value_bytes().to_vec()));
+        let mut rest = data;
+        while !rest.is_empty() {
+            // Some writers pad the data with NULs.
+            if rest.iter().all(|&b| b == 0) {
+                break;
+            }
+            let space = rest
+                .iter()
+                .take(20)
+                .position(|&b| b == b' ')
+                .ok_or_else(|| bad("no length"))?;
+            let len = parse_decimal(&rest[..space]).ok_or_else(|| bad("bad length"))?;
+            let len = usize::try_from(len).map_err(|_| bad("bad length"))?;
+            if len <= space + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+                return Err(bad("length does not match the record"));
+            }
+            let record = &rest[space + 1..len - 1];
+            let eq = record
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or_else(|| bad("no `=`"))?;
+            let key = std::str::from_utf8(&record[..eq]).map_err(|_| bad("a key is not UTF-8"))?;
+            if key.is_empty() {
+                return Err(bad("empty key"));
+            }
+            out.push((key.to_owned(), record[eq + 1..].to_vec()));
+            rest = &rest[len..];
         }
         Ok(out)
     }
