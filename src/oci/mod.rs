@@ -8,7 +8,9 @@
 
 pub mod compress;
 pub mod digest;
+pub mod spec;
 pub mod whiteout;
 
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
+pub use spec::{Descriptor, Document, History, ImageConfig, Index, Manifest, Platform};
