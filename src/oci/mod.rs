@@ -8,9 +8,11 @@
 
 pub mod compress;
 pub mod digest;
+pub mod layout;
 pub mod spec;
 pub mod whiteout;
 
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
+pub use layout::{BlobReader, BlobWriter, GcReport, OciLayout};
 pub use spec::{Descriptor, Document, History, ImageConfig, Index, Manifest, Platform};

@@ -92,7 +92,8 @@ pub mod media_type {
 
 /// A JSON document of the spec: read strictly, written deterministically.
 ///
-/// An image layout's `put_json` stores any of them.
+/// [`OciLayout::put_json`](super::layout::OciLayout::put_json) stores any
+/// of them.
 pub trait Document: Sized {
     /// Parses the document.
     ///
