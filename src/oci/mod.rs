@@ -11,6 +11,8 @@ pub mod compress;
 pub mod digest;
 pub mod export;
 pub mod import;
+pub mod layout;
+pub mod spec;
 pub mod tar_read;
 pub mod whiteout;
 
@@ -21,4 +23,6 @@ pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
 pub use export::{ExportOptions, LayerDigests, export_layer};
 pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
+pub use layout::{BlobReader, BlobWriter, GcReport, OciLayout};
+pub use spec::{Descriptor, Document, History, ImageConfig, Index, Manifest, Platform};
 pub use tar_read::{Limits, TarEntry, TarKind, TarReader};
