@@ -1,0 +1,598 @@
+//! Images as stacks of layers: open one by tag as a [`MergedView`], run a
+//! container on it, build new images step by step, squash, and list what
+//! each layer changes.
+//!
+//! An [`ImageStore`] is an [`OciLayout`] plus a cache of imported layers
+//! keyed by ChainID: a layer two images share (same content at the same
+//! position over the same base) is read and imported once, and the two
+//! views share it in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::Value;
+
+use super::changes::{Change, layer_changes};
+use super::compress::Compression;
+use super::digest::{Digest, chain_ids};
+use super::export::{ExportOptions, export_layer};
+use super::import::{ImportOptions, import_layer};
+use super::layout::OciLayout;
+use super::spec::{Descriptor, History, ImageConfig, Manifest, media_type};
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::mem::MemLayer;
+use crate::layer::{Layer, LayerMut};
+use crate::meta::{FileType, Timestamp};
+use crate::path::LayerPath;
+use crate::view::{Clock, MergedView, ViewOptions};
+
+/// An image: what a tag (or digest) names in a layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// The reference it was opened by (a tag, or a digest).
+    pub reference: String,
+    /// What `index.json` holds for it (a manifest, or an index that led to
+    /// the manifest).
+    pub descriptor: Descriptor,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The config.
+    pub config: ImageConfig,
+}
+
+impl Image {
+    /// The layers' descriptors, bottom first.
+    #[must_use]
+    pub fn layers(&self) -> &[Descriptor] {
+        &self.manifest.layers
+    }
+
+    /// The DiffIDs (digests of the uncompressed layers), bottom first.
+    #[must_use]
+    pub fn diff_ids(&self) -> &[Digest] {
+        &self.config.diff_ids
+    }
+
+    /// The ChainIDs, bottom first: element `i` names layers `0..=i`.
+    #[must_use]
+    pub fn chain_ids(&self) -> Vec<Digest> {
+        chain_ids(&self.config.diff_ids)
+    }
+}
+
+/// A layout with a cache of imported layers.
+#[derive(Debug)]
+pub struct ImageStore {
+    layout: OciLayout,
+    import: ImportOptions,
+    cache: Mutex<HashMap<Digest, Arc<dyn Layer>>>,
+}
+
+impl ImageStore {
+    /// A store over `layout`, importing with default options.
+    #[must_use]
+    pub fn new(layout: OciLayout) -> ImageStore {
+        ImageStore::with_import_options(layout, ImportOptions::default())
+    }
+
+    /// A store over `layout` that imports layers with `options` (limits,
+    /// device and setuid policies).
+    #[must_use]
+    pub fn with_import_options(layout: OciLayout, options: ImportOptions) -> ImageStore {
+        ImageStore {
+            layout,
+            import: options,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The layout.
+    #[must_use]
+    pub fn layout(&self) -> &OciLayout {
+        &self.layout
+    }
+
+    /// Opens an image by tag, or by manifest digest (`sha256:...`); `None`
+    /// is `latest`, or the only image.
+    ///
+    /// # Errors
+    /// `ENOENT` for an unknown tag; `EBADMSG` for a broken manifest or
+    /// config, or a config whose DiffIDs do not match its layers.
+    pub fn image(&self, reference: Option<&str>) -> Result<Image> {
+        let descriptor = match reference {
+            Some(r) if r.starts_with("sha256:") => {
+                let digest = Digest::parse(r)?;
+                let size = self.layout.blob_size(&digest)?;
+                Descriptor::new(media_type::OCI_MANIFEST, digest, size)
+            }
+            other => self.layout.resolve(other)?,
+        };
+        let manifest = self.layout.read_manifest(&descriptor)?;
+        let config = self.layout.read_config(&manifest.config)?;
+        let name = reference.map_or_else(
+            || descriptor.ref_name().unwrap_or("latest").to_owned(),
+            str::to_owned,
+        );
+        if config.diff_ids.len() != manifest.layers.len() {
+            return Err(
+                Error::new(ErrorKind::InvalidData, Operation::OpenImage, &name).with_detail(
+                    format!(
+                        "the manifest lists {} layers but the config {} DiffIDs",
+                        manifest.layers.len(),
+                        config.diff_ids.len()
+                    ),
+                ),
+            );
+        }
+        Ok(Image {
+            reference: name,
+            descriptor,
+            manifest,
+            config,
+        })
+    }
+
+    /// The image's layers as read-only layers, top first (as
+    /// [`MergedView::new`] takes them). Each is imported once per store:
+    /// the cache is keyed by ChainID. A layer's digest is checked as it is
+    /// read and its DiffID against the config.
+    ///
+    /// # Errors
+    /// `EBADMSG` when a blob or a DiffID does not match; import errors.
+    pub fn layers(&self, image: &Image) -> Result<Vec<Arc<dyn Layer>>> {
+        let chain = image.chain_ids();
+        let mut stack: Vec<Arc<dyn Layer>> = Vec::with_capacity(chain.len());
+        for (i, (descriptor, chain_id)) in image.layers().iter().zip(&chain).enumerate() {
+            if let Some(layer) = self.cached(chain_id) {
+                stack.insert(0, layer);
+                continue;
+            }
+            if Compression::from_media_type(&descriptor.media_type).is_none() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    Operation::OpenImage,
+                    &image.reference,
+                )
+                .with_detail(format!(
+                    "layer {i} has media type `{}`, which is not a layer tar",
+                    descriptor.media_type
+                )));
+            }
+            let blob = self
+                .layout
+                .open_blob(&descriptor.digest, Some(descriptor.size))?;
+            let (layer, summary) = import_layer(blob, &stack, &self.import)
+                .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
+            let want = image.config.diff_ids[i];
+            if summary.diff_id != want {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    Operation::OpenImage,
+                    &image.reference,
+                )
+                .with_layer(i.to_string())
+                .with_detail(format!(
+                    "the layer's DiffID is {} but the config says {want}",
+                    summary.diff_id
+                )));
+            }
+            let layer: Arc<dyn Layer> = Arc::new(layer);
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(*chain_id, Arc::clone(&layer));
+            stack.insert(0, layer);
+        }
+        Ok(stack)
+    }
+
+    fn cached(&self, chain_id: &Digest) -> Option<Arc<dyn Layer>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(chain_id)
+            .cloned()
+    }
+
+    /// How many imported layers the cache holds.
+    #[must_use]
+    pub fn cached_layers(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// A container: the image's layers under a fresh, empty upper layer in
+    /// memory. It is gone when dropped; commit it with an
+    /// [`ImageBuilder`] to keep it.
+    ///
+    /// # Errors
+    /// As [`ImageStore::layers`].
+    pub fn container(&self, image: &Image) -> Result<MergedView> {
+        MergedView::new(self.layers(image)?, MemLayer::new())
+    }
+
+    /// What each layer of `image` changes, bottom first (`docker diff` per
+    /// layer).
+    ///
+    /// # Errors
+    /// As [`ImageStore::layers`].
+    pub fn changes(&self, image: &Image) -> Result<Vec<Vec<Change>>> {
+        let top_first = self.layers(image)?;
+        let n = top_first.len();
+        (0..n)
+            .map(|i| {
+                // Layer i (bottom first) is top_first[n - 1 - i].
+                let at = n - 1 - i;
+                layer_changes(top_first[at].as_ref(), &top_first[at + 1..])
+            })
+            .collect()
+    }
+
+    /// Starts building an image on `base` (`None`: from scratch).
+    ///
+    /// # Errors
+    /// As [`ImageStore::image`] and [`ImageStore::layers`] for the base.
+    pub fn builder(&self, base: Option<&Image>, options: BuildOptions) -> Result<ImageBuilder<'_>> {
+        let (lowers, config, layers) = match base {
+            Some(image) => (
+                self.layers(image)?,
+                image.config.clone(),
+                image.layers().to_vec(),
+            ),
+            None => {
+                let mut config = ImageConfig::new("linux", go_arch());
+                config.config = Value::Object(serde_json::Map::new());
+                (Vec::new(), config, Vec::new())
+            }
+        };
+        Ok(ImageBuilder {
+            store: self,
+            lowers,
+            config,
+            layers,
+            options,
+        })
+    }
+
+    /// Writes `image` as a new image of a single layer holding what it
+    /// shows, tagged `tag`. Its history keeps the image's entries, marked
+    /// as empty layers, and adds one for the squash.
+    ///
+    /// # Errors
+    /// As [`ImageStore::layers`], and errors writing the layout.
+    pub fn squash(&self, image: &Image, tag: &str, options: BuildOptions) -> Result<Image> {
+        let view = self.container(image)?;
+        let flat = flatten_view(&view)?;
+        let mut config = image.config.clone();
+        config.diff_ids.clear();
+        for h in &mut config.history {
+            h.empty_layer = true;
+        }
+        let mut builder = ImageBuilder {
+            store: self,
+            lowers: Vec::new(),
+            config,
+            layers: Vec::new(),
+            options,
+        };
+        builder.add_layer(Arc::new(flat), "layerstack squash")?;
+        builder.finish(tag)
+    }
+}
+
+/// Options of a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// The time written into the history and config, and the time the
+    /// steps' changes get. Default: the Unix epoch, so that the same steps
+    /// always give the same image (as with `SOURCE_DATE_EPOCH=0`).
+    pub created: Timestamp,
+    /// Layer compression. Default gzip.
+    pub compression: Compression,
+}
+
+impl Default for BuildOptions {
+    fn default() -> BuildOptions {
+        BuildOptions {
+            created: Timestamp::EPOCH,
+            compression: Compression::Gzip,
+        }
+    }
+}
+
+impl BuildOptions {
+    /// The defaults.
+    #[must_use]
+    pub fn new() -> BuildOptions {
+        BuildOptions::default()
+    }
+
+    /// Sets [`BuildOptions::created`].
+    #[must_use]
+    pub fn created(mut self, t: Timestamp) -> BuildOptions {
+        self.created = t;
+        self
+    }
+
+    /// Sets [`BuildOptions::compression`].
+    #[must_use]
+    pub fn compression(mut self, c: Compression) -> BuildOptions {
+        self.compression = c;
+        self
+    }
+}
+
+/// What one build step did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// The step changed files: a layer was added.
+    Layer(Box<Descriptor>),
+    /// The step changed nothing: only a history entry was added, marked
+    /// `empty_layer` (as Docker does for `ENV` or `CMD`).
+    Empty,
+}
+
+/// Builds an image one step at a time, like a Dockerfile: each step is a
+/// closure that changes a [`MergedView`] of everything so far; what it
+/// changed becomes one layer.
+///
+/// ```
+/// use layerstack::oci::{BuildOptions, ImageStore, OciLayout, StepOutcome};
+///
+/// # let dir = std::env::temp_dir().join(format!("layerstack-doc-build-{}", std::process::id()));
+/// # let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
+/// let store = ImageStore::new(OciLayout::create(&dir)?);
+/// let mut build = store.builder(None, BuildOptions::default())?;
+/// build.step("COPY app.conf /etc/", |fs| fs.create_dir_all("etc").and_then(|()| fs.write("etc/app.conf", "port = 80\n")))?;
+/// let outcome = build.configure("ENV PORT=80", |config| {
+///     config.insert("Env".into(), serde_json::json!(["PORT=80"]));
+/// })?;
+/// assert_eq!(outcome, StepOutcome::Empty);
+/// let image = build.finish("app:1")?;
+/// assert_eq!(image.layers().len(), 1);
+/// assert_eq!(image.config.history.len(), 2);
+/// assert_eq!(store.container(&image)?.read_to_string("etc/app.conf")?, "port = 80\n");
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ImageBuilder<'s> {
+    store: &'s ImageStore,
+    /// Layers so far, top first.
+    lowers: Vec<Arc<dyn Layer>>,
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    options: BuildOptions,
+}
+
+impl ImageBuilder<'_> {
+    /// Runs one step: `f` changes a view of the image so far; what it
+    /// changed is written as a new layer, with a history entry
+    /// `created_by`. A step that changes nothing adds only the history
+    /// entry (`empty_layer`). If `f` fails, nothing of the step is kept and
+    /// the builder can go on.
+    ///
+    /// # Errors
+    /// `f`'s error, and errors writing the layer.
+    pub fn step(
+        &mut self,
+        created_by: &str,
+        f: impl FnOnce(&MergedView) -> Result<()>,
+    ) -> Result<StepOutcome> {
+        let options = ViewOptions::default().clock(Clock::Fixed(self.options.created));
+        let view = MergedView::with_options(self.lowers.clone(), MemLayer::new(), options)?;
+        let root_before = view.symlink_metadata("/")?;
+        f(&view)?;
+        let root_after = view.symlink_metadata("/")?;
+        let root_changed = (
+            root_before.mode,
+            root_before.uid,
+            root_before.gid,
+            root_before.mtime,
+        ) != (
+            root_after.mode,
+            root_after.uid,
+            root_after.gid,
+            root_after.mtime,
+        ) || root_before.xattrs != root_after.xattrs;
+        if view.changes()?.is_empty() && !root_changed {
+            self.config.history.push(self.history(created_by, true));
+            return Ok(StepOutcome::Empty);
+        }
+        let upper = view.with_upper(snapshot)?;
+        self.add_layer(Arc::new(upper), created_by)
+            .map(|d| StepOutcome::Layer(Box::new(d)))
+    }
+
+    /// A step that changes only the runtime config (`Env`, `Cmd`,
+    /// `Entrypoint`, `WorkingDir`, `Labels`, ...: the `config` object of
+    /// the image config): adds a history entry marked `empty_layer`.
+    ///
+    /// # Errors
+    /// None today; `Result` keeps room for validation.
+    pub fn configure(
+        &mut self,
+        created_by: &str,
+        f: impl FnOnce(&mut serde_json::Map<String, Value>),
+    ) -> Result<StepOutcome> {
+        if !self.config.config.is_object() {
+            self.config.config = Value::Object(serde_json::Map::new());
+        }
+        if let Value::Object(map) = &mut self.config.config {
+            f(map);
+        }
+        self.config.history.push(self.history(created_by, true));
+        Ok(StepOutcome::Empty)
+    }
+
+    fn history(&self, created_by: &str, empty_layer: bool) -> History {
+        History {
+            created: Some(rfc3339(self.options.created)),
+            created_by: Some(created_by.to_owned()),
+            author: None,
+            comment: None,
+            empty_layer,
+        }
+    }
+
+    fn add_layer(&mut self, layer: Arc<dyn Layer>, created_by: &str) -> Result<Descriptor> {
+        let layout = &self.store.layout;
+        let writer = layout.blob_writer()?;
+        let export = ExportOptions::new()
+            .compression(self.options.compression)
+            .clamp_mtime(self.options.created);
+        let (writer, digests) = export_layer(&layer, &self.lowers, writer, &export)?;
+        let (digest, size) = writer.commit()?;
+        debug_assert_eq!(digest, digests.digest);
+        let descriptor = Descriptor::new(digests.media_type(), digest, size);
+        self.config.diff_ids.push(digests.diff_id);
+        self.config.history.push(self.history(created_by, false));
+        self.layers.push(descriptor.clone());
+        // The layer as an import of its tar would give it, under its
+        // ChainID, so a container over the new image starts from memory.
+        let chain = chain_ids(&self.config.diff_ids);
+        let chain_id = chain[chain.len() - 1];
+        let stored = match self.store.cached(&chain_id) {
+            Some(l) => l,
+            None => {
+                let blob = layout.open_blob(&digest, Some(size))?;
+                let (imported, _) = import_layer(blob, &self.lowers, &self.store.import)?;
+                let imported: Arc<dyn Layer> = Arc::new(imported);
+                self.store
+                    .cache
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(chain_id, Arc::clone(&imported));
+                imported
+            }
+        };
+        self.lowers.insert(0, stored);
+        Ok(descriptor)
+    }
+
+    /// The view of the image so far (read it; changes to it are not kept).
+    ///
+    /// # Errors
+    /// Errors of the layers.
+    pub fn view(&self) -> Result<MergedView> {
+        MergedView::new(self.lowers.clone(), MemLayer::new())
+    }
+
+    /// Writes the config and manifest and tags the image `tag`.
+    ///
+    /// # Errors
+    /// Errors writing the layout; `EINVAL` for an invalid tag.
+    pub fn finish(mut self, tag: &str) -> Result<Image> {
+        let layout = &self.store.layout;
+        self.config.created = Some(rfc3339(self.options.created));
+        if self.config.config.is_null() {
+            self.config.config = Value::Object(serde_json::Map::new());
+        }
+        let config = layout.put_json(&self.config, media_type::OCI_CONFIG)?;
+        let manifest = Manifest::new(config, self.layers.clone());
+        let mut descriptor = layout.put_json(&manifest, media_type::OCI_MANIFEST)?;
+        descriptor.platform = None;
+        layout.set_tag(tag, descriptor.clone())?;
+        self.store.image(Some(tag))
+    }
+}
+
+/// The upper layer of a step as a layer of its own.
+fn snapshot(upper: &dyn LayerMut) -> Result<MemLayer> {
+    if let Some(mem) = upper.as_any().downcast_ref::<MemLayer>() {
+        return Ok(mem.clone());
+    }
+    let mut copy = MemLayer::new();
+    crate::layer::copy_layer(upper, &mut copy)?;
+    Ok(copy)
+}
+
+/// Everything `view` shows, as one layer.
+fn flatten_view(view: &MergedView) -> Result<MemLayer> {
+    let mut out = MemLayer::new();
+    let root_meta = view.symlink_metadata("/")?;
+    out.set_metadata(&LayerPath::root(), &root_meta)?;
+    let mut seen: HashMap<u64, LayerPath> = HashMap::new();
+    let mut dirs = Vec::new();
+    let mut todo = vec![LayerPath::root()];
+    while let Some(dir) = todo.pop() {
+        let dir_name = if dir.is_root() { "/" } else { dir.as_str() };
+        for entry in view.read_dir(dir_name)? {
+            let path = dir.join(&entry.name)?;
+            let meta = view.symlink_metadata(path.as_str())?;
+            if meta.file_type != FileType::Dir && meta.nlink > 1 {
+                if let Some(first) = seen.get(&meta.ino) {
+                    out.hard_link(first, &path)?;
+                    continue;
+                }
+                seen.insert(meta.ino, path.clone());
+            }
+            let content = match meta.file_type {
+                FileType::Dir => {
+                    todo.push(path.clone());
+                    dirs.push((path.clone(), meta.clone()));
+                    crate::Content::Dir
+                }
+                FileType::File => crate::Content::File(view.read(path.as_str())?.into()),
+                FileType::Symlink => {
+                    crate::Content::Symlink(view.read_link(path.as_str())?.into_string())
+                }
+                _ => crate::Content::Special,
+            };
+            out.create(&path, &meta, content)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The architecture as Go (and so OCI) names it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+/// A timestamp as RFC 3339 in UTC (`1970-01-01T00:00:00Z`), as image
+/// configs write it.
+#[must_use]
+pub fn rfc3339(t: Timestamp) -> String {
+    let days = t.sec.div_euclid(86_400);
+    let secs = t.sec.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut s = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    if t.nsec != 0 {
+        let frac = format!("{:09}", t.nsec);
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+#[cfg(test)]
+#[path = "image_tests.rs"]
+mod tests;

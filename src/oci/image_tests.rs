@@ -1,0 +1,332 @@
+use camino::Utf8PathBuf;
+
+use super::*;
+use crate::model;
+
+struct TempDir(Utf8PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("layerstack-image-{tag}-{}-{n}", std::process::id()));
+        let dir = Utf8PathBuf::from_path_buf(dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn store(dir: &TempDir) -> ImageStore {
+    ImageStore::new(OciLayout::create(&dir.0).unwrap())
+}
+
+/// The three Dockerfile-like steps of the demo: base files; modify a file,
+/// delete a file and a directory; recreate that directory.
+fn build_app(store: &ImageStore, tag: &str) -> Image {
+    let mut b = store.builder(None, BuildOptions::default()).unwrap();
+    b.step("ADD base", |fs| {
+        fs.create_dir_all("etc")?;
+        fs.write("etc/app.conf", "port = 80\n")?;
+        fs.write("etc/motd", "welcome\n")?;
+        fs.create_dir_all("var/cache/app")?;
+        fs.write("var/cache/app/old.dat", "old")?;
+        fs.symlink("app.conf", "etc/link")
+    })
+    .unwrap();
+    b.step("RUN edit", |fs| {
+        fs.write("etc/app.conf", "port = 8080\n")?;
+        fs.remove_file("etc/motd")?;
+        fs.remove_dir_all("var/cache/app")
+    })
+    .unwrap();
+    b.configure("ENV MODE=prod", |c| {
+        c.insert("Env".into(), serde_json::json!(["MODE=prod"]));
+    })
+    .unwrap();
+    b.step("RUN recreate", |fs| {
+        fs.create_dir("var/cache/app")?;
+        fs.write("var/cache/app/new.dat", "new")
+    })
+    .unwrap();
+    b.finish(tag).unwrap()
+}
+
+fn lines(changes: &[Change]) -> Vec<String> {
+    changes.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_build_gives_one_layer_per_changing_step_and_history_for_all() {
+    let dir = TempDir::new("build");
+    let store = store(&dir);
+    let image = build_app(&store, "app");
+    assert_eq!(image.layers().len(), 3);
+    let history: Vec<(Option<&str>, bool)> = image
+        .config
+        .history
+        .iter()
+        .map(|h| (h.created_by.as_deref(), h.empty_layer))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Some("ADD base"), false),
+            (Some("RUN edit"), false),
+            (Some("ENV MODE=prod"), true),
+            (Some("RUN recreate"), false)
+        ]
+    );
+    assert_eq!(
+        image.config.created.as_deref(),
+        Some("1970-01-01T00:00:00Z")
+    );
+    assert_eq!(image.config.config["Env"], serde_json::json!(["MODE=prod"]));
+
+    let view = store.container(&image).unwrap();
+    assert_eq!(
+        view.read_to_string("etc/app.conf").unwrap(),
+        "port = 8080\n"
+    );
+    assert!(!view.exists("etc/motd").unwrap());
+    let names: Vec<String> = view
+        .read_dir("var/cache/app")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["new.dat"]);
+
+    let changes: Vec<Vec<String>> = store
+        .changes(&image)
+        .unwrap()
+        .iter()
+        .map(|c| lines(c))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            vec![
+                "A /etc",
+                "A /etc/app.conf",
+                "A /etc/link",
+                "A /etc/motd",
+                "A /var",
+                "A /var/cache",
+                "A /var/cache/app",
+                "A /var/cache/app/old.dat"
+            ],
+            vec![
+                "C /etc",
+                "C /etc/app.conf",
+                "D /etc/motd",
+                "C /var",
+                "C /var/cache",
+                "D /var/cache/app"
+            ],
+            vec![
+                "C /var",
+                "C /var/cache",
+                "A /var/cache/app",
+                "A /var/cache/app/new.dat"
+            ],
+        ]
+    );
+}
+
+#[test]
+fn building_the_same_steps_twice_gives_the_same_digests() {
+    let (d1, d2) = (TempDir::new("det1"), TempDir::new("det2"));
+    let a = build_app(&store(&d1), "app");
+    let b = build_app(&store(&d2), "app");
+    assert_eq!(a.descriptor.digest, b.descriptor.digest);
+    assert_eq!(a.manifest, b.manifest);
+    // Twice in one layout: the same blobs, a second tag.
+    let d3 = TempDir::new("det3");
+    let s3 = store(&d3);
+    let first = build_app(&s3, "one");
+    let blobs = std::fs::read_dir(d3.0.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    let second = build_app(&s3, "two");
+    assert_eq!(first.descriptor.digest, second.descriptor.digest);
+    assert_eq!(
+        std::fs::read_dir(d3.0.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        blobs
+    );
+    for c in [Compression::None, Compression::Zstd] {
+        let d = TempDir::new("det-c");
+        let s = store(&d);
+        let mut builder = s.builder(None, BuildOptions::new().compression(c)).unwrap();
+        builder.step("x", |fs| fs.write("f", "x")).unwrap();
+        let one = builder.finish("t").unwrap();
+        assert_eq!(one.layers()[0].media_type, c.layer_media_type());
+    }
+}
+
+#[test]
+fn a_failed_step_leaves_the_build_as_it_was() {
+    let dir = TempDir::new("fail");
+    let s = store(&dir);
+    let mut b = s.builder(None, BuildOptions::default()).unwrap();
+    b.step("ok", |fs| fs.write("a", "1")).unwrap();
+    let err = b
+        .step("bad", |fs| {
+            fs.write("b", "2")?;
+            fs.remove_file("missing")
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(b.step("noop", |_| Ok(())).unwrap(), StepOutcome::Empty);
+    let image = b.finish("t").unwrap();
+    assert_eq!(image.layers().len(), 1);
+    let view = s.container(&image).unwrap();
+    assert!(!view.exists("b").unwrap());
+    assert_eq!(image.config.history.len(), 2);
+}
+
+#[test]
+fn images_on_one_base_store_and_import_it_once() {
+    let dir = TempDir::new("share");
+    let s = store(&dir);
+    let mut b = s.builder(None, BuildOptions::default()).unwrap();
+    b.step("base", |fs| fs.write("base.txt", "shared".repeat(1000)))
+        .unwrap();
+    let base = b.finish("base").unwrap();
+    let blobs_before = std::fs::read_dir(dir.0.join("blobs/sha256"))
+        .unwrap()
+        .count();
+
+    let mut one = s.builder(Some(&base), BuildOptions::default()).unwrap();
+    one.step("one", |fs| fs.write("one.txt", "1")).unwrap();
+    let one = one.finish("one").unwrap();
+    let mut two = s.builder(Some(&base), BuildOptions::default()).unwrap();
+    two.step("two", |fs| fs.write("two.txt", "2")).unwrap();
+    let two = two.finish("two").unwrap();
+    assert_eq!(one.layers()[0], two.layers()[0]);
+    // Each new image adds its layer, its config and its manifest; the base
+    // layer is not stored again.
+    let blobs_after = std::fs::read_dir(dir.0.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs_after, blobs_before + 6);
+
+    // A fresh store imports the shared base once for both.
+    let fresh = ImageStore::new(OciLayout::open(&dir.0).unwrap());
+    let one = fresh.image(Some("one")).unwrap();
+    let two = fresh.image(Some("two")).unwrap();
+    let l1 = fresh.layers(&one).unwrap();
+    let l2 = fresh.layers(&two).unwrap();
+    assert!(Arc::ptr_eq(&l1[1], &l2[1]));
+    assert_eq!(fresh.cached_layers(), 3);
+    assert_eq!(
+        fresh
+            .container(&two)
+            .unwrap()
+            .read_to_string("two.txt")
+            .unwrap(),
+        "2"
+    );
+}
+
+#[test]
+fn a_container_is_gone_when_dropped() {
+    let dir = TempDir::new("container");
+    let s = store(&dir);
+    let image = build_app(&s, "app");
+    {
+        let c = s.container(&image).unwrap();
+        c.write("etc/app.conf", "scribbled").unwrap();
+    }
+    let c = s.container(&image).unwrap();
+    assert_eq!(c.read_to_string("etc/app.conf").unwrap(), "port = 8080\n");
+}
+
+#[test]
+fn a_corrupt_layer_or_a_wrong_diff_id_is_refused() {
+    let dir = TempDir::new("corrupt");
+    let s = store(&dir);
+    let image = build_app(&s, "app");
+    let blob = s.layout().blob_path(&image.layers()[1].digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let fresh = ImageStore::new(OciLayout::open(&dir.0).unwrap());
+    let err = fresh
+        .layers(&fresh.image(Some("app")).unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+
+    // A config whose DiffID does not match its layer.
+    let dir = TempDir::new("diffid");
+    let s = store(&dir);
+    let image = build_app(&s, "app");
+    let mut config = image.config.clone();
+    config.diff_ids[0] = Digest::of(b"not the layer");
+    let config = s
+        .layout()
+        .put_json(&config, media_type::OCI_CONFIG)
+        .unwrap();
+    let manifest = Manifest::new(config, image.manifest.layers.clone());
+    let desc = s
+        .layout()
+        .put_json(&manifest, media_type::OCI_MANIFEST)
+        .unwrap();
+    s.layout().set_tag("lying", desc).unwrap();
+    let lying = s.image(Some("lying")).unwrap();
+    let fresh = ImageStore::new(OciLayout::open(&dir.0).unwrap());
+    let err = fresh.layers(&lying).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData);
+    assert!(
+        err.to_string().contains("but the config says sha256:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn squash_keeps_what_the_image_shows_in_one_layer() {
+    let dir = TempDir::new("squash");
+    let s = store(&dir);
+    let image = build_app(&s, "app");
+    let flat = s.squash(&image, "flat", BuildOptions::default()).unwrap();
+    assert_eq!(flat.layers().len(), 1);
+    assert_eq!(flat.config.history.len(), 5);
+    assert!(flat.config.history[..4].iter().all(|h| h.empty_layer));
+    // A merged directory reports one link, a directory of one layer its
+    // own count: left out.
+    let tree = |stack: &[Arc<dyn Layer>]| {
+        let mut t = model::flatten(stack).unwrap();
+        for e in t.values_mut().filter(|e| e.file_type == FileType::Dir) {
+            e.nlink = 0;
+        }
+        t
+    };
+    let want = tree(&s.layers(&image).unwrap());
+    let fresh = ImageStore::new(OciLayout::open(&dir.0).unwrap());
+    let got = tree(&fresh.layers(&fresh.image(Some("flat")).unwrap()).unwrap());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn rfc3339_formats_like_image_configs() {
+    assert_eq!(rfc3339(Timestamp::EPOCH), "1970-01-01T00:00:00Z");
+    assert_eq!(
+        rfc3339(Timestamp::new(1_700_000_000, 0)),
+        "2023-11-14T22:13:20Z"
+    );
+    assert_eq!(
+        rfc3339(Timestamp::new(951_782_400, 500_000_000)),
+        "2000-02-29T00:00:00.5Z"
+    );
+    assert_eq!(rfc3339(Timestamp::new(-1, 0)), "1969-12-31T23:59:59Z");
+}
