@@ -1,8 +1,10 @@
 //! The OCI feature end to end: layers through tar and back, into disk
-//! layers, and against umoci and skopeo (CI installs both; without them
-//! those tests print why and pass without checking, unless
-//! `LAYERSTACK_REQUIRE_TOOLS` is set).
+//! layers, and against umoci and skopeo. CI installs both; without them
+//! (or without root) those tests print `SKIP <test>: <reason>` and pass,
+//! unless `LAYERSTACK_REQUIRE_TOOLS` (or `LAYERSTACK_REQUIRE_ROOT`) is set.
 
 mod oci {
+    pub mod interop;
     pub mod round_trip;
+    pub mod tools;
 }

@@ -1,0 +1,246 @@
+//! External tools (umoci, skopeo) and trees on disk, for the interop tests.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use camino::Utf8PathBuf;
+use layerstack::model::Snapshot;
+use layerstack::testing::snapshot_view;
+use layerstack::{FileType, MergedView};
+
+/// Whether `tool` runs here; prints why not. With
+/// `LAYERSTACK_REQUIRE_TOOLS` set (CI), a missing tool fails the test.
+pub fn have(tool: &str, test: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
+            "{test} needs `{tool}` and LAYERSTACK_REQUIRE_TOOLS is set"
+        );
+        eprintln!("SKIP {test}: `{tool}` is not installed (apt-get install {tool})");
+    }
+    ok
+}
+
+/// Whether we are root (umoci keeps owners and devices only as root).
+pub fn root(test: &str) -> bool {
+    let ok = rustix::process::geteuid().is_root();
+    if !ok {
+        assert!(
+            std::env::var_os("LAYERSTACK_REQUIRE_ROOT").is_none(),
+            "{test} needs root and LAYERSTACK_REQUIRE_ROOT is set"
+        );
+        eprintln!("SKIP {test}: needs root (owners, devices and trusted.* xattrs)");
+    }
+    ok
+}
+
+/// Runs a command, panicking with its output if it fails; its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A scratch directory, removed when dropped.
+pub struct Scratch(pub Utf8PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("layerstack-oci-{tag}-{}-{n}", std::process::id()));
+        let dir = Utf8PathBuf::from_path_buf(dir).expect("UTF-8 temp dir");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch");
+        Scratch(dir)
+    }
+
+    pub fn path(&self, sub: &str) -> Utf8PathBuf {
+        self.0.join(sub)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a tree shows, for comparing: the model's snapshot (type, mode,
+/// owner, size, contents, symlink target, device, xattrs), and which paths
+/// are one inode. Link counts are left out: a view reports a lower file's
+/// own count even when a higher layer replaced one of its names (as the
+/// kernel does), where an unpacked tree counts the names it has.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Tree {
+    pub entries: Snapshot,
+    pub links: Vec<Vec<String>>,
+}
+
+fn normalise(mut entries: Snapshot) -> Snapshot {
+    for e in entries.values_mut() {
+        e.nlink = 0;
+        // Overlay bookkeeping is never in a tree a user sees, and
+        // `security.*` labels depend on the host.
+        e.xattrs
+            .retain(|(k, _)| k.starts_with("user.") || k.starts_with("trusted."));
+    }
+    entries
+}
+
+/// The tree a view shows.
+pub fn view_tree(view: &MergedView) -> Tree {
+    let entries = snapshot_view(view).expect("snapshot the view");
+    let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for (path, e) in &entries {
+        if e.file_type != FileType::Dir {
+            let ino = view.symlink_metadata(path.as_str()).expect("stat").ino;
+            groups.entry(ino).or_default().push(path.to_string());
+        }
+    }
+    Tree {
+        entries: normalise(entries),
+        links: sorted_groups(groups),
+    }
+}
+
+/// The tree in a directory on disk (a rootfs).
+pub fn dir_tree(root: &Path) -> Tree {
+    let entries = snapshot_dir(root);
+    let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for (path, e) in &entries {
+        if e.file_type != FileType::Dir {
+            let ino = std::fs::symlink_metadata(root.join(path.as_str()))
+                .unwrap()
+                .ino();
+            groups.entry(ino).or_default().push(path.to_string());
+        }
+    }
+    Tree {
+        entries: normalise(entries),
+        links: sorted_groups(groups),
+    }
+}
+
+fn sorted_groups(groups: BTreeMap<u64, Vec<String>>) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = groups
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn snapshot_dir(root: &Path) -> Snapshot {
+    use bytes::Bytes;
+    use layerstack::LayerPath;
+    use layerstack::model::SnapshotEntry;
+
+    let mut out = Snapshot::new();
+    let mut todo = vec![LayerPath::root()];
+    while let Some(path) = todo.pop() {
+        let at = if path.is_root() {
+            root.to_path_buf()
+        } else {
+            root.join(path.as_str())
+        };
+        let m = std::fs::symlink_metadata(&at).expect("stat");
+        let file_type = FileType::from_mode(m.mode()).expect("a known type");
+        let mut entry = SnapshotEntry {
+            file_type,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: if file_type == FileType::Dir {
+                0
+            } else {
+                m.size()
+            },
+            nlink: m.nlink(),
+            rdev: if file_type.is_special() { m.rdev() } else { 0 },
+            data: Bytes::new(),
+            target: String::new(),
+            xattrs: read_xattrs(&at),
+        };
+        match file_type {
+            FileType::Dir => {
+                for child in std::fs::read_dir(&at).expect("read_dir") {
+                    let name = child.unwrap().file_name().into_string().expect("UTF-8");
+                    todo.push(path.join(&name).unwrap());
+                }
+            }
+            FileType::File => entry.data = Bytes::from(std::fs::read(&at).unwrap()),
+            FileType::Symlink => {
+                entry.target = std::fs::read_link(&at)
+                    .unwrap()
+                    .into_os_string()
+                    .into_string()
+                    .unwrap();
+            }
+            _ => {}
+        }
+        out.insert(path, entry);
+    }
+    out
+}
+
+fn read_xattrs(path: &Path) -> Vec<(String, bytes::Bytes)> {
+    let mut names = vec![0u8; 65536];
+    let n = match rustix::fs::llistxattr(path, &mut names) {
+        Ok(n) => n,
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let name = std::str::from_utf8(name)
+            .expect("UTF-8 xattr name")
+            .to_owned();
+        let mut value = vec![0u8; 65536];
+        let len = rustix::fs::lgetxattr(path, name.as_str(), &mut value).expect("lgetxattr");
+        value.truncate(len);
+        out.push((name, bytes::Bytes::from(value)));
+    }
+    out.sort();
+    out
+}
+
+/// The first difference between two trees, in words.
+pub fn difference(want: &Tree, got: &Tree) -> Option<String> {
+    for (path, w) in &want.entries {
+        match got.entries.get(path) {
+            None => return Some(format!("`{path}` is missing: {w:?}")),
+            Some(g) if g != w => {
+                return Some(format!("`{path}` differs:\n  want: {w:?}\n  got:  {g:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(p) = got.entries.keys().find(|p| !want.entries.contains_key(*p)) {
+        return Some(format!("`{p}` is extra: {:?}", got.entries[p]));
+    }
+    (want.links != got.links).then(|| {
+        format!(
+            "hard links differ: want {:?}, got {:?}",
+            want.links, got.links
+        )
+    })
+}
