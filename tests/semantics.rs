@@ -424,6 +424,34 @@ fn rename_of_a_lower_directory_with_redirect_records_where_it_came_from() {
     assert_eq!(names(&v, "/"), ["other", "z"]);
 }
 
+/// The kernel's `ovl_set_redirect`: a rename within one directory records
+/// the old name (relative), across directories an absolute path; a
+/// directory renamed again within its directory keeps its redirect.
+#[test]
+fn redirects_are_relative_within_a_directory_and_absolute_across() {
+    let base = layer(|l| l.add_file("p/d/f", "x"));
+    let v = view_with(
+        vec![base],
+        ViewOptions::default().dir_rename(DirRename::Redirect),
+    );
+    v.rename("p/d", "p/e").unwrap();
+    assert_eq!(
+        upper(&v),
+        pairs(&[("p", "Dir"), ("p/d", "whiteout"), ("p/e", "dir -> d")])
+    );
+    v.rename("p/e", "p/g").unwrap();
+    assert_eq!(
+        upper(&v),
+        pairs(&[("p", "Dir"), ("p/d", "whiteout"), ("p/g", "dir -> d")])
+    );
+    v.rename("p/g", "h").unwrap();
+    assert_eq!(
+        upper(&v),
+        pairs(&[("h", "dir -> /p/d"), ("p", "Dir"), ("p/d", "whiteout")])
+    );
+    assert_eq!(v.read("h/f").unwrap(), "x");
+}
+
 #[test]
 fn pure_upper_directory_renames_freely_and_hides_lower_names_at_its_target() {
     let base = layer(|l| l.add_file("t/old", ""));

@@ -975,7 +975,7 @@ impl MergedView {
                 // rename, after the source was copied up (and given its
                 // redirect) and the target's parent too.
                 let redirect = self
-                    .prepare_moving(&mut st, &src.path, &sres)
+                    .prepare_moving(&mut st, &src.path, &sres, sparent.path == dparent.path)
                     .map_err(|e| e.reframe(op, user))?;
                 if let Some(r) = redirect {
                     st.upper.set_redirect(&src.path, Some(r))?;
@@ -1021,18 +1021,30 @@ impl MergedView {
 
     /// Brings the object of a rename into the upper: a non-directory is
     /// copied up; a directory with a lower part is copied up alone and
-    /// given a redirect to where its lower part is.
+    /// given a redirect to where its lower part is, as the kernel's
+    /// `ovl_set_redirect` writes it: within one directory (`same_dir`) the
+    /// old name, relative (or the redirect it already has); across
+    /// directories an absolute path (or the absolute redirect it already
+    /// has).
     fn prepare_moving(
         &self,
         st: &mut State,
         path: &LayerPath,
         res: &Res,
+        same_dir: bool,
     ) -> Result<Option<String>> {
         st.copy_up(path, &self.options)?;
-        if res.file_type.is_dir() && res.has_lower() {
-            Ok(Some(redirect_to(st, path)?))
-        } else {
-            Ok(None)
+        if !(res.file_type.is_dir() && res.has_lower()) {
+            return Ok(None);
+        }
+        let existing = match st.upper.lookup(path)? {
+            Some(Entry::Node(node)) => node.redirect,
+            _ => None,
+        };
+        match existing {
+            Some(r) if same_dir || r.starts_with('/') => Ok(Some(r)),
+            _ if same_dir => Ok(path.file_name().map(str::to_owned)),
+            _ => Ok(Some(redirect_to(st, path)?)),
         }
     }
 
@@ -1046,7 +1058,8 @@ impl MergedView {
             let spath = sparent.path.join_unchecked(sname);
             let dpath = dparent.path.join_unchecked(dname);
             st.copy_up(&dparent.path, &self.options)?;
-            let redirect = self.prepare_moving(st, &spath, sres)?;
+            let same_dir = sparent.path == dparent.path;
+            let redirect = self.prepare_moving(st, &spath, sres, same_dir)?;
             // The source's lower part (if any) is what a whiteout must hide.
             let sparent = st.cursor_at(&sparent.path)?;
             let dparent = st.cursor_at(&dparent.path)?;
@@ -1091,8 +1104,9 @@ impl MergedView {
         changing(st, |st| {
             let apath = aparent.path.join_unchecked(aname);
             let bpath = bparent.path.join_unchecked(bname);
-            let aredirect = self.prepare_moving(st, &apath, ares)?;
-            let bredirect = self.prepare_moving(st, &bpath, bres)?;
+            let same_dir = aparent.path == bparent.path;
+            let aredirect = self.prepare_moving(st, &apath, ares, same_dir)?;
+            let bredirect = self.prepare_moving(st, &bpath, bres, same_dir)?;
             let aparent = st.cursor_at(&aparent.path)?;
             let bparent = st.cursor_at(&bparent.path)?;
             let a_lower = st.lower_positive(&aparent, aname)?;
