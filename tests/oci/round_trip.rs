@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use layerstack::layer::walk;
 use layerstack::model;
 use layerstack::oci::{Compression, ExportOptions, ImportOptions, export_layer, import_layer};
 use layerstack::testing::{LayerItem, build_layer, stack_items_strategy};
-use layerstack::{FileType, Layer};
+use layerstack::{Entry, FileType, Layer};
 use proptest::prelude::*;
 
 /// Sockets cannot be stored in a tar (export refuses them, tested in the
@@ -57,6 +58,19 @@ fn round_trip(
             .map_err(|e| TestCaseError::fail(format!("import layer {i}: {e}")))?;
         prop_assert_eq!(summary.digest, digests.digest);
         prop_assert_eq!(summary.diff_id, digests.diff_id);
+        let has_redirect = stack_items[i]
+            .iter()
+            .any(|it| matches!(it, LayerItem::Redirect { .. }));
+        if !has_redirect {
+            // The changeset itself comes back: whiteouts as whiteouts,
+            // opaque flags, attributes, contents, links.
+            prop_assert_eq!(
+                changeset(&layer),
+                changeset(originals[i].as_ref()),
+                "layer {}",
+                i
+            );
+        }
         imported.insert(0, Arc::new(layer));
     }
     // A redirected directory is exported as a copy of what it shows, as a
@@ -70,6 +84,37 @@ fn round_trip(
     let got = tree(&imported, redirects)?;
     prop_assert_eq!(got, want);
     Ok(())
+}
+
+/// A layer's entries as comparable lines: path, kind, flags, attributes
+/// (no inode numbers, link counts, atime or ctime), contents, and which
+/// names are one object.
+fn changeset(layer: &dyn Layer) -> Vec<String> {
+    let mut first_name: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    walk(layer)
+        .unwrap()
+        .into_iter()
+        .map(|(path, entry)| match entry {
+            Entry::Whiteout => format!("{path} whiteout"),
+            Entry::Node(n) => {
+                let m = &n.meta;
+                let body = match m.file_type {
+                    FileType::File => format!("{:?}", layer.read_at(&path, 0, 1 << 20).unwrap()),
+                    FileType::Symlink => layer.read_link(&path).unwrap(),
+                    _ => String::new(),
+                };
+                let link = if m.file_type.is_dir() {
+                    String::new()
+                } else {
+                    first_name.entry(m.ino).or_insert_with(|| path.to_string()).clone()
+                };
+                format!(
+                    "{path} {:?} opaque={} mode={:o} {}:{} mtime={} rdev={} xattrs={:?} body={body} same-as={link}",
+                    m.file_type, n.opaque, m.mode, m.uid, m.gid, m.mtime, m.rdev, m.xattrs
+                )
+            }
+        })
+        .collect()
 }
 
 /// The tree a stack shows; a directory's link count is left out (the
