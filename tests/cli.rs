@@ -631,7 +631,10 @@ fn help_exits_0_and_bad_usage_exits_2() {
     };
     // No command: the help, on stderr.
     let err = fails(&[], 2);
-    assert!(err.lines().any(|l| l == "Usage: layerstack <COMMAND>"), "{err}");
+    assert!(
+        err.lines().any(|l| l == "Usage: layerstack <COMMAND>"),
+        "{err}"
+    );
     usage(
         &["frobnicate"],
         "error: unrecognized subcommand 'frobnicate'",
