@@ -8,11 +8,13 @@
 //!
 //! Run it with `cargo run --example copy_up_and_whiteouts`.
 
+use std::error::Error;
+use std::io::Write;
 use std::sync::Arc;
 
 use layerstack::{Entry, Layer, MemLayer, MergedView};
 
-fn print_tree(view: &MergedView, dir: &str) -> layerstack::Result<()> {
+fn print_tree(out: &mut dyn Write, view: &MergedView, dir: &str) -> Result<(), Box<dyn Error>> {
     for entry in view.read_dir(dir)? {
         let path = format!("{dir}{}", entry.name);
         let what = if entry.file_type.is_dir() {
@@ -22,22 +24,22 @@ fn print_tree(view: &MergedView, dir: &str) -> layerstack::Result<()> {
         } else {
             format!("{:?}", String::from_utf8_lossy(&view.read(&path)?))
         };
-        println!("     {path:<22} {what:<18} from {:?}", entry.source);
+        writeln!(out, "     {path:<22} {what:<18} from {:?}", entry.source)?;
         if entry.file_type.is_dir() {
-            print_tree(view, &format!("{path}/"))?;
+            print_tree(out, view, &format!("{path}/"))?;
         }
     }
     Ok(())
 }
 
-fn show(view: &MergedView, title: &str) -> layerstack::Result<()> {
-    println!("== {title}");
-    println!("   the view shows:");
-    print_tree(view, "/")?;
-    println!("   the upper layer holds:");
+fn show(out: &mut dyn Write, view: &MergedView, title: &str) -> Result<(), Box<dyn Error>> {
+    writeln!(out, "== {title}")?;
+    writeln!(out, "   the view shows:")?;
+    print_tree(out, view, "/")?;
+    writeln!(out, "   the upper layer holds:")?;
     let changes = view.changes()?;
     if changes.is_empty() {
-        println!("     (nothing)");
+        writeln!(out, "     (nothing)")?;
     }
     for (path, entry) in changes {
         let what = match entry {
@@ -45,13 +47,18 @@ fn show(view: &MergedView, title: &str) -> layerstack::Result<()> {
             Entry::Node(n) if n.opaque => "opaque directory (hides everything below)".to_owned(),
             Entry::Node(n) => format!("{:?} (copied up or new)", n.meta.file_type),
         };
-        println!("     {:<22} {what}", format!("/{path}"));
+        writeln!(out, "     {:<22} {what}", format!("/{path}"))?;
     }
-    println!();
+    writeln!(out)?;
     Ok(())
 }
 
-fn main() -> layerstack::Result<()> {
+fn main() -> Result<(), Box<dyn Error>> {
+    run(&mut std::io::stdout().lock())
+}
+
+/// The example, printing to `out`.
+pub fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
     let mut base = MemLayer::new();
     base.add_file("etc/app.conf", "port = 80\n")?;
     base.add_file("etc/motd", "welcome\n")?;
@@ -60,16 +67,22 @@ fn main() -> layerstack::Result<()> {
     base.add_symlink("conf", "etc/app.conf")?;
     let base: Arc<dyn Layer> = Arc::new(base);
     let view = MergedView::new(vec![base.clone()], MemLayer::new())?;
-    show(&view, "a read-only base layer under an empty upper layer")?;
+    show(
+        out,
+        &view,
+        "a read-only base layer under an empty upper layer",
+    )?;
 
     view.write("conf", "port = 8080\n")?;
     show(
+        out,
         &view,
         "write through the symlink `conf`: etc/app.conf is copied up, parents first, then changed",
     )?;
 
     view.remove_file("etc/motd")?;
     show(
+        out,
         &view,
         "remove etc/motd: the base still has it, so the upper gets a whiteout",
     )?;
@@ -78,13 +91,15 @@ fn main() -> layerstack::Result<()> {
     view.create_dir("var/cache")?;
     view.write("var/cache/new.bin", "fresh\n")?;
     show(
+        out,
         &view,
         "remove var/cache and create it again: the new directory is opaque, the old files never come back",
     )?;
 
-    println!(
+    writeln!(
+        out,
         "The base layer is untouched: etc/app.conf there still reads {:?}.",
         String::from_utf8_lossy(&base.read_at(&"etc/app.conf".try_into()?, 0, 100)?)
-    );
+    )?;
     Ok(())
 }

@@ -10,13 +10,15 @@
 //! `cargo run --example overlay_on_disk [DIR]` (default: a fresh directory
 //! under the system's temporary directory).
 
+use std::error::Error;
+use std::io::Write;
 use std::sync::Arc;
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::layer::copy_layer;
 use layerstack::{DirLayer, Entry, Layer, MemLayer, MergedView};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn Error>> {
     let root = match std::env::args().nth(1) {
         Some(dir) => Utf8PathBuf::from(dir),
         None => {
@@ -25,10 +27,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tmp.join(format!("layerstack-overlay-{}", std::process::id()))
         }
     };
-    let (lower, upper, work) = (root.join("lower"), root.join("upper"), root.join("work"));
     if !rustix::process::geteuid().is_root() {
         eprintln!("note: not root: writing whiteouts (mknod 0/0) and trusted.* xattrs will fail");
     }
+    run(&root, &mut std::io::stdout().lock())
+}
+
+/// The example: writes the stack under `root`, prints to `out`.
+pub fn run(root: &Utf8Path, out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
+    let (lower, upper, work) = (root.join("lower"), root.join("upper"), root.join("work"));
 
     // The base layer, built in memory and written to disk.
     let mut base = MemLayer::new();
@@ -39,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     copy_layer(&base, &mut on_disk)?;
     drop(on_disk);
     std::fs::remove_dir_all(root.join("lower.work"))?;
-    println!("wrote the base layer to {lower}");
+    writeln!(out, "wrote the base layer to {lower}")?;
 
     // A merged view with a writable layer on disk.
     let view = MergedView::new(
@@ -51,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     view.remove_dir_all("var/cache")?;
     view.create_dir("var/cache")?;
 
-    println!("\nthe upper layer {upper} now holds:");
+    writeln!(out, "\nthe upper layer {upper} now holds:")?;
     for (path, entry) in view.changes()? {
         let what = match entry {
             Entry::Whiteout => "whiteout: a character device 0/0".to_owned(),
@@ -60,25 +67,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Entry::Node(n) => format!("{:?}", n.meta.file_type),
         };
-        println!("  {path:<16} {what}");
+        writeln!(out, "  {path:<16} {what}")?;
     }
 
-    println!("\nthe kernel shows the same tree with:");
-    println!("  mkdir -p {root}/merged");
-    println!(
+    writeln!(out, "\nthe kernel shows the same tree with:")?;
+    writeln!(out, "  mkdir -p {root}/merged")?;
+    writeln!(
+        out,
         "  mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work} {root}/merged"
-    );
-    println!("and `ls -R {root}/merged` lists:");
-    print_tree(&view, "/")?;
+    )?;
+    writeln!(out, "and `ls -R {root}/merged` lists:")?;
+    print_tree(out, &view, "/")?;
     Ok(())
 }
 
-fn print_tree(view: &MergedView, dir: &str) -> layerstack::Result<()> {
+fn print_tree(out: &mut dyn Write, view: &MergedView, dir: &str) -> Result<(), Box<dyn Error>> {
     for entry in view.read_dir(dir)? {
         let path = format!("{dir}{}", entry.name);
-        println!("  {path}");
+        writeln!(out, "  {path}")?;
         if entry.file_type.is_dir() {
-            print_tree(view, &format!("{path}/"))?;
+            print_tree(out, view, &format!("{path}/"))?;
         }
     }
     Ok(())

@@ -50,6 +50,25 @@
 //! - `testing` (feature `proptest`): operations, proptest strategies for
 //!   layer stacks and operation sequences, and a conformance suite for any
 //!   [`Layer`] implementation.
+//! - `oci` (feature `oci`): OCI images, below.
+//!
+//! # OCI images
+//!
+//! With the feature `oci` a layer goes in and out of an OCI layer tarball
+//! (plain, gzip or zstd; whiteouts `.wh.NAME` and opaque markers
+//! `.wh..wh..opq` become [`Entry::Whiteout`] and [`Node::opaque`] and back;
+//! export is deterministic, so the same content gives the same digest), and
+//! an OCI image layout is a verified, content-addressed blob store with
+//! tags. `oci::ImageStore` opens an image as a stack of layers: a
+//! container is a [`MergedView`] over them, `builder` builds an image one
+//! step at a time as a Dockerfile does (each step changes a view, what it
+//! changed becomes a layer), `changes` lists what each layer adds, changes
+//! and deletes as `docker diff` does, and `oci::commit::layer_from_dir`
+//! turns an edited root filesystem into the layer that makes the image show
+//! it, as `umoci repack` does. The `layerstack` command-line tool (feature
+//! `cli`, on by default) puts this in a shell: `layerstack demo` builds and
+//! explains an example image; `ls`, `cat`, `diff`, `inspect` and `commit`
+//! work on any image layout (`umoci`, `skopeo copy oci:...`).
 //!
 //! # Semantics
 //!
@@ -84,6 +103,14 @@
 //! process changing a layer's directories while the crate uses them (a
 //! read-only `DirLayer` also remembers its lookups).
 //!
+//! Layer tars are applied, never extracted: a name with `..` is refused, a
+//! whiteout never touches its own layer, hard links resolve inside the
+//! stack, and limits on entries, bytes, header sizes and path depth stop a
+//! bomb before it is read into memory. An image layout turns only
+//! validated digests into file names and checks every blob it reads
+//! against its digest. `oci::commit::layer_from_dir` reads a directory
+//! through descriptors alone and never follows a symlink in it.
+//!
 //! # Limitations
 //!
 //! - The view acts as root and checks no permissions.
@@ -95,6 +122,11 @@
 //!   links the names the view shows at that moment (the kernel also counts
 //!   names hidden by higher layers in `nlink`).
 //! - Error numbers are Linux's.
+//! - A layer imported from a tar, or committed from a directory, is held in
+//!   memory (a `MemLayer`); import into a [`DirLayer`] to keep a large one
+//!   on disk.
+//! - Flattening an image into a directory (`layerstack unpack`) is not in
+//!   this release yet.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -118,3 +150,9 @@ pub use layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};
 pub use path::LayerPath;
 pub use view::{DirEntry, LayerSource, MergedView, ViewOptions};
+
+/// The README's Rust examples, compiled and run as doctests so the front
+/// door never shows code that does not build.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -407,6 +407,42 @@ impl ImageBuilder<'_> {
             .map(|d| StepOutcome::Layer(Box::new(d)))
     }
 
+    /// Adds `layer`, a changeset made elsewhere (for example by
+    /// [`layer_from_dir`](super::commit::layer_from_dir) against
+    /// [`ImageBuilder::view`]), as one step with the history entry
+    /// `created_by`. Like [`ImageBuilder::step`], an empty layer adds only
+    /// the history entry (`empty_layer`).
+    ///
+    /// ```
+    /// use layerstack::MemLayer;
+    /// use layerstack::oci::{BuildOptions, ImageStore, OciLayout, StepOutcome};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("layerstack-doc-add-{}", std::process::id()));
+    /// # let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
+    /// let store = ImageStore::new(OciLayout::create(&dir)?);
+    /// let mut build = store.builder(None, BuildOptions::default())?;
+    /// let mut layer = MemLayer::new();
+    /// layer.add_file("etc/app.conf", "port = 80\n")?;
+    /// assert!(matches!(build.add_layer_from(layer, "prepared")?, StepOutcome::Layer(_)));
+    /// assert_eq!(build.add_layer_from(MemLayer::new(), "nothing")?, StepOutcome::Empty);
+    /// let image = build.finish("app")?;
+    /// assert_eq!(image.layers().len(), 1);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), layerstack::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Errors writing the layer (`EINVAL` for a name starting with `.wh.`,
+    /// `EOPNOTSUPP` for a socket).
+    pub fn add_layer_from(&mut self, layer: MemLayer, created_by: &str) -> Result<StepOutcome> {
+        if layer.is_empty() {
+            self.config.history.push(self.history(created_by, true));
+            return Ok(StepOutcome::Empty);
+        }
+        self.add_layer(Arc::new(layer), created_by)
+            .map(|d| StepOutcome::Layer(Box::new(d)))
+    }
+
     /// A step that changes only the runtime config (`Env`, `Cmd`,
     /// `Entrypoint`, `WorkingDir`, `Labels`, ...: the `config` object of
     /// the image config): adds a history entry marked `empty_layer`.

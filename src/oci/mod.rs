@@ -7,6 +7,7 @@
 //! `index.json`, `blobs/sha256/<hex>`), `manifest.md` and `config.md`.
 
 pub mod changes;
+pub mod commit;
 pub mod compress;
 pub mod digest;
 pub mod export;

@@ -1,0 +1,99 @@
+//! `diff`: what each layer adds, changes and deletes, as `docker diff`.
+
+use layerstack::oci::Image;
+use layerstack::oci::changes::{Change, ChangeKind};
+use layerstack::{Error, ErrorKind, Operation, Result};
+use serde_json::{Value, json};
+
+use crate::ImageRef;
+use crate::output::{Format, Out, Progress};
+
+/// The `created_by` of each layer's history entry, bottom first (entries
+/// marked `empty_layer` made no layer).
+pub fn layer_commands(image: &Image) -> Vec<Option<String>> {
+    let mut out: Vec<Option<String>> = image
+        .config
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.created_by.clone())
+        .collect();
+    out.resize(image.layers().len(), None);
+    out
+}
+
+pub fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Added => "added",
+        ChangeKind::Changed => "changed",
+        ChangeKind::Deleted => "deleted",
+    }
+}
+
+/// `layerstack diff`.
+pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out) -> Result<()> {
+    let (store, img) = image.open()?;
+    let count = img.layers().len();
+    if let Some(n) = only
+        && n >= count
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            Operation::OpenImage,
+            &img.reference,
+        )
+        .with_detail(format!(
+            "the image has no layer {n}: its {count} layers are numbered from 0, bottom first"
+        )));
+    }
+    let changes = {
+        let _progress = Progress::spinner(format!("reading {count} layers of {}", img.reference));
+        store.changes(&img)?
+    };
+    let commands = layer_commands(&img);
+    let shown: Vec<usize> = match only {
+        Some(n) => vec![n],
+        None => (0..count).collect(),
+    };
+    match format {
+        Format::Json => {
+            let layers: Vec<Value> = shown
+                .iter()
+                .map(|&i| {
+                    json!({
+                        "index": i,
+                        "digest": img.layers()[i].digest.to_string(),
+                        "created_by": commands[i],
+                        "changes": changes[i].iter().map(|c: &Change| json!({
+                            "kind": kind_name(c.kind),
+                            "path": format!("/{}", c.path.as_str()),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            out.json(&Value::Array(layers))
+        }
+        Format::Text => {
+            for (n, &i) in shown.iter().enumerate() {
+                if n > 0 {
+                    out.line(format_args!(""))?;
+                }
+                let by = commands[i]
+                    .as_deref()
+                    .map(|c| format!("  {c}"))
+                    .unwrap_or_default();
+                out.line(format_args!(
+                    "layer {i} {}{by}",
+                    img.layers()[i].digest.short()
+                ))?;
+                if changes[i].is_empty() {
+                    out.line(format_args!("  (no changes)"))?;
+                }
+                for c in &changes[i] {
+                    out.line(format_args!("  {c}"))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `ls` and `cat`: the merged tree of an image, each entry with the layer
+//! it comes from.
+
+use layerstack::oci::{Image, ImageStore};
+use layerstack::{LayerPath, LayerSource, MergedView, Metadata, Result};
+use serde_json::{Value, json};
+
+use crate::ImageRef;
+use crate::output::{Format, Out, Progress, mode_string, size_string, type_name};
+
+/// One entry of a listing.
+pub struct Listed {
+    /// The path from the image's root.
+    pub path: LayerPath,
+    pub meta: Metadata,
+    /// A symlink's target.
+    pub target: Option<String>,
+    /// The layer the entry comes from: its index, bottom = 0.
+    pub layer: usize,
+}
+
+/// The image's layers under an empty upper layer: a container's view.
+pub fn open_view(store: &ImageStore, image: &Image) -> Result<MergedView> {
+    let _progress = Progress::spinner(format!(
+        "reading {} layers of {}",
+        image.layers().len(),
+        image.reference
+    ));
+    store.container(image)
+}
+
+/// The entries under `path` (or `path` itself, if it is not a directory),
+/// sorted by name, depth first with `recursive`.
+pub fn list(view: &MergedView, path: &str, recursive: bool) -> Result<Vec<Listed>> {
+    let layers = view.layers().len();
+    let bottom_index = |source: LayerSource| match source {
+        // `Lower(i)` counts from the top; the manifest from the bottom.
+        LayerSource::Lower(i) => layers - 1 - i,
+        LayerSource::Upper => layers,
+    };
+    let meta = view.symlink_metadata(path)?;
+    let mut out = Vec::new();
+    if !meta.is_dir() {
+        // One entry: its layer is in its parent's listing.
+        let trimmed = path.trim_end_matches('/');
+        let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let dir = view.canonicalize(parent)?;
+        let entry = view
+            .read_dir(parent)?
+            .into_iter()
+            .find(|e| e.name == name)
+            .expect("an entry the view shows is in its directory's listing");
+        out.push(listed(view, dir.join(name)?, bottom_index(entry.source))?);
+        return Ok(out);
+    }
+    walk(
+        view,
+        &view.canonicalize(path)?,
+        recursive,
+        &bottom_index,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Lists `dir` into `out`, each subdirectory (with `recursive`) right
+/// after its own entry.
+fn walk(
+    view: &MergedView,
+    dir: &LayerPath,
+    recursive: bool,
+    bottom_index: &dyn Fn(LayerSource) -> usize,
+    out: &mut Vec<Listed>,
+) -> Result<()> {
+    for entry in children(view, dir, bottom_index)? {
+        let descend = recursive && entry.meta.is_dir();
+        let path = entry.path.clone();
+        out.push(entry);
+        if descend {
+            walk(view, &path, recursive, bottom_index, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn children(
+    view: &MergedView,
+    dir: &LayerPath,
+    bottom_index: &dyn Fn(LayerSource) -> usize,
+) -> Result<Vec<Listed>> {
+    let at = if dir.is_root() { "/" } else { dir.as_str() };
+    view.read_dir(at)?
+        .into_iter()
+        .map(|e| listed(view, dir.join(&e.name)?, bottom_index(e.source)))
+        .collect()
+}
+
+fn listed(view: &MergedView, path: LayerPath, layer: usize) -> Result<Listed> {
+    let meta = view.symlink_metadata(path.as_str())?;
+    let target = if meta.is_symlink() {
+        Some(view.read_link(path.as_str())?.into_string())
+    } else {
+        None
+    };
+    Ok(Listed {
+        path,
+        meta,
+        target,
+        layer,
+    })
+}
+
+/// The lines of a listing, as `ls` prints them (with a header).
+pub fn text_lines(entries: &[Listed], image: &Image) -> Vec<String> {
+    let owner = |l: &Listed| format!("{}:{}", l.meta.uid, l.meta.gid);
+    let w_owner = entries
+        .iter()
+        .map(|l| owner(l).len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let w_size = entries
+        .iter()
+        .map(|l| size_string(&l.meta).len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let w_layer = entries
+        .iter()
+        .map(|l| l.layer.to_string().len())
+        .max()
+        .unwrap_or(1);
+    let mut lines = vec![format!(
+        "{:<10}  {:<w_owner$}  {:>w_size$}  {:<w$}  PATH",
+        "MODE",
+        "OWNER",
+        "SIZE",
+        "LAYER",
+        w = w_layer + 13
+    )];
+    for l in entries {
+        let digest = image
+            .layers()
+            .get(l.layer)
+            .map_or_else(|| "-".repeat(12), |d| d.digest.short());
+        let mut line = format!(
+            "{}  {:<w_owner$}  {:>w_size$}  {:>w_layer$} {digest}  /{}",
+            mode_string(&l.meta),
+            owner(l),
+            size_string(&l.meta),
+            l.layer,
+            l.path.as_str()
+        );
+        if let Some(target) = &l.target {
+            line.push_str(" -> ");
+            line.push_str(target);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+fn json_of(entries: &[Listed], image: &Image) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|l| {
+                let mut v = json!({
+                    "path": format!("/{}", l.path.as_str()),
+                    "type": type_name(l.meta.file_type),
+                    "mode": format!("{:04o}", l.meta.mode),
+                    "uid": l.meta.uid,
+                    "gid": l.meta.gid,
+                    "size": l.meta.size,
+                    "layer": l.layer,
+                    "layer_digest": image.layers().get(l.layer).map(|d| d.digest.to_string()),
+                });
+                if let Some(target) = &l.target {
+                    v["target"] = json!(target);
+                }
+                if matches!(
+                    l.meta.file_type,
+                    layerstack::FileType::CharDevice | layerstack::FileType::BlockDevice
+                ) {
+                    v["rdev"] = json!([
+                        layerstack::major(l.meta.rdev),
+                        layerstack::minor(l.meta.rdev)
+                    ]);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// `layerstack ls`.
+pub fn ls(
+    image: &ImageRef,
+    path: &str,
+    recursive: bool,
+    format: Format,
+    out: &mut Out,
+) -> Result<()> {
+    let (store, img) = image.open()?;
+    let view = open_view(&store, &img)?;
+    let entries = list(&view, path, recursive)?;
+    match format {
+        Format::Json => out.json(&json_of(&entries, &img)),
+        Format::Text => {
+            for line in text_lines(&entries, &img) {
+                out.line(format_args!("{line}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `layerstack cat`.
+pub fn cat(image: &ImageRef, path: &str, out: &mut Out) -> Result<()> {
+    let (store, img) = image.open()?;
+    let view = open_view(&store, &img)?;
+    let data = view.read(path)?;
+    out.bytes(&data)
+}

@@ -1,0 +1,310 @@
+//! `layerstack`: look inside OCI images layer by layer, build a demo image,
+//! and commit an edited root filesystem as a new layer.
+//!
+//! Exit status: 0 on success, 1 when an operation fails (one line on
+//! stderr names the operation and the path), 2 for bad usage.
+#![forbid(unsafe_code)]
+
+mod commit;
+mod demo;
+mod diff;
+mod inspect;
+mod ls;
+mod output;
+mod unpack;
+
+use std::fmt;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use camino::Utf8PathBuf;
+use clap::{Parser, Subcommand};
+use layerstack::Result;
+use layerstack::oci::{Image, ImageStore, OciLayout};
+
+use output::{Format, Out};
+
+const EXAMPLES: &str = "\
+Examples:
+  layerstack demo                           build the demo image into ./layerstack-demo
+  layerstack ls ./layerstack-demo:demo -R   every file, with the layer it comes from
+  layerstack diff ./layerstack-demo:demo    what each layer adds, changes and deletes
+  layerstack cat ./layerstack-demo:demo etc/app.conf
+  layerstack inspect ./layerstack-demo:demo-web --json
+
+  umoci unpack --image img:v1 bundle        (or: layerstack unpack img:v1 rootfs)
+  ... edit bundle/rootfs ...
+  layerstack commit img:v1 bundle/rootfs --tag v2
+
+LAYOUT[:TAG] names an image in an OCI image layout directory. Without a
+tag: the one tagged `latest`, or the only image. The tag is what follows
+the last `:` unless that holds a `/` (so `dir:with:colons/` is a layout);
+`LAYOUT:sha256:<hex>` names a manifest by digest.";
+
+/// Container image layers, from the command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "layerstack",
+    version,
+    about = "Look inside OCI images layer by layer: the merged tree, per-layer changes, whiteouts, shared layers",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a small image in three steps, as a Dockerfile would, and show
+    /// its layers, their whiteouts, the merged tree and a shared base layer.
+    #[command(after_help = "\
+Examples:
+  layerstack demo               writes ./layerstack-demo
+  layerstack demo /tmp/demo     writes /tmp/demo
+
+No input, no network, no root. DIR must be empty, missing, or a layout an
+earlier `layerstack demo` wrote.")]
+    Demo {
+        /// Where to write the image layout [default: ./layerstack-demo]
+        dir: Option<Utf8PathBuf>,
+    },
+    /// Flatten an image into a root filesystem directory.
+    #[command(after_help = "\
+Examples:
+  layerstack unpack ./layerstack-demo:demo rootfs")]
+    Unpack {
+        /// The image: LAYOUT[:TAG]
+        image: ImageRef,
+        /// The directory to write the root filesystem into
+        dir: Utf8PathBuf,
+    },
+    /// List the merged tree, each entry with the layer it comes from.
+    #[command(after_help = "\
+Each line: mode, owner, size, the layer the entry comes from (its index,
+bottom = 0, as in the manifest, and the first 12 hex digits of its digest),
+and the path.
+
+Examples:
+  layerstack ls ./layerstack-demo:demo
+  layerstack ls ./layerstack-demo:demo /etc -R
+  layerstack ls ./layerstack-demo:demo -R --json")]
+    Ls {
+        /// The image: LAYOUT[:TAG]
+        image: ImageRef,
+        /// The directory (or file) to list [default: /]
+        path: Option<String>,
+        /// List subdirectories too
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a file of the image (symlinks are followed inside the image).
+    #[command(after_help = "\
+Examples:
+  layerstack cat ./layerstack-demo:demo etc/app.conf")]
+    Cat {
+        /// The image: LAYOUT[:TAG]
+        image: ImageRef,
+        /// The file
+        path: String,
+    },
+    /// What each layer adds (A), changes (C) and deletes (D), as
+    /// `docker diff` shows it.
+    #[command(after_help = "\
+Examples:
+  layerstack diff ./layerstack-demo:demo
+  layerstack diff ./layerstack-demo:demo --layer 1 --json")]
+    Diff {
+        /// The image: LAYOUT[:TAG]
+        image: ImageRef,
+        /// Only layer N (bottom = 0)
+        #[arg(long, value_name = "N")]
+        layer: Option<usize>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Digests, DiffIDs, sizes and history of an image's layers, and the
+    /// layers other tags of the layout share.
+    #[command(after_help = "\
+Examples:
+  layerstack inspect ./layerstack-demo:demo
+  layerstack inspect ./layerstack-demo:demo-web --json")]
+    Inspect {
+        /// The image: LAYOUT[:TAG]
+        image: ImageRef,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a directory with an image and append the difference as a
+    /// new layer under a new tag (as `umoci repack` does).
+    #[command(after_help = "\
+The layer's files keep their times; the image's creation time is now, or
+SOURCE_DATE_EPOCH when that is set (later file times are then lowered to it).
+
+Examples:
+  layerstack unpack ./layerstack-demo:demo rootfs
+  echo 'port = 9090' > rootfs/etc/app.conf
+  layerstack commit ./layerstack-demo:demo rootfs --tag demo-edited")]
+    Commit {
+        /// The base image: LAYOUT[:BASE]
+        image: ImageRef,
+        /// The directory to compare with it
+        dir: Utf8PathBuf,
+        /// The tag of the new image
+        #[arg(long, value_name = "NEW")]
+        tag: String,
+    },
+}
+
+/// `LAYOUT[:TAG]`: an image layout directory and, maybe, a tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The layout directory.
+    pub layout: Utf8PathBuf,
+    /// The tag or manifest digest; `None`: `latest`, or the only image.
+    pub tag: Option<String>,
+}
+
+impl FromStr for ImageRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<ImageRef, String> {
+        if s.is_empty() {
+            return Err("an image layout directory is needed".to_owned());
+        }
+        let (layout, tag) = match s.rsplit_once(':') {
+            // `LAYOUT:sha256:<hex>`: the digest is one reference.
+            Some((rest, hex))
+                if hex.len() == 64
+                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    && rest.ends_with(":sha256") =>
+            {
+                let layout = &rest[..rest.len() - ":sha256".len()];
+                (layout, Some(format!("sha256:{hex}")))
+            }
+            Some((layout, tag)) if !tag.contains('/') => {
+                if tag.is_empty() {
+                    return Err(format!(
+                        "`{s}` has an empty tag after its last `:` (a layout directory whose name ends in `:` is written `{s}/`)"
+                    ));
+                }
+                (layout, Some(tag.to_owned()))
+            }
+            _ => (s, None),
+        };
+        if layout.is_empty() {
+            return Err(format!("`{s}` names no layout directory before the `:`"));
+        }
+        Ok(ImageRef {
+            layout: Utf8PathBuf::from(layout),
+            tag,
+        })
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tag {
+            Some(tag) => write!(f, "{}:{tag}", self.layout),
+            None => write!(f, "{}", self.layout),
+        }
+    }
+}
+
+impl ImageRef {
+    /// Opens the layout and the image.
+    pub fn open(&self) -> Result<(ImageStore, Image)> {
+        let store = ImageStore::new(OciLayout::open(&self.layout)?);
+        let image = store.image(self.tag.as_deref())?;
+        Ok((store, image))
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    let mut out = Out::stdout();
+    let format = |json: bool| if json { Format::Json } else { Format::Text };
+    match command {
+        Command::Demo { dir } => demo::run(
+            &dir.unwrap_or_else(|| Utf8PathBuf::from("layerstack-demo")),
+            &mut out,
+        )?,
+        Command::Unpack { image, dir } => {
+            let (store, img) = image.open()?;
+            unpack::unpack_image(&store, &img, &dir)?;
+            out.line(format_args!("unpacked {image} into {dir}"))?;
+        }
+        Command::Ls {
+            image,
+            path,
+            recursive,
+            json,
+        } => ls::ls(
+            &image,
+            path.as_deref().unwrap_or("/"),
+            recursive,
+            format(json),
+            &mut out,
+        )?,
+        Command::Cat { image, path } => ls::cat(&image, &path, &mut out)?,
+        Command::Diff { image, layer, json } => diff::run(&image, layer, format(json), &mut out)?,
+        Command::Inspect { image, json } => inspect::run(&image, format(json), &mut out)?,
+        Command::Commit { image, dir, tag } => commit::run(&image, &dir, &tag, &mut out)?,
+    }
+    out.flush()
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2, `--help` and `--version` with 0.
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever a cause holds.
+            let message = e.to_string().replace(['\n', '\r'], " ");
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> std::result::Result<(String, Option<String>), String> {
+        s.parse::<ImageRef>()
+            .map(|r| (r.layout.into_string(), r.tag))
+    }
+
+    #[test]
+    fn image_refs_split_at_the_last_colon_without_a_slash_after_it() {
+        let some = |l: &str, t: &str| Ok((l.to_owned(), Some(t.to_owned())));
+        assert_eq!(parse("img"), Ok(("img".to_owned(), None)));
+        assert_eq!(parse("img:v1"), some("img", "v1"));
+        assert_eq!(parse("./a:b:v1"), some("./a:b", "v1"));
+        assert_eq!(parse("/tmp/a:b/img"), Ok(("/tmp/a:b/img".to_owned(), None)));
+        assert_eq!(
+            parse("dir:with:colons/"),
+            Ok(("dir:with:colons/".to_owned(), None))
+        );
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            parse(&format!("img:sha256:{hex}")),
+            some("img", &format!("sha256:{hex}"))
+        );
+        assert!(parse("img:").unwrap_err().contains("empty tag"));
+        assert!(parse(":v1").unwrap_err().contains("no layout directory"));
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,215 @@
+//! What the commands print: stdout, JSON, the shapes of a listing line, and
+//! a progress bar on stderr when it is a terminal.
+
+use std::fmt;
+use std::io::{self, BufWriter, IsTerminal, Read, StdoutLock, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use layerstack::{Error, FileType, Metadata, Operation, Result, major, minor};
+
+/// Text for people, or JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Standard output, buffered. A closed pipe (`layerstack ls ... | head`)
+/// ends the program quietly and successfully, as the reader wanted no more.
+pub struct Out {
+    w: BufWriter<StdoutLock<'static>>,
+}
+
+impl Out {
+    pub fn stdout() -> Out {
+        Out {
+            w: BufWriter::new(io::stdout().lock()),
+        }
+    }
+
+    fn check(r: io::Result<()>) -> Result<()> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+            Err(e) => Err(Error::from_io(&e, Operation::Write, "<stdout>")),
+        }
+    }
+
+    /// Prints one line.
+    pub fn line(&mut self, args: fmt::Arguments<'_>) -> Result<()> {
+        Out::check(
+            self.w
+                .write_fmt(args)
+                .and_then(|()| self.w.write_all(b"\n")),
+        )
+    }
+
+    /// Prints bytes as they are.
+    pub fn bytes(&mut self, data: &[u8]) -> Result<()> {
+        Out::check(self.w.write_all(data))
+    }
+
+    /// Prints `value` as pretty JSON and a newline.
+    pub fn json(&mut self, value: &serde_json::Value) -> Result<()> {
+        let text = serde_json::to_string_pretty(value).expect("a Value always serialises");
+        self.line(format_args!("{text}"))
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        Out::check(self.w.flush())
+    }
+}
+
+/// Prints a line to an [`Out`]: `outln!(out, "{x}")?`.
+#[macro_export]
+macro_rules! outln {
+    ($out:expr) => { $out.line(format_args!("")) };
+    ($out:expr, $($arg:tt)*) => { $out.line(format_args!($($arg)*)) };
+}
+
+/// A progress bar or spinner on stderr, drawn only when stderr is a
+/// terminal; otherwise it does nothing. Cleared when dropped.
+pub struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn enabled() -> bool {
+        io::stderr().is_terminal()
+    }
+
+    /// A spinner with a message, for work of unknown length.
+    pub fn spinner(message: impl Into<String>) -> Progress {
+        if !Progress::enabled() {
+            return Progress(None);
+        }
+        let bar = ProgressBar::new_spinner().with_message(message.into());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Progress(Some(bar))
+    }
+
+    /// A bar over `total` bytes.
+    pub fn bytes(total: u64, message: impl Into<String>) -> Progress {
+        if !Progress::enabled() {
+            return Progress(None);
+        }
+        let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let bar = ProgressBar::new(total)
+            .with_style(style)
+            .with_message(message.into());
+        Progress(Some(bar))
+    }
+
+    /// `reader`, advancing the bar by what is read through it.
+    pub fn reader<R: Read>(&self, reader: R) -> ProgressReader<R> {
+        ProgressReader {
+            inner: reader,
+            bar: self.0.clone(),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub struct ProgressReader<R> {
+    inner: R,
+    bar: Option<ProgressBar>,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// `drwxr-xr-x`, as `ls -l` prints a mode.
+pub fn mode_string(meta: &Metadata) -> String {
+    let m = meta.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let special = |exec: bool, set: bool, lower: char, upper: char| match (exec, set) {
+        (true, true) => lower,
+        (false, true) => upper,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    let mut s = String::with_capacity(10);
+    s.push(meta.file_type.letter());
+    s.push(bit(0o400, 'r'));
+    s.push(bit(0o200, 'w'));
+    s.push(special(m & 0o100 != 0, m & 0o4000 != 0, 's', 'S'));
+    s.push(bit(0o040, 'r'));
+    s.push(bit(0o020, 'w'));
+    s.push(special(m & 0o010 != 0, m & 0o2000 != 0, 's', 'S'));
+    s.push(bit(0o004, 'r'));
+    s.push(bit(0o002, 'w'));
+    s.push(special(m & 0o001 != 0, m & 0o1000 != 0, 't', 'T'));
+    s
+}
+
+/// The size column: bytes, or `major,minor` for a device.
+pub fn size_string(meta: &Metadata) -> String {
+    match meta.file_type {
+        FileType::CharDevice | FileType::BlockDevice => {
+            format!("{},{}", major(meta.rdev), minor(meta.rdev))
+        }
+        _ => meta.size.to_string(),
+    }
+}
+
+/// The name of a type in JSON.
+pub fn type_name(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::File => "file",
+        FileType::Dir => "dir",
+        FileType::Symlink => "symlink",
+        FileType::CharDevice => "char_device",
+        FileType::BlockDevice => "block_device",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+    }
+}
+
+/// `1,234,567`: digits in groups of three, for byte counts people read.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_numbers_print_as_ls_and_people_write_them() {
+        let meta = |t: FileType, mode: u32| Metadata::new(t).with_mode(mode);
+        assert_eq!(mode_string(&meta(FileType::Dir, 0o755)), "drwxr-xr-x");
+        assert_eq!(mode_string(&meta(FileType::File, 0o4755)), "-rwsr-xr-x");
+        assert_eq!(mode_string(&meta(FileType::File, 0o2644)), "-rw-r-Sr--");
+        assert_eq!(mode_string(&meta(FileType::Dir, 0o1777)), "drwxrwxrwt");
+        assert_eq!(mode_string(&meta(FileType::Symlink, 0o777)), "lrwxrwxrwx");
+        let dev = meta(FileType::CharDevice, 0o666).with_rdev(layerstack::makedev(1, 3));
+        assert_eq!(size_string(&dev), "1,3");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

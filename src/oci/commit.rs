@@ -1,0 +1,662 @@
+//! A directory compared with an image: the changeset that turns what the
+//! image shows into what the directory holds, as one layer — what
+//! `umoci repack` writes after `umoci unpack` and an edit.
+//!
+//! [`layer_from_dir`] walks the directory and compares each object with
+//! what a [`MergedView`] of the image (the *base*) shows at the same path:
+//!
+//! - An object that is new, or that differs from the base in type, mode,
+//!   owner, size, contents, symlink target, device number, mtime or
+//!   extended attributes, goes into the layer, with its parent directories
+//!   (each with the attributes it has in the directory).
+//! - An object of the base that the directory lacks becomes a whiteout; a
+//!   missing directory is one whiteout, its contents are not listed.
+//! - A directory that replaced a non-directory, or a non-directory that
+//!   replaced a directory, replaces it: a non-directory hides everything
+//!   the base had under that name, and a directory over what was a file
+//!   merges with nothing.
+//! - Names of one inode in the directory (hard links, by `st_ino`) are one
+//!   object in the layer; if any of them goes into the layer, all do. Names
+//!   that are one object in the base but no longer in the directory (or the
+//!   other way round) go into the layer as the directory has them.
+//! - No directory is ever marked opaque: a deletion is always a whiteout.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use layerstack::{Entry, Layer, LayerPath, MemLayer, MergedView};
+//! use layerstack::oci::commit::layer_from_dir;
+//!
+//! # let dir = std::env::temp_dir().join(format!("layerstack-doc-commit-{}", std::process::id()));
+//! # let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
+//! std::fs::create_dir_all(dir.join("etc"))?;
+//! std::fs::write(dir.join("etc/app.conf"), "port = 8080\n")?;
+//! // The base has a file the directory lacks: it becomes a whiteout.
+//! let mut base = MemLayer::new();
+//! base.add_file("etc/motd", "hello\n")?;
+//! let view = MergedView::new(vec![Arc::new(base) as Arc<dyn Layer>], MemLayer::new())?;
+//!
+//! let layer = layer_from_dir(&view, &dir)?;
+//! assert_eq!(layer.lookup(&LayerPath::new("etc/motd")?)?, Some(Entry::Whiteout));
+//! assert_eq!(layer.read_at(&LayerPath::new("etc/app.conf")?, 0, 64)?, "port = 8080\n");
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Security
+//!
+//! The directory is read without following any symlink: its root is opened
+//! with `O_DIRECTORY | O_NOFOLLOW`, every name is opened relative to its
+//! parent's descriptor with `O_PATH | O_NOFOLLOW`, stated through that
+//! descriptor and, for files and directories, reopened through
+//! `/proc/self/fd` (so what is read is exactly the object that was
+//! stated). Symlinks are read with `readlinkat`, never followed; fifos and
+//! devices are never opened. Names that are not UTF-8 and names starting
+//! with `.wh.` (reserved for whiteouts in a layer tar) are refused.
+//!
+//! # Limitations
+//!
+//! - The contents of new and changed files are held in memory (in the
+//!   returned [`MemLayer`]); unchanged files are compared in pieces and not
+//!   kept.
+//! - Extended attributes: `user.*`, `trusted.*` and `security.*` are
+//!   compared and kept, except overlayfs bookkeeping (`trusted.overlay.*`,
+//!   `user.overlay.*`) and `security.selinux`, which labels the host's copy
+//!   rather than the image (`umoci` leaves it out too); `system.*` (ACLs)
+//!   is not read.
+//! - Owners are what the directory has: a directory unpacked without root
+//!   has the unpacking user's owners, and commits them.
+//! - Sockets cannot be stored in a layer tar: one in the directory is an
+//!   error (`EOPNOTSUPP`).
+//! - atime, ctime and the link count are not compared.
+//! - The directory must not change during the walk; a file that changes
+//!   while it is read is read as it is then.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use bytes::Bytes;
+use camino::{Utf8Path, Utf8PathBuf};
+use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+use rustix::io::Errno;
+
+use super::whiteout::is_reserved;
+use crate::data::FileData;
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::Content;
+use crate::layer::LayerMut;
+use crate::layer::mem::MemLayer;
+use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
+use crate::path::LayerPath;
+use crate::view::MergedView;
+
+/// Files are compared and read in pieces of this size.
+const CHUNK: usize = 1 << 20;
+
+/// The layer that turns what `base` shows into what directory `dir` holds
+/// (see the [module documentation](self) for the rules). The layer's root
+/// has the attributes of `dir`.
+///
+/// # Errors
+/// Errors reading `dir` or `base`, each naming the path on disk;
+/// `ENOTDIR` if `dir` is a symlink; `EINVAL` for a name that is not
+/// UTF-8 or starts with `.wh.`; `EOPNOTSUPP` for a socket; `EIO` if `/proc`
+/// is not a procfs.
+pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
+    check_procfs(dir)?;
+    let root = rustix::fs::open(
+        dir.as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        let err = errno_error(e, Operation::Open, dir);
+        let is_symlink = rustix::fs::lstat(dir.as_str())
+            .is_ok_and(|st| FileType::from_mode(st.st_mode) == Some(FileType::Symlink));
+        if is_symlink {
+            err.with_detail("it is a symlink, and symlinks are not followed")
+        } else {
+            err
+        }
+    })?;
+    let mut scan = Scan {
+        base,
+        dir,
+        found: BTreeMap::new(),
+    };
+    let (root_meta, _) = scan.stat(&root, &LayerPath::root())?;
+    scan.walk(root)?;
+    scan.into_layer(&root_meta)
+}
+
+/// One object of the directory (or a whiteout for one it lacks).
+struct Found {
+    what: What,
+    /// The object's metadata in the directory (for a whiteout: unused).
+    meta: Metadata,
+    /// It differs from the base (or the base lacks it).
+    changed: bool,
+    /// `(st_dev, st_ino)` in the directory, for a non-directory with more
+    /// than one link.
+    linked: Option<(u64, u64)>,
+    /// The base's inode number, for a non-directory the base shows with
+    /// more than one link.
+    base_linked: Option<u64>,
+}
+
+enum What {
+    Dir,
+    /// A regular file; its contents when they differ from the base's.
+    File(Option<FileData>),
+    Symlink(String),
+    Special,
+    Whiteout,
+}
+
+struct Scan<'a> {
+    base: &'a MergedView,
+    dir: &'a Utf8Path,
+    found: BTreeMap<LayerPath, Found>,
+}
+
+impl Scan<'_> {
+    fn disk_path(&self, path: &LayerPath) -> Utf8PathBuf {
+        if path.is_root() {
+            self.dir.to_owned()
+        } else {
+            self.dir.join(path.as_str())
+        }
+    }
+
+    fn fail(&self, e: Errno, op: Operation, path: &LayerPath) -> Error {
+        errno_error(e, op, &self.disk_path(path))
+    }
+
+    /// The metadata of the object `fd` (any kind of descriptor), with the
+    /// extended attributes that are compared and kept, and the device it
+    /// is on.
+    fn stat(&self, fd: &OwnedFd, path: &LayerPath) -> Result<(Metadata, u64)> {
+        let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
+            .map_err(|e| self.fail(e, Operation::Metadata, path))?;
+        let mode = u32::from(st.stx_mode);
+        let file_type = FileType::from_mode(mode)
+            .ok_or_else(|| self.fail(Errno::INVAL, Operation::Metadata, path))?;
+        let ts = |t: rustix::fs::StatxTimestamp| Timestamp::new(t.tv_sec, t.tv_nsec);
+        let mut meta = Metadata::new(file_type)
+            .with_mode(mode & MODE_MASK)
+            .with_owner(st.stx_uid, st.stx_gid);
+        meta.size = if file_type.is_dir() { 0 } else { st.stx_size };
+        meta.nlink = u64::from(st.stx_nlink);
+        meta.ino = st.stx_ino;
+        meta.rdev = if matches!(file_type, FileType::CharDevice | FileType::BlockDevice) {
+            makedev(st.stx_rdev_major, st.stx_rdev_minor)
+        } else {
+            0
+        };
+        meta.atime = ts(st.stx_atime);
+        meta.mtime = ts(st.stx_mtime);
+        meta.ctime = ts(st.stx_ctime);
+        meta.xattrs = read_xattrs(fd).map_err(|e| self.fail(e, Operation::ListXattr, path))?;
+        Ok((meta, makedev(st.stx_dev_major, st.stx_dev_minor)))
+    }
+
+    /// What the base shows at `path`, if anything (a final symlink is not
+    /// followed; its parents are directories of the base).
+    fn base_meta(&self, path: &LayerPath) -> Result<Option<Metadata>> {
+        match self.base.symlink_metadata(path.as_str()) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Walks the tree under `root`, recording every object and whiteout.
+    fn walk(&mut self, root: OwnedFd) -> Result<()> {
+        // Directories to read: descriptor, path, whether the base has a
+        // directory there (else everything below is new).
+        let mut todo = vec![(root, LayerPath::root(), true)];
+        while let Some((fd, path, base_is_dir)) = todo.pop() {
+            let names = self.names(&fd, &path)?;
+            if base_is_dir {
+                let at = if path.is_root() { "/" } else { path.as_str() };
+                for entry in self.base.read_dir(at)? {
+                    if names.binary_search(&entry.name).is_err() {
+                        let gone = path.join(&entry.name)?;
+                        self.found.insert(
+                            gone,
+                            Found {
+                                what: What::Whiteout,
+                                meta: Metadata::new(entry.file_type),
+                                changed: true,
+                                linked: None,
+                                base_linked: None,
+                            },
+                        );
+                    }
+                }
+            }
+            for name in &names {
+                let child = path.join(name)?;
+                if is_reserved(name) {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        Operation::ReadDir,
+                        self.disk_path(&child),
+                    )
+                    .with_detail(
+                        "names starting with `.wh.` are reserved for whiteouts in a layer tar",
+                    ));
+                }
+                let before = if base_is_dir {
+                    self.base_meta(&child)?
+                } else {
+                    None
+                };
+                if let Some(sub) = self.visit(&fd, name, &child, before)? {
+                    todo.push(sub);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The names in directory `fd`, sorted.
+    fn names(&self, fd: &OwnedFd, path: &LayerPath) -> Result<Vec<String>> {
+        let fail = |e| self.fail(e, Operation::ReadDir, path);
+        let mut dir = rustix::fs::Dir::read_from(fd).map_err(fail)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(fail)?;
+            let raw = entry.file_name().to_bytes();
+            if raw == b"." || raw == b".." {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(raw) else {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    Operation::ReadDir,
+                    self.disk_path(path),
+                )
+                .with_detail(format!(
+                    "the name {:?} is not UTF-8",
+                    String::from_utf8_lossy(raw)
+                )));
+            };
+            names.push(name.to_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Records the object `name` in directory `parent` (at `path`), compared
+    /// with `before`, what the base shows there. Returns the directory to
+    /// read next, if it is one.
+    fn visit(
+        &mut self,
+        parent: &OwnedFd,
+        name: &str,
+        path: &LayerPath,
+        before: Option<Metadata>,
+    ) -> Result<Option<(OwnedFd, LayerPath, bool)>> {
+        let obj = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.fail(e, Operation::Open, path))?;
+        let (meta, dev) = self.stat(&obj, path)?;
+        // Two names are one inode when device and inode number both match.
+        let linked = (!meta.is_dir() && meta.nlink > 1).then_some((dev, meta.ino));
+        let base_linked = before
+            .as_ref()
+            .filter(|b| !b.is_dir() && b.nlink > 1)
+            .map(|b| b.ino);
+        let same_attrs = before.as_ref().is_some_and(|b| same_attributes(b, &meta));
+        let mut next = None;
+        let (what, changed) = match meta.file_type {
+            FileType::Dir => {
+                let fd = reopen(&obj, OFlags::RDONLY | OFlags::DIRECTORY)
+                    .map_err(|e| self.fail(e, Operation::ReadDir, path))?;
+                let base_is_dir = before.as_ref().is_some_and(Metadata::is_dir);
+                next = Some((fd, path.clone(), base_is_dir));
+                (What::Dir, !same_attrs)
+            }
+            FileType::File => {
+                let fd = reopen(&obj, OFlags::RDONLY)
+                    .map_err(|e| self.fail(e, Operation::Read, path))?;
+                let base_size = before.as_ref().filter(|b| b.is_file()).map(Metadata::len);
+                let data = self.contents_if_changed(File::from(fd), path, base_size)?;
+                let changed = data.is_some() || !same_attrs;
+                (What::File(data), changed)
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(&obj, "", Vec::new())
+                    .map_err(|e| self.fail(e, Operation::ReadLink, path))?;
+                let target = target.into_string().map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        Operation::ReadLink,
+                        self.disk_path(path),
+                    )
+                    .with_detail("the symlink's target is not UTF-8")
+                })?;
+                let same_target =
+                    same_attrs && self.base.read_link(path.as_str())?.as_str() == target.as_str();
+                (What::Symlink(target), !same_target)
+            }
+            FileType::Socket => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    Operation::Read,
+                    self.disk_path(path),
+                )
+                .with_detail("a socket cannot be stored in a layer tar"));
+            }
+            _ => (What::Special, !same_attrs),
+        };
+        self.found.insert(
+            path.clone(),
+            Found {
+                what,
+                meta,
+                changed,
+                linked,
+                base_linked,
+            },
+        );
+        Ok(next)
+    }
+
+    /// The contents of `file` if they differ from the base's file of
+    /// `base_size` bytes at `path` (or the base has no file there).
+    fn contents_if_changed(
+        &self,
+        mut file: File,
+        path: &LayerPath,
+        base_size: Option<u64>,
+    ) -> Result<Option<FileData>> {
+        let fail = |e: std::io::Error| Error::from_io(&e, Operation::Read, self.disk_path(path));
+        let size = file.metadata().map_err(fail)?.len();
+        if base_size == Some(size) {
+            let mut buf = vec![0u8; CHUNK];
+            let mut offset = 0u64;
+            let mut same = true;
+            loop {
+                let n = read_full(&mut file, &mut buf).map_err(fail)?;
+                if n == 0 {
+                    break;
+                }
+                let theirs = self.base.read_at(path.as_str(), offset, n)?;
+                if theirs[..] != buf[..n] {
+                    same = false;
+                    break;
+                }
+                offset += n as u64;
+            }
+            if same && offset == size {
+                return Ok(None);
+            }
+            file.seek(SeekFrom::Start(0)).map_err(fail)?;
+        }
+        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(CHUNK));
+        file.read_to_end(&mut data).map_err(fail)?;
+        Ok(Some(FileData::from(Bytes::from(data))))
+    }
+
+    /// Marks the names of hard-linked objects that must go into the layer
+    /// for the layer to link what the directory links: every name of an
+    /// inode when any of them changed or they were not one object in the
+    /// base, and names that were one object in the base but are not now.
+    fn spread_link_changes(&mut self) {
+        let mut groups: HashMap<(u64, u64), Vec<LayerPath>> = HashMap::new();
+        let mut base_groups: HashMap<u64, Vec<LayerPath>> = HashMap::new();
+        for (path, f) in &self.found {
+            if let Some(key) = f.linked {
+                groups.entry(key).or_default().push(path.clone());
+            }
+            if let Some(ino) = f.base_linked {
+                base_groups.entry(ino).or_default().push(path.clone());
+            }
+        }
+        let groups: Vec<Vec<LayerPath>> = groups.into_values().filter(|g| g.len() > 1).collect();
+        let base_groups: Vec<Vec<LayerPath>> =
+            base_groups.into_values().filter(|g| g.len() > 1).collect();
+        // A group is unchanged when its names were one object in the base
+        // too: same base inode for all (and the other way round).
+        for group in &groups {
+            let first = self.found[&group[0]].base_linked;
+            if first.is_none() || group.iter().any(|p| self.found[p].base_linked != first) {
+                self.mark(group);
+            }
+        }
+        // Names that were one object in the base and no longer all are:
+        // the largest part that still is one object may stay as it is (the
+        // first in path order, if two are as large), the others go in.
+        for group in &base_groups {
+            let mut parts: Vec<Vec<LayerPath>> = Vec::new();
+            for p in group {
+                let key = self.found[p].linked;
+                match parts
+                    .iter_mut()
+                    .find(|part| key.is_some() && self.found[&part[0]].linked == key)
+                {
+                    Some(part) => part.push(p.clone()),
+                    None => parts.push(vec![p.clone()]),
+                }
+            }
+            let keep = parts
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, part)| (part.len(), std::cmp::Reverse(*i)))
+                .map_or(0, |(i, _)| i);
+            for (i, part) in parts.iter().enumerate() {
+                if i != keep {
+                    self.mark(part);
+                }
+            }
+        }
+        // A name that goes in takes the other names of its inode along:
+        // in the layer they must be one object again.
+        for group in &groups {
+            if group.iter().any(|p| self.found[p].changed) {
+                self.mark(group);
+            }
+        }
+    }
+
+    fn mark(&mut self, paths: &[LayerPath]) {
+        for p in paths {
+            if let Some(f) = self.found.get_mut(p) {
+                f.changed = true;
+            }
+        }
+    }
+
+    /// The layer: every changed object and whiteout, with its parents.
+    fn into_layer(mut self, root_meta: &Metadata) -> Result<MemLayer> {
+        self.spread_link_changes();
+        let mut include: BTreeSet<LayerPath> = BTreeSet::new();
+        for (path, f) in &self.found {
+            if !f.changed {
+                continue;
+            }
+            let mut at = Some(path.clone());
+            while let Some(p) = at {
+                if p.is_root() || !include.insert(p.clone()) {
+                    break;
+                }
+                at = p.parent();
+            }
+        }
+        let mut layer = MemLayer::new();
+        layer.set_metadata(&LayerPath::root(), root_meta)?;
+        let mut first_name: HashMap<(u64, u64), LayerPath> = HashMap::new();
+        for path in include {
+            let f = self
+                .found
+                .get_mut(&path)
+                .expect("included paths were found");
+            match &mut f.what {
+                What::Whiteout => layer.whiteout(&path)?,
+                What::Dir => layer.create(&path, &f.meta, Content::Dir)?,
+                What::File(data) => {
+                    if let Some(first) = f.linked.and_then(|key| first_name.get(&key)) {
+                        layer.hard_link(first, &path)?;
+                        continue;
+                    }
+                    let data = match data.take() {
+                        Some(data) => data,
+                        // Unchanged contents: the base's (shared, not copied).
+                        None => FileData::from(self.base.read(path.as_str())?),
+                    };
+                    layer.create(&path, &f.meta, Content::File(data))?;
+                    if let Some(key) = f.linked {
+                        first_name.insert(key, path.clone());
+                    }
+                }
+                What::Symlink(target) => {
+                    layer.create(&path, &f.meta, Content::Symlink(target.clone()))?;
+                }
+                What::Special => layer.create(&path, &f.meta, Content::Special)?,
+            }
+        }
+        Ok(layer)
+    }
+}
+
+/// Whether `base` and `now` agree on everything compared besides contents
+/// and symlink targets: type, mode (not of a symlink, whose mode Linux
+/// fixes at `0o777`), owner, mtime, device number and kept xattrs.
+fn same_attributes(base: &Metadata, now: &Metadata) -> bool {
+    base.file_type == now.file_type
+        && (now.is_symlink() || base.mode == now.mode)
+        && base.uid == now.uid
+        && base.gid == now.gid
+        && base.mtime == now.mtime
+        && base.rdev == now.rdev
+        && kept_xattrs(&base.xattrs) == now.xattrs
+}
+
+/// Whether an extended attribute of the directory belongs in a layer.
+fn keep_xattr(name: &str) -> bool {
+    let namespace =
+        name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security.");
+    namespace
+        && !name.starts_with("trusted.overlay.")
+        && !name.starts_with("user.overlay.")
+        && name != "security.selinux"
+}
+
+fn kept_xattrs(xattrs: &Xattrs) -> Xattrs {
+    let mut out = xattrs.clone();
+    out.retain(|name, _| keep_xattr(name));
+    out
+}
+
+/// The kept extended attributes of the object `fd`, read through
+/// `/proc/self/fd` (which reaches even a symlink opened with `O_PATH`).
+fn read_xattrs(fd: &OwnedFd) -> rustix::io::Result<Xattrs> {
+    let proc = proc_path(fd);
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::listxattr(&proc, &mut names[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(Errno::NOTSUP) => return Ok(Xattrs::new()),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut out = Xattrs::new();
+    for raw in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        if !keep_xattr(name) {
+            continue;
+        }
+        let mut value = vec![0u8; 256];
+        loop {
+            match rustix::fs::getxattr(&proc, name, &mut value[..]) {
+                Ok(n) => {
+                    value.truncate(n);
+                    out.insert(name, value);
+                    break;
+                }
+                Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(Errno::NODATA) => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens the object of the `O_PATH` descriptor `fd` for reading: exactly
+/// that inode, whatever its name now points at.
+fn reopen(fd: &OwnedFd, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let st = rustix::fs::fstat(fd)?;
+    let want_dir = flags.contains(OFlags::DIRECTORY);
+    let is = FileType::from_mode(st.st_mode);
+    if want_dir && is != Some(FileType::Dir) {
+        return Err(Errno::NOTDIR);
+    }
+    if !want_dir && is != Some(FileType::File) {
+        return Err(Errno::INVAL);
+    }
+    rustix::fs::open(
+        proc_path(fd).as_str(),
+        flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+}
+
+fn proc_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// `/proc` must be a real procfs: its links are trusted to lead to our
+/// descriptors.
+fn check_procfs(dir: &Utf8Path) -> Result<()> {
+    let ok = rustix::fs::open(
+        "/proc/self/fd",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| rustix::fs::fstatfs(fd.as_fd()))
+    .is_ok_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Io, Operation::ReadDir, dir)
+            .with_detail("no procfs at /proc; the directory is read through /proc/self/fd"))
+    }
+}
+
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn errno_error(e: Errno, op: Operation, path: &Utf8Path) -> Error {
+    let kind = ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io);
+    let err = Error::new(kind, op, path.as_str());
+    if kind == ErrorKind::Io {
+        err.with_detail(e.to_string())
+    } else {
+        err
+    }
+}
+
+#[cfg(test)]
+#[path = "commit_tests.rs"]
+mod tests;
