@@ -521,7 +521,7 @@ impl Importer<'_> {
                 self.dirs.insert(path.clone(), meta);
                 return Ok(());
             }
-            remove_all(self.layer, path).map_err(reframe(entry))?;
+            self.replace(entry)?;
         }
         match &entry.kind {
             TarKind::Dir => {
@@ -610,7 +610,7 @@ impl Importer<'_> {
             None => self.copy_up_link_target(entry, target)?,
         }
         if let Some(Entry::Node(_)) = self.layer.lookup(path).map_err(reframe(entry))? {
-            remove_all(self.layer, path).map_err(reframe(entry))?;
+            self.replace(entry)?;
         }
         self.layer.hard_link(target, path).map_err(reframe(entry))
     }
@@ -666,6 +666,17 @@ impl Importer<'_> {
                 .create(target, &meta, Content::Special)
                 .map_err(reframe(entry)),
         }
+    }
+
+    /// Removes what this layer holds at the entry's path, with everything
+    /// below it, and forgets the attributes of the directories removed (a
+    /// file that replaces a directory must not get its attributes, and a
+    /// removed subdirectory has nothing left to set them on).
+    fn replace(&mut self, entry: &TarEntry) -> Result<()> {
+        let path = &entry.path;
+        remove_all(self.layer, path).map_err(reframe(entry))?;
+        self.dirs.retain(|dir, _| !dir.starts_with(path));
+        Ok(())
     }
 
     /// Applies directory attributes, deepest first.

@@ -628,3 +628,29 @@ fn large_files_stream_into_the_layer() {
     assert_eq!(meta(&layer, "big").size, data.len() as u64);
     assert_eq!(layer.file_data(&p("big")).unwrap().to_bytes(), data);
 }
+
+#[test]
+fn a_file_that_replaces_a_directory_keeps_its_own_attributes() {
+    let mut t = RawTar::new();
+    let mut d = Hdr::new("d/", b'5');
+    d.mode = 0o700;
+    d.uid = 9;
+    t.header(&d);
+    t.dir("d/sub/");
+    t.file("d/sub/f", b"gone");
+    let mut f = Hdr::new("d", b'0');
+    f.size = 1;
+    f.mode = 0o640;
+    t.header(&f).data(b"x");
+    t.file("e", b"e");
+    t.dir("l/");
+    t.hard_link("l", "e");
+    let layer = import(&t.end()).unwrap().0;
+    assert_eq!(shape(&layer), ["d File", "e File", "l File"]);
+    let m = meta(&layer, "d");
+    assert_eq!(
+        (m.mode, m.uid, m.mtime),
+        (0o640, 0, Timestamp::new(1_700_000_000, 0))
+    );
+    assert_eq!(meta(&layer, "l").mode, 0o644);
+}
