@@ -303,7 +303,13 @@ impl BelowView {
         else {
             return Ok(None);
         };
-        let entries = view.read_dir(parent.as_str())?;
+        // The view's root is `/` (an empty path is ENOENT, as for the kernel).
+        let dir = if parent.is_root() {
+            "/"
+        } else {
+            parent.as_str()
+        };
+        let entries = view.read_dir(dir)?;
         Ok(entries
             .into_iter()
             .find(|e| e.name == name)

@@ -654,3 +654,16 @@ fn a_file_that_replaces_a_directory_keeps_its_own_attributes() {
     );
     assert_eq!(meta(&layer, "l").mode, 0o644);
 }
+
+#[test]
+fn a_hard_link_to_a_file_at_the_root_of_a_lower_layer() {
+    let mut base = MemLayer::new();
+    base.add_file("libc.so", "ELF").unwrap();
+    let below: Vec<Arc<dyn Layer>> = vec![Arc::new(base)];
+    let mut t = RawTar::new();
+    t.hard_link("libc.so.6", "libc.so");
+    let layer = import_below(&t.end(), &below).unwrap();
+    assert_eq!(shape(&layer), ["libc.so File", "libc.so.6 File"]);
+    assert_eq!(meta(&layer, "libc.so").ino, meta(&layer, "libc.so.6").ino);
+    assert_eq!(&layer.read_at(&p("libc.so.6"), 0, 9).unwrap()[..], b"ELF");
+}
