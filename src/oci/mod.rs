@@ -8,6 +8,7 @@
 
 pub mod compress;
 pub mod digest;
+pub mod flatten;
 pub mod import;
 pub mod tar_read;
 pub mod whiteout;
@@ -17,5 +18,6 @@ pub(crate) mod test_tar;
 
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
+pub use flatten::{FlattenOptions, FlattenSummary, Owners, flatten_layers};
 pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
 pub use tar_read::{Limits, TarEntry, TarKind, TarReader};
