@@ -145,9 +145,12 @@ pub enum Owners {
 pub struct FlattenOptions {
     /// Limits on each layer tar.
     pub limits: Limits,
-    /// Character and block devices (as [`ImportOptions::devices`](super::ImportOptions::devices)).
+    /// Character and block devices (as
+    /// [`ImportOptions::devices`](super::ImportOptions::devices)). Only root
+    /// can make device nodes: as another user, strip or refuse them.
     pub devices: Policy,
-    /// Setuid and setgid bits (as [`ImportOptions::setuid`](super::ImportOptions::setuid)).
+    /// Setuid and setgid bits (as
+    /// [`ImportOptions::setuid`](super::ImportOptions::setuid)).
     pub setuid: Policy,
     /// Owners of what is written.
     pub owners: Owners,
@@ -298,24 +301,36 @@ where
         receivers.push(Some(rx));
     }
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    if k >= n || abort.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    // Top first: the writer's next layer is always produced.
-                    let layer = n - 1 - k;
-                    let tx = senders[layer]
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take();
-                    if let Some(tx) = tx {
-                        produce(&layers[layer], layer, options.limits, target, tx);
-                    }
+        let produce_layers = || {
+            loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k >= n || abort.load(Ordering::SeqCst) {
+                    return;
                 }
-            });
+                // Top first: the writer's next layer is always produced.
+                let layer = n - 1 - k;
+                let tx = senders[layer]
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(tx) = tx {
+                    produce(&layers[layer], layer, options.limits, target, tx);
+                }
+            }
+        };
+        let mut started = 0;
+        for _ in 0..threads {
+            if std::thread::Builder::new()
+                .name("layerstack-flatten".into())
+                .spawn_scoped(scope, produce_layers)
+                .is_ok()
+            {
+                started += 1;
+            }
+        }
+        if started == 0 {
+            return Err(Error::new(ErrorKind::Io, Operation::Flatten, target)
+                .with_detail("cannot start a thread to read the layers"));
         }
         // Owned here, so that they are dropped however the writer ends:
         // that ends every producer at its next send.
@@ -675,7 +690,8 @@ struct Writer<'a> {
     options: &'a FlattenOptions,
     target: &'a Utf8Path,
     disk: Disk,
-    index: HashMap<LayerPath, Decided>,
+    /// Keyed by path string (`LayerPath::as_str`).
+    index: HashMap<String, Decided>,
     root_closed: bool,
     /// The highest `./` entry, and its layer.
     root_meta: Option<(Metadata, usize)>,
@@ -839,7 +855,9 @@ enum Vis {
 struct Pass<'w, 'a> {
     w: &'w mut Writer<'a>,
     layer: usize,
-    slots: BTreeMap<LayerPath, Slot>,
+    /// Keyed by path string: byte order keeps a directory's descendants
+    /// together (`d/` up to `d0`) and compares fast.
+    slots: BTreeMap<String, Slot>,
     inodes: Vec<Inode>,
     /// Names a whiteout of this layer deleted below.
     whited: HashSet<LayerPath>,
@@ -847,7 +865,7 @@ struct Pass<'w, 'a> {
     dir_seeks: HashMap<LayerPath, usize>,
     new_seeks: Vec<usize>,
     /// Whether the layers above let this layer show under a directory.
-    open_cache: HashMap<LayerPath, bool>,
+    open_cache: HashMap<String, bool>,
     root_meta: Option<Metadata>,
     root_opaque: bool,
     counts: Counts,
@@ -889,38 +907,38 @@ impl<'w, 'a> Pass<'w, 'a> {
     }
 
     /// Whether the layers above let this layer's entries under `dir` show.
-    fn open(&mut self, dir: &LayerPath) -> bool {
+    fn open(&mut self, dir: &str) -> bool {
         let mut chain = Vec::new();
-        let mut cur = dir.clone();
+        let mut cur = dir;
         let mut open = loop {
-            if cur.is_root() {
+            if cur.is_empty() {
                 break !self.w.root_closed;
             }
-            if let Some(&b) = self.open_cache.get(&cur) {
+            if let Some(&b) = self.open_cache.get(cur) {
                 break b;
             }
-            let parent = cur.parent().unwrap_or_default();
-            chain.push(std::mem::replace(&mut cur, parent));
+            chain.push(cur);
+            cur = parent_str(cur);
         };
         for p in chain.into_iter().rev() {
             open = open
                 && matches!(
-                    self.w.index.get(&p),
+                    self.w.index.get(p),
                     None | Some(Decided::Dir { closed: false })
                 );
-            self.open_cache.insert(p, open);
+            self.open_cache.insert(p.to_owned(), open);
         }
         open
     }
 
     fn vis(&mut self, path: &LayerPath) -> Vis {
-        let Some(parent) = path.parent() else {
+        if path.is_root() {
             return Vis::Merge;
-        };
-        if !self.open(&parent) {
+        }
+        if !self.open(parent_str(path.as_str())) {
             return Vis::Hidden;
         }
-        match self.w.index.get(path) {
+        match self.w.index.get(path.as_str()) {
             None => Vis::New,
             Some(Decided::Dir { closed: false }) => Vis::Merge,
             Some(_) => Vis::Hidden,
@@ -964,7 +982,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 self.ensure_dir(&parent, entry)?;
                 if parent.is_root() {
                     self.root_opaque = true;
-                } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(&parent) {
+                } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(parent.as_str()) {
                     *opaque = true;
                 }
                 Ok(())
@@ -973,13 +991,14 @@ impl<'w, 'a> Pass<'w, 'a> {
                 self.ensure_dir(&parent, entry)?;
                 let target = parent.join(target).map_err(|e| self.path_err(entry, &e))?;
                 self.whited.insert(target.clone());
-                match self.slots.get_mut(&target) {
+                match self.slots.get_mut(target.as_str()) {
                     Some(Slot::Dir { opaque, .. }) => *opaque = true,
                     // A non-directory of this layer hides the name below by
                     // itself.
                     Some(_) => {}
                     None => {
-                        self.slots.insert(target, Slot::Whiteout);
+                        self.slots
+                            .insert(target.as_str().to_owned(), Slot::Whiteout);
                     }
                 }
                 Ok(())
@@ -997,7 +1016,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         let mut missing = Vec::new();
         let mut cur = dir.clone();
         while !cur.is_root() {
-            match self.slots.get(&cur) {
+            match self.slots.get(cur.as_str()) {
                 Some(Slot::Dir { .. }) => break,
                 Some(Slot::NonDir { ino, .. }) => {
                     let t = self.inodes[*ino].meta.file_type;
@@ -1012,7 +1031,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                     // opaque directory.
                     let on_disk = self.make_dir(&cur, entry)?;
                     self.slots.insert(
-                        cur,
+                        cur.as_str().to_owned(),
                         Slot::Dir {
                             opaque: true,
                             attrs: DirAttrs::Default,
@@ -1038,7 +1057,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             };
             let on_disk = self.make_dir(&d, entry)?;
             self.slots.insert(
-                d,
+                d.as_str().to_owned(),
                 Slot::Dir {
                     opaque: false,
                     attrs: DirAttrs::Seek(seek),
@@ -1090,9 +1109,9 @@ impl<'w, 'a> Pass<'w, 'a> {
         let meta = object_meta(entry, self.w.options.setuid, &mut self.counts)
             .map_err(|e| reframe(self.layer, e))?;
         let path = &entry.path;
-        let whited =
-            self.whited.contains(path) || matches!(self.slots.get(path), Some(Slot::Whiteout));
-        match self.slots.get_mut(path) {
+        let whited = self.whited.contains(path)
+            || matches!(self.slots.get(path.as_str()), Some(Slot::Whiteout));
+        match self.slots.get_mut(path.as_str()) {
             Some(Slot::Dir { attrs, .. }) if entry.kind == TarKind::Dir => {
                 // A directory over a directory: attributes merge.
                 *attrs = DirAttrs::Explicit(meta);
@@ -1109,7 +1128,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             TarKind::Dir => {
                 let on_disk = self.make_dir(path, entry)?;
                 self.slots.insert(
-                    path.clone(),
+                    path.as_str().to_owned(),
                     Slot::Dir {
                         opaque: whited,
                         attrs: DirAttrs::Explicit(meta),
@@ -1167,7 +1186,8 @@ impl<'w, 'a> Pass<'w, 'a> {
         } else {
             OnDisk::No
         };
-        self.slots.insert(path.clone(), Slot::NonDir { ino, disk });
+        self.slots
+            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1176,7 +1196,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         if target == path {
             return Err(self.err(entry, ErrorKind::InvalidInput, "a hard link to itself"));
         }
-        match self.slots.get(target) {
+        match self.slots.get(target.as_str()) {
             Some(Slot::Dir { .. }) => {
                 return Err(self.err(
                     entry,
@@ -1194,11 +1214,11 @@ impl<'w, 'a> Pass<'w, 'a> {
             Some(Slot::NonDir { .. }) => {}
             None => self.copy_up(entry, target)?,
         }
-        if let Some(Slot::Dir { .. } | Slot::NonDir { .. }) = self.slots.get(path) {
+        if let Some(Slot::Dir { .. } | Slot::NonDir { .. }) = self.slots.get(path.as_str()) {
             self.replace(path, entry)?;
         }
         // Replacing this entry's path may have removed the target with it.
-        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(target) else {
+        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(target.as_str()) else {
             return Err(self.err(
                 entry,
                 ErrorKind::NotFound,
@@ -1211,7 +1231,8 @@ impl<'w, 'a> Pass<'w, 'a> {
             self.w.summary.hidden += 1;
             OnDisk::No
         };
-        self.slots.insert(path.clone(), Slot::NonDir { ino, disk });
+        self.slots
+            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1238,7 +1259,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             OnDisk::No
         };
         self.slots
-            .insert(target.clone(), Slot::NonDir { ino, disk });
+            .insert(target.as_str().to_owned(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1291,18 +1312,17 @@ impl<'w, 'a> Pass<'w, 'a> {
     /// Removes what this layer holds at `path`, with everything below it,
     /// from the layer and from the disk (only what this layer wrote).
     fn replace(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<()> {
-        let mut doomed: Vec<LayerPath> = match self.slots.get(path) {
-            Some(Slot::Dir { .. }) => self
-                .slots
-                .range(path.clone()..)
-                .take_while(|(p, _)| p.starts_with(path))
-                .map(|(p, _)| p.clone())
-                .collect(),
-            _ => vec![path.clone()],
-        };
-        doomed.sort_by_key(|p| std::cmp::Reverse(p.depth()));
-        for p in doomed {
-            match self.slots.remove(&p) {
+        let mut doomed: Vec<String> = vec![path.as_str().to_owned()];
+        if let Some(Slot::Dir { .. }) = self.slots.get(path.as_str()) {
+            let (from, to) = (format!("{}/", path.as_str()), format!("{}0", path.as_str()));
+            doomed.extend(self.slots.range(from..to).map(|(p, _)| p.clone()));
+        }
+        // Deepest first, so that each directory is empty when it goes.
+        doomed.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        for key in doomed {
+            let slot = self.slots.remove(&key);
+            let p = LayerPath::new(&key).map_err(|e| self.path_err(entry, &e))?;
+            match slot {
                 Some(Slot::Dir { on_disk: true, .. }) => {
                     self.w.disk.remove(&p, true).map_err(self.disk_err(entry))?;
                 }
@@ -1365,9 +1385,8 @@ impl<'w, 'a> Pass<'w, 'a> {
                 ..
             } = slot
             {
-                self.w
-                    .disk_dirs
-                    .push((path.clone(), attrs.clone(), self.layer));
+                let dir = LayerPath::new(path).map_err(|e| reframe(self.layer, e))?;
+                self.w.disk_dirs.push((dir, attrs.clone(), self.layer));
             }
             let update = match (self.w.index.get(path), slot) {
                 (None, Slot::Dir { opaque, .. }) => Decided::Dir { closed: *opaque },
@@ -1385,7 +1404,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         // already hides everything.
         let mut updates = Vec::with_capacity(candidates.len());
         for (path, update) in candidates {
-            if self.open(&path.parent().unwrap_or_default()) {
+            if self.open(parent_str(&path)) {
                 updates.push((path, update));
             }
         }
@@ -1406,7 +1425,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         let seek = &self.w.seeks[id];
         let is_link = matches!(seek.kind, SeekKind::Link { .. });
         let q = seek.path.clone();
-        match self.slots.get(&q) {
+        match self.slots.get(q.as_str()) {
             Some(Slot::Dir { attrs, .. }) => {
                 if is_link {
                     return Err(entry_error(
@@ -1474,7 +1493,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 break;
             }
             if let Some(Slot::Dir { opaque: true, .. } | Slot::NonDir { .. } | Slot::Whiteout) =
-                self.slots.get(&dir)
+                self.slots.get(dir.as_str())
             {
                 return true;
             }
@@ -1873,6 +1892,11 @@ impl Disk {
         }
         Ok(())
     }
+}
+
+/// The parent of a path string (`""` for the root and its children).
+fn parent_str(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
 fn count_object(summary: &mut FlattenSummary, file_type: FileType) {
