@@ -52,7 +52,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,12 +60,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::{Bytes, BytesMut};
 use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{
-    AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, StatxFlags, Timespec, Timestamps, XattrFlags,
+    AtFlags, Mode, OFlags, RenameFlags, StatxFlags, Timespec, Timestamps, XattrFlags,
 };
 use rustix::io::Errno;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::beneath::{
+    self, copy_fd, open_o_path, proc_path, procfs_is_mounted, write_all_at,
+};
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
@@ -194,10 +197,6 @@ pub struct DirLayer {
 /// How many lookups a read-only layer remembers before it starts afresh.
 const LOOKUP_CACHE_MAX: usize = 1 << 20;
 
-const OPENAT2_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
-    .union(ResolveFlags::NO_SYMLINKS)
-    .union(ResolveFlags::NO_MAGICLINKS);
-
 impl DirLayer {
     /// Opens a directory as a read-only layer (a `lowerdir`).
     ///
@@ -320,35 +319,7 @@ impl DirLayer {
 
     /// Opens `path` beneath the root without following any symlink.
     fn open_beneath(&self, path: &LayerPath, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-        let rel = if path.is_root() { "." } else { path.as_str() };
-        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), OPENAT2_RESOLVE) {
-            Err(Errno::NOSYS) => self.walk_open(path, flags),
-            // A symlink on the way: not a directory, as far as a layer is
-            // concerned.
-            Err(Errno::LOOP) | Err(Errno::XDEV) => Err(Errno::NOTDIR),
-            other => other,
-        }
-    }
-
-    /// The fallback without `openat2`: one `O_PATH | O_NOFOLLOW` open per
-    /// component (names are validated, so none is `..`).
-    fn walk_open(&self, path: &LayerPath, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-        let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut cur = rustix::fs::openat(&self.root, ".", dir_flags, Mode::empty())?;
-        let names: Vec<&str> = path.names().collect();
-        for (i, name) in names.iter().enumerate() {
-            let last = i + 1 == names.len();
-            let f = if last { flags } else { dir_flags };
-            cur = match rustix::fs::openat(&cur, *name, f, Mode::empty()) {
-                Err(Errno::LOOP) => return Err(Errno::NOTDIR),
-                other => other?,
-            };
-        }
-        if names.is_empty() {
-            cur = rustix::fs::openat(&self.root, ".", flags, Mode::empty())?;
-        }
-        Ok(cur)
+        beneath::open_beneath(&self.root, path, flags)
     }
 
     /// The parent directory of `path` (an `O_PATH` descriptor) and the name.
@@ -1363,34 +1334,8 @@ impl DirLayer {
     }
 }
 
-/// An `O_PATH` descriptor of `name` in `dir` itself (a symlink is not
-/// followed): something to stat, or to reach through `/proc/self/fd`.
-fn open_o_path<P: rustix::path::Arg>(dir: &impl AsFd, name: P) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-}
-
-/// `/proc/self/fd/N` for a descriptor: the way to reach exactly that inode
-/// (even a symlink or a device opened with `O_PATH`) by path.
-fn proc_path(fd: &impl AsRawFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
 fn check_proc(path: &Utf8Path) -> Result<()> {
-    // A real procfs, not a directory of look-alike symlinks (in a chroot,
-    // say), since its magic links are trusted to lead to our descriptors.
-    let is_procfs = rustix::fs::open(
-        "/proc/self/fd",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .and_then(|fd| rustix::fs::fstatfs(&fd))
-    .is_ok_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC);
-    if is_procfs {
+    if procfs_is_mounted() {
         Ok(())
     } else {
         Err(Error::new(ErrorKind::Io, Operation::Layer, path.as_str())
@@ -1417,56 +1362,12 @@ fn errno_error(e: Errno, op: Operation, path: &str) -> Error {
     }
 }
 
-fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut offset: u64) -> rustix::io::Result<()> {
-    while !data.is_empty() {
-        let n = rustix::io::pwrite(fd, data, offset)?;
-        data = &data[n..];
-        offset += n as u64;
-    }
-    Ok(())
-}
-
 fn write_data(fd: &OwnedFd, data: &FileData) -> rustix::io::Result<()> {
     let mut offset = 0u64;
     while offset < data.len() {
         let chunk = data.read_at(offset, 1 << 20);
         write_all_at(fd, &chunk, offset)?;
         offset += chunk.len() as u64;
-    }
-    Ok(())
-}
-
-/// Copies a whole file: a reflink where the filesystem shares blocks, else
-/// `copy_file_range` (in-kernel), else plain reads and writes.
-fn copy_fd(from: &OwnedFd, to: &OwnedFd) -> rustix::io::Result<()> {
-    if rustix::fs::ioctl_ficlone(to, from).is_ok() {
-        return Ok(());
-    }
-    let len = u64::try_from(rustix::fs::fstat(from)?.st_size).unwrap_or(0);
-    let mut done = 0u64;
-    let mut in_off = 0u64;
-    let mut out_off = 0u64;
-    while done < len {
-        let want = usize::try_from(len - done)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        match rustix::fs::copy_file_range(from, Some(&mut in_off), to, Some(&mut out_off), want) {
-            Ok(0) => break,
-            Ok(n) => done += n as u64,
-            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = rustix::io::pread(from, &mut buf[..], in_off)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    write_all_at(to, &buf[..n], out_off)?;
-                    in_off += n as u64;
-                    out_off += n as u64;
-                }
-            }
-            Err(e) => return Err(e),
-        }
     }
     Ok(())
 }

@@ -22,6 +22,7 @@
 //! themselves with the conformance suite in `layerstack::testing` (feature
 //! `proptest`).
 
+pub(crate) mod beneath;
 pub mod dir;
 pub mod mem;
 

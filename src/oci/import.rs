@@ -240,15 +240,16 @@ pub fn import_into<R: Read>(
 /// are created in one step.
 const CHUNK: usize = 1 << 20;
 
+/// What an import counts (shared with `flatten`).
 #[derive(Default)]
-struct Counts {
-    whiteouts: u64,
-    opaque_markers: u64,
-    hard_links: u64,
-    devices_stripped: u64,
-    setuid_stripped: u64,
-    overlay_xattrs_dropped: u64,
-    aufs_skipped: u64,
+pub(super) struct Counts {
+    pub(super) whiteouts: u64,
+    pub(super) opaque_markers: u64,
+    pub(super) hard_links: u64,
+    pub(super) devices_stripped: u64,
+    pub(super) setuid_stripped: u64,
+    pub(super) overlay_xattrs_dropped: u64,
+    pub(super) aufs_skipped: u64,
 }
 
 /// What the layers below show, looked up without following any symlink.
@@ -322,7 +323,13 @@ impl BelowView {
         else {
             return Ok(None);
         };
-        let entries = view.read_dir(parent.as_str())?;
+        // The view's root is `/` (an empty path is ENOENT, as for the kernel).
+        let dir = if parent.is_root() {
+            "/"
+        } else {
+            parent.as_str()
+        };
+        let entries = view.read_dir(dir)?;
         Ok(entries
             .into_iter()
             .find(|e| e.name == name)
@@ -347,7 +354,7 @@ struct Importer<'a> {
     buf: Vec<u8>,
 }
 
-fn entry_error(entry: &TarEntry, kind: ErrorKind, detail: impl Into<String>) -> Error {
+pub(super) fn entry_error(entry: &TarEntry, kind: ErrorKind, detail: impl Into<String>) -> Error {
     Error::new(kind, Operation::ImportLayer, &entry.name).with_detail(detail)
 }
 
@@ -410,7 +417,7 @@ impl Importer<'_> {
                 "the root of a layer can only be a directory",
             ));
         }
-        let meta = self.object_meta(entry)?;
+        let meta = object_meta(entry, self.options.setuid, &mut self.summary)?;
         self.dirs.insert(LayerPath::root(), meta);
         Ok(())
     }
@@ -468,71 +475,16 @@ impl Importer<'_> {
         Ok(())
     }
 
-    /// The metadata an entry gives its object, after the policies.
-    fn object_meta(&mut self, entry: &TarEntry) -> Result<Metadata> {
-        let mut meta = entry.metadata();
-        let is_bookkeeping =
-            |name: &str| name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
-        let dropped = meta.xattrs.names().filter(|n| is_bookkeeping(n)).count();
-        if dropped > 0 {
-            meta.xattrs.retain(|name, _| !is_bookkeeping(name));
-            self.summary.overlay_xattrs_dropped += dropped as u64;
-        }
-        for (name, _) in meta.xattrs.iter() {
-            check_xattr_name(name, Operation::ImportLayer, &entry.name)?;
-        }
-        if !meta.is_dir() && meta.mode & (S_ISUID | S_ISGID) != 0 {
-            match self.options.setuid {
-                Policy::Keep => {}
-                Policy::Strip => {
-                    meta.mode &= !(S_ISUID | S_ISGID);
-                    self.summary.setuid_stripped += 1;
-                }
-                Policy::Refuse => {
-                    return Err(entry_error(
-                        entry,
-                        ErrorKind::NotPermitted,
-                        format!(
-                            "setuid/setgid file (mode {:04o}) refused by policy",
-                            meta.mode
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(meta)
-    }
-
     fn apply_object<R: Read>(&mut self, entry: &TarEntry, tar: &mut TarReader<R>) -> Result<()> {
         let path = &entry.path;
-        if let TarKind::CharDevice(rdev) | TarKind::BlockDevice(rdev) = entry.kind {
-            if rdev == 0 && matches!(entry.kind, TarKind::CharDevice(_)) {
-                return Err(entry_error(
-                    entry,
-                    ErrorKind::NotPermitted,
-                    "character device 0/0 is the overlayfs whiteout marker; an OCI layer deletes with `.wh.` names",
-                ));
-            }
-            match self.options.devices {
-                Policy::Keep => {}
-                Policy::Strip => {
-                    self.summary.devices_stripped += 1;
-                    return Ok(());
-                }
-                Policy::Refuse => {
-                    return Err(entry_error(
-                        entry,
-                        ErrorKind::NotPermitted,
-                        "device node refused by policy",
-                    ));
-                }
-            }
+        if !keep_device(entry, self.options.devices, &mut self.summary)? {
+            return Ok(());
         }
         if let TarKind::HardLink(target) = &entry.kind {
             self.summary.hard_links += 1;
             return self.apply_hard_link(entry, target);
         }
-        let meta = self.object_meta(entry)?;
+        let meta = object_meta(entry, self.options.setuid, &mut self.summary)?;
         let existing = self.layer.lookup(path).map_err(reframe(entry))?;
         let whited = self.whited.contains(path) || matches!(existing, Some(Entry::Whiteout));
         if let Some(Entry::Node(node)) = &existing {
@@ -541,7 +493,7 @@ impl Importer<'_> {
                 self.dirs.insert(path.clone(), meta);
                 return Ok(());
             }
-            remove_all(self.layer, path).map_err(reframe(entry))?;
+            self.replace(entry)?;
         }
         match &entry.kind {
             TarKind::Dir => {
@@ -630,7 +582,7 @@ impl Importer<'_> {
             None => self.copy_up_link_target(entry, target)?,
         }
         if let Some(Entry::Node(_)) = self.layer.lookup(path).map_err(reframe(entry))? {
-            remove_all(self.layer, path).map_err(reframe(entry))?;
+            self.replace(entry)?;
         }
         self.layer.hard_link(target, path).map_err(reframe(entry))
     }
@@ -688,6 +640,17 @@ impl Importer<'_> {
         }
     }
 
+    /// Removes what this layer holds at the entry's path, with everything
+    /// below it, and forgets the attributes of the directories removed (a
+    /// file that replaces a directory must not get its attributes, and a
+    /// removed subdirectory has nothing left to set them on).
+    fn replace(&mut self, entry: &TarEntry) -> Result<()> {
+        let path = &entry.path;
+        remove_all(self.layer, path).map_err(reframe(entry))?;
+        self.dirs.retain(|dir, _| !dir.starts_with(path));
+        Ok(())
+    }
+
     /// Applies directory attributes, deepest first.
     fn finish_dirs(&mut self) -> Result<()> {
         let mut dirs: Vec<_> = std::mem::take(&mut self.dirs).into_iter().collect();
@@ -697,6 +660,73 @@ impl Importer<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a device entry is kept under `policy` (`false`: skip it); the
+/// character device 0/0 is always refused. Other entries are kept.
+pub(super) fn keep_device(entry: &TarEntry, policy: Policy, counts: &mut Counts) -> Result<bool> {
+    let (TarKind::CharDevice(rdev) | TarKind::BlockDevice(rdev)) = entry.kind else {
+        return Ok(true);
+    };
+    if rdev == 0 && matches!(entry.kind, TarKind::CharDevice(_)) {
+        return Err(entry_error(
+            entry,
+            ErrorKind::NotPermitted,
+            "character device 0/0 is the overlayfs whiteout marker; an OCI layer deletes with `.wh.` names",
+        ));
+    }
+    match policy {
+        Policy::Keep => Ok(true),
+        Policy::Strip => {
+            counts.devices_stripped += 1;
+            Ok(false)
+        }
+        Policy::Refuse => Err(entry_error(
+            entry,
+            ErrorKind::NotPermitted,
+            "device node refused by policy",
+        )),
+    }
+}
+
+/// The metadata an entry gives its object, after the setuid policy, with
+/// overlay bookkeeping xattrs dropped and the other xattr names checked.
+pub(super) fn object_meta(
+    entry: &TarEntry,
+    setuid: Policy,
+    counts: &mut Counts,
+) -> Result<Metadata> {
+    let mut meta = entry.metadata();
+    let is_bookkeeping =
+        |name: &str| name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
+    let dropped = meta.xattrs.names().filter(|n| is_bookkeeping(n)).count();
+    if dropped > 0 {
+        meta.xattrs.retain(|name, _| !is_bookkeeping(name));
+        counts.overlay_xattrs_dropped += dropped as u64;
+    }
+    for (name, _) in meta.xattrs.iter() {
+        check_xattr_name(name, Operation::ImportLayer, &entry.name)?;
+    }
+    if !meta.is_dir() && meta.mode & (S_ISUID | S_ISGID) != 0 {
+        match setuid {
+            Policy::Keep => {}
+            Policy::Strip => {
+                meta.mode &= !(S_ISUID | S_ISGID);
+                counts.setuid_stripped += 1;
+            }
+            Policy::Refuse => {
+                return Err(entry_error(
+                    entry,
+                    ErrorKind::NotPermitted,
+                    format!(
+                        "setuid/setgid file (mode {:04o}) refused by policy",
+                        meta.mode
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(meta)
 }
 
 fn read_some<R: Read>(tar: &mut TarReader<R>, buf: &mut [u8], entry: &TarEntry) -> Result<usize> {
@@ -732,7 +762,7 @@ fn remove_all(layer: &mut dyn LayerMut, path: &LayerPath) -> Result<()> {
     layer.remove(path)
 }
 
-fn type_name(t: FileType) -> &'static str {
+pub(super) fn type_name(t: FileType) -> &'static str {
     match t {
         FileType::File => "file",
         FileType::Dir => "directory",

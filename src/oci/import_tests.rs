@@ -628,3 +628,42 @@ fn large_files_stream_into_the_layer() {
     assert_eq!(meta(&layer, "big").size, data.len() as u64);
     assert_eq!(layer.file_data(&p("big")).unwrap().to_bytes(), data);
 }
+
+#[test]
+fn a_file_that_replaces_a_directory_keeps_its_own_attributes() {
+    let mut t = RawTar::new();
+    let mut d = Hdr::new("d/", b'5');
+    d.mode = 0o700;
+    d.uid = 9;
+    t.header(&d);
+    t.dir("d/sub/");
+    t.file("d/sub/f", b"gone");
+    let mut f = Hdr::new("d", b'0');
+    f.size = 1;
+    f.mode = 0o640;
+    t.header(&f).data(b"x");
+    t.file("e", b"e");
+    t.dir("l/");
+    t.hard_link("l", "e");
+    let layer = import(&t.end()).unwrap().0;
+    assert_eq!(shape(&layer), ["d File", "e File", "l File"]);
+    let m = meta(&layer, "d");
+    assert_eq!(
+        (m.mode, m.uid, m.mtime),
+        (0o640, 0, Timestamp::new(1_700_000_000, 0))
+    );
+    assert_eq!(meta(&layer, "l").mode, 0o644);
+}
+
+#[test]
+fn a_hard_link_to_a_file_at_the_root_of_a_lower_layer() {
+    let mut base = MemLayer::new();
+    base.add_file("libc.so", "ELF").unwrap();
+    let below: Vec<Arc<dyn Layer>> = vec![Arc::new(base)];
+    let mut t = RawTar::new();
+    t.hard_link("libc.so.6", "libc.so");
+    let layer = import_below(&t.end(), &below).unwrap();
+    assert_eq!(shape(&layer), ["libc.so File", "libc.so.6 File"]);
+    assert_eq!(meta(&layer, "libc.so").ino, meta(&layer, "libc.so.6").ino);
+    assert_eq!(&layer.read_at(&p("libc.so.6"), 0, 9).unwrap()[..], b"ELF");
+}

@@ -1,0 +1,138 @@
+//! Disk I/O confined beneath a root directory descriptor: the helpers that
+//! [`DirLayer`](super::dir::DirLayer) and `oci::flatten` share.
+//!
+//! Paths are [`LayerPath`]s (validated: relative, no `..`) and are opened
+//! with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//! RESOLVE_NO_MAGICLINKS`, or, where `openat2` is missing, by a walk of
+//! `O_PATH | O_NOFOLLOW` opens: no symlink is ever followed, so nothing
+//! outside the root is reached whatever the tree below it holds.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::path::LayerPath;
+
+pub(crate) const OPENAT2_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// Opens `path` beneath `root` without following any symlink. A symlink on
+/// the way is `ENOTDIR`.
+pub(crate) fn open_beneath(
+    root: &impl AsFd,
+    path: &LayerPath,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let rel = if path.is_root() { "." } else { path.as_str() };
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat2(root, rel, flags, Mode::empty(), OPENAT2_RESOLVE) {
+        Err(Errno::NOSYS) => walk_open(root, path, flags),
+        // A symlink on the way: not a directory, as far as a layer is
+        // concerned.
+        Err(Errno::LOOP) | Err(Errno::XDEV) => Err(Errno::NOTDIR),
+        other => other,
+    }
+}
+
+/// The fallback without `openat2`: one `O_PATH | O_NOFOLLOW` open per
+/// component (names are validated, so none is `..`).
+fn walk_open(root: &impl AsFd, path: &LayerPath, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = rustix::fs::openat(root, ".", dir_flags, Mode::empty())?;
+    let names: Vec<&str> = path.names().collect();
+    for (i, name) in names.iter().enumerate() {
+        let last = i + 1 == names.len();
+        let f = if last { flags } else { dir_flags };
+        cur = match rustix::fs::openat(&cur, *name, f, Mode::empty()) {
+            Err(Errno::LOOP) => return Err(Errno::NOTDIR),
+            other => other?,
+        };
+    }
+    if names.is_empty() {
+        cur = rustix::fs::openat(root, ".", flags, Mode::empty())?;
+    }
+    Ok(cur)
+}
+
+/// An `O_PATH` descriptor of `name` in `dir` itself (a symlink is not
+/// followed): something to stat, or to reach through `/proc/self/fd`.
+pub(crate) fn open_o_path<P: rustix::path::Arg>(
+    dir: &impl AsFd,
+    name: P,
+) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `/proc/self/fd/N` for a descriptor: the way to reach exactly that inode
+/// (even a symlink or a device opened with `O_PATH`) by path.
+pub(crate) fn proc_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Whether `/proc` is a real procfs, not a directory of look-alike
+/// symlinks (in a chroot, say): its magic links are trusted to lead to our
+/// descriptors.
+pub(crate) fn procfs_is_mounted() -> bool {
+    rustix::fs::open(
+        "/proc/self/fd",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| rustix::fs::fstatfs(&fd))
+    .is_ok_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC)
+}
+
+pub(crate) fn write_all_at(
+    fd: &OwnedFd,
+    mut data: &[u8],
+    mut offset: u64,
+) -> rustix::io::Result<()> {
+    while !data.is_empty() {
+        let n = rustix::io::pwrite(fd, data, offset)?;
+        data = &data[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies a whole file: a reflink where the filesystem shares blocks, else
+/// `copy_file_range` (in-kernel), else plain reads and writes.
+pub(crate) fn copy_fd(from: &OwnedFd, to: &OwnedFd) -> rustix::io::Result<()> {
+    if rustix::fs::ioctl_ficlone(to, from).is_ok() {
+        return Ok(());
+    }
+    let len = u64::try_from(rustix::fs::fstat(from)?.st_size).unwrap_or(0);
+    let mut done = 0u64;
+    let mut in_off = 0u64;
+    let mut out_off = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(from, Some(&mut in_off), to, Some(&mut out_off), want) {
+            Ok(0) => break,
+            Ok(n) => done += n as u64,
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = rustix::io::pread(from, &mut buf[..], in_off)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    write_all_at(to, &buf[..n], out_off)?;
+                    in_off += n as u64;
+                    out_off += n as u64;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1948 @@
+//! Writing the root filesystem of an image — a stack of layer tars — into a
+//! directory, safely and fast.
+//!
+//! The result is what a [`MergedView`](crate::MergedView) over the layers
+//! imported with [`import_layer`](super::import_layer) shows: the same
+//! types, permission bits (setuid included), owners, contents, symlink
+//! targets, nanosecond modification times, extended attributes (overlay
+//! bookkeeping `trusted.overlay.*` / `user.overlay.*` never applied) and
+//! device numbers; names that are one inode in one layer, and are both
+//! still visible from that layer, are one inode on disk. Whiteout markers
+//! never appear.
+//!
+//! ```no_run
+//! use std::fs::File;
+//! use std::io::Read;
+//! use camino::Utf8Path;
+//! use layerstack::oci::{FlattenOptions, flatten_layers};
+//!
+//! let blobs = ["base.tar.gz", "app.tar.zst"];
+//! let openers: Vec<_> = blobs
+//!     .iter()
+//!     .map(|blob| {
+//!         move || -> layerstack::Result<Box<dyn Read + Send>> {
+//!             let file = File::open(blob).map_err(|e| {
+//!                 layerstack::Error::from_io(&e, layerstack::Operation::ReadBlob, blob)
+//!             })?;
+//!             Ok(Box::new(file))
+//!         }
+//!     })
+//!     .collect();
+//! let summary = flatten_layers(&openers, Utf8Path::new("rootfs"), &FlattenOptions::default())?;
+//! println!("{} files, {} hidden by higher layers", summary.files, summary.hidden);
+//! # Ok::<(), layerstack::Error>(())
+//! ```
+//!
+//! # How
+//!
+//! Layers are read from the **top down**, so that what a higher layer
+//! deletes or replaces is never written at all. An index keeps what the
+//! layers above decided for each path: a directory (open, or closed to the
+//! layers below by an opaque marker, a whiteout or a non-directory in a
+//! layer between), a non-directory, or gone (a whiteout). An entry of a
+//! lower layer at a path the index already decided, or under a closed one,
+//! is skipped (counted in [`FlattenSummary::hidden`]); a directory merges
+//! into an open one. The index takes a layer's decisions only once the
+//! layer is done, so entries of one layer never hide each other (a later
+//! duplicate replaces an earlier one, a directory over a directory merges,
+//! as [`import`](super::import) does).
+//!
+//! A producer thread per layer (at most [`FlattenOptions::threads`] at a
+//! time, taken top first) decompresses and parses its layer into a bounded
+//! channel (at most 16 MiB of data in flight per layer); one writer
+//! consumes the layers in order.
+//!
+//! Some answers come from *below* a layer, and so arrive after it:
+//!
+//! - a directory a layer only implies (no entry of its own) takes the
+//!   attributes of the directory the layers below show there, as import
+//!   gives them;
+//! - a hard link to a file that is not in its own layer links to a copy of
+//!   the file the layers below show at the target path (as `link()` on an
+//!   overlay mount copies up); its names are created when that layer is
+//!   reached.
+//!
+//! Each is a *search* that moves down with the writer, layer by layer,
+//! until a layer answers it. When the data a hard link needs belongs to a
+//! file that was never written (a higher layer hides that name, but not
+//! the link), the layer is opened a second time and read up to that file:
+//! a rare case, which costs a second read of one layer rather than keeping
+//! hidden files in memory or on disk.
+//!
+//! Directories are created with mode `0700`; their attributes are set at
+//! the end, deepest first, so that a read-only directory can still be
+//! filled. Every mode is set explicitly (`fchmod`), never left to the
+//! umask; owners are set before modes (a change of owner clears setuid)
+//! and extended attributes after owners (it also clears
+//! `security.capability`).
+//!
+//! # Security
+//!
+//! The layers are untrusted; the target directory is the caller's. The
+//! target must not exist (it is created with mode `0755`) or be an empty
+//! directory, and is opened with `O_DIRECTORY | O_NOFOLLOW`. Every
+//! operation after that is relative to that descriptor: parents are opened
+//! with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//! RESOLVE_NO_MAGICLINKS` (or a walk of `O_PATH | O_NOFOLLOW` opens where
+//! `openat2` is missing), files are created with `O_CREAT | O_EXCL |
+//! O_NOFOLLOW`, and `mkdirat`, `symlinkat`, `mknodat`, `linkat` (never
+//! following), `fchownat`/`utimensat` with `AT_SYMLINK_NOFOLLOW` do the
+//! rest. So even a bug in the bookkeeping above cannot write through a
+//! symlink: nothing outside the target is read, written or removed. An
+//! entry under a symlink or file of a lower layer is refused (`ENOTDIR`), as
+//! import refuses it. Limits ([`Limits`]) apply to each layer. Permission
+//! bits of fifos and devices and extended attributes of symlinks and
+//! special files are set through `/proc/self/fd` on an `O_PATH`
+//! descriptor, so no fifo or device is ever opened.
+//!
+//! # Limitations
+//!
+//! - The root directory takes the attributes of the highest layer that has
+//!   an entry for it (`./`), if any; otherwise it is left as it is (a view
+//!   shows its writable layer's root there).
+//! - `user.*` extended attributes of symlinks and special files are not
+//!   written: Linux cannot store them (a view does not show them either).
+//! - On error the target holds part of the tree: remove it.
+//! - Another process changing the target while it is written is not
+//!   defended against beyond the confinement above.
+//! - Counts in the summary are of objects created; a duplicate entry of one
+//!   layer that replaces an earlier one counts both.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use camino::Utf8Path;
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
+
+use super::compress::Decompressor;
+use super::import::{Counts, Policy, keep_device, object_meta, type_name};
+use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
+use super::whiteout::{TarName, classify};
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::beneath::{copy_fd, open_beneath, open_o_path, proc_path, procfs_is_mounted};
+use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, rdev_fits_mknod, xattr_allowed_on};
+use crate::path::LayerPath;
+
+/// Who owns what is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Owners {
+    /// The owners the layers give (`lchown`); as a user other than root
+    /// this fails with `EPERM` for anything not owned by that user.
+    #[default]
+    Preserve,
+    /// Leave everything owned by the caller.
+    Ignore,
+}
+
+/// Options of [`flatten_layers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FlattenOptions {
+    /// Limits on each layer tar.
+    pub limits: Limits,
+    /// Character and block devices (as
+    /// [`ImportOptions::devices`](super::ImportOptions::devices)). Only root
+    /// can make device nodes: as another user, strip or refuse them.
+    pub devices: Policy,
+    /// Setuid and setgid bits (as
+    /// [`ImportOptions::setuid`](super::ImportOptions::setuid)).
+    pub setuid: Policy,
+    /// Owners of what is written.
+    pub owners: Owners,
+    /// Layers decompressed at the same time; 0 for
+    /// [`std::thread::available_parallelism`].
+    pub threads: usize,
+}
+
+impl FlattenOptions {
+    /// The defaults: default limits, devices and setuid bits kept, owners
+    /// preserved, one thread per core.
+    #[must_use]
+    pub fn new() -> FlattenOptions {
+        FlattenOptions::default()
+    }
+
+    /// Sets [`FlattenOptions::limits`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> FlattenOptions {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`FlattenOptions::devices`].
+    #[must_use]
+    pub fn with_devices(mut self, policy: Policy) -> FlattenOptions {
+        self.devices = policy;
+        self
+    }
+
+    /// Sets [`FlattenOptions::setuid`].
+    #[must_use]
+    pub fn with_setuid(mut self, policy: Policy) -> FlattenOptions {
+        self.setuid = policy;
+        self
+    }
+
+    /// Sets [`FlattenOptions::owners`].
+    #[must_use]
+    pub fn with_owners(mut self, owners: Owners) -> FlattenOptions {
+        self.owners = owners;
+        self
+    }
+
+    /// Sets [`FlattenOptions::threads`].
+    #[must_use]
+    pub fn with_threads(mut self, threads: usize) -> FlattenOptions {
+        self.threads = threads;
+        self
+    }
+}
+
+/// What [`flatten_layers`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FlattenSummary {
+    /// Regular files created (each inode once).
+    pub files: u64,
+    /// Directories created (the target itself not counted).
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Extra names linked to an inode already written.
+    pub hard_links: u64,
+    /// Fifos and devices created.
+    pub specials: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// Entries never written because a higher layer hides or replaces them.
+    pub hidden: u64,
+    /// Device entries skipped by [`Policy::Strip`] (in any layer).
+    pub devices_stripped: u64,
+    /// Entries whose setuid or setgid bits [`Policy::Strip`] cleared (in
+    /// any layer).
+    pub setuid_stripped: u64,
+}
+
+/// Writes the root filesystem of the stack of layer tars `layers` into the
+/// directory `target`.
+///
+/// `layers` are bottom first (manifest order); each opener returns a fresh
+/// reader of that layer's blob, plain, gzip or zstd (detected from its
+/// bytes). An opener is called once, from a worker thread, and again (from
+/// the calling thread) in the rare case described in the [module
+/// documentation](self). Layers are numbered from 0, bottom first, in
+/// errors.
+///
+/// `target` must not exist (it is created, mode `0755`) or be an empty
+/// directory; it is never a symlink.
+///
+/// # Errors
+/// `ENOTEMPTY` if `target` is a non-empty directory,
+/// `ELOOP` if it is a symlink, `ENOTDIR` if it is something else; for an
+/// entry, each error [`import_layer`](super::import_layer) would give for
+/// it (`EBADMSG`, `EDQUOT`, `EINVAL`, `ENOTDIR`, `ENOENT`, `EPERM`, ...),
+/// naming the entry and its layer; `EPERM` for [`Owners::Preserve`] as a
+/// user other than root; the errors of the openers and of the disk.
+pub fn flatten_layers<F>(
+    layers: &[F],
+    target: &Utf8Path,
+    options: &FlattenOptions,
+) -> Result<FlattenSummary>
+where
+    F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
+{
+    let disk = Disk::open(target, options.owners)?;
+    let n = layers.len();
+    let open = |i: usize| -> Result<Box<dyn Read + Send>> {
+        match layers.get(i) {
+            Some(opener) => opener(),
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                Operation::Flatten,
+                target,
+            )),
+        }
+    };
+    let mut writer = Writer {
+        open: &open,
+        options,
+        target,
+        disk,
+        index: HashMap::new(),
+        root_closed: false,
+        root_meta: None,
+        seeks: Vec::new(),
+        active: Vec::new(),
+        dir_results: HashMap::new(),
+        disk_dirs: Vec::new(),
+        summary: FlattenSummary::default(),
+    };
+    if n == 0 {
+        return Ok(writer.summary);
+    }
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        t => t,
+    }
+    .clamp(1, n);
+
+    let abort = AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let mut receivers = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = sync_channel::<Batch>(CHANNEL_BATCHES);
+        senders.push(Mutex::new(Some(tx)));
+        receivers.push(Some(rx));
+    }
+    std::thread::scope(|scope| {
+        let produce_layers = || {
+            loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k >= n || abort.load(Ordering::SeqCst) {
+                    return;
+                }
+                // Top first: the writer's next layer is always produced.
+                let layer = n - 1 - k;
+                let tx = senders[layer]
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(tx) = tx {
+                    produce(&layers[layer], layer, options.limits, target, tx);
+                }
+            }
+        };
+        let mut started = 0;
+        for _ in 0..threads {
+            if std::thread::Builder::new()
+                .name("layerstack-flatten".into())
+                .spawn_scoped(scope, produce_layers)
+                .is_ok()
+            {
+                started += 1;
+            }
+        }
+        if started == 0 {
+            return Err(Error::new(ErrorKind::Io, Operation::Flatten, target)
+                .with_detail("cannot start a thread to read the layers"));
+        }
+        // Owned here, so that they are dropped however the writer ends:
+        // that ends every producer at its next send.
+        let mut receivers = receivers;
+        let result = writer.run(&mut receivers);
+        abort.store(true, Ordering::SeqCst);
+        drop(receivers);
+        result
+    })?;
+    Ok(writer.summary)
+}
+
+/// Data chunks are at most this large.
+const CHUNK: usize = 256 << 10;
+/// A batch is sent once it holds this much data...
+const BATCH_BYTES: usize = 256 << 10;
+/// ... or this many items.
+const BATCH_ITEMS: usize = 1024;
+/// Batches in flight per layer: with at most `2 * BATCH_BYTES` each, 16 MiB.
+const CHANNEL_BATCHES: usize = (16 << 20) / (2 * BATCH_BYTES);
+
+/// What a producer sends: an entry, then for a regular file exactly its
+/// size in data chunks.
+enum Item {
+    Entry(Box<TarEntry>),
+    Data(Vec<u8>),
+    End,
+    Failed(Error),
+}
+
+type Batch = Vec<Item>;
+
+/// The receiver is gone: the writer stopped.
+struct Closed;
+
+struct Batcher {
+    tx: SyncSender<Batch>,
+    items: Batch,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn push(&mut self, item: Item) -> Result<(), Closed> {
+        if let Item::Data(d) = &item {
+            self.bytes += d.len();
+        }
+        self.items.push(item);
+        if self.bytes >= BATCH_BYTES || self.items.len() >= BATCH_ITEMS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Closed> {
+        if self.items.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        let items = std::mem::replace(&mut self.items, Vec::with_capacity(64));
+        self.tx.send(items).map_err(|_| Closed)
+    }
+}
+
+enum ProduceError {
+    Closed,
+    Failed(Error),
+}
+
+impl From<Closed> for ProduceError {
+    fn from(_: Closed) -> ProduceError {
+        ProduceError::Closed
+    }
+}
+
+impl From<Error> for ProduceError {
+    fn from(e: Error) -> ProduceError {
+        ProduceError::Failed(e)
+    }
+}
+
+/// Decompresses and parses one layer into `tx`.
+fn produce<F>(open: &F, layer: usize, limits: Limits, target: &Utf8Path, tx: SyncSender<Batch>)
+where
+    F: Fn() -> Result<Box<dyn Read + Send>>,
+{
+    let mut batch = Batcher {
+        tx,
+        items: Vec::with_capacity(64),
+        bytes: 0,
+    };
+    let last = match produce_items(open, layer, limits, target, &mut batch) {
+        Ok(()) => Item::End,
+        Err(ProduceError::Failed(e)) => Item::Failed(e),
+        Err(ProduceError::Closed) => return,
+    };
+    if batch.push(last).is_ok() {
+        let _ = batch.flush();
+    }
+}
+
+fn produce_items<F>(
+    open: &F,
+    layer: usize,
+    limits: Limits,
+    target: &Utf8Path,
+    batch: &mut Batcher,
+) -> Result<(), ProduceError>
+where
+    F: Fn() -> Result<Box<dyn Read + Send>>,
+{
+    let mut tar = open_layer(open(), layer, limits, target)?;
+    while let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? {
+        let size = if entry.kind == TarKind::File {
+            entry.size
+        } else {
+            0
+        };
+        let name = entry.name.clone();
+        batch.push(Item::Entry(Box::new(entry)))?;
+        let mut left = size;
+        while left > 0 {
+            let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+            let mut buf = vec![0u8; len];
+            read_exact(&mut tar, &mut buf, layer, &name)?;
+            left -= len as u64;
+            batch.push(Item::Data(buf))?;
+        }
+    }
+    tar.finish().map_err(|e| reframe(layer, e))?;
+    Ok(())
+}
+
+type LayerReader = TarReader<Decompressor<Box<dyn Read + Send>>>;
+
+fn open_layer(
+    reader: Result<Box<dyn Read + Send>>,
+    layer: usize,
+    limits: Limits,
+    target: &Utf8Path,
+) -> Result<LayerReader> {
+    let reader = reader.map_err(|e| match e.layer() {
+        Some(_) => e,
+        None => e.with_layer(layer.to_string()),
+    })?;
+    let decompressor = Decompressor::new(reader).map_err(|e| {
+        Error::from_io(&e, Operation::Flatten, target)
+            .with_layer(layer.to_string())
+            .with_detail(format!("reading the layer: {e}"))
+    })?;
+    Ok(TarReader::new(decompressor, limits))
+}
+
+fn read_exact(tar: &mut LayerReader, buf: &mut [u8], layer: usize, name: &str) -> Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = tar
+            .read_data(&mut buf[filled..])
+            .map_err(|e| reframe(layer, e.reframe(Operation::Flatten, name)))?;
+        if n == 0 {
+            return Err(entry_error(
+                layer,
+                name,
+                ErrorKind::InvalidData,
+                "the tar is truncated inside the file's data",
+            ));
+        }
+        filled += n;
+    }
+    Ok(())
+}
+
+/// An error of the tar reader or of import's rules, as flatten's.
+fn reframe(layer: usize, e: Error) -> Error {
+    let path = e.path().to_string();
+    e.reframe(Operation::Flatten, path)
+        .with_layer(layer.to_string())
+}
+
+fn entry_error(layer: usize, name: &str, kind: ErrorKind, detail: impl Into<String>) -> Error {
+    Error::new(kind, Operation::Flatten, name)
+        .with_layer(layer.to_string())
+        .with_detail(detail)
+}
+
+/// The cause in an error's message (what follows the path).
+fn cause(e: &Error) -> String {
+    let s = e.to_string();
+    match s.split_once("`: ") {
+        Some((_, d)) => d.to_owned(),
+        None => s,
+    }
+}
+
+/// The items of one layer, as the writer pulls them.
+struct Stream {
+    rx: Receiver<Batch>,
+    items: std::vec::IntoIter<Item>,
+    layer: usize,
+}
+
+impl Stream {
+    fn next(&mut self) -> Result<Item> {
+        loop {
+            if let Some(item) = self.items.next() {
+                return Ok(item);
+            }
+            match self.rx.recv() {
+                Ok(batch) => self.items = batch.into_iter(),
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::Io, Operation::Flatten, "<layer>")
+                        .with_layer(self.layer.to_string())
+                        .with_detail("the thread reading the layer stopped"));
+                }
+            }
+        }
+    }
+}
+
+/// The data of the current file entry: `left` bytes still in the stream.
+struct DataIn<'s> {
+    stream: &'s mut Stream,
+    left: u64,
+}
+
+impl DataIn<'_> {
+    /// The next chunk, `None` at the end of the file.
+    fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        match self.stream.next()? {
+            Item::Data(d) => {
+                self.left = self.left.saturating_sub(d.len() as u64);
+                Ok(Some(d))
+            }
+            Item::Failed(e) => Err(e),
+            Item::Entry(_) | Item::End => {
+                Err(Error::new(ErrorKind::Io, Operation::Flatten, "<layer>")
+                    .with_layer(self.stream.layer.to_string())
+                    .with_detail("the layer's data ended early"))
+            }
+        }
+    }
+
+    fn skip(&mut self) -> Result<()> {
+        while self.chunk()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// What the layers above decided at a path that shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decided {
+    /// A directory; `closed` if the layers below no longer contribute.
+    Dir { closed: bool },
+    /// A non-directory: nothing below shows here.
+    NonDir,
+    /// A whiteout: nothing shows here.
+    Gone,
+}
+
+/// Where a directory's attributes come from.
+#[derive(Debug, Clone)]
+enum DirAttrs {
+    /// Its own entry.
+    Explicit(Metadata),
+    /// Implied by its layer after a whiteout of the same layer: mode
+    /// `0755`, owner root, time 0.
+    Default,
+    /// Implied: the directory below, as the search with this id finds it.
+    Seek(usize),
+}
+
+/// What one layer holds at a path (what import would put in a layer).
+#[derive(Debug)]
+enum Slot {
+    Dir {
+        opaque: bool,
+        attrs: DirAttrs,
+        /// Created on disk by this layer.
+        on_disk: bool,
+    },
+    NonDir {
+        ino: usize,
+        disk: OnDisk,
+    },
+    Whiteout,
+}
+
+/// Whether a non-directory name of a layer is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDisk {
+    /// Hidden by a higher layer.
+    No,
+    Written,
+    /// Shows, but its inode's type and data come from below: created when
+    /// the search for them ends.
+    Deferred,
+}
+
+/// One object of a layer, with all its names that show.
+#[derive(Debug)]
+struct Inode {
+    meta: Metadata,
+    body: Body,
+    /// The names on disk (or deferred), first one first.
+    names: Vec<LayerPath>,
+    /// The first name is an empty file still waiting for its data.
+    needs_fill: bool,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// A regular file whose data is entry `ordinal` of the layer.
+    File {
+        ordinal: u64,
+        name: String,
+    },
+    Symlink(String),
+    Special,
+    /// A copy of what the layers below show at `path` (a hard link target
+    /// from below), found by search `seek`.
+    CopyUp {
+        seek: usize,
+        path: LayerPath,
+    },
+}
+
+/// A question for the layers below one layer: what they show at `path`.
+#[derive(Debug)]
+struct Seek {
+    /// The layer that asked, and the entry that made it ask (for errors).
+    layer: usize,
+    entry: String,
+    /// The original path, for messages.
+    asked: LayerPath,
+    /// The path asked of the layers still to come.
+    path: LayerPath,
+    kind: SeekKind,
+}
+
+#[derive(Debug)]
+enum SeekKind {
+    /// The attributes of an implied directory.
+    Dir,
+    /// The object a hard link copies up; `names` are the copy's names that
+    /// show.
+    Link { names: Vec<LayerPath> },
+}
+
+/// Data a layer must be read a second time for: entry ordinal to (name,
+/// size, the files to fill with their attributes).
+type Sinks = BTreeMap<u64, (String, u64, Vec<(LayerPath, Metadata, usize)>)>;
+
+struct Writer<'a> {
+    open: &'a (dyn Fn(usize) -> Result<Box<dyn Read + Send>> + Sync),
+    options: &'a FlattenOptions,
+    target: &'a Utf8Path,
+    disk: Disk,
+    /// Keyed by path string (`LayerPath::as_str`).
+    index: HashMap<String, Decided>,
+    root_closed: bool,
+    /// The highest `./` entry, and its layer.
+    root_meta: Option<(Metadata, usize)>,
+    seeks: Vec<Seek>,
+    /// Searches still going.
+    active: Vec<usize>,
+    /// Attributes found by directory searches.
+    dir_results: HashMap<usize, Metadata>,
+    /// Directories created, with their attributes and layer.
+    disk_dirs: Vec<(LayerPath, DirAttrs, usize)>,
+    summary: FlattenSummary,
+}
+
+impl Writer<'_> {
+    fn run(&mut self, receivers: &mut [Option<Receiver<Batch>>]) -> Result<()> {
+        for layer in (0..receivers.len()).rev() {
+            let Some(rx) = receivers.get_mut(layer).and_then(Option::take) else {
+                continue;
+            };
+            let mut stream = Stream {
+                rx,
+                items: Vec::new().into_iter(),
+                layer,
+            };
+            let mut pass = Pass::new(self, layer);
+            loop {
+                match stream.next()? {
+                    Item::Entry(entry) => pass.apply(&entry, &mut stream)?,
+                    Item::End => break,
+                    Item::Failed(e) => return Err(e),
+                    Item::Data(_) => {
+                        return Err(Error::new(ErrorKind::Io, Operation::Flatten, "<layer>")
+                            .with_layer(layer.to_string())
+                            .with_detail("data without an entry"));
+                    }
+                }
+            }
+            pass.finish()?;
+        }
+        // What no layer answered: implied directories keep the default
+        // attributes; a hard link to nothing is an error.
+        for &id in &self.active {
+            let seek = &self.seeks[id];
+            if let SeekKind::Link { .. } = seek.kind {
+                return Err(missing_link_target(seek));
+            }
+        }
+        self.finish_dirs()
+    }
+
+    fn finish_dirs(&mut self) -> Result<()> {
+        let mut dirs = std::mem::take(&mut self.disk_dirs);
+        dirs.sort_by(|a, b| b.0.depth().cmp(&a.0.depth()).then_with(|| a.0.cmp(&b.0)));
+        for (path, attrs, layer) in dirs {
+            let meta = match attrs {
+                DirAttrs::Explicit(m) => m,
+                DirAttrs::Default => Metadata::new(FileType::Dir),
+                DirAttrs::Seek(id) => self
+                    .dir_results
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| Metadata::new(FileType::Dir)),
+            };
+            self.disk
+                .set_dir_meta(&path, &meta)
+                .map_err(|e| e.error(layer, path.as_str()))?;
+        }
+        if let Some((meta, layer)) = self.root_meta.take() {
+            self.disk
+                .set_dir_meta(&LayerPath::root(), &meta)
+                .map_err(|e| e.error(layer, "."))?;
+        }
+        Ok(())
+    }
+
+    /// Reads layer `layer` again, filling the files in `sinks` with the
+    /// data of their entries.
+    fn reread(&mut self, layer: usize, mut sinks: Sinks) -> Result<()> {
+        let mut tar = open_layer((self.open)(layer), layer, self.options.limits, self.target)?;
+        let mut ordinal = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        while !sinks.is_empty() {
+            let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? else {
+                break;
+            };
+            let this = ordinal;
+            ordinal += 1;
+            let Some((name, size, files)) = sinks.remove(&this) else {
+                continue;
+            };
+            if entry.name != name || entry.kind != TarKind::File || entry.size != size {
+                return Err(changed_layer(layer, &name));
+            }
+            let mut fds = Vec::with_capacity(files.len());
+            for (path, _, from) in &files {
+                fds.push(
+                    self.disk
+                        .open_file(path, OFlags::WRONLY)
+                        .map_err(|e| e.error(*from, path.as_str()))?,
+                );
+            }
+            let mut left = size;
+            while left > 0 {
+                let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+                read_exact(&mut tar, &mut buf[..want], layer, &name)?;
+                for (fd, (path, _, from)) in fds.iter().zip(&files) {
+                    write_all(fd, &buf[..want]).map_err(|e| {
+                        DiskError::new(e, "cannot write it").error(*from, path.as_str())
+                    })?;
+                }
+                left -= want as u64;
+            }
+            for (fd, (path, meta, from)) in fds.iter().zip(&files) {
+                self.disk
+                    .set_fd_meta(fd, meta)
+                    .map_err(|e| e.error(*from, path.as_str()))?;
+                self.summary.bytes += size;
+            }
+        }
+        if let Some((_, (name, _, _))) = sinks.into_iter().next() {
+            return Err(changed_layer(layer, &name));
+        }
+        Ok(())
+    }
+}
+
+fn changed_layer(layer: usize, name: &str) -> Error {
+    entry_error(
+        layer,
+        name,
+        ErrorKind::InvalidData,
+        "the layer read differently the second time (its opener must return the same bytes each time)",
+    )
+}
+
+fn missing_link_target(seek: &Seek) -> Error {
+    entry_error(
+        seek.layer,
+        &seek.entry,
+        ErrorKind::NotFound,
+        format!(
+            "hard link target `{}` is neither in this layer nor below it",
+            seek.asked
+        ),
+    )
+}
+
+/// Whether an entry of the current layer shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vis {
+    /// Nothing above: it is written.
+    New,
+    /// A directory above that lets this layer through: a directory merges
+    /// into it, anything else is hidden (and closes it).
+    Merge,
+    /// A higher layer hides or replaces it.
+    Hidden,
+}
+
+/// One layer being written.
+struct Pass<'w, 'a> {
+    w: &'w mut Writer<'a>,
+    layer: usize,
+    /// Keyed by path string: byte order keeps a directory's descendants
+    /// together (`d/` up to `d0`) and compares fast.
+    slots: BTreeMap<String, Slot>,
+    inodes: Vec<Inode>,
+    /// Names a whiteout of this layer deleted below.
+    whited: HashSet<LayerPath>,
+    /// Directory searches this layer made, by path.
+    dir_seeks: HashMap<LayerPath, usize>,
+    new_seeks: Vec<usize>,
+    /// Whether the layers above let this layer show under a directory.
+    open_cache: HashMap<String, bool>,
+    root_meta: Option<Metadata>,
+    root_opaque: bool,
+    counts: Counts,
+    ordinal: u64,
+    sinks: Sinks,
+}
+
+impl<'w, 'a> Pass<'w, 'a> {
+    fn new(w: &'w mut Writer<'a>, layer: usize) -> Pass<'w, 'a> {
+        Pass {
+            w,
+            layer,
+            slots: BTreeMap::new(),
+            inodes: Vec::new(),
+            whited: HashSet::new(),
+            dir_seeks: HashMap::new(),
+            new_seeks: Vec::new(),
+            open_cache: HashMap::new(),
+            root_meta: None,
+            root_opaque: false,
+            counts: Counts::default(),
+            ordinal: 0,
+            sinks: Sinks::new(),
+        }
+    }
+
+    fn err(&self, entry: &TarEntry, kind: ErrorKind, detail: impl Into<String>) -> Error {
+        entry_error(self.layer, &entry.name, kind, detail)
+    }
+
+    /// An error of a path operation, reframed onto the entry.
+    fn path_err(&self, entry: &TarEntry, e: &Error) -> Error {
+        self.err(entry, e.kind(), cause(e))
+    }
+
+    fn disk_err(&self, entry: &TarEntry) -> impl Fn(DiskError) -> Error + '_ {
+        let name = entry.name.clone();
+        move |e: DiskError| e.error(self.layer, &name)
+    }
+
+    /// Whether the layers above let this layer's entries under `dir` show.
+    fn open(&mut self, dir: &str) -> bool {
+        let mut chain = Vec::new();
+        let mut cur = dir;
+        let mut open = loop {
+            if cur.is_empty() {
+                break !self.w.root_closed;
+            }
+            if let Some(&b) = self.open_cache.get(cur) {
+                break b;
+            }
+            chain.push(cur);
+            cur = parent_str(cur);
+        };
+        for p in chain.into_iter().rev() {
+            open = open
+                && matches!(
+                    self.w.index.get(p),
+                    None | Some(Decided::Dir { closed: false })
+                );
+            self.open_cache.insert(p.to_owned(), open);
+        }
+        open
+    }
+
+    fn vis(&mut self, path: &LayerPath) -> Vis {
+        if path.is_root() {
+            return Vis::Merge;
+        }
+        if !self.open(parent_str(path.as_str())) {
+            return Vis::Hidden;
+        }
+        match self.w.index.get(path.as_str()) {
+            None => Vis::New,
+            Some(Decided::Dir { closed: false }) => Vis::Merge,
+            Some(_) => Vis::Hidden,
+        }
+    }
+
+    fn apply(&mut self, entry: &TarEntry, stream: &mut Stream) -> Result<()> {
+        let ordinal = self.ordinal;
+        self.ordinal += 1;
+        let mut data = DataIn {
+            stream,
+            left: if entry.kind == TarKind::File {
+                entry.size
+            } else {
+                0
+            },
+        };
+        self.apply_entry(entry, ordinal, &mut data)?;
+        data.skip()
+    }
+
+    fn apply_entry(&mut self, entry: &TarEntry, ordinal: u64, data: &mut DataIn<'_>) -> Result<()> {
+        let Some(name) = entry.path.file_name() else {
+            if entry.kind != TarKind::Dir {
+                return Err(self.err(
+                    entry,
+                    ErrorKind::InvalidInput,
+                    "the root of a layer can only be a directory",
+                ));
+            }
+            let meta = object_meta(entry, self.w.options.setuid, &mut self.counts)
+                .map_err(|e| reframe(self.layer, e))?;
+            self.root_meta = Some(meta);
+            return Ok(());
+        };
+        let parent = entry.path.parent().unwrap_or_default();
+        match classify(name) {
+            Err(why) => Err(self.err(entry, ErrorKind::InvalidInput, why)),
+            Ok(TarName::AufsMeta) => Ok(()),
+            Ok(TarName::Opaque) => {
+                self.ensure_dir(&parent, entry)?;
+                if parent.is_root() {
+                    self.root_opaque = true;
+                } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(parent.as_str()) {
+                    *opaque = true;
+                }
+                Ok(())
+            }
+            Ok(TarName::Whiteout(target)) => {
+                self.ensure_dir(&parent, entry)?;
+                let target = parent.join(target).map_err(|e| self.path_err(entry, &e))?;
+                self.whited.insert(target.clone());
+                match self.slots.get_mut(target.as_str()) {
+                    Some(Slot::Dir { opaque, .. }) => *opaque = true,
+                    // A non-directory of this layer hides the name below by
+                    // itself.
+                    Some(_) => {}
+                    None => {
+                        self.slots
+                            .insert(target.as_str().to_owned(), Slot::Whiteout);
+                    }
+                }
+                Ok(())
+            }
+            Ok(TarName::Plain(_)) => {
+                self.ensure_dir(&parent, entry)?;
+                self.apply_object(entry, ordinal, data)
+            }
+        }
+    }
+
+    /// Makes `dir` a directory of this layer, with its implied parents, as
+    /// import does; on disk where it shows.
+    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut cur = dir.clone();
+        while !cur.is_root() {
+            match self.slots.get(cur.as_str()) {
+                Some(Slot::Dir { .. }) => break,
+                Some(Slot::NonDir { ino, .. }) => {
+                    let t = self.inodes[*ino].meta.file_type;
+                    return Err(self.err(
+                        entry,
+                        ErrorKind::NotADirectory,
+                        format!("its parent `{cur}` is a {} in this layer", type_name(t)),
+                    ));
+                }
+                Some(Slot::Whiteout) => {
+                    // Deleted below and used again by this layer: a new,
+                    // opaque directory.
+                    let on_disk = self.make_dir(&cur, entry)?;
+                    self.slots.insert(
+                        cur.as_str().to_owned(),
+                        Slot::Dir {
+                            opaque: true,
+                            attrs: DirAttrs::Default,
+                            on_disk,
+                        },
+                    );
+                    break;
+                }
+                None => {
+                    let parent = cur.parent().unwrap_or_default();
+                    missing.push(std::mem::replace(&mut cur, parent));
+                }
+            }
+        }
+        for d in missing.into_iter().rev() {
+            let seek = match self.dir_seeks.get(&d) {
+                Some(&id) => id,
+                None => {
+                    let id = self.seek(entry, d.clone(), SeekKind::Dir);
+                    self.dir_seeks.insert(d.clone(), id);
+                    id
+                }
+            };
+            let on_disk = self.make_dir(&d, entry)?;
+            self.slots.insert(
+                d.as_str().to_owned(),
+                Slot::Dir {
+                    opaque: false,
+                    attrs: DirAttrs::Seek(seek),
+                    on_disk,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn seek(&mut self, entry: &TarEntry, path: LayerPath, kind: SeekKind) -> usize {
+        let id = self.w.seeks.len();
+        self.w.seeks.push(Seek {
+            layer: self.layer,
+            entry: entry.name.clone(),
+            asked: path.clone(),
+            path,
+            kind,
+        });
+        self.new_seeks.push(id);
+        id
+    }
+
+    /// Creates directory `dir` on disk if it shows and is new; whether it
+    /// did.
+    fn make_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<bool> {
+        if self.vis(dir) != Vis::New {
+            return Ok(false);
+        }
+        self.w.disk.mkdir(dir).map_err(self.disk_err(entry))?;
+        self.w.summary.dirs += 1;
+        Ok(true)
+    }
+
+    fn apply_object(
+        &mut self,
+        entry: &TarEntry,
+        ordinal: u64,
+        data: &mut DataIn<'_>,
+    ) -> Result<()> {
+        if !keep_device(entry, self.w.options.devices, &mut self.counts)
+            .map_err(|e| reframe(self.layer, e))?
+        {
+            return Ok(());
+        }
+        if let TarKind::HardLink(target) = &entry.kind {
+            return self.apply_hard_link(entry, target);
+        }
+        let meta = object_meta(entry, self.w.options.setuid, &mut self.counts)
+            .map_err(|e| reframe(self.layer, e))?;
+        let path = &entry.path;
+        let whited = self.whited.contains(path)
+            || matches!(self.slots.get(path.as_str()), Some(Slot::Whiteout));
+        match self.slots.get_mut(path.as_str()) {
+            Some(Slot::Dir { attrs, .. }) if entry.kind == TarKind::Dir => {
+                // A directory over a directory: attributes merge.
+                *attrs = DirAttrs::Explicit(meta);
+                return Ok(());
+            }
+            Some(Slot::Dir { .. } | Slot::NonDir { .. }) => self.replace(path, entry)?,
+            Some(Slot::Whiteout) | None => {}
+        }
+        let vis = self.vis(path);
+        if vis != Vis::New && !(vis == Vis::Merge && entry.kind == TarKind::Dir) {
+            self.w.summary.hidden += 1;
+        }
+        let body = match &entry.kind {
+            TarKind::Dir => {
+                let on_disk = self.make_dir(path, entry)?;
+                self.slots.insert(
+                    path.as_str().to_owned(),
+                    Slot::Dir {
+                        opaque: whited,
+                        attrs: DirAttrs::Explicit(meta),
+                        on_disk,
+                    },
+                );
+                return Ok(());
+            }
+            TarKind::File => Body::File {
+                ordinal,
+                name: entry.name.clone(),
+            },
+            TarKind::Symlink(target) => Body::Symlink(target.clone()),
+            TarKind::CharDevice(_) | TarKind::BlockDevice(_) | TarKind::Fifo => Body::Special,
+            TarKind::HardLink(_) => return Ok(()),
+        };
+        let ino = self.inodes.len();
+        self.inodes.push(Inode {
+            meta,
+            body,
+            names: Vec::new(),
+            needs_fill: false,
+        });
+        let disk = if vis == Vis::New {
+            let inode = &self.inodes[ino];
+            match &inode.body {
+                Body::File { .. } => {
+                    let fd = self
+                        .w
+                        .disk
+                        .create_file(path)
+                        .map_err(self.disk_err(entry))?;
+                    while let Some(chunk) = data.chunk()? {
+                        write_all(&fd, &chunk).map_err(|e| {
+                            DiskError::new(e, "cannot write it").error(self.layer, &entry.name)
+                        })?;
+                    }
+                    self.w
+                        .disk
+                        .set_fd_meta(&fd, &inode.meta)
+                        .map_err(self.disk_err(entry))?;
+                    self.w.summary.files += 1;
+                    self.w.summary.bytes += entry.size;
+                }
+                body => {
+                    self.w
+                        .disk
+                        .make_object(path, &inode.meta, body)
+                        .map_err(self.disk_err(entry))?;
+                    count_object(&mut self.w.summary, inode.meta.file_type);
+                }
+            }
+            self.inodes[ino].names.push(path.clone());
+            OnDisk::Written
+        } else {
+            OnDisk::No
+        };
+        self.slots
+            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
+        Ok(())
+    }
+
+    fn apply_hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
+        let path = &entry.path;
+        if target == path {
+            return Err(self.err(entry, ErrorKind::InvalidInput, "a hard link to itself"));
+        }
+        match self.slots.get(target.as_str()) {
+            Some(Slot::Dir { .. }) => {
+                return Err(self.err(
+                    entry,
+                    ErrorKind::NotPermitted,
+                    format!("hard link target `{target}` is a directory"),
+                ));
+            }
+            Some(Slot::Whiteout) => {
+                return Err(self.err(
+                    entry,
+                    ErrorKind::NotFound,
+                    format!("hard link target `{target}` is deleted by this layer"),
+                ));
+            }
+            Some(Slot::NonDir { .. }) => {}
+            None => self.copy_up(entry, target)?,
+        }
+        if let Some(Slot::Dir { .. } | Slot::NonDir { .. }) = self.slots.get(path.as_str()) {
+            self.replace(path, entry)?;
+        }
+        // Replacing this entry's path may have removed the target with it.
+        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(target.as_str()) else {
+            return Err(self.err(
+                entry,
+                ErrorKind::NotFound,
+                format!("hard link target `{target}` is removed by this entry"),
+            ));
+        };
+        let disk = if self.vis(path) == Vis::New {
+            self.add_name(ino, path, entry)?
+        } else {
+            self.w.summary.hidden += 1;
+            OnDisk::No
+        };
+        self.slots
+            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
+        Ok(())
+    }
+
+    /// Brings a hard link's target from the layers below into this layer:
+    /// an inode whose type and data a search finds.
+    fn copy_up(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
+        let parent = target.parent().unwrap_or_default();
+        self.ensure_dir(&parent, entry)?;
+        let seek = self.seek(entry, target.clone(), SeekKind::Link { names: Vec::new() });
+        let ino = self.inodes.len();
+        self.inodes.push(Inode {
+            meta: Metadata::new(FileType::File),
+            body: Body::CopyUp {
+                seek,
+                path: target.clone(),
+            },
+            names: Vec::new(),
+            needs_fill: false,
+        });
+        let disk = if self.vis(target) == Vis::New {
+            self.inodes[ino].names.push(target.clone());
+            OnDisk::Deferred
+        } else {
+            OnDisk::No
+        };
+        self.slots
+            .insert(target.as_str().to_owned(), Slot::NonDir { ino, disk });
+        Ok(())
+    }
+
+    /// Gives inode `ino` the name `path` on disk.
+    fn add_name(&mut self, ino: usize, path: &LayerPath, entry: &TarEntry) -> Result<OnDisk> {
+        let inode = &self.inodes[ino];
+        if let Body::CopyUp { .. } = inode.body {
+            self.inodes[ino].names.push(path.clone());
+            return Ok(OnDisk::Deferred);
+        }
+        if let Some(first) = inode.names.first() {
+            self.w
+                .disk
+                .link(first, path)
+                .map_err(self.disk_err(entry))?;
+            self.w.summary.hard_links += 1;
+        } else {
+            // The first name of this inode was never written (a higher
+            // layer hides it): this name gets the object.
+            match &inode.body {
+                Body::File { .. } => {
+                    let fd = self
+                        .w
+                        .disk
+                        .create_file(path)
+                        .map_err(self.disk_err(entry))?;
+                    if inode.meta.size == 0 {
+                        self.w
+                            .disk
+                            .set_fd_meta(&fd, &inode.meta)
+                            .map_err(self.disk_err(entry))?;
+                    } else {
+                        self.inodes[ino].needs_fill = true;
+                    }
+                    self.w.summary.files += 1;
+                }
+                body => {
+                    self.w
+                        .disk
+                        .make_object(path, &inode.meta, body)
+                        .map_err(self.disk_err(entry))?;
+                    count_object(&mut self.w.summary, inode.meta.file_type);
+                }
+            }
+        }
+        self.inodes[ino].names.push(path.clone());
+        Ok(OnDisk::Written)
+    }
+
+    /// Removes what this layer holds at `path`, with everything below it,
+    /// from the layer and from the disk (only what this layer wrote).
+    fn replace(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<()> {
+        let mut doomed: Vec<String> = vec![path.as_str().to_owned()];
+        if let Some(Slot::Dir { .. }) = self.slots.get(path.as_str()) {
+            let (from, to) = (format!("{}/", path.as_str()), format!("{}0", path.as_str()));
+            doomed.extend(self.slots.range(from..to).map(|(p, _)| p.clone()));
+        }
+        // Deepest first, so that each directory is empty when it goes.
+        doomed.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        for key in doomed {
+            let slot = self.slots.remove(&key);
+            let p = LayerPath::new(&key).map_err(|e| self.path_err(entry, &e))?;
+            match slot {
+                Some(Slot::Dir { on_disk: true, .. }) => {
+                    self.w.disk.remove(&p, true).map_err(self.disk_err(entry))?;
+                }
+                Some(Slot::NonDir { ino, disk }) => {
+                    if disk == OnDisk::Written {
+                        self.w
+                            .disk
+                            .remove(&p, false)
+                            .map_err(self.disk_err(entry))?;
+                    }
+                    self.inodes[ino].names.retain(|n| n != &p);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the layer: answers the searches of the layers above, fills
+    /// files from a second read where needed, and hands this layer's
+    /// decisions to the index.
+    fn finish(mut self) -> Result<()> {
+        let active = std::mem::take(&mut self.w.active);
+        let mut still = Vec::with_capacity(active.len());
+        for id in active {
+            if self.step(id)? {
+                still.push(id);
+            }
+        }
+        for inode in &self.inodes {
+            if let (true, Some(first), Body::File { ordinal, name }) =
+                (inode.needs_fill, inode.names.first(), &inode.body)
+            {
+                self.sinks
+                    .entry(*ordinal)
+                    .or_insert_with(|| (name.clone(), inode.meta.size, Vec::new()))
+                    .2
+                    .push((first.clone(), inode.meta.clone(), self.layer));
+            }
+        }
+        let sinks = std::mem::take(&mut self.sinks);
+        if !sinks.is_empty() {
+            self.w.reread(self.layer, sinks)?;
+        }
+        for inode in &mut self.inodes {
+            if let Body::CopyUp { seek, .. } = inode.body
+                && let SeekKind::Link { names } = &mut self.w.seeks[seek].kind
+            {
+                *names = std::mem::take(&mut inode.names);
+            }
+        }
+        still.append(&mut self.new_seeks);
+        self.w.active = still;
+
+        let mut candidates = Vec::new();
+        for (path, slot) in &self.slots {
+            if let Slot::Dir {
+                on_disk: true,
+                attrs,
+                ..
+            } = slot
+            {
+                let dir = LayerPath::new(path).map_err(|e| reframe(self.layer, e))?;
+                self.w.disk_dirs.push((dir, attrs.clone(), self.layer));
+            }
+            let update = match (self.w.index.get(path), slot) {
+                (None, Slot::Dir { opaque, .. }) => Decided::Dir { closed: *opaque },
+                (None, Slot::NonDir { .. }) => Decided::NonDir,
+                (None, Slot::Whiteout) => Decided::Gone,
+                (
+                    Some(Decided::Dir { closed: false }),
+                    Slot::Dir { opaque: true, .. } | Slot::NonDir { .. } | Slot::Whiteout,
+                ) => Decided::Dir { closed: true },
+                _ => continue,
+            };
+            candidates.push((path.clone(), update));
+        }
+        // Only what shows is decided: under a closed directory the index
+        // already hides everything.
+        let mut updates = Vec::with_capacity(candidates.len());
+        for (path, update) in candidates {
+            if self.open(parent_str(&path)) {
+                updates.push((path, update));
+            }
+        }
+        self.w.index.extend(updates);
+        if self.root_opaque {
+            self.w.root_closed = true;
+        }
+        if self.w.root_meta.is_none() {
+            self.w.root_meta = self.root_meta.take().map(|m| (m, self.layer));
+        }
+        self.w.summary.devices_stripped += self.counts.devices_stripped;
+        self.w.summary.setuid_stripped += self.counts.setuid_stripped;
+        Ok(())
+    }
+
+    /// Asks this layer search `id`'s question; whether the search goes on.
+    fn step(&mut self, id: usize) -> Result<bool> {
+        let seek = &self.w.seeks[id];
+        let is_link = matches!(seek.kind, SeekKind::Link { .. });
+        let q = seek.path.clone();
+        match self.slots.get(q.as_str()) {
+            Some(Slot::Dir { attrs, .. }) => {
+                if is_link {
+                    return Err(entry_error(
+                        seek.layer,
+                        &seek.entry,
+                        ErrorKind::NotPermitted,
+                        format!("hard link target `{}` is a directory", seek.asked),
+                    ));
+                }
+                match attrs {
+                    DirAttrs::Explicit(m) => {
+                        self.w.dir_results.insert(id, m.clone());
+                        Ok(false)
+                    }
+                    DirAttrs::Default => Ok(false),
+                    // This layer only implies it too: its attributes come
+                    // from further below.
+                    DirAttrs::Seek(_) => Ok(true),
+                }
+            }
+            Some(Slot::NonDir { ino, .. }) => {
+                let ino = *ino;
+                if !is_link {
+                    return Err(entry_error(
+                        seek.layer,
+                        &seek.entry,
+                        ErrorKind::NotADirectory,
+                        format!(
+                            "its parent `{}` is a {} in a lower layer (the layer must replace it with a directory entry first)",
+                            seek.asked,
+                            type_name(self.inodes[ino].meta.file_type)
+                        ),
+                    ));
+                }
+                if let Body::CopyUp { path, .. } = &self.inodes[ino].body {
+                    // A copy of what is below this layer: ask further down.
+                    self.w.seeks[id].path = path.clone();
+                    return Ok(true);
+                }
+                self.resolve_link(id, ino)?;
+                Ok(false)
+            }
+            Some(Slot::Whiteout) if is_link => Err(missing_link_target(seek)),
+            Some(Slot::Whiteout) => Ok(false),
+            None if self.closed_above(&q) => {
+                if is_link {
+                    Err(missing_link_target(seek))
+                } else {
+                    Ok(false)
+                }
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Whether this layer hides everything below it at `path` from above
+    /// (an opaque directory, a whiteout or a non-directory on the way).
+    fn closed_above(&self, path: &LayerPath) -> bool {
+        if self.root_opaque {
+            return true;
+        }
+        let mut cur = path.parent();
+        while let Some(dir) = cur {
+            if dir.is_root() {
+                break;
+            }
+            if let Some(Slot::Dir { opaque: true, .. } | Slot::NonDir { .. } | Slot::Whiteout) =
+                self.slots.get(dir.as_str())
+            {
+                return true;
+            }
+            cur = dir.parent();
+        }
+        false
+    }
+
+    /// Creates the names of a copied-up hard link target, now that the
+    /// layer that holds the original (inode `ino` of this layer) is known.
+    fn resolve_link(&mut self, id: usize, ino: usize) -> Result<()> {
+        let seek = &mut self.w.seeks[id];
+        let (from, entry) = (seek.layer, seek.entry.clone());
+        let names = match &mut seek.kind {
+            SeekKind::Link { names } => std::mem::take(names),
+            SeekKind::Dir => return Ok(()),
+        };
+        let Some((first, rest)) = names.split_first() else {
+            return Ok(());
+        };
+        let fail = |e: DiskError| e.error(from, &entry);
+        let inode = &self.inodes[ino];
+        let meta = inode.meta.clone();
+        match &inode.body {
+            Body::File { ordinal, name } => {
+                let fd = self.w.disk.create_file(first).map_err(fail)?;
+                self.w.summary.files += 1;
+                let source = match (inode.needs_fill, inode.names.first()) {
+                    _ if meta.size == 0 => None,
+                    (false, Some(original)) => {
+                        match self.w.disk.open_file(original, OFlags::RDONLY) {
+                            Ok(src) => Some(src),
+                            // Not readable by us (a file of mode 0): read the
+                            // layer again instead.
+                            Err(e) if e.errno == Errno::ACCESS => None,
+                            Err(e) => return Err(fail(e)),
+                        }
+                    }
+                    _ => None,
+                };
+                match source {
+                    Some(src) => {
+                        copy_fd(&src, &fd)
+                            .map_err(|e| fail(DiskError::new(e, "cannot copy the data into it")))?;
+                        self.w.disk.set_fd_meta(&fd, &meta).map_err(fail)?;
+                        self.w.summary.bytes += meta.size;
+                    }
+                    None if meta.size == 0 => {
+                        self.w.disk.set_fd_meta(&fd, &meta).map_err(fail)?;
+                    }
+                    None => {
+                        self.sinks
+                            .entry(*ordinal)
+                            .or_insert_with(|| (name.clone(), meta.size, Vec::new()))
+                            .2
+                            .push((first.clone(), meta.clone(), from));
+                    }
+                }
+            }
+            body => {
+                self.w.disk.make_object(first, &meta, body).map_err(fail)?;
+                count_object(&mut self.w.summary, meta.file_type);
+            }
+        }
+        for name in rest {
+            self.w.disk.link(first, name).map_err(fail)?;
+            self.w.summary.hard_links += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A failed system call, and what was being done.
+#[derive(Debug)]
+struct DiskError {
+    errno: Errno,
+    what: String,
+}
+
+impl DiskError {
+    fn new(errno: Errno, what: impl Into<String>) -> DiskError {
+        DiskError {
+            errno,
+            what: what.into(),
+        }
+    }
+
+    fn error(self, layer: usize, name: &str) -> Error {
+        let kind = ErrorKind::from_errno(self.errno.raw_os_error()).unwrap_or(ErrorKind::Io);
+        entry_error(layer, name, kind, format!("{}: {}", self.what, self.errno))
+    }
+}
+
+/// The target directory, and every operation on it, beneath its descriptor.
+struct Disk {
+    root: OwnedFd,
+    owners: Owners,
+    /// Owners that need no `chown`: what new files get anyway.
+    native: Option<(u32, u32)>,
+    /// The last parent directory opened.
+    cached: Option<(LayerPath, OwnedFd)>,
+    procfs: Option<bool>,
+}
+
+impl Disk {
+    /// Creates or opens the target: it must be new or an empty directory.
+    fn open(target: &Utf8Path, owners: Owners) -> Result<Disk> {
+        let fail = |e: Errno, what: &str| {
+            let kind = ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io);
+            Error::new(kind, Operation::Flatten, target).with_detail(format!("{what}: {e}"))
+        };
+        let created = match rustix::fs::mkdir(target.as_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
+            Err(e) => return Err(fail(e, "cannot create the directory")),
+        };
+        let root = rustix::fs::open(
+            target.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            // `O_DIRECTORY | O_NOFOLLOW` on a symlink is ENOTDIR: say which.
+            Errno::LOOP | Errno::NOTDIR
+                if rustix::fs::statat(
+                    rustix::fs::CWD,
+                    target.as_str(),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .is_ok_and(|st| FileType::from_mode(st.st_mode) == Some(FileType::Symlink)) =>
+            {
+                Error::new(ErrorKind::FilesystemLoop, Operation::Flatten, target)
+                    .with_detail("the target is a symlink (refused: it could lead anywhere)")
+            }
+            Errno::NOTDIR => Error::new(ErrorKind::NotADirectory, Operation::Flatten, target)
+                .with_detail("the target exists and is not a directory"),
+            e => fail(e, "cannot open the directory"),
+        })?;
+        if created {
+            rustix::fs::fchmod(&root, Mode::from_raw_mode(0o755))
+                .map_err(|e| fail(e, "cannot set its mode"))?;
+        } else {
+            let mut dir =
+                rustix::fs::Dir::read_from(&root).map_err(|e| fail(e, "cannot list it"))?;
+            while let Some(e) = dir.read() {
+                let e = e.map_err(|e| fail(e, "cannot list it"))?;
+                let name = e.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    return Err(Error::new(
+                        ErrorKind::DirectoryNotEmpty,
+                        Operation::Flatten,
+                        target,
+                    )
+                    .with_detail("the target directory is not empty"));
+                }
+            }
+        }
+        let st = rustix::fs::fstat(&root).map_err(|e| fail(e, "cannot stat it"))?;
+        let (uid, gid) = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        // New files get our ids unless the directory hands its group on
+        // (setgid, or a filesystem mounted with `grpid`).
+        let native = (st.st_mode & 0o2000 == 0 && st.st_gid == gid).then_some((uid, gid));
+        Ok(Disk {
+            root,
+            owners,
+            native,
+            cached: None,
+            procfs: None,
+        })
+    }
+
+    /// An `O_PATH` descriptor of directory `dir` beneath the root.
+    fn dir(&mut self, dir: &LayerPath) -> Result<&OwnedFd, DiskError> {
+        if dir.is_root() {
+            return Ok(&self.root);
+        }
+        let hit = matches!(&self.cached, Some((p, _)) if p == dir);
+        if !hit {
+            let fd = open_beneath(&self.root, dir, OFlags::PATH | OFlags::DIRECTORY)
+                .map_err(|e| DiskError::new(e, format!("cannot open its directory `{dir}`")))?;
+            self.cached = Some((dir.clone(), fd));
+        }
+        match &self.cached {
+            Some((_, fd)) => Ok(fd),
+            None => Err(DiskError::new(Errno::NOENT, "no directory")),
+        }
+    }
+
+    fn parent_of<'p>(&mut self, path: &'p LayerPath) -> Result<(&OwnedFd, &'p str), DiskError> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(DiskError::new(Errno::BUSY, "it is the root"));
+        };
+        Ok((self.dir(&parent)?, name))
+    }
+
+    fn owner(&self, meta: &Metadata) -> Option<(u32, u32)> {
+        match self.owners {
+            Owners::Ignore => None,
+            Owners::Preserve if self.native == Some((meta.uid, meta.gid)) => None,
+            Owners::Preserve => Some((meta.uid, meta.gid)),
+        }
+    }
+
+    fn check_procfs(&mut self) -> Result<(), DiskError> {
+        let ok = *self.procfs.get_or_insert_with(procfs_is_mounted);
+        if ok {
+            Ok(())
+        } else {
+            Err(DiskError::new(
+                Errno::NOENT,
+                "no procfs at /proc (needed to set attributes of symlinks and special files)",
+            ))
+        }
+    }
+
+    fn mkdir(&mut self, path: &LayerPath) -> Result<(), DiskError> {
+        let (dir, name) = self.parent_of(path)?;
+        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))
+            .map_err(|e| DiskError::new(e, "cannot create the directory"))
+    }
+
+    fn create_file(&mut self, path: &LayerPath) -> Result<OwnedFd, DiskError> {
+        let (dir, name) = self.parent_of(path)?;
+        rustix::fs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| DiskError::new(e, "cannot create the file"))
+    }
+
+    /// Opens a regular file this flatten wrote (never a fifo or device).
+    fn open_file(&mut self, path: &LayerPath, flags: OFlags) -> Result<OwnedFd, DiskError> {
+        let fd = open_beneath(&self.root, path, flags | OFlags::NONBLOCK)
+            .map_err(|e| DiskError::new(e, format!("cannot open `{path}`")))?;
+        let st = rustix::fs::fstat(&fd)
+            .map_err(|e| DiskError::new(e, format!("cannot stat `{path}`")))?;
+        if FileType::from_mode(st.st_mode) != Some(FileType::File) {
+            return Err(DiskError::new(
+                Errno::INVAL,
+                format!("`{path}` is not a regular file"),
+            ));
+        }
+        Ok(fd)
+    }
+
+    /// Creates a symlink, fifo or device with its attributes.
+    fn make_object(
+        &mut self,
+        path: &LayerPath,
+        meta: &Metadata,
+        body: &Body,
+    ) -> Result<(), DiskError> {
+        let owner = self.owner(meta);
+        let xattrs: Vec<(&str, &[u8])> = meta
+            .xattrs
+            .iter()
+            .filter(|(n, _)| xattr_allowed_on(meta.file_type, n))
+            .map(|(n, v)| (n, &v[..]))
+            .collect();
+        let is_symlink = matches!(body, Body::Symlink(_));
+        if !is_symlink || !xattrs.is_empty() {
+            self.check_procfs()?;
+        }
+        if !is_symlink && !rdev_fits_mknod(meta.rdev) {
+            return Err(DiskError::new(
+                Errno::INVAL,
+                format!(
+                    "device number {}:{} does not fit mknod",
+                    crate::meta::major(meta.rdev),
+                    crate::meta::minor(meta.rdev)
+                ),
+            ));
+        }
+        let (dir, name) = self.parent_of(path)?;
+        match body {
+            Body::Symlink(target) => rustix::fs::symlinkat(target.as_str(), dir, name)
+                .map_err(|e| DiskError::new(e, "cannot create the symlink"))?,
+            _ => {
+                let kind = match meta.file_type {
+                    FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
+                    FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
+                    _ => rustix::fs::FileType::Fifo,
+                };
+                rustix::fs::mknodat(
+                    dir,
+                    name,
+                    kind,
+                    Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(
+                        crate::meta::major(meta.rdev),
+                        crate::meta::minor(meta.rdev),
+                    ),
+                )
+                .map_err(|e| DiskError::new(e, "cannot create the special file"))?;
+            }
+        }
+        if let Some((uid, gid)) = owner {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| chown_error(e, uid, gid))?;
+        }
+        if !is_symlink || !xattrs.is_empty() {
+            let obj = open_o_path(dir, name).map_err(|e| DiskError::new(e, "cannot open it"))?;
+            let proc = proc_path(&obj);
+            if !is_symlink {
+                rustix::fs::chmodat(
+                    rustix::fs::CWD,
+                    proc.as_str(),
+                    Mode::from_raw_mode(meta.mode & MODE_MASK),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| DiskError::new(e, "cannot set its mode"))?;
+            }
+            for (xname, value) in xattrs {
+                rustix::fs::setxattr(proc.as_str(), xname, value, XattrFlags::empty()).map_err(
+                    |e| DiskError::new(e, format!("cannot set extended attribute `{xname}`")),
+                )?;
+            }
+        }
+        rustix::fs::utimensat(dir, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| DiskError::new(e, "cannot set its times"))
+    }
+
+    /// Owner, mode, extended attributes and times of an open file or
+    /// directory, in that order.
+    fn set_fd_meta(&self, fd: &OwnedFd, meta: &Metadata) -> Result<(), DiskError> {
+        if let Some((uid, gid)) = self.owner(meta) {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| chown_error(e, uid, gid))?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & MODE_MASK))
+            .map_err(|e| DiskError::new(e, "cannot set its mode"))?;
+        for (name, value) in meta.xattrs.iter() {
+            if xattr_allowed_on(meta.file_type, name) {
+                rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty()).map_err(|e| {
+                    DiskError::new(e, format!("cannot set extended attribute `{name}`"))
+                })?;
+            }
+        }
+        rustix::fs::futimens(fd, &timestamps(meta))
+            .map_err(|e| DiskError::new(e, "cannot set its times"))
+    }
+
+    fn set_dir_meta(&mut self, path: &LayerPath, meta: &Metadata) -> Result<(), DiskError> {
+        let fd = if path.is_root() {
+            rustix::fs::openat(
+                &self.root,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        } else {
+            open_beneath(&self.root, path, OFlags::RDONLY | OFlags::DIRECTORY)
+        }
+        .map_err(|e| DiskError::new(e, "cannot open the directory"))?;
+        self.set_fd_meta(&fd, meta)
+    }
+
+    fn link(&mut self, existing: &LayerPath, new: &LayerPath) -> Result<(), DiskError> {
+        let (Some(parent), Some(old_name)) = (existing.parent(), existing.file_name()) else {
+            return Err(DiskError::new(Errno::PERM, "a hard link to the root"));
+        };
+        let old_dir = open_beneath(&self.root, &parent, OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|e| DiskError::new(e, format!("cannot open the directory of `{existing}`")))?;
+        let (dir, name) = self.parent_of(new)?;
+        rustix::fs::linkat(&old_dir, old_name, dir, name, AtFlags::empty())
+            .map_err(|e| DiskError::new(e, format!("cannot link it to `{existing}`")))
+    }
+
+    fn remove(&mut self, path: &LayerPath, is_dir: bool) -> Result<(), DiskError> {
+        let flags = if is_dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        let (dir, name) = self.parent_of(path)?;
+        rustix::fs::unlinkat(dir, name, flags).map_err(|e| {
+            DiskError::new(e, format!("cannot remove `{path}` (replaced in its layer)"))
+        })?;
+        if is_dir {
+            self.cached = None;
+        }
+        Ok(())
+    }
+}
+
+/// The parent of a path string (`""` for the root and its children).
+fn parent_str(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
+fn count_object(summary: &mut FlattenSummary, file_type: FileType) {
+    match file_type {
+        FileType::File => summary.files += 1,
+        FileType::Symlink => summary.symlinks += 1,
+        _ => summary.specials += 1,
+    }
+}
+
+fn chown_error(e: Errno, uid: u32, gid: u32) -> DiskError {
+    if e == Errno::PERM {
+        DiskError::new(
+            e,
+            format!(
+                "cannot give it owner {uid}:{gid} (only root can; flatten with `Owners::Ignore` to leave files owned by the caller)"
+            ),
+        )
+    } else {
+        DiskError::new(e, format!("cannot give it owner {uid}:{gid}"))
+    }
+}
+
+fn timestamps(meta: &Metadata) -> Timestamps {
+    let ts = |t: Timestamp| Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec),
+    };
+    Timestamps {
+        last_access: ts(meta.atime),
+        last_modification: ts(meta.mtime),
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "flatten_tests.rs"]
+mod tests;
