@@ -1046,7 +1046,23 @@ impl<'w, 'a> Pass<'w, 'a> {
                 }
             }
         }
+        // Under a directory this layer made opaque, nothing below shows:
+        // an implied directory there has the default attributes, as import
+        // gives it.
+        let closed = self.root_opaque || self.opaque_at_or_above(&cur);
         for d in missing.into_iter().rev() {
+            if closed {
+                let on_disk = self.make_dir(&d, entry)?;
+                self.slots.insert(
+                    d.as_str().to_owned(),
+                    Slot::Dir {
+                        opaque: false,
+                        attrs: DirAttrs::Default,
+                        on_disk,
+                    },
+                );
+                continue;
+            }
             let seek = match self.dir_seeks.get(&d) {
                 Some(&id) => id,
                 None => {
@@ -1066,6 +1082,21 @@ impl<'w, 'a> Pass<'w, 'a> {
             );
         }
         Ok(())
+    }
+
+    /// Whether `dir` or a directory above it is opaque in this layer.
+    fn opaque_at_or_above(&self, dir: &LayerPath) -> bool {
+        let mut cur = Some(dir.clone());
+        while let Some(d) = cur {
+            if d.is_root() {
+                break;
+            }
+            if let Some(Slot::Dir { opaque: true, .. }) = self.slots.get(d.as_str()) {
+                return true;
+            }
+            cur = d.parent();
+        }
+        false
     }
 
     fn seek(&mut self, entry: &TarEntry, path: LayerPath, kind: SeekKind) -> usize {

@@ -11,7 +11,8 @@
 //!   what the layer held at that name (a directory with everything in it).
 //! - Parent directories the tar does not list are created, with the
 //!   attributes of the same directory in the layers below (as the kernel
-//!   copies a parent up), else mode `0755`, owner root, time 0. A parent
+//!   copies a parent up), else (nothing below, or below a directory this
+//!   layer made opaque) mode `0755`, owner root, time 0. A parent
 //!   that is a symlink or file in this layer or below is refused
 //!   (`ENOTDIR`): nothing is ever written through a symlink.
 //! - Whiteouts (see [`whiteout`](super::whiteout)) act on the layers below
@@ -409,6 +410,21 @@ impl Importer<'_> {
         }
     }
 
+    /// Whether `dir` or a directory above it (the root too) is opaque in
+    /// this layer.
+    fn opaque_at_or_above(&self, dir: &LayerPath) -> Result<bool> {
+        let mut cur = Some(dir.clone());
+        while let Some(d) = cur {
+            if let Some(Entry::Node(node)) = self.layer.lookup(&d)?
+                && node.opaque
+            {
+                return Ok(true);
+            }
+            cur = d.parent();
+        }
+        Ok(false)
+    }
+
     fn apply_root(&mut self, entry: &TarEntry) -> Result<()> {
         if entry.kind != TarKind::Dir {
             return Err(entry_error(
@@ -454,7 +470,15 @@ impl Importer<'_> {
         }
         let parent = dir.parent().unwrap_or_else(LayerPath::root);
         self.ensure_dir(&parent, entry)?;
-        let meta = match self.below.lookup(dir)? {
+        // Under a directory this layer made opaque nothing below shows: the
+        // implied directory is a new one.
+        let hidden_below = self.opaque_at_or_above(&parent)?;
+        let below = if hidden_below {
+            None
+        } else {
+            self.below.lookup(dir)?
+        };
+        let meta = match below {
             Some(m) if m.is_dir() => m,
             Some(m) => {
                 return Err(entry_error(

@@ -667,3 +667,33 @@ fn a_hard_link_to_a_file_at_the_root_of_a_lower_layer() {
     assert_eq!(meta(&layer, "libc.so").ino, meta(&layer, "libc.so.6").ino);
     assert_eq!(&layer.read_at(&p("libc.so.6"), 0, 9).unwrap()[..], b"ELF");
 }
+
+#[test]
+fn an_implied_directory_under_an_opaque_one_is_new() {
+    let mut base = MemLayer::new();
+    base.add_dir_with(
+        "d/x",
+        Metadata::new(FileType::Dir)
+            .with_mode(0o700)
+            .with_owner(5, 5),
+    )
+    .unwrap();
+    let below: Vec<Arc<dyn Layer>> = vec![Arc::new(base)];
+    for opaque_first in [".wh.d", "d/.wh..wh..opq"] {
+        let mut t = RawTar::new();
+        if opaque_first == "d/.wh..wh..opq" {
+            t.dir("d/");
+        }
+        t.file(opaque_first, b"");
+        t.file("d/x/y", b"y");
+        let layer = import_below(&t.end(), &below).unwrap();
+        let x = meta(&layer, "d/x");
+        assert_eq!((x.mode, x.uid), (0o755, 0), "{opaque_first}");
+    }
+    // Without the opaque parent the lower directory's attributes are kept.
+    let mut t = RawTar::new();
+    t.file("d/x/y", b"y");
+    let layer = import_below(&t.end(), &below).unwrap();
+    let x = meta(&layer, "d/x");
+    assert_eq!((x.mode, x.uid), (0o700, 5));
+}
