@@ -125,8 +125,14 @@
 //! - A layer imported from a tar, or committed from a directory, is held in
 //!   memory (a `MemLayer`); import into a [`DirLayer`] to keep a large one
 //!   on disk.
-//! - Flattening an image into a directory (`layerstack unpack`) is not in
-//!   this release yet.
+//! - Layer tars: GNU sparse files, multi-volume archives and names that
+//!   are not UTF-8 are refused; PAX global headers are ignored.
+//! - A whiteout or opaque marker in a directory that neither its layer nor
+//!   any layer below holds makes that directory appear, empty (Docker's
+//!   applier skips such a marker; real layer writers always list the
+//!   directory first).
+//! - Flattening writes into a new or empty directory only; on error the
+//!   directory holds part of the tree.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

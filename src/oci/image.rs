@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use camino::Utf8Path;
 use serde_json::Value;
 
 use super::changes::{Change, layer_changes};
 use super::compress::Compression;
 use super::digest::{Digest, chain_ids};
 use super::export::{ExportOptions, export_layer};
+use super::flatten::{FlattenOptions, FlattenSummary, flatten_layers};
 use super::import::{ImportOptions, import_layer};
 use super::layout::OciLayout;
 use super::spec::{Descriptor, History, ImageConfig, Manifest, media_type};
@@ -228,6 +230,33 @@ impl ImageStore {
                 layer_changes(top_first[at].as_ref(), &top_first[at + 1..])
             })
             .collect()
+    }
+
+    /// Writes the root filesystem `image` shows into `dir` (which must not
+    /// exist or be empty), top layer first so that nothing a higher layer
+    /// hides is written; see [`flatten_layers`]. Each layer's digest is
+    /// checked as it is read; on error `dir` holds part of the tree.
+    ///
+    /// # Errors
+    /// As [`flatten_layers`]; `EBADMSG` for a blob that does not match its
+    /// digest.
+    pub fn flatten(
+        &self,
+        image: &Image,
+        dir: &Utf8Path,
+        options: &FlattenOptions,
+    ) -> Result<FlattenSummary> {
+        let layout = &self.layout;
+        let openers: Vec<_> = image
+            .layers()
+            .iter()
+            .map(|d| {
+                move || -> Result<Box<dyn std::io::Read + Send>> {
+                    Ok(Box::new(layout.open_blob(&d.digest, Some(d.size))?))
+                }
+            })
+            .collect();
+        flatten_layers(&openers, dir, options)
     }
 
     /// Starts building an image on `base` (`None`: from scratch).

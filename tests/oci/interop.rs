@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use layerstack::oci::{BuildOptions, Image, ImageStore, OciLayout};
+use layerstack::oci::{BuildOptions, FlattenOptions, Image, ImageStore, OciLayout};
 use layerstack::{MergedView, Result};
 
 use super::tools::{Scratch, Tree, difference, dir_tree, have, root, run, view_tree};
@@ -81,6 +81,16 @@ fn umoci_unpacks_our_image_to_the_tree_our_view_shows() {
         .arg(&bundle));
     let theirs = dir_tree(bundle.join("rootfs").as_std_path());
     assert_same(&ours, &theirs, "umoci unpack of our image");
+    // Our flatten writes the same tree umoci unpacks.
+    let flat = s.path("flat");
+    store
+        .flatten(&image, &flat, &FlattenOptions::default())
+        .unwrap();
+    assert_same(
+        &theirs,
+        &dir_tree(flat.as_std_path()),
+        "our flatten against umoci's unpack",
+    );
     assert_eq!(
         ours.links,
         vec![vec!["usr/bin/tool".to_owned(), "usr/bin/tool2".to_owned()]]
@@ -147,6 +157,15 @@ fn our_view_of_an_umoci_image_equals_its_unpack() {
     assert_eq!(v2.layers().len(), 2);
     let ours = view_tree(&store.container(&v2).unwrap());
     assert_same(&theirs, &ours, "our view of umoci's v2");
+    let flat = s.path("flat");
+    store
+        .flatten(&v2, &flat, &FlattenOptions::default())
+        .unwrap();
+    assert_same(
+        &theirs,
+        &dir_tree(flat.as_std_path()),
+        "our flatten of umoci's v2",
+    );
     assert!(!ours.entries.keys().any(|p| p.as_str().starts_with("gone")));
     assert!(
         ours.entries

@@ -358,5 +358,6 @@ pub fn run(dir: &Utf8Path, out: &mut Out) -> Result<()> {
     outln!(out, "  layerstack diff {dir}:{TAG}")?;
     outln!(out, "  layerstack cat {dir}:{TAG} etc/app.conf")?;
     outln!(out, "  layerstack inspect {dir}:{WEB_TAG}")?;
+    outln!(out, "  layerstack unpack {dir}:{TAG} rootfs")?;
     Ok(())
 }

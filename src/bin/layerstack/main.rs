@@ -235,8 +235,28 @@ fn run(command: Command) -> Result<()> {
         )?,
         Command::Unpack { image, dir } => {
             let (store, img) = image.open()?;
-            unpack::unpack_image(&store, &img, &dir)?;
-            out.line(format_args!("unpacked {image} into {dir}"))?;
+            let s = unpack::unpack_image(&store, &img, &dir)?;
+            out.line(format_args!(
+                "unpacked {image} into {dir}: {}, {}, {}, {}, {}, {}",
+                count(s.files, "file", "files"),
+                count(s.dirs, "directory", "directories"),
+                count(s.symlinks, "symlink", "symlinks"),
+                count(s.hard_links, "hard link", "hard links"),
+                count(s.specials, "special file", "special files"),
+                count(s.bytes, "byte", "bytes"),
+            ))?;
+            if s.hidden > 0 {
+                out.line(format_args!(
+                    "{} of lower layers never written: a higher layer deletes or replaces them",
+                    count(s.hidden, "entry", "entries")
+                ))?;
+            }
+            if s.devices_stripped > 0 {
+                out.line(format_args!(
+                    "{} skipped: making them needs root",
+                    count(s.devices_stripped, "device node", "device nodes")
+                ))?;
+            }
         }
         Command::Ls {
             image,
@@ -307,4 +327,9 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// `1 file`, `2 files`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -1,40 +1,24 @@
 //! `unpack`: an image's root filesystem written into a directory.
 //!
-//! NOT YET AVAILABLE: this waits for `oci::flatten`, which writes layers
-//! into a directory with every path confined beneath it (it lands on main
-//! separately). Until then [`unpack_image`] fails with a clear message, and
-//! the end-to-end test of `unpack` (`tests/cli.rs`) is ignored.
-//!
-//! With `flatten_layers(layers, target, options)` (layers bottom first,
-//! each an opener `Fn() -> Result<Box<dyn Read + Send>> + Sync`), the body
-//! becomes:
-//!
-//! ```text
-//! let layout = store.layout();
-//! let openers: Vec<_> = image
-//!     .layers()
-//!     .iter()
-//!     .map(|d| {
-//!         move || -> Result<Box<dyn Read + Send>> {
-//!             Ok(Box::new(layout.open_blob(&d.digest, Some(d.size))?))
-//!         }
-//!     })
-//!     .collect();
-//! flatten_layers(&openers, dir, &FlattenOptions::default())?;
-//! Ok(())
-//! ```
-//!
-//! (A container's `MergedView` copied out with `std::fs` calls on joined
-//! paths is deliberately not used as a stand-in: a path planted by one
-//! layer could then lead a write outside `dir`.)
+//! The work is `ImageStore::flatten`: top layer first, so that nothing a
+//! higher layer deletes or replaces is ever written, every path confined
+//! beneath the target directory (no symlink the image holds is followed).
 
 use camino::Utf8Path;
-use layerstack::oci::{Image, ImageStore};
-use layerstack::{Error, ErrorKind, Operation, Result};
+use layerstack::Result;
+use layerstack::oci::{FlattenOptions, FlattenSummary, Image, ImageStore, Owners, Policy};
 
-/// Writes the root filesystem of `image` into `dir`.
-pub fn unpack_image(store: &ImageStore, image: &Image, dir: &Utf8Path) -> Result<()> {
-    let _ = (store, image);
-    Err(Error::new(ErrorKind::Unsupported, Operation::Flatten, dir)
-        .with_detail("unpack: not yet available (it waits for oci::flatten)"))
+/// Writes the root filesystem of `image` into `dir`. As root, owners and
+/// device nodes are kept; otherwise files are owned by the caller and
+/// device nodes are skipped (an unprivileged user cannot make them), as
+/// `umoci unpack --rootless` does.
+pub fn unpack_image(store: &ImageStore, image: &Image, dir: &Utf8Path) -> Result<FlattenSummary> {
+    let options = if rustix::process::geteuid().is_root() {
+        FlattenOptions::new()
+    } else {
+        FlattenOptions::new()
+            .with_owners(Owners::Ignore)
+            .with_devices(Policy::Strip)
+    };
+    store.flatten(image, dir, &options)
 }
