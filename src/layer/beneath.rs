@@ -89,6 +89,40 @@ pub(crate) fn procfs_is_mounted() -> bool {
     .is_ok_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC)
 }
 
+/// Reads the raw xattrs of the object `fd` (an `O_PATH` descriptor).
+pub(crate) fn raw_xattrs(fd: &OwnedFd) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
+    let proc = proc_path(fd);
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::listxattr(&proc, &mut names[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    for raw in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        let mut value = vec![0u8; 256];
+        let n = loop {
+            match rustix::fs::getxattr(&proc, name, &mut value[..]) {
+                Ok(n) => break Some(n),
+                Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(Errno::NODATA) => break None,
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(n) = n {
+            value.truncate(n);
+            out.push((name.to_owned(), value));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn write_all_at(
     fd: &OwnedFd,
     mut data: &[u8],

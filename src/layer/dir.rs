@@ -67,7 +67,7 @@ use rustix::io::Errno;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{
-    self, copy_fd, open_o_path, proc_path, procfs_is_mounted, write_all_at,
+    self, copy_fd, open_o_path, proc_path, procfs_is_mounted, raw_xattrs, write_all_at,
 };
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
@@ -340,40 +340,6 @@ impl DirLayer {
         )
     }
 
-    /// Reads the raw xattrs of the object `fd` (an `O_PATH` descriptor).
-    fn raw_xattrs(fd: &OwnedFd) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
-        let proc = proc_path(fd);
-        let mut names = vec![0u8; 1024];
-        let len = loop {
-            match rustix::fs::listxattr(&proc, &mut names[..]) {
-                Ok(n) => break n,
-                Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
-                Err(Errno::NOTSUP) => return Ok(Vec::new()),
-                Err(e) => return Err(e),
-            }
-        };
-        let mut out = Vec::new();
-        for raw in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            let Ok(name) = std::str::from_utf8(raw) else {
-                continue;
-            };
-            let mut value = vec![0u8; 256];
-            let n = loop {
-                match rustix::fs::getxattr(&proc, name, &mut value[..]) {
-                    Ok(n) => break Some(n),
-                    Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
-                    Err(Errno::NODATA) => break None,
-                    Err(e) => return Err(e),
-                }
-            };
-            if let Some(n) = n {
-                value.truncate(n);
-                out.push((name.to_owned(), value));
-            }
-        }
-        Ok(out)
-    }
-
     /// The overlay attribute `key` (without its namespace prefix), if set.
     fn overlay_attr(&self, raw: &[(String, Vec<u8>)], key: &str) -> Option<Vec<u8>> {
         let prefix = self.options.xattrs.prefix();
@@ -408,12 +374,12 @@ impl DirLayer {
 
     /// Whether directory `fd` holds xattr whiteouts (`opaque="x"`).
     fn has_xwhiteouts(&self, fd: &OwnedFd) -> rustix::io::Result<bool> {
-        let raw = Self::raw_xattrs(fd)?;
+        let raw = raw_xattrs(fd)?;
         Ok(self.overlay_attr(&raw, "opaque").as_deref() == Some(b"x"))
     }
 
     fn is_xwhiteout(&self, fd: &OwnedFd) -> rustix::io::Result<bool> {
-        let raw = Self::raw_xattrs(fd)?;
+        let raw = raw_xattrs(fd)?;
         Ok(self.overlay_attr(&raw, "whiteout").is_some())
     }
 
@@ -449,7 +415,7 @@ impl DirLayer {
         {
             return Ok(Some(Entry::Whiteout));
         }
-        let raw = Self::raw_xattrs(&obj)?;
+        let raw = raw_xattrs(&obj)?;
         let (mut opaque, mut redirect) = (false, None);
         if file_type.is_dir() {
             opaque = self.overlay_attr(&raw, "opaque").as_deref() == Some(b"y");
@@ -485,7 +451,7 @@ impl DirLayer {
 
     fn read_dir_raw(&self, path: &LayerPath) -> rustix::io::Result<DirListing> {
         let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
-        let dir_raw = Self::raw_xattrs(&fd)?;
+        let dir_raw = raw_xattrs(&fd)?;
         let opaque_attr = self.overlay_attr(&dir_raw, "opaque");
         let xwhiteouts = opaque_attr.as_deref() == Some(b"x");
         let mut entries = Vec::new();
@@ -626,7 +592,7 @@ impl DirLayer {
     /// Makes the user-visible xattrs of `obj` exactly `want`.
     fn apply_xattrs(&self, obj: &OwnedFd, want: &Xattrs) -> rustix::io::Result<()> {
         let proc = proc_path(obj);
-        let raw = Self::raw_xattrs(obj)?;
+        let raw = raw_xattrs(obj)?;
         let have = self.visible_xattrs(raw);
         for (name, _) in have.iter() {
             if want.get(name).is_none() {
@@ -1035,7 +1001,7 @@ impl LayerMut for DirLayer {
                         Mode::empty(),
                     )?;
                     self.set_overlay_attr(&fd, "whiteout", Some(b"y"))?;
-                    let raw = Self::raw_xattrs(&dir)?;
+                    let raw = raw_xattrs(&dir)?;
                     if self.overlay_attr(&raw, "opaque").is_none() {
                         self.set_overlay_attr(&dir, "opaque", Some(b"x"))?;
                     }

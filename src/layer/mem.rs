@@ -768,6 +768,17 @@ impl LayerMut for MemLayer {
     }
 }
 
+/// `layer` as a `MemLayer`: the layer itself if it is one (an O(1)
+/// clone), else a copy in memory.
+pub(crate) fn to_mem_layer(layer: &dyn Layer) -> Result<MemLayer> {
+    if let Some(mem) = layer.as_any().downcast_ref::<MemLayer>() {
+        return Ok(mem.clone());
+    }
+    let mut copy = MemLayer::new();
+    crate::layer::copy_layer(layer, &mut copy)?;
+    Ok(copy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

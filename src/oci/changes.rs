@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::import::BelowView;
 use crate::error::Result;
-use crate::layer::mem::MemLayer;
+use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Entry, Layer, walk};
 use crate::meta::Metadata;
 use crate::path::LayerPath;
@@ -195,7 +195,7 @@ fn report_redirected(
     out: &mut BTreeMap<LayerPath, ChangeKind>,
 ) -> Result<()> {
     let mut stack: Vec<Arc<dyn Layer>> = Vec::with_capacity(below.len() + 1);
-    stack.push(Arc::new(snapshot(layer)?));
+    stack.push(Arc::new(to_mem_layer(layer)?));
     stack.extend(below.iter().cloned());
     let view = MergedView::new(stack, MemLayer::new())?;
     let mut todo = vec![dir.clone()];
@@ -211,17 +211,6 @@ fn report_redirected(
         }
     }
     Ok(())
-}
-
-/// A layer in memory that a view can hold (only built for the rare
-/// redirected directory; a `MemLayer` clone is O(1)).
-fn snapshot(layer: &dyn Layer) -> Result<MemLayer> {
-    if let Some(mem) = layer.as_any().downcast_ref::<MemLayer>() {
-        return Ok(mem.clone());
-    }
-    let mut copy = MemLayer::new();
-    crate::layer::copy_layer(layer, &mut copy)?;
-    Ok(copy)
 }
 
 #[cfg(test)]
@@ -265,7 +254,7 @@ mod tests {
         view.create_dir_all("opt/new").unwrap();
         view.write("opt/new/file", "n").unwrap();
         view.set_permissions("usr/bin/tool", 0o700).unwrap();
-        let upper = view.with_upper(|u| snapshot(u)).unwrap();
+        let upper = view.with_upper(|u| to_mem_layer(u)).unwrap();
         assert_eq!(
             lines(&upper, &below),
             [
@@ -292,7 +281,7 @@ mod tests {
         view.create_dir("var/lib").unwrap();
         view.write("var/lib/keep", "new keep").unwrap();
         view.write("var/lib/fresh", "f").unwrap();
-        let upper = view.with_upper(|u| snapshot(u)).unwrap();
+        let upper = view.with_upper(|u| to_mem_layer(u)).unwrap();
         assert_eq!(
             lines(&upper, &below),
             [
@@ -311,7 +300,7 @@ mod tests {
         let options = ViewOptions::default().dir_rename(DirRename::Redirect);
         let view = MergedView::with_options(below.clone(), MemLayer::new(), options).unwrap();
         view.rename("var/lib/a", "var/moved").unwrap();
-        let upper = view.with_upper(|u| snapshot(u)).unwrap();
+        let upper = view.with_upper(|u| to_mem_layer(u)).unwrap();
         assert_eq!(
             lines(&upper, &below),
             [

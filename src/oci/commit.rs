@@ -74,7 +74,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -86,6 +86,7 @@ use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::Content;
 use crate::layer::LayerMut;
+use crate::layer::beneath::{proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::mem::MemLayer;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
@@ -558,39 +559,10 @@ fn kept_xattrs(xattrs: &Xattrs) -> Xattrs {
 /// The kept extended attributes of the object `fd`, read through
 /// `/proc/self/fd` (which reaches even a symlink opened with `O_PATH`).
 fn read_xattrs(fd: &OwnedFd) -> rustix::io::Result<Xattrs> {
-    let proc = proc_path(fd);
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        match rustix::fs::listxattr(&proc, &mut names[..]) {
-            Ok(n) => break n,
-            Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
-            Err(Errno::NOTSUP) => return Ok(Xattrs::new()),
-            Err(e) => return Err(e),
-        }
-    };
-    let mut out = Xattrs::new();
-    for raw in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name) = std::str::from_utf8(raw) else {
-            continue;
-        };
-        if !keep_xattr(name) {
-            continue;
-        }
-        let mut value = vec![0u8; 256];
-        loop {
-            match rustix::fs::getxattr(&proc, name, &mut value[..]) {
-                Ok(n) => {
-                    value.truncate(n);
-                    out.insert(name, value);
-                    break;
-                }
-                Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
-                Err(Errno::NODATA) => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(out)
+    Ok(raw_xattrs(fd)?
+        .into_iter()
+        .filter(|(name, _)| keep_xattr(name))
+        .collect())
 }
 
 /// Opens the object of the `O_PATH` descriptor `fd` for reading: exactly
@@ -612,21 +584,10 @@ fn reopen(fd: &OwnedFd, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-fn proc_path(fd: &impl AsRawFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
 /// `/proc` must be a real procfs: its links are trusted to lead to our
 /// descriptors.
 fn check_procfs(dir: &Utf8Path) -> Result<()> {
-    let ok = rustix::fs::open(
-        "/proc/self/fd",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .and_then(|fd| rustix::fs::fstatfs(fd.as_fd()))
-    .is_ok_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC);
-    if ok {
+    if procfs_is_mounted() {
         Ok(())
     } else {
         Err(Error::new(ErrorKind::Io, Operation::ReadDir, dir)

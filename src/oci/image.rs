@@ -22,7 +22,7 @@ use super::import::{ImportOptions, import_layer};
 use super::layout::OciLayout;
 use super::spec::{Descriptor, History, ImageConfig, Manifest, media_type};
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::mem::MemLayer;
+use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Layer, LayerMut};
 use crate::meta::{FileType, Timestamp};
 use crate::path::LayerPath;
@@ -431,7 +431,7 @@ impl ImageBuilder<'_> {
             self.config.history.push(self.history(created_by, true));
             return Ok(StepOutcome::Empty);
         }
-        let upper = view.with_upper(snapshot)?;
+        let upper = view.with_upper(|u| to_mem_layer(u))?;
         self.add_layer(Arc::new(upper), created_by)
             .map(|d| StepOutcome::Layer(Box::new(d)))
     }
@@ -563,16 +563,6 @@ impl ImageBuilder<'_> {
         layout.set_tag(tag, descriptor.clone())?;
         self.store.image(Some(tag))
     }
-}
-
-/// The upper layer of a step as a layer of its own.
-fn snapshot(upper: &dyn LayerMut) -> Result<MemLayer> {
-    if let Some(mem) = upper.as_any().downcast_ref::<MemLayer>() {
-        return Ok(mem.clone());
-    }
-    let mut copy = MemLayer::new();
-    crate::layer::copy_layer(upper, &mut copy)?;
-    Ok(copy)
 }
 
 /// Everything `view` shows, as one layer.
