@@ -87,29 +87,63 @@
 //!
 //! # Security
 //!
-//! Layers are untrusted input. A [`LayerPath`] is validated (relative,
-//! normalised, no `..`), so a backend is never handed a path outside its
-//! root; layers never follow symlinks themselves, and the merged view
-//! resolves every symlink inside its own root (`..` stops at the root, an
-//! absolute target starts there, at most 40 links). Nothing from a layer
-//! is ever executed. Names starting with `.wh.` have no special meaning in
-//! a [`MemLayer`] or a view: whiteouts are data, never inferred from names.
+//! The threat model: layers, layer tars and image layouts come from
+//! strangers; the process using the crate, its host filesystem outside the
+//! directories it hands to the crate, and the kernel are trusted.
 //!
-//! A [`DirLayer`] opens every path beneath its root with `openat2`
-//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`), so a
-//! symlink planted in a layer directory is never followed by the crate;
-//! fifos and devices in a layer are never opened (their xattrs are read
-//! through `/proc/self/fd` on `O_PATH` descriptors). Not defended: another
-//! process changing a layer's directories while the crate uses them (a
-//! read-only `DirLayer` also remembers its lookups).
+//! **Defended.**
+//! - *Escaping a layer's root.* A [`LayerPath`] is validated (relative,
+//!   normalised, no `..`), so a backend is never handed a path outside its
+//!   root. Layers never follow symlinks themselves; the merged view
+//!   resolves every symlink inside its own root (`..` stops at the root, an
+//!   absolute target starts there, at most 40 links).
+//! - *Symlinks planted on disk.* A [`DirLayer`] opens every path beneath
+//!   its root with `openat2` (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//!   RESOLVE_NO_MAGICLINKS`, or an `O_PATH|O_NOFOLLOW` walk on kernels
+//!   without it), so a symlink in a layer directory is never followed; fifos
+//!   and devices in a layer are never opened (their xattrs are read through
+//!   `/proc/self/fd` on `O_PATH` descriptors, after checking `/proc` is a
+//!   real procfs). Flattening an image opens its target with
+//!   `O_DIRECTORY|O_NOFOLLOW` and makes every file relative to it the same
+//!   way, with `O_EXCL|O_NOFOLLOW` creates, so no entry of any layer can
+//!   write, chmod or chown through a symlink another entry made.
+//! - *Hostile layer tars.* Tars are applied, never extracted. Refused with
+//!   a clear error naming the entry: names with `..` (a leading `/` is
+//!   dropped, as GNU tar does), whiteouts named `.wh.`, `.wh..`, `.wh...`,
+//!   hard links to targets outside the stack or to nothing, entries under a
+//!   symlink or file of their own or a lower layer, a root entry that is
+//!   not a directory, a PAX size that disagrees with a nonzero header size
+//!   (two parsers must never see two different layers), the character
+//!   device 0/0 (the overlay whiteout marker), GNU sparse files and
+//!   unknown entry types. A whiteout never deletes an entry of its own
+//!   layer. Overlay bookkeeping xattrs (`trusted.overlay.*`,
+//!   `user.overlay.*`) in a tar are never applied.
+//! - *Resource exhaustion.* [`oci::Limits`] are checked while a tar
+//!   streams, before anything is buffered: entries (default 1,000,000),
+//!   uncompressed bytes (64 GiB, which stops a decompression bomb at the
+//!   limit), one PAX header or GNU long name (1 MiB) and path depth (256
+//!   components). File data streams into the layer, so memory stays
+//!   bounded by the layer's own storage; JSON documents are read up to
+//!   4 MiB.
+//! - *Tampered blobs.* An image layout turns only validated sha256 digests
+//!   into file names, writes blobs atomically (temporary file, fsync,
+//!   rename) and checks every blob it reads against its digest and size; a
+//!   layer's DiffID is checked against the image config.
+//! - *Risky entries*, under a policy ([`oci::Policy`]: `Keep`, the
+//!   default, as Docker does; `Strip`; `Refuse`): device nodes, and setuid
+//!   and setgid bits on files.
+//! - Nothing from a layer is ever executed. Names starting with `.wh.` have
+//!   no special meaning in a [`MemLayer`] or a view: whiteouts are data,
+//!   never inferred from names.
 //!
-//! Layer tars are applied, never extracted: a name with `..` is refused, a
-//! whiteout never touches its own layer, hard links resolve inside the
-//! stack, and limits on entries, bytes, header sizes and path depth stop a
-//! bomb before it is read into memory. An image layout turns only
-//! validated digests into file names and checks every blob it reads
-//! against its digest. `oci::commit::layer_from_dir` reads a directory
-//! through descriptors alone and never follows a symlink in it.
+//! **Not defended.** Another process changing a layer's directories, a
+//! flatten target or an image layout while the crate uses them (the crate
+//! never follows a symlink such a process plants, but it can read a file
+//! that was swapped, and a read-only `DirLayer` remembers its lookups);
+//! running out of disk space; the contents of files (a layer may hold a
+//! malicious program — the crate only never runs it); the host's view of
+//! setuid files and device nodes a flatten writes when the policy keeps
+//! them.
 //!
 //! # Limitations
 //!
