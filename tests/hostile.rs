@@ -439,7 +439,7 @@ fn names_with_dotdot_are_refused_and_absolute_names_stay_inside() {
         let layer = tar().file(name, b"pwned").end();
         expect(
             &format!("import {name}"),
-            outcome(&import_stack(&[layer.clone()], &imp())),
+            outcome(&import_stack(std::slice::from_ref(&layer), &imp())),
             &format!(
                 "InvalidInput: failed to import layer entry `{name}`: the name contains `..` (it could reach outside the layer)"
             ),
@@ -461,7 +461,7 @@ fn names_with_dotdot_are_refused_and_absolute_names_stay_inside() {
         .file("/etc/passwd", b"root::0:0::/:\n")
         .end();
     let inside = abs.trim_start_matches('/');
-    let view = import_view(&[layer.clone()], &imp()).unwrap();
+    let view = import_view(std::slice::from_ref(&layer), &imp()).unwrap();
     assert_eq!(view.read(inside).unwrap(), &b"pwned"[..]);
     assert_eq!(view.read("etc/passwd").unwrap(), &b"root::0:0::/:\n"[..]);
     arena.flatten(&[layer], &flat()).unwrap();
@@ -515,7 +515,7 @@ fn a_write_through_a_symlink_of_the_same_layer_is_refused() {
             };
             expect(
                 &format!("import {what} through {link}"),
-                outcome(&import_stack(&[layer.clone()], &imp())),
+                outcome(&import_stack(std::slice::from_ref(&layer), &imp())),
                 &format!(
                     "NotADirectory: failed to import layer entry `{entry}`: its parent `{link}` is a symlink in this layer"
                 ),
@@ -635,7 +635,7 @@ fn hard_links_to_outside_or_missing_targets_are_refused() {
         let layer = tar().dir("dir/").hard_link("h", target).end();
         expect(
             &format!("import link to {target}"),
-            outcome(&import_stack(&[layer.clone()], &imp())),
+            outcome(&import_stack(std::slice::from_ref(&layer), &imp())),
             &format!("{kind}: failed to import layer entry `h`: {detail}"),
         );
         expect(
@@ -804,7 +804,7 @@ fn duplicate_entries_replace_the_earlier_one_and_directories_merge() {
         .file("g", b"file first")
         .dir("g/")
         .end();
-    let view = import_view(&[layer.clone()], &imp()).unwrap();
+    let view = import_view(std::slice::from_ref(&layer), &imp()).unwrap();
     assert_eq!(view.read("f").unwrap(), &b"two"[..]);
     assert_eq!(view.read("d").unwrap(), &b"a file now"[..]);
     assert_eq!(view.read("e/kept").unwrap(), &b"kept"[..]);
@@ -851,7 +851,7 @@ fn the_root_entry_as_a_symlink_or_a_file_is_refused() {
     ] {
         expect(
             &format!("import root {name}"),
-            outcome(&import_stack(&[layer.clone()], &imp())),
+            outcome(&import_stack(std::slice::from_ref(&layer), &imp())),
             &format!(
                 "InvalidInput: failed to import layer entry `{name}`: the root of a layer can only be a directory"
             ),
@@ -886,7 +886,7 @@ fn pax_sizes_that_disagree_with_the_header_are_refused_both_ways() {
         let detail = format!("PAX size {pax} disagrees with the header's size {header}");
         expect(
             &format!("import pax {pax} header {header}"),
-            outcome(&import_stack(&[layer.clone()], &imp())),
+            outcome(&import_stack(std::slice::from_ref(&layer), &imp())),
             &format!("InvalidData: failed to import layer entry `f`: {detail}"),
         );
         expect(
@@ -902,7 +902,7 @@ fn pax_sizes_that_disagree_with_the_header_are_refused_both_ways() {
     h.size = 0;
     let layer = tar().pax(&[("size", b"3")]).header(&h).data(b"abc").end();
     assert_eq!(
-        import_view(&[layer.clone()], &imp())
+        import_view(std::slice::from_ref(&layer), &imp())
             .unwrap()
             .read("big")
             .unwrap(),
@@ -1105,8 +1105,8 @@ fn device_nodes_follow_the_device_policy() {
     let privileged = root("device_nodes_follow_the_device_policy");
     for policy in [Policy::Keep, Policy::Strip, Policy::Refuse] {
         let result = import_layer(&layer[..], &[], &imp().with_devices(policy));
-        let flattened =
-            privileged.then(|| arena.flatten(&[layer.clone()], &flat().with_devices(policy)));
+        let flattened = privileged
+            .then(|| arena.flatten(std::slice::from_ref(&layer), &flat().with_devices(policy)));
         match policy {
             Policy::Keep => {
                 let (mem, summary) = result.unwrap();
@@ -1174,7 +1174,7 @@ fn device_nodes_follow_the_device_policy() {
         );
         expect(
             "flatten 0/0",
-            outcome(&arena.flatten(&[layer.clone()], &flat().with_devices(policy))),
+            outcome(&arena.flatten(std::slice::from_ref(&layer), &flat().with_devices(policy))),
             &format!("NotPermitted: failed to flatten into `wh` in layer 0: {detail}"),
         );
         arena.assert_untouched();
@@ -1191,8 +1191,8 @@ fn setuid_files_follow_the_setuid_policy() {
     dir.mode = 0o2775;
     let layer = tar().header(&su).data(b"#!").header(&dir).end();
     for policy in [Policy::Keep, Policy::Strip, Policy::Refuse] {
-        let result = import_view(&[layer.clone()], &imp().with_setuid(policy));
-        let flattened = arena.flatten(&[layer.clone()], &flat().with_setuid(policy));
+        let result = import_view(std::slice::from_ref(&layer), &imp().with_setuid(policy));
+        let flattened = arena.flatten(std::slice::from_ref(&layer), &flat().with_setuid(policy));
         let mode = match policy {
             Policy::Keep => 0o6755,
             Policy::Strip => 0o755,
