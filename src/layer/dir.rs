@@ -555,16 +555,30 @@ impl DirLayer {
 
     /// Applies owner, mode, xattrs and times of `meta` to `name` in `dir`
     /// (owner first: a change of owner clears setuid).
+    ///
+    /// Only what differs is changed: on an object already in place, a
+    /// `chmod` or `chown` of the view is then one system call, so a crash
+    /// cannot leave it half-applied (a needless `chown` would clear setuid
+    /// until the `chmod` after it restored the bit).
     fn apply_meta(&self, dir: &OwnedFd, name: &str, meta: &Metadata) -> rustix::io::Result<()> {
-        sys::chownat(
-            dir,
-            name,
-            Some(rustix::fs::Uid::from_raw(meta.uid)),
-            Some(rustix::fs::Gid::from_raw(meta.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
         let obj = open_o_path(dir, name)?;
-        if !meta.file_type.is_symlink() {
+        let stat = |obj: &OwnedFd| {
+            rustix::fs::statx(obj, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
+        };
+        let mut st = stat(&obj)?;
+        if (st.stx_uid, st.stx_gid) != (meta.uid, meta.gid) {
+            sys::chownat(
+                dir,
+                name,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            st = stat(&obj)?;
+        }
+        if !meta.file_type.is_symlink()
+            && u32::from(st.stx_mode) & MODE_MASK != meta.mode & MODE_MASK
+        {
             sys::chmodat(
                 &self.root,
                 proc_path(&obj),
@@ -573,6 +587,11 @@ impl DirLayer {
             )?;
         }
         self.apply_xattrs(&obj, &meta.xattrs)?;
+        let same =
+            |s: rustix::fs::StatxTimestamp, t: Timestamp| s.tv_sec == t.sec && s.tv_nsec == t.nsec;
+        if same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime) {
+            return Ok(());
+        }
         let ts = |t: Timestamp| Timespec {
             tv_sec: t.sec,
             tv_nsec: i64::from(t.nsec),
