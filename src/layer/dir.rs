@@ -66,9 +66,8 @@ use rustix::io::Errno;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::beneath::{
-    self, copy_fd, open_o_path, proc_path, procfs_is_mounted, raw_xattrs, write_all_at,
-};
+use crate::layer::beneath::{self, open_o_path, proc_path, procfs_is_mounted, raw_xattrs};
+use crate::layer::crash_points::sys;
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
@@ -281,7 +280,7 @@ impl DirLayer {
                     )),
             );
         }
-        match rustix::fs::mkdirat(&work_root, "work", Mode::from_raw_mode(0o700)) {
+        match sys::mkdirat(&work_root, "work", Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(errno_error(e, Operation::Layer, workdir.as_str())),
         }
@@ -556,17 +555,31 @@ impl DirLayer {
 
     /// Applies owner, mode, xattrs and times of `meta` to `name` in `dir`
     /// (owner first: a change of owner clears setuid).
+    ///
+    /// Only what differs is changed: on an object already in place, a
+    /// `chmod` or `chown` of the view is then one system call, so a crash
+    /// cannot leave it half-applied (a needless `chown` would clear setuid
+    /// until the `chmod` after it restored the bit).
     fn apply_meta(&self, dir: &OwnedFd, name: &str, meta: &Metadata) -> rustix::io::Result<()> {
-        rustix::fs::chownat(
-            dir,
-            name,
-            Some(rustix::fs::Uid::from_raw(meta.uid)),
-            Some(rustix::fs::Gid::from_raw(meta.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
         let obj = open_o_path(dir, name)?;
-        if !meta.file_type.is_symlink() {
-            rustix::fs::chmodat(
+        let stat = |obj: &OwnedFd| {
+            rustix::fs::statx(obj, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
+        };
+        let mut st = stat(&obj)?;
+        if (st.stx_uid, st.stx_gid) != (meta.uid, meta.gid) {
+            sys::chownat(
+                dir,
+                name,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            st = stat(&obj)?;
+        }
+        if !meta.file_type.is_symlink()
+            && u32::from(st.stx_mode) & MODE_MASK != meta.mode & MODE_MASK
+        {
+            sys::chmodat(
                 &self.root,
                 proc_path(&obj),
                 Mode::from_raw_mode(meta.mode & MODE_MASK),
@@ -574,11 +587,16 @@ impl DirLayer {
             )?;
         }
         self.apply_xattrs(&obj, &meta.xattrs)?;
+        let same =
+            |s: rustix::fs::StatxTimestamp, t: Timestamp| s.tv_sec == t.sec && s.tv_nsec == t.nsec;
+        if same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime) {
+            return Ok(());
+        }
         let ts = |t: Timestamp| Timespec {
             tv_sec: t.sec,
             tv_nsec: i64::from(t.nsec),
         };
-        rustix::fs::utimensat(
+        sys::utimensat(
             dir,
             name,
             &Timestamps {
@@ -596,12 +614,12 @@ impl DirLayer {
         let have = self.visible_xattrs(raw);
         for (name, _) in have.iter() {
             if want.get(name).is_none() {
-                rustix::fs::removexattr(&proc, self.stored_name(name).as_str())?;
+                sys::removexattr(&proc, self.stored_name(name).as_str())?;
             }
         }
         for (name, value) in want.iter() {
             if have.get(name) != Some(value) {
-                rustix::fs::setxattr(
+                sys::setxattr(
                     &proc,
                     self.stored_name(name).as_str(),
                     value,
@@ -615,7 +633,7 @@ impl DirLayer {
     /// Makes `name` in `dir` an empty directory marked opaque (in the work
     /// directory, before it is moved into place).
     fn mkdir_opaque(&self, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
-        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+        sys::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
         let fd = rustix::fs::openat(
             dir,
             name,
@@ -634,8 +652,8 @@ impl DirLayer {
         let proc = proc_path(obj);
         let name = format!("{}{key}", self.options.xattrs.prefix());
         match value {
-            Some(v) => rustix::fs::setxattr(&proc, name.as_str(), v, XattrFlags::empty()),
-            None => match rustix::fs::removexattr(&proc, name.as_str()) {
+            Some(v) => sys::setxattr(&proc, name.as_str(), v, XattrFlags::empty()),
+            None => match sys::removexattr(&proc, name.as_str()) {
                 Err(Errno::NODATA) => Ok(()),
                 other => other,
             },
@@ -692,20 +710,18 @@ impl DirLayer {
         let tmp_is_dir = Self::statx_at(&work.fd, tmp)
             .map(|st| FileType::from_mode(u32::from(st.stx_mode)) == Some(FileType::Dir))?;
         match self.target_state(dir, name)? {
-            Target::Missing => {
-                rustix::fs::renameat_with(&work.fd, tmp, dir, name, RenameFlags::NOREPLACE)
-            }
+            Target::Missing => sys::renameat_with(&work.fd, tmp, dir, name, RenameFlags::NOREPLACE),
             Target::Dir { empty: false } => Err(Errno::NOTEMPTY),
-            Target::Dir { .. } if tmp_is_dir => rustix::fs::renameat(&work.fd, tmp, dir, name),
+            Target::Dir { .. } if tmp_is_dir => sys::renameat(&work.fd, tmp, dir, name),
             Target::Dir { .. } => {
-                rustix::fs::renameat_with(&work.fd, tmp, dir, name, RenameFlags::EXCHANGE)?;
-                rustix::fs::unlinkat(&work.fd, tmp, AtFlags::REMOVEDIR)
+                sys::renameat_with(&work.fd, tmp, dir, name, RenameFlags::EXCHANGE)?;
+                sys::unlinkat(&work.fd, tmp, AtFlags::REMOVEDIR)
             }
             Target::Whiteout | Target::Other if tmp_is_dir => {
-                rustix::fs::renameat_with(&work.fd, tmp, dir, name, RenameFlags::EXCHANGE)?;
-                rustix::fs::unlinkat(&work.fd, tmp, AtFlags::empty())
+                sys::renameat_with(&work.fd, tmp, dir, name, RenameFlags::EXCHANGE)?;
+                sys::unlinkat(&work.fd, tmp, AtFlags::empty())
             }
-            Target::Whiteout | Target::Other => rustix::fs::renameat(&work.fd, tmp, dir, name),
+            Target::Whiteout | Target::Other => sys::renameat(&work.fd, tmp, dir, name),
         }
     }
 
@@ -740,7 +756,7 @@ impl DirLayer {
 
     fn sync(&self, fd: &OwnedFd) -> rustix::io::Result<()> {
         match self.options.durability {
-            Durability::Auto => rustix::fs::fsync(fd),
+            Durability::Auto => sys::fsync(fd),
             Durability::Volatile => Ok(()),
         }
     }
@@ -847,8 +863,8 @@ impl LayerMut for DirLayer {
         }
         let durability = self.options.durability;
         self.create_via_work(path, meta, |work, tmp| match content {
-            Content::Dir => rustix::fs::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700)),
-            Content::Symlink(target) => rustix::fs::symlinkat(target.as_str(), &work.fd, tmp),
+            Content::Dir => sys::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700)),
+            Content::Symlink(target) => sys::symlinkat(target.as_str(), &work.fd, tmp),
             Content::Special => {
                 let kind = match meta.file_type {
                     FileType::Fifo => rustix::fs::FileType::Fifo,
@@ -856,7 +872,7 @@ impl LayerMut for DirLayer {
                     FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
                     _ => rustix::fs::FileType::Socket,
                 };
-                rustix::fs::mknodat(
+                sys::mknodat(
                     &work.fd,
                     tmp,
                     kind,
@@ -876,7 +892,7 @@ impl LayerMut for DirLayer {
                 )?;
                 write_data(&fd, &data)?;
                 if durability == Durability::Auto && !data.is_empty() {
-                    rustix::fs::fsync(&fd)?;
+                    sys::fsync(&fd)?;
                 }
                 Ok(())
             }
@@ -907,7 +923,7 @@ impl LayerMut for DirLayer {
                 Mode::from_raw_mode(0o600),
             )?;
             match &source {
-                Some(from) => copy_fd(from, &fd)?,
+                Some(from) => sys::copy_fd(from, &fd)?,
                 None => {
                     let mut offset = 0u64;
                     loop {
@@ -917,7 +933,7 @@ impl LayerMut for DirLayer {
                         if chunk.is_empty() {
                             break;
                         }
-                        write_all_at(&fd, &chunk, offset)?;
+                        sys::write_all_at(&fd, &chunk, offset)?;
                         offset += chunk.len() as u64;
                     }
                 }
@@ -929,13 +945,13 @@ impl LayerMut for DirLayer {
     fn write_at(&mut self, path: &LayerPath, offset: u64, data: &[u8]) -> Result<()> {
         self.work(path)?;
         let fd = self.open_regular(path, OFlags::WRONLY)?;
-        write_all_at(&fd, data, offset).map_err(|e| self.err(e, path))
+        sys::write_all_at(&fd, data, offset).map_err(|e| self.err(e, path))
     }
 
     fn set_len(&mut self, path: &LayerPath, len: u64) -> Result<()> {
         self.work(path)?;
         let fd = self.open_regular(path, OFlags::WRONLY)?;
-        rustix::fs::ftruncate(&fd, len).map_err(|e| self.err(e, path))
+        sys::ftruncate(&fd, len).map_err(|e| self.err(e, path))
     }
 
     fn set_metadata(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
@@ -971,7 +987,7 @@ impl LayerMut for DirLayer {
             Target::Dir { .. } => AtFlags::REMOVEDIR,
             _ => AtFlags::empty(),
         };
-        rustix::fs::unlinkat(&dir, name, flags).map_err(|e| self.err(e, path))
+        sys::unlinkat(&dir, name, flags).map_err(|e| self.err(e, path))
     }
 
     fn whiteout(&mut self, path: &LayerPath) -> Result<()> {
@@ -979,7 +995,7 @@ impl LayerMut for DirLayer {
         let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
         let tmp = Self::temp_name(work);
         let made = match self.options.whiteouts {
-            WhiteoutFormat::Device => rustix::fs::mknodat(
+            WhiteoutFormat::Device => sys::mknodat(
                 &work.fd,
                 &tmp,
                 rustix::fs::FileType::CharacterDevice,
@@ -1036,7 +1052,7 @@ impl LayerMut for DirLayer {
         let result = (|| {
             self.mkdir_opaque(&work.fd, &tmp)?;
             self.apply_meta(&work.fd, &tmp, &node.meta)?;
-            rustix::fs::renameat_with(&work.fd, &tmp, &dir, name, RenameFlags::EXCHANGE)
+            sys::renameat_with(&work.fd, &tmp, &dir, name, RenameFlags::EXCHANGE)
         })();
         let _ = remove_tree_at(&work.fd, tmp.as_str());
         result.map_err(|e| self.err(e, path))
@@ -1077,14 +1093,14 @@ impl LayerMut for DirLayer {
             .target_state(&ddir, dname)
             .map_err(|e| self.err(e, new))?
         {
-            Target::Missing => rustix::fs::linkat(&sdir, sname, &ddir, dname, AtFlags::empty())
+            Target::Missing => sys::linkat(&sdir, sname, &ddir, dname, AtFlags::empty())
                 .map_err(|e| self.err(e, new)),
             Target::Whiteout => {
                 let tmp = Self::temp_name(work);
-                let result = rustix::fs::linkat(&sdir, sname, &work.fd, &tmp, AtFlags::empty())
-                    .and_then(|()| rustix::fs::renameat(&work.fd, &tmp, &ddir, dname));
+                let result = sys::linkat(&sdir, sname, &work.fd, &tmp, AtFlags::empty())
+                    .and_then(|()| sys::renameat(&work.fd, &tmp, &ddir, dname));
                 if result.is_err() {
-                    let _ = rustix::fs::unlinkat(&work.fd, &tmp, AtFlags::empty());
+                    let _ = sys::unlinkat(&work.fd, &tmp, AtFlags::empty());
                 }
                 result.map_err(|e| self.err(e, new))
             }
@@ -1118,20 +1134,20 @@ impl LayerMut for DirLayer {
             .map_err(|e| self.err(e, to))?;
         let result = match state {
             Target::Missing => {
-                rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::NOREPLACE)
+                sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::NOREPLACE)
             }
             Target::Dir { empty: false } => Err(Errno::NOTEMPTY),
-            Target::Dir { .. } if from_is_dir => rustix::fs::renameat(&fdir, fname, &tdir, tname),
+            Target::Dir { .. } if from_is_dir => sys::renameat(&fdir, fname, &tdir, tname),
             Target::Whiteout | Target::Other if !from_is_dir => {
-                rustix::fs::renameat(&fdir, fname, &tdir, tname)
+                sys::renameat(&fdir, fname, &tdir, tname)
             }
             // The types differ: swap, then drop what was displaced (moved
             // through the work directory so the old name is never seen
             // holding it).
             _ => {
                 let tmp = Self::temp_name(work);
-                rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
-                    .and_then(|()| rustix::fs::renameat(&fdir, fname, &work.fd, &tmp))
+                sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
+                    .and_then(|()| sys::renameat(&fdir, fname, &work.fd, &tmp))
                     .and_then(|()| remove_tree_at(&work.fd, &tmp))
             }
         };
@@ -1158,7 +1174,7 @@ impl LayerMut for DirLayer {
             // Swapping with the whiteout already at `to` moves the object
             // and leaves the whiteout at `from` in one step (files and
             // directories alike).
-            return rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
+            return sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
                 .map_err(|e| self.err(e, to));
         }
         // Where plain rename(2) would do, RENAME_WHITEOUT does it atomically
@@ -1170,7 +1186,7 @@ impl LayerMut for DirLayer {
                 Target::Whiteout | Target::Dir { .. } => false,
             };
         if atomic {
-            match rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::WHITEOUT) {
+            match sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::WHITEOUT) {
                 Ok(()) => return Ok(()),
                 // Without the flag (or CAP_MKNOD), the two steps.
                 Err(Errno::INVAL | Errno::PERM) => {}
@@ -1191,7 +1207,7 @@ impl LayerMut for DirLayer {
         }
         let (adir, aname) = self.parent(a).map_err(|e| self.err(e, a))?;
         let (bdir, bname) = self.parent(b).map_err(|e| self.err(e, b))?;
-        rustix::fs::renameat_with(&adir, aname, &bdir, bname, RenameFlags::EXCHANGE)
+        sys::renameat_with(&adir, aname, &bdir, bname, RenameFlags::EXCHANGE)
             .map_err(|e| self.err(e, a))
     }
 
@@ -1240,7 +1256,7 @@ impl LayerMut for DirLayer {
         let mut n = 0u64;
         let target = loop {
             let candidate = commit_dir.join(n.to_string());
-            match rustix::fs::renameat_with(
+            match sys::renameat_with(
                 rustix::fs::CWD,
                 upper.as_str(),
                 rustix::fs::CWD,
@@ -1270,14 +1286,14 @@ impl LayerMut for DirLayer {
 impl DirLayer {
     fn apply_root_meta(&self, fd: &OwnedFd, meta: &Metadata) -> rustix::io::Result<()> {
         let proc = proc_path(fd);
-        rustix::fs::chownat(
+        sys::chownat(
             &self.root,
             proc.as_str(),
             Some(rustix::fs::Uid::from_raw(meta.uid)),
             Some(rustix::fs::Gid::from_raw(meta.gid)),
             AtFlags::empty(),
         )?;
-        rustix::fs::chmodat(
+        sys::chmodat(
             &self.root,
             proc.as_str(),
             Mode::from_raw_mode(meta.mode & MODE_MASK),
@@ -1288,7 +1304,7 @@ impl DirLayer {
             tv_sec: t.sec,
             tv_nsec: i64::from(t.nsec),
         };
-        rustix::fs::utimensat(
+        sys::utimensat(
             &self.root,
             proc.as_str(),
             &Timestamps {
@@ -1332,7 +1348,7 @@ fn write_data(fd: &OwnedFd, data: &FileData) -> rustix::io::Result<()> {
     let mut offset = 0u64;
     while offset < data.len() {
         let chunk = data.read_at(offset, 1 << 20);
-        write_all_at(fd, &chunk, offset)?;
+        sys::write_all_at(fd, &chunk, offset)?;
         offset += chunk.len() as u64;
     }
     Ok(())
@@ -1365,7 +1381,7 @@ fn clean_dir(dir: &OwnedFd) -> rustix::io::Result<()> {
 /// Removes `name` in `dir` and, for a directory, everything below it,
 /// never following symlinks.
 fn remove_tree_at<P: rustix::path::Arg + Copy>(dir: &impl AsFd, name: P) -> rustix::io::Result<()> {
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+    match sys::unlinkat(dir, name, AtFlags::empty()) {
         Err(Errno::ISDIR) => {}
         other => return other,
     }
@@ -1376,5 +1392,5 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(dir: &impl AsFd, name: P) -> rust
         Mode::empty(),
     )?;
     clean_dir(&sub)?;
-    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+    sys::unlinkat(dir, name, AtFlags::REMOVEDIR)
 }

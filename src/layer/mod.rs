@@ -23,6 +23,8 @@
 //! `proptest`).
 
 pub(crate) mod beneath;
+#[doc(hidden)]
+pub mod crash_points;
 pub mod dir;
 pub mod mem;
 
