@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use layerstack::oci::{Compression, ExportOptions, export_layer};
+use layerstack::oci::{Compression, ExportOptions, ImportOptions, export_layer, import_layer};
 use layerstack::testing::fuzz::{dir_ops, tar_import};
 use layerstack::{FileType, Layer, MemLayer, Metadata};
 
@@ -82,6 +82,16 @@ fn tar_seed_files_are_what_the_generator_writes() {
             stored == bytes,
             "{name} is stale: run the ignored write_tar_seed_corpus test"
         );
+    }
+}
+
+#[test]
+fn exported_tar_seeds_import() {
+    // Otherwise the round trip and flatten checks would never run on them.
+    let options = ImportOptions::default();
+    for (name, bytes) in tar_seeds().into_iter().take(EXPORTED_SEEDS) {
+        import_layer(&bytes[..], &[], &options)
+            .unwrap_or_else(|e| panic!("the seed {name} does not import: {e}"));
     }
 }
 
@@ -162,6 +172,9 @@ fn raw_tar(parts: &[&[u8]]) -> Vec<u8> {
     v.extend_from_slice(&[0u8; 1024]);
     v
 }
+
+/// How many of [`tar_seeds`] come first and are exports of the crate.
+const EXPORTED_SEEDS: usize = 8;
 
 /// Small real layers as the crate exports them, then hand-made edge cases.
 fn tar_seeds() -> Vec<(&'static str, Vec<u8>)> {

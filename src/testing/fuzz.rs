@@ -66,10 +66,10 @@ fn make_removable(dir: &Utf8Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            if let Ok(path) = Utf8PathBuf::from_path_buf(entry.path()) {
-                let _ = make_removable(&path);
-            }
+        if entry.file_type()?.is_dir()
+            && let Ok(path) = Utf8PathBuf::from_path_buf(entry.path())
+        {
+            let _ = make_removable(&path);
         }
     }
     Ok(())
