@@ -25,7 +25,8 @@
 //!   ([`Scenario::from_bytes`], [`Scenario::to_bytes`]) that any input
 //!   decodes into; [`ops_from_bytes`] and [`check_ops_bytes`] are the body of
 //!   the `ops` fuzz target, which `cargo test` also runs over the committed
-//!   seed corpus.
+//!   seed corpus. [`fuzz`] holds the bodies of the `tar_import` and
+//!   `dir_ops` targets.
 //!
 //! ```
 //! use layerstack::MemLayer;
@@ -43,6 +44,7 @@
 mod codec;
 mod compare;
 mod conformance;
+pub mod fuzz;
 mod items;
 mod ops;
 

@@ -1,11 +1,13 @@
 //! Running operations on the model and on a view, and comparing them.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::Result;
 use crate::layer::mem::MemLayer;
+use crate::layer::{Layer, LayerMut};
 use crate::meta::FileType;
 use crate::model::{Model, Snapshot, SnapshotEntry};
 use crate::path::LayerPath;
@@ -127,15 +129,28 @@ pub fn check_model_vs_view(
     ops: &[Op],
     options: ViewOptions,
 ) -> Result<(), Divergence> {
+    let lowers = shared(layers);
+    check_model_vs_view_over(&lowers, lowers.clone(), MemLayer::new(), ops, options)
+}
+
+/// As [`check_model_vs_view`], with the model built from `model_lowers` and
+/// the view from `view_lowers` and `upper` (the same content stored
+/// elsewhere, for example on disk).
+pub(crate) fn check_model_vs_view_over(
+    model_lowers: &[Arc<dyn Layer>],
+    view_lowers: Vec<Arc<dyn Layer>>,
+    upper: impl LayerMut,
+    ops: &[Op],
+    options: ViewOptions,
+) -> Result<(), Divergence> {
     let diverged = |done: usize, detail: String| Divergence {
         options,
         ops: ops[..done].to_vec(),
         detail,
     };
-    let lowers = shared(layers);
-    let mut model = Model::from_layers(&lowers, options)
+    let mut model = Model::from_layers(model_lowers, options)
         .map_err(|e| diverged(0, format!("the model cannot flatten the layers: {e}")))?;
-    let view = MergedView::with_options(lowers, MemLayer::new(), options)
+    let view = MergedView::with_options(view_lowers, upper, options)
         .map_err(|e| diverged(0, format!("the view cannot be opened: {e}")))?;
     compare_trees(&model, &view).map_err(|d| diverged(0, d))?;
     for (i, op) in ops.iter().enumerate() {
