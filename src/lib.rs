@@ -167,6 +167,10 @@
 //!   directory first).
 //! - Flattening writes into a new or empty directory only; on error the
 //!   directory holds part of the tree.
+//! - A [`DirLayer`] is crash-safe (every change is staged in its work
+//!   directory and renamed into place) except for one case of
+//!   [`WhiteoutFormat::Xattr`](layer::dir::WhiteoutFormat::Xattr): a
+//!   rename that leaves a whiteout takes two steps there.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

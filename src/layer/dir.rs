@@ -115,6 +115,13 @@ pub enum WhiteoutFormat {
     /// A zero-size file with the xattr `overlay.whiteout`, its directory
     /// marked `overlay.opaque="x"` (read by kernels since 6.7), for
     /// filesystems or sandboxes that refuse device nodes.
+    ///
+    /// Not crash-atomic in one case: a rename that must leave a whiteout at
+    /// its source is a rename and then a new whiteout (no system call does
+    /// both for this form; `RENAME_WHITEOUT` makes a device). A crash
+    /// between the two shows what a lower layer holds at the source again,
+    /// beside the moved object. `tests/crash.rs` counts these states. The
+    /// device form is atomic.
     Xattr,
 }
 
