@@ -697,3 +697,18 @@ fn an_implied_directory_under_an_opaque_one_is_new() {
     let x = meta(&layer, "d/x");
     assert_eq!((x.mode, x.uid), (0o700, 5));
 }
+
+#[test]
+fn an_xattr_name_with_a_nul_byte_is_refused() {
+    // Found by the tar_import fuzz target: such a name was imported, and
+    // the layer could then not be exported.
+    let mut t = RawTar::new();
+    t.pax(&[("SCHILY.xattr.user. \0r", b"blue")]);
+    t.file("f", b"");
+    let e = err(&t.end());
+    assert_eq!(e.kind(), ErrorKind::InvalidData);
+    assert_eq!(
+        e.to_string(),
+        "failed to import layer entry `f`: extended attribute name `user. \\u{0}r` contains a NUL byte"
+    );
+}

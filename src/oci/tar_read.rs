@@ -615,14 +615,25 @@ impl<R: Read> TarReader<R> {
                 ));
             }
         };
-        if kind != TarKind::File && size != 0 {
-            // Data on a directory, link or device means nothing; it is
-            // skipped (framing already follows it).
-        }
+        // Data on a directory, link or device means nothing; it is skipped
+        // (the framing already follows it).
 
         let mut xattrs = Xattrs::new();
         for (key, value) in &pax {
             if let Some(xname) = key.strip_prefix("SCHILY.xattr.") {
+                // A Linux xattr name is a C string: a NUL in it names
+                // another attribute than the one recorded (found by the
+                // tar_import fuzz target: export then refused the layer).
+                if xname.contains('\0') {
+                    return Err(self.error(
+                        ErrorKind::InvalidData,
+                        &name,
+                        format!(
+                            "extended attribute name `{}` contains a NUL byte",
+                            xname.escape_default()
+                        ),
+                    ));
+                }
                 xattrs.insert(xname.to_owned(), Bytes::copy_from_slice(value));
             }
         }
