@@ -1051,32 +1051,25 @@ impl<'w, 'a> Pass<'w, 'a> {
         // gives it.
         let closed = self.root_opaque || self.opaque_at_or_above(&cur);
         for d in missing.into_iter().rev() {
-            if closed {
-                let on_disk = self.make_dir(&d, entry)?;
-                self.slots.insert(
-                    d.as_str().to_owned(),
-                    Slot::Dir {
-                        opaque: false,
-                        attrs: DirAttrs::Default,
-                        on_disk,
-                    },
-                );
-                continue;
-            }
-            let seek = match self.dir_seeks.get(&d) {
-                Some(&id) => id,
-                None => {
-                    let id = self.seek(entry, d.clone(), SeekKind::Dir);
-                    self.dir_seeks.insert(d.clone(), id);
-                    id
-                }
+            let attrs = if closed {
+                DirAttrs::Default
+            } else {
+                let id = match self.dir_seeks.get(&d) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.seek(entry, d.clone(), SeekKind::Dir);
+                        self.dir_seeks.insert(d.clone(), id);
+                        id
+                    }
+                };
+                DirAttrs::Seek(id)
             };
             let on_disk = self.make_dir(&d, entry)?;
             self.slots.insert(
                 d.as_str().to_owned(),
                 Slot::Dir {
                     opaque: false,
-                    attrs: DirAttrs::Seek(seek),
+                    attrs,
                     on_disk,
                 },
             );
