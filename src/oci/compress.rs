@@ -555,24 +555,23 @@ mod tests {
             *b ^= 0x5a;
         }
         let mut out = Vec::new();
-        assert!(
-            Decompressor::new(&packed[..])
-                .unwrap()
-                .read_to_end(&mut out)
-                .is_err()
-        );
+        let e = Decompressor::new(&packed[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().starts_with("zstd: "), "{e}");
 
         let mut c = Compressor::new(Vec::new(), Compression::Gzip);
         c.write_all(&b"abc".repeat(10_000)).unwrap();
         let packed = c.finish().unwrap();
         let truncated = &packed[..packed.len() - 10];
         let mut out = Vec::new();
-        assert!(
-            Decompressor::new(truncated)
-                .unwrap()
-                .read_to_end(&mut out)
-                .is_err()
-        );
+        let e = Decompressor::new(truncated)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
     }
 
     #[test]
