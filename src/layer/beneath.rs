@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use crate::error::{Error, ErrorKind, Operation};
 use crate::path::LayerPath;
 
 pub(crate) const OPENAT2_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -169,4 +170,21 @@ pub(crate) fn copy_fd(from: &OwnedFd, to: &OwnedFd) -> rustix::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The error kind of a system call's errno (`EIO` for one without a kind).
+pub(crate) fn errno_kind(e: Errno) -> ErrorKind {
+    ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io)
+}
+
+/// An error for `op` on `path` from a system call's errno; the errno's text
+/// is the cause only where the kind says less (`EIO`).
+pub(crate) fn errno_error(e: Errno, op: Operation, path: &str) -> Error {
+    let kind = errno_kind(e);
+    let err = Error::new(kind, op, path);
+    if kind == ErrorKind::Io {
+        err.with_detail(e.to_string())
+    } else {
+        err
+    }
 }

@@ -66,7 +66,9 @@ use rustix::io::Errno;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::beneath::{self, open_o_path, proc_path, procfs_is_mounted, raw_xattrs};
+use crate::layer::beneath::{
+    self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs,
+};
 use crate::layer::crash_points::sys;
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
@@ -1339,16 +1341,6 @@ fn open_dir_path(path: &Utf8Path) -> Result<OwnedFd> {
         Mode::empty(),
     )
     .map_err(|e| errno_error(e, Operation::Layer, path.as_str()))
-}
-
-fn errno_error(e: Errno, op: Operation, path: &str) -> Error {
-    let kind = ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io);
-    let err = Error::new(kind, op, path);
-    if kind == ErrorKind::Io {
-        err.with_detail(format!("{e}"))
-    } else {
-        err
-    }
 }
 
 fn write_data(fd: &OwnedFd, data: &FileData) -> rustix::io::Result<()> {

@@ -86,7 +86,7 @@ use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::Content;
 use crate::layer::LayerMut;
-use crate::layer::beneath::{proc_path, procfs_is_mounted, raw_xattrs};
+use crate::layer::beneath::{errno_error, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::mem::MemLayer;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
@@ -112,7 +112,7 @@ pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
         Mode::empty(),
     )
     .map_err(|e| {
-        let err = errno_error(e, Operation::Open, dir);
+        let err = errno_error(e, Operation::Open, dir.as_str());
         let is_symlink = rustix::fs::lstat(dir.as_str())
             .is_ok_and(|st| FileType::from_mode(st.st_mode) == Some(FileType::Symlink));
         if is_symlink {
@@ -171,7 +171,7 @@ impl Scan<'_> {
     }
 
     fn fail(&self, e: Errno, op: Operation, path: &LayerPath) -> Error {
-        errno_error(e, op, &self.disk_path(path))
+        errno_error(e, op, self.disk_path(path).as_str())
     }
 
     /// The metadata of the object `fd` (any kind of descriptor), with the
@@ -606,16 +606,6 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-fn errno_error(e: Errno, op: Operation, path: &Utf8Path) -> Error {
-    let kind = ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io);
-    let err = Error::new(kind, op, path.as_str());
-    if kind == ErrorKind::Io {
-        err.with_detail(e.to_string())
-    } else {
-        err
-    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,9 @@ use super::import::{Counts, Policy, keep_device, object_meta, type_name};
 use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
 use super::whiteout::{TarName, classify};
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::beneath::{copy_fd, open_beneath, open_o_path, proc_path, procfs_is_mounted};
+use crate::layer::beneath::{
+    copy_fd, errno_kind, open_beneath, open_o_path, proc_path, procfs_is_mounted,
+};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, rdev_fits_mknod, xattr_allowed_on};
 use crate::path::LayerPath;
 
@@ -1606,7 +1608,7 @@ impl DiskError {
     }
 
     fn error(self, layer: usize, name: &str) -> Error {
-        let kind = ErrorKind::from_errno(self.errno.raw_os_error()).unwrap_or(ErrorKind::Io);
+        let kind = errno_kind(self.errno);
         entry_error(layer, name, kind, format!("{}: {}", self.what, self.errno))
     }
 }
@@ -1626,7 +1628,7 @@ impl Disk {
     /// Creates or opens the target: it must be new or an empty directory.
     fn open(target: &Utf8Path, owners: Owners) -> Result<Disk> {
         let fail = |e: Errno, what: &str| {
-            let kind = ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io);
+            let kind = errno_kind(e);
             Error::new(kind, Operation::Flatten, target).with_detail(format!("{what}: {e}"))
         };
         let created = match rustix::fs::mkdir(target.as_str(), Mode::from_raw_mode(0o755)) {
