@@ -1,0 +1,315 @@
+//! Whole jobs beside the commands people run for them today, timed in one
+//! run on the corpus `benches/corpus.sh` builds (a Debian root filesystem
+//! and a three-layer image umoci made of it):
+//!
+//! - `flatten/*`: the image written out as a root filesystem directory by
+//!   `layerstack unpack`, `umoci unpack`, `tar -xzf` of each layer in
+//!   order (which does not apply whiteouts: a floor, not a peer), and a
+//!   kernel overlay mount of the same layers plus `cp -a` (mount and unmount
+//!   included). The output goes to a tmpfs, so the shared machine's disk
+//!   does not decide the figures; every run starts from an empty directory.
+//! - `export_digest/*`: the root filesystem as one layer tarball,
+//!   compressed, with its digest. layerstack (`export_layer` of a
+//!   `DirLayer`, which also computes the DiffID, the digest of the
+//!   uncompressed tar) beside `tar -c | gzip | sha256sum` and
+//!   `tar -c | zstd | sha256sum`, and beside the same pipelines with a
+//!   `tee` to a second `sha256sum` for the DiffID, the same work.
+//!
+//! Before measuring, it checks that `layerstack unpack`, `umoci unpack` and
+//! the kernel mount give the same tree. Needs root (the corpus, the mounts,
+//! device nodes), the corpus, and umoci, gzip and zstd; without them it
+//! says which is missing and measures nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Mount, corpus, is_root, scratch_root, utf8};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use layerstack::oci::Compression;
+use layerstack::oci::export::{ExportOptions, export_layer};
+use layerstack::{DirLayer, Layer};
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sh(script: &str) -> Command {
+    let mut c = Command::new("bash");
+    c.args(["-o", "pipefail", "-c", script]);
+    c
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The layer blobs of the `bench` tag, bottom first.
+fn layer_blobs(oci: &Path) -> Vec<PathBuf> {
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).expect("read a document")).expect("JSON")
+    };
+    let blob = |d: &serde_json::Value| {
+        let d = d.as_str().expect("a digest");
+        oci.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index = json(&oci.join("index.json"));
+    let manifest = json(&blob(&index["manifests"][0]["digest"]));
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| blob(&l["digest"]))
+        .collect()
+}
+
+/// What is compared of each entry: kind, mode, owner, size, symlink target
+/// or device number, and the content of regular files.
+fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        for e in std::fs::read_dir(root.join(&rel)).expect("read_dir") {
+            let e = e.expect("entry");
+            let path = rel.join(e.file_name());
+            let full = root.join(&path);
+            let m = std::fs::symlink_metadata(&full).expect("lstat");
+            let t = m.file_type();
+            let what = if t.is_dir() {
+                todo.push(path.clone());
+                "dir".to_owned()
+            } else if t.is_symlink() {
+                format!("symlink {:?}", std::fs::read_link(&full).expect("readlink"))
+            } else if t.is_file() {
+                let mut data = Vec::new();
+                std::fs::File::open(&full)
+                    .and_then(|mut f| f.read_to_end(&mut data))
+                    .expect("read");
+                format!("file {} {:x}", m.len(), fnv(&data))
+            } else if t.is_char_device() || t.is_block_device() {
+                format!("device {}", m.rdev())
+            } else {
+                "other".to_owned()
+            };
+            out.insert(
+                path,
+                format!("{what} {:o} {}:{}", m.mode(), m.uid(), m.gid()),
+            );
+        }
+    }
+    out
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn assert_same_tree(name: &str, got: &Path, want: &BTreeMap<PathBuf, String>) {
+    let got = tree(got);
+    let differ: Vec<_> = got
+        .iter()
+        .filter(|(p, v)| want.get(*p) != Some(v))
+        .map(|(p, _)| p)
+        .chain(want.keys().filter(|p| !got.contains_key(*p)))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{name} differs from the kernel's tree at {differ:?}"
+    );
+    eprintln!("{name}: the same {} entries as the kernel mount", got.len());
+}
+
+/// A tmpfs for outputs, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(dir: PathBuf) -> Tmpfs {
+        let _ = rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH);
+        std::fs::create_dir_all(&dir).expect("create the tmpfs mount point");
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8g", "tmpfs"])
+            .arg(&dir));
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+fn fresh(dir: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    dir.to_owned()
+}
+
+fn flatten(c: &mut Criterion, corpus: &Path, tmp: &Path) {
+    let layerstack = env!("CARGO_BIN_EXE_layerstack");
+    let image = format!("{}:bench", corpus.join("oci").display());
+    let lowers: Vec<PathBuf> = ["kernel/3", "kernel/2", "rootfs"]
+        .iter()
+        .map(|p| corpus.join(p))
+        .collect();
+    let blobs = layer_blobs(&corpus.join("oci"));
+    let (ours, umoci, tar, kernel, mnt) = (
+        tmp.join("layerstack"),
+        tmp.join("umoci"),
+        tmp.join("tar"),
+        tmp.join("kernel"),
+        tmp.join("mnt"),
+    );
+    let unpack = |out: &Path| run(Command::new(layerstack).arg("unpack").arg(&image).arg(out));
+    let umoci_unpack = |out: &Path| {
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &image])
+            .arg(out));
+    };
+    let tar_x = |out: &Path| {
+        std::fs::create_dir_all(out).expect("create the target");
+        for b in &blobs {
+            run(Command::new("tar").arg("-xzf").arg(b).arg("-C").arg(out));
+        }
+    };
+    let mount_cp = |out: &Path| {
+        let mount = Mount::read_only(&lowers, &mnt);
+        run(Command::new("cp").arg("-a").arg(mount.0.join(".")).arg(out));
+        drop(mount);
+    };
+
+    // The same tree from all three, once, before measuring.
+    mount_cp(&fresh(&kernel));
+    let want = tree(&kernel);
+    unpack(&fresh(&ours));
+    assert_same_tree("layerstack unpack", &ours, &want);
+    umoci_unpack(&fresh(&umoci));
+    assert_same_tree("umoci unpack", &umoci.join("rootfs"), &want);
+
+    let mut group = c.benchmark_group("flatten");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(30));
+    group.bench_function("layerstack_unpack", |b| {
+        b.iter_batched(|| fresh(&ours), |out| unpack(&out), BatchSize::PerIteration)
+    });
+    group.bench_function("umoci_unpack", |b| {
+        b.iter_batched(
+            || fresh(&umoci),
+            |out| umoci_unpack(&out),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("tar_xzf_in_order", |b| {
+        b.iter_batched(|| fresh(&tar), |out| tar_x(&out), BatchSize::PerIteration)
+    });
+    group.bench_function("kernel_mount_cp_a", |b| {
+        b.iter_batched(
+            || {
+                let out = fresh(&kernel);
+                std::fs::create_dir_all(&out).expect("create the target");
+                out
+            },
+            |out| mount_cp(&out),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+    for d in [&ours, &umoci, &tar, &kernel] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+fn export(c: &mut Criterion, corpus: &Path) {
+    let rootfs = corpus.join("rootfs");
+    let layer: Arc<dyn Layer> = Arc::new(DirLayer::open(utf8(&rootfs)).expect("open the rootfs"));
+    let tar = format!("tar -C {} -cf - .", rootfs.display());
+    let mut group = c.benchmark_group("export_digest");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(30));
+    for (name, compression, tool) in [
+        ("gzip", Compression::Gzip, "gzip"),
+        ("zstd", Compression::Zstd, "zstd"),
+    ] {
+        let options = ExportOptions::new().compression(compression);
+        let export = || {
+            export_layer(&layer, &[], Counter(0), &options)
+                .expect("export")
+                .0
+                .0
+        };
+        let pipe = format!("{tar} | {tool} | sha256sum");
+        let pipe_diffid = format!("{tar} | tee >(sha256sum >/dev/null) | {tool} | sha256sum");
+        let pipe_size = sh(&format!("{tar} | {tool} | wc -c"))
+            .output()
+            .expect("run");
+        eprintln!(
+            "export_digest/{name}: layerstack writes {} bytes, `{tar} | {tool}` {} bytes",
+            export(),
+            String::from_utf8_lossy(&pipe_size.stdout).trim()
+        );
+        group.bench_function(format!("{name}/layerstack"), |b| {
+            b.iter(|| black_box(export()))
+        });
+        group.bench_function(format!("{name}/pipeline"), |b| {
+            b.iter(|| run(&mut sh(&pipe)))
+        });
+        group.bench_function(format!("{name}/pipeline_with_diffid"), |b| {
+            b.iter(|| run(&mut sh(&pipe_diffid)))
+        });
+    }
+    group.finish();
+}
+
+/// Counts the bytes written to it, as `wc -c` would.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn commands(c: &mut Criterion) {
+    if !is_root() {
+        eprintln!("SKIP command benchmarks: they need root (mounts, device nodes, owners)");
+        return;
+    }
+    let Some(corpus) = corpus() else {
+        eprintln!("SKIP command benchmarks: no corpus; run benches/corpus.sh first");
+        return;
+    };
+    for tool in ["umoci", "gzip", "zstd", "tar", "cp", "sha256sum"] {
+        if !have(tool) {
+            eprintln!("SKIP command benchmarks: `{tool}` is not installed");
+            return;
+        }
+    }
+    let tmp = Tmpfs::new(scratch_root("bench-commands").join("tmpfs"));
+    flatten(c, &corpus, &tmp.0);
+    export(c, &corpus);
+}
+
+criterion_group!(benches, commands);
+criterion_main!(benches);

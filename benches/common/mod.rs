@@ -1,0 +1,162 @@
+//! What the benchmarks share: where the corpus and scratch directories are,
+//! kernel overlay mounts, whiteouts, and the tree whose paths are looked up.
+//!
+//! Each bench file includes this with `mod common;` and uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use camino::Utf8PathBuf;
+use layerstack::{DirLayer, Layer};
+use rustix::mount::{MountFlags, UnmountFlags};
+
+/// `target/` (or `$CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// A directory of its own under `target/` for one bench file's layers.
+pub fn scratch_root(name: &str) -> PathBuf {
+    let dir = target_dir().join(name);
+    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    dir
+}
+
+/// The corpus `benches/corpus.sh` builds, when it is complete.
+pub fn corpus() -> Option<PathBuf> {
+    let dir = target_dir().join("bench-corpus");
+    ["rootfs.done", "changes.done", "kernel.done", "oci.done"]
+        .iter()
+        .all(|m| dir.join(m).exists())
+        .then_some(dir)
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A kernel overlay mount, unmounted when dropped. With `scratch`, it has
+/// an upper and a work directory there (emptied first) and is writable;
+/// without, it is read-only.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    pub fn new(lowers: &[PathBuf], scratch: &Path) -> Mount {
+        let (upper, work, mnt) = (
+            scratch.join("upper"),
+            scratch.join("work"),
+            scratch.join("mnt"),
+        );
+        for d in [&upper, &work, &mnt] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d).expect("create mount directories");
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowerdir(lowers),
+            upper.display(),
+            work.display()
+        );
+        Mount::mount(mnt, &data)
+    }
+
+    pub fn read_only(lowers: &[PathBuf], mnt: &Path) -> Mount {
+        std::fs::create_dir_all(mnt).expect("create the mount point");
+        Mount::mount(mnt.to_owned(), &format!("lowerdir={}", lowerdir(lowers)))
+    }
+
+    fn mount(mnt: PathBuf, data: &str) -> Mount {
+        let data = std::ffi::CString::new(data).expect("no NUL in mount options");
+        rustix::mount::mount(
+            "overlay",
+            &mnt,
+            "overlay",
+            MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .expect("mount the kernel overlay");
+        Mount(mnt)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, UnmountFlags::DETACH);
+    }
+}
+
+/// The kernel's `lowerdir=` value: top first, as `lowers` is.
+fn lowerdir(lowers: &[PathBuf]) -> String {
+    lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// An overlayfs whiteout (a 0/0 character device) at `path`.
+pub fn whiteout(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        rustix::fs::makedev(0, 0),
+    )
+    .expect("mknod a whiteout");
+}
+
+pub fn utf8(p: &Path) -> Utf8PathBuf {
+    Utf8PathBuf::from_path_buf(p.to_owned()).expect("UTF-8 path")
+}
+
+/// `DirLayer`s over `dirs`, top first.
+pub fn dir_layers(dirs: &[PathBuf]) -> Vec<Arc<dyn Layer>> {
+    dirs.iter()
+        .map(|d| Arc::new(DirLayer::open(&utf8(d)).expect("open a layer")) as Arc<dyn Layer>)
+        .collect()
+}
+
+/// A fresh (emptied) `DirLayer` upper with its work directory in `scratch`.
+pub fn fresh_upper(scratch: &Path) -> DirLayer {
+    let (u, w) = (scratch.join("vupper"), scratch.join("vwork"));
+    let _ = std::fs::remove_dir_all(&u);
+    DirLayer::open_upper(utf8(&u), utf8(&w)).expect("open an upper layer")
+}
+
+/// The relative paths of every non-directory of the corpus's root
+/// filesystem, sorted (with their directories implied); without the
+/// corpus, of up to 20,000 files of the host's `/usr/share`. Says which.
+pub fn tree_paths() -> Vec<String> {
+    let (top, prefix, max) = match corpus() {
+        Some(c) => (c.join("rootfs"), String::new(), usize::MAX),
+        None => {
+            eprintln!(
+                "NOTE: no corpus (run benches/corpus.sh); looking up files of /usr/share instead"
+            );
+            (PathBuf::from("/usr/share"), "usr/share/".to_owned(), 20_000)
+        }
+    };
+    let mut files = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(top.join(&rel)) else {
+            continue;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let Ok(t) = e.file_type() else { continue };
+            let path = rel.join(e.file_name());
+            let Some(name) = path.to_str() else { continue };
+            if t.is_dir() {
+                todo.push(path);
+            } else if files.len() < max {
+                files.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    files.sort();
+    files
+}
