@@ -168,8 +168,18 @@ impl fmt::Display for Timestamp {
 
 /// Extended attributes: name to value, sorted by name; cheap to clone
 /// (shared until changed).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Xattrs(Arc<BTreeMap<String, Bytes>>);
+
+/// Every object without attributes (nearly all) shares one empty map, so
+/// that none of them pays for an allocation of its own.
+impl Default for Xattrs {
+    fn default() -> Xattrs {
+        static EMPTY: std::sync::OnceLock<Arc<BTreeMap<String, Bytes>>> =
+            std::sync::OnceLock::new();
+        Xattrs(EMPTY.get_or_init(|| Arc::new(BTreeMap::new())).clone())
+    }
+}
 
 impl Xattrs {
     /// No attributes.

@@ -794,3 +794,62 @@ fn concurrent_appenders_through_handles_never_overwrite_each_other() {
     }
     assert_eq!(data.iter().filter(|b| **b == b'a').count(), 2000);
 }
+
+/// `stat` answers a plain path whose directory was visited from the
+/// directory's index, and remembers the metadata of objects a lower layer
+/// holds. Every change that moves, replaces or copies up an object, or
+/// one of its parents, must show at once; paths that are not plain
+/// (symlinks on the way, `..`, `//`, a trailing `/`) still walk.
+#[test]
+fn stat_shortcuts_follow_every_change() {
+    let v = view_with(
+        vec![layer(|l| {
+            l.add_file("a/b/f", "lower")?;
+            l.add_file("a/b/g", "lower")?;
+            l.add_file("d/h", "lower h")?;
+            l.add_symlink("s", "a/b")
+        })],
+        ViewOptions::default().dir_rename(DirRename::Redirect),
+    );
+    let mode = |p: &str| v.symlink_metadata(p).map(|m| m.mode);
+    // Twice each: the first fills the shortcuts, the second uses them.
+    for _ in 0..2 {
+        assert_eq!(mode("a/b/f").unwrap(), 0o644);
+        assert_eq!(mode("/a/b/f").unwrap(), 0o644);
+        assert_eq!(v.metadata("s/f").unwrap().size, 5);
+        assert_eq!(kind(mode("a/b/f/")), ErrorKind::NotADirectory);
+        assert_eq!(kind(mode("a/b/missing")), ErrorKind::NotFound);
+        assert_eq!(mode("a//b/../b/f").unwrap(), 0o644);
+    }
+    // A copy-up changes what the lower layer said.
+    v.set_permissions("a/b/f", 0o600).unwrap();
+    assert_eq!(mode("a/b/f").unwrap(), 0o600);
+    v.write("a/b/g", "longer now").unwrap();
+    assert_eq!(v.metadata("a/b/g").unwrap().size, 10);
+    // Removing a parent removes everything under it.
+    assert_eq!(mode("a/b/g").unwrap(), 0o644);
+    v.remove_dir_all("a").unwrap();
+    assert_eq!(kind(mode("a/b/f")), ErrorKind::NotFound);
+    assert_eq!(kind(mode("a/b/g")), ErrorKind::NotFound);
+    // A symlink where the directory was: the path now goes through it.
+    v.create_dir_all("x/b").unwrap();
+    v.write("x/b/f", "new").unwrap();
+    v.symlink("x", "a").unwrap();
+    assert_eq!(v.metadata("a/b/f").unwrap().size, 3);
+    assert_eq!(
+        v.symlink_metadata("a").unwrap().file_type,
+        FileType::Symlink
+    );
+    // A renamed directory takes its children along.
+    assert_eq!(mode("d").unwrap(), 0o755);
+    assert_eq!(mode("d/h").unwrap(), 0o644);
+    v.rename("d", "e").unwrap();
+    assert_eq!(kind(mode("d")), ErrorKind::NotFound);
+    assert_eq!(kind(mode("d/h")), ErrorKind::NotFound);
+    assert_eq!(v.metadata("e/h").unwrap().size, 7);
+    // A commit renumbers the layers: inode numbers stay, answers too.
+    let ino = v.metadata("e/h").unwrap().ino;
+    v.commit().unwrap();
+    assert_eq!(v.metadata("e/h").unwrap().ino, ino);
+    assert_eq!(mode("x/b/f").unwrap(), 0o644);
+}

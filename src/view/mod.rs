@@ -181,6 +181,18 @@ impl MergedView {
 
     fn stat(&self, user: &str, op: Operation, follow: Follow) -> Result<Metadata> {
         let st = self.read_state();
+        if let Some(meta) = st.remembered_meta(user) {
+            return Ok(meta);
+        }
+        match st.quick_lookup(user) {
+            Some(None) => return Err(Error::new(ErrorKind::NotFound, op, user)),
+            Some(Some(res)) if !(res.file_type.is_symlink() && follow == Follow::Always) => {
+                let meta = meta_of(&st, &res)?;
+                st.remember_meta(user, &res, &meta);
+                return Ok(meta);
+            }
+            _ => {}
+        }
         let r = st.resolve(user, op, follow)?;
         let res = r.existing(op, user)?;
         meta_of(&st, res)

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
-use crate::meta::FileType;
-use crate::path::{Component, LayerPath, UserPath};
+use crate::meta::{FileType, Metadata};
+use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath};
 
 /// The index of the upper layer; lower layer `i` (top first) is `i + 1`.
 pub(crate) const UPPER: usize = 0;
@@ -148,6 +148,10 @@ pub(crate) struct State {
     pub upper: Box<dyn LayerMut>,
     pub root_stack: Stack,
     pub cache: Mutex<HashMap<LayerPath, Arc<DirIndex>>>,
+    /// The merged metadata of objects whose top layer is a lower one (so it
+    /// cannot change while they stay there), by merged path, for the ones
+    /// `stat` has seen. Forgotten with the index entry that resolves them.
+    pub metas: Mutex<HashMap<LayerPath, Metadata>>,
     /// A number per layer (by index), unique in this view and kept by a
     /// layer when a commit moves it down: inode numbers are built from it.
     pub layer_ids: Vec<u64>,
@@ -173,6 +177,7 @@ impl State {
             upper,
             root_stack: Arc::from(Vec::new()),
             cache: Mutex::new(HashMap::new()),
+            metas: Mutex::new(HashMap::new()),
             layer_ids: Vec::new(),
             next_layer_id: 0,
             origins: HashMap::new(),
@@ -520,6 +525,35 @@ impl State {
         Ok(ix)
     }
 
+    /// What a plain path resolves to when its parent directory's index is
+    /// cached: one map lookup for the directory and one for the name,
+    /// instead of one of each per component. A plain path has no empty,
+    /// `.` or `..` component, no trailing slash and no overlong name (one
+    /// leading `/` is allowed: the view is its own root). `None` when the
+    /// path is not plain or its parent is not cached; [`State::resolve`]
+    /// then walks it.
+    ///
+    /// Both give the same answer because an index is only cached for a
+    /// merged directory reached by its own path with no symlink, and
+    /// writers forget the indexes at and below a name whose object they
+    /// remove, replace or move (`refresh` with `subtree`,
+    /// `forget_subtree`). The last name is returned as found: following a
+    /// final symlink is the caller's business.
+    pub fn quick_lookup(&self, user: &str) -> Option<Option<Res>> {
+        let path = user.strip_prefix('/').unwrap_or(user);
+        if user.len() > PATH_MAX || path.contains('\0') {
+            return None;
+        }
+        let plain = |c: &str| !c.is_empty() && c != "." && c != ".." && c.len() <= NAME_MAX;
+        if !path.split('/').all(plain) {
+            return None;
+        }
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = cache.get(parent)?;
+        Some(index.entries.get(name).cloned())
+    }
+
     /// Child `name` of a merged directory.
     pub fn child(&self, dir: &Cursor, name: &str) -> Result<Option<Res>> {
         Ok(self.index(dir)?.entries.get(name).cloned())
@@ -727,12 +761,42 @@ impl State {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.metas
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The metadata `stat` remembered for the object at `user`, if `user`
+    /// is exactly its merged path (with at most one leading `/`).
+    pub fn remembered_meta(&self, user: &str) -> Option<Metadata> {
+        let path = user.strip_prefix('/').unwrap_or(user);
+        let metas = self.metas.lock().unwrap_or_else(PoisonError::into_inner);
+        metas.get(path).cloned()
+    }
+
+    /// Remembers `meta` for the object `res` at the plain path `user` (one
+    /// [`State::quick_lookup`] accepted) if its top layer is a lower one
+    /// and it is no symlink (which `stat` may have to follow).
+    pub fn remember_meta(&self, user: &str, res: &Res, meta: &Metadata) {
+        if res.top().0 == UPPER || res.file_type.is_symlink() {
+            return;
+        }
+        let Ok(path) = LayerPath::new(user.strip_prefix('/').unwrap_or(user)) else {
+            return;
+        };
+        let mut metas = self.metas.lock().unwrap_or_else(PoisonError::into_inner);
+        metas.insert(path, meta.clone());
     }
 
     /// Brings the cached index of `dir` up to date for `name` (after a
     /// change of what `name` resolves to), and forgets cached indexes at
     /// and below `dir/name` when `subtree` (its stack changed).
     pub fn refresh(&mut self, dir: &LayerPath, name: &str, subtree: bool) -> Result<()> {
+        self.metas
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&dir.join_unchecked(name));
         let cached = self
             .cache
             .get_mut()
@@ -768,6 +832,10 @@ impl State {
     /// Forgets cached indexes at and below `path`.
     pub fn forget_subtree(&mut self, path: &LayerPath) {
         self.cache
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| !k.starts_with(path));
+        self.metas
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|k, _| !k.starts_with(path));
