@@ -60,15 +60,15 @@ impl Mount {
             upper.display(),
             work.display()
         );
-        Mount::mount(mnt, &data)
+        Mount::with_options(mnt, &data)
     }
 
     pub fn read_only(lowers: &[PathBuf], mnt: &Path) -> Mount {
         std::fs::create_dir_all(mnt).expect("create the mount point");
-        Mount::mount(mnt.to_owned(), &format!("lowerdir={}", lowerdir(lowers)))
+        Mount::with_options(mnt.to_owned(), &format!("lowerdir={}", lowerdir(lowers)))
     }
 
-    fn mount(mnt: PathBuf, data: &str) -> Mount {
+    fn with_options(mnt: PathBuf, data: &str) -> Mount {
         let data = std::ffi::CString::new(data).expect("no NUL in mount options");
         rustix::mount::mount(
             "overlay",
@@ -116,7 +116,7 @@ pub fn utf8(p: &Path) -> Utf8PathBuf {
 /// `DirLayer`s over `dirs`, top first.
 pub fn dir_layers(dirs: &[PathBuf]) -> Vec<Arc<dyn Layer>> {
     dirs.iter()
-        .map(|d| Arc::new(DirLayer::open(&utf8(d)).expect("open a layer")) as Arc<dyn Layer>)
+        .map(|d| Arc::new(DirLayer::open(utf8(d)).expect("open a layer")) as Arc<dyn Layer>)
         .collect()
 }
 
