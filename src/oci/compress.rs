@@ -11,7 +11,6 @@ use std::sync::mpsc;
 use std::thread;
 
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 
 /// How a layer's tar is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -266,7 +265,7 @@ pub struct Compressor<W: Write> {
 
 enum EncoderKind<W: Write> {
     Plain(W),
-    Gzip(GzEncoder<W>),
+    Gzip(GzipEncoder<W>),
     Zstd(ZstdEncoder<W>),
 }
 
@@ -288,11 +287,7 @@ impl<W: Write> Compressor<W> {
     pub fn new(inner: W, compression: Compression) -> Compressor<W> {
         let kind = match compression {
             Compression::None => EncoderKind::Plain(inner),
-            Compression::Gzip => EncoderKind::Gzip(
-                flate2::GzBuilder::new()
-                    .operating_system(255)
-                    .write(inner, flate2::Compression::default()),
-            ),
+            Compression::Gzip => EncoderKind::Gzip(GzipEncoder::new(inner)),
             Compression::Zstd => EncoderKind::Zstd(ZstdEncoder::new(inner)),
         };
         Compressor { kind }
@@ -326,9 +321,189 @@ impl<W: Write> Write for Compressor<W> {
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.kind {
             EncoderKind::Plain(w) => w.flush(),
-            EncoderKind::Gzip(w) => w.flush(),
-            // zstd output is flushed by finish.
+            // Compressed output is written as chunks complete, and all of
+            // it by finish.
+            EncoderKind::Gzip(_) => Ok(()),
             EncoderKind::Zstd(_) => Ok(()),
+        }
+    }
+}
+
+/// Input is cut into chunks of this many bytes, deflated independently.
+const GZIP_CHUNK: usize = 1 << 20;
+
+/// A gzip writer that deflates on every core, as `pigz` does: the input is
+/// cut into chunks of [`GZIP_CHUNK`] bytes, each deflated by a fresh
+/// compressor (level 6, `gzip`'s default) on a worker thread and ended with
+/// a sync flush, so that the chunks, written in order, form one deflate
+/// stream in one gzip member (readers that stop after the first member see
+/// it all). The chunk boundaries depend only on the byte count, so the
+/// output is the same however the threads are scheduled. Back-references
+/// never cross a chunk, which costs a fraction of a percent of the size.
+struct GzipEncoder<W: Write> {
+    inner: W,
+    crc: flate2::Crc,
+    pending: Vec<u8>,
+    /// Sequence number of the next chunk handed out, and of the next one to
+    /// be written.
+    sent: u64,
+    written: u64,
+    ready: std::collections::BTreeMap<u64, io::Result<Vec<u8>>>,
+    /// `None` when no worker could be started: chunks are then deflated
+    /// on the caller's thread. Dropping it (with the encoder) ends the
+    /// workers.
+    jobs: Option<mpsc::SyncSender<(u64, Vec<u8>, bool)>>,
+    results: mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
+    workers: Vec<thread::JoinHandle<()>>,
+    header_written: bool,
+}
+
+impl<W: Write> GzipEncoder<W> {
+    fn new(inner: W) -> GzipEncoder<W> {
+        let n = thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>, bool)>(n);
+        let (out_tx, results) = mpsc::channel();
+        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let workers: Vec<_> = (0..n)
+            .filter_map(|_| {
+                let (rx, tx) = (job_rx.clone(), out_tx.clone());
+                thread::Builder::new()
+                    .name("layerstack-gzip".into())
+                    .spawn(move || {
+                        loop {
+                            let job = rx.lock().map(|rx| rx.recv());
+                            let Ok(Ok((seq, data, last))) = job else {
+                                return;
+                            };
+                            if tx.send((seq, deflate_chunk(&data, last))).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        GzipEncoder {
+            inner,
+            crc: flate2::Crc::new(),
+            pending: Vec::with_capacity(GZIP_CHUNK),
+            sent: 0,
+            written: 0,
+            ready: std::collections::BTreeMap::new(),
+            jobs: (!workers.is_empty()).then_some(job_tx),
+            results,
+            workers,
+            header_written: false,
+        }
+    }
+
+    /// Hands the pending input out as chunk `sent`, then writes what is
+    /// done, waiting while too many chunks are in flight.
+    fn send_pending(&mut self, last: bool) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.pending, Vec::with_capacity(GZIP_CHUNK));
+        let seq = self.sent;
+        self.sent += 1;
+        match &self.jobs {
+            Some(jobs) => {
+                if jobs.send((seq, data, last)).is_err() {
+                    return Err(io::Error::other("the gzip workers stopped"));
+                }
+            }
+            None => {
+                self.ready.insert(seq, deflate_chunk(&data, last));
+            }
+        }
+        let limit = 2 * self.workers.len().max(1) as u64;
+        while self.sent - self.written > limit || (last && self.written < self.sent) {
+            self.write_ready()?;
+            if self.written < self.sent && !self.ready.contains_key(&self.written) {
+                match self.results.recv() {
+                    Ok((seq, out)) => {
+                        self.ready.insert(seq, out);
+                    }
+                    Err(_) => return Err(io::Error::other("the gzip workers stopped")),
+                }
+            }
+        }
+        while let Ok((seq, out)) = self.results.try_recv() {
+            self.ready.insert(seq, out);
+        }
+        self.write_ready()
+    }
+
+    /// Writes the chunks that are done, in order.
+    fn write_ready(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            // No name, no time, OS "unknown": the same bytes everywhere.
+            self.inner
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+            self.header_written = true;
+        }
+        while let Some(out) = self.ready.remove(&self.written) {
+            self.inner.write_all(&out?)?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        self.send_pending(true)?;
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
+        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
+        self.inner.write_all(&trailer)?;
+        self.inner.flush()?;
+        self.jobs = None;
+        for w in std::mem::take(&mut self.workers) {
+            let _ = w.join();
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for GzipEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (GZIP_CHUNK - self.pending.len()).min(buf.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        self.crc.update(&buf[..n]);
+        if self.pending.len() == GZIP_CHUNK {
+            self.send_pending(false)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One chunk as raw deflate blocks: ended by a sync flush (an empty stored
+/// block, so the next chunk starts on a byte boundary), or, for the last
+/// chunk, by the final block.
+fn deflate_chunk(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    use flate2::{Compress, FlushCompress, Status};
+    let mut c = Compress::new(flate2::Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let consumed = usize::try_from(c.total_in()).unwrap_or(data.len());
+        let status = c
+            .compress_vec(&data[consumed.min(data.len())..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let all_in = usize::try_from(c.total_in()).is_ok_and(|n| n == data.len());
+        match status {
+            Status::StreamEnd => return Ok(out),
+            _ if !last && all_in && out.len() < out.capacity() => return Ok(out),
+            _ => {}
         }
     }
 }
@@ -479,6 +654,46 @@ impl Write for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Several chunks deflated on worker threads make one gzip member that
+    /// a reader of single members (flate2's `GzDecoder`, like many) reads
+    /// whole; the bytes do not depend on scheduling; empty input works.
+    #[test]
+    fn parallel_gzip_is_one_member_and_deterministic() {
+        let mut data = Vec::new();
+        let mut x = 1u32;
+        while data.len() < 3 * GZIP_CHUNK + 12_345 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            // Half compressible text, half noise.
+            if x % 2 == 0 {
+                data.extend_from_slice(b"usr/share/doc/layerstack/copyright ");
+            } else {
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let pack = |data: &[u8]| {
+            let mut c = Compressor::new(Vec::new(), Compression::Gzip);
+            for piece in data.chunks(100_003) {
+                c.write_all(piece).unwrap();
+            }
+            c.finish().unwrap()
+        };
+        let packed = pack(&data);
+        assert_eq!(pack(&data), packed);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        assert!(packed.len() < data.len() * 3 / 4, "{} bytes", packed.len());
+
+        let empty = pack(b"");
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&empty[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out.is_empty());
+    }
 
     fn round_trip(compression: Compression, data: &[u8]) -> Vec<u8> {
         let mut c = Compressor::new(Vec::new(), compression);
