@@ -665,7 +665,7 @@ mod tests {
         while data.len() < 3 * GZIP_CHUNK + 12_345 {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             // Half compressible text, half noise.
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 data.extend_from_slice(b"usr/share/doc/layerstack/copyright ");
             } else {
                 data.extend_from_slice(&x.to_le_bytes());
