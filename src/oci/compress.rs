@@ -257,24 +257,24 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 /// A writer that compresses into `inner`; [`Compressor::finish`] ends the
 /// stream and gives `inner` back.
 ///
-/// zstd runs on a second thread (the pure-Rust encoder pulls its input),
-/// so compressing overlaps with producing the tar.
+/// Compression runs on worker threads, one chunk of 1 MiB each, so it uses
+/// every core and overlaps with producing the tar; the output does not
+/// depend on the number of threads.
 pub struct Compressor<W: Write> {
     kind: EncoderKind<W>,
 }
 
 enum EncoderKind<W: Write> {
     Plain(W),
-    Gzip(GzipEncoder<W>),
-    Zstd(ZstdEncoder<W>),
+    Compressed(ParallelEncoder<W>),
 }
 
 impl<W: Write> std::fmt::Debug for Compressor<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self.kind {
+        let name = match &self.kind {
             EncoderKind::Plain(_) => "none",
-            EncoderKind::Gzip(_) => "gzip",
-            EncoderKind::Zstd(_) => "zstd",
+            EncoderKind::Compressed(e) if e.codec == Codec::Gzip => "gzip",
+            EncoderKind::Compressed(_) => "zstd",
         };
         f.debug_struct("Compressor")
             .field("compression", &name)
@@ -287,8 +287,8 @@ impl<W: Write> Compressor<W> {
     pub fn new(inner: W, compression: Compression) -> Compressor<W> {
         let kind = match compression {
             Compression::None => EncoderKind::Plain(inner),
-            Compression::Gzip => EncoderKind::Gzip(GzipEncoder::new(inner)),
-            Compression::Zstd => EncoderKind::Zstd(ZstdEncoder::new(inner)),
+            Compression::Gzip => EncoderKind::Compressed(ParallelEncoder::new(inner, Codec::Gzip)),
+            Compression::Zstd => EncoderKind::Compressed(ParallelEncoder::new(inner, Codec::Zstd)),
         };
         Compressor { kind }
     }
@@ -303,8 +303,7 @@ impl<W: Write> Compressor<W> {
                 w.flush()?;
                 Ok(w)
             }
-            EncoderKind::Gzip(g) => g.finish(),
-            EncoderKind::Zstd(z) => z.finish(),
+            EncoderKind::Compressed(e) => e.finish(),
         }
     }
 }
@@ -313,8 +312,7 @@ impl<W: Write> Write for Compressor<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.kind {
             EncoderKind::Plain(w) => w.write(buf),
-            EncoderKind::Gzip(w) => w.write(buf),
-            EncoderKind::Zstd(w) => w.write(buf),
+            EncoderKind::Compressed(e) => e.write(buf),
         }
     }
 
@@ -323,25 +321,38 @@ impl<W: Write> Write for Compressor<W> {
             EncoderKind::Plain(w) => w.flush(),
             // Compressed output is written as chunks complete, and all of
             // it by finish.
-            EncoderKind::Gzip(_) => Ok(()),
-            EncoderKind::Zstd(_) => Ok(()),
+            EncoderKind::Compressed(_) => Ok(()),
         }
     }
 }
 
-/// Input is cut into chunks of this many bytes, deflated independently.
-const GZIP_CHUNK: usize = 1 << 20;
+/// Input is cut into chunks of this many bytes, compressed independently.
+const CHUNK: usize = 1 << 20;
 
-/// A gzip writer that deflates on every core, as `pigz` does: the input is
-/// cut into chunks of [`GZIP_CHUNK`] bytes, each deflated by a fresh
-/// compressor (level 6, `gzip`'s default) on a worker thread and ended with
-/// a sync flush, so that the chunks, written in order, form one deflate
-/// stream in one gzip member (readers that stop after the first member see
-/// it all). The chunk boundaries depend only on the byte count, so the
+/// The codec of a [`ParallelEncoder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Gzip,
+    Zstd,
+}
+
+/// A compressing writer that uses every core, as `pigz` and `pzstd` do:
+/// the input is cut into chunks of [`CHUNK`] bytes, each compressed by a
+/// fresh compressor on a worker thread, and the results are written in
+/// order. The chunk boundaries depend only on the byte count, so the
 /// output is the same however the threads are scheduled. Back-references
 /// never cross a chunk, which costs a fraction of a percent of the size.
-struct GzipEncoder<W: Write> {
+///
+/// - gzip: each chunk is raw deflate at level 6 (`gzip`'s default) ended by
+///   a sync flush (the last by the final block), so the chunks form one
+///   deflate stream in one gzip member: readers that stop after the first
+///   member still see everything.
+/// - zstd: each chunk is one frame (`ruzstd`'s only level, about zstd's
+///   level 1); a zstd stream is a sequence of frames.
+struct ParallelEncoder<W: Write> {
+    codec: Codec,
     inner: W,
+    /// CRC-32 of the input (the gzip trailer).
     crc: flate2::Crc,
     pending: Vec<u8>,
     /// Sequence number of the next chunk handed out, and of the next one to
@@ -349,35 +360,42 @@ struct GzipEncoder<W: Write> {
     sent: u64,
     written: u64,
     ready: std::collections::BTreeMap<u64, io::Result<Vec<u8>>>,
-    /// `None` when no worker could be started: chunks are then deflated
+    /// `None` when no worker could be started: chunks are then compressed
     /// on the caller's thread. Dropping it (with the encoder) ends the
     /// workers.
-    jobs: Option<mpsc::SyncSender<(u64, Vec<u8>, bool)>>,
+    jobs: Option<mpsc::SyncSender<Job>>,
     results: mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
     workers: Vec<thread::JoinHandle<()>>,
     header_written: bool,
 }
 
-impl<W: Write> GzipEncoder<W> {
-    fn new(inner: W) -> GzipEncoder<W> {
+/// A chunk to compress: its sequence number, its bytes, whether it is the
+/// last one.
+type Job = (u64, Vec<u8>, bool);
+
+impl<W: Write> ParallelEncoder<W> {
+    fn new(inner: W, codec: Codec) -> ParallelEncoder<W> {
         let n = thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(8);
-        let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>, bool)>(n);
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(n);
         let (out_tx, results) = mpsc::channel();
         let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
         let workers: Vec<_> = (0..n)
             .filter_map(|_| {
                 let (rx, tx) = (job_rx.clone(), out_tx.clone());
                 thread::Builder::new()
-                    .name("layerstack-gzip".into())
+                    .name("layerstack-compress".into())
                     .spawn(move || {
                         loop {
                             let job = rx.lock().map(|rx| rx.recv());
                             let Ok(Ok((seq, data, last))) = job else {
                                 return;
                             };
-                            if tx.send((seq, deflate_chunk(&data, last))).is_err() {
+                            if tx
+                                .send((seq, compress_chunk(codec, &data, seq, last)))
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -385,10 +403,11 @@ impl<W: Write> GzipEncoder<W> {
                     .ok()
             })
             .collect();
-        GzipEncoder {
+        ParallelEncoder {
+            codec,
             inner,
             crc: flate2::Crc::new(),
-            pending: Vec::with_capacity(GZIP_CHUNK),
+            pending: Vec::with_capacity(CHUNK),
             sent: 0,
             written: 0,
             ready: std::collections::BTreeMap::new(),
@@ -399,20 +418,22 @@ impl<W: Write> GzipEncoder<W> {
         }
     }
 
-    /// Hands the pending input out as chunk `sent`, then writes what is
-    /// done, waiting while too many chunks are in flight.
+    /// Hands the pending input out as the next chunk, then writes what is
+    /// done, waiting while too many chunks are in flight (and, for the
+    /// last chunk, until all are written).
     fn send_pending(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.pending, Vec::with_capacity(GZIP_CHUNK));
+        let data = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
         let seq = self.sent;
         self.sent += 1;
         match &self.jobs {
             Some(jobs) => {
                 if jobs.send((seq, data, last)).is_err() {
-                    return Err(io::Error::other("the gzip workers stopped"));
+                    return Err(io::Error::other("the compression threads stopped"));
                 }
             }
             None => {
-                self.ready.insert(seq, deflate_chunk(&data, last));
+                self.ready
+                    .insert(seq, compress_chunk(self.codec, &data, seq, last));
             }
         }
         let limit = 2 * self.workers.len().max(1) as u64;
@@ -423,7 +444,7 @@ impl<W: Write> GzipEncoder<W> {
                     Ok((seq, out)) => {
                         self.ready.insert(seq, out);
                     }
-                    Err(_) => return Err(io::Error::other("the gzip workers stopped")),
+                    Err(_) => return Err(io::Error::other("the compression threads stopped")),
                 }
             }
         }
@@ -436,9 +457,11 @@ impl<W: Write> GzipEncoder<W> {
     /// Writes the chunks that are done, in order.
     fn write_ready(&mut self) -> io::Result<()> {
         if !self.header_written {
-            // No name, no time, OS "unknown": the same bytes everywhere.
-            self.inner
-                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+            if self.codec == Codec::Gzip {
+                // No name, no time, OS "unknown": the same bytes everywhere.
+                self.inner
+                    .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+            }
             self.header_written = true;
         }
         while let Some(out) = self.ready.remove(&self.written) {
@@ -450,10 +473,12 @@ impl<W: Write> GzipEncoder<W> {
 
     fn finish(mut self) -> io::Result<W> {
         self.send_pending(true)?;
-        let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
-        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
-        self.inner.write_all(&trailer)?;
+        if self.codec == Codec::Gzip {
+            let mut trailer = [0u8; 8];
+            trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
+            trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
+            self.inner.write_all(&trailer)?;
+        }
         self.inner.flush()?;
         self.jobs = None;
         for w in std::mem::take(&mut self.workers) {
@@ -463,12 +488,14 @@ impl<W: Write> GzipEncoder<W> {
     }
 }
 
-impl<W: Write> Write for GzipEncoder<W> {
+impl<W: Write> Write for ParallelEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = (GZIP_CHUNK - self.pending.len()).min(buf.len());
+        let n = (CHUNK - self.pending.len()).min(buf.len());
         self.pending.extend_from_slice(&buf[..n]);
-        self.crc.update(&buf[..n]);
-        if self.pending.len() == GZIP_CHUNK {
+        if self.codec == Codec::Gzip {
+            self.crc.update(&buf[..n]);
+        }
+        if self.pending.len() == CHUNK {
             self.send_pending(false)?;
         }
         Ok(n)
@@ -477,6 +504,22 @@ impl<W: Write> Write for GzipEncoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Chunk `seq` compressed. A panic in a codec becomes an error (the
+/// workers must always answer, or the writer would wait forever).
+fn compress_chunk(codec: Codec, data: &[u8], seq: u64, last: bool) -> io::Result<Vec<u8>> {
+    let run = || match codec {
+        Codec::Gzip => deflate_chunk(data, last),
+        // An empty last chunk adds no frame, unless it is the only one: a
+        // zstd stream needs at least one frame.
+        Codec::Zstd if data.is_empty() && seq > 0 => Ok(Vec::new()),
+        Codec::Zstd => Ok(ruzstd::encoding::compress_to_vec(
+            data,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        )),
+    };
+    std::panic::catch_unwind(run).unwrap_or_else(|_| Err(io::Error::other("the compressor failed")))
 }
 
 /// One chunk as raw deflate blocks: ended by a sync flush (an empty stored
@@ -508,149 +551,6 @@ fn deflate_chunk(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     }
 }
 
-/// `ruzstd`'s encoder pulls input from a reader and pushes output to a
-/// writer, and panics if either fails. It runs on its own thread between
-/// two channels that never fail; this side writes the output to `inner`
-/// and reports its errors.
-struct ZstdEncoder<W: Write> {
-    inner: W,
-    input: Option<mpsc::SyncSender<Vec<u8>>>,
-    output: mpsc::Receiver<Vec<u8>>,
-    worker: Option<thread::JoinHandle<()>>,
-    pending: Vec<u8>,
-}
-
-const ZSTD_CHUNK: usize = 128 * 1024;
-
-impl<W: Write> ZstdEncoder<W> {
-    fn new(inner: W) -> ZstdEncoder<W> {
-        let (in_tx, in_rx) = mpsc::sync_channel::<Vec<u8>>(4);
-        let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>();
-        let worker = thread::Builder::new()
-            .name("layerstack-zstd".into())
-            .spawn(move || {
-                let source = ChannelReader {
-                    rx: in_rx,
-                    buf: Vec::new(),
-                    pos: 0,
-                };
-                let drain = ChannelWriter { tx: out_tx };
-                let mut encoder = ruzstd::encoding::FrameCompressor::new(
-                    ruzstd::encoding::CompressionLevel::Fastest,
-                );
-                encoder.set_source(source);
-                encoder.set_drain(drain);
-                encoder.compress();
-            })
-            .ok();
-        ZstdEncoder {
-            inner,
-            input: Some(in_tx),
-            output: out_rx,
-            worker,
-            pending: Vec::with_capacity(ZSTD_CHUNK),
-        }
-    }
-
-    fn send_pending(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(ZSTD_CHUNK));
-        let sent = self.input.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
-        if !sent {
-            return Err(io::Error::other("zstd encoder thread stopped"));
-        }
-        self.drain_ready()
-    }
-
-    fn drain_ready(&mut self) -> io::Result<()> {
-        while let Ok(out) = self.output.try_recv() {
-            self.inner.write_all(&out)?;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> io::Result<W> {
-        if self.worker.is_none() {
-            return Err(io::Error::other("could not start the zstd encoder thread"));
-        }
-        self.send_pending()?;
-        self.input = None; // end of input
-        while let Ok(out) = self.output.recv() {
-            self.inner.write_all(&out)?;
-        }
-        if let Some(worker) = self.worker.take() {
-            worker
-                .join()
-                .map_err(|_| io::Error::other("zstd encoder failed"))?;
-        }
-        self.inner.flush()?;
-        Ok(self.inner)
-    }
-}
-
-impl<W: Write> Write for ZstdEncoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.worker.is_none() {
-            return Err(io::Error::other("could not start the zstd encoder thread"));
-        }
-        let room = ZSTD_CHUNK - self.pending.len();
-        let n = room.min(buf.len());
-        self.pending.extend_from_slice(&buf[..n]);
-        if self.pending.len() == ZSTD_CHUNK {
-            self.send_pending()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                // The sender is gone: the end of the input.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-struct ChannelWriter {
-    tx: mpsc::Sender<Vec<u8>>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // If the receiving side is gone, its error is already reported
-        // there; the output is dropped.
-        let _ = self.tx.send(buf.to_vec());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,7 +562,7 @@ mod tests {
     fn parallel_gzip_is_one_member_and_deterministic() {
         let mut data = Vec::new();
         let mut x = 1u32;
-        while data.len() < 3 * GZIP_CHUNK + 12_345 {
+        while data.len() < 3 * CHUNK + 12_345 {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             // Half compressible text, half noise.
             if x.is_multiple_of(2) {

@@ -286,7 +286,7 @@ impl State {
                             if found.is_empty() {
                                 return Ok(Some(Res {
                                     file_type: t,
-                                    stack: Arc::from(vec![(*idx, path)]),
+                                    stack: Arc::from([(*idx, path)]),
                                 }));
                             }
                             break;
@@ -466,7 +466,7 @@ impl State {
                     if found.is_empty() {
                         return Ok(Some(Res {
                             file_type: *t,
-                            stack: Arc::from(vec![(*idx, dpath.join(name)?)]),
+                            stack: Arc::from([(*idx, dpath.join(name)?)]),
                         }));
                     }
                     break;
