@@ -31,7 +31,7 @@ fn stack(depth: usize) -> MergedView {
 }
 
 fn lookup(c: &mut Criterion) {
-    let mut group = c.benchmark_group("lookup");
+    let mut group = c.benchmark_group("lookup_synthetic");
     for depth in [1, 8, 64, 512] {
         let view = stack(depth);
         group.bench_with_input(BenchmarkId::new("existing", depth), &view, |b, v| {

@@ -156,6 +156,12 @@
 //!   links the names the view shows at that moment (the kernel also counts
 //!   names hidden by higher layers in `nlink`).
 //! - Error numbers are Linux's.
+//! - Lower layers must not change while a view uses them (the kernel says
+//!   the same of its lower directories). A view keeps an index of every
+//!   directory it visited and the metadata of lower objects it has
+//!   `stat`ed, so a lower [`DirLayer`] changed behind its back may not
+//!   show the change; when a change is noticed, the error is `EIO` "a
+//!   layer changed while the view was using it".
 //! - A layer imported from a tar, or committed from a directory, is held in
 //!   memory (a `MemLayer`); import into a [`DirLayer`] to keep a large one
 //!   on disk.

@@ -392,8 +392,10 @@ impl State {
         let mut heads: BinaryHeap<Reverse<(String, usize)>> = BinaryHeap::new();
         let mut kinds: Vec<EntryKind> = Vec::with_capacity(stack.len());
         let mut rests = Vec::with_capacity(stack.len());
+        let mut listed = 0;
         for (pos, (idx, dpath)) in stack.iter().enumerate() {
             let mut entries = self.layer(*idx).read_dir(dpath)?.entries;
+            listed += entries.len();
             if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
                 // The trait asks for sorted listings; do not rely on it.
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -414,7 +416,8 @@ impl State {
             }
             kind
         };
-        let mut sorted: Vec<(String, Res)> = Vec::new();
+        // At most one entry per name listed: no reallocation on the way.
+        let mut sorted: Vec<(String, Res)> = Vec::with_capacity(listed);
         let mut occurrences: Vec<(usize, EntryKind)> = Vec::new();
         while let Some(Reverse((name, pos))) = heads.pop() {
             occurrences.clear();
