@@ -111,6 +111,8 @@ step3() { # DIR
 }
 
 # --- the kernel layers ---------------------------------------------------------
+# A step that fails must not leave the overlay mounted.
+trap 'umount "$out/kernel/mnt" 2>/dev/null || true' EXIT
 mount_upper() { # LOWERDIR UPPER
     mkdir -p "$2" kernel/work kernel/mnt
     rm -rf kernel/work/*
