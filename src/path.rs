@@ -42,14 +42,6 @@ pub const PATH_MAX: usize = 4095;
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct LayerPath(String);
 
-/// Lets maps keyed by `LayerPath` be searched with a `&str` (the two hash
-/// and compare alike: a `LayerPath` is its string).
-impl std::borrow::Borrow<str> for LayerPath {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl LayerPath {
     /// The root of a layer (the empty path).
     #[must_use]

@@ -807,6 +807,7 @@ fn stat_shortcuts_follow_every_change() {
             l.add_file("a/b/f", "lower")?;
             l.add_file("a/b/g", "lower")?;
             l.add_file("d/h", "lower h")?;
+            l.add_file("ab/f", "a sibling whose name starts like a")?;
             l.add_symlink("s", "a/b")
         })],
         ViewOptions::default().dir_rename(DirRename::Redirect),
@@ -828,9 +829,11 @@ fn stat_shortcuts_follow_every_change() {
     assert_eq!(v.metadata("a/b/g").unwrap().size, 10);
     // Removing a parent removes everything under it.
     assert_eq!(mode("a/b/g").unwrap(), 0o644);
+    assert_eq!(mode("ab/f").unwrap(), 0o644);
     v.remove_dir_all("a").unwrap();
     assert_eq!(kind(mode("a/b/f")), ErrorKind::NotFound);
     assert_eq!(kind(mode("a/b/g")), ErrorKind::NotFound);
+    assert_eq!(v.metadata("ab/f").unwrap().size, 34);
     // A symlink where the directory was: the path now goes through it.
     v.create_dir_all("x/b").unwrap();
     v.write("x/b/f", "new").unwrap();

@@ -147,11 +147,14 @@ pub(crate) struct State {
     pub lowers: Vec<Arc<dyn Layer>>,
     pub upper: Box<dyn LayerMut>,
     pub root_stack: Stack,
-    pub cache: Mutex<HashMap<LayerPath, Arc<DirIndex>>>,
+    /// Keys are merged paths as strings, so that a `&str` finds them (a
+    /// `LayerPath` orders by components, unlike its string, so it cannot
+    /// lend itself out as a `str` key).
+    pub cache: Mutex<HashMap<String, Arc<DirIndex>>>,
     /// The merged metadata of objects whose top layer is a lower one (so it
     /// cannot change while they stay there), by merged path, for the ones
     /// `stat` has seen. Forgotten with the index entry that resolves them.
-    pub metas: Mutex<HashMap<LayerPath, Metadata>>,
+    pub metas: Mutex<HashMap<String, Metadata>>,
     /// A number per layer (by index), unique in this view and kept by a
     /// layer when a commit moves it down: inode numbers are built from it.
     pub layer_ids: Vec<u64>,
@@ -520,11 +523,11 @@ impl State {
     /// The index of a merged directory, from the cache or built now.
     pub fn index(&self, dir: &Cursor) -> Result<Arc<DirIndex>> {
         let cache = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(ix) = cache().get(&dir.path) {
+        if let Some(ix) = cache().get(dir.path.as_str()) {
             return Ok(ix.clone());
         }
         let ix = Arc::new(self.build_index(&dir.stack)?);
-        cache().insert(dir.path.clone(), ix.clone());
+        cache().insert(dir.path.as_str().to_owned(), ix.clone());
         Ok(ix)
     }
 
@@ -789,7 +792,7 @@ impl State {
             return;
         };
         let mut metas = self.metas.lock().unwrap_or_else(PoisonError::into_inner);
-        metas.insert(path, meta.clone());
+        metas.insert(path.as_str().to_owned(), meta.clone());
     }
 
     /// Brings the cached index of `dir` up to date for `name` (after a
@@ -799,12 +802,12 @@ impl State {
         self.metas
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&dir.join_unchecked(name));
+            .remove(dir.join_unchecked(name).as_str());
         let cached = self
             .cache
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(dir);
+            .contains_key(dir.as_str());
         if cached {
             let res = match self.cursor_at(dir) {
                 Ok(cursor) => Some(self.resolve_child(&cursor.stack, name)?),
@@ -813,7 +816,7 @@ impl State {
             let cache = self.cache.get_mut().unwrap_or_else(PoisonError::into_inner);
             match res {
                 Some(res) => {
-                    if let Some(ix) = cache.get_mut(dir) {
+                    if let Some(ix) = cache.get_mut(dir.as_str()) {
                         let ix = Arc::make_mut(ix);
                         match res {
                             Some(res) => ix.entries.insert(name.to_owned(), res),
@@ -822,7 +825,7 @@ impl State {
                     }
                 }
                 None => {
-                    cache.remove(dir);
+                    cache.remove(dir.as_str());
                 }
             }
         }
@@ -837,12 +840,18 @@ impl State {
         self.cache
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|k, _| !k.starts_with(path));
+            .retain(|k, _| !at_or_under(k, path));
         self.metas
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|k, _| !k.starts_with(path));
+            .retain(|k, _| !at_or_under(k, path));
     }
+}
+
+/// Whether the merged path `key` is `path` or below it.
+fn at_or_under(key: &str, path: &LayerPath) -> bool {
+    let p = path.as_str();
+    path.is_root() || key == p || (key.starts_with(p) && key.as_bytes().get(p.len()) == Some(&b'/'))
 }
 
 fn changed_under_us(path: &LayerPath) -> Error {
