@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use layerstack::oci::test_tar::{Hdr, RawTar};
 use layerstack::oci::{
     Compression, Compressor, FlattenOptions, FlattenSummary, ImportOptions, Limits, Policy,
     flatten_layers, import_into, import_layer,
@@ -33,127 +34,8 @@ use layerstack::{DirLayer, Entry, ErrorKind, FileType, Layer, LayerPath, MemLaye
 // ---------------------------------------------------------------------------
 // Tars built byte by byte (names `tar::Header::set_path` would refuse).
 
-/// A tar built entry by entry.
-#[derive(Default)]
-struct RawTar(Vec<u8>);
-
-struct Hdr<'a> {
-    name: &'a str,
-    kind: u8,
-    mode: u32,
-    uid: u64,
-    size: u64,
-    link: &'a str,
-    major: u32,
-    minor: u32,
-}
-
-impl<'a> Hdr<'a> {
-    fn new(name: &'a str, kind: u8) -> Hdr<'a> {
-        Hdr {
-            name,
-            kind,
-            mode: if kind == b'5' { 0o755 } else { 0o644 },
-            uid: 0,
-            size: 0,
-            link: "",
-            major: 0,
-            minor: 0,
-        }
-    }
-}
-
-fn header_bytes(h: &Hdr<'_>) -> [u8; 512] {
-    let mut hdr = tar::Header::new_ustar();
-    let n = h.name.len().min(100);
-    hdr.as_mut_bytes()[..n].copy_from_slice(&h.name.as_bytes()[..n]);
-    hdr.set_mode(h.mode);
-    hdr.set_uid(h.uid);
-    hdr.set_gid(h.uid);
-    hdr.set_mtime(1_700_000_000);
-    hdr.set_size(h.size);
-    hdr.set_entry_type(tar::EntryType::new(h.kind));
-    if !h.link.is_empty() {
-        hdr.set_link_name_literal(h.link.as_bytes()).unwrap();
-    }
-    if h.kind == b'3' || h.kind == b'4' {
-        hdr.set_device_major(h.major).unwrap();
-        hdr.set_device_minor(h.minor).unwrap();
-    }
-    hdr.set_cksum();
-    *hdr.as_bytes()
-}
-
-fn pad(len: u64) -> usize {
-    ((512 - len % 512) % 512) as usize
-}
-
-impl RawTar {
-    fn header(mut self, h: &Hdr<'_>) -> RawTar {
-        self.0.extend_from_slice(&header_bytes(h));
-        self
-    }
-
-    fn data(mut self, data: &[u8]) -> RawTar {
-        self.0.extend_from_slice(data);
-        self.0
-            .extend(std::iter::repeat_n(0u8, pad(data.len() as u64)));
-        self
-    }
-
-    fn file(self, name: &str, data: &[u8]) -> RawTar {
-        let mut h = Hdr::new(name, b'0');
-        h.size = data.len() as u64;
-        self.header(&h).data(data)
-    }
-
-    fn dir(self, name: &str) -> RawTar {
-        self.header(&Hdr::new(name, b'5'))
-    }
-
-    fn symlink(self, name: &str, target: &str) -> RawTar {
-        let mut h = Hdr::new(name, b'2');
-        h.link = target;
-        h.mode = 0o777;
-        self.header(&h)
-    }
-
-    fn hard_link(self, name: &str, target: &str) -> RawTar {
-        let mut h = Hdr::new(name, b'1');
-        h.link = target;
-        self.header(&h)
-    }
-
-    fn pax(self, records: &[(&str, &[u8])]) -> RawTar {
-        let body = pax_body(records);
-        let mut h = Hdr::new("././@PaxHeader", b'x');
-        h.size = body.len() as u64;
-        self.header(&h).data(&body)
-    }
-
-    fn end(mut self) -> Vec<u8> {
-        self.0.extend(std::iter::repeat_n(0u8, 1024));
-        self.0
-    }
-}
-
-fn pax_body(records: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (k, v) in records {
-        let rest = k.len() + v.len() + 3;
-        let mut len = rest + 1;
-        while len != rest + len.to_string().len() {
-            len = rest + len.to_string().len();
-        }
-        write!(body, "{len} {k}=").unwrap();
-        body.extend_from_slice(v);
-        body.push(b'\n');
-    }
-    body
-}
-
 fn tar() -> RawTar {
-    RawTar::default()
+    RawTar::new()
 }
 
 // ---------------------------------------------------------------------------
@@ -666,6 +548,7 @@ fn a_symlink_replaced_by_a_file_or_directory_is_replaced_never_written_through()
     let owned = |name, kind| {
         let mut h = Hdr::new(name, kind);
         h.uid = 4242;
+        h.gid = 4242;
         h.mode = if kind == b'5' { 0o700 } else { 0o4777 };
         h
     };
@@ -875,7 +758,7 @@ fn pax_sizes_that_disagree_with_the_header_are_refused_both_ways() {
         // looks like a header, so a parser that trusted the smaller size
         // would see a second entry.
         let mut data = vec![b'x'; 512];
-        data.extend_from_slice(&header_bytes(&Hdr::new("smuggled", b'0'))[..88]);
+        data.extend_from_slice(&Hdr::new("smuggled", b'0').bytes()[..88]);
         let mut h = Hdr::new("f", b'0');
         h.size = header;
         let layer = tar()
@@ -934,7 +817,7 @@ fn gzip_bomb() -> &'static [u8] {
         let mut gz = Compressor::new(Vec::new(), Compression::Gzip);
         let mut h = Hdr::new("bomb", b'0');
         h.size = GIB;
-        gz.write_all(&header_bytes(&h)).unwrap();
+        gz.write_all(&h.bytes()).unwrap();
         io::copy(&mut Zeros(GIB + 1024), &mut gz).unwrap();
         gz.finish().unwrap()
     })
@@ -980,7 +863,7 @@ struct ManyEntries {
 impl ManyEntries {
     fn new(count: u64) -> ManyEntries {
         ManyEntries {
-            header: header_bytes(&Hdr::new("d/", b'5')),
+            header: Hdr::new("d/", b'5').bytes(),
             left: count,
             at: 0,
         }
@@ -1050,7 +933,7 @@ fn a_100_mib_pax_header_is_refused_before_it_is_read() {
         let mut h = Hdr::new("././@PaxHeader", b'x');
         h.size = SIZE;
         let read = Arc::new(AtomicU64::new(0));
-        let body = Cursor::new(header_bytes(&h).to_vec()).chain(Zeros(SIZE + 1024));
+        let body = Cursor::new(h.bytes().to_vec()).chain(Zeros(SIZE + 1024));
         (
             Counting {
                 inner: body,

@@ -19,8 +19,8 @@ pub mod spec;
 pub mod tar_read;
 pub mod whiteout;
 
-#[cfg(test)]
-pub(crate) mod test_tar;
+#[cfg(any(test, feature = "proptest"))]
+pub mod test_tar;
 
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};

@@ -1,27 +1,53 @@
-//! Hand-made tars for tests, byte by byte, including malformed ones.
+//! Hand-made tars for tests, byte by byte, including malformed ones: names
+//! `tar::Header::set_path` would refuse (`..`, absolute, `.wh.`), sizes that
+//! disagree with a PAX record, device numbers of whiteouts. Test support
+//! (feature `proptest`), used by the crate's own tests and by
+//! `tests/hostile.rs`.
+//!
+//! ```
+//! use layerstack::oci::test_tar::RawTar;
+//!
+//! let tar = RawTar::new().dir("etc/").file("etc/../../escape", b"x").end();
+//! assert_eq!(tar.len(), 512 * 5); // two headers, one data block, the end
+//! ```
 
 use std::io::Write;
 
 /// A tar built entry by entry.
-#[derive(Default)]
-pub(crate) struct RawTar {
+#[derive(Debug, Default)]
+pub struct RawTar {
+    /// The bytes so far.
     pub bytes: Vec<u8>,
 }
 
-pub(crate) struct Hdr<'a> {
+/// One ustar header, written as given (nothing is checked).
+#[derive(Debug, Clone)]
+pub struct Hdr<'a> {
+    /// The name field (at most 100 bytes are written).
     pub name: &'a str,
+    /// The type flag (`b'0'` file, `b'5'` directory, `b'2'` symlink, ...).
     pub kind: u8,
+    /// Permission bits.
     pub mode: u32,
+    /// Owner user id.
     pub uid: u64,
+    /// Owner group id.
     pub gid: u64,
+    /// Modification time, seconds.
     pub mtime: u64,
+    /// The size field.
     pub size: u64,
+    /// The link name field (hard link or symlink target).
     pub link: &'a str,
+    /// Device major number (character and block devices).
     pub major: u32,
+    /// Device minor number.
     pub minor: u32,
 }
 
 impl<'a> Hdr<'a> {
+    /// A header for `name` of type `kind`: mode 0o755 for a directory,
+    /// 0o644 otherwise, owner 0:0, a fixed time, no size.
     pub fn new(name: &'a str, kind: u8) -> Hdr<'a> {
         Hdr {
             name,
@@ -38,33 +64,46 @@ impl<'a> Hdr<'a> {
     }
 }
 
+impl Hdr<'_> {
+    /// The 512 bytes of this header, with its checksum.
+    ///
+    /// # Panics
+    /// If the link name or a device number does not fit its field.
+    pub fn bytes(&self) -> [u8; 512] {
+        let mut hdr = tar::Header::new_ustar();
+        let n = self.name.len().min(100);
+        hdr.as_mut_bytes()[..n].copy_from_slice(&self.name.as_bytes()[..n]);
+        hdr.set_mode(self.mode);
+        hdr.set_uid(self.uid);
+        hdr.set_gid(self.gid);
+        hdr.set_mtime(self.mtime);
+        hdr.set_size(self.size);
+        hdr.set_entry_type(tar::EntryType::new(self.kind));
+        if !self.link.is_empty() {
+            hdr.set_link_name_literal(self.link.as_bytes()).unwrap();
+        }
+        if self.kind == b'3' || self.kind == b'4' {
+            hdr.set_device_major(self.major).unwrap();
+            hdr.set_device_minor(self.minor).unwrap();
+        }
+        hdr.set_cksum();
+        *hdr.as_bytes()
+    }
+}
+
 impl RawTar {
+    /// An empty tar.
     pub fn new() -> RawTar {
         RawTar::default()
     }
 
+    /// Appends a header.
     pub fn header(&mut self, h: &Hdr<'_>) -> &mut RawTar {
-        let mut hdr = tar::Header::new_ustar();
-        hdr.as_mut_bytes()[..h.name.len().min(100)]
-            .copy_from_slice(&h.name.as_bytes()[..h.name.len().min(100)]);
-        hdr.set_mode(h.mode);
-        hdr.set_uid(h.uid);
-        hdr.set_gid(h.gid);
-        hdr.set_mtime(h.mtime);
-        hdr.set_size(h.size);
-        hdr.set_entry_type(tar::EntryType::new(h.kind));
-        if !h.link.is_empty() {
-            hdr.set_link_name_literal(h.link.as_bytes()).unwrap();
-        }
-        if h.kind == b'3' || h.kind == b'4' {
-            hdr.set_device_major(h.major).unwrap();
-            hdr.set_device_minor(h.minor).unwrap();
-        }
-        hdr.set_cksum();
-        self.bytes.extend_from_slice(hdr.as_bytes());
+        self.bytes.extend_from_slice(&h.bytes());
         self
     }
 
+    /// Appends data, padded to the next 512-byte block.
     pub fn data(&mut self, data: &[u8]) -> &mut RawTar {
         self.bytes.extend_from_slice(data);
         let pad = (512 - data.len() % 512) % 512;
@@ -72,16 +111,19 @@ impl RawTar {
         self
     }
 
+    /// Appends a regular file with its data.
     pub fn file(&mut self, name: &str, data: &[u8]) -> &mut RawTar {
         let mut h = Hdr::new(name, b'0');
         h.size = data.len() as u64;
         self.header(&h).data(data)
     }
 
+    /// Appends a directory.
     pub fn dir(&mut self, name: &str) -> &mut RawTar {
         self.header(&Hdr::new(name, b'5'))
     }
 
+    /// Appends a symlink (mode 0o777).
     pub fn symlink(&mut self, name: &str, target: &str) -> &mut RawTar {
         let mut h = Hdr::new(name, b'2');
         h.link = target;
@@ -89,6 +131,7 @@ impl RawTar {
         self.header(&h)
     }
 
+    /// Appends a hard link to `target`.
     pub fn hard_link(&mut self, name: &str, target: &str) -> &mut RawTar {
         let mut h = Hdr::new(name, b'1');
         h.link = target;
@@ -113,6 +156,7 @@ impl RawTar {
         self.header(&h).data(&body)
     }
 
+    /// Appends the two zero blocks that end a tar and returns the bytes.
     pub fn end(&mut self) -> Vec<u8> {
         self.bytes.extend(std::iter::repeat_n(0u8, 1024));
         std::mem::take(&mut self.bytes)
