@@ -459,7 +459,7 @@ fn run_case(seed: u64, format: WhiteoutFormat, tally: &mut Tally) {
         };
         let mnt = point.join("mnt");
         scratch.mount_overlay(&mnt, &data);
-        let kernel = harness::snapshot_dir(&mnt);
+        let kernel = layerstack::testing::snapshot_dir(&mnt);
         scratch.unmount_last();
         tally.kernel_checks += 1;
         match kernel {

@@ -27,7 +27,7 @@
 //! - whiteouts the kernel lists by mistake: in a directory from a single
 //!   lower layer, readdir passes through to the real directory and shows a
 //!   whiteout that hides nothing, which a lookup then cannot find
-//!   (`child::is_stray_whiteout`);
+//!   (`layerstack::testing::snapshot_dir` leaves them out);
 //! - the upper directory's format where it does not show in the mount
 //!   (the kernel's optimistic opaque flags, see the named tests);
 //! - opening fifos, sockets and devices: the crate's `read`, `write`,
@@ -1002,7 +1002,7 @@ fn kernel_reads_ours(layers: &[MemLayer], ops: &[Op], options: ViewOptions, extr
             kwork.display()
         )),
     );
-    let kernel = harness::snapshot_dir(&mnt).expect("walk the mount");
+    let kernel = layerstack::testing::snapshot_dir(&mnt).expect("walk the mount");
     if let Some(d) = harness::first_difference(&ours, &kernel) {
         panic!("the kernel mounting our upper as upperdir shows another tree: {d}");
     }
@@ -1011,7 +1011,7 @@ fn kernel_reads_ours(layers: &[MemLayer], ops: &[Op], options: ViewOptions, extr
     all.extend(stack);
     let mnt = root.join("mnt-lower");
     scratch.mount_overlay(&mnt, &with_extra(format!("lowerdir={}", lowerdir(&all))));
-    let kernel = harness::snapshot_dir(&mnt).expect("walk the mount");
+    let kernel = layerstack::testing::snapshot_dir(&mnt).expect("walk the mount");
     if let Some(d) = harness::first_difference(&ours, &kernel) {
         panic!("the kernel mounting our upper as the top lowerdir shows another tree: {d}");
     }

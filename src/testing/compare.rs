@@ -1,6 +1,7 @@
 //! Running operations on the model and on a view, and comparing them.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +15,96 @@ use crate::path::LayerPath;
 use crate::testing::codec::shared;
 use crate::testing::ops::{Op, apply_to_model, apply_to_view};
 use crate::view::{MergedView, ViewOptions};
+
+/// The tree in a directory on disk (an unpacked root filesystem, a kernel
+/// overlay mount), as [`snapshot_view`] gives a view's, so the two compare.
+///
+/// It never follows a symlink; a directory's size is 0; `rdev` is kept for
+/// devices only; the attributes are every one the filesystem lists (a
+/// kernel overlay mount already hides its own `trusted.overlay.*`). A name
+/// that is listed but that `lstat` does not find is left out: overlayfs
+/// lists a whiteout that hides nothing in a directory it passes through
+/// from a single lower layer, and a lookup of it gives `ENOENT`.
+///
+/// # Errors
+/// The first error reading the tree; `EILSEQ` for a name or a symlink
+/// target that is not UTF-8.
+pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
+    use std::os::unix::fs::MetadataExt;
+    let not_utf8 = || std::io::Error::from(rustix::io::Errno::ILSEQ);
+    let mut snapshot = Snapshot::new();
+    let mut pending = vec![LayerPath::root()];
+    while let Some(path) = pending.pop() {
+        let at = if path.is_root() {
+            root.to_path_buf()
+        } else {
+            root.join(path.as_str())
+        };
+        let m = match std::fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.is_root() => continue,
+            m => m?,
+        };
+        let file_type = FileType::from_mode(m.mode())
+            .ok_or_else(|| std::io::Error::from(rustix::io::Errno::INVAL))?;
+        let mut entry = SnapshotEntry {
+            file_type,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: if file_type == FileType::Dir {
+                0
+            } else {
+                m.size()
+            },
+            nlink: m.nlink(),
+            rdev: match file_type {
+                FileType::CharDevice | FileType::BlockDevice => m.rdev(),
+                _ => 0,
+            },
+            data: Bytes::new(),
+            target: String::new(),
+            xattrs: own_xattrs(&at)?,
+        };
+        match file_type {
+            FileType::Dir => {
+                for child in std::fs::read_dir(&at)? {
+                    let name = child?.file_name().into_string().map_err(|_| not_utf8())?;
+                    let child = path.join(&name).map_err(|_| not_utf8())?;
+                    pending.push(child);
+                }
+            }
+            FileType::File => entry.data = Bytes::from(std::fs::read(&at)?),
+            FileType::Symlink => {
+                entry.target = std::fs::read_link(&at)?
+                    .into_os_string()
+                    .into_string()
+                    .map_err(|_| not_utf8())?;
+            }
+            _ => {}
+        }
+        snapshot.insert(path, entry);
+    }
+    Ok(snapshot)
+}
+
+/// The extended attributes of `path` itself (not of a symlink's target),
+/// sorted by name.
+fn own_xattrs(path: &Path) -> std::io::Result<Vec<(String, Bytes)>> {
+    const BUF: usize = 1 << 16;
+    let mut list = vec![0u8; BUF];
+    let n = rustix::fs::llistxattr(path, &mut list[..])?;
+    let mut out = Vec::new();
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8(name.to_vec())
+            .map_err(|_| std::io::Error::from(rustix::io::Errno::ILSEQ))?;
+        let mut value = vec![0u8; BUF];
+        let len = rustix::fs::lgetxattr(path, name.as_str(), &mut value[..])?;
+        value.truncate(len);
+        out.push((name, Bytes::from(value)));
+    }
+    out.sort();
+    Ok(out)
+}
 
 /// The whole visible tree of `view`, as [`Model::snapshot`] gives the
 /// model's: every path (the root as the empty path) to its type, mode,

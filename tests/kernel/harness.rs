@@ -13,15 +13,14 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use layerstack::layer::walk;
-use layerstack::model::{Model, Snapshot, SnapshotEntry};
+use layerstack::model::{Model, Snapshot};
 use layerstack::testing::{Op, Outcome, Scenario, apply_to_model};
-use layerstack::{Entry, FileType, Layer, LayerPath, MemLayer, ViewOptions};
+use layerstack::{Entry, FileType, Layer, MemLayer, ViewOptions};
 use rustix::fs::{AtFlags, CWD, Mode};
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use crate::child::{CHILD_ENV, OUTCOME_MARK, encode_hex, is_stray_whiteout, summary, xattrs};
+use crate::child::{CHILD_ENV, OUTCOME_MARK, encode_hex, xattrs};
 
 /// Set to `1` to make the kernel tests fail instead of skipping.
 const REQUIRE_ENV: &str = "LAYERSTACK_REQUIRE_KERNEL";
@@ -224,61 +223,6 @@ pub fn materialize(layer: &dyn Layer, dir: &Path) {
                 .unwrap_or_else(|e| panic!("{}: {e}", ctx(&format!("lsetxattr {name}"), &at)));
         }
     }
-}
-
-/// The whole tree under `root` as a [`Snapshot`] comparable with
-/// [`Model::snapshot`]: never following symlinks; directory sizes 0;
-/// `rdev` of devices only; every attribute the kernel lists (overlayfs
-/// hides its own `trusted.overlay.*`).
-pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
-    let mut snapshot = Snapshot::new();
-    let mut todo = vec![LayerPath::root()];
-    while let Some(path) = todo.pop() {
-        let at = if path.is_root() {
-            root.to_path_buf()
-        } else {
-            root.join(path.as_str())
-        };
-        let s = summary(&fs::symlink_metadata(&at)?, xattrs(&at, false)?);
-        let mut entry = SnapshotEntry {
-            file_type: s.file_type,
-            mode: s.mode,
-            uid: s.uid,
-            gid: s.gid,
-            size: s.size,
-            nlink: s.nlink,
-            rdev: s.rdev,
-            data: Bytes::new(),
-            target: String::new(),
-            xattrs: s
-                .xattrs
-                .into_iter()
-                .map(|(k, v)| (k, Bytes::from(v)))
-                .collect(),
-        };
-        match s.file_type {
-            FileType::Dir => {
-                for child in fs::read_dir(&at)? {
-                    let child = child?;
-                    if is_stray_whiteout(&child.path())? {
-                        continue;
-                    }
-                    let name = child.file_name().into_string().expect("UTF-8 names");
-                    todo.push(path.join(&name).expect("valid names"));
-                }
-            }
-            FileType::File => entry.data = Bytes::from(fs::read(&at)?),
-            FileType::Symlink => {
-                entry.target = fs::read_link(&at)?
-                    .into_os_string()
-                    .into_string()
-                    .expect("UTF-8 targets");
-            }
-            _ => {}
-        }
-        snapshot.insert(path, entry);
-    }
-    Ok(snapshot)
 }
 
 /// The first difference between two trees, in words.
@@ -507,7 +451,7 @@ impl Overlay {
 
     /// The merged tree.
     pub fn snapshot(&self) -> Result<Snapshot, RunError> {
-        snapshot_dir(&self.mnt).map_err(|e| {
+        layerstack::testing::snapshot_dir(&self.mnt).map_err(|e| {
             if e.raw_os_error() == Some(ESTALE) {
                 RunError::Unsupported(format!("walking the mount: {e}"))
             } else {

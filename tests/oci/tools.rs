@@ -121,7 +121,7 @@ pub fn view_tree(view: &MergedView) -> Tree {
 
 /// The tree in a directory on disk (a rootfs).
 pub fn dir_tree(root: &Path) -> Tree {
-    let entries = snapshot_dir(root);
+    let entries = layerstack::testing::snapshot_dir(root).expect("read the tree");
     let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (path, e) in &entries {
         if e.file_type != FileType::Dir {
@@ -146,79 +146,6 @@ fn sorted_groups(groups: BTreeMap<u64, Vec<String>>) -> Vec<Vec<String>> {
             g
         })
         .collect();
-    out.sort();
-    out
-}
-
-fn snapshot_dir(root: &Path) -> Snapshot {
-    use bytes::Bytes;
-    use layerstack::LayerPath;
-    use layerstack::model::SnapshotEntry;
-
-    let mut out = Snapshot::new();
-    let mut todo = vec![LayerPath::root()];
-    while let Some(path) = todo.pop() {
-        let at = if path.is_root() {
-            root.to_path_buf()
-        } else {
-            root.join(path.as_str())
-        };
-        let m = std::fs::symlink_metadata(&at).expect("stat");
-        let file_type = FileType::from_mode(m.mode()).expect("a known type");
-        let mut entry = SnapshotEntry {
-            file_type,
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            size: if file_type == FileType::Dir {
-                0
-            } else {
-                m.size()
-            },
-            nlink: m.nlink(),
-            rdev: if file_type.is_special() { m.rdev() } else { 0 },
-            data: Bytes::new(),
-            target: String::new(),
-            xattrs: read_xattrs(&at),
-        };
-        match file_type {
-            FileType::Dir => {
-                for child in std::fs::read_dir(&at).expect("read_dir") {
-                    let name = child.unwrap().file_name().into_string().expect("UTF-8");
-                    todo.push(path.join(&name).unwrap());
-                }
-            }
-            FileType::File => entry.data = Bytes::from(std::fs::read(&at).unwrap()),
-            FileType::Symlink => {
-                entry.target = std::fs::read_link(&at)
-                    .unwrap()
-                    .into_os_string()
-                    .into_string()
-                    .unwrap();
-            }
-            _ => {}
-        }
-        out.insert(path, entry);
-    }
-    out
-}
-
-fn read_xattrs(path: &Path) -> Vec<(String, bytes::Bytes)> {
-    let mut names = vec![0u8; 65536];
-    let n = match rustix::fs::llistxattr(path, &mut names) {
-        Ok(n) => n,
-        Err(_) => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
-        let name = std::str::from_utf8(name)
-            .expect("UTF-8 xattr name")
-            .to_owned();
-        let mut value = vec![0u8; 65536];
-        let len = rustix::fs::lgetxattr(path, name.as_str(), &mut value).expect("lgetxattr");
-        value.truncate(len);
-        out.push((name, bytes::Bytes::from(value)));
-    }
     out.sort();
     out
 }
