@@ -121,23 +121,20 @@ fn main() {
 fn file_data(root: &std::path::Path, once: bool) -> usize {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
-    walk(root, &mut |_, m, full| {
-        if m.is_file() {
-            if once && m.nlink() > 1 && !seen.insert((m.dev(), m.ino())) {
-                return 0;
-            }
-            m.len() as usize
+    let mut sum = 0;
+    common::walk(root, &mut |_, m, full| {
+        if m.is_file() && !(once && m.nlink() > 1 && !seen.insert((m.dev(), m.ino()))) {
+            sum += m.len() as usize;
         } else if m.is_symlink() {
-            std::fs::read_link(full).map_or(0, |t| t.as_os_str().len())
-        } else {
-            0
+            sum += std::fs::read_link(full).map_or(0, |t| t.as_os_str().len());
         }
-    })
+    });
+    sum
 }
 
 fn vfs_tree(root: &std::path::Path) -> VfsPath {
     let fs = VfsPath::new(MemoryFS::new());
-    walk(root, &mut |rel, m, full| {
+    common::walk(root, &mut |rel, m, full| {
         let p = fs.join(rel).expect("vfs path");
         if m.is_dir() {
             p.create_dir_all().expect("vfs create_dir_all");
@@ -155,40 +152,6 @@ fn vfs_tree(root: &std::path::Path) -> VfsPath {
             w.write_all(&data).expect("vfs write");
             w.flush().expect("vfs flush");
         }
-        0
     });
     fs
-}
-
-/// Visits every entry under `root` (parents first), summing what `f` says.
-fn walk(
-    root: &std::path::Path,
-    f: &mut dyn FnMut(&str, &std::fs::Metadata, &std::path::Path) -> usize,
-) -> usize {
-    let mut sum = 0;
-    let mut todo = vec![String::new()];
-    while let Some(rel) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(root.join(&rel)) else {
-            continue;
-        };
-        for e in entries.filter_map(|e| e.ok()) {
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let rel = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let full = root.join(&rel);
-            let Ok(m) = std::fs::symlink_metadata(&full) else {
-                continue;
-            };
-            sum += f(&rel, &m, &full);
-            if m.is_dir() {
-                todo.push(rel);
-            }
-        }
-    }
-    sum
 }

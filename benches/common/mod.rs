@@ -129,34 +129,55 @@ pub fn fresh_upper(scratch: &Path) -> DirLayer {
 
 /// The relative paths of every non-directory of the corpus's root
 /// filesystem, sorted (with their directories implied); without the
-/// corpus, of up to 20,000 files of the host's `/usr/share`. Says which.
+/// corpus, of the first 20,000 files of the host's `/usr/share`. Says which.
 pub fn tree_paths() -> Vec<String> {
     let (top, prefix, max) = match corpus() {
-        Some(c) => (c.join("rootfs"), String::new(), usize::MAX),
+        Some(c) => (c.join("rootfs"), "", usize::MAX),
         None => {
             eprintln!(
                 "NOTE: no corpus (run benches/corpus.sh); looking up files of /usr/share instead"
             );
-            (PathBuf::from("/usr/share"), "usr/share/".to_owned(), 20_000)
+            (PathBuf::from("/usr/share"), "usr/share/", 20_000)
         }
     };
     let mut files = Vec::new();
-    let mut todo = vec![PathBuf::new()];
+    walk(&top, &mut |rel, m, _| {
+        if !m.is_dir() {
+            files.push(format!("{prefix}{rel}"));
+        }
+    });
+    files.sort();
+    files.truncate(max);
+    files
+}
+
+/// Visits every entry under `root` that has a UTF-8 name, parents before
+/// their children, with its path relative to `root`, its own metadata (a
+/// symlink is not followed) and its full path. Unreadable parts are
+/// passed over.
+pub fn walk(root: &Path, f: &mut dyn FnMut(&str, &std::fs::Metadata, &Path)) {
+    let mut todo = vec![String::new()];
     while let Some(rel) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(top.join(&rel)) else {
+        let Ok(entries) = std::fs::read_dir(root.join(&rel)) else {
             continue;
         };
         for e in entries.filter_map(|e| e.ok()) {
-            let Ok(t) = e.file_type() else { continue };
-            let path = rel.join(e.file_name());
-            let Some(name) = path.to_str() else { continue };
-            if t.is_dir() {
-                todo.push(path);
-            } else if files.len() < max {
-                files.push(format!("{prefix}{name}"));
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let full = root.join(&rel);
+            let Ok(m) = std::fs::symlink_metadata(&full) else {
+                continue;
+            };
+            f(&rel, &m, &full);
+            if m.is_dir() {
+                todo.push(rel);
             }
         }
     }
-    files.sort();
-    files
 }
