@@ -617,6 +617,33 @@ mod tests {
         }
     }
 
+    /// Input of several chunks, and of an exact multiple of a chunk (the
+    /// last chunk is then empty): every codec gives the bytes back, and
+    /// zstd writes exactly one frame per chunk of data.
+    #[test]
+    fn chunk_boundaries_round_trip() {
+        let data: Vec<u8> = (0..3 * CHUNK as u32 + 5)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x3f)
+            .collect();
+        for len in [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, data.len()] {
+            for c in [Compression::Gzip, Compression::Zstd] {
+                assert_eq!(round_trip(c, &data[..len]), &data[..len], "{c} {len}");
+            }
+        }
+        let mut c = Compressor::new(Vec::new(), Compression::Zstd);
+        c.write_all(&data[..2 * CHUNK]).unwrap();
+        let frames: Vec<u8> = data[..2 * CHUNK]
+            .chunks(CHUNK)
+            .flat_map(|chunk| {
+                ruzstd::encoding::compress_to_vec(
+                    chunk,
+                    ruzstd::encoding::CompressionLevel::Fastest,
+                )
+            })
+            .collect();
+        assert_eq!(c.finish().unwrap(), frames);
+    }
+
     #[test]
     fn compression_is_deterministic() {
         let data = b"the same bytes give the same compressed bytes".repeat(1000);
