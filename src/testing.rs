@@ -51,7 +51,7 @@ mod ops;
 pub use codec::{
     MAX_LAYERS, MAX_OPS, Scenario, check_ops_bytes, ops_from_bytes, scenario_strategy,
 };
-pub use compare::{Divergence, check_model_vs_view, snapshot_dir, snapshot_view};
+pub use compare::{Divergence, check_model_vs_view, snapshot_dir, snapshot_view, xattrs_of};
 pub use conformance::{
     Nonconformance, Strictness, check_layer_conformance, check_layer_conformance_with,
 };

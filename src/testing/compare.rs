@@ -13,7 +13,7 @@ use crate::meta::FileType;
 use crate::model::{Model, Snapshot, SnapshotEntry};
 use crate::path::LayerPath;
 use crate::testing::codec::shared;
-use crate::testing::ops::{Op, apply_to_model, apply_to_view};
+use crate::testing::ops::{MetadataSummary, Op, apply_to_model, apply_to_view};
 use crate::view::{MergedView, ViewOptions};
 
 /// The tree in a directory on disk (an unpacked root filesystem, a kernel
@@ -30,7 +30,6 @@ use crate::view::{MergedView, ViewOptions};
 /// The first error reading the tree; `EILSEQ` for a name or a symlink
 /// target that is not UTF-8.
 pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
-    use std::os::unix::fs::MetadataExt;
     let not_utf8 = || std::io::Error::from(rustix::io::Errno::ILSEQ);
     let mut snapshot = Snapshot::new();
     let mut pending = vec![LayerPath::root()];
@@ -44,26 +43,23 @@ pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.is_root() => continue,
             m => m?,
         };
-        let file_type = FileType::from_mode(m.mode())
-            .ok_or_else(|| std::io::Error::from(rustix::io::Errno::INVAL))?;
+        let s = MetadataSummary::of_std(&m, xattrs_of(&at, false)?)?;
+        let file_type = s.file_type;
         let mut entry = SnapshotEntry {
             file_type,
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            size: if file_type == FileType::Dir {
-                0
-            } else {
-                m.size()
-            },
-            nlink: m.nlink(),
-            rdev: match file_type {
-                FileType::CharDevice | FileType::BlockDevice => m.rdev(),
-                _ => 0,
-            },
+            mode: s.mode,
+            uid: s.uid,
+            gid: s.gid,
+            size: s.size,
+            nlink: s.nlink,
+            rdev: s.rdev,
             data: Bytes::new(),
             target: String::new(),
-            xattrs: own_xattrs(&at)?,
+            xattrs: s
+                .xattrs
+                .into_iter()
+                .map(|(k, v)| (k, Bytes::from(v)))
+                .collect(),
         };
         match file_type {
             FileType::Dir => {
@@ -87,20 +83,32 @@ pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// The extended attributes of `path` itself (not of a symlink's target),
-/// sorted by name.
-fn own_xattrs(path: &Path) -> std::io::Result<Vec<(String, Bytes)>> {
+/// The extended attributes of `path` (of a symlink's target with
+/// `follow`, else of the path itself), sorted by name.
+///
+/// # Errors
+/// Those of `listxattr` and `getxattr`; `EILSEQ` for a name that is not
+/// UTF-8.
+pub fn xattrs_of(path: &Path, follow: bool) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     const BUF: usize = 1 << 16;
     let mut list = vec![0u8; BUF];
-    let n = rustix::fs::llistxattr(path, &mut list[..])?;
+    let n = if follow {
+        rustix::fs::listxattr(path, &mut list[..])?
+    } else {
+        rustix::fs::llistxattr(path, &mut list[..])?
+    };
     let mut out = Vec::new();
     for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let name = String::from_utf8(name.to_vec())
             .map_err(|_| std::io::Error::from(rustix::io::Errno::ILSEQ))?;
         let mut value = vec![0u8; BUF];
-        let len = rustix::fs::lgetxattr(path, name.as_str(), &mut value[..])?;
+        let len = if follow {
+            rustix::fs::getxattr(path, name.as_str(), &mut value[..])?
+        } else {
+            rustix::fs::lgetxattr(path, name.as_str(), &mut value[..])?
+        };
         value.truncate(len);
-        out.push((name, Bytes::from(value)));
+        out.push((name, value));
     }
     out.sort();
     Ok(out)

@@ -228,6 +228,41 @@ pub struct MetadataSummary {
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
+impl MetadataSummary {
+    /// What `stat` on a real file system (`metadata` reports) shows, as the
+    /// model shows it: a directory's size is 0 (the model does not compare
+    /// it), `rdev` is kept for devices only. `xattrs` are the object's
+    /// attributes, in name order (see [`xattrs_of`](crate::testing::xattrs_of)).
+    ///
+    /// # Errors
+    /// `EINVAL` for a type the crate does not know.
+    pub fn of_std(
+        m: &std::fs::Metadata,
+        xattrs: Vec<(String, Vec<u8>)>,
+    ) -> std::io::Result<MetadataSummary> {
+        use std::os::unix::fs::MetadataExt;
+        let file_type = FileType::from_mode(m.mode())
+            .ok_or_else(|| std::io::Error::from(rustix::io::Errno::INVAL))?;
+        Ok(MetadataSummary {
+            file_type,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: if file_type == FileType::Dir {
+                0
+            } else {
+                m.size()
+            },
+            nlink: m.nlink(),
+            rdev: match file_type {
+                FileType::CharDevice | FileType::BlockDevice => m.rdev(),
+                _ => 0,
+            },
+            xattrs,
+        })
+    }
+}
+
 impl From<&Metadata> for MetadataSummary {
     fn from(m: &Metadata) -> MetadataSummary {
         MetadataSummary {

@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use layerstack::testing::{MetadataSummary, Op, Outcome, Scenario};
@@ -136,60 +136,6 @@ fn file_type(t: fs::FileType) -> FileType {
     }
 }
 
-/// Attribute names and values of `path`, sorted (following a final symlink
-/// or not). Everything the kernel lists is shown: overlayfs already hides
-/// its own `trusted.overlay.*` bookkeeping, and nothing else (no LSM label,
-/// no ACL) is ever set on these trees.
-pub fn xattrs(path: &Path, follow: bool) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let mut list = vec![0u8; XATTR_BUF];
-    let n = if follow {
-        rustix::fs::listxattr(path, &mut list[..])?
-    } else {
-        rustix::fs::llistxattr(path, &mut list[..])?
-    };
-    let mut names: Vec<String> = list[..n]
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| String::from_utf8(n.to_vec()).expect("attribute names here are UTF-8"))
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for name in names {
-        let mut value = vec![0u8; XATTR_BUF];
-        let len = if follow {
-            rustix::fs::getxattr(path, name.as_str(), &mut value[..])?
-        } else {
-            rustix::fs::lgetxattr(path, name.as_str(), &mut value[..])?
-        };
-        value.truncate(len);
-        out.push((name, value));
-    }
-    Ok(out)
-}
-
-/// What the model's metadata shows of `m`: directory sizes are 0 (the
-/// model does not compare them), `rdev` only for devices.
-pub fn summary(m: &fs::Metadata, xattrs: Vec<(String, Vec<u8>)>) -> MetadataSummary {
-    let file_type = file_type(m.file_type());
-    MetadataSummary {
-        file_type,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        size: if file_type == FileType::Dir {
-            0
-        } else {
-            m.size()
-        },
-        nlink: m.nlink(),
-        rdev: match file_type {
-            FileType::CharDevice | FileType::BlockDevice => m.rdev(),
-            _ => 0,
-        },
-        xattrs,
-    }
-}
-
 fn metadata(path: &str, follow: bool) -> Outcome {
     let m = if follow {
         fs::metadata(path)
@@ -200,8 +146,8 @@ fn metadata(path: &str, follow: bool) -> Outcome {
         Ok(m) => m,
         Err(e) => return err(&e),
     };
-    match xattrs(Path::new(path), follow) {
-        Ok(x) => Outcome::Metadata(summary(&m, x)),
+    match layerstack::testing::xattrs_of(Path::new(path), follow) {
+        Ok(x) => Outcome::Metadata(MetadataSummary::of_std(&m, x).expect("a known file type")),
         Err(e) => err(&e),
     }
 }

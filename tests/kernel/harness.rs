@@ -20,7 +20,7 @@ use layerstack::{Entry, FileType, Layer, MemLayer, ViewOptions};
 use rustix::fs::{AtFlags, CWD, Mode};
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use crate::child::{CHILD_ENV, OUTCOME_MARK, encode_hex, xattrs};
+use crate::child::{CHILD_ENV, OUTCOME_MARK, encode_hex};
 
 /// Set to `1` to make the kernel tests fail instead of skipping.
 const REQUIRE_ENV: &str = "LAYERSTACK_REQUIRE_KERNEL";
@@ -428,7 +428,7 @@ impl Overlay {
     /// dir would show `0755 root:root` and lose a `chmod /`).
     pub fn commit(&mut self) {
         let m = fs::symlink_metadata(&self.mnt).expect("stat the mount root");
-        let attrs = xattrs(&self.mnt, false).expect("root attributes");
+        let attrs = layerstack::testing::xattrs_of(&self.mnt, false).expect("root attributes");
         self.unmount();
         let old = self.upper.clone();
         self.lowers.insert(0, old);
