@@ -38,8 +38,12 @@
 
 #[path = "kernel/child.rs"]
 mod child;
+#[path = "kernel/disk.rs"]
+mod disk;
 #[path = "kernel/harness.rs"]
 mod harness;
+#[path = "kernel/regressions.rs"]
+mod regressions;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -51,7 +55,7 @@ use layerstack::testing::{
     MetadataSummary, Op, Outcome, apply_to_view, build_layer, ops_strategy, snapshot_view,
     stack_items_strategy,
 };
-use layerstack::view::{DirRename, OpenOptions, RenameMode};
+use layerstack::view::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode};
 use layerstack::{
     DirLayer, Entry, ErrorKind, FileType, Layer, LayerPath, MemLayer, MergedView, Metadata,
     ViewOptions,
@@ -1095,5 +1099,142 @@ proptest! {
         }
         let (layers, options, extra) = interop_case(&stack, redirect)?;
         we_read_the_kernels(&layers, &ops, options, extra);
+    }
+}
+
+// ----- the kernel and a view over DirLayers, side by side -----
+
+/// The three option sets the side-by-side runs use: the view's options and
+/// the kernel's mount options that agree with them.
+fn side_by_side_options(variant: u8) -> (ViewOptions, &'static str) {
+    match variant {
+        0 => (ViewOptions::default(), ""),
+        1 => (
+            ViewOptions::default().dir_rename(DirRename::Redirect),
+            "redirect_dir=on",
+        ),
+        _ => (
+            ViewOptions::default().hard_links(HardLinkCopyUp::Keep),
+            "index=on",
+        ),
+    }
+}
+
+/// Runs one random case side by side (see `kernel/disk.rs`).
+fn side_by_side_case(
+    stack: &[Vec<layerstack::testing::LayerItem>],
+    ops: &[Op],
+    variant: u8,
+) -> Result<(), TestCaseError> {
+    if !kernel_available() {
+        return Ok(());
+    }
+    let layers: Vec<_> = stack.iter().map(|items| build_layer(items)).collect();
+    if layers.is_empty() {
+        return Err(TestCaseError::reject("overlayfs needs a lower layer"));
+    }
+    if let Some(why) = aliasing_redirect(&layers) {
+        return Err(TestCaseError::reject(why));
+    }
+    let (options, extra) = side_by_side_options(variant);
+    match disk::run_side_by_side(&layers, ops, options, extra) {
+        Ok(_) => Ok(()),
+        Err(RunError::Unsupported(why)) => Err(TestCaseError::reject(format!(
+            "the kernel refuses the layers: {why}"
+        ))),
+        Err(RunError::Diverged { step, detail }) => Err(TestCaseError::fail(format!(
+            "{extra:?}: step {step}: {detail}"
+        ))),
+    }
+}
+
+/// `PROPTEST_CASES / 80` cases per option set (100 without it).
+fn side_by_side_config() -> Config {
+    config_scaled(80, 100)
+}
+
+proptest! {
+    #![proptest_config(side_by_side_config())]
+
+    #[test]
+    fn side_by_side_with_default_options(
+        stack in stack_items_strategy(3),
+        ops in ops_strategy(30),
+    ) {
+        side_by_side_case(&stack, &ops, 0)?;
+    }
+
+    #[test]
+    fn side_by_side_with_redirect_dir(
+        stack in stack_items_strategy(3),
+        ops in ops_strategy(30),
+    ) {
+        side_by_side_case(&stack, &ops, 1)?;
+    }
+
+    #[test]
+    fn side_by_side_with_index(
+        stack in stack_items_strategy(3),
+        ops in ops_strategy(30),
+    ) {
+        side_by_side_case(&stack, &ops, 2)?;
+    }
+}
+
+/// The four kernel option sets whose uppers a view reads back, with the
+/// view options that agree.
+fn read_back_options(variant: u8) -> (ViewOptions, &'static str) {
+    match variant {
+        0..=2 => side_by_side_options(variant),
+        _ => (
+            ViewOptions::default().dir_rename(DirRename::Redirect),
+            "metacopy=on,redirect_dir=on",
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(side_by_side_config())]
+
+    /// The kernel runs a random sequence alone, with the default options,
+    /// `redirect_dir=on`, `index=on` or `metacopy=on,redirect_dir=on`; a
+    /// view over its upperdir (and workdir, for the index) must show its
+    /// final tree.
+    #[test]
+    fn we_read_back_the_kernels_upper_with_any_options(
+        stack in stack_items_strategy(3),
+        ops in ops_strategy(30),
+        variant in 0u8..4,
+    ) {
+        if !kernel_available() {
+            return Ok(());
+        }
+        let (layers, _, _) = interop_case(&stack, false)?;
+        let (options, extra) = read_back_options(variant);
+        match disk::read_back_kernels_upper(&layers, &ops, options, extra) {
+            Ok(()) => {}
+            Err(RunError::Unsupported(why)) => {
+                return Err(TestCaseError::reject(format!("the kernel refuses the layers: {why}")));
+            }
+            Err(RunError::Diverged { step, detail }) => {
+                prop_assert!(false, "step {}: {}", step, detail);
+            }
+        }
+    }
+
+    /// A view over `DirLayer`s runs a random sequence with
+    /// `HardLinkCopyUp::Keep`; the kernel mounting its upper with
+    /// `index=on` must show the view's tree.
+    #[test]
+    fn the_kernel_mounts_our_upper_with_index(
+        stack in stack_items_strategy(3),
+        ops in ops_strategy(30),
+    ) {
+        if !kernel_available() {
+            return Ok(());
+        }
+        let (layers, _, _) = interop_case(&stack, false)?;
+        let (options, extra) = side_by_side_options(2);
+        kernel_reads_ours(&layers, &ops, options, extra);
     }
 }

@@ -61,16 +61,27 @@ fn probe() -> Result<(), String> {
         "lowerdir={0}/l,upperdir={0}/u,workdir={0}/w",
         scratch.root.display()
     );
-    mount_overlay(&mnt, &data).map_err(|e| format!("cannot mount an overlay: {e}"))?;
+    mount_overlay(&mnt, &data, MountFlags::empty())
+        .map_err(|e| format!("cannot mount an overlay: {e}"))?;
     scratch.mounts.push(mnt);
     Ok(())
 }
 
-fn mount_overlay(mnt: &Path, data: &str) -> std::io::Result<()> {
-    let data = CString::new(data).expect("mount options have no NUL");
+/// Mounts an overlay with `data`; the token `noatime` in it is the mount
+/// flag (it is no overlay option), added to `flags`.
+fn mount_overlay(mnt: &Path, data: &str, mut flags: MountFlags) -> std::io::Result<()> {
+    let mut options = Vec::new();
+    for token in data.split(',') {
+        if token == "noatime" {
+            flags |= MountFlags::NOATIME;
+        } else {
+            options.push(token);
+        }
+    }
+    let data = CString::new(options.join(",")).expect("mount options have no NUL");
     // nodev: the layers hold device nodes (8/1 is a real disk); nothing
     // may ever open one through the mount.
-    rustix::mount::mount("overlay", mnt, "overlay", MountFlags::NODEV, &*data)?;
+    rustix::mount::mount("overlay", mnt, "overlay", flags | MountFlags::NODEV, &*data)?;
     Ok(())
 }
 
@@ -93,12 +104,19 @@ pub struct Scratch {
 impl Scratch {
     /// A fresh tmpfs.
     pub fn new() -> std::io::Result<Scratch> {
+        Scratch::with_flags(MountFlags::empty())
+    }
+
+    /// A fresh tmpfs mounted with `flags` (and `nodev`).
+    pub fn with_flags(flags: MountFlags) -> std::io::Result<Scratch> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let root = std::env::temp_dir().join(format!("lsk-{}-{n}", std::process::id()));
         fs::create_dir(&root)?;
         let data = CString::new("mode=0755").expect("no NUL");
-        if let Err(e) = rustix::mount::mount("tmpfs", &root, "tmpfs", MountFlags::NODEV, &*data) {
+        if let Err(e) =
+            rustix::mount::mount("tmpfs", &root, "tmpfs", flags | MountFlags::NODEV, &*data)
+        {
             let _ = fs::remove_dir(&root);
             return Err(e.into());
         }
@@ -114,8 +132,26 @@ impl Scratch {
     /// unmounted with the scratch.
     pub fn mount_overlay(&mut self, mnt: &Path, data: &str) {
         fs::create_dir_all(mnt).expect("mkdir the mount point");
-        mount_overlay(mnt, data).unwrap_or_else(|e| panic!("mount overlay {data}: {e}"));
+        mount_overlay(mnt, data, MountFlags::empty())
+            .unwrap_or_else(|e| panic!("mount overlay {data}: {e}"));
         self.mounts.push(mnt.to_owned());
+    }
+
+    /// Binds the scratch root (alone, not the mounts below it) at
+    /// `root/name`, read-only and `noatime`: the harness reads layers
+    /// through it without changing any access time.
+    pub fn observer(&mut self, name: &str) -> PathBuf {
+        let at = self.root.join(name);
+        fs::create_dir(&at).expect("mkdir the observer mount point");
+        rustix::mount::mount_bind(&self.root, &at).expect("bind the scratch root");
+        self.mounts.push(at.clone());
+        rustix::mount::mount_remount(
+            &at,
+            MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOATIME | MountFlags::NODEV,
+            "",
+        )
+        .expect("make the observer mount read-only and noatime");
+        at
     }
 
     /// Unmounts the last overlay mounted with [`Scratch::mount_overlay`].
@@ -329,8 +365,17 @@ impl Overlay {
     /// an empty upper whose root is `0755 root:root` (as a fresh
     /// `MemLayer`'s root, which the model's root shows).
     pub fn new(layers: &[MemLayer], extra: &str) -> Overlay {
+        Overlay::in_scratch(
+            Scratch::new().expect("mount the scratch tmpfs"),
+            layers,
+            extra,
+        )
+    }
+
+    /// As [`Overlay::new`], on `scratch` (its mounts stay below the
+    /// overlay's).
+    pub fn in_scratch(scratch: Scratch, layers: &[MemLayer], extra: &str) -> Overlay {
         assert!(!layers.is_empty(), "overlayfs needs a lower layer");
-        let scratch = Scratch::new().expect("mount the scratch tmpfs");
         let mut lowers = Vec::new();
         for (i, layer) in layers.iter().enumerate() {
             let dir = scratch.root.join(format!("l{i}"));
@@ -358,6 +403,27 @@ impl Overlay {
     /// The current upper directory.
     pub fn upper(&self) -> &Path {
         &self.upper
+    }
+
+    /// The current work directory (`workdir`).
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
+    /// The mount point.
+    pub fn mnt(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// The scratch tmpfs root.
+    pub fn scratch_root(&self) -> &Path {
+        &self.scratch.root
+    }
+
+    /// Unmounts the overlay (stopping the child) for good: the layers stay
+    /// for other readers.
+    pub fn unmount_for_good(&mut self) {
+        self.unmount();
     }
 
     /// The lower directories, top first (committed uppers included).
@@ -408,7 +474,8 @@ impl Overlay {
             data.push(',');
             data.push_str(&self.extra);
         }
-        mount_overlay(&self.mnt, &data).unwrap_or_else(|e| panic!("mount overlay {data}: {e}"));
+        mount_overlay(&self.mnt, &data, MountFlags::empty())
+            .unwrap_or_else(|e| panic!("mount overlay {data}: {e}"));
         self.scratch.mounts.push(self.mnt.clone());
     }
 
@@ -433,6 +500,19 @@ impl Overlay {
         let old = self.upper.clone();
         self.lowers.insert(0, old);
         self.fresh_upper(m.mode() & 0o7777, m.uid(), m.gid(), &attrs);
+        // And its times, as `MergedView::commit` keeps them.
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: m.atime(),
+                tv_nsec: m.atime_nsec(),
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: m.mtime(),
+                tv_nsec: m.mtime_nsec(),
+            },
+        };
+        rustix::fs::utimensat(CWD, &self.upper, &times, AtFlags::empty())
+            .expect("copy the root's times to the new upper");
         self.mount();
     }
 

@@ -1,0 +1,4 @@
+//! Named regressions of issue 12, each against the real kernel.
+
+#[allow(unused_imports)]
+use super::*;
