@@ -419,6 +419,16 @@ impl SideBySide {
         }
     }
 
+    /// Our copy of lower layer `i` (as given, top first).
+    pub fn our_lower(&self, i: usize) -> PathBuf {
+        self.root.join("ours").join(format!("l{i}"))
+    }
+
+    /// Our upper directory.
+    pub fn our_upper(&self) -> &Path {
+        &self.view_upper
+    }
+
     /// `path` (on the scratch tmpfs) as the observer sees it.
     fn seen(&self, path: &Path) -> PathBuf {
         self.obs.join(

@@ -415,11 +415,6 @@ impl Overlay {
         &self.mnt
     }
 
-    /// The scratch tmpfs root.
-    pub fn scratch_root(&self) -> &Path {
-        &self.scratch.root
-    }
-
     /// Unmounts the overlay (stopping the child) for good: the layers stay
     /// for other readers.
     pub fn unmount_for_good(&mut self) {

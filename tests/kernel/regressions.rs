@@ -1,4 +1,646 @@
-//! Named regressions of issue 12, each against the real kernel.
+//! Named regressions of issue 12, one or more per item, each checked
+//! against the real kernel (the experiment is in the test).
 
-#[allow(unused_imports)]
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use layerstack::layer::dir::{Durability, WhiteoutFormat};
+
 use super::*;
+use crate::disk::{SideBySide, read_back_kernels_upper, tree_difference};
+
+/// Runs `ops` side by side (`kernel/disk.rs`), panicking at the first
+/// difference; `None` when the kernel tests skip.
+fn side_by_side(
+    layers: &[MemLayer],
+    ops: &[Op],
+    options: ViewOptions,
+    extra: &str,
+    before: impl FnOnce(&SideBySide),
+) -> Option<SideBySide> {
+    if !kernel_available() {
+        return None;
+    }
+    let mut pair = SideBySide::new(layers, options, extra);
+    before(&pair);
+    let fail = |e: RunError| -> ! {
+        match e {
+            RunError::Diverged { step, detail } => {
+                panic!("the kernel and our view differ at step {step}: {detail}")
+            }
+            RunError::Unsupported(why) => panic!("the kernel refuses the layers: {why}"),
+        }
+    };
+    if let Err(e) = pair.check(0, None) {
+        fail(e);
+    }
+    for (i, op) in ops.iter().enumerate() {
+        if let Err(e) = pair.step(i + 1, op) {
+            fail(e);
+        }
+    }
+    Some(pair)
+}
+
+fn read_back(layers: &[MemLayer], ops: &[Op], options: ViewOptions, extra: &str) {
+    if !kernel_available() {
+        return;
+    }
+    match read_back_kernels_upper(layers, ops, options, extra) {
+        Ok(()) => {}
+        Err(RunError::Diverged { detail, .. }) => panic!("{detail}"),
+        Err(RunError::Unsupported(why)) => panic!("the kernel refuses the layers: {why}"),
+    }
+}
+
+fn mtime(view: &MergedView, path: &str) -> layerstack::Timestamp {
+    view.metadata(path).expect("stat in the view").mtime
+}
+
+fn lstat(path: &Path) -> fs::Metadata {
+    fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat `{}`: {e}", path.display()))
+}
+
+/// Item 1: every kind of copy-up through `DirLayer`s keeps the mtimes of
+/// the copied-up parents and of the upper root, as the kernel does.
+#[test]
+fn copy_up_on_disk_keeps_the_parents_mtimes() {
+    // The codec the kernel's child reads holds only the names `a`, `b`,
+    // `c`: one operation per file, in three directories.
+    let lower = layer(|l| {
+        for f in [
+            "a/a/a", "a/a/b", "a/a/c", "a/b/a", "a/b/b", "a/b/c", "b/a/a", "b/a/b",
+        ] {
+            l.add_file(f, "data")?;
+        }
+        l.add_dir("c")
+    });
+    let ops = [
+        Op::Open {
+            path: path("a/a/a"),
+            options: open(true),
+        },
+        Op::Append {
+            path: path("a/a/b"),
+            data: b"more".to_vec(),
+        },
+        Op::SetLen {
+            path: path("a/a/c"),
+            len: 1,
+        },
+        Op::SetPermissions {
+            path: path("a/b/a"),
+            mode: 0o600,
+        },
+        Op::SetOwner {
+            path: path("a/b/b"),
+            uid: Some(1),
+            gid: Some(1),
+        },
+        Op::SetTimes {
+            path: path("a/b/c"),
+            atime: Some(layerstack::Timestamp::new(5, 0)),
+            mtime: None,
+        },
+        Op::SetXattr {
+            path: path("b/a/a"),
+            name: path("user.x"),
+            value: b"v".to_vec(),
+        },
+        // Copies `b/a/b` up (no new name in `b/a`) and links it into `c`,
+        // whose mtime changes.
+        Op::HardLink {
+            original: path("b/a/b"),
+            link: path("c/a"),
+        },
+    ];
+    const WATCHED: [&str; 6] = ["/", "a", "a/a", "a/b", "b", "b/a"];
+    let mut before = Vec::new();
+    let Some(pair) = side_by_side(&[lower], &ops, ViewOptions::default(), "", |pair| {
+        before = WATCHED.iter().map(|p| mtime(&pair.view, p)).collect();
+    }) else {
+        return;
+    };
+    let after: Vec<_> = WATCHED.iter().map(|p| mtime(&pair.view, p)).collect();
+    assert_eq!(after, before, "mtimes of {WATCHED:?}");
+}
+
+/// Item 2: reading through `DirLayer`s changes no atime: not the lower
+/// file's, not the lower or upper directories', not the upper root's (the
+/// kernel opens with `O_NOATIME`). The scratch tmpfs is `strictatime`.
+#[test]
+fn reading_through_dir_layers_changes_no_atime() {
+    let lower = layer(|l| {
+        l.add_file("a/a", "data")?;
+        l.add_file("b", "top")
+    });
+    let ops = [
+        Op::Read { path: path("a/a") },
+        Op::ReadAt {
+            path: path("b"),
+            offset: 1,
+            len: 2,
+        },
+        Op::Open {
+            path: path("a/a"),
+            options: open(false),
+        },
+        Op::ReadDir { path: path("a") },
+        Op::ReadDir { path: path("/") },
+        Op::Metadata { path: path("a/a") },
+        Op::ListXattr { path: path("a/a") },
+        // A new upper file, then read again.
+        Op::Write {
+            path: path("c"),
+            data: b"new".to_vec(),
+        },
+        Op::Read { path: path("c") },
+        Op::ReadDir { path: path("/") },
+    ];
+    let watched = |pair: &SideBySide| {
+        let l0 = pair.our_lower(0);
+        [
+            l0.join("a/a"),
+            l0.join("a"),
+            l0.clone(),
+            pair.our_upper().to_owned(),
+        ]
+        .iter()
+        .map(|p| {
+            let m = lstat(p);
+            (p.clone(), m.atime(), m.atime_nsec())
+        })
+        .collect::<Vec<_>>()
+    };
+    let mut before = Vec::new();
+    let Some(pair) = side_by_side(&[lower], &ops, ViewOptions::default(), "", |pair| {
+        before = watched(pair);
+    }) else {
+        return;
+    };
+    assert_eq!(watched(&pair), before, "atimes (path, sec, nsec)");
+}
+
+/// Item 3: with `HardLinkCopyUp::Break`, the copied-up name of a lower
+/// hard link gets its own inode number; the other name keeps the lower
+/// one (the kernel, `index=off`). On disk, and in memory.
+#[test]
+fn a_hard_link_broken_by_copy_up_gets_its_own_inode() {
+    let lower = layer(|l| {
+        l.add_file("a", "x")?;
+        l.add_hard_link("a", "b")
+    });
+    let ops = [
+        Op::Append {
+            path: path("a"),
+            data: b"y".to_vec(),
+        },
+        Op::Metadata { path: path("b") },
+    ];
+    let mut before = (0, 0);
+    let Some(pair) = side_by_side(
+        std::slice::from_ref(&lower),
+        &ops,
+        ViewOptions::default(),
+        "",
+        |pair| {
+            let ino = |p| pair.view.metadata(p).expect("stat").ino;
+            before = (ino("a"), ino("b"));
+        },
+    ) else {
+        return;
+    };
+    assert_eq!(before.0, before.1, "one lower inode, two names");
+    let (a, b) = (
+        pair.view.metadata("a").expect("stat a"),
+        pair.view.metadata("b").expect("stat b"),
+    );
+    assert_ne!(a.ino, b.ino, "on disk");
+    assert_eq!((a.nlink, b.nlink, b.ino), (1, 2, before.1));
+
+    let view = MergedView::new(vec![Arc::new(lower) as Arc<dyn Layer>], MemLayer::new())
+        .expect("a view in memory");
+    let lower_ino = view.metadata("b").expect("stat b").ino;
+    view.append("a", "y").expect("append to a");
+    let (a, b) = (
+        view.metadata("a").expect("stat a"),
+        view.metadata("b").expect("stat b"),
+    );
+    assert_ne!(a.ino, b.ino, "in memory");
+    assert_eq!((a.nlink, b.nlink, b.ino), (1, 2, lower_ino));
+}
+
+/// Item 4: an upper the kernel wrote with `metacopy=on` (chmod, chown and
+/// rename of lower files: metadata-only copies, the rename with a
+/// redirect) reads the data from the lower layer.
+#[test]
+fn a_metacopy_upper_reads_the_lower_data() {
+    let lower = layer(|l| {
+        l.add_file("a", "hello")?;
+        l.add_file("b", "two")?;
+        l.add_file("c/a", "three")
+    });
+    let ops = [
+        Op::SetPermissions {
+            path: path("a"),
+            mode: 0o600,
+        },
+        Op::SetOwner {
+            path: path("c/a"),
+            uid: Some(1),
+            gid: None,
+        },
+        Op::Rename {
+            from: path("b"),
+            to: path("c/b"),
+            mode: RenameMode::Replace,
+        },
+    ];
+    let extra = "metacopy=on,redirect_dir=on";
+    if !kernel_available() {
+        return;
+    }
+    // The kernel did write metadata-only copies (the experiment).
+    let overlay = disk::kernel_only(std::slice::from_ref(&lower), &ops, extra)
+        .unwrap_or_else(|_| panic!("the kernel refuses the layers"));
+    for p in ["a", "c/a", "c/b"] {
+        let at = overlay.upper().join(p);
+        assert!(
+            layerstack::testing::xattrs_of(&at, false)
+                .expect("upper xattrs")
+                .iter()
+                .any(|(k, _)| k == "trusted.overlay.metacopy"),
+            "the kernel wrote `{p}` as a metacopy"
+        );
+        assert_eq!(
+            lstat(&at).blocks(),
+            0,
+            "`{p}` holds no data (a sparse copy)"
+        );
+    }
+    drop(overlay);
+    read_back(
+        &[lower],
+        &ops,
+        ViewOptions::default().dir_rename(DirRename::Redirect),
+        extra,
+    );
+}
+
+/// Item 5: after the kernel appended to `a` (linked with `b`) with
+/// `index=on`, a view over its upper (and workdir: the index) shows the
+/// new content under both names, one inode, two links.
+#[test]
+fn an_index_upper_shows_the_new_content_under_both_names() {
+    let lower = layer(|l| {
+        l.add_file("a", "x")?;
+        l.add_hard_link("a", "b")
+    });
+    let ops = [Op::Append {
+        path: path("a"),
+        data: b"y".to_vec(),
+    }];
+    if !kernel_available() {
+        return;
+    }
+    let options = ViewOptions::default().hard_links(HardLinkCopyUp::Keep);
+    read_back(std::slice::from_ref(&lower), &ops, options, "index=on");
+    let mut overlay = disk::kernel_only(&[lower], &ops, "index=on")
+        .unwrap_or_else(|_| panic!("the kernel refuses the layers"));
+    overlay.unmount_for_good();
+    let upper = DirLayer::open_upper(utf8(overlay.upper()), utf8(overlay.work()))
+        .expect("open the kernel's upper");
+    let view = MergedView::with_options(dir_lowers(overlay.lowers()), upper, options)
+        .expect("open the view");
+    let (a, b) = (
+        view.metadata("a").expect("stat a"),
+        view.metadata("b").expect("stat b"),
+    );
+    assert_eq!(&view.read("b").expect("read b")[..], b"xy");
+    assert_eq!((a.ino == b.ino, a.nlink, b.nlink), (true, 2, 2));
+}
+
+/// A lower `l` with a file, an upper `u` and a work dir `w` on a scratch
+/// tmpfs.
+fn plain_dirs() -> (harness::Scratch, std::path::PathBuf) {
+    let scratch = harness::Scratch::new().expect("mount the scratch tmpfs");
+    let root = scratch.root.clone();
+    for d in ["l", "u", "w", "m"] {
+        fs::create_dir(root.join(d)).expect("mkdir");
+    }
+    fs::write(root.join("l/f"), "x").expect("write a lower file");
+    (scratch, root)
+}
+
+/// Mounts (and at once unmounts) the kernel's overlay over `root`'s `l`,
+/// `u`, `w` with `options`: its errno if it refuses.
+fn kernel_mounts(root: &Path, options: &str) -> Result<(), i32> {
+    let data = format!(
+        "lowerdir={0}/l,upperdir={0}/u,workdir={0}/w{options}",
+        root.display()
+    );
+    let data = std::ffi::CString::new(data).expect("no NUL");
+    let mnt = root.join("m");
+    rustix::mount::mount(
+        "overlay",
+        &mnt,
+        "overlay",
+        rustix::mount::MountFlags::NODEV,
+        &*data,
+    )
+    .map_err(|e| e.raw_os_error())?;
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).expect("unmount");
+    Ok(())
+}
+
+const EINVAL: i32 = 22;
+const ELOOP: i32 = 40;
+
+/// Item 6: a regular file at `workdir/work` is replaced by the work
+/// directory, as the kernel replaces it.
+#[test]
+fn a_regular_file_at_work_work_is_replaced() {
+    if !kernel_available() {
+        return;
+    }
+    let (_scratch, root) = plain_dirs();
+    fs::write(root.join("w/work"), "junk").expect("a file at work/work");
+    // The kernel (the experiment).
+    assert_eq!(kernel_mounts(&root, ""), Ok(()));
+    assert!(lstat(&root.join("w/work")).is_dir());
+    fs::remove_dir(root.join("w/work")).expect("rmdir work/work");
+    fs::write(root.join("w/work"), "junk").expect("a file at work/work");
+    let upper = DirLayer::open_upper(utf8(&root.join("u")), utf8(&root.join("w")))
+        .expect("open_upper replaces a file at work/work");
+    assert!(lstat(&root.join("w/work")).is_dir());
+    drop(upper);
+}
+
+/// Item 6: after a kernel `volatile` session the kernel refuses the pair
+/// (`EINVAL`) while its marker `workdir/work/incompat/volatile` is there;
+/// `open_upper` refuses it the same way and keeps the marker.
+#[test]
+fn a_kernel_volatile_session_is_refused_and_its_marker_kept() {
+    if !kernel_available() {
+        return;
+    }
+    let (_scratch, root) = plain_dirs();
+    assert_eq!(kernel_mounts(&root, ",volatile"), Ok(()));
+    let marker = root.join("w/work/incompat/volatile");
+    assert!(marker.is_dir(), "the kernel's marker");
+    assert_eq!(kernel_mounts(&root, ""), Err(EINVAL), "the kernel refuses");
+    let opened = DirLayer::open_upper(utf8(&root.join("u")), utf8(&root.join("w")));
+    assert_eq!(
+        opened.as_ref().map(|_| ()).map_err(layerstack::Error::kind),
+        Err(ErrorKind::InvalidInput),
+        "open_upper after a volatile kernel session"
+    );
+    assert!(marker.is_dir(), "the marker is kept");
+    assert_eq!(kernel_mounts(&root, ""), Err(EINVAL), "still refused");
+}
+
+/// Item 6: an upper written with `Durability::Volatile` leaves the
+/// kernel's marker, so the kernel refuses to mount it (`EINVAL`) as it
+/// refuses after its own volatile session.
+#[test]
+fn a_volatile_upper_leaves_the_kernels_marker() {
+    if !kernel_available() {
+        return;
+    }
+    let (_scratch, root) = plain_dirs();
+    let upper = DirLayer::open_upper_with(
+        utf8(&root.join("u")),
+        utf8(&root.join("w")),
+        DirLayerOptions::default().durability(Durability::Volatile),
+    )
+    .expect("open a volatile upper");
+    let lowers = dir_lowers(&[root.join("l")]);
+    let view = MergedView::new(lowers, upper).expect("open the view");
+    view.write("f", "changed").expect("write through the view");
+    drop(view);
+    assert!(
+        root.join("w/work/incompat/volatile").is_dir(),
+        "the kernel's volatile marker"
+    );
+    assert_eq!(kernel_mounts(&root, ""), Err(EINVAL));
+}
+
+/// Item 7: the upper directory also given as a lower layer is refused
+/// with `ELOOP`, as the kernel refuses the mount.
+#[test]
+fn the_upper_given_as_a_lower_is_refused_with_eloop() {
+    if !kernel_available() {
+        return;
+    }
+    let (_scratch, root) = plain_dirs();
+    let data = format!(
+        "lowerdir={0}/u:{0}/l,upperdir={0}/u,workdir={0}/w",
+        root.display()
+    );
+    let data = std::ffi::CString::new(data).expect("no NUL");
+    let refused = rustix::mount::mount(
+        "overlay",
+        &root.join("m"),
+        "overlay",
+        rustix::mount::MountFlags::NODEV,
+        &*data,
+    );
+    assert_eq!(
+        refused.map_err(|e| e.raw_os_error()),
+        Err(ELOOP),
+        "the kernel"
+    );
+    let upper =
+        DirLayer::open_upper(utf8(&root.join("u")), utf8(&root.join("w"))).expect("open upper");
+    let lowers = dir_lowers(&[root.join("u"), root.join("l")]);
+    let view = MergedView::new(lowers, upper);
+    assert_eq!(
+        view.map(drop).map_err(|e| e.kind()),
+        Err(ErrorKind::FilesystemLoop)
+    );
+}
+
+/// Writes `file` as an xattr whiteout: zero size, `trusted.overlay.whiteout`.
+fn xattr_whiteout(file: &Path) {
+    fs::write(file, "").expect("create an xattr whiteout");
+    rustix::fs::lsetxattr(
+        file,
+        "trusted.overlay.whiteout",
+        b"",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("set the whiteout xattr");
+}
+
+/// The kernel's tree of an overlay of `lowerdir` (and `upper`) under
+/// `root`, and ours over the same directories.
+fn both_trees(root: &Path, lowers: &[&str], upper: Option<&str>) -> (String, String) {
+    let dirs: Vec<std::path::PathBuf> = lowers.iter().map(|l| root.join(l)).collect();
+    let lowerdir = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut data = format!("lowerdir={lowerdir}");
+    if let Some(u) = upper {
+        data += &format!(
+            ",upperdir={},workdir={}",
+            root.join(u).display(),
+            root.join("kw").display()
+        );
+        fs::create_dir_all(root.join("kw")).expect("mkdir kernel work");
+    }
+    let mnt = root.join("m");
+    let cdata = std::ffi::CString::new(data.clone()).expect("no NUL");
+    rustix::mount::mount(
+        "overlay",
+        &mnt,
+        "overlay",
+        rustix::mount::MountFlags::NODEV,
+        &*cdata,
+    )
+    .unwrap_or_else(|e| panic!("mount {data}: {e}"));
+    let kernel = layerstack::testing::snapshot_dir(&mnt).expect("walk the mount");
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).expect("unmount");
+    let view = match upper {
+        Some(u) => {
+            let upper = DirLayer::open_upper(utf8(&root.join(u)), utf8(&root.join("ow")))
+                .expect("open the upper");
+            MergedView::new(dir_lowers(&dirs), upper)
+        }
+        None => MergedView::new(dir_lowers(&dirs), MemLayer::new()),
+    }
+    .expect("open the view");
+    let ours = snapshot_view(&view).expect("walk the view");
+    let d = tree_difference(&ours, &kernel);
+    (
+        format!("{d:?}"),
+        format!("{:?}", view.metadata("d/f").map(drop).map_err(|e| e.kind())),
+    )
+}
+
+/// Item 8: an xattr whiteout in a lower directory that is not marked
+/// `opaque="x"`: the kernel's lookup honours it (`stat` gives `ENOENT`
+/// and the lower file below is hidden; only its `readdir` still lists the
+/// name, which the tree comparison leaves out as for every whiteout the
+/// kernel lists by mistake). The view must hide it the same way.
+#[test]
+fn an_xattr_whiteout_in_a_plain_lower_directory_hides_as_the_kernel_lookup() {
+    if !kernel_available() {
+        return;
+    }
+    let (_scratch, root) = plain_dirs();
+    for d in ["l1/d", "l2/d"] {
+        fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    fs::write(root.join("l2/d/f"), "base").expect("write");
+    fs::write(root.join("l2/d/g"), "base").expect("write");
+    xattr_whiteout(&root.join("l1/d/f"));
+    xattr_whiteout(&root.join("l1/d/h"));
+    let (difference, f) = both_trees(&root, &["l1", "l2"], None);
+    assert_eq!(difference, "None", "the trees differ");
+    assert_eq!(f, "Err(NotFound)");
+}
+
+/// Item 8: xattr whiteouts in an upper directory, with and without
+/// `opaque="x"`: the kernel's lookup honours them (`ENOENT`, the lower
+/// file hidden) and its `readdir` lists them (left out, as above).
+#[test]
+fn an_xattr_whiteout_in_an_upper_directory_hides_as_the_kernel_lookup() {
+    if !kernel_available() {
+        return;
+    }
+    for opaque_x in [true, false] {
+        let (_scratch, root) = plain_dirs();
+        fs::create_dir_all(root.join("l2/d")).expect("mkdir");
+        fs::create_dir_all(root.join("up/d")).expect("mkdir");
+        fs::write(root.join("l2/d/f"), "base").expect("write");
+        fs::write(root.join("l2/d/g"), "base").expect("write");
+        xattr_whiteout(&root.join("up/d/f"));
+        xattr_whiteout(&root.join("up/d/n"));
+        if opaque_x {
+            rustix::fs::lsetxattr(
+                root.join("up/d"),
+                "trusted.overlay.opaque",
+                b"x",
+                rustix::fs::XattrFlags::empty(),
+            )
+            .expect("opaque=x");
+        }
+        let (difference, f) = both_trees(&root, &["l2"], Some("up"));
+        assert_eq!(
+            difference, "None",
+            "the trees differ (opaque=x: {opaque_x})"
+        );
+        assert_eq!(f, "Err(NotFound)", "opaque=x: {opaque_x}");
+    }
+}
+
+/// Item 8: an upper written with `WhiteoutFormat::Xattr`, mounted by the
+/// kernel as its upperdir: the kernel's `readdir` of an upper directory
+/// never filters xattr whiteouts (see the test above), so every deleted
+/// name would show in `ls` as an entry that cannot be stat'ed. Either the
+/// upper refuses that format (`EOPNOTSUPP`, with the reason), or what the
+/// kernel lists is exactly what the view lists.
+#[test]
+fn an_xattr_whiteout_upper_lists_in_the_kernel_what_the_view_lists() {
+    if !kernel_available() {
+        return;
+    }
+    let (_scratch, root) = plain_dirs();
+    fs::create_dir_all(root.join("l/d")).expect("mkdir");
+    fs::write(root.join("l/d/f"), "base").expect("write");
+    fs::write(root.join("l/d/g"), "base").expect("write");
+    let upper = DirLayer::open_upper_with(
+        utf8(&root.join("u")),
+        utf8(&root.join("w")),
+        DirLayerOptions::default().whiteouts(WhiteoutFormat::Xattr),
+    );
+    let upper = match upper {
+        Ok(u) => u,
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "refused: {e}");
+            return;
+        }
+    };
+    let view = MergedView::new(dir_lowers(&[root.join("l")]), upper).expect("open the view");
+    if let Err(e) = view.remove_file("d/f") {
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "refused: {e}");
+        return;
+    }
+    let ours: Vec<String> = view
+        .read_dir("d")
+        .expect("list d")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    drop(view);
+    let mnt = root.join("m");
+    let data = format!(
+        "lowerdir={0}/l,upperdir={0}/u,workdir={0}/kw",
+        root.display()
+    );
+    fs::create_dir_all(root.join("kw")).expect("mkdir");
+    let cdata = std::ffi::CString::new(data).expect("no NUL");
+    rustix::mount::mount(
+        "overlay",
+        &mnt,
+        "overlay",
+        rustix::mount::MountFlags::NODEV,
+        &*cdata,
+    )
+    .expect("mount our upper");
+    let mut listed: Vec<String> = fs::read_dir(mnt.join("d"))
+        .expect("list d in the mount")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .into_string()
+                .expect("UTF-8")
+        })
+        .collect();
+    listed.sort();
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).expect("unmount");
+    assert_eq!(listed, ours, "the kernel's readdir of our upper's `d`");
+}
