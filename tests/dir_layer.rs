@@ -6,6 +6,7 @@
 //! root; without it these tests print why and pass without checking (CI
 //! runs as root, and sets `LAYERSTACK_REQUIRE_ROOT=1` so a skip fails).
 
+use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +18,7 @@ use layerstack::testing::{
     Op, Strictness, apply_to_model, apply_to_view, check_layer_conformance_with, ops_strategy,
     snapshot_view, stack_strategy,
 };
+use layerstack::view::HardLinkCopyUp;
 use layerstack::{
     DirLayer, Entry, ErrorKind, FileType, Layer, LayerMut, LayerPath, MemLayer, MergedView,
     Metadata, ViewOptions,
@@ -573,20 +575,82 @@ fn a_new_file_never_inherits_the_inode_number_of_a_removed_copy_up() {
     }
     let scratch = Scratch::new("ino-reuse");
     let mut base = MemLayer::new();
-    base.add_file("a", "x").unwrap();
-    base.add_hard_link("a", "b").unwrap();
+    for i in 0..20 {
+        base.add_file(&format!("a{i}"), "x").unwrap();
+    }
     let lower: Arc<dyn Layer> = Arc::new(to_disk(&base, &scratch, "lower"));
     let upper = DirLayer::open_upper(scratch.path("u"), scratch.path("w")).unwrap();
     let view = MergedView::new(vec![lower], upper).unwrap();
-    let b = view.metadata("b").unwrap().ino;
     for i in 0..20 {
-        view.append("a", "y").unwrap();
-        assert_eq!(view.metadata("a").unwrap().ino, b, "copy-up keeps st_ino");
-        view.remove_file("a").unwrap();
+        let a = format!("a{i}");
+        let lower_ino = view.metadata(&a).unwrap().ino;
+        view.append(&a, "y").unwrap();
+        assert_eq!(
+            view.metadata(&a).unwrap().ino,
+            lower_ino,
+            "copy-up keeps st_ino"
+        );
+        view.remove_file(&a).unwrap();
         // The filesystem may hand the freed inode to the new file.
         view.write(format!("c{i}"), "new").unwrap();
-        assert_ne!(view.metadata(format!("c{i}")).unwrap().ino, b);
-        view.hard_link("b", "a").unwrap();
+        assert_ne!(view.metadata(format!("c{i}")).unwrap().ino, lower_ino);
+    }
+}
+
+/// Issue: a hard link broken by copy-up kept the shared inode number, so
+/// tools that find links by inode (tar, `rsync -H`, `cp -a`) took two
+/// different files for one. The kernel (`index=off`) gives the copy its
+/// own number; with `index=on` (`HardLinkCopyUp::Keep`) both names stay
+/// one inode, and keep the number.
+#[test]
+fn copying_up_one_name_of_a_lower_hard_link_gives_it_its_own_inode() {
+    if !privileged("copying_up_one_name_of_a_lower_hard_link_gives_it_its_own_inode") {
+        return;
+    }
+    let scratch = Scratch::new("broken-link-ino");
+    let mut base = MemLayer::new();
+    base.add_file("a", "x").unwrap();
+    base.add_hard_link("a", "b").unwrap();
+    let disk: Arc<dyn Layer> = Arc::new(to_disk(&base, &scratch, "lower"));
+    for keep in [false, true] {
+        let options = ViewOptions::default().hard_links(if keep {
+            HardLinkCopyUp::Keep
+        } else {
+            HardLinkCopyUp::Break
+        });
+        let views = [
+            MergedView::with_options(
+                vec![Arc::new(base.clone()) as Arc<dyn Layer>],
+                MemLayer::new(),
+                options,
+            )
+            .unwrap(),
+            MergedView::with_options(
+                vec![disk.clone()],
+                DirLayer::open_upper(
+                    scratch.path(&format!("u{keep}")),
+                    scratch.path(&format!("w{keep}")),
+                )
+                .unwrap(),
+                options,
+            )
+            .unwrap(),
+        ];
+        for view in views {
+            let before = view.metadata("b").unwrap();
+            assert_eq!(view.metadata("a").unwrap().ino, before.ino);
+            view.append("a", "y").unwrap();
+            let (a, b) = (view.metadata("a").unwrap(), view.metadata("b").unwrap());
+            assert_eq!(b.ino, before.ino, "the name left below keeps its number");
+            if keep {
+                assert_eq!((a.ino, a.nlink, b.nlink), (before.ino, 2, 2));
+                assert_eq!(view.read("b").unwrap(), "xy");
+            } else {
+                assert_ne!(a.ino, b.ino, "two different files share no inode");
+                assert_eq!((a.nlink, b.nlink), (1, 2));
+                assert_eq!(view.read("b").unwrap(), "x");
+            }
+        }
     }
 }
 
@@ -607,4 +671,234 @@ fn the_commit_directory_cannot_be_inside_the_upper() {
         1,
         "nothing was made in the upper"
     );
+}
+
+/// The view over `lower` and a fresh upper, in memory and on disk.
+fn both_views(lower: &MemLayer, scratch: &Scratch, tag: &str) -> [MergedView; 2] {
+    let disk: Arc<dyn Layer> = Arc::new(to_disk(lower, scratch, &format!("{tag}-lower")));
+    [
+        MergedView::new(
+            vec![Arc::new(lower.clone()) as Arc<dyn Layer>],
+            MemLayer::new(),
+        )
+        .unwrap(),
+        MergedView::new(
+            vec![disk],
+            DirLayer::open_upper(
+                scratch.path(&format!("{tag}-u")),
+                scratch.path(&format!("{tag}-w")),
+            )
+            .unwrap(),
+        )
+        .unwrap(),
+    ]
+}
+
+/// Issue: any copy-up through a view over `DirLayer`s left the copied-up
+/// parents (and the upper root) with "now" as mtime. The kernel copies the
+/// parents up with their lower times and keeps them so; only a change of
+/// the directory's own entries (a new name) changes its mtime.
+#[test]
+fn copy_up_on_disk_keeps_the_times_of_every_parent() {
+    if !privileged("copy_up_on_disk_keeps_the_times_of_every_parent") {
+        return;
+    }
+    let scratch = Scratch::new("parent-times");
+    let old = layerstack::Timestamp::new(1_500_000_000, 5);
+    let dir = Metadata::new(FileType::Dir)
+        .with_mode(0o755)
+        .with_times(old);
+    let mut lower = MemLayer::new();
+    lower.add_dir_with("a", dir.clone()).unwrap();
+    lower.add_dir_with("a/b", dir.clone()).unwrap();
+    let file = Metadata::new(FileType::File)
+        .with_mode(0o644)
+        .with_times(old);
+    lower.add_file_with("a/b/f", "data", file).unwrap();
+    type Change = fn(&MergedView) -> layerstack::Result<()>;
+    let changes: [(&str, Change); 9] = [
+        ("open for write", |v| {
+            let mut o = layerstack::view::OpenOptions::new();
+            o.write(true);
+            v.open("a/b/f", &o).map(drop)
+        }),
+        ("append", |v| v.append("a/b/f", "+")),
+        ("set_len", |v| v.set_len("a/b/f", 1)),
+        ("set_permissions", |v| v.set_permissions("a/b/f", 0o600)),
+        ("set_owner", |v| v.set_owner("a/b/f", Some(7), Some(8))),
+        ("set_times", |v| {
+            v.set_times("a/b/f", None, Some(layerstack::Timestamp::new(9, 0)))
+        }),
+        ("set_xattr", |v| v.set_xattr("a/b/f", "user.k", "v")),
+        ("set_permissions of a directory", |v| {
+            v.set_permissions("a/b", 0o700)
+        }),
+        // The new name changes `a/b`'s own mtime; `a` and the root keep theirs.
+        ("hard_link", |v| v.hard_link("a/b/f", "a/b/g")),
+    ];
+    for (i, (what, change)) in changes.iter().enumerate() {
+        for (view, backend) in both_views(&lower, &scratch, &format!("c{i}"))
+            .iter()
+            .zip(["memory", "disk"])
+        {
+            let root_before = view.metadata("/").unwrap().mtime;
+            change(view).unwrap_or_else(|e| panic!("{what} on {backend}: {e}"));
+            assert_eq!(
+                view.metadata("a").unwrap().mtime,
+                old,
+                "{what} on {backend}: `a` keeps its mtime"
+            );
+            assert_eq!(
+                view.metadata("/").unwrap().mtime,
+                root_before,
+                "{what} on {backend}: the root keeps its mtime"
+            );
+            let b = view.metadata("a/b").unwrap().mtime;
+            if *what == "hard_link" {
+                assert_ne!(b, old, "{what} on {backend}: a new name changes `a/b`");
+            } else if !what.ends_with("directory") {
+                assert_eq!(b, old, "{what} on {backend}: `a/b` keeps its mtime");
+            }
+        }
+    }
+}
+
+/// Issue: reading through a `DirLayer` updated the atime of the lower file
+/// and of the upper root. Reading never writes to a layer: the kernel
+/// opens its layers' files `O_NOATIME`, and the view is a `noatime` mount.
+#[test]
+fn reading_through_a_dir_layer_changes_no_atime() {
+    if !privileged("reading_through_a_dir_layer_changes_no_atime") {
+        return;
+    }
+    let scratch = Scratch::new("atime");
+    let mut lower = MemLayer::new();
+    lower.add_file("d/f", "lower data").unwrap();
+    let [_, view] = both_views(&lower, &scratch, "r");
+    view.write("up", "upper data").unwrap();
+    // atime before mtime: `relatime` would update it on the next read.
+    let stale = |p: &Utf8Path| {
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p.as_str(),
+            &rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: 1_000,
+                    tv_nsec: 0,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: 2_000,
+                    tv_nsec: 0,
+                },
+            },
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+    };
+    let watched = [
+        scratch.path("r-lower/d/f"),
+        scratch.path("r-lower/d"),
+        scratch.path("r-lower"),
+        scratch.path("r-u/up"),
+        scratch.path("r-u"),
+    ];
+    for p in &watched {
+        stale(p);
+    }
+    assert_eq!(view.read("d/f").unwrap(), "lower data");
+    assert_eq!(view.read("up").unwrap(), "upper data");
+    assert_eq!(view.read_dir("/").unwrap().len(), 2);
+    assert_eq!(view.read_dir("d").unwrap().len(), 1);
+    view.metadata("d/f").unwrap();
+    for p in &watched {
+        let atime = std::fs::metadata(p).unwrap().atime();
+        assert_eq!(atime, 1_000, "reading changed the atime of `{p}`");
+    }
+}
+
+/// Issue: `open_upper` failed with `ENOTDIR` when `work/work` was a regular
+/// file; the kernel replaces it.
+#[test]
+fn a_work_dir_that_is_a_file_is_replaced() {
+    if !privileged("a_work_dir_that_is_a_file_is_replaced") {
+        return;
+    }
+    let scratch = Scratch::new("work-file");
+    std::fs::create_dir_all(scratch.path("w")).unwrap();
+    std::fs::write(scratch.path("w/work"), "not a directory").unwrap();
+    let upper = DirLayer::open_upper(scratch.path("u"), scratch.path("w")).unwrap();
+    let view = MergedView::new(vec![], upper).unwrap();
+    view.write("f", "1").unwrap();
+    assert!(scratch.path("w/work").is_dir());
+    assert_eq!(
+        std::fs::read_dir(scratch.path("w/work")).unwrap().count(),
+        0
+    );
+}
+
+/// Issue: opening an upper after a volatile session deleted the kernel's
+/// `work/work/incompat/volatile` marker, and `Durability::Volatile` left
+/// none. Both now as the kernel: a volatile session leaves the mark, and a
+/// marked pair is refused (`EINVAL`) until the work directory is removed.
+#[test]
+fn a_volatile_session_marks_the_work_dir_and_a_marked_one_is_refused() {
+    if !privileged("a_volatile_session_marks_the_work_dir_and_a_marked_one_is_refused") {
+        return;
+    }
+    let scratch = Scratch::new("volatile");
+    let (u, w) = (scratch.path("u"), scratch.path("w"));
+    let options =
+        DirLayerOptions::default().durability(layerstack::layer::dir::Durability::Volatile);
+    let upper = DirLayer::open_upper_with(&u, &w, options.clone()).unwrap();
+    let view = MergedView::new(vec![], upper).unwrap();
+    view.write("f", "1").unwrap();
+    drop(view);
+    assert!(scratch.path("w/work/incompat/volatile/dirty").is_file());
+    for again in [DirLayerOptions::default(), options] {
+        let err = DirLayer::open_upper_with(&u, &w, again).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("`volatile` session"), "{err}");
+    }
+    assert!(
+        scratch.path("w/work/incompat/volatile/dirty").is_file(),
+        "the mark stays"
+    );
+    std::fs::remove_dir_all(&w).unwrap();
+    let upper = DirLayer::open_upper(&u, &w).unwrap();
+    assert_eq!(
+        MergedView::new(vec![], upper).unwrap().read("f").unwrap(),
+        "1"
+    );
+}
+
+/// Issue: the upper directory also given as a lower layer was accepted;
+/// the kernel refuses it (`ELOOP`), as it refuses a lower inside the upper
+/// or the work directory. A lower that holds the upper is allowed (the
+/// kernel mounts it too).
+#[test]
+fn a_lower_that_is_or_lies_in_the_upper_or_work_dir_is_refused() {
+    if !privileged("a_lower_that_is_or_lies_in_the_upper_or_work_dir_is_refused") {
+        return;
+    }
+    let scratch = Scratch::new("eloop");
+    for d in ["x/u/sub", "x/w/sub"] {
+        std::fs::create_dir_all(scratch.path(d)).unwrap();
+    }
+    for (dir, refused) in [
+        ("x/u", true),
+        ("x/u/sub", true),
+        ("x/w", true),
+        ("x/w/sub", true),
+        ("x", false),
+    ] {
+        let upper = DirLayer::open_upper(scratch.path("x/u"), scratch.path("x/w")).unwrap();
+        let lower: Arc<dyn Layer> = Arc::new(DirLayer::open(scratch.path(dir)).unwrap());
+        match MergedView::new(vec![lower], upper) {
+            Ok(_) => assert!(!refused, "a lower at `{dir}` was accepted"),
+            Err(e) => {
+                assert!(refused, "a lower at `{dir}` was refused: {e}");
+                assert_eq!(e.kind(), ErrorKind::FilesystemLoop);
+            }
+        }
+    }
 }

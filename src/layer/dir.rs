@@ -102,7 +102,10 @@ pub enum Durability {
     #[default]
     Auto,
     /// Nothing is synced (the kernel's `volatile`): faster, and after a
-    /// crash the layer may hold anything.
+    /// crash the layer may hold anything. As the kernel does, the session
+    /// leaves `workdir/work/incompat/volatile` behind, and both the kernel
+    /// and [`DirLayer::open_upper`] then refuse the pair (`EINVAL`) until
+    /// the work directory is removed.
     Volatile,
 }
 
@@ -178,6 +181,8 @@ impl DirLayerOptions {
 struct Work {
     /// `workdir/work`.
     fd: OwnedFd,
+    /// `workdir` itself: no lower layer may be it or lie below it.
+    root: OwnedFd,
     upper_path: Utf8PathBuf,
     counter: AtomicU64,
 }
@@ -274,6 +279,7 @@ impl DirLayer {
                 ),
             );
         }
+        let volatile = options.durability == Durability::Volatile;
         let mut layer = DirLayer::open_with(upper, options)?;
         let work_root = open_dir_path(workdir)?;
         let dev = |fd: &OwnedFd, p: &Utf8Path| {
@@ -289,24 +295,65 @@ impl DirLayer {
                     )),
             );
         }
-        match sys::mkdirat(&work_root, "work", Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(errno_error(e, Operation::Layer, workdir.as_str())),
-        }
-        let work = rustix::fs::openat(
-            &work_root,
-            "work",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| errno_error(e, Operation::Layer, workdir.as_str()))?;
-        clean_dir(&work).map_err(|e| errno_error(e, Operation::Layer, workdir.as_str()))?;
+        let work = open_work_dir(&work_root, workdir)?;
+        mark_volatile(&work, volatile)
+            .map_err(|e| errno_error(e, Operation::Layer, workdir.as_str()))?;
         layer.work = Some(Work {
             fd: work,
+            root: work_root,
             upper_path: cu.clone(),
             counter: AtomicU64::new(0),
         });
         Ok(layer)
+    }
+
+    /// Refuses `lower` as a lower layer under this upper when it is the
+    /// upper or work directory or lies below one of them (`ELOOP`, as the
+    /// kernel refuses such a mount): a "read-only" layer would change under
+    /// the view.
+    pub(crate) fn check_lower(&self, lower: &DirLayer) -> Result<()> {
+        let Some(work) = &self.work else {
+            return Ok(());
+        };
+        let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino));
+        let io = |e| errno_error(e, Operation::Layer, lower.path.as_str());
+        let traps = [
+            (id(&self.root).map_err(io)?, self.path.as_str(), "upper"),
+            (id(&work.root).map_err(io)?, "", "work"),
+        ];
+        let mut at = rustix::fs::openat(
+            &lower.root,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        loop {
+            let here = id(&at).map_err(io)?;
+            if let Some((_, _, what)) = traps.iter().find(|(trap, _, _)| *trap == here) {
+                return Err(Error::new(
+                    ErrorKind::FilesystemLoop,
+                    Operation::Layer,
+                    lower.path.as_str(),
+                )
+                .with_detail(format!(
+                    "a lower layer cannot be the {what} directory or lie inside it \
+                     (upper `{}`)",
+                    self.path
+                )));
+            }
+            let up = rustix::fs::openat(
+                &at,
+                "..",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io)?;
+            if id(&up).map_err(io)? == here {
+                return Ok(());
+            }
+            at = up;
+        }
     }
 
     /// The directory of this layer.
@@ -458,7 +505,9 @@ impl DirLayer {
     }
 
     fn read_dir_raw(&self, path: &LayerPath) -> rustix::io::Result<DirListing> {
-        let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let fd = without_atime(OFlags::RDONLY | OFlags::DIRECTORY, |flags| {
+            self.open_beneath(path, flags)
+        })?;
         let dir_raw = raw_xattrs(&fd)?;
         let opaque_attr = self.overlay_attr(&dir_raw, "opaque");
         let xwhiteouts = opaque_attr.as_deref() == Some(b"x");
@@ -538,12 +587,10 @@ impl DirLayer {
             }
             _ => return Err(self.err(Errno::INVAL, path)),
         }
-        rustix::fs::openat(
-            &self.root,
-            proc_path(&fd),
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        let proc = proc_path(&fd);
+        without_atime(flags | OFlags::CLOEXEC, |flags| {
+            rustix::fs::openat(&self.root, proc.as_str(), flags, Mode::empty())
+        })
         .map_err(|e| self.err(e, path))
     }
 
@@ -683,12 +730,10 @@ impl DirLayer {
                 Target::Whiteout
             }
             FileType::Dir => {
-                let fd = rustix::fs::openat(
-                    dir,
-                    name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = without_atime(flags, |flags| {
+                    rustix::fs::openat(dir, name, flags, Mode::empty())
+                })?;
                 let mut d = rustix::fs::Dir::read_from(&fd)?;
                 let mut empty = true;
                 while let Some(e) = d.read() {
@@ -755,12 +800,56 @@ impl DirLayer {
         let result = (|| {
             make(work, &tmp)?;
             self.apply_meta(&work.fd, &tmp, meta)?;
-            self.install(work, &tmp, &dir, name)
+            self.keeping_times(&[&dir], || self.install(work, &tmp, &dir, name))
         })();
         if result.is_err() {
             let _ = remove_tree_at(&work.fd, &tmp);
         }
         result.map_err(|e| self.err(e, path))
+    }
+
+    /// Runs `change`, which adds, removes or renames entries of the
+    /// directories `dirs`, and puts their atime and mtime back as they were
+    /// (also when it fails half-way): a layer's times change only when its
+    /// metadata is set. The kernel keeps a parent's times across a copy-up
+    /// the same way; where a user's change must show, the view sets them.
+    fn keeping_times<T>(
+        &self,
+        dirs: &[&OwnedFd],
+        change: impl FnOnce() -> rustix::io::Result<T>,
+    ) -> rustix::io::Result<T> {
+        let mut before = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+            before.push((*dir, st.stx_atime, st.stx_mtime));
+        }
+        let result = change();
+        for (dir, atime, mtime) in before {
+            let now = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+            let same = |a: rustix::fs::StatxTimestamp, b: rustix::fs::StatxTimestamp| {
+                (a.tv_sec, a.tv_nsec) == (b.tv_sec, b.tv_nsec)
+            };
+            if same(now.stx_atime, atime) && same(now.stx_mtime, mtime) {
+                continue;
+            }
+            let ts = |t: rustix::fs::StatxTimestamp| Timespec {
+                tv_sec: t.tv_sec,
+                tv_nsec: i64::from(t.tv_nsec),
+            };
+            let restored = sys::utimensat(
+                &self.root,
+                proc_path(dir),
+                &Timestamps {
+                    last_access: ts(atime),
+                    last_modification: ts(mtime),
+                },
+                AtFlags::empty(),
+            );
+            if result.is_ok() {
+                restored?;
+            }
+        }
+        result
     }
 
     fn sync(&self, fd: &OwnedFd) -> rustix::io::Result<()> {
@@ -996,7 +1085,8 @@ impl LayerMut for DirLayer {
             Target::Dir { .. } => AtFlags::REMOVEDIR,
             _ => AtFlags::empty(),
         };
-        sys::unlinkat(&dir, name, flags).map_err(|e| self.err(e, path))
+        self.keeping_times(&[&dir], || sys::unlinkat(&dir, name, flags))
+            .map_err(|e| self.err(e, path))
     }
 
     fn whiteout(&mut self, path: &LayerPath) -> Result<()> {
@@ -1014,7 +1104,7 @@ impl LayerMut for DirLayer {
             WhiteoutFormat::Xattr => Err(Errno::PERM),
         };
         let result = match made {
-            Ok(()) => self.install(work, &tmp, &dir, name),
+            Ok(()) => self.keeping_times(&[&dir], || self.install(work, &tmp, &dir, name)),
             Err(Errno::PERM) => {
                 // Without CAP_MKNOD: the xattr whiteout, which the kernel
                 // honours in a directory marked opaque="x".
@@ -1030,7 +1120,7 @@ impl LayerMut for DirLayer {
                     if self.overlay_attr(&raw, "opaque").is_none() {
                         self.set_overlay_attr(&dir, "opaque", Some(b"x"))?;
                     }
-                    self.install(work, &tmp, &dir, name)
+                    self.keeping_times(&[&dir], || self.install(work, &tmp, &dir, name))
                 })()
             }
             Err(e) => Err(e),
@@ -1061,7 +1151,9 @@ impl LayerMut for DirLayer {
         let result = (|| {
             self.mkdir_opaque(&work.fd, &tmp)?;
             self.apply_meta(&work.fd, &tmp, &node.meta)?;
-            sys::renameat_with(&work.fd, &tmp, &dir, name, RenameFlags::EXCHANGE)
+            self.keeping_times(&[&dir], || {
+                sys::renameat_with(&work.fd, &tmp, &dir, name, RenameFlags::EXCHANGE)
+            })
         })();
         let _ = remove_tree_at(&work.fd, tmp.as_str());
         result.map_err(|e| self.err(e, path))
@@ -1102,12 +1194,17 @@ impl LayerMut for DirLayer {
             .target_state(&ddir, dname)
             .map_err(|e| self.err(e, new))?
         {
-            Target::Missing => sys::linkat(&sdir, sname, &ddir, dname, AtFlags::empty())
+            Target::Missing => self
+                .keeping_times(&[&ddir], || {
+                    sys::linkat(&sdir, sname, &ddir, dname, AtFlags::empty())
+                })
                 .map_err(|e| self.err(e, new)),
             Target::Whiteout => {
                 let tmp = Self::temp_name(work);
-                let result = sys::linkat(&sdir, sname, &work.fd, &tmp, AtFlags::empty())
-                    .and_then(|()| sys::renameat(&work.fd, &tmp, &ddir, dname));
+                let result =
+                    sys::linkat(&sdir, sname, &work.fd, &tmp, AtFlags::empty()).and_then(|()| {
+                        self.keeping_times(&[&ddir], || sys::renameat(&work.fd, &tmp, &ddir, dname))
+                    });
                 if result.is_err() {
                     let _ = sys::unlinkat(&work.fd, &tmp, AtFlags::empty());
                 }
@@ -1141,7 +1238,7 @@ impl LayerMut for DirLayer {
         let state = self
             .target_state(&tdir, tname)
             .map_err(|e| self.err(e, to))?;
-        let result = match state {
+        let result = self.keeping_times(&[&fdir, &tdir], || match state {
             Target::Missing => {
                 sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::NOREPLACE)
             }
@@ -1159,7 +1256,7 @@ impl LayerMut for DirLayer {
                     .and_then(|()| sys::renameat(&fdir, fname, &work.fd, &tmp))
                     .and_then(|()| remove_tree_at(&work.fd, &tmp))
             }
-        };
+        });
         result.map_err(|e| self.err(e, to))
     }
 
@@ -1183,7 +1280,10 @@ impl LayerMut for DirLayer {
             // Swapping with the whiteout already at `to` moves the object
             // and leaves the whiteout at `from` in one step (files and
             // directories alike).
-            return sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
+            return self
+                .keeping_times(&[&fdir, &tdir], || {
+                    sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::EXCHANGE)
+                })
                 .map_err(|e| self.err(e, to));
         }
         // Where plain rename(2) would do, RENAME_WHITEOUT does it atomically
@@ -1195,7 +1295,9 @@ impl LayerMut for DirLayer {
                 Target::Whiteout | Target::Dir { .. } => false,
             };
         if atomic {
-            match sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::WHITEOUT) {
+            match self.keeping_times(&[&fdir, &tdir], || {
+                sys::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::WHITEOUT)
+            }) {
                 Ok(()) => return Ok(()),
                 // Without the flag (or CAP_MKNOD), the two steps.
                 Err(Errno::INVAL | Errno::PERM) => {}
@@ -1216,8 +1318,10 @@ impl LayerMut for DirLayer {
         }
         let (adir, aname) = self.parent(a).map_err(|e| self.err(e, a))?;
         let (bdir, bname) = self.parent(b).map_err(|e| self.err(e, b))?;
-        sys::renameat_with(&adir, aname, &bdir, bname, RenameFlags::EXCHANGE)
-            .map_err(|e| self.err(e, a))
+        self.keeping_times(&[&adir, &bdir], || {
+            sys::renameat_with(&adir, aname, &bdir, bname, RenameFlags::EXCHANGE)
+        })
+        .map_err(|e| self.err(e, a))
     }
 
     fn commit(&mut self) -> Result<Arc<dyn Layer>> {
@@ -1323,6 +1427,94 @@ impl DirLayer {
             AtFlags::empty(),
         )
     }
+}
+
+/// Opens with `open(flags | O_NOATIME)`, or with `open(flags)` where the
+/// caller may not use `O_NOATIME` (neither the owner nor `CAP_FOWNER`).
+///
+/// Reading a layer never changes an atime: the kernel opens the files of
+/// its layers `O_NOATIME` too, and the view behaves as a `noatime` mount.
+/// A symlink is the exception: no system call reads its target without
+/// touching its atime (the filesystem's own `relatime` rules then apply).
+fn without_atime(
+    flags: OFlags,
+    open: impl Fn(OFlags) -> rustix::io::Result<OwnedFd>,
+) -> rustix::io::Result<OwnedFd> {
+    match open(flags | OFlags::NOATIME) {
+        Err(Errno::PERM) => open(flags),
+        other => other,
+    }
+}
+
+/// Opens (making it if needed) `workdir/work`, the kernel's work
+/// directory, emptied of what an earlier session left. Something else than
+/// a directory at that name is replaced, as the kernel replaces it. A
+/// directory left by a `volatile` session (the kernel's
+/// `work/incompat/volatile`) is refused, as the kernel refuses to mount it:
+/// after such a session the upper may hold anything.
+fn open_work_dir(work_root: &OwnedFd, workdir: &Utf8Path) -> Result<OwnedFd> {
+    let io = |e| errno_error(e, Operation::Layer, workdir.as_str());
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match sys::mkdirat(work_root, "work", Mode::from_raw_mode(0o700)) {
+        Ok(()) => {}
+        Err(Errno::EXIST) => match rustix::fs::openat(work_root, "work", flags, Mode::empty()) {
+            Err(Errno::NOTDIR | Errno::LOOP) => {
+                sys::unlinkat(work_root, "work", AtFlags::empty()).map_err(io)?;
+                sys::mkdirat(work_root, "work", Mode::from_raw_mode(0o700)).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
+            Ok(work) => {
+                if rustix::fs::statx(
+                    &work,
+                    VOLATILE_MARKER,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                    StatxFlags::TYPE,
+                )
+                .is_ok()
+                {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        Operation::Layer,
+                        workdir.as_str(),
+                    )
+                    .with_detail(
+                        "the work directory was used by a `volatile` session \
+                         (work/incompat/volatile), after which the upper may hold anything; \
+                         the kernel refuses it too: remove the work directory to accept the \
+                         upper as it is",
+                    ));
+                }
+            }
+        },
+        Err(e) => return Err(io(e)),
+    }
+    let work = rustix::fs::openat(work_root, "work", flags, Mode::empty()).map_err(io)?;
+    clean_dir(&work).map_err(io)?;
+    Ok(work)
+}
+
+/// Where a `volatile` session leaves its mark in `workdir/work`, as the
+/// kernel's: the directory `incompat/volatile` holding a file `dirty`.
+const VOLATILE_MARKER: &str = "incompat/volatile";
+
+/// Leaves the kernel's `volatile` mark in `work` (an emptied
+/// `workdir/work`) when the session is volatile: the kernel, and this
+/// crate, then refuse to use the pair again, since a crash may have lost
+/// any of its writes.
+fn mark_volatile(work: &OwnedFd, volatile: bool) -> rustix::io::Result<()> {
+    if !volatile {
+        return Ok(());
+    }
+    sys::mkdirat(work, "incompat", Mode::from_raw_mode(0o700))?;
+    sys::mkdirat(work, VOLATILE_MARKER, Mode::from_raw_mode(0o700))?;
+    let dirty = rustix::fs::openat(
+        work,
+        "incompat/volatile/dirty",
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    drop(dirty);
+    Ok(())
 }
 
 fn check_proc(path: &Utf8Path) -> Result<()> {

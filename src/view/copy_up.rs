@@ -5,7 +5,8 @@
 //! extended attributes; a directory is copied alone (its children stay
 //! below and keep showing through); a regular file takes its data along
 //! (the backend decides how: `MemLayer` shares the buffers). The object
-//! keeps the inode number it had below, as the kernel keeps `st_ino`.
+//! keeps the inode number it had below, as the kernel keeps `st_ino`,
+//! unless copying it up broke a hard link.
 //!
 //! With [`HardLinkCopyUp::Keep`](super::HardLinkCopyUp::Keep) every other
 //! name the view shows for the same lower inode is linked to the copy.
@@ -68,9 +69,17 @@ impl State {
             Some(entry) => entry.node().map_or(0, |n| n.meta.ino),
             None => 0,
         };
-        let origin = self.merged_ino(idx, meta.ino);
-        self.origins
-            .insert((self.layer_ids[UPPER], upper_ino), origin);
+        // The copy shows the inode number it had below, as the kernel's
+        // does, except for a non-directory whose lower inode has other
+        // names that stay behind (hard links broken by the copy-up): two
+        // different files then share no number, as for the kernel with
+        // `index=off` (tar, `rsync -H` and `cp -a` find links by inode).
+        let linked_elsewhere = !meta.is_dir() && meta.nlink > 1;
+        if !linked_elsewhere || options.hard_links == HardLinkCopyUp::Keep {
+            let origin = self.merged_ino(idx, meta.ino);
+            self.origins
+                .insert((self.layer_ids[UPPER], upper_ino), origin);
+        }
         let parent = path.parent().unwrap_or_default();
         let name = path.file_name().unwrap_or_default().to_owned();
         self.refresh(&parent, &name, false)?;

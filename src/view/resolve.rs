@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::dir::DirLayer;
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, Metadata};
 use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath};
@@ -175,6 +176,15 @@ impl std::fmt::Debug for State {
 
 impl State {
     pub fn new(lowers: Vec<Arc<dyn Layer>>, upper: Box<dyn LayerMut>) -> Result<State> {
+        // (Through `&dyn`: `as_any` of the `Box` or `Arc` itself would
+        // name the pointer's type.)
+        if let Some(upper) = (*upper).as_any().downcast_ref::<DirLayer>() {
+            for lower in &lowers {
+                if let Some(lower) = (**lower).as_any().downcast_ref::<DirLayer>() {
+                    upper.check_lower(lower)?;
+                }
+            }
+        }
         let mut state = State {
             lowers,
             upper,
