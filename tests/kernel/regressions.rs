@@ -644,3 +644,106 @@ fn an_xattr_whiteout_upper_lists_in_the_kernel_what_the_view_lists() {
     rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()).expect("unmount");
     assert_eq!(listed, ours, "the kernel's readdir of our upper's `d`");
 }
+
+// ----- found by the side-by-side runs (not in the list) -----
+
+/// `chown` and `chmod` that change nothing still change the ctime in the
+/// kernel (`notify_change` always sets `ATTR_CTIME`), for an upper object
+/// and for a lower one (copied up).
+#[test]
+fn a_chown_or_chmod_that_changes_nothing_still_changes_the_ctime() {
+    let lower = layer(|l| {
+        l.add_file("a", "x")?;
+        l.add_file("b", "y")
+    });
+    let ops = [
+        Op::Write {
+            path: path("c"),
+            data: b"z".to_vec(),
+        },
+        Op::SetOwner {
+            path: path("c"),
+            uid: None,
+            gid: None,
+        },
+        Op::SetOwner {
+            path: path("c"),
+            uid: Some(0),
+            gid: Some(0),
+        },
+        Op::SetPermissions {
+            path: path("c"),
+            mode: 0o644,
+        },
+        Op::SetOwner {
+            path: path("a"),
+            uid: None,
+            gid: None,
+        },
+        Op::SetPermissions {
+            path: path("b"),
+            mode: 0o644,
+        },
+    ];
+    side_by_side(&[lower], &ops, ViewOptions::default(), "", |_| {});
+}
+
+/// Appending or writing no bytes opens the file for writing (a lower file
+/// is copied up) but writes nothing: no time changes (`std`'s
+/// `write_all(&[])` makes no `write` call, and a zero-length `write` on
+/// tmpfs returns before touching the times).
+#[test]
+fn appending_or_writing_no_bytes_changes_no_time() {
+    let lower = layer(|l| {
+        l.add_file("a", "x")?;
+        l.add_file("b", "y")
+    });
+    let ops = [
+        Op::Append {
+            path: path("a"),
+            data: vec![],
+        },
+        Op::Append {
+            path: path("a"),
+            data: vec![],
+        },
+        Op::WriteAt {
+            path: path("b"),
+            offset: 1,
+            data: vec![],
+        },
+        Op::WriteAt {
+            path: path("b"),
+            offset: 3,
+            data: vec![],
+        },
+    ];
+    side_by_side(&[lower], &ops, ViewOptions::default(), "", |_| {});
+}
+
+/// With `index=on` the kernel copies up only the name used: the other
+/// name of a lower hard link (and its parent directory) stays in the
+/// lower layer until used, and shows the new data through the index.
+#[test]
+fn with_index_on_only_the_name_used_is_copied_up() {
+    let lower = layer(|l| {
+        l.add_file("a/a", "x")?;
+        l.add_hard_link("a/a", "b/a")
+    });
+    let ops = [
+        Op::Append {
+            path: path("a/a"),
+            data: b"y".to_vec(),
+        },
+        Op::Metadata { path: path("b") },
+        Op::Read { path: path("b/a") },
+        Op::Metadata { path: path("b/a") },
+        Op::Append {
+            path: path("b/a"),
+            data: b"z".to_vec(),
+        },
+        Op::Read { path: path("a/a") },
+    ];
+    let options = ViewOptions::default().hard_links(HardLinkCopyUp::Keep);
+    side_by_side(&[lower], &ops, options, "index=on", |_| {});
+}
