@@ -142,12 +142,17 @@ impl UpperEntry {
     }
 }
 
+/// A time as (seconds, nanoseconds).
+type Time = (i64, i64);
+/// A lower object's atime (none for a symlink), mtime and ctime.
+type LowerTimes = (Option<Time>, Time, Time);
+
 /// A lower layer's tree and times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LowerState {
     tree: Snapshot,
     /// Path to (atime, unless a symlink; mtime; ctime).
-    times: BTreeMap<String, (Option<(i64, i64)>, (i64, i64), (i64, i64))>,
+    times: BTreeMap<String, LowerTimes>,
 }
 
 fn stat_of(m: &fs::Metadata) -> Stat {

@@ -441,7 +441,7 @@ fn the_upper_given_as_a_lower_is_refused_with_eloop() {
     let data = std::ffi::CString::new(data).expect("no NUL");
     let refused = rustix::mount::mount(
         "overlay",
-        &root.join("m"),
+        root.join("m"),
         "overlay",
         rustix::mount::MountFlags::NODEV,
         &*data,
