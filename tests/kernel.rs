@@ -40,6 +40,8 @@
 mod child;
 #[path = "kernel/harness.rs"]
 mod harness;
+#[path = "kernel/readback.rs"]
+mod readback;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
