@@ -156,6 +156,20 @@
 //!   links the names the view shows at that moment (the kernel also counts
 //!   names hidden by higher layers in `nlink`).
 //! - Error numbers are Linux's.
+//! - The view behaves as a `noatime` mount: reading never changes an
+//!   atime (a [`DirLayer`] reads `O_NOATIME`), where the kernel's default
+//!   `relatime` updates an upper object's atime. Reading a symlink on disk
+//!   touches its atime all the same: no system call avoids it.
+//! - An upper the kernel wrote with `index=on` whose `work/index` holds
+//!   entries (a hard-linked lower file it copied up once) is refused:
+//!   the kernel finds the copy from the file's other lower names by file
+//!   handle, which this crate cannot compute without `unsafe` code.
+//! - Metadata-only copies (the kernel's `metacopy=on`) are read, following
+//!   [`view::Metacopy`], but never written by the view.
+//! - Xattr whiteouts count only in directories marked `opaque="x"` (the
+//!   kernel's documented rule; its lookups also honour them elsewhere, its
+//!   listings do not). `docs/semantics.md` lists every known difference
+//!   from the kernel, with its reason.
 //! - Lower layers must not change while a view uses them (the kernel says
 //!   the same of its lower directories). A view keeps an index of every
 //!   directory it visited and the metadata of lower objects it has

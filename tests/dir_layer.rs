@@ -902,3 +902,97 @@ fn a_lower_that_is_or_lies_in_the_upper_or_work_dir_is_refused() {
         }
     }
 }
+
+/// Writes a metadata-only copy at `path` in upper directory `upper`, as a
+/// kernel mounted with `metacopy=on` writes one (checked against 6.18): a
+/// hole of the file's size with `overlay.metacopy` and, after a rename,
+/// `overlay.redirect` naming the lower data.
+fn metacopy_file(upper: &Utf8Path, path: &str, size: u64, mode: u32, redirect: Option<&str>) {
+    use std::os::unix::fs::PermissionsExt;
+    let at = upper.join(path);
+    let f = std::fs::File::create(&at).unwrap();
+    f.set_len(size).unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .unwrap();
+    let set = |name: &str, value: &[u8]| {
+        rustix::fs::lsetxattr(at.as_str(), name, value, rustix::fs::XattrFlags::empty()).unwrap();
+    };
+    set("trusted.overlay.metacopy", b"");
+    if let Some(r) = redirect {
+        set("trusted.overlay.redirect", r.as_bytes());
+    }
+}
+
+/// Issue: an upper the kernel wrote with `metacopy=on` read as zeros. A
+/// view now refuses such files (`EPERM`) by default, as the kernel's
+/// default `metacopy=off` does, and with `Metacopy::Follow` reads the data
+/// from the lower file, copying it up before its first change. The layer
+/// itself never hands out the hole as data.
+#[test]
+fn metadata_only_copies_read_their_lower_data_or_are_refused() {
+    if !privileged("metadata_only_copies_read_their_lower_data_or_are_refused") {
+        return;
+    }
+    use layerstack::view::Metacopy;
+    let scratch = Scratch::new("metacopy");
+    let mut base = MemLayer::new();
+    base.add_file("f", "hello\n").unwrap();
+    base.add_file("d/g", "world\n").unwrap();
+    let lower = to_disk(&base, &scratch, "lower");
+    let open = |tag: &str, metacopy: Metacopy| {
+        let (u, w) = (
+            scratch.path(&format!("u{tag}")),
+            scratch.path(&format!("w{tag}")),
+        );
+        let upper = DirLayer::open_upper(&u, &w).unwrap();
+        std::fs::create_dir(u.join("d")).unwrap();
+        metacopy_file(&u, "f", 6, 0o600, None);
+        metacopy_file(&u, "g2", 6, 0o640, Some("/d/g"));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            u.join("d/g").as_str(),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let lowers = vec![Arc::new(DirLayer::open(lower.path()).unwrap()) as Arc<dyn Layer>];
+        let options = ViewOptions::default().metacopy(metacopy);
+        (MergedView::with_options(lowers, upper, options).unwrap(), u)
+    };
+
+    let (view, u) = open("refuse", Metacopy::Refuse);
+    for path in ["f", "g2"] {
+        assert_eq!(
+            view.metadata(path).unwrap_err().kind(),
+            ErrorKind::NotPermitted
+        );
+        assert_eq!(view.read(path).unwrap_err().kind(), ErrorKind::NotPermitted);
+    }
+    let upper = DirLayer::open(&u).unwrap();
+    let err = upper.read_at(&p("f"), 0, 100).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotPermitted, "{err}");
+    assert!(err.to_string().contains("metadata-only copy"), "{err}");
+
+    let (view, u) = open("follow", Metacopy::Follow);
+    assert_eq!(view.read("f").unwrap(), "hello\n");
+    assert_eq!(view.read("g2").unwrap(), "world\n");
+    let g2 = view.metadata("g2").unwrap();
+    assert_eq!((g2.size, g2.mode), (6, 0o640));
+    assert!(!view.exists("d/g").unwrap());
+    // The first change of the data copies it up, into the copy itself.
+    view.append("g2", "!").unwrap();
+    assert_eq!(view.read("g2").unwrap(), "world\n!");
+    assert_eq!(std::fs::read(u.join("g2")).unwrap(), b"world\n!");
+    assert_eq!(std::fs::read(lower.path().join("d/g")).unwrap(), b"world\n");
+    assert_eq!(view.metadata("g2").unwrap().mode, 0o640);
+    // A copy that finds its data by its path gets it before it moves.
+    view.rename("f", "d/f2").unwrap();
+    assert_eq!(view.read("d/f2").unwrap(), "hello\n");
+    assert_eq!(std::fs::read(u.join("d/f2")).unwrap(), b"hello\n");
+    // With its data gone below, a copy is an I/O error, never zeros.
+    let (view, u) = open("lost", Metacopy::Follow);
+    std::fs::remove_file(u.join("g2")).unwrap();
+    metacopy_file(&u, "g2", 6, 0o640, Some("/nowhere"));
+    assert_eq!(view.read("g2").unwrap_err().kind(), ErrorKind::Io);
+}

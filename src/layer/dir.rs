@@ -121,6 +121,12 @@ pub enum WhiteoutFormat {
     /// marked `overlay.opaque="x"` (read by kernels since 6.7), for
     /// filesystems or sandboxes that refuse device nodes.
     ///
+    /// The kernel reads this form as the crate does only in a **lower**
+    /// layer: mounted as the `upperdir`, such a directory lists every
+    /// deleted name (whose `stat` is then `ENOENT`). Commit the layer, or
+    /// use the device form, before the kernel mounts it as an upper (see
+    /// `docs/semantics.md`).
+    ///
     /// Not crash-atomic in one case: a rename that must leave a whiteout at
     /// its source is a rename and then a new whiteout (no system call does
     /// both for this form; `RENAME_WHITEOUT` makes a device). A crash
@@ -295,6 +301,7 @@ impl DirLayer {
                     )),
             );
         }
+        refuse_inode_index(&work_root, workdir)?;
         let work = open_work_dir(&work_root, workdir)?;
         mark_volatile(&work, volatile)
             .map_err(|e| errno_error(e, Operation::Layer, workdir.as_str()))?;
@@ -471,13 +478,15 @@ impl DirLayer {
             return Ok(Some(Entry::Whiteout));
         }
         let raw = raw_xattrs(&obj)?;
-        let (mut opaque, mut redirect) = (false, None);
-        if file_type.is_dir() {
-            opaque = self.overlay_attr(&raw, "opaque").as_deref() == Some(b"y");
-            redirect = self
-                .overlay_attr(&raw, "redirect")
-                .and_then(|r| String::from_utf8(r).ok());
-        }
+        let opaque =
+            file_type.is_dir() && self.overlay_attr(&raw, "opaque").as_deref() == Some(b"y");
+        let metacopy = file_type == FileType::File && self.overlay_attr(&raw, "metacopy").is_some();
+        let redirect = if file_type.is_dir() || metacopy {
+            self.overlay_attr(&raw, "redirect")
+                .and_then(|r| String::from_utf8(r).ok())
+        } else {
+            None
+        };
         let ts = |t: rustix::fs::StatxTimestamp| Timestamp::new(t.tv_sec, t.tv_nsec);
         let meta = Metadata {
             file_type,
@@ -501,6 +510,7 @@ impl DirLayer {
             meta,
             opaque,
             redirect,
+            metacopy,
         })))
     }
 
@@ -563,8 +573,13 @@ impl DirLayer {
     }
 
     /// Opens regular file `path` for reading or writing (never a fifo or
-    /// device: the type is checked first).
+    /// device: the type is checked first). A metadata-only copy is refused
+    /// (`EPERM`): its bytes on disk are a hole, not its data.
     fn open_regular(&self, path: &LayerPath, flags: OFlags) -> Result<OwnedFd> {
+        self.open_regular_as(path, flags, false)
+    }
+
+    fn open_regular_as(&self, path: &LayerPath, flags: OFlags, metacopy: bool) -> Result<OwnedFd> {
         let fd = self
             .open_beneath(path, OFlags::PATH)
             // Only a component on the way can fail to be a directory: the
@@ -579,6 +594,23 @@ impl DirLayer {
                 if st.st_size == 0 && self.lookup(path)? == Some(Entry::Whiteout) =>
             {
                 return Err(self.err(Errno::NOENT, path));
+            }
+            // A metadata-only copy is a hole of its size (no blocks).
+            Some(FileType::File)
+                if st.st_blocks == 0
+                    && st.st_size > 0
+                    && self
+                        .overlay_attr(&raw_xattrs(&fd).map_err(|e| self.err(e, path))?, "metacopy")
+                        .is_some()
+                        != metacopy =>
+            {
+                return Err(if metacopy {
+                    self.err(Errno::INVAL, path)
+                } else {
+                    Error::new(ErrorKind::NotPermitted, Operation::Layer, path.as_str())
+                        .with_layer(self.path.as_str())
+                        .with_detail(METACOPY_DATA)
+                });
             }
             Some(FileType::File) => {}
             Some(FileType::Dir) => return Err(self.err(Errno::ISDIR, path)),
@@ -1040,6 +1072,54 @@ impl LayerMut for DirLayer {
         })
     }
 
+    fn fill_metacopy(
+        &mut self,
+        path: &LayerPath,
+        src: &dyn Layer,
+        src_path: &LayerPath,
+    ) -> Result<()> {
+        self.work(path)?;
+        let Some(Entry::Node(node)) = self.lookup(path)? else {
+            return Err(self.err(Errno::NOENT, path));
+        };
+        if !node.metacopy {
+            return Err(self.err(Errno::INVAL, path));
+        }
+        let fd = self.open_regular_as(path, OFlags::WRONLY, true)?;
+        // As the kernel: the data is written into the copy itself, and only
+        // then is the mark removed, so a crash leaves a metadata-only copy
+        // (whose hole is never read), never a file with half its data.
+        let source = match src.as_any().downcast_ref::<DirLayer>() {
+            Some(dir) => Some(dir.open_regular(src_path, OFlags::RDONLY)?),
+            None => None,
+        };
+        let copied = match &source {
+            Some(from) => sys::copy_fd(from, &fd).map_err(|e| self.err(e, path)),
+            None => {
+                let mut offset = 0u64;
+                loop {
+                    let chunk = src.read_at(src_path, offset, 1 << 20)?;
+                    if chunk.is_empty() {
+                        break Ok(());
+                    }
+                    sys::write_all_at(&fd, &chunk, offset).map_err(|e| self.err(e, path))?;
+                    offset += chunk.len() as u64;
+                }
+            }
+        };
+        copied?;
+        self.sync(&fd).map_err(|e| self.err(e, path))?;
+        let obj = self
+            .open_beneath(path, OFlags::PATH)
+            .map_err(|e| self.err(e, path))?;
+        self.set_overlay_attr(&obj, "metacopy", None)
+            .map_err(|e| self.err(e, path))?;
+        // Writing the data is no change the user made: the times stay.
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        self.apply_meta(&dir, name, &node.meta)
+            .map_err(|e| self.err(e, path))
+    }
+
     fn write_at(&mut self, path: &LayerPath, offset: u64, data: &[u8]) -> Result<()> {
         self.work(path)?;
         let fd = self.open_regular(path, OFlags::WRONLY)?;
@@ -1429,6 +1509,9 @@ impl DirLayer {
     }
 }
 
+/// Why a metadata-only copy's bytes are not read from its own layer.
+const METACOPY_DATA: &str = "a metadata-only copy (overlay.metacopy): its data is in a lower layer";
+
 /// Opens with `open(flags | O_NOATIME)`, or with `open(flags)` where the
 /// caller may not use `O_NOATIME` (neither the owner nor `CAP_FOWNER`).
 ///
@@ -1491,6 +1574,47 @@ fn open_work_dir(work_root: &OwnedFd, workdir: &Utf8Path) -> Result<OwnedFd> {
     let work = rustix::fs::openat(work_root, "work", flags, Mode::empty()).map_err(io)?;
     clean_dir(&work).map_err(io)?;
     Ok(work)
+}
+
+/// Refuses a work directory whose `index` (the kernel's `index=on`) holds
+/// entries: each is a hard-linked lower file the kernel copied up once,
+/// whose other names still in the lower layers show the copy. The kernel
+/// finds the copy from a lower name by the lower inode's file handle
+/// (`name_to_handle_at`), which this crate has no safe way to compute;
+/// reading the upper without it would show those names with their old
+/// contents. An empty index (no hard link was copied up) is fine.
+fn refuse_inode_index(work_root: &OwnedFd, workdir: &Utf8Path) -> Result<()> {
+    let io = |e| errno_error(e, Operation::Layer, workdir.as_str());
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let index = match without_atime(flags, |flags| {
+        rustix::fs::openat(work_root, "index", flags, Mode::empty())
+    }) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut entries = 0usize;
+    let mut dir = rustix::fs::Dir::read_from(&index).map_err(io)?;
+    while let Some(entry) = dir.read() {
+        let name = entry.map_err(io)?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            entries += 1;
+        }
+    }
+    if entries == 0 {
+        return Ok(());
+    }
+    Err(
+        Error::new(ErrorKind::Unsupported, Operation::Layer, workdir.as_str()).with_detail(
+            format!(
+                "the work directory holds the kernel's inode index (index=on) with {entries} \
+                 entr{}: hard-linked lower files the kernel copied up once, whose other names \
+                 it finds by file handle; without file handles those names would read stale, \
+                 so mount this upper with the kernel (index=on) instead",
+                if entries == 1 { "y" } else { "ies" }
+            ),
+        ),
+    )
 }
 
 /// Where a `volatile` session leaves its mark in `workdir/work`, as the

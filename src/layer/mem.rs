@@ -72,6 +72,7 @@ impl MemDir {
             meta,
             opaque: self.opaque,
             redirect: self.redirect.clone(),
+            metacopy: false,
         }
     }
 }

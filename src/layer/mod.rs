@@ -46,9 +46,17 @@ pub struct Node {
     pub meta: Metadata,
     /// For a directory: nothing below this layer shows through it.
     pub opaque: bool,
-    /// For a directory: where the layers below hold its contents, in the
-    /// kernel's `overlay.redirect` format.
+    /// For a directory: where the layers below hold its contents; for a
+    /// metadata-only copy: where they hold its data. In the kernel's
+    /// `overlay.redirect` format (a name relative to the parent, or a path
+    /// from the root starting with `/`).
     pub redirect: Option<String>,
+    /// For a regular file: a metadata-only copy (the kernel's
+    /// `overlay.metacopy`, written by a mount with `metacopy=on` when a
+    /// lower file's metadata changed). Its metadata is its own; its data
+    /// is the lower file at `redirect` (else at the same path), and the
+    /// layer itself refuses to read it (`EPERM`) rather than invent bytes.
+    pub metacopy: bool,
 }
 
 impl Node {
@@ -59,6 +67,7 @@ impl Node {
             meta,
             opaque: false,
             redirect: None,
+            metacopy: false,
         }
     }
 }
@@ -242,6 +251,31 @@ pub trait LayerMut: Layer {
             offset += chunk.len() as u64;
         }
         Ok(())
+    }
+
+    /// Gives the metadata-only copy at `path` (see [`Node::metacopy`]) its
+    /// data, the bytes of `src_path` in `src`, and makes it an ordinary
+    /// file; its metadata stays as it is (the kernel's data copy-up of a
+    /// `metacopy` file, before the first change of its data).
+    ///
+    /// Only a layer that can hold metadata-only copies needs it: the
+    /// default fails with `EOPNOTSUPP`.
+    ///
+    /// # Errors
+    /// `EINVAL` if `path` is not a metadata-only copy, and errors reading
+    /// `src`.
+    fn fill_metacopy(
+        &mut self,
+        path: &LayerPath,
+        src: &dyn Layer,
+        src_path: &LayerPath,
+    ) -> Result<()> {
+        let _ = (src, src_path);
+        Err(
+            Error::new(ErrorKind::Unsupported, Operation::CopyUp, path.as_str())
+                .with_layer(self.describe())
+                .with_detail("this layer holds no metadata-only copies"),
+        )
     }
 
     /// Writes `data` into regular file `path` at `offset`, growing it.

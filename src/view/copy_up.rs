@@ -12,7 +12,7 @@
 //! name the view shows for the same lower inode is linked to the copy.
 
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::Content;
+use crate::layer::{Content, Entry, LayerMut};
 use crate::meta::FileType;
 use crate::path::LayerPath;
 
@@ -45,6 +45,43 @@ impl State {
         Ok(())
     }
 
+    /// Runs `change` on the data of upper file `path`; if the upper refuses
+    /// it as a metadata-only copy (`EPERM`), gives the copy its data from
+    /// below first (the kernel's data copy-up) and runs it again.
+    pub fn changing_data<T>(
+        &mut self,
+        path: &LayerPath,
+        mut change: impl FnMut(&mut dyn LayerMut) -> Result<T>,
+    ) -> Result<T> {
+        match change(&mut *self.upper) {
+            Err(e) if e.kind() == ErrorKind::NotPermitted => {
+                if self.fill_metacopy(path, true)? {
+                    change(&mut *self.upper)
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Gives upper file `path` its data if it is a metadata-only copy (all
+    /// of them, or only those that find their data by path: a rename
+    /// would lose it); whether it did.
+    pub fn fill_metacopy(&mut self, path: &LayerPath, even_redirected: bool) -> Result<bool> {
+        let Some(Entry::Node(node)) = self.upper.lookup(path)? else {
+            return Ok(false);
+        };
+        let redirected = node.redirect.as_ref().is_some_and(|r| r.starts_with('/'));
+        if !node.metacopy || (redirected && !even_redirected) {
+            return Ok(false);
+        }
+        let (idx, dpath) = self.metacopy_data(UPPER, path, &node)?;
+        let src = self.lowers[idx - 1].clone();
+        self.upper.fill_metacopy(path, &*src, &dpath)?;
+        Ok(true)
+    }
+
     /// Copies up one object whose parent is already in the upper.
     fn copy_up_one(&mut self, path: &LayerPath, res: &Res, options: &ViewOptions) -> Result<()> {
         let (idx, lpath) = res.top();
@@ -55,8 +92,15 @@ impl State {
         match meta.file_type {
             FileType::Dir => self.upper.create(path, &meta, Content::Dir),
             FileType::File => {
-                let src = self.lowers[idx - 1].clone();
-                self.upper.copy_file(path, &meta, &*src, &lpath)
+                // A metadata-only copy below: the data comes from where it
+                // points.
+                let (didx, dpath) = if node.metacopy {
+                    self.metacopy_data(idx, &lpath, &node)?
+                } else {
+                    (idx, lpath.clone())
+                };
+                let src = self.lowers[didx - 1].clone();
+                self.upper.copy_file(path, &meta, &*src, &dpath)
             }
             FileType::Symlink => {
                 let target = self.layer(idx).read_link(&lpath)?;

@@ -85,9 +85,11 @@ impl MergedView {
         upper: impl LayerMut,
         options: ViewOptions,
     ) -> Result<MergedView> {
+        let mut state = State::new(lowers, Box::new(upper))?;
+        state.metacopy = options.metacopy;
         Ok(MergedView {
             options,
-            state: RwLock::new(State::new(lowers, Box::new(upper))?),
+            state: RwLock::new(state),
         })
     }
 
@@ -244,9 +246,26 @@ impl MergedView {
         let res = r.existing(Operation::Read, user)?;
         check_regular(res.file_type, Operation::Read, user)?;
         let (idx, lpath) = res.top();
-        st.layer(idx)
-            .read_at(lpath, offset, len)
-            .map_err(|e| e.reframe(Operation::Read, user))
+        let read = |idx: usize, lpath: &LayerPath| {
+            st.layer(idx)
+                .read_at(lpath, offset, len)
+                .map_err(|e| e.reframe(Operation::Read, user))
+        };
+        match read(idx, lpath) {
+            // A layer refuses to read a metadata-only copy: its data is
+            // below (asked only then, so that ordinary reads pay nothing).
+            Err(e) if e.kind() == ErrorKind::NotPermitted => {
+                let node = st.node(res).map_err(|e| e.reframe(Operation::Read, user))?;
+                if !node.metacopy {
+                    return Err(e);
+                }
+                let (didx, dpath) = st
+                    .metacopy_data(idx, lpath, &node)
+                    .map_err(|e| e.reframe(Operation::Read, user))?;
+                read(didx, &dpath)
+            }
+            other => other,
+        }
     }
 
     /// As [`std::fs::read_link`]: the target, verbatim.
@@ -389,8 +408,7 @@ impl MergedView {
         check_regular(res.file_type, op, user)?;
         st.copy_up(&r.path, &self.options)
             .map_err(|e| e.reframe(op, user))?;
-        st.upper
-            .set_len(&r.path, len)
+        st.changing_data(&r.path, |upper| upper.set_len(&r.path, len))
             .map_err(|e| e.reframe(op, user))?;
         self.touch(&mut st, &r.path, true)
     }
@@ -435,8 +453,7 @@ impl MergedView {
                 st.copy_up(&r.path, &self.options)
                     .map_err(|e| e.reframe(op, user))?;
                 if options.truncate {
-                    st.upper
-                        .set_len(&r.path, 0)
+                    st.changing_data(&r.path, |upper| upper.set_len(&r.path, 0))
                         .map_err(|e| e.reframe(op, user))?;
                     self.touch(st, &r.path, true)?;
                 }
@@ -465,8 +482,7 @@ impl MergedView {
         data: &[u8],
     ) -> Result<()> {
         changing(st, |st| {
-            st.upper
-                .write_at(path, offset, data)
+            st.changing_data(path, |upper| upper.write_at(path, offset, data))
                 .map_err(|e| e.reframe(Operation::Write, user))?;
             self.touch(st, path, true)
         })
@@ -1046,6 +1062,11 @@ impl MergedView {
         same_dir: bool,
     ) -> Result<Option<String>> {
         st.copy_up(path, &self.options)?;
+        if res.file_type == FileType::File && st.metacopy == Metacopy::Follow {
+            // A metadata-only copy that finds its data by its path would
+            // lose it at the new one.
+            st.fill_metacopy(path, false)?;
+        }
         if !(res.file_type.is_dir() && res.has_lower()) {
             return Ok(None);
         }

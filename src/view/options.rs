@@ -26,6 +26,24 @@ pub enum HardLinkCopyUp {
     Keep,
 }
 
+/// What the view does with metadata-only copies: files that a kernel
+/// mounted with `metacopy=on` copied up without their data when their
+/// metadata changed (`overlay.metacopy`, see
+/// [`Node::metacopy`](crate::layer::Node::metacopy)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metacopy {
+    /// Refuse them: `stat`, `open` and every other use of such a file fail
+    /// with `EPERM`, as the kernel's default `metacopy=off` refuses to
+    /// follow them. (A view never shows the hole on disk as the data.)
+    #[default]
+    Refuse,
+    /// Follow them, as `metacopy=on`: the metadata is the copy's, the data
+    /// the lower file it names (`overlay.redirect`, else the same path);
+    /// the first change of its data copies the data up. The view's own
+    /// copy-ups still copy data.
+    Follow,
+}
+
 /// Where the view gets the time for new and changed objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Clock {
@@ -59,6 +77,8 @@ pub struct ViewOptions {
     pub dir_rename: DirRename,
     /// Copy-up of hard-linked lower files.
     pub hard_links: HardLinkCopyUp,
+    /// Metadata-only copies written by the kernel.
+    pub metacopy: Metacopy,
     /// Owner user id of new objects.
     pub uid: u32,
     /// Owner group id of new objects (a directory with setgid passes its
@@ -75,6 +95,7 @@ impl Default for ViewOptions {
         ViewOptions {
             dir_rename: DirRename::default(),
             hard_links: HardLinkCopyUp::default(),
+            metacopy: Metacopy::default(),
             uid: 0,
             gid: 0,
             umask: 0o022,
@@ -95,6 +116,13 @@ impl ViewOptions {
     #[must_use]
     pub fn hard_links(mut self, v: HardLinkCopyUp) -> ViewOptions {
         self.hard_links = v;
+        self
+    }
+
+    /// Sets [`ViewOptions::metacopy`] (builder style).
+    #[must_use]
+    pub fn metacopy(mut self, v: Metacopy) -> ViewOptions {
+        self.metacopy = v;
         self
     }
 

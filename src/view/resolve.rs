@@ -26,6 +26,7 @@ use crate::layer::dir::DirLayer;
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, Metadata};
 use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath};
+use crate::view::options::Metacopy;
 
 /// The index of the upper layer; lower layer `i` (top first) is `i + 1`.
 pub(crate) const UPPER: usize = 0;
@@ -163,6 +164,8 @@ pub(crate) struct State {
     /// Copied-up objects: (layer id, inode in that layer) to the inode
     /// number the object had before its copy-up.
     pub origins: HashMap<(u64, u64), u64>,
+    /// Whether metadata-only copies are followed (see [`Metacopy`]).
+    pub metacopy: Metacopy,
 }
 
 impl std::fmt::Debug for State {
@@ -194,6 +197,7 @@ impl State {
             layer_ids: Vec::new(),
             next_layer_id: 0,
             origins: HashMap::new(),
+            metacopy: Metacopy::default(),
         };
         // The upper gets the highest number, so a commit only appends.
         let n = state.lowers.len() as u64;
@@ -258,15 +262,71 @@ impl State {
         }
     }
 
-    /// The node behind a resolved object (from its topmost layer).
+    /// The node behind a resolved object (from its topmost layer). A
+    /// metadata-only copy is refused (`EPERM`) unless the view follows
+    /// them, and then only with its data found below (else `EIO`).
     pub fn node(&self, res: &Res) -> Result<Node> {
         let (idx, path) = res.top();
         match self.layer(idx).lookup(path)? {
-            Some(Entry::Node(node)) => Ok(node),
+            Some(Entry::Node(node)) => {
+                if node.metacopy {
+                    self.metacopy_data(idx, path, &node)?;
+                }
+                Ok(node)
+            }
             _ => Err(Error::new(ErrorKind::Io, Operation::Lookup, path.as_str())
                 .with_layer(self.layer(idx).describe())
                 .with_detail("a layer changed while the view was using it")),
         }
+    }
+
+    /// Where the data of metadata-only copy `node` (at `path` of layer
+    /// `idx`) is: the first ordinary regular file below it at its
+    /// redirect, else at the same path, as the kernel's lookup continues
+    /// (a metadata-only copy on the way passes its own redirect on).
+    pub fn metacopy_data(
+        &self,
+        idx: usize,
+        path: &LayerPath,
+        node: &Node,
+    ) -> Result<(usize, LayerPath)> {
+        let refused = |kind: ErrorKind, detail: &str| {
+            Error::new(kind, Operation::Lookup, path.as_str())
+                .with_layer(self.layer(idx).describe())
+                .with_detail(detail.to_owned())
+        };
+        if self.metacopy == Metacopy::Refuse {
+            return Err(refused(
+                ErrorKind::NotPermitted,
+                "a metadata-only copy (overlay.metacopy), which the view follows only \
+                 with Metacopy::Follow (the kernel's metacopy=on)",
+            ));
+        }
+        let mut at = path.clone();
+        let mut redirect = node.redirect.clone();
+        for below in idx + 1..self.layer_count() {
+            if let Some(r) = redirect.take() {
+                at = match r.strip_prefix('/') {
+                    Some(abs) => LayerPath::new(abs),
+                    None => at.parent().unwrap_or_default().join(&r),
+                }
+                .map_err(|_| refused(ErrorKind::InvalidData, "its redirect is not a valid path"))?;
+            }
+            match self.layer(below).lookup(&at)? {
+                None => {}
+                Some(Entry::Node(n)) if n.meta.file_type == FileType::File && n.metacopy => {
+                    redirect = n.redirect;
+                }
+                Some(Entry::Node(n)) if n.meta.file_type == FileType::File => {
+                    return Ok((below, at));
+                }
+                Some(_) => break,
+            }
+        }
+        Err(refused(
+            ErrorKind::Io,
+            "a metadata-only copy (overlay.metacopy) whose data no lower layer holds",
+        ))
     }
 
     fn step(&self, idx: usize, path: &LayerPath) -> Result<Step> {

@@ -766,7 +766,10 @@ pub fn kernel_only(layers: &[MemLayer], ops: &[Op], extra: &str) -> Result<Overl
 /// Runs `ops` on the kernel alone (mount options `extra`), unmounts it and
 /// opens a view with `options` over its upperdir and workdir (the pair, so
 /// that its `work/index` is there) and its lowers: the view must show the
-/// kernel's final tree. `Err` with the first difference.
+/// kernel's final tree. The one refusal accepted is the documented one:
+/// an upper whose `work/index` holds entries does not open
+/// (`EOPNOTSUPP`), since the crate cannot compute the file handles the
+/// index is keyed by. `Err` with the first difference.
 pub fn read_back_kernels_upper(
     layers: &[MemLayer],
     ops: &[Op],

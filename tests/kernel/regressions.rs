@@ -283,16 +283,21 @@ fn a_metacopy_upper_reads_the_lower_data() {
     read_back(
         &[lower],
         &ops,
-        ViewOptions::default().dir_rename(DirRename::Redirect),
+        ViewOptions::default()
+            .dir_rename(DirRename::Redirect)
+            .metacopy(Metacopy::Follow),
         extra,
     );
 }
 
 /// Item 5: after the kernel appended to `a` (linked with `b`) with
-/// `index=on`, a view over its upper (and workdir: the index) shows the
-/// new content under both names, one inode, two links.
+/// `index=on`, a view over its upper (and workdir: the index) never shows
+/// `b` stale: it shows the new content under both names (one inode, two
+/// links), or it refuses the upper (`EOPNOTSUPP`, the documented
+/// limitation: the index is keyed by file handles the crate cannot
+/// compute; `readback.rs` checks the message).
 #[test]
-fn an_index_upper_shows_the_new_content_under_both_names() {
+fn an_index_upper_never_shows_a_stale_name() {
     let lower = layer(|l| {
         l.add_file("a", "x")?;
         l.add_hard_link("a", "b")
@@ -305,14 +310,18 @@ fn an_index_upper_shows_the_new_content_under_both_names() {
         return;
     }
     let options = ViewOptions::default().hard_links(HardLinkCopyUp::Keep);
-    read_back(std::slice::from_ref(&lower), &ops, options, "index=on");
     let mut overlay = disk::kernel_only(&[lower], &ops, "index=on")
         .unwrap_or_else(|_| panic!("the kernel refuses the layers"));
     overlay.unmount_for_good();
-    let upper = DirLayer::open_upper(utf8(overlay.upper()), utf8(overlay.work()))
-        .expect("open the kernel's upper");
-    let view = MergedView::with_options(dir_lowers(overlay.lowers()), upper, options)
-        .expect("open the view");
+    let view = DirLayer::open_upper(utf8(overlay.upper()), utf8(overlay.work()))
+        .and_then(|upper| MergedView::with_options(dir_lowers(overlay.lowers()), upper, options));
+    let view = match view {
+        Ok(view) => view,
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+            return;
+        }
+    };
     let (a, b) = (
         view.metadata("a").expect("stat a"),
         view.metadata("b").expect("stat b"),
