@@ -784,13 +784,21 @@ pub fn read_back_kernels_upper(
         .iter()
         .map(|d| Arc::new(DirLayer::open(utf8(d)).expect("open a lower")) as Arc<dyn Layer>)
         .collect();
-    let upper = DirLayer::open_upper(utf8(overlay.upper()), utf8(overlay.work())).map_err(|e| {
-        RunError::Diverged {
-            step: ops.len(),
-            detail: format!("the kernel's upperdir ({extra:?}) does not open: {e}"),
+    let indexed = fs::read_dir(overlay.work().join("index")).map_or(0, Iterator::count);
+    let view = DirLayer::open_upper(utf8(overlay.upper()), utf8(overlay.work()))
+        .and_then(|upper| MergedView::with_options(lowers, upper, options));
+    let view = match view {
+        Ok(view) => view,
+        Err(e) if e.kind() == layerstack::ErrorKind::Unsupported && indexed > 0 => return Ok(()),
+        Err(e) => {
+            return Err(RunError::Diverged {
+                step: ops.len(),
+                detail: format!(
+                    "a view over the kernel's upperdir ({extra:?}, {indexed} index entries) does not open: {e}"
+                ),
+            });
         }
-    })?;
-    let view = MergedView::with_options(lowers, upper, options).expect("open the view");
+    };
     let ours = snapshot_view(&view).map_err(|e| RunError::Diverged {
         step: ops.len(),
         detail: format!("a view over the kernel's upperdir ({extra:?}) cannot be walked: {e}"),
