@@ -756,3 +756,34 @@ fn with_index_on_only_the_name_used_is_copied_up() {
     let options = ViewOptions::default().hard_links(HardLinkCopyUp::Keep);
     side_by_side(&[lower], &ops, options, "index=on", |_| {});
 }
+
+/// Item 4, found by the read-back runs: a metadata-only copy without a
+/// redirect of its own, inside a directory the kernel renamed (so the
+/// directory holds `overlay.redirect`): the kernel finds the data below
+/// the directory's lower path (`b/a`), not at the copy's own path (`a/a`).
+/// Experiment: `chmod 600 m/b/a; mv m/b m/a` with `metacopy=on,
+/// redirect_dir=on` leaves `u/a` (`redirect="b"`) and `u/a/a`
+/// (`metacopy`, no redirect); `cat m/a/a` shows the lower data.
+#[test]
+fn a_metacopy_file_in_a_redirected_directory_reads_the_lower_data() {
+    let lower = layer(|l| l.add_file("b/a", "data"));
+    let ops = [
+        Op::SetPermissions {
+            path: path("b/a"),
+            mode: 0o600,
+        },
+        Op::Rename {
+            from: path("b"),
+            to: path("a"),
+            mode: RenameMode::Replace,
+        },
+    ];
+    read_back(
+        &[lower],
+        &ops,
+        ViewOptions::default()
+            .dir_rename(DirRename::Redirect)
+            .metacopy(Metacopy::Follow),
+        "metacopy=on,redirect_dir=on",
+    );
+}
