@@ -255,8 +255,8 @@ fn xattr_whiteouts_follow_the_documented_rule() {
         (listed, stat.map_err(|e| e.raw_os_error()))
     };
     let enoent = Err(Some(rustix::io::Errno::NOENT.raw_os_error()));
-    assert_eq!(kernel("a"), (vec!["f".to_owned()], enoent.clone()));
-    assert_eq!(kernel("b"), (vec![], enoent.clone()));
+    assert_eq!(kernel("a"), (vec!["f".to_owned()], enoent));
+    assert_eq!(kernel("b"), (vec![], enoent));
     assert_eq!(kernel("c"), (vec!["f".to_owned()], enoent));
     scratch.unmount_last();
 
