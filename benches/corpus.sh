@@ -3,8 +3,10 @@
 # $CARGO_TARGET_DIR/bench-corpus):
 #
 #   rootfs/        a real root filesystem: `debootstrap --variant=minbase`
-#                  of Debian bookworm when debootstrap and the mirror are
-#                  there, else a copy of the host's /usr (rootfs/usr).
+#                  of Debian bookworm when debootstrap and a mirror are
+#                  there (LAYERSTACK_BENCH_MIRROR, else the bookworm
+#                  mirror of this machine's apt sources), else a copy of
+#                  the host's /usr (rootfs/usr).
 #   oci/           an OCI image layout made by umoci, tag `bench`, three
 #                  gzip layers:
 #                    1. the tree;
@@ -27,7 +29,31 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${CARGO_TARGET_DIR:-$here/target}/bench-corpus
-mirror=${LAYERSTACK_BENCH_MIRROR:-http://deb.debian.org/debian}
+
+# The Debian mirror: $LAYERSTACK_BENCH_MIRROR, else the one this machine's
+# apt already uses for bookworm (deb822 `.sources` files or one-line
+# `sources.list` entries), so the script names no host of its own.
+apt_mirror() {
+    local files=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
+    local f
+    for f in "${files[@]}"; do
+        [ -r "$f" ] || continue
+        case "$f" in
+        *.sources)
+            awk '
+                /^[[:space:]]*$/ { if (uri != "" && suite) { print uri; exit } uri = ""; suite = 0; next }
+                /^URIs:/ { uri = $2 }
+                /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") suite = 1 }
+                END { if (uri != "" && suite) print uri }
+            ' "$f"
+            ;;
+        *)
+            awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' "$f"
+            ;;
+        esac
+    done | head -n 1
+}
+mirror=${LAYERSTACK_BENCH_MIRROR:-$(apt_mirror)}
 mkdir -p "$out"
 cd "$out"
 
@@ -40,7 +66,7 @@ command -v umoci >/dev/null || { echo "corpus.sh: needs umoci (apt-get install u
 # --- the root filesystem ---------------------------------------------------
 if [ ! -e rootfs.done ]; then
     rm -rf rootfs rootfs.tmp
-    if command -v debootstrap >/dev/null &&
+    if command -v debootstrap >/dev/null && [ -n "$mirror" ] &&
         debootstrap --variant=minbase bookworm rootfs.tmp "$mirror" >debootstrap.log 2>&1; then
         # Logs and caches that differ from run to run are not part of the
         # tree being measured.
