@@ -685,3 +685,28 @@ fn a_metacopy_file_in_a_redirected_directory_reads_the_lower_data() {
         "metacopy=on,redirect_dir=on",
     );
 }
+
+/// With `index=on`, removing one name of a lower hard link lowers the link
+/// count the other names show (the kernel counts the index's whiteouts:
+/// `overlay.nlink`); found by the side-by-side runs.
+#[test]
+fn with_index_on_removing_one_name_of_a_lower_hard_link_lowers_nlink() {
+    let lower = layer(|l| {
+        l.add_file("a", "x")?;
+        l.add_hard_link("a", "b")?;
+        l.add_hard_link("a", "c")
+    });
+    let ops = [
+        Op::RemoveFile { path: path("a") },
+        Op::Metadata { path: path("b") },
+        Op::Append {
+            path: path("b"),
+            data: b"y".to_vec(),
+        },
+        Op::Metadata { path: path("c") },
+        Op::RemoveFile { path: path("c") },
+        Op::Metadata { path: path("b") },
+    ];
+    let options = ViewOptions::default().hard_links(HardLinkCopyUp::Keep);
+    side_by_side(&[lower], &ops, options, "index=on", |_| {});
+}
