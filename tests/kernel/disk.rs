@@ -415,7 +415,7 @@ impl SideBySide {
             format!("noatime,{extra}")
         };
         let kernel = Overlay::in_scratch(scratch, layers, &extra);
-        SideBySide {
+        let mut pair = SideBySide {
             kernel,
             view,
             obs,
@@ -425,7 +425,10 @@ impl SideBySide {
             kernel_lowers: BTreeMap::new(),
             view_lowers: BTreeMap::new(),
             prev: None,
-        }
+        };
+        // The lowers as they are before anything reads them.
+        assert_eq!(pair.check_lowers(), None, "lowers seen for the first time");
+        pair
     }
 
     /// Our copy of lower layer `i` (as given, top first).
