@@ -265,8 +265,9 @@ impl Analysis {
     }
 
     /// Analyses the layers of `image` in `store`, the first `base` of them
-    /// being the base for the user figures. Each layer's tar is read once
-    /// more for its payloads (checked against its DiffID, as every read).
+    /// being the base for the user figures. Each layer blob is read twice:
+    /// imported for the tree (its digest and DiffID checked), then scanned
+    /// for its payloads.
     ///
     /// # Errors
     /// The errors of [`ImageStore::layers`], and of reading a blob.
