@@ -290,6 +290,8 @@ pub enum Operation {
     Flatten,
     /// Removing unreferenced blobs.
     CollectGarbage,
+    /// Analysing where an image's bytes go.
+    Analyze,
 }
 
 impl Operation {
@@ -329,6 +331,7 @@ impl Operation {
             Operation::BuildImage => "build image",
             Operation::Flatten => "flatten into",
             Operation::CollectGarbage => "collect garbage in",
+            Operation::Analyze => "analyze image",
         }
     }
 }

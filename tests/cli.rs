@@ -918,3 +918,127 @@ fn unpack_writes_the_tree_the_image_shows() {
         panic!("unpack of the umoci image, against umoci's: {d}");
     }
 }
+
+#[test]
+fn analyze_counts_what_each_layer_ships_keeps_and_wastes() {
+    let s = Scratch::new("cli-analyze");
+    let dir = demo(&s);
+    let img = image(&dir, "demo");
+    let reference = format!("{dir}:demo");
+    let size = |i: usize| img.layers()[i].size.to_string();
+    let text = ok(&["analyze", &reference]);
+    let lines: Vec<&str> = text.lines().collect();
+    let compressed: u64 = img.layers().iter().map(|d| d.size).sum();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{reference}: 3 layers ship 152 bytes ({compressed} compressed); 55 bytes visible, 97 wasted: efficiency 36.2%"
+        )
+    );
+    let row = |i: usize, shipped: &str, adds: &str, wastes: &str, cmd: &str| {
+        format!(
+            "{i:>5}  {:<19}  {shipped:>13}  {:>13}  {adds:>13}  {wastes:>13}  {cmd}",
+            &full(&img, i)[..19],
+            size(i)
+        )
+    };
+    assert_eq!(lines[3], row(0, "118", "21", "0", "COPY rootfs/ /"));
+    assert!(
+        lines[4].starts_with(&row(1, "12", "12", "67", "RUN sed")),
+        "{}",
+        lines[4]
+    );
+    assert!(
+        lines[5].starts_with(&row(2, "22", "22", "30", "RUN mkdir")),
+        "{}",
+        lines[5]
+    );
+    assert_eq!(
+        lines[7..14],
+        [
+            "largest wasted paths:",
+            "           32  etc/motd  (layer 0: deleted in layer 1)",
+            "           18  srv/www/old.html  (layer 0: hidden by an opaque directory in layer 2)",
+            "           15  var/cache/app/thumbs.db  (layer 0: deleted in layer 1)",
+            "           12  srv/www/index.html  (layer 0: hidden by an opaque directory in layer 2)",
+            "           10  etc/app.conf  (layer 0: overwritten in layer 1)",
+            "           10  var/cache/app/index.db  (layer 0: deleted in layer 1)",
+        ]
+    );
+
+    let j = json_of(&ok(&["analyze", &reference, "--json"]));
+    assert_eq!(
+        (&j["shipped"], &j["visible"], &j["wasted"]),
+        (&json!(152), &json!(55), &json!(97))
+    );
+    assert_eq!(
+        j["wasted_paths"][0],
+        json!({"path": "etc/motd", "wasted": 32,
+               "copies": [{"layer": 0, "bytes": 32, "reason": "deleted", "by": 1}]})
+    );
+
+    // The picture is well-formed and shows the text's figures.
+    let svg = s.path("layers.svg");
+    ok(&["analyze", &reference, "--svg", svg.as_str()]);
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(picture.ends_with("</svg>\n"));
+    assert_eq!(
+        picture.matches("<text").count(),
+        picture.matches("</text>").count()
+    );
+    for shown in [
+        "efficiency 36.2%",
+        "shipped 152 bytes, visible 55, wasted 97",
+        "21 of 118 visible",
+        "etc/motd  (layer 0: deleted in layer 1)",
+    ] {
+        assert!(picture.contains(shown), "the picture lacks `{shown}`");
+    }
+}
+
+#[test]
+fn analyze_ci_fails_naming_the_broken_rule() {
+    let s = Scratch::new("cli-analyze-ci");
+    let dir = demo(&s);
+    let reference = format!("{dir}:demo");
+    let ran = layerstack(&["analyze", &reference, "--ci"]);
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stdout.contains("efficiency 36.2%"),
+        "the report is printed"
+    );
+    assert_eq!(
+        ran.stderr,
+        format!(
+            "error: failed to analyze image `{reference}`: efficiency 36.2% is below --min-efficiency 90.0%\n"
+        )
+    );
+    let ran = layerstack(&["analyze", &reference, "--ci", "--max-wasted-bytes", "50"]);
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr
+            .contains("97 wasted bytes are over --max-wasted-bytes 50"),
+        "{}",
+        ran.stderr
+    );
+    // Paths wasting less than 20 bytes do not count: 32 are left.
+    ok(&[
+        "analyze",
+        &reference,
+        "--ci",
+        "--max-wasted-bytes",
+        "50",
+        "--ignore-below",
+        "20",
+    ]);
+    // The web image over the demo's base wastes nothing of its own.
+    let web = format!("{dir}:demo-web");
+    let text = ok(&["analyze", &web, "--base-image", &reference, "--ci"]);
+    assert!(
+        text.contains("user layers (1 and up): ship 3 bytes, waste 0 (0.0%)"),
+        "{text}"
+    );
+    let usage = layerstack(&["analyze", &reference, "--min-efficiency", "0.5"]);
+    assert_eq!(usage.code, 2, "a rule without --ci is a usage error");
+}

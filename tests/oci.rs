@@ -4,6 +4,7 @@
 //! unless `LAYERSTACK_REQUIRE_TOOLS` (or `LAYERSTACK_REQUIRE_ROOT`) is set.
 
 mod oci {
+    pub mod analyze;
     pub mod dir_layer;
     pub mod interop;
     pub mod round_trip;

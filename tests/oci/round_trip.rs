@@ -14,7 +14,7 @@ use proptest::prelude::*;
 
 /// Sockets cannot be stored in a tar (export refuses them, tested in the
 /// module); the random stacks use fifos there instead.
-fn without_sockets(items: &[LayerItem]) -> Vec<LayerItem> {
+pub fn without_sockets(items: &[LayerItem]) -> Vec<LayerItem> {
     items
         .iter()
         .map(|item| match item {

@@ -5,6 +5,7 @@
 //! stderr names the operation and the path), 2 for bad usage.
 #![forbid(unsafe_code)]
 
+mod analyze;
 mod commit;
 mod demo;
 mod diff;
@@ -159,6 +160,56 @@ Examples:
         #[arg(long, value_name = "NEW")]
         tag: String,
     },
+    /// Where an image's bytes go: what each layer ships, what stays
+    /// visible, and what is wasted (overwritten, deleted, hidden, or
+    /// re-shipped), with rules for CI.
+    #[command(after_help = "\
+Wasted bytes are shipped bytes that are not in the final tree: every copy
+of a file but the one that stays (a grown file wastes only its old copy),
+everything below a deleted or opaque directory, and a file re-shipped for
+new metadata (the `chown -R` layer) or unchanged. Efficiency is visible /
+shipped. With --ci the command exits 1 naming the first rule the image
+breaks (defaults: --min-efficiency 0.9 --max-user-wasted-ratio 0.1).
+
+Examples:
+  layerstack analyze ./layerstack-demo:demo
+  layerstack analyze ./layerstack-demo:demo-web --base-image ./layerstack-demo:demo
+  layerstack analyze img:v2 --svg layers.svg
+  layerstack analyze img:v2 --ci --min-efficiency 0.95 --ignore-below 4096")]
+    Analyze {
+        /// The image: LAYOUT[:TAG]
+        image: ImageRef,
+        /// The first N layers are the base; user figures count the rest
+        #[arg(long, value_name = "N", conflicts_with = "base_image")]
+        base: Option<usize>,
+        /// The base is the layers this image shares with that one
+        #[arg(long, value_name = "LAYOUT[:TAG]")]
+        base_image: Option<ImageRef>,
+        /// How many wasted paths and top-level names to show
+        #[arg(long, value_name = "K", default_value_t = 10)]
+        top: usize,
+        /// Also draw the layers and the largest wasted paths into FILE (SVG)
+        #[arg(long, value_name = "FILE")]
+        svg: Option<Utf8PathBuf>,
+        /// Exit 1 when a rule is broken
+        #[arg(long)]
+        ci: bool,
+        /// --ci: fail below this efficiency (0 to 1)
+        #[arg(long, value_name = "RATIO", requires = "ci")]
+        min_efficiency: Option<f64>,
+        /// --ci: fail above this many wasted bytes
+        #[arg(long, value_name = "BYTES", requires = "ci")]
+        max_wasted_bytes: Option<u64>,
+        /// --ci: fail when the user layers waste more than this ratio of what they ship
+        #[arg(long, value_name = "RATIO", requires = "ci")]
+        max_user_wasted_ratio: Option<f64>,
+        /// --ci: paths wasting fewer bytes do not count for the rules
+        #[arg(long, value_name = "BYTES", requires = "ci", default_value_t = 0)]
+        ignore_below: u64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `LAYOUT[:TAG]`: an image layout directory and, maybe, a tag.
@@ -274,6 +325,50 @@ fn run(command: Command) -> Result<()> {
         Command::Diff { image, layer, json } => diff::run(&image, layer, format(json), &mut out)?,
         Command::Inspect { image, json } => inspect::run(&image, format(json), &mut out)?,
         Command::Commit { image, dir, tag } => commit::run(&image, &dir, &tag, &mut out)?,
+        Command::Analyze {
+            image,
+            base,
+            base_image,
+            top,
+            svg,
+            ci,
+            min_efficiency,
+            max_wasted_bytes,
+            max_user_wasted_ratio,
+            ignore_below,
+            json,
+        } => {
+            let base = match (&base_image, base) {
+                (Some(other), _) => Some(analyze::Base::Image(other)),
+                (None, Some(n)) => Some(analyze::Base::Layers(n)),
+                (None, None) => None,
+            };
+            let any = min_efficiency.is_some()
+                || max_wasted_bytes.is_some()
+                || max_user_wasted_ratio.is_some();
+            let rules = ci.then_some(analyze::Rules {
+                min_efficiency: if any { min_efficiency } else { Some(0.9) },
+                max_wasted_bytes,
+                max_user_wasted_ratio: if any {
+                    max_user_wasted_ratio
+                } else {
+                    Some(0.1)
+                },
+                ignore_below,
+            });
+            // The report is printed also when a rule fails.
+            let checked = analyze::run(
+                &image,
+                base,
+                top,
+                svg.as_deref(),
+                rules,
+                format(json),
+                &mut out,
+            );
+            out.flush()?;
+            checked?;
+        }
     }
     out.flush()
 }
@@ -284,8 +379,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, whatever a cause holds.
-            let message = e.to_string().replace(['\n', '\r'], " ");
+            // One line, whatever a cause holds, and no control bytes from
+            // a layer or a header reach the terminal.
+            let message = output::escape_message(&e.to_string());
             eprintln!("error: {message}");
             ExitCode::from(1)
         }
