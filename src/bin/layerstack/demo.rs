@@ -100,7 +100,19 @@ fn demo_layout(dir: &Utf8Path) -> Result<OciLayout> {
             "the directory holds other files than an image layout",
         ));
     }
-    let layout = OciLayout::open(dir).map_err(|_| refuse("it is not an image layout"))?;
+    let layout = if names.iter().any(|n| n == "oci-layout") {
+        OciLayout::open(dir).map_err(|_| refuse("it is not an image layout"))?
+    } else {
+        // An earlier run stopped (killed, or by a full disk) before it
+        // finished the layout: finish it, if nothing else is there.
+        OciLayout::resume(dir).map_err(|e| {
+            if e.kind() == ErrorKind::DirectoryNotEmpty {
+                refuse("it is not an image layout, nor one an earlier run left unfinished")
+            } else {
+                e
+            }
+        })?
+    };
     if let Some((other, _)) = layout
         .tags()?
         .iter()

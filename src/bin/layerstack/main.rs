@@ -8,6 +8,7 @@
 mod commit;
 mod demo;
 mod diff;
+mod gc;
 mod inspect;
 mod ls;
 mod output;
@@ -20,7 +21,7 @@ use std::str::FromStr;
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
 use layerstack::Result;
-use layerstack::oci::{Image, ImageStore, OciLayout};
+use layerstack::oci::{GcMode, Image, ImageStore, OciLayout};
 
 use output::{Format, Out};
 
@@ -159,6 +160,22 @@ Examples:
         #[arg(long, value_name = "NEW")]
         tag: String,
     },
+    /// Remove the blobs no tag reaches and the temporary files of runs
+    /// that ended (killed, or stopped by an error).
+    #[command(after_help = "\
+Blobs reachable from index.json (its manifests and indexes, their configs
+and layers) stay; so do temporary files of writers that still run.
+
+Examples:
+  layerstack gc ./layerstack-demo --dry-run
+  layerstack gc ./layerstack-demo")]
+    Gc {
+        /// The image layout directory
+        layout: Utf8PathBuf,
+        /// Only list what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `LAYOUT[:TAG]`: an image layout directory and, maybe, a tag.
@@ -274,6 +291,14 @@ fn run(command: Command) -> Result<()> {
         Command::Diff { image, layer, json } => diff::run(&image, layer, format(json), &mut out)?,
         Command::Inspect { image, json } => inspect::run(&image, format(json), &mut out)?,
         Command::Commit { image, dir, tag } => commit::run(&image, &dir, &tag, &mut out)?,
+        Command::Gc { layout, dry_run } => {
+            let mode = if dry_run {
+                GcMode::DryRun
+            } else {
+                GcMode::Remove
+            };
+            gc::run(&layout, mode, &mut out)?;
+        }
     }
     out.flush()
 }
@@ -281,6 +306,7 @@ fn run(command: Command) -> Result<()> {
 fn main() -> ExitCode {
     // Usage errors exit with 2, `--help` and `--version` with 0.
     let cli = Cli::parse();
+    raise_open_file_limit();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -289,6 +315,32 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints a warning line on stderr: something went wrong after the
+/// command did what it was asked (a tag is written), so it still succeeds.
+pub fn warn(args: fmt::Arguments<'_>) {
+    let message = args.to_string().replace(['\n', '\r'], " ");
+    eprintln!("warning: {message}");
+}
+
+/// Raises the soft limit of open files to the hard one, as many tools do:
+/// a soft limit of 1,024 is a historical default, not a choice. The walks
+/// hold a bounded number of descriptors anyway; this is headroom. Failure
+/// changes nothing.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit (`None`) cannot be the soft one for files.
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(maximum),
+            maximum: Some(maximum),
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }
 
