@@ -86,7 +86,7 @@ use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::Content;
 use crate::layer::LayerMut;
-use crate::layer::beneath::{errno_error, proc_path, procfs_is_mounted, raw_xattrs};
+use crate::layer::beneath::{errno_error, open_beneath, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::mem::MemLayer;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
@@ -126,8 +126,8 @@ pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
         dir,
         found: BTreeMap::new(),
     };
-    let (root_meta, _) = scan.stat(&root, &LayerPath::root())?;
-    scan.walk(root)?;
+    let (root_meta, root_dev) = scan.stat(&root, &LayerPath::root())?;
+    scan.walk(&root, (root_dev, root_meta.ino))?;
     scan.into_layer(&root_meta)
 }
 
@@ -154,6 +154,10 @@ enum What {
     Special,
     Whiteout,
 }
+
+/// A directory still to read: its path, whether the base has a directory
+/// there, and its device and inode (checked when it is opened again).
+type PendingDir = (LayerPath, bool, (u64, u64));
 
 struct Scan<'a> {
     base: &'a MergedView,
@@ -212,12 +216,30 @@ impl Scan<'_> {
         }
     }
 
-    /// Walks the tree under `root`, recording every object and whiteout.
-    fn walk(&mut self, root: OwnedFd) -> Result<()> {
-        // Directories to read: descriptor, path, whether the base has a
-        // directory there (else everything below is new).
-        let mut todo = vec![(root, LayerPath::root(), true)];
-        while let Some((fd, path, base_is_dir)) = todo.pop() {
+    /// Walks the tree under `root` (of device and inode `root_id`),
+    /// recording every object and whiteout.
+    ///
+    /// Directories still to read are kept as paths, not descriptors, so
+    /// the walk holds a bounded number of descriptors (the root, one
+    /// directory, one object) however wide the tree is. Each is opened
+    /// again beneath the root without following symlinks, and must be the
+    /// inode that was stated: a directory swapped meanwhile is an error.
+    fn walk(&mut self, root: &OwnedFd, root_id: (u64, u64)) -> Result<()> {
+        // Directories to read: path, whether the base has a directory
+        // there (else everything below is new), its device and inode.
+        let mut todo = vec![(LayerPath::root(), true, root_id)];
+        while let Some((path, base_is_dir, id)) = todo.pop() {
+            let fd = open_beneath(root, &path, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| self.fail(e, Operation::ReadDir, &path))?;
+            let st = rustix::fs::fstat(&fd).map_err(|e| self.fail(e, Operation::ReadDir, &path))?;
+            if (st.st_dev, st.st_ino) != id {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    Operation::ReadDir,
+                    self.disk_path(&path),
+                )
+                .with_detail("the directory was replaced during the walk"));
+            }
             let names = self.names(&fd, &path)?;
             if base_is_dir {
                 let at = if path.is_root() { "/" } else { path.as_str() };
@@ -299,7 +321,7 @@ impl Scan<'_> {
         name: &str,
         path: &LayerPath,
         before: Option<Metadata>,
-    ) -> Result<Option<(OwnedFd, LayerPath, bool)>> {
+    ) -> Result<Option<PendingDir>> {
         let obj = rustix::fs::openat(
             parent,
             name,
@@ -318,10 +340,10 @@ impl Scan<'_> {
         let mut next = None;
         let (what, changed) = match meta.file_type {
             FileType::Dir => {
-                let fd = reopen(&obj, OFlags::RDONLY | OFlags::DIRECTORY)
-                    .map_err(|e| self.fail(e, Operation::ReadDir, path))?;
                 let base_is_dir = before.as_ref().is_some_and(Metadata::is_dir);
-                next = Some((fd, path.clone(), base_is_dir));
+                let st =
+                    rustix::fs::fstat(&obj).map_err(|e| self.fail(e, Operation::ReadDir, path))?;
+                next = Some((path.clone(), base_is_dir, (st.st_dev, st.st_ino)));
                 (What::Dir, !same_attrs)
             }
             FileType::File => {

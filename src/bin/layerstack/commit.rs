@@ -48,30 +48,39 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
             "{target} is tagged, but the tag may not survive a crash: {e}"
         ));
     }
-    match outcome {
-        StepOutcome::Empty => {
-            out.line(format_args!(
-                "{dir} is what {image} shows: {target} has no new layer, only a history entry"
-            ))?;
-        }
-        StepOutcome::Layer(d) => {
-            let index = new.layers().len() - 1;
-            out.line(format_args!(
-                "{target}: layer {index} {} ({} bytes) on {image}",
-                d.digest.short(),
-                thousands(d.size)
-            ))?;
-            match store.changes(&new) {
-                Ok(changes) => {
-                    for c in changes.last().into_iter().flatten() {
-                        out.line(format_args!("  {c}"))?;
+    // Nothing below may fail the command: the tag is in.
+    let report = |out: &mut Out| -> Result<()> {
+        match outcome {
+            StepOutcome::Empty => {
+                out.line(format_args!(
+                    "{dir} is what {image} shows: {target} has no new layer, only a history entry"
+                ))?;
+            }
+            StepOutcome::Layer(d) => {
+                let index = new.layers().len() - 1;
+                out.line(format_args!(
+                    "{target}: layer {index} {} ({} bytes) on {image}",
+                    d.digest.short(),
+                    thousands(d.size)
+                ))?;
+                match store.changes(&new) {
+                    Ok(changes) => {
+                        for c in changes.last().into_iter().flatten() {
+                            out.line(format_args!("  {c}"))?;
+                        }
                     }
+                    Err(e) => crate::warn(format_args!(
+                        "{target} is tagged; listing its changes failed: {e}"
+                    )),
                 }
-                Err(e) => crate::warn(format_args!(
-                    "{target} is tagged; listing its changes failed: {e}"
-                )),
             }
         }
+        Ok(())
+    };
+    if let Err(e) = report(out) {
+        crate::warn(format_args!(
+            "{target} is tagged; printing the result failed: {e}"
+        ));
     }
     Ok(())
 }

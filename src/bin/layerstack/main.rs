@@ -15,6 +15,7 @@ mod output;
 mod unpack;
 
 use std::fmt;
+use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -290,7 +291,18 @@ fn run(command: Command) -> Result<()> {
         Command::Cat { image, path } => ls::cat(&image, &path, &mut out)?,
         Command::Diff { image, layer, json } => diff::run(&image, layer, format(json), &mut out)?,
         Command::Inspect { image, json } => inspect::run(&image, format(json), &mut out)?,
-        Command::Commit { image, dir, tag } => commit::run(&image, &dir, &tag, &mut out)?,
+        Command::Commit { image, dir, tag } => {
+            commit::run(&image, &dir, &tag, &mut out)?;
+            // The tag is in: output that cannot be written is a warning,
+            // never a failure over a changed layout.
+            if let Err(e) = out.flush() {
+                warn(format_args!(
+                    "{}:{tag} is tagged; printing the result failed: {e}",
+                    image.layout
+                ));
+            }
+            return Ok(());
+        }
         Command::Gc { layout, dry_run } => {
             let mode = if dry_run {
                 GcMode::DryRun
@@ -312,7 +324,8 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, whatever a cause holds.
             let message = e.to_string().replace(['\n', '\r'], " ");
-            eprintln!("error: {message}");
+            // Not `eprintln!`, which panics when stderr cannot be written.
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             ExitCode::from(1)
         }
     }
@@ -322,7 +335,7 @@ fn main() -> ExitCode {
 /// command did what it was asked (a tag is written), so it still succeeds.
 pub fn warn(args: fmt::Arguments<'_>) {
     let message = args.to_string().replace(['\n', '\r'], " ");
-    eprintln!("warning: {message}");
+    let _ = writeln!(std::io::stderr(), "warning: {message}");
 }
 
 /// Raises the soft limit of open files to the hard one, as many tools do:
