@@ -149,20 +149,10 @@ impl ImageStore {
                 stack.insert(0, layer);
                 continue;
             }
-            if Compression::from_media_type(&descriptor.media_type).is_none() {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    Operation::OpenImage,
-                    &image.reference,
-                )
-                .with_detail(format!(
-                    "layer {i} has media type `{}`, which is not a layer tar",
-                    descriptor.media_type
-                )));
-            }
             let blob = self
                 .layout
-                .open_blob(&descriptor.digest, Some(descriptor.size))?;
+                .open_layer(descriptor)
+                .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
             let (layer, summary) = import_layer(blob, &stack, &self.import)
                 .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
             let want = image.config.diff_ids[i];
@@ -252,7 +242,7 @@ impl ImageStore {
             .iter()
             .map(|d| {
                 move || -> Result<Box<dyn std::io::Read + Send>> {
-                    Ok(Box::new(layout.open_blob(&d.digest, Some(d.size))?))
+                    Ok(Box::new(layout.open_layer(d)?))
                 }
             })
             .collect();

@@ -52,12 +52,26 @@
 //!
 //! A layout may come from anyone. The only names the store turns into file
 //! names are digests, which are 64 validated hex digits, so no name from a
-//! document reaches outside `blobs/sha256/`. Blobs are opened with
-//! `O_NOFOLLOW | O_NONBLOCK` and must be regular files, so a planted
-//! symlink or fifo is refused, not followed or waited on. Documents are
-//! limited to [`MAX_DOCUMENT_BYTES`]. Garbage collection deletes only
-//! regular files in `blobs/sha256/` named by a digest, and stale temporary
-//! files of ours; anything else in the layout is left alone.
+//! document reaches outside `blobs/sha256/`. Every part is opened by one
+//! name relative to the descriptor of its parent (the layout's directory,
+//! `blobs`, `blobs/sha256`) with `O_NOFOLLOW`: a symlinked `blobs` or
+//! `blobs/sha256` is refused (`ELOOP`), so nothing is read or written
+//! outside the layout. Files (`oci-layout`, `index.json`, blobs) are opened
+//! with `O_NONBLOCK` and must be regular files, so a planted fifo is
+//! refused, not waited on. Documents are limited to [`MAX_DOCUMENT_BYTES`].
+//! Tags are checked with [`check_tag`] before anything is written.
+//! Garbage collection deletes only regular files in `blobs/sha256/` named
+//! by a digest, and stale temporary files of ours; anything else in the
+//! layout is left alone.
+//!
+//! # Failures
+//!
+//! A tag change either fails with `index.json` as it was, or the new one
+//! is in place; [`Durability`] says whether the directory was synced after
+//! the rename. Temporary files of runs that ended (killed, or failed
+//! before they could remove them) are removed by the next tag change and
+//! by garbage collection; [`OciLayout::resume`] finishes a layout whose
+//! creation was cut short.
 //!
 //! # Limitations
 //!
@@ -540,6 +554,63 @@ impl OciLayout {
             size: meta.len(),
             state: ReadState::Reading,
         })
+    }
+
+    /// Opens the layer blob `descriptor` points to, after checking that its
+    /// media type is a layer type this crate reads (the OCI `tar`,
+    /// `tar+gzip` and `tar+zstd` types, their `nondistributable`
+    /// variants, and Docker's) and that its content is what the type
+    /// says: gzip and zstd are known by their magic numbers, and a plain
+    /// tar type must hold neither.
+    ///
+    /// Unknown layer media types are refused, as containerd does: the
+    /// image spec lets a reader ignore unknown types only where it says so,
+    /// and a layer that is skipped would leave a different tree. A
+    /// descriptor that contradicts its content is refused rather than read
+    /// by sniffing: its digest names the bytes, not how to read them.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` for a media type that is not a known layer type;
+    /// `EBADMSG` when the content contradicts it; those of
+    /// [`open_blob`](OciLayout::open_blob).
+    pub fn open_layer(&self, descriptor: &Descriptor) -> Result<BlobReader> {
+        let digest = &descriptor.digest;
+        let Some(declared) = Compression::from_media_type(&descriptor.media_type) else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                Operation::ReadBlob,
+                digest.to_string(),
+            )
+            .with_detail(format!(
+                "media type `{}` is not a layer media type (tar, tar+gzip or tar+zstd)",
+                descriptor.media_type
+            )));
+        };
+        let mut prefix = Vec::with_capacity(4);
+        Read::by_ref(&mut self.open_blob(digest, Some(descriptor.size))?.file)
+            .take(4)
+            .read_to_end(&mut prefix)
+            .map_err(|e| Error::from_io(&e, Operation::ReadBlob, digest.to_string()))?;
+        let found = Compression::detect(&prefix);
+        if found != declared {
+            let name = |c: Compression| match c {
+                Compression::None => "an uncompressed tar",
+                Compression::Gzip => "gzip",
+                Compression::Zstd => "zstd",
+            };
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                Operation::ReadBlob,
+                digest.to_string(),
+            )
+            .with_detail(format!(
+                "media type `{}` says {}, but the blob is {}",
+                descriptor.media_type,
+                name(declared),
+                name(found)
+            )));
+        }
+        self.open_blob(digest, Some(descriptor.size))
     }
 
     /// Reads a whole blob of at most `max_bytes`, checked against `digest`
@@ -2437,6 +2508,85 @@ mod tests {
         );
         assert!(layout.tags().unwrap().is_empty());
         layout.set_tag("v1.0", image.manifest).unwrap();
+    }
+
+    #[test]
+    fn layer_media_types_must_be_known_and_match_the_content() {
+        let dir = Scratch::new("media-types");
+        let layout = OciLayout::create(&dir.0).unwrap();
+        let tar = b"plain tar bytes".to_vec();
+        let pack = |c: Compression| {
+            let mut w = super::super::Compressor::new(Vec::new(), c);
+            w.write_all(&tar).unwrap();
+            w.finish().unwrap()
+        };
+        let zstd_type = Compression::Zstd.layer_media_type();
+        for (bytes, media_type, want) in [
+            (tar.clone(), Compression::None.layer_media_type(), None),
+            (
+                pack(Compression::Gzip),
+                Compression::Gzip.layer_media_type(),
+                None,
+            ),
+            (pack(Compression::Zstd), zstd_type, None),
+            (
+                pack(Compression::Gzip),
+                DOCKER_LAYER_TAR,
+                Some("says an uncompressed tar, but the blob is gzip"),
+            ),
+            (
+                pack(Compression::Gzip),
+                zstd_type,
+                Some("says zstd, but the blob is gzip"),
+            ),
+            (
+                tar.clone(),
+                Compression::Gzip.layer_media_type(),
+                Some("says gzip, but the blob is an uncompressed tar"),
+            ),
+            (
+                Vec::new(),
+                zstd_type,
+                Some("says zstd, but the blob is an uncompressed tar"),
+            ),
+        ] {
+            let (digest, size) = layout.put_blob(&bytes).unwrap();
+            let desc = Descriptor::new(media_type, digest, size);
+            match want {
+                None => {
+                    let mut read = Vec::new();
+                    layout
+                        .open_layer(&desc)
+                        .unwrap()
+                        .read_to_end(&mut read)
+                        .unwrap();
+                    assert_eq!(read, bytes);
+                }
+                Some(why) => assert_eq!(
+                    err_of(layout.open_layer(&desc)),
+                    (
+                        ErrorKind::InvalidData,
+                        format!("failed to read blob `{digest}`: media type `{media_type}` {why}")
+                    )
+                ),
+            }
+        }
+        let (digest, size) = layout.put_blob(&tar).unwrap();
+        for unknown in [
+            "application/vnd.oci.image.layer.v1.tar+lz4",
+            "application/octet-stream",
+        ] {
+            assert_eq!(
+                err_of(layout.open_layer(&Descriptor::new(unknown, digest, size))),
+                (
+                    ErrorKind::Unsupported,
+                    format!(
+                        "failed to read blob `{digest}`: media type `{unknown}` is not a layer media \
+                         type (tar, tar+gzip or tar+zstd)"
+                    )
+                )
+            );
+        }
     }
 
     #[test]

@@ -137,7 +137,7 @@ struct Marker {
 /// The whiteouts and opaque markers of a layer blob, read back from the
 /// layout in the order of the tar.
 fn markers(store: &ImageStore, layer: &Descriptor) -> Result<Vec<Marker>> {
-    let blob = store.layout().open_blob(&layer.digest, Some(layer.size))?;
+    let blob = store.layout().open_layer(layer)?;
     let tar = Decompressor::new(blob)
         .map_err(|e| Error::from_io(&e, Operation::ReadBlob, layer.digest.to_string()))?;
     let mut reader = TarReader::new(tar, Limits::default());
