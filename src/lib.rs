@@ -194,7 +194,11 @@
 //!   layer changed while the view was using it".
 //! - A layer imported from a tar, or committed from a directory, is held in
 //!   memory (a `MemLayer`); import into a [`DirLayer`] to keep a large one
-//!   on disk.
+//!   on disk. Runs of zeros and holes cost no memory there (a committed
+//!   file is read with `SEEK_DATA`/`SEEK_HOLE`, and zeros are stored as
+//!   holes), and `layerstack cat` streams; but a file's real data is held:
+//!   an image with a 1 GiB file of data takes about 1 GiB to list, and
+//!   committing a new one about as much, until layers are read lazily.
 //! - Layer tars: GNU sparse files, multi-volume archives and names that
 //!   are not UTF-8 are refused; PAX global headers are ignored.
 //! - A whiteout or opaque marker in a directory that neither its layer nor

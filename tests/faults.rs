@@ -185,8 +185,13 @@ fn never_started(ran: &Ran) -> bool {
 }
 
 fn report(what: &str, n: usize) {
+    note(&format!("{what}: {n}"));
+}
+
+/// Prints a figure when `LAYERSTACK_FAULT_REPORT` is set.
+fn note(what: &str) {
     if std::env::var_os("LAYERSTACK_FAULT_REPORT").is_some() {
-        eprintln!("{what}: {n}");
+        eprintln!("{what}");
     }
 }
 
@@ -641,5 +646,123 @@ fn the_tool_raises_its_soft_descriptor_limit_to_the_hard_one() {
     assert!(
         text.contains("RLIMIT_NOFILE, {rlim_cur=1000, rlim_max=1000}"),
         "{text}"
+    );
+}
+
+/// The peak resident memory of `args`, in KiB, measured by GNU time (the
+/// kernel's `ru_maxrss` of the child).
+fn peak_kib(args: &[&str]) -> u64 {
+    let ran = run(Command::new("/usr/bin/time")
+        .args(["-f", "peak %M"])
+        .arg(BIN)
+        .args(args)
+        .stdout(Stdio::null()));
+    assert_eq!(ran.code, Some(0), "{args:?}: {ran:?}");
+    let line = ran.stderr.lines().last().unwrap_or_default();
+    line.strip_prefix("peak ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {ran:?}"))
+}
+
+/// The most memory a command may use above the baseline (the same command
+/// on the tree without the large file).
+const MEMORY_BOUND_KIB: u64 = 64 * 1024;
+
+#[test]
+fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() {
+    let test = "a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory";
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        assert!(
+            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
+            "{test} needs GNU time (/usr/bin/time) and LAYERSTACK_REQUIRE_TOOLS is set"
+        );
+        eprintln!("SKIP {test}: GNU time is not installed (apt-get install time)");
+        return;
+    }
+    let fx = fixture("memory");
+    let work = fx.layout.with_file_name("work");
+    copy_tree(&fx.layout, &work);
+    let base = format!("{work}:demo");
+    let baseline = peak_kib(&["commit", &base, fx.tree.as_str(), "--tag", "baseline"]);
+    const GIB: u64 = 1 << 30;
+    // A hole of 1 GiB with a little data at both ends, and 256 MiB of
+    // zeros written as data (not a hole).
+    let sparse = fs::File::create(fx.tree.join("sparse.img")).unwrap();
+    sparse.set_len(GIB).unwrap();
+    drop(sparse);
+    let mut ends = fs::OpenOptions::new()
+        .write(true)
+        .open(fx.tree.join("sparse.img"))
+        .unwrap();
+    use std::io::{Seek, SeekFrom, Write};
+    ends.write_all(b"start").unwrap();
+    ends.seek(SeekFrom::Start(GIB - 3)).unwrap();
+    ends.write_all(b"end").unwrap();
+    drop(ends);
+    let zeros = fs::File::create(fx.tree.join("zeros.img")).unwrap();
+    let block = vec![0u8; 1 << 20];
+    let mut zeros = std::io::BufWriter::new(zeros);
+    for _ in 0..256 {
+        zeros.write_all(&block).unwrap();
+    }
+    zeros.into_inner().unwrap().sync_all().unwrap();
+
+    let big = format!("{work}:big");
+    let mut peaks = Vec::new();
+    for (what, args) in [
+        (
+            "commit",
+            vec!["commit", base.as_str(), fx.tree.as_str(), "--tag", "big"],
+        ),
+        ("ls", vec!["ls", big.as_str(), "-R"]),
+        ("cat", vec!["cat", big.as_str(), "sparse.img"]),
+        (
+            "commit unchanged",
+            vec!["commit", big.as_str(), fx.tree.as_str(), "--tag", "big2"],
+        ),
+    ] {
+        let peak = peak_kib(&args);
+        assert!(
+            peak <= baseline + MEMORY_BOUND_KIB,
+            "{what}: peak {peak} KiB, baseline {baseline} KiB"
+        );
+        peaks.push(format!("{what} {peak} KiB"));
+    }
+    report(
+        &format!(
+            "peak memory (baseline {baseline} KiB): {}",
+            peaks.join(", ")
+        ),
+        0,
+    );
+    // What was stored is the file: its length, and its ends.
+    let mut cat = Command::new(BIN)
+        .args(["cat", big.as_str(), "sparse.img"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = cat.stdout.take().unwrap();
+    let mut head = [0u8; 5];
+    std::io::Read::read_exact(&mut out, &mut head).unwrap();
+    assert_eq!(&head, b"start");
+    let mut rest = Vec::new();
+    let mut total = 5u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        rest.clear();
+        rest.extend_from_slice(&buf[..n]);
+    }
+    assert!(cat.wait().unwrap().success());
+    assert_eq!(total, GIB);
+    assert!(rest.ends_with(b"end"));
+    let listed = ok(&["ls", big.as_str(), "/zeros.img"]);
+    assert!(
+        listed.contains(" 268,435,456 ") || listed.contains(" 268435456 "),
+        "{listed}"
     );
 }

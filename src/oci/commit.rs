@@ -56,8 +56,9 @@
 //! # Limitations
 //!
 //! - The contents of new and changed files are held in memory (in the
-//!   returned [`MemLayer`]); unchanged files are compared in pieces and not
-//!   kept.
+//!   returned [`MemLayer`]), except holes and runs of zeros, which are
+//!   found with `SEEK_DATA`/`SEEK_HOLE` and stored as holes; unchanged
+//!   files are compared in pieces and not kept.
 //! - Extended attributes: `user.*`, `trusted.*` and `security.*` are
 //!   compared and kept, except overlayfs bookkeeping (`trusted.overlay.*`,
 //!   `user.overlay.*`) and `security.selinux`, which labels the host's copy
@@ -73,12 +74,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 
-use bytes::Bytes;
 use camino::{Utf8Path, Utf8PathBuf};
-use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, StatxFlags};
 use rustix::io::Errno;
 
 use super::whiteout::is_reserved;
@@ -421,11 +421,10 @@ impl Scan<'_> {
             if same && offset == size {
                 return Ok(None);
             }
-            file.seek(SeekFrom::Start(0)).map_err(fail)?;
         }
-        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(CHUNK));
-        file.read_to_end(&mut data).map_err(fail)?;
-        Ok(Some(FileData::from(Bytes::from(data))))
+        read_sparse(&file, size)
+            .map(Some)
+            .map_err(|e| self.fail(e, Operation::Read, path))
     }
 
     /// Marks the names of hard-linked objects that must go into the layer
@@ -615,6 +614,48 @@ fn check_procfs(dir: &Utf8Path) -> Result<()> {
         Err(Error::new(ErrorKind::Io, Operation::ReadDir, dir)
             .with_detail("no procfs at /proc; the directory is read through /proc/self/fd"))
     }
+}
+
+/// The first `size` bytes of `file`, read region by region with
+/// `SEEK_DATA` / `SEEK_HOLE`: holes, and runs of zeros in the data, are
+/// stored as holes ([`FileData::write_zeros`]), never as bytes.
+fn read_sparse(file: &File, size: u64) -> rustix::io::Result<FileData> {
+    let mut data = FileData::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            // Nothing but a hole up to the end.
+            Err(Errno::NXIO) => break,
+            // A filesystem without SEEK_DATA: everything is data.
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => pos,
+            Err(e) => return Err(e),
+        };
+        let end = match rustix::fs::seek(file, SeekFrom::Hole(start)) {
+            Ok(end) => end.min(size),
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => size,
+            Err(e) => return Err(e),
+        };
+        if end <= start {
+            break;
+        }
+        let mut at = start;
+        while at < end {
+            let want = usize::try_from(end - at).unwrap_or(CHUNK).min(CHUNK);
+            let n = rustix::io::pread(file, &mut buf[..want], at)?;
+            if n == 0 {
+                // The file shrank while it was read: it ends here.
+                data.set_len(at);
+                return Ok(data);
+            }
+            data.write_at(at, &buf[..n]);
+            at += n as u64;
+        }
+        pos = end;
+    }
+    data.set_len(size);
+    Ok(data)
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

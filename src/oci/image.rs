@@ -500,6 +500,10 @@ impl ImageBuilder<'_> {
             .compression(self.options.compression)
             .clamp_mtime(self.options.created);
         let (writer, digests) = export_layer(&layer, &self.lowers, writer, &export)?;
+        // The cache gets the layer as its tar imports (below): the one
+        // exported need not be held meanwhile, so a large layer is in
+        // memory once, not twice.
+        drop(layer);
         let (digest, size) = writer.commit()?;
         debug_assert_eq!(digest, digests.digest);
         let descriptor = Descriptor::new(digests.media_type(), digest, size);
