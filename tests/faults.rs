@@ -728,13 +728,10 @@ fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() 
         );
         peaks.push(format!("{what} {peak} KiB"));
     }
-    report(
-        &format!(
-            "peak memory (baseline {baseline} KiB): {}",
-            peaks.join(", ")
-        ),
-        0,
-    );
+    note(&format!(
+        "peak memory (baseline {baseline} KiB): {}",
+        peaks.join(", ")
+    ));
     // What was stored is the file: its length, and its ends.
     let mut cat = Command::new(BIN)
         .args(["cat", big.as_str(), "sparse.img"])
