@@ -370,7 +370,7 @@ pub enum StepOutcome {
 ///     config.insert("Env".into(), serde_json::json!(["PORT=80"]));
 /// })?;
 /// assert_eq!(outcome, StepOutcome::Empty);
-/// let image = build.finish("app:1")?;
+/// let image = build.finish("app-1")?;
 /// assert_eq!(image.layers().len(), 1);
 /// assert_eq!(image.config.history.len(), 2);
 /// assert_eq!(store.container(&image)?.read_to_string("etc/app.conf")?, "port = 80\n");

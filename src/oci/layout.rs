@@ -924,7 +924,10 @@ impl OciLayout {
 
     /// Removes the tag `tag` (its descriptor) from `index.json` and returns
     /// the descriptor. Its blobs stay until
-    /// [`collect_garbage`](OciLayout::collect_garbage).
+    /// [`collect_garbage`](OciLayout::collect_garbage). As for
+    /// [`set_tag`](OciLayout::set_tag), an error means `index.json` is
+    /// unchanged; a failed sync of the directory after the change is not
+    /// reported.
     ///
     /// # Errors
     /// `ENOENT` if there is no such tag; errors reading or writing
