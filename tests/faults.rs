@@ -763,3 +763,83 @@ fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() 
         "{listed}"
     );
 }
+
+#[test]
+fn a_user_without_root_commits_mode_000_objects_and_gets_their_modes_back() {
+    let test = "a_user_without_root_commits_mode_000_objects_and_gets_their_modes_back";
+    if !tools::root(test) {
+        return;
+    }
+    let fx = fixture("mode-000");
+    fs::create_dir_all(fx.tree.join("locked/inner")).unwrap();
+    fs::write(fx.tree.join("locked/inner/secret"), "hidden\n").unwrap();
+    fs::write(fx.tree.join("etc/unreadable"), "no one may read me\n").unwrap();
+    let chmod = |path: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(fx.tree.join(path), fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod("etc/unreadable", 0o000);
+    chmod("locked/inner/secret", 0o000);
+    chmod("locked/inner", 0o000);
+    chmod("locked", 0o000);
+    let nobody = "65534";
+    let own = Command::new("chown")
+        .args([
+            "-R",
+            &format!("{nobody}:{nobody}"),
+            fx.tree.as_str(),
+            fx.layout.as_str(),
+        ])
+        .status()
+        .unwrap();
+    assert!(own.success());
+    // The same tree committed by root and by an ordinary user: the same
+    // layer, byte for byte.
+    let mut digests = Vec::new();
+    for (who, user) in [("root", None), ("user", Some(nobody))] {
+        let work = fx.layout.with_file_name(format!("work-{who}"));
+        let tree = fx.tree.with_file_name(format!("tree-{who}"));
+        copy_tree(&fx.layout, &work);
+        copy_tree(&fx.tree, &tree);
+        let mut cmd = Command::new("env");
+        cmd.arg("SOURCE_DATE_EPOCH=1700000000");
+        if let Some(id) = user {
+            cmd.args([
+                "setpriv",
+                &format!("--reuid={id}"),
+                &format!("--regid={id}"),
+                "--clear-groups",
+            ]);
+        }
+        let image = format!("{work}:demo");
+        let ran = run(cmd
+            .arg(BIN)
+            .args(["commit", image.as_str(), tree.as_str(), "--tag", "v2"]));
+        assert_eq!(ran.code, Some(0), "{who}: {ran:?}");
+        let store = ImageStore::new(OciLayout::open(&work).unwrap());
+        let image = store.image(Some("v2")).unwrap();
+        digests.push(image.layers().last().unwrap().digest);
+        let view = store.container(&image).unwrap();
+        assert_eq!(
+            view.read_to_string("locked/inner/secret").unwrap(),
+            "hidden\n"
+        );
+        assert_eq!(view.symlink_metadata("locked").unwrap().mode, 0o000);
+        assert_eq!(view.symlink_metadata("etc/unreadable").unwrap().mode, 0o000);
+        // The modes on disk are as they were.
+        for path in [
+            "etc/unreadable",
+            "locked/inner/secret",
+            "locked/inner",
+            "locked",
+        ] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::symlink_metadata(tree.join(path))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0, "{who}: {path}");
+        }
+    }
+    assert_eq!(digests[0], digests[1]);
+}

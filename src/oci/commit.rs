@@ -65,7 +65,13 @@
 //!   rather than the image (`umoci` leaves it out too); `system.*` (ACLs)
 //!   is not read.
 //! - Owners are what the directory has: a directory unpacked without root
-//!   has the unpacking user's owners, and commits them.
+//!   has the unpacking user's owners, and commits them (no map back to the
+//!   image's owners yet, as umoci's `--rootless` keeps beside the tree).
+//! - Without root, files and directories of the user that the user may not
+//!   read or enter (mode 000, say) are made readable for the walk with
+//!   `chmod` and given their modes back afterwards (directories at the end
+//!   of the walk, also after an error); the layer records the modes they
+//!   had. Objects of other users stay unreadable (`EACCES`).
 //! - Sockets cannot be stored in a layer tar: one in the directory is an
 //!   error (`EOPNOTSUPP`).
 //! - atime, ctime and the link count are not compared.
@@ -125,9 +131,14 @@ pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
         base,
         dir,
         found: BTreeMap::new(),
+        unlocked: Vec::new(),
     };
     let (root_meta, root_dev) = scan.stat(&root, &LayerPath::root())?;
-    scan.walk(&root, (root_dev, root_meta.ino))?;
+    let walked = scan.walk(&root, (root_dev, root_meta.ino));
+    // Whatever happened, the modes the walk raised are put back.
+    let restored = scan.restore_modes(&root);
+    walked?;
+    restored?;
     scan.into_layer(&root_meta)
 }
 
@@ -163,6 +174,9 @@ struct Scan<'a> {
     base: &'a MergedView,
     dir: &'a Utf8Path,
     found: BTreeMap<LayerPath, Found>,
+    /// Directories of ours whose mode the walk raised to read them (as a
+    /// user without root cannot otherwise), with their modes, in order.
+    unlocked: Vec<(LayerPath, u32)>,
 }
 
 impl Scan<'_> {
@@ -214,6 +228,19 @@ impl Scan<'_> {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Puts back the modes of the directories the walk opened up, the
+    /// last one first (its parents must still be enterable).
+    fn restore_modes(&mut self, root: &OwnedFd) -> Result<()> {
+        let mut first_error = None;
+        while let Some((path, mode)) = self.unlocked.pop() {
+            let done = open_beneath(root, &path, OFlags::PATH).and_then(|fd| set_mode(&fd, mode));
+            if let Err(e) = done {
+                first_error.get_or_insert(self.fail(e, Operation::SetPermissions, &path));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Walks the tree under `root` (of device and inode `root_id`),
@@ -340,6 +367,13 @@ impl Scan<'_> {
         let mut next = None;
         let (what, changed) = match meta.file_type {
             FileType::Dir => {
+                // A directory of ours we may not list or enter (mode 000,
+                // say): opened up for the walk, put back after it.
+                if needs_unlock(&meta, 0o500) {
+                    set_mode(&obj, meta.mode | 0o700)
+                        .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
+                    self.unlocked.push((path.clone(), meta.mode));
+                }
                 let base_is_dir = before.as_ref().is_some_and(Metadata::is_dir);
                 let st =
                     rustix::fs::fstat(&obj).map_err(|e| self.fail(e, Operation::ReadDir, path))?;
@@ -347,8 +381,19 @@ impl Scan<'_> {
                 (What::Dir, !same_attrs)
             }
             FileType::File => {
-                let fd = reopen(&obj, OFlags::RDONLY)
-                    .map_err(|e| self.fail(e, Operation::Read, path))?;
+                let fd = if needs_unlock(&meta, 0o400) {
+                    // A file of ours we may not read: readable just long
+                    // enough to open it.
+                    set_mode(&obj, meta.mode | 0o400)
+                        .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
+                    let opened = reopen(&obj, OFlags::RDONLY);
+                    set_mode(&obj, meta.mode)
+                        .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
+                    opened
+                } else {
+                    reopen(&obj, OFlags::RDONLY)
+                }
+                .map_err(|e| self.fail(e, Operation::Read, path))?;
                 let base_size = before.as_ref().filter(|b| b.is_file()).map(Metadata::len);
                 let data = self.contents_if_changed(File::from(fd), path, base_size)?;
                 let changed = data.is_some() || !same_attrs;
@@ -584,6 +629,23 @@ fn read_xattrs(fd: &OwnedFd) -> rustix::io::Result<Xattrs> {
         .into_iter()
         .filter(|(name, _)| keep_xattr(name))
         .collect())
+}
+
+/// Whether the walk must raise the mode of an object to read it: it is
+/// ours, we are not root (root reads anything), and the owner lacks
+/// `bits`.
+fn needs_unlock(meta: &Metadata, bits: u32) -> bool {
+    let euid = rustix::process::geteuid();
+    !euid.is_root() && meta.uid == euid.as_raw() && meta.mode & bits != bits
+}
+
+/// `chmod` of the object of the `O_PATH` descriptor `fd` (a file or a
+/// directory; `fchmod` does not take `O_PATH` descriptors).
+fn set_mode(fd: &OwnedFd, mode: u32) -> rustix::io::Result<()> {
+    rustix::fs::chmod(
+        proc_path(fd).as_str(),
+        Mode::from_raw_mode(mode & MODE_MASK),
+    )
 }
 
 /// Opens the object of the `O_PATH` descriptor `fd` for reading: exactly
