@@ -37,6 +37,7 @@ Examples:
   umoci unpack --image img:v1 bundle        (or: layerstack unpack img:v1 rootfs)
   ... edit bundle/rootfs ...
   layerstack commit img:v1 bundle/rootfs --tag v2
+  layerstack gc img --dry-run               what no tag needs (and killed runs left)
 
 LAYOUT[:TAG] names an image in an OCI image layout directory. Without a
 tag: the one tagged `latest`, or the only image. The tag is what follows
