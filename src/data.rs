@@ -130,12 +130,27 @@ impl FileData {
     }
 
     /// Replaces the bytes at `offset..offset + data.len()`, growing the file
-    /// (with a hole if `offset` is past the end).
+    /// (with a hole if `offset` is past the end). Zeros are stored as a
+    /// hole, not copied: a file of zeros written piece by piece (a layer
+    /// tar's large empty file) costs no memory for its data.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) {
         if data.is_empty() {
             return;
         }
+        if data.iter().all(|&b| b == 0) {
+            self.write_zeros(offset, data.len() as u64);
+            return;
+        }
         self.write_chunk(offset, Bytes::copy_from_slice(data));
+    }
+
+    /// Replaces `len` bytes at `offset` with zeros, stored as a hole,
+    /// growing the file if needed.
+    pub fn write_zeros(&mut self, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.put_chunk(offset, Chunk::Zeros(len));
     }
 
     /// As [`write_at`](Self::write_at), sharing `data` instead of copying it.
@@ -147,17 +162,20 @@ impl FileData {
     }
 
     fn write_chunk(&mut self, offset: u64, data: Bytes) {
+        self.put_chunk(offset, Chunk::Data(data));
+    }
+
+    fn put_chunk(&mut self, offset: u64, chunk: Chunk) {
         if offset > self.len {
             self.set_len(offset);
         }
-        let end = offset + data.len() as u64;
+        let end = offset + chunk.len();
         // Split so that chunks start exactly at `offset` and `end`.
         self.split_at(offset);
         self.split_at(end);
         let first = self.chunks.partition_point(|(s, _)| *s < offset);
         let last = self.chunks.partition_point(|(s, _)| *s < end);
-        self.chunks
-            .splice(first..last, [(offset, Chunk::Data(data))]);
+        self.chunks.splice(first..last, [(offset, chunk)]);
         self.len = self.len.max(end);
         self.merge_small_around(first);
     }
@@ -330,6 +348,24 @@ mod tests {
                 prop_assert_eq!(&rope.read_at(o, l)[..], want);
             }
         }
+    }
+
+    #[test]
+    fn zeros_written_piece_by_piece_are_one_hole() {
+        let mut d = FileData::new();
+        let block = vec![0u8; 1 << 20];
+        for i in 0..1024u64 {
+            d.write_at(i << 20, &block);
+        }
+        assert_eq!(d.len(), 1 << 30);
+        assert!(d.chunks == vec![(0, Chunk::Zeros(1 << 30))]);
+        // Zeros over data replace it; data over the hole splits it.
+        d.write_at(10, b"ab");
+        d.write_at(10, &[0, 0]);
+        assert!(d.chunks == vec![(0, Chunk::Zeros(1 << 30))]);
+        d.write_at(5, b"x");
+        assert_eq!(&d.read_at(4, 3)[..], b"\0x\0");
+        assert_eq!(d.chunk_count(), 3);
     }
 
     #[test]

@@ -129,6 +129,16 @@
 //!   into file names, writes blobs atomically (temporary file, fsync,
 //!   rename) and checks every blob it reads against its digest and size; a
 //!   layer's DiffID is checked against the image config.
+//! - *Hostile image layouts.* Every part of a layout (`oci-layout`,
+//!   `index.json`, `blobs`, `blobs/sha256`, each blob) is opened by a
+//!   single name relative to the layout's directory with `O_NOFOLLOW`: a
+//!   symlinked `blobs` is refused (`ELOOP`), never written through.
+//!   Layout files are opened `O_NONBLOCK` and must be regular files, so a
+//!   fifo is an error, not a hang. Tags follow the OCI and Docker grammar
+//!   (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`) and are checked before anything
+//!   is written; a tag held by two descriptors is an error. A layer's
+//!   media type must be a known layer type and agree with its content
+//!   (containerd refuses unknown layer types too).
 //! - *Risky entries*, under a policy ([`oci::Policy`]: `Keep`, the
 //!   default, as Docker does; `Strip`; `Refuse`): device nodes, and setuid
 //!   and setgid bits on files.
@@ -144,6 +154,26 @@
 //! malicious program — the crate only never runs it); the host's view of
 //! setuid files and device nodes a flatten writes when the policy keeps
 //! them.
+//!
+//! **An image layout after a failure.** Blobs are written to a temporary
+//! file in `blobs/sha256/`, synced, renamed to their digest and the
+//! directory synced; `index.json` is replaced the same way, under an
+//! exclusive lock, and a tag is written last, after every blob it needs.
+//! So whatever fails, every tag points at a whole image:
+//! - *A crash or a kill* leaves the old `index.json` or the new one, whole;
+//!   blobs are whole or absent. What can be left: temporary files (removed
+//!   by the next tag change or `gc` once their process is gone, or after
+//!   an hour) and blobs no tag reaches (removed by
+//!   [`OciLayout::collect_garbage`](oci::OciLayout::collect_garbage)). A
+//!   layout whose creation was cut short (no `oci-layout` yet) is finished
+//!   by [`OciLayout::resume`](oci::OciLayout::resume).
+//! - *An I/O error or a full disk* before the rename of `index.json`: the
+//!   operation fails and `index.json` is exactly as before. After it, only
+//!   the `fsync` of the directory is left; if that fails, the tag is in
+//!   (every later read sees it) and
+//!   [`Durability::Unconfirmed`](oci::Durability::Unconfirmed) says that a
+//!   crash may still bring the old index back. The `layerstack` tool then
+//!   succeeds with a warning that says so.
 //!
 //! # Limitations
 //!
@@ -178,7 +208,11 @@
 //!   layer changed while the view was using it".
 //! - A layer imported from a tar, or committed from a directory, is held in
 //!   memory (a `MemLayer`); import into a [`DirLayer`] to keep a large one
-//!   on disk.
+//!   on disk. Runs of zeros and holes cost no memory there (a committed
+//!   file is read with `SEEK_DATA`/`SEEK_HOLE`, and zeros are stored as
+//!   holes), and `layerstack cat` streams; but a file's real data is held:
+//!   an image with a 1 GiB file of data takes about 1 GiB to list, and
+//!   committing a new one about as much, until layers are read lazily.
 //! - Layer tars: GNU sparse files, multi-volume archives and names that
 //!   are not UTF-8 are refused; PAX global headers are ignored.
 //! - A whiteout or opaque marker in a directory that neither its layer nor
@@ -191,6 +225,12 @@
 //!   directory and renamed into place) except for one case of
 //!   [`WhiteoutFormat::Xattr`](layer::dir::WhiteoutFormat::Xattr): a
 //!   rename that leaves a whiteout takes two steps there.
+//! - An image layout shared by processes in different pid namespaces: a
+//!   temporary file is judged stale when the process its name records is
+//!   gone, so a writer in another namespace can lose its temporary file;
+//!   its write then fails cleanly (nothing of the layout is damaged).
+//! - Garbage collection must not run while another process writes blobs
+//!   for an image it has not tagged yet: those blobs are unreferenced.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -325,8 +325,8 @@ impl DirLayer {
         let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino));
         let io = |e| errno_error(e, Operation::Layer, lower.path.as_str());
         let traps = [
-            (id(&self.root).map_err(io)?, self.path.as_str(), "upper"),
-            (id(&work.root).map_err(io)?, "", "work"),
+            (id(&self.root).map_err(io)?, "upper"),
+            (id(&work.root).map_err(io)?, "work"),
         ];
         let mut at = rustix::fs::openat(
             &lower.root,
@@ -337,7 +337,7 @@ impl DirLayer {
         .map_err(io)?;
         loop {
             let here = id(&at).map_err(io)?;
-            if let Some((_, _, what)) = traps.iter().find(|(trap, _, _)| *trap == here) {
+            if let Some((_, what)) = traps.iter().find(|(trap, _)| *trap == here) {
                 return Err(Error::new(
                     ErrorKind::FilesystemLoop,
                     Operation::Layer,

@@ -56,15 +56,22 @@
 //! # Limitations
 //!
 //! - The contents of new and changed files are held in memory (in the
-//!   returned [`MemLayer`]); unchanged files are compared in pieces and not
-//!   kept.
+//!   returned [`MemLayer`]), except holes and runs of zeros, which are
+//!   found with `SEEK_DATA`/`SEEK_HOLE` and stored as holes; unchanged
+//!   files are compared in pieces and not kept.
 //! - Extended attributes: `user.*`, `trusted.*` and `security.*` are
 //!   compared and kept, except overlayfs bookkeeping (`trusted.overlay.*`,
 //!   `user.overlay.*`) and `security.selinux`, which labels the host's copy
 //!   rather than the image (`umoci` leaves it out too); `system.*` (ACLs)
 //!   is not read.
 //! - Owners are what the directory has: a directory unpacked without root
-//!   has the unpacking user's owners, and commits them.
+//!   has the unpacking user's owners, and commits them (no map back to the
+//!   image's owners yet, as umoci's `--rootless` keeps beside the tree).
+//! - Without root, files and directories of the user that the user may not
+//!   read or enter (mode 000, say) are made readable for the walk with
+//!   `chmod` and given their modes back afterwards (directories at the end
+//!   of the walk, also after an error); the layer records the modes they
+//!   had. Objects of other users stay unreadable (`EACCES`).
 //! - Sockets cannot be stored in a layer tar: one in the directory is an
 //!   error (`EOPNOTSUPP`).
 //! - atime, ctime and the link count are not compared.
@@ -73,12 +80,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 
-use bytes::Bytes;
 use camino::{Utf8Path, Utf8PathBuf};
-use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, StatxFlags};
 use rustix::io::Errno;
 
 use super::whiteout::is_reserved;
@@ -86,7 +92,7 @@ use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::Content;
 use crate::layer::LayerMut;
-use crate::layer::beneath::{errno_error, proc_path, procfs_is_mounted, raw_xattrs};
+use crate::layer::beneath::{errno_error, open_beneath, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::mem::MemLayer;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
@@ -125,9 +131,14 @@ pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
         base,
         dir,
         found: BTreeMap::new(),
+        unlocked: Vec::new(),
     };
-    let (root_meta, _) = scan.stat(&root, &LayerPath::root())?;
-    scan.walk(root)?;
+    let (root_meta, root_dev) = scan.stat(&root, &LayerPath::root())?;
+    let walked = scan.walk(&root, (root_dev, root_meta.ino));
+    // Whatever happened, the modes the walk raised are put back.
+    let restored = scan.restore_modes(&root);
+    walked?;
+    restored?;
     scan.into_layer(&root_meta)
 }
 
@@ -155,10 +166,17 @@ enum What {
     Whiteout,
 }
 
+/// A directory still to read: its path, whether the base has a directory
+/// there, and its device and inode (checked when it is opened again).
+type PendingDir = (LayerPath, bool, (u64, u64));
+
 struct Scan<'a> {
     base: &'a MergedView,
     dir: &'a Utf8Path,
     found: BTreeMap<LayerPath, Found>,
+    /// Directories of ours whose mode the walk raised to read them (as a
+    /// user without root cannot otherwise), with their modes, in order.
+    unlocked: Vec<(LayerPath, u32)>,
 }
 
 impl Scan<'_> {
@@ -212,12 +230,43 @@ impl Scan<'_> {
         }
     }
 
-    /// Walks the tree under `root`, recording every object and whiteout.
-    fn walk(&mut self, root: OwnedFd) -> Result<()> {
-        // Directories to read: descriptor, path, whether the base has a
-        // directory there (else everything below is new).
-        let mut todo = vec![(root, LayerPath::root(), true)];
-        while let Some((fd, path, base_is_dir)) = todo.pop() {
+    /// Puts back the modes of the directories the walk opened up, the
+    /// last one first (its parents must still be enterable).
+    fn restore_modes(&mut self, root: &OwnedFd) -> Result<()> {
+        let mut first_error = None;
+        while let Some((path, mode)) = self.unlocked.pop() {
+            let done = open_beneath(root, &path, OFlags::PATH).and_then(|fd| set_mode(&fd, mode));
+            if let Err(e) = done {
+                first_error.get_or_insert(self.fail(e, Operation::SetPermissions, &path));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Walks the tree under `root` (of device and inode `root_id`),
+    /// recording every object and whiteout.
+    ///
+    /// Directories still to read are kept as paths, not descriptors, so
+    /// the walk holds a bounded number of descriptors (the root, one
+    /// directory, one object) however wide the tree is. Each is opened
+    /// again beneath the root without following symlinks, and must be the
+    /// inode that was stated: a directory swapped meanwhile is an error.
+    fn walk(&mut self, root: &OwnedFd, root_id: (u64, u64)) -> Result<()> {
+        // Directories to read: path, whether the base has a directory
+        // there (else everything below is new), its device and inode.
+        let mut todo = vec![(LayerPath::root(), true, root_id)];
+        while let Some((path, base_is_dir, id)) = todo.pop() {
+            let fd = open_beneath(root, &path, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| self.fail(e, Operation::ReadDir, &path))?;
+            let st = rustix::fs::fstat(&fd).map_err(|e| self.fail(e, Operation::ReadDir, &path))?;
+            if (st.st_dev, st.st_ino) != id {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    Operation::ReadDir,
+                    self.disk_path(&path),
+                )
+                .with_detail("the directory was replaced during the walk"));
+            }
             let names = self.names(&fd, &path)?;
             if base_is_dir {
                 let at = if path.is_root() { "/" } else { path.as_str() };
@@ -299,7 +348,7 @@ impl Scan<'_> {
         name: &str,
         path: &LayerPath,
         before: Option<Metadata>,
-    ) -> Result<Option<(OwnedFd, LayerPath, bool)>> {
+    ) -> Result<Option<PendingDir>> {
         let obj = rustix::fs::openat(
             parent,
             name,
@@ -318,15 +367,33 @@ impl Scan<'_> {
         let mut next = None;
         let (what, changed) = match meta.file_type {
             FileType::Dir => {
-                let fd = reopen(&obj, OFlags::RDONLY | OFlags::DIRECTORY)
-                    .map_err(|e| self.fail(e, Operation::ReadDir, path))?;
+                // A directory of ours we may not list or enter (mode 000,
+                // say): opened up for the walk, put back after it.
+                if needs_unlock(&meta, 0o500) {
+                    set_mode(&obj, meta.mode | 0o700)
+                        .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
+                    self.unlocked.push((path.clone(), meta.mode));
+                }
                 let base_is_dir = before.as_ref().is_some_and(Metadata::is_dir);
-                next = Some((fd, path.clone(), base_is_dir));
+                let st =
+                    rustix::fs::fstat(&obj).map_err(|e| self.fail(e, Operation::ReadDir, path))?;
+                next = Some((path.clone(), base_is_dir, (st.st_dev, st.st_ino)));
                 (What::Dir, !same_attrs)
             }
             FileType::File => {
-                let fd = reopen(&obj, OFlags::RDONLY)
-                    .map_err(|e| self.fail(e, Operation::Read, path))?;
+                let fd = if needs_unlock(&meta, 0o400) {
+                    // A file of ours we may not read: readable just long
+                    // enough to open it.
+                    set_mode(&obj, meta.mode | 0o400)
+                        .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
+                    let opened = reopen(&obj, OFlags::RDONLY);
+                    set_mode(&obj, meta.mode)
+                        .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
+                    opened
+                } else {
+                    reopen(&obj, OFlags::RDONLY)
+                }
+                .map_err(|e| self.fail(e, Operation::Read, path))?;
                 let base_size = before.as_ref().filter(|b| b.is_file()).map(Metadata::len);
                 let data = self.contents_if_changed(File::from(fd), path, base_size)?;
                 let changed = data.is_some() || !same_attrs;
@@ -399,11 +466,10 @@ impl Scan<'_> {
             if same && offset == size {
                 return Ok(None);
             }
-            file.seek(SeekFrom::Start(0)).map_err(fail)?;
         }
-        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(CHUNK));
-        file.read_to_end(&mut data).map_err(fail)?;
-        Ok(Some(FileData::from(Bytes::from(data))))
+        read_sparse(&file, size)
+            .map(Some)
+            .map_err(|e| self.fail(e, Operation::Read, path))
     }
 
     /// Marks the names of hard-linked objects that must go into the layer
@@ -565,6 +631,23 @@ fn read_xattrs(fd: &OwnedFd) -> rustix::io::Result<Xattrs> {
         .collect())
 }
 
+/// Whether the walk must raise the mode of an object to read it: it is
+/// ours, we are not root (root reads anything), and the owner lacks
+/// `bits`.
+fn needs_unlock(meta: &Metadata, bits: u32) -> bool {
+    let euid = rustix::process::geteuid();
+    !euid.is_root() && meta.uid == euid.as_raw() && meta.mode & bits != bits
+}
+
+/// `chmod` of the object of the `O_PATH` descriptor `fd` (a file or a
+/// directory; `fchmod` does not take `O_PATH` descriptors).
+fn set_mode(fd: &OwnedFd, mode: u32) -> rustix::io::Result<()> {
+    rustix::fs::chmod(
+        proc_path(fd).as_str(),
+        Mode::from_raw_mode(mode & MODE_MASK),
+    )
+}
+
 /// Opens the object of the `O_PATH` descriptor `fd` for reading: exactly
 /// that inode, whatever its name now points at.
 fn reopen(fd: &OwnedFd, flags: OFlags) -> rustix::io::Result<OwnedFd> {
@@ -593,6 +676,48 @@ fn check_procfs(dir: &Utf8Path) -> Result<()> {
         Err(Error::new(ErrorKind::Io, Operation::ReadDir, dir)
             .with_detail("no procfs at /proc; the directory is read through /proc/self/fd"))
     }
+}
+
+/// The first `size` bytes of `file`, read region by region with
+/// `SEEK_DATA` / `SEEK_HOLE`: holes, and runs of zeros in the data, are
+/// stored as holes ([`FileData::write_zeros`]), never as bytes.
+fn read_sparse(file: &File, size: u64) -> rustix::io::Result<FileData> {
+    let mut data = FileData::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            // Nothing but a hole up to the end.
+            Err(Errno::NXIO) => break,
+            // A filesystem without SEEK_DATA: everything is data.
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => pos,
+            Err(e) => return Err(e),
+        };
+        let end = match rustix::fs::seek(file, SeekFrom::Hole(start)) {
+            Ok(end) => end.min(size),
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => size,
+            Err(e) => return Err(e),
+        };
+        if end <= start {
+            break;
+        }
+        let mut at = start;
+        while at < end {
+            let want = usize::try_from(end - at).unwrap_or(CHUNK).min(CHUNK);
+            let n = rustix::io::pread(file, &mut buf[..want], at)?;
+            if n == 0 {
+                // The file shrank while it was read: it ends here.
+                data.set_len(at);
+                return Ok(data);
+            }
+            data.write_at(at, &buf[..n]);
+            at += n as u64;
+        }
+        pos = end;
+    }
+    data.set_len(size);
+    Ok(data)
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

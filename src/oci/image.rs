@@ -19,8 +19,8 @@ use super::digest::{Digest, chain_ids};
 use super::export::{ExportOptions, export_layer};
 use super::flatten::{FlattenOptions, FlattenSummary, flatten_layers};
 use super::import::{ImportOptions, import_layer};
-use super::layout::OciLayout;
-use super::spec::{Descriptor, History, ImageConfig, Manifest, media_type};
+use super::layout::{Durability, OciLayout, check_tag};
+use super::spec::{ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Layer, LayerMut};
@@ -149,20 +149,10 @@ impl ImageStore {
                 stack.insert(0, layer);
                 continue;
             }
-            if Compression::from_media_type(&descriptor.media_type).is_none() {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    Operation::OpenImage,
-                    &image.reference,
-                )
-                .with_detail(format!(
-                    "layer {i} has media type `{}`, which is not a layer tar",
-                    descriptor.media_type
-                )));
-            }
             let blob = self
                 .layout
-                .open_blob(&descriptor.digest, Some(descriptor.size))?;
+                .open_layer(descriptor)
+                .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
             let (layer, summary) = import_layer(blob, &stack, &self.import)
                 .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
             let want = image.config.diff_ids[i];
@@ -252,7 +242,7 @@ impl ImageStore {
             .iter()
             .map(|d| {
                 move || -> Result<Box<dyn std::io::Read + Send>> {
-                    Ok(Box::new(layout.open_blob(&d.digest, Some(d.size))?))
+                    Ok(Box::new(layout.open_layer(d)?))
                 }
             })
             .collect();
@@ -380,7 +370,7 @@ pub enum StepOutcome {
 ///     config.insert("Env".into(), serde_json::json!(["PORT=80"]));
 /// })?;
 /// assert_eq!(outcome, StepOutcome::Empty);
-/// let image = build.finish("app:1")?;
+/// let image = build.finish("app-1")?;
 /// assert_eq!(image.layers().len(), 1);
 /// assert_eq!(image.config.history.len(), 2);
 /// assert_eq!(store.container(&image)?.read_to_string("etc/app.conf")?, "port = 80\n");
@@ -510,6 +500,10 @@ impl ImageBuilder<'_> {
             .compression(self.options.compression)
             .clamp_mtime(self.options.created);
         let (writer, digests) = export_layer(&layer, &self.lowers, writer, &export)?;
+        // The cache gets the layer as its tar imports (below): the one
+        // exported need not be held meanwhile, so a large layer is in
+        // memory once, not twice.
+        drop(layer);
         let (digest, size) = writer.commit()?;
         debug_assert_eq!(digest, digests.digest);
         let descriptor = Descriptor::new(digests.media_type(), digest, size);
@@ -549,8 +543,24 @@ impl ImageBuilder<'_> {
     /// Writes the config and manifest and tags the image `tag`.
     ///
     /// # Errors
-    /// Errors writing the layout; `EINVAL` for an invalid tag.
-    pub fn finish(mut self, tag: &str) -> Result<Image> {
+    /// Those of [`finish_with_durability`](ImageBuilder::finish_with_durability).
+    pub fn finish(self, tag: &str) -> Result<Image> {
+        self.finish_with_durability(tag).map(|(image, _)| image)
+    }
+
+    /// Writes the config and manifest and tags the image `tag`; says
+    /// whether the tag's write was synced (see [`OciLayout::set_tag`]).
+    ///
+    /// The tag is checked first ([`check_tag`]), so an invalid one writes
+    /// nothing. The tag is the last thing written: after an error
+    /// `index.json` is as it was (blobs written on the way stay,
+    /// unreferenced, until garbage collection), and after `Ok` nothing is
+    /// read back, so nothing can fail once the tag is in.
+    ///
+    /// # Errors
+    /// `EINVAL` for an invalid tag; errors writing the layout.
+    pub fn finish_with_durability(mut self, tag: &str) -> Result<(Image, Durability)> {
+        check_tag(tag)?;
         let layout = &self.store.layout;
         self.config.created = Some(rfc3339(self.options.created));
         if self.config.config.is_null() {
@@ -560,8 +570,17 @@ impl ImageBuilder<'_> {
         let manifest = Manifest::new(config, self.layers.clone());
         let mut descriptor = layout.put_json(&manifest, media_type::OCI_MANIFEST)?;
         descriptor.platform = None;
-        layout.set_tag(tag, descriptor.clone())?;
-        self.store.image(Some(tag))
+        let durability = layout.set_tag(tag, descriptor.clone())?;
+        descriptor
+            .annotations
+            .insert(ANNOTATION_REF_NAME.to_owned(), tag.to_owned());
+        let image = Image {
+            reference: tag.to_owned(),
+            descriptor,
+            manifest,
+            config: self.config,
+        };
+        Ok((image, durability))
     }
 }
 

@@ -52,12 +52,26 @@
 //!
 //! A layout may come from anyone. The only names the store turns into file
 //! names are digests, which are 64 validated hex digits, so no name from a
-//! document reaches outside `blobs/sha256/`. Blobs are opened with
-//! `O_NOFOLLOW | O_NONBLOCK` and must be regular files, so a planted
-//! symlink or fifo is refused, not followed or waited on. Documents are
-//! limited to [`MAX_DOCUMENT_BYTES`]. Garbage collection deletes only
-//! regular files in `blobs/sha256/` named by a digest, and stale temporary
-//! files of ours; anything else in the layout is left alone.
+//! document reaches outside `blobs/sha256/`. Every part is opened by one
+//! name relative to the descriptor of its parent (the layout's directory,
+//! `blobs`, `blobs/sha256`) with `O_NOFOLLOW`: a symlinked `blobs` or
+//! `blobs/sha256` is refused (`ELOOP`), so nothing is read or written
+//! outside the layout. Files (`oci-layout`, `index.json`, blobs) are opened
+//! with `O_NONBLOCK` and must be regular files, so a planted fifo is
+//! refused, not waited on. Documents are limited to [`MAX_DOCUMENT_BYTES`].
+//! Tags are checked with [`check_tag`] before anything is written.
+//! Garbage collection deletes only regular files in `blobs/sha256/` named
+//! by a digest, and stale temporary files of ours; anything else in the
+//! layout is left alone.
+//!
+//! # Failures
+//!
+//! A tag change either fails with `index.json` as it was, or the new one
+//! is in place; [`Durability`] says whether the directory was synced after
+//! the rename. Temporary files of runs that ended (killed, or failed
+//! before they could remove them) are removed by the next tag change and
+//! by garbage collection; [`OciLayout::resume`] finishes a layout whose
+//! creation was cut short.
 //!
 //! # Limitations
 //!
@@ -70,11 +84,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use rustix::fs::{FlockOperation, Mode, OFlags, RenameFlags};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
 use serde_json::Value;
 
 use super::Compression;
@@ -84,6 +101,8 @@ use super::spec::{
     Manifest, Platform, media_type,
 };
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::beneath::{errno_error, errno_kind};
+use crate::meta::FileType;
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -116,13 +135,40 @@ pub struct OciLayout {
     root: Utf8PathBuf,
 }
 
-/// What [`OciLayout::collect_garbage`] removed.
+/// What [`OciLayout::collect_garbage_with`] removed (or, in a dry run,
+/// would remove).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GcReport {
     /// The blobs removed, sorted.
     pub removed: Vec<Digest>,
+    /// The stale temporary files removed, as paths in the layout
+    /// (`blobs/sha256/.tmp-<pid>-<n>`), sorted.
+    pub temporaries: Vec<String>,
     /// The bytes of the files removed (the blobs and stale temporary files).
     pub bytes_freed: u64,
+}
+
+/// Whether [`OciLayout::collect_garbage_with`] removes what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GcMode {
+    /// Remove unreferenced blobs and stale temporary files.
+    #[default]
+    Remove,
+    /// Only report what [`GcMode::Remove`] would remove.
+    DryRun,
+}
+
+/// How far a change of `index.json` that succeeded got.
+///
+/// The new `index.json` is in place either way: every later read sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durability {
+    /// The rename that put it in place was synced to disk.
+    Synced,
+    /// Syncing the layout's directory after the rename failed (the error
+    /// says how): after a crash or a power loss the old `index.json` may
+    /// be back.
+    Unconfirmed(Error),
 }
 
 impl OciLayout {
@@ -141,16 +187,104 @@ impl OciLayout {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::from_io(&e, Operation::CreateDir, root)),
         }
-        let blobs = root.join(BLOBS_DIR);
+        fs::create_dir_all(root).map_err(|e| Error::from_io(&e, Operation::CreateDir, root))?;
+        let layout = OciLayout {
+            root: root.to_owned(),
+        };
+        let root_fd = layout.open_root()?;
+        let blobs = layout.open_blobs_in(&root_fd, true)?;
         let made = (|| {
-            fs::create_dir_all(&blobs)?;
             // `oci-layout` comes last: it marks the layout complete.
-            write_file_atomic(&blobs, root, INDEX_FILE, &Index::default().to_json(), false)?;
-            write_file_atomic(&blobs, root, LAYOUT_FILE, LAYOUT_JSON, false)?;
-            sync_dir(&root.join("blobs"))
+            write_file_new(&blobs, &root_fd, INDEX_FILE, &Index::default().to_json())?;
+            write_file_new(&blobs, &root_fd, LAYOUT_FILE, LAYOUT_JSON)
         })();
         made.map_err(|e| Error::from_io(&e, Operation::CreateDir, root))?;
         OciLayout::open(root)
+    }
+
+    /// Completes a layout that an interrupted [`create`](OciLayout::create)
+    /// (or a run killed before it finished one) left in `dir`, or creates a
+    /// new one in a missing or empty `dir`; opens `dir` if it is a layout.
+    ///
+    /// A directory without `oci-layout` is completed only if it holds
+    /// nothing but what this module writes: `blobs/sha256/` with files
+    /// named by a digest or temporary files of ours, and maybe
+    /// `index.json`. Temporary files of runs that ended are removed; blobs
+    /// stay (they are whole: a blob is renamed to its digest only once
+    /// synced), unreferenced until [`collect_garbage`](OciLayout::collect_garbage).
+    ///
+    /// # Errors
+    /// `ENOTEMPTY` if `dir` holds anything else (the message names the
+    /// first such file); those of [`create`](OciLayout::create).
+    pub fn resume(dir: impl AsRef<Utf8Path>) -> Result<OciLayout> {
+        let root = dir.as_ref();
+        let layout = OciLayout {
+            root: root.to_owned(),
+        };
+        let root_fd = match layout.open_root() {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return OciLayout::create(root),
+            Err(e) => return Err(e),
+        };
+        let names =
+            list_dir(&root_fd).map_err(|e| errno_error(e, Operation::ReadDir, root.as_str()))?;
+        if names.iter().any(|n| n == LAYOUT_FILE) {
+            return OciLayout::open(root);
+        }
+        let foreign = |name: String| {
+            Error::new(ErrorKind::DirectoryNotEmpty, Operation::CreateDir, root).with_detail(
+                format!("`{name}` is not part of an unfinished image layout"),
+            )
+        };
+        for name in names {
+            let st = stat_nofollow(&root_fd, &name)
+                .map_err(|e| errno_error(e, Operation::ReadDir, root.as_str()))?;
+            let kind = FileType::from_mode(st.st_mode);
+            let ours = match name.as_str() {
+                "blobs" => kind == Some(FileType::Dir),
+                INDEX_FILE => {
+                    kind == Some(FileType::File)
+                        && read_file(
+                            &root_fd,
+                            INDEX_FILE,
+                            &layout.index_path(),
+                            MAX_DOCUMENT_BYTES,
+                        )
+                        .and_then(|b| Index::parse_at(&b, INDEX_FILE))
+                        .is_ok()
+                }
+                _ => false,
+            };
+            if !ours {
+                return Err(foreign(name));
+            }
+        }
+        if let Ok(blobs_top) = open_part(
+            &root_fd,
+            "blobs",
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            &root.join("blobs"),
+        ) {
+            let names = list_dir(&blobs_top)
+                .map_err(|e| errno_error(e, Operation::ReadDir, root.join("blobs").as_str()))?;
+            if let Some(other) = names.into_iter().find(|n| n != "sha256") {
+                return Err(foreign(format!("blobs/{other}")));
+            }
+            if let Ok(blobs) = layout.open_blobs_in(&root_fd, false) {
+                let shown = layout.blobs_dir();
+                for name in list_dir(&blobs)
+                    .map_err(|e| errno_error(e, Operation::ReadDir, shown.as_str()))?
+                {
+                    let is_file = stat_nofollow(&blobs, &name)
+                        .is_ok_and(|st| FileType::from_mode(st.st_mode) == Some(FileType::File));
+                    if !is_file || (Digest::from_hex(&name).is_none() && !is_temp_name(&name)) {
+                        return Err(foreign(format!("{BLOBS_DIR}/{name}")));
+                    }
+                }
+                layout.remove_stale_temps(&blobs, GcMode::Remove, &mut GcReport::default());
+            }
+        }
+        OciLayout::create(root)
     }
 
     /// Opens the layout in `dir`.
@@ -158,19 +292,80 @@ impl OciLayout {
     /// # Errors
     /// `ENOENT` if `dir` has no `oci-layout` file; `EOPNOTSUPP` if its
     /// `imageLayoutVersion` is not 1.x; `EBADMSG` if it is not the JSON the
-    /// spec says.
+    /// spec says, or not a regular file; `ELOOP` if `oci-layout`, `blobs`
+    /// or `blobs/sha256` is a symlink.
     pub fn open(dir: impl AsRef<Utf8Path>) -> Result<OciLayout> {
-        let root = dir.as_ref().to_owned();
-        let bytes = match read_file(&root.join(LAYOUT_FILE), MAX_DOCUMENT_BYTES) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(Error::new(ErrorKind::NotFound, Operation::OpenImage, &root)
-                    .with_detail("not an OCI image layout (no `oci-layout` file)"));
-            }
-            Err(e) => return Err(e.reframe(Operation::OpenImage, root.join(LAYOUT_FILE))),
+        let layout = OciLayout {
+            root: dir.as_ref().to_owned(),
         };
-        check_layout_version(&bytes, root.join(LAYOUT_FILE).as_str())?;
-        Ok(OciLayout { root })
+        let root = &layout.root;
+        let not_a_layout = || {
+            Error::new(ErrorKind::NotFound, Operation::OpenImage, root)
+                .with_detail("not an OCI image layout (no `oci-layout` file)")
+        };
+        let root_fd = match layout.open_root() {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_a_layout()),
+            Err(e) => return Err(e),
+        };
+        let marker = root.join(LAYOUT_FILE);
+        let bytes = match read_file(&root_fd, LAYOUT_FILE, &marker, MAX_DOCUMENT_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_a_layout()),
+            Err(e) => return Err(e.reframe(Operation::OpenImage, &marker)),
+        };
+        check_layout_version(&bytes, marker.as_str())?;
+        // A symlinked `blobs` is refused now, not only at the first write.
+        match layout.open_blobs_in(&root_fd, false) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(layout)
+    }
+
+    /// The layout's directory, opened (the one path that is followed: the
+    /// caller names it).
+    fn open_root(&self) -> Result<OwnedFd> {
+        let path = if self.root.as_str().is_empty() {
+            "."
+        } else {
+            self.root.as_str()
+        };
+        rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno_error(e, Operation::Open, self.root.as_str()))
+    }
+
+    /// `blobs/sha256/`, opened beneath the root without following a
+    /// symlink (made first if `create`).
+    fn open_blobs_in(&self, root: &OwnedFd, create: bool) -> Result<Arc<OwnedFd>> {
+        let top = self.root.join("blobs");
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        if create {
+            make_dir(root, "blobs")
+                .map_err(|e| errno_error(e, Operation::CreateDir, top.as_str()))?;
+        }
+        let blobs = open_part(root, "blobs", dir_flags, &top)?;
+        if create {
+            make_dir(&blobs, "sha256")
+                .map_err(|e| errno_error(e, Operation::CreateDir, self.blobs_dir().as_str()))?;
+        }
+        let sha = open_part(&blobs, "sha256", dir_flags, &self.blobs_dir())?;
+        if create {
+            rustix::fs::fsync(&blobs)
+                .map_err(|e| errno_error(e, Operation::CreateDir, top.as_str()))?;
+            rustix::fs::fsync(root)
+                .map_err(|e| errno_error(e, Operation::CreateDir, self.root.as_str()))?;
+        }
+        Ok(Arc::new(sha))
+    }
+
+    fn open_blobs(&self, create: bool) -> Result<Arc<OwnedFd>> {
+        self.open_blobs_in(&self.open_root()?, create)
     }
 
     /// The layout's directory.
@@ -201,9 +396,9 @@ impl OciLayout {
     /// # Errors
     /// Errors creating the temporary file.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        let dir = self.blobs_dir();
-        let (file, temp) =
-            TempPath::create(&dir).map_err(|e| Error::from_io(&e, Operation::WriteBlob, &dir))?;
+        let dir = self.open_blobs(true)?;
+        let (file, temp) = TempPath::create(&dir)
+            .map_err(|e| Error::from_io(&e, Operation::WriteBlob, self.blobs_dir()))?;
         Ok(BlobWriter {
             dir,
             temp,
@@ -272,10 +467,25 @@ impl OciLayout {
     /// # Errors
     /// I/O errors other than its absence.
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        match fs::symlink_metadata(self.blob_path(digest)) {
-            Ok(meta) => Ok(meta.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::from_io(&e, Operation::ReadBlob, digest.to_string())),
+        match self.stat_blob(digest) {
+            Ok(st) => Ok(FileType::from_mode(st.st_mode) == Some(FileType::File)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `lstat` of the blob `digest`; `ENOENT` (from [`no_such_blob`]) if
+    /// it or `blobs/sha256/` is missing.
+    fn stat_blob(&self, digest: &Digest) -> Result<rustix::fs::Stat> {
+        let blobs = match self.open_blobs(false) {
+            Ok(blobs) => blobs,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(self.no_such_blob(digest)),
+            Err(e) => return Err(e),
+        };
+        match stat_nofollow(&blobs, &digest.hex()) {
+            Ok(st) => Ok(st),
+            Err(Errno::NOENT) => Err(self.no_such_blob(digest)),
+            Err(e) => Err(errno_error(e, Operation::ReadBlob, &digest.to_string())),
         }
     }
 
@@ -284,11 +494,11 @@ impl OciLayout {
     /// # Errors
     /// `ENOENT` if it is not stored; `EBADMSG` if it is not a regular file.
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
-        match fs::symlink_metadata(self.blob_path(digest)) {
-            Ok(meta) if meta.is_file() => Ok(meta.len()),
-            Ok(_) => Err(not_a_file(digest)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.no_such_blob(digest)),
-            Err(e) => Err(Error::from_io(&e, Operation::ReadBlob, digest.to_string())),
+        let st = self.stat_blob(digest)?;
+        if FileType::from_mode(st.st_mode) == Some(FileType::File) {
+            Ok(u64::try_from(st.st_size).unwrap_or(0))
+        } else {
+            Err(not_a_file(digest))
         }
     }
 
@@ -299,8 +509,13 @@ impl OciLayout {
     /// `ENOENT` if it is not stored; `EBADMSG` if it is not a regular file
     /// (a symlink is not followed) or its length is not `expected_size`.
     pub fn open_blob(&self, digest: &Digest, expected_size: Option<u64>) -> Result<BlobReader> {
+        let blobs = match self.open_blobs(false) {
+            Ok(blobs) => blobs,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(self.no_such_blob(digest)),
+            Err(e) => return Err(e),
+        };
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = match rustix::fs::open(self.blob_path(digest).as_str(), flags, Mode::empty()) {
+        let fd = match rustix::fs::openat(&*blobs, digest.hex().as_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => return Err(self.no_such_blob(digest)),
             Err(rustix::io::Errno::LOOP) => return Err(not_a_file(digest)),
@@ -339,6 +554,63 @@ impl OciLayout {
             size: meta.len(),
             state: ReadState::Reading,
         })
+    }
+
+    /// Opens the layer blob `descriptor` points to, after checking that its
+    /// media type is a layer type this crate reads (the OCI `tar`,
+    /// `tar+gzip` and `tar+zstd` types, their `nondistributable`
+    /// variants, and Docker's) and that its content is what the type
+    /// says: gzip and zstd are known by their magic numbers, and a plain
+    /// tar type must hold neither.
+    ///
+    /// Unknown layer media types are refused, as containerd does: the
+    /// image spec lets a reader ignore unknown types only where it says so,
+    /// and a layer that is skipped would leave a different tree. A
+    /// descriptor that contradicts its content is refused rather than read
+    /// by sniffing: its digest names the bytes, not how to read them.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` for a media type that is not a known layer type;
+    /// `EBADMSG` when the content contradicts it; those of
+    /// [`open_blob`](OciLayout::open_blob).
+    pub fn open_layer(&self, descriptor: &Descriptor) -> Result<BlobReader> {
+        let digest = &descriptor.digest;
+        let Some(declared) = Compression::from_media_type(&descriptor.media_type) else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                Operation::ReadBlob,
+                digest.to_string(),
+            )
+            .with_detail(format!(
+                "media type `{}` is not a layer media type (tar, tar+gzip or tar+zstd)",
+                descriptor.media_type
+            )));
+        };
+        let mut prefix = Vec::with_capacity(4);
+        Read::by_ref(&mut self.open_blob(digest, Some(descriptor.size))?.file)
+            .take(4)
+            .read_to_end(&mut prefix)
+            .map_err(|e| Error::from_io(&e, Operation::ReadBlob, digest.to_string()))?;
+        let found = Compression::detect(&prefix);
+        if found != declared {
+            let name = |c: Compression| match c {
+                Compression::None => "an uncompressed tar",
+                Compression::Gzip => "gzip",
+                Compression::Zstd => "zstd",
+            };
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                Operation::ReadBlob,
+                digest.to_string(),
+            )
+            .with_detail(format!(
+                "media type `{}` says {}, but the blob is {}",
+                descriptor.media_type,
+                name(declared),
+                name(found)
+            )));
+        }
+        self.open_blob(digest, Some(descriptor.size))
     }
 
     /// Reads a whole blob of at most `max_bytes`, checked against `digest`
@@ -387,7 +659,7 @@ impl OciLayout {
     /// it is larger than [`MAX_DOCUMENT_BYTES`].
     pub fn read_index(&self) -> Result<Index> {
         let path = self.index_path();
-        let bytes = read_file(&path, MAX_DOCUMENT_BYTES)?;
+        let bytes = read_file(&self.open_root()?, INDEX_FILE, &path, MAX_DOCUMENT_BYTES)?;
         Index::parse_at(&bytes, path.as_str())
     }
 
@@ -521,7 +793,7 @@ impl OciLayout {
     /// # Errors
     /// Those of [`read_index`](OciLayout::read_index).
     pub fn tags(&self) -> Result<Vec<(String, Descriptor)>> {
-        Ok(tags_of(self.read_index()?))
+        tags_of(self.read_index()?, &self.index_path())
     }
 
     /// The descriptor of an image: the one tagged `tag`, or, without a tag,
@@ -536,7 +808,7 @@ impl OciLayout {
     pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor> {
         let index = self.read_index()?;
         let untagged = index.manifests.clone();
-        let tags = tags_of(index);
+        let tags = tags_of(index, &self.index_path())?;
         let names = || {
             if tags.is_empty() {
                 "none".to_owned()
@@ -595,25 +867,23 @@ impl OciLayout {
     }
 
     /// Tags `descriptor` as `tag` in `index.json`, replacing the descriptor
-    /// that had that tag; other descriptors (whatever their media type or
-    /// fields) are kept as they are.
+    /// (or descriptors) that had that tag; other descriptors (whatever
+    /// their media type or fields) are kept as they are.
     ///
-    /// A tag must be non-empty, must not start with `/` and must not hold
-    /// control characters or whitespace (a loose reading of the spec's
-    /// `ref.name` grammar).
+    /// A tag must be a tag of the OCI distribution spec and of Docker,
+    /// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`, so that `LAYOUT:TAG` names it
+    /// again (see [`check_tag`]).
+    ///
+    /// `Ok` means the tag is in `index.json`; [`Durability::Unconfirmed`]
+    /// says that syncing the directory after the rename failed.
     ///
     /// # Errors
     /// `EINVAL` for an invalid tag; `ENOENT` if the blob is not stored;
     /// `EBADMSG` if its size is not the descriptor's; errors reading or
-    /// writing `index.json`.
-    pub fn set_tag(&self, tag: &str, mut descriptor: Descriptor) -> Result<()> {
+    /// writing `index.json`. After an error `index.json` is unchanged.
+    pub fn set_tag(&self, tag: &str, mut descriptor: Descriptor) -> Result<Durability> {
         let index_path = self.index_path();
-        if let Err(why) = check_tag(tag) {
-            return Err(
-                Error::new(ErrorKind::InvalidInput, Operation::Write, &index_path)
-                    .with_detail(format!("invalid tag {tag:?}: {why}")),
-            );
-        }
+        check_tag(tag)?;
         let digest = descriptor.digest;
         match self.blob_size(&digest) {
             Ok(size) if size == descriptor.size => {}
@@ -649,11 +919,15 @@ impl OciLayout {
             index.manifests.insert(at, descriptor);
             Ok(())
         })
+        .map(|((), durability)| durability)
     }
 
     /// Removes the tag `tag` (its descriptor) from `index.json` and returns
     /// the descriptor. Its blobs stay until
-    /// [`collect_garbage`](OciLayout::collect_garbage).
+    /// [`collect_garbage`](OciLayout::collect_garbage). As for
+    /// [`set_tag`](OciLayout::set_tag), an error means `index.json` is
+    /// unchanged; a failed sync of the directory after the change is not
+    /// reported.
     ///
     /// # Errors
     /// `ENOENT` if there is no such tag; errors reading or writing
@@ -675,6 +949,7 @@ impl OciLayout {
             index.manifests.retain(|d| d.ref_name() != Some(tag));
             Ok(removed)
         })
+        .map(|(removed, _)| removed)
     }
 
     /// Adds an untagged descriptor to `index.json`, unless an untagged one
@@ -690,30 +965,56 @@ impl OciLayout {
             }
             Ok(())
         })
+        .map(|((), _)| ())
     }
 
     /// Reads, changes and atomically replaces `index.json`, holding the
     /// layout's lock.
-    fn update_index<T>(&self, change: impl FnOnce(&mut Index) -> Result<T>) -> Result<T> {
-        let _lock = self.lock()?;
-        let mut index = self.read_index()?;
+    ///
+    /// An error means `index.json` is as it was: every step that can fail
+    /// (reading it, writing and syncing the new one beside it) comes
+    /// before the `rename` that puts the new one in place, and the rename
+    /// either happens or not. Only the `fsync` of the directory comes
+    /// after; its failure is [`Durability::Unconfirmed`], not an error.
+    fn update_index<T>(
+        &self,
+        change: impl FnOnce(&mut Index) -> Result<T>,
+    ) -> Result<(T, Durability)> {
+        let root = self.open_root()?;
+        let _lock = self.lock(&root)?;
+        let blobs = self.open_blobs_in(&root, true)?;
+        // Temporary files of runs that ended go; under the lock, so two
+        // cleaners do not race (a failure here changes nothing).
+        self.remove_stale_temps(&blobs, GcMode::Remove, &mut GcReport::default());
+        let path = self.index_path();
+        let bytes = read_file(&root, INDEX_FILE, &path, MAX_DOCUMENT_BYTES)?;
+        let mut index = Index::parse_at(&bytes, path.as_str())?;
         let out = change(&mut index)?;
-        write_file_atomic(
-            &self.blobs_dir(),
-            &self.root,
-            INDEX_FILE,
-            &index.to_json(),
-            true,
-        )
-        .map_err(|e| Error::from_io(&e, Operation::Write, self.index_path()))?;
-        Ok(out)
+        let fail = |e: &io::Error| Error::from_io(e, Operation::Write, &path);
+        let (mut file, temp) = TempPath::create(&blobs).map_err(|e| fail(&e))?;
+        file.write_all(&index.to_json()).map_err(|e| fail(&e))?;
+        file.sync_all().map_err(|e| fail(&e))?;
+        drop(file);
+        temp.persist(&root, INDEX_FILE).map_err(|e| fail(&e))?;
+        // The new index is in place: whatever happens now, it is what
+        // every later read sees.
+        let durability = match rustix::fs::fsync(&root) {
+            Ok(()) => Durability::Synced,
+            Err(e) => Durability::Unconfirmed(
+                Error::new(errno_kind(e), Operation::Write, &path).with_detail(format!(
+                    "written, but syncing `{}` failed ({e}): after a crash the old `index.json` may be back",
+                    self.root
+                )),
+            ),
+        };
+        Ok((out, durability))
     }
 
     /// An exclusive `flock` on `oci-layout`, a file that is never replaced,
     /// released when the returned file is dropped.
-    fn lock(&self) -> Result<File> {
+    fn lock(&self, root: &OwnedFd) -> Result<File> {
         let path = self.root.join(LAYOUT_FILE);
-        let file = File::open(&path).map_err(|e| Error::from_io(&e, Operation::Write, &path))?;
+        let file = open_regular(root, LAYOUT_FILE, &path)?;
         rustix::fs::flock(&file, FlockOperation::LockExclusive)
             .map_err(|e| Error::from_io(&e.into(), Operation::Write, &path))?;
         Ok(file)
@@ -722,21 +1023,34 @@ impl OciLayout {
     // ---- garbage collection -------------------------------------------
 
     /// Removes the blobs nothing in `index.json` reaches, and temporary
-    /// files older than [`STALE_TEMP_AGE`].
+    /// files of runs that ended; the same as
+    /// [`collect_garbage_with(GcMode::Remove)`](OciLayout::collect_garbage_with).
+    ///
+    /// # Errors
+    /// Those of [`collect_garbage_with`](OciLayout::collect_garbage_with).
+    pub fn collect_garbage(&self) -> Result<GcReport> {
+        self.collect_garbage_with(GcMode::Remove)
+    }
+
+    /// Finds (and with [`GcMode::Remove`] removes) the blobs nothing in
+    /// `index.json` reaches, and temporary files of runs that ended: older
+    /// than [`STALE_TEMP_AGE`], or named by a process that no longer runs.
     ///
     /// Reachable are the descriptors of `index.json`, and from an index its
     /// manifests, from a manifest its config and layers. A descriptor of an
     /// unknown media type keeps its blob, and is followed only if it holds
     /// a manifest or an index. A missing blob is skipped. Nothing is removed
     /// but regular files in `blobs/sha256/` named by a digest and temporary
-    /// files of this module.
+    /// files of this module. It holds the layout's lock, so no tag changes
+    /// meanwhile.
     ///
     /// # Errors
     /// When a manifest or index that is reachable cannot be read (corrupt or
     /// invalid), nothing is removed: what it references is unknown. I/O
     /// errors.
-    pub fn collect_garbage(&self) -> Result<GcReport> {
-        let _lock = self.lock()?;
+    pub fn collect_garbage_with(&self, mode: GcMode) -> Result<GcReport> {
+        let root = self.open_root()?;
+        let _lock = self.lock(&root)?;
         let mut live: HashSet<Digest> = HashSet::new();
         let mut pending = self.read_index()?.manifests;
         while let Some(desc) = pending.pop() {
@@ -759,47 +1073,84 @@ impl OciLayout {
             }
         }
 
-        let dir = self.blobs_dir();
-        let fail = |e: &io::Error| Error::from_io(e, Operation::CollectGarbage, &dir);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(GcReport::default()),
-            Err(e) => return Err(fail(&e)),
+        let shown = self.blobs_dir();
+        let blobs = match self.open_blobs_in(&root, false) {
+            Ok(blobs) => blobs,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(GcReport::default()),
+            Err(e) => return Err(e),
         };
+        let fail = |e: Errno| errno_error(e, Operation::CollectGarbage, shown.as_str());
         let mut report = GcReport::default();
-        let now = SystemTime::now();
-        for entry in entries {
-            let entry = entry.map_err(|e| fail(&e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        for name in list_dir(&blobs).map_err(fail)? {
+            let Some(digest) = Digest::from_hex(&name) else {
                 continue;
             };
-            // The entry's own metadata: a symlink is not followed.
-            let meta = entry.metadata().map_err(|e| fail(&e))?;
-            if !meta.is_file() {
+            if live.contains(&digest) {
                 continue;
             }
-            let digest = Digest::from_hex(&name);
-            let garbage = match digest {
-                Some(d) => !live.contains(&d),
-                None => {
-                    is_temp_name(&name)
-                        && meta
-                            .modified()
-                            .ok()
-                            .and_then(|m| now.duration_since(m).ok())
-                            .is_some_and(|age| age >= STALE_TEMP_AGE)
+            let st = match stat_nofollow(&blobs, &name) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(fail(e)),
+            };
+            if FileType::from_mode(st.st_mode) != Some(FileType::File) {
+                continue;
+            }
+            if mode == GcMode::Remove {
+                match rustix::fs::unlinkat(&*blobs, name.as_str(), AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(fail(e)),
                 }
+            }
+            report.bytes_freed += u64::try_from(st.st_size).unwrap_or(0);
+            report.removed.push(digest);
+        }
+        self.remove_stale_temps(&blobs, mode, &mut report);
+        report.removed.sort();
+        report.temporaries.sort();
+        if mode == GcMode::Remove {
+            rustix::fs::fsync(&*blobs).map_err(fail)?;
+        }
+        Ok(report)
+    }
+
+    /// Removes (or, in a dry run, lists) the temporary files in `blobs`
+    /// that runs which ended left, adding them to `report`. Best effort:
+    /// a file that cannot be removed stays for the next run.
+    fn remove_stale_temps(&self, blobs: &OwnedFd, mode: GcMode, report: &mut GcReport) {
+        let Ok(names) = list_dir(blobs) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for name in names.into_iter().filter(|n| is_temp_name(n)) {
+            let Ok(st) = stat_nofollow(blobs, &name) else {
+                continue;
             };
-            if !garbage {
+            if FileType::from_mode(st.st_mode) != Some(FileType::File) {
                 continue;
             }
-            fs::remove_file(entry.path()).map_err(|e| fail(&e))?;
-            report.bytes_freed += meta.len();
-            report.removed.extend(digest);
+            let mtime = u64::try_from(st.st_mtime)
+                .ok()
+                .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+            if !is_stale_temp(&name, mtime, now) {
+                continue;
+            }
+            if mode == GcMode::Remove
+                && rustix::fs::unlinkat(blobs, name.as_str(), AtFlags::empty()).is_err()
+            {
+                continue;
+            }
+            report.bytes_freed += u64::try_from(st.st_size).unwrap_or(0);
+            report.temporaries.push(format!("{BLOBS_DIR}/{name}"));
         }
-        report.removed.sort();
-        sync_dir(&dir).map_err(|e| fail(&e))?;
-        Ok(report)
+    }
+
+    /// Removes the blob `digest` if it is a regular file (an unreferenced
+    /// blob an import stored on the way).
+    fn remove_blob(&self, digest: &Digest) {
+        if let Ok(blobs) = self.open_blobs(false) {
+            let _ = rustix::fs::unlinkat(&*blobs, digest.hex().as_str(), AtFlags::empty());
+        }
     }
 
     // ---- docker save archives -------------------------------------------
@@ -911,7 +1262,7 @@ impl OciLayout {
         }
         // Files stored on the way that no image uses (`<id>/json`, ...).
         for digest in stored_other.iter().filter(|d| !keep.contains(d)) {
-            let _ = fs::remove_file(layout.blob_path(digest));
+            layout.remove_blob(digest);
         }
         Ok(layout)
     }
@@ -922,7 +1273,7 @@ impl OciLayout {
 #[derive(Debug)]
 #[must_use = "a blob writer stores nothing until it is committed"]
 pub struct BlobWriter {
-    dir: Utf8PathBuf,
+    dir: Arc<OwnedFd>,
     temp: TempPath,
     out: DigestWriter<BufWriter<File>>,
 }
@@ -987,10 +1338,10 @@ impl BlobWriter {
         }
         file.sync_all().map_err(|e| fail(&e))?;
         drop(file);
-        let dest = dir.join(digest.hex());
-        if let Ok(meta) = fs::symlink_metadata(&dest)
-            && meta.is_file()
-            && meta.len() == size
+        let dest = digest.hex();
+        if let Ok(st) = stat_nofollow(&dir, &dest)
+            && FileType::from_mode(st.st_mode) == Some(FileType::File)
+            && u64::try_from(st.st_size) == Ok(size)
         {
             // Stored already; the temporary file goes when `temp` drops.
             return Ok(Committed {
@@ -999,8 +1350,8 @@ impl BlobWriter {
                 created: false,
             });
         }
-        temp.persist(&dest).map_err(|e| fail(&e))?;
-        sync_dir(&dir).map_err(|e| fail(&e))?;
+        temp.persist(&dir, &dest).map_err(|e| fail(&e))?;
+        rustix::fs::fsync(&*dir).map_err(|e| fail(&e.into()))?;
         Ok(Committed {
             digest,
             size,
@@ -1111,59 +1462,63 @@ impl Read for BlobReader {
 /// A temporary file in `blobs/sha256/`, removed on drop unless persisted.
 #[derive(Debug)]
 struct TempPath {
-    path: Utf8PathBuf,
+    dir: Arc<OwnedFd>,
+    name: String,
     armed: bool,
 }
 
 impl TempPath {
-    /// Creates `dir/.tmp-<pid>-<n>` (and `dir`, if it is missing).
-    fn create(dir: &Utf8Path) -> io::Result<(File, TempPath)> {
+    /// Creates `.tmp-<pid>-<n>` in the directory `dir`.
+    fn create(dir: &Arc<OwnedFd>) -> io::Result<(File, TempPath)> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let pid = std::process::id();
-        let mut made_dir = false;
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("{TEMP_PREFIX}{pid}-{n}"));
+            let name = format!("{TEMP_PREFIX}{pid}-{n}");
             // O_EXCL: never an existing file, never through a symlink.
-            match File::options().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((file, TempPath { path, armed: true })),
-                // Left by an earlier process with our pid.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dir => {
-                    fs::create_dir_all(dir)?;
-                    made_dir = true;
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+            match rustix::fs::openat(&**dir, name.as_str(), flags, Mode::from_raw_mode(0o666)) {
+                Ok(fd) => {
+                    let temp = TempPath {
+                        dir: Arc::clone(dir),
+                        name,
+                        armed: true,
+                    };
+                    return Ok((File::from(fd), temp));
                 }
-                Err(e) => return Err(e),
+                // Left by an earlier process with our pid.
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
-    /// Renames the file to `dest`, replacing what is there.
-    fn persist(mut self, dest: &Utf8Path) -> io::Result<()> {
-        fs::rename(&self.path, dest)?;
+    /// Renames the file to `name` in `dir`, replacing what is there.
+    fn persist(mut self, dir: &OwnedFd, name: &str) -> io::Result<()> {
+        rustix::fs::renameat(&*self.dir, self.name.as_str(), dir, name)?;
         self.armed = false;
         Ok(())
     }
 
-    /// Renames the file to `dest` unless something is there already.
-    fn persist_new(mut self, dest: &Utf8Path) -> io::Result<()> {
-        let cwd = rustix::fs::CWD;
+    /// Renames the file to `name` in `dir` unless something is there
+    /// already.
+    fn persist_new(mut self, dir: &OwnedFd, name: &str) -> io::Result<()> {
         match rustix::fs::renameat_with(
-            cwd,
-            self.path.as_str(),
-            cwd,
-            dest.as_str(),
+            &*self.dir,
+            self.name.as_str(),
+            dir,
+            name,
             RenameFlags::NOREPLACE,
         ) {
             Ok(()) => {
                 self.armed = false;
                 Ok(())
             }
-            Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(Errno::EXIST) => Ok(()),
             // A filesystem without RENAME_NOREPLACE: check, then rename.
-            Err(rustix::io::Errno::INVAL) => match fs::symlink_metadata(dest) {
+            Err(Errno::INVAL) => match stat_nofollow(dir, name) {
                 Ok(_) => Ok(()),
-                Err(_) => self.persist(dest),
+                Err(_) => self.persist(dir, name),
             },
             Err(e) => Err(e.into()),
         }
@@ -1173,65 +1528,145 @@ impl TempPath {
 impl Drop for TempPath {
     fn drop(&mut self) {
         if self.armed {
-            let _ = fs::remove_file(&self.path);
+            let _ = rustix::fs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty());
         }
     }
 }
 
 /// Whether `name` is one of [`TempPath`]'s: `.tmp-<digits>-<digits>`.
 fn is_temp_name(name: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    name.strip_prefix(TEMP_PREFIX)
-        .and_then(|rest| rest.split_once('-'))
-        .is_some_and(|(pid, n)| digits(pid) && digits(n))
+    temp_pid(name).is_some()
 }
 
-/// Writes `dir/name` through a temporary file in `temp_dir`, synced and
-/// renamed; with `replace` false, an existing file is kept.
-fn write_file_atomic(
-    temp_dir: &Utf8Path,
-    dir: &Utf8Path,
+/// The process id in the name of one of [`TempPath`]'s files.
+fn temp_pid(name: &str) -> Option<u32> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (pid, n) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+    if digits(pid) && digits(n) {
+        pid.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Whether the temporary file `name`, last modified at `mtime`, is left
+/// over from a run that ended: it is older than [`STALE_TEMP_AGE`], or the
+/// process its name records is gone (and it is not our own).
+fn is_stale_temp(name: &str, mtime: Option<SystemTime>, now: SystemTime) -> bool {
+    let Some(pid) = temp_pid(name) else {
+        return false;
+    };
+    let old = mtime
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age >= STALE_TEMP_AGE);
+    let gone = pid != std::process::id()
+        && rustix::process::Pid::from_raw(i32::try_from(pid).unwrap_or(0))
+            .is_none_or(|pid| rustix::process::test_kill_process(pid) == Err(Errno::SRCH));
+    old || gone
+}
+
+/// The names in the directory `dir` (without `.` and `..`); names that
+/// are not UTF-8 are given lossily (they are never ours).
+fn list_dir(dir: &OwnedFd) -> rustix::io::Result<Vec<String>> {
+    let mut reader = rustix::fs::Dir::read_from(dir)?;
+    let mut names = Vec::new();
+    while let Some(entry) = reader.read() {
+        let entry = entry?;
+        let raw = entry.file_name().to_bytes();
+        if raw != b"." && raw != b".." {
+            names.push(String::from_utf8_lossy(raw).into_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// `lstat` of `name` in `dir`.
+fn stat_nofollow(dir: &OwnedFd, name: &str) -> rustix::io::Result<rustix::fs::Stat> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// Opens the part `name` of a layout (a single name) in `dir` without
+/// following a symlink; `shown` is its path for errors. A symlink is
+/// refused with an error that says so.
+fn open_part(dir: &OwnedFd, name: &str, flags: OFlags, shown: &Utf8Path) -> Result<OwnedFd> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| {
+        let is_symlink = stat_nofollow(dir, name)
+            .is_ok_and(|st| FileType::from_mode(st.st_mode) == Some(FileType::Symlink));
+        if is_symlink {
+            Error::new(ErrorKind::FilesystemLoop, Operation::Open, shown)
+                .with_detail("it is a symlink, and no part of an image layout is followed")
+        } else {
+            errno_error(e, Operation::Open, shown.as_str())
+        }
+    })
+}
+
+/// Opens the file `name` of a layout for reading: only a regular file is
+/// ever read (`O_NONBLOCK`, so a fifo does not block the open, and a type
+/// check on the descriptor).
+fn open_regular(dir: &OwnedFd, name: &str, shown: &Utf8Path) -> Result<File> {
+    let fd = open_part(dir, name, OFlags::RDONLY | OFlags::NONBLOCK, shown)?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| errno_error(e, Operation::Open, shown.as_str()))?;
+    match FileType::from_mode(st.st_mode) {
+        Some(FileType::File) => Ok(File::from(fd)),
+        other => Err(
+            Error::new(ErrorKind::InvalidData, Operation::Open, shown).with_detail(format!(
+                "it is {}, not a regular file",
+                other.map_or("of an unknown type", file_type_name)
+            )),
+        ),
+    }
+}
+
+fn file_type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::File => "a regular file",
+        FileType::Dir => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a fifo",
+        FileType::Socket => "a socket",
+        FileType::CharDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+    }
+}
+
+/// Makes the directory `name` in `dir` unless it is there.
+fn make_dir(dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `name` in `dir` through a temporary file in `temp_dir`, synced
+/// and renamed; an existing file is kept.
+fn write_file_new(
+    temp_dir: &Arc<OwnedFd>,
+    dir: &OwnedFd,
     name: &str,
     bytes: &[u8],
-    replace: bool,
 ) -> io::Result<()> {
     let (mut file, temp) = TempPath::create(temp_dir)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
-    let dest = dir.join(name);
-    if replace {
-        temp.persist(&dest)?;
-    } else {
-        temp.persist_new(&dest)?;
-    }
-    sync_dir(dir)
-}
-
-/// `fsync` of a directory, so a rename in it is durable.
-fn sync_dir(dir: &Utf8Path) -> io::Result<()> {
-    let dir = if dir.as_str().is_empty() {
-        Utf8Path::new(".")
-    } else {
-        dir
-    };
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(dir.as_str(), flags, Mode::empty())?;
-    rustix::fs::fsync(&fd)?;
+    temp.persist_new(dir, name)?;
+    rustix::fs::fsync(dir)?;
     Ok(())
 }
 
 /// Reads a file of the layout of at most `limit` bytes.
-fn read_file(path: &Utf8Path, limit: u64) -> Result<Vec<u8>> {
-    let fail = |e: &io::Error| Error::from_io(e, Operation::ReadBlob, path);
-    let file = File::open(path).map_err(|e| fail(&e))?;
+fn read_file(dir: &OwnedFd, name: &str, shown: &Utf8Path, limit: u64) -> Result<Vec<u8>> {
+    let file = open_regular(dir, name, shown)?;
+    let fail = |e: &io::Error| Error::from_io(e, Operation::ReadBlob, shown);
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| fail(&e))?;
     if bytes.len() as u64 > limit {
         return Err(
-            Error::new(ErrorKind::LimitExceeded, Operation::ReadBlob, path)
+            Error::new(ErrorKind::LimitExceeded, Operation::ReadBlob, shown)
                 .with_detail(format!("the file is more than {limit} bytes")),
         );
     }
@@ -1283,28 +1718,69 @@ enum Node {
     Other,
 }
 
-fn tags_of(index: Index) -> Vec<(String, Descriptor)> {
+/// The tags of an index, sorted; a tag held by two descriptors is an
+/// error (which one it names is unknown).
+fn tags_of(index: Index, index_path: &Utf8Path) -> Result<Vec<(String, Descriptor)>> {
     let mut tags: Vec<(String, Descriptor)> = index
         .manifests
         .into_iter()
         .filter_map(|d| Some((d.ref_name()?.to_owned(), d)))
         .collect();
     tags.sort_by(|a, b| a.0.cmp(&b.0));
-    tags
+    if let Some(pair) = tags.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(
+            Error::new(ErrorKind::InvalidData, Operation::OpenImage, index_path).with_detail(
+                format!(
+                    "the tag {:?} names more than one image; tag it again (or remove it) to repair",
+                    pair[0].0
+                ),
+            ),
+        );
+    }
+    Ok(tags)
 }
 
-fn check_tag(tag: &str) -> std::result::Result<(), &'static str> {
-    if tag.is_empty() {
-        Err("it is empty")
-    } else if tag.starts_with('/') {
-        Err("it starts with `/`")
-    } else if tag.chars().any(char::is_control) {
-        Err("it contains a control character")
-    } else if tag.chars().any(char::is_whitespace) {
-        Err("it contains whitespace")
-    } else {
-        Ok(())
+/// The longest tag the OCI distribution spec and Docker accept.
+pub const MAX_TAG_LEN: usize = 128;
+
+/// Checks a tag against the tag grammar of the OCI distribution spec and
+/// of Docker, `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`: the tags that
+/// `LAYOUT:TAG` can name, and that no registry or tool refuses.
+///
+/// ```
+/// use layerstack::oci::layout::check_tag;
+///
+/// assert!(check_tag("v1.2_rc-3").is_ok());
+/// let err = check_tag("a/b").unwrap_err();
+/// assert_eq!(err.to_string(), "failed to write `a/b`: invalid tag: `/` is not allowed \
+///     (a tag is 1 to 128 of A-Z a-z 0-9 _ . -, and does not start with . or -)");
+/// ```
+///
+/// # Errors
+/// `EINVAL`, naming the first character that is not allowed (escaped if
+/// it is not printable) and the characters that are.
+pub fn check_tag(tag: &str) -> Result<()> {
+    const ALLOWED: &str = "a tag is 1 to 128 of A-Z a-z 0-9 _ . -, and does not start with . or -";
+    let shown = tag.escape_debug().to_string();
+    let bad = |why: String| {
+        Err(
+            Error::new(ErrorKind::InvalidInput, Operation::Write, &shown)
+                .with_detail(format!("invalid tag: {why} ({ALLOWED})")),
+        )
+    };
+    let is_tag_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    match tag.chars().next() {
+        None => return bad("it is empty".to_owned()),
+        Some(c @ ('.' | '-')) => return bad(format!("it starts with `{c}`")),
+        Some(_) => {}
     }
+    if let Some(c) = tag.chars().find(|&c| !is_tag_char(c)) {
+        return bad(format!("`{}` is not allowed", c.escape_debug()));
+    }
+    if tag.len() > MAX_TAG_LEN {
+        return bad(format!("it is {} characters long", tag.len()));
+    }
+    Ok(())
 }
 
 /// The manifest of an index for `want` (see
@@ -1430,7 +1906,10 @@ fn import_oci_layout(layout: &OciLayout, files: &BTreeMap<String, ArchiveFile>) 
                 .map(|name| tag_of(name).to_owned())
         });
         match tag {
-            Some(tag) => layout.set_tag(&tag, desc)?,
+            // The durability of a tag is that of the import's last one.
+            Some(tag) => {
+                let _ = layout.set_tag(&tag, desc)?;
+            }
             None => {
                 if !layout.has_blob(&desc.digest)? {
                     return Err(layout.no_such_blob(&desc.digest));
@@ -1530,7 +2009,7 @@ fn import_legacy(
             let mut desc = manifest.clone();
             desc.annotations
                 .insert(ANNOTATION_IMAGE_NAME.to_owned(), repo_tag.to_owned());
-            layout.set_tag(tag_of(repo_tag), desc)?;
+            let _ = layout.set_tag(tag_of(repo_tag), desc)?;
         }
     }
     Ok(used)
@@ -1542,11 +2021,12 @@ fn missing_file(name: &str) -> Error {
 }
 
 /// The tag of an image name: after the last `:`, unless that `:` is a
-/// registry's port (`localhost:5000/app` has no tag and is its own tag).
+/// registry's port (`localhost:5000/app` has no tag, so it is `latest`).
 fn tag_of(name: &str) -> &str {
     match name.rsplit_once(':') {
         Some((_, tag)) if !tag.is_empty() && !tag.contains('/') => tag,
-        _ => name,
+        // A repository without a tag means its `latest`, as in Docker.
+        _ => "latest",
     }
 }
 
@@ -1975,22 +2455,42 @@ mod tests {
         let dir = Scratch::new("bad-tags");
         let layout = OciLayout::create(&dir.0).unwrap();
         let image = put_image(&layout, "amd64", &[b"x"]);
-        for (tag, why) in [
-            ("", "it is empty"),
-            ("/abs", "it starts with `/`"),
-            ("a\nb", "it contains a control character"),
-            ("a b", "it contains whitespace"),
+        let long = "a".repeat(129);
+        for (tag, shown, why) in [
+            ("", "", "it is empty"),
+            ("/abs", "/abs", "`/` is not allowed"),
+            ("a/b", "a/b", "`/` is not allowed"),
+            ("x:y", "x:y", "`:` is not allowed"),
+            ("../../escape", "../../escape", "it starts with `.`"),
+            ("-x", "-x", "it starts with `-`"),
+            ("a\nb", "a\\nb", "`\\n` is not allowed"),
+            ("a b", "a b", "` ` is not allowed"),
+            ("caf\u{e9}", "caf\u{e9}", "`\u{e9}` is not allowed"),
+            (long.as_str(), long.as_str(), "it is 129 characters long"),
         ] {
             assert_eq!(
                 err_of(layout.set_tag(tag, image.manifest.clone())),
                 (
                     ErrorKind::InvalidInput,
                     format!(
-                        "failed to write `{}/index.json`: invalid tag {tag:?}: {why}",
-                        dir.0
+                        "failed to write `{shown}`: invalid tag: {why} (a tag is 1 to 128 of \
+                         A-Z a-z 0-9 _ . -, and does not start with . or -)"
                     )
                 )
             );
+        }
+        let digest_tag = format!("sha256:{}", image.manifest.digest.hex());
+        assert_eq!(
+            err_of(layout.set_tag(&digest_tag, image.manifest.clone())).0,
+            ErrorKind::InvalidInput
+        );
+        // Nothing was written: no temporary file, no tag.
+        assert_eq!(
+            fs::read(dir.0.join("index.json")).unwrap(),
+            Index::default().to_json()
+        );
+        for tag in ["_", "0", "A.b-c_d", "a".repeat(128).as_str()] {
+            check_tag(tag).unwrap();
         }
         let ghost = Descriptor::new(media_type::OCI_MANIFEST, Digest::of(b"ghost"), 5);
         assert_eq!(
@@ -2010,9 +2510,249 @@ mod tests {
             ErrorKind::InvalidData
         );
         assert!(layout.tags().unwrap().is_empty());
-        layout
-            .set_tag("registry.example:5000/app:1.0", image.manifest)
+        layout.set_tag("v1.0", image.manifest).unwrap();
+    }
+
+    #[test]
+    fn layer_media_types_must_be_known_and_match_the_content() {
+        let dir = Scratch::new("media-types");
+        let layout = OciLayout::create(&dir.0).unwrap();
+        let tar = b"plain tar bytes".to_vec();
+        let pack = |c: Compression| {
+            let mut w = super::super::Compressor::new(Vec::new(), c);
+            w.write_all(&tar).unwrap();
+            w.finish().unwrap()
+        };
+        let zstd_type = Compression::Zstd.layer_media_type();
+        for (bytes, media_type, want) in [
+            (tar.clone(), Compression::None.layer_media_type(), None),
+            (
+                pack(Compression::Gzip),
+                Compression::Gzip.layer_media_type(),
+                None,
+            ),
+            (pack(Compression::Zstd), zstd_type, None),
+            (
+                pack(Compression::Gzip),
+                DOCKER_LAYER_TAR,
+                Some("says an uncompressed tar, but the blob is gzip"),
+            ),
+            (
+                pack(Compression::Gzip),
+                zstd_type,
+                Some("says zstd, but the blob is gzip"),
+            ),
+            (
+                tar.clone(),
+                Compression::Gzip.layer_media_type(),
+                Some("says gzip, but the blob is an uncompressed tar"),
+            ),
+            (
+                Vec::new(),
+                zstd_type,
+                Some("says zstd, but the blob is an uncompressed tar"),
+            ),
+        ] {
+            let (digest, size) = layout.put_blob(&bytes).unwrap();
+            let desc = Descriptor::new(media_type, digest, size);
+            match want {
+                None => {
+                    let mut read = Vec::new();
+                    layout
+                        .open_layer(&desc)
+                        .unwrap()
+                        .read_to_end(&mut read)
+                        .unwrap();
+                    assert_eq!(read, bytes);
+                }
+                Some(why) => assert_eq!(
+                    err_of(layout.open_layer(&desc)),
+                    (
+                        ErrorKind::InvalidData,
+                        format!("failed to read blob `{digest}`: media type `{media_type}` {why}")
+                    )
+                ),
+            }
+        }
+        let (digest, size) = layout.put_blob(&tar).unwrap();
+        for unknown in [
+            "application/vnd.oci.image.layer.v1.tar+lz4",
+            "application/octet-stream",
+        ] {
+            assert_eq!(
+                err_of(layout.open_layer(&Descriptor::new(unknown, digest, size))),
+                (
+                    ErrorKind::Unsupported,
+                    format!(
+                        "failed to read blob `{digest}`: media type `{unknown}` is not a layer media \
+                         type (tar, tar+gzip or tar+zstd)"
+                    )
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_tag_held_twice_is_an_error_and_tagging_again_repairs_it() {
+        let dir = Scratch::new("dup-tag");
+        let layout = OciLayout::create(&dir.0).unwrap();
+        let a = put_image(&layout, "amd64", &[b"a"]);
+        let b = put_image(&layout, "amd64", &[b"b"]);
+        let mut index = Index::default();
+        for image in [&a, &b] {
+            let mut d = image.manifest.clone();
+            d.annotations
+                .insert(ANNOTATION_REF_NAME.to_owned(), "v1".to_owned());
+            index.manifests.push(d);
+        }
+        fs::write(dir.0.join("index.json"), index.to_json()).unwrap();
+        let want = (
+            ErrorKind::InvalidData,
+            format!(
+                "failed to open image `{}/index.json`: the tag \"v1\" names more than one image; \
+                 tag it again (or remove it) to repair",
+                dir.0
+            ),
+        );
+        assert_eq!(err_of(layout.resolve(Some("v1"))), want);
+        assert_eq!(err_of(layout.resolve(None)), want);
+        assert_eq!(err_of(layout.tags()), want);
+        layout.set_tag("v1", b.manifest.clone()).unwrap();
+        assert_eq!(
+            layout.resolve(Some("v1")).unwrap().digest,
+            b.manifest.digest
+        );
+    }
+
+    #[test]
+    fn symlinked_blobs_are_refused_and_nothing_is_written_through_them() {
+        for link in ["blobs", "blobs/sha256"] {
+            let dir = Scratch::new("blobs-link");
+            let layout = OciLayout::create(&dir.0).unwrap();
+            let image = put_image(&layout, "amd64", &[b"l"]);
+            layout.set_tag("v1", image.manifest.clone()).unwrap();
+            let outside = dir
+                .0
+                .with_file_name(format!("{}-outside", dir.0.file_name().unwrap()));
+            let _cleanup = Scratch(outside.clone());
+            fs::rename(dir.0.join(link), &outside).unwrap();
+            std::os::unix::fs::symlink(&outside, dir.0.join(link)).unwrap();
+            let before = fs::read_dir(&outside).unwrap().count();
+            let want = (
+                ErrorKind::FilesystemLoop,
+                format!(
+                    "failed to open `{}/{link}`: it is a symlink, and no part of an image layout is followed",
+                    dir.0
+                ),
+            );
+            assert_eq!(err_of(OciLayout::open(&dir.0)), want);
+            assert_eq!(err_of(layout.put_blob(b"new")), want);
+            assert_eq!(err_of(layout.set_tag("v2", image.manifest.clone())), want);
+            assert_eq!(err_of(layout.open_blob(&image.manifest.digest, None)), want);
+            assert_eq!(err_of(layout.collect_garbage()), want);
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), before);
+            assert_eq!(
+                layout.resolve(Some("v1")).unwrap().digest,
+                image.manifest.digest
+            );
+        }
+    }
+
+    #[test]
+    fn fifos_and_directories_in_a_layout_are_refused_without_blocking() {
+        let dir = Scratch::new("fifo");
+        let layout = OciLayout::create(&dir.0).unwrap();
+        let image = put_image(&layout, "amd64", &[b"l"]);
+        layout.set_tag("v1", image.manifest.clone()).unwrap();
+        let fifo = |path: &Utf8Path| {
+            fs::remove_file(path).unwrap();
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                path.as_str(),
+                rustix::fs::FileType::Fifo,
+                Mode::from_raw_mode(0o644),
+                0,
+            )
             .unwrap();
+        };
+        fifo(&dir.0.join("index.json"));
+        let want = (
+            ErrorKind::InvalidData,
+            format!(
+                "failed to open `{}/index.json`: it is a fifo, not a regular file",
+                dir.0
+            ),
+        );
+        assert_eq!(err_of(layout.read_index()), want);
+        assert_eq!(err_of(layout.set_tag("v2", image.manifest.clone())), want);
+        fifo(&dir.0.join("oci-layout"));
+        assert_eq!(
+            err_of(OciLayout::open(&dir.0)),
+            (
+                ErrorKind::InvalidData,
+                format!(
+                    "failed to open image `{}/oci-layout`: it is a fifo, not a regular file",
+                    dir.0
+                )
+            )
+        );
+        fifo(&layout.blob_path(&image.config.digest));
+        assert_eq!(
+            err_of(layout.read_config(&image.manifest)).1,
+            format!(
+                "failed to read blob `{}`: the blob is not a regular file",
+                image.config.digest
+            )
+        );
+    }
+
+    #[test]
+    fn resume_finishes_what_an_interrupted_create_left_and_nothing_else() {
+        // What a run killed before `oci-layout` was written leaves: blobs,
+        // a temporary file of a process that is gone, maybe `index.json`.
+        let dir = Scratch::new("resume");
+        let layout = OciLayout::create(&dir.0).unwrap();
+        let (blob, _) = layout.put_blob(b"whole").unwrap();
+        fs::write(layout.blobs_dir().join(".tmp-999999-7"), b"part").unwrap();
+        fs::remove_file(dir.0.join("oci-layout")).unwrap();
+        assert_eq!(err_of(OciLayout::open(&dir.0)).0, ErrorKind::NotFound);
+        let resumed = OciLayout::resume(&dir.0).unwrap();
+        assert_eq!(blob_files(&resumed), vec![blob.hex()]);
+        assert!(resumed.tags().unwrap().is_empty());
+        // Resuming a layout opens it.
+        assert_eq!(OciLayout::resume(&dir.0).unwrap(), resumed);
+
+        // Without `index.json`, and without `blobs/sha256`.
+        let bare = Scratch::new("resume-bare");
+        fs::create_dir_all(bare.0.join("blobs")).unwrap();
+        OciLayout::resume(&bare.0).unwrap();
+        assert_eq!(
+            fs::read(bare.0.join("index.json")).unwrap(),
+            Index::default().to_json()
+        );
+
+        // Anything that is not ours is left alone.
+        for (name, what) in [
+            ("etc", "etc"),
+            ("blobs/sha256/notes.txt", "blobs/sha256/notes.txt"),
+            ("blobs/other", "blobs/other"),
+            ("index.json", "index.json"),
+        ] {
+            let foreign = Scratch::new("resume-foreign");
+            fs::create_dir_all(foreign.0.join("blobs/sha256")).unwrap();
+            fs::write(foreign.0.join(name), b"not ours").unwrap();
+            assert_eq!(
+                err_of(OciLayout::resume(&foreign.0)),
+                (
+                    ErrorKind::DirectoryNotEmpty,
+                    format!(
+                        "failed to create directory `{}`: `{what}` is not part of an unfinished image layout",
+                        foreign.0
+                    )
+                )
+            );
+            assert!(!foreign.0.join("oci-layout").exists());
+        }
     }
 
     #[test]
@@ -2234,8 +2974,12 @@ mod tests {
             .unwrap()
             .set_modified(SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(1))
             .unwrap();
-        let fresh = layout.blobs_dir().join(".tmp-999999-2");
-        fs::write(&fresh, b"123").unwrap();
+        // Fresh, but its process is gone: left by a run that ended.
+        let dead = layout.blobs_dir().join(".tmp-999999-2");
+        fs::write(&dead, b"123").unwrap();
+        // Fresh, of a process that runs (ours): a writer at work.
+        let live_temp = format!(".tmp-{}-999999", std::process::id());
+        fs::write(layout.blobs_dir().join(&live_temp), b"1").unwrap();
         fs::write(layout.blobs_dir().join("README"), b"keep").unwrap();
         fs::create_dir(layout.blobs_dir().join("f".repeat(64))).unwrap();
         fs::create_dir_all(dir.0.join("blobs/sha512")).unwrap();
@@ -2254,24 +2998,26 @@ mod tests {
             .iter()
             .map(|d| layout.blob_size(d).unwrap())
             .sum::<u64>()
-            + 5;
+            + 5
+            + 3;
 
-        let report = layout.collect_garbage().unwrap();
         let mut want = removed.to_vec();
         want.sort();
-        assert_eq!(
-            report,
-            GcReport {
-                removed: want,
-                bytes_freed: bytes
-            }
-        );
+        let want = GcReport {
+            removed: want,
+            temporaries: vec![
+                "blobs/sha256/.tmp-999999-1".to_owned(),
+                "blobs/sha256/.tmp-999999-2".to_owned(),
+            ],
+            bytes_freed: bytes,
+        };
+        // A dry run finds the same and removes nothing.
+        let before = blob_files(&layout);
+        assert_eq!(layout.collect_garbage_with(GcMode::DryRun).unwrap(), want);
+        assert_eq!(blob_files(&layout), before);
+        assert_eq!(layout.collect_garbage().unwrap(), want);
         let mut left = sorted_hex(&live);
-        left.extend([
-            ".tmp-999999-2".to_owned(),
-            "README".to_owned(),
-            "f".repeat(64),
-        ]);
+        left.extend([live_temp, "README".to_owned(), "f".repeat(64)]);
         left.sort();
         assert_eq!(blob_files(&layout), left);
         assert!(dir.0.join("blobs/sha512").join("ab".repeat(64)).exists());
@@ -2368,13 +3114,14 @@ mod tests {
             layer_tar("bin/sh", b"#!"),
         ];
         let (archive, config) = legacy_archive(&layers, &["busybox:1.36", "localhost:5000/app"]);
+        // A repository without a tag is Docker's `latest`.
         let dir = Scratch::new("import-legacy");
         let layout = OciLayout::import_docker_archive(&archive[..], &dir.0).unwrap();
 
         let tags = layout.tags().unwrap();
         assert_eq!(
             tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
-            vec!["1.36", "localhost:5000/app"]
+            vec!["1.36", "latest"]
         );
         assert_eq!(
             tags[0]
@@ -2575,8 +3322,8 @@ mod tests {
     fn tag_of_takes_the_part_after_the_last_colon() {
         assert_eq!(tag_of("busybox:latest"), "latest");
         assert_eq!(tag_of("registry:5000/app:1.0"), "1.0");
-        assert_eq!(tag_of("registry:5000/app"), "registry:5000/app");
-        assert_eq!(tag_of("app"), "app");
+        assert_eq!(tag_of("registry:5000/app"), "latest");
+        assert_eq!(tag_of("app"), "latest");
         assert!(is_temp_name(".tmp-12-3"));
         assert!(!is_temp_name(".tmp-12-"));
         assert!(!is_temp_name(".tmp-a-3"));

@@ -3,7 +3,8 @@
 
 use camino::Utf8Path;
 use layerstack::oci::commit::layer_from_dir;
-use layerstack::oci::{BuildOptions, StepOutcome};
+use layerstack::oci::layout::check_tag;
+use layerstack::oci::{BuildOptions, Durability, StepOutcome};
 use layerstack::{Result, Timestamp};
 
 use crate::ImageRef;
@@ -23,7 +24,12 @@ fn created() -> Timestamp {
 }
 
 /// `layerstack commit`.
+///
+/// Either it fails and `index.json` is as it was, or the tag is in: once it
+/// is, nothing more can fail the command. A tag whose write could not be
+/// synced, and a change list that cannot be read, are warnings on stderr.
 pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result<()> {
+    check_tag(tag)?;
     let (store, base) = image.open()?;
     let view = open_view(&store, &base)?;
     let layer = {
@@ -32,29 +38,49 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
     };
     let mut builder = store.builder(Some(&base), BuildOptions::default().created(created()))?;
     let outcome = builder.add_layer_from(layer, CREATED_BY)?;
-    let new = builder.finish(tag)?;
+    let (new, durability) = builder.finish_with_durability(tag)?;
     let target = ImageRef {
         layout: image.layout.clone(),
         tag: Some(tag.to_owned()),
     };
-    match outcome {
-        StepOutcome::Empty => {
-            out.line(format_args!(
-                "{dir} is what {image} shows: {target} has no new layer, only a history entry"
-            ))?;
-        }
-        StepOutcome::Layer(d) => {
-            let index = new.layers().len() - 1;
-            out.line(format_args!(
-                "{target}: layer {index} {} ({} bytes) on {image}",
-                d.digest.short(),
-                thousands(d.size)
-            ))?;
-            let changes = store.changes(&new)?;
-            for c in changes.last().into_iter().flatten() {
-                out.line(format_args!("  {c}"))?;
+    if let Durability::Unconfirmed(e) = durability {
+        crate::warn(format_args!(
+            "{target} is tagged, but the tag may not survive a crash: {e}"
+        ));
+    }
+    // Nothing below may fail the command: the tag is in.
+    let report = |out: &mut Out| -> Result<()> {
+        match outcome {
+            StepOutcome::Empty => {
+                out.line(format_args!(
+                    "{dir} is what {image} shows: {target} has no new layer, only a history entry"
+                ))?;
+            }
+            StepOutcome::Layer(d) => {
+                let index = new.layers().len() - 1;
+                out.line(format_args!(
+                    "{target}: layer {index} {} ({} bytes) on {image}",
+                    d.digest.short(),
+                    thousands(d.size)
+                ))?;
+                match store.changes(&new) {
+                    Ok(changes) => {
+                        for c in changes.last().into_iter().flatten() {
+                            out.line(format_args!("  {c}"))?;
+                        }
+                    }
+                    Err(e) => crate::warn(format_args!(
+                        "{target} is tagged; listing its changes failed: {e}"
+                    )),
+                }
             }
         }
+        Ok(())
+    };
+    if let Err(e) = report(out) {
+        crate::warn(format_args!(
+            "{target} is tagged; printing the result failed: {e}"
+        ));
     }
     Ok(())
 }

@@ -100,7 +100,19 @@ fn demo_layout(dir: &Utf8Path) -> Result<OciLayout> {
             "the directory holds other files than an image layout",
         ));
     }
-    let layout = OciLayout::open(dir).map_err(|_| refuse("it is not an image layout"))?;
+    let layout = if names.iter().any(|n| n == "oci-layout") {
+        OciLayout::open(dir).map_err(|_| refuse("it is not an image layout"))?
+    } else {
+        // An earlier run stopped (killed, or by a full disk) before it
+        // finished the layout: finish it, if nothing else is there.
+        OciLayout::resume(dir).map_err(|e| {
+            if e.kind() == ErrorKind::DirectoryNotEmpty {
+                refuse("it is not an image layout, nor one an earlier run left unfinished")
+            } else {
+                e
+            }
+        })?
+    };
     if let Some((other, _)) = layout
         .tags()?
         .iter()
@@ -125,7 +137,7 @@ struct Marker {
 /// The whiteouts and opaque markers of a layer blob, read back from the
 /// layout in the order of the tar.
 fn markers(store: &ImageStore, layer: &Descriptor) -> Result<Vec<Marker>> {
-    let blob = store.layout().open_blob(&layer.digest, Some(layer.size))?;
+    let blob = store.layout().open_layer(layer)?;
     let tar = Decompressor::new(blob)
         .map_err(|e| Error::from_io(&e, Operation::ReadBlob, layer.digest.to_string()))?;
     let mut reader = TarReader::new(tar, Limits::default());

@@ -29,7 +29,7 @@ struct LayerReport {
 fn uncompressed_size(store: &ImageStore, image: &Image, index: usize) -> Result<u64> {
     let d = &image.layers()[index];
     let progress = Progress::bytes(d.size, format!("reading layer {index}"));
-    let blob = store.layout().open_blob(&d.digest, Some(d.size))?;
+    let blob = store.layout().open_layer(d)?;
     let fail = |e: &io::Error| {
         Error::from_io(e, Operation::ReadBlob, d.digest.to_string()).with_layer(index.to_string())
     };

@@ -220,6 +220,16 @@ pub fn ls(
 pub fn cat(image: &ImageRef, path: &str, out: &mut Out) -> Result<()> {
     let (store, img) = image.open()?;
     let view = open_view(&store, &img)?;
-    let data = view.read(path)?;
-    out.bytes(&data)
+    // In pieces: a file may be larger than memory (a layer can hold a
+    // 50 GB file of zeros in a few MB).
+    const PIECE: usize = 1 << 20;
+    let mut offset = 0u64;
+    loop {
+        let piece = view.read_at(path, offset, PIECE)?;
+        if piece.is_empty() {
+            return Ok(());
+        }
+        out.bytes(&piece)?;
+        offset += piece.len() as u64;
+    }
 }

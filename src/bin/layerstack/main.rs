@@ -9,19 +9,21 @@ mod analyze;
 mod commit;
 mod demo;
 mod diff;
+mod gc;
 mod inspect;
 mod ls;
 mod output;
 mod unpack;
 
 use std::fmt;
+use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
 
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
 use layerstack::Result;
-use layerstack::oci::{Image, ImageStore, OciLayout};
+use layerstack::oci::{GcMode, Image, ImageStore, OciLayout};
 
 use output::{Format, Out};
 
@@ -36,6 +38,7 @@ Examples:
   umoci unpack --image img:v1 bundle        (or: layerstack unpack img:v1 rootfs)
   ... edit bundle/rootfs ...
   layerstack commit img:v1 bundle/rootfs --tag v2
+  layerstack gc img --dry-run               what no tag needs (and killed runs left)
 
 LAYOUT[:TAG] names an image in an OCI image layout directory. Without a
 tag: the one tagged `latest`, or the only image. The tag is what follows
@@ -210,6 +213,22 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Remove the blobs no tag reaches and the temporary files of runs
+    /// that ended (killed, or stopped by an error).
+    #[command(after_help = "\
+Blobs reachable from index.json (its manifests and indexes, their configs
+and layers) stay; so do temporary files of writers that still run.
+
+Examples:
+  layerstack gc ./layerstack-demo --dry-run
+  layerstack gc ./layerstack-demo")]
+    Gc {
+        /// The image layout directory
+        layout: Utf8PathBuf,
+        /// Only list what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `LAYOUT[:TAG]`: an image layout directory and, maybe, a tag.
@@ -324,7 +343,26 @@ fn run(command: Command) -> Result<()> {
         Command::Cat { image, path } => ls::cat(&image, &path, &mut out)?,
         Command::Diff { image, layer, json } => diff::run(&image, layer, format(json), &mut out)?,
         Command::Inspect { image, json } => inspect::run(&image, format(json), &mut out)?,
-        Command::Commit { image, dir, tag } => commit::run(&image, &dir, &tag, &mut out)?,
+        Command::Commit { image, dir, tag } => {
+            commit::run(&image, &dir, &tag, &mut out)?;
+            // The tag is in: output that cannot be written is a warning,
+            // never a failure over a changed layout.
+            if let Err(e) = out.flush() {
+                warn(format_args!(
+                    "{}:{tag} is tagged; printing the result failed: {e}",
+                    image.layout
+                ));
+            }
+            return Ok(());
+        }
+        Command::Gc { layout, dry_run } => {
+            let mode = if dry_run {
+                GcMode::DryRun
+            } else {
+                GcMode::Remove
+            };
+            gc::run(&layout, mode, &mut out)?;
+        }
         Command::Analyze {
             image,
             base,
@@ -376,15 +414,43 @@ fn run(command: Command) -> Result<()> {
 fn main() -> ExitCode {
     // Usage errors exit with 2, `--help` and `--version` with 0.
     let cli = Cli::parse();
+    raise_open_file_limit();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever a cause holds, and no control bytes from
             // a layer or a header reach the terminal.
             let message = output::escape_message(&e.to_string());
-            eprintln!("error: {message}");
+            // Not `eprintln!`, which panics when stderr cannot be written.
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints a warning line on stderr: something went wrong after the
+/// command did what it was asked (a tag is written), so it still succeeds.
+pub fn warn(args: fmt::Arguments<'_>) {
+    let message = args.to_string().replace(['\n', '\r'], " ");
+    let _ = writeln!(std::io::stderr(), "warning: {message}");
+}
+
+/// Raises the soft limit of open files to the hard one, as many tools do:
+/// a soft limit of 1,024 is a historical default, not a choice. The walks
+/// hold a bounded number of descriptors anyway; this is headroom. Failure
+/// changes nothing.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit (`None`) cannot be the soft one for files.
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(maximum),
+            maximum: Some(maximum),
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }
 
