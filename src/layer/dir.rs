@@ -654,7 +654,9 @@ impl DirLayer {
             rustix::fs::statx(obj, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
         };
         let mut st = stat(&obj)?;
+        let mut changed = false;
         if (st.stx_uid, st.stx_gid) != (meta.uid, meta.gid) {
+            changed = true;
             sys::chownat(
                 dir,
                 name,
@@ -667,6 +669,7 @@ impl DirLayer {
         if !meta.file_type.is_symlink()
             && u32::from(st.stx_mode) & MODE_MASK != meta.mode & MODE_MASK
         {
+            changed = true;
             sys::chmodat(
                 &self.root,
                 proc_path(&obj),
@@ -674,10 +677,33 @@ impl DirLayer {
                 AtFlags::empty(),
             )?;
         }
-        self.apply_xattrs(&obj, &meta.xattrs)?;
+        changed |= self.apply_xattrs(&obj, &meta.xattrs)?;
         let same =
             |s: rustix::fs::StatxTimestamp, t: Timestamp| s.tv_sec == t.sec && s.tv_nsec == t.nsec;
         if same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime) {
+            if !changed && !same(st.stx_ctime, meta.ctime) {
+                // A change of metadata that changes nothing (`chown` to the
+                // same owner, `chmod` to the same mode) still changes the
+                // ctime, as the kernel's `setattr` does; it cannot be set,
+                // so it is made to change: a `chmod` to the same mode (a
+                // `chown` would clear setuid), for a symlink a `chown`.
+                return if meta.file_type.is_symlink() {
+                    sys::chownat(
+                        dir,
+                        name,
+                        Some(rustix::fs::Uid::from_raw(st.stx_uid)),
+                        Some(rustix::fs::Gid::from_raw(st.stx_gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                } else {
+                    sys::chmodat(
+                        &self.root,
+                        proc_path(&obj),
+                        Mode::from_raw_mode(u32::from(st.stx_mode) & MODE_MASK),
+                        AtFlags::empty(),
+                    )
+                };
+            }
             return Ok(());
         }
         let ts = |t: Timestamp| Timespec {
@@ -695,18 +721,22 @@ impl DirLayer {
         )
     }
 
-    /// Makes the user-visible xattrs of `obj` exactly `want`.
-    fn apply_xattrs(&self, obj: &OwnedFd, want: &Xattrs) -> rustix::io::Result<()> {
+    /// Makes the user-visible xattrs of `obj` exactly `want`; whether
+    /// anything changed.
+    fn apply_xattrs(&self, obj: &OwnedFd, want: &Xattrs) -> rustix::io::Result<bool> {
         let proc = proc_path(obj);
         let raw = raw_xattrs(obj)?;
         let have = self.visible_xattrs(raw);
+        let mut changed = false;
         for (name, _) in have.iter() {
             if want.get(name).is_none() {
+                changed = true;
                 sys::removexattr(&proc, self.stored_name(name).as_str())?;
             }
         }
         for (name, value) in want.iter() {
             if have.get(name) != Some(value) {
+                changed = true;
                 sys::setxattr(
                     &proc,
                     self.stored_name(name).as_str(),
@@ -715,7 +745,7 @@ impl DirLayer {
                 )?;
             }
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Makes `name` in `dir` an empty directory marked opaque (in the work

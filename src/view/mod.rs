@@ -481,6 +481,11 @@ impl MergedView {
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
+        if data.is_empty() {
+            // No `write` at all (as `write_all(&[])`), so no time changes;
+            // the open for writing has copied the file up.
+            return Ok(());
+        }
         changing(st, |st| {
             st.changing_data(path, |upper| upper.write_at(path, offset, data))
                 .map_err(|e| e.reframe(Operation::Write, user))?;

@@ -302,20 +302,42 @@ impl State {
                  with Metacopy::Follow (the kernel's metacopy=on)",
             ));
         }
-        let mut at = path.clone();
-        let mut redirect = node.redirect.clone();
-        for below in idx + 1..self.layer_count() {
-            if let Some(r) = redirect.take() {
-                at = match r.strip_prefix('/') {
-                    Some(abs) => LayerPath::new(abs),
-                    None => at.parent().unwrap_or_default().join(&r),
-                }
-                .map_err(|_| refused(ErrorKind::InvalidData, "its redirect is not a valid path"))?;
+        let redirected = |r: &str, at: &LayerPath| {
+            match r.strip_prefix('/') {
+                Some(abs) => LayerPath::new(abs),
+                None => at.parent().unwrap_or_default().join(r),
             }
+            .map_err(|_| refused(ErrorKind::InvalidData, "its redirect is not a valid path"))
+        };
+        // Where the layers below look: a redirect's path; else, for an
+        // upper copy, its name in each layer of its merged parent (which
+        // may itself be redirected); else the same path.
+        let mut fixed = match &node.redirect {
+            Some(r) => Some(redirected(r, path)?),
+            None if idx == UPPER => None,
+            None => Some(path.clone()),
+        };
+        let parent = match (&fixed, path.parent(), path.file_name()) {
+            (None, Some(parent), Some(name)) => Some((self.cursor_at(&parent)?, name)),
+            _ => None,
+        };
+        for below in idx + 1..self.layer_count() {
+            let at = match (&fixed, &parent) {
+                (Some(p), _) => p.clone(),
+                (None, Some((dir, name))) => {
+                    match dir.stack.iter().find(|(l, _)| *l == below) {
+                        Some((_, dpath)) => dpath.join(name)?,
+                        None => continue,
+                    }
+                }
+                (None, None) => break,
+            };
             match self.layer(below).lookup(&at)? {
                 None => {}
                 Some(Entry::Node(n)) if n.meta.file_type == FileType::File && n.metacopy => {
-                    redirect = n.redirect;
+                    if let Some(r) = &n.redirect {
+                        fixed = Some(redirected(r, &at)?);
+                    }
                 }
                 Some(Entry::Node(n)) if n.meta.file_type == FileType::File => {
                     return Ok((below, at));
