@@ -64,8 +64,8 @@ use std::sync::Arc;
 use layerstack::layer::dir::DirLayerOptions;
 use layerstack::layer::walk;
 use layerstack::testing::{
-    MetadataSummary, Op, Outcome, apply_to_view, build_layer, ops_strategy, snapshot_view,
-    stack_items_strategy,
+    LayerItem, MetadataSummary, Op, Outcome, apply_to_view, build_layer, ops_strategy,
+    snapshot_view, stack_items_strategy,
 };
 use layerstack::view::{DirRename, HardLinkCopyUp, Metacopy, OpenOptions, RenameMode};
 use layerstack::{
@@ -1184,12 +1184,32 @@ proptest! {
         side_by_side_case(&stack, &ops, 1)?;
     }
 
+    /// `index=on` against `HardLinkCopyUp::Keep`, without hard links: the
+    /// kernel copies up one name of a lower hard link and finds it again
+    /// through its index, the view links every name at once (a documented
+    /// difference, pinned by `with_index_on_*`), so the stacks' hard links
+    /// are left out and the sequences make none. What is left checks that
+    /// `index=on` changes nothing else a user sees.
     #[test]
     fn side_by_side_with_index(
         stack in stack_items_strategy(3),
         ops in ops_strategy(30),
     ) {
-        side_by_side_case(&stack, &ops, 2)?;
+        let unlinked: Vec<Vec<LayerItem>> = stack
+            .iter()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|item| !matches!(item, LayerItem::HardLink { .. }))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .filter(|op| !matches!(op, Op::HardLink { .. }))
+            .collect();
+        side_by_side_case(&unlinked, &ops, 2)?;
     }
 }
 
