@@ -324,12 +324,10 @@ impl State {
         for below in idx + 1..self.layer_count() {
             let at = match (&fixed, &parent) {
                 (Some(p), _) => p.clone(),
-                (None, Some((dir, name))) => {
-                    match dir.stack.iter().find(|(l, _)| *l == below) {
-                        Some((_, dpath)) => dpath.join(name)?,
-                        None => continue,
-                    }
-                }
+                (None, Some((dir, name))) => match dir.stack.iter().find(|(l, _)| *l == below) {
+                    Some((_, dpath)) => dpath.join(name)?,
+                    None => continue,
+                },
                 (None, None) => break,
             };
             match self.layer(below).lookup(&at)? {
