@@ -358,7 +358,8 @@ const CHANNEL_BATCHES: usize = (16 << 20) / (2 * BATCH_BYTES);
 /// size in data chunks.
 enum Item {
     Entry(Box<TarEntry>),
-    Data(Vec<u8>),
+    /// Data at this offset in the file (past the holes of a sparse one).
+    Data(u64, Vec<u8>),
     End,
     Failed(Error),
 }
@@ -376,7 +377,7 @@ struct Batcher {
 
 impl Batcher {
     fn push(&mut self, item: Item) -> Result<(), Closed> {
-        if let Item::Data(d) = &item {
+        if let Item::Data(_, d) = &item {
             self.bytes += d.len();
         }
         self.items.push(item);
@@ -446,7 +447,7 @@ where
     let mut tar = open_layer(open(), layer, limits, target)?;
     while let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? {
         let size = if entry.kind == TarKind::File {
-            entry.size
+            entry.stored_size()
         } else {
             0
         };
@@ -454,11 +455,9 @@ where
         batch.push(Item::Entry(Box::new(entry)))?;
         let mut left = size;
         while left > 0 {
-            let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-            let mut buf = vec![0u8; len];
-            read_exact(&mut tar, &mut buf, layer, &name)?;
-            left -= len as u64;
-            batch.push(Item::Data(buf))?;
+            let (offset, buf) = read_piece(&mut tar, left, layer, &name)?;
+            left -= buf.len() as u64;
+            batch.push(Item::Data(offset, buf))?;
         }
     }
     tar.finish().map_err(|e| reframe(layer, e))?;
@@ -485,9 +484,19 @@ fn open_layer(
     Ok(TarReader::new(decompressor, limits))
 }
 
-fn read_exact(tar: &mut LayerReader, buf: &mut [u8], layer: usize, name: &str) -> Result<()> {
+/// The next piece of the current file's data, up to `left` bytes (and
+/// [`CHUNK`]), all of one region: where it goes in the file, and the bytes.
+fn read_piece(
+    tar: &mut LayerReader,
+    left: u64,
+    layer: usize,
+    name: &str,
+) -> Result<(u64, Vec<u8>)> {
+    let offset = tar.data_offset();
+    let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+    let mut buf = vec![0u8; len];
     let mut filled = 0;
-    while filled < buf.len() {
+    while filled < buf.len() && (filled == 0 || tar.data_offset() == offset + filled as u64) {
         let n = tar
             .read_data(&mut buf[filled..])
             .map_err(|e| reframe(layer, e.reframe(Operation::Flatten, name)))?;
@@ -501,7 +510,8 @@ fn read_exact(tar: &mut LayerReader, buf: &mut [u8], layer: usize, name: &str) -
         }
         filled += n;
     }
-    Ok(())
+    buf.truncate(filled);
+    Ok((offset, buf))
 }
 
 /// An error of the tar reader or of import's rules, as flatten's.
@@ -558,15 +568,15 @@ struct DataIn<'s> {
 }
 
 impl DataIn<'_> {
-    /// The next chunk, `None` at the end of the file.
-    fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
+    /// The next chunk and where it goes, `None` at the end of the file.
+    fn chunk(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
         if self.left == 0 {
             return Ok(None);
         }
         match self.stream.next()? {
-            Item::Data(d) => {
+            Item::Data(offset, d) => {
                 self.left = self.left.saturating_sub(d.len() as u64);
-                Ok(Some(d))
+                Ok(Some((offset, d)))
             }
             Item::Failed(e) => Err(e),
             Item::Entry(_) | Item::End => {
@@ -724,7 +734,7 @@ impl Writer<'_> {
                     Item::Entry(entry) => pass.apply(&entry, &mut stream)?,
                     Item::End => break,
                     Item::Failed(e) => return Err(e),
-                    Item::Data(_) => {
+                    Item::Data(..) => {
                         return Err(Error::new(ErrorKind::Io, Operation::Flatten, "<layer>")
                             .with_layer(layer.to_string())
                             .with_detail("data without an entry"));
@@ -774,7 +784,6 @@ impl Writer<'_> {
     fn reread(&mut self, layer: usize, mut sinks: Sinks) -> Result<()> {
         let mut tar = open_layer((self.open)(layer), layer, self.options.limits, self.target)?;
         let mut ordinal = 0u64;
-        let mut buf = vec![0u8; CHUNK];
         while !sinks.is_empty() {
             let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? else {
                 break;
@@ -795,16 +804,22 @@ impl Writer<'_> {
                         .map_err(|e| e.error(*from, path.as_str()))?,
                 );
             }
-            let mut left = size;
+            let mut left = entry.stored_size();
             while left > 0 {
-                let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-                read_exact(&mut tar, &mut buf[..want], layer, &name)?;
+                let (offset, buf) = read_piece(&mut tar, left, layer, &name)?;
                 for (fd, (path, _, from)) in fds.iter().zip(&files) {
-                    write_all(fd, &buf[..want]).map_err(|e| {
+                    write_all_at(fd, offset, &buf).map_err(|e| {
                         DiskError::new(e, "cannot write it").error(*from, path.as_str())
                     })?;
                 }
-                left -= want as u64;
+                left -= buf.len() as u64;
+            }
+            if entry.sparse.is_some() {
+                for (fd, (path, _, from)) in fds.iter().zip(&files) {
+                    rustix::fs::ftruncate(fd, size).map_err(|e| {
+                        DiskError::new(e, "cannot write it").error(*from, path.as_str())
+                    })?;
+                }
             }
             for (fd, (path, meta, from)) in fds.iter().zip(&files) {
                 self.disk
@@ -953,7 +968,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         let mut data = DataIn {
             stream,
             left: if entry.kind == TarKind::File {
-                entry.size
+                entry.stored_size()
             } else {
                 0
             },
@@ -1187,10 +1202,15 @@ impl<'w, 'a> Pass<'w, 'a> {
                         .disk
                         .create_file(path)
                         .map_err(self.disk_err(entry))?;
-                    while let Some(chunk) = data.chunk()? {
-                        write_all(&fd, &chunk).map_err(|e| {
-                            DiskError::new(e, "cannot write it").error(self.layer, &entry.name)
-                        })?;
+                    let write_error =
+                        |e| DiskError::new(e, "cannot write it").error(self.layer, &entry.name);
+                    // A sparse file's regions are written where they go and
+                    // its holes stay holes on disk.
+                    while let Some((offset, chunk)) = data.chunk()? {
+                        write_all_at(&fd, offset, &chunk).map_err(write_error)?;
+                    }
+                    if entry.sparse.is_some() {
+                        rustix::fs::ftruncate(&fd, entry.size).map_err(write_error)?;
                     }
                     self.w
                         .disk
@@ -1957,11 +1977,14 @@ fn timestamps(meta: &Metadata) -> Timestamps {
     }
 }
 
-fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
+fn write_all_at(fd: &OwnedFd, mut offset: u64, mut data: &[u8]) -> Result<(), Errno> {
     while !data.is_empty() {
-        match rustix::io::write(fd, data) {
+        match rustix::io::pwrite(fd, data, offset) {
             Ok(0) => return Err(Errno::IO),
-            Ok(n) => data = &data[n..],
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
             Err(Errno::INTR) => {}
             Err(e) => return Err(e),
         }

@@ -1157,3 +1157,48 @@ fn a_lower_file_where_a_higher_layer_implies_a_directory() {
     assert!(tree["a"].contains("mtime=0.000000000"), "{}", tree["a"]);
     assert_eq!(summary.hidden, 1);
 }
+
+#[test]
+fn a_60_gib_sparse_file_keeps_its_holes_in_memory_and_on_disk() {
+    let mut t = RawTar::new();
+    t.pax(&[
+        ("GNU.sparse.major", b"0"),
+        ("GNU.sparse.minor", b"1"),
+        ("GNU.sparse.name", b"huge"),
+        ("GNU.sparse.numblocks", b"2"),
+        ("GNU.sparse.map", b"0,5,64424509435,5"),
+        ("GNU.sparse.size", b"64424509440"),
+    ]);
+    let mut h = Hdr::new("GNUSparseFile.0/huge", b'0');
+    h.size = 10;
+    t.header(&h).data(b"startend!!");
+    let tar = t.end();
+
+    let (layer, _) = import_layer(&tar[..], &[], &ImportOptions::default()).unwrap();
+    let path = LayerPath::new("huge").unwrap();
+    let Some(crate::layer::Entry::Node(node)) = layer.lookup(&path).unwrap() else {
+        panic!("no file");
+    };
+    assert_eq!(node.meta.size, 60 << 30);
+    assert_eq!(&layer.read_at(&path, 0, 5).unwrap()[..], b"start");
+    assert_eq!(
+        &layer.read_at(&path, (60 << 30) - 5, 5).unwrap()[..],
+        b"end!!"
+    );
+    assert_eq!(&layer.read_at(&path, 1 << 30, 4).unwrap()[..], b"\0\0\0\0");
+
+    let dir = Temp::new("sparse");
+    let summary = flatten(&[tar], dir.path(), &FlattenOptions::default()).unwrap();
+    assert_eq!(summary.files, 1);
+    let file = dir.path().join("huge");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.len(), 60 << 30);
+    // Two data blocks and some metadata, not 60 GiB of zeros.
+    assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+    let mut f = std::fs::File::open(&file).unwrap();
+    let mut end = [0u8; 5];
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    f.seek(SeekFrom::Start((60 << 30) - 5)).unwrap();
+    f.read_exact(&mut end).unwrap();
+    assert_eq!(&end, b"end!!");
+}

@@ -550,7 +550,7 @@ impl Importer<'_> {
         tar: &mut TarReader<R>,
     ) -> Result<()> {
         let path = &entry.path;
-        if entry.size <= CHUNK as u64 {
+        if entry.sparse.is_none() && entry.size <= CHUNK as u64 {
             let len = usize::try_from(entry.size).unwrap_or(CHUNK);
             let mut data = vec![0u8; len];
             read_full(tar, &mut data, entry)?;
@@ -563,8 +563,10 @@ impl Importer<'_> {
         self.layer
             .create(path, meta, Content::File(FileData::new()))
             .map_err(reframe(entry))?;
-        let mut offset = 0u64;
         loop {
+            // A sparse file's data goes at its regions; the holes between
+            // them are never written (a layer keeps them as holes).
+            let offset = tar.data_offset();
             let n = read_some(tar, &mut self.buf, entry)?;
             if n == 0 {
                 break;
@@ -572,7 +574,11 @@ impl Importer<'_> {
             self.layer
                 .write_at(path, offset, &self.buf[..n])
                 .map_err(reframe(entry))?;
-            offset += n as u64;
+        }
+        if entry.sparse.is_some() {
+            self.layer
+                .set_len(path, entry.size)
+                .map_err(reframe(entry))?;
         }
         // Writing may have changed the times (on disk).
         self.layer.set_metadata(path, meta).map_err(reframe(entry))
