@@ -7,5 +7,6 @@ mod oci {
     pub mod dir_layer;
     pub mod interop;
     pub mod round_trip;
+    pub mod tar_diff;
     pub mod tools;
 }
