@@ -918,3 +918,108 @@ fn unpack_writes_the_tree_the_image_shows() {
         panic!("unpack of the umoci image, against umoci's: {d}");
     }
 }
+
+/// Tags `tag` as `img` with the DiffID of layer `i` replaced by another's:
+/// its bytes no longer match what the config promises.
+fn tamper_diff_id(dir: &Utf8Path, img: &Image, i: usize, tag: &str) {
+    use layerstack::oci::Descriptor;
+    use layerstack::oci::spec::media_type;
+    let layout = OciLayout::open(dir).unwrap();
+    let mut config = img.config.clone();
+    config.diff_ids[i] = layerstack::oci::Digest::of(b"not this layer");
+    let bytes = config.to_json();
+    let (digest, size) = layout.put_blob(&bytes).unwrap();
+    let mut manifest = img.manifest.clone();
+    manifest.config = Descriptor::new(media_type::OCI_CONFIG, digest, size);
+    let bytes = manifest.to_json();
+    let (digest, size) = layout.put_blob(&bytes).unwrap();
+    layout
+        .set_tag(tag, Descriptor::new(media_type::OCI_MANIFEST, digest, size))
+        .unwrap();
+}
+
+#[test]
+fn unpack_checks_diff_ids_and_leaves_nothing_when_it_fails() {
+    let s = Scratch::new("cli-unpack-tampered");
+    let dir = demo(&s);
+    let img = image(&dir, "demo");
+    let top = img.layers().len() - 1;
+    tamper_diff_id(&dir, &img, top, "tampered");
+    let at = format!("{dir}:tampered");
+
+    // A new target: not created, and no staging directory left beside it.
+    let rootfs = s.path("rootfs");
+    let err = fails(&["unpack", &at, rootfs.as_str()], 1);
+    let want = img.diff_ids()[top];
+    assert_eq!(
+        err,
+        format!(
+            "error: failed to flatten into `{rootfs}` in layer {top}: the layer's DiffID is {want} but the config says {}; nothing was written (`{rootfs}` was not created)\n",
+            layerstack::oci::Digest::of(b"not this layer")
+        )
+    );
+    assert!(!rootfs.exists());
+    let left: Vec<_> = std::fs::read_dir(&s.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("layerstack-unpack"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+
+    // An empty target the user made stays, empty.
+    let empty = s.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = fails(&["unpack", &at, empty.as_str()], 1);
+    assert!(
+        err.ends_with(&format!("; `{empty}` was left as it was\n")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+
+    // The untampered image unpacks into the empty directory.
+    ok(&["unpack", &format!("{dir}:demo"), empty.as_str()]);
+    assert!(empty.join("etc").is_dir());
+}
+
+#[test]
+fn ls_and_diff_escape_control_bytes_in_names_and_json_keeps_them() {
+    use layerstack::MemLayer;
+    use layerstack::oci::BuildOptions;
+    let s = Scratch::new("cli-escape");
+    let dir = s.path("layout");
+    let store = ImageStore::new(OciLayout::create(&dir).unwrap());
+    let mut b = store.builder(None, BuildOptions::new()).unwrap();
+    let mut layer = MemLayer::new();
+    layer
+        .add_file("evil\n-rw-r--r--  0:0  1  0 forged", "x")
+        .unwrap();
+    layer.add_file("\x1b[31mred", "y").unwrap();
+    b.add_layer_from(layer, "names").unwrap();
+    b.finish("names").unwrap();
+    let at = format!("{dir}:names");
+
+    let ls = ok(&["ls", &at]);
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    assert!(ls.contains("/\\033[31mred\n"), "{ls}");
+    assert!(
+        ls.contains("/evil\\n-rw-r--r--  0:0  1  0 forged\n"),
+        "{ls}"
+    );
+    assert!(!ls.contains('\x1b'));
+
+    let diff = ok(&["diff", &at]);
+    assert!(diff.contains("  A /\\033[31mred\n"), "{diff}");
+    assert!(
+        diff.contains("  A /evil\\n-rw-r--r--  0:0  1  0 forged\n"),
+        "{diff}"
+    );
+
+    let json = json_of(&ok(&["ls", "--json", &at]));
+    let paths: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/\x1b[31mred"), "{paths:?}");
+}

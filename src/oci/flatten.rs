@@ -120,6 +120,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use super::compress::Decompressor;
+use super::digest::{Digest, DigestReader};
 use super::import::{Counts, Policy, keep_device, object_meta, type_name};
 use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
 use super::whiteout::{TarName, classify};
@@ -258,6 +259,50 @@ pub fn flatten_layers<F>(
 where
     F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
 {
+    flatten_checked(layers, None, target, options)
+}
+
+/// As [`flatten_layers`], checking each layer's DiffID (the sha256 of its
+/// uncompressed tar, `diff_ids[i]` for `layers[i]`, as an image config
+/// lists them): a layer that does not match fails the flatten, as it
+/// fails `ImageStore::layers` and umoci. The check ends each layer's
+/// stream, so entries of a layer that turns out not to match may already
+/// be in `target`: write into a fresh directory and remove it on error
+/// (the `unpack` command does).
+///
+/// # Errors
+/// As [`flatten_layers`]; `EINVAL` if there are not as many DiffIDs as
+/// layers; `EBADMSG` for a layer whose DiffID does not match.
+pub fn flatten_layers_verified<F>(
+    layers: &[F],
+    diff_ids: &[Digest],
+    target: &Utf8Path,
+    options: &FlattenOptions,
+) -> Result<FlattenSummary>
+where
+    F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
+{
+    if diff_ids.len() != layers.len() {
+        return Err(
+            Error::new(ErrorKind::InvalidInput, Operation::Flatten, target).with_detail(format!(
+                "{} layers but {} DiffIDs",
+                layers.len(),
+                diff_ids.len()
+            )),
+        );
+    }
+    flatten_checked(layers, Some(diff_ids), target, options)
+}
+
+fn flatten_checked<F>(
+    layers: &[F],
+    diff_ids: Option<&[Digest]>,
+    target: &Utf8Path,
+    options: &FlattenOptions,
+) -> Result<FlattenSummary>
+where
+    F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
+{
     let disk = Disk::open(target, options.owners)?;
     let n = layers.len();
     let open = |i: usize| -> Result<Box<dyn Read + Send>> {
@@ -316,7 +361,8 @@ where
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
                 if let Some(tx) = tx {
-                    produce(&layers[layer], layer, options.limits, target, tx);
+                    let want = diff_ids.map(|d| d[layer]);
+                    produce(&layers[layer], layer, want, options.limits, target, tx);
                 }
             }
         };
@@ -415,8 +461,14 @@ impl From<Error> for ProduceError {
 }
 
 /// Decompresses and parses one layer into `tx`.
-fn produce<F>(open: &F, layer: usize, limits: Limits, target: &Utf8Path, tx: SyncSender<Batch>)
-where
+fn produce<F>(
+    open: &F,
+    layer: usize,
+    want: Option<Digest>,
+    limits: Limits,
+    target: &Utf8Path,
+    tx: SyncSender<Batch>,
+) where
     F: Fn() -> Result<Box<dyn Read + Send>>,
 {
     let mut batch = Batcher {
@@ -424,7 +476,7 @@ where
         items: Vec::with_capacity(64),
         bytes: 0,
     };
-    let last = match produce_items(open, layer, limits, target, &mut batch) {
+    let last = match produce_items(open, layer, want, limits, target, &mut batch) {
         Ok(()) => Item::End,
         Err(ProduceError::Failed(e)) => Item::Failed(e),
         Err(ProduceError::Closed) => return,
@@ -437,6 +489,7 @@ where
 fn produce_items<F>(
     open: &F,
     layer: usize,
+    want: Option<Digest>,
     limits: Limits,
     target: &Utf8Path,
     batch: &mut Batcher,
@@ -460,11 +513,24 @@ where
             batch.push(Item::Data(offset, buf))?;
         }
     }
-    tar.finish().map_err(|e| reframe(layer, e))?;
+    let uncompressed = tar.finish().map_err(|e| reframe(layer, e))?;
+    let (_, diff_id, _) = uncompressed.finish();
+    if let Some(want) = want
+        && diff_id != want
+    {
+        return Err(
+            Error::new(ErrorKind::InvalidData, Operation::Flatten, target)
+                .with_layer(layer.to_string())
+                .with_detail(format!(
+                    "the layer's DiffID is {diff_id} but the config says {want}"
+                ))
+                .into(),
+        );
+    }
     Ok(())
 }
 
-type LayerReader = TarReader<Decompressor<Box<dyn Read + Send>>>;
+type LayerReader = TarReader<DigestReader<Decompressor<Box<dyn Read + Send>>>>;
 
 fn open_layer(
     reader: Result<Box<dyn Read + Send>>,
@@ -481,7 +547,7 @@ fn open_layer(
             .with_layer(layer.to_string())
             .with_detail(format!("reading the layer: {e}"))
     })?;
-    Ok(TarReader::new(decompressor, limits))
+    Ok(TarReader::new(DigestReader::new(decompressor), limits))
 }
 
 /// The next piece of the current file's data, up to `left` bytes (and
@@ -499,7 +565,7 @@ fn read_piece(
     while filled < buf.len() && (filled == 0 || tar.data_offset() == offset + filled as u64) {
         let n = tar
             .read_data(&mut buf[filled..])
-            .map_err(|e| reframe(layer, e.reframe(Operation::Flatten, name)))?;
+            .map_err(|e| reframe(layer, e.reframe(Operation::FlattenEntry, name)))?;
         if n == 0 {
             return Err(entry_error(
                 layer,
@@ -517,12 +583,12 @@ fn read_piece(
 /// An error of the tar reader or of import's rules, as flatten's.
 fn reframe(layer: usize, e: Error) -> Error {
     let path = e.path().to_string();
-    e.reframe(Operation::Flatten, path)
+    e.reframe(Operation::FlattenEntry, path)
         .with_layer(layer.to_string())
 }
 
 fn entry_error(layer: usize, name: &str, kind: ErrorKind, detail: impl Into<String>) -> Error {
-    Error::new(kind, Operation::Flatten, name)
+    Error::new(kind, Operation::FlattenEntry, name)
         .with_layer(layer.to_string())
         .with_detail(detail)
 }

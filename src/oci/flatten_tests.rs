@@ -600,7 +600,7 @@ fn a_hard_link_to_a_lower_layer_copies_the_target_up() {
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `x` in layer 0: hard link target `nothing` is neither in this layer nor below it"
+        "failed to flatten layer entry `x` in layer 0: hard link target `nothing` is neither in this layer nor below it"
     );
 }
 
@@ -622,7 +622,7 @@ fn nothing_is_written_through_a_lower_layers_symlink() {
         assert_eq!(e.kind(), ErrorKind::NotADirectory, "{e}");
         assert_eq!(
             e.to_string(),
-            "failed to flatten into `etc/passwd` in layer 1: its parent `etc` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
+            "failed to flatten layer entry `etc/passwd` in layer 1: its parent `etc` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
         );
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         assert!(!dir.path().join("passwd").exists());
@@ -635,7 +635,7 @@ fn nothing_is_written_through_a_lower_layers_symlink() {
     let e = flatten(&[layer], Temp::new("same").path(), &opts()).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `etc/passwd` in layer 0: its parent `etc` is a symlink in this layer"
+        "failed to flatten layer entry `etc/passwd` in layer 0: its parent `etc` is a symlink in this layer"
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 
@@ -665,7 +665,7 @@ fn dot_dot_names_are_refused_and_nothing_escapes() {
         assert_eq!(
             e.to_string(),
             format!(
-                "failed to flatten into `{name}` in layer 0: the name contains `..` (it could reach outside the layer)"
+                "failed to flatten layer entry `{name}` in layer 0: the name contains `..` (it could reach outside the layer)"
             )
         );
         let names: Vec<_> = std::fs::read_dir(outside.path())
@@ -819,7 +819,7 @@ fn setuid_bits_under_each_policy() {
     assert_eq!(e.kind(), ErrorKind::NotPermitted);
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `bin/su` in layer 0: setuid/setgid file (mode 4755) refused by policy"
+        "failed to flatten layer entry `bin/su` in layer 0: setuid/setgid file (mode 4755) refused by policy"
     );
 }
 
@@ -865,7 +865,7 @@ fn devices_under_each_policy() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `dev/null` in layer 0: device node refused by policy"
+        "failed to flatten layer entry `dev/null` in layer 0: device node refused by policy"
     );
 
     // 0/0 is the overlay whiteout marker: refused under any policy.
@@ -1145,7 +1145,7 @@ fn a_lower_file_where_a_higher_layer_implies_a_directory() {
     assert_eq!(e.kind(), ErrorKind::NotADirectory);
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `a/x` in layer 1: its parent `a` is a file in a lower layer (the layer must replace it with a directory entry first)"
+        "failed to flatten layer entry `a/x` in layer 1: its parent `a` is a file in a lower layer (the layer must replace it with a directory entry first)"
     );
     // Deleted in between: the directory is new, with the defaults.
     let middle = tar(|t| {
