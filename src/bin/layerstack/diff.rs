@@ -6,7 +6,7 @@ use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
-use crate::output::{Format, Out, Progress};
+use crate::output::{Format, Out, Progress, escape_name};
 
 /// The `created_by` of each layer's history entry, bottom first (entries
 /// marked `empty_layer` made no layer).
@@ -90,7 +90,11 @@ pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out)
                     out.line(format_args!("  (no changes)"))?;
                 }
                 for c in &changes[i] {
-                    out.line(format_args!("  {c}"))?;
+                    out.line(format_args!(
+                        "  {} /{}",
+                        c.kind.letter(),
+                        escape_name(c.path.as_str())
+                    ))?;
                 }
             }
             Ok(())

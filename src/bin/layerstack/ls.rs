@@ -6,7 +6,7 @@ use layerstack::{LayerPath, LayerSource, MergedView, Metadata, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
-use crate::output::{Format, Out, Progress, mode_string, size_string, type_name};
+use crate::output::{Format, Out, Progress, escape_name, mode_string, size_string, type_name};
 
 /// One entry of a listing.
 pub struct Listed {
@@ -150,11 +150,11 @@ pub fn text_lines(entries: &[Listed], image: &Image) -> Vec<String> {
             owner(l),
             size_string(&l.meta),
             l.layer,
-            l.path.as_str()
+            escape_name(l.path.as_str())
         );
         if let Some(target) = &l.target {
             line.push_str(" -> ");
-            line.push_str(target);
+            line.push_str(&escape_name(target));
         }
         lines.push(line);
     }

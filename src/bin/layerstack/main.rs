@@ -284,8 +284,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, whatever a cause holds.
-            let message = e.to_string().replace(['\n', '\r'], " ");
+            // One line, whatever a cause holds, and no control bytes from
+            // a layer or a header reach the terminal.
+            let message = output::escape_message(&e.to_string());
             eprintln!("error: {message}");
             ExitCode::from(1)
         }

@@ -213,3 +213,68 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }
+
+/// A name for a line of text, as `ls -b` prints it: a backslash, a
+/// control character or any other character that is not printable is
+/// escaped (`\n`, `\t`, `\\`, else `\ooo` per byte), so that a name can
+/// neither forge a line of a listing nor send escape sequences to the
+/// terminal. JSON output keeps names exact.
+pub fn escape_name(name: &str) -> String {
+    escape(name, true)
+}
+
+/// A message for a line of text (an error): control and other
+/// non-printable characters escaped as in [`escape_name`]; backslashes are
+/// kept (messages already spell escaped bytes with them).
+pub fn escape_message(message: &str) -> String {
+    escape(message, false)
+}
+
+fn escape(s: &str, backslash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' if backslash => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            // C0 and C1 controls, DEL, and the invisible characters that
+            // reorder or hide text (bidi overrides and isolates, zero
+            // widths).
+            c if c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}') =>
+            {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:03o}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_as_ls_b_escapes_them() {
+        assert_eq!(escape_name("plain/name.txt"), "plain/name.txt");
+        assert_eq!(escape_name("a\nb"), "a\\nb");
+        assert_eq!(escape_name("\x1b[31mred"), "\\033[31mred");
+        assert_eq!(escape_name("back\\slash"), "back\\\\slash");
+        assert_eq!(escape_name("caf\u{e9}"), "caf\u{e9}");
+        assert_eq!(escape_name("\u{202e}txt.exe"), "\\342\\200\\256txt.exe");
+        assert_eq!(escape_name("nul\0"), "nul\\000");
+    }
+
+    #[test]
+    fn messages_keep_their_backslashes() {
+        assert_eq!(
+            escape_message("failed: `\\x1b` and\n\x07"),
+            "failed: `\\x1b` and\\n\\007"
+        );
+    }
+}
