@@ -1023,3 +1023,62 @@ fn ls_and_diff_escape_control_bytes_in_names_and_json_keeps_them() {
         .collect();
     assert!(paths.contains(&"/\x1b[31mred"), "{paths:?}");
 }
+
+#[test]
+fn import_reads_a_docker_save_archive_into_a_layout() {
+    let s = Scratch::new("cli-import");
+    // A legacy `docker save` archive of the demo image's bottom layer.
+    let demo_dir = demo(&s);
+    let img = image(&demo_dir, "demo");
+    let layout = OciLayout::open(&demo_dir).unwrap();
+    let blob = |d: &layerstack::oci::Digest| std::fs::read(layout.blob_path(d)).unwrap();
+    let mut config = img.config.clone();
+    config.diff_ids.truncate(1);
+    config.history.clear();
+    let config = config.to_json();
+    let layer = &img.layers()[0];
+    let mut layer_bytes = Vec::new();
+    let compressed = blob(&layer.digest);
+    let mut d = layerstack::oci::Decompressor::new(&compressed[..]).unwrap();
+    std::io::Read::read_to_end(&mut d, &mut layer_bytes).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("l0/layer.tar", &layer_bytes);
+    add("config.json", &config);
+    add(
+        "manifest.json",
+        br#"[{"Config":"config.json","RepoTags":["base:1"],"Layers":["l0/layer.tar"]}]"#,
+    );
+    let archive = s.path("base.tar");
+    std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+
+    let out = s.path("out");
+    assert_eq!(
+        ok(&["import", archive.as_str(), &format!("{out}:mine")]),
+        format!("imported {archive} into {out}: 1 image, tagged 1, mine\n")
+    );
+    let listed = ok(&["ls", &format!("{out}:mine")]);
+    assert!(
+        listed.contains("/etc\n") || listed.contains("/etc "),
+        "{listed}"
+    );
+
+    // An archive that lists no image says so.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", &b"[]\n"[..])
+        .unwrap();
+    let empty = s.path("empty.tar");
+    std::fs::write(&empty, b.into_inner().unwrap()).unwrap();
+    assert_eq!(
+        fails(&["import", empty.as_str(), s.path("out2").as_str()], 1),
+        "error: failed to open image `manifest.json`: it lists no images (`[]`): the archive holds nothing to import\n"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod oci {
     pub mod dir_layer;
+    pub mod docker_save;
     pub mod interop;
     pub mod round_trip;
     pub mod tar_diff;
