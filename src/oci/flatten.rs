@@ -119,11 +119,11 @@ use camino::Utf8Path;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
+use super::apply::{ApplyTarget, Held, apply_entry};
 use super::compress::Decompressor;
 use super::digest::{Digest, DigestReader};
-use super::import::{Counts, Policy, keep_device, object_meta, type_name};
+use super::import::{Counts, Policy, type_name};
 use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
-use super::whiteout::{TarName, classify};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{
     copy_fd, errno_kind, open_beneath, open_o_path, proc_path, procfs_is_mounted,
@@ -956,6 +956,89 @@ struct Pass<'w, 'a> {
     sinks: Sinks,
 }
 
+impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
+    fn entry_error(&self, entry: &TarEntry, kind: ErrorKind, detail: &str) -> Error {
+        self.err(entry, kind, detail)
+    }
+
+    fn reframe(&self, entry: &TarEntry, e: Error) -> Error {
+        self.path_err(entry, &e)
+    }
+
+    fn policies(&mut self) -> (Policy, Policy, &mut Counts) {
+        (
+            self.w.options.devices,
+            self.w.options.setuid,
+            &mut self.counts,
+        )
+    }
+
+    fn set_root(&mut self, meta: Metadata) -> Result<()> {
+        self.root_meta = Some(meta);
+        Ok(())
+    }
+
+    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
+        Pass::ensure_dir(self, dir, entry)
+    }
+
+    fn held(&mut self, path: &LayerPath, _entry: &TarEntry) -> Result<Held> {
+        Ok(match self.slots.get(path.as_str()) {
+            Some(Slot::Dir { .. }) => Held::Dir,
+            Some(Slot::NonDir { .. }) => Held::NonDir,
+            Some(Slot::Whiteout) => Held::Whiteout,
+            None => Held::Nothing,
+        })
+    }
+
+    fn note_whited(&mut self, path: &LayerPath) {
+        self.whited.insert(path.clone());
+    }
+
+    fn whited(&self, path: &LayerPath) -> bool {
+        self.whited.contains(path)
+    }
+
+    fn set_opaque(&mut self, dir: &LayerPath, _entry: &TarEntry) -> Result<()> {
+        if dir.is_root() {
+            self.root_opaque = true;
+        } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(dir.as_str()) {
+            *opaque = true;
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, path: &LayerPath, _entry: &TarEntry) -> Result<()> {
+        self.slots.insert(path.as_str().to_owned(), Slot::Whiteout);
+        Ok(())
+    }
+
+    fn merge_dir(&mut self, path: &LayerPath, meta: Metadata) -> Result<()> {
+        if let Some(Slot::Dir { attrs, .. }) = self.slots.get_mut(path.as_str()) {
+            *attrs = DirAttrs::Explicit(meta);
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<()> {
+        Pass::replace(self, path, entry)
+    }
+
+    fn hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
+        self.apply_hard_link(entry, target)
+    }
+
+    fn create(
+        &mut self,
+        entry: &TarEntry,
+        meta: Metadata,
+        whited: bool,
+        data: &mut DataIn<'s>,
+    ) -> Result<()> {
+        self.create_object(entry, meta, whited, data)
+    }
+}
+
 impl<'w, 'a> Pass<'w, 'a> {
     fn new(w: &'w mut Writer<'a>, layer: usize) -> Pass<'w, 'a> {
         Pass {
@@ -1039,58 +1122,9 @@ impl<'w, 'a> Pass<'w, 'a> {
                 0
             },
         };
-        self.apply_entry(entry, ordinal, &mut data)?;
+        debug_assert_eq!(ordinal + 1, self.ordinal);
+        apply_entry(self, entry, &mut data)?;
         data.skip()
-    }
-
-    fn apply_entry(&mut self, entry: &TarEntry, ordinal: u64, data: &mut DataIn<'_>) -> Result<()> {
-        let Some(name) = entry.path.file_name() else {
-            if entry.kind != TarKind::Dir {
-                return Err(self.err(
-                    entry,
-                    ErrorKind::InvalidInput,
-                    "the root of a layer can only be a directory",
-                ));
-            }
-            let meta = object_meta(entry, self.w.options.setuid, &mut self.counts)
-                .map_err(|e| reframe(self.layer, e))?;
-            self.root_meta = Some(meta);
-            return Ok(());
-        };
-        let parent = entry.path.parent().unwrap_or_default();
-        match classify(name) {
-            Err(why) => Err(self.err(entry, ErrorKind::InvalidInput, why)),
-            Ok(TarName::AufsMeta) => Ok(()),
-            Ok(TarName::Opaque) => {
-                self.ensure_dir(&parent, entry)?;
-                if parent.is_root() {
-                    self.root_opaque = true;
-                } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(parent.as_str()) {
-                    *opaque = true;
-                }
-                Ok(())
-            }
-            Ok(TarName::Whiteout(target)) => {
-                self.ensure_dir(&parent, entry)?;
-                let target = parent.join(target).map_err(|e| self.path_err(entry, &e))?;
-                self.whited.insert(target.clone());
-                match self.slots.get_mut(target.as_str()) {
-                    Some(Slot::Dir { opaque, .. }) => *opaque = true,
-                    // A non-directory of this layer hides the name below by
-                    // itself.
-                    Some(_) => {}
-                    None => {
-                        self.slots
-                            .insert(target.as_str().to_owned(), Slot::Whiteout);
-                    }
-                }
-                Ok(())
-            }
-            Ok(TarName::Plain(_)) => {
-                self.ensure_dir(&parent, entry)?;
-                self.apply_object(entry, ordinal, data)
-            }
-        }
     }
 
     /// Makes `dir` a directory of this layer, with its implied parents, as
@@ -1199,34 +1233,17 @@ impl<'w, 'a> Pass<'w, 'a> {
         Ok(true)
     }
 
-    fn apply_object(
+    /// Creates the object of `entry` where this layer holds nothing: in
+    /// the layer's slots, and on disk where it shows.
+    fn create_object(
         &mut self,
         entry: &TarEntry,
-        ordinal: u64,
+        meta: Metadata,
+        whited: bool,
         data: &mut DataIn<'_>,
     ) -> Result<()> {
-        if !keep_device(entry, self.w.options.devices, &mut self.counts)
-            .map_err(|e| reframe(self.layer, e))?
-        {
-            return Ok(());
-        }
-        if let TarKind::HardLink(target) = &entry.kind {
-            return self.apply_hard_link(entry, target);
-        }
-        let meta = object_meta(entry, self.w.options.setuid, &mut self.counts)
-            .map_err(|e| reframe(self.layer, e))?;
+        let ordinal = self.ordinal - 1;
         let path = &entry.path;
-        let whited = self.whited.contains(path)
-            || matches!(self.slots.get(path.as_str()), Some(Slot::Whiteout));
-        match self.slots.get_mut(path.as_str()) {
-            Some(Slot::Dir { attrs, .. }) if entry.kind == TarKind::Dir => {
-                // A directory over a directory: attributes merge.
-                *attrs = DirAttrs::Explicit(meta);
-                return Ok(());
-            }
-            Some(Slot::Dir { .. } | Slot::NonDir { .. }) => self.replace(path, entry)?,
-            Some(Slot::Whiteout) | None => {}
-        }
         let vis = self.vis(path);
         if vis != Vis::New && !(vis == Vis::Merge && entry.kind == TarKind::Dir) {
             self.w.summary.hidden += 1;

@@ -6,6 +6,7 @@
 //! whiteouts, see [`whiteout`]), `image-layout.md` (`oci-layout`,
 //! `index.json`, `blobs/sha256/<hex>`), `manifest.md` and `config.md`.
 
+mod apply;
 pub mod changes;
 pub mod commit;
 pub mod compress;
