@@ -325,3 +325,22 @@ fn the_holes_of_sparse_files_count_against_the_byte_limit() {
         "failed to import layer entry `huge`: the layer is larger than the limit of 1073741824 bytes uncompressed (holes of sparse files included)"
     );
 }
+
+#[test]
+fn a_negative_size_on_an_old_style_directory_is_refused_as_go_does() {
+    // Go frames the header's size before it reads a type-NUL name ending
+    // in `/` as a directory (found by the Go differential).
+    let mut t = RawTar::new();
+    let negative: &[u8] = &[
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfb,
+    ];
+    t.bytes.extend_from_slice(&patched(
+        &sized("old/", b'0', 0),
+        &[(156, b"\0"), (124, negative)],
+    ));
+    let e = list(&t.end()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "failed to import layer entry `<header at byte 0>`: the entry `old/` has a negative size (-5)"
+    );
+}

@@ -5,6 +5,9 @@
 Most are written byte by byte here, to hold exactly the header oddity each
 is named for; the sparse ones come from GNU tar (`--sparse`, every sparse
 format it writes). Run from anywhere: python3 tests/tar_corpus/make.py
+
+The `regression-*.tar` files are not made here: they are mutants the
+differential found reading differently, kept as they were found.
 """
 
 import os
