@@ -22,7 +22,8 @@
 //! - PAX records: the last of two PAX headers (or GNU long names) before
 //!   one entry wins, empty values keep the header's field, a GNU long name
 //!   wins over a PAX `path`; a PAX global header applies to nothing and
-//!   drops the extended headers before it.
+//!   drops the extended headers before it. A volume label (`V`) is
+//!   refused, as Docker and containerd refuse it.
 //! - Sparse files (old GNU type `S` and the PAX formats 0.0, 0.1 and 1.0)
 //!   are read with their holes kept: [`TarEntry::sparse`] lists the data
 //!   regions and [`TarReader::data_offset`] tells where each piece of data
@@ -639,9 +640,8 @@ impl<R: Read> TarReader<R> {
         })
     }
 
-    /// The entry of `header`, with its extended headers applied; `None` for
-    /// a volume label (type `V`), which is no file but, as in Go, the entry
-    /// the extended headers before it apply to.
+    /// The entry of `header`, with its extended headers applied (`None` is
+    /// kept for entries that are no file and are skipped).
     fn entry(
         &mut self,
         header: Header,
@@ -755,11 +755,14 @@ impl<R: Read> TarReader<R> {
             raw_name = name.clone();
         }
         if type_byte == b'V' {
-            if let Some((_, size, regions)) = sparse_info {
-                let name = String::from_utf8_lossy(&raw_name).into_owned();
-                self.check_sparse(&name, size, regions, false)?;
-            }
-            return Ok(None);
+            // GNU tar skips a volume label; Docker and containerd refuse
+            // the layer ("unhandled tar header type"), and so does this
+            // reader, so that no layer applies here that fails there.
+            return Err(self.error(
+                ErrorKind::Unsupported,
+                &escape_bytes(&raw_name),
+                "a volume label (type `V`) is not a file: Docker refuses such a layer too",
+            ));
         }
 
         let name = String::from_utf8(raw_name).map_err(|e| {

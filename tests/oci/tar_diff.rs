@@ -263,7 +263,7 @@ fn documented_refusal(go: &GoEntry, ours: &Error) -> Option<&'static str> {
         return Some("a device number beyond 32 bits");
     }
     if !b"01234567S".contains(&go.kind) {
-        return Some("an unknown or multi-volume entry type");
+        return Some("an unknown, volume-label or multi-volume entry type");
     }
     if go.kind == b'2' && go.link.is_empty() {
         return Some("an empty symlink target");
@@ -366,13 +366,9 @@ enum Outcome {
 }
 
 fn compare(go: &GoListing, ours: &OurListing) -> Outcome {
-    // Go returns PAX global headers and volume labels as entries; they
-    // are no file, and this reader applies them to nothing.
-    let go_entries: Vec<&GoEntry> = go
-        .entries
-        .iter()
-        .filter(|e| !matches!(e.kind, b'g' | b'V'))
-        .collect();
+    // Go returns PAX global headers as entries; they are no file, and
+    // this reader applies them to nothing.
+    let go_entries: Vec<&GoEntry> = go.entries.iter().filter(|e| e.kind != b'g').collect();
     for (i, g) in go_entries.iter().enumerate() {
         match ours.entries.get(i) {
             Some(o) => {
