@@ -286,8 +286,12 @@ pub enum Operation {
     OpenImage,
     /// Building an image.
     BuildImage,
-    /// Writing an image's root filesystem into a directory.
+    /// Writing an image's root filesystem into a directory (the path is
+    /// the target directory).
     Flatten,
+    /// Writing one entry of a layer while flattening (the path is the
+    /// entry's name in the tar).
+    FlattenEntry,
     /// Removing unreferenced blobs.
     CollectGarbage,
     /// Analysing where an image's bytes go.
@@ -330,6 +334,7 @@ impl Operation {
             Operation::OpenImage => "open image",
             Operation::BuildImage => "build image",
             Operation::Flatten => "flatten into",
+            Operation::FlattenEntry => "flatten layer entry",
             Operation::CollectGarbage => "collect garbage in",
             Operation::Analyze => "analyze image",
         }
@@ -398,6 +403,16 @@ impl Error {
     pub fn with_detail(mut self, detail: impl Into<String>) -> Error {
         self.detail = Some(detail.into());
         self
+    }
+
+    /// The cause the message ends with: the detail given, else the
+    /// description of the kind.
+    #[must_use]
+    pub fn cause(&self) -> String {
+        match &self.detail {
+            Some(detail) => detail.clone(),
+            None => self.kind.to_string(),
+        }
     }
 
     /// The errno-like kind.

@@ -1042,3 +1042,167 @@ fn analyze_ci_fails_naming_the_broken_rule() {
     let usage = layerstack(&["analyze", &reference, "--min-efficiency", "0.5"]);
     assert_eq!(usage.code, 2, "a rule without --ci is a usage error");
 }
+
+/// Tags `tag` as `img` with the DiffID of layer `i` replaced by another's:
+/// its bytes no longer match what the config promises.
+fn tamper_diff_id(dir: &Utf8Path, img: &Image, i: usize, tag: &str) {
+    use layerstack::oci::Descriptor;
+    use layerstack::oci::spec::media_type;
+    let layout = OciLayout::open(dir).unwrap();
+    let mut config = img.config.clone();
+    config.diff_ids[i] = layerstack::oci::Digest::of(b"not this layer");
+    let bytes = config.to_json();
+    let (digest, size) = layout.put_blob(&bytes).unwrap();
+    let mut manifest = img.manifest.clone();
+    manifest.config = Descriptor::new(media_type::OCI_CONFIG, digest, size);
+    let bytes = manifest.to_json();
+    let (digest, size) = layout.put_blob(&bytes).unwrap();
+    layout
+        .set_tag(tag, Descriptor::new(media_type::OCI_MANIFEST, digest, size))
+        .unwrap();
+}
+
+#[test]
+fn unpack_checks_diff_ids_and_leaves_nothing_when_it_fails() {
+    let s = Scratch::new("cli-unpack-tampered");
+    let dir = demo(&s);
+    let img = image(&dir, "demo");
+    let top = img.layers().len() - 1;
+    tamper_diff_id(&dir, &img, top, "tampered");
+    let at = format!("{dir}:tampered");
+
+    // A new target: not created, and no staging directory left beside it.
+    let rootfs = s.path("rootfs");
+    let err = fails(&["unpack", &at, rootfs.as_str()], 1);
+    let want = img.diff_ids()[top];
+    assert_eq!(
+        err,
+        format!(
+            "error: failed to flatten into `{rootfs}` in layer {top}: the layer's DiffID is {want} but the config says {}; nothing was written (`{rootfs}` was not created)\n",
+            layerstack::oci::Digest::of(b"not this layer")
+        )
+    );
+    assert!(!rootfs.exists());
+    let left: Vec<_> = std::fs::read_dir(&s.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("layerstack-unpack"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+
+    // An empty target the user made stays, empty.
+    let empty = s.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = fails(&["unpack", &at, empty.as_str()], 1);
+    assert!(
+        err.ends_with(&format!("; `{empty}` was left as it was\n")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+
+    // The untampered image unpacks into the empty directory.
+    ok(&["unpack", &format!("{dir}:demo"), empty.as_str()]);
+    assert!(empty.join("etc").is_dir());
+}
+
+#[test]
+fn ls_and_diff_escape_control_bytes_in_names_and_json_keeps_them() {
+    use layerstack::MemLayer;
+    use layerstack::oci::BuildOptions;
+    let s = Scratch::new("cli-escape");
+    let dir = s.path("layout");
+    let store = ImageStore::new(OciLayout::create(&dir).unwrap());
+    let mut b = store.builder(None, BuildOptions::new()).unwrap();
+    let mut layer = MemLayer::new();
+    layer
+        .add_file("evil\n-rw-r--r--  0:0  1  0 forged", "x")
+        .unwrap();
+    layer.add_file("\x1b[31mred", "y").unwrap();
+    b.add_layer_from(layer, "names").unwrap();
+    b.finish("names").unwrap();
+    let at = format!("{dir}:names");
+
+    let ls = ok(&["ls", &at]);
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    assert!(ls.contains("/\\033[31mred\n"), "{ls}");
+    assert!(
+        ls.contains("/evil\\n-rw-r--r--  0:0  1  0 forged\n"),
+        "{ls}"
+    );
+    assert!(!ls.contains('\x1b'));
+
+    let diff = ok(&["diff", &at]);
+    assert!(diff.contains("  A /\\033[31mred\n"), "{diff}");
+    assert!(
+        diff.contains("  A /evil\\n-rw-r--r--  0:0  1  0 forged\n"),
+        "{diff}"
+    );
+
+    let json = json_of(&ok(&["ls", "--json", &at]));
+    let paths: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/\x1b[31mred"), "{paths:?}");
+}
+
+#[test]
+fn import_reads_a_docker_save_archive_into_a_layout() {
+    let s = Scratch::new("cli-import");
+    // A legacy `docker save` archive of the demo image's bottom layer.
+    let demo_dir = demo(&s);
+    let img = image(&demo_dir, "demo");
+    let layout = OciLayout::open(&demo_dir).unwrap();
+    let blob = |d: &layerstack::oci::Digest| std::fs::read(layout.blob_path(d)).unwrap();
+    let mut config = img.config.clone();
+    config.diff_ids.truncate(1);
+    config.history.clear();
+    let config = config.to_json();
+    let layer = &img.layers()[0];
+    let mut layer_bytes = Vec::new();
+    let compressed = blob(&layer.digest);
+    let mut d = layerstack::oci::Decompressor::new(&compressed[..]).unwrap();
+    std::io::Read::read_to_end(&mut d, &mut layer_bytes).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("l0/layer.tar", &layer_bytes);
+    add("config.json", &config);
+    add(
+        "manifest.json",
+        br#"[{"Config":"config.json","RepoTags":["base:1"],"Layers":["l0/layer.tar"]}]"#,
+    );
+    let archive = s.path("base.tar");
+    std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+
+    let out = s.path("out");
+    assert_eq!(
+        ok(&["import", archive.as_str(), &format!("{out}:mine")]),
+        format!("imported {archive} into {out}: 1 image, tagged 1, mine\n")
+    );
+    let listed = ok(&["ls", &format!("{out}:mine")]);
+    assert!(
+        listed.contains("/etc\n") || listed.contains("/etc "),
+        "{listed}"
+    );
+
+    // An archive that lists no image says so.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", &b"[]\n"[..])
+        .unwrap();
+    let empty = s.path("empty.tar");
+    std::fs::write(&empty, b.into_inner().unwrap()).unwrap();
+    assert_eq!(
+        fails(&["import", empty.as_str(), s.path("out2").as_str()], 1),
+        "error: failed to open image `manifest.json`: it lists no images (`[]`): the archive holds nothing to import\n"
+    );
+}

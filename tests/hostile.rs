@@ -330,7 +330,7 @@ fn names_with_dotdot_are_refused_and_absolute_names_stay_inside() {
             &format!("flatten {name}"),
             outcome(&arena.flatten(&[layer], &flat())),
             &format!(
-                "InvalidInput: failed to flatten into `{name}` in layer 0: the name contains `..` (it could reach outside the layer)"
+                "InvalidInput: failed to flatten layer entry `{name}` in layer 0: the name contains `..` (it could reach outside the layer)"
             ),
         );
         arena.assert_untouched();
@@ -406,7 +406,7 @@ fn a_write_through_a_symlink_of_the_same_layer_is_refused() {
                 &format!("flatten {what} through {link}"),
                 outcome(&arena.flatten(&[layer], &flat())),
                 &format!(
-                    "NotADirectory: failed to flatten into `{entry}` in layer 0: its parent `{link}` is a symlink in this layer"
+                    "NotADirectory: failed to flatten layer entry `{entry}` in layer 0: its parent `{link}` is a symlink in this layer"
                 ),
             );
             arena.assert_untouched();
@@ -452,7 +452,7 @@ fn a_write_through_a_symlink_of_a_lower_layer_is_refused() {
                 &format!("flatten {what} through lower {link}"),
                 outcome(&arena.flatten(&layers, &flat())),
                 &format!(
-                    "NotADirectory: failed to flatten into `{first}` in layer 1: its parent `{link}` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
+                    "NotADirectory: failed to flatten layer entry `{first}` in layer 1: its parent `{link}` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
                 ),
             );
             arena.assert_untouched();
@@ -523,7 +523,7 @@ fn hard_links_to_outside_or_missing_targets_are_refused() {
         expect(
             &format!("flatten link to {target}"),
             outcome(&arena.flatten(&[layer], &flat())),
-            &format!("{kind}: failed to flatten into `h` in layer 0: {detail}"),
+            &format!("{kind}: failed to flatten layer entry `h` in layer 0: {detail}"),
         );
         arena.assert_untouched();
     }
@@ -634,7 +634,9 @@ fn whiteouts_named_dot_wh_dot_and_dotdot_are_refused() {
             expect(
                 &format!("flatten {entry}"),
                 outcome(&arena.flatten(&layers, &flat())),
-                &format!("InvalidInput: failed to flatten into `{entry}` in layer 1: {detail}"),
+                &format!(
+                    "InvalidInput: failed to flatten layer entry `{entry}` in layer 1: {detail}"
+                ),
             );
             arena.assert_untouched();
         }
@@ -659,7 +661,7 @@ fn whiteouts_and_opaque_markers_under_a_lower_symlink_are_refused() {
             &format!("flatten {name}"),
             outcome(&arena.flatten(&layers, &flat())),
             &format!(
-                "NotADirectory: failed to flatten into `{name}` in layer 1: its parent `link` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
+                "NotADirectory: failed to flatten layer entry `{name}` in layer 1: its parent `link` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
             ),
         );
         arena.assert_untouched();
@@ -743,7 +745,7 @@ fn the_root_entry_as_a_symlink_or_a_file_is_refused() {
             &format!("flatten root {name}"),
             outcome(&arena.flatten(&[layer], &flat())),
             &format!(
-                "InvalidInput: failed to flatten into `{name}` in layer 0: the root of a layer can only be a directory"
+                "InvalidInput: failed to flatten layer entry `{name}` in layer 0: the root of a layer can only be a directory"
             ),
         );
         arena.assert_untouched();
@@ -775,7 +777,7 @@ fn pax_sizes_that_disagree_with_the_header_are_refused_both_ways() {
         expect(
             &format!("flatten pax {pax} header {header}"),
             outcome(&arena.flatten(&[layer], &flat())),
-            &format!("InvalidData: failed to flatten into `f` in layer 0: {detail}"),
+            &format!("InvalidData: failed to flatten layer entry `f` in layer 0: {detail}"),
         );
         arena.assert_untouched();
     }
@@ -848,7 +850,7 @@ fn a_gzip_bomb_stops_at_the_size_limit() {
     expect(
         "flatten",
         outcome(&arena.flatten(&[bomb.to_vec()], &flat().with_limits(limits))),
-        &format!("LimitExceeded: failed to flatten into `bomb` in layer 0: {detail}"),
+        &format!("LimitExceeded: failed to flatten layer entry `bomb` in layer 0: {detail}"),
     );
     arena.assert_untouched();
 }
@@ -903,7 +905,7 @@ fn a_million_and_one_entries_exceed_the_default_entry_limit() {
     expect(
         "flatten",
         outcome(&arena.flatten_with(&[opener], &flat())),
-        &format!("LimitExceeded: failed to flatten into `d/` in layer 0: {detail}"),
+        &format!("LimitExceeded: failed to flatten layer entry `d/` in layer 0: {detail}"),
     );
     arena.assert_untouched();
     // Exactly the limit is accepted.
@@ -965,7 +967,9 @@ fn a_100_mib_pax_header_is_refused_before_it_is_read() {
             }],
             &flat(),
         )),
-        &format!("LimitExceeded: failed to flatten into `<header at byte 0>` in layer 0: {detail}"),
+        &format!(
+            "LimitExceeded: failed to flatten layer entry `<header at byte 0>` in layer 0: {detail}"
+        ),
     );
     let consumed = flatten_read.load(Ordering::Relaxed);
     assert!(
@@ -1038,7 +1042,7 @@ fn device_nodes_follow_the_device_policy() {
                     expect(
                         "flatten refuse",
                         outcome(&flattened),
-                        "NotPermitted: failed to flatten into `dev/null` in layer 0: device node refused by policy",
+                        "NotPermitted: failed to flatten layer entry `dev/null` in layer 0: device node refused by policy",
                     );
                 }
             }
@@ -1058,7 +1062,7 @@ fn device_nodes_follow_the_device_policy() {
         expect(
             "flatten 0/0",
             outcome(&arena.flatten(std::slice::from_ref(&layer), &flat().with_devices(policy))),
-            &format!("NotPermitted: failed to flatten into `wh` in layer 0: {detail}"),
+            &format!("NotPermitted: failed to flatten layer entry `wh` in layer 0: {detail}"),
         );
         arena.assert_untouched();
     }
@@ -1089,7 +1093,9 @@ fn setuid_files_follow_the_setuid_policy() {
                 expect(
                     "flatten refuse",
                     outcome(&flattened),
-                    &format!("NotPermitted: failed to flatten into `bin/su` in layer 0: {detail}"),
+                    &format!(
+                        "NotPermitted: failed to flatten layer entry `bin/su` in layer 0: {detail}"
+                    ),
                 );
                 arena.assert_untouched();
                 continue;

@@ -6,7 +6,9 @@
 mod oci {
     pub mod analyze;
     pub mod dir_layer;
+    pub mod docker_save;
     pub mod interop;
     pub mod round_trip;
+    pub mod tar_diff;
     pub mod tools;
 }

@@ -119,10 +119,11 @@ use camino::Utf8Path;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
+use super::apply::{ApplyTarget, Held, apply_entry};
 use super::compress::Decompressor;
-use super::import::{Counts, Policy, keep_device, object_meta, type_name};
+use super::digest::{Digest, DigestReader};
+use super::import::{Counts, Policy, type_name};
 use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
-use super::whiteout::{TarName, classify};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{
     copy_fd, errno_kind, open_beneath, open_o_path, proc_path, procfs_is_mounted,
@@ -258,6 +259,50 @@ pub fn flatten_layers<F>(
 where
     F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
 {
+    flatten_checked(layers, None, target, options)
+}
+
+/// As [`flatten_layers`], checking each layer's DiffID (the sha256 of its
+/// uncompressed tar, `diff_ids[i]` for `layers[i]`, as an image config
+/// lists them): a layer that does not match fails the flatten, as it
+/// fails `ImageStore::layers` and umoci. The check ends each layer's
+/// stream, so entries of a layer that turns out not to match may already
+/// be in `target`: write into a fresh directory and remove it on error
+/// (the `unpack` command does).
+///
+/// # Errors
+/// As [`flatten_layers`]; `EINVAL` if there are not as many DiffIDs as
+/// layers; `EBADMSG` for a layer whose DiffID does not match.
+pub fn flatten_layers_verified<F>(
+    layers: &[F],
+    diff_ids: &[Digest],
+    target: &Utf8Path,
+    options: &FlattenOptions,
+) -> Result<FlattenSummary>
+where
+    F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
+{
+    if diff_ids.len() != layers.len() {
+        return Err(
+            Error::new(ErrorKind::InvalidInput, Operation::Flatten, target).with_detail(format!(
+                "{} layers but {} DiffIDs",
+                layers.len(),
+                diff_ids.len()
+            )),
+        );
+    }
+    flatten_checked(layers, Some(diff_ids), target, options)
+}
+
+fn flatten_checked<F>(
+    layers: &[F],
+    diff_ids: Option<&[Digest]>,
+    target: &Utf8Path,
+    options: &FlattenOptions,
+) -> Result<FlattenSummary>
+where
+    F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
+{
     let disk = Disk::open(target, options.owners)?;
     let n = layers.len();
     let open = |i: usize| -> Result<Box<dyn Read + Send>> {
@@ -316,7 +361,8 @@ where
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
                 if let Some(tx) = tx {
-                    produce(&layers[layer], layer, options.limits, target, tx);
+                    let want = diff_ids.map(|d| d[layer]);
+                    produce(&layers[layer], layer, want, options.limits, target, tx);
                 }
             }
         };
@@ -358,7 +404,8 @@ const CHANNEL_BATCHES: usize = (16 << 20) / (2 * BATCH_BYTES);
 /// size in data chunks.
 enum Item {
     Entry(Box<TarEntry>),
-    Data(Vec<u8>),
+    /// Data at this offset in the file (past the holes of a sparse one).
+    Data(u64, Vec<u8>),
     End,
     Failed(Error),
 }
@@ -376,7 +423,7 @@ struct Batcher {
 
 impl Batcher {
     fn push(&mut self, item: Item) -> Result<(), Closed> {
-        if let Item::Data(d) = &item {
+        if let Item::Data(_, d) = &item {
             self.bytes += d.len();
         }
         self.items.push(item);
@@ -414,8 +461,14 @@ impl From<Error> for ProduceError {
 }
 
 /// Decompresses and parses one layer into `tx`.
-fn produce<F>(open: &F, layer: usize, limits: Limits, target: &Utf8Path, tx: SyncSender<Batch>)
-where
+fn produce<F>(
+    open: &F,
+    layer: usize,
+    want: Option<Digest>,
+    limits: Limits,
+    target: &Utf8Path,
+    tx: SyncSender<Batch>,
+) where
     F: Fn() -> Result<Box<dyn Read + Send>>,
 {
     let mut batch = Batcher {
@@ -423,7 +476,7 @@ where
         items: Vec::with_capacity(64),
         bytes: 0,
     };
-    let last = match produce_items(open, layer, limits, target, &mut batch) {
+    let last = match produce_items(open, layer, want, limits, target, &mut batch) {
         Ok(()) => Item::End,
         Err(ProduceError::Failed(e)) => Item::Failed(e),
         Err(ProduceError::Closed) => return,
@@ -436,6 +489,7 @@ where
 fn produce_items<F>(
     open: &F,
     layer: usize,
+    want: Option<Digest>,
     limits: Limits,
     target: &Utf8Path,
     batch: &mut Batcher,
@@ -446,7 +500,7 @@ where
     let mut tar = open_layer(open(), layer, limits, target)?;
     while let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? {
         let size = if entry.kind == TarKind::File {
-            entry.size
+            entry.stored_size()
         } else {
             0
         };
@@ -454,18 +508,29 @@ where
         batch.push(Item::Entry(Box::new(entry)))?;
         let mut left = size;
         while left > 0 {
-            let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-            let mut buf = vec![0u8; len];
-            read_exact(&mut tar, &mut buf, layer, &name)?;
-            left -= len as u64;
-            batch.push(Item::Data(buf))?;
+            let (offset, buf) = read_piece(&mut tar, left, layer, &name)?;
+            left -= buf.len() as u64;
+            batch.push(Item::Data(offset, buf))?;
         }
     }
-    tar.finish().map_err(|e| reframe(layer, e))?;
+    let uncompressed = tar.finish().map_err(|e| reframe(layer, e))?;
+    let (_, diff_id, _) = uncompressed.finish();
+    if let Some(want) = want
+        && diff_id != want
+    {
+        return Err(
+            Error::new(ErrorKind::InvalidData, Operation::Flatten, target)
+                .with_layer(layer.to_string())
+                .with_detail(format!(
+                    "the layer's DiffID is {diff_id} but the config says {want}"
+                ))
+                .into(),
+        );
+    }
     Ok(())
 }
 
-type LayerReader = TarReader<Decompressor<Box<dyn Read + Send>>>;
+type LayerReader = TarReader<DigestReader<Decompressor<Box<dyn Read + Send>>>>;
 
 fn open_layer(
     reader: Result<Box<dyn Read + Send>>,
@@ -482,15 +547,25 @@ fn open_layer(
             .with_layer(layer.to_string())
             .with_detail(format!("reading the layer: {e}"))
     })?;
-    Ok(TarReader::new(decompressor, limits))
+    Ok(TarReader::new(DigestReader::new(decompressor), limits))
 }
 
-fn read_exact(tar: &mut LayerReader, buf: &mut [u8], layer: usize, name: &str) -> Result<()> {
+/// The next piece of the current file's data, up to `left` bytes (and
+/// [`CHUNK`]), all of one region: where it goes in the file, and the bytes.
+fn read_piece(
+    tar: &mut LayerReader,
+    left: u64,
+    layer: usize,
+    name: &str,
+) -> Result<(u64, Vec<u8>)> {
+    let offset = tar.data_offset();
+    let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+    let mut buf = vec![0u8; len];
     let mut filled = 0;
-    while filled < buf.len() {
+    while filled < buf.len() && (filled == 0 || tar.data_offset() == offset + filled as u64) {
         let n = tar
             .read_data(&mut buf[filled..])
-            .map_err(|e| reframe(layer, e.reframe(Operation::Flatten, name)))?;
+            .map_err(|e| reframe(layer, e.reframe(Operation::FlattenEntry, name)))?;
         if n == 0 {
             return Err(entry_error(
                 layer,
@@ -501,18 +576,19 @@ fn read_exact(tar: &mut LayerReader, buf: &mut [u8], layer: usize, name: &str) -
         }
         filled += n;
     }
-    Ok(())
+    buf.truncate(filled);
+    Ok((offset, buf))
 }
 
 /// An error of the tar reader or of import's rules, as flatten's.
 fn reframe(layer: usize, e: Error) -> Error {
     let path = e.path().to_string();
-    e.reframe(Operation::Flatten, path)
+    e.reframe(Operation::FlattenEntry, path)
         .with_layer(layer.to_string())
 }
 
 fn entry_error(layer: usize, name: &str, kind: ErrorKind, detail: impl Into<String>) -> Error {
-    Error::new(kind, Operation::Flatten, name)
+    Error::new(kind, Operation::FlattenEntry, name)
         .with_layer(layer.to_string())
         .with_detail(detail)
 }
@@ -558,15 +634,15 @@ struct DataIn<'s> {
 }
 
 impl DataIn<'_> {
-    /// The next chunk, `None` at the end of the file.
-    fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
+    /// The next chunk and where it goes, `None` at the end of the file.
+    fn chunk(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
         if self.left == 0 {
             return Ok(None);
         }
         match self.stream.next()? {
-            Item::Data(d) => {
+            Item::Data(offset, d) => {
                 self.left = self.left.saturating_sub(d.len() as u64);
-                Ok(Some(d))
+                Ok(Some((offset, d)))
             }
             Item::Failed(e) => Err(e),
             Item::Entry(_) | Item::End => {
@@ -724,7 +800,7 @@ impl Writer<'_> {
                     Item::Entry(entry) => pass.apply(&entry, &mut stream)?,
                     Item::End => break,
                     Item::Failed(e) => return Err(e),
-                    Item::Data(_) => {
+                    Item::Data(..) => {
                         return Err(Error::new(ErrorKind::Io, Operation::Flatten, "<layer>")
                             .with_layer(layer.to_string())
                             .with_detail("data without an entry"));
@@ -774,7 +850,6 @@ impl Writer<'_> {
     fn reread(&mut self, layer: usize, mut sinks: Sinks) -> Result<()> {
         let mut tar = open_layer((self.open)(layer), layer, self.options.limits, self.target)?;
         let mut ordinal = 0u64;
-        let mut buf = vec![0u8; CHUNK];
         while !sinks.is_empty() {
             let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? else {
                 break;
@@ -795,16 +870,22 @@ impl Writer<'_> {
                         .map_err(|e| e.error(*from, path.as_str()))?,
                 );
             }
-            let mut left = size;
+            let mut left = entry.stored_size();
             while left > 0 {
-                let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-                read_exact(&mut tar, &mut buf[..want], layer, &name)?;
+                let (offset, buf) = read_piece(&mut tar, left, layer, &name)?;
                 for (fd, (path, _, from)) in fds.iter().zip(&files) {
-                    write_all(fd, &buf[..want]).map_err(|e| {
+                    write_all_at(fd, offset, &buf).map_err(|e| {
                         DiskError::new(e, "cannot write it").error(*from, path.as_str())
                     })?;
                 }
-                left -= want as u64;
+                left -= buf.len() as u64;
+            }
+            if entry.sparse.is_some() {
+                for (fd, (path, _, from)) in fds.iter().zip(&files) {
+                    rustix::fs::ftruncate(fd, size).map_err(|e| {
+                        DiskError::new(e, "cannot write it").error(*from, path.as_str())
+                    })?;
+                }
             }
             for (fd, (path, meta, from)) in fds.iter().zip(&files) {
                 self.disk
@@ -873,6 +954,89 @@ struct Pass<'w, 'a> {
     counts: Counts,
     ordinal: u64,
     sinks: Sinks,
+}
+
+impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
+    fn entry_error(&self, entry: &TarEntry, kind: ErrorKind, detail: &str) -> Error {
+        self.err(entry, kind, detail)
+    }
+
+    fn reframe(&self, entry: &TarEntry, e: Error) -> Error {
+        self.path_err(entry, &e)
+    }
+
+    fn policies(&mut self) -> (Policy, Policy, &mut Counts) {
+        (
+            self.w.options.devices,
+            self.w.options.setuid,
+            &mut self.counts,
+        )
+    }
+
+    fn set_root(&mut self, meta: Metadata) -> Result<()> {
+        self.root_meta = Some(meta);
+        Ok(())
+    }
+
+    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
+        Pass::ensure_dir(self, dir, entry)
+    }
+
+    fn held(&mut self, path: &LayerPath, _entry: &TarEntry) -> Result<Held> {
+        Ok(match self.slots.get(path.as_str()) {
+            Some(Slot::Dir { .. }) => Held::Dir,
+            Some(Slot::NonDir { .. }) => Held::NonDir,
+            Some(Slot::Whiteout) => Held::Whiteout,
+            None => Held::Nothing,
+        })
+    }
+
+    fn note_whited(&mut self, path: &LayerPath) {
+        self.whited.insert(path.clone());
+    }
+
+    fn whited(&self, path: &LayerPath) -> bool {
+        self.whited.contains(path)
+    }
+
+    fn set_opaque(&mut self, dir: &LayerPath, _entry: &TarEntry) -> Result<()> {
+        if dir.is_root() {
+            self.root_opaque = true;
+        } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(dir.as_str()) {
+            *opaque = true;
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, path: &LayerPath, _entry: &TarEntry) -> Result<()> {
+        self.slots.insert(path.as_str().to_owned(), Slot::Whiteout);
+        Ok(())
+    }
+
+    fn merge_dir(&mut self, path: &LayerPath, meta: Metadata) -> Result<()> {
+        if let Some(Slot::Dir { attrs, .. }) = self.slots.get_mut(path.as_str()) {
+            *attrs = DirAttrs::Explicit(meta);
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<()> {
+        Pass::replace(self, path, entry)
+    }
+
+    fn hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
+        self.apply_hard_link(entry, target)
+    }
+
+    fn create(
+        &mut self,
+        entry: &TarEntry,
+        meta: Metadata,
+        whited: bool,
+        data: &mut DataIn<'s>,
+    ) -> Result<()> {
+        self.create_object(entry, meta, whited, data)
+    }
 }
 
 impl<'w, 'a> Pass<'w, 'a> {
@@ -953,63 +1117,14 @@ impl<'w, 'a> Pass<'w, 'a> {
         let mut data = DataIn {
             stream,
             left: if entry.kind == TarKind::File {
-                entry.size
+                entry.stored_size()
             } else {
                 0
             },
         };
-        self.apply_entry(entry, ordinal, &mut data)?;
+        debug_assert_eq!(ordinal + 1, self.ordinal);
+        apply_entry(self, entry, &mut data)?;
         data.skip()
-    }
-
-    fn apply_entry(&mut self, entry: &TarEntry, ordinal: u64, data: &mut DataIn<'_>) -> Result<()> {
-        let Some(name) = entry.path.file_name() else {
-            if entry.kind != TarKind::Dir {
-                return Err(self.err(
-                    entry,
-                    ErrorKind::InvalidInput,
-                    "the root of a layer can only be a directory",
-                ));
-            }
-            let meta = object_meta(entry, self.w.options.setuid, &mut self.counts)
-                .map_err(|e| reframe(self.layer, e))?;
-            self.root_meta = Some(meta);
-            return Ok(());
-        };
-        let parent = entry.path.parent().unwrap_or_default();
-        match classify(name) {
-            Err(why) => Err(self.err(entry, ErrorKind::InvalidInput, why)),
-            Ok(TarName::AufsMeta) => Ok(()),
-            Ok(TarName::Opaque) => {
-                self.ensure_dir(&parent, entry)?;
-                if parent.is_root() {
-                    self.root_opaque = true;
-                } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(parent.as_str()) {
-                    *opaque = true;
-                }
-                Ok(())
-            }
-            Ok(TarName::Whiteout(target)) => {
-                self.ensure_dir(&parent, entry)?;
-                let target = parent.join(target).map_err(|e| self.path_err(entry, &e))?;
-                self.whited.insert(target.clone());
-                match self.slots.get_mut(target.as_str()) {
-                    Some(Slot::Dir { opaque, .. }) => *opaque = true,
-                    // A non-directory of this layer hides the name below by
-                    // itself.
-                    Some(_) => {}
-                    None => {
-                        self.slots
-                            .insert(target.as_str().to_owned(), Slot::Whiteout);
-                    }
-                }
-                Ok(())
-            }
-            Ok(TarName::Plain(_)) => {
-                self.ensure_dir(&parent, entry)?;
-                self.apply_object(entry, ordinal, data)
-            }
-        }
     }
 
     /// Makes `dir` a directory of this layer, with its implied parents, as
@@ -1118,34 +1233,17 @@ impl<'w, 'a> Pass<'w, 'a> {
         Ok(true)
     }
 
-    fn apply_object(
+    /// Creates the object of `entry` where this layer holds nothing: in
+    /// the layer's slots, and on disk where it shows.
+    fn create_object(
         &mut self,
         entry: &TarEntry,
-        ordinal: u64,
+        meta: Metadata,
+        whited: bool,
         data: &mut DataIn<'_>,
     ) -> Result<()> {
-        if !keep_device(entry, self.w.options.devices, &mut self.counts)
-            .map_err(|e| reframe(self.layer, e))?
-        {
-            return Ok(());
-        }
-        if let TarKind::HardLink(target) = &entry.kind {
-            return self.apply_hard_link(entry, target);
-        }
-        let meta = object_meta(entry, self.w.options.setuid, &mut self.counts)
-            .map_err(|e| reframe(self.layer, e))?;
+        let ordinal = self.ordinal - 1;
         let path = &entry.path;
-        let whited = self.whited.contains(path)
-            || matches!(self.slots.get(path.as_str()), Some(Slot::Whiteout));
-        match self.slots.get_mut(path.as_str()) {
-            Some(Slot::Dir { attrs, .. }) if entry.kind == TarKind::Dir => {
-                // A directory over a directory: attributes merge.
-                *attrs = DirAttrs::Explicit(meta);
-                return Ok(());
-            }
-            Some(Slot::Dir { .. } | Slot::NonDir { .. }) => self.replace(path, entry)?,
-            Some(Slot::Whiteout) | None => {}
-        }
         let vis = self.vis(path);
         if vis != Vis::New && !(vis == Vis::Merge && entry.kind == TarKind::Dir) {
             self.w.summary.hidden += 1;
@@ -1187,10 +1285,15 @@ impl<'w, 'a> Pass<'w, 'a> {
                         .disk
                         .create_file(path)
                         .map_err(self.disk_err(entry))?;
-                    while let Some(chunk) = data.chunk()? {
-                        write_all(&fd, &chunk).map_err(|e| {
-                            DiskError::new(e, "cannot write it").error(self.layer, &entry.name)
-                        })?;
+                    let write_error =
+                        |e| DiskError::new(e, "cannot write it").error(self.layer, &entry.name);
+                    // A sparse file's regions are written where they go and
+                    // its holes stay holes on disk.
+                    while let Some((offset, chunk)) = data.chunk()? {
+                        write_all_at(&fd, offset, &chunk).map_err(write_error)?;
+                    }
+                    if entry.sparse.is_some() {
+                        rustix::fs::ftruncate(&fd, entry.size).map_err(write_error)?;
                     }
                     self.w
                         .disk
@@ -1957,11 +2060,14 @@ fn timestamps(meta: &Metadata) -> Timestamps {
     }
 }
 
-fn write_all(fd: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
+fn write_all_at(fd: &OwnedFd, mut offset: u64, mut data: &[u8]) -> Result<(), Errno> {
     while !data.is_empty() {
-        match rustix::io::write(fd, data) {
+        match rustix::io::pwrite(fd, data, offset) {
             Ok(0) => return Err(Errno::IO),
-            Ok(n) => data = &data[n..],
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
             Err(Errno::INTR) => {}
             Err(e) => return Err(e),
         }

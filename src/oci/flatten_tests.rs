@@ -600,7 +600,7 @@ fn a_hard_link_to_a_lower_layer_copies_the_target_up() {
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `x` in layer 0: hard link target `nothing` is neither in this layer nor below it"
+        "failed to flatten layer entry `x` in layer 0: hard link target `nothing` is neither in this layer nor below it"
     );
 }
 
@@ -622,7 +622,7 @@ fn nothing_is_written_through_a_lower_layers_symlink() {
         assert_eq!(e.kind(), ErrorKind::NotADirectory, "{e}");
         assert_eq!(
             e.to_string(),
-            "failed to flatten into `etc/passwd` in layer 1: its parent `etc` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
+            "failed to flatten layer entry `etc/passwd` in layer 1: its parent `etc` is a symlink in a lower layer (the layer must replace it with a directory entry first)"
         );
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         assert!(!dir.path().join("passwd").exists());
@@ -635,7 +635,7 @@ fn nothing_is_written_through_a_lower_layers_symlink() {
     let e = flatten(&[layer], Temp::new("same").path(), &opts()).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `etc/passwd` in layer 0: its parent `etc` is a symlink in this layer"
+        "failed to flatten layer entry `etc/passwd` in layer 0: its parent `etc` is a symlink in this layer"
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 
@@ -665,7 +665,7 @@ fn dot_dot_names_are_refused_and_nothing_escapes() {
         assert_eq!(
             e.to_string(),
             format!(
-                "failed to flatten into `{name}` in layer 0: the name contains `..` (it could reach outside the layer)"
+                "failed to flatten layer entry `{name}` in layer 0: the name contains `..` (it could reach outside the layer)"
             )
         );
         let names: Vec<_> = std::fs::read_dir(outside.path())
@@ -819,7 +819,7 @@ fn setuid_bits_under_each_policy() {
     assert_eq!(e.kind(), ErrorKind::NotPermitted);
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `bin/su` in layer 0: setuid/setgid file (mode 4755) refused by policy"
+        "failed to flatten layer entry `bin/su` in layer 0: setuid/setgid file (mode 4755) refused by policy"
     );
 }
 
@@ -865,7 +865,7 @@ fn devices_under_each_policy() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `dev/null` in layer 0: device node refused by policy"
+        "failed to flatten layer entry `dev/null` in layer 0: device node refused by policy"
     );
 
     // 0/0 is the overlay whiteout marker: refused under any policy.
@@ -1145,7 +1145,7 @@ fn a_lower_file_where_a_higher_layer_implies_a_directory() {
     assert_eq!(e.kind(), ErrorKind::NotADirectory);
     assert_eq!(
         e.to_string(),
-        "failed to flatten into `a/x` in layer 1: its parent `a` is a file in a lower layer (the layer must replace it with a directory entry first)"
+        "failed to flatten layer entry `a/x` in layer 1: its parent `a` is a file in a lower layer (the layer must replace it with a directory entry first)"
     );
     // Deleted in between: the directory is new, with the defaults.
     let middle = tar(|t| {
@@ -1156,4 +1156,49 @@ fn a_lower_file_where_a_higher_layer_implies_a_directory() {
     assert!(tree["a"].starts_with("d 0755"), "{}", tree["a"]);
     assert!(tree["a"].contains("mtime=0.000000000"), "{}", tree["a"]);
     assert_eq!(summary.hidden, 1);
+}
+
+#[test]
+fn a_60_gib_sparse_file_keeps_its_holes_in_memory_and_on_disk() {
+    let mut t = RawTar::new();
+    t.pax(&[
+        ("GNU.sparse.major", b"0"),
+        ("GNU.sparse.minor", b"1"),
+        ("GNU.sparse.name", b"huge"),
+        ("GNU.sparse.numblocks", b"2"),
+        ("GNU.sparse.map", b"0,5,64424509435,5"),
+        ("GNU.sparse.size", b"64424509440"),
+    ]);
+    let mut h = Hdr::new("GNUSparseFile.0/huge", b'0');
+    h.size = 10;
+    t.header(&h).data(b"startend!!");
+    let tar = t.end();
+
+    let (layer, _) = import_layer(&tar[..], &[], &ImportOptions::default()).unwrap();
+    let path = LayerPath::new("huge").unwrap();
+    let Some(crate::layer::Entry::Node(node)) = layer.lookup(&path).unwrap() else {
+        panic!("no file");
+    };
+    assert_eq!(node.meta.size, 60 << 30);
+    assert_eq!(&layer.read_at(&path, 0, 5).unwrap()[..], b"start");
+    assert_eq!(
+        &layer.read_at(&path, (60 << 30) - 5, 5).unwrap()[..],
+        b"end!!"
+    );
+    assert_eq!(&layer.read_at(&path, 1 << 30, 4).unwrap()[..], b"\0\0\0\0");
+
+    let dir = Temp::new("sparse");
+    let summary = flatten(&[tar], dir.path(), &FlattenOptions::default()).unwrap();
+    assert_eq!(summary.files, 1);
+    let file = dir.path().join("huge");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.len(), 60 << 30);
+    // Two data blocks and some metadata, not 60 GiB of zeros.
+    assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+    let mut f = std::fs::File::open(&file).unwrap();
+    let mut end = [0u8; 5];
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    f.seek(SeekFrom::Start((60 << 30) - 5)).unwrap();
+    f.read_exact(&mut end).unwrap();
+    assert_eq!(&end, b"end!!");
 }

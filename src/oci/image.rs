@@ -17,7 +17,7 @@ use super::changes::{Change, layer_changes};
 use super::compress::Compression;
 use super::digest::{Digest, chain_ids};
 use super::export::{ExportOptions, export_layer};
-use super::flatten::{FlattenOptions, FlattenSummary, flatten_layers};
+use super::flatten::{FlattenOptions, FlattenSummary, flatten_layers_verified};
 use super::import::{ImportOptions, import_layer};
 use super::layout::{Durability, OciLayout, check_tag};
 use super::spec::{ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type};
@@ -224,12 +224,14 @@ impl ImageStore {
 
     /// Writes the root filesystem `image` shows into `dir` (which must not
     /// exist or be empty), top layer first so that nothing a higher layer
-    /// hides is written; see [`flatten_layers`]. Each layer's digest is
-    /// checked as it is read; on error `dir` holds part of the tree.
+    /// hides is written; see [`flatten_layers`](super::flatten_layers). Each layer's digest and
+    /// DiffID are checked as it is read; on error `dir` holds part of the
+    /// tree (the `unpack` command writes into a staging directory and
+    /// removes it on error).
     ///
     /// # Errors
-    /// As [`flatten_layers`]; `EBADMSG` for a blob that does not match its
-    /// digest.
+    /// As [`flatten_layers`](super::flatten_layers); `EBADMSG` for a blob that does not match its
+    /// digest or a layer that does not match its DiffID.
     pub fn flatten(
         &self,
         image: &Image,
@@ -246,7 +248,7 @@ impl ImageStore {
                 }
             })
             .collect();
-        flatten_layers(&openers, dir, options)
+        flatten_layers_verified(&openers, image.diff_ids(), dir, options)
     }
 
     /// Starts building an image on `base` (`None`: from scratch).

@@ -37,10 +37,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::apply::{ApplyTarget, Held, apply_entry};
 use super::compress::{Compression, Decompressor};
 use super::digest::{Digest, DigestReader};
 use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
-use super::whiteout::{TarName, classify};
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
@@ -210,7 +210,7 @@ pub fn import_into<R: Read>(
         buf: vec![0u8; CHUNK],
     };
     while let Some(entry) = tar.next_entry()? {
-        importer.apply(&entry, &mut tar)?;
+        apply_entry(&mut importer, &entry, &mut tar)?;
     }
     importer.finish_dirs()?;
     let counts = importer.summary;
@@ -371,45 +371,100 @@ fn reframe(entry: &TarEntry) -> impl Fn(Error) -> Error + '_ {
     }
 }
 
-impl Importer<'_> {
-    fn apply<R: Read>(&mut self, entry: &TarEntry, tar: &mut TarReader<R>) -> Result<()> {
-        let Some(name) = entry.path.file_name() else {
-            return self.apply_root(entry);
-        };
-        let parent = entry.path.parent().unwrap_or_else(LayerPath::root);
-        match classify(name) {
-            Err(why) => Err(entry_error(entry, ErrorKind::InvalidInput, why)),
-            Ok(TarName::AufsMeta) => {
-                self.summary.aufs_skipped += 1;
-                Ok(())
-            }
-            Ok(TarName::Opaque) => {
-                self.summary.opaque_markers += 1;
-                self.ensure_dir(&parent, entry)?;
-                self.layer.set_opaque(&parent, true).map_err(reframe(entry))
-            }
-            Ok(TarName::Whiteout(target)) => {
-                self.summary.whiteouts += 1;
-                self.ensure_dir(&parent, entry)?;
-                let target = parent.join(target).map_err(reframe(entry))?;
-                self.whited.insert(target.clone());
-                match self.layer.lookup(&target).map_err(reframe(entry))? {
-                    Some(Entry::Node(node)) if node.meta.is_dir() => {
-                        self.layer.set_opaque(&target, true).map_err(reframe(entry))
-                    }
-                    // A non-directory of this layer hides the name below by
-                    // itself; a second whiteout changes nothing.
-                    Some(_) => Ok(()),
-                    None => self.layer.whiteout(&target).map_err(reframe(entry)),
-                }
-            }
-            Ok(TarName::Plain(_)) => {
-                self.ensure_dir(&parent, entry)?;
-                self.apply_object(entry, tar)
-            }
-        }
+impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
+    fn entry_error(&self, entry: &TarEntry, kind: ErrorKind, detail: &str) -> Error {
+        entry_error(entry, kind, detail)
     }
 
+    fn reframe(&self, entry: &TarEntry, e: Error) -> Error {
+        reframe(entry)(e)
+    }
+
+    fn policies(&mut self) -> (Policy, Policy, &mut Counts) {
+        (self.options.devices, self.options.setuid, &mut self.summary)
+    }
+
+    fn set_root(&mut self, meta: Metadata) -> Result<()> {
+        self.dirs.insert(LayerPath::root(), meta);
+        Ok(())
+    }
+
+    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
+        Importer::ensure_dir(self, dir, entry)
+    }
+
+    fn held(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<Held> {
+        Ok(match self.layer.lookup(path).map_err(reframe(entry))? {
+            Some(Entry::Node(node)) if node.meta.is_dir() => Held::Dir,
+            Some(Entry::Node(_)) => Held::NonDir,
+            Some(Entry::Whiteout) => Held::Whiteout,
+            None => Held::Nothing,
+        })
+    }
+
+    fn note_whited(&mut self, path: &LayerPath) {
+        self.whited.insert(path.clone());
+    }
+
+    fn whited(&self, path: &LayerPath) -> bool {
+        self.whited.contains(path)
+    }
+
+    fn set_opaque(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
+        self.layer.set_opaque(dir, true).map_err(reframe(entry))
+    }
+
+    fn whiteout(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<()> {
+        self.layer.whiteout(path).map_err(reframe(entry))
+    }
+
+    fn merge_dir(&mut self, path: &LayerPath, meta: Metadata) -> Result<()> {
+        self.dirs.insert(path.clone(), meta);
+        Ok(())
+    }
+
+    fn replace(&mut self, _path: &LayerPath, entry: &TarEntry) -> Result<()> {
+        Importer::replace(self, entry)
+    }
+
+    fn hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
+        self.apply_hard_link(entry, target)
+    }
+
+    fn create(
+        &mut self,
+        entry: &TarEntry,
+        meta: Metadata,
+        whited: bool,
+        tar: &mut TarReader<R>,
+    ) -> Result<()> {
+        let path = &entry.path;
+        match &entry.kind {
+            TarKind::Dir => {
+                if whited {
+                    self.layer.create_opaque_dir(path, &meta)
+                } else {
+                    self.layer.create(path, &meta, Content::Dir)
+                }
+                .map_err(reframe(entry))?;
+                self.dirs.insert(path.clone(), meta);
+                Ok(())
+            }
+            TarKind::Symlink(target) => self
+                .layer
+                .create(path, &meta, Content::Symlink(target.clone()))
+                .map_err(reframe(entry)),
+            TarKind::CharDevice(_) | TarKind::BlockDevice(_) | TarKind::Fifo => self
+                .layer
+                .create(path, &meta, Content::Special)
+                .map_err(reframe(entry)),
+            TarKind::File => self.write_file(entry, &meta, tar),
+            TarKind::HardLink(_) => unreachable!("hard links are applied by `hard_link`"),
+        }
+    }
+}
+
+impl Importer<'_> {
     /// Whether `dir` or a directory above it (the root too) is opaque in
     /// this layer.
     fn opaque_at_or_above(&self, dir: &LayerPath) -> Result<bool> {
@@ -423,19 +478,6 @@ impl Importer<'_> {
             cur = d.parent();
         }
         Ok(false)
-    }
-
-    fn apply_root(&mut self, entry: &TarEntry) -> Result<()> {
-        if entry.kind != TarKind::Dir {
-            return Err(entry_error(
-                entry,
-                ErrorKind::InvalidInput,
-                "the root of a layer can only be a directory",
-            ));
-        }
-        let meta = object_meta(entry, self.options.setuid, &mut self.summary)?;
-        self.dirs.insert(LayerPath::root(), meta);
-        Ok(())
     }
 
     /// Makes `dir` a directory of this layer, creating it (and its
@@ -499,50 +541,6 @@ impl Importer<'_> {
         Ok(())
     }
 
-    fn apply_object<R: Read>(&mut self, entry: &TarEntry, tar: &mut TarReader<R>) -> Result<()> {
-        let path = &entry.path;
-        if !keep_device(entry, self.options.devices, &mut self.summary)? {
-            return Ok(());
-        }
-        if let TarKind::HardLink(target) = &entry.kind {
-            self.summary.hard_links += 1;
-            return self.apply_hard_link(entry, target);
-        }
-        let meta = object_meta(entry, self.options.setuid, &mut self.summary)?;
-        let existing = self.layer.lookup(path).map_err(reframe(entry))?;
-        let whited = self.whited.contains(path) || matches!(existing, Some(Entry::Whiteout));
-        if let Some(Entry::Node(node)) = &existing {
-            if node.meta.is_dir() && entry.kind == TarKind::Dir {
-                // A directory over a directory: attributes merge.
-                self.dirs.insert(path.clone(), meta);
-                return Ok(());
-            }
-            self.replace(entry)?;
-        }
-        match &entry.kind {
-            TarKind::Dir => {
-                if whited {
-                    self.layer.create_opaque_dir(path, &meta)
-                } else {
-                    self.layer.create(path, &meta, Content::Dir)
-                }
-                .map_err(reframe(entry))?;
-                self.dirs.insert(path.clone(), meta);
-                Ok(())
-            }
-            TarKind::Symlink(target) => self
-                .layer
-                .create(path, &meta, Content::Symlink(target.clone()))
-                .map_err(reframe(entry)),
-            TarKind::CharDevice(_) | TarKind::BlockDevice(_) | TarKind::Fifo => self
-                .layer
-                .create(path, &meta, Content::Special)
-                .map_err(reframe(entry)),
-            TarKind::File => self.write_file(entry, &meta, tar),
-            TarKind::HardLink(_) => unreachable!("handled above"),
-        }
-    }
-
     fn write_file<R: Read>(
         &mut self,
         entry: &TarEntry,
@@ -550,7 +548,7 @@ impl Importer<'_> {
         tar: &mut TarReader<R>,
     ) -> Result<()> {
         let path = &entry.path;
-        if entry.size <= CHUNK as u64 {
+        if entry.sparse.is_none() && entry.size <= CHUNK as u64 {
             let len = usize::try_from(entry.size).unwrap_or(CHUNK);
             let mut data = vec![0u8; len];
             read_full(tar, &mut data, entry)?;
@@ -563,8 +561,10 @@ impl Importer<'_> {
         self.layer
             .create(path, meta, Content::File(FileData::new()))
             .map_err(reframe(entry))?;
-        let mut offset = 0u64;
         loop {
+            // A sparse file's data goes at its regions; the holes between
+            // them are never written (a layer keeps them as holes).
+            let offset = tar.data_offset();
             let n = read_some(tar, &mut self.buf, entry)?;
             if n == 0 {
                 break;
@@ -572,7 +572,11 @@ impl Importer<'_> {
             self.layer
                 .write_at(path, offset, &self.buf[..n])
                 .map_err(reframe(entry))?;
-            offset += n as u64;
+        }
+        if entry.sparse.is_some() {
+            self.layer
+                .set_len(path, entry.size)
+                .map_err(reframe(entry))?;
         }
         // Writing may have changed the times (on disk).
         self.layer.set_metadata(path, meta).map_err(reframe(entry))

@@ -709,6 +709,6 @@ fn an_xattr_name_with_a_nul_byte_is_refused() {
     assert_eq!(e.kind(), ErrorKind::InvalidData);
     assert_eq!(
         e.to_string(),
-        "failed to import layer entry `f`: extended attribute name `user. \\u{0}r` contains a NUL byte"
+        "failed to import layer entry `<header at byte 0>`: malformed PAX record: `SCHILY.xattr.user. \\x00r=blue` is not a valid record"
     );
 }

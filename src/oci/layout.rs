@@ -100,6 +100,7 @@ use super::spec::{
     self, ANNOTATION_REF_NAME, Descriptor, Document, ImageConfig, Index, MAX_DOCUMENT_BYTES,
     Manifest, Platform, media_type,
 };
+use super::tar_read::{Limits, TarKind, TarReader};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{errno_error, errno_kind};
 use crate::meta::FileType;
@@ -1196,27 +1197,45 @@ impl OciLayout {
         let mut stored_other: Vec<Digest> = Vec::new();
         let mut document_bytes = 0u64;
 
-        let mut tar = tar::Archive::new(archive);
-        let archive_err = |e: &io::Error| Error::from_io(e, Operation::OpenImage, ARCHIVE);
-        for entry in tar.entries().map_err(|e| archive_err(&e))? {
-            let mut entry = entry.map_err(|e| archive_err(&e))?;
-            if !entry.header().entry_type().is_file() {
-                continue;
+        // Read through the one hardened tar reader, as every layer is.
+        let limits = Limits::new().with_max_bytes(u64::MAX);
+        let mut tar = TarReader::new(archive, limits);
+        let reframe = |e: Error| {
+            let path = e.path().to_string();
+            // A name the reader refuses gets the archive's own message.
+            if e.kind() == ErrorKind::InvalidInput
+                && let Err(named) = archive_name(path.as_bytes())
+            {
+                return named;
             }
-            let name = archive_name(&entry.path_bytes())?;
-            if files.contains_key(&name) {
+            e.reframe(Operation::OpenImage, path)
+        };
+        let mut links: Vec<(String, String)> = Vec::new();
+        while let Some(entry) = tar.next_entry().map_err(reframe)? {
+            let name = match &entry.kind {
+                TarKind::File | TarKind::Symlink(_) => archive_name(entry.name.as_bytes())?,
+                _ => continue,
+            };
+            if files.contains_key(&name) || links.iter().any(|(n, _)| *n == name) {
                 return Err(
                     Error::new(ErrorKind::InvalidData, Operation::OpenImage, &name)
                         .with_detail("the archive holds this name twice"),
                 );
             }
-            let size = entry.size();
+            if let TarKind::Symlink(target) = &entry.kind {
+                // `docker save` writes a repeated layer once and links the
+                // others to it (`../<id>/layer.tar`).
+                links.push((name, target.clone()));
+                continue;
+            }
+            let size = entry.size;
+            let mut data = EntryData(&mut tar);
             let file = if let Some(hex) = name.strip_prefix("blobs/sha256/") {
                 let digest = Digest::from_hex(hex).ok_or_else(|| {
                     Error::new(ErrorKind::InvalidData, Operation::OpenImage, &name)
                         .with_detail("a blob's name must be its sha256 digest")
                 })?;
-                layout.put_verified(&mut entry, &digest, size)?;
+                layout.put_verified(&mut data, &digest, size)?;
                 blob_entries.insert(digest);
                 ArchiveFile::Blob(digest, size)
             } else if is_document_name(&name) {
@@ -1231,13 +1250,12 @@ impl OciLayout {
                     );
                 }
                 let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-                entry
-                    .read_to_end(&mut bytes)
+                data.read_to_end(&mut bytes)
                     .map_err(|e| Error::from_io(&e, Operation::OpenImage, &name))?;
                 ArchiveFile::Document(bytes)
             } else {
                 let mut writer = layout.blob_writer()?;
-                io::copy(&mut entry, &mut writer)
+                io::copy(&mut data, &mut writer)
                     .map_err(|e| Error::from_io(&e, Operation::OpenImage, &name))?;
                 let committed = writer.finish(None)?;
                 if committed.created {
@@ -1247,9 +1265,20 @@ impl OciLayout {
             };
             files.insert(name, file);
         }
+        tar.finish().map_err(reframe)?;
+        for (name, target) in links {
+            if let Some(file) = resolve_archive_link(&files, &name, &target) {
+                files.insert(name, file);
+            }
+        }
 
         let mut keep = blob_entries;
-        if files.contains_key(LAYOUT_FILE) {
+        // Docker 25 writes both formats; an index whose `manifests` is
+        // null lists nothing, and `manifest.json` says what the archive
+        // holds (as skopeo reads it).
+        if files.contains_key(LAYOUT_FILE)
+            && !(files.contains_key("manifest.json") && index_lists_nothing(&files))
+        {
             import_oci_layout(&layout, &files)?;
         } else if files.contains_key("manifest.json") {
             keep.extend(import_legacy(&layout, &files)?);
@@ -1884,6 +1913,60 @@ fn archive_name(raw: &[u8]) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// The data of the current entry of a tar, as a reader.
+struct EntryData<'t, R: Read>(&'t mut TarReader<R>);
+
+impl<R: Read> Read for EntryData<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_data(buf).map_err(io::Error::from)
+    }
+}
+
+/// What a symlink of the archive leads to: a regular file of the archive,
+/// the target read relative to the link's directory and never outside the
+/// archive; links to links are followed a few times.
+fn resolve_archive_link(
+    files: &BTreeMap<String, ArchiveFile>,
+    name: &str,
+    target: &str,
+) -> Option<ArchiveFile> {
+    let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    match files.get(&parts.join("/"))? {
+        ArchiveFile::Document(bytes) => Some(ArchiveFile::Document(bytes.clone())),
+        ArchiveFile::Blob(digest, size) => Some(ArchiveFile::Blob(*digest, *size)),
+    }
+}
+
+/// Whether the archive's `index.json` has no manifests (`null`, missing
+/// or empty), as Docker 25 writes it for some images.
+fn index_lists_nothing(files: &BTreeMap<String, ArchiveFile>) -> bool {
+    let Some(ArchiveFile::Document(bytes)) = files.get(INDEX_FILE) else {
+        return true;
+    };
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => match v.get("manifests") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(_) => false,
+        },
+        Err(_) => false,
+    }
+}
+
 fn archive_document<'a>(files: &'a BTreeMap<String, ArchiveFile>, name: &str) -> Result<&'a [u8]> {
     match files.get(name) {
         Some(ArchiveFile::Document(bytes)) => Ok(bytes),
@@ -1897,8 +1980,14 @@ fn archive_document<'a>(files: &'a BTreeMap<String, ArchiveFile>, name: &str) ->
 /// Docker 25 and later: the archive is an OCI layout, whose blobs are
 /// stored already; its `index.json` descriptors become the tags.
 fn import_oci_layout(layout: &OciLayout, files: &BTreeMap<String, ArchiveFile>) -> Result<()> {
-    check_layout_version(archive_document(files, LAYOUT_FILE)?, LAYOUT_FILE)?;
-    let index = Index::parse_at(archive_document(files, INDEX_FILE)?, INDEX_FILE)?;
+    // Files of the archive, not blobs of a layout: errors say so.
+    let in_archive = |e: Error| {
+        let path = e.path().to_string();
+        e.reframe(Operation::OpenImage, path)
+    };
+    check_layout_version(archive_document(files, LAYOUT_FILE)?, LAYOUT_FILE).map_err(in_archive)?;
+    let index =
+        Index::parse_at(archive_document(files, INDEX_FILE)?, INDEX_FILE).map_err(in_archive)?;
     for desc in index.manifests {
         let tag = desc.ref_name().map(str::to_owned).or_else(|| {
             desc.annotations
@@ -1933,9 +2022,22 @@ fn import_legacy(
     };
     let value: Value = serde_json::from_slice(archive_document(files, MANIFEST)?)
         .map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    let kind = match &value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Object(_) => "an object",
+        Value::Array(_) => "an array",
+    };
     let images = value
         .as_array()
-        .ok_or_else(|| invalid("the document is not a JSON array".to_owned()))?;
+        .ok_or_else(|| invalid(format!("it must be a JSON array of images, not {kind}")))?;
+    if images.is_empty() {
+        return Err(invalid(
+            "it lists no images (`[]`): the archive holds nothing to import".to_owned(),
+        ));
+    }
     let mut used = HashSet::new();
     for (i, image) in images.iter().enumerate() {
         let field = |key: &str| image.get(key).filter(|v| !v.is_null());

@@ -7,6 +7,7 @@
 //! `index.json`, `blobs/sha256/<hex>`), `manifest.md` and `config.md`.
 
 pub mod analyze;
+mod apply;
 pub mod changes;
 pub mod commit;
 pub mod compress;
@@ -26,7 +27,9 @@ pub mod test_tar;
 pub use compress::{Compression, Compressor, Decompressor};
 pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
 pub use export::{ExportOptions, LayerDigests, export_layer};
-pub use flatten::{FlattenOptions, FlattenSummary, Owners, flatten_layers};
+pub use flatten::{
+    FlattenOptions, FlattenSummary, Owners, flatten_layers, flatten_layers_verified,
+};
 pub use image::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome};
 pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
 pub use layout::{BlobReader, BlobWriter, Durability, GcMode, GcReport, OciLayout};

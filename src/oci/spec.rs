@@ -627,7 +627,12 @@ impl<'a> Obj<'a> {
     }
 
     fn missing(&self, key: &str) -> Error {
-        self.invalid(format!("`{}` is missing", self.path(key)))
+        let how = if self.map.get(key).is_some_and(Value::is_null) {
+            "null"
+        } else {
+            "missing"
+        };
+        self.invalid(format!("`{}` is {how}", self.path(key)))
     }
 
     /// A field; `null` is the same as absent.

@@ -226,7 +226,13 @@ fn layer_contents(layer: &dyn Layer) -> Result<Vec<LayerContent>, String> {
     let mut first_of: HashMap<u64, LayerPath> = HashMap::new();
     let root = LayerPath::root();
     let mut entries = Vec::new();
-    if let Some(entry) = layer.lookup(&root).map_err(fail)? {
+    if let Some(mut entry) = layer.lookup(&root).map_err(fail)? {
+        // An exported layer has no root entry (as Docker writes layers), so
+        // the root's own attributes (a `./` entry's) are not kept; its
+        // opaque flag is.
+        if let Entry::Node(node) = &mut entry {
+            node.meta = crate::meta::Metadata::new(FileType::Dir);
+        }
         entries.push((root, entry));
     }
     entries.extend(walk(layer).map_err(fail)?);

@@ -22,8 +22,8 @@ use std::str::FromStr;
 
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand};
-use layerstack::Result;
 use layerstack::oci::{GcMode, Image, ImageStore, OciLayout};
+use layerstack::{Error, ErrorKind, Operation, Result};
 
 use output::{Format, Out};
 
@@ -82,6 +82,23 @@ Examples:
         image: ImageRef,
         /// The directory to write the root filesystem into
         dir: Utf8PathBuf,
+    },
+    /// Import a `docker save` archive into an image layout.
+    #[command(after_help = "\
+Both formats `docker save` writes are read (Docker 25 and later: an OCI
+layout; before: manifest.json with <id>/layer.tar). Every blob is checked
+against its digest and every layer against its DiffID. The images are
+tagged with their RepoTags (the part after the last `:`); with TAG, the
+archive must hold one image, and it is tagged TAG too.
+
+Examples:
+  docker save busybox:1.36 -o busybox.tar
+  layerstack import busybox.tar ./images:busybox")]
+    Import {
+        /// The archive `docker save` wrote
+        archive: Utf8PathBuf,
+        /// The layout to create: LAYOUT[:TAG]
+        layout: ImageRef,
     },
     /// List the merged tree, each entry with the layer it comes from.
     #[command(after_help = "\
@@ -303,6 +320,38 @@ fn run(command: Command) -> Result<()> {
             &dir.unwrap_or_else(|| Utf8PathBuf::from("layerstack-demo")),
             &mut out,
         )?,
+        Command::Import { archive, layout } => {
+            let file = std::fs::File::open(&archive)
+                .map_err(|e| Error::from_io(&e, Operation::Open, &archive))?;
+            let oci =
+                OciLayout::import_docker_archive(std::io::BufReader::new(file), &layout.layout)?;
+            let index = oci.read_index()?;
+            if let Some(tag) = &layout.tag {
+                let [image] = index.manifests.as_slice() else {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        Operation::OpenImage,
+                        &archive,
+                    )
+                    .with_detail(format!(
+                        "the archive holds {} images; tag them by their RepoTags (no `:{tag}`)",
+                        index.manifests.len()
+                    )));
+                };
+                oci.set_tag(tag, image.clone())?;
+            }
+            let tags: Vec<String> = oci.tags()?.into_iter().map(|(t, _)| t).collect();
+            out.line(format_args!(
+                "imported {archive} into {}: {}, tagged {}",
+                layout.layout,
+                count(index.manifests.len() as u64, "image", "images"),
+                if tags.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    tags.join(", ")
+                }
+            ))?;
+        }
         Command::Unpack { image, dir } => {
             let (store, img) = image.open()?;
             let s = unpack::unpack_image(&store, &img, &dir)?;

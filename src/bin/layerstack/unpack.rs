@@ -2,11 +2,18 @@
 //!
 //! The work is `ImageStore::flatten`: top layer first, so that nothing a
 //! higher layer deletes or replaces is ever written, every path confined
-//! beneath the target directory (no symlink the image holds is followed).
+//! beneath the target directory (no symlink the image holds is followed),
+//! each layer checked against its digest and its DiffID.
+//!
+//! The tree is written into a staging directory beside the target and
+//! renamed into place only when every layer has been read and checked, so
+//! a failed unpack leaves nothing behind: no partial tree, no bytes of a
+//! tampered layer, no directory the command created.
 
-use camino::Utf8Path;
-use layerstack::Result;
+use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::oci::{FlattenOptions, FlattenSummary, Image, ImageStore, Owners, Policy};
+use layerstack::{Error, ErrorKind, Operation, Result};
+use rustix::fs::{AtFlags, CWD, RenameFlags};
 
 /// Writes the root filesystem of `image` into `dir`. As root, owners and
 /// device nodes are kept; otherwise files are owned by the caller and
@@ -20,5 +27,138 @@ pub fn unpack_image(store: &ImageStore, image: &Image, dir: &Utf8Path) -> Result
             .with_owners(Owners::Ignore)
             .with_devices(Policy::Strip)
     };
-    store.flatten(image, dir, &options)
+    let target_exists = match rustix::fs::statat(CWD, dir.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => true,
+        Err(rustix::io::Errno::NOENT) => false,
+        Err(e) => {
+            return Err(Error::new(ErrorKind::Io, Operation::Flatten, dir)
+                .with_detail(format!("cannot look at the target: {e}")));
+        }
+    };
+    let Some(staging) = staging_path(dir) else {
+        // No parent to stage in (`/`, `..`): write in place, as flatten
+        // checks the target.
+        return store.flatten(image, dir, &options);
+    };
+    if target_exists {
+        // A symlink, a file or a non-empty directory is refused here, with
+        // flatten's own message, before anything is written.
+        check_target(dir)?;
+    }
+    let result = store
+        .flatten(image, &staging, &options)
+        .and_then(|summary| {
+            // Onto an empty directory rename(2) replaces it; else the name
+            // must still be free.
+            let flags = if target_exists {
+                RenameFlags::empty()
+            } else {
+                RenameFlags::NOREPLACE
+            };
+            rustix::fs::renameat_with(CWD, staging.as_str(), CWD, dir.as_str(), flags).map_err(
+                |e| {
+                    Error::new(
+                        ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io),
+                        Operation::Flatten,
+                        dir,
+                    )
+                    .with_detail(format!("cannot move the unpacked tree into place: {e}"))
+                },
+            )?;
+            Ok(summary)
+        });
+    match result {
+        Ok(summary) => Ok(summary),
+        Err(e) => {
+            // The staging directory is this command's business: name the
+            // target the user gave.
+            let e = if e.path() == staging.as_path() {
+                e.reframe(Operation::Flatten, dir)
+            } else {
+                e
+            };
+            let left = match remove_tree(&staging) {
+                Ok(()) if target_exists => format!("`{dir}` was left as it was"),
+                Ok(()) => format!("nothing was written (`{dir}` was not created)"),
+                Err(why) => format!(
+                    "the partial tree in `{staging}` could not be removed ({why}); `{dir}` was not touched"
+                ),
+            };
+            Err(e.clone().with_detail(format!("{}; {left}", e.cause())))
+        }
+    }
+}
+
+/// `.NAME.layerstack-unpack-PID` beside `dir`.
+fn staging_path(dir: &Utf8Path) -> Option<Utf8PathBuf> {
+    let name = dir.file_name()?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_str().is_empty() => p.to_owned(),
+        _ => Utf8PathBuf::from("."),
+    };
+    Some(parent.join(format!(".{name}.layerstack-unpack-{}", std::process::id())))
+}
+
+/// Refuses a target flatten would refuse, with its message.
+fn check_target(dir: &Utf8Path) -> Result<()> {
+    let st = rustix::fs::statat(CWD, dir.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+        Error::new(ErrorKind::Io, Operation::Flatten, dir).with_detail(e.to_string())
+    })?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind == rustix::fs::FileType::Symlink {
+        return Err(
+            Error::new(ErrorKind::FilesystemLoop, Operation::Flatten, dir)
+                .with_detail("the target is a symlink (refused: it could lead anywhere)"),
+        );
+    }
+    if kind != rustix::fs::FileType::Directory {
+        return Err(
+            Error::new(ErrorKind::NotADirectory, Operation::Flatten, dir)
+                .with_detail("the target exists and is not a directory"),
+        );
+    }
+    let mut entries =
+        std::fs::read_dir(dir).map_err(|e| Error::from_io(&e, Operation::Flatten, dir))?;
+    if entries.next().is_some() {
+        return Err(
+            Error::new(ErrorKind::DirectoryNotEmpty, Operation::Flatten, dir)
+                .with_detail("the target directory is not empty"),
+        );
+    }
+    Ok(())
+}
+
+/// Removes a tree this command wrote, never following a symlink; makes
+/// directories writable first (an image may hold directories of mode 0).
+fn remove_tree(path: &Utf8Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let child = Utf8PathBuf::from_path_buf(entry.path()).map_err(|p| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}", p.display()))
+            });
+            match child {
+                Ok(child) => remove_tree(&child)?,
+                // A name that is not UTF-8: remove it through std alone.
+                Err(_) => {
+                    let p = entry.path();
+                    if entry.file_type()?.is_dir() {
+                        std::fs::remove_dir_all(&p)?;
+                    } else {
+                        std::fs::remove_file(&p)?;
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    }
 }
