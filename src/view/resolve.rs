@@ -309,18 +309,25 @@ impl State {
             }
             .map_err(|_| refused(ErrorKind::InvalidData, "its redirect is not a valid path"))
         };
-        // Where the layers below look: a redirect's path; else, for an
-        // upper copy, its name in each layer of its merged parent (which
-        // may itself be redirected); else the same path.
+        // Where the layers below look: a redirect's path; else its name in
+        // each layer of its merged parent (which may itself be redirected),
+        // when that parent holds this layer's directory; else the same path.
         let mut fixed = match &node.redirect {
             Some(r) => Some(redirected(r, path)?),
-            None if idx == UPPER => None,
-            None => Some(path.clone()),
+            None => None,
         };
         let parent = match (&fixed, path.parent(), path.file_name()) {
-            (None, Some(parent), Some(name)) => Some((self.cursor_at(&parent)?, name)),
+            (None, Some(parent), Some(name)) => match self.cursor_at(&parent) {
+                Ok(dir) if dir.stack.iter().any(|(l, p)| *l == idx && *p == parent) => {
+                    Some((dir, name))
+                }
+                _ => None,
+            },
             _ => None,
         };
+        if fixed.is_none() && parent.is_none() {
+            fixed = Some(path.clone());
+        }
         for below in idx + 1..self.layer_count() {
             let at = match (&fixed, &parent) {
                 (Some(p), _) => p.clone(),

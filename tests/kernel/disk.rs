@@ -605,12 +605,18 @@ impl SideBySide {
             // A symlink's atime is left out: the view reads targets with
             // `readlinkat`, which updates it (see the module docs).
             let symlink = ks.symlink || kb.symlink || vs.symlink || vb.symlink;
+            // Another object at the path on both sides (a rename or an
+            // exchange put it there): whether its times "changed" compares
+            // two objects' times, and the kernel's coarse clock often gives
+            // objects made in one step the same time, ours never. The
+            // objects' own times are compared where they were before.
+            let replaced = ks.ino != kb.ino && vs.ino != vb.ino;
             for (what, kchanged, vchanged) in [
                 ("mtime", ks.mtime != kb.mtime, vs.mtime != vb.mtime),
                 ("ctime", ks.ctime != kb.ctime, vs.ctime != vb.ctime),
                 ("atime", ks.atime != kb.atime, vs.atime != vb.atime),
             ] {
-                if what == "atime" && symlink {
+                if replaced || (what == "atime" && symlink) {
                     continue;
                 }
                 if kchanged == vchanged
