@@ -1071,10 +1071,7 @@ impl LayerMut for DirLayer {
         src: &dyn Layer,
         src_path: &LayerPath,
     ) -> Result<()> {
-        let source = match src.as_any().downcast_ref::<DirLayer>() {
-            Some(dir) => Some(dir.open_regular(src_path, OFlags::RDONLY)?),
-            None => None,
-        };
+        let source = DataSource::open(src, src_path)?;
         self.create_via_work(path, meta, |work, tmp| {
             let fd = rustix::fs::openat(
                 &work.fd,
@@ -1082,22 +1079,7 @@ impl LayerMut for DirLayer {
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )?;
-            match &source {
-                Some(from) => sys::copy_fd(from, &fd)?,
-                None => {
-                    let mut offset = 0u64;
-                    loop {
-                        let chunk = src
-                            .read_at(src_path, offset, 1 << 20)
-                            .map_err(|e| Errno::from_raw_os_error(e.errno()))?;
-                        if chunk.is_empty() {
-                            break;
-                        }
-                        sys::write_all_at(&fd, &chunk, offset)?;
-                        offset += chunk.len() as u64;
-                    }
-                }
-            }
+            source.copy_to(&fd)?;
             self.sync(&fd)
         })
     }
@@ -1119,26 +1101,10 @@ impl LayerMut for DirLayer {
         // As the kernel: the data is written into the copy itself, and only
         // then is the mark removed, so a crash leaves a metadata-only copy
         // (whose hole is never read), never a file with half its data.
-        let source = match src.as_any().downcast_ref::<DirLayer>() {
-            Some(dir) => Some(dir.open_regular(src_path, OFlags::RDONLY)?),
-            None => None,
-        };
-        let copied = match &source {
-            Some(from) => sys::copy_fd(from, &fd).map_err(|e| self.err(e, path)),
-            None => {
-                let mut offset = 0u64;
-                loop {
-                    let chunk = src.read_at(src_path, offset, 1 << 20)?;
-                    if chunk.is_empty() {
-                        break Ok(());
-                    }
-                    sys::write_all_at(&fd, &chunk, offset).map_err(|e| self.err(e, path))?;
-                    offset += chunk.len() as u64;
-                }
-            }
-        };
-        copied?;
-        self.sync(&fd).map_err(|e| self.err(e, path))?;
+        DataSource::open(src, src_path)?
+            .copy_to(&fd)
+            .and_then(|()| self.sync(&fd))
+            .map_err(|e| self.err(e, path))?;
         let obj = self
             .open_beneath(path, OFlags::PATH)
             .map_err(|e| self.err(e, path))?;
@@ -1536,6 +1502,42 @@ impl DirLayer {
             },
             AtFlags::empty(),
         )
+    }
+}
+
+/// Where the data of a copy comes from: a file of another `DirLayer`
+/// (copied inside the kernel), or the bytes any layer reads.
+enum DataSource<'a> {
+    File(OwnedFd),
+    Layer(&'a dyn Layer, &'a LayerPath),
+}
+
+impl<'a> DataSource<'a> {
+    fn open(src: &'a dyn Layer, src_path: &'a LayerPath) -> Result<DataSource<'a>> {
+        Ok(match src.as_any().downcast_ref::<DirLayer>() {
+            Some(dir) => DataSource::File(dir.open_regular(src_path, OFlags::RDONLY)?),
+            None => DataSource::Layer(src, src_path),
+        })
+    }
+
+    /// Writes the data into `fd` from its start.
+    fn copy_to(&self, fd: &OwnedFd) -> rustix::io::Result<()> {
+        match self {
+            DataSource::File(from) => sys::copy_fd(from, fd),
+            DataSource::Layer(src, src_path) => {
+                let mut offset = 0u64;
+                loop {
+                    let chunk = src
+                        .read_at(src_path, offset, 1 << 20)
+                        .map_err(|e| Errno::from_raw_os_error(e.errno()))?;
+                    if chunk.is_empty() {
+                        return Ok(());
+                    }
+                    sys::write_all_at(fd, &chunk, offset)?;
+                    offset += chunk.len() as u64;
+                }
+            }
+        }
     }
 }
 

@@ -274,13 +274,7 @@ impl Analysis {
     pub fn of_image(store: &ImageStore, image: &Image, base: usize) -> Result<Analysis> {
         let top_first = store.layers(image)?;
         let n = top_first.len();
-        let history: Vec<Option<String>> = image
-            .config
-            .history
-            .iter()
-            .filter(|h| !h.empty_layer)
-            .map(|h| h.created_by.clone())
-            .collect();
+        let history = image.layer_commands();
         let mut inputs = Vec::with_capacity(n);
         for (i, descriptor) in image.layers().iter().enumerate() {
             let blob = store

@@ -55,6 +55,22 @@ impl Image {
         &self.config.diff_ids
     }
 
+    /// The `created_by` of each layer's history entry, bottom first
+    /// (entries marked `empty_layer` made no layer); `None` where the
+    /// history says nothing.
+    #[must_use]
+    pub fn layer_commands(&self) -> Vec<Option<String>> {
+        let mut out: Vec<Option<String>> = self
+            .config
+            .history
+            .iter()
+            .filter(|h| !h.empty_layer)
+            .map(|h| h.created_by.clone())
+            .collect();
+        out.resize(self.layers().len(), None);
+        out
+    }
+
     /// The ChainIDs, bottom first: element `i` names layers `0..=i`.
     #[must_use]
     pub fn chain_ids(&self) -> Vec<Digest> {

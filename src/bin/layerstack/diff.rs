@@ -1,26 +1,11 @@
 //! `diff`: what each layer adds, changes and deletes, as `docker diff`.
 
-use layerstack::oci::Image;
 use layerstack::oci::changes::{Change, ChangeKind};
 use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
 use crate::output::{Format, Out, Progress, escape_name};
-
-/// The `created_by` of each layer's history entry, bottom first (entries
-/// marked `empty_layer` made no layer).
-pub fn layer_commands(image: &Image) -> Vec<Option<String>> {
-    let mut out: Vec<Option<String>> = image
-        .config
-        .history
-        .iter()
-        .filter(|h| !h.empty_layer)
-        .map(|h| h.created_by.clone())
-        .collect();
-    out.resize(image.layers().len(), None);
-    out
-}
 
 pub fn kind_name(kind: ChangeKind) -> &'static str {
     match kind {
@@ -50,7 +35,7 @@ pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out)
         let _progress = Progress::spinner(format!("reading {count} layers of {}", img.reference));
         store.changes(&img)?
     };
-    let commands = layer_commands(&img);
+    let commands = img.layer_commands();
     let shown: Vec<usize> = match only {
         Some(n) => vec![n],
         None => (0..count).collect(),

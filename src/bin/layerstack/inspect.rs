@@ -9,7 +9,6 @@ use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::json;
 
 use crate::ImageRef;
-use crate::diff::layer_commands;
 use crate::output::{Format, Out, Progress, thousands};
 
 /// One layer as `inspect` reports it.
@@ -80,7 +79,7 @@ fn shared_layers(
 pub fn run(image: &ImageRef, format: Format, out: &mut Out) -> Result<()> {
     let (store, img) = image.open()?;
     let shared = shared_layers(&store, &img)?;
-    let commands = layer_commands(&img);
+    let commands = img.layer_commands();
     let mut layers = Vec::new();
     for (i, d) in img.layers().iter().enumerate() {
         layers.push(LayerReport {
