@@ -119,10 +119,12 @@ use camino::Utf8Path;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use super::apply::{ApplyTarget, Held, apply_entry};
+use super::apply::{
+    Answer, ApplyTarget, Ask, Held, Refusal, apply_entry, implied_dir_meta, link_target_below,
+};
 use super::compress::Decompressor;
 use super::digest::{Digest, DigestReader};
-use super::import::{Counts, Policy, type_name};
+use super::import::{Counts, Policy};
 use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{
@@ -673,11 +675,9 @@ enum Decided {
 /// Where a directory's attributes come from.
 #[derive(Debug, Clone)]
 enum DirAttrs {
-    /// Its own entry.
-    Explicit(Metadata),
-    /// Implied by its layer after a whiteout of the same layer: mode
-    /// `0755`, owner root, time 0.
-    Default,
+    /// Its own entry, or the defaults of an implied directory with nothing
+    /// below it.
+    Known(Metadata),
     /// Implied: the directory below, as the search with this id finds it.
     Seek(usize),
 }
@@ -814,7 +814,9 @@ impl Writer<'_> {
         for &id in &self.active {
             let seek = &self.seeks[id];
             if let SeekKind::Link { .. } = seek.kind {
-                return Err(missing_link_target(seek));
+                if let Err(r) = link_target_below(&seek.asked, None) {
+                    return Err(refused(seek, r));
+                }
             }
         }
         self.finish_dirs()
@@ -825,8 +827,7 @@ impl Writer<'_> {
         dirs.sort_by(|a, b| b.0.depth().cmp(&a.0.depth()).then_with(|| a.0.cmp(&b.0)));
         for (path, attrs, layer) in dirs {
             let meta = match attrs {
-                DirAttrs::Explicit(m) => m,
-                DirAttrs::Default => Metadata::new(FileType::Dir),
+                DirAttrs::Known(m) => m,
                 DirAttrs::Seek(id) => self
                     .dir_results
                     .get(&id)
@@ -910,16 +911,9 @@ fn changed_layer(layer: usize, name: &str) -> Error {
     )
 }
 
-fn missing_link_target(seek: &Seek) -> Error {
-    entry_error(
-        seek.layer,
-        &seek.entry,
-        ErrorKind::NotFound,
-        format!(
-            "hard link target `{}` is neither in this layer nor below it",
-            seek.asked
-        ),
-    )
+/// A search's refusal, as an error of the entry that started it.
+fn refused(seek: &Seek, r: Refusal) -> Error {
+    entry_error(seek.layer, &seek.entry, r.kind, r.detail)
 }
 
 /// Whether an entry of the current layer shows.
@@ -957,6 +951,9 @@ struct Pass<'w, 'a> {
 }
 
 impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
+    /// The layers below come later: a search, by its id.
+    type Search = usize;
+
     fn entry_error(&self, entry: &TarEntry, kind: ErrorKind, detail: &str) -> Error {
         self.err(entry, kind, detail)
     }
@@ -978,17 +975,61 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
         Ok(())
     }
 
-    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
-        Pass::ensure_dir(self, dir, entry)
-    }
-
     fn held(&mut self, path: &LayerPath, _entry: &TarEntry) -> Result<Held> {
+        if path.is_root() {
+            return Ok(Held::Dir {
+                opaque: self.root_opaque,
+            });
+        }
         Ok(match self.slots.get(path.as_str()) {
-            Some(Slot::Dir { .. }) => Held::Dir,
-            Some(Slot::NonDir { .. }) => Held::NonDir,
+            Some(Slot::Dir { opaque, .. }) => Held::Dir { opaque: *opaque },
+            Some(Slot::NonDir { ino, .. }) => Held::NonDir(self.inodes[*ino].meta.file_type),
             Some(Slot::Whiteout) => Held::Whiteout,
             None => Held::Nothing,
         })
+    }
+
+    fn below(
+        &mut self,
+        path: &LayerPath,
+        ask: Ask,
+        entry: &TarEntry,
+    ) -> Result<Answer<Option<Metadata>, usize>> {
+        let id = match ask {
+            Ask::ImpliedDir => match self.dir_seeks.get(path) {
+                Some(&id) => id,
+                None => {
+                    let id = self.seek(entry, path.clone(), SeekKind::Dir);
+                    self.dir_seeks.insert(path.clone(), id);
+                    id
+                }
+            },
+            Ask::LinkTarget => self.seek(entry, path.clone(), SeekKind::Link { names: Vec::new() }),
+        };
+        Ok(Answer::Search(id))
+    }
+
+    fn implied_dir(
+        &mut self,
+        dir: &LayerPath,
+        meta: Answer<Metadata, usize>,
+        opaque: bool,
+        entry: &TarEntry,
+    ) -> Result<()> {
+        let attrs = match meta {
+            Answer::Now(meta) => DirAttrs::Known(meta),
+            Answer::Search(id) => DirAttrs::Seek(id),
+        };
+        let on_disk = self.make_dir(dir, entry)?;
+        self.slots.insert(
+            dir.as_str().to_owned(),
+            Slot::Dir {
+                opaque,
+                attrs,
+                on_disk,
+            },
+        );
+        Ok(())
     }
 
     fn note_whited(&mut self, path: &LayerPath) {
@@ -1015,7 +1056,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
 
     fn merge_dir(&mut self, path: &LayerPath, meta: Metadata) -> Result<()> {
         if let Some(Slot::Dir { attrs, .. }) = self.slots.get_mut(path.as_str()) {
-            *attrs = DirAttrs::Explicit(meta);
+            *attrs = DirAttrs::Known(meta);
         }
         Ok(())
     }
@@ -1024,8 +1065,34 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
         Pass::replace(self, path, entry)
     }
 
-    fn hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
-        self.apply_hard_link(entry, target)
+    fn copy_up(
+        &mut self,
+        link: &LayerPath,
+        found: Answer<Metadata, usize>,
+        entry: &TarEntry,
+    ) -> Result<()> {
+        let Answer::Search(seek) = found else {
+            // `below` always searches.
+            return Err(self.err(entry, ErrorKind::Io, "no search for the hard link target"));
+        };
+        self.copy_up_from(seek, link)
+    }
+
+    fn link(&mut self, entry: &TarEntry, link: &LayerPath) -> Result<()> {
+        let path = &entry.path;
+        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(link.as_str()) else {
+            // The applier checked it is there.
+            return Err(self.err(entry, ErrorKind::NotFound, "no hard link target"));
+        };
+        let disk = if self.vis(path) == Vis::New {
+            self.add_name(ino, path, entry)?
+        } else {
+            self.w.summary.hidden += 1;
+            OnDisk::No
+        };
+        self.slots
+            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
+        Ok(())
     }
 
     fn create(
@@ -1127,88 +1194,6 @@ impl<'w, 'a> Pass<'w, 'a> {
         data.skip()
     }
 
-    /// Makes `dir` a directory of this layer, with its implied parents, as
-    /// import does; on disk where it shows.
-    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
-        let mut missing = Vec::new();
-        let mut cur = dir.clone();
-        while !cur.is_root() {
-            match self.slots.get(cur.as_str()) {
-                Some(Slot::Dir { .. }) => break,
-                Some(Slot::NonDir { ino, .. }) => {
-                    let t = self.inodes[*ino].meta.file_type;
-                    return Err(self.err(
-                        entry,
-                        ErrorKind::NotADirectory,
-                        format!("its parent `{cur}` is a {} in this layer", type_name(t)),
-                    ));
-                }
-                Some(Slot::Whiteout) => {
-                    // Deleted below and used again by this layer: a new,
-                    // opaque directory.
-                    let on_disk = self.make_dir(&cur, entry)?;
-                    self.slots.insert(
-                        cur.as_str().to_owned(),
-                        Slot::Dir {
-                            opaque: true,
-                            attrs: DirAttrs::Default,
-                            on_disk,
-                        },
-                    );
-                    break;
-                }
-                None => {
-                    let parent = cur.parent().unwrap_or_default();
-                    missing.push(std::mem::replace(&mut cur, parent));
-                }
-            }
-        }
-        // Under a directory this layer made opaque, nothing below shows:
-        // an implied directory there has the default attributes, as import
-        // gives it.
-        let closed = self.root_opaque || self.opaque_at_or_above(&cur);
-        for d in missing.into_iter().rev() {
-            let attrs = if closed {
-                DirAttrs::Default
-            } else {
-                let id = match self.dir_seeks.get(&d) {
-                    Some(&id) => id,
-                    None => {
-                        let id = self.seek(entry, d.clone(), SeekKind::Dir);
-                        self.dir_seeks.insert(d.clone(), id);
-                        id
-                    }
-                };
-                DirAttrs::Seek(id)
-            };
-            let on_disk = self.make_dir(&d, entry)?;
-            self.slots.insert(
-                d.as_str().to_owned(),
-                Slot::Dir {
-                    opaque: false,
-                    attrs,
-                    on_disk,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    /// Whether `dir` or a directory above it is opaque in this layer.
-    fn opaque_at_or_above(&self, dir: &LayerPath) -> bool {
-        let mut cur = Some(dir.clone());
-        while let Some(d) = cur {
-            if d.is_root() {
-                break;
-            }
-            if let Some(Slot::Dir { opaque: true, .. }) = self.slots.get(d.as_str()) {
-                return true;
-            }
-            cur = d.parent();
-        }
-        false
-    }
-
     fn seek(&mut self, entry: &TarEntry, path: LayerPath, kind: SeekKind) -> usize {
         let id = self.w.seeks.len();
         self.w.seeks.push(Seek {
@@ -1255,7 +1240,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                     path.as_str().to_owned(),
                     Slot::Dir {
                         opaque: whited,
-                        attrs: DirAttrs::Explicit(meta),
+                        attrs: DirAttrs::Known(meta),
                         on_disk,
                     },
                 );
@@ -1320,57 +1305,9 @@ impl<'w, 'a> Pass<'w, 'a> {
         Ok(())
     }
 
-    fn apply_hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
-        let path = &entry.path;
-        if target == path {
-            return Err(self.err(entry, ErrorKind::InvalidInput, "a hard link to itself"));
-        }
-        match self.slots.get(target.as_str()) {
-            Some(Slot::Dir { .. }) => {
-                return Err(self.err(
-                    entry,
-                    ErrorKind::NotPermitted,
-                    format!("hard link target `{target}` is a directory"),
-                ));
-            }
-            Some(Slot::Whiteout) => {
-                return Err(self.err(
-                    entry,
-                    ErrorKind::NotFound,
-                    format!("hard link target `{target}` is deleted by this layer"),
-                ));
-            }
-            Some(Slot::NonDir { .. }) => {}
-            None => self.copy_up(entry, target)?,
-        }
-        if let Some(Slot::Dir { .. } | Slot::NonDir { .. }) = self.slots.get(path.as_str()) {
-            self.replace(path, entry)?;
-        }
-        // Replacing this entry's path may have removed the target with it.
-        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(target.as_str()) else {
-            return Err(self.err(
-                entry,
-                ErrorKind::NotFound,
-                format!("hard link target `{target}` is removed by this entry"),
-            ));
-        };
-        let disk = if self.vis(path) == Vis::New {
-            self.add_name(ino, path, entry)?
-        } else {
-            self.w.summary.hidden += 1;
-            OnDisk::No
-        };
-        self.slots
-            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
-        Ok(())
-    }
-
     /// Brings a hard link's target from the layers below into this layer:
-    /// an inode whose type and data a search finds.
-    fn copy_up(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
-        let parent = target.parent().unwrap_or_default();
-        self.ensure_dir(&parent, entry)?;
-        let seek = self.seek(entry, target.clone(), SeekKind::Link { names: Vec::new() });
+    /// an inode whose type and data search `seek` finds.
+    fn copy_up_from(&mut self, seek: usize, target: &LayerPath) -> Result<()> {
         let ino = self.inodes.len();
         self.inodes.push(Inode {
             meta: Metadata::new(FileType::File),
@@ -1554,60 +1491,46 @@ impl<'w, 'a> Pass<'w, 'a> {
         let seek = &self.w.seeks[id];
         let is_link = matches!(seek.kind, SeekKind::Link { .. });
         let q = seek.path.clone();
-        match self.slots.get(q.as_str()) {
+        // What this layer shows at `q` to the layers above, as import's
+        // view of the layers below would show it.
+        let (found, ino) = match self.slots.get(q.as_str()) {
+            // This layer only implies it too: its attributes come from
+            // further below.
+            Some(Slot::Dir {
+                attrs: DirAttrs::Seek(_),
+                ..
+            }) if !is_link => return Ok(true),
             Some(Slot::Dir { attrs, .. }) => {
-                if is_link {
-                    return Err(entry_error(
-                        seek.layer,
-                        &seek.entry,
-                        ErrorKind::NotPermitted,
-                        format!("hard link target `{}` is a directory", seek.asked),
-                    ));
-                }
-                match attrs {
-                    DirAttrs::Explicit(m) => {
-                        self.w.dir_results.insert(id, m.clone());
-                        Ok(false)
-                    }
-                    DirAttrs::Default => Ok(false),
-                    // This layer only implies it too: its attributes come
-                    // from further below.
-                    DirAttrs::Seek(_) => Ok(true),
-                }
+                let meta = match attrs {
+                    DirAttrs::Known(m) => m.clone(),
+                    DirAttrs::Seek(_) => Metadata::new(FileType::Dir),
+                };
+                (Some(meta), None)
             }
             Some(Slot::NonDir { ino, .. }) => {
                 let ino = *ino;
-                if !is_link {
-                    return Err(entry_error(
-                        seek.layer,
-                        &seek.entry,
-                        ErrorKind::NotADirectory,
-                        format!(
-                            "its parent `{}` is a {} in a lower layer (the layer must replace it with a directory entry first)",
-                            seek.asked,
-                            type_name(self.inodes[ino].meta.file_type)
-                        ),
-                    ));
-                }
-                if let Body::CopyUp { path, .. } = &self.inodes[ino].body {
+                if let (true, Body::CopyUp { path, .. }) = (is_link, &self.inodes[ino].body) {
                     // A copy of what is below this layer: ask further down.
                     self.w.seeks[id].path = path.clone();
                     return Ok(true);
                 }
+                (Some(self.inodes[ino].meta.clone()), Some(ino))
+            }
+            Some(Slot::Whiteout) => (None, None),
+            None if self.closed_above(&q) => (None, None),
+            None => return Ok(true),
+        };
+        let seek = &self.w.seeks[id];
+        if is_link {
+            link_target_below(&seek.asked, found).map_err(|r| refused(seek, r))?;
+            if let Some(ino) = ino {
                 self.resolve_link(id, ino)?;
-                Ok(false)
             }
-            Some(Slot::Whiteout) if is_link => Err(missing_link_target(seek)),
-            Some(Slot::Whiteout) => Ok(false),
-            None if self.closed_above(&q) => {
-                if is_link {
-                    Err(missing_link_target(seek))
-                } else {
-                    Ok(false)
-                }
-            }
-            None => Ok(true),
+        } else {
+            let meta = implied_dir_meta(&seek.asked, found).map_err(|r| refused(seek, r))?;
+            self.w.dir_results.insert(id, meta);
         }
+        Ok(false)
     }
 
     /// Whether this layer hides everything below it at `path` from above

@@ -1202,3 +1202,89 @@ fn a_60_gib_sparse_file_keeps_its_holes_in_memory_and_on_disk() {
     f.read_exact(&mut end).unwrap();
     assert_eq!(&end, b"end!!");
 }
+
+/// Import and flatten refuse `tars` with the same kind and cause; the
+/// cause.
+fn refused_alike(tars: &[Vec<u8>]) -> (ErrorKind, String) {
+    let imported = oracle(tars, &opts()).expect_err("import refuses the stack");
+    let dir = Temp::new("refused");
+    let flattened = flatten(tars, dir.path(), &opts()).expect_err("flatten refuses the stack");
+    assert_eq!(
+        (flattened.kind(), flattened.cause()),
+        (imported.kind(), imported.cause()),
+        "import: {imported}; flatten: {flattened}"
+    );
+    (imported.kind(), imported.cause())
+}
+
+#[test]
+fn hard_link_targets_resolve_alike_in_import_and_flatten() {
+    // The target's parent is a symlink below: nothing shows at the target
+    // (a lookup never follows a symlink). Flatten used to refuse the
+    // parent instead.
+    let base = tar(|t| {
+        t.dir("d/");
+        t.file("d/f", b"data");
+        t.symlink("s", "d");
+    });
+    let top = tar(|t| {
+        t.hard_link("x", "s/f");
+    });
+    assert_eq!(
+        refused_alike(&[base, top]),
+        (
+            ErrorKind::NotFound,
+            "hard link target `s/f` is neither in this layer nor below it".to_owned()
+        )
+    );
+    // The target's parent is a symlink of this layer, with or without the
+    // target below: this layer answers first. Import used to say the
+    // target was missing when nothing was below.
+    let under_own_symlink = tar(|t| {
+        t.symlink("s", "d");
+        t.hard_link("x", "s/f");
+    });
+    let below = tar(|t| {
+        t.dir("s/");
+        t.file("s/f", b"data");
+    });
+    for tars in [
+        vec![under_own_symlink.clone()],
+        vec![below, under_own_symlink],
+    ] {
+        assert_eq!(
+            refused_alike(&tars),
+            (
+                ErrorKind::NotADirectory,
+                "its parent `s` is a symlink in this layer".to_owned()
+            )
+        );
+    }
+    // A link named like the directory that holds its target removes the
+    // target first. Import used to give the layer's own error.
+    let layer = tar(|t| {
+        t.dir("a/");
+        t.file("a/f", b"data");
+        t.hard_link("a", "a/f");
+    });
+    assert_eq!(
+        refused_alike(&[layer]),
+        (
+            ErrorKind::NotFound,
+            "hard link target `a/f` is removed by this entry".to_owned()
+        )
+    );
+    // A whiteout of this layer acts below only: the link still finds the
+    // target there, under a new opaque directory, in both.
+    let base = tar(|t| {
+        t.dir("d/");
+        t.file("d/f", b"data");
+        t.file("d/g", b"gone");
+    });
+    let top = tar(|t| {
+        t.file(".wh.d", b"");
+        t.hard_link("x", "d/f");
+    });
+    let (tree, _) = check(&[base, top]);
+    assert_eq!(paths(&tree), ["d", "d/f", "x"]);
+}

@@ -32,12 +32,13 @@
 //!   whiteout marker, which an OCI layer never holds.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::apply::{ApplyTarget, Held, apply_entry};
+use super::apply::{Answer, ApplyTarget, Ask, Held, apply_entry};
 use super::compress::{Compression, Decompressor};
 use super::digest::{Digest, DigestReader};
 use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
@@ -372,6 +373,9 @@ fn reframe(entry: &TarEntry) -> impl Fn(Error) -> Error + '_ {
 }
 
 impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
+    /// Import has the layers below at hand: it never searches.
+    type Search = Infallible;
+
     fn entry_error(&self, entry: &TarEntry, kind: ErrorKind, detail: &str) -> Error {
         entry_error(entry, kind, detail)
     }
@@ -389,17 +393,42 @@ impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
         Ok(())
     }
 
-    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
-        Importer::ensure_dir(self, dir, entry)
-    }
-
     fn held(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<Held> {
         Ok(match self.layer.lookup(path).map_err(reframe(entry))? {
-            Some(Entry::Node(node)) if node.meta.is_dir() => Held::Dir,
-            Some(Entry::Node(_)) => Held::NonDir,
+            Some(Entry::Node(node)) if node.meta.is_dir() => Held::Dir {
+                opaque: node.opaque,
+            },
+            Some(Entry::Node(node)) => Held::NonDir(node.meta.file_type),
             Some(Entry::Whiteout) => Held::Whiteout,
             None => Held::Nothing,
         })
+    }
+
+    fn below(
+        &mut self,
+        path: &LayerPath,
+        _ask: Ask,
+        _entry: &TarEntry,
+    ) -> Result<Answer<Option<Metadata>, Infallible>> {
+        Ok(Answer::Now(self.below.lookup(path)?))
+    }
+
+    fn implied_dir(
+        &mut self,
+        dir: &LayerPath,
+        meta: Answer<Metadata, Infallible>,
+        opaque: bool,
+        entry: &TarEntry,
+    ) -> Result<()> {
+        let Answer::Now(meta) = meta;
+        if opaque {
+            self.layer.create_opaque_dir(dir, &meta)
+        } else {
+            self.layer.create(dir, &meta, Content::Dir)
+        }
+        .map_err(reframe(entry))?;
+        self.dirs.insert(dir.clone(), meta);
+        Ok(())
     }
 
     fn note_whited(&mut self, path: &LayerPath) {
@@ -427,8 +456,20 @@ impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
         Importer::replace(self, entry)
     }
 
-    fn hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
-        self.apply_hard_link(entry, target)
+    fn copy_up(
+        &mut self,
+        link: &LayerPath,
+        found: Answer<Metadata, Infallible>,
+        entry: &TarEntry,
+    ) -> Result<()> {
+        let Answer::Now(meta) = found;
+        self.copy_up_link_target(entry, link, &meta)
+    }
+
+    fn link(&mut self, entry: &TarEntry, link: &LayerPath) -> Result<()> {
+        self.layer
+            .hard_link(link, &entry.path)
+            .map_err(reframe(entry))
     }
 
     fn create(
@@ -459,88 +500,12 @@ impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
                 .create(path, &meta, Content::Special)
                 .map_err(reframe(entry)),
             TarKind::File => self.write_file(entry, &meta, tar),
-            TarKind::HardLink(_) => unreachable!("hard links are applied by `hard_link`"),
+            TarKind::HardLink(_) => unreachable!("hard links are applied by `link`"),
         }
     }
 }
 
 impl Importer<'_> {
-    /// Whether `dir` or a directory above it (the root too) is opaque in
-    /// this layer.
-    fn opaque_at_or_above(&self, dir: &LayerPath) -> Result<bool> {
-        let mut cur = Some(dir.clone());
-        while let Some(d) = cur {
-            if let Some(Entry::Node(node)) = self.layer.lookup(&d)?
-                && node.opaque
-            {
-                return Ok(true);
-            }
-            cur = d.parent();
-        }
-        Ok(false)
-    }
-
-    /// Makes `dir` a directory of this layer, creating it (and its
-    /// parents) as implied directories.
-    fn ensure_dir(&mut self, dir: &LayerPath, entry: &TarEntry) -> Result<()> {
-        if dir.is_root() {
-            return Ok(());
-        }
-        match self.layer.lookup(dir).map_err(reframe(entry))? {
-            Some(Entry::Node(node)) if node.meta.is_dir() => return Ok(()),
-            Some(Entry::Node(node)) => {
-                return Err(entry_error(
-                    entry,
-                    ErrorKind::NotADirectory,
-                    format!(
-                        "its parent `{dir}` is a {} in this layer",
-                        type_name(node.meta.file_type)
-                    ),
-                ));
-            }
-            Some(Entry::Whiteout) => {
-                // Deleted below and used again by this layer: a new,
-                // opaque directory.
-                let meta = Metadata::new(FileType::Dir);
-                self.layer
-                    .create_opaque_dir(dir, &meta)
-                    .map_err(reframe(entry))?;
-                self.dirs.insert(dir.clone(), meta);
-                return Ok(());
-            }
-            None => {}
-        }
-        let parent = dir.parent().unwrap_or_else(LayerPath::root);
-        self.ensure_dir(&parent, entry)?;
-        // Under a directory this layer made opaque nothing below shows: the
-        // implied directory is a new one.
-        let hidden_below = self.opaque_at_or_above(&parent)?;
-        let below = if hidden_below {
-            None
-        } else {
-            self.below.lookup(dir)?
-        };
-        let meta = match below {
-            Some(m) if m.is_dir() => m,
-            Some(m) => {
-                return Err(entry_error(
-                    entry,
-                    ErrorKind::NotADirectory,
-                    format!(
-                        "its parent `{dir}` is a {} in a lower layer (the layer must replace it with a directory entry first)",
-                        type_name(m.file_type)
-                    ),
-                ));
-            }
-            None => Metadata::new(FileType::Dir),
-        };
-        self.layer
-            .create(dir, &meta, Content::Dir)
-            .map_err(reframe(entry))?;
-        self.dirs.insert(dir.clone(), meta);
-        Ok(())
-    }
-
     fn write_file<R: Read>(
         &mut self,
         entry: &TarEntry,
@@ -582,65 +547,24 @@ impl Importer<'_> {
         self.layer.set_metadata(path, meta).map_err(reframe(entry))
     }
 
-    fn apply_hard_link(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
-        let path = &entry.path;
-        if target == path {
-            return Err(entry_error(
-                entry,
-                ErrorKind::InvalidInput,
-                "a hard link to itself",
-            ));
-        }
-        match self.layer.lookup(target).map_err(reframe(entry))? {
-            Some(Entry::Node(node)) if node.meta.is_dir() => {
-                return Err(entry_error(
-                    entry,
-                    ErrorKind::NotPermitted,
-                    format!("hard link target `{target}` is a directory"),
-                ));
-            }
-            Some(Entry::Node(_)) => {}
-            Some(Entry::Whiteout) => {
-                return Err(entry_error(
-                    entry,
-                    ErrorKind::NotFound,
-                    format!("hard link target `{target}` is deleted by this layer"),
-                ));
-            }
-            None => self.copy_up_link_target(entry, target)?,
-        }
-        if let Some(Entry::Node(_)) = self.layer.lookup(path).map_err(reframe(entry))? {
-            self.replace(entry)?;
-        }
-        self.layer.hard_link(target, path).map_err(reframe(entry))
-    }
-
-    /// Brings a hard link's target from the layers below into this one.
-    fn copy_up_link_target(&mut self, entry: &TarEntry, target: &LayerPath) -> Result<()> {
-        let missing = || {
-            entry_error(
-                entry,
-                ErrorKind::NotFound,
-                format!("hard link target `{target}` is neither in this layer nor below it"),
-            )
+    /// Brings a hard link's target from the layers below into this one:
+    /// `meta`, what they show at `target`.
+    fn copy_up_link_target(
+        &mut self,
+        entry: &TarEntry,
+        target: &LayerPath,
+        meta: &Metadata,
+    ) -> Result<()> {
+        // `meta` came from the view: there is one.
+        let Some(view) = self.below.view.as_ref() else {
+            return Err(entry_error(entry, ErrorKind::NotFound, "no layers below"));
         };
-        let meta = self.below.lookup(target)?.ok_or_else(missing)?;
-        if meta.is_dir() {
-            return Err(entry_error(
-                entry,
-                ErrorKind::NotPermitted,
-                format!("hard link target `{target}` is a directory"),
-            ));
-        }
-        let parent = target.parent().unwrap_or_else(LayerPath::root);
-        self.ensure_dir(&parent, entry)?;
-        let view = self.below.view.as_ref().ok_or_else(missing)?;
         match meta.file_type {
             FileType::File => {
                 if let Some(src) = self.below.source(target)?
                     && self
                         .layer
-                        .copy_file(target, &meta, src.as_ref(), target)
+                        .copy_file(target, meta, src.as_ref(), target)
                         .is_ok()
                 {
                     return Ok(());
@@ -652,18 +576,18 @@ impl Importer<'_> {
                 }
                 let data = view.read(target.as_str())?;
                 self.layer
-                    .create(target, &meta, Content::File(FileData::from(data)))
+                    .create(target, meta, Content::File(FileData::from(data)))
                     .map_err(reframe(entry))
             }
             FileType::Symlink => {
                 let link = view.read_link(target.as_str())?;
                 self.layer
-                    .create(target, &meta, Content::Symlink(link.into_string()))
+                    .create(target, meta, Content::Symlink(link.into_string()))
                     .map_err(reframe(entry))
             }
             _ => self
                 .layer
-                .create(target, &meta, Content::Special)
+                .create(target, meta, Content::Special)
                 .map_err(reframe(entry)),
         }
     }
@@ -788,18 +712,6 @@ fn remove_all(layer: &mut dyn LayerMut, path: &LayerPath) -> Result<()> {
         }
     }
     layer.remove(path)
-}
-
-pub(super) fn type_name(t: FileType) -> &'static str {
-    match t {
-        FileType::File => "file",
-        FileType::Dir => "directory",
-        FileType::Symlink => "symlink",
-        FileType::CharDevice => "character device",
-        FileType::BlockDevice => "block device",
-        FileType::Fifo => "fifo",
-        FileType::Socket => "socket",
-    }
 }
 
 #[cfg(test)]
