@@ -138,26 +138,57 @@ pub(crate) fn write_all_at(
 }
 
 /// Copies a whole file: a reflink where the filesystem shares blocks, else
-/// `copy_file_range` (in-kernel), else plain reads and writes.
+/// `copy_file_range` (in-kernel), else plain reads and writes. A file with
+/// holes (fewer blocks than its size) keeps them: only its data regions
+/// (`SEEK_DATA` / `SEEK_HOLE`) are copied, and the copy is then given the
+/// size, so a 60 GiB sparse file never takes 60 GiB.
 pub(crate) fn copy_fd(from: &OwnedFd, to: &OwnedFd) -> rustix::io::Result<()> {
     if rustix::fs::ioctl_ficlone(to, from).is_ok() {
         return Ok(());
     }
-    let len = u64::try_from(rustix::fs::fstat(from)?.st_size).unwrap_or(0);
-    let mut done = 0u64;
-    let mut in_off = 0u64;
-    let mut out_off = 0u64;
-    while done < len {
-        let want = usize::try_from(len - done)
+    let st = rustix::fs::fstat(from)?;
+    let len = u64::try_from(st.st_size).unwrap_or(0);
+    let allocated = u64::try_from(st.st_blocks)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(512);
+    if allocated >= len {
+        return copy_range(from, to, 0, len);
+    }
+    let mut at = 0u64;
+    while at < len {
+        let start = match rustix::fs::seek(from, rustix::fs::SeekFrom::Data(at)) {
+            Ok(start) => start,
+            // No data after `at`: the rest is a hole.
+            Err(Errno::NXIO) => break,
+            // No `SEEK_DATA` here: copy it all.
+            Err(Errno::INVAL | Errno::OPNOTSUPP) if at == 0 => return copy_range(from, to, 0, len),
+            Err(e) => return Err(e),
+        };
+        let end = rustix::fs::seek(from, rustix::fs::SeekFrom::Hole(start))?.min(len);
+        copy_range(from, to, start, end)?;
+        at = end;
+    }
+    rustix::fs::ftruncate(to, len)
+}
+
+/// Copies bytes `start..end` of `from` to the same offsets of `to`.
+fn copy_range(from: &OwnedFd, to: &OwnedFd, start: u64, end: u64) -> rustix::io::Result<()> {
+    let mut in_off = start;
+    let mut out_off = start;
+    while in_off < end {
+        let want = usize::try_from(end - in_off)
             .unwrap_or(usize::MAX)
             .min(1 << 30);
         match rustix::fs::copy_file_range(from, Some(&mut in_off), to, Some(&mut out_off), want) {
             Ok(0) => break,
-            Ok(n) => done += n as u64,
+            Ok(_) => {}
             Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = rustix::io::pread(from, &mut buf[..], in_off)?;
+                let mut buf = vec![0u8; (1 << 20).min(want)];
+                while in_off < end {
+                    let cap = usize::try_from(end - in_off)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
+                    let n = rustix::io::pread(from, &mut buf[..cap], in_off)?;
                     if n == 0 {
                         return Ok(());
                     }

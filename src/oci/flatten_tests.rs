@@ -1288,3 +1288,56 @@ fn hard_link_targets_resolve_alike_in_import_and_flatten() {
     let (tree, _) = check(&[base, top]);
     assert_eq!(paths(&tree), ["d", "d/f", "x"]);
 }
+
+/// A layer holding `huge`, a sparse file of `size` bytes with five bytes
+/// of data at each end, and `huge2`, a second name of it.
+fn sparse_layer(size: u64) -> Vec<u8> {
+    let map = format!("0,5,{},5", size - 5);
+    let size = size.to_string();
+    let mut t = RawTar::new();
+    t.pax(&[
+        ("GNU.sparse.major", b"0"),
+        ("GNU.sparse.minor", b"1"),
+        ("GNU.sparse.name", b"huge"),
+        ("GNU.sparse.numblocks", b"2"),
+        ("GNU.sparse.map", map.as_bytes()),
+        ("GNU.sparse.size", size.as_bytes()),
+    ]);
+    let mut h = Hdr::new("GNUSparseFile.0/huge", b'0');
+    h.size = 10;
+    t.header(&h).data(b"startend!!");
+    t.hard_link("huge2", "huge");
+    t.end()
+}
+
+#[test]
+fn a_hard_link_copy_of_a_sparse_file_keeps_its_holes() {
+    const SIZE: u64 = 60 << 30;
+    // The higher layer links to `huge2`: `huge2` and `h` are a copy of the
+    // lower file, made from `huge` (the name of it that still shows, written
+    // first), and the copy must keep the holes.
+    let top = tar(|t| {
+        t.hard_link("h", "huge2");
+    });
+    let dir = Temp::new("sparse-link");
+    let summary = flatten(&[sparse_layer(SIZE), top], dir.path(), &opts()).unwrap();
+    assert_eq!((summary.files, summary.hard_links), (2, 1));
+    for (name, links) in [("huge", 1), ("huge2", 2), ("h", 2)] {
+        let path = dir.path().join(name);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.len(), meta.nlink()), (SIZE, links), "{name}");
+        // Two data blocks and some metadata, not 60 GiB of zeros.
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "{name}: {} blocks",
+            meta.blocks()
+        );
+        let mut f = std::fs::File::open(&path).unwrap();
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut ends = [0u8; 10];
+        f.read_exact(&mut ends[..5]).unwrap();
+        f.seek(SeekFrom::Start(SIZE - 5)).unwrap();
+        f.read_exact(&mut ends[5..]).unwrap();
+        assert_eq!(&ends, b"startend!!", "{name}");
+    }
+}
