@@ -102,7 +102,11 @@
 //!   shows its writable layer's root there).
 //! - `user.*` extended attributes of symlinks and special files are not
 //!   written: Linux cannot store them (a view does not show them either).
-//! - On error the target holds part of the tree: remove it.
+//! - On error, what was written is removed before the error is returned:
+//!   a target this flatten created is gone, an empty one is empty again
+//!   with its mode, owner and times. A process killed half-way leaves part
+//!   of the tree; to never show one, write beside the place and rename
+//!   (the `unpack` command does).
 //! - Another process changing the target while it is written is not
 //!   defended against beyond the confinement above.
 //! - Counts in the summary are of objects created; a duplicate entry of one
@@ -244,7 +248,8 @@ pub struct FlattenSummary {
 /// errors.
 ///
 /// `target` must not exist (it is created, mode `0755`) or be an empty
-/// directory; it is never a symlink.
+/// directory; it is never a symlink. On error it is left as it was found
+/// (see the [module documentation](self)).
 ///
 /// # Errors
 /// `ENOTEMPTY` if `target` is a non-empty directory,
@@ -268,9 +273,8 @@ where
 /// uncompressed tar, `diff_ids[i]` for `layers[i]`, as an image config
 /// lists them): a layer that does not match fails the flatten, as it
 /// fails `ImageStore::layers` and umoci. The check ends each layer's
-/// stream, so entries of a layer that turns out not to match may already
-/// be in `target`: write into a fresh directory and remove it on error
-/// (the `unpack` command does).
+/// stream, so entries of a layer that turns out not to match may have been
+/// written; they are removed with the rest before the error is returned.
 ///
 /// # Errors
 /// As [`flatten_layers`]; `EINVAL` if there are not as many DiffIDs as
@@ -349,7 +353,7 @@ where
         senders.push(Mutex::new(Some(tx)));
         receivers.push(Some(rx));
     }
-    std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| {
         let produce_layers = || {
             loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
@@ -389,8 +393,19 @@ where
         abort.store(true, Ordering::SeqCst);
         drop(receivers);
         result
-    })?;
-    Ok(writer.summary)
+    });
+    match written {
+        Ok(()) => Ok(writer.summary),
+        Err(e) => match writer.disk.undo(target) {
+            Ok(()) => Err(e),
+            Err(why) => {
+                let cause = e.cause();
+                Err(e.with_detail(format!(
+                    "{cause}; what was written could not all be removed ({why})"
+                )))
+            }
+        },
+    }
 }
 
 /// Data chunks are at most this large.
@@ -1642,6 +1657,8 @@ impl DiskError {
 /// The target directory, and every operation on it, beneath its descriptor.
 struct Disk {
     root: OwnedFd,
+    /// What the target was before: `None` if this flatten created it.
+    found: Option<rustix::fs::Stat>,
     owners: Owners,
     /// Owners that need no `chown`: what new files get anyway.
     native: Option<(u32, u32)>,
@@ -1653,15 +1670,21 @@ struct Disk {
 impl Disk {
     /// Creates or opens the target: it must be new or an empty directory.
     fn open(target: &Utf8Path, owners: Owners) -> Result<Disk> {
-        let fail = |e: Errno, what: &str| {
-            let kind = errno_kind(e);
-            Error::new(kind, Operation::Flatten, target).with_detail(format!("{what}: {e}"))
-        };
         let created = match rustix::fs::mkdir(target.as_str(), Mode::from_raw_mode(0o755)) {
             Ok(()) => true,
             Err(Errno::EXIST) => false,
-            Err(e) => return Err(fail(e, "cannot create the directory")),
+            Err(e) => return Err(open_error(target, e, "cannot create the directory")),
         };
+        let disk = Disk::open_dir(target, owners, created);
+        if disk.is_err() && created {
+            // Best effort: the error says what went wrong.
+            let _ = rustix::fs::unlinkat(rustix::fs::CWD, target.as_str(), AtFlags::REMOVEDIR);
+        }
+        disk
+    }
+
+    fn open_dir(target: &Utf8Path, owners: Owners, created: bool) -> Result<Disk> {
+        let fail = |e: Errno, what: &str| open_error(target, e, what);
         let root = rustix::fs::open(
             target.as_str(),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -1684,6 +1707,8 @@ impl Disk {
                 .with_detail("the target exists and is not a directory"),
             e => fail(e, "cannot open the directory"),
         })?;
+        // Before it is listed: listing changes its access time.
+        let found = rustix::fs::fstat(&root).map_err(|e| fail(e, "cannot stat it"))?;
         if created {
             rustix::fs::fchmod(&root, Mode::from_raw_mode(0o755))
                 .map_err(|e| fail(e, "cannot set its mode"))?;
@@ -1713,11 +1738,47 @@ impl Disk {
         let native = (st.st_mode & 0o2000 == 0 && st.st_gid == gid).then_some((uid, gid));
         Ok(Disk {
             root,
+            found: (!created).then_some(found),
             owners,
             native,
             cached: None,
             procfs: None,
         })
+    }
+
+    /// Removes everything this flatten wrote after an error: the whole
+    /// target if it created it, else what is in it, giving the directory
+    /// back its mode, owner and times.
+    fn undo(&mut self, target: &Utf8Path) -> Result<(), Errno> {
+        self.cached = None;
+        let st = rustix::fs::fstat(&self.root)?;
+        if st.st_mode & 0o700 != 0o700 {
+            // A layer's `./` entry may have made it read-only.
+            rustix::fs::fchmod(&self.root, Mode::from_raw_mode(0o700))?;
+        }
+        remove_children(&self.root)?;
+        let Some(found) = &self.found else {
+            return rustix::fs::unlinkat(rustix::fs::CWD, target.as_str(), AtFlags::REMOVEDIR);
+        };
+        if (st.st_uid, st.st_gid) != (found.st_uid, found.st_gid) {
+            rustix::fs::fchown(
+                &self.root,
+                Some(rustix::fs::Uid::from_raw(found.st_uid)),
+                Some(rustix::fs::Gid::from_raw(found.st_gid)),
+            )?;
+        }
+        rustix::fs::fchmod(&self.root, Mode::from_raw_mode(found.st_mode & MODE_MASK))?;
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: found.st_atime,
+                tv_nsec: found.st_atime_nsec as _,
+            },
+            last_modification: Timespec {
+                tv_sec: found.st_mtime,
+                tv_nsec: found.st_mtime_nsec as _,
+            },
+        };
+        rustix::fs::futimens(&self.root, &times)
     }
 
     /// An `O_PATH` descriptor of directory `dir` beneath the root.
@@ -1944,6 +2005,68 @@ impl Disk {
         }
         Ok(())
     }
+}
+
+fn open_error(target: &Utf8Path, e: Errno, what: &str) -> Error {
+    Error::new(errno_kind(e), Operation::Flatten, target).with_detail(format!("{what}: {e}"))
+}
+
+/// Removes everything in directory `dir`, never following a symlink;
+/// every directory on the way is made readable and writable first (a layer
+/// may have made one read-only, or mode 0).
+fn remove_children(dir: &OwnedFd) -> Result<(), Errno> {
+    let mut names = Vec::new();
+    let mut list = rustix::fs::Dir::read_from(dir)?;
+    while let Some(e) = list.read() {
+        let e = e?;
+        let name = e.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push((name.to_owned(), e.file_type()));
+        }
+    }
+    drop(list);
+    for (name, kind) in names {
+        let is_dir = match kind {
+            rustix::fs::FileType::Directory => true,
+            rustix::fs::FileType::Unknown => {
+                let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+                FileType::from_mode(st.st_mode) == Some(FileType::Dir)
+            }
+            _ => false,
+        };
+        if !is_dir {
+            rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
+            continue;
+        }
+        let open = || {
+            rustix::fs::openat(
+                dir,
+                &name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let sub = match open() {
+            Ok(sub) => sub,
+            Err(Errno::ACCESS) => {
+                // Mode 0, as a user other than root: change the mode of
+                // exactly that directory through `/proc/self/fd`.
+                let obj = open_o_path(dir, &name)?;
+                rustix::fs::chmodat(
+                    rustix::fs::CWD,
+                    proc_path(&obj).as_str(),
+                    Mode::from_raw_mode(0o700),
+                    AtFlags::empty(),
+                )?;
+                open()?
+            }
+            Err(e) => return Err(e),
+        };
+        rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o700))?;
+        remove_children(&sub)?;
+        rustix::fs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
+    }
+    Ok(())
 }
 
 /// The parent of a path string (`""` for the root and its children).

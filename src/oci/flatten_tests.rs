@@ -672,7 +672,9 @@ fn dot_dot_names_are_refused_and_nothing_escapes() {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["target"]);
+        // Nothing beside the target, and the target flatten created is
+        // gone again.
+        assert_eq!(names, Vec::<std::ffi::OsString>::new());
     }
     let layer = tar(|t| {
         t.file("a", b"x");
@@ -1340,4 +1342,85 @@ fn a_hard_link_copy_of_a_sparse_file_keeps_its_holes() {
         f.read_exact(&mut ends[5..]).unwrap();
         assert_eq!(&ends, b"startend!!", "{name}");
     }
+}
+
+#[test]
+fn a_failed_flatten_leaves_the_target_as_it_was() {
+    // The top layer is written first; the bottom one then fails (a hard
+    // link to nothing is known only once every layer is read).
+    let base = tar(|t| {
+        t.file("kept", b"x");
+        t.hard_link("h", "nothing");
+    });
+    let top = tar(|t| {
+        t.dir("a/");
+        dir_with(t, "a/b/", |h| h.mode = 0o500);
+        t.file("a/b/f", b"data");
+        t.symlink("s", "/etc");
+        t.hard_link("s2", "s");
+        t.header(&Hdr::new("p", b'6'));
+    });
+    let tars = [base.clone(), top.clone()];
+    let want = "failed to flatten layer entry `h` in layer 0: hard link target `nothing` is neither in this layer nor below it";
+
+    // A new target is not left behind.
+    let new = Temp::new("undo-new");
+    let e = flatten(&tars, new.path(), &opts()).unwrap_err();
+    assert_eq!(e.to_string(), want);
+    assert!(!new.path().exists());
+
+    // An empty directory is left empty, with its mode and times.
+    let empty = Temp::new("undo-empty");
+    std::fs::create_dir(empty.path()).unwrap();
+    std::fs::set_permissions(empty.path(), std::fs::Permissions::from_mode(0o751)).unwrap();
+    let stamp = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 5,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 1_100_000_000,
+            tv_nsec: 7,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        empty.path().as_str(),
+        &stamp,
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    let before = std::fs::metadata(empty.path()).unwrap();
+    let e = flatten(&tars, empty.path(), &opts()).unwrap_err();
+    assert_eq!(e.to_string(), want);
+    let after = std::fs::metadata(empty.path()).unwrap();
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+    assert_eq!(
+        (after.mode(), after.uid(), after.gid()),
+        (before.mode(), before.uid(), before.gid())
+    );
+    assert_eq!(
+        (
+            after.mtime(),
+            after.mtime_nsec(),
+            after.atime(),
+            after.atime_nsec()
+        ),
+        (1_100_000_000, 7, 1_000_000_000, 5)
+    );
+
+    // A layer that does not match its DiffID, found at its end.
+    let base = tar(|t| {
+        t.file("kept", b"x");
+    });
+    let good = Digest::of(&top);
+    let e = flatten_layers_verified(
+        &openers(&[base, top]),
+        &[Digest::of(b"not this layer"), good],
+        new.path(),
+        &opts(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
+    assert!(!new.path().exists());
 }

@@ -241,9 +241,8 @@ impl ImageStore {
     /// Writes the root filesystem `image` shows into `dir` (which must not
     /// exist or be empty), top layer first so that nothing a higher layer
     /// hides is written; see [`flatten_layers`](super::flatten_layers). Each layer's digest and
-    /// DiffID are checked as it is read; on error `dir` holds part of the
-    /// tree (the `unpack` command writes into a staging directory and
-    /// removes it on error).
+    /// DiffID are checked as it is read; on error what was written is
+    /// removed and `dir` is left as it was found.
     ///
     /// # Errors
     /// As [`flatten_layers`](super::flatten_layers); `EBADMSG` for a blob that does not match its
