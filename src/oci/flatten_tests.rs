@@ -1163,17 +1163,7 @@ fn a_lower_file_where_a_higher_layer_implies_a_directory() {
 #[test]
 fn a_60_gib_sparse_file_keeps_its_holes_in_memory_and_on_disk() {
     let mut t = RawTar::new();
-    t.pax(&[
-        ("GNU.sparse.major", b"0"),
-        ("GNU.sparse.minor", b"1"),
-        ("GNU.sparse.name", b"huge"),
-        ("GNU.sparse.numblocks", b"2"),
-        ("GNU.sparse.map", b"0,5,64424509435,5"),
-        ("GNU.sparse.size", b"64424509440"),
-    ]);
-    let mut h = Hdr::new("GNUSparseFile.0/huge", b'0');
-    h.size = 10;
-    t.header(&h).data(b"startend!!");
+    sparse_file(&mut t, 60 << 30);
     let tar = t.end();
 
     let (layer, _) = import_layer(&tar[..], &[], &ImportOptions::default()).unwrap();
@@ -1291,12 +1281,11 @@ fn hard_link_targets_resolve_alike_in_import_and_flatten() {
     assert_eq!(paths(&tree), ["d", "d/f", "x"]);
 }
 
-/// A layer holding `huge`, a sparse file of `size` bytes with five bytes
-/// of data at each end, and `huge2`, a second name of it.
-fn sparse_layer(size: u64) -> Vec<u8> {
+/// `huge`, a sparse file of `size` bytes with five bytes of data at each
+/// end (`start`, `end!!`).
+fn sparse_file(t: &mut RawTar, size: u64) {
     let map = format!("0,5,{},5", size - 5);
     let size = size.to_string();
-    let mut t = RawTar::new();
     t.pax(&[
         ("GNU.sparse.major", b"0"),
         ("GNU.sparse.minor", b"1"),
@@ -1308,8 +1297,6 @@ fn sparse_layer(size: u64) -> Vec<u8> {
     let mut h = Hdr::new("GNUSparseFile.0/huge", b'0');
     h.size = 10;
     t.header(&h).data(b"startend!!");
-    t.hard_link("huge2", "huge");
-    t.end()
 }
 
 #[test]
@@ -1321,8 +1308,12 @@ fn a_hard_link_copy_of_a_sparse_file_keeps_its_holes() {
     let top = tar(|t| {
         t.hard_link("h", "huge2");
     });
+    let base = tar(|t| {
+        sparse_file(t, SIZE);
+        t.hard_link("huge2", "huge");
+    });
     let dir = Temp::new("sparse-link");
-    let summary = flatten(&[sparse_layer(SIZE), top], dir.path(), &opts()).unwrap();
+    let summary = flatten(&[base, top], dir.path(), &opts()).unwrap();
     assert_eq!((summary.files, summary.hard_links), (2, 1));
     for (name, links) in [("huge", 1), ("huge2", 2), ("h", 2)] {
         let path = dir.path().join(name);
@@ -1373,23 +1364,14 @@ fn a_failed_flatten_leaves_the_target_as_it_was() {
     let empty = Temp::new("undo-empty");
     std::fs::create_dir(empty.path()).unwrap();
     std::fs::set_permissions(empty.path(), std::fs::Permissions::from_mode(0o751)).unwrap();
-    let stamp = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: 1_000_000_000,
-            tv_nsec: 5,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: 1_100_000_000,
-            tv_nsec: 7,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        empty.path().as_str(),
-        &stamp,
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
+    let at = |sec, nsec| std::time::UNIX_EPOCH + std::time::Duration::new(sec, nsec);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(at(1_000_000_000, 5))
+        .set_modified(at(1_100_000_000, 7));
+    std::fs::File::open(empty.path())
+        .unwrap()
+        .set_times(times)
+        .unwrap();
     let before = std::fs::metadata(empty.path()).unwrap();
     let e = flatten(&tars, empty.path(), &opts()).unwrap_err();
     assert_eq!(e.to_string(), want);

@@ -421,14 +421,7 @@ impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
         entry: &TarEntry,
     ) -> Result<()> {
         let Answer::Now(meta) = meta;
-        if opaque {
-            self.layer.create_opaque_dir(dir, &meta)
-        } else {
-            self.layer.create(dir, &meta, Content::Dir)
-        }
-        .map_err(reframe(entry))?;
-        self.dirs.insert(dir.clone(), meta);
-        Ok(())
+        self.make_dir(dir, meta, opaque, entry)
     }
 
     fn note_whited(&mut self, path: &LayerPath) {
@@ -481,16 +474,7 @@ impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
     ) -> Result<()> {
         let path = &entry.path;
         match &entry.kind {
-            TarKind::Dir => {
-                if whited {
-                    self.layer.create_opaque_dir(path, &meta)
-                } else {
-                    self.layer.create(path, &meta, Content::Dir)
-                }
-                .map_err(reframe(entry))?;
-                self.dirs.insert(path.clone(), meta);
-                Ok(())
-            }
+            TarKind::Dir => self.make_dir(path, meta, whited, entry),
             TarKind::Symlink(target) => self
                 .layer
                 .create(path, &meta, Content::Symlink(target.clone()))
@@ -506,6 +490,25 @@ impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {
 }
 
 impl Importer<'_> {
+    /// Creates directory `dir`, opaque or not; its attributes are set at
+    /// the end.
+    fn make_dir(
+        &mut self,
+        dir: &LayerPath,
+        meta: Metadata,
+        opaque: bool,
+        entry: &TarEntry,
+    ) -> Result<()> {
+        if opaque {
+            self.layer.create_opaque_dir(dir, &meta)
+        } else {
+            self.layer.create(dir, &meta, Content::Dir)
+        }
+        .map_err(reframe(entry))?;
+        self.dirs.insert(dir.clone(), meta);
+        Ok(())
+    }
+
     fn write_file<R: Read>(
         &mut self,
         entry: &TarEntry,
