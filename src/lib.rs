@@ -110,12 +110,13 @@
 //! - *Hostile layer tars.* Tars are applied, never extracted. Refused with
 //!   a clear error naming the entry: names with `..` (a leading `/` is
 //!   dropped, as GNU tar does), whiteouts named `.wh.`, `.wh..`, `.wh...`,
-//!   hard links to targets outside the stack or to nothing, entries under a
-//!   symlink or file of their own or a lower layer, a root entry that is
-//!   not a directory, a PAX size that disagrees with a nonzero header size
-//!   (two parsers must never see two different layers), the character
-//!   device 0/0 (the overlay whiteout marker), GNU sparse files and
-//!   unknown entry types. A whiteout never deletes an entry of its own
+//!   hard links to targets outside the stack, to nothing or reached
+//!   through a symlink, entries under a symlink or file of their own or a
+//!   lower layer, a root entry that is not a directory, a PAX size that
+//!   disagrees with a nonzero header size (two parsers must never see two
+//!   different layers), the character device 0/0 (the overlay whiteout
+//!   marker) and unknown entry types (GNU sparse files are read, their
+//!   holes kept as holes). A whiteout never deletes an entry of its own
 //!   layer. Overlay bookkeeping xattrs (`trusted.overlay.*`,
 //!   `user.overlay.*`) in a tar are never applied.
 //! - *Resource exhaustion.* [`oci::Limits`] are checked while a tar

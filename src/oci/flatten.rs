@@ -63,7 +63,10 @@
 //!   reached.
 //!
 //! Each is a *search* that moves down with the writer, layer by layer,
-//! until a layer answers it. When the data a hard link needs belongs to a
+//! until a layer answers it; what each entry means, and the rule each
+//! answer goes through, are decided by the applier import uses too (the
+//! layers' entries are read once, in order, by the same reader). When the
+//! data a hard link needs belongs to a
 //! file that was never written (a higher layer hides that name, but not
 //! the link), the layer is opened a second time and read up to that file:
 //! a rare case, which costs a second read of one layer rather than keeping
@@ -828,10 +831,10 @@ impl Writer<'_> {
         // attributes; a hard link to nothing is an error.
         for &id in &self.active {
             let seek = &self.seeks[id];
-            if let SeekKind::Link { .. } = seek.kind {
-                if let Err(r) = link_target_below(&seek.asked, None) {
-                    return Err(refused(seek, r));
-                }
+            if let SeekKind::Link { .. } = seek.kind
+                && let Err(r) = link_target_below(&seek.asked, None)
+            {
+                return Err(refused(seek, r));
             }
         }
         self.finish_dirs()

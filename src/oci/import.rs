@@ -4,7 +4,8 @@
 //!
 //! Entries are *applied*, never extracted: each becomes a call on a
 //! [`LayerMut`], so nothing is ever written outside the layer, whatever the
-//! tar says. The rules are the image spec's (`layer.md`) and Docker's:
+//! tar says. The rules are the image spec's (`layer.md`) and Docker's,
+//! decided by the same applier as [`flatten`](super::flatten)'s:
 //!
 //! - A directory over a directory of the same layer merges: the later
 //!   entry's attributes win and the children stay. Anything else replaces
@@ -21,9 +22,12 @@
 //!   directory becomes opaque and keeps its entries; with a non-directory,
 //!   nothing more is needed (it hides the name below by itself).
 //! - A hard link resolves to a non-directory earlier in this layer, or to
-//!   one the layers below show at that path (which is then copied into
-//!   this layer first, as `link()` on an overlay mount copies up). Any
-//!   other target is refused (`ENOENT`, or `EPERM` for a directory).
+//!   one the layers below show at that path, looked up without following
+//!   a symlink (it is then copied into this layer first, as `link()` on an
+//!   overlay mount copies up; this layer's own whiteouts act below and do
+//!   not hide it). Any other target is refused (`ENOENT`, or `EPERM` for a
+//!   directory); the target's parents are checked as an entry's are, in
+//!   this layer before the target below.
 //! - `SCHILY.xattr.*` records become extended attributes, except
 //!   `trusted.overlay.*` and `user.overlay.*`, which are overlay
 //!   bookkeeping and are never applied (they are counted in the summary).
