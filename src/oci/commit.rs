@@ -64,9 +64,12 @@
 //!   `user.overlay.*`) and `security.selinux`, which labels the host's copy
 //!   rather than the image (`umoci` leaves it out too); `system.*` (ACLs)
 //!   is not read.
-//! - Owners are what the directory has: a directory unpacked without root
-//!   has the unpacking user's owners, and commits them (no map back to the
-//!   image's owners yet, as umoci's `--rootless` keeps beside the tree).
+//! - Owners are what the directory has. A directory a rootless unpack
+//!   wrote (the user's owners, no device nodes, no privileged xattrs) is
+//!   committed with [`layer_from_rootless_dir`] and the [`RootlessMap`]
+//!   kept beside it, which maps back what the unpack could not write;
+//!   [`layer_from_dir`] on such a directory records every owner as changed
+//!   and every device node as deleted.
 //! - Without root, files and directories of the user that the user may not
 //!   read or enter (mode 000, say) are made readable for the walk with
 //!   `chmod` and given their modes back afterwards (directories at the end
