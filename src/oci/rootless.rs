@@ -763,9 +763,6 @@ impl<'v> Fields<'v> {
         let rel = s.strip_prefix('/').ok_or_else(|| bad("is not absolute"))?;
         let path =
             LayerPath::new(rel).map_err(|e| bad(&format!("is not valid ({})", e.cause())))?;
-        if rel != path.as_str() || rel.ends_with('/') {
-            return Err(bad("is not in normal form"));
-        }
         if path.names().any(is_reserved) {
             return Err(bad("has a name starting with `.wh.`"));
         }
