@@ -222,6 +222,11 @@
 //!   directory first).
 //! - Flattening writes into a new or empty directory only; on error the
 //!   directory holds part of the tree.
+//! - A rootless unpack keeps what it could not write (owners, device
+//!   nodes, privileged xattrs) in a file beside the tree, keyed by inode
+//!   ([`oci::rootless`]): a copy of the tree (new inodes) loses it, and
+//!   commits every owner as root's. Recording it reads the image's layers
+//!   a second time.
 //! - A [`DirLayer`] is crash-safe (every change is staged in its work
 //!   directory and renamed into place) except for one case of
 //!   [`WhiteoutFormat::Xattr`](layer::dir::WhiteoutFormat::Xattr): a

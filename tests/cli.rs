@@ -16,6 +16,9 @@ mod tools;
 
 use tools::{Scratch, difference, dir_tree, have, root, run, view_tree};
 
+#[path = "cli/rootless.rs"]
+mod rootless;
+
 /// What one run of the tool did.
 #[derive(Debug)]
 struct Ran {

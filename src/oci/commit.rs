@@ -64,9 +64,12 @@
 //!   `user.overlay.*`) and `security.selinux`, which labels the host's copy
 //!   rather than the image (`umoci` leaves it out too); `system.*` (ACLs)
 //!   is not read.
-//! - Owners are what the directory has: a directory unpacked without root
-//!   has the unpacking user's owners, and commits them (no map back to the
-//!   image's owners yet, as umoci's `--rootless` keeps beside the tree).
+//! - Owners are what the directory has. A directory a rootless unpack
+//!   wrote (the user's owners, no device nodes, no privileged xattrs) is
+//!   committed with [`layer_from_rootless_dir`] and the [`RootlessMap`]
+//!   kept beside it, which maps back what the unpack could not write;
+//!   [`layer_from_dir`] on such a directory records every owner as changed
+//!   and every device node as deleted.
 //! - Without root, files and directories of the user that the user may not
 //!   read or enter (mode 000, say) are made readable for the walk with
 //!   `chmod` and given their modes back afterwards (directories at the end
@@ -87,6 +90,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, StatxFlags};
 use rustix::io::Errno;
 
+use super::rootless::{Identity, RootlessMap};
 use super::whiteout::is_reserved;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -111,6 +115,84 @@ const CHUNK: usize = 1 << 20;
 /// UTF-8 or starts with `.wh.`; `EOPNOTSUPP` for a socket; `EIO` if `/proc`
 /// is not a procfs.
 pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
+    let (scan, root_meta) = scan_dir(base, dir, None, Compare::Contents)?;
+    scan.into_layer(&root_meta)
+}
+
+/// As [`layer_from_dir`], for a directory a rootless unpack wrote: what
+/// `map` kept beside it (owners, modes, extended attributes, device nodes
+/// the unpack could not write) is mapped back first, so that what the
+/// unpack could not write does not count as a change (see
+/// [`rootless`](super::rootless) for the rules).
+///
+/// # Errors
+/// As [`layer_from_dir`]; `EBADMSG` if `map` was recorded for another
+/// tree (its root is not the inode `map` names).
+pub fn layer_from_rootless_dir(
+    base: &MergedView,
+    dir: &Utf8Path,
+    map: &RootlessMap,
+) -> Result<MemLayer> {
+    let (scan, root_meta) = scan_dir(base, dir, Some(map), Compare::Contents)?;
+    scan.into_layer(&root_meta)
+}
+
+/// An object of a tree a rootless unpack wrote, or of the image that the
+/// tree lacks.
+pub(super) struct Unpacked {
+    pub(super) path: LayerPath,
+    /// Its metadata and identity on disk; `None` if the tree lacks it.
+    pub(super) disk: Option<(Metadata, Identity)>,
+    /// The identity of its parent directory on disk (the root's own for
+    /// the root).
+    pub(super) parent: Identity,
+}
+
+/// Every object of `dir` (the root first) and every object of `base` that
+/// `dir` lacks, with attributes but not contents compared: what a
+/// rootless unpack records.
+pub(super) fn unpacked_objects(base: &MergedView, dir: &Utf8Path) -> Result<Vec<Unpacked>> {
+    let (scan, root_meta) = scan_dir(base, dir, None, Compare::Attributes)?;
+    let root_id = scan.root_id;
+    let mut out = vec![Unpacked {
+        path: LayerPath::root(),
+        disk: Some((root_meta, root_id)),
+        parent: root_id,
+    }];
+    for (path, f) in &scan.found {
+        let parent = match path.parent() {
+            Some(p) if !p.is_root() => scan.found.get(&p).map_or(root_id, |f| f.id),
+            _ => root_id,
+        };
+        let disk = match f.what {
+            What::Whiteout => None,
+            _ => Some((f.meta.clone(), f.id)),
+        };
+        out.push(Unpacked {
+            path: path.clone(),
+            disk,
+            parent,
+        });
+    }
+    Ok(out)
+}
+
+/// What a walk compares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    /// Everything: a commit.
+    Contents,
+    /// Everything but file contents (files are never opened).
+    Attributes,
+}
+
+/// Walks `dir` against `base`; the walk and the root's metadata.
+fn scan_dir<'a>(
+    base: &'a MergedView,
+    dir: &'a Utf8Path,
+    map: Option<&'a RootlessMap>,
+    compare: Compare,
+) -> Result<(Scan<'a>, Metadata)> {
     check_procfs(dir)?;
     let root = rustix::fs::open(
         dir.as_str(),
@@ -132,14 +214,22 @@ pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
         dir,
         found: BTreeMap::new(),
         unlocked: Vec::new(),
+        map,
+        compare,
+        root_id: Identity::default(),
     };
-    let (root_meta, root_dev) = scan.stat(&root, &LayerPath::root())?;
-    let walked = scan.walk(&root, (root_dev, root_meta.ino));
+    let (root_disk, root_dev, root_id) = scan.stat(&root, &LayerPath::root())?;
+    if let Some(map) = map {
+        map.check_root(root_id, dir)?;
+    }
+    scan.root_id = root_id;
+    let root_meta = scan.mapped(&LayerPath::root(), &root_disk, root_id);
+    let walked = scan.walk(&root, (root_dev, root_disk.ino));
     // Whatever happened, the modes the walk raised are put back.
     let restored = scan.restore_modes(&root);
     walked?;
     restored?;
-    scan.into_layer(&root_meta)
+    Ok((scan, root_meta))
 }
 
 /// One object of the directory (or a whiteout for one it lacks).
@@ -155,6 +245,9 @@ struct Found {
     /// The base's inode number, for a non-directory the base shows with
     /// more than one link.
     base_linked: Option<u64>,
+    /// Its identity on disk (for a whiteout or an object the rootless map
+    /// adds: unused).
+    id: Identity,
 }
 
 enum What {
@@ -177,6 +270,11 @@ struct Scan<'a> {
     /// Directories of ours whose mode the walk raised to read them (as a
     /// user without root cannot otherwise), with their modes, in order.
     unlocked: Vec<(LayerPath, u32)>,
+    /// What a rootless unpack kept beside the directory.
+    map: Option<&'a RootlessMap>,
+    compare: Compare,
+    /// The identity of the directory's root.
+    root_id: Identity,
 }
 
 impl Scan<'_> {
@@ -193,11 +291,16 @@ impl Scan<'_> {
     }
 
     /// The metadata of the object `fd` (any kind of descriptor), with the
-    /// extended attributes that are compared and kept, and the device it
-    /// is on.
-    fn stat(&self, fd: &OwnedFd, path: &LayerPath) -> Result<(Metadata, u64)> {
-        let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
-            .map_err(|e| self.fail(e, Operation::Metadata, path))?;
+    /// extended attributes that are compared and kept, the device it is
+    /// on and its identity.
+    fn stat(&self, fd: &OwnedFd, path: &LayerPath) -> Result<(Metadata, u64, Identity)> {
+        let st = rustix::fs::statx(
+            fd,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )
+        .map_err(|e| self.fail(e, Operation::Metadata, path))?;
         let mode = u32::from(st.stx_mode);
         let file_type = FileType::from_mode(mode)
             .ok_or_else(|| self.fail(Errno::INVAL, Operation::Metadata, path))?;
@@ -217,7 +320,68 @@ impl Scan<'_> {
         meta.mtime = ts(st.stx_mtime);
         meta.ctime = ts(st.stx_ctime);
         meta.xattrs = read_xattrs(fd).map_err(|e| self.fail(e, Operation::ListXattr, path))?;
-        Ok((meta, makedev(st.stx_dev_major, st.stx_dev_minor)))
+        let has_btime = StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::BTIME);
+        let id = Identity {
+            ino: st.stx_ino,
+            btime: has_btime.then(|| ts(st.stx_btime)),
+        };
+        Ok((meta, makedev(st.stx_dev_major, st.stx_dev_minor), id))
+    }
+
+    /// `disk`, the metadata of the object at `path` of identity `id`, with
+    /// the rootless map's attributes mapped back (as it is without a map).
+    fn mapped(&self, path: &LayerPath, disk: &Metadata, id: Identity) -> Metadata {
+        match self.map {
+            Some(map) => map.map_back(path, disk, id),
+            None => disk.clone(),
+        }
+    }
+
+    /// Records the objects the rootless map keeps in directory `dir` (of
+    /// identity `dir_id`, with `names` on disk): those the unpack could
+    /// not write (device nodes) and that are still not on disk. Returns
+    /// their names.
+    fn add_kept_absent(
+        &mut self,
+        dir: &LayerPath,
+        dir_id: Identity,
+        names: &[String],
+        base_is_dir: bool,
+    ) -> Result<BTreeSet<String>> {
+        let mut added = BTreeSet::new();
+        let Some(map) = self.map else {
+            return Ok(added);
+        };
+        for (name, meta, link) in map.absent_in(dir, dir_id) {
+            if names.binary_search_by(|n| n.as_str().cmp(name)).is_ok() {
+                continue;
+            }
+            let path = dir.join(name)?;
+            let before = if base_is_dir {
+                self.base_meta(&path)?
+            } else {
+                None
+            };
+            let base_linked = before
+                .as_ref()
+                .filter(|b| !b.is_dir() && b.nlink > 1)
+                .map(|b| b.ino);
+            let changed = !before.as_ref().is_some_and(|b| same_attributes(b, meta));
+            self.found.insert(
+                path,
+                Found {
+                    what: What::Special,
+                    meta: meta.clone(),
+                    changed,
+                    // One object in the image: one key no inode on disk has.
+                    linked: link.map(|ino| (u64::MAX, ino)),
+                    base_linked,
+                    id: Identity::default(),
+                },
+            );
+            added.insert(name.to_owned());
+        }
+        Ok(added)
     }
 
     /// What the base shows at `path`, if anything (a final symlink is not
@@ -268,10 +432,15 @@ impl Scan<'_> {
                 .with_detail("the directory was replaced during the walk"));
             }
             let names = self.names(&fd, &path)?;
+            let dir_id = match self.found.get(&path) {
+                Some(f) if !path.is_root() => f.id,
+                _ => self.root_id,
+            };
+            let kept = self.add_kept_absent(&path, dir_id, &names, base_is_dir)?;
             if base_is_dir {
                 let at = if path.is_root() { "/" } else { path.as_str() };
                 for entry in self.base.read_dir(at)? {
-                    if names.binary_search(&entry.name).is_err() {
+                    if names.binary_search(&entry.name).is_err() && !kept.contains(&entry.name) {
                         let gone = path.join(&entry.name)?;
                         self.found.insert(
                             gone,
@@ -281,6 +450,7 @@ impl Scan<'_> {
                                 changed: true,
                                 linked: None,
                                 base_linked: None,
+                                id: Identity::default(),
                             },
                         );
                     }
@@ -356,7 +526,11 @@ impl Scan<'_> {
             Mode::empty(),
         )
         .map_err(|e| self.fail(e, Operation::Open, path))?;
-        let (meta, dev) = self.stat(&obj, path)?;
+        let (disk, dev, id) = self.stat(&obj, path)?;
+        // What the walk does on disk follows `disk`; what it compares and
+        // records follows `meta`, with what a rootless unpack kept mapped
+        // back.
+        let meta = self.mapped(path, &disk, id);
         // Two names are one inode when device and inode number both match.
         let linked = (!meta.is_dir() && meta.nlink > 1).then_some((dev, meta.ino));
         let base_linked = before
@@ -369,10 +543,10 @@ impl Scan<'_> {
             FileType::Dir => {
                 // A directory of ours we may not list or enter (mode 000,
                 // say): opened up for the walk, put back after it.
-                if needs_unlock(&meta, 0o500) {
-                    set_mode(&obj, meta.mode | 0o700)
+                if needs_unlock(&disk, 0o500) {
+                    set_mode(&obj, disk.mode | 0o700)
                         .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
-                    self.unlocked.push((path.clone(), meta.mode));
+                    self.unlocked.push((path.clone(), disk.mode));
                 }
                 let base_is_dir = before.as_ref().is_some_and(Metadata::is_dir);
                 let st =
@@ -380,14 +554,17 @@ impl Scan<'_> {
                 next = Some((path.clone(), base_is_dir, (st.st_dev, st.st_ino)));
                 (What::Dir, !same_attrs)
             }
+            FileType::File if self.compare == Compare::Attributes => {
+                (What::File(None), !same_attrs)
+            }
             FileType::File => {
-                let fd = if needs_unlock(&meta, 0o400) {
+                let fd = if needs_unlock(&disk, 0o400) {
                     // A file of ours we may not read: readable just long
                     // enough to open it.
-                    set_mode(&obj, meta.mode | 0o400)
+                    set_mode(&obj, disk.mode | 0o400)
                         .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
                     let opened = reopen(&obj, OFlags::RDONLY);
-                    set_mode(&obj, meta.mode)
+                    set_mode(&obj, disk.mode)
                         .map_err(|e| self.fail(e, Operation::SetPermissions, path))?;
                     opened
                 } else {
@@ -432,6 +609,7 @@ impl Scan<'_> {
                 changed,
                 linked,
                 base_linked,
+                id,
             },
         );
         Ok(next)
@@ -607,7 +785,7 @@ fn same_attributes(base: &Metadata, now: &Metadata) -> bool {
 }
 
 /// Whether an extended attribute of the directory belongs in a layer.
-fn keep_xattr(name: &str) -> bool {
+pub(super) fn keep_xattr(name: &str) -> bool {
     let namespace =
         name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security.");
     namespace
@@ -616,7 +794,7 @@ fn keep_xattr(name: &str) -> bool {
         && name != "security.selinux"
 }
 
-fn kept_xattrs(xattrs: &Xattrs) -> Xattrs {
+pub(super) fn kept_xattrs(xattrs: &Xattrs) -> Xattrs {
     let mut out = xattrs.clone();
     out.retain(|name, _| keep_xattr(name));
     out

@@ -166,14 +166,20 @@ pub struct FlattenOptions {
     pub setuid: Policy,
     /// Owners of what is written.
     pub owners: Owners,
+    /// Extended attributes only a privileged user may set: `trusted.*`
+    /// (`CAP_SYS_ADMIN`) and `security.*` (`security.capability` needs
+    /// `CAP_SETFCAP`). As a user other than root, strip them (a rootless
+    /// unpack keeps them in its [`RootlessMap`](super::rootless::RootlessMap))
+    /// or refuse them.
+    pub privileged_xattrs: Policy,
     /// Layers decompressed at the same time; 0 for
     /// [`std::thread::available_parallelism`].
     pub threads: usize,
 }
 
 impl FlattenOptions {
-    /// The defaults: default limits, devices and setuid bits kept, owners
-    /// preserved, one thread per core.
+    /// The defaults: default limits, devices, setuid bits and privileged
+    /// extended attributes kept, owners preserved, one thread per core.
     #[must_use]
     pub fn new() -> FlattenOptions {
         FlattenOptions::default()
@@ -204,6 +210,13 @@ impl FlattenOptions {
     #[must_use]
     pub fn with_owners(mut self, owners: Owners) -> FlattenOptions {
         self.owners = owners;
+        self
+    }
+
+    /// Sets [`FlattenOptions::privileged_xattrs`].
+    #[must_use]
+    pub fn with_privileged_xattrs(mut self, policy: Policy) -> FlattenOptions {
+        self.privileged_xattrs = policy;
         self
     }
 
@@ -312,7 +325,8 @@ fn flatten_checked<F>(
 where
     F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
 {
-    let disk = Disk::open(target, options.owners)?;
+    let mut disk = Disk::open(target, options.owners)?;
+    disk.privileged_xattrs = options.privileged_xattrs;
     let n = layers.len();
     let open = |i: usize| -> Result<Box<dyn Read + Send>> {
         match layers.get(i) {
@@ -1663,6 +1677,7 @@ struct Disk {
     /// What the target was before: `None` if this flatten created it.
     found: Option<rustix::fs::Stat>,
     owners: Owners,
+    privileged_xattrs: Policy,
     /// Owners that need no `chown`: what new files get anyway.
     native: Option<(u32, u32)>,
     /// The last parent directory opened.
@@ -1743,6 +1758,7 @@ impl Disk {
             root,
             found: (!created).then_some(found),
             owners,
+            privileged_xattrs: Policy::Keep,
             native,
             cached: None,
             procfs: None,
@@ -1816,6 +1832,20 @@ impl Disk {
         }
     }
 
+    /// Whether extended attribute `name` of an object of `file_type` is
+    /// written, by the privileged-xattrs policy (refused: an error).
+    fn writes_xattr(&self, file_type: FileType, name: &str) -> Result<bool, DiskError> {
+        let privileged = name.starts_with("trusted.") || name.starts_with("security.");
+        match self.privileged_xattrs {
+            Policy::Strip if privileged => Ok(false),
+            Policy::Refuse if privileged => Err(DiskError::new(
+                Errno::PERM,
+                format!("extended attribute `{name}` needs privilege (refused)"),
+            )),
+            _ => Ok(xattr_allowed_on(file_type, name)),
+        }
+    }
+
     fn check_procfs(&mut self) -> Result<(), DiskError> {
         let ok = *self.procfs.get_or_insert_with(procfs_is_mounted);
         if ok {
@@ -1868,12 +1898,12 @@ impl Disk {
         body: &Body,
     ) -> Result<(), DiskError> {
         let owner = self.owner(meta);
-        let xattrs: Vec<(&str, &[u8])> = meta
-            .xattrs
-            .iter()
-            .filter(|(n, _)| xattr_allowed_on(meta.file_type, n))
-            .map(|(n, v)| (n, &v[..]))
-            .collect();
+        let mut xattrs: Vec<(&str, &[u8])> = Vec::new();
+        for (n, v) in meta.xattrs.iter() {
+            if self.writes_xattr(meta.file_type, n)? {
+                xattrs.push((n, &v[..]));
+            }
+        }
         let is_symlink = matches!(body, Body::Symlink(_));
         if !is_symlink || !xattrs.is_empty() {
             self.check_procfs()?;
@@ -1957,7 +1987,7 @@ impl Disk {
         rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & MODE_MASK))
             .map_err(|e| DiskError::new(e, "cannot set its mode"))?;
         for (name, value) in meta.xattrs.iter() {
-            if xattr_allowed_on(meta.file_type, name) {
+            if self.writes_xattr(meta.file_type, name)? {
                 rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty()).map_err(|e| {
                     DiskError::new(e, format!("cannot set extended attribute `{name}`"))
                 })?;

@@ -17,6 +17,7 @@ pub mod flatten;
 pub mod image;
 pub mod import;
 pub mod layout;
+pub mod rootless;
 pub mod spec;
 pub mod tar_read;
 pub mod whiteout;
@@ -33,5 +34,6 @@ pub use flatten::{
 pub use image::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome};
 pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
 pub use layout::{BlobReader, BlobWriter, Durability, GcMode, GcReport, OciLayout};
+pub use rootless::RootlessMap;
 pub use spec::{Descriptor, Document, History, ImageConfig, Index, Manifest, Platform};
 pub use tar_read::{Limits, TarEntry, TarKind, TarReader};

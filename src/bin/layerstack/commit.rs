@@ -2,8 +2,10 @@
 //! as a new layer under a new tag (as `umoci repack`).
 
 use camino::Utf8Path;
-use layerstack::oci::commit::layer_from_dir;
+use layerstack::oci::RootlessMap;
+use layerstack::oci::commit::{layer_from_dir, layer_from_rootless_dir};
 use layerstack::oci::layout::check_tag;
+use layerstack::oci::rootless::metadata_path;
 use layerstack::oci::{BuildOptions, Durability, StepOutcome};
 use layerstack::{Result, Timestamp};
 
@@ -32,9 +34,17 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
     check_tag(tag)?;
     let (store, base) = image.open()?;
     let view = open_view(&store, &base)?;
+    // A tree a rootless unpack wrote has its map beside it (none for `/`).
+    let map = match metadata_path(dir) {
+        Ok(at) => RootlessMap::read(&at)?.map(|map| (at, map)),
+        Err(_) => None,
+    };
     let layer = {
         let _progress = Progress::spinner(format!("comparing {dir} with {image}"));
-        layer_from_dir(&view, dir)?
+        match &map {
+            Some((_, map)) => layer_from_rootless_dir(&view, dir, map)?,
+            None => layer_from_dir(&view, dir)?,
+        }
     };
     let mut builder = store.builder(Some(&base), BuildOptions::default().created(created()))?;
     let outcome = builder.add_layer_from(layer, CREATED_BY)?;
@@ -50,6 +60,11 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
     }
     // Nothing below may fail the command: the tag is in.
     let report = |out: &mut Out| -> Result<()> {
+        if let Some((at, _)) = &map {
+            out.line(format_args!(
+                "{dir} was unpacked rootless: owners, modes, extended attributes and device nodes only root can write are mapped back from {at}"
+            ))?;
+        }
         match outcome {
             StepOutcome::Empty => {
                 out.line(format_args!(

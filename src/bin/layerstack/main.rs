@@ -75,13 +75,24 @@ earlier `layerstack demo` wrote.")]
     },
     /// Flatten an image into a root filesystem directory.
     #[command(after_help = "\
+Without root (or with --rootless) files are owned by the caller, and device
+nodes and trusted.*/security.* extended attributes are not written; what the
+image has instead is kept in DIR.layerstack-rootless.json beside DIR, and
+`layerstack commit` maps it back, so an unchanged tree commits as an empty
+layer. The caller's files count as root's (0:0) in the image.
+
 Examples:
-  layerstack unpack ./layerstack-demo:demo rootfs")]
+  layerstack unpack ./layerstack-demo:demo rootfs
+  layerstack unpack --rootless ./layerstack-demo:demo rootfs")]
     Unpack {
         /// The image: LAYOUT[:TAG]
         image: ImageRef,
         /// The directory to write the root filesystem into
         dir: Utf8PathBuf,
+        /// Write only what an unprivileged user can, and keep the rest
+        /// beside DIR (always so without root)
+        #[arg(long)]
+        rootless: bool,
     },
     /// Import a `docker save` archive into an image layout.
     #[command(after_help = "\
@@ -352,9 +363,15 @@ fn run(command: Command) -> Result<()> {
                 }
             ))?;
         }
-        Command::Unpack { image, dir } => {
+        Command::Unpack {
+            image,
+            dir,
+            rootless,
+        } => {
             let (store, img) = image.open()?;
-            let s = unpack::unpack_image(&store, &img, &dir)?;
+            let privilege = unpack::Privilege::new(rootless);
+            let unpacked = unpack::unpack_image(&store, &img, &dir, privilege)?;
+            let s = unpacked.summary;
             out.line(format_args!(
                 "unpacked {image} into {dir}: {}, {}, {}, {}, {}, {}",
                 count(s.files, "file", "files"),
@@ -374,6 +391,13 @@ fn run(command: Command) -> Result<()> {
                 out.line(format_args!(
                     "{} skipped: making them needs root",
                     count(s.devices_stripped, "device node", "device nodes")
+                ))?;
+            }
+            if let Some((at, map)) = unpacked.rootless {
+                out.line(format_args!(
+                    "rootless: what only root can write ({} with other owners, modes or extended attributes, {}) is kept in {at} for commit",
+                    count(map.kept() as u64, "object", "objects"),
+                    count(map.absent() as u64, "device node", "device nodes"),
                 ))?;
             }
         }

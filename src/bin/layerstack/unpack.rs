@@ -9,24 +9,117 @@
 //! renamed into place only when every layer has been read and checked, so
 //! a failed unpack leaves nothing behind: no partial tree, no bytes of a
 //! tampered layer, no directory the command created.
+//!
+//! A rootless unpack (`--rootless`, and always without root) writes what
+//! an unprivileged user can: files owned by the caller, no device nodes,
+//! no `trusted.*` or `security.*` extended attributes. It then records
+//! what it could not write in a [`RootlessMap`] beside the tree
+//! (`DIR.layerstack-rootless.json`), written before the tree is moved into
+//! place and removed again if that fails; `commit` maps it back. An unpack
+//! that is not rootless removes a map an earlier one left there.
 
 use camino::{Utf8Path, Utf8PathBuf};
-use layerstack::oci::{FlattenOptions, FlattenSummary, Image, ImageStore, Owners, Policy};
+use layerstack::oci::rootless::metadata_path;
+use layerstack::oci::{
+    FlattenOptions, FlattenSummary, Image, ImageStore, Owners, Policy, RootlessMap,
+};
 use layerstack::{Error, ErrorKind, Operation, Result};
 use rustix::fs::{AtFlags, CWD, RenameFlags};
 
-/// Writes the root filesystem of `image` into `dir`. As root, owners and
-/// device nodes are kept; otherwise files are owned by the caller and
-/// device nodes are skipped (an unprivileged user cannot make them), as
-/// `umoci unpack --rootless` does.
-pub fn unpack_image(store: &ImageStore, image: &Image, dir: &Utf8Path) -> Result<FlattenSummary> {
-    let options = if rustix::process::geteuid().is_root() {
-        FlattenOptions::new()
-    } else {
-        FlattenOptions::new()
-            .with_owners(Owners::Ignore)
-            .with_devices(Policy::Strip)
+use crate::ls::open_view;
+
+/// How an unpack writes the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// Owners, device nodes and privileged extended attributes as the
+    /// image has them (needs root).
+    Root,
+    /// Only what an unprivileged user can write; the rest is kept in a
+    /// [`RootlessMap`] beside the tree, as `umoci unpack --rootless` does.
+    Rootless,
+}
+
+impl Privilege {
+    /// Rootless when asked, or when not root.
+    pub fn new(rootless: bool) -> Privilege {
+        if rootless || !rustix::process::geteuid().is_root() {
+            Privilege::Rootless
+        } else {
+            Privilege::Root
+        }
+    }
+}
+
+/// A rootless unpack's map, and where it is.
+type Recorded = Option<(Utf8PathBuf, RootlessMap)>;
+
+/// What an unpack wrote.
+pub struct Unpacked {
+    pub summary: FlattenSummary,
+    /// For a rootless unpack: where its map is, and the map.
+    pub rootless: Recorded,
+}
+
+/// Writes the root filesystem of `image` into `dir` (see the module
+/// documentation for `privilege`).
+pub fn unpack_image(
+    store: &ImageStore,
+    image: &Image,
+    dir: &Utf8Path,
+    privilege: Privilege,
+) -> Result<Unpacked> {
+    let map_path = metadata_path(dir);
+    let options = match privilege {
+        Privilege::Root => FlattenOptions::new(),
+        Privilege::Rootless => {
+            // Before anything is written: a tree without room for its map
+            // beside it is refused.
+            map_path.clone()?;
+            FlattenOptions::new()
+                .with_owners(Owners::Ignore)
+                .with_devices(Policy::Strip)
+                .with_privileged_xattrs(Policy::Strip)
+        }
     };
+    let record = |tree: &Utf8Path| -> Result<Recorded> {
+        if privilege == Privilege::Root {
+            return Ok(None);
+        }
+        let view = open_view(store, image)?;
+        let map = RootlessMap::record(&view, tree)?.with_image(image.descriptor.digest.to_string());
+        let at = map_path.clone()?;
+        map.write(&at)?;
+        Ok(Some((at, map)))
+    };
+    let unpacked = unpack_tree(store, image, dir, &options, record)?;
+    if unpacked.rootless.is_none()
+        && let Ok(stale) = &map_path
+    {
+        remove_stale_map(stale)?;
+    }
+    Ok(unpacked)
+}
+
+/// Removes the map an earlier rootless unpack left beside the target: it
+/// describes a tree that is gone.
+fn remove_stale_map(path: &Utf8Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => {
+            std::fs::remove_file(path).map_err(|e| Error::from_io(&e, Operation::RemoveFile, path))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Flattens into a staging directory, `record`s the tree there and moves
+/// it into place.
+fn unpack_tree(
+    store: &ImageStore,
+    image: &Image,
+    dir: &Utf8Path,
+    options: &FlattenOptions,
+    record: impl Fn(&Utf8Path) -> Result<Recorded>,
+) -> Result<Unpacked> {
     let target_exists = match rustix::fs::statat(CWD, dir.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
         Ok(_) => true,
         Err(rustix::io::Errno::NOENT) => false,
@@ -38,7 +131,9 @@ pub fn unpack_image(store: &ImageStore, image: &Image, dir: &Utf8Path) -> Result
     let Some(staging) = staging_path(dir) else {
         // No parent to stage in (`/`, `..`): write in place, as flatten
         // checks the target.
-        return store.flatten(image, dir, &options);
+        let summary = store.flatten(image, dir, options)?;
+        let rootless = record(dir)?;
+        return Ok(Unpacked { summary, rootless });
     };
     if target_exists {
         // A symlink, a file or a non-empty directory is refused here, with
@@ -46,8 +141,9 @@ pub fn unpack_image(store: &ImageStore, image: &Image, dir: &Utf8Path) -> Result
         check_target(dir)?;
     }
     let result = store
-        .flatten(image, &staging, &options)
-        .and_then(|summary| {
+        .flatten(image, &staging, options)
+        .and_then(|summary| Ok((summary, record(&staging)?)))
+        .and_then(|(summary, rootless)| {
             // Onto an empty directory rename(2) replaces it; else the name
             // must still be free.
             let flags = if target_exists {
@@ -55,20 +151,23 @@ pub fn unpack_image(store: &ImageStore, image: &Image, dir: &Utf8Path) -> Result
             } else {
                 RenameFlags::NOREPLACE
             };
-            rustix::fs::renameat_with(CWD, staging.as_str(), CWD, dir.as_str(), flags).map_err(
-                |e| {
+            let moved = rustix::fs::renameat_with(CWD, staging.as_str(), CWD, dir.as_str(), flags)
+                .map_err(|e| {
                     Error::new(
                         ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io),
                         Operation::Flatten,
                         dir,
                     )
                     .with_detail(format!("cannot move the unpacked tree into place: {e}"))
-                },
-            )?;
-            Ok(summary)
+                });
+            if let (Err(_), Some((map, _))) = (&moved, &rootless) {
+                let _ = std::fs::remove_file(map);
+            }
+            moved?;
+            Ok(Unpacked { summary, rootless })
         });
     match result {
-        Ok(summary) => Ok(summary),
+        Ok(unpacked) => Ok(unpacked),
         Err(e) => {
             // The staging directory is this command's business: name the
             // target the user gave.
