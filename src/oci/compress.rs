@@ -731,7 +731,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 data.extend_from_slice(&x.to_le_bytes());
             } else {
                 data.extend_from_slice(b"usr/lib/x86_64-linux-gnu/libc.so.6 ");
