@@ -15,6 +15,13 @@
 //!   `tar -c | zstd | sha256sum`, and beside the same pipelines with a
 //!   `tee` to a second `sha256sum` for the DiffID, the same work.
 //!
+//! - `inspect/*`: `layerstack inspect` of the image as it is now (the
+//!   uncompressed sizes from the layout's layer cache, no layer read),
+//!   `inspect --sizes` with the cache emptied before each run (every layer
+//!   read, as every `inspect` did before the cache), and
+//!   `skopeo inspect --raw` when skopeo is installed. The image is a copy
+//!   of the corpus layout, so the corpus itself never gains a cache.
+//!
 //! Before measuring, it checks that `layerstack unpack`, `umoci unpack` and
 //! the kernel mount give the same tree (`testing::snapshot_dir`: types,
 //! modes, owners, sizes, link counts, contents, targets, devices, xattrs).
@@ -244,6 +251,64 @@ fn export(c: &mut Criterion, corpus: &Path) {
     group.finish();
 }
 
+fn inspect(c: &mut Criterion, corpus: &Path, tmp: &Path) {
+    let layerstack = env!("CARGO_BIN_EXE_layerstack");
+    let layout = fresh(&tmp.join("inspect"));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(corpus.join("oci"))
+        .arg(&layout));
+    let image = format!("{}:bench", layout.display());
+    let cache = layout.join(".layerstack");
+    let inspect = |sizes: bool| {
+        let out = Command::new(layerstack)
+            .arg("inspect")
+            .arg(&image)
+            .args(sizes.then_some("--sizes"))
+            .output()
+            .expect("run layerstack inspect");
+        assert!(out.status.success(), "layerstack inspect failed");
+        out.stdout
+    };
+    // Once with --sizes: every size is known after it.
+    let _ = std::fs::remove_dir_all(&cache);
+    let text = String::from_utf8(inspect(true)).expect("UTF-8 output");
+    assert!(
+        !text.contains("not known"),
+        "inspect --sizes left a size unknown"
+    );
+    assert_eq!(
+        inspect(false),
+        text.into_bytes(),
+        "the cache gives other sizes"
+    );
+
+    let mut group = c.benchmark_group("inspect");
+    group.sample_size(10);
+    group.bench_function("layerstack_cached", |b| {
+        b.iter(|| black_box(inspect(false)))
+    });
+    group.bench_function("layerstack_sizes_uncached", |b| {
+        b.iter_batched(
+            || {
+                let _ = std::fs::remove_dir_all(&cache);
+            },
+            |()| black_box(inspect(true)),
+            BatchSize::PerIteration,
+        )
+    });
+    if have("skopeo") {
+        let oci = format!("oci:{image}");
+        group.bench_function("skopeo_inspect_raw", |b| {
+            b.iter(|| run(Command::new("skopeo").args(["inspect", "--raw", &oci])))
+        });
+    } else {
+        eprintln!("inspect/skopeo_inspect_raw: skopeo is not installed, not measured");
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&layout);
+}
+
 /// Counts the bytes written to it, as `wc -c` would.
 struct Counter(u64);
 
@@ -274,6 +339,7 @@ fn commands(c: &mut Criterion) {
     }
     let tmp = Tmpfs::new(scratch_root("bench-commands").join("tmpfs"));
     flatten(c, &corpus, &tmp.0);
+    inspect(c, &corpus, &tmp.0);
     export(c, &corpus);
 }
 

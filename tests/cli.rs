@@ -545,6 +545,115 @@ history (bottom first)
     );
 }
 
+/// The `size` line of each layer in `inspect`'s text output.
+fn size_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("  size "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn inspect_reads_no_layer_and_sizes_learns_what_it_does_not_know() {
+    let s = Scratch::new("cli-inspect-cache");
+    let dir = demo(&s);
+    let img = image(&dir, "demo");
+    let at = format!("{dir}:demo");
+    let known = |n: usize, len: u64| {
+        format!(
+            "  size        {} bytes compressed, {} uncompressed",
+            thousands(img.layers()[n].size),
+            thousands(len)
+        )
+    };
+    let unknown = |n: usize| {
+        format!(
+            "  size        {} bytes compressed, uncompressed not known yet (--sizes reads the layer)",
+            thousands(img.layers()[n].size)
+        )
+    };
+    let all_known = vec![known(0, 12_800), known(1, 4_608), known(2, 6_144)];
+    // The layers are moved away: what demo wrote is known without them.
+    let blobs = dir.join("blobs/sha256");
+    let away = s.path("away");
+    std::fs::create_dir(&away).unwrap();
+    let hide = |hidden: bool| {
+        for d in img.layers() {
+            let (from, to) = (blobs.join(d.digest.hex()), away.join(d.digest.hex()));
+            let (from, to) = if hidden { (from, to) } else { (to, from) };
+            std::fs::rename(from, to).unwrap();
+        }
+    };
+    hide(true);
+    assert_eq!(size_lines(&ok(&["inspect", &at])), all_known);
+
+    // Without the cache, nothing is read: the sizes are not known yet...
+    std::fs::remove_dir_all(dir.join(".layerstack")).unwrap();
+    assert_eq!(
+        size_lines(&ok(&["inspect", &at])),
+        vec![unknown(0), unknown(1), unknown(2)]
+    );
+    let v = json_of(&ok(&["inspect", &at, "--json"]));
+    for n in 0..3 {
+        assert_eq!(v["layers"][n]["uncompressed_size"], Value::Null);
+    }
+    // ... and --sizes reads them, here failing on the missing blob.
+    assert_eq!(
+        fails(&["inspect", &at, "--sizes"], 1),
+        format!(
+            "error: failed to read blob `{}`: no such blob in `{dir}`\n",
+            img.layers()[0].digest
+        )
+    );
+    hide(false);
+    assert_eq!(size_lines(&ok(&["inspect", &at, "--sizes"])), all_known);
+    // What --sizes learnt is kept: known again with the layers away.
+    hide(true);
+    assert_eq!(size_lines(&ok(&["inspect", &at])), all_known);
+    hide(false);
+
+    // A record for another DiffID, or damaged, is no record.
+    let record = dir
+        .join(".layerstack/layers")
+        .join(format!("{}.json", img.layers()[1].digest.hex()));
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, text.replace(&diff_id(&img, 1), &diff_id(&img, 2))).unwrap();
+    std::fs::write(
+        dir.join(".layerstack/layers")
+            .join(format!("{}.json", img.layers()[2].digest.hex())),
+        "{\"digest\":",
+    )
+    .unwrap();
+    assert_eq!(
+        size_lines(&ok(&["inspect", &at])),
+        vec![known(0, 12_800), unknown(1), unknown(2)]
+    );
+
+    // A symlinked cache is neither read nor written through.
+    let outside = s.path("outside");
+    std::fs::create_dir_all(outside.join("layers")).unwrap();
+    std::fs::write(
+        outside
+            .join("layers")
+            .join(format!("{}.json", img.layers()[0].digest.hex())),
+        json!({"digest": full(&img, 0), "diff_id": diff_id(&img, 0), "uncompressed_size": 1})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(dir.join(".layerstack")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join(".layerstack")).unwrap();
+    assert_eq!(size_lines(&ok(&["inspect", &at, "--sizes"])), all_known);
+    assert_eq!(
+        std::fs::read_dir(outside.join("layers")).unwrap().count(),
+        1,
+        "nothing written through the symlink"
+    );
+    assert_eq!(
+        size_lines(&ok(&["inspect", &at])),
+        vec![unknown(0), unknown(1), unknown(2)]
+    );
+}
+
 #[test]
 fn errors_name_the_operation_and_the_path_and_exit_1() {
     let s = Scratch::new("cli-errors");

@@ -19,7 +19,7 @@ use super::digest::{Digest, chain_ids};
 use super::export::{ExportOptions, export_layer};
 use super::flatten::{FlattenOptions, FlattenSummary, flatten_layers_verified};
 use super::import::{ImportOptions, import_layer};
-use super::layout::{Durability, OciLayout, check_tag};
+use super::layout::{Durability, LayerRecord, OciLayout, check_tag};
 use super::spec::{ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::{MemLayer, to_mem_layer};
@@ -184,6 +184,14 @@ impl ImageStore {
                     summary.diff_id
                 )));
             }
+            // Read through and checked: what `inspect` shows next time
+            // without reading it again. A layout we may not write to
+            // just stays without the record.
+            let _ = self.layout.record_layer(&LayerRecord {
+                digest: descriptor.digest,
+                diff_id: want,
+                uncompressed_size: summary.uncompressed_size,
+            });
             let layer: Arc<dyn Layer> = Arc::new(layer);
             self.cache
                 .lock()
@@ -524,6 +532,11 @@ impl ImageBuilder<'_> {
         let (digest, size) = writer.commit()?;
         debug_assert_eq!(digest, digests.digest);
         let descriptor = Descriptor::new(digests.media_type(), digest, size);
+        let _ = layout.record_layer(&LayerRecord {
+            digest,
+            diff_id: digests.diff_id,
+            uncompressed_size: digests.uncompressed_size,
+        });
         self.config.diff_ids.push(digests.diff_id);
         self.config.history.push(self.history(created_by, false));
         self.layers.push(descriptor.clone());

@@ -6,6 +6,9 @@
 //! index.json            an image index; the `org.opencontainers.image.ref.name`
 //!                       annotation of a descriptor is its tag
 //! blobs/sha256/<hex>    every blob, named by the sha256 of its bytes
+//! .layerstack/layers/<hex>.json
+//!                       what layerstack learnt reading a layer blob (its
+//!                       DiffID and uncompressed size): a cache, see below
 //! ```
 //!
 //! ```
@@ -73,6 +76,23 @@
 //! by garbage collection; [`OciLayout::resume`] finishes a layout whose
 //! creation was cut short.
 //!
+//! # The layer cache
+//!
+//! Reading a whole layer to learn its uncompressed size costs as much as
+//! reading the layer, so what a full read learnt is kept beside the blobs,
+//! outside `blobs/` (the image and its digests never change): one small
+//! JSON file per layer blob, `.layerstack/layers/<hex>.json` holding
+//! `{"digest", "diff_id", "uncompressed_size"}` ([`LayerRecord`]). It is
+//! written, best effort, after a layer was read through and its DiffID
+//! checked, or after it was written by us, and read by
+//! [`OciLayout::layer_record`], which hands out a record only when it is a
+//! regular file within the layout, parses, names the blob asked for and
+//! the DiffID the caller expects. The cache is a hint for display (the
+//! sizes `inspect` shows): nothing that guards memory or disk relies on
+//! it, so a forged size misstates a number and nothing else. A missing or
+//! damaged record is the same as none; garbage collection removes the
+//! records of the blobs it removes. Other tools ignore the directory.
+//!
 //! # Limitations
 //!
 //! - [`OciLayout::collect_garbage`] must not run while another writer adds
@@ -110,6 +130,12 @@ const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const INDEX_FILE: &str = "index.json";
 const BLOBS_DIR: &str = "blobs/sha256";
 const TEMP_PREFIX: &str = ".tmp-";
+/// The layer cache: `.layerstack/layers/<hex>.json`.
+const CACHE_DIR: &str = ".layerstack";
+const CACHE_LAYERS: &str = "layers";
+const CACHE_SUFFIX: &str = ".json";
+/// A layer record is a few hundred bytes; more is not one of ours.
+const MAX_RECORD_BYTES: u64 = 4096;
 
 /// How old a temporary file must be before garbage collection removes it:
 /// younger ones may belong to a writer that is still running.
@@ -145,8 +171,24 @@ pub struct GcReport {
     /// The stale temporary files removed, as paths in the layout
     /// (`blobs/sha256/.tmp-<pid>-<n>`), sorted.
     pub temporaries: Vec<String>,
-    /// The bytes of the files removed (the blobs and stale temporary files).
+    /// The blobs whose records in the layer cache were removed with them
+    /// (see [the layer cache](self#the-layer-cache)), sorted.
+    pub cache_records: Vec<Digest>,
+    /// The bytes of the files removed (the blobs, stale temporary files
+    /// and cache records).
     pub bytes_freed: u64,
+}
+
+/// What reading a layer blob through taught: kept in the layout's layer
+/// cache (see [the module documentation](self#the-layer-cache)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerRecord {
+    /// The layer blob's digest.
+    pub digest: Digest,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The size of the uncompressed tar in bytes.
+    pub uncompressed_size: u64,
 }
 
 /// Whether [`OciLayout::collect_garbage_with`] removes what it finds.
@@ -1107,8 +1149,10 @@ impl OciLayout {
             report.removed.push(digest);
         }
         self.remove_stale_temps(&blobs, mode, &mut report);
+        self.remove_cache_records(&root, &live, mode, &mut report);
         report.removed.sort();
         report.temporaries.sort();
+        report.cache_records.sort();
         if mode == GcMode::Remove {
             rustix::fs::fsync(&*blobs).map_err(fail)?;
         }
@@ -1144,6 +1188,132 @@ impl OciLayout {
             report.bytes_freed += u64::try_from(st.st_size).unwrap_or(0);
             report.temporaries.push(format!("{BLOBS_DIR}/{name}"));
         }
+    }
+
+    /// Removes (or, in a dry run, lists) the layer cache's records of blobs
+    /// that are not `live`, and its stale temporary files. Best effort, as
+    /// for temporary files: the cache is never worth failing over.
+    fn remove_cache_records(
+        &self,
+        root: &OwnedFd,
+        live: &HashSet<Digest>,
+        mode: GcMode,
+        report: &mut GcReport,
+    ) {
+        let Ok(dir) = self.open_cache(root, false) else {
+            return;
+        };
+        let Ok(names) = list_dir(&dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for name in names {
+            let digest = name.strip_suffix(CACHE_SUFFIX).and_then(Digest::from_hex);
+            let Ok(st) = stat_nofollow(&dir, &name) else {
+                continue;
+            };
+            if FileType::from_mode(st.st_mode) != Some(FileType::File) {
+                continue;
+            }
+            let stale_temp = is_temp_name(&name) && {
+                let mtime = u64::try_from(st.st_mtime)
+                    .ok()
+                    .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+                is_stale_temp(&name, mtime, now)
+            };
+            let dead = digest.is_some_and(|d| !live.contains(&d));
+            if !(dead || stale_temp) {
+                continue;
+            }
+            if mode == GcMode::Remove
+                && rustix::fs::unlinkat(&*dir, name.as_str(), AtFlags::empty()).is_err()
+            {
+                continue;
+            }
+            report.bytes_freed += u64::try_from(st.st_size).unwrap_or(0);
+            match digest {
+                Some(d) => report.cache_records.push(d),
+                None => report
+                    .temporaries
+                    .push(format!("{CACHE_DIR}/{CACHE_LAYERS}/{name}")),
+            }
+        }
+    }
+
+    // ---- the layer cache ----------------------------------------------
+
+    /// `.layerstack/layers/`, opened beneath the root without following a
+    /// symlink (made first if `create`).
+    fn open_cache(&self, root: &OwnedFd, create: bool) -> Result<Arc<OwnedFd>> {
+        let top = self.root.join(CACHE_DIR);
+        let shown = top.join(CACHE_LAYERS);
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        if create {
+            make_dir(root, CACHE_DIR)
+                .map_err(|e| errno_error(e, Operation::CreateDir, top.as_str()))?;
+        }
+        let cache = open_part(root, CACHE_DIR, dir_flags, &top)?;
+        if create {
+            make_dir(&cache, CACHE_LAYERS)
+                .map_err(|e| errno_error(e, Operation::CreateDir, shown.as_str()))?;
+        }
+        Ok(Arc::new(open_part(
+            &cache,
+            CACHE_LAYERS,
+            dir_flags,
+            &shown,
+        )?))
+    }
+
+    /// The layer cache's record of the layer blob `digest`, if there is one
+    /// that names `diff_id`: a record that is missing, damaged, not a
+    /// regular file or about another layer is `None` (see [the layer
+    /// cache](self#the-layer-cache): a hint, never a proof).
+    #[must_use]
+    pub fn layer_record(&self, digest: &Digest, diff_id: &Digest) -> Option<LayerRecord> {
+        let root = self.open_root().ok()?;
+        let dir = self.open_cache(&root, false).ok()?;
+        let name = format!("{}{CACHE_SUFFIX}", digest.hex());
+        let shown = self.root.join(CACHE_DIR).join(CACHE_LAYERS).join(&name);
+        let bytes = read_file(&dir, &name, &shown, MAX_RECORD_BYTES).ok()?;
+        let map = spec::parse_object(&bytes, shown.as_str()).ok()?;
+        let field = |key: &str| {
+            map.get(key)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<Digest>().ok())
+        };
+        let record = LayerRecord {
+            digest: field("digest")?,
+            diff_id: field("diff_id")?,
+            uncompressed_size: map.get("uncompressed_size").and_then(Value::as_u64)?,
+        };
+        (record.digest == *digest && record.diff_id == *diff_id).then_some(record)
+    }
+
+    /// Keeps `record` in the layer cache, replacing an earlier one. Call it
+    /// only with what a read of the whole blob established (its digest and
+    /// DiffID checked). Not synced: a record lost in a crash is only a
+    /// cache miss.
+    ///
+    /// # Errors
+    /// I/O errors; `ELOOP` if a part of the cache is a symlink. Callers
+    /// that only fill the cache on the way may ignore them.
+    pub fn record_layer(&self, record: &LayerRecord) -> Result<()> {
+        let root = self.open_root()?;
+        let dir = self.open_cache(&root, true)?;
+        let shown = self.root.join(CACHE_DIR).join(CACHE_LAYERS);
+        let fail = |e: &io::Error| Error::from_io(e, Operation::Write, shown.as_str());
+        let json = serde_json::json!({
+            "digest": record.digest.to_string(),
+            "diff_id": record.diff_id.to_string(),
+            "uncompressed_size": record.uncompressed_size,
+        });
+        let (mut file, temp) = TempPath::create(&dir).map_err(|e| fail(&e))?;
+        file.write_all(json.to_string().as_bytes())
+            .map_err(|e| fail(&e))?;
+        drop(file);
+        let name = format!("{}{CACHE_SUFFIX}", record.digest.hex());
+        temp.persist(&dir, &name).map_err(|e| fail(&e))
     }
 
     /// Removes the blob `digest` if it is a regular file (an unreferenced
@@ -3111,6 +3281,7 @@ mod tests {
                 "blobs/sha256/.tmp-999999-1".to_owned(),
                 "blobs/sha256/.tmp-999999-2".to_owned(),
             ],
+            cache_records: vec![],
             bytes_freed: bytes,
         };
         // A dry run finds the same and removes nothing.
@@ -3126,6 +3297,121 @@ mod tests {
         // Nothing left to collect.
         assert_eq!(layout.collect_garbage().unwrap(), GcReport::default());
         assert_eq!(layout.read_config(&index).unwrap().architecture, "arm64");
+    }
+
+    #[test]
+    fn the_layer_cache_gives_a_record_back_only_for_its_blob_and_diff_id() {
+        let dir = Scratch::new("cache");
+        let layout = OciLayout::create(&dir.0).unwrap();
+        let (blob, diff_id, other) = (Digest::of(b"gz"), Digest::of(b"tar"), Digest::of(b"x"));
+        assert_eq!(layout.layer_record(&blob, &diff_id), None);
+        let record = LayerRecord {
+            digest: blob,
+            diff_id,
+            uncompressed_size: 10_240,
+        };
+        layout.record_layer(&record).unwrap();
+        assert_eq!(layout.layer_record(&blob, &diff_id), Some(record));
+        assert_eq!(layout.layer_record(&blob, &other), None);
+        assert_eq!(layout.layer_record(&other, &diff_id), None);
+        // A newer record replaces the old one.
+        let newer = LayerRecord {
+            uncompressed_size: 7,
+            ..record
+        };
+        layout.record_layer(&newer).unwrap();
+        assert_eq!(layout.layer_record(&blob, &diff_id), Some(newer));
+        let path = dir
+            .0
+            .join(format!(".layerstack/layers/{}.json", blob.hex()));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!(r#"{{"diff_id":"{diff_id}","digest":"{blob}","uncompressed_size":7}}"#)
+        );
+        // Damaged, renamed, oversized or not a file: no record, no hang.
+        for bad in [
+            "{".to_owned(),
+            fs::read_to_string(&path)
+                .unwrap()
+                .replace(&blob.to_string(), &other.to_string()),
+            format!("{:4097}", ""),
+            r#"{"digest":1,"diff_id":2,"uncompressed_size":"3"}"#.to_owned(),
+        ] {
+            fs::write(&path, bad).unwrap();
+            assert_eq!(layout.layer_record(&blob, &diff_id), None);
+        }
+        fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path.as_str(),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(layout.layer_record(&blob, &diff_id), None);
+        // A symlinked cache directory is refused both ways.
+        let outside = Scratch::new("cache-outside");
+        fs::create_dir_all(&outside.0).unwrap();
+        fs::remove_dir_all(dir.0.join(".layerstack")).unwrap();
+        std::os::unix::fs::symlink(&outside.0, dir.0.join(".layerstack")).unwrap();
+        assert_eq!(
+            err_of(layout.record_layer(&record)).0,
+            ErrorKind::FilesystemLoop
+        );
+        assert_eq!(fs::read_dir(&outside.0).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn gc_removes_the_cache_records_of_the_blobs_it_removes() {
+        let dir = Scratch::new("gc-cache");
+        let layout = OciLayout::create(&dir.0).unwrap();
+        let kept = put_image(&layout, "amd64", &[b"kept"]);
+        let gone = put_image(&layout, "arm64", &[b"gone"]);
+        layout.set_tag("v1", kept.manifest.clone()).unwrap();
+        for image in [&kept, &gone] {
+            let d = image.layers[0].digest;
+            layout
+                .record_layer(&LayerRecord {
+                    digest: d,
+                    diff_id: d,
+                    uncompressed_size: 4,
+                })
+                .unwrap();
+        }
+        let cache = dir.0.join(".layerstack/layers");
+        fs::write(cache.join(".tmp-999999-5"), "x").unwrap();
+        let record_len = fs::metadata(cache.join(format!("{}.json", gone.layers[0].digest.hex())))
+            .unwrap()
+            .len();
+        let blobs: u64 = gone
+            .blobs()
+            .iter()
+            .map(|d| layout.blob_size(d).unwrap())
+            .sum();
+        let want = GcReport {
+            removed: sorted_digests(&gone.blobs()),
+            temporaries: vec![".layerstack/layers/.tmp-999999-5".to_owned()],
+            cache_records: vec![gone.layers[0].digest],
+            bytes_freed: blobs + record_len + 1,
+        };
+        assert_eq!(layout.collect_garbage_with(GcMode::DryRun).unwrap(), want);
+        assert!(
+            layout
+                .layer_record(&gone.layers[0].digest, &gone.layers[0].digest)
+                .is_some()
+        );
+        assert_eq!(layout.collect_garbage().unwrap(), want);
+        assert_eq!(
+            layout.layer_record(&gone.layers[0].digest, &gone.layers[0].digest),
+            None
+        );
+        let d = kept.layers[0].digest;
+        assert_eq!(
+            layout.layer_record(&d, &d).map(|r| r.uncompressed_size),
+            Some(4)
+        );
+        assert_eq!(layout.collect_garbage().unwrap(), GcReport::default());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use flatten::{
 };
 pub use image::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome};
 pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
-pub use layout::{BlobReader, BlobWriter, Durability, GcMode, GcReport, OciLayout};
+pub use layout::{BlobReader, BlobWriter, Durability, GcMode, GcReport, LayerRecord, OciLayout};
 pub use rootless::RootlessMap;
 pub use spec::{Descriptor, Document, History, ImageConfig, Index, Manifest, Platform};
 pub use tar_read::{Limits, TarEntry, TarKind, TarReader};

@@ -94,7 +94,8 @@ fn demo_layout(dir: &Utf8Path) -> Result<OciLayout> {
     if names.is_empty() {
         return OciLayout::create(dir);
     }
-    let layout_files = ["oci-layout", "index.json", "blobs"];
+    // `.layerstack`: the layout's layer cache.
+    let layout_files = ["oci-layout", "index.json", "blobs", ".layerstack"];
     if !names.iter().all(|n| layout_files.contains(&n.as_str())) {
         return Err(refuse(
             "the directory holds other files than an image layout",

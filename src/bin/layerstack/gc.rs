@@ -18,6 +18,9 @@ pub fn run(dir: &Utf8Path, mode: GcMode, out: &mut Out) -> Result<()> {
     for digest in &report.removed {
         out.line(format_args!("{verb} blob {digest}"))?;
     }
+    for digest in &report.cache_records {
+        out.line(format_args!("{verb} the cache record of blob {digest}"))?;
+    }
     for temp in &report.temporaries {
         out.line(format_args!("{verb} temporary file {temp}"))?;
     }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::io;
 
 use layerstack::oci::spec::media_type;
-use layerstack::oci::{Decompressor, Digest, DigestReader, Image, ImageStore};
+use layerstack::oci::{
+    Compression, Decompressor, Digest, DigestReader, Image, ImageStore, LayerRecord,
+};
 use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::json;
 
@@ -17,10 +19,38 @@ struct LayerReport {
     diff_id: Digest,
     media_type: String,
     size: u64,
-    uncompressed: u64,
+    /// `None` when not known without reading the layer.
+    uncompressed: Option<u64>,
     created_by: Option<String>,
     /// Other tags whose images hold this layer blob, with its index there.
     shared_with: Vec<(String, usize)>,
+}
+
+/// The uncompressed size of layer `index` of `image` when it is known
+/// without reading the layer: an uncompressed layer's size, or the
+/// layout's record of an earlier read. With `read`, a size not known is
+/// learnt by reading the layer through (and recorded for next time).
+fn known_size(store: &ImageStore, image: &Image, index: usize, read: bool) -> Result<Option<u64>> {
+    let d = &image.layers()[index];
+    let diff_id = image.diff_ids()[index];
+    if Compression::from_media_type(&d.media_type) == Some(Compression::None) && d.digest == diff_id
+    {
+        return Ok(Some(d.size));
+    }
+    if let Some(record) = store.layout().layer_record(&d.digest, &diff_id) {
+        return Ok(Some(record.uncompressed_size));
+    }
+    if !read {
+        return Ok(None);
+    }
+    let size = uncompressed_size(store, image, index)?;
+    // Best effort: a layout we may not write to just stays without it.
+    let _ = store.layout().record_layer(&LayerRecord {
+        digest: d.digest,
+        diff_id,
+        uncompressed_size: size,
+    });
+    Ok(Some(size))
 }
 
 /// The uncompressed size of layer `index` of `image`, read through once;
@@ -76,7 +106,7 @@ fn shared_layers(
 }
 
 /// `layerstack inspect`.
-pub fn run(image: &ImageRef, format: Format, out: &mut Out) -> Result<()> {
+pub fn run(image: &ImageRef, sizes: bool, format: Format, out: &mut Out) -> Result<()> {
     let (store, img) = image.open()?;
     let shared = shared_layers(&store, &img)?;
     let commands = img.layer_commands();
@@ -87,7 +117,7 @@ pub fn run(image: &ImageRef, format: Format, out: &mut Out) -> Result<()> {
             diff_id: img.diff_ids()[i],
             media_type: d.media_type.clone(),
             size: d.size,
-            uncompressed: uncompressed_size(&store, &img, i)?,
+            uncompressed: known_size(&store, &img, i, sizes)?,
             created_by: commands[i].clone(),
             shared_with: shared.get(&d.digest).cloned().unwrap_or_default(),
         });
@@ -172,10 +202,13 @@ pub fn run(image: &ImageRef, format: Format, out: &mut Out) -> Result<()> {
                 out.line(format_args!("layer {i}     {}", l.digest))?;
                 out.line(format_args!("  DiffID      {}", l.diff_id))?;
                 out.line(format_args!("  media type  {}", l.media_type))?;
+                let uncompressed = match l.uncompressed {
+                    Some(n) => format!("{} uncompressed", thousands(n)),
+                    None => "uncompressed not known yet (--sizes reads the layer)".to_owned(),
+                };
                 out.line(format_args!(
-                    "  size        {} bytes compressed, {} uncompressed",
-                    thousands(l.size),
-                    thousands(l.uncompressed)
+                    "  size        {} bytes compressed, {uncompressed}",
+                    thousands(l.size)
                 ))?;
                 if let Some(by) = &l.created_by {
                     out.line(format_args!("  created by  {by}"))?;

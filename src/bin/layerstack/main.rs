@@ -162,12 +162,21 @@ Examples:
     /// Digests, DiffIDs, sizes and history of an image's layers, and the
     /// layers other tags of the layout share.
     #[command(after_help = "\
+Reads no layer: an uncompressed size is shown when the layout's cache knows it
+(layers this tool wrote or has read through), else as not known yet; --sizes
+reads those layers once and caches what it learns.
+
 Examples:
   layerstack inspect ./layerstack-demo:demo
-  layerstack inspect ./layerstack-demo:demo-web --json")]
+  layerstack inspect ./layerstack-demo:demo-web --json
+  layerstack inspect ./imported:latest --sizes")]
     Inspect {
         /// The image: LAYOUT[:TAG]
         image: ImageRef,
+        /// Read the layers whose uncompressed size is not known yet (and
+        /// check their DiffIDs); without it, inspect reads no layer
+        #[arg(long)]
+        sizes: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -415,7 +424,9 @@ fn run(command: Command) -> Result<()> {
         )?,
         Command::Cat { image, path } => ls::cat(&image, &path, &mut out)?,
         Command::Diff { image, layer, json } => diff::run(&image, layer, format(json), &mut out)?,
-        Command::Inspect { image, json } => inspect::run(&image, format(json), &mut out)?,
+        Command::Inspect { image, sizes, json } => {
+            inspect::run(&image, sizes, format(json), &mut out)?;
+        }
         Command::Commit { image, dir, tag } => {
             commit::run(&image, &dir, &tag, &mut out)?;
             // The tag is in: output that cannot be written is a warning,
