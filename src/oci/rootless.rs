@@ -96,7 +96,7 @@ use rustix::fs::{Mode, OFlags};
 use serde_json::{Map, Value, json};
 
 use super::commit::{keep_xattr, kept_xattrs, unpacked_objects};
-use super::import::type_name as described;
+use super::apply::type_name as described;
 use super::whiteout::is_reserved;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, major, makedev, minor};
