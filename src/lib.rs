@@ -242,6 +242,7 @@ pub mod model;
 #[cfg(feature = "oci")]
 pub mod oci;
 pub mod path;
+pub mod spill;
 #[cfg(feature = "proptest")]
 pub mod testing;
 pub mod view;
@@ -253,6 +254,7 @@ pub use layer::mem::MemLayer;
 pub use layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};
 pub use path::LayerPath;
+pub use spill::Spill;
 pub use view::{DirEntry, LayerSource, MergedView, ViewOptions};
 
 /// The README's Rust examples, compiled and run as doctests so the front
