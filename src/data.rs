@@ -208,6 +208,24 @@ impl FileData {
         Ok(())
     }
 
+    /// The data `read` gives piece by piece (`read(offset)` returns the
+    /// bytes from `offset`, none at the end), stored as
+    /// [`write_at_spilling`](Self::write_at_spilling) stores it: a file
+    /// copied from elsewhere without ever being whole in memory.
+    pub(crate) fn read_from(
+        mut read: impl FnMut(u64) -> Result<Bytes>,
+        spill: &Spill,
+    ) -> Result<FileData> {
+        let mut data = FileData::new();
+        loop {
+            let piece = read(data.len)?;
+            if piece.is_empty() {
+                return Ok(data);
+            }
+            data.write_at_spilling(data.len, &piece, spill)?;
+        }
+    }
+
     /// Counts the data this holds in memory against `spill`'s budget and,
     /// if it does not fit, moves it to the spill's file: data made
     /// elsewhere (a file read whole) enters a layer with a spill this way.

@@ -1514,8 +1514,7 @@ impl Model {
                 // The model's data is in memory (it has no spill); a
                 // snapshot holds every file whole, as it always did.
                 Body::File(data) => (
-                    data.to_bytes()
-                        .expect("a snapshot's files fit in memory"),
+                    data.to_bytes().expect("a snapshot's files fit in memory"),
                     String::new(),
                 ),
                 Body::Symlink(target) => (Bytes::new(), target.clone()),

@@ -2,7 +2,7 @@
 //! as a new layer under a new tag (as `umoci repack`).
 
 use camino::Utf8Path;
-use layerstack::oci::commit::layer_from_dir;
+use layerstack::oci::commit::layer_from_dir_spilling;
 use layerstack::oci::layout::check_tag;
 use layerstack::oci::{BuildOptions, Durability, StepOutcome};
 use layerstack::{Result, Timestamp};
@@ -34,7 +34,7 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
     let view = open_view(&store, &base)?;
     let layer = {
         let _progress = Progress::spinner(format!("comparing {dir} with {image}"));
-        layer_from_dir(&view, dir)?
+        layer_from_dir_spilling(&view, dir, store.spill())?
     };
     let mut builder = store.builder(Some(&base), BuildOptions::default().created(created()))?;
     let outcome = builder.add_layer_from(layer, CREATED_BY)?;
