@@ -150,10 +150,10 @@ impl FileData {
         let end = self.len.min(offset.saturating_add(len as u64));
         let first = self.chunk_index(offset);
         let (start, chunk) = &self.chunks[first];
-        if end <= start + chunk.len() {
-            if let Chunk::Data(b) = chunk.slice(offset - start, end - start) {
-                return Ok(b);
-            }
+        if end <= start + chunk.len()
+            && let Chunk::Data(b) = chunk.slice(offset - start, end - start)
+        {
+            return Ok(b);
         }
         let mut out = buffer(end - offset)?;
         for (start, chunk) in &self.chunks[first..] {

@@ -158,7 +158,9 @@ impl Spill {
                 Operation::Open,
                 dir.as_str(),
             )
-            .with_detail(format!("making a file to spill file data to: {e}"))
+            .with_detail(format!(
+                "making a file in `{dir}` to spill file data to: {e}"
+            ))
         })?;
         let file = Arc::new(SpillFile {
             fd,
@@ -367,8 +369,9 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert_eq!(
             err.to_string(),
-            "failed to open `/nonexistent-layerstack-spill`: making a file to spill file \
-             data to: No such file or directory (os error 2)"
+            "failed to open `/nonexistent-layerstack-spill`: making a file in \
+             `/nonexistent-layerstack-spill` to spill file data to: No such file or directory \
+             (os error 2)"
         );
     }
 
