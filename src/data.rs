@@ -25,6 +25,14 @@ const MERGE_LIMIT: usize = 4096;
 #[derive(Clone, PartialEq, Eq)]
 enum Chunk {
     Data(Bytes),
+    /// Bytes not in memory. A separate enum, so that a chunk stays the
+    /// size of a `Bytes` (its one niche tells the two variants apart):
+    /// a layer holds one chunk or more per file.
+    Off(Off),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Off {
     Zeros(u64),
     Spilled(Extent),
 }
@@ -33,16 +41,16 @@ impl Chunk {
     fn len(&self) -> u64 {
         match self {
             Chunk::Data(b) => b.len() as u64,
-            Chunk::Zeros(n) => *n,
-            Chunk::Spilled(e) => e.len(),
+            Chunk::Off(Off::Zeros(n)) => *n,
+            Chunk::Off(Off::Spilled(e)) => e.len(),
         }
     }
 
     fn slice(&self, from: u64, to: u64) -> Chunk {
         match self {
             Chunk::Data(b) => Chunk::Data(b.slice(from as usize..to as usize)),
-            Chunk::Zeros(_) => Chunk::Zeros(to - from),
-            Chunk::Spilled(e) => Chunk::Spilled(e.slice(from, to)),
+            Chunk::Off(Off::Zeros(_)) => Chunk::Off(Off::Zeros(to - from)),
+            Chunk::Off(Off::Spilled(e)) => Chunk::Off(Off::Spilled(e.slice(from, to))),
         }
     }
 
@@ -50,8 +58,8 @@ impl Chunk {
     fn read_into(&self, from: u64, to: u64, out: &mut Vec<u8>) -> Result<()> {
         match self {
             Chunk::Data(b) => out.extend_from_slice(&b[from as usize..to as usize]),
-            Chunk::Zeros(_) => out.resize(out.len() + (to - from) as usize, 0),
-            Chunk::Spilled(e) => {
+            Chunk::Off(Off::Zeros(_)) => out.resize(out.len() + (to - from) as usize, 0),
+            Chunk::Off(Off::Spilled(e)) => {
                 let at = out.len();
                 out.resize(at + (to - from) as usize, 0);
                 e.read_into(from, &mut out[at..])?;
@@ -203,7 +211,7 @@ impl FileData {
             self.write_chunk(offset, Bytes::copy_from_slice(data));
         } else {
             let extent = spill.append(data)?;
-            self.put_chunk(offset, Chunk::Spilled(extent));
+            self.put_chunk(offset, Chunk::Off(Off::Spilled(extent)));
         }
         Ok(())
     }
@@ -240,7 +248,7 @@ impl FileData {
         let mut spilled = Vec::with_capacity(self.chunks.len());
         for (start, chunk) in &self.chunks {
             let chunk = match chunk {
-                Chunk::Data(b) => Chunk::Spilled(spill.append(b)?),
+                Chunk::Data(b) => Chunk::Off(Off::Spilled(spill.append(b)?)),
                 other => other.clone(),
             };
             spilled.push((*start, chunk));
@@ -270,7 +278,7 @@ impl FileData {
         if len == 0 {
             return;
         }
-        self.put_chunk(offset, Chunk::Zeros(len));
+        self.put_chunk(offset, Chunk::Off(Off::Zeros(len)));
     }
 
     /// As [`write_at`](Self::write_at), sharing `data` instead of copying it.
@@ -333,9 +341,9 @@ impl FileData {
     fn mergeable(&self, a: usize, b: usize) -> bool {
         match (&self.chunks[a].1, &self.chunks[b].1) {
             (Chunk::Data(x), Chunk::Data(y)) => x.len() + y.len() <= MERGE_LIMIT,
-            (Chunk::Zeros(_), Chunk::Zeros(_)) => true,
+            (Chunk::Off(Off::Zeros(_)), Chunk::Off(Off::Zeros(_))) => true,
             // One run of a spill file (a file spilled piece by piece).
-            (Chunk::Spilled(x), Chunk::Spilled(y)) => x.joined(y).is_some(),
+            (Chunk::Off(Off::Spilled(x)), Chunk::Off(Off::Spilled(y))) => x.joined(y).is_some(),
             _ => false,
         }
     }
@@ -350,10 +358,10 @@ impl FileData {
                 m.extend_from_slice(&y);
                 Chunk::Data(m.freeze())
             }
-            (Chunk::Zeros(x), Chunk::Zeros(y)) => Chunk::Zeros(x + y),
-            (Chunk::Spilled(x), Chunk::Spilled(y)) => {
-                Chunk::Spilled(x.joined(&y).expect("only adjacent extents are merged"))
-            }
+            (Chunk::Off(Off::Zeros(x)), Chunk::Off(Off::Zeros(y))) => Chunk::Off(Off::Zeros(x + y)),
+            (Chunk::Off(Off::Spilled(x)), Chunk::Off(Off::Spilled(y))) => Chunk::Off(Off::Spilled(
+                x.joined(&y).expect("only adjacent extents are merged"),
+            )),
             _ => unreachable!("only like chunks are merged"),
         };
     }
@@ -366,8 +374,10 @@ impl FileData {
             self.chunks.truncate(keep);
         } else if len > self.len {
             match self.chunks.last_mut() {
-                Some((_, Chunk::Zeros(n))) => *n += len - self.len,
-                _ => self.chunks.push((self.len, Chunk::Zeros(len - self.len))),
+                Some((_, Chunk::Off(Off::Zeros(n)))) => *n += len - self.len,
+                _ => self
+                    .chunks
+                    .push((self.len, Chunk::Off(Off::Zeros(len - self.len)))),
             }
         }
         self.len = len;
@@ -500,11 +510,11 @@ mod tests {
             d.write_at(i << 20, &block);
         }
         assert_eq!(d.len(), 1 << 30);
-        assert!(d.chunks == vec![(0, Chunk::Zeros(1 << 30))]);
+        assert!(d.chunks == vec![(0, Chunk::Off(Off::Zeros(1 << 30)))]);
         // Zeros over data replace it; data over the hole splits it.
         d.write_at(10, b"ab");
         d.write_at(10, &[0, 0]);
-        assert!(d.chunks == vec![(0, Chunk::Zeros(1 << 30))]);
+        assert!(d.chunks == vec![(0, Chunk::Off(Off::Zeros(1 << 30)))]);
         d.write_at(5, b"x");
         assert_eq!(&d.read_at(4, 3).unwrap()[..], b"\0x\0");
         assert_eq!(d.chunk_count(), 3);
@@ -522,6 +532,13 @@ mod tests {
         };
         // The tail is a view of the original buffer, not a copy.
         assert_eq!(tail.as_ptr(), big[1001..].as_ptr());
+    }
+
+    #[test]
+    fn a_chunk_is_no_larger_than_a_bytes() {
+        // A layer holds a chunk per file at least: spilling must not make
+        // every file larger.
+        assert_eq!(size_of::<Chunk>(), size_of::<Bytes>());
     }
 
     #[test]
