@@ -699,6 +699,26 @@ fn check_peaks(baseline: u64, commands: &[(&str, Vec<&str>)]) {
     ));
 }
 
+/// The commands whose peaks are bounded with a large `file` in `tree`:
+/// `commit` of `tree` on `base` as `big`, `ls -R` and `cat` of `big`,
+/// and `commit` of the unchanged tree on `big`.
+fn large_file_commands<'a>(
+    base: &'a str,
+    big: &'a str,
+    tree: &'a str,
+    file: &'a str,
+) -> Vec<(&'static str, Vec<&'a str>)> {
+    vec![
+        ("commit", vec!["commit", base, tree, "--tag", "big"]),
+        ("ls", vec!["ls", big, "-R"]),
+        ("cat", vec!["cat", big, file]),
+        (
+            "commit unchanged",
+            vec!["commit", big, tree, "--tag", "big2"],
+        ),
+    ]
+}
+
 #[test]
 fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() {
     let test = "a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory";
@@ -736,18 +756,7 @@ fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() 
     let big = format!("{work}:big");
     check_peaks(
         baseline,
-        &[
-            (
-                "commit",
-                vec!["commit", base.as_str(), fx.tree.as_str(), "--tag", "big"],
-            ),
-            ("ls", vec!["ls", big.as_str(), "-R"]),
-            ("cat", vec!["cat", big.as_str(), "sparse.img"]),
-            (
-                "commit unchanged",
-                vec!["commit", big.as_str(), fx.tree.as_str(), "--tag", "big2"],
-            ),
-        ],
+        &large_file_commands(&base, &big, fx.tree.as_str(), "sparse.img"),
     );
     // What was stored is the file: its length, and its ends.
     let mut cat = Command::new(BIN)
@@ -847,22 +856,9 @@ fn a_1_gib_file_of_data_is_committed_listed_read_and_unpacked_in_bounded_memory(
     write_data_file(&fx.tree.join("data.bin"), GIB);
     let big = format!("{}:big", fx.layout);
     let unpacked = fx.layout.with_file_name("unpacked");
-    check_peaks(
-        baseline,
-        &[
-            (
-                "commit",
-                vec!["commit", base.as_str(), fx.tree.as_str(), "--tag", "big"],
-            ),
-            ("ls", vec!["ls", big.as_str(), "-R"]),
-            ("cat", vec!["cat", big.as_str(), "data.bin"]),
-            (
-                "commit unchanged",
-                vec!["commit", big.as_str(), fx.tree.as_str(), "--tag", "big2"],
-            ),
-            ("unpack", vec!["unpack", big.as_str(), unpacked.as_str()]),
-        ],
-    );
+    let mut commands = large_file_commands(&base, &big, fx.tree.as_str(), "data.bin");
+    commands.push(("unpack", vec!["unpack", big.as_str(), unpacked.as_str()]));
+    check_peaks(baseline, &commands);
     // The spill files had no names: nothing is left in the layout.
     assert_eq!(temps(&fx.layout), Vec::<String>::new());
     // What was stored, read back and unpacked is the file.
