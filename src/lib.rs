@@ -207,13 +207,20 @@
 //!   `stat`ed, so a lower [`DirLayer`] changed behind its back may not
 //!   show the change; when a change is noticed, the error is `EIO` "a
 //!   layer changed while the view was using it".
-//! - A layer imported from a tar, or committed from a directory, is held in
-//!   memory (a `MemLayer`); import into a [`DirLayer`] to keep a large one
-//!   on disk. Runs of zeros and holes cost no memory there (a committed
-//!   file is read with `SEEK_DATA`/`SEEK_HOLE`, and zeros are stored as
-//!   holes), and `layerstack cat` streams; but a file's real data is held:
-//!   an image with a 1 GiB file of data takes about 1 GiB to list, and
-//!   committing a new one about as much, until layers are read lazily.
+//! - A layer imported from a tar, or committed from a directory, is a
+//!   `MemLayer`: its tree is in memory, and its file data too up to a
+//!   [`Spill`]'s budget (16 MiB by default), beyond which data goes to an
+//!   anonymous file on disk (in the layout's `blobs/sha256` for an
+//!   [`ImageStore`](oci::ImageStore) and the tool, in `$TMPDIR` for
+//!   [`layer_from_dir`](oci::commit::layer_from_dir)); so listing,
+//!   reading and committing an image with a 1 GiB file take tens of MB,
+//!   not 1 GiB, but the spill directory needs room for the data. Runs of
+//!   zeros and holes are neither held nor spilled (a committed file is
+//!   read with `SEEK_DATA`/`SEEK_HOLE`, and zeros are stored as holes).
+//!   [`import_layer`](oci::import::import_layer) alone keeps all data in
+//!   memory; import into a [`DirLayer`] to keep a large layer on disk in
+//!   the kernel's format. Opening an image still reads every layer whole
+//!   (decompressed and hashed) until layers are read lazily.
 //! - Layer tars: GNU sparse files, multi-volume archives and names that
 //!   are not UTF-8 are refused; PAX global headers are ignored.
 //! - A whiteout or opaque marker in a directory that neither its layer nor
@@ -248,6 +255,7 @@ pub mod model;
 #[cfg(feature = "oci")]
 pub mod oci;
 pub mod path;
+pub mod spill;
 #[cfg(feature = "proptest")]
 pub mod testing;
 pub mod view;
@@ -259,6 +267,7 @@ pub use layer::mem::MemLayer;
 pub use layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};
 pub use path::LayerPath;
+pub use spill::Spill;
 pub use view::{DirEntry, LayerSource, MergedView, ViewOptions};
 
 /// The README's Rust examples, compiled and run as doctests so the front

@@ -433,7 +433,9 @@ impl Model {
     /// # Errors
     /// As `MergedView::read`.
     pub fn read(&self, path: &str) -> Result<Bytes> {
-        Ok(self.file_data(path)?.to_bytes())
+        self.file_data(path)?
+            .to_bytes()
+            .map_err(|e| e.reframe(Operation::Read, path))
     }
 
     /// As `MergedView::read_at`.
@@ -441,7 +443,9 @@ impl Model {
     /// # Errors
     /// As `MergedView::read_at`.
     pub fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Bytes> {
-        Ok(self.file_data(path)?.read_at(offset, len))
+        self.file_data(path)?
+            .read_at(offset, len)
+            .map_err(|e| e.reframe(Operation::Read, path))
     }
 
     /// As `MergedView::read_dir`: names and types, sorted by name.
@@ -1507,7 +1511,12 @@ impl Model {
         let meta = self.metadata_of(child);
         let (data, target) = match child {
             Child::Obj(id) => match &self.obj(id).body {
-                Body::File(data) => (data.to_bytes(), String::new()),
+                // The model's data is in memory (it has no spill); a
+                // snapshot holds every file whole, as it always did.
+                Body::File(data) => (
+                    data.to_bytes().expect("a snapshot's files fit in memory"),
+                    String::new(),
+                ),
                 Body::Symlink(target) => (Bytes::new(), target.clone()),
                 Body::Special => (Bytes::new(), String::new()),
             },

@@ -10,9 +10,13 @@ use layerstack::testing::{
 };
 use layerstack::{
     Content, DirListing, Entry, EntryKind, Error, ErrorKind, FileType, Layer, LayerMut, LayerPath,
-    MemLayer, Metadata, Operation, Result, Timestamp, makedev,
+    MemLayer, Metadata, Operation, Result, Spill, Timestamp, makedev,
 };
 use proptest::prelude::*;
+
+fn temp_dir() -> camino::Utf8PathBuf {
+    camino::Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir")
+}
 
 /// What [`MapLayer`] stores at one path.
 #[derive(Debug, Clone)]
@@ -291,7 +295,11 @@ fn fixed_layer() -> MemLayer {
 /// Copies a layer into a fresh `MemLayer` through the `LayerMut` calls a
 /// view makes (create, whiteout, opaque, redirect, hard_link, metadata).
 fn rebuilt_through_layer_mut(src: &MemLayer) -> MemLayer {
-    let mut out = MemLayer::new();
+    rebuilt_through_layer_mut_into(src, MemLayer::new())
+}
+
+/// As [`rebuilt_through_layer_mut`], into `out` (an empty layer).
+fn rebuilt_through_layer_mut_into(src: &MemLayer, mut out: MemLayer) -> MemLayer {
     let mut first_name: BTreeMap<u64, LayerPath> = BTreeMap::new();
     let mut pending = vec![LayerPath::root()];
     while let Some(path) = pending.pop() {
@@ -355,6 +363,29 @@ proptest! {
         let reference = build_layer(&items);
         check(&reference, &reference.clone())?;
         check(&rebuilt_through_layer_mut(&reference), &reference)?;
+    }
+
+    /// A layer whose file data is all in a spill file reads as one in
+    /// memory.
+    #[test]
+    fn mem_layer_with_all_data_spilled_conforms(items in layer_items_strategy()) {
+        let reference = build_layer(&items);
+        let spill = Spill::new(temp_dir(), 0);
+        let mut spilled = rebuilt_through_layer_mut_into(&reference, MemLayer::with_spill(spill));
+        check(&spilled, &reference)?;
+        // Files created with their data (not written) are spilled too.
+        let copy = spilled.clone();
+        for (path, entry) in layerstack::layer::walk(&copy).unwrap() {
+            if let Entry::Node(node) = entry
+                && node.meta.is_file()
+                && node.meta.nlink == 1
+            {
+                let data = copy.file_data(&path).unwrap();
+                spilled.remove(&path).unwrap();
+                spilled.create(&path, &node.meta, Content::File(data)).unwrap();
+            }
+        }
+        check(&spilled, &reference)?;
     }
 }
 

@@ -668,15 +668,61 @@ fn peak_kib(args: &[&str]) -> u64 {
 /// on the tree without the large file).
 const MEMORY_BOUND_KIB: u64 = 64 * 1024;
 
-#[test]
-fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() {
-    let test = "a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory";
-    if !std::path::Path::new("/usr/bin/time").exists() {
+/// Whether GNU time is here to measure peaks; prints why not.
+fn have_gnu_time(test: &str) -> bool {
+    let ok = std::path::Path::new("/usr/bin/time").exists();
+    if !ok {
         assert!(
             std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
             "{test} needs GNU time (/usr/bin/time) and LAYERSTACK_REQUIRE_TOOLS is set"
         );
         eprintln!("SKIP {test}: GNU time is not installed (apt-get install time)");
+    }
+    ok
+}
+
+/// Runs each command of `commands` under GNU time and checks that its
+/// peak stays within [`MEMORY_BOUND_KIB`] of `baseline`.
+fn check_peaks(baseline: u64, commands: &[(&str, Vec<&str>)]) {
+    let mut peaks = Vec::new();
+    for (what, args) in commands {
+        let peak = peak_kib(args);
+        assert!(
+            peak <= baseline + MEMORY_BOUND_KIB,
+            "{what}: peak {peak} KiB, baseline {baseline} KiB"
+        );
+        peaks.push(format!("{what} {peak} KiB"));
+    }
+    note(&format!(
+        "peak memory (baseline {baseline} KiB): {}",
+        peaks.join(", ")
+    ));
+}
+
+/// The commands whose peaks are bounded with a large `file` in `tree`:
+/// `commit` of `tree` on `base` as `big`, `ls -R` and `cat` of `big`,
+/// and `commit` of the unchanged tree on `big`.
+fn large_file_commands<'a>(
+    base: &'a str,
+    big: &'a str,
+    tree: &'a str,
+    file: &'a str,
+) -> Vec<(&'static str, Vec<&'a str>)> {
+    vec![
+        ("commit", vec!["commit", base, tree, "--tag", "big"]),
+        ("ls", vec!["ls", big, "-R"]),
+        ("cat", vec!["cat", big, file]),
+        (
+            "commit unchanged",
+            vec!["commit", big, tree, "--tag", "big2"],
+        ),
+    ]
+}
+
+#[test]
+fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() {
+    let test = "a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory";
+    if !have_gnu_time(test) {
         return;
     }
     let fx = fixture("memory");
@@ -708,30 +754,10 @@ fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() 
     zeros.into_inner().unwrap().sync_all().unwrap();
 
     let big = format!("{work}:big");
-    let mut peaks = Vec::new();
-    for (what, args) in [
-        (
-            "commit",
-            vec!["commit", base.as_str(), fx.tree.as_str(), "--tag", "big"],
-        ),
-        ("ls", vec!["ls", big.as_str(), "-R"]),
-        ("cat", vec!["cat", big.as_str(), "sparse.img"]),
-        (
-            "commit unchanged",
-            vec!["commit", big.as_str(), fx.tree.as_str(), "--tag", "big2"],
-        ),
-    ] {
-        let peak = peak_kib(&args);
-        assert!(
-            peak <= baseline + MEMORY_BOUND_KIB,
-            "{what}: peak {peak} KiB, baseline {baseline} KiB"
-        );
-        peaks.push(format!("{what} {peak} KiB"));
-    }
-    note(&format!(
-        "peak memory (baseline {baseline} KiB): {}",
-        peaks.join(", ")
-    ));
+    check_peaks(
+        baseline,
+        &large_file_commands(&base, &big, fx.tree.as_str(), "sparse.img"),
+    );
     // What was stored is the file: its length, and its ends.
     let mut cat = Command::new(BIN)
         .args(["cat", big.as_str(), "sparse.img"])
@@ -762,6 +788,98 @@ fn a_1_gib_sparse_or_zero_file_is_committed_listed_and_read_in_bounded_memory() 
         listed.contains(" 268,435,456 ") || listed.contains(" 268435456 "),
         "{listed}"
     );
+}
+
+/// Block `i` of [`write_data_file`]'s data: `seed`, a 4 KiB block of
+/// pseudo-random bytes (splitmix64, none zero), with `i` in its first 8
+/// bytes.
+fn data_block(seed: &[u8], i: u64) -> Vec<u8> {
+    let mut block = seed.to_vec();
+    block[..8].copy_from_slice(&(i | 1 << 63).to_le_bytes());
+    block
+}
+
+/// 4 KiB of pseudo-random bytes, none of them zero.
+fn data_seed() -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..4096 / 8)
+        .flat_map(|_| next().to_le_bytes())
+        .map(|b| b | 1)
+        .collect()
+}
+
+/// Writes `len` bytes (a multiple of 4 KiB) of data without a zero byte
+/// to `path`: distinct blocks (so nothing can share them) that gzip still
+/// compresses fast (each repeats the seed), so that the commit of 1 GiB
+/// takes seconds, not the half minute random bytes take.
+fn write_data_file(path: &Utf8Path, len: u64) {
+    use std::io::Write;
+    let seed = data_seed();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(path).unwrap());
+    for i in 0..len / 4096 {
+        out.write_all(&data_block(&seed, i)).unwrap();
+    }
+    out.into_inner().unwrap().sync_all().unwrap();
+}
+
+/// Checks that `reader` gives exactly [`write_data_file`]'s `len` bytes.
+fn check_data(mut reader: impl std::io::Read, len: u64, what: &str) {
+    let seed = data_seed();
+    let mut got = vec![0u8; 4096];
+    for i in 0..len / 4096 {
+        reader
+            .read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("{what}: block {i}: {e}"));
+        assert!(got == data_block(&seed, i), "{what}: block {i} differs");
+    }
+    assert_eq!(reader.read(&mut [0u8; 1]).unwrap(), 0, "{what}: too long");
+}
+
+#[test]
+fn a_1_gib_file_of_data_is_committed_listed_read_and_unpacked_in_bounded_memory() {
+    let test = "a_1_gib_file_of_data_is_committed_listed_read_and_unpacked_in_bounded_memory";
+    if !have_gnu_time(test) {
+        return;
+    }
+    let started = Instant::now();
+    let fx = fixture("data-memory");
+    let base = format!("{}:demo", fx.layout);
+    let baseline = peak_kib(&["commit", &base, fx.tree.as_str(), "--tag", "baseline"]);
+    const GIB: u64 = 1 << 30;
+    write_data_file(&fx.tree.join("data.bin"), GIB);
+    let big = format!("{}:big", fx.layout);
+    let unpacked = fx.layout.with_file_name("unpacked");
+    let mut commands = large_file_commands(&base, &big, fx.tree.as_str(), "data.bin");
+    commands.push(("unpack", vec!["unpack", big.as_str(), unpacked.as_str()]));
+    check_peaks(baseline, &commands);
+    // The spill files had no names: nothing is left in the layout.
+    assert_eq!(temps(&fx.layout), Vec::<String>::new());
+    // What was stored, read back and unpacked is the file.
+    let mut cat = Command::new(BIN)
+        .args(["cat", big.as_str(), "data.bin"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check_data(
+        std::io::BufReader::with_capacity(1 << 20, cat.stdout.take().unwrap()),
+        GIB,
+        "cat",
+    );
+    assert!(cat.wait().unwrap().success());
+    let file = fs::File::open(unpacked.join("data.bin")).unwrap();
+    check_data(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        GIB,
+        "unpack",
+    );
+    note(&format!("{test}: {:?}", started.elapsed()));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use layerstack::testing::{
     Op, Outcome, apply_to_model, apply_to_view, op_strategy, snapshot_view, stack_strategy,
 };
 use layerstack::view::{DirRename, HardLinkCopyUp};
-use layerstack::{Entry, Layer, LayerMut, LayerPath, MemLayer, MergedView, ViewOptions};
+use layerstack::{Entry, Layer, LayerMut, LayerPath, MemLayer, MergedView, Spill, ViewOptions};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -26,6 +26,11 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state
 /// A set of view options to run the machine with.
 trait Options: 'static + std::fmt::Debug + Clone {
     fn options() -> ViewOptions;
+
+    /// The view's upper layer.
+    fn upper() -> MemLayer {
+        MemLayer::new()
+    }
 }
 
 /// The kernel's defaults: `EXDEV` for lower directories, hard links broken.
@@ -34,6 +39,21 @@ struct KernelDefaults;
 impl Options for KernelDefaults {
     fn options() -> ViewOptions {
         ViewOptions::default()
+    }
+}
+
+/// The kernel's defaults over an upper whose file data goes to a spill
+/// file past its first 64 bytes.
+#[derive(Debug, Clone)]
+struct SpillingUpper;
+impl Options for SpillingUpper {
+    fn options() -> ViewOptions {
+        ViewOptions::default()
+    }
+
+    fn upper() -> MemLayer {
+        let dir = camino::Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8");
+        MemLayer::with_spill(Spill::new(dir, 64))
     }
 }
 
@@ -137,9 +157,8 @@ impl<O: Options> StateMachineTest for ViewMachine<O> {
     type Reference = Reference<O>;
 
     fn init_test(reference: &Reference<O>) -> System<O> {
-        let view =
-            MergedView::with_options(shared(&reference.layers), MemLayer::new(), O::options())
-                .expect("a view opens over MemLayers");
+        let view = MergedView::with_options(shared(&reference.layers), O::upper(), O::options())
+            .expect("a view opens over MemLayers");
         let mut system = System {
             view,
             lowers: HashMap::new(),
@@ -248,4 +267,12 @@ prop_state_machine! {
 
     #[test]
     fn view_matches_model_with_redirect_and_index(sequential 1..40 => ViewMachine<RedirectAndIndex>);
+}
+
+prop_state_machine! {
+    // Spilling only changes where bytes are kept: fewer cases.
+    #![proptest_config(Config { cases: config().cases / 8, ..config() })]
+
+    #[test]
+    fn view_matches_model_with_a_spilling_upper(sequential 1..40 => ViewMachine<SpillingUpper>);
 }

@@ -1694,7 +1694,9 @@ fn open_dir_path(path: &Utf8Path) -> Result<OwnedFd> {
 fn write_data(fd: &OwnedFd, data: &FileData) -> rustix::io::Result<()> {
     let mut offset = 0u64;
     while offset < data.len() {
-        let chunk = data.read_at(offset, 1 << 20);
+        let chunk = data
+            .read_at(offset, 1 << 20)
+            .map_err(|e| rustix::io::Errno::from_raw_os_error(e.errno()))?;
         sys::write_all_at(fd, &chunk, offset)?;
         offset += chunk.len() as u64;
     }

@@ -9,6 +9,10 @@
 //! lower layer's buffers and a small write into a large file stores only
 //! the new bytes.
 //!
+//! A layer made with [`MemLayer::with_spill`] keeps file data in memory
+//! only up to the [`Spill`]'s budget, and the rest in the spill's file on
+//! disk: what bounds the memory of an imported or committed layer.
+//!
 //! Hard links: an object with several names lives in a table of linked
 //! objects, and each of its names refers to it by inode number.
 
@@ -18,10 +22,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::data::FileData;
-use crate::error::{ErrorKind, Result};
+use crate::error::{ErrorKind, Operation, Result};
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, layer_error};
 use crate::meta::{FileType, Metadata};
 use crate::path::LayerPath;
+use crate::spill::Spill;
 
 #[derive(Debug, Clone)]
 struct MemDir {
@@ -134,6 +139,8 @@ pub struct MemLayer {
     root: Arc<MemDir>,
     links: Arc<BTreeMap<u64, Arc<MemObj>>>,
     next_ino: u64,
+    /// Where file data past the budget goes; `None`: all in memory.
+    spill: Option<Spill>,
 }
 
 impl std::fmt::Debug for MemLayer {
@@ -209,6 +216,74 @@ impl MemLayer {
             root: Arc::new(MemDir::new(meta)),
             links: Arc::new(BTreeMap::new()),
             next_ino: ROOT_INO + 1,
+            spill: None,
+        }
+    }
+
+    /// An empty layer (as [`MemLayer::new`]) whose file data stays in
+    /// memory up to `spill`'s budget and goes to its file beyond: data
+    /// written, and the data of files created, count against the budget
+    /// (holes, and data shared with another `MemLayer` by
+    /// [`copy_file`](LayerMut::copy_file), do not). Its snapshots and the
+    /// upper that [`commit`](LayerMut::commit) leaves keep the spill.
+    ///
+    /// ```
+    /// use layerstack::{Layer, LayerPath, MemLayer, Spill};
+    ///
+    /// let spill = Spill::new(std::env::temp_dir().to_str().unwrap(), 4);
+    /// let mut layer = MemLayer::with_spill(spill.clone());
+    /// layer.add_file("small", "abc")?; // in memory
+    /// layer.add_file("large", "more than four bytes")?; // on disk
+    /// assert_eq!(spill.spilled_bytes(), 20);
+    /// assert_eq!(layer.read_at(&LayerPath::new("large")?, 5, 4)?, "than");
+    /// # Ok::<(), layerstack::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_spill(spill: Spill) -> MemLayer {
+        MemLayer {
+            spill: Some(spill),
+            ..MemLayer::new()
+        }
+    }
+
+    /// The spill this layer's file data goes to past its budget, if any.
+    #[must_use]
+    pub fn spill(&self) -> Option<&Spill> {
+        self.spill.as_ref()
+    }
+
+    /// Stores a new object: what [`LayerMut::create`] does once file data
+    /// is counted against the spill.
+    fn insert_new(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()> {
+        if !content.fits(meta.file_type) {
+            return Err(layer_error(ErrorKind::InvalidInput, path));
+        }
+        let ino = self.alloc_ino();
+        let mut meta = meta.clone();
+        meta.ino = ino;
+        meta.nlink = 1;
+        let entry = match content {
+            Content::Dir => MemEntry::Dir(Arc::new(MemDir::new(meta))),
+            Content::File(d) => MemEntry::Obj(Arc::new(MemObj {
+                meta,
+                body: Body::File(d),
+            })),
+            Content::Symlink(t) => MemEntry::Obj(Arc::new(MemObj {
+                meta,
+                body: Body::Symlink(t),
+            })),
+            Content::Special => MemEntry::Obj(Arc::new(MemObj {
+                meta,
+                body: Body::Special,
+            })),
+        };
+        let (dir, name) = self.parent_mut(path)?;
+        match dir.entries.get(name) {
+            None | Some(MemEntry::Whiteout) => {
+                dir.insert(name.to_owned(), entry);
+                Ok(())
+            }
+            Some(_) => Err(layer_error(ErrorKind::AlreadyExists, path)),
         }
     }
 
@@ -509,7 +584,9 @@ impl Layer for MemLayer {
 
     fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<Bytes> {
         match &self.obj(path)?.body {
-            Body::File(d) => Ok(d.read_at(offset, len)),
+            Body::File(d) => d
+                .read_at(offset, len)
+                .map_err(|e| e.reframe(Operation::Read, path.as_str())),
             _ => Err(layer_error(ErrorKind::InvalidInput, path)),
         }
     }
@@ -537,37 +614,12 @@ impl Layer for MemLayer {
 const MAX_FILE_SIZE: u64 = 1 << 44;
 
 impl LayerMut for MemLayer {
-    fn create(&mut self, path: &LayerPath, meta: &Metadata, content: Content) -> Result<()> {
-        if !content.fits(meta.file_type) {
-            return Err(layer_error(ErrorKind::InvalidInput, path));
+    fn create(&mut self, path: &LayerPath, meta: &Metadata, mut content: Content) -> Result<()> {
+        if let (Some(spill), Content::File(data)) = (&self.spill, &mut content) {
+            data.keep_or_spill(spill)
+                .map_err(|e| e.reframe(Operation::Write, path.as_str()))?;
         }
-        let ino = self.alloc_ino();
-        let mut meta = meta.clone();
-        meta.ino = ino;
-        meta.nlink = 1;
-        let entry = match content {
-            Content::Dir => MemEntry::Dir(Arc::new(MemDir::new(meta))),
-            Content::File(d) => MemEntry::Obj(Arc::new(MemObj {
-                meta,
-                body: Body::File(d),
-            })),
-            Content::Symlink(t) => MemEntry::Obj(Arc::new(MemObj {
-                meta,
-                body: Body::Symlink(t),
-            })),
-            Content::Special => MemEntry::Obj(Arc::new(MemObj {
-                meta,
-                body: Body::Special,
-            })),
-        };
-        let (dir, name) = self.parent_mut(path)?;
-        match dir.entries.get(name) {
-            None | Some(MemEntry::Whiteout) => {
-                dir.insert(name.to_owned(), entry);
-                Ok(())
-            }
-            Some(_) => Err(layer_error(ErrorKind::AlreadyExists, path)),
-        }
+        self.insert_new(path, meta, content)
     }
 
     fn copy_file(
@@ -578,8 +630,9 @@ impl LayerMut for MemLayer {
         src_path: &LayerPath,
     ) -> Result<()> {
         if let Some(mem) = src.as_any().downcast_ref::<MemLayer>() {
+            // Shared, not copied: no more memory, nothing to spill.
             let data = mem.file_data(src_path)?;
-            return self.create(path, meta, Content::File(data));
+            return self.insert_new(path, meta, Content::File(data));
         }
         self.create(path, meta, Content::File(FileData::new()))?;
         let mut offset = 0u64;
@@ -589,7 +642,13 @@ impl LayerMut for MemLayer {
                 return Ok(());
             }
             let len = chunk.len() as u64;
-            self.file_mut(path)?.write_bytes_at(offset, chunk);
+            match self.spill.clone() {
+                Some(spill) => self
+                    .file_mut(path)?
+                    .write_at_spilling(offset, &chunk, &spill)
+                    .map_err(|e| e.reframe(Operation::CopyUp, path.as_str()))?,
+                None => self.file_mut(path)?.write_bytes_at(offset, chunk),
+            }
             offset += len;
         }
     }
@@ -598,8 +657,16 @@ impl LayerMut for MemLayer {
         if offset.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
             return Err(layer_error(ErrorKind::FileTooLarge, path));
         }
-        self.file_mut(path)?.write_at(offset, data);
-        Ok(())
+        match self.spill.clone() {
+            Some(spill) => self
+                .file_mut(path)?
+                .write_at_spilling(offset, data, &spill)
+                .map_err(|e| e.reframe(Operation::Write, path.as_str())),
+            None => {
+                self.file_mut(path)?.write_at(offset, data);
+                Ok(())
+            }
+        }
     }
 
     fn set_len(&mut self, path: &LayerPath, len: u64) -> Result<()> {
@@ -765,6 +832,7 @@ impl LayerMut for MemLayer {
         // Keep numbering where the frozen layer stopped, so inode numbers of
         // the new upper never repeat those of the layer it came from.
         self.next_ino = frozen.next_ino;
+        self.spill.clone_from(&frozen.spill);
         Ok(Arc::new(frozen))
     }
 }
@@ -880,8 +948,8 @@ mod tests {
         upper
             .copy_file(&p("big"), &Metadata::new(FileType::File), &lower, &p("big"))
             .unwrap();
-        let a = lower.file_data(&p("big")).unwrap().to_bytes();
-        let b = upper.file_data(&p("big")).unwrap().to_bytes();
+        let a = lower.file_data(&p("big")).unwrap().to_bytes().unwrap();
+        let b = upper.file_data(&p("big")).unwrap().to_bytes().unwrap();
         assert_eq!(a.as_ptr(), b.as_ptr());
     }
 }

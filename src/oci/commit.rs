@@ -55,10 +55,15 @@
 //!
 //! # Limitations
 //!
-//! - The contents of new and changed files are held in memory (in the
-//!   returned [`MemLayer`]), except holes and runs of zeros, which are
-//!   found with `SEEK_DATA`/`SEEK_HOLE` and stored as holes; unchanged
-//!   files are compared in pieces and not kept.
+//! - The contents of new and changed files are read into the returned
+//!   [`MemLayer`]: in memory up to a [`Spill`]'s budget, beyond it in the
+//!   spill's anonymous file on disk ([`layer_from_dir`] spills to
+//!   `$TMPDIR` past [`Spill::DEFAULT_BUDGET`]; the tool spills to the
+//!   layout's `blobs/sha256`), so memory stays bounded however large the
+//!   files are, and the spill directory needs room for the changed data.
+//!   Holes and runs of zeros are found with `SEEK_DATA`/`SEEK_HOLE` and
+//!   stored as holes, never written anywhere. Unchanged files are compared
+//!   in pieces and not kept.
 //! - Extended attributes: `user.*`, `trusted.*` and `security.*` are
 //!   compared and kept, except overlayfs bookkeeping (`trusted.overlay.*`,
 //!   `user.overlay.*`) and `security.selinux`, which labels the host's copy
@@ -100,6 +105,7 @@ use crate::layer::beneath::{errno_error, open_beneath, proc_path, procfs_is_moun
 use crate::layer::mem::MemLayer;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
+use crate::spill::Spill;
 use crate::view::MergedView;
 
 /// Files are compared and read in pieces of this size.
@@ -107,19 +113,33 @@ const CHUNK: usize = 1 << 20;
 
 /// The layer that turns what `base` shows into what directory `dir` holds
 /// (see the [module documentation](self) for the rules). The layer's root
-/// has the attributes of `dir`.
+/// has the attributes of `dir`. File data past [`Spill::DEFAULT_BUDGET`]
+/// goes to an anonymous file in `$TMPDIR` ([`Spill::default`]).
 ///
 /// # Errors
 /// Errors reading `dir` or `base`, each naming the path on disk;
 /// `ENOTDIR` if `dir` is a symlink; `EINVAL` for a name that is not
 /// UTF-8 or starts with `.wh.`; `EOPNOTSUPP` for a socket; `EIO` if `/proc`
-/// is not a procfs.
+/// is not a procfs; errors writing the spill file (`ENOSPC`, say).
 pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
-    let (scan, root_meta) = scan_dir(base, dir, None, Compare::Contents)?;
+    layer_from_dir_spilling(base, dir, &Spill::default())
+}
+
+/// As [`layer_from_dir`], with the file data past `spill`'s budget in
+/// `spill`'s file.
+///
+/// # Errors
+/// As [`layer_from_dir`].
+pub fn layer_from_dir_spilling(
+    base: &MergedView,
+    dir: &Utf8Path,
+    spill: &Spill,
+) -> Result<MemLayer> {
+    let (scan, root_meta) = scan_dir(base, dir, None, Compare::Contents, spill)?;
     scan.into_layer(&root_meta)
 }
 
-/// As [`layer_from_dir`], for a directory a rootless unpack wrote: what
+/// As [`layer_from_dir_spilling`], for a directory a rootless unpack wrote: what
 /// `map` kept beside it (owners, modes, extended attributes, device nodes
 /// the unpack could not write) is mapped back first, so that what the
 /// unpack could not write does not count as a change (see
@@ -132,8 +152,9 @@ pub fn layer_from_rootless_dir(
     base: &MergedView,
     dir: &Utf8Path,
     map: &RootlessMap,
+    spill: &Spill,
 ) -> Result<MemLayer> {
-    let (scan, root_meta) = scan_dir(base, dir, Some(map), Compare::Contents)?;
+    let (scan, root_meta) = scan_dir(base, dir, Some(map), Compare::Contents, spill)?;
     scan.into_layer(&root_meta)
 }
 
@@ -152,7 +173,9 @@ pub(super) struct Unpacked {
 /// `dir` lacks, with attributes but not contents compared: what a
 /// rootless unpack records.
 pub(super) fn unpacked_objects(base: &MergedView, dir: &Utf8Path) -> Result<Vec<Unpacked>> {
-    let (scan, root_meta) = scan_dir(base, dir, None, Compare::Attributes)?;
+    // Attributes only: no file data is read, so nothing is spilled.
+    let spill = Spill::default();
+    let (scan, root_meta) = scan_dir(base, dir, None, Compare::Attributes, &spill)?;
     let root_id = scan.root_id;
     let mut out = vec![Unpacked {
         path: LayerPath::root(),
@@ -192,6 +215,7 @@ fn scan_dir<'a>(
     dir: &'a Utf8Path,
     map: Option<&'a RootlessMap>,
     compare: Compare,
+    spill: &'a Spill,
 ) -> Result<(Scan<'a>, Metadata)> {
     check_procfs(dir)?;
     let root = rustix::fs::open(
@@ -212,6 +236,7 @@ fn scan_dir<'a>(
     let mut scan = Scan {
         base,
         dir,
+        spill,
         found: BTreeMap::new(),
         unlocked: Vec::new(),
         map,
@@ -266,6 +291,8 @@ type PendingDir = (LayerPath, bool, (u64, u64));
 struct Scan<'a> {
     base: &'a MergedView,
     dir: &'a Utf8Path,
+    /// Where file data read past its budget goes.
+    spill: &'a Spill,
     found: BTreeMap<LayerPath, Found>,
     /// Directories of ours whose mode the walk raised to read them (as a
     /// user without root cannot otherwise), with their modes, in order.
@@ -645,9 +672,12 @@ impl Scan<'_> {
                 return Ok(None);
             }
         }
-        read_sparse(&file, size)
+        read_sparse(&file, size, self.spill)
             .map(Some)
-            .map_err(|e| self.fail(e, Operation::Read, path))
+            .map_err(|e| match e {
+                Sparse::Read(e) => self.fail(e, Operation::Read, path),
+                Sparse::Spill(e) => e.reframe(Operation::Read, self.disk_path(path)),
+            })
     }
 
     /// Marks the names of hard-linked objects that must go into the layer
@@ -753,8 +783,11 @@ impl Scan<'_> {
                     }
                     let data = match data.take() {
                         Some(data) => data,
-                        // Unchanged contents: the base's (shared, not copied).
-                        None => FileData::from(self.base.read(path.as_str())?),
+                        // Unchanged contents: the base's, copied in pieces.
+                        None => FileData::read_from(
+                            |offset| self.base.read_at(path.as_str(), offset, CHUNK),
+                            self.spill,
+                        )?,
                     };
                     layer.create(&path, &f.meta, Content::File(data))?;
                     if let Some(key) = f.linked {
@@ -856,10 +889,23 @@ fn check_procfs(dir: &Utf8Path) -> Result<()> {
     }
 }
 
+/// Why [`read_sparse`] failed.
+enum Sparse {
+    Read(Errno),
+    Spill(Error),
+}
+
+impl From<Errno> for Sparse {
+    fn from(e: Errno) -> Sparse {
+        Sparse::Read(e)
+    }
+}
+
 /// The first `size` bytes of `file`, read region by region with
 /// `SEEK_DATA` / `SEEK_HOLE`: holes, and runs of zeros in the data, are
-/// stored as holes ([`FileData::write_zeros`]), never as bytes.
-fn read_sparse(file: &File, size: u64) -> rustix::io::Result<FileData> {
+/// stored as holes ([`FileData::write_zeros`]), never as bytes; data past
+/// `spill`'s budget goes to its file.
+fn read_sparse(file: &File, size: u64, spill: &Spill) -> std::result::Result<FileData, Sparse> {
     let mut data = FileData::new();
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
@@ -870,12 +916,12 @@ fn read_sparse(file: &File, size: u64) -> rustix::io::Result<FileData> {
             Err(Errno::NXIO) => break,
             // A filesystem without SEEK_DATA: everything is data.
             Err(Errno::INVAL | Errno::OPNOTSUPP) => pos,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let end = match rustix::fs::seek(file, SeekFrom::Hole(start)) {
             Ok(end) => end.min(size),
             Err(Errno::INVAL | Errno::OPNOTSUPP) => size,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         if end <= start {
             break;
@@ -889,7 +935,8 @@ fn read_sparse(file: &File, size: u64) -> rustix::io::Result<FileData> {
                 data.set_len(at);
                 return Ok(data);
             }
-            data.write_at(at, &buf[..n]);
+            data.write_at_spilling(at, &buf[..n], spill)
+                .map_err(Sparse::Spill)?;
             at += n as u64;
         }
         pos = end;

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
 
-use super::layer_from_dir;
+use super::{layer_from_dir, layer_from_dir_spilling};
 use crate::error::ErrorKind;
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, Layer, walk};
 use crate::meta::FileType;
+use crate::path::LayerPath;
+use crate::spill::Spill;
 use crate::view::MergedView;
 
 /// The time every object of a test tree gets, so that only the changes a
@@ -368,5 +370,51 @@ fn reserved_names_and_sockets_are_refused() {
     assert_eq!(
         err.to_string(),
         format!("failed to read `{socket}`: a socket cannot be stored in a layer tar")
+    );
+}
+
+#[test]
+fn file_data_past_the_budget_is_spilled_whether_new_or_copied_from_the_base() {
+    let s = Scratch::new();
+    let root = s.root();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8 + 1).collect();
+    fs::write(root.join("big"), &data).unwrap();
+    fs::write(root.join("small"), "small\n").unwrap();
+    freeze(&root);
+    let spill_dir = s.0.join("spill");
+    fs::create_dir(&spill_dir).unwrap();
+    let empty = MergedView::new(Vec::new(), MemLayer::new()).unwrap();
+    let spill = Spill::new(&spill_dir, 1 << 20);
+    let layer = layer_from_dir_spilling(&empty, &root, &spill).unwrap();
+    // The first MiB of `big` fits the budget; the rest, and then `small`,
+    // do not.
+    assert_eq!(spill.spilled_bytes(), (2 << 20) + 6);
+    let big = LayerPath::new("big").unwrap();
+    assert_eq!(layer.file_data(&big).unwrap().to_bytes().unwrap(), data);
+    assert_eq!(layer.file_data(&big).unwrap().memory_len(), 1 << 20);
+
+    // Only the mode changes: the contents come from the base, through a
+    // spill too, never whole in memory.
+    let base = MergedView::new(vec![Arc::new(layer) as Arc<dyn Layer>], MemLayer::new()).unwrap();
+    fs::set_permissions(root.join("big"), fs::Permissions::from_mode(0o600)).unwrap();
+    let spill = Spill::new(&spill_dir, 0);
+    let changed = layer_from_dir_spilling(&base, &root, &spill).unwrap();
+    assert_eq!(spill.spilled_bytes(), 3 << 20);
+    assert_eq!(changed.file_data(&big).unwrap().memory_len(), 0);
+    assert_eq!(changed.file_data(&big).unwrap().to_bytes().unwrap(), data);
+    // Nothing is left in the spill directory.
+    assert_eq!(fs::read_dir(&spill_dir).unwrap().count(), 0);
+
+    // A spill that cannot be made is an error naming the file and the
+    // spill's directory.
+    let nowhere = s.0.join("nowhere");
+    let err = layer_from_dir_spilling(&empty, &root, &Spill::new(&nowhere, 0)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to read `{root}/big`: making a file in `{nowhere}` to spill file data to: \
+             No such file or directory (os error 2)"
+        )
     );
 }

@@ -6,6 +6,12 @@
 //! keyed by ChainID: a layer two images share (same content at the same
 //! position over the same base) is read and imported once, and the two
 //! views share it in memory.
+//!
+//! The file data of imported layers, and of the upper layers of its
+//! containers and builds, stays in memory up to a budget (16 MiB by
+//! default, shared by everything the store imports); beyond it, data goes
+//! to an anonymous file in the layout's `blobs/sha256` directory (see
+//! [`Spill`]), so an image with large files opens in bounded memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,14 +24,16 @@ use super::compress::Compression;
 use super::digest::{Digest, chain_ids};
 use super::export::{ExportOptions, export_layer};
 use super::flatten::{FlattenOptions, FlattenSummary, flatten_layers_verified};
-use super::import::{ImportOptions, import_layer};
+use super::import::{ImportOptions, import_into};
 use super::layout::{Durability, LayerRecord, OciLayout, check_tag};
 use super::spec::{ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type};
+use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Layer, LayerMut};
 use crate::meta::{FileType, Timestamp};
 use crate::path::LayerPath;
+use crate::spill::Spill;
 use crate::view::{Clock, MergedView, ViewOptions};
 
 /// An image: what a tag (or digest) names in a layout.
@@ -83,6 +91,7 @@ impl Image {
 pub struct ImageStore {
     layout: OciLayout,
     import: ImportOptions,
+    spill: Spill,
     cache: Mutex<HashMap<Digest, Arc<dyn Layer>>>,
 }
 
@@ -98,10 +107,44 @@ impl ImageStore {
     #[must_use]
     pub fn with_import_options(layout: OciLayout, options: ImportOptions) -> ImageStore {
         ImageStore {
+            spill: Spill::new(layout.blobs_dir(), Spill::DEFAULT_BUDGET),
             layout,
             import: options,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The store with another spill for file data (see the
+    /// [module documentation](self)): another directory or budget.
+    #[must_use]
+    pub fn with_spill(mut self, spill: Spill) -> ImageStore {
+        self.spill = spill;
+        self
+    }
+
+    /// Where file data goes past the store's memory budget: the spill of
+    /// every layer it imports and of the uppers it makes. A commit against
+    /// an image of the store shares it
+    /// ([`layer_from_dir_spilling`](super::commit::layer_from_dir_spilling)).
+    #[must_use]
+    pub fn spill(&self) -> &Spill {
+        &self.spill
+    }
+
+    /// An empty layer in memory with the store's spill.
+    fn new_layer(&self) -> MemLayer {
+        MemLayer::with_spill(self.spill.clone())
+    }
+
+    /// The layer tar `blob` imported over `below` (top first).
+    fn import(
+        &self,
+        blob: impl std::io::Read,
+        below: &[Arc<dyn Layer>],
+    ) -> Result<(MemLayer, super::import::ImportSummary)> {
+        let mut layer = self.new_layer();
+        let summary = import_into(blob, &mut layer, below, &self.import)?;
+        Ok((layer, summary))
     }
 
     /// The layout.
@@ -169,7 +212,8 @@ impl ImageStore {
                 .layout
                 .open_layer(descriptor)
                 .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
-            let (layer, summary) = import_layer(blob, &stack, &self.import)
+            let (layer, summary) = self
+                .import(blob, &stack)
                 .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
             let want = image.config.diff_ids[i];
             if summary.diff_id != want {
@@ -226,7 +270,7 @@ impl ImageStore {
     /// # Errors
     /// As [`ImageStore::layers`].
     pub fn container(&self, image: &Image) -> Result<MergedView> {
-        MergedView::new(self.layers(image)?, MemLayer::new())
+        MergedView::new(self.layers(image)?, self.new_layer())
     }
 
     /// What each layer of `image` changes, bottom first (`docker diff` per
@@ -308,7 +352,7 @@ impl ImageStore {
     /// As [`ImageStore::layers`], and errors writing the layout.
     pub fn squash(&self, image: &Image, tag: &str, options: BuildOptions) -> Result<Image> {
         let view = self.container(image)?;
-        let flat = flatten_view(&view)?;
+        let flat = flatten_view(&view, &self.spill)?;
         let mut config = image.config.clone();
         config.diff_ids.clear();
         for h in &mut config.history {
@@ -427,7 +471,7 @@ impl ImageBuilder<'_> {
         f: impl FnOnce(&MergedView) -> Result<()>,
     ) -> Result<StepOutcome> {
         let options = ViewOptions::default().clock(Clock::Fixed(self.options.created));
-        let view = MergedView::with_options(self.lowers.clone(), MemLayer::new(), options)?;
+        let view = MergedView::with_options(self.lowers.clone(), self.store.new_layer(), options)?;
         let root_before = view.symlink_metadata("/")?;
         f(&view)?;
         let root_after = view.symlink_metadata("/")?;
@@ -548,7 +592,7 @@ impl ImageBuilder<'_> {
             Some(l) => l,
             None => {
                 let blob = layout.open_blob(&digest, Some(size))?;
-                let (imported, _) = import_layer(blob, &self.lowers, &self.store.import)?;
+                let (imported, _) = self.store.import(blob, &self.lowers)?;
                 let imported: Arc<dyn Layer> = Arc::new(imported);
                 self.store
                     .cache
@@ -567,7 +611,7 @@ impl ImageBuilder<'_> {
     /// # Errors
     /// Errors of the layers.
     pub fn view(&self) -> Result<MergedView> {
-        MergedView::new(self.lowers.clone(), MemLayer::new())
+        MergedView::new(self.lowers.clone(), self.store.new_layer())
     }
 
     /// Writes the config and manifest and tags the image `tag`.
@@ -614,9 +658,13 @@ impl ImageBuilder<'_> {
     }
 }
 
-/// Everything `view` shows, as one layer.
-fn flatten_view(view: &MergedView) -> Result<MemLayer> {
-    let mut out = MemLayer::new();
+/// File data is copied in pieces of this size.
+const PIECE: usize = 1 << 20;
+
+/// Everything `view` shows, as one layer (its file data past `spill`'s
+/// budget in the spill's file).
+fn flatten_view(view: &MergedView, spill: &Spill) -> Result<MemLayer> {
+    let mut out = MemLayer::with_spill(spill.clone());
     let root_meta = view.symlink_metadata("/")?;
     out.set_metadata(&LayerPath::root(), &root_meta)?;
     let mut seen: HashMap<u64, LayerPath> = HashMap::new();
@@ -640,7 +688,10 @@ fn flatten_view(view: &MergedView) -> Result<MemLayer> {
                     dirs.push((path.clone(), meta.clone()));
                     crate::Content::Dir
                 }
-                FileType::File => crate::Content::File(view.read(path.as_str())?.into()),
+                FileType::File => crate::Content::File(FileData::read_from(
+                    |offset| view.read_at(path.as_str(), offset, PIECE),
+                    spill,
+                )?),
                 FileType::Symlink => {
                     crate::Content::Symlink(view.read_link(path.as_str())?.into_string())
                 }

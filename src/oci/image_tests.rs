@@ -330,3 +330,37 @@ fn rfc3339_formats_like_image_configs() {
     );
     assert_eq!(rfc3339(Timestamp::new(-1, 0)), "1969-12-31T23:59:59Z");
 }
+
+#[test]
+fn layers_spill_their_data_past_the_budget_and_read_it_back() {
+    let dir = TempDir::new("spill");
+    let data: Vec<u8> = (0..(5u32 << 20) / 2).map(|i| (i % 249) as u8 + 1).collect();
+    let spill_dir = dir.0.with_extension("spill");
+    std::fs::create_dir_all(&spill_dir).unwrap();
+    let store = store(&dir).with_spill(Spill::new(&spill_dir, 1 << 20));
+    let mut b = store.builder(None, BuildOptions::default()).unwrap();
+    b.step("ADD big", |fs| fs.write("big", &data)).unwrap();
+    b.step("chmod", |fs| fs.set_permissions("big", 0o600))
+        .unwrap();
+    let image = b.finish("big").unwrap();
+    // The build's uppers and the imports of the layers it wrote spilled:
+    // only the first MiB ever stayed in memory.
+    let spilled = store.spill().spilled_bytes();
+    assert!(spilled >= 3 * data.len() as u64 - (1 << 20), "{spilled}");
+
+    // A fresh store spills to the layout, and leaves nothing there.
+    let fresh = ImageStore::new(OciLayout::open(&dir.0).unwrap());
+    let blobs = dir.0.join("blobs/sha256");
+    assert_eq!(fresh.spill().dir(), blobs);
+    assert_eq!(fresh.spill().budget(), Spill::DEFAULT_BUDGET);
+    let fresh = fresh.with_spill(Spill::new(&blobs, 0));
+    let names = || std::fs::read_dir(&blobs).unwrap().count();
+    let before = names();
+    let view = fresh.container(&fresh.image(Some("big")).unwrap()).unwrap();
+    assert_eq!(view.read("big").unwrap(), data);
+    assert_eq!(view.metadata("big").unwrap().mode, 0o600);
+    assert_eq!(fresh.spill().spilled_bytes(), 2 * data.len() as u64);
+    assert_eq!(names(), before);
+    assert_eq!(image.layers().len(), 2);
+    std::fs::remove_dir_all(&spill_dir).unwrap();
+}

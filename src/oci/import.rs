@@ -142,7 +142,8 @@ pub struct ImportSummary {
 }
 
 /// Imports the layer tar read from `reader` (plain, gzip or zstd, detected
-/// from its bytes) into a new [`MemLayer`].
+/// from its bytes) into a new [`MemLayer`], all its file data in memory
+/// (import into [`MemLayer::with_spill`] with [`import_into`] to bound it).
 ///
 /// `below` are the layers under this one, top first (as
 /// [`MergedView::new`] takes them); they give implied parent directories

@@ -626,7 +626,10 @@ fn large_files_stream_into_the_layer() {
     t.file("big", &data);
     let layer = import(&t.end()).unwrap().0;
     assert_eq!(meta(&layer, "big").size, data.len() as u64);
-    assert_eq!(layer.file_data(&p("big")).unwrap().to_bytes(), data);
+    assert_eq!(
+        layer.file_data(&p("big")).unwrap().to_bytes().unwrap(),
+        data
+    );
 }
 
 #[test]

@@ -423,7 +423,7 @@ impl OciLayout {
         self.blobs_dir().join(digest.hex())
     }
 
-    fn blobs_dir(&self) -> Utf8PathBuf {
+    pub(crate) fn blobs_dir(&self) -> Utf8PathBuf {
         self.root.join(BLOBS_DIR)
     }
 

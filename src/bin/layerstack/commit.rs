@@ -3,7 +3,7 @@
 
 use camino::Utf8Path;
 use layerstack::oci::RootlessMap;
-use layerstack::oci::commit::{layer_from_dir, layer_from_rootless_dir};
+use layerstack::oci::commit::{layer_from_dir_spilling, layer_from_rootless_dir};
 use layerstack::oci::layout::check_tag;
 use layerstack::oci::rootless::metadata_path;
 use layerstack::oci::{BuildOptions, Durability, StepOutcome};
@@ -42,8 +42,8 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
     let layer = {
         let _progress = Progress::spinner(format!("comparing {dir} with {image}"));
         match &map {
-            Some((_, map)) => layer_from_rootless_dir(&view, dir, map)?,
-            None => layer_from_dir(&view, dir)?,
+            Some((_, map)) => layer_from_rootless_dir(&view, dir, map, store.spill())?,
+            None => layer_from_dir_spilling(&view, dir, store.spill())?,
         }
     };
     let mut builder = store.builder(Some(&base), BuildOptions::default().created(created()))?;
