@@ -77,6 +77,11 @@ fn every_ops_seed_is_in_the_dir_ops_corpus() {
 #[test]
 fn tar_seed_files_are_what_the_generator_writes() {
     for (name, bytes) in tar_seeds() {
+        // The seeds are written with every feature (as CI builds): zstd
+        // without `zstd-levels` writes other bytes for the same layer.
+        if name == "zstd" && !cfg!(feature = "zstd-levels") {
+            continue;
+        }
         let stored = fs::read(corpus_dir("tar_import").join(name)).expect("seed file exists");
         assert!(
             stored == bytes,
