@@ -81,8 +81,20 @@ fn mount_overlay(mnt: &Path, data: &str, mut flags: MountFlags) -> std::io::Resu
     let data = CString::new(options.join(",")).expect("mount options have no NUL");
     // nodev: the layers hold device nodes (8/1 is a real disk); nothing
     // may ever open one through the mount.
-    rustix::mount::mount("overlay", mnt, "overlay", flags | MountFlags::NODEV, &*data)?;
-    Ok(())
+    // EBUSY: a layer is still the upper or work dir of a mount that was
+    // detached lazily (see `unmount`) and not yet released, which
+    // `index=on` refuses; it is released once the forked child that holds
+    // it execs, so wait for that (at most 10 s).
+    let mut tries = 0;
+    loop {
+        match rustix::mount::mount("overlay", mnt, "overlay", flags | MountFlags::NODEV, &*data) {
+            Err(rustix::io::Errno::BUSY) if tries < 1000 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Unmounts `path`, lazily if it is busy.
