@@ -220,6 +220,7 @@ impl FileData {
     /// bytes from `offset`, none at the end), stored as
     /// [`write_at_spilling`](Self::write_at_spilling) stores it: a file
     /// copied from elsewhere without ever being whole in memory.
+    #[cfg(feature = "oci")]
     pub(crate) fn read_from(
         mut read: impl FnMut(u64) -> Result<Bytes>,
         spill: &Spill,

@@ -839,6 +839,7 @@ impl LayerMut for MemLayer {
 
 /// `layer` as a `MemLayer`: the layer itself if it is one (an O(1)
 /// clone), else a copy in memory.
+#[cfg(feature = "oci")]
 pub(crate) fn to_mem_layer(layer: &dyn Layer) -> Result<MemLayer> {
     if let Some(mem) = layer.as_any().downcast_ref::<MemLayer>() {
         return Ok(mem.clone());

@@ -7,6 +7,7 @@
 //! Scratch directories live in one directory per process under
 //! [`std::env::temp_dir`], each removed when its input is done.
 
+#[cfg(feature = "oci")]
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::layer::dir::{DirLayer, DirLayerOptions, OverlayXattrs, WhiteoutFormat};
-use crate::layer::{Entry, Layer, copy_layer, walk};
+use crate::layer::{Layer, copy_layer};
+#[cfg(feature = "oci")]
+use crate::layer::{Entry, walk};
 use crate::meta::FileType;
+#[cfg(feature = "oci")]
 use crate::path::LayerPath;
 use crate::testing::codec::Scenario;
 use crate::testing::compare::{Divergence, check_model_vs_view_over};
@@ -211,6 +215,7 @@ pub fn tar_import(data: &[u8]) -> Result<(), String> {
 /// One entry of a layer as a round trip must keep it: the entry with its
 /// inode number replaced by the first path of that inode (so hard links
 /// compare as links), and its data or target.
+#[cfg(feature = "oci")]
 #[derive(Debug, PartialEq, Eq)]
 struct LayerContent {
     path: LayerPath,
@@ -220,6 +225,7 @@ struct LayerContent {
     target: String,
 }
 
+#[cfg(feature = "oci")]
 fn layer_contents(layer: &dyn Layer) -> Result<Vec<LayerContent>, String> {
     let fail = |e: crate::Error| format!("an imported layer cannot be read: {e}");
     let mut out = Vec::new();
@@ -269,6 +275,7 @@ fn layer_contents(layer: &dyn Layer) -> Result<Vec<LayerContent>, String> {
 }
 
 /// What `tar_import` compares between a flattened directory and the model.
+#[cfg(feature = "oci")]
 #[derive(Debug, PartialEq, Eq)]
 struct DiskEntry {
     path: String,
@@ -278,6 +285,7 @@ struct DiskEntry {
 }
 
 /// Every entry under `root`, in path order, never following a symlink.
+#[cfg(feature = "oci")]
 fn disk_entries(root: &Utf8Path) -> Result<Vec<DiskEntry>, String> {
     use std::os::unix::fs::FileTypeExt;
     let mut out = Vec::new();
