@@ -3,8 +3,8 @@
 //!
 //! Every system call by which a [`DirLayer`](crate::DirLayer) changes the
 //! disk goes through the wrappers in `sys`; each counts one step in
-//! [`STEPS`] after the call returns, and the process kills itself with
-//! `SIGKILL` once the count reaches [`CRASH_AT`]. A SIGKILL can only land
+//! `STEPS` after the call returns, and the process kills itself with
+//! `SIGKILL` once the count reaches `CRASH_AT`. A SIGKILL can only land
 //! between two system calls, so killing after the k-th one, for every k,
 //! reaches every state a crash can leave. Without the feature the wrappers
 //! are the plain calls and nothing is counted.

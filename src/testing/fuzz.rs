@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::layer::dir::{DirLayer, DirLayerOptions, OverlayXattrs, WhiteoutFormat};
-use crate::layer::{Layer, copy_layer};
 #[cfg(feature = "oci")]
 use crate::layer::{Entry, walk};
+use crate::layer::{Layer, copy_layer};
 use crate::meta::FileType;
 #[cfg(feature = "oci")]
 use crate::path::LayerPath;
