@@ -2383,6 +2383,18 @@ mod tests {
         }
     }
 
+    /// A fifo at `path` (where nothing is).
+    fn make_fifo(path: &Utf8Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path.as_str(),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+    }
+
     fn err_of<T: std::fmt::Debug>(r: Result<T>) -> (ErrorKind, String) {
         let e = r.unwrap_err();
         (e.kind(), e.to_string())
@@ -2938,14 +2950,7 @@ mod tests {
         layout.set_tag("v1", image.manifest.clone()).unwrap();
         let fifo = |path: &Utf8Path| {
             fs::remove_file(path).unwrap();
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                path.as_str(),
-                rustix::fs::FileType::Fifo,
-                Mode::from_raw_mode(0o644),
-                0,
-            )
-            .unwrap();
+            make_fifo(path);
         };
         fifo(&dir.0.join("index.json"));
         let want = (
@@ -3341,14 +3346,7 @@ mod tests {
             assert_eq!(layout.layer_record(&blob, &diff_id), None);
         }
         fs::remove_file(&path).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            path.as_str(),
-            rustix::fs::FileType::Fifo,
-            Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        make_fifo(&path);
         assert_eq!(layout.layer_record(&blob, &diff_id), None);
         // A symlinked cache directory is refused both ways.
         let outside = Scratch::new("cache-outside");
