@@ -26,6 +26,10 @@
 //! `rename` (`RENAME_EXCHANGE` to put a directory where a whiteout was), so a
 //! crash leaves the old state or the new one, never a half-copied file;
 //! leftovers in the work directory are removed when the layer is opened.
+//! A regular file is made as the kernel copies one up: an anonymous file
+//! (`O_TMPFILE`) in the work directory, given its data and metadata through
+//! its descriptor, then linked into place; a crash before the link leaves
+//! nothing behind.
 //! Copied-up files are synced before they become visible unless the layer
 //! is [`Durability::Volatile`] (the kernel's `volatile`).
 //!
@@ -870,6 +874,104 @@ impl DirLayer {
         result.map_err(|e| self.err(e, path))
     }
 
+    /// Creates regular file `path` with `meta`, its data written (and
+    /// synced, as the layer's durability asks) by `fill`, as the kernel
+    /// copies a file up: an anonymous file (`O_TMPFILE`) in the work
+    /// directory gets its data and then its metadata through its
+    /// descriptor, and is linked into place (`linkat` of
+    /// `/proc/self/fd/N`) only when complete. No reader sees it half-made,
+    /// and a crash before the link leaves nothing in the work directory
+    /// (the filesystem frees the unlinked inode). Where the filesystem has
+    /// no `O_TMPFILE`, a named file in the work directory and a rename.
+    fn create_file(
+        &self,
+        path: &LayerPath,
+        meta: &Metadata,
+        fill: impl FnOnce(&OwnedFd) -> rustix::io::Result<()>,
+    ) -> Result<()> {
+        let work = self.work(path)?;
+        let mode = Mode::from_raw_mode(meta.mode & MODE_MASK);
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&work.fd, ".", flags, mode) {
+            Ok(fd) => fd,
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
+                return self.create_via_work(path, meta, |work, tmp| {
+                    let fd = rustix::fs::openat(
+                        &work.fd,
+                        tmp,
+                        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )?;
+                    fill(&fd)
+                });
+            }
+            Err(e) => return Err(self.err(e, path)),
+        };
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        fill(&fd)
+            .and_then(|()| self.apply_new_file_meta(&fd, meta))
+            .and_then(|()| self.link_into_place(work, &fd, &dir, name))
+            .map_err(|e| self.err(e, path))
+    }
+
+    /// Gives `fd`, a file just made (open for writing), the owner, mode,
+    /// xattrs and times of `meta`, in that order: a change of owner clears
+    /// setuid and file capabilities, a change of anything else the times.
+    fn apply_new_file_meta(&self, fd: &OwnedFd, meta: &Metadata) -> rustix::io::Result<()> {
+        let st = rustix::fs::fstat(fd)?;
+        let chown = (st.st_uid, st.st_gid) != (meta.uid, meta.gid);
+        if chown {
+            sys::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+            )?;
+        }
+        if chown || st.st_mode & MODE_MASK != meta.mode & MODE_MASK {
+            sys::fchmod(fd, Mode::from_raw_mode(meta.mode & MODE_MASK))?;
+        }
+        self.apply_xattrs(fd, &meta.xattrs)?;
+        sys::futimens(
+            fd,
+            &Timestamps {
+                last_access: timespec(meta.atime),
+                last_modification: timespec(meta.mtime),
+            },
+        )
+    }
+
+    /// Links the anonymous file `fd` to `name` in `dir`, the directory's
+    /// times kept. A whiteout there is replaced: the file is linked into
+    /// the work directory and renamed over it; anything else is `EEXIST`.
+    fn link_into_place(
+        &self,
+        work: &Work,
+        fd: &OwnedFd,
+        dir: &OwnedFd,
+        name: &str,
+    ) -> rustix::io::Result<()> {
+        let proc = proc_path(fd);
+        let follow = AtFlags::SYMLINK_FOLLOW;
+        let times = dir_times(dir)?;
+        match sys::linkat(&self.root, &proc, dir, name, follow) {
+            // A new name always changes the directory's times: they are put
+            // back without looking.
+            Ok(()) => return self.restore_times(dir, times),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        if !matches!(self.target_state(dir, name)?, Target::Whiteout) {
+            return Err(Errno::EXIST);
+        }
+        let tmp = Self::temp_name(work);
+        sys::linkat(&self.root, &proc, &work.fd, &tmp, follow)?;
+        let result = self.keeping_times(&[dir], || self.install(work, &tmp, dir, name));
+        if result.is_err() {
+            let _ = sys::unlinkat(&work.fd, &tmp, AtFlags::empty());
+        }
+        result
+    }
+
     /// Runs `change`, which adds, removes or renames entries of the
     /// directories `dirs`, and puts their atime and mtime back as they were
     /// (also when it fails half-way): a layer's times change only when its
@@ -882,36 +984,34 @@ impl DirLayer {
     ) -> rustix::io::Result<T> {
         let mut before = Vec::with_capacity(dirs.len());
         for dir in dirs {
-            let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-            before.push((*dir, st.stx_atime, st.stx_mtime));
+            before.push((*dir, dir_times(dir)?));
         }
         let result = change();
-        for (dir, atime, mtime) in before {
-            let now = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-            let same = |a: rustix::fs::StatxTimestamp, b: rustix::fs::StatxTimestamp| {
-                (a.tv_sec, a.tv_nsec) == (b.tv_sec, b.tv_nsec)
-            };
-            if same(now.stx_atime, atime) && same(now.stx_mtime, mtime) {
+        for (dir, times) in before {
+            // A rename between two names of one inode changes nothing, not
+            // even a time: only what changed is put back.
+            if dir_times(dir)? == times {
                 continue;
             }
-            let ts = |t: rustix::fs::StatxTimestamp| Timespec {
-                tv_sec: t.tv_sec,
-                tv_nsec: i64::from(t.tv_nsec),
-            };
-            let restored = sys::utimensat(
-                &self.root,
-                proc_path(dir),
-                &Timestamps {
-                    last_access: ts(atime),
-                    last_modification: ts(mtime),
-                },
-                AtFlags::empty(),
-            );
+            let restored = self.restore_times(dir, times);
             if result.is_ok() {
                 restored?;
             }
         }
         result
+    }
+
+    /// Sets the atime and mtime of directory `dir` (from [`dir_times`]).
+    fn restore_times(&self, dir: &OwnedFd, (atime, mtime): DirTimes) -> rustix::io::Result<()> {
+        sys::utimensat(
+            &self.root,
+            proc_path(dir),
+            &Timestamps {
+                last_access: timespec(atime),
+                last_modification: timespec(mtime),
+            },
+            AtFlags::empty(),
+        )
     }
 
     fn sync(&self, fd: &OwnedFd) -> rustix::io::Result<()> {
@@ -1021,11 +1121,24 @@ impl LayerMut for DirLayer {
             // A device number mknod would cut could land on 0/0: a whiteout.
             return Err(self.err(Errno::INVAL, path));
         }
-        let durability = self.options.durability;
-        self.create_via_work(path, meta, |work, tmp| match content {
-            Content::Dir => sys::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700)),
-            Content::Symlink(target) => sys::symlinkat(target.as_str(), &work.fd, tmp),
-            Content::Special => {
+        match content {
+            Content::File(data) => {
+                let durability = self.options.durability;
+                self.create_file(path, meta, |fd| {
+                    write_data(fd, &data)?;
+                    if durability == Durability::Auto && !data.is_empty() {
+                        sys::fsync(fd)?;
+                    }
+                    Ok(())
+                })
+            }
+            Content::Dir => self.create_via_work(path, meta, |work, tmp| {
+                sys::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700))
+            }),
+            Content::Symlink(target) => self.create_via_work(path, meta, |work, tmp| {
+                sys::symlinkat(target.as_str(), &work.fd, tmp)
+            }),
+            Content::Special => self.create_via_work(path, meta, |work, tmp| {
                 let kind = match meta.file_type {
                     FileType::Fifo => rustix::fs::FileType::Fifo,
                     FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
@@ -1042,21 +1155,8 @@ impl LayerMut for DirLayer {
                         crate::meta::minor(meta.rdev),
                     ),
                 )
-            }
-            Content::File(data) => {
-                let fd = rustix::fs::openat(
-                    &work.fd,
-                    tmp,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )?;
-                write_data(&fd, &data)?;
-                if durability == Durability::Auto && !data.is_empty() {
-                    sys::fsync(&fd)?;
-                }
-                Ok(())
-            }
-        })
+            }),
+        }
     }
 
     fn create_opaque_dir(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
@@ -1072,15 +1172,9 @@ impl LayerMut for DirLayer {
         src_path: &LayerPath,
     ) -> Result<()> {
         let source = DataSource::open(src, src_path)?;
-        self.create_via_work(path, meta, |work, tmp| {
-            let fd = rustix::fs::openat(
-                &work.fd,
-                tmp,
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )?;
-            source.copy_to(&fd)?;
-            self.sync(&fd)
+        self.create_file(path, meta, |fd| {
+            source.copy_to(fd)?;
+            self.sync(fd)
         })
     }
 
@@ -1502,6 +1596,27 @@ impl DirLayer {
             },
             AtFlags::empty(),
         )
+    }
+}
+
+/// The atime and mtime of a directory.
+type DirTimes = (Timestamp, Timestamp);
+
+fn dir_times(dir: &OwnedFd) -> rustix::io::Result<DirTimes> {
+    let st = rustix::fs::statx(
+        dir,
+        "",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::ATIME | StatxFlags::MTIME,
+    )?;
+    let t = |t: rustix::fs::StatxTimestamp| Timestamp::new(t.tv_sec, t.tv_nsec);
+    Ok((t(st.stx_atime), t(st.stx_mtime)))
+}
+
+fn timespec(t: Timestamp) -> Timespec {
+    Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec),
     }
 }
 
