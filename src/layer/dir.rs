@@ -450,38 +450,28 @@ impl DirLayer {
     }
 
     fn lookup_raw(&self, path: &LayerPath) -> rustix::io::Result<Option<Entry>> {
-        let (obj, st, parent) = if path.is_root() {
-            let fd = self.open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)?;
-            let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-            (fd, st, None)
-        } else {
-            let (parent, name) = match self.parent(path) {
-                Ok(p) => p,
-                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let st = match Self::statx_at(&parent, name) {
-                Ok(st) => st,
-                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let obj = open_o_path(&parent, name)?;
-            (obj, st, Some(parent))
+        // One `O_PATH` open of the object itself (a symlink is not
+        // followed): its stat and xattrs come through it.
+        let obj = match self.open_beneath(path, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(e),
         };
+        let st = rustix::fs::statx(&obj, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
         let mode = u32::from(st.stx_mode);
         let file_type = FileType::from_mode(mode).ok_or(Errno::INVAL)?;
         if file_type == FileType::CharDevice && st.stx_rdev_major == 0 && st.stx_rdev_minor == 0 {
             return Ok(Some(Entry::Whiteout));
         }
+        let raw = raw_xattrs(&obj)?;
         if file_type == FileType::File
             && st.stx_size == 0
-            && let Some(parent) = &parent
-            && self.has_xwhiteouts(parent)?
-            && self.is_xwhiteout(&obj)?
+            && !path.is_root()
+            && self.overlay_attr(&raw, "whiteout").is_some()
+            && self.has_xwhiteouts(&self.parent(path)?.0)?
         {
             return Ok(Some(Entry::Whiteout));
         }
-        let raw = raw_xattrs(&obj)?;
         let opaque =
             file_type.is_dir() && self.overlay_attr(&raw, "opaque").as_deref() == Some(b"y");
         let metacopy = file_type == FileType::File && self.overlay_attr(&raw, "metacopy").is_some();
