@@ -73,6 +73,14 @@ pub(crate) mod sys {
         after(rustix::fs::fchown(fd, u, g))
     }
 
+    pub(crate) fn fremovexattr<Fd: AsFd, N: Arg>(fd: Fd, n: N) -> Result<()> {
+        after(rustix::fs::fremovexattr(fd, n))
+    }
+
+    pub(crate) fn fsetxattr<Fd: AsFd, N: Arg>(fd: Fd, n: N, v: &[u8], f: XattrFlags) -> Result<()> {
+        after(rustix::fs::fsetxattr(fd, n, v, f))
+    }
+
     pub(crate) fn fsync<Fd: AsFd>(fd: Fd) -> Result<()> {
         after(rustix::fs::fsync(fd))
     }

@@ -71,7 +71,7 @@ use rustix::io::Errno;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{
-    self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs,
+    self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs, raw_xattrs_open,
 };
 use crate::layer::crash_points::sys;
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
@@ -512,7 +512,7 @@ impl DirLayer {
         let fd = without_atime(OFlags::RDONLY | OFlags::DIRECTORY, |flags| {
             self.open_beneath(path, flags)
         })?;
-        let dir_raw = raw_xattrs(&fd)?;
+        let dir_raw = raw_xattrs_open(&fd)?;
         let opaque_attr = self.overlay_attr(&dir_raw, "opaque");
         let xwhiteouts = opaque_attr.as_deref() == Some(b"x");
         let mut entries = Vec::new();
@@ -671,7 +671,7 @@ impl DirLayer {
                 AtFlags::empty(),
             )?;
         }
-        changed |= self.apply_xattrs(&obj, &meta.xattrs)?;
+        changed |= self.apply_xattrs(XattrsOf::Path(&obj), &meta.xattrs)?;
         let same =
             |s: rustix::fs::StatxTimestamp, t: Timestamp| s.tv_sec == t.sec && s.tv_nsec == t.nsec;
         if same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime) {
@@ -717,26 +717,19 @@ impl DirLayer {
 
     /// Makes the user-visible xattrs of `obj` exactly `want`; whether
     /// anything changed.
-    fn apply_xattrs(&self, obj: &OwnedFd, want: &Xattrs) -> rustix::io::Result<bool> {
-        let proc = proc_path(obj);
-        let raw = raw_xattrs(obj)?;
-        let have = self.visible_xattrs(raw);
+    fn apply_xattrs(&self, obj: XattrsOf<'_>, want: &Xattrs) -> rustix::io::Result<bool> {
+        let have = self.visible_xattrs(obj.raw()?);
         let mut changed = false;
         for (name, _) in have.iter() {
             if want.get(name).is_none() {
                 changed = true;
-                sys::removexattr(&proc, self.stored_name(name).as_str())?;
+                obj.remove(&self.stored_name(name))?;
             }
         }
         for (name, value) in want.iter() {
             if have.get(name) != Some(value) {
                 changed = true;
-                sys::setxattr(
-                    &proc,
-                    self.stored_name(name).as_str(),
-                    value,
-                    XattrFlags::empty(),
-                )?;
+                obj.set(&self.stored_name(name), value)?;
             }
         }
         Ok(changed)
@@ -920,7 +913,7 @@ impl DirLayer {
         if chown || st.st_mode & MODE_MASK != meta.mode & MODE_MASK {
             sys::fchmod(fd, Mode::from_raw_mode(meta.mode & MODE_MASK))?;
         }
-        self.apply_xattrs(fd, &meta.xattrs)?;
+        self.apply_xattrs(XattrsOf::Open(fd), &meta.xattrs)?;
         sys::futimens(
             fd,
             &Timestamps {
@@ -940,10 +933,8 @@ impl DirLayer {
         dir: &OwnedFd,
         name: &str,
     ) -> rustix::io::Result<()> {
-        let proc = proc_path(fd);
-        let follow = AtFlags::SYMLINK_FOLLOW;
         let times = dir_times(dir)?;
-        match sys::linkat(&self.root, &proc, dir, name, follow) {
+        match link_fd(fd, dir, name) {
             // A new name always changes the directory's times: they are put
             // back without looking.
             Ok(()) => return self.restore_times(dir, times),
@@ -954,7 +945,7 @@ impl DirLayer {
             return Err(Errno::EXIST);
         }
         let tmp = Self::temp_name(work);
-        sys::linkat(&self.root, &proc, &work.fd, &tmp, follow)?;
+        link_fd(fd, &work.fd, &tmp)?;
         let result = self.keeping_times(&[dir], || self.install(work, &tmp, dir, name));
         if result.is_err() {
             let _ = sys::unlinkat(&work.fd, &tmp, AtFlags::empty());
@@ -993,21 +984,56 @@ impl DirLayer {
 
     /// Sets the atime and mtime of directory `dir` (from [`dir_times`]).
     fn restore_times(&self, dir: &OwnedFd, (atime, mtime): DirTimes) -> rustix::io::Result<()> {
-        sys::utimensat(
-            &self.root,
-            proc_path(dir),
-            &Timestamps {
-                last_access: timespec(atime),
-                last_modification: timespec(mtime),
-            },
-            AtFlags::empty(),
-        )
+        let times = Timestamps {
+            last_access: timespec(atime),
+            last_modification: timespec(mtime),
+        };
+        // By the `O_PATH` descriptor itself (Linux 5.8), else through
+        // `/proc/self/fd` (several times dearer: a walk of `/proc`).
+        match sys::utimensat(dir, "", &times, AtFlags::EMPTY_PATH) {
+            Err(Errno::INVAL) => {
+                sys::utimensat(&self.root, proc_path(dir), &times, AtFlags::empty())
+            }
+            other => other,
+        }
     }
 
     fn sync(&self, fd: &OwnedFd) -> rustix::io::Result<()> {
         match self.options.durability {
             Durability::Auto => sys::fsync(fd),
             Durability::Volatile => Ok(()),
+        }
+    }
+}
+
+/// An object whose xattrs are read and written: an `O_PATH` descriptor,
+/// reached through `/proc/self/fd`, or a file open for writing, through
+/// its own descriptor (no walk of `/proc`).
+#[derive(Clone, Copy)]
+enum XattrsOf<'a> {
+    Path(&'a OwnedFd),
+    Open(&'a OwnedFd),
+}
+
+impl XattrsOf<'_> {
+    fn raw(self) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
+        match self {
+            XattrsOf::Path(fd) => raw_xattrs(fd),
+            XattrsOf::Open(fd) => raw_xattrs_open(fd),
+        }
+    }
+
+    fn set(self, name: &str, value: &[u8]) -> rustix::io::Result<()> {
+        match self {
+            XattrsOf::Path(fd) => sys::setxattr(proc_path(fd), name, value, XattrFlags::empty()),
+            XattrsOf::Open(fd) => sys::fsetxattr(fd, name, value, XattrFlags::empty()),
+        }
+    }
+
+    fn remove(self, name: &str) -> rustix::io::Result<()> {
+        match self {
+            XattrsOf::Path(fd) => sys::removexattr(proc_path(fd), name),
+            XattrsOf::Open(fd) => sys::fremovexattr(fd, name),
         }
     }
 }
@@ -1572,7 +1598,7 @@ impl DirLayer {
             Mode::from_raw_mode(meta.mode & MODE_MASK),
             AtFlags::empty(),
         )?;
-        self.apply_xattrs(fd, &meta.xattrs)?;
+        self.apply_xattrs(XattrsOf::Path(fd), &meta.xattrs)?;
         let ts = |t: Timestamp| Timespec {
             tv_sec: t.sec,
             tv_nsec: i64::from(t.nsec),
@@ -1586,6 +1612,16 @@ impl DirLayer {
             },
             AtFlags::empty(),
         )
+    }
+}
+
+/// Gives the anonymous file `fd` (`O_TMPFILE`) the name `name` in `dir`:
+/// by the descriptor itself (`AT_EMPTY_PATH`, Linux 6.10 for a file one
+/// opened, else `CAP_DAC_READ_SEARCH`), or through `/proc/self/fd`.
+fn link_fd(fd: &OwnedFd, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+    match sys::linkat(fd, "", dir, name, AtFlags::EMPTY_PATH) {
+        Err(Errno::NOENT) => sys::linkat(fd, proc_path(fd), dir, name, AtFlags::SYMLINK_FOLLOW),
+        other => other,
     }
 }
 
