@@ -95,8 +95,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{Mode, OFlags};
 use serde_json::{Map, Value, json};
 
-use super::commit::{keep_xattr, kept_xattrs, unpacked_objects};
 use super::apply::type_name as described;
+use super::commit::{keep_xattr, kept_xattrs, unpacked_objects};
 use super::whiteout::is_reserved;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, major, makedev, minor};
