@@ -39,7 +39,8 @@
 //! `openat2` is missing): symlinks in a layer are data, which the merged
 //! view resolves in its own root. Extended attributes of an object are read
 //! and written through `/proc/self/fd` on an `O_PATH` descriptor, so no
-//! fifo or device is ever opened; `/proc` must be mounted.
+//! fifo or device is ever opened (those of a file the layer is making, on
+//! its own descriptor); `/proc` must be mounted.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -861,8 +862,8 @@ impl DirLayer {
     /// synced, as the layer's durability asks) by `fill`, as the kernel
     /// copies a file up: an anonymous file (`O_TMPFILE`) in the work
     /// directory gets its data and then its metadata through its
-    /// descriptor, and is linked into place (`linkat` of
-    /// `/proc/self/fd/N`) only when complete. No reader sees it half-made,
+    /// descriptor, and is linked into place ([`link_fd`]) only when
+    /// complete. No reader sees it half-made,
     /// and a crash before the link leaves nothing in the work directory
     /// (the filesystem frees the unlinked inode). Where the filesystem has
     /// no `O_TMPFILE`, a named file in the work directory and a rename.
