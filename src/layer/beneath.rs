@@ -90,12 +90,34 @@ pub(crate) fn procfs_is_mounted() -> bool {
     .is_ok_and(|st| st.f_type == rustix::fs::PROC_SUPER_MAGIC)
 }
 
-/// Reads the raw xattrs of the object `fd` (an `O_PATH` descriptor).
+/// Reads the raw xattrs of the object `fd` (an `O_PATH` descriptor, which
+/// has no xattr calls of its own: through `/proc/self/fd`).
 pub(crate) fn raw_xattrs(fd: &OwnedFd) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
     let proc = proc_path(fd);
+    read_xattrs(
+        |buf| rustix::fs::listxattr(&proc, buf),
+        |name, buf| rustix::fs::getxattr(&proc, name, buf),
+    )
+}
+
+/// Reads the raw xattrs of the open file or directory `fd` through the
+/// descriptor itself (no walk of `/proc`, several times cheaper than
+/// [`raw_xattrs`]).
+pub(crate) fn raw_xattrs_open(fd: &OwnedFd) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
+    read_xattrs(
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |name, buf| rustix::fs::fgetxattr(fd, name, buf),
+    )
+}
+
+/// The xattrs that `list` (`listxattr`) names and `get` (`getxattr`) reads.
+fn read_xattrs(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: impl Fn(&str, &mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
     let len = loop {
-        match rustix::fs::listxattr(&proc, &mut names[..]) {
+        match list(&mut names[..]) {
             Ok(n) => break n,
             Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
             Err(Errno::NOTSUP) => return Ok(Vec::new()),
@@ -109,7 +131,7 @@ pub(crate) fn raw_xattrs(fd: &OwnedFd) -> rustix::io::Result<Vec<(String, Vec<u8
         };
         let mut value = vec![0u8; 256];
         let n = loop {
-            match rustix::fs::getxattr(&proc, name, &mut value[..]) {
+            match get(name, &mut value[..]) {
                 Ok(n) => break Some(n),
                 Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
                 Err(Errno::NODATA) => break None,

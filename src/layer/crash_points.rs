@@ -65,12 +65,32 @@ pub(crate) mod sys {
         after(rustix::fs::chownat(d, p, u, g, f))
     }
 
+    pub(crate) fn fchmod<Fd: AsFd>(fd: Fd, m: Mode) -> Result<()> {
+        after(rustix::fs::fchmod(fd, m))
+    }
+
+    pub(crate) fn fchown<Fd: AsFd>(fd: Fd, u: Option<Uid>, g: Option<Gid>) -> Result<()> {
+        after(rustix::fs::fchown(fd, u, g))
+    }
+
+    pub(crate) fn fremovexattr<Fd: AsFd, N: Arg>(fd: Fd, n: N) -> Result<()> {
+        after(rustix::fs::fremovexattr(fd, n))
+    }
+
+    pub(crate) fn fsetxattr<Fd: AsFd, N: Arg>(fd: Fd, n: N, v: &[u8], f: XattrFlags) -> Result<()> {
+        after(rustix::fs::fsetxattr(fd, n, v, f))
+    }
+
     pub(crate) fn fsync<Fd: AsFd>(fd: Fd) -> Result<()> {
         after(rustix::fs::fsync(fd))
     }
 
     pub(crate) fn ftruncate<Fd: AsFd>(fd: Fd, len: u64) -> Result<()> {
         after(rustix::fs::ftruncate(fd, len))
+    }
+
+    pub(crate) fn futimens<Fd: AsFd>(fd: Fd, t: &Timestamps) -> Result<()> {
+        after(rustix::fs::futimens(fd, t))
     }
 
     pub(crate) fn linkat<P: Arg, Q: Arg, PFd: AsFd, QFd: AsFd>(

@@ -26,6 +26,10 @@
 //! `rename` (`RENAME_EXCHANGE` to put a directory where a whiteout was), so a
 //! crash leaves the old state or the new one, never a half-copied file;
 //! leftovers in the work directory are removed when the layer is opened.
+//! A regular file is made as the kernel copies one up: an anonymous file
+//! (`O_TMPFILE`) in the work directory, given its data and metadata through
+//! its descriptor, then linked into place; a crash before the link leaves
+//! nothing behind.
 //! Copied-up files are synced before they become visible unless the layer
 //! is [`Durability::Volatile`] (the kernel's `volatile`).
 //!
@@ -35,7 +39,8 @@
 //! `openat2` is missing): symlinks in a layer are data, which the merged
 //! view resolves in its own root. Extended attributes of an object are read
 //! and written through `/proc/self/fd` on an `O_PATH` descriptor, so no
-//! fifo or device is ever opened; `/proc` must be mounted.
+//! fifo or device is ever opened (those of a file the layer is making, on
+//! its own descriptor); `/proc` must be mounted.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -67,7 +72,7 @@ use rustix::io::Errno;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{
-    self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs,
+    self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs, raw_xattrs_open,
 };
 use crate::layer::crash_points::sys;
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
@@ -446,38 +451,28 @@ impl DirLayer {
     }
 
     fn lookup_raw(&self, path: &LayerPath) -> rustix::io::Result<Option<Entry>> {
-        let (obj, st, parent) = if path.is_root() {
-            let fd = self.open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)?;
-            let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-            (fd, st, None)
-        } else {
-            let (parent, name) = match self.parent(path) {
-                Ok(p) => p,
-                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let st = match Self::statx_at(&parent, name) {
-                Ok(st) => st,
-                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let obj = open_o_path(&parent, name)?;
-            (obj, st, Some(parent))
+        // One `O_PATH` open of the object itself (a symlink is not
+        // followed): its stat and xattrs come through it.
+        let obj = match self.open_beneath(path, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(e),
         };
+        let st = rustix::fs::statx(&obj, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
         let mode = u32::from(st.stx_mode);
         let file_type = FileType::from_mode(mode).ok_or(Errno::INVAL)?;
         if file_type == FileType::CharDevice && st.stx_rdev_major == 0 && st.stx_rdev_minor == 0 {
             return Ok(Some(Entry::Whiteout));
         }
+        let raw = raw_xattrs(&obj)?;
         if file_type == FileType::File
             && st.stx_size == 0
-            && let Some(parent) = &parent
-            && self.has_xwhiteouts(parent)?
-            && self.is_xwhiteout(&obj)?
+            && !path.is_root()
+            && self.overlay_attr(&raw, "whiteout").is_some()
+            && self.has_xwhiteouts(&self.parent(path)?.0)?
         {
             return Ok(Some(Entry::Whiteout));
         }
-        let raw = raw_xattrs(&obj)?;
         let opaque =
             file_type.is_dir() && self.overlay_attr(&raw, "opaque").as_deref() == Some(b"y");
         let metacopy = file_type == FileType::File && self.overlay_attr(&raw, "metacopy").is_some();
@@ -518,7 +513,7 @@ impl DirLayer {
         let fd = without_atime(OFlags::RDONLY | OFlags::DIRECTORY, |flags| {
             self.open_beneath(path, flags)
         })?;
-        let dir_raw = raw_xattrs(&fd)?;
+        let dir_raw = raw_xattrs_open(&fd)?;
         let opaque_attr = self.overlay_attr(&dir_raw, "opaque");
         let xwhiteouts = opaque_attr.as_deref() == Some(b"x");
         let mut entries = Vec::new();
@@ -677,7 +672,7 @@ impl DirLayer {
                 AtFlags::empty(),
             )?;
         }
-        changed |= self.apply_xattrs(&obj, &meta.xattrs)?;
+        changed |= self.apply_xattrs(XattrsOf::Path(&obj), &meta.xattrs)?;
         let same =
             |s: rustix::fs::StatxTimestamp, t: Timestamp| s.tv_sec == t.sec && s.tv_nsec == t.nsec;
         if same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime) {
@@ -723,26 +718,19 @@ impl DirLayer {
 
     /// Makes the user-visible xattrs of `obj` exactly `want`; whether
     /// anything changed.
-    fn apply_xattrs(&self, obj: &OwnedFd, want: &Xattrs) -> rustix::io::Result<bool> {
-        let proc = proc_path(obj);
-        let raw = raw_xattrs(obj)?;
-        let have = self.visible_xattrs(raw);
+    fn apply_xattrs(&self, obj: XattrsOf<'_>, want: &Xattrs) -> rustix::io::Result<bool> {
+        let have = self.visible_xattrs(obj.raw()?);
         let mut changed = false;
         for (name, _) in have.iter() {
             if want.get(name).is_none() {
                 changed = true;
-                sys::removexattr(&proc, self.stored_name(name).as_str())?;
+                obj.remove(&self.stored_name(name))?;
             }
         }
         for (name, value) in want.iter() {
             if have.get(name) != Some(value) {
                 changed = true;
-                sys::setxattr(
-                    &proc,
-                    self.stored_name(name).as_str(),
-                    value,
-                    XattrFlags::empty(),
-                )?;
+                obj.set(&self.stored_name(name), value)?;
             }
         }
         Ok(changed)
@@ -870,6 +858,102 @@ impl DirLayer {
         result.map_err(|e| self.err(e, path))
     }
 
+    /// Creates regular file `path` with `meta`, its data written (and
+    /// synced, as the layer's durability asks) by `fill`, as the kernel
+    /// copies a file up: an anonymous file (`O_TMPFILE`) in the work
+    /// directory gets its data and then its metadata through its
+    /// descriptor, and is linked into place ([`link_fd`]) only when
+    /// complete. No reader sees it half-made,
+    /// and a crash before the link leaves nothing in the work directory
+    /// (the filesystem frees the unlinked inode). Where the filesystem has
+    /// no `O_TMPFILE`, a named file in the work directory and a rename.
+    fn create_file(
+        &self,
+        path: &LayerPath,
+        meta: &Metadata,
+        fill: impl FnOnce(&OwnedFd) -> rustix::io::Result<()>,
+    ) -> Result<()> {
+        let work = self.work(path)?;
+        let mode = Mode::from_raw_mode(meta.mode & MODE_MASK);
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&work.fd, ".", flags, mode) {
+            Ok(fd) => fd,
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
+                return self.create_via_work(path, meta, |work, tmp| {
+                    let fd = rustix::fs::openat(
+                        &work.fd,
+                        tmp,
+                        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )?;
+                    fill(&fd)
+                });
+            }
+            Err(e) => return Err(self.err(e, path)),
+        };
+        let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
+        fill(&fd)
+            .and_then(|()| self.apply_new_file_meta(&fd, meta))
+            .and_then(|()| self.link_into_place(work, &fd, &dir, name))
+            .map_err(|e| self.err(e, path))
+    }
+
+    /// Gives `fd`, a file just made (open for writing), the owner, mode,
+    /// xattrs and times of `meta`, in that order: a change of owner clears
+    /// setuid and file capabilities, a change of anything else the times.
+    fn apply_new_file_meta(&self, fd: &OwnedFd, meta: &Metadata) -> rustix::io::Result<()> {
+        let st = rustix::fs::fstat(fd)?;
+        let chown = (st.st_uid, st.st_gid) != (meta.uid, meta.gid);
+        if chown {
+            sys::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+            )?;
+        }
+        if chown || st.st_mode & MODE_MASK != meta.mode & MODE_MASK {
+            sys::fchmod(fd, Mode::from_raw_mode(meta.mode & MODE_MASK))?;
+        }
+        self.apply_xattrs(XattrsOf::Open(fd), &meta.xattrs)?;
+        sys::futimens(
+            fd,
+            &Timestamps {
+                last_access: timespec(meta.atime),
+                last_modification: timespec(meta.mtime),
+            },
+        )
+    }
+
+    /// Links the anonymous file `fd` to `name` in `dir`, the directory's
+    /// times kept. A whiteout there is replaced: the file is linked into
+    /// the work directory and renamed over it; anything else is `EEXIST`.
+    fn link_into_place(
+        &self,
+        work: &Work,
+        fd: &OwnedFd,
+        dir: &OwnedFd,
+        name: &str,
+    ) -> rustix::io::Result<()> {
+        let times = dir_times(dir)?;
+        match link_fd(fd, dir, name) {
+            // A new name always changes the directory's times: they are put
+            // back without looking.
+            Ok(()) => return self.restore_times(dir, times),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        if !matches!(self.target_state(dir, name)?, Target::Whiteout) {
+            return Err(Errno::EXIST);
+        }
+        let tmp = Self::temp_name(work);
+        link_fd(fd, &work.fd, &tmp)?;
+        let result = self.keeping_times(&[dir], || self.install(work, &tmp, dir, name));
+        if result.is_err() {
+            let _ = sys::unlinkat(&work.fd, &tmp, AtFlags::empty());
+        }
+        result
+    }
+
     /// Runs `change`, which adds, removes or renames entries of the
     /// directories `dirs`, and puts their atime and mtime back as they were
     /// (also when it fails half-way): a layer's times change only when its
@@ -882,31 +966,16 @@ impl DirLayer {
     ) -> rustix::io::Result<T> {
         let mut before = Vec::with_capacity(dirs.len());
         for dir in dirs {
-            let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-            before.push((*dir, st.stx_atime, st.stx_mtime));
+            before.push((*dir, dir_times(dir)?));
         }
         let result = change();
-        for (dir, atime, mtime) in before {
-            let now = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-            let same = |a: rustix::fs::StatxTimestamp, b: rustix::fs::StatxTimestamp| {
-                (a.tv_sec, a.tv_nsec) == (b.tv_sec, b.tv_nsec)
-            };
-            if same(now.stx_atime, atime) && same(now.stx_mtime, mtime) {
+        for (dir, times) in before {
+            // A rename between two names of one inode changes nothing, not
+            // even a time: only what changed is put back.
+            if dir_times(dir)? == times {
                 continue;
             }
-            let ts = |t: rustix::fs::StatxTimestamp| Timespec {
-                tv_sec: t.tv_sec,
-                tv_nsec: i64::from(t.tv_nsec),
-            };
-            let restored = sys::utimensat(
-                &self.root,
-                proc_path(dir),
-                &Timestamps {
-                    last_access: ts(atime),
-                    last_modification: ts(mtime),
-                },
-                AtFlags::empty(),
-            );
+            let restored = self.restore_times(dir, times);
             if result.is_ok() {
                 restored?;
             }
@@ -914,10 +983,58 @@ impl DirLayer {
         result
     }
 
+    /// Sets the atime and mtime of directory `dir` (from [`dir_times`]).
+    fn restore_times(&self, dir: &OwnedFd, (atime, mtime): DirTimes) -> rustix::io::Result<()> {
+        let times = Timestamps {
+            last_access: timespec(atime),
+            last_modification: timespec(mtime),
+        };
+        // By the `O_PATH` descriptor itself (Linux 5.8), else through
+        // `/proc/self/fd` (several times dearer: a walk of `/proc`).
+        match sys::utimensat(dir, "", &times, AtFlags::EMPTY_PATH) {
+            Err(Errno::INVAL) => {
+                sys::utimensat(&self.root, proc_path(dir), &times, AtFlags::empty())
+            }
+            other => other,
+        }
+    }
+
     fn sync(&self, fd: &OwnedFd) -> rustix::io::Result<()> {
         match self.options.durability {
             Durability::Auto => sys::fsync(fd),
             Durability::Volatile => Ok(()),
+        }
+    }
+}
+
+/// An object whose xattrs are read and written: an `O_PATH` descriptor,
+/// reached through `/proc/self/fd`, or a file open for writing, through
+/// its own descriptor (no walk of `/proc`).
+#[derive(Clone, Copy)]
+enum XattrsOf<'a> {
+    Path(&'a OwnedFd),
+    Open(&'a OwnedFd),
+}
+
+impl XattrsOf<'_> {
+    fn raw(self) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
+        match self {
+            XattrsOf::Path(fd) => raw_xattrs(fd),
+            XattrsOf::Open(fd) => raw_xattrs_open(fd),
+        }
+    }
+
+    fn set(self, name: &str, value: &[u8]) -> rustix::io::Result<()> {
+        match self {
+            XattrsOf::Path(fd) => sys::setxattr(proc_path(fd), name, value, XattrFlags::empty()),
+            XattrsOf::Open(fd) => sys::fsetxattr(fd, name, value, XattrFlags::empty()),
+        }
+    }
+
+    fn remove(self, name: &str) -> rustix::io::Result<()> {
+        match self {
+            XattrsOf::Path(fd) => sys::removexattr(proc_path(fd), name),
+            XattrsOf::Open(fd) => sys::fremovexattr(fd, name),
         }
     }
 }
@@ -1021,11 +1138,24 @@ impl LayerMut for DirLayer {
             // A device number mknod would cut could land on 0/0: a whiteout.
             return Err(self.err(Errno::INVAL, path));
         }
-        let durability = self.options.durability;
-        self.create_via_work(path, meta, |work, tmp| match content {
-            Content::Dir => sys::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700)),
-            Content::Symlink(target) => sys::symlinkat(target.as_str(), &work.fd, tmp),
-            Content::Special => {
+        match content {
+            Content::File(data) => {
+                let durability = self.options.durability;
+                self.create_file(path, meta, |fd| {
+                    write_data(fd, &data)?;
+                    if durability == Durability::Auto && !data.is_empty() {
+                        sys::fsync(fd)?;
+                    }
+                    Ok(())
+                })
+            }
+            Content::Dir => self.create_via_work(path, meta, |work, tmp| {
+                sys::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700))
+            }),
+            Content::Symlink(target) => self.create_via_work(path, meta, |work, tmp| {
+                sys::symlinkat(target.as_str(), &work.fd, tmp)
+            }),
+            Content::Special => self.create_via_work(path, meta, |work, tmp| {
                 let kind = match meta.file_type {
                     FileType::Fifo => rustix::fs::FileType::Fifo,
                     FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
@@ -1042,21 +1172,8 @@ impl LayerMut for DirLayer {
                         crate::meta::minor(meta.rdev),
                     ),
                 )
-            }
-            Content::File(data) => {
-                let fd = rustix::fs::openat(
-                    &work.fd,
-                    tmp,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )?;
-                write_data(&fd, &data)?;
-                if durability == Durability::Auto && !data.is_empty() {
-                    sys::fsync(&fd)?;
-                }
-                Ok(())
-            }
-        })
+            }),
+        }
     }
 
     fn create_opaque_dir(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
@@ -1072,15 +1189,9 @@ impl LayerMut for DirLayer {
         src_path: &LayerPath,
     ) -> Result<()> {
         let source = DataSource::open(src, src_path)?;
-        self.create_via_work(path, meta, |work, tmp| {
-            let fd = rustix::fs::openat(
-                &work.fd,
-                tmp,
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )?;
-            source.copy_to(&fd)?;
-            self.sync(&fd)
+        self.create_file(path, meta, |fd| {
+            source.copy_to(fd)?;
+            self.sync(fd)
         })
     }
 
@@ -1488,7 +1599,7 @@ impl DirLayer {
             Mode::from_raw_mode(meta.mode & MODE_MASK),
             AtFlags::empty(),
         )?;
-        self.apply_xattrs(fd, &meta.xattrs)?;
+        self.apply_xattrs(XattrsOf::Path(fd), &meta.xattrs)?;
         let ts = |t: Timestamp| Timespec {
             tv_sec: t.sec,
             tv_nsec: i64::from(t.nsec),
@@ -1502,6 +1613,37 @@ impl DirLayer {
             },
             AtFlags::empty(),
         )
+    }
+}
+
+/// Gives the anonymous file `fd` (`O_TMPFILE`) the name `name` in `dir`:
+/// by the descriptor itself (`AT_EMPTY_PATH`, Linux 6.10 for a file one
+/// opened, else `CAP_DAC_READ_SEARCH`), or through `/proc/self/fd`.
+fn link_fd(fd: &OwnedFd, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+    match sys::linkat(fd, "", dir, name, AtFlags::EMPTY_PATH) {
+        Err(Errno::NOENT) => sys::linkat(fd, proc_path(fd), dir, name, AtFlags::SYMLINK_FOLLOW),
+        other => other,
+    }
+}
+
+/// The atime and mtime of a directory.
+type DirTimes = (Timestamp, Timestamp);
+
+fn dir_times(dir: &OwnedFd) -> rustix::io::Result<DirTimes> {
+    let st = rustix::fs::statx(
+        dir,
+        "",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::ATIME | StatxFlags::MTIME,
+    )?;
+    let t = |t: rustix::fs::StatxTimestamp| Timestamp::new(t.tv_sec, t.tv_nsec);
+    Ok((t(st.stx_atime), t(st.stx_mtime)))
+}
+
+fn timespec(t: Timestamp) -> Timespec {
+    Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec),
     }
 }
 
