@@ -58,7 +58,8 @@ fn disk_view(names: &[String], dir: &Utf8PathBuf) -> MergedView {
         .enumerate()
         .map(|(i, mem)| {
             let path = dir.join(format!("lower{i}"));
-            let mut layer = DirLayer::open_upper(&path, dir.join(format!("lower{i}.work"))).unwrap();
+            let mut layer =
+                DirLayer::open_upper(&path, dir.join(format!("lower{i}.work"))).unwrap();
             copy_layer(mem, &mut layer).unwrap();
             drop(layer);
             Arc::new(DirLayer::open(&path).unwrap()) as Arc<dyn Layer>
@@ -100,7 +101,10 @@ fn concurrent(c: &mut Criterion) {
     let names = names();
     let scratch = Utf8PathBuf::from_path_buf(std::env::temp_dir())
         .unwrap()
-        .join(format!("layerstack-bench-concurrent-{}", std::process::id()));
+        .join(format!(
+            "layerstack-bench-concurrent-{}",
+            std::process::id()
+        ));
     let mem = mem_view(&names);
     let disk = disk_view(&names, &scratch);
     let mut group = c.benchmark_group("concurrent_reads");

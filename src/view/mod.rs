@@ -40,7 +40,11 @@ use resolve::{Cursor, Follow, Res, Resolved, State};
 /// `MergedView` is `Send + Sync` and every method takes `&self`: readers run
 /// concurrently, writers take turns, and no reader ever sees a half-done
 /// change (a copy-up, a rename) because each operation is atomic with
-/// respect to the others. Lower layers are never modified.
+/// respect to the others. Lower layers are never modified. Warm reads
+/// (`metadata` of a visited path, `read` of a file a lower layer holds)
+/// take no lock that another thread takes, so readers on several cores do
+/// not slow each other down; the first visit of a directory, and objects
+/// in the upper layer, are read under a lock readers share.
 ///
 /// Paths may be absolute or relative; both start at the view's root, and
 /// `..` never leaves it. Symlinks resolve inside the view (an absolute
