@@ -192,6 +192,28 @@ def export():
     print()
 
 
+def concurrent():
+    """Throughput of readers on 1, 2 and 4 threads, and 2 threads over 1."""
+    rows = []
+    for case in ("mem_metadata", "mem_read", "disk_metadata", "disk_read"):
+        try:
+            with open(os.path.join(CRITERION, "concurrent_reads", case, "1", "new",
+                                   "benchmark.json")) as f:
+                ops = json.load(f)["throughput"]["Elements"]
+        except OSError:
+            continue
+        per_s = [None if t is None else ops * 1e9 / t
+                 for t in (median("concurrent_reads", case, str(n)) for n in (1, 2, 4))]
+        cells = [f"{r:,.0f}/s" if r else "not run" for r in per_s]
+        two = f"{per_s[1] / per_s[0]:.2f}×" if per_s[0] and per_s[1] else "–"
+        rows.append([case] + cells + [two])
+    if not rows:
+        return
+    print("### Concurrent readers (throughput; 2 : 1 is two threads over one)\n")
+    print(table(["case", "1 thread", "2 threads", "4 threads", "2 : 1"], rows))
+    print()
+
+
 def memory():
     path = os.path.join(TARGET, "bench-report", "memory.txt")
     try:
@@ -205,6 +227,7 @@ def memory():
 
 if __name__ == "__main__":
     lookups()
+    concurrent()
     first_write()
     listing()
     flatten()

@@ -11,6 +11,7 @@ mod copy_up;
 mod file;
 mod options;
 mod readdir;
+mod readers;
 pub(crate) mod resolve;
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -30,6 +31,7 @@ use crate::meta::{
 };
 use crate::path::{LastKind, LayerPath};
 
+use readers::Readers;
 use resolve::{Cursor, Follow, Res, Resolved, State};
 
 /// Lower layers (read-only, top first) under one writable upper layer, seen
@@ -38,7 +40,11 @@ use resolve::{Cursor, Follow, Res, Resolved, State};
 /// `MergedView` is `Send + Sync` and every method takes `&self`: readers run
 /// concurrently, writers take turns, and no reader ever sees a half-done
 /// change (a copy-up, a rename) because each operation is atomic with
-/// respect to the others. Lower layers are never modified.
+/// respect to the others. Lower layers are never modified. Warm reads
+/// (`metadata` of a visited path, `read` of a file a lower layer holds)
+/// take no lock that another thread takes, so readers on several cores do
+/// not slow each other down; the first visit of a directory, and objects
+/// in the upper layer, are read under a lock readers share.
 ///
 /// Paths may be absolute or relative; both start at the view's root, and
 /// `..` never leaves it. Symlinks resolve inside the view (an absolute
@@ -65,6 +71,8 @@ use resolve::{Cursor, Follow, Res, Resolved, State};
 pub struct MergedView {
     options: ViewOptions,
     state: RwLock<State>,
+    /// Per-thread memos that answer warm reads without the lock.
+    readers: Readers,
 }
 
 impl MergedView {
@@ -90,6 +98,7 @@ impl MergedView {
         Ok(MergedView {
             options,
             state: RwLock::new(state),
+            readers: Readers::default(),
         })
     }
 
@@ -103,8 +112,12 @@ impl MergedView {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The state for a change: every reader's memo is emptied before the
+    /// caller can change anything (see the `readers` module).
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+        let st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        self.readers.forget();
+        st
     }
 
     fn now(&self) -> Timestamp {
@@ -182,20 +195,32 @@ impl MergedView {
     }
 
     fn stat(&self, user: &str, op: Operation, follow: Follow) -> Result<Metadata> {
+        match self.readers.stat(user) {
+            Some(Some(meta)) => return Ok(meta),
+            Some(None) => return Err(Error::new(ErrorKind::NotFound, op, user)),
+            None => {}
+        }
         let st = self.read_state();
         if let Some(meta) = st.remembered_meta(user) {
+            self.readers.learn(&st, user, Some(&meta));
             return Ok(meta);
         }
         match st.quick_lookup(user) {
-            Some(None) => return Err(Error::new(ErrorKind::NotFound, op, user)),
+            Some(None) => {
+                self.readers.learn(&st, user, None);
+                return Err(Error::new(ErrorKind::NotFound, op, user));
+            }
             Some(Some(res)) if !(res.file_type.is_symlink() && follow == Follow::Always) => {
                 let meta = meta_of(&st, &res)?;
-                st.remember_meta(user, &res, &meta);
+                let remembered = st.remember_meta(user, &res, &meta);
+                self.readers.learn(&st, user, remembered.then_some(&meta));
                 return Ok(meta);
             }
             _ => {}
         }
-        let r = st.resolve(user, op, follow)?;
+        let r = st.resolve(user, op, follow);
+        self.readers.learn(&st, user, None);
+        let r = r?;
         let res = r.existing(op, user)?;
         meta_of(&st, res)
     }
@@ -241,8 +266,12 @@ impl MergedView {
     /// As [`MergedView::read`].
     pub fn read_at(&self, path: impl AsRef<str>, offset: u64, len: usize) -> Result<Bytes> {
         let user = path.as_ref();
+        if let Some(read) = self.readers.read_lower(user, offset, len) {
+            return read.map_err(|e| e.reframe(Operation::Read, user));
+        }
         let st = self.read_state();
         let r = st.resolve(user, Operation::Read, Follow::Always)?;
+        self.readers.learn(&st, user, None);
         let res = r.existing(Operation::Read, user)?;
         check_regular(res.file_type, Operation::Read, user)?;
         let (idx, lpath) = res.top();

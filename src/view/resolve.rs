@@ -630,11 +630,9 @@ impl State {
 
     /// What a plain path resolves to when its parent directory's index is
     /// cached: one map lookup for the directory and one for the name,
-    /// instead of one of each per component. A plain path has no empty,
-    /// `.` or `..` component, no trailing slash and no overlong name (one
-    /// leading `/` is allowed: the view is its own root). `None` when the
-    /// path is not plain or its parent is not cached; [`State::resolve`]
-    /// then walks it.
+    /// instead of one of each per component. `None` when the path is not
+    /// plain (see [`plain_split`]) or its parent is not cached;
+    /// [`State::resolve`] then walks it.
     ///
     /// Both give the same answer because an index is only cached for a
     /// merged directory reached by its own path with no symlink, and
@@ -643,18 +641,16 @@ impl State {
     /// `forget_subtree`). The last name is returned as found: following a
     /// final symlink is the caller's business.
     pub fn quick_lookup(&self, user: &str) -> Option<Option<Res>> {
-        let path = user.strip_prefix('/').unwrap_or(user);
-        if user.len() > PATH_MAX || path.contains('\0') {
-            return None;
-        }
-        let plain = |c: &str| !c.is_empty() && c != "." && c != ".." && c.len() <= NAME_MAX;
-        if !path.split('/').all(plain) {
-            return None;
-        }
-        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let (parent, name) = plain_split(user)?;
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let index = cache.get(parent)?;
         Some(index.entries.get(name).cloned())
+    }
+
+    /// The cached index of the merged directory at `path`, if any.
+    pub fn cached_index(&self, path: &str) -> Option<Arc<DirIndex>> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(path).cloned()
     }
 
     /// Child `name` of a merged directory.
@@ -881,15 +877,17 @@ impl State {
     /// Remembers `meta` for the object `res` at the plain path `user` (one
     /// [`State::quick_lookup`] accepted) if its top layer is a lower one
     /// and it is no symlink (which `stat` may have to follow).
-    pub fn remember_meta(&self, user: &str, res: &Res, meta: &Metadata) {
+    /// Returns whether it did.
+    pub fn remember_meta(&self, user: &str, res: &Res, meta: &Metadata) -> bool {
         if res.top().0 == UPPER || res.file_type.is_symlink() {
-            return;
+            return false;
         }
         let Ok(path) = LayerPath::new(user.strip_prefix('/').unwrap_or(user)) else {
-            return;
+            return false;
         };
         let mut metas = self.metas.lock().unwrap_or_else(PoisonError::into_inner);
         metas.insert(path.as_str().to_owned(), meta.clone());
+        true
     }
 
     /// Brings the cached index of `dir` up to date for `name` (after a
@@ -943,6 +941,22 @@ impl State {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|k, _| !at_or_under(k, path));
     }
+}
+
+/// A plain path split into its parent's merged path and its last name.
+/// A plain path has no empty, `.` or `..` component, no trailing slash and
+/// no overlong name; one leading `/` is allowed (the view is its own root).
+/// `None` for any other path.
+pub(crate) fn plain_split(user: &str) -> Option<(&str, &str)> {
+    let path = user.strip_prefix('/').unwrap_or(user);
+    if user.len() > PATH_MAX || path.contains('\0') {
+        return None;
+    }
+    let plain = |c: &str| !c.is_empty() && c != "." && c != ".." && c.len() <= NAME_MAX;
+    if !path.split('/').all(plain) {
+        return None;
+    }
+    Some(path.rsplit_once('/').unwrap_or(("", path)))
 }
 
 /// Whether the merged path `key` is `path` or below it.
