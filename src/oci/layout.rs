@@ -1290,15 +1290,19 @@ impl OciLayout {
         (record.digest == *digest && record.diff_id == *diff_id).then_some(record)
     }
 
-    /// Keeps `record` in the layer cache, replacing an earlier one. Call it
-    /// only with what a read of the whole blob established (its digest and
-    /// DiffID checked). Not synced: a record lost in a crash is only a
-    /// cache miss.
+    /// Keeps `record` in the layer cache, replacing an earlier one (a
+    /// record already there as it is is left alone, so reading an image
+    /// again writes nothing). Call it only with what a read of the whole
+    /// blob established (its digest and DiffID checked). Not synced: a
+    /// record lost in a crash is only a cache miss.
     ///
     /// # Errors
     /// I/O errors; `ELOOP` if a part of the cache is a symlink. Callers
     /// that only fill the cache on the way may ignore them.
     pub fn record_layer(&self, record: &LayerRecord) -> Result<()> {
+        if self.layer_record(&record.digest, &record.diff_id) == Some(*record) {
+            return Ok(());
+        }
         let root = self.open_root()?;
         let dir = self.open_cache(&root, true)?;
         let shown = self.root.join(CACHE_DIR).join(CACHE_LAYERS);
@@ -3333,6 +3337,11 @@ mod tests {
             fs::read_to_string(&path).unwrap(),
             format!(r#"{{"diff_id":"{diff_id}","digest":"{blob}","uncompressed_size":7}}"#)
         );
+        // The same record again writes nothing: the file is the same inode.
+        let ino = |p: &Utf8Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = ino(&path);
+        layout.record_layer(&newer).unwrap();
+        assert_eq!(ino(&path), before);
         // Damaged, renamed, oversized or not a file: no record, no hang.
         for bad in [
             "{".to_owned(),
