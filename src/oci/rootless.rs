@@ -615,6 +615,12 @@ impl RootlessMap {
         let name = path.file_name().unwrap_or("rootless");
         let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let written = (|| {
+            // Left by a run of ours with this pid that was killed (the pid
+            // of a container's first process is always the same).
+            match std::fs::remove_file(&temp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -804,7 +810,8 @@ impl<'v> Fields<'v> {
 }
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    // Only hex digits (`from_str_radix` alone would take a `+`).
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())

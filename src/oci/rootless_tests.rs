@@ -227,6 +227,8 @@ fn hostile_maps_are_refused_with_one_line_naming_the_file_and_the_entry() {
             "the value of \"trusted.note\" must be hex",
         ),
         (edited("6b657074", "zz"), "must be hex"),
+        // `from_str_radix` alone reads "+b" as 0x0b.
+        (edited("6b657074", "+b+e"), "must be hex"),
         (
             edited(r#""type": "char""#, r#""type": "file""#),
             "type \"file\" is not one an unpack skips",
