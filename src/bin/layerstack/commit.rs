@@ -11,7 +11,7 @@ use layerstack::{Result, Timestamp};
 
 use crate::ImageRef;
 use crate::ls::open_view;
-use crate::output::{Out, Progress, thousands};
+use crate::output::{Out, Progress, escape_name, thousands};
 
 /// What the history says made the layer.
 const CREATED_BY: &str = "layerstack commit";
@@ -60,15 +60,19 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
     }
     // Nothing below may fail the command: the tag is in.
     let report = |out: &mut Out| -> Result<()> {
+        let shown = escape_name(dir.as_str());
         if let Some((at, _)) = &map {
             out.line(format_args!(
-                "{dir} was unpacked rootless: owners, modes, extended attributes and device nodes only root can write are mapped back from {at}"
+                "{shown} was unpacked rootless: owners, modes, extended attributes and device nodes only root can write are mapped back from {}",
+                escape_name(at.as_str())
             ))?;
         }
         match outcome {
             StepOutcome::Empty => {
                 out.line(format_args!(
-                    "{dir} is what {image} shows: {target} has no new layer, only a history entry"
+                    "{shown} is what {} shows: {} has no new layer, only a history entry",
+                    escape_name(&image.to_string()),
+                    escape_name(&target.to_string())
                 ))?;
             }
             StepOutcome::Layer(d) => {

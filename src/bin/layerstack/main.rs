@@ -382,7 +382,9 @@ fn run(command: Command) -> Result<()> {
             let unpacked = unpack::unpack_image(&store, &img, &dir, privilege)?;
             let s = unpacked.summary;
             out.line(format_args!(
-                "unpacked {image} into {dir}: {}, {}, {}, {}, {}, {}",
+                "unpacked {} into {}: {}, {}, {}, {}, {}, {}",
+                output::escape_name(&image.to_string()),
+                output::escape_name(dir.as_str()),
                 count(s.files, "file", "files"),
                 count(s.dirs, "directory", "directories"),
                 count(s.symlinks, "symlink", "symlinks"),
@@ -404,9 +406,10 @@ fn run(command: Command) -> Result<()> {
             }
             if let Some((at, map)) = unpacked.rootless {
                 out.line(format_args!(
-                    "rootless: what only root can write ({} with other owners, modes or extended attributes, {}) is kept in {at} for commit",
+                    "rootless: what only root can write ({} with other owners, modes or extended attributes, {}) is kept in {} for commit",
                     count(map.kept() as u64, "object", "objects"),
                     count(map.absent() as u64, "device node", "device nodes"),
+                    output::escape_name(at.as_str()),
                 ))?;
             }
         }
