@@ -38,6 +38,10 @@ use crate::view::resolve::{DirIndex, State, UPPER, plain_split};
 /// started together get a memo each).
 const SHARDS: usize = 8;
 
+/// Reads up to this many bytes are made holding the memo; larger ones let
+/// it go first (see [`Readers::read_lower`]).
+const SMALL_READ: usize = 64 << 10;
+
 /// What the threads of one view remember, one memo per shard.
 pub(crate) struct Readers {
     shards: Box<[Shard]>,
@@ -126,9 +130,21 @@ impl Readers {
         if res.file_type != FileType::File || idx == UPPER {
             return None;
         }
-        // Read holding the memo (ours alone): cloning the layer's `Arc`
-        // instead would write to a count every reader of the layer shares.
-        match memo.lowers.get(idx - 1)?.read_at(path, offset, len) {
+        let read = if len <= SMALL_READ {
+            // A small read holds the memo (another thread's only by chance
+            // of the shard): cloning the layer's `Arc` instead would write
+            // to a count every reader of the layer shares.
+            memo.lowers.get(idx - 1)?.read_at(path, offset, len)
+        } else {
+            // A large one (a whole file, from disk maybe) must not hold up
+            // the threads that share this shard, nor a writer's `forget`:
+            // the layer is immutable, so it is read after the memo is let
+            // go, as of the state the memo showed.
+            let (layer, path) = (Arc::clone(memo.lowers.get(idx - 1)?), path.clone());
+            drop(memo);
+            layer.read_at(&path, offset, len)
+        };
+        match read {
             Err(e) if e.kind() == ErrorKind::NotPermitted => None,
             read => Some(read),
         }
