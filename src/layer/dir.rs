@@ -701,16 +701,12 @@ impl DirLayer {
             }
             return Ok(());
         }
-        let ts = |t: Timestamp| Timespec {
-            tv_sec: t.sec,
-            tv_nsec: i64::from(t.nsec),
-        };
         sys::utimensat(
             dir,
             name,
             &Timestamps {
-                last_access: ts(meta.atime),
-                last_modification: ts(meta.mtime),
+                last_access: timespec(meta.atime),
+                last_modification: timespec(meta.mtime),
             },
             AtFlags::SYMLINK_NOFOLLOW,
         )
@@ -1600,16 +1596,12 @@ impl DirLayer {
             AtFlags::empty(),
         )?;
         self.apply_xattrs(XattrsOf::Path(fd), &meta.xattrs)?;
-        let ts = |t: Timestamp| Timespec {
-            tv_sec: t.sec,
-            tv_nsec: i64::from(t.nsec),
-        };
         sys::utimensat(
             &self.root,
             proc.as_str(),
             &Timestamps {
-                last_access: ts(meta.atime),
-                last_modification: ts(meta.mtime),
+                last_access: timespec(meta.atime),
+                last_modification: timespec(meta.mtime),
             },
             AtFlags::empty(),
         )
