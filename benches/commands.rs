@@ -41,7 +41,7 @@ use common::{Mount, corpus, is_root, scratch_root, utf8};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use layerstack::model::Snapshot;
 use layerstack::oci::Compression;
-use layerstack::oci::export::{ExportOptions, export_layer};
+use layerstack::oci::{ExportOptions, export_layer};
 use layerstack::testing::snapshot_dir;
 use layerstack::{DirLayer, Layer, LayerPath};
 

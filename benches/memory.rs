@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use layerstack::oci::Compression;
-use layerstack::oci::export::{ExportOptions, export_layer};
-use layerstack::oci::import::{ImportOptions, import_layer};
+use layerstack::oci::{ExportOptions, export_layer};
+use layerstack::oci::{ImportOptions, import_layer};
 use layerstack::{DirLayer, Layer};
 use vfs::{MemoryFS, VfsPath};
 

@@ -16,8 +16,8 @@ use std::io::Write;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::MergedView;
-use layerstack::oci::whiteout::{TarName, classify};
 use layerstack::oci::{BuildOptions, Decompressor, ImageStore, Limits, OciLayout, TarReader};
+use layerstack::oci::{TarName, classify};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let (dir, keep) = match std::env::args().nth(1) {

@@ -63,7 +63,7 @@
 //! container is a [`MergedView`] over them, `builder` builds an image one
 //! step at a time as a Dockerfile does (each step changes a view, what it
 //! changed becomes a layer), `changes` lists what each layer adds, changes
-//! and deletes as `docker diff` does, and `oci::commit::layer_from_dir`
+//! and deletes as `docker diff` does, and `oci::layer_from_dir`
 //! turns an edited root filesystem into the layer that makes the image show
 //! it, as `umoci repack` does. The `layerstack` command-line tool (feature
 //! `cli`, on by default) puts this in a shell: `layerstack demo` builds and
@@ -212,12 +212,12 @@
 //!   [`Spill`]'s budget (16 MiB by default), beyond which data goes to an
 //!   anonymous file on disk (in the layout's `blobs/sha256` for an
 //!   [`ImageStore`](oci::ImageStore) and the tool, in `$TMPDIR` for
-//!   [`layer_from_dir`](oci::commit::layer_from_dir)); so listing,
+//!   [`layer_from_dir`](oci::layer_from_dir)); so listing,
 //!   reading and committing an image with a 1 GiB file take tens of MB,
 //!   not 1 GiB, but the spill directory needs room for the data. Runs of
 //!   zeros and holes are neither held nor spilled (a committed file is
 //!   read with `SEEK_DATA`/`SEEK_HOLE`, and zeros are stored as holes).
-//!   [`import_layer`](oci::import::import_layer) alone keeps all data in
+//!   [`import_layer`](oci::import_layer) alone keeps all data in
 //!   memory; import into a [`DirLayer`] to keep a large layer on disk in
 //!   the kernel's format. Opening an image still reads every layer whole
 //!   (decompressed and hashed) until layers are read lazily.
@@ -231,7 +231,7 @@
 //!   directory holds part of the tree.
 //! - A rootless unpack keeps what it could not write (owners, device
 //!   nodes, privileged xattrs) in a file beside the tree, keyed by inode
-//!   ([`oci::rootless`]): a copy of the tree (new inodes) loses it, and
+//!   ([`oci::RootlessMap`]): a copy of the tree (new inodes) loses it, and
 //!   commits every owner as root's. Recording it reads the image's layers
 //!   a second time.
 //! - A [`DirLayer`] is crash-safe (every change is staged in its work

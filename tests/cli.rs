@@ -1159,7 +1159,7 @@ fn analyze_ci_fails_naming_the_broken_rule() {
 /// its bytes no longer match what the config promises.
 fn tamper_diff_id(dir: &Utf8Path, img: &Image, i: usize, tag: &str) {
     use layerstack::oci::Descriptor;
-    use layerstack::oci::spec::media_type;
+    use layerstack::oci::media_type;
     let layout = OciLayout::open(dir).unwrap();
     let mut config = img.config.clone();
     config.diff_ids[i] = layerstack::oci::Digest::of(b"not this layer");

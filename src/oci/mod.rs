@@ -3,37 +3,39 @@
 //! layers, building, flattening and `docker diff`.
 //!
 //! The contract is the OCI image spec: `layer.md` (the tar changeset and its
-//! whiteouts, see [`whiteout`]), `image-layout.md` (`oci-layout`,
+//! whiteouts, see [`TarName`]), `image-layout.md` (`oci-layout`,
 //! `index.json`, `blobs/sha256/<hex>`), `manifest.md` and `config.md`.
 
-pub mod analyze;
 mod apply;
-pub mod changes;
-pub mod commit;
-pub mod compress;
-pub mod digest;
-pub mod export;
-pub mod flatten;
-pub mod image;
-pub mod import;
-pub mod layout;
-pub mod rootless;
-pub mod spec;
-pub mod tar_read;
-pub mod whiteout;
+mod image;
+mod tar;
 
 #[cfg(any(test, feature = "proptest"))]
 pub mod test_tar;
 
-pub use compress::{Compression, Compressor, Decompressor};
-pub use digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
-pub use export::{ExportOptions, LayerDigests, export_layer};
-pub use flatten::{
+pub use self::apply::changes::{Change, ChangeKind, layer_changes};
+pub use self::apply::commit::{layer_from_dir, layer_from_dir_spilling, layer_from_rootless_dir};
+pub use self::apply::export::{ExportOptions, LayerDigests, export_layer};
+pub use self::apply::flatten::{
     FlattenOptions, FlattenSummary, Owners, flatten_layers, flatten_layers_verified,
 };
-pub use image::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome};
-pub use import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
-pub use layout::{BlobReader, BlobWriter, Durability, GcMode, GcReport, LayerRecord, OciLayout};
-pub use rootless::RootlessMap;
-pub use spec::{Descriptor, Document, History, ImageConfig, Index, Manifest, Platform};
-pub use tar_read::{Limits, TarEntry, TarKind, TarReader};
+pub use self::apply::import::{ImportOptions, ImportSummary, Policy, import_into, import_layer};
+pub use self::apply::rootless::{METADATA_SUFFIX, RootlessMap, metadata_path};
+pub use self::image::analyze::{
+    Analysis, LayerFigures, LayerInput, Payload, PayloadMeta, WasteReason, WastedCopy, WastedPath,
+};
+pub use self::image::digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
+pub use self::image::layout::{
+    BlobReader, BlobWriter, Durability, GcMode, GcReport, LayerRecord, MAX_TAG_LEN, OciLayout,
+    STALE_TEMP_AGE, check_tag,
+};
+pub use self::image::spec::{
+    ANNOTATION_REF_NAME, Descriptor, Document, History, ImageConfig, Index, MAX_DOCUMENT_BYTES,
+    Manifest, Platform, media_type,
+};
+pub use self::image::store::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome, rfc3339};
+pub use self::tar::compress::{Compression, Compressor, Decompressor};
+pub use self::tar::read::{Limits, TarEntry, TarKind, TarReader};
+pub use self::tar::whiteout::{
+    AUFS_META_PREFIX, OPAQUE_MARKER, TarName, WHITEOUT_PREFIX, classify, is_reserved, whiteout_name,
+};

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 use camino::Utf8PathBuf;
-use layerstack::oci::analyze::Analysis;
+use layerstack::oci::Analysis;
 use layerstack::oci::{BuildOptions, Decompressor, FlattenOptions, ImageStore, OciLayout};
 use layerstack::testing::{build_layer, stack_items_strategy};
 use proptest::prelude::*;

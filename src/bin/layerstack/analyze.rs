@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use camino::Utf8Path;
-use layerstack::oci::analyze::{Analysis, WastedPath};
+use layerstack::oci::{Analysis, WastedPath};
 use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::json;
 

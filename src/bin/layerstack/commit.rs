@@ -3,10 +3,10 @@
 
 use camino::Utf8Path;
 use layerstack::oci::RootlessMap;
-use layerstack::oci::commit::{layer_from_dir_spilling, layer_from_rootless_dir};
-use layerstack::oci::layout::check_tag;
-use layerstack::oci::rootless::metadata_path;
+use layerstack::oci::check_tag;
+use layerstack::oci::metadata_path;
 use layerstack::oci::{BuildOptions, Durability, StepOutcome};
+use layerstack::oci::{layer_from_dir_spilling, layer_from_rootless_dir};
 use layerstack::{Result, Timestamp};
 
 use crate::ImageRef;

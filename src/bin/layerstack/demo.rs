@@ -7,10 +7,10 @@ use std::fs;
 use std::io;
 
 use camino::Utf8Path;
-use layerstack::oci::whiteout::{TarName, classify};
 use layerstack::oci::{
     BuildOptions, Decompressor, Descriptor, Image, ImageStore, Limits, OciLayout, TarReader,
 };
+use layerstack::oci::{TarName, classify};
 use layerstack::{Error, ErrorKind, MemLayer, MergedView, Operation, Result};
 
 use crate::ls;

@@ -1,6 +1,6 @@
 //! `diff`: what each layer adds, changes and deletes, as `docker diff`.
 
-use layerstack::oci::changes::{Change, ChangeKind};
+use layerstack::oci::{Change, ChangeKind};
 use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use layerstack::oci::spec::media_type;
+use layerstack::oci::media_type;
 use layerstack::oci::{
     Compression, Decompressor, Digest, DigestReader, Image, ImageStore, LayerRecord,
 };

@@ -19,7 +19,7 @@
 //! that is not rootless removes a map an earlier one left there.
 
 use camino::{Utf8Path, Utf8PathBuf};
-use layerstack::oci::rootless::metadata_path;
+use layerstack::oci::metadata_path;
 use layerstack::oci::{
     FlattenOptions, FlattenSummary, Image, ImageStore, Owners, Policy, RootlessMap,
 };

@@ -1,40 +1,3 @@
-//! Importing a layer tar into a layer: the changeset itself, whiteouts kept
-//! as whiteouts, so that a stack of imported layers rebuilds the image
-//! exactly.
-//!
-//! Entries are *applied*, never extracted: each becomes a call on a
-//! [`LayerMut`], so nothing is ever written outside the layer, whatever the
-//! tar says. The rules are the image spec's (`layer.md`) and Docker's,
-//! decided by the same applier as [`flatten`](super::flatten)'s:
-//!
-//! - A directory over a directory of the same layer merges: the later
-//!   entry's attributes win and the children stay. Anything else replaces
-//!   what the layer held at that name (a directory with everything in it).
-//! - Parent directories the tar does not list are created, with the
-//!   attributes of the same directory in the layers below (as the kernel
-//!   copies a parent up), else (nothing below, or below a directory this
-//!   layer made opaque) mode `0755`, owner root, time 0. A parent
-//!   that is a symlink or file in this layer or below is refused
-//!   (`ENOTDIR`): nothing is ever written through a symlink.
-//! - Whiteouts (see [`whiteout`](super::whiteout)) act on the layers below
-//!   only: `.wh.NAME` with no `NAME` in this layer becomes a whiteout; with
-//!   a directory `NAME` in this layer (before or after it in the tar), that
-//!   directory becomes opaque and keeps its entries; with a non-directory,
-//!   nothing more is needed (it hides the name below by itself).
-//! - A hard link resolves to a non-directory earlier in this layer, or to
-//!   one the layers below show at that path, looked up without following
-//!   a symlink (it is then copied into this layer first, as `link()` on an
-//!   overlay mount copies up; this layer's own whiteouts act below and do
-//!   not hide it). Any other target is refused (`ENOENT`, or `EPERM` for a
-//!   directory); the target's parents are checked as an entry's are, in
-//!   this layer before the target below.
-//! - `SCHILY.xattr.*` records become extended attributes, except
-//!   `trusted.overlay.*` and `user.overlay.*`, which are overlay
-//!   bookkeeping and are never applied (they are counted in the summary).
-//! - Device nodes and setuid/setgid files follow [`ImportOptions`]'s
-//!   policies. The character device 0/0 is refused: it is overlayfs's
-//!   whiteout marker, which an OCI layer never holds.
-
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::io::{self, Read};
@@ -42,15 +5,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::apply::{Answer, ApplyTarget, Ask, Held, apply_entry};
-use super::compress::{Compression, Decompressor};
-use super::digest::{Digest, DigestReader};
-use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Content, Entry, Layer, LayerMut};
 use crate::meta::{FileType, Metadata, S_ISGID, S_ISUID, check_xattr_name};
+use crate::oci::apply::applier::{Answer, ApplyTarget, Ask, Held, apply_entry};
+use crate::oci::image::digest::{Digest, DigestReader};
+use crate::oci::tar::compress::{Compression, Decompressor};
+use crate::oci::tar::read::{Limits, TarEntry, TarKind, TarReader};
 use crate::path::LayerPath;
 use crate::view::{LayerSource, MergedView};
 
@@ -168,6 +131,43 @@ pub struct ImportSummary {
 ///
 /// # Errors
 /// As [`import_into`].
+///
+/// Importing a layer tar into a layer: the changeset itself, whiteouts kept
+/// as whiteouts, so that a stack of imported layers rebuilds the image
+/// exactly.
+///
+/// Entries are *applied*, never extracted: each becomes a call on a
+/// [`LayerMut`], so nothing is ever written outside the layer, whatever the
+/// tar says. The rules are the image spec's (`layer.md`) and Docker's,
+/// decided by the same applier as [`flatten_layers`](crate::oci::flatten_layers)'s:
+///
+/// - A directory over a directory of the same layer merges: the later
+///   entry's attributes win and the children stay. Anything else replaces
+///   what the layer held at that name (a directory with everything in it).
+/// - Parent directories the tar does not list are created, with the
+///   attributes of the same directory in the layers below (as the kernel
+///   copies a parent up), else (nothing below, or below a directory this
+///   layer made opaque) mode `0755`, owner root, time 0. A parent
+///   that is a symlink or file in this layer or below is refused
+///   (`ENOTDIR`): nothing is ever written through a symlink.
+/// - Whiteouts (see [`TarName`](crate::oci::TarName)) act on the layers below
+///   only: `.wh.NAME` with no `NAME` in this layer becomes a whiteout; with
+///   a directory `NAME` in this layer (before or after it in the tar), that
+///   directory becomes opaque and keeps its entries; with a non-directory,
+///   nothing more is needed (it hides the name below by itself).
+/// - A hard link resolves to a non-directory earlier in this layer, or to
+///   one the layers below show at that path, looked up without following
+///   a symlink (it is then copied into this layer first, as `link()` on an
+///   overlay mount copies up; this layer's own whiteouts act below and do
+///   not hide it). Any other target is refused (`ENOENT`, or `EPERM` for a
+///   directory); the target's parents are checked as an entry's are, in
+///   this layer before the target below.
+/// - `SCHILY.xattr.*` records become extended attributes, except
+///   `trusted.overlay.*` and `user.overlay.*`, which are overlay
+///   bookkeeping and are never applied (they are counted in the summary).
+/// - Device nodes and setuid/setgid files follow [`ImportOptions`]'s
+///   policies. The character device 0/0 is refused: it is overlayfs's
+///   whiteout marker, which an OCI layer never holds.
 pub fn import_layer<R: Read>(
     reader: R,
     below: &[Arc<dyn Layer>],
@@ -723,5 +723,4 @@ fn remove_all(layer: &mut dyn LayerMut, path: &LayerPath) -> Result<()> {
 }
 
 #[cfg(test)]
-#[path = "import_tests.rs"]
 mod tests;

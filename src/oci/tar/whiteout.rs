@@ -1,24 +1,3 @@
-//! The OCI whiteout encoding of a layer tar.
-//!
-//! The image spec (`layer.md`, "Whiteouts") encodes deletions as names:
-//!
-//! - `DIR/.wh.NAME` (an empty regular file) deletes `DIR/NAME` in the
-//!   layers below. Its own type, mode and contents mean nothing.
-//! - `DIR/.wh..wh..opq` makes `DIR` opaque: nothing below the layer shows
-//!   through it.
-//! - Whiteouts apply to the layers *below* only, whatever their position in
-//!   the tar: an entry of the same layer is never deleted by one, even if
-//!   the whiteout comes after it.
-//! - Other names starting with `.wh..wh.` are AUFS bookkeeping (`.wh..wh.plnk`,
-//!   `.wh..wh.aufs`) and are skipped.
-//! - `.wh.`, `.wh..` and `.wh...` would delete nothing, the directory
-//!   itself or its parent: they are invalid and refused.
-//!
-//! In a [`Layer`](crate::Layer) the same facts are data:
-//! [`Entry::Whiteout`](crate::Entry::Whiteout) and
-//! [`Node::opaque`](crate::Node::opaque). This module converts between the
-//! two.
-
 /// The prefix that marks a whiteout name.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 
@@ -29,6 +8,27 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 pub const AUFS_META_PREFIX: &str = ".wh..wh.";
 
 /// What one name of a layer tar means.
+///
+/// The OCI whiteout encoding of a layer tar.
+///
+/// The image spec (`layer.md`, "Whiteouts") encodes deletions as names:
+///
+/// - `DIR/.wh.NAME` (an empty regular file) deletes `DIR/NAME` in the
+///   layers below. Its own type, mode and contents mean nothing.
+/// - `DIR/.wh..wh..opq` makes `DIR` opaque: nothing below the layer shows
+///   through it.
+/// - Whiteouts apply to the layers *below* only, whatever their position in
+///   the tar: an entry of the same layer is never deleted by one, even if
+///   the whiteout comes after it.
+/// - Other names starting with `.wh..wh.` are AUFS bookkeeping (`.wh..wh.plnk`,
+///   `.wh..wh.aufs`) and are skipped.
+/// - `.wh.`, `.wh..` and `.wh...` would delete nothing, the directory
+///   itself or its parent: they are invalid and refused.
+///
+/// In a [`Layer`](crate::Layer) the same facts are data:
+/// [`Entry::Whiteout`](crate::Entry::Whiteout) and
+/// [`Node::opaque`](crate::Node::opaque). This module converts between the
+/// two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TarName<'a> {
     /// An ordinary name.
@@ -44,7 +44,7 @@ pub enum TarName<'a> {
 /// Classifies the last component of a tar entry name.
 ///
 /// ```
-/// use layerstack::oci::whiteout::{TarName, classify};
+/// use layerstack::oci::{TarName, classify};
 /// assert_eq!(classify("app.conf"), Ok(TarName::Plain("app.conf")));
 /// assert_eq!(classify(".wh.app.conf"), Ok(TarName::Whiteout("app.conf")));
 /// assert_eq!(classify(".wh..wh..opq"), Ok(TarName::Opaque));

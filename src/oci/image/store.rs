@@ -1,37 +1,24 @@
-//! Images as stacks of layers: open one by tag as a [`MergedView`], run a
-//! container on it, build new images step by step, squash, and list what
-//! each layer changes.
-//!
-//! An [`ImageStore`] is an [`OciLayout`] plus a cache of imported layers
-//! keyed by ChainID: a layer two images share (same content at the same
-//! position over the same base) is read and imported once, and the two
-//! views share it in memory.
-//!
-//! The file data of imported layers, and of the upper layers of its
-//! containers and builds, stays in memory up to a budget (16 MiB by
-//! default, shared by everything the store imports); beyond it, data goes
-//! to an anonymous file in the layout's `blobs/sha256` directory (see
-//! [`Spill`]), so an image with large files opens in bounded memory.
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use camino::Utf8Path;
 use serde_json::Value;
 
-use super::changes::{Change, layer_changes};
-use super::compress::Compression;
-use super::digest::{Digest, chain_ids};
-use super::export::{ExportOptions, export_layer};
-use super::flatten::{FlattenOptions, FlattenSummary, flatten_layers_verified};
-use super::import::{ImportOptions, import_into};
-use super::layout::{Durability, LayerRecord, OciLayout, check_tag};
-use super::spec::{ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type};
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Layer, LayerMut};
 use crate::meta::{FileType, Timestamp};
+use crate::oci::apply::changes::{Change, layer_changes};
+use crate::oci::apply::export::{ExportOptions, export_layer};
+use crate::oci::apply::flatten::{FlattenOptions, FlattenSummary, flatten_layers_verified};
+use crate::oci::apply::import::{ImportOptions, import_into};
+use crate::oci::image::digest::{Digest, chain_ids};
+use crate::oci::image::layout::{Durability, LayerRecord, OciLayout, check_tag};
+use crate::oci::image::spec::{
+    ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type,
+};
+use crate::oci::tar::compress::Compression;
 use crate::path::LayerPath;
 use crate::spill::Spill;
 use crate::view::{Clock, MergedView, ViewOptions};
@@ -87,6 +74,21 @@ impl Image {
 }
 
 /// A layout with a cache of imported layers.
+///
+/// Images as stacks of layers: open one by tag as a [`MergedView`], run a
+/// container on it, build new images step by step, squash, and list what
+/// each layer changes.
+///
+/// An [`ImageStore`] is an [`OciLayout`] plus a cache of imported layers
+/// keyed by ChainID: a layer two images share (same content at the same
+/// position over the same base) is read and imported once, and the two
+/// views share it in memory.
+///
+/// The file data of imported layers, and of the upper layers of its
+/// containers and builds, stays in memory up to a budget (16 MiB by
+/// default, shared by everything the store imports); beyond it, data goes
+/// to an anonymous file in the layout's `blobs/sha256` directory (see
+/// [`Spill`]), so an image with large files opens in bounded memory.
 #[derive(Debug)]
 pub struct ImageStore {
     layout: OciLayout,
@@ -115,7 +117,7 @@ impl ImageStore {
     }
 
     /// The store with another spill for file data (see the
-    /// [module documentation](self)): another directory or budget.
+    /// [module documentation](ImageStore)): another directory or budget.
     #[must_use]
     pub fn with_spill(mut self, spill: Spill) -> ImageStore {
         self.spill = spill;
@@ -125,7 +127,7 @@ impl ImageStore {
     /// Where file data goes past the store's memory budget: the spill of
     /// every layer it imports and of the uppers it makes. A commit against
     /// an image of the store shares it
-    /// ([`layer_from_dir_spilling`](super::commit::layer_from_dir_spilling)).
+    /// ([`layer_from_dir_spilling`](crate::oci::apply::commit::layer_from_dir_spilling)).
     #[must_use]
     pub fn spill(&self) -> &Spill {
         &self.spill
@@ -141,7 +143,7 @@ impl ImageStore {
         &self,
         blob: impl std::io::Read,
         below: &[Arc<dyn Layer>],
-    ) -> Result<(MemLayer, super::import::ImportSummary)> {
+    ) -> Result<(MemLayer, crate::oci::apply::import::ImportSummary)> {
         let mut layer = self.new_layer();
         let summary = import_into(blob, &mut layer, below, &self.import)?;
         Ok((layer, summary))
@@ -292,12 +294,12 @@ impl ImageStore {
 
     /// Writes the root filesystem `image` shows into `dir` (which must not
     /// exist or be empty), top layer first so that nothing a higher layer
-    /// hides is written; see [`flatten_layers`](super::flatten_layers). Each layer's digest and
+    /// hides is written; see [`flatten_layers`](crate::oci::flatten_layers). Each layer's digest and
     /// DiffID are checked as it is read; on error what was written is
     /// removed and `dir` is left as it was found.
     ///
     /// # Errors
-    /// As [`flatten_layers`](super::flatten_layers); `EBADMSG` for a blob that does not match its
+    /// As [`flatten_layers`](crate::oci::flatten_layers); `EBADMSG` for a blob that does not match its
     /// digest or a layer that does not match its DiffID.
     pub fn flatten(
         &self,
@@ -496,7 +498,7 @@ impl ImageBuilder<'_> {
     }
 
     /// Adds `layer`, a changeset made elsewhere (for example by
-    /// [`layer_from_dir`](super::commit::layer_from_dir) against
+    /// [`layer_from_dir`](crate::oci::apply::commit::layer_from_dir) against
     /// [`ImageBuilder::view`]), as one step with the history entry
     /// `created_by`. Like [`ImageBuilder::step`], an empty layer adds only
     /// the history entry (`empty_layer`).
@@ -749,5 +751,4 @@ pub fn rfc3339(t: Timestamp) -> String {
 }
 
 #[cfg(test)]
-#[path = "image_tests.rs"]
 mod tests;

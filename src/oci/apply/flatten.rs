@@ -1,120 +1,3 @@
-//! Writing the root filesystem of an image — a stack of layer tars — into a
-//! directory, safely and fast.
-//!
-//! The result is what a [`MergedView`](crate::MergedView) over the layers
-//! imported with [`import_layer`](super::import_layer) shows: the same
-//! types, permission bits (setuid included), owners, contents, symlink
-//! targets, nanosecond modification times, extended attributes (overlay
-//! bookkeeping `trusted.overlay.*` / `user.overlay.*` never applied) and
-//! device numbers; names that are one inode in one layer, and are both
-//! still visible from that layer, are one inode on disk. Whiteout markers
-//! never appear.
-//!
-//! ```no_run
-//! use std::fs::File;
-//! use std::io::Read;
-//! use camino::Utf8Path;
-//! use layerstack::oci::{FlattenOptions, flatten_layers};
-//!
-//! let blobs = ["base.tar.gz", "app.tar.zst"];
-//! let openers: Vec<_> = blobs
-//!     .iter()
-//!     .map(|blob| {
-//!         move || -> layerstack::Result<Box<dyn Read + Send>> {
-//!             let file = File::open(blob).map_err(|e| {
-//!                 layerstack::Error::from_io(&e, layerstack::Operation::ReadBlob, blob)
-//!             })?;
-//!             Ok(Box::new(file))
-//!         }
-//!     })
-//!     .collect();
-//! let summary = flatten_layers(&openers, Utf8Path::new("rootfs"), &FlattenOptions::default())?;
-//! println!("{} files, {} hidden by higher layers", summary.files, summary.hidden);
-//! # Ok::<(), layerstack::Error>(())
-//! ```
-//!
-//! # How
-//!
-//! Layers are read from the **top down**, so that what a higher layer
-//! deletes or replaces is never written at all. An index keeps what the
-//! layers above decided for each path: a directory (open, or closed to the
-//! layers below by an opaque marker, a whiteout or a non-directory in a
-//! layer between), a non-directory, or gone (a whiteout). An entry of a
-//! lower layer at a path the index already decided, or under a closed one,
-//! is skipped (counted in [`FlattenSummary::hidden`]); a directory merges
-//! into an open one. The index takes a layer's decisions only once the
-//! layer is done, so entries of one layer never hide each other (a later
-//! duplicate replaces an earlier one, a directory over a directory merges,
-//! as [`import`](super::import) does).
-//!
-//! A producer thread per layer (at most [`FlattenOptions::threads`] at a
-//! time, taken top first) decompresses and parses its layer into a bounded
-//! channel (at most 16 MiB of data in flight per layer); one writer
-//! consumes the layers in order.
-//!
-//! Some answers come from *below* a layer, and so arrive after it:
-//!
-//! - a directory a layer only implies (no entry of its own) takes the
-//!   attributes of the directory the layers below show there, as import
-//!   gives them;
-//! - a hard link to a file that is not in its own layer links to a copy of
-//!   the file the layers below show at the target path (as `link()` on an
-//!   overlay mount copies up); its names are created when that layer is
-//!   reached.
-//!
-//! Each is a *search* that moves down with the writer, layer by layer,
-//! until a layer answers it; what each entry means, and the rule each
-//! answer goes through, are decided by the applier import uses too (the
-//! layers' entries are read once, in order, by the same reader). When the
-//! data a hard link needs belongs to a
-//! file that was never written (a higher layer hides that name, but not
-//! the link), the layer is opened a second time and read up to that file:
-//! a rare case, which costs a second read of one layer rather than keeping
-//! hidden files in memory or on disk.
-//!
-//! Directories are created with mode `0700`; their attributes are set at
-//! the end, deepest first, so that a read-only directory can still be
-//! filled. Every mode is set explicitly (`fchmod`), never left to the
-//! umask; owners are set before modes (a change of owner clears setuid)
-//! and extended attributes after owners (it also clears
-//! `security.capability`).
-//!
-//! # Security
-//!
-//! The layers are untrusted; the target directory is the caller's. The
-//! target must not exist (it is created with mode `0755`) or be an empty
-//! directory, and is opened with `O_DIRECTORY | O_NOFOLLOW`. Every
-//! operation after that is relative to that descriptor: parents are opened
-//! with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-//! RESOLVE_NO_MAGICLINKS` (or a walk of `O_PATH | O_NOFOLLOW` opens where
-//! `openat2` is missing), files are created with `O_CREAT | O_EXCL |
-//! O_NOFOLLOW`, and `mkdirat`, `symlinkat`, `mknodat`, `linkat` (never
-//! following), `fchownat`/`utimensat` with `AT_SYMLINK_NOFOLLOW` do the
-//! rest. So even a bug in the bookkeeping above cannot write through a
-//! symlink: nothing outside the target is read, written or removed. An
-//! entry under a symlink or file of a lower layer is refused (`ENOTDIR`), as
-//! import refuses it. Limits ([`Limits`]) apply to each layer. Permission
-//! bits of fifos and devices and extended attributes of symlinks and
-//! special files are set through `/proc/self/fd` on an `O_PATH`
-//! descriptor, so no fifo or device is ever opened.
-//!
-//! # Limitations
-//!
-//! - The root directory takes the attributes of the highest layer that has
-//!   an entry for it (`./`), if any; otherwise it is left as it is (a view
-//!   shows its writable layer's root there).
-//! - `user.*` extended attributes of symlinks and special files are not
-//!   written: Linux cannot store them (a view does not show them either).
-//! - On error, what was written is removed before the error is returned:
-//!   a target this flatten created is gone, an empty one is empty again
-//!   with its mode, owner and times. A process killed half-way leaves part
-//!   of the tree; to never show one, write beside the place and rename
-//!   (the `unpack` command does).
-//! - Another process changing the target while it is written is not
-//!   defended against beyond the confinement above.
-//! - Counts in the summary are of objects created; a duplicate entry of one
-//!   layer that replaces an earlier one counts both.
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -126,18 +9,18 @@ use camino::Utf8Path;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use super::apply::{
-    Answer, ApplyTarget, Ask, Held, Refusal, apply_entry, implied_dir_meta, link_target_below,
-};
-use super::compress::Decompressor;
-use super::digest::{Digest, DigestReader};
-use super::import::{Counts, Policy};
-use super::tar_read::{Limits, TarEntry, TarKind, TarReader};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{
     copy_fd, errno_kind, open_beneath, open_o_path, proc_path, procfs_is_mounted,
 };
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, rdev_fits_mknod, xattr_allowed_on};
+use crate::oci::apply::applier::{
+    Answer, ApplyTarget, Ask, Held, Refusal, apply_entry, implied_dir_meta, link_target_below,
+};
+use crate::oci::apply::import::{Counts, Policy};
+use crate::oci::image::digest::{Digest, DigestReader};
+use crate::oci::tar::compress::Decompressor;
+use crate::oci::tar::read::{Limits, TarEntry, TarKind, TarReader};
 use crate::path::LayerPath;
 
 /// Who owns what is written.
@@ -158,18 +41,18 @@ pub struct FlattenOptions {
     /// Limits on each layer tar.
     pub limits: Limits,
     /// Character and block devices (as
-    /// [`ImportOptions::devices`](super::ImportOptions::devices)). Only root
+    /// [`ImportOptions::devices`](crate::oci::ImportOptions::devices)). Only root
     /// can make device nodes: as another user, strip or refuse them.
     pub devices: Policy,
     /// Setuid and setgid bits (as
-    /// [`ImportOptions::setuid`](super::ImportOptions::setuid)).
+    /// [`ImportOptions::setuid`](crate::oci::ImportOptions::setuid)).
     pub setuid: Policy,
     /// Owners of what is written.
     pub owners: Owners,
     /// Extended attributes only a privileged user may set: `trusted.*`
     /// (`CAP_SYS_ADMIN`) and `security.*` (`security.capability` needs
     /// `CAP_SETFCAP`). As a user other than root, strip them (a rootless
-    /// unpack keeps them in its [`RootlessMap`](super::rootless::RootlessMap))
+    /// unpack keeps them in its [`RootlessMap`](crate::oci::apply::rootless::RootlessMap))
     /// or refuse them.
     pub privileged_xattrs: Policy,
     /// Layers decompressed at the same time; 0 for
@@ -260,20 +143,137 @@ pub struct FlattenSummary {
 /// reader of that layer's blob, plain, gzip or zstd (detected from its
 /// bytes). An opener is called once, from a worker thread, and again (from
 /// the calling thread) in the rare case described in the [module
-/// documentation](self). Layers are numbered from 0, bottom first, in
+/// documentation](flatten_layers). Layers are numbered from 0, bottom first, in
 /// errors.
 ///
 /// `target` must not exist (it is created, mode `0755`) or be an empty
 /// directory; it is never a symlink. On error it is left as it was found
-/// (see the [module documentation](self)).
+/// (see the [module documentation](flatten_layers)).
 ///
 /// # Errors
 /// `ENOTEMPTY` if `target` is a non-empty directory,
 /// `ELOOP` if it is a symlink, `ENOTDIR` if it is something else; for an
-/// entry, each error [`import_layer`](super::import_layer) would give for
+/// entry, each error [`import_layer`](crate::oci::import_layer) would give for
 /// it (`EBADMSG`, `EDQUOT`, `EINVAL`, `ENOTDIR`, `ENOENT`, `EPERM`, ...),
 /// naming the entry and its layer; `EPERM` for [`Owners::Preserve`] as a
 /// user other than root; the errors of the openers and of the disk.
+///
+/// Writing the root filesystem of an image — a stack of layer tars — into a
+/// directory, safely and fast.
+///
+/// The result is what a [`MergedView`](crate::MergedView) over the layers
+/// imported with [`import_layer`](crate::oci::import_layer) shows: the same
+/// types, permission bits (setuid included), owners, contents, symlink
+/// targets, nanosecond modification times, extended attributes (overlay
+/// bookkeeping `trusted.overlay.*` / `user.overlay.*` never applied) and
+/// device numbers; names that are one inode in one layer, and are both
+/// still visible from that layer, are one inode on disk. Whiteout markers
+/// never appear.
+///
+/// ```no_run
+/// use std::fs::File;
+/// use std::io::Read;
+/// use camino::Utf8Path;
+/// use layerstack::oci::{FlattenOptions, flatten_layers};
+///
+/// let blobs = ["base.tar.gz", "app.tar.zst"];
+/// let openers: Vec<_> = blobs
+///     .iter()
+///     .map(|blob| {
+///         move || -> layerstack::Result<Box<dyn Read + Send>> {
+///             let file = File::open(blob).map_err(|e| {
+///                 layerstack::Error::from_io(&e, layerstack::Operation::ReadBlob, blob)
+///             })?;
+///             Ok(Box::new(file))
+///         }
+///     })
+///     .collect();
+/// let summary = flatten_layers(&openers, Utf8Path::new("rootfs"), &FlattenOptions::default())?;
+/// println!("{} files, {} hidden by higher layers", summary.files, summary.hidden);
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+///
+/// # How
+///
+/// Layers are read from the **top down**, so that what a higher layer
+/// deletes or replaces is never written at all. An index keeps what the
+/// layers above decided for each path: a directory (open, or closed to the
+/// layers below by an opaque marker, a whiteout or a non-directory in a
+/// layer between), a non-directory, or gone (a whiteout). An entry of a
+/// lower layer at a path the index already decided, or under a closed one,
+/// is skipped (counted in [`FlattenSummary::hidden`]); a directory merges
+/// into an open one. The index takes a layer's decisions only once the
+/// layer is done, so entries of one layer never hide each other (a later
+/// duplicate replaces an earlier one, a directory over a directory merges,
+/// as [`import_layer`](crate::oci::import_layer) does).
+///
+/// A producer thread per layer (at most [`FlattenOptions::threads`] at a
+/// time, taken top first) decompresses and parses its layer into a bounded
+/// channel (at most 16 MiB of data in flight per layer); one writer
+/// consumes the layers in order.
+///
+/// Some answers come from *below* a layer, and so arrive after it:
+///
+/// - a directory a layer only implies (no entry of its own) takes the
+///   attributes of the directory the layers below show there, as import
+///   gives them;
+/// - a hard link to a file that is not in its own layer links to a copy of
+///   the file the layers below show at the target path (as `link()` on an
+///   overlay mount copies up); its names are created when that layer is
+///   reached.
+///
+/// Each is a *search* that moves down with the writer, layer by layer,
+/// until a layer answers it; what each entry means, and the rule each
+/// answer goes through, are decided by the applier import uses too (the
+/// layers' entries are read once, in order, by the same reader). When the
+/// data a hard link needs belongs to a
+/// file that was never written (a higher layer hides that name, but not
+/// the link), the layer is opened a second time and read up to that file:
+/// a rare case, which costs a second read of one layer rather than keeping
+/// hidden files in memory or on disk.
+///
+/// Directories are created with mode `0700`; their attributes are set at
+/// the end, deepest first, so that a read-only directory can still be
+/// filled. Every mode is set explicitly (`fchmod`), never left to the
+/// umask; owners are set before modes (a change of owner clears setuid)
+/// and extended attributes after owners (it also clears
+/// `security.capability`).
+///
+/// # Security
+///
+/// The layers are untrusted; the target directory is the caller's. The
+/// target must not exist (it is created with mode `0755`) or be an empty
+/// directory, and is opened with `O_DIRECTORY | O_NOFOLLOW`. Every
+/// operation after that is relative to that descriptor: parents are opened
+/// with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS` (or a walk of `O_PATH | O_NOFOLLOW` opens where
+/// `openat2` is missing), files are created with `O_CREAT | O_EXCL |
+/// O_NOFOLLOW`, and `mkdirat`, `symlinkat`, `mknodat`, `linkat` (never
+/// following), `fchownat`/`utimensat` with `AT_SYMLINK_NOFOLLOW` do the
+/// rest. So even a bug in the bookkeeping above cannot write through a
+/// symlink: nothing outside the target is read, written or removed. An
+/// entry under a symlink or file of a lower layer is refused (`ENOTDIR`), as
+/// import refuses it. Limits ([`Limits`]) apply to each layer. Permission
+/// bits of fifos and devices and extended attributes of symlinks and
+/// special files are set through `/proc/self/fd` on an `O_PATH`
+/// descriptor, so no fifo or device is ever opened.
+///
+/// # Limitations
+///
+/// - The root directory takes the attributes of the highest layer that has
+///   an entry for it (`./`), if any; otherwise it is left as it is (a view
+///   shows its writable layer's root there).
+/// - `user.*` extended attributes of symlinks and special files are not
+///   written: Linux cannot store them (a view does not show them either).
+/// - On error, what was written is removed before the error is returned:
+///   a target this flatten created is gone, an empty one is empty again
+///   with its mode, owner and times. A process killed half-way leaves part
+///   of the tree; to never show one, write beside the place and rename
+///   (the `unpack` command does).
+/// - Another process changing the target while it is written is not
+///   defended against beyond the confinement above.
+/// - Counts in the summary are of objects created; a duplicate entry of one
+///   layer that replaces an earlier one counts both.
 pub fn flatten_layers<F>(
     layers: &[F],
     target: &Utf8Path,
@@ -2155,5 +2155,4 @@ fn write_all_at(fd: &OwnedFd, mut offset: u64, mut data: &[u8]) -> Result<(), Er
 }
 
 #[cfg(test)]
-#[path = "flatten_tests.rs"]
 mod tests;

@@ -1,50 +1,10 @@
-//! The OCI image documents as Rust types: [`Descriptor`], [`Manifest`],
-//! [`ImageConfig`] and [`Index`], read from and written to JSON.
-//!
-//! The contract is the image spec's `descriptor.md`, `manifest.md`,
-//! `config.md` and `image-index.md`, with Docker's v2 schema 2 manifests,
-//! manifest lists and image configs, which have the same shape.
-//!
-//! Reading is strict where the spec says MUST: `schemaVersion` is 2,
-//! required fields are present and of the right type, digests are valid
-//! sha256 digests, sizes are non-negative integers, annotations map strings
-//! to strings, `rootfs.type` is `layers`. It is lenient where the spec says
-//! implementations must ignore what they do not know: unknown fields are
-//! kept (in the `extra` maps) or ignored, unknown media types of layers and
-//! descriptors are accepted, and `null` counts as an absent field (Go
-//! writes empty slices and maps as `null`). A document larger than
-//! [`MAX_DOCUMENT_BYTES`] is refused before it is parsed.
-//!
-//! Writing is deterministic: compact JSON with the keys of every object
-//! sorted, empty optional fields left out, so the same document always
-//! gives the same bytes and therefore the same digest.
-//!
-//! ```
-//! use layerstack::oci::Digest;
-//! use layerstack::oci::spec::{Descriptor, Manifest, media_type};
-//!
-//! let config = Descriptor::new(media_type::OCI_CONFIG, Digest::of(b"{}"), 2);
-//! let manifest = Manifest::new(config, vec![]);
-//! let json = manifest.to_json();
-//! assert!(json.starts_with(br#"{"config":{"digest":"sha256:44136fa3"#));
-//! assert_eq!(Manifest::from_json(&json)?, manifest);
-//! # Ok::<(), layerstack::Error>(())
-//! ```
-//!
-//! # Limitations
-//! - Only sha256 digests are accepted (see [`Digest`]).
-//! - A JSON object with a duplicated key is read with the last value winning
-//!   (what `serde_json` does), not refused.
-//! - Unknown fields of [`Platform`] and [`History`] are dropped; those of
-//!   descriptors, manifests, configs and indexes are kept.
-
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::digest::Digest;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::oci::image::digest::Digest;
 
 /// The largest JSON document (manifest, config, index, `index.json`) that
 /// is parsed: 4 MiB, as registries allow for manifests. Image configs of
@@ -55,7 +15,7 @@ pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// The media types of the documents (layer media types are in
-/// [`Compression::layer_media_type`](super::Compression::layer_media_type)).
+/// [`Compression::layer_media_type`](crate::oci::Compression::layer_media_type)).
 pub mod media_type {
     /// An OCI image manifest.
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -92,8 +52,48 @@ pub mod media_type {
 
 /// A JSON document of the spec: read strictly, written deterministically.
 ///
-/// [`OciLayout::put_json`](super::layout::OciLayout::put_json) stores any
+/// [`OciLayout::put_json`](crate::oci::image::layout::OciLayout::put_json) stores any
 /// of them.
+///
+/// The OCI image documents as Rust types: [`Descriptor`], [`Manifest`],
+/// [`ImageConfig`] and [`Index`], read from and written to JSON.
+///
+/// The contract is the image spec's `descriptor.md`, `manifest.md`,
+/// `config.md` and `image-index.md`, with Docker's v2 schema 2 manifests,
+/// manifest lists and image configs, which have the same shape.
+///
+/// Reading is strict where the spec says MUST: `schemaVersion` is 2,
+/// required fields are present and of the right type, digests are valid
+/// sha256 digests, sizes are non-negative integers, annotations map strings
+/// to strings, `rootfs.type` is `layers`. It is lenient where the spec says
+/// implementations must ignore what they do not know: unknown fields are
+/// kept (in the `extra` maps) or ignored, unknown media types of layers and
+/// descriptors are accepted, and `null` counts as an absent field (Go
+/// writes empty slices and maps as `null`). A document larger than
+/// [`MAX_DOCUMENT_BYTES`] is refused before it is parsed.
+///
+/// Writing is deterministic: compact JSON with the keys of every object
+/// sorted, empty optional fields left out, so the same document always
+/// gives the same bytes and therefore the same digest.
+///
+/// ```
+/// use layerstack::oci::Digest;
+/// use layerstack::oci::{Descriptor, Manifest, media_type};
+///
+/// let config = Descriptor::new(media_type::OCI_CONFIG, Digest::of(b"{}"), 2);
+/// let manifest = Manifest::new(config, vec![]);
+/// let json = manifest.to_json();
+/// assert!(json.starts_with(br#"{"config":{"digest":"sha256:44136fa3"#));
+/// assert_eq!(Manifest::from_json(&json)?, manifest);
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+///
+/// # Limitations
+/// - Only sha256 digests are accepted (see [`Digest`]).
+/// - A JSON object with a duplicated key is read with the last value winning
+///   (what `serde_json` does), not refused.
+/// - Unknown fields of [`Platform`] and [`History`] are dropped; those of
+///   descriptors, manifests, configs and indexes are kept.
 pub trait Document: Sized {
     /// Parses the document.
     ///
@@ -1204,8 +1204,8 @@ mod tests {
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.layers[0].size, 2_591_575);
         assert_eq!(
-            super::super::Compression::from_media_type(&m.layers[0].media_type),
-            Some(super::super::Compression::Gzip)
+            crate::oci::Compression::from_media_type(&m.layers[0].media_type),
+            Some(crate::oci::Compression::Gzip)
         );
         assert!(m.annotations.is_empty() && m.extra.is_empty());
     }

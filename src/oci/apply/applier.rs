@@ -11,7 +11,7 @@
 //! first, whiteouts only hide).
 //!
 //! The rules, with the whiteout encoding (`.wh.` names, see
-//! [`whiteout`](super::whiteout)) read here and nowhere else:
+//! [`whiteout`](crate::oci::tar::whiteout)) read here and nowhere else:
 //! - The root of a layer (`./`) can only be a directory; its entry gives
 //!   the root's attributes.
 //! - Parent directories an entry implies are made in this layer, never
@@ -54,11 +54,11 @@
 //! its refusals come in the order import gives them, without a pass over
 //! the layers below before writing.
 
-use super::import::{Counts, Policy, keep_device, object_meta};
-use super::tar_read::{TarEntry, TarKind};
-use super::whiteout::{TarName, classify};
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::{FileType, Metadata};
+use crate::oci::apply::import::{Counts, Policy, keep_device, object_meta};
+use crate::oci::tar::read::{TarEntry, TarKind};
+use crate::oci::tar::whiteout::{TarName, classify};
 use crate::path::LayerPath;
 
 /// What a layer being applied holds at a path (from this layer's own

@@ -3,7 +3,7 @@ use std::io::Write;
 use super::*;
 use crate::layer::walk;
 use crate::meta::{Timestamp, makedev};
-use crate::oci::compress::Compressor;
+use crate::oci::tar::compress::Compressor;
 use crate::oci::test_tar::{Hdr, RawTar};
 
 fn p(s: &str) -> LayerPath {

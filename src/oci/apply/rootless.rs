@@ -1,93 +1,3 @@
-//! What a rootless unpack could not write, kept beside the tree it wrote
-//! and mapped back when the tree is committed — what `umoci unpack
-//! --rootless` keeps (in `user.rootlesscontainers` xattrs and its uid map)
-//! for `umoci repack`.
-//!
-//! A user without root cannot give files other owners, make device
-//! nodes, or set `trusted.*` and `security.*` extended attributes. A
-//! rootless unpack (the tool's `unpack --rootless`, automatic without
-//! root) leaves all files owned by the user, skips device nodes and
-//! privileged xattrs, and then records, with [`RootlessMap::record`], every
-//! difference between the tree it wrote and the image. Commit
-//! ([`layer_from_rootless_dir`](super::commit::layer_from_rootless_dir))
-//! maps them back, so an unchanged tree commits as an empty layer and an
-//! edit commits as exactly that edit.
-//!
-//! # The rules
-//!
-//! The unpacking user plays the image's root, as in a rootless container
-//! (umoci's default map is the same).
-//!
-//! - An object the map records is known by its path *and* its inode
-//!   (number and birth time): an object edited in place (written,
-//!   truncated, `chmod`-ed, renamed over nothing) is still that object; an
-//!   object replaced by a new one (deleted and created again, or an editor
-//!   that writes a copy and renames it over) is not.
-//! - For a recorded object: its owner is the image's while it still has
-//!   the owner the unpack gave it, its mode is the image's while it still
-//!   has the mode the unpack gave it (a user's `chmod` wins), and the
-//!   image's privileged extended attributes are added where the object
-//!   has none of that name.
-//! - Any other object (not recorded, or replaced): the unpacking user's
-//!   uid and gid read as 0 (root of the image); other owners stay.
-//! - A device node the unpack skipped exists, with the image's
-//!   attributes, while its directory is still the directory the unpack
-//!   made and nothing else took its name. It goes away with its directory
-//!   (deleting the directory deletes it); a file created at its name
-//!   replaces it.
-//!
-//! # The file
-//!
-//! The map lives beside the tree, never inside it: `DIR` has its map in
-//! `DIR.layerstack-rootless.json` ([`metadata_path`]). Inside, it would be
-//! a name the image could hold too, a file a container would see and one
-//! every walk would have to skip; beside it, the tree is exactly the
-//! image's. Moving the tree (rename) keeps the inodes but not the map's
-//! name: move both. Copying the tree makes new inodes: its owners are then
-//! all root's.
-//!
-//! JSON, version 1 (modes are octal strings, times `[seconds,
-//! nanoseconds]`, extended attribute values hex, paths absolute in the
-//! tree):
-//!
-//! ```json
-//! {
-//!   "layerstack-rootless": 1,
-//!   "image": "sha256:…",
-//!   "user": { "uid": 1001, "gid": 1001 },
-//!   "root": { "ino": 1234, "btime": [1700000000, 5] },
-//!   "objects": [
-//!     { "path": "/etc/app.conf", "ino": 1240, "btime": [1700000000, 9],
-//!       "uid": 1000, "gid": 1000, "mode": "0644",
-//!       "unpacked": { "uid": 1001, "gid": 1001, "mode": "0644" },
-//!       "xattrs": { "trusted.note": "6869" } }
-//!   ],
-//!   "absent": [
-//!     { "path": "/dev/null", "parent": { "ino": 1250, "btime": [1700000000, 7] },
-//!       "type": "char", "mode": "0666", "uid": 0, "gid": 0, "rdev": [1, 3],
-//!       "mtime": [1700000000, 0] }
-//!   ]
-//! }
-//! ```
-//!
-//! `btime` is `null` where the filesystem keeps no birth time; an inode
-//! number reused at the same path is then taken for the old object.
-//! `image` is informational. `xattrs` and, in `absent`, `link` (the
-//! image's inode number, shared by names of one device inode) are
-//! optional.
-//!
-//! # Security
-//!
-//! The file is untrusted input: anything that is not exactly the format
-//! above is refused with one error naming the file and the entry
-//! (unknown fields, a newer version, a path with `..` or a name starting
-//! `.wh.`, a duplicate path, an out-of-range number, an extended attribute
-//! a layer does not keep). It is read without following a symlink, only
-//! if it is a regular file of at most 256 MiB. The map never leads the
-//! commit anywhere: the walk goes where the tree goes and only *looks up*
-//! what the map says about each object it meets, so no entry of the map
-//! can make a commit read anything outside the tree.
-
 use std::collections::BTreeMap;
 use std::io::Read;
 
@@ -95,11 +5,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{Mode, OFlags};
 use serde_json::{Map, Value, json};
 
-use super::apply::type_name as described;
-use super::commit::{keep_xattr, kept_xattrs, unpacked_objects};
-use super::whiteout::is_reserved;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, major, makedev, minor};
+use crate::oci::apply::applier::type_name as described;
+use crate::oci::apply::commit::{keep_xattr, kept_xattrs, unpacked_objects};
+use crate::oci::tar::whiteout::is_reserved;
 use crate::path::LayerPath;
 use crate::view::MergedView;
 
@@ -151,7 +61,97 @@ struct Absent {
 }
 
 /// What a rootless unpack of an image could not write into a tree, and
-/// how to map it back (see the [module documentation](self)).
+/// how to map it back (see the [module documentation](RootlessMap)).
+///
+/// What a rootless unpack could not write, kept beside the tree it wrote
+/// and mapped back when the tree is committed — what `umoci unpack
+/// --rootless` keeps (in `user.rootlesscontainers` xattrs and its uid map)
+/// for `umoci repack`.
+///
+/// A user without root cannot give files other owners, make device
+/// nodes, or set `trusted.*` and `security.*` extended attributes. A
+/// rootless unpack (the tool's `unpack --rootless`, automatic without
+/// root) leaves all files owned by the user, skips device nodes and
+/// privileged xattrs, and then records, with [`RootlessMap::record`], every
+/// difference between the tree it wrote and the image. Commit
+/// ([`layer_from_rootless_dir`](crate::oci::apply::commit::layer_from_rootless_dir))
+/// maps them back, so an unchanged tree commits as an empty layer and an
+/// edit commits as exactly that edit.
+///
+/// # The rules
+///
+/// The unpacking user plays the image's root, as in a rootless container
+/// (umoci's default map is the same).
+///
+/// - An object the map records is known by its path *and* its inode
+///   (number and birth time): an object edited in place (written,
+///   truncated, `chmod`-ed, renamed over nothing) is still that object; an
+///   object replaced by a new one (deleted and created again, or an editor
+///   that writes a copy and renames it over) is not.
+/// - For a recorded object: its owner is the image's while it still has
+///   the owner the unpack gave it, its mode is the image's while it still
+///   has the mode the unpack gave it (a user's `chmod` wins), and the
+///   image's privileged extended attributes are added where the object
+///   has none of that name.
+/// - Any other object (not recorded, or replaced): the unpacking user's
+///   uid and gid read as 0 (root of the image); other owners stay.
+/// - A device node the unpack skipped exists, with the image's
+///   attributes, while its directory is still the directory the unpack
+///   made and nothing else took its name. It goes away with its directory
+///   (deleting the directory deletes it); a file created at its name
+///   replaces it.
+///
+/// # The file
+///
+/// The map lives beside the tree, never inside it: `DIR` has its map in
+/// `DIR.layerstack-rootless.json` ([`metadata_path`]). Inside, it would be
+/// a name the image could hold too, a file a container would see and one
+/// every walk would have to skip; beside it, the tree is exactly the
+/// image's. Moving the tree (rename) keeps the inodes but not the map's
+/// name: move both. Copying the tree makes new inodes: its owners are then
+/// all root's.
+///
+/// JSON, version 1 (modes are octal strings, times `[seconds,
+/// nanoseconds]`, extended attribute values hex, paths absolute in the
+/// tree):
+///
+/// ```json
+/// {
+///   "layerstack-rootless": 1,
+///   "image": "sha256:…",
+///   "user": { "uid": 1001, "gid": 1001 },
+///   "root": { "ino": 1234, "btime": [1700000000, 5] },
+///   "objects": [
+///     { "path": "/etc/app.conf", "ino": 1240, "btime": [1700000000, 9],
+///       "uid": 1000, "gid": 1000, "mode": "0644",
+///       "unpacked": { "uid": 1001, "gid": 1001, "mode": "0644" },
+///       "xattrs": { "trusted.note": "6869" } }
+///   ],
+///   "absent": [
+///     { "path": "/dev/null", "parent": { "ino": 1250, "btime": [1700000000, 7] },
+///       "type": "char", "mode": "0666", "uid": 0, "gid": 0, "rdev": [1, 3],
+///       "mtime": [1700000000, 0] }
+///   ]
+/// }
+/// ```
+///
+/// `btime` is `null` where the filesystem keeps no birth time; an inode
+/// number reused at the same path is then taken for the old object.
+/// `image` is informational. `xattrs` and, in `absent`, `link` (the
+/// image's inode number, shared by names of one device inode) are
+/// optional.
+///
+/// # Security
+///
+/// The file is untrusted input: anything that is not exactly the format
+/// above is refused with one error naming the file and the entry
+/// (unknown fields, a newer version, a path with `..` or a name starting
+/// `.wh.`, a duplicate path, an out-of-range number, an extended attribute
+/// a layer does not keep). It is read without following a symlink, only
+/// if it is a regular file of at most 256 MiB. The map never leads the
+/// commit anywhere: the walk goes where the tree goes and only *looks up*
+/// what the map says about each object it meets, so no entry of the map
+/// can make a commit read anything outside the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootlessMap {
     uid: u32,
@@ -204,7 +204,7 @@ impl RootlessMap {
     ///
     /// # Errors
     /// Errors reading `dir` or `image` (as
-    /// [`layer_from_dir`](super::commit::layer_from_dir)); `EBADMSG` if the
+    /// [`layer_from_dir`](crate::oci::apply::commit::layer_from_dir)); `EBADMSG` if the
     /// tree is not what an unpack of `image` writes (an object of another
     /// type, a file or directory missing).
     pub fn record(image: &MergedView, dir: &Utf8Path) -> Result<RootlessMap> {
@@ -350,7 +350,7 @@ impl RootlessMap {
 
     /// `disk`, the metadata of the object at `path` of identity `id` in
     /// the tree, as the image sees it (the rules of the [module
-    /// documentation](self)).
+    /// documentation](RootlessMap)).
     pub(crate) fn map_back(&self, path: &LayerPath, disk: &Metadata, id: Identity) -> Metadata {
         let mut meta = disk.clone();
         let Some(kept) = self.kept.get(path).filter(|k| k.id == id) else {
@@ -421,7 +421,7 @@ impl RootlessMap {
         )
     }
 
-    /// The map as JSON (the format of the [module documentation](self)).
+    /// The map as JSON (the format of the [module documentation](RootlessMap)).
     #[must_use]
     pub fn to_json(&self) -> String {
         let objects: Vec<Value> = self
@@ -498,7 +498,7 @@ impl RootlessMap {
     ///
     /// # Errors
     /// `EBADMSG` naming `source` and the entry for anything that is not
-    /// the format of the [module documentation](self).
+    /// the format of the [module documentation](RootlessMap).
     pub fn from_json(text: &[u8], source: &Utf8Path) -> Result<RootlessMap> {
         let bad = |why: String| {
             Error::new(ErrorKind::InvalidData, Operation::Read, source)
@@ -934,5 +934,4 @@ fn absent_entry(value: &Value, i: usize) -> Parsed<(LayerPath, Absent)> {
 }
 
 #[cfg(test)]
-#[path = "rootless_tests.rs"]
 mod tests;

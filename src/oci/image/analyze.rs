@@ -1,52 +1,17 @@
-//! Where an image's bytes go: what each layer ships, what stays visible in
-//! the final tree, and why the rest is wasted.
-//!
-//! The definitions (exact, and the same in the tool's output):
-//!
-//! - A **payload** is the data of one regular-file entry of a layer tar:
-//!   its `size` bytes. Hard links, directories, symlinks, devices and
-//!   whiteouts ship no payload. `shipped(i)` is the sum of layer *i*'s
-//!   payloads; its compressed size is the blob's.
-//! - **visible** is the bytes of regular files in the final tree, each
-//!   inode once (a hard-linked file counts once).
-//! - **wasted** `= Σ shipped − visible`; **efficiency** `= visible / Σ
-//!   shipped` (1 for an image that ships nothing).
-//! - A payload is visible when its inode is in the final tree (under any of
-//!   its names); every other payload is wasted, with one reason and the
-//!   layer that caused it: [`WasteReason`]. Per path, `wasted(p)` is the sum
-//!   of the wasted payloads shipped at `p` (`Σ copies − the final copy`, 0
-//!   if it is gone), and the per-path figures add up to the total exactly.
-//! - **User** figures count from a base the user names (its first `base`
-//!   layers): the bytes the user's layers ship, and the waste whose cause is
-//!   one of the user's layers (a base file the user deletes counts; waste
-//!   inside the base does not).
-//!
-//! ```
-//! # use layerstack::oci::analyze::{Analysis, LayerInput};
-//! # use layerstack::MemLayer;
-//! let mut base = MemLayer::new();
-//! base.add_file("log", vec![0u8; 1024])?;
-//! let mut grown = MemLayer::new();
-//! grown.add_file("log", vec![1u8; 4096])?;
-//! let a = Analysis::of_layers(&[LayerInput::from_mem(&base)?, LayerInput::from_mem(&grown)?], 0)?;
-//! assert_eq!((a.shipped, a.visible, a.wasted), (5120, 4096, 1024));
-//! # Ok::<(), layerstack::Error>(())
-//! ```
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use super::compress::Decompressor;
-use super::image::{Image, ImageStore};
-use super::tar_read::{TarKind, TarReader};
-use super::whiteout::{TarName, classify};
 use crate::error::{Error, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, Layer, walk};
 use crate::meta::{FileType, Metadata, Timestamp};
+use crate::oci::image::store::{Image, ImageStore};
+use crate::oci::tar::compress::Decompressor;
+use crate::oci::tar::read::{TarKind, TarReader};
+use crate::oci::tar::whiteout::{TarName, classify};
 use crate::path::LayerPath;
 use crate::view::{LayerSource, MergedView};
 
@@ -225,7 +190,42 @@ pub struct WastedPath {
     pub copies: Vec<WastedCopy>,
 }
 
-/// The analysis of an image (see the [module documentation](self)).
+/// The analysis of an image (see the [module documentation](Analysis)).
+///
+/// Where an image's bytes go: what each layer ships, what stays visible in
+/// the final tree, and why the rest is wasted.
+///
+/// The definitions (exact, and the same in the tool's output):
+///
+/// - A **payload** is the data of one regular-file entry of a layer tar:
+///   its `size` bytes. Hard links, directories, symlinks, devices and
+///   whiteouts ship no payload. `shipped(i)` is the sum of layer *i*'s
+///   payloads; its compressed size is the blob's.
+/// - **visible** is the bytes of regular files in the final tree, each
+///   inode once (a hard-linked file counts once).
+/// - **wasted** `= Σ shipped − visible`; **efficiency** `= visible / Σ
+///   shipped` (1 for an image that ships nothing).
+/// - A payload is visible when its inode is in the final tree (under any of
+///   its names); every other payload is wasted, with one reason and the
+///   layer that caused it: [`WasteReason`]. Per path, `wasted(p)` is the sum
+///   of the wasted payloads shipped at `p` (`Σ copies − the final copy`, 0
+///   if it is gone), and the per-path figures add up to the total exactly.
+/// - **User** figures count from a base the user names (its first `base`
+///   layers): the bytes the user's layers ship, and the waste whose cause is
+///   one of the user's layers (a base file the user deletes counts; waste
+///   inside the base does not).
+///
+/// ```
+/// # use layerstack::oci::{Analysis, LayerInput};
+/// # use layerstack::MemLayer;
+/// let mut base = MemLayer::new();
+/// base.add_file("log", vec![0u8; 1024])?;
+/// let mut grown = MemLayer::new();
+/// grown.add_file("log", vec![1u8; 4096])?;
+/// let a = Analysis::of_layers(&[LayerInput::from_mem(&base)?, LayerInput::from_mem(&grown)?], 0)?;
+/// assert_eq!((a.shipped, a.visible, a.wasted), (5120, 4096, 1024));
+/// # Ok::<(), layerstack::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
     /// Per layer, bottom first.
@@ -515,7 +515,7 @@ fn payloads_of(blob: impl Read, image: &str, index: usize) -> Result<Vec<Payload
             .with_detail(format!("reading the layer: {e}"))
     };
     let decompressor = Decompressor::new(blob).map_err(|e| reading(&e))?;
-    let mut tar = TarReader::new(decompressor, super::tar_read::Limits::default());
+    let mut tar = TarReader::new(decompressor, crate::oci::tar::read::Limits::default());
     let mut payloads = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     while let Some(entry) = tar.next_entry()? {

@@ -1,16 +1,3 @@
-//! Content digests: the layer digest, the DiffID and the ChainID.
-//!
-//! - A blob's **digest** is the sha256 of its stored bytes (for a layer: the
-//!   compressed tar).
-//! - A layer's **DiffID** is the sha256 of its uncompressed tar.
-//! - A stack's **ChainID** names the stack of layers up to and including
-//!   one layer: `ChainID(L0) = DiffID(L0)` and
-//!   `ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))`.
-//!
-//! [`DigestWriter`] and [`DigestReader`] compute a digest while the bytes
-//! pass through, so a layer is hashed in the same pass that writes or reads
-//! it.
-
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::str::FromStr;
@@ -35,6 +22,19 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 /// assert_eq!(d, d.to_string().parse()?);
 /// # Ok::<(), layerstack::Error>(())
 /// ```
+///
+/// Content digests: the layer digest, the DiffID and the ChainID.
+///
+/// - A blob's **digest** is the sha256 of its stored bytes (for a layer: the
+///   compressed tar).
+/// - A layer's **DiffID** is the sha256 of its uncompressed tar.
+/// - A stack's **ChainID** names the stack of layers up to and including
+///   one layer: `ChainID(L0) = DiffID(L0)` and
+///   `ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))`.
+///
+/// [`DigestWriter`] and [`DigestReader`] compute a digest while the bytes
+/// pass through, so a layer is hashed in the same pass that writes or reads
+/// it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest([u8; 32]);
 

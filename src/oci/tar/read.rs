@@ -1,56 +1,3 @@
-//! A streaming reader of layer tars, with limits, that reads what Go's
-//! `archive/tar` reads.
-//!
-//! Docker, containerd, umoci and skopeo read layers with Go's
-//! `archive/tar`; two parsers that see two different layers in one tar are
-//! a security hole, so this reader follows Go's wherever they could differ
-//! (checked by a differential test against a Go lister,
-//! `tests/tar_diff.rs`):
-//!
-//! - Header formats: the format is told by the magic and version fields as
-//!   Go tells it. `ustar\0` (any version) joins the prefix field and the
-//!   name; star (`tar\0` trailer) uses its shorter prefix; GNU (`ustar `,
-//!   ` \0`) has no prefix, except in headers written by Go before 1.8,
-//!   whose atime/ctime fields hold a prefix: when those fields are not
-//!   numbers and the prefix is ASCII, it is joined as Go joins it.
-//! - Numbers: octal with leading and trailing spaces and NULs ignored
-//!   (a field all NUL is 0), or base-256 (GNU); PAX numbers are decimal of
-//!   any length with an optional sign.
-//! - Hard links, symlinks, directories, devices, fifos and old-style
-//!   `name/` directories never carry data, whatever their size field says,
-//!   so the entries after them are never hidden as "data".
-//! - PAX records: the last of two PAX headers (or GNU long names) before
-//!   one entry wins, empty values keep the header's field, a GNU long name
-//!   wins over a PAX `path`; a PAX global header applies to nothing and
-//!   drops the extended headers before it. A volume label (`V`) is
-//!   refused, as Docker and containerd refuse it.
-//! - Sparse files (old GNU type `S` and the PAX formats 0.0, 0.1 and 1.0)
-//!   are read with their holes kept: [`TarEntry::sparse`] lists the data
-//!   regions and [`TarReader::data_offset`] tells where each piece of data
-//!   goes, so a back end never writes the zeros of a hole.
-//! - The end: two zero blocks, one zero block and the end of the stream,
-//!   or the end of the stream at a header or inside padding. A zero block
-//!   followed by a header is refused.
-//!
-//! Where this reader is stricter than Go's (all written down in
-//! `docs/semantics.md`): a PAX `size` that disagrees with a non-zero header
-//! size on a regular file is refused, since two parsers that frame the
-//! stream differently see two different layers; names and link targets
-//! must be UTF-8; owners and device numbers must fit in 32 bits; a name
-//! with a `..` component, unknown entry types and multi-volume archives
-//! are refused.
-//!
-//! Every limit is checked *before* anything is read into memory: PAX
-//! extended headers and GNU long names larger than
-//! [`Limits::max_header_bytes`] are refused before they are read, and every
-//! byte of the uncompressed stream, plus the holes of sparse files, counts
-//! against [`Limits::max_bytes`], so neither a decompression bomb nor a
-//! sparse file of a huge logical size gets past the limit.
-//!
-//! Names are normalised into a [`LayerPath`]: a leading `/` and `./` are
-//! dropped (as GNU tar does), empty and `.` components are dropped, and a
-//! `..` component is refused.
-
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
@@ -220,6 +167,59 @@ impl TarEntry {
 
 /// Reads the entries of an uncompressed tar stream one at a time; file data
 /// is read with [`TarReader::read_data`] and never buffered whole.
+///
+/// A streaming reader of layer tars, with limits, that reads what Go's
+/// `archive/tar` reads.
+///
+/// Docker, containerd, umoci and skopeo read layers with Go's
+/// `archive/tar`; two parsers that see two different layers in one tar are
+/// a security hole, so this reader follows Go's wherever they could differ
+/// (checked by a differential test against a Go lister,
+/// `tests/tar_diff.rs`):
+///
+/// - Header formats: the format is told by the magic and version fields as
+///   Go tells it. `ustar\0` (any version) joins the prefix field and the
+///   name; star (`tar\0` trailer) uses its shorter prefix; GNU (`ustar `,
+///   ` \0`) has no prefix, except in headers written by Go before 1.8,
+///   whose atime/ctime fields hold a prefix: when those fields are not
+///   numbers and the prefix is ASCII, it is joined as Go joins it.
+/// - Numbers: octal with leading and trailing spaces and NULs ignored
+///   (a field all NUL is 0), or base-256 (GNU); PAX numbers are decimal of
+///   any length with an optional sign.
+/// - Hard links, symlinks, directories, devices, fifos and old-style
+///   `name/` directories never carry data, whatever their size field says,
+///   so the entries after them are never hidden as "data".
+/// - PAX records: the last of two PAX headers (or GNU long names) before
+///   one entry wins, empty values keep the header's field, a GNU long name
+///   wins over a PAX `path`; a PAX global header applies to nothing and
+///   drops the extended headers before it. A volume label (`V`) is
+///   refused, as Docker and containerd refuse it.
+/// - Sparse files (old GNU type `S` and the PAX formats 0.0, 0.1 and 1.0)
+///   are read with their holes kept: [`TarEntry::sparse`] lists the data
+///   regions and [`TarReader::data_offset`] tells where each piece of data
+///   goes, so a back end never writes the zeros of a hole.
+/// - The end: two zero blocks, one zero block and the end of the stream,
+///   or the end of the stream at a header or inside padding. A zero block
+///   followed by a header is refused.
+///
+/// Where this reader is stricter than Go's (all written down in
+/// `docs/semantics.md`): a PAX `size` that disagrees with a non-zero header
+/// size on a regular file is refused, since two parsers that frame the
+/// stream differently see two different layers; names and link targets
+/// must be UTF-8; owners and device numbers must fit in 32 bits; a name
+/// with a `..` component, unknown entry types and multi-volume archives
+/// are refused.
+///
+/// Every limit is checked *before* anything is read into memory: PAX
+/// extended headers and GNU long names larger than
+/// [`Limits::max_header_bytes`] are refused before they are read, and every
+/// byte of the uncompressed stream, plus the holes of sparse files, counts
+/// against [`Limits::max_bytes`], so neither a decompression bomb nor a
+/// sparse file of a huge logical size gets past the limit.
+///
+/// Names are normalised into a [`LayerPath`]: a leading `/` and `./` are
+/// dropped (as GNU tar does), empty and `.` components are dropped, and a
+/// `..` component is refused.
 pub struct TarReader<R: Read> {
     inner: R,
     limits: Limits,
@@ -1403,5 +1403,4 @@ fn parse_pax_time(v: &[u8]) -> Option<Timestamp> {
 }
 
 #[cfg(test)]
-#[path = "tar_read_tests.rs"]
 mod tests;

@@ -10,8 +10,8 @@ use super::*;
 use crate::layer::Layer;
 use crate::layer::mem::MemLayer;
 use crate::meta::makedev;
-use crate::oci::compress::{Compression, Compressor};
-use crate::oci::import::{ImportOptions, import_layer};
+use crate::oci::apply::import::{ImportOptions, import_layer};
+use crate::oci::tar::compress::{Compression, Compressor};
 use crate::oci::test_tar::{Hdr, RawTar};
 use crate::view::MergedView;
 

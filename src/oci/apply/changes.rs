@@ -1,33 +1,12 @@
-//! What one layer changes, with the semantics of `docker diff`.
-//!
-//! Each path the layer adds, changes or deletes relative to the layers
-//! below it is listed once, sorted by path:
-//!
-//! - **Added**: the layer holds an object where nothing was visible below.
-//! - **Changed**: the layer holds an object where one was visible below: a
-//!   non-directory (new contents or attributes), or a directory whose
-//!   attributes differ or that is opaque (its old contents are gone). A
-//!   directory that exists below is also reported as changed when anything
-//!   under it is added, changed or deleted, as `docker diff` reports a
-//!   parent of a changed path.
-//! - **Deleted**: a whiteout hides an object that was visible below; the
-//!   visible entries of a directory made opaque that the layer does not
-//!   replace. A deleted directory is one entry (its children are not
-//!   listed), as with `docker diff`.
-//!
-//! A directory with a redirect (renamed on an overlay mount with
-//! `redirect_dir=on`) is reported as added with its whole contents; its old
-//! name is a whiteout in the same layer and is reported as deleted.
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::import::BelowView;
 use crate::error::Result;
 use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Entry, Layer, walk};
 use crate::meta::Metadata;
+use crate::oci::apply::import::BelowView;
 use crate::path::LayerPath;
 use crate::view::MergedView;
 
@@ -74,7 +53,7 @@ impl fmt::Display for Change {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use layerstack::oci::changes::{ChangeKind, layer_changes};
+/// use layerstack::oci::{ChangeKind, layer_changes};
 /// use layerstack::{Layer, MemLayer};
 ///
 /// let mut base = MemLayer::new();
@@ -93,6 +72,27 @@ impl fmt::Display for Change {
 ///
 /// # Errors
 /// Errors of the layers.
+///
+/// What one layer changes, with the semantics of `docker diff`.
+///
+/// Each path the layer adds, changes or deletes relative to the layers
+/// below it is listed once, sorted by path:
+///
+/// - **Added**: the layer holds an object where nothing was visible below.
+/// - **Changed**: the layer holds an object where one was visible below: a
+///   non-directory (new contents or attributes), or a directory whose
+///   attributes differ or that is opaque (its old contents are gone). A
+///   directory that exists below is also reported as changed when anything
+///   under it is added, changed or deleted, as `docker diff` reports a
+///   parent of a changed path.
+/// - **Deleted**: a whiteout hides an object that was visible below; the
+///   visible entries of a directory made opaque that the layer does not
+///   replace. A deleted directory is one entry (its children are not
+///   listed), as with `docker diff`.
+///
+/// A directory with a redirect (renamed on an overlay mount with
+/// `redirect_dir=on`) is reported as added with its whole contents; its old
+/// name is a whiteout in the same layer and is reported as deleted.
 pub fn layer_changes(layer: &dyn Layer, below: &[Arc<dyn Layer>]) -> Result<Vec<Change>> {
     let lower = BelowView::new(below)?;
     let mut out: BTreeMap<LayerPath, ChangeKind> = BTreeMap::new();

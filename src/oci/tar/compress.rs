@@ -1,13 +1,3 @@
-//! Layer compression: none, gzip or zstd, detected from the bytes on read.
-//!
-//! Both codecs are pure Rust: gzip through `flate2`'s `zlib-rs` backend
-//! (a port of zlib-ng), zstd read through `ruzstd` and written through
-//! `ruzstd` (its only level, about zstd's level 1) or, with the feature
-//! `zstd-levels`, through `rusty_zstd` at zstd's default level 3. Reading accepts concatenated gzip
-//! members and concatenated (and skippable) zstd frames, as `gzip -d` and
-//! `zstd -d` do. Writing is deterministic: the same tar gives the same
-//! compressed bytes, so the same content gives the same layer digest.
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::mpsc;
 use std::thread;
@@ -15,6 +5,16 @@ use std::thread;
 use flate2::read::MultiGzDecoder;
 
 /// How a layer's tar is compressed.
+///
+/// Layer compression: none, gzip or zstd, detected from the bytes on read.
+///
+/// Both codecs are pure Rust: gzip through `flate2`'s `zlib-rs` backend
+/// (a port of zlib-ng), zstd read through `ruzstd` and written through
+/// `ruzstd` (its only level, about zstd's level 1) or, with the feature
+/// `zstd-levels`, through `rusty_zstd` at zstd's default level 3. Reading accepts concatenated gzip
+/// members and concatenated (and skippable) zstd frames, as `gzip -d` and
+/// `zstd -d` do. Writing is deterministic: the same tar gives the same
+/// compressed bytes, so the same content gives the same layer digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
     /// A plain tar.

@@ -1,91 +1,3 @@
-//! A directory compared with an image: the changeset that turns what the
-//! image shows into what the directory holds, as one layer — what
-//! `umoci repack` writes after `umoci unpack` and an edit.
-//!
-//! [`layer_from_dir`] walks the directory and compares each object with
-//! what a [`MergedView`] of the image (the *base*) shows at the same path:
-//!
-//! - An object that is new, or that differs from the base in type, mode,
-//!   owner, size, contents, symlink target, device number, mtime or
-//!   extended attributes, goes into the layer, with its parent directories
-//!   (each with the attributes it has in the directory).
-//! - An object of the base that the directory lacks becomes a whiteout; a
-//!   missing directory is one whiteout, its contents are not listed.
-//! - A directory that replaced a non-directory, or a non-directory that
-//!   replaced a directory, replaces it: a non-directory hides everything
-//!   the base had under that name, and a directory over what was a file
-//!   merges with nothing.
-//! - Names of one inode in the directory (hard links, by `st_ino`) are one
-//!   object in the layer; if any of them goes into the layer, all do. Names
-//!   that are one object in the base but no longer in the directory (or the
-//!   other way round) go into the layer as the directory has them.
-//! - No directory is ever marked opaque: a deletion is always a whiteout.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use layerstack::{Entry, Layer, LayerPath, MemLayer, MergedView};
-//! use layerstack::oci::commit::layer_from_dir;
-//!
-//! # let dir = std::env::temp_dir().join(format!("layerstack-doc-commit-{}", std::process::id()));
-//! # let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
-//! std::fs::create_dir_all(dir.join("etc"))?;
-//! std::fs::write(dir.join("etc/app.conf"), "port = 8080\n")?;
-//! // The base has a file the directory lacks: it becomes a whiteout.
-//! let mut base = MemLayer::new();
-//! base.add_file("etc/motd", "hello\n")?;
-//! let view = MergedView::new(vec![Arc::new(base) as Arc<dyn Layer>], MemLayer::new())?;
-//!
-//! let layer = layer_from_dir(&view, &dir)?;
-//! assert_eq!(layer.lookup(&LayerPath::new("etc/motd")?)?, Some(Entry::Whiteout));
-//! assert_eq!(layer.read_at(&LayerPath::new("etc/app.conf")?, 0, 64)?, "port = 8080\n");
-//! # std::fs::remove_dir_all(&dir)?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! # Security
-//!
-//! The directory is read without following any symlink: its root is opened
-//! with `O_DIRECTORY | O_NOFOLLOW`, every name is opened relative to its
-//! parent's descriptor with `O_PATH | O_NOFOLLOW`, stated through that
-//! descriptor and, for files and directories, reopened through
-//! `/proc/self/fd` (so what is read is exactly the object that was
-//! stated). Symlinks are read with `readlinkat`, never followed; fifos and
-//! devices are never opened. Names that are not UTF-8 and names starting
-//! with `.wh.` (reserved for whiteouts in a layer tar) are refused.
-//!
-//! # Limitations
-//!
-//! - The contents of new and changed files are read into the returned
-//!   [`MemLayer`]: in memory up to a [`Spill`]'s budget, beyond it in the
-//!   spill's anonymous file on disk ([`layer_from_dir`] spills to
-//!   `$TMPDIR` past [`Spill::DEFAULT_BUDGET`]; the tool spills to the
-//!   layout's `blobs/sha256`), so memory stays bounded however large the
-//!   files are, and the spill directory needs room for the changed data.
-//!   Holes and runs of zeros are found with `SEEK_DATA`/`SEEK_HOLE` and
-//!   stored as holes, never written anywhere. Unchanged files are compared
-//!   in pieces and not kept.
-//! - Extended attributes: `user.*`, `trusted.*` and `security.*` are
-//!   compared and kept, except overlayfs bookkeeping (`trusted.overlay.*`,
-//!   `user.overlay.*`) and `security.selinux`, which labels the host's copy
-//!   rather than the image (`umoci` leaves it out too); `system.*` (ACLs)
-//!   is not read.
-//! - Owners are what the directory has. A directory a rootless unpack
-//!   wrote (the user's owners, no device nodes, no privileged xattrs) is
-//!   committed with [`layer_from_rootless_dir`] and the [`RootlessMap`]
-//!   kept beside it, which maps back what the unpack could not write;
-//!   [`layer_from_dir`] on such a directory records every owner as changed
-//!   and every device node as deleted.
-//! - Without root, files and directories of the user that the user may not
-//!   read or enter (mode 000, say) are made readable for the walk with
-//!   `chmod` and given their modes back afterwards (directories at the end
-//!   of the walk, also after an error); the layer records the modes they
-//!   had. Objects of other users stay unreadable (`EACCES`).
-//! - Sockets cannot be stored in a layer tar: one in the directory is an
-//!   error (`EOPNOTSUPP`).
-//! - atime, ctime and the link count are not compared.
-//! - The directory must not change during the walk; a file that changes
-//!   while it is read is read as it is then.
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
@@ -95,8 +7,6 @@ use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, StatxFlags};
 use rustix::io::Errno;
 
-use super::rootless::{Identity, RootlessMap};
-use super::whiteout::is_reserved;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::Content;
@@ -104,6 +14,8 @@ use crate::layer::LayerMut;
 use crate::layer::beneath::{errno_error, open_beneath, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::mem::MemLayer;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
+use crate::oci::apply::rootless::{Identity, RootlessMap};
+use crate::oci::tar::whiteout::is_reserved;
 use crate::path::LayerPath;
 use crate::spill::Spill;
 use crate::view::MergedView;
@@ -112,7 +24,7 @@ use crate::view::MergedView;
 const CHUNK: usize = 1 << 20;
 
 /// The layer that turns what `base` shows into what directory `dir` holds
-/// (see the [module documentation](self) for the rules). The layer's root
+/// (see the [module documentation](layer_from_dir) for the rules). The layer's root
 /// has the attributes of `dir`. File data past [`Spill::DEFAULT_BUDGET`]
 /// goes to an anonymous file in `$TMPDIR` ([`Spill::default`]).
 ///
@@ -121,6 +33,94 @@ const CHUNK: usize = 1 << 20;
 /// `ENOTDIR` if `dir` is a symlink; `EINVAL` for a name that is not
 /// UTF-8 or starts with `.wh.`; `EOPNOTSUPP` for a socket; `EIO` if `/proc`
 /// is not a procfs; errors writing the spill file (`ENOSPC`, say).
+///
+/// A directory compared with an image: the changeset that turns what the
+/// image shows into what the directory holds, as one layer — what
+/// `umoci repack` writes after `umoci unpack` and an edit.
+///
+/// [`layer_from_dir`] walks the directory and compares each object with
+/// what a [`MergedView`] of the image (the *base*) shows at the same path:
+///
+/// - An object that is new, or that differs from the base in type, mode,
+///   owner, size, contents, symlink target, device number, mtime or
+///   extended attributes, goes into the layer, with its parent directories
+///   (each with the attributes it has in the directory).
+/// - An object of the base that the directory lacks becomes a whiteout; a
+///   missing directory is one whiteout, its contents are not listed.
+/// - A directory that replaced a non-directory, or a non-directory that
+///   replaced a directory, replaces it: a non-directory hides everything
+///   the base had under that name, and a directory over what was a file
+///   merges with nothing.
+/// - Names of one inode in the directory (hard links, by `st_ino`) are one
+///   object in the layer; if any of them goes into the layer, all do. Names
+///   that are one object in the base but no longer in the directory (or the
+///   other way round) go into the layer as the directory has them.
+/// - No directory is ever marked opaque: a deletion is always a whiteout.
+///
+/// ```
+/// use std::sync::Arc;
+/// use layerstack::{Entry, Layer, LayerPath, MemLayer, MergedView};
+/// use layerstack::oci::layer_from_dir;
+///
+/// # let dir = std::env::temp_dir().join(format!("layerstack-doc-commit-{}", std::process::id()));
+/// # let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
+/// std::fs::create_dir_all(dir.join("etc"))?;
+/// std::fs::write(dir.join("etc/app.conf"), "port = 8080\n")?;
+/// // The base has a file the directory lacks: it becomes a whiteout.
+/// let mut base = MemLayer::new();
+/// base.add_file("etc/motd", "hello\n")?;
+/// let view = MergedView::new(vec![Arc::new(base) as Arc<dyn Layer>], MemLayer::new())?;
+///
+/// let layer = layer_from_dir(&view, &dir)?;
+/// assert_eq!(layer.lookup(&LayerPath::new("etc/motd")?)?, Some(Entry::Whiteout));
+/// assert_eq!(layer.read_at(&LayerPath::new("etc/app.conf")?, 0, 64)?, "port = 8080\n");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Security
+///
+/// The directory is read without following any symlink: its root is opened
+/// with `O_DIRECTORY | O_NOFOLLOW`, every name is opened relative to its
+/// parent's descriptor with `O_PATH | O_NOFOLLOW`, stated through that
+/// descriptor and, for files and directories, reopened through
+/// `/proc/self/fd` (so what is read is exactly the object that was
+/// stated). Symlinks are read with `readlinkat`, never followed; fifos and
+/// devices are never opened. Names that are not UTF-8 and names starting
+/// with `.wh.` (reserved for whiteouts in a layer tar) are refused.
+///
+/// # Limitations
+///
+/// - The contents of new and changed files are read into the returned
+///   [`MemLayer`]: in memory up to a [`Spill`]'s budget, beyond it in the
+///   spill's anonymous file on disk ([`layer_from_dir`] spills to
+///   `$TMPDIR` past [`Spill::DEFAULT_BUDGET`]; the tool spills to the
+///   layout's `blobs/sha256`), so memory stays bounded however large the
+///   files are, and the spill directory needs room for the changed data.
+///   Holes and runs of zeros are found with `SEEK_DATA`/`SEEK_HOLE` and
+///   stored as holes, never written anywhere. Unchanged files are compared
+///   in pieces and not kept.
+/// - Extended attributes: `user.*`, `trusted.*` and `security.*` are
+///   compared and kept, except overlayfs bookkeeping (`trusted.overlay.*`,
+///   `user.overlay.*`) and `security.selinux`, which labels the host's copy
+///   rather than the image (`umoci` leaves it out too); `system.*` (ACLs)
+///   is not read.
+/// - Owners are what the directory has. A directory a rootless unpack
+///   wrote (the user's owners, no device nodes, no privileged xattrs) is
+///   committed with [`layer_from_rootless_dir`] and the [`RootlessMap`]
+///   kept beside it, which maps back what the unpack could not write;
+///   [`layer_from_dir`] on such a directory records every owner as changed
+///   and every device node as deleted.
+/// - Without root, files and directories of the user that the user may not
+///   read or enter (mode 000, say) are made readable for the walk with
+///   `chmod` and given their modes back afterwards (directories at the end
+///   of the walk, also after an error); the layer records the modes they
+///   had. Objects of other users stay unreadable (`EACCES`).
+/// - Sockets cannot be stored in a layer tar: one in the directory is an
+///   error (`EOPNOTSUPP`).
+/// - atime, ctime and the link count are not compared.
+/// - The directory must not change during the walk; a file that changes
+///   while it is read is read as it is then.
 pub fn layer_from_dir(base: &MergedView, dir: &Utf8Path) -> Result<MemLayer> {
     layer_from_dir_spilling(base, dir, &Spill::default())
 }
@@ -143,7 +143,7 @@ pub fn layer_from_dir_spilling(
 /// `map` kept beside it (owners, modes, extended attributes, device nodes
 /// the unpack could not write) is mapped back first, so that what the
 /// unpack could not write does not count as a change (see
-/// [`rootless`](super::rootless) for the rules).
+/// [`RootlessMap`](crate::oci::RootlessMap) for the rules).
 ///
 /// # Errors
 /// As [`layer_from_dir`]; `EBADMSG` if `map` was recorded for another
@@ -959,5 +959,4 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 #[cfg(test)]
-#[path = "commit_tests.rs"]
 mod tests;

@@ -1,106 +1,3 @@
-//! The OCI image layout (`image-layout.md`): a directory that stores blobs
-//! by digest and names images by tag.
-//!
-//! ```text
-//! oci-layout            {"imageLayoutVersion":"1.0.0"}
-//! index.json            an image index; the `org.opencontainers.image.ref.name`
-//!                       annotation of a descriptor is its tag
-//! blobs/sha256/<hex>    every blob, named by the sha256 of its bytes
-//! .layerstack/layers/<hex>.json
-//!                       what layerstack learnt reading a layer blob (its
-//!                       DiffID and uncompressed size): a cache, see below
-//! ```
-//!
-//! ```
-//! use layerstack::oci::OciLayout;
-//! use layerstack::oci::spec::{Descriptor, ImageConfig, Manifest, media_type};
-//! use layerstack::oci::Compression;
-//!
-//! # let dir = std::env::temp_dir().join(format!("layerstack-doc-layout-{}", std::process::id()));
-//! # let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
-//! let layout = OciLayout::create(&dir)?;
-//! let (digest, size) = layout.put_blob(b"a layer tar")?;
-//! let layer = Descriptor::new(Compression::None.layer_media_type(), digest, size);
-//! let mut config = ImageConfig::new("linux", "amd64");
-//! config.diff_ids.push(digest);
-//! let config = layout.put_json(&config, media_type::OCI_CONFIG)?;
-//! let manifest = layout.put_json(&Manifest::new(config, vec![layer]), media_type::OCI_MANIFEST)?;
-//! layout.set_tag("latest", manifest)?;
-//!
-//! let image = layout.resolve(None)?; // `latest`
-//! assert_eq!(layout.read_manifest(&image)?.layers[0].digest, digest);
-//! assert_eq!(layout.read_blob(&digest, Some(size), 1 << 20)?, b"a layer tar");
-//! # std::fs::remove_dir_all(&dir).unwrap();
-//! # Ok::<(), layerstack::Error>(())
-//! ```
-//!
-//! # Atomicity
-//!
-//! A blob is written to a temporary file in `blobs/sha256/` (named
-//! `.tmp-<pid>-<n>`), hashed as it is written, synced, renamed to its
-//! digest and the directory synced: a crash leaves the blob whole or
-//! absent, never partial. A blob that is already stored is stored once.
-//! `index.json` is replaced the same way, under an exclusive `flock` of
-//! the `oci-layout` file, so concurrent tag changes do not lose each other.
-//!
-//! # Verification
-//!
-//! Reads check what they return: [`OciLayout::open_blob`] refuses a blob
-//! whose length differs from the descriptor's size, and its reader fails
-//! with [`io::ErrorKind::InvalidData`] when the bytes do not hash to the
-//! digest, before it hands out the last of them. A corrupted blob is never
-//! silently trusted.
-//!
-//! # Security
-//!
-//! A layout may come from anyone. The only names the store turns into file
-//! names are digests, which are 64 validated hex digits, so no name from a
-//! document reaches outside `blobs/sha256/`. Every part is opened by one
-//! name relative to the descriptor of its parent (the layout's directory,
-//! `blobs`, `blobs/sha256`) with `O_NOFOLLOW`: a symlinked `blobs` or
-//! `blobs/sha256` is refused (`ELOOP`), so nothing is read or written
-//! outside the layout. Files (`oci-layout`, `index.json`, blobs) are opened
-//! with `O_NONBLOCK` and must be regular files, so a planted fifo is
-//! refused, not waited on. Documents are limited to [`MAX_DOCUMENT_BYTES`].
-//! Tags are checked with [`check_tag`] before anything is written.
-//! Garbage collection deletes only regular files in `blobs/sha256/` named
-//! by a digest, and stale temporary files of ours; anything else in the
-//! layout is left alone.
-//!
-//! # Failures
-//!
-//! A tag change either fails with `index.json` as it was, or the new one
-//! is in place; [`Durability`] says whether the directory was synced after
-//! the rename. Temporary files of runs that ended (killed, or failed
-//! before they could remove them) are removed by the next tag change and
-//! by garbage collection; [`OciLayout::resume`] finishes a layout whose
-//! creation was cut short.
-//!
-//! # The layer cache
-//!
-//! Reading a whole layer to learn its uncompressed size costs as much as
-//! reading the layer, so what a full read learnt is kept beside the blobs,
-//! outside `blobs/` (the image and its digests never change): one small
-//! JSON file per layer blob, `.layerstack/layers/<hex>.json` holding
-//! `{"digest", "diff_id", "uncompressed_size"}` ([`LayerRecord`]). It is
-//! written, best effort, after a layer was read through and its DiffID
-//! checked, or after it was written by us, and read by
-//! [`OciLayout::layer_record`], which hands out a record only when it is a
-//! regular file within the layout, parses, names the blob asked for and
-//! the DiffID the caller expects. The cache is a hint for display (the
-//! sizes `inspect` shows): nothing that guards memory or disk relies on
-//! it, so a forged size misstates a number and nothing else. A missing or
-//! damaged record is the same as none; garbage collection removes the
-//! records of the blobs it removes. Other tools ignore the directory.
-//!
-//! # Limitations
-//!
-//! - [`OciLayout::collect_garbage`] must not run while another writer adds
-//!   an image: a blob written but not yet tagged is unreferenced, and is
-//!   removed.
-//! - Only sha256 blobs are stored; other `blobs/<algorithm>/` directories
-//!   are ignored.
-
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -114,16 +11,16 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde_json::Value;
 
-use super::Compression;
-use super::digest::{Digest, DigestWriter, Hasher};
-use super::spec::{
-    self, ANNOTATION_REF_NAME, Descriptor, Document, ImageConfig, Index, MAX_DOCUMENT_BYTES,
-    Manifest, Platform, media_type,
-};
-use super::tar_read::{Limits, TarKind, TarReader};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::beneath::{errno_error, errno_kind};
 use crate::meta::FileType;
+use crate::oci::Compression;
+use crate::oci::image::digest::{Digest, DigestWriter, Hasher};
+use crate::oci::image::spec::{
+    self, ANNOTATION_REF_NAME, Descriptor, Document, ImageConfig, Index, MAX_DOCUMENT_BYTES,
+    Manifest, Platform, media_type,
+};
+use crate::oci::tar::read::{Limits, TarKind, TarReader};
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_JSON: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -157,6 +54,109 @@ const MAX_ARCHIVE_DOCUMENT_BYTES: u64 = 64 << 20;
 ///
 /// It holds only the directory's path; every method reads the disk, so
 /// several values (and processes) can use one layout.
+///
+/// The OCI image layout (`image-layout.md`): a directory that stores blobs
+/// by digest and names images by tag.
+///
+/// ```text
+/// oci-layout            {"imageLayoutVersion":"1.0.0"}
+/// index.json            an image index; the `org.opencontainers.image.ref.name`
+///                       annotation of a descriptor is its tag
+/// blobs/sha256/<hex>    every blob, named by the sha256 of its bytes
+/// .layerstack/layers/<hex>.json
+///                       what layerstack learnt reading a layer blob (its
+///                       DiffID and uncompressed size): a cache, see below
+/// ```
+///
+/// ```
+/// use layerstack::oci::OciLayout;
+/// use layerstack::oci::{Descriptor, ImageConfig, Manifest, media_type};
+/// use layerstack::oci::Compression;
+///
+/// # let dir = std::env::temp_dir().join(format!("layerstack-doc-layout-{}", std::process::id()));
+/// # let dir = camino::Utf8PathBuf::from_path_buf(dir).unwrap();
+/// let layout = OciLayout::create(&dir)?;
+/// let (digest, size) = layout.put_blob(b"a layer tar")?;
+/// let layer = Descriptor::new(Compression::None.layer_media_type(), digest, size);
+/// let mut config = ImageConfig::new("linux", "amd64");
+/// config.diff_ids.push(digest);
+/// let config = layout.put_json(&config, media_type::OCI_CONFIG)?;
+/// let manifest = layout.put_json(&Manifest::new(config, vec![layer]), media_type::OCI_MANIFEST)?;
+/// layout.set_tag("latest", manifest)?;
+///
+/// let image = layout.resolve(None)?; // `latest`
+/// assert_eq!(layout.read_manifest(&image)?.layers[0].digest, digest);
+/// assert_eq!(layout.read_blob(&digest, Some(size), 1 << 20)?, b"a layer tar");
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+///
+/// # Atomicity
+///
+/// A blob is written to a temporary file in `blobs/sha256/` (named
+/// `.tmp-<pid>-<n>`), hashed as it is written, synced, renamed to its
+/// digest and the directory synced: a crash leaves the blob whole or
+/// absent, never partial. A blob that is already stored is stored once.
+/// `index.json` is replaced the same way, under an exclusive `flock` of
+/// the `oci-layout` file, so concurrent tag changes do not lose each other.
+///
+/// # Verification
+///
+/// Reads check what they return: [`OciLayout::open_blob`] refuses a blob
+/// whose length differs from the descriptor's size, and its reader fails
+/// with [`io::ErrorKind::InvalidData`] when the bytes do not hash to the
+/// digest, before it hands out the last of them. A corrupted blob is never
+/// silently trusted.
+///
+/// # Security
+///
+/// A layout may come from anyone. The only names the store turns into file
+/// names are digests, which are 64 validated hex digits, so no name from a
+/// document reaches outside `blobs/sha256/`. Every part is opened by one
+/// name relative to the descriptor of its parent (the layout's directory,
+/// `blobs`, `blobs/sha256`) with `O_NOFOLLOW`: a symlinked `blobs` or
+/// `blobs/sha256` is refused (`ELOOP`), so nothing is read or written
+/// outside the layout. Files (`oci-layout`, `index.json`, blobs) are opened
+/// with `O_NONBLOCK` and must be regular files, so a planted fifo is
+/// refused, not waited on. Documents are limited to [`MAX_DOCUMENT_BYTES`].
+/// Tags are checked with [`check_tag`] before anything is written.
+/// Garbage collection deletes only regular files in `blobs/sha256/` named
+/// by a digest, and stale temporary files of ours; anything else in the
+/// layout is left alone.
+///
+/// # Failures
+///
+/// A tag change either fails with `index.json` as it was, or the new one
+/// is in place; [`Durability`] says whether the directory was synced after
+/// the rename. Temporary files of runs that ended (killed, or failed
+/// before they could remove them) are removed by the next tag change and
+/// by garbage collection; [`OciLayout::resume`] finishes a layout whose
+/// creation was cut short.
+///
+/// # The layer cache
+///
+/// Reading a whole layer to learn its uncompressed size costs as much as
+/// reading the layer, so what a full read learnt is kept beside the blobs,
+/// outside `blobs/` (the image and its digests never change): one small
+/// JSON file per layer blob, `.layerstack/layers/<hex>.json` holding
+/// `{"digest", "diff_id", "uncompressed_size"}` ([`LayerRecord`]). It is
+/// written, best effort, after a layer was read through and its DiffID
+/// checked, or after it was written by us, and read by
+/// [`OciLayout::layer_record`], which hands out a record only when it is a
+/// regular file within the layout, parses, names the blob asked for and
+/// the DiffID the caller expects. The cache is a hint for display (the
+/// sizes `inspect` shows): nothing that guards memory or disk relies on
+/// it, so a forged size misstates a number and nothing else. A missing or
+/// damaged record is the same as none; garbage collection removes the
+/// records of the blobs it removes. Other tools ignore the directory.
+///
+/// # Limitations
+///
+/// - [`OciLayout::collect_garbage`] must not run while another writer adds
+///   an image: a blob written but not yet tagged is unreferenced, and is
+///   removed.
+/// - Only sha256 blobs are stored; other `blobs/<algorithm>/` directories
+///   are ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OciLayout {
     root: Utf8PathBuf,
@@ -172,7 +172,7 @@ pub struct GcReport {
     /// (`blobs/sha256/.tmp-<pid>-<n>`), sorted.
     pub temporaries: Vec<String>,
     /// The blobs whose records in the layer cache were removed with them
-    /// (see [the layer cache](self#the-layer-cache)), sorted.
+    /// (see [the layer cache](OciLayout#the-layer-cache)), sorted.
     pub cache_records: Vec<Digest>,
     /// The bytes of the files removed (the blobs, stale temporary files
     /// and cache records).
@@ -180,7 +180,7 @@ pub struct GcReport {
 }
 
 /// What reading a layer blob through taught: kept in the layout's layer
-/// cache (see [the module documentation](self#the-layer-cache)).
+/// cache (see [the module documentation](OciLayout#the-layer-cache)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerRecord {
     /// The layer blob's digest.
@@ -1268,7 +1268,7 @@ impl OciLayout {
     /// The layer cache's record of the layer blob `digest`, if there is one
     /// that names `diff_id`: a record that is missing, damaged, not a
     /// regular file or about another layer is `None` (see [the layer
-    /// cache](self#the-layer-cache): a hint, never a proof).
+    /// cache](OciLayout#the-layer-cache): a hint, never a proof).
     #[must_use]
     pub fn layer_record(&self, digest: &Digest, diff_id: &Digest) -> Option<LayerRecord> {
         let root = self.open_root().ok()?;
@@ -1951,7 +1951,7 @@ pub const MAX_TAG_LEN: usize = 128;
 /// `LAYOUT:TAG` can name, and that no registry or tool refuses.
 ///
 /// ```
-/// use layerstack::oci::layout::check_tag;
+/// use layerstack::oci::check_tag;
 ///
 /// assert!(check_tag("v1.2_rc-3").is_ok());
 /// let err = check_tag("a/b").unwrap_err();
@@ -2807,7 +2807,7 @@ mod tests {
         let layout = OciLayout::create(&dir.0).unwrap();
         let tar = b"plain tar bytes".to_vec();
         let pack = |c: Compression| {
-            let mut w = super::super::Compressor::new(Vec::new(), c);
+            let mut w = crate::oci::Compressor::new(Vec::new(), c);
             w.write_all(&tar).unwrap();
             w.finish().unwrap()
         };

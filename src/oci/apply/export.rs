@@ -1,88 +1,3 @@
-//! Exporting a layer as an OCI layer tar, deterministically, with its
-//! digests computed in the same pass.
-//!
-//! [`export_layer`] writes any [`Layer`] (typically a committed upper layer)
-//! as the changeset tar of the OCI image spec (`layer.md`), compressed or
-//! not, and returns the layer digest (sha256 of the bytes written) and the
-//! DiffID (sha256 of the uncompressed tar). The bytes flow once:
-//! tar → DiffID hasher → compressor → digest hasher → the caller's writer;
-//! file data is streamed in chunks through [`Layer::read_at`], never held
-//! whole.
-//!
-//! # The tar
-//!
-//! Every header is written by this module (POSIX ustar plus PAX `x`
-//! extended headers), so the same layer content always gives the same
-//! bytes, whatever its inode numbers, access and change times or the order
-//! its entries were created in:
-//!
-//! - Names are relative (no leading `/` or `./`); directories end in `/`.
-//!   Entries are sorted by their path components, parents before children;
-//!   a directory's opaque marker comes right after the directory itself.
-//!   The root directory gets no entry (as Docker writes layers).
-//! - Types: directory `5`, regular file `0`, symlink `2` (target verbatim),
-//!   hard link `1`, fifo `6`, character device `3`, block device `4` (major
-//!   and minor from [`Metadata::rdev`]). A socket cannot be stored in a tar:
-//!   exporting one fails with `EOPNOTSUPP`.
-//! - Mode: the permission bits with setuid, setgid and sticky; owners are
-//!   numeric only (user and group names are empty); only the mtime is
-//!   stored (no atime or ctime).
-//! - A PAX extended header (named `././@PaxHeader`, mode `0o644`, mtime 0)
-//!   precedes an entry only where ustar cannot hold a value: `path` for a
-//!   name over 100 bytes (the ustar prefix field is never used), `linkpath`
-//!   for a link target over 100 bytes, `uid`/`gid` over `0o7777777`, `size`
-//!   of 8 GiB or more, `mtime` before the epoch, past the 11 octal digits
-//!   of ustar or with nanoseconds (`SEC.NNNNNNNNN`, trailing zeros trimmed),
-//!   and each extended attribute as `SCHILY.xattr.NAME` (binary values
-//!   allowed). Where a PAX record holds a value, the ustar field holds 0 (or
-//!   the seconds of an mtime, or the first 100 bytes of a name).
-//! - Extended attributes named `trusted.overlay.*` or `user.overlay.*` are
-//!   overlayfs bookkeeping and never go into a layer.
-//! - [`ExportOptions::clamp_mtime`] lowers every later mtime to it, as
-//!   `SOURCE_DATE_EPOCH` does for reproducible builds.
-//! - The archive ends with two zero blocks.
-//!
-//! # Whiteouts and opaque directories
-//!
-//! An [`Entry::Whiteout`] at `d/x` becomes an empty regular file
-//! `d/.wh.x`; an opaque directory `d` is followed by an empty regular file
-//! `d/.wh..wh..opq` (an opaque root by `.wh..wh..opq` at the top). These
-//! markers have mode 0, owner 0 and mtime 0. A real object (or a whiteout)
-//! whose name starts with `.wh.` cannot be told from a marker in a tar, so
-//! exporting one fails with `EINVAL`.
-//!
-//! # Hard links
-//!
-//! Names of the layer with the same [`Metadata::ino`] and an `nlink` above
-//! 1 are one object (as [`copy_layer`](crate::layer::copy_layer) takes
-//! them): the first name in the tar holds the object, later names are
-//! hard-link entries (type `1`, no data, no extended attributes) pointing
-//! at it.
-//!
-//! # Redirected directories
-//!
-//! A directory renamed in an overlay with the redirect option carries
-//! [`Node::redirect`]: its contents below this layer live at another path.
-//! An OCI layer cannot express a redirect, so such a directory is written
-//! as an opaque directory holding its *full* contents as the merged view of
-//! this layer over `below` shows them (every object under it, recursively,
-//! symlinks never followed); the layer's own entries under it are part of
-//! that view and are not written again. The rename's source already is a
-//! whiteout in the layer. This is the one case where an export reads the
-//! layers below, and where the tar can grow as large as the renamed tree.
-//!
-//! # Limitations
-//!
-//! - The layer is read as it is while the export runs; nothing freezes it.
-//!   A file whose data no longer matches its size fails the export (`EIO`)
-//!   rather than giving a tar whose data differs from its header.
-//! - A redirect on the root directory (which overlayfs never writes) is
-//!   ignored.
-//! - Device numbers with a major or minor above `0o7777777` (more than
-//!   Linux uses) have no portable tar encoding and fail with `EOPNOTSUPP`.
-//! - Hard links are recognised by inode number and link count alone, so a
-//!   [`Layer`] implementation must report both truthfully (or `nlink` 1).
-
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -93,9 +8,9 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, EntryKind, Layer, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, major, minor};
-use crate::oci::compress::{Compression, Compressor};
-use crate::oci::digest::{Digest, DigestWriter};
-use crate::oci::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_reserved};
+use crate::oci::image::digest::{Digest, DigestWriter};
+use crate::oci::tar::compress::{Compression, Compressor};
+use crate::oci::tar::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_reserved};
 use crate::path::LayerPath;
 use crate::view::{LayerSource, MergedView};
 
@@ -104,7 +19,7 @@ use crate::view::{LayerSource, MergedView};
 /// ```
 /// use layerstack::Timestamp;
 /// use layerstack::oci::Compression;
-/// use layerstack::oci::export::ExportOptions;
+/// use layerstack::oci::ExportOptions;
 ///
 /// let options = ExportOptions::new()
 ///     .compression(Compression::Zstd)
@@ -169,7 +84,7 @@ impl LayerDigests {
 }
 
 /// Writes `layer` to `out` as an OCI layer tar (see the [module
-/// documentation](self) for the format) and returns `out` with the
+/// documentation](export_layer) for the format) and returns `out` with the
 /// layer's digests, computed while writing.
 ///
 /// `below` are the layers under `layer`, top first (as
@@ -185,7 +100,7 @@ impl LayerDigests {
 /// use std::sync::Arc;
 /// use layerstack::{Layer, MemLayer};
 /// use layerstack::oci::{Compression, Digest};
-/// use layerstack::oci::export::{ExportOptions, export_layer};
+/// use layerstack::oci::{ExportOptions, export_layer};
 ///
 /// let mut layer = MemLayer::new();
 /// layer.add_file("etc/app.conf", "port = 8080\n")?;
@@ -210,6 +125,91 @@ impl LayerDigests {
 /// a NUL byte or an extended attribute name with `=` or a NUL byte; `EIO`
 /// if a file's data does not match its size; errors of the layers'
 /// storage and of writing to `out`. The error names the entry's path.
+///
+/// Exporting a layer as an OCI layer tar, deterministically, with its
+/// digests computed in the same pass.
+///
+/// [`export_layer`] writes any [`Layer`] (typically a committed upper layer)
+/// as the changeset tar of the OCI image spec (`layer.md`), compressed or
+/// not, and returns the layer digest (sha256 of the bytes written) and the
+/// DiffID (sha256 of the uncompressed tar). The bytes flow once:
+/// tar → DiffID hasher → compressor → digest hasher → the caller's writer;
+/// file data is streamed in chunks through [`Layer::read_at`], never held
+/// whole.
+///
+/// # The tar
+///
+/// Every header is written by this module (POSIX ustar plus PAX `x`
+/// extended headers), so the same layer content always gives the same
+/// bytes, whatever its inode numbers, access and change times or the order
+/// its entries were created in:
+///
+/// - Names are relative (no leading `/` or `./`); directories end in `/`.
+///   Entries are sorted by their path components, parents before children;
+///   a directory's opaque marker comes right after the directory itself.
+///   The root directory gets no entry (as Docker writes layers).
+/// - Types: directory `5`, regular file `0`, symlink `2` (target verbatim),
+///   hard link `1`, fifo `6`, character device `3`, block device `4` (major
+///   and minor from [`Metadata::rdev`]). A socket cannot be stored in a tar:
+///   exporting one fails with `EOPNOTSUPP`.
+/// - Mode: the permission bits with setuid, setgid and sticky; owners are
+///   numeric only (user and group names are empty); only the mtime is
+///   stored (no atime or ctime).
+/// - A PAX extended header (named `././@PaxHeader`, mode `0o644`, mtime 0)
+///   precedes an entry only where ustar cannot hold a value: `path` for a
+///   name over 100 bytes (the ustar prefix field is never used), `linkpath`
+///   for a link target over 100 bytes, `uid`/`gid` over `0o7777777`, `size`
+///   of 8 GiB or more, `mtime` before the epoch, past the 11 octal digits
+///   of ustar or with nanoseconds (`SEC.NNNNNNNNN`, trailing zeros trimmed),
+///   and each extended attribute as `SCHILY.xattr.NAME` (binary values
+///   allowed). Where a PAX record holds a value, the ustar field holds 0 (or
+///   the seconds of an mtime, or the first 100 bytes of a name).
+/// - Extended attributes named `trusted.overlay.*` or `user.overlay.*` are
+///   overlayfs bookkeeping and never go into a layer.
+/// - [`ExportOptions::clamp_mtime`] lowers every later mtime to it, as
+///   `SOURCE_DATE_EPOCH` does for reproducible builds.
+/// - The archive ends with two zero blocks.
+///
+/// # Whiteouts and opaque directories
+///
+/// An [`Entry::Whiteout`] at `d/x` becomes an empty regular file
+/// `d/.wh.x`; an opaque directory `d` is followed by an empty regular file
+/// `d/.wh..wh..opq` (an opaque root by `.wh..wh..opq` at the top). These
+/// markers have mode 0, owner 0 and mtime 0. A real object (or a whiteout)
+/// whose name starts with `.wh.` cannot be told from a marker in a tar, so
+/// exporting one fails with `EINVAL`.
+///
+/// # Hard links
+///
+/// Names of the layer with the same [`Metadata::ino`] and an `nlink` above
+/// 1 are one object (as [`copy_layer`](crate::layer::copy_layer) takes
+/// them): the first name in the tar holds the object, later names are
+/// hard-link entries (type `1`, no data, no extended attributes) pointing
+/// at it.
+///
+/// # Redirected directories
+///
+/// A directory renamed in an overlay with the redirect option carries
+/// [`Node::redirect`]: its contents below this layer live at another path.
+/// An OCI layer cannot express a redirect, so such a directory is written
+/// as an opaque directory holding its *full* contents as the merged view of
+/// this layer over `below` shows them (every object under it, recursively,
+/// symlinks never followed); the layer's own entries under it are part of
+/// that view and are not written again. The rename's source already is a
+/// whiteout in the layer. This is the one case where an export reads the
+/// layers below, and where the tar can grow as large as the renamed tree.
+///
+/// # Limitations
+///
+/// - The layer is read as it is while the export runs; nothing freezes it.
+///   A file whose data no longer matches its size fails the export (`EIO`)
+///   rather than giving a tar whose data differs from its header.
+/// - A redirect on the root directory (which overlayfs never writes) is
+///   ignored.
+/// - Device numbers with a major or minor above `0o7777777` (more than
+///   Linux uses) have no portable tar encoding and fail with `EOPNOTSUPP`.
+/// - Hard links are recognised by inode number and link count alone, so a
+///   [`Layer`] implementation must report both truthfully (or `nlink` 1).
 pub fn export_layer<W: Write>(
     layer: &Arc<dyn Layer>,
     below: &[Arc<dyn Layer>],
@@ -876,7 +876,7 @@ mod tests {
     use super::*;
     use crate::layer::LayerMut;
     use crate::meta::makedev;
-    use crate::oci::compress::Decompressor;
+    use crate::oci::tar::compress::Decompressor;
     use crate::view::{Clock, DirRename, ViewOptions};
 
     /// One tar entry as a reader sees it.
