@@ -2,14 +2,15 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
-use tar::{EntryType, Header};
+use tar::EntryType;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, EntryKind, Layer, Node};
-use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, major, minor};
+use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, major, minor};
 use crate::oci::image::digest::{Digest, DigestWriter};
 use crate::oci::tar::compress::{Compression, Compressor};
+use crate::oci::tar::header::{BLOCK, HeaderSpec, build_header, normalised, pax_header};
 use crate::oci::tar::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_reserved};
 use crate::path::LayerPath;
 use crate::view::{LayerSource, MergedView};
@@ -251,23 +252,10 @@ pub fn export_layer<W: Write>(
     ))
 }
 
-/// The tar block size.
-const BLOCK: usize = 512;
 /// How much file data is read at once.
 const CHUNK: usize = 1 << 20;
 /// The buffer between the tar and the hashers and compressor.
 const BUFFER_SIZE: usize = 64 * 1024;
-
-/// Ustar numeric fields: 7 octal digits for mode, owners and device
-/// numbers, 11 for size and mtime.
-const MAX_OCTAL_7: u64 = 0o7_777_777;
-const MAX_OCTAL_11: u64 = 0o77_777_777_777;
-/// The ustar name and linkname fields.
-const NAME_FIELD: usize = 100;
-
-/// The name of every PAX extended header (the one Python's `tarfile`
-/// writes; readers never extract it).
-const PAX_HEADER_NAME: &str = "././@PaxHeader";
 
 /// Identifies one object for hard links: the layer's own inode numbers and
 /// the merged view's are separate spaces.
@@ -662,221 +650,18 @@ fn check_name(path: &LayerPath) -> Result<()> {
     }
 }
 
-/// Everything one tar header says.
-#[derive(Debug)]
-struct HeaderSpec<'a> {
-    /// The full tar name (a directory's ends in `/`).
-    name: &'a str,
-    entry_type: EntryType,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: Timestamp,
-    /// A symlink's target or a hard link's first name.
-    link: Option<&'a str>,
-    /// Major and minor of a device.
-    device: Option<(u32, u32)>,
-    /// Extended attributes (overlay bookkeeping is left out here).
-    xattrs: Option<&'a Xattrs>,
-}
-
-/// Whether an extended attribute is overlayfs bookkeeping.
-fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
-}
-
-/// The ustar header of `spec` and the PAX records it needs (empty if none).
-fn build_header(spec: &HeaderSpec<'_>, path: &LayerPath) -> Result<(Header, Vec<u8>)> {
-    let error = |kind: ErrorKind, detail: String| {
-        Error::new(kind, Operation::ExportLayer, path.as_str()).with_detail(detail)
-    };
-    let mut pax = Vec::new();
-    let mut header = Header::new_ustar();
-
-    let name = spec.name.as_bytes();
-    if name.len() > NAME_FIELD {
-        pax_record(&mut pax, "path", name);
-    }
-    let field = truncated(spec.name, NAME_FIELD).as_bytes();
-    header.as_old_mut().name[..field.len()].copy_from_slice(field);
-
-    if let Some(link) = spec.link {
-        if link.contains('\0') {
-            return Err(error(
-                ErrorKind::InvalidInput,
-                "the link target contains a NUL byte".into(),
-            ));
-        }
-        if link.len() > NAME_FIELD {
-            pax_record(&mut pax, "linkpath", link.as_bytes());
-        }
-        header
-            .set_link_name_literal(truncated(link, NAME_FIELD))
-            .map_err(|e| error(ErrorKind::InvalidInput, e.to_string()))?;
-    }
-
-    if spec.size > MAX_OCTAL_11 {
-        pax_record(&mut pax, "size", spec.size.to_string().as_bytes());
-        header.set_size(0);
-    } else {
-        header.set_size(spec.size);
-    }
-    for (key, id) in [("uid", spec.uid), ("gid", spec.gid)] {
-        let id = u64::from(id);
-        let field = if id > MAX_OCTAL_7 {
-            pax_record(&mut pax, key, id.to_string().as_bytes());
-            0
-        } else {
-            id
-        };
-        if key == "uid" {
-            header.set_uid(field);
-        } else {
-            header.set_gid(field);
-        }
-    }
-
-    let mtime = normalised(spec.mtime);
-    let seconds_fit = u64::try_from(mtime.sec).is_ok_and(|s| s <= MAX_OCTAL_11);
-    if !seconds_fit || mtime.nsec != 0 {
-        pax_record(&mut pax, "mtime", pax_time(mtime).as_bytes());
-    }
-    header.set_mtime(if seconds_fit {
-        mtime.sec.unsigned_abs()
-    } else {
-        0
-    });
-
-    if let Some(xattrs) = spec.xattrs {
-        for (name, value) in xattrs.iter().filter(|(n, _)| !is_overlay_xattr(n)) {
-            if name.contains('=') || name.contains('\0') {
-                return Err(error(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "extended attribute name `{}` cannot be stored in a PAX record",
-                        name.escape_default()
-                    ),
-                ));
-            }
-            pax_record(&mut pax, &format!("SCHILY.xattr.{name}"), value);
-        }
-    }
-
-    let (dev_major, dev_minor) = spec.device.unwrap_or((0, 0));
-    if u64::from(dev_major) > MAX_OCTAL_7 || u64::from(dev_minor) > MAX_OCTAL_7 {
-        return Err(error(
-            ErrorKind::Unsupported,
-            format!("device number {dev_major}:{dev_minor} does not fit a tar header"),
-        ));
-    }
-    let io_error = |e: std::io::Error| error(ErrorKind::Io, e.to_string());
-    header.set_device_major(dev_major).map_err(io_error)?;
-    header.set_device_minor(dev_minor).map_err(io_error)?;
-
-    header.set_mode(spec.mode & MODE_MASK);
-    header.set_entry_type(spec.entry_type);
-    header.set_cksum();
-    Ok((header, pax))
-}
-
-/// The header of a PAX extended header holding `len` bytes of records.
-fn pax_header(len: u64) -> Header {
-    let mut header = Header::new_ustar();
-    let name = PAX_HEADER_NAME.as_bytes();
-    header.as_old_mut().name[..name.len()].copy_from_slice(name);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_size(len);
-    header.set_mtime(0);
-    // Always Ok for a ustar header.
-    let _ = header.set_device_major(0);
-    let _ = header.set_device_minor(0);
-    header.set_entry_type(EntryType::XHeader);
-    header.set_cksum();
-    header
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a
-/// character boundary.
-fn truncated(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// Appends the PAX record `"<len> <key>=<value>\n"`, where `len` counts
-/// the whole record, its own digits included.
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
-    let rest = key.len() + value.len() + 3; // ' ', '=' and '\n'
-    let mut len = rest + 1;
-    loop {
-        let total = rest + decimal_digits(len);
-        if total == len {
-            break;
-        }
-        len = total;
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key.as_bytes());
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
-}
-
-fn decimal_digits(mut n: usize) -> usize {
-    let mut digits = 1;
-    while n >= 10 {
-        n /= 10;
-        digits += 1;
-    }
-    digits
-}
-
-const NANOS_PER_SEC: u32 = 1_000_000_000;
-
-/// `t` with `nsec` below one second (the fields are public, so a layer
-/// can hand over anything).
-fn normalised(t: Timestamp) -> Timestamp {
-    Timestamp {
-        sec: t.sec.saturating_add(i64::from(t.nsec / NANOS_PER_SEC)),
-        nsec: t.nsec % NANOS_PER_SEC,
-    }
-}
-
-/// A time as a PAX record value: seconds, then a fraction with trailing
-/// zeros trimmed (`-1.5` is one and a half seconds before the epoch).
-fn pax_time(t: Timestamp) -> String {
-    let t = normalised(t);
-    if t.nsec == 0 {
-        return t.sec.to_string();
-    }
-    let (sign, sec, nsec) = if t.sec < 0 {
-        // `sec + nsec` is negative: -(|sec| - 1) - (1e9 - nsec) ns.
-        ("-", (t.sec + 1).unsigned_abs(), NANOS_PER_SEC - t.nsec)
-    } else {
-        ("", t.sec.unsigned_abs(), t.nsec)
-    };
-    let fraction = format!("{nsec:09}");
-    format!("{sign}{sec}.{}", fraction.trim_end_matches('0'))
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write as _};
     use std::process::{Command, Stdio};
 
+    use tar::Header;
+
     use super::*;
     use crate::layer::LayerMut;
     use crate::meta::makedev;
     use crate::oci::tar::compress::Decompressor;
+    use crate::oci::tar::header::{NAME_FIELD, PAX_HEADER_NAME};
     use crate::view::{Clock, DirRename, ViewOptions};
 
     /// One tar entry as a reader sees it.
@@ -1610,108 +1395,6 @@ mod tests {
             err.to_string(),
             "failed to export layer entry `big`: disk full"
         );
-    }
-
-    fn spec(name: &str) -> HeaderSpec<'_> {
-        HeaderSpec {
-            name,
-            entry_type: EntryType::Regular,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: Timestamp::EPOCH,
-            link: None,
-            device: None,
-            xattrs: None,
-        }
-    }
-
-    fn pax_of(spec: &HeaderSpec<'_>) -> (Header, String) {
-        let (header, pax) = build_header(spec, &LayerPath::root()).unwrap();
-        (header, String::from_utf8(pax).unwrap())
-    }
-
-    #[test]
-    fn numbers_past_ustar_go_into_pax_records() {
-        let mut s = spec("f");
-        s.size = MAX_OCTAL_11;
-        let (h, pax) = pax_of(&s);
-        assert_eq!((h.size().unwrap(), pax.as_str()), (MAX_OCTAL_11, ""));
-        s.size = 8 << 30;
-        let (h, pax) = pax_of(&s);
-        assert_eq!(
-            (h.size().unwrap(), pax.as_str()),
-            (0, "19 size=8589934592\n")
-        );
-
-        let mut s = spec("f");
-        s.uid = 0o7_777_777;
-        s.gid = 0o10_000_000;
-        let (h, pax) = pax_of(&s);
-        assert_eq!(h.uid().unwrap(), 0o7_777_777);
-        assert_eq!(&h.as_old().gid, b"0000000\0");
-        assert_eq!(pax, "15 gid=2097152\n");
-
-        let mut s = spec("f");
-        s.mtime = at(0o77_777_777_777, 0);
-        assert_eq!(pax_of(&s).1, "");
-        s.mtime = at(0o100_000_000_000, 0);
-        let (h, pax) = pax_of(&s);
-        assert_eq!(
-            (h.mtime().unwrap(), pax.as_str()),
-            (0, "20 mtime=8589934592\n")
-        );
-        s.mtime = at(5, 120_000_000);
-        let (h, pax) = pax_of(&s);
-        assert_eq!((h.mtime().unwrap(), pax.as_str()), (5, "14 mtime=5.12\n"));
-    }
-
-    #[test]
-    fn long_names_keep_a_cut_at_a_character_boundary() {
-        let name = format!("a{}", "é".repeat(80));
-        let (h, pax) = pax_of(&spec(&name));
-        assert_eq!(h.path_bytes().as_ref(), &name.as_bytes()[..99]);
-        assert_eq!(pax, format!("171 path={name}\n"));
-        let exact = "x".repeat(NAME_FIELD);
-        let (h, pax) = pax_of(&spec(&exact));
-        assert_eq!(
-            (h.path_bytes().as_ref(), pax.as_str()),
-            (exact.as_bytes(), "")
-        );
-    }
-
-    #[test]
-    fn pax_records_count_their_own_length() {
-        for value_len in 0..1100 {
-            let mut out = Vec::new();
-            pax_record(&mut out, "path", "v".repeat(value_len).as_bytes());
-            let space = out.iter().position(|&b| b == b' ').unwrap();
-            let len: usize = std::str::from_utf8(&out[..space]).unwrap().parse().unwrap();
-            assert_eq!(len, out.len(), "value of {value_len} bytes");
-        }
-    }
-
-    #[test]
-    fn pax_times_trim_the_fraction() {
-        assert_eq!(pax_time(at(1, 0)), "1");
-        assert_eq!(pax_time(at(-1, 0)), "-1");
-        assert_eq!(pax_time(at(1, 500_000_000)), "1.5");
-        assert_eq!(pax_time(at(1, 1)), "1.000000001");
-        assert_eq!(pax_time(at(-1, 500_000_000)), "-0.5");
-        assert_eq!(pax_time(at(-2, 999_999_999)), "-1.000000001");
-        assert_eq!(pax_time(at(i64::MIN, 1)), "-9223372036854775807.999999999");
-        // Out-of-range nanoseconds (public fields) carry into the seconds.
-        let raw = |sec, nsec| Timestamp { sec, nsec };
-        assert_eq!(pax_time(raw(1, 2_500_000_000)), "3.5");
-        assert_eq!(
-            pax_time(raw(i64::MAX, u32::MAX)),
-            "9223372036854775807.294967295"
-        );
-        let mut s = spec("f");
-        s.mtime = raw(7, 1_000_000_000);
-        let (h, pax) = pax_of(&s);
-        assert_eq!((h.mtime().unwrap(), pax.as_str()), (8, ""));
     }
 
     /// Runs `program args` with `input` on stdin; `None` if it is not

@@ -4,5 +4,6 @@
 //! entries their meaning and `image` stores the bytes.
 
 pub(crate) mod compress;
+pub(crate) mod header;
 pub(crate) mod read;
 pub(crate) mod whiteout;
