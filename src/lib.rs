@@ -259,7 +259,7 @@ pub mod model;
 pub mod oci;
 pub mod path;
 pub mod spill;
-#[cfg(feature = "proptest")]
+#[cfg(any(test, feature = "proptest"))]
 pub mod testing;
 pub mod view;
 

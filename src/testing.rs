@@ -47,6 +47,8 @@ mod conformance;
 pub mod fuzz;
 mod items;
 mod ops;
+#[cfg(feature = "oci")]
+mod raw_tar;
 
 pub use codec::{
     MAX_LAYERS, MAX_OPS, Scenario, check_ops_bytes, ops_from_bytes, scenario_strategy,
@@ -62,6 +64,8 @@ pub use items::{
 pub use ops::{
     MetadataSummary, Op, Outcome, apply_to_model, apply_to_view, op_strategy, ops_strategy,
 };
+#[cfg(feature = "oci")]
+pub use raw_tar::{Hdr, RawTar};
 
 /// The names every generated path is made of: few, so that paths collide.
 pub const NAMES: [&str; 3] = ["a", "b", "c"];

@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use layerstack::oci::test_tar::{Hdr, RawTar};
 use layerstack::oci::{
     Compression, Compressor, FlattenOptions, FlattenSummary, ImportOptions, Limits, Policy,
     flatten_layers, import_into, import_layer,
 };
+use layerstack::testing::{Hdr, RawTar};
 use layerstack::{DirLayer, Entry, ErrorKind, FileType, Layer, LayerPath, MemLayer, MergedView};
 
 // ---------------------------------------------------------------------------

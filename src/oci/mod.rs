@@ -10,9 +10,6 @@ mod apply;
 mod image;
 mod tar;
 
-#[cfg(any(test, feature = "proptest"))]
-pub mod test_tar;
-
 pub use self::apply::changes::{Change, ChangeKind, layer_changes};
 pub use self::apply::commit::{layer_from_dir, layer_from_dir_spilling, layer_from_rootless_dir};
 pub use self::apply::export::{ExportOptions, LayerDigests, export_layer};

@@ -1,11 +1,11 @@
 //! Hand-made tars for tests, byte by byte, including malformed ones: names
 //! `tar::Header::set_path` would refuse (`..`, absolute, `.wh.`), sizes that
 //! disagree with a PAX record, device numbers of whiteouts. Test support
-//! (feature `proptest`), used by the crate's own tests and by
-//! `tests/hostile.rs`.
+//! (feature `proptest`), used by the crate's own tests and by the hostile
+//! input tests.
 //!
 //! ```
-//! use layerstack::oci::test_tar::RawTar;
+//! use layerstack::testing::RawTar;
 //!
 //! let tar = RawTar::new().dir("etc/").file("etc/../../escape", b"x").end();
 //! assert_eq!(tar.len(), 512 * 5); // two headers, one data block, the end

@@ -12,7 +12,7 @@ use crate::layer::mem::MemLayer;
 use crate::meta::makedev;
 use crate::oci::apply::import::{ImportOptions, import_layer};
 use crate::oci::tar::compress::{Compression, Compressor};
-use crate::oci::test_tar::{Hdr, RawTar};
+use crate::testing::{Hdr, RawTar};
 use crate::view::MergedView;
 
 fn is_root() -> bool {

@@ -4,7 +4,7 @@ use super::*;
 use crate::layer::walk;
 use crate::meta::{Timestamp, makedev};
 use crate::oci::tar::compress::Compressor;
-use crate::oci::test_tar::{Hdr, RawTar};
+use crate::testing::{Hdr, RawTar};
 
 fn p(s: &str) -> LayerPath {
     LayerPath::new(s).unwrap()

@@ -3,7 +3,7 @@
 //! covers the same ground at random.
 
 use super::*;
-use crate::oci::test_tar::{Hdr, RawTar};
+use crate::testing::{Hdr, RawTar};
 
 /// A header with raw bytes written over it at offsets, checksum fixed.
 fn patched(h: &Hdr<'_>, patches: &[(usize, &[u8])]) -> [u8; 512] {
