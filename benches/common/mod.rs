@@ -1,7 +1,8 @@
 //! What the benchmarks share: where the corpus and scratch directories are,
 //! kernel overlay mounts, whiteouts, and the tree whose paths are looked up.
 //!
-//! Each bench file includes this with `mod common;` and uses a part of it.
+//! Each bench file includes this with `mod common;` and uses a part of it
+//! (the tool's `cli/benches/commands.rs` by its path).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,11 +12,19 @@ use camino::Utf8PathBuf;
 use layerstack::{DirLayer, Layer};
 use rustix::mount::{MountFlags, UnmountFlags};
 
-/// `target/` (or `$CARGO_TARGET_DIR`).
+/// The workspace's `target/` (or `$CARGO_TARGET_DIR`): the directory of
+/// `Cargo.lock` is the workspace root, from the library or the tool.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .unwrap_or_else(|| {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let root = manifest
+                .ancestors()
+                .find(|dir| dir.join("Cargo.lock").exists())
+                .unwrap_or(manifest);
+            root.join("target")
+        })
 }
 
 /// A directory of its own under `target/` for one bench file's layers.

@@ -11,7 +11,7 @@ use layerstack::oci::{Image, ImageStore, OciLayout};
 use serde_json::{Value, json};
 
 #[allow(dead_code)]
-#[path = "oci/tools.rs"]
+#[path = "../../tests/oci/tools.rs"]
 mod tools;
 
 use tools::{Scratch, difference, dir_tree, have, root, run, view_tree};

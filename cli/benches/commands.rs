@@ -29,6 +29,7 @@
 //! umoci, gzip and zstd; without them it says which is missing and
 //! measures nothing.
 
+#[path = "../../benches/common/mod.rs"]
 mod common;
 
 use std::hint::black_box;

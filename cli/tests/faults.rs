@@ -20,7 +20,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::oci::{Digest, ImageStore, OciLayout};
 
 #[allow(dead_code)]
-#[path = "oci/tools.rs"]
+#[path = "../../tests/oci/tools.rs"]
 mod tools;
 
 use tools::{Scratch, have};
