@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use camino::Utf8PathBuf;
 
 #[allow(dead_code)]
-#[path = "../examples/copy_up_and_whiteouts.rs"]
+#[path = "../../examples/copy_up_and_whiteouts.rs"]
 mod copy_up_and_whiteouts;
 #[allow(dead_code)]
-#[path = "../examples/dockerfile_layers.rs"]
+#[path = "../../examples/dockerfile_layers.rs"]
 mod dockerfile_layers;
 #[allow(dead_code)]
-#[path = "../examples/overlay_on_disk.rs"]
+#[path = "../../examples/overlay_on_disk.rs"]
 mod overlay_on_disk;
 #[allow(dead_code)]
-#[path = "../examples/shared_layers.rs"]
+#[path = "../../examples/shared_layers.rs"]
 mod shared_layers;
 
 /// A fresh directory name under the temporary directory, removed on drop.

@@ -8,7 +8,7 @@ use std::process::Command;
 use layerstack::oci::{BuildOptions, FlattenOptions, Image, ImageStore, OciLayout};
 use layerstack::{MergedView, Result};
 
-use super::tools::{Scratch, Tree, difference, dir_tree, have, root, run, view_tree};
+use crate::support::tools::{Scratch, Tree, difference, dir_tree, have, root, run, view_tree};
 
 fn assert_same(want: &Tree, got: &Tree, what: &str) {
     if let Some(d) = difference(want, got) {

@@ -65,7 +65,7 @@ use layerstack::testing::{Op, apply_to_view, snapshot_dir, snapshot_view, xattrs
 use layerstack::{DirLayer, Layer, MemLayer, MergedView, ViewOptions};
 use rustix::mount::MountFlags;
 
-use crate::harness::{ESTALE_MARK, Overlay, RunError, Scratch, materialize};
+use crate::support::harness::{ESTALE_MARK, Overlay, RunError, Scratch, materialize};
 
 /// Kernel bookkeeping attributes, left out of the upper's form.
 const BOOKKEEPING: [&str; 7] = [

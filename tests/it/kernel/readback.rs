@@ -11,7 +11,7 @@ use layerstack::layer::dir::{DirLayerOptions, Durability};
 use layerstack::view::Metacopy;
 use layerstack::{DirLayer, ErrorKind, Layer, MergedView, ViewOptions};
 
-use crate::harness::{Scratch, kernel_available};
+use crate::support::harness::{Scratch, kernel_available};
 
 fn utf8(p: &Path) -> &Utf8Path {
     Utf8Path::from_path(p).expect("scratch paths are UTF-8")

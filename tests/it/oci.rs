@@ -3,12 +3,9 @@
 //! (or without root) those tests print `SKIP <test>: <reason>` and pass,
 //! unless `LAYERSTACK_REQUIRE_TOOLS` (or `LAYERSTACK_REQUIRE_ROOT`) is set.
 
-mod oci {
-    pub mod analyze;
-    pub mod dir_layer;
-    pub mod docker_save;
-    pub mod interop;
-    pub mod round_trip;
-    pub mod tar_diff;
-    pub mod tools;
-}
+mod analyze;
+mod dir_layer;
+mod docker_save;
+mod interop;
+mod round_trip;
+mod tar_diff;

@@ -44,18 +44,11 @@
 //!   `set_len` and `open` refuse them (`EINVAL`) before opening, and so does
 //!   the child (see `kernel/child.rs`), where the syscall would block, fail
 //!   with `ENXIO` or reach a host device.
-#![cfg(feature = "proptest")]
-
-#[path = "kernel/child.rs"]
-mod child;
-#[path = "kernel/disk.rs"]
 mod disk;
-#[path = "kernel/harness.rs"]
-mod harness;
-#[path = "kernel/readback.rs"]
 mod readback;
-#[path = "kernel/regressions.rs"]
 mod regressions;
+
+use crate::support::{child, harness};
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;

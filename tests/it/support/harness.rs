@@ -20,12 +20,13 @@ use layerstack::{Entry, FileType, Layer, MemLayer, ViewOptions};
 use rustix::fs::{AtFlags, CWD, Mode};
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use crate::child::{CHILD_ENV, OUTCOME_MARK, encode_hex};
+use crate::support::child::{CHILD_ENV, OUTCOME_MARK, encode_hex};
 
 /// Set to `1` to make the kernel tests fail instead of skipping.
 const REQUIRE_ENV: &str = "LAYERSTACK_REQUIRE_KERNEL";
-/// The test function that serves as the child.
-const CHILD_TEST: &str = "kernel_child";
+/// The test function that serves as the child: its name in the one test
+/// binary, module path included.
+const CHILD_TEST: &str = "kernel::kernel_child";
 
 /// Whether the kernel tests can run: `true`, or `false` after printing one
 /// loud line; panics instead when `LAYERSTACK_REQUIRE_KERNEL=1`.
@@ -233,7 +234,7 @@ pub fn materialize(layer: &dyn Layer, dir: &Path) {
             t => rustix::fs::mknodat(
                 CWD,
                 &at,
-                crate::child::rustix_file_type(t),
+                crate::support::child::rustix_file_type(t),
                 Mode::empty(),
                 meta.rdev,
             )

@@ -19,11 +19,7 @@ use std::time::Instant;
 use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::oci::{Digest, ImageStore, OciLayout};
 
-#[allow(dead_code)]
-#[path = "../../tests/oci/tools.rs"]
-mod tools;
-
-use tools::{Scratch, have};
+use crate::tools::{Scratch, have};
 
 const BIN: &str = env!("CARGO_BIN_EXE_layerstack");
 
@@ -885,7 +881,7 @@ fn a_1_gib_file_of_data_is_committed_listed_read_and_unpacked_in_bounded_memory(
 #[test]
 fn a_user_without_root_commits_mode_000_objects_and_gets_their_modes_back() {
     let test = "a_user_without_root_commits_mode_000_objects_and_gets_their_modes_back";
-    if !tools::root(test) {
+    if !crate::tools::root(test) {
         return;
     }
     let fx = fixture("mode-000");

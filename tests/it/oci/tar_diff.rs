@@ -25,7 +25,7 @@ use layerstack::makedev;
 use layerstack::oci::{Hasher, Limits, TarKind, TarReader};
 use layerstack::{Error, ErrorKind};
 
-use super::tools::Scratch;
+use crate::support::tools::Scratch;
 
 /// Data past this is not hashed (as the lister does).
 const MAX_HASHED: u64 = 256 << 20;

@@ -4,7 +4,7 @@
 
 use layerstack::oci::{Digest, ImageConfig, ImageStore, OciLayout};
 
-use super::tools::Scratch;
+use crate::support::tools::Scratch;
 
 fn file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
     let mut h = tar::Header::new_ustar();

@@ -14,7 +14,7 @@ use layerstack::testing::{build_layer, stack_items_strategy};
 use proptest::prelude::*;
 
 use super::round_trip::without_sockets;
-use super::tools::root;
+use crate::support::tools::root;
 
 /// A scratch directory, removed on drop.
 struct Scratch(Utf8PathBuf);

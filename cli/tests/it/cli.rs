@@ -10,13 +10,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::oci::{Image, ImageStore, OciLayout};
 use serde_json::{Value, json};
 
-#[allow(dead_code)]
-#[path = "../../tests/oci/tools.rs"]
-mod tools;
+use crate::tools::{Scratch, difference, dir_tree, have, root, run, view_tree};
 
-use tools::{Scratch, difference, dir_tree, have, root, run, view_tree};
-
-#[path = "cli/rootless.rs"]
 mod rootless;
 
 /// What one run of the tool did.

@@ -41,12 +41,7 @@
 //! per whiteout format (default 150, about 20 s) for a longer campaign, and
 //! `LAYERSTACK_CRASH_SEED=S` starts at another seed.
 
-#[allow(dead_code)]
-#[path = "kernel/child.rs"]
-mod child;
-#[allow(dead_code)]
-#[path = "kernel/harness.rs"]
-mod harness;
+use crate::support::harness;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -359,7 +354,8 @@ fn run_case(seed: u64, format: WhiteoutFormat, tally: &mut Tally) {
         let out = Command::new(&exe)
             .args([
                 "--exact",
-                "crash_child",
+                // Its name in the one test binary, module path included.
+                "crash::crash_child",
                 "--nocapture",
                 "--test-threads",
                 "1",

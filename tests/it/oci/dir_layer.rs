@@ -7,7 +7,7 @@ use layerstack::oci::{BuildOptions, ImageStore, ImportOptions, OciLayout, import
 use layerstack::{DirLayer, Layer};
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use super::tools::{Scratch, difference, dir_tree, root, view_tree};
+use crate::support::tools::{Scratch, difference, dir_tree, root, view_tree};
 
 #[test]
 fn imported_disk_layers_mount_as_the_image() {

@@ -13,8 +13,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::oci::{BuildOptions, ImageStore, OciLayout};
 use layerstack::{FileType, LayerPath, MemLayer, Metadata, makedev};
 
-use super::tools::{Scratch, difference, have, view_tree};
 use super::{Ran, image, short, thousands};
+use crate::tools::{Scratch, difference, have, view_tree};
 
 const NOBODY: &str = "65534";
 

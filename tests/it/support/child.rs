@@ -20,7 +20,7 @@ use layerstack::testing::{MetadataSummary, Op, Outcome, Scenario};
 use layerstack::view::{OpenOptions, RenameMode};
 use layerstack::{ErrorKind, FileType, Timestamp};
 
-use crate::harness::ESTALE_MARK;
+use crate::support::harness::ESTALE_MARK;
 use rustix::fs::{AtFlags, CWD, Mode, RenameFlags, Timespec, Timestamps, UTIME_OMIT};
 
 /// The environment variable that makes `kernel_child` serve: the mount point

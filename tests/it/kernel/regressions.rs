@@ -7,8 +7,8 @@ use std::path::Path;
 
 use layerstack::layer::dir::{Durability, WhiteoutFormat};
 
+use super::disk::{SideBySide, read_back_kernels_upper, tree_difference};
 use super::*;
-use crate::disk::{SideBySide, read_back_kernels_upper, tree_difference};
 
 /// Runs `ops` side by side (`kernel/disk.rs`), panicking at the first
 /// difference; `None` when the kernel tests skip.

@@ -1,0 +1,10 @@
+//! The tool's tests: one binary, with the tool end to end (`cli`) and
+//! under injected faults (`faults`). They run the built `layerstack`.
+
+// The library's test helpers, shared by path; the tool uses some of them.
+#[allow(dead_code)]
+#[path = "../../../tests/it/support/tools.rs"]
+mod tools;
+
+mod cli;
+mod faults;
