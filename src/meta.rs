@@ -441,7 +441,7 @@ pub const fn minor(rdev: u64) -> u32 {
 /// device number: a major of at most 12 bits and a minor of at most 20.
 /// A larger one would be cut, and could become 0/0, the whiteout marker.
 #[must_use]
-pub const fn rdev_fits_mknod(rdev: u64) -> bool {
+pub(crate) const fn rdev_fits_mknod(rdev: u64) -> bool {
     major(rdev) <= 0xfff && minor(rdev) <= 0xf_ffff
 }
 
@@ -463,7 +463,7 @@ pub const XATTR_SIZE_MAX: usize = 65536;
 /// # Errors
 /// `ERANGE` for an empty or too long name, `EINVAL` for a bare namespace
 /// prefix, `EOPNOTSUPP` for an unknown namespace.
-pub fn check_xattr_name(name: &str, op: Operation, path: &str) -> Result<()> {
+pub(crate) fn check_xattr_name(name: &str, op: Operation, path: &str) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Error::new(ErrorKind::OutOfRange, op, path)
             .with_detail(format!("invalid extended attribute name `{name}`")));
@@ -487,14 +487,14 @@ pub fn check_xattr_name(name: &str, op: Operation, path: &str) -> Result<()> {
 /// `user.*` attributes only on regular files and directories (elsewhere a
 /// set fails with `EPERM` and a get finds nothing, `ENODATA`).
 #[must_use]
-pub fn xattr_allowed_on(file_type: FileType, name: &str) -> bool {
+pub(crate) fn xattr_allowed_on(file_type: FileType, name: &str) -> bool {
     !name.starts_with("user.") || matches!(file_type, FileType::File | FileType::Dir)
 }
 
 /// The permission bits after a change of owner: Linux clears setuid, and
 /// setgid where group-execute is set, on every non-directory, even for root.
 #[must_use]
-pub fn mode_after_chown(file_type: FileType, mode: u32) -> u32 {
+pub(crate) fn mode_after_chown(file_type: FileType, mode: u32) -> u32 {
     if file_type.is_dir() {
         return mode;
     }

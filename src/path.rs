@@ -250,7 +250,7 @@ impl TryFrom<&str> for LayerPath {
 ///
 /// # Errors
 /// `EINVAL` or `ENAMETOOLONG`, with a detail that says which rule failed.
-pub fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     let invalid = |detail: &str| {
         Err(Error::new(ErrorKind::InvalidInput, Operation::ParsePath, name).with_detail(detail))
     };
@@ -278,7 +278,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 /// One component of a user path, before resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Component<'a> {
+pub(crate) enum Component<'a> {
     /// `..`: the parent (the root's parent is the root).
     Parent,
     /// A name.
@@ -287,17 +287,17 @@ pub enum Component<'a> {
 
 /// A user path split into components (`.` and empty components dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserPath<'a> {
+pub(crate) struct UserPath<'a> {
     /// The components in order.
-    pub components: Vec<Component<'a>>,
+    pub(crate) components: Vec<Component<'a>>,
     /// Whether the path ended in `/` or `.` (the object must then be a
     /// directory).
-    pub trailing_slash: bool,
+    pub(crate) trailing_slash: bool,
     /// Whether the last component is `.` (`a/.`, `.`, `/.`, `a/./`): the
     /// path then names the directory the other components lead to, which
     /// must exist (the kernel's `LAST_DOT`), and it has no name to create,
     /// remove or rename.
-    pub ends_in_dot: bool,
+    pub(crate) ends_in_dot: bool,
 }
 
 /// What the last component of a user path is, as the kernel classifies it
@@ -305,7 +305,7 @@ pub struct UserPath<'a> {
 /// that make, remove or rename a name fail on the last three, each its own
 /// way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LastKind {
+pub(crate) enum LastKind {
     /// A name.
     Name,
     /// `.`.
@@ -323,7 +323,7 @@ impl<'a> UserPath<'a> {
     /// `ENOENT` for the empty string, `EINVAL` for a NUL byte,
     /// `ENAMETOOLONG` for a component over [`NAME_MAX`] or a path over
     /// [`PATH_MAX`] bytes.
-    pub fn parse(path: &'a str, op: Operation) -> Result<UserPath<'a>> {
+    pub(crate) fn parse(path: &'a str, op: Operation) -> Result<UserPath<'a>> {
         if path.is_empty() {
             return Err(Error::new(ErrorKind::NotFound, op, path));
         }
@@ -356,7 +356,7 @@ impl<'a> UserPath<'a> {
 
     /// The kind of the last component.
     #[must_use]
-    pub fn last_kind(&self) -> LastKind {
+    pub(crate) fn last_kind(&self) -> LastKind {
         if self.ends_in_dot {
             return LastKind::Dot;
         }

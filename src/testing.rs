@@ -69,3 +69,27 @@ pub use raw_tar::{Hdr, RawTar};
 
 /// The names every generated path is made of: few, so that paths collide.
 pub const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// How the crate reads a path a user gives, for an oracle that must decide
+/// as the crate does (the kernel child's `remove_dir_all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathShape {
+    /// The last component is a name: not the root, `.` or `..`.
+    pub last_is_name: bool,
+    /// The path ends in `/`.
+    pub trailing_slash: bool,
+}
+
+/// The [`PathShape`] of `path` as the view parses it for `op`.
+///
+/// # Errors
+/// Those of the view for that path: `ENOENT` for the empty string, `EINVAL`
+/// for a NUL byte, `ENAMETOOLONG` for a name or path over the kernel's
+/// limits.
+pub fn path_shape(path: &str, op: crate::Operation) -> crate::Result<PathShape> {
+    let parsed = crate::path::UserPath::parse(path, op)?;
+    Ok(PathShape {
+        last_is_name: parsed.last_kind() == crate::path::LastKind::Name,
+        trailing_slash: parsed.trailing_slash,
+    })
+}

@@ -21,7 +21,7 @@
 use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::oci::metadata_path;
 use layerstack::oci::{
-    FlattenOptions, FlattenSummary, Image, ImageStore, Owners, Policy, RootlessMap,
+    FlattenOptions, FlattenSummary, Image, ImageStore, ImportOptions, Owners, Policy, RootlessMap,
 };
 use layerstack::{Error, ErrorKind, Operation, Result};
 use rustix::fs::{AtFlags, CWD, RenameFlags};
@@ -76,9 +76,9 @@ pub fn unpack_image(
             // beside it is refused.
             map_path.clone()?;
             FlattenOptions::new()
-                .with_owners(Owners::Ignore)
-                .with_devices(Policy::Strip)
-                .with_privileged_xattrs(Policy::Strip)
+                .owners(Owners::Ignore)
+                .import(ImportOptions::new().devices(Policy::Strip))
+                .privileged_xattrs(Policy::Strip)
         }
     };
     let record = |tree: &Utf8Path| -> Result<Recorded> {

@@ -24,13 +24,13 @@ pub use self::image::analyze::{
 pub use self::image::digest::{Digest, DigestReader, DigestWriter, Hasher, chain_ids};
 pub use self::image::layout::{
     BlobReader, BlobWriter, Durability, GcMode, GcReport, LayerRecord, MAX_TAG_LEN, OciLayout,
-    STALE_TEMP_AGE, check_tag,
+    check_tag,
 };
 pub use self::image::spec::{
     ANNOTATION_REF_NAME, Descriptor, Document, History, ImageConfig, Index, MAX_DOCUMENT_BYTES,
     Manifest, Platform, media_type,
 };
-pub use self::image::store::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome, rfc3339};
+pub use self::image::store::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome};
 pub use self::tar::compress::{Compression, Compressor, Decompressor};
 pub use self::tar::read::{Limits, TarEntry, TarKind, TarReader};
 pub use self::tar::whiteout::{

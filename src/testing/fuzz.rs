@@ -2,7 +2,7 @@
 //! `tar_import` (any bytes as a layer tar) and `dir_ops` (operation
 //! sequences on layers stored in a temporary directory). Each is a plain
 //! function so that `cargo test` runs it over the committed corpus
-//! (`tests/fuzz_corpus.rs`) as the fuzzer runs it over its inputs.
+//! (`tests/it/fuzz_corpus.rs`) as the fuzzer runs it over its inputs.
 //!
 //! Scratch directories live in one directory per process under
 //! [`std::env::temp_dir`], each removed when its input is done.
@@ -88,8 +88,8 @@ fn is_root() -> bool {
 #[cfg(feature = "oci")]
 fn fuzz_limits() -> crate::oci::Limits {
     crate::oci::Limits::new()
-        .with_max_bytes(64 << 20)
-        .with_max_entries(10_000)
+        .max_bytes(64 << 20)
+        .max_entries(10_000)
 }
 
 /// The body of the `tar_import` fuzz target: `data` as a layer tar (plain,
@@ -125,8 +125,8 @@ pub fn tar_import(data: &[u8]) -> Result<(), String> {
     let root = is_root();
     let devices = if root { Policy::Keep } else { Policy::Strip };
     let import_options = ImportOptions::default()
-        .with_limits(fuzz_limits())
-        .with_devices(devices);
+        .limits(fuzz_limits())
+        .devices(devices);
     let imported = import_layer(data, &[], &import_options)
         .ok()
         .map(|(l, _)| l);
@@ -138,14 +138,13 @@ pub fn tar_import(data: &[u8]) -> Result<(), String> {
         Ok(Box::new(std::io::Cursor::new(Arc::clone(&owned))))
     };
     let flatten_options = FlattenOptions::default()
-        .with_limits(fuzz_limits())
-        .with_devices(devices)
-        .with_owners(if root {
+        .import(import_options)
+        .owners(if root {
             Owners::Preserve
         } else {
             Owners::Ignore
         })
-        .with_threads(1);
+        .threads(1);
     let flattened = flatten_layers(&[opener], &target, &flatten_options);
 
     let Some(imported) = imported else {

@@ -1334,8 +1334,8 @@ impl MergedView {
     /// `E2BIG` for a value over 64 KiB, `ERANGE` for an empty or too long
     /// name, `EPERM` for a `user.` attribute on anything but a regular file
     /// or directory, then (after the copy-up, as the kernel)
-    /// `EINVAL`/`EOPNOTSUPP` for a bad name (see
-    /// [`crate::meta::check_xattr_name`]).
+    /// `EINVAL` for a bare namespace prefix (`user.`), `EOPNOTSUPP` for a
+    /// namespace other than `user.`, `trusted.`, `security.`, `system.`.
     pub fn set_xattr(
         &self,
         path: impl AsRef<str>,

@@ -286,7 +286,7 @@ fn expect(what: &str, actual: String, expected: &str) {
 }
 
 fn flat() -> FlattenOptions {
-    FlattenOptions::default().with_threads(2)
+    FlattenOptions::default().threads(2)
 }
 
 fn imp() -> ImportOptions {
@@ -840,16 +840,16 @@ fn a_gzip_bomb_stops_at_the_size_limit() {
         64 << 30,
         "the default limit of uncompressed bytes per layer is {default} (64 GiB): a 1 GiB bomb is within it, so the test sets 64 MiB"
     );
-    let limits = Limits::default().with_max_bytes(64 << 20);
+    let limits = Limits::default().max_bytes(64 << 20);
     let detail = "the layer is larger than the limit of 67108864 bytes uncompressed";
     expect(
         "import",
-        outcome(&import_layer(bomb, &[], &imp().with_limits(limits))),
+        outcome(&import_layer(bomb, &[], &imp().limits(limits))),
         &format!("LimitExceeded: failed to import layer entry `bomb`: {detail}"),
     );
     expect(
         "flatten",
-        outcome(&arena.flatten(&[bomb.to_vec()], &flat().with_limits(limits))),
+        outcome(&arena.flatten(&[bomb.to_vec()], &flat().import(imp().limits(limits)))),
         &format!("LimitExceeded: failed to flatten layer entry `bomb` in layer 0: {detail}"),
     );
     arena.assert_untouched();
@@ -991,9 +991,13 @@ fn device_nodes_follow_the_device_policy() {
     let layer = tar().header(&null).header(&sda).end();
     let privileged = root("device_nodes_follow_the_device_policy");
     for policy in [Policy::Keep, Policy::Strip, Policy::Refuse] {
-        let result = import_layer(&layer[..], &[], &imp().with_devices(policy));
-        let flattened = privileged
-            .then(|| arena.flatten(std::slice::from_ref(&layer), &flat().with_devices(policy)));
+        let result = import_layer(&layer[..], &[], &imp().devices(policy));
+        let flattened = privileged.then(|| {
+            arena.flatten(
+                std::slice::from_ref(&layer),
+                &flat().import(imp().devices(policy)),
+            )
+        });
         match policy {
             Policy::Keep => {
                 let (mem, summary) = result.unwrap();
@@ -1056,12 +1060,15 @@ fn device_nodes_follow_the_device_policy() {
     for policy in [Policy::Keep, Policy::Strip, Policy::Refuse] {
         expect(
             "import 0/0",
-            outcome(&import_layer(&layer[..], &[], &imp().with_devices(policy))),
+            outcome(&import_layer(&layer[..], &[], &imp().devices(policy))),
             &format!("NotPermitted: failed to import layer entry `wh`: {detail}"),
         );
         expect(
             "flatten 0/0",
-            outcome(&arena.flatten(std::slice::from_ref(&layer), &flat().with_devices(policy))),
+            outcome(&arena.flatten(
+                std::slice::from_ref(&layer),
+                &flat().import(imp().devices(policy)),
+            )),
             &format!("NotPermitted: failed to flatten layer entry `wh` in layer 0: {detail}"),
         );
         arena.assert_untouched();
@@ -1078,8 +1085,11 @@ fn setuid_files_follow_the_setuid_policy() {
     dir.mode = 0o2775;
     let layer = tar().header(&su).data(b"#!").header(&dir).end();
     for policy in [Policy::Keep, Policy::Strip, Policy::Refuse] {
-        let result = import_view(std::slice::from_ref(&layer), &imp().with_setuid(policy));
-        let flattened = arena.flatten(std::slice::from_ref(&layer), &flat().with_setuid(policy));
+        let result = import_view(std::slice::from_ref(&layer), &imp().setuid(policy));
+        let flattened = arena.flatten(
+            std::slice::from_ref(&layer),
+            &flat().import(imp().setuid(policy)),
+        );
         let mode = match policy {
             Policy::Keep => 0o6755,
             Policy::Strip => 0o755,

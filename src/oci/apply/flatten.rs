@@ -17,7 +17,7 @@ use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, rdev_fits_mknod, xat
 use crate::oci::apply::applier::{
     Answer, ApplyTarget, Ask, Held, Refusal, apply_entry, implied_dir_meta, link_target_below,
 };
-use crate::oci::apply::import::{Counts, Policy};
+use crate::oci::apply::import::{Counts, ImportOptions, Policy};
 use crate::oci::image::digest::{Digest, DigestReader};
 use crate::oci::tar::compress::Decompressor;
 use crate::oci::tar::read::{Limits, TarEntry, TarKind, TarReader};
@@ -38,21 +38,17 @@ pub enum Owners {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct FlattenOptions {
-    /// Limits on each layer tar.
-    pub limits: Limits,
-    /// Character and block devices (as
-    /// [`ImportOptions::devices`](crate::oci::ImportOptions::devices)). Only root
-    /// can make device nodes: as another user, strip or refuse them.
-    pub devices: Policy,
-    /// Setuid and setgid bits (as
-    /// [`ImportOptions::setuid`](crate::oci::ImportOptions::setuid)).
-    pub setuid: Policy,
+    /// What each layer's entries may hold, as for an import: the limits on
+    /// each layer tar, and what to do with device nodes and setuid bits.
+    /// Only root can make device nodes: as another user, strip or refuse
+    /// them.
+    pub import: ImportOptions,
     /// Owners of what is written.
     pub owners: Owners,
     /// Extended attributes only a privileged user may set: `trusted.*`
     /// (`CAP_SYS_ADMIN`) and `security.*` (`security.capability` needs
     /// `CAP_SETFCAP`). As a user other than root, strip them (a rootless
-    /// unpack keeps them in its [`RootlessMap`](crate::oci::apply::rootless::RootlessMap))
+    /// unpack keeps them in its [`RootlessMap`](crate::oci::RootlessMap))
     /// or refuse them.
     pub privileged_xattrs: Policy,
     /// Layers decompressed at the same time; 0 for
@@ -68,44 +64,30 @@ impl FlattenOptions {
         FlattenOptions::default()
     }
 
-    /// Sets [`FlattenOptions::limits`].
+    /// Sets [`FlattenOptions::import`].
     #[must_use]
-    pub fn with_limits(mut self, limits: Limits) -> FlattenOptions {
-        self.limits = limits;
-        self
-    }
-
-    /// Sets [`FlattenOptions::devices`].
-    #[must_use]
-    pub fn with_devices(mut self, policy: Policy) -> FlattenOptions {
-        self.devices = policy;
-        self
-    }
-
-    /// Sets [`FlattenOptions::setuid`].
-    #[must_use]
-    pub fn with_setuid(mut self, policy: Policy) -> FlattenOptions {
-        self.setuid = policy;
+    pub fn import(mut self, import: ImportOptions) -> FlattenOptions {
+        self.import = import;
         self
     }
 
     /// Sets [`FlattenOptions::owners`].
     #[must_use]
-    pub fn with_owners(mut self, owners: Owners) -> FlattenOptions {
+    pub fn owners(mut self, owners: Owners) -> FlattenOptions {
         self.owners = owners;
         self
     }
 
     /// Sets [`FlattenOptions::privileged_xattrs`].
     #[must_use]
-    pub fn with_privileged_xattrs(mut self, policy: Policy) -> FlattenOptions {
+    pub fn privileged_xattrs(mut self, policy: Policy) -> FlattenOptions {
         self.privileged_xattrs = policy;
         self
     }
 
     /// Sets [`FlattenOptions::threads`].
     #[must_use]
-    pub fn with_threads(mut self, threads: usize) -> FlattenOptions {
+    pub fn threads(mut self, threads: usize) -> FlattenOptions {
         self.threads = threads;
         self
     }
@@ -385,7 +367,14 @@ where
                     .take();
                 if let Some(tx) = tx {
                     let want = diff_ids.map(|d| d[layer]);
-                    produce(&layers[layer], layer, want, options.limits, target, tx);
+                    produce(
+                        &layers[layer],
+                        layer,
+                        want,
+                        options.import.limits,
+                        target,
+                        tx,
+                    );
                 }
             }
         };
@@ -881,7 +870,12 @@ impl Writer<'_> {
     /// Reads layer `layer` again, filling the files in `sinks` with the
     /// data of their entries.
     fn reread(&mut self, layer: usize, mut sinks: Sinks) -> Result<()> {
-        let mut tar = open_layer((self.open)(layer), layer, self.options.limits, self.target)?;
+        let mut tar = open_layer(
+            (self.open)(layer),
+            layer,
+            self.options.import.limits,
+            self.target,
+        )?;
         let mut ordinal = 0u64;
         while !sinks.is_empty() {
             let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? else {
@@ -996,8 +990,8 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
 
     fn policies(&mut self) -> (Policy, Policy, &mut Counts) {
         (
-            self.w.options.devices,
-            self.w.options.setuid,
+            self.w.options.import.devices,
+            self.w.options.import.setuid,
             &mut self.counts,
         )
     }

@@ -52,21 +52,21 @@ impl ImportOptions {
 
     /// Sets the limits.
     #[must_use]
-    pub fn with_limits(mut self, limits: Limits) -> ImportOptions {
+    pub fn limits(mut self, limits: Limits) -> ImportOptions {
         self.limits = limits;
         self
     }
 
     /// Sets the device policy.
     #[must_use]
-    pub fn with_devices(mut self, policy: Policy) -> ImportOptions {
+    pub fn devices(mut self, policy: Policy) -> ImportOptions {
         self.devices = policy;
         self
     }
 
     /// Sets the setuid policy.
     #[must_use]
-    pub fn with_setuid(mut self, policy: Policy) -> ImportOptions {
+    pub fn setuid(mut self, policy: Policy) -> ImportOptions {
         self.setuid = policy;
         self
     }

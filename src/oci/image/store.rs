@@ -722,7 +722,7 @@ fn go_arch() -> &'static str {
 /// A timestamp as RFC 3339 in UTC (`1970-01-01T00:00:00Z`), as image
 /// configs write it.
 #[must_use]
-pub fn rfc3339(t: Timestamp) -> String {
+pub(crate) fn rfc3339(t: Timestamp) -> String {
     let days = t.sec.div_euclid(86_400);
     let secs = t.sec.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).

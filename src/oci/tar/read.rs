@@ -45,28 +45,28 @@ impl Limits {
 
     /// Sets [`Limits::max_entries`].
     #[must_use]
-    pub fn with_max_entries(mut self, n: u64) -> Limits {
+    pub fn max_entries(mut self, n: u64) -> Limits {
         self.max_entries = n;
         self
     }
 
     /// Sets [`Limits::max_bytes`].
     #[must_use]
-    pub fn with_max_bytes(mut self, n: u64) -> Limits {
+    pub fn max_bytes(mut self, n: u64) -> Limits {
         self.max_bytes = n;
         self
     }
 
     /// Sets [`Limits::max_header_bytes`].
     #[must_use]
-    pub fn with_max_header_bytes(mut self, n: u64) -> Limits {
+    pub fn max_header_bytes(mut self, n: u64) -> Limits {
         self.max_header_bytes = n;
         self
     }
 
     /// Sets [`Limits::max_path_depth`].
     #[must_use]
-    pub fn with_max_path_depth(mut self, n: usize) -> Limits {
+    pub fn max_path_depth(mut self, n: usize) -> Limits {
         self.max_path_depth = n;
         self
     }
@@ -175,7 +175,7 @@ impl TarEntry {
 /// `archive/tar`; two parsers that see two different layers in one tar are
 /// a security hole, so this reader follows Go's wherever they could differ
 /// (checked by a differential test against a Go lister,
-/// `tests/tar_diff.rs`):
+/// `tests/it/oci/tar_diff.rs`):
 ///
 /// - Header formats: the format is told by the magic and version fields as
 ///   Go tells it. `ustar\0` (any version) joins the prefix field and the

@@ -469,14 +469,14 @@ impl CreateNew for OpenOptions {
 /// slash) is refused with `rmdir`'s error before anything is removed (`std`
 /// would empty the directory first).
 fn remove_dir_all(path: &str) -> Outcome {
-    let parsed = match layerstack::path::UserPath::parse(path, layerstack::Operation::RemoveDir) {
-        Ok(p) => p,
+    let shape = match layerstack::testing::path_shape(path, layerstack::Operation::RemoveDir) {
+        Ok(shape) => shape,
         Err(e) => return Outcome::Err(e.kind()),
     };
-    if parsed.last_kind() != layerstack::path::LastKind::Name {
+    if !shape.last_is_name {
         return unit(fs::remove_dir(path));
     }
-    if parsed.trailing_slash
+    if shape.trailing_slash
         && fs::symlink_metadata(path.trim_end_matches('/')).is_ok_and(|m| m.is_symlink())
     {
         return Outcome::Err(ErrorKind::NotADirectory);

@@ -87,15 +87,8 @@ fn opts() -> FlattenOptions {
     if is_root() {
         FlattenOptions::default()
     } else {
-        FlattenOptions::default().with_owners(Owners::Ignore)
+        FlattenOptions::default().owners(Owners::Ignore)
     }
-}
-
-fn import_opts(o: &FlattenOptions) -> ImportOptions {
-    ImportOptions::default()
-        .with_limits(o.limits)
-        .with_devices(o.devices)
-        .with_setuid(o.setuid)
 }
 
 /// One line per path but the root: what a user of the tree can see.
@@ -168,7 +161,7 @@ fn listing(rows: BTreeMap<String, (Row, Option<u64>)>) -> Listing {
 fn oracle(tars: &[Vec<u8>], o: &FlattenOptions) -> Result<Listing> {
     let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
     for tar in tars {
-        let (layer, _) = import_layer(&tar[..], &lowers, &import_opts(o))?;
+        let (layer, _) = import_layer(&tar[..], &lowers, &o.import)?;
         lowers.insert(0, Arc::new(layer));
     }
     let snapshot = crate::model::flatten(&lowers)?;
@@ -797,7 +790,7 @@ fn setuid_bits_under_each_policy() {
     assert!(tree["bin/su"].starts_with("- 4755"), "{}", tree["bin/su"]);
     assert_eq!(summary.setuid_stripped, 0);
 
-    let strip = opts().with_setuid(Policy::Strip);
+    let strip = opts().import(ImportOptions::new().setuid(Policy::Strip));
     let (tree, summary) = check_with(std::slice::from_ref(&layer), &strip);
     assert!(tree["bin/su"].starts_with("- 0755"), "{}", tree["bin/su"]);
     assert!(
@@ -815,7 +808,7 @@ fn setuid_bits_under_each_policy() {
     let e = flatten(
         &[layer, top],
         Temp::new("refuse").path(),
-        &opts().with_setuid(Policy::Refuse),
+        &opts().import(ImportOptions::new().setuid(Policy::Refuse)),
     )
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotPermitted);
@@ -854,7 +847,7 @@ fn devices_under_each_policy() {
 
     let (tree, summary) = check_with(
         std::slice::from_ref(&layer),
-        &opts().with_devices(Policy::Strip),
+        &opts().import(ImportOptions::new().devices(Policy::Strip)),
     );
     assert_eq!(paths(&tree), ["dev", "run", "run/fifo"]);
     assert_eq!(summary.devices_stripped, 2);
@@ -862,7 +855,7 @@ fn devices_under_each_policy() {
     let e = flatten(
         &[layer],
         Temp::new("refuse").path(),
-        &opts().with_devices(Policy::Refuse),
+        &opts().import(ImportOptions::new().devices(Policy::Refuse)),
     )
     .unwrap_err();
     assert_eq!(
@@ -878,7 +871,7 @@ fn devices_under_each_policy() {
         let e = flatten(
             std::slice::from_ref(&wh),
             Temp::new("wh").path(),
-            &opts().with_devices(policy),
+            &opts().import(ImportOptions::new().devices(policy)),
         )
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotPermitted);
@@ -963,7 +956,7 @@ fn one_thread_many_layers_and_large_files() {
         })
         .collect();
     for threads in [1, 2, 0] {
-        let o = opts().with_threads(threads);
+        let o = opts().threads(threads);
         let dir = Temp::new("threads");
         let summary = flatten(&layers, dir.path(), &o).unwrap();
         assert_eq!(summary.files, 6);
@@ -1108,7 +1101,7 @@ fn random_stacks_flatten_as_the_merged_view_shows_them() {
         let layers: Vec<Vec<u8>> = (0..rng.below(4) + 1)
             .map(|_| random_layer(&mut rng, devices, &mut written))
             .collect();
-        let o = opts().with_threads(rng.below(3));
+        let o = opts().threads(rng.below(3));
         let expected = oracle(&layers, &o);
         let dir = Temp::new("random");
         let got = flatten(&layers, dir.path(), &o);

@@ -454,13 +454,13 @@ fn gnu_long_names_apply() {
 
 #[test]
 fn limits_stop_hostile_layers_with_a_clear_error() {
-    let opts = |limits: Limits| ImportOptions::default().with_limits(limits);
+    let opts = |limits: Limits| ImportOptions::default().limits(limits);
 
     let mut t = RawTar::new();
     for i in 0..11 {
         t.file(&format!("f{i}"), b"");
     }
-    let e = import_layer(&t.end()[..], &[], &opts(Limits::new().with_max_entries(10))).unwrap_err();
+    let e = import_layer(&t.end()[..], &[], &opts(Limits::new().max_entries(10))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded);
     assert_eq!(
         e.to_string(),
@@ -474,7 +474,7 @@ fn limits_stop_hostile_layers_with_a_clear_error() {
     gz.write_all(&t.end()).unwrap();
     let bomb = gz.finish().unwrap();
     assert!(bomb.len() < 64 << 10);
-    let e = import_layer(&bomb[..], &[], &opts(Limits::new().with_max_bytes(1 << 20))).unwrap_err();
+    let e = import_layer(&bomb[..], &[], &opts(Limits::new().max_bytes(1 << 20))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded);
     assert!(
         e.to_string()
@@ -496,12 +496,7 @@ fn limits_stop_hostile_layers_with_a_clear_error() {
 
     let mut t = RawTar::new();
     t.file("a/b/c/d", b"");
-    let e = import_layer(
-        &t.end()[..],
-        &[],
-        &opts(Limits::new().with_max_path_depth(3)),
-    )
-    .unwrap_err();
+    let e = import_layer(&t.end()[..], &[], &opts(Limits::new().max_path_depth(3))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded);
     assert_eq!(
         e.to_string(),
@@ -529,8 +524,8 @@ fn device_and_setuid_policies() {
     assert_eq!(meta(&keep, "dev/sda").rdev, makedev(8, 0));
 
     let strip = ImportOptions::default()
-        .with_devices(Policy::Strip)
-        .with_setuid(Policy::Strip);
+        .devices(Policy::Strip)
+        .setuid(Policy::Strip);
     let (stripped, summary) = import_layer(&tar[..], &[], &strip).unwrap();
     assert_eq!(
         shape(&stripped),
@@ -543,7 +538,7 @@ fn device_and_setuid_policies() {
     let e = import_layer(
         &tar[..],
         &[],
-        &ImportOptions::default().with_devices(Policy::Refuse),
+        &ImportOptions::default().devices(Policy::Refuse),
     )
     .unwrap_err();
     assert_eq!(
@@ -553,7 +548,7 @@ fn device_and_setuid_policies() {
     let e = import_layer(
         &tar[..],
         &[],
-        &ImportOptions::default().with_setuid(Policy::Refuse),
+        &ImportOptions::default().setuid(Policy::Refuse),
     )
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotPermitted);

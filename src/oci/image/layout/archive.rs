@@ -54,7 +54,7 @@ impl OciLayout {
         let mut document_bytes = 0u64;
 
         // Read through the one hardened tar reader, as every layer is.
-        let limits = Limits::new().with_max_bytes(u64::MAX);
+        let limits = Limits::new().max_bytes(u64::MAX);
         let mut tar = TarReader::new(archive, limits);
         let reframe = |e: Error| {
             let path = e.path().to_string();

@@ -7,7 +7,7 @@ use super::*;
 
 /// How old a temporary file must be before garbage collection removes it:
 /// younger ones may belong to a writer that is still running.
-pub const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
+pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
 
 impl OciLayout {
     /// Removes the blobs nothing in `index.json` reaches, and temporary
@@ -22,7 +22,7 @@ impl OciLayout {
 
     /// Finds (and with [`GcMode::Remove`] removes) the blobs nothing in
     /// `index.json` reaches, and temporary files of runs that ended: older
-    /// than [`STALE_TEMP_AGE`], or named by a process that no longer runs.
+    /// than an hour, or named by a process that no longer runs.
     ///
     /// Reachable are the descriptors of `index.json`, and from an index its
     /// manifests, from a manifest its config and layers. A descriptor of an

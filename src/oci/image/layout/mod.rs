@@ -32,7 +32,6 @@ mod lock;
 mod tests;
 
 pub use blobs::{BlobReader, BlobWriter};
-pub use gc::STALE_TEMP_AGE;
 pub use index::{MAX_TAG_LEN, check_tag};
 
 const LAYOUT_FILE: &str = "oci-layout";

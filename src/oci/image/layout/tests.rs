@@ -1,5 +1,6 @@
 use super::archive::{ANNOTATION_IMAGE_NAME, DOCKER_LAYER_TAR, tag_of};
 use super::blobs::error_from_read;
+use super::gc::STALE_TEMP_AGE;
 use super::*;
 
 /// A directory under the system's temp dir, removed on drop.

@@ -1,5 +1,5 @@
 //! One named test per way a layer tar was read differently from Go's
-//! `archive/tar` (issue 13); the Go differential (`tests/oci/tar_diff.rs`)
+//! `archive/tar` (issue 13); the Go differential (`tests/it/oci/tar_diff.rs`)
 //! covers the same ground at random.
 
 use super::*;
@@ -318,7 +318,7 @@ fn the_holes_of_sparse_files_count_against_the_byte_limit() {
         pieces,
         [(0, b"start".to_vec()), ((60 << 30) - 5, b"end!!".to_vec())]
     );
-    let e = first(&tar, Limits::new().with_max_bytes(1 << 30)).unwrap_err();
+    let e = first(&tar, Limits::new().max_bytes(1 << 30)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded);
     assert_eq!(
         e.to_string(),
