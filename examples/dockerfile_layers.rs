@@ -7,7 +7,7 @@
 //! stored, with the whiteouts (`.wh.NAME`: NAME is deleted) and opaque
 //! markers (`.wh..wh..opq`: nothing below shows through) explained.
 //!
-//! Run it with `cargo run --example dockerfile_layers [DIR]` (default: a
+//! Run it with `cargo run --features oci --example dockerfile_layers [DIR]` (default: a
 //! fresh directory under the system's temporary directory, removed at the
 //! end).
 

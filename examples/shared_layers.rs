@@ -7,7 +7,7 @@
 //! really holds, and shows that an `ImageStore` also imports the shared
 //! layer into memory once.
 //!
-//! Run it with `cargo run --example shared_layers [DIR]` (default: a fresh
+//! Run it with `cargo run --features oci --example shared_layers [DIR]` (default: a fresh
 //! directory under the system's temporary directory, removed at the end).
 
 use std::collections::BTreeSet;

@@ -65,8 +65,8 @@
 //! changed becomes a layer), `changes` lists what each layer adds, changes
 //! and deletes as `docker diff` does, and `oci::layer_from_dir`
 //! turns an edited root filesystem into the layer that makes the image show
-//! it, as `umoci repack` does. The `layerstack` command-line tool (feature
-//! `cli`, on by default) puts this in a shell: `layerstack demo` builds and
+//! it, as `umoci repack` does. The `layerstack` command-line tool (the
+//! workspace's `layerstack-cli` crate) puts this in a shell: `layerstack demo` builds and
 //! explains an example image; `ls`, `cat`, `diff`, `inspect` and `commit`
 //! work on any image layout (`umoci`, `skopeo copy oci:...`).
 //!

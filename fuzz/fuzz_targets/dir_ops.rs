@@ -4,7 +4,7 @@
 //! or the visible tree is a crash.
 //!
 //! The body is `layerstack::testing::fuzz::dir_ops`; `cargo test` runs it
-//! over `fuzz/corpus/dir_ops/` (`tests/fuzz_corpus_disk.rs`).
+//! over `fuzz/corpus/dir_ops/` (`tests/it/fuzz_corpus_disk.rs`).
 //!
 //! Run: `cargo fuzz run dir_ops --sanitizer none` (stable toolchain).
 

@@ -4,7 +4,7 @@
 //!
 //! The input is decoded by `layerstack::testing::Scenario::from_bytes`;
 //! `cargo test` runs the same body over `fuzz/corpus/ops/`
-//! (`tests/fuzz_corpus.rs`).
+//! (`tests/it/fuzz_corpus.rs`).
 //!
 //! Run: `cargo fuzz run ops --sanitizer none` (stable toolchain).
 

@@ -4,7 +4,7 @@
 //! the model flattens the imported layer to.
 //!
 //! The body is `layerstack::testing::fuzz::tar_import`; `cargo test` runs
-//! it over `fuzz/corpus/tar_import/` (`tests/fuzz_corpus_disk.rs`).
+//! it over `fuzz/corpus/tar_import/` (`tests/it/fuzz_corpus_disk.rs`).
 //!
 //! Run: `cargo fuzz run tar_import --sanitizer none` (stable toolchain).
 

@@ -1,4 +1,4 @@
-//! Crash points for the crash-consistency test (`tests/crash.rs`, feature
+//! Crash points for the crash-consistency test (`tests/it/crash.rs`, feature
 //! `crash-points`; not part of the API).
 //!
 //! Every system call by which a [`DirLayer`](crate::DirLayer) changes the

@@ -136,7 +136,7 @@ pub enum WhiteoutFormat {
     /// its source is a rename and then a new whiteout (no system call does
     /// both for this form; `RENAME_WHITEOUT` makes a device). A crash
     /// between the two shows what a lower layer holds at the source again,
-    /// beside the moved object. `tests/crash.rs` counts these states. The
+    /// beside the moved object. `tests/it/crash.rs` counts these states. The
     /// device form is atomic.
     Xattr,
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates tests/tar_corpus/*.tar, the tricky tars the Go differential
-(tests/tar_diff.rs) and the tar_import fuzz target start from.
+(tests/it/oci/tar_diff.rs) and the tar_import fuzz target start from.
 
 Most are written byte by byte here, to hold exactly the header oddity each
 is named for; the sparse ones come from GNU tar (`--sparse`, every sparse

@@ -1,6 +1,6 @@
 // Command tar-lister prints what Go's archive/tar reads in each tar named on
 // its command line, one line per entry, for the differential test
-// tests/tar_diff.rs. Standard library only: the test builds it offline.
+// tests/it/oci/tar_diff.rs. Standard library only: the test builds it offline.
 //
 // Output, per archive:
 //
