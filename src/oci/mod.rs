@@ -17,6 +17,8 @@ pub mod flatten;
 pub mod image;
 pub mod import;
 pub mod layout;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod rootless;
 pub mod spec;
 pub mod tar_read;
