@@ -52,8 +52,9 @@ pub(crate) enum Method {
 }
 
 impl Registry {
-    /// A client of the registry at `host` (`name[:port]`). Plain HTTP for
-    /// a loopback host or with [`Tls::Insecure`], else HTTPS. Nothing is
+    /// A client of the registry at `host` (`name[:port]`). Plain HTTP with
+    /// [`Tls::Insecure`], and for a loopback host unless [`Tls::Roots`]
+    /// names the certificates to check it with; else HTTPS. Nothing is
     /// sent until the first request, which pings `/v2/` first.
     ///
     /// # Errors
@@ -62,7 +63,12 @@ impl Registry {
     /// certificate file that cannot be read or parsed.
     pub fn new(host: &str, options: &RegistryOptions) -> Result<Registry> {
         check_host(host)?;
-        let plain = is_loopback_host(host) || matches!(options.tls, Tls::Insecure);
+        // A loopback registry speaks plain HTTP unless roots are given for it.
+        let plain = match options.tls {
+            Tls::Insecure => true,
+            Tls::Verify => is_loopback_host(host),
+            Tls::Roots(_) => false,
+        };
         let scheme = if plain { "http" } else { "https" };
         #[cfg(not(feature = "registry-tls"))]
         if !plain {
@@ -316,7 +322,8 @@ impl Registry {
         for part in scope.split(' ').filter(|s| !s.is_empty()) {
             param("scope", part);
         }
-        let send_credentials = realm.starts_with("https://") || realm_host == self.host;
+        let send_credentials = realm.starts_with("https://")
+            || split_host_port(&realm_host).0 == split_host_port(&self.host).0;
         let mut attempt = 0;
         let mut response = loop {
             let mut request = self.agent.get(&url);
@@ -373,10 +380,11 @@ impl Registry {
         if authority.contains('@') {
             return Err(refuse("a URL with user information is not followed"));
         }
-        if authority.eq_ignore_ascii_case(&self.host) {
+        let (name, port) = split_host_port(authority);
+        // The registry's own host, on any port (a token server beside it).
+        if name.eq_ignore_ascii_case(split_host_port(&self.host).0) {
             return Ok(authority.to_owned());
         }
-        let (name, port) = split_host_port(authority);
         let port = port.unwrap_or(if url.starts_with("https") { 443 } else { 80 });
         let addresses: Vec<IpAddr> = (name, port)
             .to_socket_addrs()
@@ -692,13 +700,19 @@ mod tests {
                 .resolve_location("http://127.0.0.1:5000/v2/x", Operation::Push)
                 .is_ok()
         );
+        // The same machine on another port: a token server beside it.
+        assert!(
+            registry
+                .resolve_location("http://127.0.0.1:6000/token", Operation::Push)
+                .is_ok()
+        );
         let err = registry
-            .resolve_location("http://127.0.0.1:6000/v2/x", Operation::Push)
+            .resolve_location("http://127.0.0.2:5000/v2/x", Operation::Push)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotPermitted);
         assert_eq!(
             err.to_string(),
-            "failed to push `http://127.0.0.1:6000/v2/x`: it points to another host on a private or loopback address"
+            "failed to push `http://127.0.0.2:5000/v2/x`: it points to another host on a private or loopback address"
         );
         assert!(
             registry

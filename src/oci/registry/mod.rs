@@ -32,15 +32,15 @@
 //!
 //! # Security
 //!
-//! Plain HTTP is used only for loopback registries and with
-//! [`Tls::Insecure`]; HTTPS goes through rustls (feature `registry-tls`).
-//! A `Location` (upload session, redirect) or a token realm that points to
-//! another host on a private, loopback or link-local address is refused,
-//! unless it is the registry's own host. Credentials go to the registry
-//! and, for a token, to the realm only over HTTPS or when it is the
-//! registry's host; redirects are followed without them. Text from the
-//! registry is shortened and stripped of control characters before it is
-//! put into an error.
+//! Plain HTTP is used only for loopback registries (unless [`Tls::Roots`]
+//! is given) and with [`Tls::Insecure`]; HTTPS goes through rustls
+//! (feature `registry-tls`). A `Location` (upload session, redirect) or a
+//! token realm that points to another host on a private, loopback or
+//! link-local address is refused, unless it is the registry's own host (on
+//! any port). Credentials go to the registry and, for a token, to the
+//! realm only over HTTPS or when it is the registry's host; redirects are
+//! followed without them. Text from the registry is shortened and
+//! stripped of control characters before it is put into an error.
 //!
 //! # The blob-info cache
 //!
@@ -74,13 +74,15 @@ pub use transfer::{pull, push};
 use super::digest::Digest;
 use crate::error::{Error, ErrorKind, Operation, Result};
 
-/// How to reach a registry that is not on a loopback address.
+/// How to reach a registry: by default HTTPS, and plain HTTP for one on a
+/// loopback address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Tls {
     /// HTTPS, checked against the web's root certificates.
     #[default]
     Verify,
-    /// HTTPS, checked against the certificates of this PEM file only.
+    /// HTTPS (a loopback registry too), checked against the certificates
+    /// of this PEM file only.
     Roots(Utf8PathBuf),
     /// Plain HTTP (`--insecure`).
     Insecure,

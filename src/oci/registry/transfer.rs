@@ -644,9 +644,9 @@ pub fn pull(
         cache: BlobInfoCache::open(Some(&layout)),
         tally: Tally::default(),
     };
-    let pulled = pull_node(&session, &source.reference(), source.digest, 0);
+    // A failed pull leaves the layout as it was: the cache too.
+    let top = pull_node(&session, &source.reference(), source.digest, 0)?;
     session.cache.save();
-    let top = pulled?;
     let digest = top.digest;
     layout.set_tag(&tag, top)?;
     Ok(session.tally.summary(digest, &registry))
