@@ -5,9 +5,14 @@
 //! set.
 
 mod registry {
+    pub mod example;
     pub mod harness;
     pub mod interop;
+    #[allow(dead_code)]
+    #[path = "../../examples/private_registry.rs"]
+    pub mod private_registry;
     pub mod push_pull;
+    pub mod storage;
     pub mod token;
     #[allow(dead_code)]
     #[path = "../oci/tools.rs"]

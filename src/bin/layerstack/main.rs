@@ -41,7 +41,8 @@ Examples:
   layerstack commit img:v1 bundle/rootfs --tag v2
   layerstack gc img --dry-run               what no tag needs (and killed runs left)
 
-LAYOUT[:TAG] names an image in an OCI image layout directory. Without a
+LAYOUT[:TAG] names an image in an OCI image layout directory; a registry's
+storage directory is read as STORAGE:REPO:TAG (`/var/lib/registry:demo:1.0`). Without a
 tag: the one tagged `latest`, or the only image. The tag is what follows
 the last `:` unless that holds a `/` (so `dir:with:colons/` is a layout);
 `LAYOUT:sha256:<hex>` names a manifest by digest.";
@@ -384,6 +385,11 @@ impl fmt::Display for ImageRef {
 impl ImageRef {
     /// Opens the layout and the image.
     pub fn open(&self) -> Result<(ImageStore, Image)> {
+        if let Some((layout, tag)) = registry::storage_image(self)? {
+            let store = ImageStore::new(layout);
+            let image = store.image(Some(&tag))?;
+            return Ok((store, image));
+        }
         let store = ImageStore::new(OciLayout::open(&self.layout)?);
         let image = store.image(self.tag.as_deref())?;
         Ok((store, image))
@@ -578,7 +584,9 @@ fn main() -> ExitCode {
     // Usage errors exit with 2, `--help` and `--version` with 0.
     let cli = Cli::parse();
     raise_open_file_limit();
-    match run(cli.command) {
+    let result = run(cli.command);
+    registry::remove_temporary_layouts();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever a cause holds, and no control bytes from

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::io::{self, IsTerminal};
 use std::sync::Mutex;
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerstack::oci::OciLayout;
 use layerstack::oci::digest::Digest;
 use layerstack::oci::registry::{
-    self, BlobOutcome, Credentials, Progress, Reference, RegistryOptions, Tls, TransferSummary,
-    Upload,
+    self, BlobOutcome, Credentials, Progress, Reference, RegistryOptions, RegistryStorage, Tls,
+    TransferSummary, Upload,
 };
 use layerstack::oci::spec::{Index, MAX_DOCUMENT_BYTES, Manifest, media_type};
 use layerstack::{Error, ErrorKind, Operation, Result};
@@ -94,6 +94,54 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Registry(r) => write!(f, "{r}"),
             Endpoint::Layout(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+/// The temporary layouts registry storage directories were exported to,
+/// removed when the command ends ([`remove_temporary_layouts`]).
+static TEMPORARY: Mutex<Vec<Utf8PathBuf>> = Mutex::new(Vec::new());
+
+/// `STORAGE:REPO:TAG` (or `STORAGE:REPO:sha256:<hex>`) where `STORAGE` is a
+/// registry's storage directory (`/var/lib/registry`) and no layout of
+/// that name exists: the image, exported into a temporary layout (hard
+/// links to the registry's blob files), and the tag it has there.
+pub fn storage_image(image: &ImageRef) -> Result<Option<(OciLayout, String)>> {
+    let Some((dir, repository, reference)) = storage_target(image) else {
+        return Ok(None);
+    };
+    let storage = RegistryStorage::open(dir)?;
+    let temp = Utf8PathBuf::from_path_buf(std::env::temp_dir())
+        .unwrap_or_else(|_| Utf8PathBuf::from("/tmp"))
+        .join(format!(
+            "layerstack-registry-storage-{}",
+            std::process::id()
+        ));
+    if let Ok(mut list) = TEMPORARY.lock() {
+        list.push(temp.clone());
+    }
+    let layout = OciLayout::create(&temp)?;
+    let tag = "image";
+    storage.export(repository, reference, &layout, tag)?;
+    Ok(Some((layout, tag.to_owned())))
+}
+
+/// `(STORAGE, REPO, TAG)` when `image` names an image in a registry's
+/// storage directory rather than a layout.
+pub fn storage_target(image: &ImageRef) -> Option<(&str, &str, &str)> {
+    let reference = image.tag.as_deref()?;
+    if image.layout.exists() {
+        return None;
+    }
+    let (dir, repository) = image.layout.as_str().rsplit_once(':')?;
+    RegistryStorage::is_storage(Utf8Path::new(dir)).then_some((dir, repository, reference))
+}
+
+/// Removes the temporary layouts of [`storage_image`].
+pub fn remove_temporary_layouts() {
+    if let Ok(mut list) = TEMPORARY.lock() {
+        for dir in list.drain(..) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

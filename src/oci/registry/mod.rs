@@ -59,6 +59,7 @@
 mod auth;
 mod cache;
 mod client;
+pub mod storage;
 mod transfer;
 
 use std::fmt;
@@ -69,6 +70,7 @@ use camino::Utf8PathBuf;
 
 pub use auth::{Challenge, Credentials};
 pub use client::{Registry, is_loopback_host};
+pub use storage::RegistryStorage;
 pub use transfer::{pull, push};
 
 use super::digest::Digest;
