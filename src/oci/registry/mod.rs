@@ -22,7 +22,7 @@
 //!   `Content-Range`) → `PUT ?digest=`, following each reply's `Location`
 //!   and checking its `Range`. A failed upload's session is deleted.
 //! - Downloads stream into the layout through a temporary file hashed as
-//!   it is written ([`OciLayout::put_blob_verified`]): a blob appears under
+//!   it is written ([`OciLayout::put_blob_verified`](crate::oci::OciLayout::put_blob_verified)): a blob appears under
 //!   its digest only when its bytes hash to it, so nothing unverified is
 //!   ever visible in the store. A connection lost mid-blob is resumed with
 //!   `Range: bytes=<n>-`; manifests are stored after everything they name.
