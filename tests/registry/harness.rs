@@ -165,6 +165,25 @@ impl Drop for TestRegistry {
     }
 }
 
+/// A self-signed certificate (a CA) and its key, made by `openssl`.
+pub fn self_signed(key: &camino::Utf8Path, cert: &camino::Utf8Path, subject: &str) {
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        subject,
+        "-keyout",
+        key.as_str(),
+        "-out",
+        cert.as_str(),
+    ]));
+}
+
 fn have_registry(test: &str) -> bool {
     have_program("docker-registry", "docker-registry", test)
 }

@@ -7,7 +7,7 @@ use layerstack::oci::registry::{self, NoProgress};
 use layerstack::oci::{FlattenOptions, ImageStore, OciLayout};
 
 use super::harness::{Auth, PASSWORD, TestRegistry, USER};
-use super::push_pull::{build_images, options, reference};
+use super::push_pull::{build_images, options, pull_into, reference};
 use super::tools::{Scratch, difference, dir_tree, have, root, run};
 
 fn creds() -> String {
@@ -95,14 +95,7 @@ fn we_pull_what_skopeo_pushes_and_our_flatten_equals_umocis_unpack() {
         &creds(),
         &format!("docker://{}/skopeo:1", reg.host),
     ]));
-    let pulled = registry::pull(
-        &reference(&reg.host, "skopeo:1"),
-        &s.path("pulled"),
-        None,
-        &options(),
-        &NoProgress,
-    )
-    .unwrap();
+    let pulled = pull_into(&reg.host, "skopeo:1", &s.path("pulled"), &options()).unwrap();
     assert_eq!(pulled.digest.to_string(), digest.trim());
     let ours = ImageStore::new(OciLayout::open(s.path("pulled")).unwrap());
     let image = ours.image(Some("1")).unwrap();

@@ -13,7 +13,7 @@ use layerstack::oci::registry::{
 use layerstack::oci::spec::MAX_DOCUMENT_BYTES;
 use layerstack::oci::{BuildOptions, Image, ImageStore, OciLayout};
 
-use super::harness::{Auth, PASSWORD, Proxy, TestRegistry, USER};
+use super::harness::{Auth, PASSWORD, Proxy, TestRegistry, USER, self_signed};
 use super::tools::{Scratch, run};
 
 /// The big file of the base layer: incompressible, so the layer is about
@@ -56,6 +56,15 @@ pub fn build_images(dir: &Utf8Path) -> (ImageStore, Image, Image) {
     (store, base, app)
 }
 
+/// A registry for `test`, a scratch directory and the two images in a
+/// layout in it; `None` when the test is skipped.
+pub fn setup(test: &str) -> Option<(TestRegistry, Scratch, ImageStore, Image, Image)> {
+    let reg = TestRegistry::start(test, Auth::Htpasswd)?;
+    let s = Scratch::new(test);
+    let (store, base, app) = build_images(&s.path("src"));
+    Some((reg, s, store, base, app))
+}
+
 pub fn options() -> RegistryOptions {
     RegistryOptions {
         credentials: Some(Credentials::parse(&format!("{USER}:{PASSWORD}")).unwrap()),
@@ -67,6 +76,16 @@ pub fn options() -> RegistryOptions {
 
 pub fn reference(host: &str, name: &str) -> Reference {
     format!("{host}/{name}").parse().unwrap()
+}
+
+/// Pulls `host/name` into the layout in `dir`, tagged as the source.
+pub fn pull_into(
+    host: &str,
+    name: &str,
+    dir: &Utf8Path,
+    options: &RegistryOptions,
+) -> layerstack::Result<TransferSummary> {
+    registry::pull(&reference(host, name), dir, None, options, &NoProgress)
 }
 
 fn push(
@@ -97,11 +116,9 @@ fn blobs(image: &Image) -> Vec<(layerstack::oci::Digest, u64)> {
 #[test]
 fn push_pull_round_trip_keeps_every_digest() {
     let test = "push_pull_round_trip_keeps_every_digest";
-    let Some(reg) = TestRegistry::start(test, Auth::Htpasswd) else {
+    let Some((reg, s, store, base, app)) = setup(test) else {
         return;
     };
-    let s = Scratch::new(test);
-    let (store, base, app) = build_images(&s.path("src"));
     let layout = store.layout();
     let first = push(layout, "base", &reg.host, "base:1.0", &options());
     assert_eq!(first.digest, base.descriptor.digest);
@@ -123,14 +140,7 @@ fn push_pull_round_trip_keeps_every_digest() {
         app.descriptor.digest.to_string()
     );
 
-    let pulled = registry::pull(
-        &reference(&reg.host, "app:1.0"),
-        &s.path("pulled"),
-        None,
-        &options(),
-        &NoProgress,
-    )
-    .unwrap();
+    let pulled = pull_into(&reg.host, "app:1.0", &s.path("pulled"), &options()).unwrap();
     assert_eq!(pulled.digest, app.descriptor.digest);
     assert_eq!(pulled.blobs_transferred, 3);
     assert_eq!(
@@ -269,11 +279,9 @@ fn a_shared_base_is_sent_once_and_mounted_into_another_repository() {
 #[test]
 fn chunked_uploads_send_every_range_in_order() {
     let test = "chunked_uploads_send_every_range_in_order";
-    let Some(reg) = TestRegistry::start(test, Auth::Htpasswd) else {
+    let Some((reg, _s, store, base, _)) = setup(test) else {
         return;
     };
-    let s = Scratch::new(test);
-    let (store, base, _) = build_images(&s.path("src"));
     let chunk = 256 << 10;
     let chunked = RegistryOptions {
         upload: Upload::Chunked(chunk),
@@ -298,22 +306,13 @@ fn chunked_uploads_send_every_range_in_order() {
 #[test]
 fn a_download_cut_mid_blob_resumes_with_range_to_the_same_digest() {
     let test = "a_download_cut_mid_blob_resumes_with_range_to_the_same_digest";
-    let Some(reg) = TestRegistry::start(test, Auth::Htpasswd) else {
+    let Some((reg, s, store, base, _)) = setup(test) else {
         return;
     };
-    let s = Scratch::new(test);
-    let (store, base, _) = build_images(&s.path("src"));
     push(store.layout(), "base", &reg.host, "base:1", &options());
     let proxy = Proxy::start(&reg.host);
     proxy.cut_after.store(1 << 20, Ordering::SeqCst);
-    let pulled = registry::pull(
-        &reference(&proxy.host, "base:1"),
-        &s.path("pulled"),
-        None,
-        &options(),
-        &NoProgress,
-    )
-    .unwrap();
+    let pulled = pull_into(&proxy.host, "base:1", &s.path("pulled"), &options()).unwrap();
     assert_eq!(
         proxy.cut_after.load(Ordering::SeqCst),
         0,
@@ -359,11 +358,9 @@ fn files(dir: &Utf8Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_blob_served_corrupted_is_refused_and_the_layout_is_unchanged() {
     let test = "a_blob_served_corrupted_is_refused_and_the_layout_is_unchanged";
-    let Some(reg) = TestRegistry::start(test, Auth::Htpasswd) else {
+    let Some((reg, s, store, base, _)) = setup(test) else {
         return;
     };
-    let s = Scratch::new(test);
-    let (store, base, _) = build_images(&s.path("src"));
     push(store.layout(), "base", &reg.host, "base:1", &options());
     // The registry serves what its disk holds: flip one byte.
     let layer = &base.manifest.layers[0];
@@ -379,14 +376,7 @@ fn a_blob_served_corrupted_is_refused_and_the_layout_is_unchanged() {
         parallel: 1,
         ..options()
     };
-    let err = registry::pull(
-        &reference(&reg.host, "base:1"),
-        &target,
-        None,
-        &one_thread,
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = pull_into(&reg.host, "base:1", &target, &one_thread).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
     assert_eq!(
         err.to_string(),
@@ -416,11 +406,9 @@ fn a_blob_served_corrupted_is_refused_and_the_layout_is_unchanged() {
 #[test]
 fn wrong_password_and_unknown_repository_are_clear_errors() {
     let test = "wrong_password_and_unknown_repository_are_clear_errors";
-    let Some(reg) = TestRegistry::start(test, Auth::Htpasswd) else {
+    let Some((reg, s, store, _, _)) = setup(test) else {
         return;
     };
-    let s = Scratch::new(test);
-    let (store, _, _) = build_images(&s.path("src"));
     let wrong = RegistryOptions {
         credentials: Some(Credentials::parse(&format!("{USER}:wrong")).unwrap()),
         ..options()
@@ -445,14 +433,7 @@ fn wrong_password_and_unknown_repository_are_clear_errors() {
         credentials: None,
         ..options()
     };
-    let err = registry::pull(
-        &reference(&reg.host, "base:1"),
-        &s.path("p"),
-        None,
-        &none,
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = pull_into(&reg.host, "base:1", &s.path("p"), &none).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -460,14 +441,7 @@ fn wrong_password_and_unknown_repository_are_clear_errors() {
             reg.host, reg.host
         )
     );
-    let err = registry::pull(
-        &reference(&reg.host, "nothing/here:1"),
-        &s.path("p"),
-        None,
-        &options(),
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = pull_into(&reg.host, "nothing/here:1", &s.path("p"), &options()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(
         err.to_string(),
@@ -511,11 +485,9 @@ fn base64(s: &str) -> String {
 #[test]
 fn server_errors_are_retried_a_bounded_number_of_times() {
     let test = "server_errors_are_retried_a_bounded_number_of_times";
-    let Some(reg) = TestRegistry::start(test, Auth::Htpasswd) else {
+    let Some((reg, s, store, base, _)) = setup(test) else {
         return;
     };
-    let s = Scratch::new(test);
-    let (store, base, _) = build_images(&s.path("src"));
     let proxy = Proxy::start(&reg.host);
     proxy.fail_next.store(2, Ordering::SeqCst);
     let summary = push(store.layout(), "base", &proxy.host, "base:1", &options());
@@ -526,14 +498,7 @@ fn server_errors_are_retried_a_bounded_number_of_times() {
         retries: 2,
         ..options()
     };
-    let err = registry::pull(
-        &reference(&proxy.host, "base:1"),
-        &s.path("p"),
-        None,
-        &few,
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = pull_into(&proxy.host, "base:1", &s.path("p"), &few).unwrap_err();
     // The ping and its two retries: three connections, all refused.
     assert_eq!(proxy.fail_next.load(Ordering::SeqCst), 97);
     assert_eq!(err.kind(), ErrorKind::Io);
@@ -557,21 +522,7 @@ fn a_registry_over_tls_with_a_certificate_the_test_makes() {
     // CA certificate as the server's own).
     let (ca, cert, key) = (s.path("ca.pem"), s.path("cert.pem"), s.path("key.pem"));
     let ca_key = s.path("ca.key");
-    run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=layerstack test CA",
-        "-keyout",
-        ca_key.as_str(),
-        "-out",
-        ca.as_str(),
-    ]));
+    self_signed(&ca_key, &ca, "/CN=layerstack test CA");
     let csr = s.path("leaf.csr");
     run(Command::new("openssl").args([
         "req",
@@ -619,44 +570,16 @@ fn a_registry_over_tls_with_a_certificate_the_test_makes() {
     };
     let pushed = push(store.layout(), "base", &reg.host, "tls:1", &tls);
     assert_eq!(pushed.digest, base.descriptor.digest);
-    let pulled = registry::pull(
-        &reference(&reg.host, "tls:1"),
-        &s.path("p"),
-        None,
-        &tls,
-        &NoProgress,
-    )
-    .unwrap();
+    let pulled = pull_into(&reg.host, "tls:1", &s.path("p"), &tls).unwrap();
     assert_eq!(pulled.digest, base.descriptor.digest);
     // Without the certificate the registry is not trusted.
     let other = s.path("other.pem");
-    run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=other",
-        "-keyout",
-        s.path("other.key").as_str(),
-        "-out",
-        other.as_str(),
-    ]));
+    self_signed(&s.path("other.key"), &other, "/CN=other");
     let untrusted = RegistryOptions {
         tls: registry::Tls::Roots(other),
         ..options()
     };
-    let err = registry::pull(
-        &reference(&reg.host, "tls:1"),
-        &s.path("q"),
-        None,
-        &untrusted,
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = pull_into(&reg.host, "tls:1", &s.path("q"), &untrusted).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     assert!(
         err.to_string()

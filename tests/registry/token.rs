@@ -13,8 +13,8 @@ use camino::Utf8PathBuf;
 use layerstack::ErrorKind;
 use layerstack::oci::registry::{self, Credentials, NoProgress, RegistryOptions};
 
-use super::harness::{Auth, PASSWORD, TestRegistry, USER, have_program};
-use super::push_pull::{build_images, options, reference};
+use super::harness::{Auth, PASSWORD, TestRegistry, USER, have_program, self_signed};
+use super::push_pull::{build_images, options, pull_into, reference};
 use super::tools::{Scratch, run};
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -72,21 +72,7 @@ impl TokenServer {
             scratch.path("token.pem"),
             scratch.path("token.der"),
         );
-        run(Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=layerstack token issuer",
-            "-keyout",
-            key.as_str(),
-            "-out",
-            cert.as_str(),
-        ]));
+        self_signed(&key, &cert, "/CN=layerstack token issuer");
         run(Command::new("openssl").args([
             "x509",
             "-in",
@@ -219,14 +205,7 @@ fn bearer_tokens_from_a_token_server_per_scope() {
     assert_eq!(pushed.digest, base.descriptor.digest);
     // One token for `repository:bearer:pull,push`, cached for the push.
     assert_eq!(server.issued.load(Ordering::SeqCst), 1);
-    let pulled = registry::pull(
-        &reference(&reg.host, "bearer:1"),
-        &s.path("pulled"),
-        None,
-        &options(),
-        &NoProgress,
-    )
-    .unwrap();
+    let pulled = pull_into(&reg.host, "bearer:1", &s.path("pulled"), &options()).unwrap();
     assert_eq!(pulled.digest, base.descriptor.digest);
     // Another scope (pull only), another token.
     assert_eq!(server.issued.load(Ordering::SeqCst), 2);
@@ -235,14 +214,7 @@ fn bearer_tokens_from_a_token_server_per_scope() {
         credentials: Some(Credentials::parse(&format!("{USER}:nope")).unwrap()),
         ..options()
     };
-    let err = registry::pull(
-        &reference(&reg.host, "bearer:1"),
-        &s.path("other"),
-        None,
-        &wrong,
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = pull_into(&reg.host, "bearer:1", &s.path("other"), &wrong).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AccessDenied);
     assert_eq!(
         err.to_string(),

@@ -463,6 +463,17 @@ pub(crate) fn read_body(
     Ok(bytes)
 }
 
+/// `request` with the `Authorization` value, when there is one.
+pub(crate) fn authorized<B>(
+    request: ureq::RequestBuilder<B>,
+    authorization: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match authorization {
+        Some(value) => request.header("Authorization", value),
+        None => request,
+    }
+}
+
 /// A header's value, if it is there and is text.
 pub(crate) fn header<'a>(response: &'a Response<ureq::Body>, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())

@@ -10,7 +10,7 @@ use camino::Utf8Path;
 use ureq::http::Response;
 
 use super::cache::BlobInfoCache;
-use super::client::{self, Method, Registry, header, read_body, status_error};
+use super::client::{self, Method, Registry, authorized, header, read_body, status_error};
 use super::{BlobOutcome, Progress, Reference, RegistryOptions, TransferSummary, Upload};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::oci::OciLayout;
@@ -88,6 +88,24 @@ impl Session<'_> {
         format!("repository:{}:{actions}", self.repo())
     }
 
+    /// A request of a push: its operation and scope.
+    fn push_request(
+        &self,
+        method: Method,
+        what: &str,
+        retry: bool,
+        call: impl FnMut(Option<&str>) -> std::result::Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Response<ureq::Body>> {
+        self.registry.send(
+            method,
+            Operation::Push,
+            what,
+            &self.scope(true),
+            retry,
+            call,
+        )
+    }
+
     fn what(&self, digest: &Digest) -> String {
         format!("{}/{}@{digest}", self.registry.host(), self.repo())
     }
@@ -108,12 +126,20 @@ pub fn push(
     options: &RegistryOptions,
     progress: &dyn Progress,
 ) -> Result<TransferSummary> {
+    let (registry, options) = connect(target, options)?;
+    push_with(&registry, layout, tag, target, &options, progress)
+}
+
+/// The registry of `reference`, with the credentials for its repository.
+fn connect(
+    reference: &Reference,
+    options: &RegistryOptions,
+) -> Result<(Registry, RegistryOptions)> {
     let mut options = options.clone();
     options
         .repository_hint
-        .get_or_insert_with(|| target.repository.clone());
-    let registry = Registry::new(&target.registry, &options)?;
-    push_with(&registry, layout, tag, target, &options, progress)
+        .get_or_insert_with(|| reference.repository.clone());
+    Ok((Registry::new(&reference.registry, &options)?, options))
 }
 
 /// [`push`] through a [`Registry`] already set up.
@@ -191,20 +217,9 @@ fn declared_media_type(bytes: &[u8]) -> Option<String> {
 /// `HEAD` of a manifest: its digest when the registry has it.
 fn head_manifest(s: &Session<'_>, reference: &str, what: &str) -> Result<Option<Digest>> {
     let url = s.url(&format!("manifests/{reference}"));
-    let mut response = s.registry.send(
-        Method::Head,
-        Operation::Push,
-        what,
-        &s.scope(true),
-        true,
-        |auth| {
-            let mut r = s.registry.agent().head(&url).header("Accept", ACCEPT);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
-        },
-    )?;
+    let mut response = s.push_request(Method::Head, what, true, |auth| {
+        authorized(s.registry.agent().head(&url).header("Accept", ACCEPT), auth).call()
+    })?;
     match response.status().as_u16() {
         200 => Ok(header(&response, "docker-content-digest").and_then(|d| Digest::parse(d).ok())),
         404 => Ok(None),
@@ -221,20 +236,13 @@ fn put_manifest(
     what: &str,
 ) -> Result<()> {
     let url = s.url(&format!("manifests/{reference}"));
-    let mut response = s.registry.send(
-        Method::Put,
-        Operation::Push,
-        what,
-        &s.scope(true),
-        true,
-        |auth| {
-            let mut r = s.registry.agent().put(&url).header("Content-Type", media);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.send(bytes)
-        },
-    )?;
+    let mut response = s.push_request(Method::Put, what, true, |auth| {
+        authorized(
+            s.registry.agent().put(&url).header("Content-Type", media),
+            auth,
+        )
+        .send(bytes)
+    })?;
     if response.status() != 201 {
         return Err(status_error(Operation::Push, what, &mut response));
     }
@@ -344,20 +352,9 @@ fn push_blob(s: &Session<'_>, desc: &Descriptor) -> Result<BlobOutcome> {
 /// `HEAD` of a blob: its size when the registry has it.
 fn head_blob(s: &Session<'_>, digest: &Digest, what: &str) -> Result<Option<u64>> {
     let url = s.url(&format!("blobs/{digest}"));
-    let mut response = s.registry.send(
-        Method::Head,
-        Operation::Push,
-        what,
-        &s.scope(true),
-        true,
-        |auth| {
-            let mut r = s.registry.agent().head(&url);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
-        },
-    )?;
+    let mut response = s.push_request(Method::Head, what, true, |auth| {
+        authorized(s.registry.agent().head(&url), auth).call()
+    })?;
     match response.status().as_u16() {
         200 => Ok(Some(
             header(&response, "content-length")
@@ -384,11 +381,7 @@ fn mount_blob(s: &Session<'_>, digest: &Digest, from: &str, what: &str) -> Resul
     let mut response =
         s.registry
             .send(Method::Post, Operation::Push, what, &scope, true, |auth| {
-                let mut r = s.registry.agent().post(&url);
-                if let Some(a) = auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send_empty()
+                authorized(s.registry.agent().post(&url), auth).send_empty()
             })?;
     match response.status().as_u16() {
         201 => Ok(true),
@@ -406,20 +399,9 @@ fn mount_blob(s: &Session<'_>, digest: &Digest, from: &str, what: &str) -> Resul
 /// `DELETE` of an upload session, best effort: the registry expires
 /// abandoned sessions anyway.
 fn cancel_upload(s: &Session<'_>, location: &str, what: &str) {
-    let _ = s.registry.send(
-        Method::Delete,
-        Operation::Push,
-        what,
-        &s.scope(true),
-        false,
-        |auth| {
-            let mut r = s.registry.agent().delete(location);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
-        },
-    );
+    let _ = s.push_request(Method::Delete, what, false, |auth| {
+        authorized(s.registry.agent().delete(location), auth).call()
+    });
 }
 
 /// The `Location` of a reply, resolved and checked.
@@ -433,20 +415,9 @@ fn location_of(s: &Session<'_>, response: &Response<ureq::Body>, what: &str) -> 
 
 fn upload_blob(s: &Session<'_>, desc: &Descriptor, what: &str) -> Result<()> {
     let url = s.url("blobs/uploads/");
-    let mut response = s.registry.send(
-        Method::Post,
-        Operation::Push,
-        what,
-        &s.scope(true),
-        true,
-        |auth| {
-            let mut r = s.registry.agent().post(&url);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.send_empty()
-        },
-    )?;
+    let mut response = s.push_request(Method::Post, what, true, |auth| {
+        authorized(s.registry.agent().post(&url), auth).send_empty()
+    })?;
     if response.status() != 202 {
         return Err(status_error(Operation::Push, what, &mut response));
     }
@@ -502,25 +473,17 @@ fn send_chunks(
         let mut response = if matches!(s.options.upload, Upload::Streamed) {
             // One request, the body streamed from the file.
             let mut reader = (&mut source).take(len);
-            s.registry.send(
-                Method::Patch,
-                Operation::Push,
-                what,
-                &s.scope(true),
-                false,
-                |auth| {
-                    let mut r = s
-                        .registry
+            s.push_request(Method::Patch, what, false, |auth| {
+                authorized(
+                    s.registry
                         .agent()
                         .patch(&url)
                         .header("Content-Type", "application/octet-stream")
-                        .header("Content-Length", len.to_string());
-                    if let Some(a) = auth {
-                        r = r.header("Authorization", a);
-                    }
-                    r.send(ureq::SendBody::from_reader(&mut reader))
-                },
-            )?
+                        .header("Content-Length", len.to_string()),
+                    auth,
+                )
+                .send(ureq::SendBody::from_reader(&mut reader))
+            })?
         } else {
             buffer.clear();
             (&mut source)
@@ -531,25 +494,17 @@ fn send_chunks(
                 return Err(Error::new(ErrorKind::InvalidData, Operation::Push, what)
                     .with_detail("the stored blob is shorter than its descriptor says"));
             }
-            s.registry.send(
-                Method::Patch,
-                Operation::Push,
-                what,
-                &s.scope(true),
-                true,
-                |auth| {
-                    let mut r = s
-                        .registry
+            s.push_request(Method::Patch, what, true, |auth| {
+                authorized(
+                    s.registry
                         .agent()
                         .patch(&url)
                         .header("Content-Type", "application/octet-stream")
-                        .header("Content-Range", format!("{offset}-{end}"));
-                    if let Some(a) = auth {
-                        r = r.header("Authorization", a);
-                    }
-                    r.send(&buffer[..])
-                },
-            )?
+                        .header("Content-Range", format!("{offset}-{end}")),
+                    auth,
+                )
+                .send(&buffer[..])
+            })?
         };
         if response.status() != 202 {
             return Err(status_error(Operation::Push, what, &mut response));
@@ -582,24 +537,16 @@ fn finish_upload(s: &Session<'_>, desc: &Descriptor, location: &str, what: &str)
         "{location}{sep}digest={}",
         client::percent_encode(&desc.digest.to_string())
     );
-    let mut response = s.registry.send(
-        Method::Put,
-        Operation::Push,
-        what,
-        &s.scope(true),
-        false,
-        |auth| {
-            let mut r = s
-                .registry
+    let mut response = s.push_request(Method::Put, what, false, |auth| {
+        authorized(
+            s.registry
                 .agent()
                 .put(&url)
-                .header("Content-Type", "application/octet-stream");
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.send_empty()
-        },
-    )?;
+                .header("Content-Type", "application/octet-stream"),
+            auth,
+        )
+        .send_empty()
+    })?;
     if response.status() != 201 {
         return Err(status_error(Operation::Push, what, &mut response));
     }
@@ -624,11 +571,7 @@ pub fn pull(
     options: &RegistryOptions,
     progress: &dyn Progress,
 ) -> Result<TransferSummary> {
-    let mut options = options.clone();
-    options
-        .repository_hint
-        .get_or_insert_with(|| source.repository.clone());
-    let registry = Registry::new(&source.registry, &options)?;
+    let (registry, options) = connect(source, options)?;
     let layout = OciLayout::create(dir)?;
     let tag = tag
         .map(str::to_owned)
@@ -672,13 +615,7 @@ fn pull_node(
         &what,
         &s.scope(false),
         true,
-        |auth| {
-            let mut r = s.registry.agent().get(&url).header("Accept", ACCEPT);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
-        },
+        |auth| authorized(s.registry.agent().get(&url).header("Accept", ACCEPT), auth).call(),
     )?;
     if response.status() != 200 {
         return Err(status_error(Operation::Pull, &what, &mut response));
