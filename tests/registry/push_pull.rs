@@ -587,3 +587,44 @@ fn a_registry_over_tls_with_a_certificate_the_test_makes() {
         "{err}"
     );
 }
+
+#[test]
+fn tag_lists_name_every_tag() {
+    let test = "tag_lists_name_every_tag";
+    let Some((reg, _s, store, _, _)) = setup(test) else {
+        return;
+    };
+    for tag in ["1.0", "1.1", "2.0"] {
+        push(
+            store.layout(),
+            "base",
+            &reg.host,
+            &format!("paged:{tag}"),
+            &options(),
+        );
+    }
+    let repo = reference(&reg.host, "paged");
+    // docker-registry 2.8 ignores `n` and sends no `Link` (pagination came
+    // with distribution 3), nor lexical order: the client takes what comes.
+    let sorted = |mut tags: Vec<String>| {
+        tags.sort();
+        tags
+    };
+    assert_eq!(
+        sorted(registry::list_tags(&repo, &options(), Some(2)).unwrap()),
+        ["1.0", "1.1", "2.0"]
+    );
+    assert_eq!(
+        sorted(registry::list_tags(&repo, &options(), None).unwrap()),
+        ["1.0", "1.1", "2.0"]
+    );
+    let err = registry::list_tags(&reference(&reg.host, "nothing"), &options(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to pull `{}/nothing`: the registry answered 404 Not Found: NAME_UNKNOWN: repository name not known to registry",
+            reg.host
+        )
+    );
+}

@@ -29,6 +29,7 @@
 //! - Errors: the registry's error JSON becomes the error's cause; 5xx
 //!   answers and lost connections are retried a bounded number of times;
 //!   blobs move on a bounded number of threads.
+//! - Tag lists ([`list_tags`]) follow the `Link` header page by page.
 //!
 //! # Security
 //!
@@ -71,7 +72,7 @@ use camino::Utf8PathBuf;
 pub use auth::{Challenge, Credentials};
 pub use client::{Registry, is_loopback_host};
 pub use storage::RegistryStorage;
-pub use transfer::{pull, push};
+pub use transfer::{list_tags, pull, push, push_with};
 
 use super::digest::Digest;
 use crate::error::{Error, ErrorKind, Operation, Result};

@@ -553,6 +553,78 @@ fn finish_upload(s: &Session<'_>, desc: &Descriptor, location: &str, what: &str)
     check_digest_header(&response, &desc.digest, Operation::Push, what)
 }
 
+// ---- tags ---------------------------------------------------------------
+
+/// The most pages of a tag list followed.
+const MAX_TAG_PAGES: usize = 10_000;
+
+/// The tags of `repository`'s repository, in the registry's order, asked
+/// `page` at a time (`None`: as many as the registry gives at once),
+/// following each page's `Link: <...>; rel="next"`.
+///
+/// # Errors
+/// The registry's refusals (`ENOENT` for an unknown repository), an answer
+/// that is not a tag list, a `Link` to another host on a private address.
+pub fn list_tags(
+    repository: &Reference,
+    options: &RegistryOptions,
+    page: Option<usize>,
+) -> Result<Vec<String>> {
+    let (registry, _) = connect(repository, options)?;
+    let what = format!("{}/{}", registry.host(), repository.repository);
+    let scope = format!("repository:{}:pull", repository.repository);
+    let mut url = format!("{}/v2/{}/tags/list", registry.base(), repository.repository);
+    if let Some(n) = page {
+        url.push_str(&format!("?n={n}"));
+    }
+    let mut tags = Vec::new();
+    for _ in 0..MAX_TAG_PAGES {
+        let target = url.clone();
+        let mut response =
+            registry.send(Method::Get, Operation::Pull, &what, &scope, true, |auth| {
+                authorized(registry.agent().get(&target), auth).call()
+            })?;
+        if response.status() != 200 {
+            return Err(status_error(Operation::Pull, &what, &mut response));
+        }
+        let next = header(&response, "link")
+            .and_then(next_link)
+            .map(str::to_owned);
+        let body = read_body(&mut response, Operation::Pull, &what)?;
+        let list: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+            Error::new(ErrorKind::InvalidData, Operation::Pull, &what)
+                .with_detail("the tag list is not JSON")
+        })?;
+        match list.get("tags") {
+            Some(serde_json::Value::Array(page)) => {
+                tags.extend(page.iter().filter_map(|t| t.as_str()).map(str::to_owned));
+            }
+            Some(serde_json::Value::Null) | None => {}
+            Some(_) => {
+                return Err(Error::new(ErrorKind::InvalidData, Operation::Pull, &what)
+                    .with_detail("`tags` is not a list"));
+            }
+        }
+        match next {
+            Some(link) => url = registry.resolve_location(&link, Operation::Pull)?,
+            None => return Ok(tags),
+        }
+    }
+    Err(Error::new(ErrorKind::LimitExceeded, Operation::Pull, &what)
+        .with_detail(format!("more than {MAX_TAG_PAGES} pages of tags")))
+}
+
+/// The target of `<url>; rel="next"` in a `Link` header.
+fn next_link(link: &str) -> Option<&str> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let rel_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
+        rel_next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>'))
+    })
+}
+
 // ---- pull ---------------------------------------------------------------
 
 /// Pulls `source` into the layout in `dir` (created if needed) and tags it
@@ -808,5 +880,23 @@ impl Read for Download<'_, '_> {
             self.s.tally.resumed.fetch_add(1, Ordering::Relaxed);
             self.reader = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn the_next_page_is_found_in_a_link_header() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#),
+            Some("/v2/a/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            next_link(r#"</x>; rel="prev", </y?n=1>; rel="next""#),
+            Some("/y?n=1")
+        );
+        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
     }
 }
