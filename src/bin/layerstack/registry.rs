@@ -194,10 +194,21 @@ pub fn pull(
         &bars,
     )?;
     drop(bars);
+    // The tag the image got: the one given, else the source's.
+    let tagged = ImageRef {
+        layout: image.layout.clone(),
+        tag: Some(
+            image
+                .tag
+                .clone()
+                .or_else(|| source.tag.clone())
+                .unwrap_or_else(|| "latest".to_owned()),
+        ),
+    };
     report(
         "pulled",
         &source.to_string(),
-        &image.to_string(),
+        &tagged.to_string(),
         &summary,
         format,
         out,

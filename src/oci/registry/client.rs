@@ -140,6 +140,24 @@ impl Registry {
         }
     }
 
+    /// `request` with the `Authorization` value, when there is one and the
+    /// request goes to the registry's own host: credentials and tokens are
+    /// never sent to another host (an upload session or a blob elsewhere).
+    pub(crate) fn authorized<B>(
+        &self,
+        request: ureq::RequestBuilder<B>,
+        authorization: Option<&str>,
+    ) -> ureq::RequestBuilder<B> {
+        let own = request
+            .uri_ref()
+            .and_then(|uri| uri.authority())
+            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&self.host));
+        match authorization {
+            Some(value) if own => request.header("Authorization", value),
+            _ => request,
+        }
+    }
+
     /// `GET /v2/`: checks the registry speaks the distribution API and
     /// learns how it wants to be authenticated (its challenge).
     ///
@@ -463,17 +481,6 @@ pub(crate) fn read_body(
     Ok(bytes)
 }
 
-/// `request` with the `Authorization` value, when there is one.
-pub(crate) fn authorized<B>(
-    request: ureq::RequestBuilder<B>,
-    authorization: Option<&str>,
-) -> ureq::RequestBuilder<B> {
-    match authorization {
-        Some(value) => request.header("Authorization", value),
-        None => request,
-    }
-}
-
 /// A header's value, if it is there and is text.
 pub(crate) fn header<'a>(response: &'a Response<ureq::Body>, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
@@ -735,6 +742,24 @@ mod tests {
                 .resolve_location("relative", Operation::Push)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn credentials_go_to_the_registry_host_only() {
+        let registry = Registry::new("127.0.0.1:5000", &RegistryOptions::default()).unwrap();
+        let header = |url: &str| {
+            let request = registry.authorized(registry.agent().get(url), Some("Basic eA=="));
+            request
+                .headers_ref()
+                .and_then(|h| h.get("authorization"))
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            header("http://127.0.0.1:5000/v2/a/blobs/sha256:00").as_deref(),
+            Some("Basic eA==")
+        );
+        assert_eq!(header("http://127.0.0.1:6000/v2/a/blobs/sha256:00"), None);
+        assert_eq!(header("https://storage.example/blob?sig=x"), None);
     }
 
     #[test]

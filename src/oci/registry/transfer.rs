@@ -10,7 +10,7 @@ use camino::Utf8Path;
 use ureq::http::Response;
 
 use super::cache::BlobInfoCache;
-use super::client::{self, Method, Registry, authorized, header, read_body, status_error};
+use super::client::{self, Method, Registry, header, read_body, status_error};
 use super::{BlobOutcome, Progress, Reference, RegistryOptions, TransferSummary, Upload};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::oci::OciLayout;
@@ -218,7 +218,9 @@ fn declared_media_type(bytes: &[u8]) -> Option<String> {
 fn head_manifest(s: &Session<'_>, reference: &str, what: &str) -> Result<Option<Digest>> {
     let url = s.url(&format!("manifests/{reference}"));
     let mut response = s.push_request(Method::Head, what, true, |auth| {
-        authorized(s.registry.agent().head(&url).header("Accept", ACCEPT), auth).call()
+        s.registry
+            .authorized(s.registry.agent().head(&url).header("Accept", ACCEPT), auth)
+            .call()
     })?;
     match response.status().as_u16() {
         200 => Ok(header(&response, "docker-content-digest").and_then(|d| Digest::parse(d).ok())),
@@ -237,11 +239,12 @@ fn put_manifest(
 ) -> Result<()> {
     let url = s.url(&format!("manifests/{reference}"));
     let mut response = s.push_request(Method::Put, what, true, |auth| {
-        authorized(
-            s.registry.agent().put(&url).header("Content-Type", media),
-            auth,
-        )
-        .send(bytes)
+        s.registry
+            .authorized(
+                s.registry.agent().put(&url).header("Content-Type", media),
+                auth,
+            )
+            .send(bytes)
     })?;
     if response.status() != 201 {
         return Err(status_error(Operation::Push, what, &mut response));
@@ -353,7 +356,9 @@ fn push_blob(s: &Session<'_>, desc: &Descriptor) -> Result<BlobOutcome> {
 fn head_blob(s: &Session<'_>, digest: &Digest, what: &str) -> Result<Option<u64>> {
     let url = s.url(&format!("blobs/{digest}"));
     let mut response = s.push_request(Method::Head, what, true, |auth| {
-        authorized(s.registry.agent().head(&url), auth).call()
+        s.registry
+            .authorized(s.registry.agent().head(&url), auth)
+            .call()
     })?;
     match response.status().as_u16() {
         200 => Ok(Some(
@@ -381,7 +386,9 @@ fn mount_blob(s: &Session<'_>, digest: &Digest, from: &str, what: &str) -> Resul
     let mut response =
         s.registry
             .send(Method::Post, Operation::Push, what, &scope, true, |auth| {
-                authorized(s.registry.agent().post(&url), auth).send_empty()
+                s.registry
+                    .authorized(s.registry.agent().post(&url), auth)
+                    .send_empty()
             })?;
     match response.status().as_u16() {
         201 => Ok(true),
@@ -400,7 +407,9 @@ fn mount_blob(s: &Session<'_>, digest: &Digest, from: &str, what: &str) -> Resul
 /// abandoned sessions anyway.
 fn cancel_upload(s: &Session<'_>, location: &str, what: &str) {
     let _ = s.push_request(Method::Delete, what, false, |auth| {
-        authorized(s.registry.agent().delete(location), auth).call()
+        s.registry
+            .authorized(s.registry.agent().delete(location), auth)
+            .call()
     });
 }
 
@@ -416,7 +425,9 @@ fn location_of(s: &Session<'_>, response: &Response<ureq::Body>, what: &str) -> 
 fn upload_blob(s: &Session<'_>, desc: &Descriptor, what: &str) -> Result<()> {
     let url = s.url("blobs/uploads/");
     let mut response = s.push_request(Method::Post, what, true, |auth| {
-        authorized(s.registry.agent().post(&url), auth).send_empty()
+        s.registry
+            .authorized(s.registry.agent().post(&url), auth)
+            .send_empty()
     })?;
     if response.status() != 202 {
         return Err(status_error(Operation::Push, what, &mut response));
@@ -474,15 +485,16 @@ fn send_chunks(
             // One request, the body streamed from the file.
             let mut reader = (&mut source).take(len);
             s.push_request(Method::Patch, what, false, |auth| {
-                authorized(
-                    s.registry
-                        .agent()
-                        .patch(&url)
-                        .header("Content-Type", "application/octet-stream")
-                        .header("Content-Length", len.to_string()),
-                    auth,
-                )
-                .send(ureq::SendBody::from_reader(&mut reader))
+                s.registry
+                    .authorized(
+                        s.registry
+                            .agent()
+                            .patch(&url)
+                            .header("Content-Type", "application/octet-stream")
+                            .header("Content-Length", len.to_string()),
+                        auth,
+                    )
+                    .send(ureq::SendBody::from_reader(&mut reader))
             })?
         } else {
             buffer.clear();
@@ -495,15 +507,16 @@ fn send_chunks(
                     .with_detail("the stored blob is shorter than its descriptor says"));
             }
             s.push_request(Method::Patch, what, true, |auth| {
-                authorized(
-                    s.registry
-                        .agent()
-                        .patch(&url)
-                        .header("Content-Type", "application/octet-stream")
-                        .header("Content-Range", format!("{offset}-{end}")),
-                    auth,
-                )
-                .send(&buffer[..])
+                s.registry
+                    .authorized(
+                        s.registry
+                            .agent()
+                            .patch(&url)
+                            .header("Content-Type", "application/octet-stream")
+                            .header("Content-Range", format!("{offset}-{end}")),
+                        auth,
+                    )
+                    .send(&buffer[..])
             })?
         };
         if response.status() != 202 {
@@ -538,14 +551,15 @@ fn finish_upload(s: &Session<'_>, desc: &Descriptor, location: &str, what: &str)
         client::percent_encode(&desc.digest.to_string())
     );
     let mut response = s.push_request(Method::Put, what, false, |auth| {
-        authorized(
-            s.registry
-                .agent()
-                .put(&url)
-                .header("Content-Type", "application/octet-stream"),
-            auth,
-        )
-        .send_empty()
+        s.registry
+            .authorized(
+                s.registry
+                    .agent()
+                    .put(&url)
+                    .header("Content-Type", "application/octet-stream"),
+                auth,
+            )
+            .send_empty()
     })?;
     if response.status() != 201 {
         return Err(status_error(Operation::Push, what, &mut response));
@@ -582,7 +596,9 @@ pub fn list_tags(
         let target = url.clone();
         let mut response =
             registry.send(Method::Get, Operation::Pull, &what, &scope, true, |auth| {
-                authorized(registry.agent().get(&target), auth).call()
+                registry
+                    .authorized(registry.agent().get(&target), auth)
+                    .call()
             })?;
         if response.status() != 200 {
             return Err(status_error(Operation::Pull, &what, &mut response));
@@ -687,7 +703,11 @@ fn pull_node(
         &what,
         &s.scope(false),
         true,
-        |auth| authorized(s.registry.agent().get(&url).header("Accept", ACCEPT), auth).call(),
+        |auth| {
+            s.registry
+                .authorized(s.registry.agent().get(&url).header("Accept", ACCEPT), auth)
+                .call()
+        },
     )?;
     if response.status() != 200 {
         return Err(status_error(Operation::Pull, &what, &mut response));
@@ -790,10 +810,7 @@ impl Download<'_, '_> {
                 &s.scope(false),
                 true,
                 |auth| {
-                    let mut r = s.registry.agent().get(&target);
-                    if let (Some(a), true) = (auth, own) {
-                        r = r.header("Authorization", a);
-                    }
+                    let mut r = s.registry.authorized(s.registry.agent().get(&target), auth);
                     if let Some(range) = &range {
                         r = r.header("Range", range);
                     }
