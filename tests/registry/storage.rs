@@ -136,3 +136,60 @@ fn the_tool_reads_images_from_a_registry_storage_directory() {
         });
     assert!(!leftover, "a temporary layout was left behind");
 }
+
+#[test]
+fn copy_takes_a_registry_or_a_layout_on_either_side() {
+    let test = "copy_takes_a_registry_or_a_layout_on_either_side";
+    let Some((reg, s, store, _, app)) = super::push_pull::setup(test) else {
+        return;
+    };
+    let creds = format!("{}:{}", super::harness::USER, super::harness::PASSWORD);
+    let copy = |from: &str, to: &str| -> serde_json::Value {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_layerstack")).args([
+            "copy",
+            from,
+            to,
+            "--creds",
+            &creds,
+            "--authfile",
+            "/nonexistent",
+            "--json",
+        ]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let digest = app.descriptor.digest.to_string();
+    let layout = format!("{}:app", store.layout().root());
+    let sent = copy(&layout, &format!("{}/one:1", reg.host));
+    assert_eq!(
+        (
+            sent["digest"].as_str(),
+            sent["transferred"]["blobs"].as_u64()
+        ),
+        (Some(digest.as_str()), Some(3))
+    );
+    // Registry to registry: through a temporary layout that remembers
+    // where the blobs came from, so the push mounts them.
+    let moved = copy(
+        &format!("docker://{}/one:1", reg.host),
+        &format!("{}/two:1", reg.host),
+    );
+    assert_eq!(moved["mounted"]["blobs"], 3);
+    assert_eq!(moved["transferred"]["bytes"], 0);
+    assert_eq!(reg.tag_link("two", "1"), digest);
+    let pulled = copy(
+        &format!("{}/two:1", reg.host),
+        &format!("{}:got", s.path("pulled")),
+    );
+    assert_eq!(pulled["transferred"]["blobs"], 3);
+    let local = copy(
+        &format!("{}:got", s.path("pulled")),
+        &format!("{}:again", s.path("local")),
+    );
+    assert_eq!(local["transferred"]["blobs"], 3);
+    assert_eq!(local["manifests"], 1);
+    let again = layerstack::oci::OciLayout::open(s.path("local")).unwrap();
+    assert_eq!(
+        again.resolve(Some("again")).unwrap().digest,
+        app.descriptor.digest
+    );
+}
