@@ -31,7 +31,7 @@ benches/corpus.sh
 } >"$report/machine.txt"
 cat "$report/machine.txt"
 
-cargo bench --all-features --bench lookup --bench concurrent --bench peers --bench commands 2>&1 |
+cargo bench --all-features --bench lookup --bench concurrent --bench peers --bench commands --bench registry 2>&1 |
     tee "$report/criterion.txt"
 cargo bench --all-features --bench memory 2>/dev/null | tee "$report/memory.txt"
 python3 benches/report.py "$target" | tee "$report/tables.md"

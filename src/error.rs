@@ -296,6 +296,15 @@ pub enum Operation {
     CollectGarbage,
     /// Analysing where an image's bytes go.
     Analyze,
+    /// Pulling an image or a blob from a registry (the path is the
+    /// reference).
+    Pull,
+    /// Pushing an image or a blob to a registry (the path is the
+    /// reference).
+    Push,
+    /// Logging in to a registry (the path is the registry or the token
+    /// server).
+    Authenticate,
 }
 
 impl Operation {
@@ -337,6 +346,9 @@ impl Operation {
             Operation::FlattenEntry => "flatten layer entry",
             Operation::CollectGarbage => "collect garbage in",
             Operation::Analyze => "analyze image",
+            Operation::Pull => "pull",
+            Operation::Push => "push",
+            Operation::Authenticate => "authenticate to",
         }
     }
 }

@@ -70,6 +70,12 @@
 //! explains an example image; `ls`, `cat`, `diff`, `inspect` and `commit`
 //! work on any image layout (`umoci`, `skopeo copy oci:...`).
 //!
+//! With the feature `registry`, `oci::registry` pushes images to a
+//! registry and pulls them from one (the OCI distribution spec): each blob
+//! is sent once, mounted from another repository of the same registry when
+//! it is there, and checked against its digest as it streams into the
+//! layout; `layerstack push`, `pull` and `copy` use it.
+//!
 //! # Semantics
 //!
 //! The reference is the Linux kernel's overlayfs with its default options
@@ -130,6 +136,12 @@
 //!   into file names, writes blobs atomically (temporary file, fsync,
 //!   rename) and checks every blob it reads against its digest and size; a
 //!   layer's DiffID is checked against the image config.
+//! - *Hostile registries.* What a registry sends is checked like a layout's
+//!   blobs (a blob or manifest is stored under its digest only when its
+//!   bytes hash to it); a `Location` or token realm on another host with a
+//!   private or loopback address is refused; credentials go to the
+//!   registry's own host only; answers are read to a bounded size and
+//!   their text is stripped of control characters.
 //! - *Hostile image layouts.* Every part of a layout (`oci-layout`,
 //!   `index.json`, `blobs`, `blobs/sha256`, each blob) is opened by a
 //!   single name relative to the layout's directory with `O_NOFOLLOW`: a

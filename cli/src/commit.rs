@@ -7,7 +7,7 @@ use layerstack::oci::check_tag;
 use layerstack::oci::metadata_path;
 use layerstack::oci::{BuildOptions, Durability, StepOutcome};
 use layerstack::oci::{layer_from_dir_spilling, layer_from_rootless_dir};
-use layerstack::{Result, Timestamp};
+use layerstack::{Error, ErrorKind, Operation, Result, Timestamp};
 
 use crate::ImageRef;
 use crate::ls::open_view;
@@ -32,6 +32,13 @@ fn created() -> Timestamp {
 /// synced, and a change list that cannot be read, are warnings on stderr.
 pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result<()> {
     check_tag(tag)?;
+    if crate::registry::storage_target(image).is_some() {
+        return Err(
+            Error::new(ErrorKind::ReadOnly, Operation::Commit, image.to_string()).with_detail(
+                "a registry's storage directory is read only: pull the image into a layout first",
+            ),
+        );
+    }
     let (store, base) = image.open()?;
     let view = open_view(&store, &base)?;
     // A tree a rootless unpack wrote has its map beside it (none for `/`).

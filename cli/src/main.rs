@@ -13,6 +13,7 @@ mod gc;
 mod inspect;
 mod ls;
 mod output;
+mod registry;
 mod unpack;
 
 use std::fmt;
@@ -40,7 +41,8 @@ Examples:
   layerstack commit img:v1 bundle/rootfs --tag v2
   layerstack gc img --dry-run               what no tag needs (and killed runs left)
 
-LAYOUT[:TAG] names an image in an OCI image layout directory. Without a
+LAYOUT[:TAG] names an image in an OCI image layout directory; a registry's
+storage directory is read as STORAGE:REPO:TAG (`/var/lib/registry:demo:1.0`). Without a
 tag: the one tagged `latest`, or the only image. The tag is what follows
 the last `:` unless that holds a `/` (so `dir:with:colons/` is a layout);
 `LAYOUT:sha256:<hex>` names a manifest by digest.";
@@ -250,6 +252,63 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Push an image of a layout to a registry; blobs the registry has are
+    /// not sent, blobs another repository there has are mounted.
+    #[command(after_help = "\
+Plain HTTP for a registry on a loopback address (or with --insecure), HTTPS
+otherwise. Credentials: --creds, else auth.json or ~/.docker/config.json.
+
+Examples:
+  layerstack push ./layerstack-demo:demo 127.0.0.1:5000/demo:1.0.0
+  layerstack push img:v2 registry.example/team/img:v2 --json")]
+    Push {
+        /// The image: LAYOUT[:TAG]
+        image: ImageRef,
+        /// Where to: REGISTRY/REPO:TAG
+        #[arg(value_parser = registry::parse_reference)]
+        target: layerstack::oci::registry::Reference,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull an image from a registry into a layout (created if needed);
+    /// each blob is checked against its digest as it arrives.
+    #[command(after_help = "\
+Examples:
+  layerstack pull 127.0.0.1:5000/demo:1.0.0 ./pulled:demo
+  layerstack pull 127.0.0.1:5000/demo@sha256:<hex> ./pulled:pinned")]
+    Pull {
+        /// What: REGISTRY/REPO[:TAG][@DIGEST]
+        #[arg(value_parser = registry::parse_reference)]
+        source: layerstack::oci::registry::Reference,
+        /// Where to: LAYOUT[:TAG] (default tag: the source's)
+        image: ImageRef,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy an image; either side is a registry (HOST[:PORT]/REPO:TAG, or
+    /// docker://...) or a layout (LAYOUT[:TAG]).
+    #[command(after_help = "\
+Examples:
+  layerstack copy ./layerstack-demo:demo 127.0.0.1:5000/demo:1.0.0
+  layerstack copy 127.0.0.1:5000/demo:1.0.0 127.0.0.1:5000/other:1.0.0
+  layerstack copy ./a:v1 ./b:v1")]
+    Copy {
+        /// From: a registry image or LAYOUT[:TAG]
+        source: registry::Endpoint,
+        /// To: a registry image or LAYOUT[:TAG]
+        target: registry::Endpoint,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove the blobs no tag reaches and the temporary files of runs
     /// that ended (killed, or stopped by an error).
     #[command(after_help = "\
@@ -326,6 +385,11 @@ impl fmt::Display for ImageRef {
 impl ImageRef {
     /// Opens the layout and the image.
     pub fn open(&self) -> Result<(ImageStore, Image)> {
+        if let Some((layout, tag)) = registry::storage_image(self)? {
+            let store = ImageStore::new(layout);
+            let image = store.image(Some(&tag))?;
+            return Ok((store, image));
+        }
         let store = ImageStore::new(OciLayout::open(&self.layout)?);
         let image = store.image(self.tag.as_deref())?;
         Ok((store, image))
@@ -442,6 +506,24 @@ fn run(command: Command) -> Result<()> {
             }
             return Ok(());
         }
+        Command::Push {
+            image,
+            target,
+            registry,
+            json,
+        } => registry::push(&image, &target, &registry, format(json), &mut out)?,
+        Command::Pull {
+            source,
+            image,
+            registry,
+            json,
+        } => registry::pull(&source, &image, &registry, format(json), &mut out)?,
+        Command::Copy {
+            source,
+            target,
+            registry,
+            json,
+        } => registry::copy(&source, &target, &registry, format(json), &mut out)?,
         Command::Gc { layout, dry_run } => {
             let mode = if dry_run {
                 GcMode::DryRun
@@ -502,7 +584,9 @@ fn main() -> ExitCode {
     // Usage errors exit with 2, `--help` and `--version` with 0.
     let cli = Cli::parse();
     raise_open_file_limit();
-    match run(cli.command) {
+    let result = run(cli.command);
+    registry::remove_temporary_layouts();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever a cause holds, and no control bytes from

@@ -8,6 +8,8 @@
 
 mod apply;
 mod image;
+#[cfg(feature = "registry")]
+pub mod registry;
 mod tar;
 
 pub use self::apply::changes::{Change, ChangeKind, layer_changes};

@@ -1,5 +1,6 @@
 //! The tool's tests: one binary, with the tool end to end (`cli`) and
-//! under injected faults (`faults`). They run the built `layerstack`.
+//! under injected faults (`faults`), and against a real registry
+//! (`registry`). They run the built `layerstack`.
 
 // The library's test helpers, shared by path; the tool uses some of them.
 #[allow(dead_code)]
@@ -8,3 +9,4 @@ mod tools;
 
 mod cli;
 mod faults;
+mod registry;
