@@ -6,7 +6,8 @@
 //!   `layerstack unpack`, `umoci unpack`, `tar -xzf` of each layer in
 //!   order (which does not apply whiteouts: a floor, not a peer), and a
 //!   kernel overlay mount of the same layers plus `cp -a` (mount and unmount
-//!   included). The output goes to a tmpfs, so the shared machine's disk
+//!   included), and the floor of a flatten: only inflating the layers, each
+//!   on its own thread, writing nothing. The output goes to a tmpfs, so the shared machine's disk
 //!   does not decide the figures; every run starts from an empty directory.
 //! - `export_digest/*`: the root filesystem as one layer tarball,
 //!   compressed, with its digest. layerstack (`export_layer` of a
@@ -194,6 +195,11 @@ fn flatten(c: &mut Criterion, corpus: &Path, tmp: &Path) {
     group.bench_function("tar_xzf_in_order", |b| {
         b.iter_batched(|| fresh(&tar), |out| tar_x(&out), BatchSize::PerIteration)
     });
+    // The floor of any flatten: inflating every layer, each on its own
+    // thread, writing nothing (layerstack's own decompressor).
+    group.bench_function("inflate_layers_in_parallel", |b| {
+        b.iter(|| inflate_in_parallel(&blobs))
+    });
     group.bench_function("kernel_mount_cp_a", |b| {
         b.iter_batched(
             || {
@@ -209,6 +215,28 @@ fn flatten(c: &mut Criterion, corpus: &Path, tmp: &Path) {
     for d in [&ours, &umoci, &tar, &kernel] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// Inflates the gzip blobs, one thread each, into nothing; returns the
+/// uncompressed bytes.
+fn inflate_in_parallel(blobs: &[PathBuf]) -> u64 {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = blobs
+            .iter()
+            .map(|b| {
+                s.spawn(move || {
+                    let file = std::fs::File::open(b).expect("open a layer blob");
+                    let mut gz = layerstack::oci::Decompressor::new(file)
+                        .expect("detect a layer's compression");
+                    std::io::copy(&mut gz, &mut std::io::sink()).expect("inflate a layer")
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("an inflating thread"))
+            .sum()
+    })
 }
 
 fn export(c: &mut Criterion, corpus: &Path) {

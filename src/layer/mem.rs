@@ -407,6 +407,25 @@ impl MemLayer {
         }
     }
 
+    /// The names of directory `path` with their kinds, in byte order, as
+    /// [`Layer::read_dir`] lists them but lent rather than copied (what a
+    /// view's index is built from).
+    pub(crate) fn names<'a>(
+        &'a self,
+        path: &LayerPath,
+    ) -> Result<impl Iterator<Item = (&'a str, EntryKind)> + use<'a>> {
+        let dir = self.dir(path)?;
+        Ok(dir.entries.iter().map(|(name, e)| {
+            let kind = match e {
+                MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
+                MemEntry::Obj(o) => EntryKind::Node(o.meta.file_type),
+                MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).meta.file_type),
+                MemEntry::Whiteout => EntryKind::Whiteout,
+            };
+            (name.as_str(), kind)
+        }))
+    }
+
     /// Drops one name of an entry being removed or replaced.
     fn release(&mut self, entry: &MemEntry) {
         if let MemEntry::Linked(ino) = entry {
@@ -562,23 +581,9 @@ impl Layer for MemLayer {
     }
 
     fn read_dir(&self, path: &LayerPath) -> Result<DirListing> {
-        let dir = self.dir(path)?;
-        let entries = dir
-            .entries
-            .iter()
-            .map(|(name, e)| {
-                let kind = match e {
-                    MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
-                    MemEntry::Obj(o) => EntryKind::Node(o.meta.file_type),
-                    MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).meta.file_type),
-                    MemEntry::Whiteout => EntryKind::Whiteout,
-                };
-                (name.clone(), kind)
-            })
-            .collect();
         Ok(DirListing {
-            opaque: dir.opaque,
-            entries,
+            opaque: self.dir(path)?.opaque,
+            entries: self.names(path)?.map(|(n, k)| (n.to_owned(), k)).collect(),
         })
     }
 

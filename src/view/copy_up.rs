@@ -145,14 +145,14 @@ impl State {
         let mut names = Vec::new();
         let mut dirs = vec![self.root()];
         while let Some(dir) = dirs.pop() {
-            for (name, res) in self.index(&dir)?.entries.iter() {
+            for (name, res) in self.index(&dir)?.entries() {
                 let path = dir.path.join_unchecked(name);
                 if res.file_type.is_dir() {
                     dirs.push(Cursor {
                         path,
                         stack: res.stack.clone(),
                     });
-                } else if res.top().0 == idx && self.node(res)?.meta.ino == ino {
+                } else if res.top().0 == idx && self.node(&res)?.meta.ino == ino {
                     names.push(path);
                 }
             }

@@ -848,7 +848,7 @@ impl MergedView {
         let Some(dir) = r.dir() else {
             return Err(Error::new(ErrorKind::NotADirectory, op, user));
         };
-        if !st.index(&dir)?.entries.is_empty() {
+        if !st.index(&dir)?.is_empty() {
             return Err(Error::new(ErrorKind::DirectoryNotEmpty, op, user));
         }
         self.remove_entry(&mut st, parent, name, res)
@@ -893,9 +893,8 @@ impl MergedView {
         let dir = st.cursor_at(path)?;
         let children: Vec<(String, Res)> = st
             .index(&dir)?
-            .entries
-            .iter()
-            .map(|(n, r)| (n.clone(), r.clone()))
+            .entries()
+            .map(|(n, r)| (n.to_owned(), r))
             .collect();
         for (name, res) in children {
             if res.file_type.is_dir() {
@@ -1029,7 +1028,7 @@ impl MergedView {
         }
         if !exchange
             && let Some(ddir) = dst.dir()
-            && !st.index(&ddir)?.entries.is_empty()
+            && !st.index(&ddir)?.is_empty()
         {
             if !ddir.stack.iter().any(|(idx, _)| *idx != resolve::UPPER) {
                 // The kernel checks only a target with a lower part before

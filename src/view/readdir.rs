@@ -28,19 +28,15 @@ impl MergedView {
         };
         let index = st.index(&dir)?;
         Ok(index
-            .entries
-            .iter()
-            .map(|(name, res)| {
-                let (idx, _) = res.top();
-                DirEntry {
-                    name: name.clone(),
-                    file_type: res.file_type,
-                    source: if idx == UPPER {
-                        LayerSource::Upper
-                    } else {
-                        LayerSource::Lower(idx - 1)
-                    },
-                }
+            .listing()
+            .map(|l| DirEntry {
+                name: l.name.to_owned(),
+                file_type: l.file_type,
+                source: if l.layer == UPPER {
+                    LayerSource::Upper
+                } else {
+                    LayerSource::Lower(l.layer - 1)
+                },
             })
             .collect())
     }

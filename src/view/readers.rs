@@ -113,7 +113,7 @@ impl Readers {
             return Some(Some(meta.clone()));
         }
         let (parent, name) = plain_split(user)?;
-        match memo.dirs.get(parent)?.entries.get(name) {
+        match memo.dirs.get(parent)?.peek(name) {
             None => Some(None),
             Some(_) => None,
         }
@@ -125,9 +125,13 @@ impl Readers {
     pub fn read_lower(&self, user: &str, offset: u64, len: usize) -> Option<Result<Bytes>> {
         let memo = self.memo();
         let (parent, name) = plain_split(user)?;
-        let res = memo.dirs.get(parent)?.entries.get(name)?;
+        let dir = memo.dirs.get(parent)?;
+        if dir.peek(name)?.0 != FileType::File {
+            return None;
+        }
+        let res = dir.get(name)?;
         let (idx, path) = res.top();
-        if res.file_type != FileType::File || idx == UPPER {
+        if idx == UPPER {
             return None;
         }
         let read = if len <= SMALL_READ {
@@ -140,9 +144,9 @@ impl Readers {
             // the threads that share this shard, nor a writer's `forget`:
             // the layer is immutable, so it is read after the memo is let
             // go, as of the state the memo showed.
-            let (layer, path) = (Arc::clone(memo.lowers.get(idx - 1)?), path.clone());
+            let layer = Arc::clone(memo.lowers.get(idx - 1)?);
             drop(memo);
-            layer.read_at(&path, offset, len)
+            layer.read_at(path, offset, len)
         };
         match read {
             Err(e) if e.kind() == ErrorKind::NotPermitted => None,

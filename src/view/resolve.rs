@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
+use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, Metadata};
-use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath};
+use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath, validate_name};
 use crate::view::options::Metacopy;
 
 /// The index of the upper layer; lower layer `i` (top first) is `i + 1`.
@@ -69,10 +70,193 @@ pub(crate) struct Cursor {
     pub stack: Stack,
 }
 
-/// The children of one merged directory.
-#[derive(Debug, Clone, Default)]
+/// The children of one merged directory, stored compactly: the names one
+/// after another in one string, and for each a slot saying where it
+/// resolves. A non-directory (most children) is a type and a position in
+/// the directory's stack, its path in that layer derived when asked for,
+/// so building an index allocates nothing per name; a directory keeps its
+/// own stack. Names the view sets after the index was built go to a small
+/// map beside the slots, so a change never moves the slots.
+#[derive(Debug, Clone)]
 pub(crate) struct DirIndex {
-    pub entries: BTreeMap<String, Res>,
+    /// The directory's stack the index was built from.
+    stack: Stack,
+    /// Every name of `slots`, in order, without separators.
+    names: String,
+    /// One per name of the built index, sorted by name; slot `i`'s name is
+    /// `names[slots[i - 1].end..slots[i].end]`.
+    slots: Vec<Slot>,
+    /// Where the children that are not plain objects resolve (see
+    /// [`Child::Full`]); `None` for a name that resolved to one and no
+    /// longer resolves.
+    fulls: Vec<Option<Res>>,
+    /// Names set since the index was built that `slots` does not hold.
+    later: BTreeMap<String, Res>,
+    /// Names that resolve to an object.
+    len: usize,
+}
+
+/// 16 bytes a name, besides the name.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    end: usize,
+    child: Child,
+}
+
+/// What one name of a built index resolves to.
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    /// Nothing (any more).
+    Gone,
+    /// A non-directory of the layer at this position of the directory's stack.
+    Object(FileType, u32),
+    /// Anything else (a directory, a name set after the build): this
+    /// element of `fulls`.
+    Full(u32),
+}
+
+/// One child of a merged directory as a listing shows it.
+pub(crate) struct Listed<'a> {
+    pub name: &'a str,
+    pub file_type: FileType,
+    /// The topmost layer holding it.
+    pub layer: usize,
+}
+
+impl DirIndex {
+    /// Whether no name resolves to an object.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn name_of(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.slots[i - 1].end };
+        &self.names[start..self.slots[i].end]
+    }
+
+    /// The slot of `name`, by binary search.
+    fn find(&self, name: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.slots.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.name_of(mid).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// The type of child `name` and its topmost layer, without building
+    /// its stack.
+    pub fn peek(&self, name: &str) -> Option<(FileType, usize)> {
+        match self.find(name) {
+            Some(i) => self.peek_child(self.slots[i].child),
+            None => self.later.get(name).map(|r| (r.file_type, r.top().0)),
+        }
+    }
+
+    fn peek_child(&self, child: Child) -> Option<(FileType, usize)> {
+        match child {
+            Child::Gone => None,
+            Child::Object(t, pos) => Some((t, self.stack[pos as usize].0)),
+            Child::Full(i) => {
+                let r = self.fulls[i as usize].as_ref()?;
+                Some((r.file_type, r.top().0))
+            }
+        }
+    }
+
+    /// Where child `name` resolves.
+    pub fn get(&self, name: &str) -> Option<Res> {
+        match self.find(name) {
+            Some(i) => self.res_of(self.slots[i].child, name),
+            None => self.later.get(name).cloned(),
+        }
+    }
+
+    fn res_of(&self, child: Child, name: &str) -> Option<Res> {
+        match child {
+            Child::Gone => None,
+            Child::Object(t, pos) => {
+                let (idx, dpath) = &self.stack[pos as usize];
+                Some(Res {
+                    file_type: t,
+                    stack: Arc::from([(*idx, dpath.join_unchecked(name))]),
+                })
+            }
+            Child::Full(i) => self.fulls[i as usize].clone(),
+        }
+    }
+
+    /// A new element of `fulls` (at most one per slot, so fewer than
+    /// 2^32), or `at` itself if it is one already.
+    fn full(&mut self, at: Child, res: Option<Res>) -> Child {
+        if let Child::Full(i) = at {
+            self.fulls[i as usize] = res;
+            return at;
+        }
+        self.fulls.push(res);
+        Child::Full((self.fulls.len() - 1) as u32)
+    }
+
+    /// Makes child `name` resolve to `res` (`None`: to nothing).
+    pub fn set(&mut self, name: &str, res: Option<Res>) {
+        let live = res.is_some();
+        let was = match self.find(name) {
+            Some(i) => {
+                let old = self.slots[i].child;
+                let was = self.peek_child(old).is_some();
+                self.slots[i].child = match (res, old) {
+                    (None, Child::Gone | Child::Object(..)) => Child::Gone,
+                    (res, old) => self.full(old, res),
+                };
+                was
+            }
+            None => match res {
+                Some(res) => self.later.insert(name.to_owned(), res).is_some(),
+                None => self.later.remove(name).is_some(),
+            },
+        };
+        self.len = self.len + usize::from(live) - usize::from(was);
+    }
+
+    /// The children that resolve to an object, sorted by name.
+    pub fn listing(&self) -> impl Iterator<Item = Listed<'_>> {
+        let mut built = (0..self.slots.len())
+            .filter_map(|i| {
+                let (file_type, layer) = self.peek_child(self.slots[i].child)?;
+                Some(Listed {
+                    name: self.name_of(i),
+                    file_type,
+                    layer,
+                })
+            })
+            .peekable();
+        let mut later = self
+            .later
+            .iter()
+            .map(|(name, r)| Listed {
+                name,
+                file_type: r.file_type,
+                layer: r.top().0,
+            })
+            .peekable();
+        // The two never hold the same name: merge them.
+        std::iter::from_fn(move || match (built.peek(), later.peek()) {
+            (Some(a), Some(b)) if b.name < a.name => later.next(),
+            (Some(_), _) => built.next(),
+            (None, _) => later.next(),
+        })
+    }
+
+    /// The children that resolve to an object with where they resolve,
+    /// sorted by name.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Res)> {
+        self.listing()
+            .filter_map(|l| Some((l.name, self.get(l.name)?)))
+    }
 }
 
 /// The result of resolving a user path.
@@ -485,56 +669,101 @@ impl State {
 
     /// Builds the index of a merged directory from one listing per layer,
     /// merging the sorted listings (a k-way merge), so each name is decided
-    /// once, from its occurrences top layer first.
-    pub fn build_index(&self, stack: &[(usize, LayerPath)]) -> Result<DirIndex> {
-        // The next name of each listing, smallest first (ties: top layer
-        // first); `kinds[pos]` is the kind of listing `pos`'s next name.
-        let mut heads: BinaryHeap<Reverse<(String, usize)>> = BinaryHeap::new();
-        let mut kinds: Vec<EntryKind> = Vec::with_capacity(stack.len());
-        let mut rests = Vec::with_capacity(stack.len());
-        let mut listed = 0;
-        for (pos, (idx, dpath)) in stack.iter().enumerate() {
-            let mut entries = self.layer(*idx).read_dir(dpath)?.entries;
-            listed += entries.len();
+    /// once, from its occurrences top layer first. A `MemLayer` lends its
+    /// names rather than copying them into a listing.
+    pub fn build_index(&self, stack: &Stack) -> Result<DirIndex> {
+        // Room for every name listed (at most one slot each), so the index
+        // never grows while it is built; a `MemLayer`'s names are counted
+        // in a first pass, which costs far less than copying them.
+        let (mut listed, mut name_bytes) = (0, 0);
+        let mut listings: Vec<Names<'_>> = Vec::with_capacity(stack.len());
+        for (idx, dpath) in stack.iter() {
+            let layer = self.layer(*idx);
+            if let Some(mem) = (*layer).as_any().downcast_ref::<MemLayer>() {
+                for (name, _) in mem.names(dpath)? {
+                    listed += 1;
+                    name_bytes += name.len();
+                }
+                listings.push(Names::Lent(Box::new(mem.names(dpath)?)));
+                continue;
+            }
+            let mut entries = layer.read_dir(dpath)?.entries;
             if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
                 // The trait asks for sorted listings; do not rely on it.
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
             }
-            let mut rest = entries.into_iter();
-            kinds.push(EntryKind::Whiteout);
-            if let Some((name, kind)) = rest.next() {
-                kinds[pos] = kind;
-                heads.push(Reverse((name, pos)));
-            }
-            rests.push(rest);
+            listed += entries.len();
+            name_bytes += entries.iter().map(|(n, _)| n.len()).sum::<usize>();
+            listings.push(Names::Owned(entries.into_iter()));
         }
-        let mut advance = |pos: usize, heads: &mut BinaryHeap<Reverse<(String, usize)>>| {
+        // A `MemLayer` holds only names that make valid paths: the others'
+        // are checked.
+        let checked: Vec<bool> = listings
+            .iter()
+            .map(|l| matches!(l, Names::Owned(_)))
+            .collect();
+        // The next name of each listing, smallest first (ties: top layer
+        // first); `kinds[pos]` is the kind of listing `pos`'s next name.
+        let mut heads: BinaryHeap<Reverse<(Head<'_>, usize)>> = BinaryHeap::new();
+        let mut kinds: Vec<EntryKind> = vec![EntryKind::Whiteout; stack.len()];
+        for (pos, listing) in listings.iter_mut().enumerate() {
+            if let Some((name, kind)) = listing.next() {
+                kinds[pos] = kind;
+                heads.push(Reverse((Head::new(name), pos)));
+            }
+        }
+        let mut advance = |pos: usize, heads: &mut BinaryHeap<_>| {
             let kind = kinds[pos];
-            if let Some((next, k)) = rests[pos].next() {
+            if let Some((next, k)) = listings[pos].next() {
                 kinds[pos] = k;
-                heads.push(Reverse((next, pos)));
+                heads.push(Reverse((Head::new(next), pos)));
             }
             kind
         };
-        // At most one entry per name listed: no reallocation on the way.
-        let mut sorted: Vec<(String, Res)> = Vec::with_capacity(listed);
+        let mut index = DirIndex {
+            stack: stack.clone(),
+            names: String::with_capacity(name_bytes),
+            slots: Vec::with_capacity(listed),
+            fulls: Vec::new(),
+            later: BTreeMap::new(),
+            len: 0,
+        };
         let mut occurrences: Vec<(usize, EntryKind)> = Vec::new();
-        while let Some(Reverse((name, pos))) = heads.pop() {
+        while let Some(Reverse((Head(_, name), pos))) = heads.pop() {
             occurrences.clear();
             occurrences.push((pos, advance(pos, &mut heads)));
-            while heads.peek().is_some_and(|Reverse((n, _))| *n == name) {
+            while heads
+                .peek()
+                .is_some_and(|Reverse((Head(_, n), _))| *n == name)
+            {
                 let Some(Reverse((_, pos))) = heads.pop() else {
                     break;
                 };
                 occurrences.push((pos, advance(pos, &mut heads)));
             }
-            if let Some(res) = self.decide(stack, &name, &occurrences)? {
-                sorted.push((name, res));
-            }
+            let child = match occurrences[0] {
+                (_, EntryKind::Whiteout) => continue,
+                // The common case, decided without asking the layer: a
+                // non-directory on top hides whatever is below it.
+                (pos, EntryKind::Node(t)) if !t.is_dir() => {
+                    if checked[pos] {
+                        check_child(&stack[pos].1, &name)?;
+                    }
+                    Child::Object(t, pos as u32)
+                }
+                _ => match self.decide(stack, &name, &occurrences)? {
+                    Some(res) => index.full(Child::Gone, Some(res)),
+                    None => continue,
+                },
+            };
+            index.names.push_str(&name);
+            index.slots.push(Slot {
+                end: index.names.len(),
+                child,
+            });
         }
-        Ok(DirIndex {
-            entries: sorted.into_iter().collect(),
-        })
+        index.len = index.slots.len();
+        Ok(index)
     }
 
     /// What child `name` of a merged directory resolves to, given where
@@ -644,7 +873,7 @@ impl State {
         let (parent, name) = plain_split(user)?;
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let index = cache.get(parent)?;
-        Some(index.entries.get(name).cloned())
+        Some(index.get(name))
     }
 
     /// The cached index of the merged directory at `path`, if any.
@@ -655,7 +884,7 @@ impl State {
 
     /// Child `name` of a merged directory.
     pub fn child(&self, dir: &Cursor, name: &str) -> Result<Option<Res>> {
-        Ok(self.index(dir)?.entries.get(name).cloned())
+        Ok(self.index(dir)?.get(name))
     }
 
     /// The merged directory at a merged path (physical: no symlinks).
@@ -912,11 +1141,7 @@ impl State {
             match res {
                 Some(res) => {
                     if let Some(ix) = cache.get_mut(dir.as_str()) {
-                        let ix = Arc::make_mut(ix);
-                        match res {
-                            Some(res) => ix.entries.insert(name.to_owned(), res),
-                            None => ix.entries.remove(name),
-                        };
+                        Arc::make_mut(ix).set(name, res);
                     }
                 }
                 None => {
@@ -1022,4 +1247,113 @@ fn components<'a>(parsed: &UserPath<'a>) -> impl Iterator<Item = (&'a str, bool)
         .enumerate()
         .rev()
         .map(move |(i, name)| (name, i + 1 == n && slash))
+}
+
+/// The names of one layer's directory, sorted, for [`State::build_index`].
+enum Names<'a> {
+    /// Borrowed from the layer.
+    Lent(Box<dyn Iterator<Item = (&'a str, EntryKind)> + 'a>),
+    /// From a listing.
+    Owned(std::vec::IntoIter<(String, EntryKind)>),
+}
+
+impl<'a> Iterator for Names<'a> {
+    type Item = (Cow<'a, str>, EntryKind);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Names::Lent(it) => it.next().map(|(n, k)| (Cow::Borrowed(n), k)),
+            Names::Owned(it) => it.next().map(|(n, k)| (Cow::Owned(n), k)),
+        }
+    }
+}
+
+/// Checks that `name` makes a valid path below `dir` (what
+/// [`LayerPath::join`] checks) without building the path.
+fn check_child(dir: &LayerPath, name: &str) -> Result<()> {
+    validate_name(name)?;
+    if dir.as_str().len() + usize::from(!dir.is_root()) + name.len() > PATH_MAX {
+        dir.join(name)?;
+    }
+    Ok(())
+}
+
+/// A name in the merge of [`State::build_index`], ordered as its bytes,
+/// with its first eight bytes as a number in front: most comparisons of
+/// (short) names are then one comparison of two numbers.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Head<'a>(u64, Cow<'a, str>);
+
+impl<'a> Head<'a> {
+    fn new(name: Cow<'a, str>) -> Head<'a> {
+        // Zero-padded: a name holds no NUL, so a shorter name that is a
+        // prefix of another still orders first.
+        let mut first = [0u8; 8];
+        let n = name.len().min(8);
+        first[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Head(u64::from_be_bytes(first), name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(ix: &DirIndex) -> Vec<(String, usize)> {
+        ix.listing().map(|l| (l.name.to_owned(), l.layer)).collect()
+    }
+
+    #[test]
+    fn an_index_changed_after_its_build_stays_sorted_and_counted() {
+        let mut lower = MemLayer::new();
+        for name in ["d/b", "d/d", "d/f"] {
+            lower.add_file(name, "x").unwrap();
+        }
+        lower.add_dir("d/sub").unwrap();
+        let st = State::new(vec![Arc::new(lower)], Box::new(MemLayer::new())).unwrap();
+        let d = st.child(&st.root(), "d").unwrap().unwrap();
+        let mut ix = st.build_index(&d.stack).unwrap();
+        assert_eq!(
+            names(&ix),
+            [("b", 1), ("d", 1), ("f", 1), ("sub", 1)].map(|(n, l)| (n.to_owned(), l))
+        );
+        // A plain object's path in its layer is derived from the stack.
+        let b = ix.get("b").unwrap();
+        assert_eq!(
+            (b.file_type, b.top().0, b.top().1.as_str()),
+            (FileType::File, 1, "d/b")
+        );
+        assert_eq!(ix.peek("sub"), Some((FileType::Dir, 1)));
+
+        let upper_file = |name: &str| Res {
+            file_type: FileType::File,
+            stack: Arc::from([(UPPER, LayerPath::new(name).unwrap())]),
+        };
+        ix.set("a", Some(upper_file("d/a")));
+        ix.set("e", Some(upper_file("d/e")));
+        ix.set("z", Some(upper_file("d/z")));
+        ix.set("d", None);
+        ix.set("b", Some(upper_file("d/b")));
+        // Gone and back, twice: one element of `fulls` serves each time.
+        ix.set("f", None);
+        ix.set("f", Some(upper_file("d/f")));
+        ix.set("f", None);
+        ix.set("f", Some(upper_file("d/f")));
+        ix.set("nothing", None);
+        // `sub` (a directory) since the build, then `b` and `f`.
+        assert_eq!(ix.fulls.len(), 3);
+        assert_eq!(
+            names(&ix),
+            [("a", 0), ("b", 0), ("e", 0), ("f", 0), ("sub", 1), ("z", 0)]
+                .map(|(n, l)| (n.to_owned(), l))
+        );
+        assert_eq!(ix.get("d").map(|r| r.file_type), None);
+        assert_eq!(ix.peek("e"), Some((FileType::File, 0)));
+        for name in ["a", "b", "e", "f", "sub", "z"] {
+            assert!(!ix.is_empty());
+            ix.set(name, None);
+        }
+        assert!(ix.is_empty());
+        assert_eq!(names(&ix), []);
+    }
 }
