@@ -13,8 +13,10 @@
 //! 1. the lower layers (generated `MemLayer`s) are written to a tmpfs with
 //!    `copy_layer`; the model is run op by op and its visible tree kept
 //!    before and after each op;
-//! 2. a dry run in this process counts the steps T and checks that the
-//!    disk view ends where the model does;
+//! 2. a dry run in this process checks that the disk view ends where the
+//!    model does, and one in a child that is not killed counts the steps T
+//!    (the counter is one per process, and other tests of this binary run
+//!    disk layers on other threads of this one);
 //! 3. for every k in 1..=T, a child (this test binary re-executed with
 //!    only `crash_child` selected) opens a fresh upper, runs the ops with
 //!    the counter armed at k and prints a line after each op; it dies at
@@ -139,7 +141,8 @@ fn crash_child() {
     let mut out = std::io::stdout().lock();
     for (i, op) in ops.iter().enumerate() {
         apply_to_view(&view, op);
-        writeln!(out, "{DONE_MARK}{i}").expect("stdout");
+        let steps = STEPS.load(Ordering::SeqCst);
+        writeln!(out, "{DONE_MARK}{i} {steps}").expect("stdout");
         out.flush().expect("stdout");
     }
 }
@@ -315,18 +318,13 @@ fn run_case(seed: u64, format: WhiteoutFormat, tally: &mut Tally) {
     let dry = base.join("dry");
     let view = MergedView::new(open_lowers(&base, layers.len()), open_upper(&dry, format))
         .expect("a view");
-    STEPS.store(0, Ordering::SeqCst);
-    // bounds[i]: the steps done when op i is over.
-    let mut bounds = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         let got = apply_to_view(&view, op);
         assert_eq!(
             got, outcomes[i],
             "{tag}: step {i} {op:?}: disk view vs model"
         );
-        bounds.push(STEPS.load(Ordering::SeqCst));
     }
-    let total = STEPS.load(Ordering::SeqCst);
     let end = snapshot_view(&view).expect("snapshot the view");
     assert!(
         end == trees[ops.len()],
@@ -347,11 +345,12 @@ fn run_case(seed: u64, format: WhiteoutFormat, tally: &mut Tally) {
     );
     let encoded = hex(&encoded);
     tally.cases += 1;
-    let exe = std::env::current_exe().expect("the test binary");
-    for k in 1..=total {
-        let point = base.join(format!("p{k}"));
-        std::fs::create_dir(&point).expect("mkdir point");
-        let out = Command::new(&exe)
+    // The steps are counted in a child that is never killed: the counter is
+    // one per process, and other tests of this binary run disk layers on
+    // other threads of this one. bounds[i]: the steps done when op i is over.
+    let child = |k: u64, point: &Path| {
+        std::fs::create_dir(point).expect("mkdir point");
+        let out = Command::new(std::env::current_exe().expect("the test binary"))
             .args([
                 "--exact",
                 // Its name in the one test binary, module path included.
@@ -361,7 +360,7 @@ fn run_case(seed: u64, format: WhiteoutFormat, tally: &mut Tally) {
                 "1",
             ])
             .env(CHILD_BASE, &base)
-            .env(CHILD_POINT, &point)
+            .env(CHILD_POINT, point)
             .env(CHILD_LAYERS, layers.len().to_string())
             .env(CHILD_FORMAT, format_name(format))
             .env(CHILD_AT, k.to_string())
@@ -371,17 +370,30 @@ fn run_case(seed: u64, format: WhiteoutFormat, tally: &mut Tally) {
             .stdout(Stdio::piped())
             .output()
             .expect("run the child");
-        let done = BufReader::new(&out.stdout[..])
+        let steps: Vec<u64> = BufReader::new(&out.stdout[..])
             .lines()
             .map_while(Result::ok)
-            .filter(|l| l.contains(DONE_MARK))
-            .count();
+            .filter_map(|l| l.split_once(DONE_MARK)?.1.split_once(' ')?.1.parse().ok())
+            .collect();
+        (out.status, steps)
+    };
+    let (status, bounds) = child(0, &base.join("steps"));
+    assert!(
+        status.success() && bounds.len() == ops.len(),
+        "{tag}: the counting child ended with {status:?} after {} of {} ops",
+        bounds.len(),
+        ops.len()
+    );
+    let total = bounds.last().copied().unwrap_or(0);
+    for k in 1..=total {
+        let point = base.join(format!("p{k}"));
+        let (status, steps) = child(k, &point);
+        let done = steps.len();
         tally.points += 1;
         let fail = |what: String| format!("{tag}, crash after step {k} of {total}: {what}");
-        if out.status.signal() != Some(9) {
+        if status.signal() != Some(9) {
             tally.failures.push(fail(format!(
-                "the child was not killed ({:?}, {done} ops done)",
-                out.status
+                "the child was not killed ({status:?}, {done} ops done)"
             )));
             continue;
         }
