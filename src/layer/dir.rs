@@ -75,29 +75,12 @@ use crate::layer::beneath::{
     self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs, raw_xattrs_open,
 };
 use crate::layer::crash_points::sys;
+use crate::layer::overlay::{Opaque, OverlayAttr, is_whiteout_device};
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
 
-/// The xattr namespace of the overlay's own attributes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OverlayXattrs {
-    /// `trusted.overlay.*`, the kernel's default (needs `CAP_SYS_ADMIN`).
-    #[default]
-    Trusted,
-    /// `user.overlay.*`, the kernel's `userxattr` mount option (for
-    /// unprivileged overlays).
-    User,
-}
-
-impl OverlayXattrs {
-    fn prefix(self) -> &'static str {
-        match self {
-            OverlayXattrs::Trusted => "trusted.overlay.",
-            OverlayXattrs::User => "user.overlay.",
-        }
-    }
-}
+pub use crate::layer::overlay::OverlayXattrs;
 
 /// When changes of an upper layer reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -407,47 +390,40 @@ impl DirLayer {
         )
     }
 
-    /// The overlay attribute `key` (without its namespace prefix), if set.
-    fn overlay_attr(&self, raw: &[(String, Vec<u8>)], key: &str) -> Option<Vec<u8>> {
-        let prefix = self.options.xattrs.prefix();
-        raw.iter()
-            .find(|(n, _)| n.strip_prefix(prefix) == Some(key))
-            .map(|(_, v)| v.clone())
+    /// The overlay attribute `attr`, if set.
+    fn overlay_attr(&self, raw: &[(String, Vec<u8>)], attr: OverlayAttr) -> Option<Vec<u8>> {
+        self.options.xattrs.find(raw, attr).map(<[u8]>::to_vec)
     }
 
     /// The attributes a user sees: overlay bookkeeping left out, escaped
     /// names unescaped.
     fn visible_xattrs(&self, raw: Vec<(String, Vec<u8>)>) -> Xattrs {
-        let prefix = self.options.xattrs.prefix();
+        let ns = self.options.xattrs;
         raw.into_iter()
-            .filter_map(|(name, value)| match name.strip_prefix(prefix) {
-                Some(rest) => rest
-                    .strip_prefix("overlay.")
-                    .map(|escaped| (format!("{prefix}{escaped}"), Bytes::from(value))),
-                None => Some((name, Bytes::from(value))),
+            .filter_map(|(name, value)| {
+                let visible = ns.visible_name(&name)?.into_owned();
+                Some((visible, Bytes::from(value)))
             })
             .collect()
     }
 
-    /// How a user-visible attribute name is stored (escaped when it is in
-    /// the overlay's own namespace).
+    /// How a user-visible attribute name is stored.
     fn stored_name(&self, name: &str) -> String {
-        let prefix = self.options.xattrs.prefix();
-        match name.strip_prefix(prefix) {
-            Some(rest) => format!("{prefix}overlay.{rest}"),
-            None => name.to_owned(),
-        }
+        self.options.xattrs.stored_name(name)
     }
 
     /// Whether directory `fd` holds xattr whiteouts (`opaque="x"`).
     fn has_xwhiteouts(&self, fd: &OwnedFd) -> rustix::io::Result<bool> {
         let raw = raw_xattrs(fd)?;
-        Ok(self.overlay_attr(&raw, "opaque").as_deref() == Some(b"x"))
+        Ok(
+            Opaque::parse(self.options.xattrs.find(&raw, OverlayAttr::Opaque))
+                == Opaque::XattrWhiteouts,
+        )
     }
 
     fn is_xwhiteout(&self, fd: &OwnedFd) -> rustix::io::Result<bool> {
         let raw = raw_xattrs(fd)?;
-        Ok(self.overlay_attr(&raw, "whiteout").is_some())
+        Ok(self.overlay_attr(&raw, OverlayAttr::Whiteout).is_some())
     }
 
     fn lookup_raw(&self, path: &LayerPath) -> rustix::io::Result<Option<Entry>> {
@@ -461,23 +437,26 @@ impl DirLayer {
         let st = rustix::fs::statx(&obj, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
         let mode = u32::from(st.stx_mode);
         let file_type = FileType::from_mode(mode).ok_or(Errno::INVAL)?;
-        if file_type == FileType::CharDevice && st.stx_rdev_major == 0 && st.stx_rdev_minor == 0 {
+        if file_type == FileType::CharDevice
+            && is_whiteout_device(st.stx_rdev_major, st.stx_rdev_minor)
+        {
             return Ok(Some(Entry::Whiteout));
         }
         let raw = raw_xattrs(&obj)?;
         if file_type == FileType::File
             && st.stx_size == 0
             && !path.is_root()
-            && self.overlay_attr(&raw, "whiteout").is_some()
+            && self.overlay_attr(&raw, OverlayAttr::Whiteout).is_some()
             && self.has_xwhiteouts(&self.parent(path)?.0)?
         {
             return Ok(Some(Entry::Whiteout));
         }
-        let opaque =
-            file_type.is_dir() && self.overlay_attr(&raw, "opaque").as_deref() == Some(b"y");
-        let metacopy = file_type == FileType::File && self.overlay_attr(&raw, "metacopy").is_some();
+        let opaque = file_type.is_dir()
+            && Opaque::parse(self.options.xattrs.find(&raw, OverlayAttr::Opaque)) == Opaque::Yes;
+        let metacopy =
+            file_type == FileType::File && self.overlay_attr(&raw, OverlayAttr::Metacopy).is_some();
         let redirect = if file_type.is_dir() || metacopy {
-            self.overlay_attr(&raw, "redirect")
+            self.overlay_attr(&raw, OverlayAttr::Redirect)
                 .and_then(|r| String::from_utf8(r).ok())
         } else {
             None
@@ -514,8 +493,8 @@ impl DirLayer {
             self.open_beneath(path, flags)
         })?;
         let dir_raw = raw_xattrs_open(&fd)?;
-        let opaque_attr = self.overlay_attr(&dir_raw, "opaque");
-        let xwhiteouts = opaque_attr.as_deref() == Some(b"x");
+        let opaque_attr = Opaque::parse(self.options.xattrs.find(&dir_raw, OverlayAttr::Opaque));
+        let xwhiteouts = opaque_attr == Opaque::XattrWhiteouts;
         let mut entries = Vec::new();
         let mut dir = rustix::fs::Dir::read_from(&fd)?;
         while let Some(entry) = dir.read() {
@@ -546,7 +525,7 @@ impl DirLayer {
             let st = Self::statx_at(&fd, name)?;
             let file_type = FileType::from_mode(u32::from(st.stx_mode)).ok_or(Errno::INVAL)?;
             let whiteout = match file_type {
-                FileType::CharDevice => st.stx_rdev_major == 0 && st.stx_rdev_minor == 0,
+                FileType::CharDevice => is_whiteout_device(st.stx_rdev_major, st.stx_rdev_minor),
                 FileType::File if xwhiteouts && st.stx_size == 0 => {
                     let obj = open_o_path(&fd, name)?;
                     self.is_xwhiteout(&obj)?
@@ -562,7 +541,7 @@ impl DirLayer {
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(DirListing {
-            opaque: opaque_attr.as_deref() == Some(b"y"),
+            opaque: opaque_attr == Opaque::Yes,
             entries,
         })
     }
@@ -595,7 +574,10 @@ impl DirLayer {
                 if st.st_blocks == 0
                     && st.st_size > 0
                     && self
-                        .overlay_attr(&raw_xattrs(&fd).map_err(|e| self.err(e, path))?, "metacopy")
+                        .overlay_attr(
+                            &raw_xattrs(&fd).map_err(|e| self.err(e, path))?,
+                            OverlayAttr::Metacopy,
+                        )
                         .is_some()
                         != metacopy =>
             {
@@ -742,17 +724,17 @@ impl DirLayer {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        self.set_overlay_attr(&fd, "opaque", Some(b"y"))
+        self.set_overlay_attr(&fd, OverlayAttr::Opaque, Opaque::Yes.value())
     }
 
     fn set_overlay_attr(
         &self,
         obj: &OwnedFd,
-        key: &str,
+        attr: OverlayAttr,
         value: Option<&[u8]>,
     ) -> rustix::io::Result<()> {
         let proc = proc_path(obj);
-        let name = format!("{}{key}", self.options.xattrs.prefix());
+        let name = self.options.xattrs.name(attr);
         match value {
             Some(v) => sys::setxattr(&proc, name.as_str(), v, XattrFlags::empty()),
             None => match sys::removexattr(&proc, name.as_str()) {
@@ -772,7 +754,7 @@ impl DirLayer {
         };
         let file_type = FileType::from_mode(u32::from(st.stx_mode)).ok_or(Errno::INVAL)?;
         Ok(match file_type {
-            FileType::CharDevice if st.stx_rdev_major == 0 && st.stx_rdev_minor == 0 => {
+            FileType::CharDevice if is_whiteout_device(st.stx_rdev_major, st.stx_rdev_minor) => {
                 Target::Whiteout
             }
             FileType::Dir => {
@@ -1215,7 +1197,7 @@ impl LayerMut for DirLayer {
         let obj = self
             .open_beneath(path, OFlags::PATH)
             .map_err(|e| self.err(e, path))?;
-        self.set_overlay_attr(&obj, "metacopy", None)
+        self.set_overlay_attr(&obj, OverlayAttr::Metacopy, None)
             .map_err(|e| self.err(e, path))?;
         // Writing the data is no change the user made: the times stay.
         let (dir, name) = self.parent(path).map_err(|e| self.err(e, path))?;
@@ -1298,10 +1280,14 @@ impl LayerMut for DirLayer {
                         OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
                         Mode::empty(),
                     )?;
-                    self.set_overlay_attr(&fd, "whiteout", Some(b"y"))?;
+                    self.set_overlay_attr(&fd, OverlayAttr::Whiteout, Some(b"y"))?;
                     let raw = raw_xattrs(&dir)?;
-                    if self.overlay_attr(&raw, "opaque").is_none() {
-                        self.set_overlay_attr(&dir, "opaque", Some(b"x"))?;
+                    if self.overlay_attr(&raw, OverlayAttr::Opaque).is_none() {
+                        self.set_overlay_attr(
+                            &dir,
+                            OverlayAttr::Opaque,
+                            Opaque::XattrWhiteouts.value(),
+                        )?;
                     }
                     self.keeping_times(&[&dir], || self.install(work, &tmp, &dir, name))
                 })()
@@ -1347,8 +1333,8 @@ impl LayerMut for DirLayer {
         let fd = self
             .open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)
             .map_err(|e| self.err(e, path))?;
-        let value: Option<&[u8]> = if opaque { Some(b"y") } else { None };
-        self.set_overlay_attr(&fd, "opaque", value)
+        let value = if opaque { Opaque::Yes } else { Opaque::No }.value();
+        self.set_overlay_attr(&fd, OverlayAttr::Opaque, value)
             .map_err(|e| self.err(e, path))
     }
 
@@ -1357,8 +1343,12 @@ impl LayerMut for DirLayer {
         let fd = self
             .open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)
             .map_err(|e| self.err(e, path))?;
-        self.set_overlay_attr(&fd, "redirect", redirect.as_deref().map(str::as_bytes))
-            .map_err(|e| self.err(e, path))
+        self.set_overlay_attr(
+            &fd,
+            OverlayAttr::Redirect,
+            redirect.as_deref().map(str::as_bytes),
+        )
+        .map_err(|e| self.err(e, path))
     }
 
     fn hard_link(&mut self, existing: &LayerPath, new: &LayerPath) -> Result<()> {

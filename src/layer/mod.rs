@@ -27,6 +27,7 @@ pub(crate) mod beneath;
 pub mod crash_points;
 pub mod dir;
 pub mod mem;
+pub(crate) mod overlay;
 
 use std::any::Any;
 use std::fmt::Debug;
