@@ -33,14 +33,10 @@
 //! Copied-up files are synced before they become visible unless the layer
 //! is [`Durability::Volatile`] (the kernel's `volatile`).
 //!
-//! Every path is resolved beneath the layer's root without following any
-//! symlink (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-//! RESOLVE_NO_MAGICLINKS`, or a walk of `O_PATH | O_NOFOLLOW` opens where
-//! `openat2` is missing): symlinks in a layer are data, which the merged
-//! view resolves in its own root. Extended attributes of an object are read
-//! and written through `/proc/self/fd` on an `O_PATH` descriptor, so no
-//! fifo or device is ever opened (those of a file the layer is making, on
-//! its own descriptor); `/proc` must be mounted.
+//! Every path is [confined](crate#confinement-on-disk) beneath the
+//! layer's root: symlinks in a layer are data, which the merged view
+//! resolves in its own root. A file the layer is making has its extended
+//! attributes set on its own descriptor.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -64,17 +60,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use camino::{Utf8Path, Utf8PathBuf};
-use rustix::fs::{
-    AtFlags, Mode, OFlags, RenameFlags, StatxFlags, Timespec, Timestamps, XattrFlags,
-};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, StatxFlags, XattrFlags};
 use rustix::io::Errno;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::beneath::{
+use crate::fs::beneath::{
     self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs, raw_xattrs_open,
 };
-use crate::layer::crash_points::sys;
+use crate::fs::crash_points::sys;
+use crate::fs::node::{self, FdMeta};
 use crate::layer::overlay::{Opaque, OverlayAttr, is_whiteout_device};
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
@@ -654,7 +649,7 @@ impl DirLayer {
                 AtFlags::empty(),
             )?;
         }
-        changed |= self.apply_xattrs(XattrsOf::Path(&obj), &meta.xattrs)?;
+        changed |= self.apply_xattrs(&obj, &meta.xattrs)?;
         let same =
             |s: rustix::fs::StatxTimestamp, t: Timestamp| s.tv_sec == t.sec && s.tv_nsec == t.nsec;
         if same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime) {
@@ -686,32 +681,45 @@ impl DirLayer {
         sys::utimensat(
             dir,
             name,
-            &Timestamps {
-                last_access: timespec(meta.atime),
-                last_modification: timespec(meta.mtime),
-            },
+            &node::timestamps(meta),
             AtFlags::SYMLINK_NOFOLLOW,
         )
     }
 
-    /// Makes the user-visible xattrs of `obj` exactly `want`; whether
-    /// anything changed.
-    fn apply_xattrs(&self, obj: XattrsOf<'_>, want: &Xattrs) -> rustix::io::Result<bool> {
-        let have = self.visible_xattrs(obj.raw()?);
-        let mut changed = false;
-        for (name, _) in have.iter() {
-            if want.get(name).is_none() {
-                changed = true;
-                obj.remove(&self.stored_name(name))?;
-            }
+    /// What makes the user-visible xattrs of an object that has `raw`
+    /// exactly `want`: the stored names to remove, and those to set.
+    fn xattr_changes<'w>(
+        &self,
+        raw: Vec<(String, Vec<u8>)>,
+        want: &'w Xattrs,
+    ) -> (Vec<String>, Vec<(String, &'w [u8])>) {
+        let have = self.visible_xattrs(raw);
+        let remove = have
+            .iter()
+            .filter(|(name, _)| want.get(name).is_none())
+            .map(|(name, _)| self.stored_name(name))
+            .collect();
+        let set = want
+            .iter()
+            .filter(|(name, value)| have.get(name) != Some(*value))
+            .map(|(name, value)| (self.stored_name(name), &value[..]))
+            .collect();
+        (remove, set)
+    }
+
+    /// Makes the user-visible xattrs of `obj` (an `O_PATH` descriptor,
+    /// reached through `/proc/self/fd`) exactly `want`; whether anything
+    /// changed.
+    fn apply_xattrs(&self, obj: &OwnedFd, want: &Xattrs) -> rustix::io::Result<bool> {
+        let (remove, set) = self.xattr_changes(raw_xattrs(obj)?, want);
+        let proc = proc_path(obj);
+        for name in &remove {
+            sys::removexattr(&proc, name.as_str())?;
         }
-        for (name, value) in want.iter() {
-            if have.get(name) != Some(value) {
-                changed = true;
-                obj.set(&self.stored_name(name), value)?;
-            }
+        for (name, value) in &set {
+            sys::setxattr(&proc, name.as_str(), value, XattrFlags::empty())?;
         }
-        Ok(changed)
+        Ok(!remove.is_empty() || !set.is_empty())
     }
 
     /// Makes `name` in `dir` an empty directory marked opaque (in the work
@@ -882,24 +890,17 @@ impl DirLayer {
     fn apply_new_file_meta(&self, fd: &OwnedFd, meta: &Metadata) -> rustix::io::Result<()> {
         let st = rustix::fs::fstat(fd)?;
         let chown = (st.st_uid, st.st_gid) != (meta.uid, meta.gid);
-        if chown {
-            sys::fchown(
-                fd,
-                Some(rustix::fs::Uid::from_raw(meta.uid)),
-                Some(rustix::fs::Gid::from_raw(meta.gid)),
-            )?;
-        }
-        if chown || st.st_mode & MODE_MASK != meta.mode & MODE_MASK {
-            sys::fchmod(fd, Mode::from_raw_mode(meta.mode & MODE_MASK))?;
-        }
-        self.apply_xattrs(XattrsOf::Open(fd), &meta.xattrs)?;
-        sys::futimens(
-            fd,
-            &Timestamps {
-                last_access: timespec(meta.atime),
-                last_modification: timespec(meta.mtime),
-            },
-        )
+        // A new file's attributes (inherited ones only) are not changed by
+        // the `chown` before them: read once, up front, by the descriptor.
+        let (remove_xattrs, set_xattrs) = self.xattr_changes(raw_xattrs_open(fd)?, &meta.xattrs);
+        let want = FdMeta {
+            owner: chown.then_some((meta.uid, meta.gid)),
+            mode: (chown || st.st_mode & MODE_MASK != meta.mode & MODE_MASK).then_some(meta.mode),
+            remove_xattrs,
+            set_xattrs,
+            times: Some(node::timestamps(meta)),
+        };
+        node::set_fd_meta(fd, &want).map_err(|(_, e)| e)
     }
 
     /// Links the anonymous file `fd` to `name` in `dir`, the directory's
@@ -963,10 +964,7 @@ impl DirLayer {
 
     /// Sets the atime and mtime of directory `dir` (from [`dir_times`]).
     fn restore_times(&self, dir: &OwnedFd, (atime, mtime): DirTimes) -> rustix::io::Result<()> {
-        let times = Timestamps {
-            last_access: timespec(atime),
-            last_modification: timespec(mtime),
-        };
+        let times = node::times(atime, mtime);
         // By the `O_PATH` descriptor itself (Linux 5.8), else through
         // `/proc/self/fd` (several times dearer: a walk of `/proc`).
         match sys::utimensat(dir, "", &times, AtFlags::EMPTY_PATH) {
@@ -981,38 +979,6 @@ impl DirLayer {
         match self.options.durability {
             Durability::Auto => sys::fsync(fd),
             Durability::Volatile => Ok(()),
-        }
-    }
-}
-
-/// An object whose xattrs are read and written: an `O_PATH` descriptor,
-/// reached through `/proc/self/fd`, or a file open for writing, through
-/// its own descriptor (no walk of `/proc`).
-#[derive(Clone, Copy)]
-enum XattrsOf<'a> {
-    Path(&'a OwnedFd),
-    Open(&'a OwnedFd),
-}
-
-impl XattrsOf<'_> {
-    fn raw(self) -> rustix::io::Result<Vec<(String, Vec<u8>)>> {
-        match self {
-            XattrsOf::Path(fd) => raw_xattrs(fd),
-            XattrsOf::Open(fd) => raw_xattrs_open(fd),
-        }
-    }
-
-    fn set(self, name: &str, value: &[u8]) -> rustix::io::Result<()> {
-        match self {
-            XattrsOf::Path(fd) => sys::setxattr(proc_path(fd), name, value, XattrFlags::empty()),
-            XattrsOf::Open(fd) => sys::fsetxattr(fd, name, value, XattrFlags::empty()),
-        }
-    }
-
-    fn remove(self, name: &str) -> rustix::io::Result<()> {
-        match self {
-            XattrsOf::Path(fd) => sys::removexattr(proc_path(fd), name),
-            XattrsOf::Open(fd) => sys::fremovexattr(fd, name),
         }
     }
 }
@@ -1134,22 +1100,7 @@ impl LayerMut for DirLayer {
                 sys::symlinkat(target.as_str(), &work.fd, tmp)
             }),
             Content::Special => self.create_via_work(path, meta, |work, tmp| {
-                let kind = match meta.file_type {
-                    FileType::Fifo => rustix::fs::FileType::Fifo,
-                    FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
-                    FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
-                    _ => rustix::fs::FileType::Socket,
-                };
-                sys::mknodat(
-                    &work.fd,
-                    tmp,
-                    kind,
-                    Mode::from_raw_mode(0o600),
-                    rustix::fs::makedev(
-                        crate::meta::major(meta.rdev),
-                        crate::meta::minor(meta.rdev),
-                    ),
-                )
+                node::make_special(&work.fd, tmp, meta)
             }),
         }
     }
@@ -1585,14 +1536,11 @@ impl DirLayer {
             Mode::from_raw_mode(meta.mode & MODE_MASK),
             AtFlags::empty(),
         )?;
-        self.apply_xattrs(XattrsOf::Path(fd), &meta.xattrs)?;
+        self.apply_xattrs(fd, &meta.xattrs)?;
         sys::utimensat(
             &self.root,
             proc.as_str(),
-            &Timestamps {
-                last_access: timespec(meta.atime),
-                last_modification: timespec(meta.mtime),
-            },
+            &node::timestamps(meta),
             AtFlags::empty(),
         )
     }
@@ -1620,13 +1568,6 @@ fn dir_times(dir: &OwnedFd) -> rustix::io::Result<DirTimes> {
     )?;
     let t = |t: rustix::fs::StatxTimestamp| Timestamp::new(t.tv_sec, t.tv_nsec);
     Ok((t(st.stx_atime), t(st.stx_mtime)))
-}
-
-fn timespec(t: Timestamp) -> Timespec {
-    Timespec {
-        tv_sec: t.sec,
-        tv_nsec: i64::from(t.nsec),
-    }
 }
 
 /// Where the data of a copy comes from: a file of another `DirLayer`

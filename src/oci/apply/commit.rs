@@ -9,9 +9,9 @@ use rustix::io::Errno;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::fs::beneath::{errno_error, open_beneath, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::Content;
 use crate::layer::LayerMut;
-use crate::layer::beneath::{errno_error, open_beneath, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::mem::MemLayer;
 use crate::layer::overlay::is_bookkeeping_xattr;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};

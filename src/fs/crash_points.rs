@@ -162,10 +162,10 @@ pub(crate) mod sys {
     }
 
     pub(crate) fn write_all_at(fd: &OwnedFd, data: &[u8], offset: u64) -> Result<()> {
-        after(crate::layer::beneath::write_all_at(fd, data, offset))
+        after(crate::fs::beneath::write_all_at(fd, data, offset))
     }
 
     pub(crate) fn copy_fd(from: &OwnedFd, to: &OwnedFd) -> Result<()> {
-        after(crate::layer::beneath::copy_fd(from, to))
+        after(crate::fs::beneath::copy_fd(from, to))
     }
 }
