@@ -3,16 +3,35 @@
 //!
 //! Metadata goes on in one order: owner first (a change of owner clears
 //! setuid and file capabilities), then mode, then extended attributes, then
-//! times (a change of anything else changes them). Every call that changes
-//! the disk goes through the crash-point wrappers.
+//! times (a change of anything else changes them). The calls of a
+//! `DirLayer` are crash points ([`Steps::Counted`]); those of a flatten are
+//! not, so a flatten running beside the crash test does not move its count.
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{Mode, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use crate::fs::crash_points::sys;
+use crate::fs::crash_points::step;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, major, minor};
+
+/// Whether the calls of this module are crash points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Steps {
+    /// Each disk-changing call is one step of the crash test (a `DirLayer`).
+    Counted,
+    /// Plain calls (a flatten).
+    Uncounted,
+}
+
+impl Steps {
+    fn after<T>(self, r: rustix::io::Result<T>) -> rustix::io::Result<T> {
+        if self == Steps::Counted {
+            step();
+        }
+        r
+    }
+}
 
 /// The access and modification times of `meta`, as the kernel takes them.
 pub(crate) fn timestamps(meta: &Metadata) -> Timestamps {
@@ -36,20 +55,25 @@ fn timespec(t: Timestamp) -> Timespec {
 
 /// Makes fifo, socket or device `name` in `dir` (mode `0600`, until its
 /// metadata is set) with the type and device number of `meta`.
-pub(crate) fn make_special(dir: &impl AsFd, name: &str, meta: &Metadata) -> rustix::io::Result<()> {
+pub(crate) fn make_special(
+    steps: Steps,
+    dir: &impl AsFd,
+    name: &str,
+    meta: &Metadata,
+) -> rustix::io::Result<()> {
     let kind = match meta.file_type {
         FileType::Fifo => rustix::fs::FileType::Fifo,
         FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
         FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
         _ => rustix::fs::FileType::Socket,
     };
-    sys::mknodat(
+    steps.after(rustix::fs::mknodat(
         dir,
         name,
         kind,
         Mode::from_raw_mode(0o600),
         rustix::fs::makedev(major(meta.rdev), minor(meta.rdev)),
-    )
+    ))
 }
 
 /// What [`set_fd_meta`] changes; `None` leaves it as it is.
@@ -81,27 +105,47 @@ pub(crate) enum MetaStep {
 
 /// Gives the open file or directory `fd` the metadata of `want`, in the
 /// order of the module docs; on failure, the step and its errno.
-pub(crate) fn set_fd_meta(fd: &OwnedFd, want: &FdMeta<'_>) -> Result<(), (MetaStep, Errno)> {
+pub(crate) fn set_fd_meta(
+    steps: Steps,
+    fd: &OwnedFd,
+    want: &FdMeta<'_>,
+) -> Result<(), (MetaStep, Errno)> {
     if let Some((uid, gid)) = want.owner {
-        sys::fchown(
-            fd,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .map_err(|e| (MetaStep::Owner, e))?;
+        steps
+            .after(rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            ))
+            .map_err(|e| (MetaStep::Owner, e))?;
     }
     if let Some(mode) = want.mode {
-        sys::fchmod(fd, Mode::from_raw_mode(mode & MODE_MASK)).map_err(|e| (MetaStep::Mode, e))?;
+        steps
+            .after(rustix::fs::fchmod(
+                fd,
+                Mode::from_raw_mode(mode & MODE_MASK),
+            ))
+            .map_err(|e| (MetaStep::Mode, e))?;
     }
     for name in &want.remove_xattrs {
-        sys::fremovexattr(fd, name.as_str()).map_err(|e| (MetaStep::Xattr(name.clone()), e))?;
+        steps
+            .after(rustix::fs::fremovexattr(fd, name.as_str()))
+            .map_err(|e| (MetaStep::Xattr(name.clone()), e))?;
     }
     for (name, value) in &want.set_xattrs {
-        sys::fsetxattr(fd, name.as_str(), value, XattrFlags::empty())
+        steps
+            .after(rustix::fs::fsetxattr(
+                fd,
+                name.as_str(),
+                value,
+                XattrFlags::empty(),
+            ))
             .map_err(|e| (MetaStep::Xattr(name.clone()), e))?;
     }
     match &want.times {
-        Some(times) => sys::futimens(fd, times).map_err(|e| (MetaStep::Times, e)),
+        Some(times) => steps
+            .after(rustix::fs::futimens(fd, times))
+            .map_err(|e| (MetaStep::Times, e)),
         None => Ok(()),
     }
 }

@@ -69,7 +69,7 @@ use crate::fs::beneath::{
     self, errno_error, open_o_path, proc_path, procfs_is_mounted, raw_xattrs, raw_xattrs_open,
 };
 use crate::fs::crash_points::sys;
-use crate::fs::node::{self, FdMeta};
+use crate::fs::node::{self, FdMeta, Steps};
 use crate::layer::overlay::{Opaque, OverlayAttr, is_whiteout_device};
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};

@@ -168,7 +168,7 @@ impl DirLayer {
             set_xattrs,
             times: Some(node::timestamps(meta)),
         };
-        node::set_fd_meta(fd, &want).map_err(|(_, e)| e)
+        node::set_fd_meta(Steps::Counted, fd, &want).map_err(|(_, e)| e)
     }
 }
 
@@ -199,7 +199,7 @@ impl LayerMut for DirLayer {
                 sys::symlinkat(target.as_str(), &work.fd, tmp)
             }),
             Content::Special => self.create_via_work(path, meta, |work, tmp| {
-                node::make_special(&work.fd, tmp, meta)
+                node::make_special(Steps::Counted, &work.fd, tmp, meta)
             }),
         }
     }

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::fs::beneath::{
     copy_fd, errno_kind, open_beneath, open_o_path, proc_path, procfs_is_mounted,
 };
-use crate::fs::node::{self, FdMeta, MetaStep};
+use crate::fs::node::{self, FdMeta, MetaStep, Steps};
 use crate::meta::{FileType, MODE_MASK, Metadata, rdev_fits_mknod, xattr_allowed_on};
 use crate::oci::apply::applier::{
     Answer, ApplyTarget, Ask, Held, Refusal, apply_entry, implied_dir_meta, link_target_below,
@@ -1910,7 +1910,7 @@ impl Disk {
         match body {
             Body::Symlink(target) => rustix::fs::symlinkat(target.as_str(), dir, name)
                 .map_err(|e| DiskError::new(e, "cannot create the symlink"))?,
-            _ => node::make_special(dir, name, meta)
+            _ => node::make_special(Steps::Uncounted, dir, name, meta)
                 .map_err(|e| DiskError::new(e, "cannot create the special file"))?,
         }
         if let Some((uid, gid)) = owner {
@@ -1976,7 +1976,7 @@ impl Disk {
             set_xattrs,
             times: refused.is_none().then(|| node::timestamps(meta)),
         };
-        node::set_fd_meta(fd, &want).map_err(|(step, e)| match step {
+        node::set_fd_meta(Steps::Uncounted, fd, &want).map_err(|(step, e)| match step {
             MetaStep::Owner => {
                 let (uid, gid) = owner.unwrap_or((meta.uid, meta.gid));
                 chown_error(e, uid, gid)
