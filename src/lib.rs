@@ -103,16 +103,11 @@
 //!   root. Layers never follow symlinks themselves; the merged view
 //!   resolves every symlink inside its own root (`..` stops at the root, an
 //!   absolute target starts there, at most 40 links).
-//! - *Symlinks planted on disk.* A [`DirLayer`] opens every path beneath
-//!   its root with `openat2` (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-//!   RESOLVE_NO_MAGICLINKS`, or an `O_PATH|O_NOFOLLOW` walk on kernels
-//!   without it), so a symlink in a layer directory is never followed; fifos
-//!   and devices in a layer are never opened (their xattrs are read through
-//!   `/proc/self/fd` on `O_PATH` descriptors, after checking `/proc` is a
-//!   real procfs). Flattening an image opens its target with
-//!   `O_DIRECTORY|O_NOFOLLOW` and makes every file relative to it the same
-//!   way, with `O_EXCL|O_NOFOLLOW` creates, so no entry of any layer can
-//!   write, chmod or chown through a symlink another entry made.
+//! - *Symlinks planted on disk.* A [`DirLayer`] and a flatten's target
+//!   are [confined on disk](#confinement-on-disk): a symlink in a layer
+//!   directory is never followed, fifos and devices in it are never
+//!   opened, and no entry of any layer can write, chmod or chown through a
+//!   symlink another entry made.
 //! - *Hostile layer tars.* Tars are applied, never extracted. Refused with
 //!   a clear error naming the entry: names with `..` (a leading `/` is
 //!   dropped, as GNU tar does), whiteouts named `.wh.`, `.wh..`, `.wh...`,
@@ -188,6 +183,23 @@
 //!   crash may still bring the old index back. The `layerstack` tool then
 //!   succeeds with a warning that says so.
 //!
+//!
+//! ## Confinement on disk
+//!
+//! Every path on disk ([`DirLayer`], a flatten's target) is opened relative
+//! to a descriptor of its root, never as a joined string. A [`LayerPath`]
+//! (relative, normalised, no `..`) is opened with `openat2` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, or,
+//! where `openat2` is missing, by a walk of `O_PATH | O_NOFOLLOW` opens, so
+//! no symlink is ever followed and nothing outside the root is reached
+//! whatever the tree below it holds; a symlink on the way is `ENOTDIR`.
+//! Objects are made with `O_CREAT | O_EXCL | O_NOFOLLOW`, `mkdirat`,
+//! `symlinkat`, `mknodat` and `linkat` (never following), and changed with
+//! `AT_SYMLINK_NOFOLLOW` calls. Fifos and devices are never opened: their
+//! mode and extended attributes (and those of symlinks) are read and set
+//! through `/proc/self/fd` on an `O_PATH` descriptor, after checking that
+//! `/proc` is a real procfs (its magic links then lead to our own
+//! descriptors), so `/proc` must be mounted.
 //! # Limitations
 //!
 //! - The view acts as root and checks no permissions.
@@ -264,6 +276,7 @@
 
 pub mod data;
 pub mod error;
+mod fs;
 pub mod layer;
 pub mod meta;
 pub mod model;

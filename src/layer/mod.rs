@@ -22,11 +22,11 @@
 //! themselves with the conformance suite in `layerstack::testing` (feature
 //! `proptest`).
 
-pub(crate) mod beneath;
 #[doc(hidden)]
-pub mod crash_points;
+pub use crate::fs::crash_points;
 pub mod dir;
 pub mod mem;
+pub(crate) mod overlay;
 
 use std::any::Any;
 use std::fmt::Debug;

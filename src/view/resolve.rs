@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
 use crate::layer::mem::MemLayer;
+use crate::layer::overlay::Redirect;
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, Metadata};
 use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath, validate_name};
@@ -1209,16 +1210,14 @@ fn dir_res(found: Vec<(usize, LayerPath)>) -> Option<Res> {
 /// Where the layers below a directory with redirect `r` (found under the
 /// name `name` in layer `idx`) hold its contents.
 fn redirect_continuation(r: &str, name: &str, idx: usize) -> Continue {
-    if r.starts_with('/') {
-        Continue::Absolute {
+    match Redirect::parse(r) {
+        Redirect::Absolute(_) | Redirect::Invalid => Continue::Absolute {
             path: r.to_owned(),
             below: idx,
-        }
-    } else if r.is_empty() || r.contains('/') || r == "." || r == ".." {
+        },
         // Not a valid relative redirect: the kernel ignores it.
-        Continue::Name(name.to_owned())
-    } else {
-        Continue::Name(r.to_owned())
+        Redirect::Ignored => Continue::Name(name.to_owned()),
+        Redirect::Name(r) => Continue::Name(r),
     }
 }
 

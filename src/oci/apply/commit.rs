@@ -9,10 +9,11 @@ use rustix::io::Errno;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::fs::beneath::{errno_error, open_beneath, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::Content;
 use crate::layer::LayerMut;
-use crate::layer::beneath::{errno_error, open_beneath, proc_path, procfs_is_mounted, raw_xattrs};
 use crate::layer::mem::MemLayer;
+use crate::layer::overlay::is_bookkeeping_xattr;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::oci::apply::rootless::{Identity, RootlessMap};
 use crate::oci::tar::whiteout::is_reserved;
@@ -821,10 +822,7 @@ fn same_attributes(base: &Metadata, now: &Metadata) -> bool {
 pub(super) fn keep_xattr(name: &str) -> bool {
     let namespace =
         name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security.");
-    namespace
-        && !name.starts_with("trusted.overlay.")
-        && !name.starts_with("user.overlay.")
-        && name != "security.selinux"
+    namespace && !is_bookkeeping_xattr(name) && name != "security.selinux"
 }
 
 pub(super) fn kept_xattrs(xattrs: &Xattrs) -> Xattrs {

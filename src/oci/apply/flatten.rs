@@ -10,10 +10,11 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::beneath::{
+use crate::fs::beneath::{
     copy_fd, errno_kind, open_beneath, open_o_path, proc_path, procfs_is_mounted,
 };
-use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, rdev_fits_mknod, xattr_allowed_on};
+use crate::fs::node::{self, FdMeta, MetaStep, Steps};
+use crate::meta::{FileType, MODE_MASK, Metadata, rdev_fits_mknod, xattr_allowed_on};
 use crate::oci::apply::applier::{
     Answer, ApplyTarget, Ask, Held, Refusal, apply_entry, implied_dir_meta, link_target_below,
 };
@@ -226,19 +227,12 @@ pub struct FlattenSummary {
 /// The layers are untrusted; the target directory is the caller's. The
 /// target must not exist (it is created with mode `0755`) or be an empty
 /// directory, and is opened with `O_DIRECTORY | O_NOFOLLOW`. Every
-/// operation after that is relative to that descriptor: parents are opened
-/// with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-/// RESOLVE_NO_MAGICLINKS` (or a walk of `O_PATH | O_NOFOLLOW` opens where
-/// `openat2` is missing), files are created with `O_CREAT | O_EXCL |
-/// O_NOFOLLOW`, and `mkdirat`, `symlinkat`, `mknodat`, `linkat` (never
-/// following), `fchownat`/`utimensat` with `AT_SYMLINK_NOFOLLOW` do the
-/// rest. So even a bug in the bookkeeping above cannot write through a
-/// symlink: nothing outside the target is read, written or removed. An
-/// entry under a symlink or file of a lower layer is refused (`ENOTDIR`), as
-/// import refuses it. Limits ([`Limits`]) apply to each layer. Permission
-/// bits of fifos and devices and extended attributes of symlinks and
-/// special files are set through `/proc/self/fd` on an `O_PATH`
-/// descriptor, so no fifo or device is ever opened.
+/// operation after that is relative to that descriptor and
+/// [confined](crate#confinement-on-disk) beneath it. So even a bug in the
+/// bookkeeping above cannot write through a symlink: nothing outside the
+/// target is read, written or removed. An entry under a symlink or file of
+/// a lower layer is refused (`ENOTDIR`), as import refuses it. Limits
+/// ([`Limits`]) apply to each layer.
 ///
 /// # Limitations
 ///
@@ -1916,24 +1910,8 @@ impl Disk {
         match body {
             Body::Symlink(target) => rustix::fs::symlinkat(target.as_str(), dir, name)
                 .map_err(|e| DiskError::new(e, "cannot create the symlink"))?,
-            _ => {
-                let kind = match meta.file_type {
-                    FileType::CharDevice => rustix::fs::FileType::CharacterDevice,
-                    FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
-                    _ => rustix::fs::FileType::Fifo,
-                };
-                rustix::fs::mknodat(
-                    dir,
-                    name,
-                    kind,
-                    Mode::from_raw_mode(0o600),
-                    rustix::fs::makedev(
-                        crate::meta::major(meta.rdev),
-                        crate::meta::minor(meta.rdev),
-                    ),
-                )
-                .map_err(|e| DiskError::new(e, "cannot create the special file"))?;
-            }
+            _ => node::make_special(Steps::Uncounted, dir, name, meta)
+                .map_err(|e| DiskError::new(e, "cannot create the special file"))?,
         }
         if let Some((uid, gid)) = owner {
             rustix::fs::chownat(
@@ -1963,32 +1941,53 @@ impl Disk {
                 )?;
             }
         }
-        rustix::fs::utimensat(dir, name, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| DiskError::new(e, "cannot set its times"))
+        rustix::fs::utimensat(
+            dir,
+            name,
+            &node::timestamps(meta),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| DiskError::new(e, "cannot set its times"))
     }
 
     /// Owner, mode, extended attributes and times of an open file or
     /// directory, in that order.
     fn set_fd_meta(&self, fd: &OwnedFd, meta: &Metadata) -> Result<(), DiskError> {
-        if let Some((uid, gid)) = self.owner(meta) {
-            rustix::fs::fchown(
-                fd,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .map_err(|e| chown_error(e, uid, gid))?;
-        }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & MODE_MASK))
-            .map_err(|e| DiskError::new(e, "cannot set its mode"))?;
+        let owner = self.owner(meta);
+        let mut set_xattrs = Vec::new();
+        let mut refused = None;
         for (name, value) in meta.xattrs.iter() {
-            if self.writes_xattr(meta.file_type, name)? {
-                rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty()).map_err(|e| {
-                    DiskError::new(e, format!("cannot set extended attribute `{name}`"))
-                })?;
+            match self.writes_xattr(meta.file_type, name) {
+                Ok(true) => set_xattrs.push((name.to_owned(), &value[..])),
+                Ok(false) => {}
+                Err(e) => {
+                    // Owner and mode go on first all the same, and may fail
+                    // first.
+                    refused = Some(e);
+                    set_xattrs.clear();
+                    break;
+                }
             }
         }
-        rustix::fs::futimens(fd, &timestamps(meta))
-            .map_err(|e| DiskError::new(e, "cannot set its times"))
+        let want = FdMeta {
+            owner,
+            mode: Some(meta.mode),
+            remove_xattrs: Vec::new(),
+            set_xattrs,
+            times: refused.is_none().then(|| node::timestamps(meta)),
+        };
+        node::set_fd_meta(Steps::Uncounted, fd, &want).map_err(|(step, e)| match step {
+            MetaStep::Owner => {
+                let (uid, gid) = owner.unwrap_or((meta.uid, meta.gid));
+                chown_error(e, uid, gid)
+            }
+            MetaStep::Mode => DiskError::new(e, "cannot set its mode"),
+            MetaStep::Xattr(name) => {
+                DiskError::new(e, format!("cannot set extended attribute `{name}`"))
+            }
+            MetaStep::Times => DiskError::new(e, "cannot set its times"),
+        })?;
+        refused.map_or(Ok(()), Err)
     }
 
     fn set_dir_meta(&mut self, path: &LayerPath, meta: &Metadata) -> Result<(), DiskError> {
@@ -2119,17 +2118,6 @@ fn chown_error(e: Errno, uid: u32, gid: u32) -> DiskError {
         )
     } else {
         DiskError::new(e, format!("cannot give it owner {uid}:{gid}"))
-    }
-}
-
-fn timestamps(meta: &Metadata) -> Timestamps {
-    let ts = |t: Timestamp| Timespec {
-        tv_sec: t.sec,
-        tv_nsec: i64::from(t.nsec),
-    };
-    Timestamps {
-        last_access: ts(meta.atime),
-        last_modification: ts(meta.mtime),
     }
 }
 

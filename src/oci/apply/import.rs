@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
+use crate::layer::overlay::is_bookkeeping_xattr;
 use crate::layer::{Content, Entry, Layer, LayerMut};
 use crate::meta::{FileType, Metadata, S_ISGID, S_ISUID, check_xattr_name};
 use crate::oci::apply::applier::{Answer, ApplyTarget, Ask, Held, apply_entry};
@@ -657,11 +658,13 @@ pub(super) fn object_meta(
     counts: &mut Counts,
 ) -> Result<Metadata> {
     let mut meta = entry.metadata();
-    let is_bookkeeping =
-        |name: &str| name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
-    let dropped = meta.xattrs.names().filter(|n| is_bookkeeping(n)).count();
+    let dropped = meta
+        .xattrs
+        .names()
+        .filter(|n| is_bookkeeping_xattr(n))
+        .count();
     if dropped > 0 {
-        meta.xattrs.retain(|name, _| !is_bookkeeping(name));
+        meta.xattrs.retain(|name, _| !is_bookkeeping_xattr(name));
         counts.overlay_xattrs_dropped += dropped as u64;
     }
     for (name, _) in meta.xattrs.iter() {

@@ -581,7 +581,7 @@ impl RootlessMap {
                     .with_detail("it is a symlink (refused: a rootless map is a regular file)"));
             }
             Err(e) => {
-                return Err(crate::layer::beneath::errno_error(
+                return Err(crate::fs::beneath::errno_error(
                     e,
                     Operation::Read,
                     path.as_str(),
@@ -589,7 +589,7 @@ impl RootlessMap {
             }
         };
         let st = rustix::fs::fstat(&fd)
-            .map_err(|e| crate::layer::beneath::errno_error(e, Operation::Read, path.as_str()))?;
+            .map_err(|e| crate::fs::beneath::errno_error(e, Operation::Read, path.as_str()))?;
         if FileType::from_mode(st.st_mode) != Some(FileType::File) {
             return Err(Error::new(ErrorKind::InvalidInput, Operation::Read, path)
                 .with_detail("it is not a regular file"));

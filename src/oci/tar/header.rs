@@ -5,6 +5,7 @@
 use tar::{EntryType, Header};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::overlay::is_bookkeeping_xattr;
 use crate::meta::{MODE_MASK, Timestamp, Xattrs};
 use crate::path::LayerPath;
 
@@ -39,11 +40,6 @@ pub(crate) struct HeaderSpec<'a> {
     pub(crate) device: Option<(u32, u32)>,
     /// Extended attributes (overlay bookkeeping is left out here).
     pub(crate) xattrs: Option<&'a Xattrs>,
-}
-
-/// Whether an extended attribute is overlayfs bookkeeping.
-pub(crate) fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 
 /// The ustar header of `spec` and the PAX records it needs (empty if none).
@@ -109,7 +105,7 @@ pub(crate) fn build_header(spec: &HeaderSpec<'_>, path: &LayerPath) -> Result<(H
     });
 
     if let Some(xattrs) = spec.xattrs {
-        for (name, value) in xattrs.iter().filter(|(n, _)| !is_overlay_xattr(n)) {
+        for (name, value) in xattrs.iter().filter(|(n, _)| !is_bookkeeping_xattr(n)) {
             if name.contains('=') || name.contains('\0') {
                 return Err(error(
                     ErrorKind::InvalidInput,

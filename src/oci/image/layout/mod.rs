@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::beneath::{errno_error, errno_kind};
+use crate::fs::beneath::{errno_error, errno_kind};
 use crate::meta::FileType;
 use crate::oci::Compression;
 use crate::oci::image::digest::{Digest, DigestWriter, Hasher};

@@ -36,7 +36,9 @@ pub(crate) fn step() {
 }
 
 /// The disk-changing calls of `rustix::fs` (and the helpers of
-/// `beneath`), each followed by [`step`].
+/// `beneath`), each followed by [`step`]. Those on a descriptor
+/// (`fchown`, `fchmod`, `fsetxattr`, `futimens`, ...) are counted in
+/// `fs::node` (`Steps::Counted`).
 pub(crate) mod sys {
     use std::os::fd::{AsFd, OwnedFd};
 
@@ -65,32 +67,12 @@ pub(crate) mod sys {
         after(rustix::fs::chownat(d, p, u, g, f))
     }
 
-    pub(crate) fn fchmod<Fd: AsFd>(fd: Fd, m: Mode) -> Result<()> {
-        after(rustix::fs::fchmod(fd, m))
-    }
-
-    pub(crate) fn fchown<Fd: AsFd>(fd: Fd, u: Option<Uid>, g: Option<Gid>) -> Result<()> {
-        after(rustix::fs::fchown(fd, u, g))
-    }
-
-    pub(crate) fn fremovexattr<Fd: AsFd, N: Arg>(fd: Fd, n: N) -> Result<()> {
-        after(rustix::fs::fremovexattr(fd, n))
-    }
-
-    pub(crate) fn fsetxattr<Fd: AsFd, N: Arg>(fd: Fd, n: N, v: &[u8], f: XattrFlags) -> Result<()> {
-        after(rustix::fs::fsetxattr(fd, n, v, f))
-    }
-
     pub(crate) fn fsync<Fd: AsFd>(fd: Fd) -> Result<()> {
         after(rustix::fs::fsync(fd))
     }
 
     pub(crate) fn ftruncate<Fd: AsFd>(fd: Fd, len: u64) -> Result<()> {
         after(rustix::fs::ftruncate(fd, len))
-    }
-
-    pub(crate) fn futimens<Fd: AsFd>(fd: Fd, t: &Timestamps) -> Result<()> {
-        after(rustix::fs::futimens(fd, t))
     }
 
     pub(crate) fn linkat<P: Arg, Q: Arg, PFd: AsFd, QFd: AsFd>(
@@ -162,10 +144,10 @@ pub(crate) mod sys {
     }
 
     pub(crate) fn write_all_at(fd: &OwnedFd, data: &[u8], offset: u64) -> Result<()> {
-        after(crate::layer::beneath::write_all_at(fd, data, offset))
+        after(crate::fs::beneath::write_all_at(fd, data, offset))
     }
 
     pub(crate) fn copy_fd(from: &OwnedFd, to: &OwnedFd) -> Result<()> {
-        after(crate::layer::beneath::copy_fd(from, to))
+        after(crate::fs::beneath::copy_fd(from, to))
     }
 }

@@ -1,11 +1,6 @@
 //! Disk I/O confined beneath a root directory descriptor: the helpers that
-//! [`DirLayer`](super::dir::DirLayer) and `oci::flatten` share.
-//!
-//! Paths are [`LayerPath`]s (validated: relative, no `..`) and are opened
-//! with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-//! RESOLVE_NO_MAGICLINKS`, or, where `openat2` is missing, by a walk of
-//! `O_PATH | O_NOFOLLOW` opens: no symlink is ever followed, so nothing
-//! outside the root is reached whatever the tree below it holds.
+//! [`DirLayer`](crate::DirLayer) and `oci::flatten` share, by the rules of
+//! [the crate docs](crate#confinement-on-disk).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 

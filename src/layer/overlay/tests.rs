@@ -1,0 +1,145 @@
+use super::*;
+
+fn raw(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
+        .collect()
+}
+
+#[test]
+fn namespaces_have_the_kernels_prefixes() {
+    assert_eq!(OverlayXattrs::Trusted.prefix(), "trusted.overlay.");
+    assert_eq!(OverlayXattrs::User.prefix(), "user.overlay.");
+    assert_eq!(OverlayXattrs::default(), OverlayXattrs::Trusted);
+    assert_eq!(
+        OverlayXattrs::Trusted.name(OverlayAttr::Opaque),
+        "trusted.overlay.opaque"
+    );
+    assert_eq!(
+        OverlayXattrs::User.name(OverlayAttr::Redirect),
+        "user.overlay.redirect"
+    );
+    assert_eq!(
+        OverlayXattrs::User.name(OverlayAttr::Whiteout),
+        "user.overlay.whiteout"
+    );
+    assert_eq!(
+        OverlayXattrs::Trusted.name(OverlayAttr::Metacopy),
+        "trusted.overlay.metacopy"
+    );
+}
+
+#[test]
+fn find_reads_only_its_own_namespace_and_exact_key() {
+    let stored = raw(&[
+        ("user.overlay.opaque", b"x"),
+        ("trusted.overlay.overlay.opaque", b"user's"),
+        ("trusted.overlay.opaque", b"y"),
+        ("trusted.overlay.redirect", b"/a/b"),
+    ]);
+    let t = OverlayXattrs::Trusted;
+    assert_eq!(t.find(&stored, OverlayAttr::Opaque), Some(&b"y"[..]));
+    assert_eq!(t.find(&stored, OverlayAttr::Redirect), Some(&b"/a/b"[..]));
+    assert_eq!(t.find(&stored, OverlayAttr::Whiteout), None);
+    let u = OverlayXattrs::User;
+    assert_eq!(u.find(&stored, OverlayAttr::Opaque), Some(&b"x"[..]));
+    assert_eq!(u.find(&stored, OverlayAttr::Redirect), None);
+}
+
+#[test]
+fn escaping_round_trips_and_hides_bookkeeping() {
+    for ns in [OverlayXattrs::Trusted, OverlayXattrs::User] {
+        let p = ns.prefix();
+        for user in [
+            format!("{p}opaque"),
+            format!("{p}overlay.x"),
+            "user.mime".to_owned(),
+            "security.capability".to_owned(),
+        ] {
+            let stored = ns.stored_name(&user);
+            assert_eq!(ns.visible_name(&stored).as_deref(), Some(user.as_str()));
+        }
+        assert_eq!(
+            ns.stored_name(&format!("{p}origin")),
+            format!("{p}overlay.origin")
+        );
+        for bookkeeping in ["origin", "impure", "uuid", "nlink", "opaque", "redirect"] {
+            assert_eq!(ns.visible_name(&format!("{p}{bookkeeping}")), None);
+        }
+    }
+    // The other namespace is plain data to this one.
+    assert_eq!(
+        OverlayXattrs::Trusted
+            .visible_name("user.overlay.opaque")
+            .as_deref(),
+        Some("user.overlay.opaque")
+    );
+    assert_eq!(
+        OverlayXattrs::User.stored_name("trusted.overlay.opaque"),
+        "trusted.overlay.opaque"
+    );
+}
+
+#[test]
+fn bookkeeping_is_either_overlay_namespace() {
+    for name in [
+        "trusted.overlay.opaque",
+        "trusted.overlay.overlay.x",
+        "user.overlay.origin",
+        "user.overlay.",
+    ] {
+        assert!(is_bookkeeping_xattr(name), "{name}");
+    }
+    for name in [
+        "trusted.overlayx",
+        "user.overlay",
+        "security.overlay.opaque",
+        "user.mime",
+        "trusted.md5",
+    ] {
+        assert!(!is_bookkeeping_xattr(name), "{name}");
+    }
+}
+
+#[test]
+fn whiteout_device_is_zero_zero_only() {
+    assert!(is_whiteout_device(0, 0));
+    assert!(!is_whiteout_device(0, 1));
+    assert!(!is_whiteout_device(1, 0));
+    assert!(!is_whiteout_device(1, 3));
+}
+
+#[test]
+fn opaque_values() {
+    assert_eq!(Opaque::parse(None), Opaque::No);
+    assert_eq!(Opaque::parse(Some(b"y")), Opaque::Yes);
+    assert_eq!(Opaque::parse(Some(b"x")), Opaque::XattrWhiteouts);
+    assert_eq!(Opaque::parse(Some(b"Y")), Opaque::No);
+    assert_eq!(Opaque::parse(Some(b"yy")), Opaque::No);
+    assert_eq!(Opaque::parse(Some(b"")), Opaque::No);
+    for o in [Opaque::No, Opaque::Yes, Opaque::XattrWhiteouts] {
+        assert_eq!(Opaque::parse(o.value()), o);
+    }
+}
+
+#[test]
+fn redirects_parse_as_the_kernel_follows_them() {
+    assert_eq!(Redirect::parse("b"), Redirect::Name("b".into()));
+    assert_eq!(Redirect::parse(".wh.b"), Redirect::Name(".wh.b".into()));
+    assert_eq!(
+        Redirect::parse("/a/b"),
+        Redirect::Absolute(LayerPath::new("a/b").unwrap())
+    );
+    assert_eq!(Redirect::parse("/"), Redirect::Absolute(LayerPath::root()));
+    for ignored in ["", ".", "..", "a/b", "a/"] {
+        assert_eq!(Redirect::parse(ignored), Redirect::Ignored, "{ignored:?}");
+    }
+    for invalid in ["/a/../b", "//a", "/a/", "/./a", "/a\0b"] {
+        assert_eq!(Redirect::parse(invalid), Redirect::Invalid, "{invalid:?}");
+    }
+    assert!(Redirect::parse("/a").is_absolute());
+    assert!(Redirect::parse("/..").is_absolute());
+    assert!(!Redirect::parse("a").is_absolute());
+    assert!(!Redirect::parse("a/b").is_absolute());
+}
