@@ -775,7 +775,12 @@ impl MergedView {
     /// `ENOENT` if `original` or the parent of `link` is missing, `EEXIST`
     /// if `link` exists, `EPERM` if `original` is a directory.
     pub fn hard_link(&self, original: impl AsRef<str>, link: impl AsRef<str>) -> Result<()> {
-        let (user, user_link) = (original.as_ref(), link.as_ref());
+        let link = link.as_ref();
+        self.hard_link_inner(original.as_ref(), link)
+            .map_err(|e| e.with_second_path(link))
+    }
+
+    fn hard_link_inner(&self, user: &str, user_link: &str) -> Result<()> {
         let op = Operation::HardLink;
         for p in [user, user_link] {
             if p.contains('\0') {
@@ -951,7 +956,12 @@ impl MergedView {
         to: impl AsRef<str>,
         mode: RenameMode,
     ) -> Result<()> {
-        let (user, user_to) = (from.as_ref(), to.as_ref());
+        let to = to.as_ref();
+        self.rename_inner(from.as_ref(), to, mode)
+            .map_err(|e| e.with_second_path(to))
+    }
+
+    fn rename_inner(&self, user: &str, user_to: &str, mode: RenameMode) -> Result<()> {
         let op = Operation::Rename;
         for p in [user, user_to] {
             if p.contains('\0') {

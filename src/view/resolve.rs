@@ -215,6 +215,7 @@ impl State {
             _ => {
                 return Err(Error::new(ErrorKind::NotADirectory, Operation::Lookup, "/")
                     .with_layer(self.upper.describe())
+                    .with_layer_index(UPPER)
                     .with_detail("the upper layer's root is not a directory"));
             }
         }
@@ -276,6 +277,7 @@ impl State {
             }
             _ => Err(Error::new(ErrorKind::Io, Operation::Lookup, path.as_str())
                 .with_layer(self.layer(idx).describe())
+                .with_layer_index(idx)
                 .with_detail("a layer changed while the view was using it")),
         }
     }
@@ -293,6 +295,7 @@ impl State {
         let refused = |kind: ErrorKind, detail: &str| {
             Error::new(kind, Operation::Lookup, path.as_str())
                 .with_layer(self.layer(idx).describe())
+                .with_layer_index(idx)
                 .with_detail(detail.to_owned())
         };
         if self.metacopy == Metacopy::Refuse {
