@@ -63,12 +63,12 @@ use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, Layer, Node};
+use crate::merged::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode, ViewOptions};
 use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX, Xattrs,
     check_xattr_name, mode_after_chown, xattr_allowed_on,
 };
 use crate::path::{Component, LastKind, LayerPath, UserPath, validate_name};
-use crate::view::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode, ViewOptions};
 
 /// What the user sees of one object (times and inode numbers left out:
 /// the model does not track them).

@@ -9,7 +9,6 @@
 
 mod copy_up;
 mod file;
-mod options;
 mod readdir;
 mod readers;
 pub(crate) mod resolve;
@@ -19,8 +18,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use camino::Utf8PathBuf;
 
+pub use crate::merged::options::*;
 pub use file::File;
-pub use options::*;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};

@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
+use crate::merged::Metacopy;
 use crate::meta::{FileType, Metadata};
 use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath};
-use crate::view::options::Metacopy;
 
 /// The index of the upper layer; lower layer `i` (top first) is `i + 1`.
 pub(crate) const UPPER: usize = 0;
