@@ -1,15 +1,14 @@
 //! The merged-view contract: what every implementation of overlay semantics
 //! promises, stated once as a trait, and the options they share.
 //!
-//! [`MergedFs`] is implemented by [`MergedView`](crate::MergedView) (and by
+//! [`MergedFs`] is implemented by [`MergedView`] (and by
 //! `&MergedView`, since the view's methods take `&self`: a shared reference
-//! is enough to write), by the reference [`Model`](crate::model::Model), and can
+//! is enough to write), by the reference [`Model`], and can
 //! be by anything downstream that shows a merged tree (a FUSE adapter over a
 //! view, a wrapper that injects faults). Code written against the trait
-//! runs on all of them: the test dispatcher
-//! [`testing::apply`](crate::testing::apply) and the tree walk
-//! [`testing::snapshot_view`](crate::testing::snapshot_view) are written
-//! once this way.
+//! runs on all of them: the test dispatcher `testing::apply` and the tree
+//! walk `testing::snapshot_view` (feature `proptest`) are written once
+//! this way.
 //!
 //! The options ([`ViewOptions`], [`OpenOptions`], [`RenameMode`], ...) live
 //! here, below both the view and the model, so that the oracle does not
@@ -207,98 +206,107 @@ pub trait MergedFs {
     fn commit(&mut self) -> Result<()>;
 }
 
+/// The methods whose signature is the same on the trait and on the
+/// implementation's own type: forwarded as they are.
+macro_rules! forward {
+    ($imp:ident) => {
+        fn metadata(&self, path: &str) -> Result<Metadata> {
+            $imp::metadata(self, path)
+        }
+        fn symlink_metadata(&self, path: &str) -> Result<Metadata> {
+            $imp::symlink_metadata(self, path)
+        }
+        fn read(&self, path: &str) -> Result<Bytes> {
+            $imp::read(self, path)
+        }
+        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Bytes> {
+            $imp::read_at(self, path, offset, len)
+        }
+        fn read_link(&self, path: &str) -> Result<Utf8PathBuf> {
+            $imp::read_link(self, path)
+        }
+        fn write(&mut self, path: &str, data: &[u8]) -> Result<()> {
+            $imp::write(self, path, data)
+        }
+        fn append(&mut self, path: &str, data: &[u8]) -> Result<()> {
+            $imp::append(self, path, data)
+        }
+        fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<()> {
+            $imp::write_at(self, path, offset, data)
+        }
+        fn set_len(&mut self, path: &str, len: u64) -> Result<()> {
+            $imp::set_len(self, path, len)
+        }
+        fn create_dir(&mut self, path: &str) -> Result<()> {
+            $imp::create_dir(self, path)
+        }
+        fn create_dir_all(&mut self, path: &str) -> Result<()> {
+            $imp::create_dir_all(self, path)
+        }
+        fn remove_file(&mut self, path: &str) -> Result<()> {
+            $imp::remove_file(self, path)
+        }
+        fn remove_dir(&mut self, path: &str) -> Result<()> {
+            $imp::remove_dir(self, path)
+        }
+        fn remove_dir_all(&mut self, path: &str) -> Result<()> {
+            $imp::remove_dir_all(self, path)
+        }
+        fn rename_with(&mut self, from: &str, to: &str, mode: RenameMode) -> Result<()> {
+            $imp::rename_with(self, from, to, mode)
+        }
+        fn symlink(&mut self, target: &str, link: &str) -> Result<()> {
+            $imp::symlink(self, target, link)
+        }
+        fn hard_link(&mut self, original: &str, link: &str) -> Result<()> {
+            $imp::hard_link(self, original, link)
+        }
+        fn set_permissions(&mut self, path: &str, mode: u32) -> Result<()> {
+            $imp::set_permissions(self, path, mode)
+        }
+        fn set_owner(&mut self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+            $imp::set_owner(self, path, uid, gid)
+        }
+        fn set_times(
+            &mut self,
+            path: &str,
+            atime: Option<Timestamp>,
+            mtime: Option<Timestamp>,
+        ) -> Result<()> {
+            $imp::set_times(self, path, atime, mtime)
+        }
+        fn get_xattr(&self, path: &str, name: &str) -> Result<Bytes> {
+            $imp::get_xattr(self, path, name)
+        }
+        fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<()> {
+            $imp::set_xattr(self, path, name, value)
+        }
+        fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
+            $imp::remove_xattr(self, path, name)
+        }
+        fn list_xattr(&self, path: &str) -> Result<Vec<String>> {
+            $imp::list_xattr(self, path)
+        }
+        fn mknod(&mut self, path: &str, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
+            $imp::mknod(self, path, file_type, mode, rdev)
+        }
+    };
+}
+
 /// The view's methods take `&self` (writers serialise inside), so the view
 /// and a shared reference to it both implement the contract; one body
 /// serves both.
 macro_rules! view_contract {
     ($($view:ty),*) => {$(
         impl MergedFs for $view {
-            fn metadata(&self, path: &str) -> Result<Metadata> {
-                MergedView::metadata(self, path)
-            }
-            fn symlink_metadata(&self, path: &str) -> Result<Metadata> {
-                MergedView::symlink_metadata(self, path)
-            }
-            fn read(&self, path: &str) -> Result<Bytes> {
-                MergedView::read(self, path)
-            }
-            fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Bytes> {
-                MergedView::read_at(self, path, offset, len)
-            }
+            forward!(MergedView);
+
             fn read_dir(&self, path: &str) -> Result<Vec<(String, FileType)>> {
                 let entries = MergedView::read_dir(self, path)?;
                 Ok(entries.into_iter().map(|e| (e.name, e.file_type)).collect())
             }
-            fn read_link(&self, path: &str) -> Result<Utf8PathBuf> {
-                MergedView::read_link(self, path)
-            }
-            fn write(&mut self, path: &str, data: &[u8]) -> Result<()> {
-                MergedView::write(self, path, data)
-            }
-            fn append(&mut self, path: &str, data: &[u8]) -> Result<()> {
-                MergedView::append(self, path, data)
-            }
-            fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<()> {
-                MergedView::write_at(self, path, offset, data)
-            }
-            fn set_len(&mut self, path: &str, len: u64) -> Result<()> {
-                MergedView::set_len(self, path, len)
-            }
             fn open(&mut self, path: &str, options: &OpenOptions) -> Result<()> {
                 MergedView::open(self, path, options).map(drop)
-            }
-            fn create_dir(&mut self, path: &str) -> Result<()> {
-                MergedView::create_dir(self, path)
-            }
-            fn create_dir_all(&mut self, path: &str) -> Result<()> {
-                MergedView::create_dir_all(self, path)
-            }
-            fn remove_file(&mut self, path: &str) -> Result<()> {
-                MergedView::remove_file(self, path)
-            }
-            fn remove_dir(&mut self, path: &str) -> Result<()> {
-                MergedView::remove_dir(self, path)
-            }
-            fn remove_dir_all(&mut self, path: &str) -> Result<()> {
-                MergedView::remove_dir_all(self, path)
-            }
-            fn rename_with(&mut self, from: &str, to: &str, mode: RenameMode) -> Result<()> {
-                MergedView::rename_with(self, from, to, mode)
-            }
-            fn symlink(&mut self, target: &str, link: &str) -> Result<()> {
-                MergedView::symlink(self, target, link)
-            }
-            fn hard_link(&mut self, original: &str, link: &str) -> Result<()> {
-                MergedView::hard_link(self, original, link)
-            }
-            fn set_permissions(&mut self, path: &str, mode: u32) -> Result<()> {
-                MergedView::set_permissions(self, path, mode)
-            }
-            fn set_owner(&mut self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-                MergedView::set_owner(self, path, uid, gid)
-            }
-            fn set_times(
-                &mut self,
-                path: &str,
-                atime: Option<Timestamp>,
-                mtime: Option<Timestamp>,
-            ) -> Result<()> {
-                MergedView::set_times(self, path, atime, mtime)
-            }
-            fn get_xattr(&self, path: &str, name: &str) -> Result<Bytes> {
-                MergedView::get_xattr(self, path, name)
-            }
-            fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<()> {
-                MergedView::set_xattr(self, path, name, value)
-            }
-            fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
-                MergedView::remove_xattr(self, path, name)
-            }
-            fn list_xattr(&self, path: &str) -> Result<Vec<String>> {
-                MergedView::list_xattr(self, path)
-            }
-            fn mknod(&mut self, path: &str, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
-                MergedView::mknod(self, path, file_type, mode, rdev)
             }
             fn commit(&mut self) -> Result<()> {
                 MergedView::commit(self)
@@ -310,91 +318,13 @@ macro_rules! view_contract {
 view_contract!(MergedView, &MergedView);
 
 impl MergedFs for Model {
-    fn metadata(&self, path: &str) -> Result<Metadata> {
-        Model::metadata(self, path)
-    }
-    fn symlink_metadata(&self, path: &str) -> Result<Metadata> {
-        Model::symlink_metadata(self, path)
-    }
-    fn read(&self, path: &str) -> Result<Bytes> {
-        Model::read(self, path)
-    }
-    fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Bytes> {
-        Model::read_at(self, path, offset, len)
-    }
+    forward!(Model);
+
     fn read_dir(&self, path: &str) -> Result<Vec<(String, FileType)>> {
         Model::read_dir(self, path)
     }
-    fn read_link(&self, path: &str) -> Result<Utf8PathBuf> {
-        Model::read_link(self, path)
-    }
-    fn write(&mut self, path: &str, data: &[u8]) -> Result<()> {
-        Model::write(self, path, data)
-    }
-    fn append(&mut self, path: &str, data: &[u8]) -> Result<()> {
-        Model::append(self, path, data)
-    }
-    fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<()> {
-        Model::write_at(self, path, offset, data)
-    }
-    fn set_len(&mut self, path: &str, len: u64) -> Result<()> {
-        Model::set_len(self, path, len)
-    }
     fn open(&mut self, path: &str, options: &OpenOptions) -> Result<()> {
         Model::open(self, path, options)
-    }
-    fn create_dir(&mut self, path: &str) -> Result<()> {
-        Model::create_dir(self, path)
-    }
-    fn create_dir_all(&mut self, path: &str) -> Result<()> {
-        Model::create_dir_all(self, path)
-    }
-    fn remove_file(&mut self, path: &str) -> Result<()> {
-        Model::remove_file(self, path)
-    }
-    fn remove_dir(&mut self, path: &str) -> Result<()> {
-        Model::remove_dir(self, path)
-    }
-    fn remove_dir_all(&mut self, path: &str) -> Result<()> {
-        Model::remove_dir_all(self, path)
-    }
-    fn rename_with(&mut self, from: &str, to: &str, mode: RenameMode) -> Result<()> {
-        Model::rename_with(self, from, to, mode)
-    }
-    fn symlink(&mut self, target: &str, link: &str) -> Result<()> {
-        Model::symlink(self, target, link)
-    }
-    fn hard_link(&mut self, original: &str, link: &str) -> Result<()> {
-        Model::hard_link(self, original, link)
-    }
-    fn set_permissions(&mut self, path: &str, mode: u32) -> Result<()> {
-        Model::set_permissions(self, path, mode)
-    }
-    fn set_owner(&mut self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        Model::set_owner(self, path, uid, gid)
-    }
-    fn set_times(
-        &mut self,
-        path: &str,
-        atime: Option<Timestamp>,
-        mtime: Option<Timestamp>,
-    ) -> Result<()> {
-        Model::set_times(self, path, atime, mtime)
-    }
-    fn get_xattr(&self, path: &str, name: &str) -> Result<Bytes> {
-        Model::get_xattr(self, path, name)
-    }
-    fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<()> {
-        Model::set_xattr(self, path, name, value)
-    }
-    fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
-        Model::remove_xattr(self, path, name)
-    }
-    fn list_xattr(&self, path: &str) -> Result<Vec<String>> {
-        Model::list_xattr(self, path)
-    }
-    fn mknod(&mut self, path: &str, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
-        Model::mknod(self, path, file_type, mode, rdev)
     }
     fn commit(&mut self) -> Result<()> {
         Model::commit(self);
