@@ -376,6 +376,8 @@ pub struct Error {
     op: Operation,
     path: Utf8PathBuf,
     layer: Option<String>,
+    layer_index: Option<usize>,
+    second_path: Option<Utf8PathBuf>,
     detail: Option<String>,
 }
 
@@ -388,6 +390,8 @@ impl Error {
             op,
             path: Utf8PathBuf::from(path.as_ref()),
             layer: None,
+            layer_index: None,
+            second_path: None,
             detail: None,
         }
     }
@@ -410,6 +414,38 @@ impl Error {
         self
     }
 
+    /// Names the layer the error happened in by its index in the stack the
+    /// failing call was given, top first (in a [`MergedView`](crate::MergedView),
+    /// 0 is the upper layer and 1 the top lower one; for the model and
+    /// flatten, 0 is the top lower one), typed, so that callers
+    /// need not parse [`layer`](Error::layer) back into a number. The
+    /// message shows the index unless the layer was also given a name.
+    ///
+    /// ```
+    /// use layerstack::{Error, ErrorKind, Operation};
+    ///
+    /// let err = Error::new(ErrorKind::NotFound, Operation::Lookup, "a").with_layer_index(2);
+    /// assert_eq!(err.layer_index(), Some(2));
+    /// assert_eq!(err.layer(), Some("2"));
+    /// assert_eq!(err.to_string(), "failed to look up `a` in layer 2: no such file or directory");
+    /// ```
+    #[must_use]
+    pub fn with_layer_index(mut self, index: usize) -> Error {
+        self.layer_index = Some(index);
+        if self.layer.is_none() {
+            self.layer = Some(index.to_string());
+        }
+        self
+    }
+
+    /// Names the second path a two-path operation was given: the target of
+    /// a rename, the new name of a hard link.
+    #[must_use]
+    pub fn with_second_path(mut self, path: impl AsRef<str>) -> Error {
+        self.second_path = Some(Utf8PathBuf::from(path.as_ref()));
+        self
+    }
+
     /// Replaces the generic description of the kind with a specific cause.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Error {
@@ -425,6 +461,24 @@ impl Error {
             Some(detail) => detail.clone(),
             None => self.kind.to_string(),
         }
+    }
+
+    /// The specific cause given with [`with_detail`](Error::with_detail),
+    /// if any: what the message says after the path, without the prefix
+    /// (the operation, the path and the layer), so that an error can be
+    /// reframed onto another path without parsing its message.
+    ///
+    /// ```
+    /// use layerstack::{Error, ErrorKind, Operation};
+    ///
+    /// let err = Error::new(ErrorKind::InvalidInput, Operation::ParsePath, "a")
+    ///     .with_detail("bad name");
+    /// assert_eq!(err.detail(), Some("bad name"));
+    /// assert_eq!(Error::new(ErrorKind::NotFound, Operation::Read, "a").detail(), None);
+    /// ```
+    #[must_use]
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 
     /// The errno-like kind.
@@ -455,6 +509,32 @@ impl Error {
     #[must_use]
     pub fn layer(&self) -> Option<&str> {
         self.layer.as_deref()
+    }
+
+    /// The layer the error happened in, as its index in the stack (top
+    /// first), where the error was made with
+    /// [`with_layer_index`](Error::with_layer_index).
+    #[must_use]
+    pub fn layer_index(&self) -> Option<usize> {
+        self.layer_index
+    }
+
+    /// The second path the operation was given: a rename's target, a hard
+    /// link's new name. [`path`](Error::path) is the one the error is
+    /// about, which may be either of the two.
+    ///
+    /// ```
+    /// use layerstack::{ErrorKind, MemLayer, MergedView};
+    ///
+    /// let view = MergedView::new(vec![], MemLayer::new())?;
+    /// let err = view.rename("a", "b").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// assert_eq!((err.path().as_str(), err.second_path().map(|p| p.as_str())), ("a", Some("b")));
+    /// # Ok::<(), layerstack::Error>(())
+    /// ```
+    #[must_use]
+    pub fn second_path(&self) -> Option<&Utf8Path> {
+        self.second_path.as_deref()
     }
 
     /// The same error for another operation and path (used when a layer's
@@ -518,6 +598,28 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "failed to parse path `a\0b`: path contains a NUL byte"
+        );
+    }
+
+    #[test]
+    fn detail_layer_index_and_second_path_are_typed_and_leave_the_message_alone() {
+        let err = Error::new(ErrorKind::AlreadyExists, Operation::Rename, "a")
+            .with_layer("/srv/upper")
+            .with_layer_index(0)
+            .with_second_path("b")
+            .with_detail("taken");
+        assert_eq!(err.detail(), Some("taken"));
+        assert_eq!(err.layer_index(), Some(0));
+        assert_eq!(err.layer(), Some("/srv/upper"));
+        assert_eq!(err.second_path().map(Utf8Path::as_str), Some("b"));
+        assert_eq!(
+            err.to_string(),
+            "failed to rename `a` in layer /srv/upper: taken"
+        );
+        let plain = Error::new(ErrorKind::NotFound, Operation::Read, "a");
+        assert_eq!(
+            (plain.detail(), plain.layer_index(), plain.second_path()),
+            (None, None, None)
         );
     }
 

@@ -278,6 +278,7 @@ pub mod data;
 pub mod error;
 mod fs;
 pub mod layer;
+pub mod merged;
 pub mod meta;
 pub mod model;
 #[cfg(feature = "oci")]
@@ -293,6 +294,7 @@ pub use error::{Error, ErrorKind, Operation, Result};
 pub use layer::dir::DirLayer;
 pub use layer::mem::MemLayer;
 pub use layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
+pub use merged::MergedFs;
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};
 pub use path::LayerPath;
 pub use spill::Spill;

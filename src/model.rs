@@ -63,12 +63,12 @@ use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, Layer, Node};
+use crate::merged::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode, ViewOptions};
 use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX, Xattrs,
     check_xattr_name, mode_after_chown, xattr_allowed_on,
 };
 use crate::path::{Component, LastKind, LayerPath, UserPath, validate_name};
-use crate::view::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode, ViewOptions};
 
 /// What the user sees of one object (times and inode numbers left out:
 /// the model does not track them).
@@ -689,6 +689,11 @@ impl Model {
     /// # Errors
     /// As `MergedView::rename_with`.
     pub fn rename_with(&mut self, from: &str, to: &str, mode: RenameMode) -> Result<()> {
+        self.rename_inner(from, to, mode)
+            .map_err(|e| e.with_second_path(to))
+    }
+
+    fn rename_inner(&mut self, from: &str, to: &str, mode: RenameMode) -> Result<()> {
         let op = Operation::Rename;
         let from_err = |kind| Error::new(kind, op, from);
         let to_err = |kind| Error::new(kind, op, to);
@@ -852,6 +857,11 @@ impl Model {
     /// # Errors
     /// As `MergedView::hard_link`.
     pub fn hard_link(&mut self, original: &str, link: &str) -> Result<()> {
+        self.hard_link_inner(original, link)
+            .map_err(|e| e.with_second_path(link))
+    }
+
+    fn hard_link_inner(&mut self, original: &str, link: &str) -> Result<()> {
         let op = Operation::HardLink;
         // As the kernel's `do_linkat`: the original is looked up before
         // `link` is even parsed (a NUL byte, which `std` refuses before the
@@ -1737,7 +1747,7 @@ fn check_xattr_name_length(name: &str, op: Operation, path: &str) -> Result<()> 
 /// A layer's error while flattening, reframed as a lookup of the merged path.
 fn layer_error(err: Error, layer: usize, merged: &LayerPath) -> Error {
     err.reframe(Operation::Lookup, merged.as_str())
-        .with_layer(layer.to_string())
+        .with_layer_index(layer)
 }
 
 /// The flatten of a lower stack (the "Flatten" rules of the contract).
@@ -1846,7 +1856,7 @@ impl Flatten<'_> {
                         };
                         target = parse_redirect(&redirect, &target, &base).ok_or_else(|| {
                             Error::new(ErrorKind::InvalidInput, Operation::Lookup, merged.as_str())
-                                .with_layer(layer.to_string())
+                                .with_layer_index(layer)
                                 .with_detail(format!("invalid redirect `{redirect}`"))
                         })?;
                     }

@@ -14,13 +14,15 @@
 //!   gets exercised.
 //! - **Operations**: [`Op`] is one call of the merged view, [`Outcome`] its
 //!   comparable result; [`op_strategy`] generates them over the same
-//!   alphabet, and [`apply_to_model`] / [`apply_to_view`] run one on the
-//!   reference [`Model`](crate::model::Model) or on a
-//!   [`MergedView`](crate::MergedView).
+//!   alphabet, and [`apply`] runs one on anything that implements the
+//!   merged-view contract [`MergedFs`](crate::MergedFs): the reference
+//!   [`Model`](crate::model::Model), a [`MergedView`](crate::MergedView)
+//!   ([`apply_to_model`] and [`apply_to_view`] name the two).
 //! - **Model against view**: [`check_model_vs_view`] runs an operation
 //!   sequence on both and reports the first [`Divergence`] (results, errors
 //!   or the whole visible tree, compared after every step);
-//!   [`snapshot_view`] reads the whole visible tree of a view.
+//!   [`snapshot_view`] reads the whole visible tree of a view (or of any
+//!   [`MergedFs`](crate::MergedFs)).
 //! - **Fuzzing**: [`Scenario`] has a compact byte encoding
 //!   ([`Scenario::from_bytes`], [`Scenario::to_bytes`]) that any input
 //!   decodes into; [`ops_from_bytes`] and [`check_ops_bytes`] are the body of
@@ -62,7 +64,7 @@ pub use items::{
     stack_items_strategy, stack_strategy,
 };
 pub use ops::{
-    MetadataSummary, Op, Outcome, apply_to_model, apply_to_view, op_strategy, ops_strategy,
+    MetadataSummary, Op, Outcome, apply, apply_to_model, apply_to_view, op_strategy, ops_strategy,
 };
 #[cfg(feature = "oci")]
 pub use raw_tar::{Hdr, RawTar};

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::layer::Layer;
 use crate::layer::mem::MemLayer;
+use crate::merged::{DirRename, HardLinkCopyUp, ViewOptions};
 use crate::meta::Timestamp;
 use crate::testing::compare::{Divergence, check_model_vs_view};
 use crate::testing::items::{
@@ -35,7 +36,6 @@ use crate::testing::ops::{
     open_options_bits, open_options_from_bits,
 };
 use crate::testing::{NAMES, items, ops};
-use crate::view::{DirRename, HardLinkCopyUp, ViewOptions};
 
 /// The most lower layers a decoded scenario has.
 pub const MAX_LAYERS: usize = 3;

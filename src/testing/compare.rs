@@ -9,12 +9,13 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::layer::mem::MemLayer;
 use crate::layer::{Layer, LayerMut};
+use crate::merged::{MergedFs, ViewOptions};
 use crate::meta::FileType;
 use crate::model::{Model, Snapshot, SnapshotEntry};
 use crate::path::LayerPath;
 use crate::testing::codec::shared;
-use crate::testing::ops::{MetadataSummary, Op, apply_to_model, apply_to_view};
-use crate::view::{MergedView, ViewOptions};
+use crate::testing::ops::{MetadataSummary, Op, apply};
+use crate::view::MergedView;
 
 /// The tree in a directory on disk (an unpacked root filesystem, a kernel
 /// overlay mount), as [`snapshot_view`] gives a view's, so the two compare.
@@ -126,7 +127,7 @@ pub fn xattrs_of(path: &Path, follow: bool) -> std::io::Result<Vec<(String, Vec<
 ///
 /// # Errors
 /// The first error of the view (a consistent view gives none).
-pub fn snapshot_view(view: &MergedView) -> Result<Snapshot> {
+pub fn snapshot_view<F: MergedFs + ?Sized>(view: &F) -> Result<Snapshot> {
     let mut snapshot = Snapshot::new();
     let mut pending = vec![LayerPath::root()];
     while let Some(path) = pending.pop() {
@@ -155,8 +156,8 @@ pub fn snapshot_view(view: &MergedView) -> Result<Snapshot> {
         match meta.file_type {
             FileType::Dir => {
                 entry.size = 0;
-                for child in view.read_dir(&user)? {
-                    pending.push(path.join(&child.name)?);
+                for (name, _) in view.read_dir(&user)? {
+                    pending.push(path.join(&name)?);
                 }
             }
             FileType::File => entry.data = view.read(&user)?,
@@ -253,8 +254,8 @@ pub(crate) fn check_model_vs_view_over(
         .map_err(|e| diverged(0, format!("the view cannot be opened: {e}")))?;
     compare_trees(&model, &view).map_err(|d| diverged(0, d))?;
     for (i, op) in ops.iter().enumerate() {
-        let want = apply_to_model(&mut model, op);
-        let got = apply_to_view(&view, op);
+        let want = apply(&mut model, op);
+        let got = apply(&mut &view, op);
         if want != got {
             return Err(diverged(
                 i + 1,

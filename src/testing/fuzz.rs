@@ -18,6 +18,7 @@ use crate::layer::dir::{DirLayer, DirLayerOptions, OverlayXattrs, WhiteoutFormat
 #[cfg(feature = "oci")]
 use crate::layer::{Entry, walk};
 use crate::layer::{Layer, copy_layer};
+use crate::merged::{DirRename, HardLinkCopyUp, ViewOptions};
 use crate::meta::FileType;
 #[cfg(feature = "oci")]
 use crate::path::LayerPath;
@@ -25,7 +26,6 @@ use crate::testing::codec::Scenario;
 use crate::testing::compare::{Divergence, check_model_vs_view_over};
 use crate::testing::items::{Attrs, LayerItem};
 use crate::testing::ops::Op;
-use crate::view::{DirRename, HardLinkCopyUp, ViewOptions};
 
 /// A directory of its own under the per-process scratch directory,
 /// removed (with everything in it) when dropped.

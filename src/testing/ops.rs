@@ -6,11 +6,12 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::error::{ErrorKind, Result};
+use crate::merged::{MergedFs, OpenOptions, RenameMode};
 use crate::meta::{FileType, Metadata, Timestamp};
 use crate::model::Model;
 use crate::testing::NAMES;
 use crate::testing::items::{IDS, RDEVS};
-use crate::view::{MergedView, OpenOptions, RenameMode};
+use crate::view::MergedView;
 
 /// One call of the merged view, with its arguments.
 ///
@@ -313,128 +314,76 @@ fn unit<T>(r: Result<T>) -> Outcome {
     outcome(r, |_| Outcome::Unit)
 }
 
-/// Applies `op` to the reference model.
-///
-/// ```
-/// use layerstack::model::Model;
-/// use layerstack::testing::{Op, Outcome, apply_to_model};
-///
-/// let mut model = Model::from_layers(&[], Default::default())?;
-/// let op = Op::Write { path: "/a".into(), data: b"hi".to_vec() };
-/// assert_eq!(apply_to_model(&mut model, &op), Outcome::Unit);
-/// let op = Op::Read { path: "a/".into() };
-/// assert_eq!(apply_to_model(&mut model, &op), Outcome::Err(layerstack::ErrorKind::NotADirectory));
-/// # Ok::<(), layerstack::Error>(())
-/// ```
-pub fn apply_to_model(model: &mut Model, op: &Op) -> Outcome {
-    match op {
-        Op::Metadata { path } => outcome(model.metadata(path), |m| Outcome::Metadata((&m).into())),
-        Op::SymlinkMetadata { path } => outcome(model.symlink_metadata(path), |m| {
-            Outcome::Metadata((&m).into())
-        }),
-        Op::Read { path } => outcome(model.read(path), |b| Outcome::Bytes(b.to_vec())),
-        Op::ReadAt { path, offset, len } => outcome(model.read_at(path, *offset, *len), |b| {
-            Outcome::Bytes(b.to_vec())
-        }),
-        Op::ReadDir { path } => outcome(model.read_dir(path), Outcome::Listing),
-        Op::ReadLink { path } => {
-            outcome(model.read_link(path), |t| Outcome::Target(t.into_string()))
-        }
-        Op::Write { path, data } => unit(model.write(path, data)),
-        Op::Append { path, data } => unit(model.append(path, data)),
-        Op::WriteAt { path, offset, data } => unit(model.write_at(path, *offset, data)),
-        Op::SetLen { path, len } => unit(model.set_len(path, *len)),
-        Op::Open { path, options } => unit(model.open(path, options)),
-        Op::CreateDir { path } => unit(model.create_dir(path)),
-        Op::CreateDirAll { path } => unit(model.create_dir_all(path)),
-        Op::RemoveFile { path } => unit(model.remove_file(path)),
-        Op::RemoveDir { path } => unit(model.remove_dir(path)),
-        Op::RemoveDirAll { path } => unit(model.remove_dir_all(path)),
-        Op::Rename { from, to, mode } => unit(model.rename_with(from, to, *mode)),
-        Op::Symlink { target, link } => unit(model.symlink(target, link)),
-        Op::HardLink { original, link } => unit(model.hard_link(original, link)),
-        Op::SetPermissions { path, mode } => unit(model.set_permissions(path, *mode)),
-        Op::SetOwner { path, uid, gid } => unit(model.set_owner(path, *uid, *gid)),
-        Op::SetTimes { path, atime, mtime } => unit(model.set_times(path, *atime, *mtime)),
-        Op::GetXattr { path, name } => {
-            outcome(model.get_xattr(path, name), |v| Outcome::Bytes(v.to_vec()))
-        }
-        Op::SetXattr { path, name, value } => unit(model.set_xattr(path, name, value)),
-        Op::RemoveXattr { path, name } => unit(model.remove_xattr(path, name)),
-        Op::ListXattr { path } => outcome(model.list_xattr(path), Outcome::Names),
-        Op::Mknod {
-            path,
-            file_type,
-            mode,
-            rdev,
-        } => unit(model.mknod(path, *file_type, *mode, *rdev)),
-        Op::Commit => {
-            model.commit();
-            Outcome::Unit
-        }
-    }
-}
-
-/// Applies `op` to a merged view.
+/// Applies `op` to any implementation of the merged-view contract: the
+/// one dispatcher from [`Op`] to a call, for the model, a view and anything
+/// downstream (a FUSE adapter, a fault-injecting wrapper).
 ///
 /// ```
 /// use layerstack::{MemLayer, MergedView};
-/// use layerstack::testing::{Op, Outcome, apply_to_view};
+/// use layerstack::model::Model;
+/// use layerstack::testing::{Op, Outcome, apply};
 ///
-/// let view = MergedView::new(vec![], MemLayer::new())?;
 /// let op = Op::CreateDirAll { path: "a/b/../c".into() };
-/// assert_eq!(apply_to_view(&view, &op), Outcome::Unit);
+/// let view = MergedView::new(vec![], MemLayer::new())?;
+/// let mut model = Model::from_layers(&[], Default::default())?;
+/// assert_eq!(apply(&mut &view, &op), Outcome::Unit);
+/// assert_eq!(apply(&mut model, &op), Outcome::Unit);
 /// let op = Op::ReadDir { path: "/a".into() };
-/// let Outcome::Listing(names) = apply_to_view(&view, &op) else { panic!() };
-/// assert_eq!(names.len(), 2);
+/// assert_eq!(apply(&mut &view, &op), apply(&mut model, &op));
 /// # Ok::<(), layerstack::Error>(())
 /// ```
-pub fn apply_to_view(view: &MergedView, op: &Op) -> Outcome {
+pub fn apply<F: MergedFs + ?Sized>(fs: &mut F, op: &Op) -> Outcome {
     match op {
-        Op::Metadata { path } => outcome(view.metadata(path), |m| Outcome::Metadata((&m).into())),
-        Op::SymlinkMetadata { path } => outcome(view.symlink_metadata(path), |m| {
+        Op::Metadata { path } => outcome(fs.metadata(path), |m| Outcome::Metadata((&m).into())),
+        Op::SymlinkMetadata { path } => outcome(fs.symlink_metadata(path), |m| {
             Outcome::Metadata((&m).into())
         }),
-        Op::Read { path } => outcome(view.read(path), |b| Outcome::Bytes(b.to_vec())),
-        Op::ReadAt { path, offset, len } => outcome(view.read_at(path, *offset, *len), |b| {
+        Op::Read { path } => outcome(fs.read(path), |b| Outcome::Bytes(b.to_vec())),
+        Op::ReadAt { path, offset, len } => outcome(fs.read_at(path, *offset, *len), |b| {
             Outcome::Bytes(b.to_vec())
         }),
-        Op::ReadDir { path } => outcome(view.read_dir(path), |entries| {
-            Outcome::Listing(entries.into_iter().map(|e| (e.name, e.file_type)).collect())
-        }),
-        Op::ReadLink { path } => {
-            outcome(view.read_link(path), |t| Outcome::Target(t.into_string()))
-        }
-        Op::Write { path, data } => unit(view.write(path, data)),
-        Op::Append { path, data } => unit(view.append(path, data)),
-        Op::WriteAt { path, offset, data } => unit(view.write_at(path, *offset, data)),
-        Op::SetLen { path, len } => unit(view.set_len(path, *len)),
-        Op::Open { path, options } => unit(view.open(path, options)),
-        Op::CreateDir { path } => unit(view.create_dir(path)),
-        Op::CreateDirAll { path } => unit(view.create_dir_all(path)),
-        Op::RemoveFile { path } => unit(view.remove_file(path)),
-        Op::RemoveDir { path } => unit(view.remove_dir(path)),
-        Op::RemoveDirAll { path } => unit(view.remove_dir_all(path)),
-        Op::Rename { from, to, mode } => unit(view.rename_with(from, to, *mode)),
-        Op::Symlink { target, link } => unit(view.symlink(target, link)),
-        Op::HardLink { original, link } => unit(view.hard_link(original, link)),
-        Op::SetPermissions { path, mode } => unit(view.set_permissions(path, *mode)),
-        Op::SetOwner { path, uid, gid } => unit(view.set_owner(path, *uid, *gid)),
-        Op::SetTimes { path, atime, mtime } => unit(view.set_times(path, *atime, *mtime)),
+        Op::ReadDir { path } => outcome(fs.read_dir(path), Outcome::Listing),
+        Op::ReadLink { path } => outcome(fs.read_link(path), |t| Outcome::Target(t.into_string())),
+        Op::Write { path, data } => unit(fs.write(path, data)),
+        Op::Append { path, data } => unit(fs.append(path, data)),
+        Op::WriteAt { path, offset, data } => unit(fs.write_at(path, *offset, data)),
+        Op::SetLen { path, len } => unit(fs.set_len(path, *len)),
+        Op::Open { path, options } => unit(fs.open(path, options)),
+        Op::CreateDir { path } => unit(fs.create_dir(path)),
+        Op::CreateDirAll { path } => unit(fs.create_dir_all(path)),
+        Op::RemoveFile { path } => unit(fs.remove_file(path)),
+        Op::RemoveDir { path } => unit(fs.remove_dir(path)),
+        Op::RemoveDirAll { path } => unit(fs.remove_dir_all(path)),
+        Op::Rename { from, to, mode } => unit(fs.rename_with(from, to, *mode)),
+        Op::Symlink { target, link } => unit(fs.symlink(target, link)),
+        Op::HardLink { original, link } => unit(fs.hard_link(original, link)),
+        Op::SetPermissions { path, mode } => unit(fs.set_permissions(path, *mode)),
+        Op::SetOwner { path, uid, gid } => unit(fs.set_owner(path, *uid, *gid)),
+        Op::SetTimes { path, atime, mtime } => unit(fs.set_times(path, *atime, *mtime)),
         Op::GetXattr { path, name } => {
-            outcome(view.get_xattr(path, name), |v| Outcome::Bytes(v.to_vec()))
+            outcome(fs.get_xattr(path, name), |v| Outcome::Bytes(v.to_vec()))
         }
-        Op::SetXattr { path, name, value } => unit(view.set_xattr(path, name, value)),
-        Op::RemoveXattr { path, name } => unit(view.remove_xattr(path, name)),
-        Op::ListXattr { path } => outcome(view.list_xattr(path), Outcome::Names),
+        Op::SetXattr { path, name, value } => unit(fs.set_xattr(path, name, value)),
+        Op::RemoveXattr { path, name } => unit(fs.remove_xattr(path, name)),
+        Op::ListXattr { path } => outcome(fs.list_xattr(path), Outcome::Names),
         Op::Mknod {
             path,
             file_type,
             mode,
             rdev,
-        } => unit(view.mknod(path, *file_type, *mode, *rdev)),
-        Op::Commit => unit(view.commit()),
+        } => unit(fs.mknod(path, *file_type, *mode, *rdev)),
+        Op::Commit => unit(fs.commit()),
     }
+}
+
+/// Applies `op` to the reference model: [`apply`] on a [`Model`].
+pub fn apply_to_model(model: &mut Model, op: &Op) -> Outcome {
+    apply(model, op)
+}
+
+/// Applies `op` to a merged view: [`apply`] on a [`MergedView`].
+pub fn apply_to_view(view: &MergedView, op: &Op) -> Outcome {
+    apply(&mut &*view, op)
 }
 
 /// The components user paths are made of.

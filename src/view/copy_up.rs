@@ -17,8 +17,8 @@ use crate::layer::{Content, Entry, LayerMut};
 use crate::meta::FileType;
 use crate::path::LayerPath;
 
-use super::options::{HardLinkCopyUp, ViewOptions};
 use super::resolve::{Cursor, Res, State, UPPER};
+use crate::merged::{HardLinkCopyUp, ViewOptions};
 
 impl State {
     /// Copies up every directory from the root down to `path`, and `path`.

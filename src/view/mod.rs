@@ -9,7 +9,6 @@
 
 mod copy_up;
 mod file;
-mod options;
 mod readdir;
 mod readers;
 pub(crate) mod resolve;
@@ -19,8 +18,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use camino::Utf8PathBuf;
 
+pub use crate::merged::options::*;
 pub use file::File;
-pub use options::*;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -775,7 +774,12 @@ impl MergedView {
     /// `ENOENT` if `original` or the parent of `link` is missing, `EEXIST`
     /// if `link` exists, `EPERM` if `original` is a directory.
     pub fn hard_link(&self, original: impl AsRef<str>, link: impl AsRef<str>) -> Result<()> {
-        let (user, user_link) = (original.as_ref(), link.as_ref());
+        let link = link.as_ref();
+        self.hard_link_inner(original.as_ref(), link)
+            .map_err(|e| e.with_second_path(link))
+    }
+
+    fn hard_link_inner(&self, user: &str, user_link: &str) -> Result<()> {
         let op = Operation::HardLink;
         for p in [user, user_link] {
             if p.contains('\0') {
@@ -950,7 +954,12 @@ impl MergedView {
         to: impl AsRef<str>,
         mode: RenameMode,
     ) -> Result<()> {
-        let (user, user_to) = (from.as_ref(), to.as_ref());
+        let to = to.as_ref();
+        self.rename_inner(from.as_ref(), to, mode)
+            .map_err(|e| e.with_second_path(to))
+    }
+
+    fn rename_inner(&self, user: &str, user_to: &str, mode: RenameMode) -> Result<()> {
         let op = Operation::Rename;
         for p in [user, user_to] {
             if p.contains('\0') {

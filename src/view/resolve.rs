@@ -26,9 +26,9 @@ use crate::layer::dir::DirLayer;
 use crate::layer::mem::MemLayer;
 use crate::layer::overlay::Redirect;
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
+use crate::merged::Metacopy;
 use crate::meta::{FileType, Metadata};
 use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath, validate_name};
-use crate::view::options::Metacopy;
 
 /// The index of the upper layer; lower layer `i` (top first) is `i + 1`.
 pub(crate) const UPPER: usize = 0;
@@ -400,6 +400,7 @@ impl State {
             _ => {
                 return Err(Error::new(ErrorKind::NotADirectory, Operation::Lookup, "/")
                     .with_layer(self.upper.describe())
+                    .with_layer_index(UPPER)
                     .with_detail("the upper layer's root is not a directory"));
             }
         }
@@ -461,6 +462,7 @@ impl State {
             }
             _ => Err(Error::new(ErrorKind::Io, Operation::Lookup, path.as_str())
                 .with_layer(self.layer(idx).describe())
+                .with_layer_index(idx)
                 .with_detail("a layer changed while the view was using it")),
         }
     }
@@ -478,6 +480,7 @@ impl State {
         let refused = |kind: ErrorKind, detail: &str| {
             Error::new(kind, Operation::Lookup, path.as_str())
                 .with_layer(self.layer(idx).describe())
+                .with_layer_index(idx)
                 .with_detail(detail.to_owned())
         };
         if self.metacopy == Metacopy::Refuse {

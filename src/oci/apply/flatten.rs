@@ -610,15 +610,6 @@ fn entry_error(layer: usize, name: &str, kind: ErrorKind, detail: impl Into<Stri
         .with_detail(detail)
 }
 
-/// The cause in an error's message (what follows the path).
-fn cause(e: &Error) -> String {
-    let s = e.to_string();
-    match s.split_once("`: ") {
-        Some((_, d)) => d.to_owned(),
-        None => s,
-    }
-}
-
 /// The items of one layer, as the writer pulls them.
 struct Stream {
     rx: Receiver<Batch>,
@@ -1151,7 +1142,7 @@ impl<'w, 'a> Pass<'w, 'a> {
 
     /// An error of a path operation, reframed onto the entry.
     fn path_err(&self, entry: &TarEntry, e: &Error) -> Error {
-        self.err(entry, e.kind(), cause(e))
+        self.err(entry, e.kind(), e.cause())
     }
 
     fn disk_err(&self, entry: &TarEntry) -> impl Fn(DiskError) -> Error + '_ {

@@ -368,14 +368,7 @@ pub(super) fn entry_error(entry: &TarEntry, kind: ErrorKind, detail: impl Into<S
 
 /// A layer's error reframed onto the tar entry, keeping its cause.
 fn reframe(entry: &TarEntry) -> impl Fn(Error) -> Error + '_ {
-    move |e: Error| {
-        let cause = e.to_string();
-        let detail = match cause.split_once("`: ") {
-            Some((_, d)) => d.to_owned(),
-            None => cause,
-        };
-        Error::new(e.kind(), Operation::ImportLayer, &entry.name).with_detail(detail)
-    }
+    move |e: Error| Error::new(e.kind(), Operation::ImportLayer, &entry.name).with_detail(e.cause())
 }
 
 impl<R: Read> ApplyTarget<TarReader<R>> for Importer<'_> {

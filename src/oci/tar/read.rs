@@ -863,7 +863,7 @@ impl<R: Read> TarReader<R> {
                     self.error(
                         e.kind(),
                         &name,
-                        format!("bad hard link target `{target}`: {}", detail_of(&e)),
+                        format!("bad hard link target `{target}`: {}", e.cause()),
                     )
                 })?)
             }
@@ -1207,7 +1207,7 @@ impl<R: Read> TarReader<R> {
             ));
         }
         LayerPath::from_names(names.iter().copied())
-            .map_err(|e| self.error(e.kind(), name, detail_of(&e)))
+            .map_err(|e| self.error(e.kind(), name, e.cause()))
     }
 
     /// Where in the file the next byte [`TarReader::read_data`] returns
@@ -1369,14 +1369,6 @@ fn parse_go_int(v: &[u8]) -> Option<i64> {
     }
     let x = if neg { -x } else { x };
     i64::try_from(x).ok()
-}
-
-fn detail_of(e: &Error) -> String {
-    let s = e.to_string();
-    match s.split_once("`: ") {
-        Some((_, d)) => d.to_owned(),
-        None => s,
-    }
 }
 
 /// A PAX time: `[-+]SECONDS[.FRACTION]`, as Go reads it (the fraction cut
