@@ -23,7 +23,8 @@ use crate::{ImageRef, count};
 /// How to reach the registry.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
-    /// USER:PASSWORD for the registry (else from auth.json or
+    /// USER:PASSWORD for the registry (for `copy`, the destination's, and
+    /// the source's only on the same registry; else from auth.json or
     /// ~/.docker/config.json)
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,
@@ -111,12 +112,7 @@ pub fn storage_image(image: &ImageRef) -> Result<Option<(OciLayout, String)>> {
         return Ok(None);
     };
     let storage = RegistryStorage::open(dir)?;
-    let temp = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-        .unwrap_or_else(|_| Utf8PathBuf::from("/tmp"))
-        .join(format!(
-            "layerstack-registry-storage-{}",
-            std::process::id()
-        ));
+    let temp = private_temp_dir("layerstack-registry-storage")?;
     if let Ok(mut list) = TEMPORARY.lock() {
         list.push(temp.clone());
     }
@@ -138,6 +134,34 @@ pub fn storage_target(image: &ImageRef) -> Option<(&str, &str, &str)> {
 }
 
 /// Removes the temporary layouts of [`storage_image`].
+/// A new directory of ours under the temporary directory (mode 0700,
+/// created by this call: never one that another user made in advance).
+fn private_temp_dir(prefix: &str) -> Result<Utf8PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = Utf8PathBuf::from_path_buf(std::env::temp_dir())
+        .unwrap_or_else(|_| Utf8PathBuf::from("/tmp"));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last = None;
+    for attempt in 0..64u32 {
+        let dir = base.join(format!(
+            "{prefix}-{}-{nanos:x}-{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(dir),
+            Err(e) => return Err(Error::from_io(&e, Operation::CreateDir, &dir)),
+        }
+    }
+    let dir = last.unwrap_or(base);
+    Err(
+        Error::new(ErrorKind::AlreadyExists, Operation::CreateDir, &dir)
+            .with_detail("no free name for a temporary directory"),
+    )
+}
+
 pub fn remove_temporary_layouts() {
     if let Ok(mut list) = TEMPORARY.lock() {
         for dir in list.drain(..) {
@@ -232,13 +256,20 @@ pub fn copy(
         (Endpoint::Registry(source), Endpoint::Registry(target)) => {
             // Through a temporary layout: each blob is fetched once,
             // verified, and sent once (or skipped, or mounted).
-            let temp = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-                .unwrap_or_else(|_| Utf8PathBuf::from("/tmp"))
-                .join(format!("layerstack-copy-{}", std::process::id()));
+            let temp = private_temp_dir("layerstack-copy")?;
             let result = (|| {
                 let options = args.options()?;
+                // `--creds` are the destination's: a source on another
+                // registry gets only what the auth files hold for its host.
+                let source_options = RegistryOptions {
+                    credentials: options
+                        .credentials
+                        .clone()
+                        .filter(|_| source.registry.eq_ignore_ascii_case(&target.registry)),
+                    ..options.clone()
+                };
                 let bars = Bars::new();
-                let pulled = registry::pull(source, &temp, Some("copy"), &options, &bars)?;
+                let pulled = registry::pull(source, &temp, Some("copy"), &source_options, &bars)?;
                 let layout = OciLayout::open(&temp)?;
                 let mut pushed = registry::push(&layout, Some("copy"), target, &options, &bars)?;
                 drop(bars);

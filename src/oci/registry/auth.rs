@@ -304,12 +304,18 @@ pub(crate) fn parse_token(body: &[u8], realm: &str) -> Result<Token> {
         .get("expires_in")
         .and_then(Value::as_u64)
         .filter(|s| *s > 0)
-        .map_or(DEFAULT_EXPIRY, Duration::from_secs);
+        // A day at most: a token server cannot make the deadline overflow.
+        .map_or(DEFAULT_EXPIRY, |s| {
+            Duration::from_secs(s.min(MAX_EXPIRY_SECS))
+        });
     Ok(Token {
         value: value.to_owned(),
         expires: Instant::now() + expires_in,
     })
 }
+
+/// The longest a token is trusted, whatever its server says.
+const MAX_EXPIRY_SECS: u64 = 24 * 60 * 60;
 
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -433,5 +439,18 @@ mod tests {
         let c = Credentials::parse("me:secret").unwrap();
         assert!(!format!("{c:?}").contains("secret"));
         assert_eq!(c.basic_header(), "Basic bWU6c2VjcmV0");
+    }
+
+    #[test]
+    fn a_token_server_cannot_make_the_expiry_overflow() {
+        let before = Instant::now();
+        let token = parse_token(
+            br#"{"token":"abc","expires_in":18446744073709551615}"#,
+            "https://auth.example/token",
+        )
+        .unwrap();
+        assert_eq!(token.value, "abc");
+        assert!(token.expires >= before + Duration::from_secs(MAX_EXPIRY_SECS));
+        assert!(token.expires <= Instant::now() + Duration::from_secs(MAX_EXPIRY_SECS));
     }
 }

@@ -153,6 +153,9 @@ fn load(layout: &OciLayout) -> Option<Known> {
                 .as_array()?
                 .iter()
                 .filter_map(Value::as_str)
+                // A name that is not a repository's would reach the token
+                // request's scope.
+                .filter(|r| super::valid_repository(r))
                 .take(REPOS_PER_BLOB)
                 .map(str::to_owned)
                 .collect();

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
+use ureq::ResponseExt;
 use ureq::http::Response;
 
 use super::auth::{Challenge, Credentials, TokenCache, parse_token};
@@ -148,14 +149,26 @@ impl Registry {
         request: ureq::RequestBuilder<B>,
         authorization: Option<&str>,
     ) -> ureq::RequestBuilder<B> {
-        let own = request
-            .uri_ref()
-            .and_then(|uri| uri.authority())
-            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&self.host));
+        let own = request.uri_ref().is_some_and(|uri| self.is_own(uri));
         match authorization {
             Some(value) if own => request.header("Authorization", value),
             _ => request,
         }
+    }
+
+    /// Whether `uri` is on the registry itself: its scheme and its host and
+    /// port. A URL on the same host over plain HTTP when the registry is
+    /// HTTPS is not: credentials never go out in clear text.
+    fn is_own(&self, uri: &ureq::http::Uri) -> bool {
+        let scheme = if self.base.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        uri.scheme_str() == Some(scheme)
+            && uri
+                .authority()
+                .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&self.host))
     }
 
     /// `GET /v2/`: checks the registry speaks the distribution API and
@@ -228,6 +241,14 @@ impl Registry {
             let authorization = self.authorization(&scope, op, what)?;
             self.count(method);
             match call(authorization.as_deref()) {
+                // A challenge from another host (an upload session or a
+                // blob elsewhere) is not the registry's: answering it could
+                // send the credentials to whoever that host names.
+                Ok(mut response)
+                    if response.status() == 401 && !self.is_own(response.get_uri()) =>
+                {
+                    return Err(status_error(op, what, &mut response));
+                }
                 Ok(response) if response.status() == 401 && !reauthenticated => {
                     reauthenticated = true;
                     let challenge = challenge_of(&response);
@@ -340,8 +361,12 @@ impl Registry {
         for part in scope.split(' ').filter(|s| !s.is_empty()) {
             param("scope", part);
         }
+        // Over HTTPS; or, for a registry spoken to in plain HTTP (loopback
+        // or --insecure), to a token server on its own host: never from an
+        // HTTPS registry down to plain HTTP.
         let send_credentials = realm.starts_with("https://")
-            || split_host_port(&realm_host).0 == split_host_port(&self.host).0;
+            || (self.base.starts_with("http://")
+                && split_host_port(&realm_host).0 == split_host_port(&self.host).0);
         let mut attempt = 0;
         let mut response = loop {
             let mut request = self.agent.get(&url);

@@ -23,16 +23,18 @@
 //! following a symlink in their last component, and every blob is checked
 //! against its digest when the layout reads it.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::unix::fs::OpenOptionsExt;
 
 use camino::{Utf8Path, Utf8PathBuf};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::{valid_repository, valid_tag};
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::oci::Digest;
+use crate::fs::beneath::{OPENAT2_RESOLVE, proc_path, procfs_is_mounted};
 use crate::oci::OciLayout;
 use crate::oci::{Descriptor, Index, MAX_DOCUMENT_BYTES, Manifest, media_type};
+use crate::oci::{Digest, Hasher};
 
 const V2: &str = "docker/registry/v2";
 const MAX_DEPTH: usize = 8;
@@ -169,14 +171,36 @@ impl RegistryStorage {
         Ok(Descriptor::new(media, digest, bytes.len() as u64))
     }
 
-    /// A hard link into the layout (checked when read, as every blob is),
-    /// or a verified copy across filesystems.
+    /// A blob of the registry into the layout, checked against its digest
+    /// and size first: opened beneath the storage root without following
+    /// any symlink, hashed through that descriptor, then hard-linked from
+    /// that very inode (or copied, across filesystems or without procfs).
     fn export_blob(&self, layout: &OciLayout, digest: &Digest, size: u64) -> Result<()> {
         if layout.has_blob(digest)? {
             return Ok(());
         }
         let from = self.blob_path(digest);
-        let meta = std::fs::symlink_metadata(&from)
+        let io = |e: rustix::io::Errno| {
+            Error::from_io(&std::io::Error::from(e), Operation::OpenImage, &from)
+        };
+        let root = rustix::fs::open(
+            self.root.as_str(),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        let rel = from.strip_prefix(&self.root).unwrap_or(&from);
+        let fd = rustix::fs::openat2(
+            &root,
+            rel.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+            OPENAT2_RESOLVE,
+        )
+        .map_err(io)?;
+        let mut file = std::fs::File::from(fd);
+        let meta = file
+            .metadata()
             .map_err(|e| Error::from_io(&e, Operation::OpenImage, &from))?;
         if !meta.is_file() {
             return Err(
@@ -184,14 +208,41 @@ impl RegistryStorage {
                     .with_detail("not a regular file"),
             );
         }
-        // `link` does not follow a symlink; the check above refused one.
-        if std::fs::hard_link(&from, layout.blob_path(digest)).is_ok() {
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| Error::from_io(&e, Operation::OpenImage, &from))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let length = hasher.len();
+        let got = hasher.finish();
+        if got != *digest || length != size {
+            return Err(
+                Error::new(ErrorKind::InvalidData, Operation::OpenImage, &from).with_detail(
+                    format!(
+                        "the registry's file holds {length} bytes of {got}, not {size} of {digest}"
+                    ),
+                ),
+            );
+        }
+        if procfs_is_mounted()
+            && rustix::fs::linkat(
+                rustix::fs::CWD,
+                proc_path(&file),
+                rustix::fs::CWD,
+                layout.blob_path(digest).as_str(),
+                AtFlags::SYMLINK_FOLLOW,
+            )
+            .is_ok()
+        {
             return Ok(());
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_nofollow())
-            .open(&from)
+        file.seek(std::io::SeekFrom::Start(0))
             .map_err(|e| Error::from_io(&e, Operation::OpenImage, &from))?;
         layout.put_blob_verified(file, digest, size)
     }
@@ -229,4 +280,71 @@ fn read_small(path: &Utf8Path, limit: u64) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storage directory holding `data` as the blob of `digest`, and a
+    /// fresh layout, in a scratch directory.
+    fn fixture(
+        name: &str,
+        digest: &Digest,
+        data: &[u8],
+    ) -> (Utf8PathBuf, RegistryStorage, OciLayout) {
+        let dir = Utf8PathBuf::from_path_buf(std::env::temp_dir())
+            .unwrap()
+            .join(format!("layerstack-storage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage = dir.join("storage");
+        std::fs::create_dir_all(storage.join(V2).join("blobs")).unwrap();
+        let storage = RegistryStorage::open(&storage).unwrap();
+        let blob = storage.blob_path(digest);
+        std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::fs::write(&blob, data).unwrap();
+        let layout = OciLayout::create(dir.join("layout")).unwrap();
+        (dir, storage, layout)
+    }
+
+    #[test]
+    fn a_blob_is_checked_before_it_enters_the_layout() {
+        let good = b"the layer";
+        let digest = Digest::of(good);
+        let (dir, storage, layout) = fixture("check", &digest, b"another layer");
+        let err = storage
+            .export_blob(&layout, &digest, good.len() as u64)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(!layout.has_blob(&digest).unwrap());
+        std::fs::write(storage.blob_path(&digest), good).unwrap();
+        let err = storage.export_blob(&layout, &digest, 3).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(!layout.has_blob(&digest).unwrap());
+        storage
+            .export_blob(&layout, &digest, good.len() as u64)
+            .unwrap();
+        assert_eq!(std::fs::read(layout.blob_path(&digest)).unwrap(), good);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_inside_the_storage_is_not_followed() {
+        let good = b"a private file";
+        let digest = Digest::of(good);
+        let (dir, storage, layout) = fixture("symlink", &digest, good);
+        // `blobs` moved away and replaced by a symlink to it: the right
+        // bytes, reached through a link a hostile storage could aim anywhere.
+        let blobs = dir.join("storage").join(V2).join("blobs");
+        let elsewhere = dir.join("elsewhere");
+        std::fs::rename(&blobs, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &blobs).unwrap();
+        assert!(
+            storage
+                .export_blob(&layout, &digest, good.len() as u64)
+                .is_err()
+        );
+        assert!(!layout.has_blob(&digest).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

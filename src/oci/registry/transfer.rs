@@ -26,6 +26,10 @@ application/vnd.docker.distribution.manifest.v2+json";
 /// How deep indexes may nest.
 const MAX_DEPTH: usize = 8;
 
+/// The most manifests and indexes one pull fetches: a registry cannot make
+/// a pull go on for ever with indexes of indexes.
+const MAX_MANIFESTS: u64 = 10_000;
+
 /// Counters shared by the threads of one transfer.
 #[derive(Default)]
 struct Tally {
@@ -327,10 +331,16 @@ fn push_blob(s: &Session<'_>, desc: &Descriptor) -> Result<BlobOutcome> {
         s.cache.record(s.registry.host(), s.repo(), &desc.digest);
         return Ok(BlobOutcome::Skipped);
     }
-    for from in s
-        .cache
-        .repositories(s.registry.host(), &desc.digest, s.repo())
-    {
+    // A mount only of a blob the layout holds: a layout that names a blob
+    // it lacks must not copy another repository's blob into this one.
+    let held = s.layout.has_blob(&desc.digest)? && s.layout.blob_size(&desc.digest)? == desc.size;
+    let sources = if held {
+        s.cache
+            .repositories(s.registry.host(), &desc.digest, s.repo())
+    } else {
+        Vec::new()
+    };
+    for from in sources {
         if mount_blob(s, &desc.digest, &from, &what)? {
             s.cache.record(s.registry.host(), s.repo(), &desc.digest);
             return Ok(BlobOutcome::Mounted);
@@ -572,6 +582,9 @@ fn finish_upload(s: &Session<'_>, desc: &Descriptor, location: &str, what: &str)
 /// The most pages of a tag list followed.
 const MAX_TAG_PAGES: usize = 10_000;
 
+/// The most tags a list may hold in all its pages.
+const MAX_TAGS: usize = 100_000;
+
 /// The tags of `repository`'s repository, in the registry's order, asked
 /// `page` at a time (`None`: as many as the registry gives at once),
 /// following each page's `Link: <...>; rel="next"`.
@@ -614,6 +627,10 @@ pub fn list_tags(
         match list.get("tags") {
             Some(serde_json::Value::Array(page)) => {
                 tags.extend(page.iter().filter_map(|t| t.as_str()).map(str::to_owned));
+                if tags.len() > MAX_TAGS {
+                    return Err(Error::new(ErrorKind::LimitExceeded, Operation::Pull, &what)
+                        .with_detail(format!("more than {MAX_TAGS} tags")));
+                }
             }
             Some(serde_json::Value::Null) | None => {}
             Some(_) => {
@@ -696,6 +713,10 @@ fn pull_node(
         return Err(Error::new(ErrorKind::LimitExceeded, Operation::Pull, &what)
             .with_detail("indexes nest too deep"));
     }
+    if s.tally.manifests.load(Ordering::Relaxed) >= MAX_MANIFESTS {
+        return Err(Error::new(ErrorKind::LimitExceeded, Operation::Pull, &what)
+            .with_detail(format!("more than {MAX_MANIFESTS} manifests and indexes")));
+    }
     let url = s.url(&format!("manifests/{reference}"));
     let mut response = s.registry.send(
         Method::Get,
@@ -729,7 +750,11 @@ fn pull_node(
     if media_type::is_index(&media) {
         let index = Index::from_json(&bytes)?;
         for child in &index.manifests {
-            pull_node(s, &child.digest.to_string(), Some(child.digest), depth + 1)?;
+            // A manifest is stored after everything it names, so one the
+            // layout has (pulled before, or named twice) is complete.
+            if !s.layout.has_blob(&child.digest)? {
+                pull_node(s, &child.digest.to_string(), Some(child.digest), depth + 1)?;
+            }
         }
     } else if media_type::is_manifest(&media) {
         let manifest = Manifest::from_json(&bytes)?;
