@@ -670,17 +670,30 @@ fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
+                // "this network" (0.0.0.0/8) and shared address space.
+                || o[0] == 0
                 || (o[0] == 100 && (o[1] & 0xc0) == 64)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            let o = v6.octets();
+            let embedded = |a: u8, b: u8, c: u8, d: u8| {
+                is_internal(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || (seg[0] & 0xfe00) == 0xfc00
+                // Link-local, and the deprecated site-local fec0::/10.
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] & 0xffc0) == 0xfec0
+                // IPv4-compatible ::a.b.c.d, NAT64 64:ff9b::/96 and 6to4
+                // 2002::/16 carry an IPv4 address that is judged as one.
+                || (seg[..6] == [0; 6] && embedded(o[12], o[13], o[14], o[15]))
+                || (seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(o[12], o[13], o[14], o[15]))
+                || (seg[0] == 0x2002 && embedded(o[2], o[3], o[4], o[5]))
         }
     }
 }
@@ -703,10 +716,21 @@ mod tests {
             "fe80::1",
             "::ffff:10.0.0.1",
             "0.0.0.0",
+            "0.1.2.3",
+            "fec0::1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:c0a8:0101::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1", "100.128.0.1"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "100.128.0.1",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }
