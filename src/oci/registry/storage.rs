@@ -34,7 +34,7 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::fs::beneath::{OPENAT2_RESOLVE, proc_path, procfs_is_mounted};
 use crate::oci::OciLayout;
 use crate::oci::{Descriptor, Index, MAX_DOCUMENT_BYTES, Manifest, media_type};
-use crate::oci::{Digest, Hasher};
+use crate::oci::{Digest, DigestWriter};
 
 const V2: &str = "docker/registry/v2";
 const MAX_DEPTH: usize = 8;
@@ -208,19 +208,10 @@ impl RegistryStorage {
                     .with_detail("not a regular file"),
             );
         }
-        let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| Error::from_io(&e, Operation::OpenImage, &from))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let length = hasher.len();
-        let got = hasher.finish();
+        let mut hashed = DigestWriter::new(std::io::sink());
+        std::io::copy(&mut file, &mut hashed)
+            .map_err(|e| Error::from_io(&e, Operation::OpenImage, &from))?;
+        let (_, got, length) = hashed.finish();
         if got != *digest || length != size {
             return Err(
                 Error::new(ErrorKind::InvalidData, Operation::OpenImage, &from).with_detail(
