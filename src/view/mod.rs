@@ -1074,17 +1074,22 @@ impl MergedView {
     }
 
     /// Whether two merged objects are one (names of one inode, as the
-    /// kernel sees them: upper hard links always, lower ones only with
-    /// [`HardLinkCopyUp::Keep`]).
+    /// kernel sees them: upper hard links always, lower hard links only
+    /// with [`HardLinkCopyUp::Keep`]). A lower inode of one link that a
+    /// redirect the kernel never writes shows at two merged paths is two
+    /// independent objects here, as everywhere in the view and the model
+    /// (the kernel binds both names to one overlay inode and its answers
+    /// then depend on its caches; see `tests/it/kernel.rs`).
     fn same_object(&self, st: &State, a: &Res, b: &Res) -> bool {
         if a.file_type.is_dir() || b.file_type.is_dir() || a.top().0 != b.top().0 {
             return false;
         }
-        if !a.in_upper() && self.options.hard_links == HardLinkCopyUp::Break {
-            return false;
-        }
         match (st.node(a), st.node(b)) {
-            (Ok(x), Ok(y)) => x.meta.ino == y.meta.ino,
+            (Ok(x), Ok(y)) => {
+                x.meta.ino == y.meta.ino
+                    && (a.in_upper()
+                        || (self.options.hard_links == HardLinkCopyUp::Keep && x.meta.nlink > 1))
+            }
             _ => false,
         }
     }

@@ -84,7 +84,7 @@ fn config() -> Config {
 }
 
 /// `PROPTEST_CASES / divisor` cases (`default` without it); failing seeds
-/// are kept in `tests/kernel.proptest-regressions`.
+/// are kept in `tests/it/kernel.proptest-regressions`.
 fn config_scaled(divisor: u32, default: u32) -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -97,7 +97,7 @@ fn config_scaled(divisor: u32, default: u32) -> Config {
         // are rare; they never fail the run.
         max_global_rejects: cases,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/kernel.proptest-regressions",
+            "tests/it/kernel.proptest-regressions",
         ))),
         ..Config::default()
     }

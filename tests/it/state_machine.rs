@@ -253,7 +253,7 @@ fn config() -> Config {
         max_shrink_iters: 20_000,
         // Failing seeds are kept beside this file and replayed first.
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/state_machine.proptest-regressions",
+            "tests/it/state_machine.proptest-regressions",
         ))),
         ..Config::default()
     }
