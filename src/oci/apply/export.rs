@@ -287,7 +287,7 @@ struct Exporter<'a, W: Write> {
     clamp: Option<Timestamp>,
     tar: TarSink<W>,
     /// The first tar name of each hard-linked object, with its type.
-    links: HashMap<LinkKey, (String, FileType)>,
+    links: HashMap<LinkKey, (Vec<u8>, FileType)>,
     /// The merged view for redirected directories, made when first needed.
     view: Option<MergedView>,
 }
@@ -447,11 +447,11 @@ impl<W: Write> Exporter<'_, W> {
 
     /// Writes an empty whiteout or opaque marker named `name` in `dir`.
     fn write_marker(&mut self, name: &str, dir: &LayerPath) -> Result<()> {
-        let tar_name = if dir.is_root() {
-            name.to_owned()
-        } else {
-            format!("{}/{name}", dir.as_str())
-        };
+        let mut tar_name = tar_name(dir, false);
+        if !dir.is_root() {
+            tar_name.push(b'/');
+        }
+        tar_name.extend_from_slice(name.as_bytes());
         let spec = HeaderSpec {
             name: &tar_name,
             entry_type: EntryType::Regular,
@@ -484,11 +484,7 @@ impl<W: Write> Exporter<'_, W> {
     ) -> Result<()> {
         let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_str());
         let file_type = meta.file_type;
-        let tar_name = if file_type.is_dir() {
-            format!("{}/", path.as_str())
-        } else {
-            path.as_str().to_owned()
-        };
+        let tar_name = tar_name(path, file_type.is_dir());
         let mtime = self.clamped(meta.mtime);
         let mut spec = HeaderSpec {
             name: &tar_name,
@@ -541,7 +537,7 @@ impl<W: Write> Exporter<'_, W> {
                         .into_string(),
                 };
                 spec.entry_type = EntryType::Symlink;
-                spec.link = Some(&target);
+                spec.link = Some(target.as_bytes());
                 self.write_header(&spec, path)
             }
             FileType::Fifo => {
@@ -629,6 +625,16 @@ impl<W: Write> Exporter<'_, W> {
             .write_all(bytes)
             .map_err(|e| Error::from_io(&e, Operation::ExportLayer, shown))
     }
+}
+
+/// The bytes of `path` as a tar name (a directory's ends in `/`).
+fn tar_name(path: &LayerPath, dir: bool) -> Vec<u8> {
+    // Issue 14: the bytes of the path once the core's names are bytes.
+    let mut name = path.as_str().as_bytes().to_vec();
+    if dir {
+        name.push(b'/');
+    }
+    name
 }
 
 fn changed_size(path: &LayerPath, size: u64) -> Error {

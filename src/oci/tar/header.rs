@@ -26,16 +26,16 @@ pub(crate) const PAX_HEADER_NAME: &str = "././@PaxHeader";
 /// Everything one tar header says.
 #[derive(Debug)]
 pub(crate) struct HeaderSpec<'a> {
-    /// The full tar name (a directory's ends in `/`).
-    pub(crate) name: &'a str,
+    /// The full tar name, its bytes (a directory's ends in `/`).
+    pub(crate) name: &'a [u8],
     pub(crate) entry_type: EntryType,
     pub(crate) mode: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) size: u64,
     pub(crate) mtime: Timestamp,
-    /// A symlink's target or a hard link's first name.
-    pub(crate) link: Option<&'a str>,
+    /// A symlink's target or a hard link's first name, its bytes.
+    pub(crate) link: Option<&'a [u8]>,
     /// Major and minor of a device.
     pub(crate) device: Option<(u32, u32)>,
     /// Extended attributes (overlay bookkeeping is left out here).
@@ -50,25 +50,25 @@ pub(crate) fn build_header(spec: &HeaderSpec<'_>, path: &LayerPath) -> Result<(H
     let mut pax = Vec::new();
     let mut header = Header::new_ustar();
 
-    let name = spec.name.as_bytes();
-    if name.len() > NAME_FIELD {
-        pax_record(&mut pax, "path", name);
+    let (field, whole) = name_field(spec.name);
+    if !whole {
+        pax_record(&mut pax, "path", spec.name);
     }
-    let field = truncated(spec.name, NAME_FIELD).as_bytes();
-    header.as_old_mut().name[..field.len()].copy_from_slice(field);
+    header.as_old_mut().name[..field.len()].copy_from_slice(&field);
 
     if let Some(link) = spec.link {
-        if link.contains('\0') {
+        if link.contains(&0) {
             return Err(error(
                 ErrorKind::InvalidInput,
                 "the link target contains a NUL byte".into(),
             ));
         }
-        if link.len() > NAME_FIELD {
-            pax_record(&mut pax, "linkpath", link.as_bytes());
+        let (field, whole) = name_field(link);
+        if !whole {
+            pax_record(&mut pax, "linkpath", link);
         }
         header
-            .set_link_name_literal(truncated(link, NAME_FIELD))
+            .set_link_name_literal(&field)
             .map_err(|e| error(ErrorKind::InvalidInput, e.to_string()))?;
     }
 
@@ -154,6 +154,35 @@ pub(crate) fn pax_header(len: u64) -> Header {
     header
 }
 
+/// What the ustar name (or linkname) field holds for a name, and whether
+/// that is the whole name (if not, a PAX record carries it).
+///
+/// A UTF-8 name goes in as it is, cut at a character boundary when it is
+/// longer than the field. A name that is not UTF-8 is written as Go's
+/// `archive/tar` writes it (the writer of Docker and containerd; see
+/// `name.rs`): the bytes in a PAX record, and in the field the name with
+/// every byte that is not ASCII (or is NUL) left out, cut at 100 bytes,
+/// without the trailing `/` a cut would leave (Go's `toASCII` and
+/// `formatString`).
+pub(crate) fn name_field(name: &[u8]) -> (Vec<u8>, bool) {
+    if let Ok(text) = std::str::from_utf8(name) {
+        let field = truncated(text, NAME_FIELD).as_bytes();
+        return (field.to_vec(), field.len() == name.len());
+    }
+    let ascii: Vec<u8> = name
+        .iter()
+        .copied()
+        .filter(|&b| b != 0 && b < 0x80)
+        .collect();
+    let mut field = ascii[..ascii.len().min(NAME_FIELD)].to_vec();
+    if ascii.len() > NAME_FIELD {
+        while field.last() == Some(&b'/') {
+            field.pop();
+        }
+    }
+    (field, false)
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a
 /// character boundary.
 pub(crate) fn truncated(s: &str, max: usize) -> &str {
@@ -233,6 +262,10 @@ mod tests {
     }
 
     fn spec(name: &str) -> HeaderSpec<'_> {
+        raw_spec(name.as_bytes())
+    }
+
+    fn raw_spec(name: &[u8]) -> HeaderSpec<'_> {
         HeaderSpec {
             name,
             entry_type: EntryType::Regular,
@@ -298,6 +331,44 @@ mod tests {
         assert_eq!(
             (h.path_bytes().as_ref(), pax.as_str()),
             (exact.as_bytes(), "")
+        );
+    }
+
+    /// The bytes Go 1.19's `archive/tar` writes for these names (format
+    /// left to it): a PAX record with the bytes, the field without the
+    /// bytes that are not ASCII. GNU tar and Go read the record back as it
+    /// is (`tests/it/oci/names.rs` checks it against both).
+    #[test]
+    fn names_that_are_not_utf8_are_written_as_go_writes_them() {
+        let (h, pax) = build_header(&raw_spec(b"caf\xe9"), &LayerPath::root()).unwrap();
+        assert_eq!(h.path_bytes().as_ref(), b"caf");
+        assert_eq!(pax, b"13 path=caf\xe9\n");
+
+        let koi8 = b"\xf0\xd2\xc9\xd7\xc5\xd4";
+        let mut s = spec("ln");
+        s.entry_type = EntryType::Symlink;
+        s.link = Some(koi8);
+        let (h, pax) = build_header(&s, &LayerPath::root()).unwrap();
+        assert_eq!(h.path_bytes().as_ref(), b"ln");
+        assert_eq!(h.as_old().linkname, [0u8; 100]);
+        assert_eq!(pax, b"19 linkpath=\xf0\xd2\xc9\xd7\xc5\xd4\n");
+
+        // Past 100 bytes: the ASCII bytes cut at 100, with no `/` at the
+        // cut, and the whole name in the record.
+        let mut long = b"d".repeat(99);
+        long.extend_from_slice(b"//\xe9e/");
+        let (h, pax) = build_header(&raw_spec(&long), &LayerPath::root()).unwrap();
+        assert_eq!(h.path_bytes().as_ref(), &long[..99]);
+        let mut want = b"114 path=".to_vec();
+        want.extend_from_slice(&long);
+        want.push(b'\n');
+        assert_eq!(pax, want);
+
+        // UTF-8 names are written as before: the field alone when they fit.
+        let (h, pax) = build_header(&spec("\u{e9}t\u{e9}"), &LayerPath::root()).unwrap();
+        assert_eq!(
+            (h.path_bytes().as_ref(), pax.len()),
+            ("\u{e9}t\u{e9}".as_bytes(), 0)
         );
     }
 

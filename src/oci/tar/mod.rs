@@ -5,5 +5,6 @@
 
 pub(crate) mod compress;
 pub(crate) mod header;
+pub(crate) mod name;
 pub(crate) mod read;
 pub(crate) mod whiteout;

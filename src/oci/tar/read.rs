@@ -7,6 +7,8 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::meta::{FileType, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::LayerPath;
 
+use super::name;
+
 const BLOCK: u64 = 512;
 
 /// Limits on a layer tar, checked while it streams. The defaults are far
@@ -765,13 +767,9 @@ impl<R: Read> TarReader<R> {
             ));
         }
 
-        let name = String::from_utf8(raw_name).map_err(|e| {
-            self.error(
-                ErrorKind::InvalidData,
-                &escape_bytes(e.as_bytes()),
-                "the name is not UTF-8",
-            )
-        })?;
+        // Every name below is the archive's bytes; `name` spells them for
+        // messages.
+        let name = shown(&raw_name);
 
         self.entries += 1;
         if self.entries > self.limits.max_entries {
@@ -806,7 +804,7 @@ impl<R: Read> TarReader<R> {
             self.regions.push_back((0, data_size));
         }
 
-        let path = self.normalise(&name)?;
+        let path = self.normalise(&raw_name)?;
         let id = |key: &str, value: i64| -> Result<u32> {
             u32::try_from(value).map_err(|_| {
                 self.error(
@@ -823,14 +821,11 @@ impl<R: Read> TarReader<R> {
         let mode = (header.mode as u64 & 0o7777) as u32;
 
         let link_target = || -> Result<String> {
-            String::from_utf8(raw_link.clone()).map_err(|e| {
+            name::link_text(raw_link.clone()).map_err(|raw| {
                 self.error(
                     ErrorKind::InvalidData,
                     &name,
-                    format!(
-                        "the link target `{}` is not UTF-8",
-                        escape_bytes(e.as_bytes())
-                    ),
+                    format!("the link target `{}` is not UTF-8", escape_bytes(&raw)),
                 )
             })
         };
@@ -851,22 +846,18 @@ impl<R: Read> TarReader<R> {
             b'0' | b'\0' | b'7' | b'S' => TarKind::File,
             b'5' => TarKind::Dir,
             b'2' => {
-                let target = link_target()?;
-                if target.is_empty() {
+                if raw_link.is_empty() {
                     return Err(self.error(ErrorKind::InvalidData, &name, "empty symlink target"));
                 }
-                TarKind::Symlink(target)
+                TarKind::Symlink(link_target()?)
             }
-            b'1' => {
-                let target = link_target()?;
-                TarKind::HardLink(self.normalise(&target).map_err(|e| {
-                    self.error(
-                        e.kind(),
-                        &name,
-                        format!("bad hard link target `{target}`: {}", e.cause()),
-                    )
-                })?)
-            }
+            b'1' => TarKind::HardLink(self.normalise(&raw_link).map_err(|e| {
+                self.error(
+                    e.kind(),
+                    &name,
+                    format!("bad hard link target `{}`: {}", shown(&raw_link), e.cause()),
+                )
+            })?),
             b'3' => TarKind::CharDevice(device()?),
             b'4' => TarKind::BlockDevice(device()?),
             b'6' => TarKind::Fifo,
@@ -1180,34 +1171,34 @@ impl<R: Read> TarReader<R> {
         Ok(out)
     }
 
-    /// A tar name as a layer path.
-    fn normalise(&self, name: &str) -> Result<LayerPath> {
-        let mut names = Vec::new();
-        for part in name.split('/') {
+    /// A tar name (its bytes as the archive holds them) as a layer path:
+    /// a leading `/`, empty and `.` components dropped, `..` refused.
+    fn normalise(&self, raw: &[u8]) -> Result<LayerPath> {
+        let mut components = Vec::new();
+        for part in raw.split(|&b| b == b'/') {
             match part {
-                "" | "." => {}
-                ".." => {
+                b"" | b"." => {}
+                b".." => {
                     return Err(self.error(
                         ErrorKind::InvalidInput,
-                        name,
+                        &shown(raw),
                         "the name contains `..` (it could reach outside the layer)",
                     ));
                 }
-                n => names.push(n),
+                n => components.push(n),
             }
         }
-        if names.len() > self.limits.max_path_depth {
+        if components.len() > self.limits.max_path_depth {
             return Err(self.error(
                 ErrorKind::LimitExceeded,
-                name,
+                &shown(raw),
                 format!(
                     "the path is deeper than the limit of {} components",
                     self.limits.max_path_depth
                 ),
             ));
         }
-        LayerPath::from_names(names.iter().copied())
-            .map_err(|e| self.error(e.kind(), name, e.cause()))
+        name::layer_path(&components).map_err(|(kind, cause)| self.error(kind, &shown(raw), cause))
     }
 
     /// Where in the file the next byte [`TarReader::read_data`] returns
@@ -1291,6 +1282,15 @@ fn field_bytes<'b>(block: &'b [u8; BLOCK as usize], field: &str) -> &'b [u8] {
         "atime" => &block[476..488],
         "ctime" => &block[488..500],
         _ => &block[337..345],
+    }
+}
+
+/// A tar name for a message: as it is when it is UTF-8, else escaped as
+/// [`escape_bytes`] escapes.
+fn shown(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => escape_bytes(raw),
     }
 }
 
