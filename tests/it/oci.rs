@@ -7,5 +7,6 @@ mod analyze;
 mod dir_layer;
 mod docker_save;
 mod interop;
+mod names;
 mod round_trip;
 mod tar_diff;

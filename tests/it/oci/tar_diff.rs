@@ -25,7 +25,7 @@ use layerstack::makedev;
 use layerstack::oci::{Hasher, Limits, TarKind, TarReader};
 use layerstack::{Error, ErrorKind};
 
-use crate::support::tools::Scratch;
+use crate::support::tools::{Scratch, go_build};
 
 /// Data past this is not hashed (as the lister does).
 const MAX_HASHED: u64 = 256 << 20;
@@ -99,40 +99,7 @@ fn parse_entry(line: &str) -> GoEntry {
 
 /// Builds the lister; `None` (after a SKIP line) without `go`.
 fn lister(test: &str) -> Option<PathBuf> {
-    // `go` has no `--version`: ask `go version`.
-    let ok = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
-            "{test} needs `go` and LAYERSTACK_REQUIRE_TOOLS is set"
-        );
-        eprintln!("SKIP {test}: `go` is not installed (apt-get install golang-go)");
-        return None;
-    }
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
-    let exe = tmp.join("tar-lister");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tar_lister/main.go");
-    let out = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .env("GOCACHE", tmp.join("cache"))
-        .env("GOPATH", tmp.join("path"))
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "")
-        .env("GO111MODULE", "off")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("run go build");
-    assert!(
-        out.status.success(),
-        "go build of the tar lister failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(exe)
+    go_build("tar_lister", test)
 }
 
 /// What Go lists in each file, in order.

@@ -28,6 +28,50 @@ pub fn have(tool: &str, test: &str) -> bool {
     ok
 }
 
+/// Builds the Go program `tests/<dir>/main.go` (standard library only)
+/// offline (GOPROXY=off, caches under `target/tmp`); `None` (after a SKIP
+/// line) without `go`. With `LAYERSTACK_REQUIRE_TOOLS` set (CI), a missing
+/// `go` fails the test.
+pub fn go_build(dir: &str, test: &str) -> Option<std::path::PathBuf> {
+    // `go` has no `--version`: ask `go version`.
+    let ok = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
+            "{test} needs `go` and LAYERSTACK_REQUIRE_TOOLS is set"
+        );
+        eprintln!("SKIP {test}: `go` is not installed (apt-get install golang-go)");
+        return None;
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+    let exe = tmp.join(dir);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir)
+        .join("main.go");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .env("GOCACHE", tmp.join("cache"))
+        .env("GOPATH", tmp.join("path"))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go build");
+    assert!(
+        out.status.success(),
+        "go build of tests/{dir} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(exe)
+}
+
 /// Whether we are root (umoci keeps owners and devices only as root).
 pub fn root(test: &str) -> bool {
     let ok = rustix::process::geteuid().is_root();
