@@ -1,11 +1,19 @@
 //! `diff`: what each layer adds, changes and deletes, as `docker diff`.
 
 use layerstack::oci::{Change, ChangeKind};
-use layerstack::{Error, ErrorKind, Operation, Result};
+use std::ffi::OsStr;
+
+use layerstack::{Error, ErrorKind, LayerPath, Operation, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
-use crate::output::{Format, Out, Progress, escape_name};
+use crate::output::{Format, Out, Progress, escape_name, image_path, json_name, rooted};
+
+/// A path of the command line (`/etc`, `etc/`, `./etc`) as a path of the
+/// image.
+fn layer_path(path: &str) -> Result<LayerPath> {
+    LayerPath::from_names(path.split('/').filter(|c| !c.is_empty() && *c != "."))
+}
 
 pub fn kind_name(kind: ChangeKind) -> &'static str {
     match kind {
@@ -15,8 +23,21 @@ pub fn kind_name(kind: ChangeKind) -> &'static str {
     }
 }
 
-/// `layerstack diff`.
-pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out) -> Result<()> {
+/// `layerstack diff`: every change, or (with `under`) those at that path
+/// and below it.
+pub fn run(
+    image: &ImageRef,
+    only: Option<usize>,
+    under: Option<&OsStr>,
+    format: Format,
+    out: &mut Out,
+) -> Result<()> {
+    let under = under
+        .map(image_path)
+        .transpose()?
+        .map(layer_path)
+        .transpose()?;
+    let within = |c: &Change| under.as_ref().is_none_or(|p| c.path.starts_with(p));
     let (store, img) = image.open()?;
     let count = img.layers().len();
     if let Some(n) = only
@@ -49,10 +70,11 @@ pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out)
                         "index": i,
                         "digest": img.layers()[i].digest.to_string(),
                         "created_by": commands[i],
-                        "changes": changes[i].iter().map(|c: &Change| json!({
-                            "kind": kind_name(c.kind),
-                            "path": format!("/{}", c.path.as_str()),
-                        })).collect::<Vec<_>>(),
+                        "changes": changes[i].iter().filter(|c| within(c)).map(|c: &Change| {
+                            let mut change = json!({"kind": kind_name(c.kind), "path": null});
+                            json_name(&mut change, "path", &rooted(&c.path));
+                            change
+                        }).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -71,10 +93,11 @@ pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out)
                     "layer {i} {}{by}",
                     img.layers()[i].digest.short()
                 ))?;
-                if changes[i].is_empty() {
+                let layer: Vec<&Change> = changes[i].iter().filter(|c| within(c)).collect();
+                if layer.is_empty() {
                     out.line(format_args!("  (no changes)"))?;
                 }
-                for c in &changes[i] {
+                for c in layer {
                     out.line(format_args!(
                         "  {} /{}",
                         c.kind.letter(),

@@ -6,7 +6,9 @@ use layerstack::{LayerPath, LayerSource, MergedView, Metadata, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
-use crate::output::{Format, Out, Progress, escape_name, mode_string, size_string, type_name};
+use crate::output::{
+    Format, Out, Progress, escape_name, json_name, mode_string, rooted, size_string, type_name,
+};
 
 /// One entry of a listing.
 pub struct Listed {
@@ -167,7 +169,7 @@ fn json_of(entries: &[Listed], image: &Image) -> Value {
             .iter()
             .map(|l| {
                 let mut v = json!({
-                    "path": format!("/{}", l.path.as_str()),
+                    "path": null,
                     "type": type_name(l.meta.file_type),
                     "mode": format!("{:04o}", l.meta.mode),
                     "uid": l.meta.uid,
@@ -176,8 +178,9 @@ fn json_of(entries: &[Listed], image: &Image) -> Value {
                     "layer": l.layer,
                     "layer_digest": image.layers().get(l.layer).map(|d| d.digest.to_string()),
                 });
+                json_name(&mut v, "path", &rooted(&l.path));
                 if let Some(target) = &l.target {
-                    v["target"] = json!(target);
+                    json_name(&mut v, "target", target.as_bytes());
                 }
                 if matches!(
                     l.meta.file_type,

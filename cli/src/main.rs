@@ -16,6 +16,7 @@ mod output;
 mod registry;
 mod unpack;
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
@@ -127,7 +128,7 @@ Examples:
         /// The image: LAYOUT[:TAG]
         image: ImageRef,
         /// The directory (or file) to list [default: /]
-        path: Option<String>,
+        path: Option<OsString>,
         /// List subdirectories too
         #[arg(short = 'R', long)]
         recursive: bool,
@@ -143,17 +144,20 @@ Examples:
         /// The image: LAYOUT[:TAG]
         image: ImageRef,
         /// The file
-        path: String,
+        path: OsString,
     },
     /// What each layer adds (A), changes (C) and deletes (D), as
     /// `docker diff` shows it.
     #[command(after_help = "\
 Examples:
   layerstack diff ./layerstack-demo:demo
-  layerstack diff ./layerstack-demo:demo --layer 1 --json")]
+  layerstack diff ./layerstack-demo:demo --layer 1 --json
+  layerstack diff ./layerstack-demo:demo /etc")]
     Diff {
         /// The image: LAYOUT[:TAG]
         image: ImageRef,
+        /// Only changes at this path and below it [default: /]
+        path: Option<OsString>,
         /// Only layer N (bottom = 0)
         #[arg(long, value_name = "N")]
         layer: Option<usize>,
@@ -484,13 +488,18 @@ fn run(command: Command) -> Result<()> {
             json,
         } => ls::ls(
             &image,
-            path.as_deref().unwrap_or("/"),
+            output::image_path(path.as_deref().unwrap_or("/".as_ref()))?,
             recursive,
             format(json),
             &mut out,
         )?,
-        Command::Cat { image, path } => ls::cat(&image, &path, &mut out)?,
-        Command::Diff { image, layer, json } => diff::run(&image, layer, format(json), &mut out)?,
+        Command::Cat { image, path } => ls::cat(&image, output::image_path(&path)?, &mut out)?,
+        Command::Diff {
+            image,
+            path,
+            layer,
+            json,
+        } => diff::run(&image, layer, path.as_deref(), format(json), &mut out)?,
         Command::Inspect { image, sizes, json } => {
             inspect::run(&image, sizes, format(json), &mut out)?;
         }

@@ -216,11 +216,60 @@ mod tests {
 
 /// A name for a line of text, as `ls -b` prints it: a backslash, a
 /// control character or any other character that is not printable is
-/// escaped (`\n`, `\t`, `\\`, else `\ooo` per byte), so that a name can
-/// neither forge a line of a listing nor send escape sequences to the
-/// terminal. JSON output keeps names exact.
-pub fn escape_name(name: &str) -> String {
-    escape(name, true)
+/// escaped (`\n`, `\t`, `\\`, else `\ooo` per byte), and so is every byte
+/// that is not part of valid UTF-8 (a Latin-1 `caf\xe9` is `caf\351`), so
+/// that a name can neither forge a line of a listing nor send escape
+/// sequences to the terminal, and two names never print alike. JSON
+/// output keeps names exact ([`json_name`]).
+pub fn escape_name(name: impl AsRef<[u8]>) -> String {
+    let mut out = String::new();
+    for chunk in name.as_ref().utf8_chunks() {
+        out.push_str(&escape(chunk.valid(), true));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
+
+/// Sets `key` of a JSON object to a name given as bytes: the name itself
+/// when it is UTF-8 (as every document had it before names were bytes);
+/// else [`escape_name`]'s text, and the exact bytes as an array of numbers
+/// under `<key>_bytes`, the one place a reader finds such a name whole.
+pub fn json_name(object: &mut serde_json::Value, key: &str, name: &[u8]) {
+    match std::str::from_utf8(name) {
+        Ok(text) => object[key] = serde_json::json!(text),
+        Err(_) => {
+            object[key] = serde_json::json!(escape_name(name));
+            object[format!("{key}_bytes")] = serde_json::json!(name);
+        }
+    }
+}
+
+/// The bytes of `/<path>`, as listings show a path of an image.
+pub fn rooted(path: &layerstack::LayerPath) -> Vec<u8> {
+    // Issue 14: the path's own bytes once the library's paths are bytes.
+    let mut out = b"/".to_vec();
+    out.extend_from_slice(path.as_str().as_bytes());
+    out
+}
+
+/// A path of the command line as the bytes the image's paths are.
+///
+/// # Errors
+/// Until the library's paths are bytes (issue 14), a path that is not
+/// UTF-8.
+pub fn image_path(arg: &std::ffi::OsStr) -> Result<&str> {
+    use std::os::unix::ffi::OsStrExt;
+    // ISSUE 14 CONVERSION POINT: the library's paths are still strings.
+    std::str::from_utf8(arg.as_bytes()).map_err(|_| {
+        Error::new(
+            layerstack::ErrorKind::InvalidInput,
+            Operation::ParsePath,
+            escape_name(arg.as_bytes()),
+        )
+        .with_detail("the path is not UTF-8")
+    })
 }
 
 /// A message for a line of text (an error): control and other
@@ -268,6 +317,32 @@ mod escape_tests {
         assert_eq!(escape_name("caf\u{e9}"), "caf\u{e9}");
         assert_eq!(escape_name("\u{202e}txt.exe"), "\\342\\200\\256txt.exe");
         assert_eq!(escape_name("nul\0"), "nul\\000");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_each() {
+        assert_eq!(escape_name(b"caf\xe9"), "caf\\351");
+        assert_eq!(
+            escape_name(b"\xf0\xd2\xc9\xd7\xc5\xd4"),
+            "\\360\\322\\311\\327\\305\\324"
+        );
+        // Valid UTF-8 around them keeps today's rule.
+        assert_eq!(escape_name(b"\xe9t\xc3\xa9\n\\"), "\\351t\u{e9}\\n\\\\");
+        // A truncated sequence is invalid bytes, not a character.
+        assert_eq!(escape_name(b"a\xe2\x82"), "a\\342\\202");
+    }
+
+    #[test]
+    fn json_names_are_exact_and_give_bytes_only_when_not_utf8() {
+        let mut v = serde_json::json!({});
+        json_name(&mut v, "path", "/caf\u{e9}\n".as_bytes());
+        assert_eq!(v, serde_json::json!({"path": "/caf\u{e9}\n"}));
+        let mut v = serde_json::json!({});
+        json_name(&mut v, "path", b"/caf\xe9");
+        assert_eq!(
+            v,
+            serde_json::json!({"path": "/caf\\351", "path_bytes": [47, 99, 97, 102, 233]})
+        );
     }
 
     #[test]

@@ -428,6 +428,27 @@ fn diff_lists_each_layer_s_changes() {
     assert_eq!(ok(&["diff", &at]), demo_diff(&img));
     let one: String = demo_diff(&img).split("\n\n").nth(2).unwrap().to_owned();
     assert_eq!(ok(&["diff", &at, "--layer", "2"]), one);
+    // A path keeps the changes at it and below it, in every layer.
+    let (l0, l1, l2) = (short(&img, 0), short(&img, 1), short(&img, 2));
+    let under_etc = format!(
+        "\
+layer 0 {l0}  {STEP_1}
+  A /etc
+  A /etc/app.conf
+  A /etc/motd
+
+layer 1 {l1}  {STEP_2}
+  C /etc
+  C /etc/app.conf
+  D /etc/motd
+
+layer 2 {l2}  {STEP_3}
+  (no changes)
+"
+    );
+    for arg in ["/etc", "etc/", "./etc"] {
+        assert_eq!(ok(&["diff", &at, arg]), under_etc);
+    }
     let change = |kind: &str, path: &str| json!({"kind": kind, "path": path});
     assert_eq!(
         json_of(&ok(&["diff", &at, "--layer", "1", "--json"])),
