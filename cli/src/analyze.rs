@@ -78,7 +78,7 @@ fn print_text(image: &ImageRef, a: &Analysis, top: usize, out: &mut Out) -> Resu
     outln!(
         out,
         "{}: {} layers ship {} bytes ({} compressed); {} bytes visible, {} wasted: efficiency {}",
-        escape_name(&image.to_string()),
+        escape_name(image.to_string()),
         a.layers.len(),
         thousands(a.shipped),
         thousands(a.compressed),

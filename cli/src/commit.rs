@@ -78,8 +78,8 @@ pub fn run(image: &ImageRef, dir: &Utf8Path, tag: &str, out: &mut Out) -> Result
             StepOutcome::Empty => {
                 out.line(format_args!(
                     "{shown} is what {} shows: {} has no new layer, only a history entry",
-                    escape_name(&image.to_string()),
-                    escape_name(&target.to_string())
+                    escape_name(image.to_string()),
+                    escape_name(target.to_string())
                 ))?;
             }
             StepOutcome::Layer(d) => {

@@ -451,7 +451,7 @@ fn run(command: Command) -> Result<()> {
             let s = unpacked.summary;
             out.line(format_args!(
                 "unpacked {} into {}: {}, {}, {}, {}, {}, {}",
-                output::escape_name(&image.to_string()),
+                output::escape_name(image.to_string()),
                 output::escape_name(dir.as_str()),
                 count(s.files, "file", "files"),
                 count(s.dirs, "directory", "directories"),

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::tools::{Scratch, difference, dir_tree, have, root, run, view_tree};
 
+mod names;
 mod rootless;
 
 /// What one run of the tool did.

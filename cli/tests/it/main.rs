@@ -7,6 +7,10 @@
 #[path = "../../../tests/it/support/tools.rs"]
 mod tools;
 
+#[allow(dead_code)]
+#[path = "../../../tests/it/support/legacy_names.rs"]
+mod legacy_names;
+
 mod cli;
 mod faults;
 mod registry;

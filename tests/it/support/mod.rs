@@ -8,4 +8,6 @@ pub mod child;
 #[cfg(feature = "proptest")]
 pub mod harness;
 #[cfg(feature = "proptest")]
+pub mod legacy_names;
+#[cfg(feature = "proptest")]
 pub mod tools;
