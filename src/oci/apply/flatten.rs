@@ -774,8 +774,8 @@ struct Writer<'a> {
     options: &'a FlattenOptions,
     target: &'a Utf8Path,
     disk: Disk,
-    /// Keyed by path string (`LayerPath::as_str`).
-    index: HashMap<String, Decided>,
+    /// Keyed by path bytes ([`key`]).
+    index: HashMap<Vec<u8>, Decided>,
     root_closed: bool,
     /// The highest `./` entry, and its layer.
     root_meta: Option<(Metadata, usize)>,
@@ -943,9 +943,9 @@ enum Vis {
 struct Pass<'w, 'a> {
     w: &'w mut Writer<'a>,
     layer: usize,
-    /// Keyed by path string: byte order keeps a directory's descendants
-    /// together (`d/` up to `d0`) and compares fast.
-    slots: BTreeMap<String, Slot>,
+    /// Keyed by path bytes ([`key`]): byte order keeps a directory's
+    /// descendants together (`d/` up to `d0`) and compares fast.
+    slots: BTreeMap<Vec<u8>, Slot>,
     inodes: Vec<Inode>,
     /// Names a whiteout of this layer deleted below.
     whited: HashSet<LayerPath>,
@@ -953,7 +953,7 @@ struct Pass<'w, 'a> {
     dir_seeks: HashMap<LayerPath, usize>,
     new_seeks: Vec<usize>,
     /// Whether the layers above let this layer show under a directory.
-    open_cache: HashMap<String, bool>,
+    open_cache: HashMap<Vec<u8>, bool>,
     root_meta: Option<Metadata>,
     root_opaque: bool,
     counts: Counts,
@@ -992,7 +992,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
                 opaque: self.root_opaque,
             });
         }
-        Ok(match self.slots.get(path.as_str()) {
+        Ok(match self.slots.get(key(path)) {
             Some(Slot::Dir { opaque, .. }) => Held::Dir { opaque: *opaque },
             Some(Slot::NonDir { ino, .. }) => Held::NonDir(self.inodes[*ino].meta.file_type),
             Some(Slot::Whiteout) => Held::Whiteout,
@@ -1033,7 +1033,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
         };
         let on_disk = self.make_dir(dir, entry)?;
         self.slots.insert(
-            dir.as_str().to_owned(),
+            key(dir).to_vec(),
             Slot::Dir {
                 opaque,
                 attrs,
@@ -1054,19 +1054,19 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
     fn set_opaque(&mut self, dir: &LayerPath, _entry: &TarEntry) -> Result<()> {
         if dir.is_root() {
             self.root_opaque = true;
-        } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(dir.as_str()) {
+        } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(key(dir)) {
             *opaque = true;
         }
         Ok(())
     }
 
     fn whiteout(&mut self, path: &LayerPath, _entry: &TarEntry) -> Result<()> {
-        self.slots.insert(path.as_str().to_owned(), Slot::Whiteout);
+        self.slots.insert(key(path).to_vec(), Slot::Whiteout);
         Ok(())
     }
 
     fn merge_dir(&mut self, path: &LayerPath, meta: Metadata) -> Result<()> {
-        if let Some(Slot::Dir { attrs, .. }) = self.slots.get_mut(path.as_str()) {
+        if let Some(Slot::Dir { attrs, .. }) = self.slots.get_mut(key(path)) {
             *attrs = DirAttrs::Known(meta);
         }
         Ok(())
@@ -1091,7 +1091,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
 
     fn link(&mut self, entry: &TarEntry, link: &LayerPath) -> Result<()> {
         let path = &entry.path;
-        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(link.as_str()) else {
+        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(key(link)) else {
             // The applier checked it is there.
             return Err(self.err(entry, ErrorKind::NotFound, "no hard link target"));
         };
@@ -1102,7 +1102,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
             OnDisk::No
         };
         self.slots
-            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
+            .insert(key(path).to_vec(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1151,7 +1151,7 @@ impl<'w, 'a> Pass<'w, 'a> {
     }
 
     /// Whether the layers above let this layer's entries under `dir` show.
-    fn open(&mut self, dir: &str) -> bool {
+    fn open(&mut self, dir: &[u8]) -> bool {
         let mut chain = Vec::new();
         let mut cur = dir;
         let mut open = loop {
@@ -1162,7 +1162,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 break b;
             }
             chain.push(cur);
-            cur = parent_str(cur);
+            cur = parent_key(cur);
         };
         for p in chain.into_iter().rev() {
             open = open
@@ -1179,10 +1179,10 @@ impl<'w, 'a> Pass<'w, 'a> {
         if path.is_root() {
             return Vis::Merge;
         }
-        if !self.open(parent_str(path.as_str())) {
+        if !self.open(parent_key(key(path))) {
             return Vis::Hidden;
         }
-        match self.w.index.get(path.as_str()) {
+        match self.w.index.get(key(path)) {
             None => Vis::New,
             Some(Decided::Dir { closed: false }) => Vis::Merge,
             Some(_) => Vis::Hidden,
@@ -1248,7 +1248,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             TarKind::Dir => {
                 let on_disk = self.make_dir(path, entry)?;
                 self.slots.insert(
-                    path.as_str().to_owned(),
+                    key(path).to_vec(),
                     Slot::Dir {
                         opaque: whited,
                         attrs: DirAttrs::Known(meta),
@@ -1312,7 +1312,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             OnDisk::No
         };
         self.slots
-            .insert(path.as_str().to_owned(), Slot::NonDir { ino, disk });
+            .insert(key(path).to_vec(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1336,7 +1336,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             OnDisk::No
         };
         self.slots
-            .insert(target.as_str().to_owned(), Slot::NonDir { ino, disk });
+            .insert(key(target).to_vec(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1389,16 +1389,18 @@ impl<'w, 'a> Pass<'w, 'a> {
     /// Removes what this layer holds at `path`, with everything below it,
     /// from the layer and from the disk (only what this layer wrote).
     fn replace(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<()> {
-        let mut doomed: Vec<String> = vec![path.as_str().to_owned()];
-        if let Some(Slot::Dir { .. }) = self.slots.get(path.as_str()) {
-            let (from, to) = (format!("{}/", path.as_str()), format!("{}0", path.as_str()));
+        let mut doomed: Vec<Vec<u8>> = vec![key(path).to_vec()];
+        if let Some(Slot::Dir { .. }) = self.slots.get(key(path)) {
+            let (mut from, mut to) = (key(path).to_vec(), key(path).to_vec());
+            from.push(b'/');
+            to.push(b'0');
             doomed.extend(self.slots.range(from..to).map(|(p, _)| p.clone()));
         }
         // Deepest first, so that each directory is empty when it goes.
-        doomed.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
-        for key in doomed {
-            let slot = self.slots.remove(&key);
-            let p = LayerPath::new(&key).map_err(|e| self.path_err(entry, &e))?;
+        doomed.sort_by_key(|p| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
+        for doomed_key in doomed {
+            let slot = self.slots.remove(&doomed_key);
+            let p = path_of(&doomed_key).map_err(|e| self.path_err(entry, &e))?;
             match slot {
                 Some(Slot::Dir { on_disk: true, .. }) => {
                     self.w.disk.remove(&p, true).map_err(self.disk_err(entry))?;
@@ -1462,7 +1464,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 ..
             } = slot
             {
-                let dir = LayerPath::new(path).map_err(|e| reframe(self.layer, e))?;
+                let dir = path_of(path).map_err(|e| reframe(self.layer, e))?;
                 self.w.disk_dirs.push((dir, attrs.clone(), self.layer));
             }
             let update = match (self.w.index.get(path), slot) {
@@ -1481,7 +1483,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         // already hides everything.
         let mut updates = Vec::with_capacity(candidates.len());
         for (path, update) in candidates {
-            if self.open(parent_str(&path)) {
+            if self.open(parent_key(&path)) {
                 updates.push((path, update));
             }
         }
@@ -1504,7 +1506,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         let q = seek.path.clone();
         // What this layer shows at `q` to the layers above, as import's
         // view of the layers below would show it.
-        let (found, ino) = match self.slots.get(q.as_str()) {
+        let (found, ino) = match self.slots.get(key(&q)) {
             // This layer only implies it too: its attributes come from
             // further below.
             Some(Slot::Dir {
@@ -1556,7 +1558,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 break;
             }
             if let Some(Slot::Dir { opaque: true, .. } | Slot::NonDir { .. } | Slot::Whiteout) =
-                self.slots.get(dir.as_str())
+                self.slots.get(key(&dir))
             {
                 return true;
             }
@@ -2086,9 +2088,31 @@ fn remove_children(dir: &OwnedFd) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The parent of a path string (`""` for the root and its children).
-fn parent_str(path: &str) -> &str {
-    path.rsplit_once('/').map_or("", |(parent, _)| parent)
+/// The key of a path in the maps of flatten: its bytes.
+fn key(path: &LayerPath) -> &[u8] {
+    // Issue 14: `path.as_bytes()` once the core's paths are bytes.
+    path.as_str().as_bytes()
+}
+
+/// The path of a key (made by [`key`] from a path, so always valid).
+fn path_of(key: &[u8]) -> Result<LayerPath> {
+    // Issue 14: `LayerPath::new(key)` once the core's paths are bytes.
+    let text = std::str::from_utf8(key).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidData,
+            Operation::ParsePath,
+            key.escape_ascii().to_string(),
+        )
+        .with_detail("the name is not UTF-8")
+    })?;
+    LayerPath::new(text)
+}
+
+/// The parent of a key (empty for the root and its children).
+fn parent_key(key: &[u8]) -> &[u8] {
+    key.iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&[], |i| &key[..i])
 }
 
 fn count_object(summary: &mut FlattenSummary, file_type: FileType) {
