@@ -156,48 +156,37 @@ struct NameFields {
 fn name_fields(tar: &[u8]) -> BTreeMap<Vec<u8>, NameFields> {
     let cstr = |b: &[u8]| b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())].to_vec();
     let mut out = BTreeMap::new();
-    let mut pax: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut at = 0;
-    while at + 512 <= tar.len() && tar[at..at + 512].iter().any(|&b| b != 0) {
-        let block = &tar[at..at + 512];
-        let size_field = String::from_utf8(cstr(&block[124..136])).unwrap();
-        let size = usize::from_str_radix(size_field.trim(), 8).unwrap();
-        let data = &tar[at + 512..at + 512 + size];
-        match block[156] {
-            b'x' => {
-                let mut rest = data;
-                while !rest.is_empty() {
-                    let space = rest.iter().position(|&b| b == b' ').unwrap();
-                    let len: usize = std::str::from_utf8(&rest[..space])
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    let record = &rest[space + 1..len - 1];
-                    let eq = record.iter().position(|&b| b == b'=').unwrap();
-                    pax.insert(record[..eq].to_vec(), record[eq + 1..].to_vec());
-                    rest = &rest[len..];
-                }
-            }
-            kind => {
-                let fields = NameFields {
-                    name_field: cstr(&block[..100]),
-                    link_field: cstr(&block[157..257]),
-                    path: pax.remove(b"path".as_slice()),
-                    linkpath: pax.remove(b"linkpath".as_slice()),
-                };
-                pax.clear();
-                let full = fields
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| fields.name_field.clone());
-                let full = full.strip_prefix(b"./").unwrap_or(&full);
-                let full = full.strip_suffix(b"/").unwrap_or(full);
-                if !full.is_empty() && kind != b'g' {
-                    out.insert(full.to_vec(), fields);
-                }
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().expect("a tar") {
+        let mut entry = entry.expect("an entry");
+        let (mut path, mut linkpath) = (None, None);
+        for record in entry
+            .pax_extensions()
+            .expect("PAX records")
+            .into_iter()
+            .flatten()
+        {
+            let record = record.expect("a PAX record");
+            match record.key_bytes() {
+                b"path" => path = Some(record.value_bytes().to_vec()),
+                b"linkpath" => linkpath = Some(record.value_bytes().to_vec()),
+                _ => {}
             }
         }
-        at += 512 + size.div_ceil(512) * 512;
+        let header = entry.header().as_old();
+        let fields = NameFields {
+            name_field: cstr(&header.name),
+            link_field: cstr(&header.linkname),
+            path,
+            linkpath,
+        };
+        let full = fields
+            .path
+            .clone()
+            .unwrap_or_else(|| fields.name_field.clone());
+        let full = full.strip_prefix(b"./").unwrap_or(&full);
+        let full = full.strip_suffix(b"/").unwrap_or(full);
+        out.insert(full.to_vec(), fields);
     }
     out
 }

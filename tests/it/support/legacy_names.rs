@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::tools::run;
+use super::tools::{run, tool_runs};
 
 /// Latin-1 `café`, KOI8-R `Привет`, EUC-JP `日本語`, CP866 `Привет`.
 pub const NAMES: [&[u8]; 4] = [
@@ -81,18 +81,13 @@ pub fn second_layer(root: &Path) {
 /// Whether GNU tar runs here; prints why not. With
 /// `LAYERSTACK_REQUIRE_TOOLS` set (CI), a missing GNU tar fails the test.
 pub fn have_gnu_tar(test: &str) -> bool {
-    let ok = Command::new("tar")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"tar (GNU tar)"));
-    if !ok {
-        assert!(
-            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
-            "{test} needs GNU tar and LAYERSTACK_REQUIRE_TOOLS is set"
-        );
-        eprintln!("SKIP {test}: GNU tar is not installed (apt-get install tar)");
-    }
-    ok
+    tool_runs(
+        test,
+        "GNU tar",
+        "tar",
+        Command::new("tar").arg("--version"),
+        |out| out.starts_with(b"tar (GNU tar)"),
+    )
 }
 
 /// GNU tar in the C locale, which keeps name bytes as they are.

@@ -14,16 +14,35 @@ use layerstack::{FileType, MergedView};
 /// Whether `tool` runs here; prints why not. With
 /// `LAYERSTACK_REQUIRE_TOOLS` set (CI), a missing tool fails the test.
 pub fn have(tool: &str, test: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
+    tool_runs(
+        test,
+        tool,
+        tool,
+        Command::new(tool).arg("--version"),
+        |_| true,
+    )
+}
+
+/// Whether `query` (a version query of `what`) succeeds and its output is
+/// what `accept` wants; else prints why the test skips (install
+/// `package`). With `LAYERSTACK_REQUIRE_TOOLS` set (CI), a missing tool
+/// fails the test.
+pub fn tool_runs(
+    test: &str,
+    what: &str,
+    package: &str,
+    query: &mut Command,
+    accept: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let ok = query
         .output()
-        .is_ok_and(|o| o.status.success());
+        .is_ok_and(|o| o.status.success() && accept(&o.stdout));
     if !ok {
         assert!(
             std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
-            "{test} needs `{tool}` and LAYERSTACK_REQUIRE_TOOLS is set"
+            "{test} needs `{what}` and LAYERSTACK_REQUIRE_TOOLS is set"
         );
-        eprintln!("SKIP {test}: `{tool}` is not installed (apt-get install {tool})");
+        eprintln!("SKIP {test}: `{what}` is not installed (apt-get install {package})");
     }
     ok
 }
@@ -34,16 +53,13 @@ pub fn have(tool: &str, test: &str) -> bool {
 /// `go` fails the test.
 pub fn go_build(dir: &str, test: &str) -> Option<std::path::PathBuf> {
     // `go` has no `--version`: ask `go version`.
-    let ok = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
-            "{test} needs `go` and LAYERSTACK_REQUIRE_TOOLS is set"
-        );
-        eprintln!("SKIP {test}: `go` is not installed (apt-get install golang-go)");
+    if !tool_runs(
+        test,
+        "go",
+        "golang-go",
+        Command::new("go").arg("version"),
+        |_| true,
+    ) {
         return None;
     }
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
