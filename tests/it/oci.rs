@@ -6,6 +6,7 @@
 mod analyze;
 mod dir_layer;
 mod docker_save;
+mod dockerfile;
 mod interop;
 mod round_trip;
 mod tar_diff;
