@@ -9,4 +9,5 @@ mod docker_save;
 mod dockerfile;
 mod interop;
 mod round_trip;
+mod run;
 mod tar_diff;
