@@ -7,6 +7,7 @@
 //! `index.json`, `blobs/sha256/<hex>`), `manifest.md` and `config.md`.
 
 mod apply;
+pub mod build;
 mod image;
 #[cfg(feature = "registry")]
 pub mod registry;

@@ -6,7 +6,9 @@
 mod analyze;
 mod dir_layer;
 mod docker_save;
+mod dockerfile;
 mod interop;
 mod names;
 mod round_trip;
+mod run;
 mod tar_diff;

@@ -1,0 +1,21 @@
+//! Dockerfile builds (`oci::build`): the parser and the word expansion of
+//! Docker's frontend.
+//!
+//! [`Dockerfile::parse`] turns the text into [`Instruction`]s with their
+//! flags, heredocs and lines; [`expand_word`] and [`expand_words`] apply
+//! the build's variables to the words an instruction keeps raw, as
+//! Docker's shell lexer does. Errors name the line and column.
+//! [`run_step`] runs a `RUN` command in a kernel overlay mount of the
+//! image's layers, in namespaces of its own, its changes left in a fresh
+//! upper directory.
+
+mod dockerfile;
+mod run;
+mod words;
+
+pub use self::dockerfile::{
+    Command, CommandLine, Dockerfile, Flag, Healthcheck, Heredoc, Instruction,
+    MAX_DOCKERFILE_BYTES, ParseError,
+};
+pub use self::run::{RunOutcome, RunStep, TAIL_LINE_BYTES, TAIL_LINES, run_step};
+pub use self::words::{Vars, WordError, expand_word, expand_words};

@@ -1,0 +1,281 @@
+//! The Dockerfile parser and word expansion against buildah's own,
+//! `openshift/imagebuilder` (Debian's source package
+//! `golang-github-openshift-imagebuilder-dev`, the version buildah 1.28
+//! builds with): both read a corpus of Dockerfiles and must agree
+//! instruction by instruction on the lines, the joined text, the flags and
+//! the arguments; both expand a corpus of words and must agree on the
+//! result.
+//!
+//! The corpus keeps to what both implement. Left out, each a documented
+//! difference: heredocs and `${VAR-x}`/`${VAR+x}`/`${VAR?x}` (newer Docker,
+//! which imagebuilder lacks), unknown instructions (imagebuilder skips
+//! them, we refuse them as Docker does), and the escape directive inside
+//! words (imagebuilder's word lexer always uses `\`).
+//!
+//! The peer (`tests/dockerfile_parser/main.go`) is built offline in GOPATH
+//! mode against the packaged source. Without `go` or the package the test
+//! prints `SKIP` and passes, unless `LAYERSTACK_REQUIRE_TOOLS` is set.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use layerstack::oci::build::{Command, CommandLine, Dockerfile, Healthcheck, expand_word};
+use serde_json::Value;
+
+use crate::support::tools::Scratch;
+
+const IMAGEBUILDER: &str = "/usr/share/gocode/src/github.com/openshift/imagebuilder";
+
+/// Builds the peer; `None` (after a SKIP line) without `go` or the source.
+fn peer(test: &str) -> Option<PathBuf> {
+    let go = Process::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let missing = if !go {
+        Some("`go` is not installed (apt-get install golang-go)")
+    } else if !Path::new(IMAGEBUILDER).is_dir() {
+        Some(
+            "buildah's parser source is not installed (apt-get install golang-github-openshift-imagebuilder-dev)",
+        )
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        assert!(
+            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
+            "{test}: {why}, and LAYERSTACK_REQUIRE_TOOLS is set"
+        );
+        eprintln!("SKIP {test}: {why}");
+        return None;
+    }
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
+    let exe = tmp.join("dockerfile-parser");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dockerfile_parser/main.go");
+    let gopath = format!("{}:/usr/share/gocode", tmp.join("path").display());
+    let out = Process::new("go")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .env("GOCACHE", tmp.join("cache"))
+        .env("GOPATH", gopath)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go build");
+    assert!(
+        out.status.success(),
+        "go build of the Dockerfile parser peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(exe)
+}
+
+/// Dockerfiles both parsers read alike.
+const CORPUS: &[&str] = &[
+    "FROM scratch\n",
+    "from debian:12 as build\nrun make\n",
+    "FROM --platform=linux/amd64 base AS b\nCOPY --from=b --chown=1:2 a b /dst/\n",
+    "FROM x\nRUN apt-get update && \\\n    apt-get install -y curl \\\n    && rm -rf /var/lib/apt/lists/*\n",
+    "FROM x\nRUN a \\\n# a comment between\n  b \\   \n\tc\n",
+    "# escape=`\nFROM x\nRUN dir `\n  c:\\\nCOPY a\\b c\\d\n",
+    "#escape = `\nFROM x\nRUN a \\\nRUN b\n",
+    "# comment first\n# escape=`\nFROM x\nRUN a \\\n  b\n",
+    "FROM x\nCMD [\"/bin/app\", \"--flag\", \"a b\"]\nENTRYPOINT [\"tini\", \"--\"]\n",
+    "FROM x\nCMD [not json\nRUN [\"a\",]\nENTRYPOINT exec app \"$@\"\n",
+    "FROM x\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\n",
+    "FROM x\nCOPY [\"a b\", \"c\", \"/d e/\"]\nADD src/ /app/\nADD --chown=app:app x.tar /\n",
+    "FROM x\nENV A=1 B=\"two words\" C=x\\ y D='single'\n",
+    "FROM x\nENV OLD value with  spaces\nENV  PATH=/usr/local/bin:$PATH\n",
+    "FROM x\nLABEL \"com.example.vendor\"=\"ACME\" version=1.0 description=\"a \\\"quoted\\\" one\"\n",
+    "FROM x\nLABEL multi=\"line \\\n  continued\"\n",
+    "ARG BASE=debian\nFROM $BASE\nARG V=1 W\nARG X=\"q u\"\n",
+    "FROM x\nWORKDIR /srv/app\nUSER 1000:1000\nSTOPSIGNAL SIGTERM\nMAINTAINER Some One <one@example.org>\n",
+    "FROM x\nEXPOSE 80/tcp 443  8080/udp\nVOLUME /a /b\nVOLUME [\"/c\", \"/d\"]\n",
+    "FROM x\nHEALTHCHECK --interval=5s --retries=3 CMD curl -f http://localhost/ || exit 1\nHEALTHCHECK CMD [\"true\"]\nHEALTHCHECK NONE\n",
+    "FROM x\nONBUILD RUN make\nONBUILD COPY --chown=1:1 . /src\n",
+    "FROM x\r\nRUN a \\\r\n  b\r\nCMD c\r\n",
+    "\u{feff}FROM x\nRUN y\n",
+    "  FROM x\n\t RUN   spaced    out  \nCOPY\ta\tb\n",
+    "FROM x\n\n\n# trailing comment\nRUN a # not a comment\n",
+    "FROM x\nRUN echo \"a \\\n\nb\"\n",
+    "FROM x\nCOPY --chown=\"1:1\" --chmod=0755 a /b\nRUN --network=none true\n",
+    "FROM x AS one\nFROM one AS two\nCOPY --from=one /a /b\n",
+];
+
+/// Our parse of a Dockerfile, in the peer's shape.
+fn ours(text: &str) -> Value {
+    let file = Dockerfile::parse(text).expect("our parser reads the corpus");
+    let mut instructions = Vec::new();
+    for i in &file.instructions {
+        let flags: Vec<String> = i
+            .flags
+            .iter()
+            .map(|f| match &f.value {
+                Some(v) => format!("--{}={v}", f.name),
+                None => format!("--{}", f.name),
+            })
+            .collect();
+        let line = |l: &CommandLine| match l {
+            CommandLine::Exec(v) => (v.clone(), true),
+            CommandLine::Shell(s) => (vec![s.clone()], false),
+        };
+        let pairs = |p: &[(String, String)]| {
+            p.iter()
+                .flat_map(|(k, v)| [k.clone(), v.clone()])
+                .collect::<Vec<_>>()
+        };
+        let (args, json) = match &i.command {
+            Command::From { image, name } => {
+                // The peer keeps `AS` as written; take it from the source.
+                let words: Vec<String> = i
+                    .source
+                    .split_whitespace()
+                    .skip(1 + i.flags.len())
+                    .map(str::to_owned)
+                    .collect();
+                assert_eq!(words.first(), Some(image));
+                assert_eq!(words.get(2), name.as_ref());
+                (words, false)
+            }
+            Command::Run(l) | Command::Cmd(l) | Command::Entrypoint(l) => line(l),
+            Command::Shell(v) => (v.clone(), true),
+            Command::Copy(v) | Command::Add(v) | Command::Volume(v) => {
+                let json = i
+                    .source
+                    .split_whitespace()
+                    .nth(1 + i.flags.len())
+                    .is_some_and(|w| w.starts_with('['));
+                (v.clone(), json)
+            }
+            Command::Env(p) | Command::Label(p) => (pairs(p), false),
+            Command::Arg(a) => (
+                a.iter()
+                    .map(|(n, d)| match d {
+                        Some(d) => format!("{n}={d}"),
+                        None => n.clone(),
+                    })
+                    .collect(),
+                false,
+            ),
+            Command::Workdir(s)
+            | Command::User(s)
+            | Command::StopSignal(s)
+            | Command::Maintainer(s) => (vec![s.clone()], false),
+            Command::Expose(s) => (s.split_whitespace().map(str::to_owned).collect(), false),
+            Command::Healthcheck(Healthcheck::None) => (vec!["NONE".to_owned()], false),
+            Command::Healthcheck(Healthcheck::Cmd(l)) => {
+                let (mut v, json) = line(l);
+                v.insert(0, "CMD".to_owned());
+                (v, json)
+            }
+            Command::Onbuild(inner) => (vec![inner.source.clone()], false),
+        };
+        instructions.push(serde_json::json!({
+            "cmd": i.command.keyword().to_ascii_lowercase(),
+            "flags": flags,
+            "args": args,
+            "json": json,
+            "start": i.line,
+            "end": i.end_line,
+            "original": i.source,
+        }));
+    }
+    serde_json::json!({
+        "escape": file.escape.to_string(),
+        "instructions": instructions,
+    })
+}
+
+#[test]
+fn dockerfiles_parse_as_buildah_parses_them() {
+    let Some(peer) = peer("dockerfiles_parse_as_buildah_parses_them") else {
+        return;
+    };
+    let scratch = Scratch::new("dockerfile");
+    let files: Vec<PathBuf> = CORPUS
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let path = scratch.path(&format!("Dockerfile.{i}"));
+            std::fs::write(&path, text).expect("write a Dockerfile");
+            path.into_std_path_buf()
+        })
+        .collect();
+    let out = Process::new(&peer)
+        .arg("parse")
+        .args(&files)
+        .output()
+        .expect("run the peer");
+    assert!(out.status.success(), "the peer failed");
+    let text = String::from_utf8(out.stdout).expect("JSON output");
+    let theirs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(theirs.len(), CORPUS.len());
+    for (text, theirs) in CORPUS.iter().zip(theirs) {
+        assert_eq!(ours(text), theirs, "the parsers differ on {text:?}");
+    }
+}
+
+#[test]
+fn words_expand_as_buildah_expands_them() {
+    let Some(peer) = peer("words_expand_as_buildah_expands_them") else {
+        return;
+    };
+    let vars = [
+        ("A", "apple"),
+        ("EMPTY", ""),
+        ("SPACED", "x  y"),
+        ("A_1", "a1"),
+        ("P", "/usr/bin:/bin"),
+    ];
+    let ours_vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let env: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for word in [
+        "$A",
+        "${A}",
+        "$A_1/$A-x",
+        "${A}_1",
+        "$MISSING.",
+        "$1x",
+        "cost $ 5 $",
+        "${A:-d}",
+        "${EMPTY:-d}",
+        "${MISSING:-d}",
+        "${A:+alt}",
+        "${EMPTY:+alt}",
+        "${MISSING:-$A/${EMPTY:-z}}",
+        "\"$A b\"",
+        "'$A b'",
+        "\\$A",
+        "\"\\$A \\\" \\\\ \\n\"",
+        "a\\ b",
+        "a\"b\"'c'd",
+        "/opt/$A:$P",
+        "\"${SPACED}\"",
+        "${SPACED}",
+        "it\\'s",
+        "trailing\\",
+    ] {
+        let out = Process::new(&peer)
+            .arg("word")
+            .arg(word)
+            .args(&env)
+            .output()
+            .expect("run the peer");
+        let theirs: Value = serde_json::from_slice(&out.stdout).expect("a JSON line");
+        let theirs = theirs["word"].as_str().expect("an expansion").to_owned();
+        assert_eq!(
+            expand_word(word, '\\', &ours_vars).expect("ours expands it"),
+            theirs,
+            "the expansions of {word:?} differ"
+        );
+    }
+}
