@@ -105,12 +105,12 @@ pub fn run(dir: &Utf8Path, out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
         while let Some(entry) = tar.next_entry()? {
             let name = entry.path.file_name().unwrap_or_default();
             let parent = entry.path.parent().unwrap_or_default();
-            let meaning = match classify(name) {
+            let meaning = match classify(&name.to_string_lossy()) {
                 Ok(TarName::Whiteout(gone)) => {
-                    format!("whiteout: deletes /{} below", parent.join(gone)?.as_str())
+                    format!("whiteout: deletes /{} below", parent.join(gone)?.as_name())
                 }
                 Ok(TarName::Opaque) => {
-                    format!("opaque marker: /{} hides what is below", parent.as_str())
+                    format!("opaque marker: /{} hides what is below", parent.as_name())
                 }
                 _ => format!("{:?}", entry.file_type()),
             };

@@ -148,10 +148,10 @@ fn markers(store: &ImageStore, layer: &Descriptor) -> Result<Vec<Marker>> {
         let prefix = if dir.is_root() {
             String::new()
         } else {
-            format!("{}/", dir.as_str())
+            format!("{}/", dir.as_name().to_string_lossy())
         };
         let name = entry.path.file_name().unwrap_or_default();
-        match classify(name) {
+        match classify(&name.to_string_lossy()) {
             Ok(TarName::Whiteout(target)) => out.push(Marker {
                 name: entry.name.clone(),
                 path: format!("/{prefix}{target}"),
@@ -159,7 +159,7 @@ fn markers(store: &ImageStore, layer: &Descriptor) -> Result<Vec<Marker>> {
             }),
             Ok(TarName::Opaque) => out.push(Marker {
                 name: entry.name.clone(),
-                path: format!("/{}", dir.as_str()),
+                path: format!("/{}", dir.as_name().to_string_lossy()),
                 opaque: true,
             }),
             _ => {}

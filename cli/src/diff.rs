@@ -5,7 +5,7 @@ use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
-use crate::output::{Format, Out, Progress, escape_name};
+use crate::output::{Format, Out, Progress};
 
 pub fn kind_name(kind: ChangeKind) -> &'static str {
     match kind {
@@ -51,7 +51,7 @@ pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out)
                         "created_by": commands[i],
                         "changes": changes[i].iter().map(|c: &Change| json!({
                             "kind": kind_name(c.kind),
-                            "path": format!("/{}", c.path.as_str()),
+                            "path": format!("/{}", c.path.as_name().to_string_lossy()),
                         })).collect::<Vec<_>>(),
                     })
                 })
@@ -78,7 +78,7 @@ pub fn run(image: &ImageRef, only: Option<usize>, format: Format, out: &mut Out)
                     out.line(format_args!(
                         "  {} /{}",
                         c.kind.letter(),
-                        escape_name(c.path.as_str())
+                        layerstack::escape_name(c.path.as_bytes())
                     ))?;
                 }
             }

@@ -6,7 +6,7 @@ use layerstack::{LayerPath, LayerSource, MergedView, Metadata, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
-use crate::output::{Format, Out, Progress, escape_name, mode_string, size_string, type_name};
+use crate::output::{Format, Out, Progress, mode_string, size_string, type_name};
 
 /// One entry of a listing.
 pub struct Listed {
@@ -14,7 +14,7 @@ pub struct Listed {
     pub path: LayerPath,
     pub meta: Metadata,
     /// A symlink's target.
-    pub target: Option<String>,
+    pub target: Option<layerstack::NameBuf>,
     /// The layer the entry comes from: its index, bottom = 0.
     pub layer: usize,
 }
@@ -89,7 +89,7 @@ fn children(
     dir: &LayerPath,
     bottom_index: &dyn Fn(LayerSource) -> usize,
 ) -> Result<Vec<Listed>> {
-    let at = if dir.is_root() { "/" } else { dir.as_str() };
+    let at: &[u8] = if dir.is_root() { b"/" } else { dir.as_bytes() };
     view.read_dir(at)?
         .into_iter()
         .map(|e| listed(view, dir.join(&e.name)?, bottom_index(e.source)))
@@ -97,9 +97,9 @@ fn children(
 }
 
 fn listed(view: &MergedView, path: LayerPath, layer: usize) -> Result<Listed> {
-    let meta = view.symlink_metadata(path.as_str())?;
+    let meta = view.symlink_metadata(path.as_name())?;
     let target = if meta.is_symlink() {
-        Some(view.read_link(path.as_str())?.into_string())
+        Some(view.read_link(path.as_name())?)
     } else {
         None
     };
@@ -150,11 +150,11 @@ pub fn text_lines(entries: &[Listed], image: &Image) -> Vec<String> {
             owner(l),
             size_string(&l.meta),
             l.layer,
-            escape_name(l.path.as_str())
+            layerstack::escape_name(l.path.as_bytes())
         );
         if let Some(target) = &l.target {
             line.push_str(" -> ");
-            line.push_str(&escape_name(target));
+            line.push_str(&layerstack::escape_name(target.as_bytes()));
         }
         lines.push(line);
     }
@@ -167,7 +167,7 @@ fn json_of(entries: &[Listed], image: &Image) -> Value {
             .iter()
             .map(|l| {
                 let mut v = json!({
-                    "path": format!("/{}", l.path.as_str()),
+                    "path": format!("/{}", l.path.as_name().to_string_lossy()),
                     "type": type_name(l.meta.file_type),
                     "mode": format!("{:04o}", l.meta.mode),
                     "uid": l.meta.uid,
@@ -177,7 +177,7 @@ fn json_of(entries: &[Listed], image: &Image) -> Value {
                     "layer_digest": image.layers().get(l.layer).map(|d| d.digest.to_string()),
                 });
                 if let Some(target) = &l.target {
-                    v["target"] = json!(target);
+                    v["target"] = json!(target.to_string_lossy());
                 }
                 if matches!(
                     l.meta.file_type,

@@ -230,29 +230,13 @@ pub fn escape_message(message: &str) -> String {
     escape(message, false)
 }
 
+/// The library's escaping (one rule for the crate and the tool).
 fn escape(s: &str, backslash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' if backslash => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            // C0 and C1 controls, DEL, and the invisible characters that
-            // reorder or hide text (bidi overrides and isolates, zero
-            // widths).
-            c if c.is_control()
-                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}') =>
-            {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\{b:03o}"));
-                }
-            }
-            c => out.push(c),
-        }
+    if backslash {
+        layerstack::escape_name(s.as_bytes())
+    } else {
+        layerstack::path::escape_message(s.as_bytes())
     }
-    out
 }
 
 #[cfg(test)]

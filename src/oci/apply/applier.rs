@@ -247,6 +247,9 @@ pub(crate) fn apply_entry<D, T: ApplyTarget<D> + ?Sized>(
         return target.set_root(meta);
     };
     let parent = entry.path.parent().unwrap_or_else(LayerPath::root);
+    let Some(name) = name.to_str() else {
+        return Err(target.entry_error(entry, ErrorKind::InvalidInput, "the name is not UTF-8"));
+    };
     match classify(name) {
         Err(why) => Err(target.entry_error(entry, ErrorKind::InvalidInput, why)),
         Ok(TarName::AufsMeta) => {

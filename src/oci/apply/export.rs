@@ -12,7 +12,7 @@ use crate::oci::image::digest::{Digest, DigestWriter};
 use crate::oci::tar::compress::{Compression, Compressor};
 use crate::oci::tar::header::{BLOCK, HeaderSpec, build_header, normalised, pax_header};
 use crate::oci::tar::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_reserved};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, Name, PathLike};
 use crate::view::{LayerSource, MergedView};
 
 /// How [`export_layer`] writes a layer.
@@ -322,15 +322,15 @@ impl<W: Write> Exporter<'_, W> {
         let listing = self
             .layer
             .read_dir(dir)
-            .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_str()))?;
-        let mut children: Vec<(String, LayerPath)> = Vec::with_capacity(listing.entries.len());
+            .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_name()))?;
+        let mut children: Vec<(Vec<u8>, LayerPath)> = Vec::with_capacity(listing.entries.len());
         for (name, kind) in listing.entries {
             let path = dir
                 .join(&name)
-                .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_str()))?;
+                .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_name()))?;
             let key = match kind {
-                EntryKind::Whiteout => format!("{WHITEOUT_PREFIX}{name}"),
-                EntryKind::Node(_) => name,
+                EntryKind::Whiteout => [WHITEOUT_PREFIX.as_bytes(), name.as_bytes()].concat(),
+                EntryKind::Node(_) => name.into_bytes(),
             };
             children.push((key, path));
         }
@@ -343,13 +343,14 @@ impl<W: Write> Exporter<'_, W> {
         let entry = self
             .layer
             .lookup(path)
-            .map_err(|e| e.reframe(Operation::ExportLayer, path.as_str()))?;
+            .map_err(|e| e.reframe(Operation::ExportLayer, path.as_name()))?;
         check_name(path)?;
         match entry {
             // Listed but gone: the layer changed while listed.
             None => Ok(()),
             Some(Entry::Whiteout) => {
-                let name = path.file_name().unwrap_or_default();
+                let name = tar_text(path.file_name().unwrap_or_default(), "the name")
+                    .map_err(|e| e.reframe(Operation::ExportLayer, path))?;
                 let marker = format!("{WHITEOUT_PREFIX}{name}");
                 self.write_marker(&marker, &path.parent().unwrap_or_default())
             }
@@ -387,7 +388,7 @@ impl<W: Write> Exporter<'_, W> {
                 lowers.push(Arc::clone(self.layer));
                 lowers.extend(self.below.iter().cloned());
                 MergedView::new(lowers, MemLayer::new())
-                    .map_err(|e| e.reframe(Operation::ExportLayer, path.as_str()))?
+                    .map_err(|e| e.reframe(Operation::ExportLayer, path.as_name()))?
             }
         };
         Ok(self.view.insert(view))
@@ -395,8 +396,8 @@ impl<W: Write> Exporter<'_, W> {
 
     /// Pushes the children of `dir` as the merged view shows them.
     fn push_merged_children(&mut self, dir: &LayerPath, todo: &mut Vec<Item>) -> Result<()> {
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, dir.as_str());
-        let mut entries = self.view(dir)?.read_dir(dir.as_str()).map_err(reframe)?;
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, dir.as_name());
+        let mut entries = self.view(dir)?.read_dir(dir.as_name()).map_err(reframe)?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut children = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -416,10 +417,10 @@ impl<W: Write> Exporter<'_, W> {
         todo: &mut Vec<Item>,
     ) -> Result<()> {
         check_name(path)?;
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_str());
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_name());
         let meta = self
             .view(path)?
-            .symlink_metadata(path.as_str())
+            .symlink_metadata(path.as_name())
             .map_err(reframe)?;
         // An object of `layer` itself is keyed by its inode number in the
         // layer, so that it links with its names outside the directory.
@@ -450,7 +451,7 @@ impl<W: Write> Exporter<'_, W> {
         let tar_name = if dir.is_root() {
             name.to_owned()
         } else {
-            format!("{}/{name}", dir.as_str())
+            format!("{}/{name}", tar_text(dir, "the name")?)
         };
         let spec = HeaderSpec {
             name: &tar_name,
@@ -468,7 +469,9 @@ impl<W: Write> Exporter<'_, W> {
         let error_path = if name == OPAQUE_MARKER {
             dir.clone()
         } else {
-            dir.join_unchecked(name.strip_prefix(WHITEOUT_PREFIX).unwrap_or(name))
+            dir.join_unchecked(Name::new(
+                name.strip_prefix(WHITEOUT_PREFIX).unwrap_or(name),
+            ))
         };
         self.write_header(&spec, &error_path)
     }
@@ -482,12 +485,13 @@ impl<W: Write> Exporter<'_, W> {
         key: LinkKey,
         source: Source,
     ) -> Result<()> {
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_str());
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_name());
         let file_type = meta.file_type;
+        let text = tar_text(path, "the name")?;
         let tar_name = if file_type.is_dir() {
-            format!("{}/", path.as_str())
+            format!("{text}/")
         } else {
-            path.as_str().to_owned()
+            text.to_owned()
         };
         let mtime = self.clamped(meta.mtime);
         let mut spec = HeaderSpec {
@@ -536,12 +540,13 @@ impl<W: Write> Exporter<'_, W> {
                     Source::Layer => self.layer.read_link(path).map_err(reframe)?,
                     Source::View => self
                         .view(path)?
-                        .read_link(path.as_str())
-                        .map_err(reframe)?
-                        .into_string(),
+                        .read_link(path.as_name())
+                        .map_err(reframe)?,
                 };
+                let target = tar_text(&target, "the symlink target")
+                    .map_err(|e| e.reframe(Operation::ExportLayer, path))?;
                 spec.entry_type = EntryType::Symlink;
-                spec.link = Some(&target);
+                spec.link = Some(target);
                 self.write_header(&spec, path)
             }
             FileType::Fifo => {
@@ -560,7 +565,7 @@ impl<W: Write> Exporter<'_, W> {
             FileType::Socket => Err(Error::new(
                 ErrorKind::Unsupported,
                 Operation::ExportLayer,
-                path.as_str(),
+                path.as_name(),
             )
             .with_detail("a socket cannot be stored in a tar")),
         }
@@ -574,7 +579,7 @@ impl<W: Write> Exporter<'_, W> {
     /// without a read more per file. A read that returns fewer bytes than
     /// asked is the end of the file, as [`Layer::read_at`] promises.
     fn write_data(&mut self, path: &LayerPath, size: u64, source: Source) -> Result<()> {
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_str());
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_name());
         let mut offset = 0u64;
         loop {
             let left = size - offset;
@@ -586,7 +591,7 @@ impl<W: Write> Exporter<'_, W> {
                 Source::Layer => self.layer.read_at(path, offset, ask).map_err(reframe)?,
                 Source::View => self
                     .view(path)?
-                    .read_at(path.as_str(), offset, ask)
+                    .read_at(path.as_name(), offset, ask)
                     .map_err(reframe)?,
             };
             let len = chunk.len() as u64;
@@ -624,7 +629,11 @@ impl<W: Write> Exporter<'_, W> {
     }
 
     fn write_all(&mut self, bytes: &[u8], path: &LayerPath) -> Result<()> {
-        let shown = if path.is_root() { "/" } else { path.as_str() };
+        let shown: &[u8] = if path.is_root() {
+            b"/"
+        } else {
+            path.as_bytes()
+        };
         self.tar
             .write_all(bytes)
             .map_err(|e| Error::from_io(&e, Operation::ExportLayer, shown))
@@ -632,18 +641,31 @@ impl<W: Write> Exporter<'_, W> {
 }
 
 fn changed_size(path: &LayerPath, size: u64) -> Error {
-    Error::new(ErrorKind::Io, Operation::ExportLayer, path.as_str()).with_detail(format!(
+    Error::new(ErrorKind::Io, Operation::ExportLayer, path.as_name()).with_detail(format!(
         "the file's data does not match its size of {size} bytes (changed while exported?)"
     ))
+}
+
+/// A name as text for the tar writer, which writes UTF-8 names only.
+fn tar_text<'a>(name: &'a (impl PathLike + ?Sized), what: &str) -> Result<&'a str> {
+    std::str::from_utf8(name.path_bytes()).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            Operation::ExportLayer,
+            name.path_bytes(),
+        )
+        .with_detail(format!("{what} is not UTF-8"))
+    })
 }
 
 /// Refuses a name the whiteout encoding reserves.
 fn check_name(path: &LayerPath) -> Result<()> {
     match path.file_name() {
-        Some(name) if is_reserved(name) => Err(Error::new(
+        // The prefix is ASCII: the lossy text keeps it exactly.
+        Some(name) if is_reserved(&name.to_string_lossy()) => Err(Error::new(
             ErrorKind::InvalidInput,
             Operation::ExportLayer,
-            path.as_str(),
+            path.as_name(),
         )
         .with_detail("name is reserved by the OCI whiteout encoding")),
         _ => Ok(()),
@@ -902,8 +924,8 @@ mod tests {
         l.add_special("run/fifo", Metadata::new(FileType::Fifo).with_mode(0o600))
             .unwrap();
 
-        l.add_file(&long_file(), "long").unwrap();
-        l.add_symlink("link-long", &long_target()).unwrap();
+        l.add_file(long_file(), "long").unwrap();
+        l.add_symlink("link-long", long_target()).unwrap();
         l.add_file_with(
             "owned",
             "",
@@ -1198,7 +1220,7 @@ mod tests {
             self.reads.lock().unwrap().push((offset, len));
             self.layer.read_at(path, offset, len)
         }
-        fn read_link(&self, path: &LayerPath) -> Result<String> {
+        fn read_link(&self, path: &LayerPath) -> Result<crate::NameBuf> {
             self.layer.read_link(path)
         }
     }
@@ -1331,7 +1353,7 @@ mod tests {
         fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<bytes::Bytes> {
             self.layer.read_at(path, offset, len)
         }
-        fn read_link(&self, path: &LayerPath) -> Result<String> {
+        fn read_link(&self, path: &LayerPath) -> Result<crate::NameBuf> {
             self.layer.read_link(path)
         }
     }

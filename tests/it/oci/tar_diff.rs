@@ -307,7 +307,7 @@ fn entry_difference(go: &GoEntry, ours: &OurEntry) -> Option<String> {
         (TarKind::File, b'0' | b'7' | b'S') => true,
         (TarKind::Dir, b'5') => true,
         (TarKind::Symlink(t), b'2') => t.as_bytes() == go.link,
-        (TarKind::HardLink(t), b'1') => t.as_str().as_bytes() == normalise(&go.link),
+        (TarKind::HardLink(t), b'1') => t.as_bytes() == normalise(&go.link),
         (TarKind::CharDevice(d), b'3') | (TarKind::BlockDevice(d), b'4') => {
             *d == makedev(go.dev.0 as u32, go.dev.1 as u32)
         }
