@@ -16,7 +16,7 @@ fn stack(depth: usize) -> MergedView {
         .map(|i| {
             let mut l = MemLayer::new();
             for j in 0..20 {
-                l.add_file(&format!("usr/share/doc/pkg{j}/layer{i}"), "x")
+                l.add_file(format!("usr/share/doc/pkg{j}/layer{i}"), "x")
                     .unwrap();
             }
             if i + 1 == depth {

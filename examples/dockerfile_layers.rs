@@ -107,10 +107,10 @@ pub fn run(dir: &Utf8Path, out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
             let parent = entry.path.parent().unwrap_or_default();
             let meaning = match classify(name) {
                 Ok(TarName::Whiteout(gone)) => {
-                    format!("whiteout: deletes /{} below", parent.join(gone)?.as_str())
+                    format!("whiteout: deletes /{} below", parent.join(gone)?.as_name())
                 }
                 Ok(TarName::Opaque) => {
-                    format!("opaque marker: /{} hides what is below", parent.as_str())
+                    format!("opaque marker: /{} hides what is below", parent.as_name())
                 }
                 _ => format!("{:?}", entry.file_type()),
             };

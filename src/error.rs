@@ -10,7 +10,7 @@
 use std::fmt;
 use std::io;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use crate::path::{Name, NameBuf, PathLike};
 
 /// The class of an error, named after the errno the kernel returns for it.
 ///
@@ -357,7 +357,8 @@ impl Operation {
 ///
 /// It carries the [`ErrorKind`] (an errno), the [`Operation`], the path the
 /// operation was given, and the layer where that matters. The message reads
-/// `` failed to <operation> `<path>`: <cause> ``.
+/// `` failed to <operation> `<path>`: <cause> ``, the path escaped as
+/// [`escape_name`](crate::escape_name) does (a Latin-1 `é` shows as `\351`).
 ///
 /// ```
 /// use layerstack::{ErrorKind, MemLayer, MergedView};
@@ -374,21 +375,25 @@ impl Operation {
 pub struct Error {
     kind: ErrorKind,
     op: Operation,
-    path: Utf8PathBuf,
+    path: NameBuf,
     layer: Option<String>,
     layer_index: Option<usize>,
-    second_path: Option<Utf8PathBuf>,
+    second_path: Option<NameBuf>,
     detail: Option<String>,
 }
 
 impl Error {
     /// A new error of `kind` for `op` on `path`.
     #[must_use]
-    pub fn new(kind: ErrorKind, op: Operation, path: impl AsRef<str>) -> Error {
+    pub fn new(kind: ErrorKind, op: Operation, path: impl PathLike) -> Error {
+        Error::new_inner(kind, op, path.path_bytes())
+    }
+
+    fn new_inner(kind: ErrorKind, op: Operation, path: &[u8]) -> Error {
         Error {
             kind,
             op,
-            path: Utf8PathBuf::from(path.as_ref()),
+            path: NameBuf::from(path),
             layer: None,
             layer_index: None,
             second_path: None,
@@ -399,7 +404,7 @@ impl Error {
     /// An error for `op` on `path` from an I/O error: its errno when it is
     /// one of the kinds, else `EIO`; the I/O error's text is the cause.
     #[must_use]
-    pub fn from_io(err: &io::Error, op: Operation, path: impl AsRef<str>) -> Error {
+    pub fn from_io(err: &io::Error, op: Operation, path: impl PathLike) -> Error {
         let kind = err
             .raw_os_error()
             .and_then(ErrorKind::from_errno)
@@ -441,8 +446,8 @@ impl Error {
     /// Names the second path a two-path operation was given: the target of
     /// a rename, the new name of a hard link.
     #[must_use]
-    pub fn with_second_path(mut self, path: impl AsRef<str>) -> Error {
-        self.second_path = Some(Utf8PathBuf::from(path.as_ref()));
+    pub fn with_second_path(mut self, path: impl PathLike) -> Error {
+        self.second_path = Some(NameBuf::from(path.path_bytes()));
         self
     }
 
@@ -499,9 +504,10 @@ impl Error {
         self.op
     }
 
-    /// The path the operation was given (as the caller wrote it).
+    /// The path the operation was given (as the caller wrote it: any
+    /// bytes; the message shows it escaped).
     #[must_use]
-    pub fn path(&self) -> &Utf8Path {
+    pub fn path(&self) -> &Name {
         &self.path
     }
 
@@ -529,20 +535,20 @@ impl Error {
     /// let view = MergedView::new(vec![], MemLayer::new())?;
     /// let err = view.rename("a", "b").unwrap_err();
     /// assert_eq!(err.kind(), ErrorKind::NotFound);
-    /// assert_eq!((err.path().as_str(), err.second_path().map(|p| p.as_str())), ("a", Some("b")));
+    /// assert_eq!((err.path().to_str(), err.second_path().and_then(|p| p.to_str())), (Some("a"), Some("b")));
     /// # Ok::<(), layerstack::Error>(())
     /// ```
     #[must_use]
-    pub fn second_path(&self) -> Option<&Utf8Path> {
+    pub fn second_path(&self) -> Option<&Name> {
         self.second_path.as_deref()
     }
 
     /// The same error for another operation and path (used when a layer's
     /// error surfaces through the merged view).
     #[must_use]
-    pub fn reframe(mut self, op: Operation, path: impl AsRef<str>) -> Error {
+    pub fn reframe(mut self, op: Operation, path: impl PathLike) -> Error {
         self.op = op;
-        self.path = Utf8PathBuf::from(path.as_ref());
+        self.path = NameBuf::from(path.path_bytes());
         self
     }
 }
@@ -597,7 +603,22 @@ mod tests {
             .with_detail("path contains a NUL byte");
         assert_eq!(
             err.to_string(),
-            "failed to parse path `a\0b`: path contains a NUL byte"
+            "failed to parse path `a\\000b`: path contains a NUL byte"
+        );
+    }
+
+    #[test]
+    fn message_escapes_a_path_that_is_not_utf8() {
+        let err = Error::new(ErrorKind::NotFound, Operation::Read, b"srv/caf\xe9\n")
+            .with_second_path(b"\xd0\xd2");
+        assert_eq!(err.path().as_bytes(), b"srv/caf\xe9\n");
+        assert_eq!(
+            err.second_path().map(Name::as_bytes),
+            Some(b"\xd0\xd2".as_slice())
+        );
+        assert_eq!(
+            err.to_string(),
+            "failed to read `srv/caf\\351\\n`: no such file or directory"
         );
     }
 
@@ -611,7 +632,7 @@ mod tests {
         assert_eq!(err.detail(), Some("taken"));
         assert_eq!(err.layer_index(), Some(0));
         assert_eq!(err.layer(), Some("/srv/upper"));
-        assert_eq!(err.second_path().map(Utf8Path::as_str), Some("b"));
+        assert_eq!(err.second_path().and_then(Name::to_str), Some("b"));
         assert_eq!(
             err.to_string(),
             "failed to rename `a` in layer /srv/upper: taken"

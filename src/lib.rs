@@ -268,7 +268,9 @@
 //!   its write then fails cleanly (nothing of the layout is damaged).
 //! - Garbage collection must not run while another process writes blobs
 //!   for an image it has not tagged yet: those blobs are unreferenced.
-#![forbid(unsafe_code)]
+// No unsafe code but one cast: `path::Name::new` makes a `&Name` of a
+// `&[u8]` as std makes a `&Path` of an `&OsStr` (its safety argument is there).
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 // The crate documentation links to the `oci` items it describes; a build
 // without them renders those links as plain text.
@@ -296,7 +298,7 @@ pub use layer::mem::MemLayer;
 pub use layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 pub use merged::MergedFs;
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};
-pub use path::LayerPath;
+pub use path::{LayerPath, Name, NameBuf, PathLike, escape_name};
 pub use spill::Spill;
 pub use view::{DirEntry, LayerSource, MergedView, ViewOptions};
 

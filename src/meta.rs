@@ -463,7 +463,11 @@ pub const XATTR_SIZE_MAX: usize = 65536;
 /// # Errors
 /// `ERANGE` for an empty or too long name, `EINVAL` for a bare namespace
 /// prefix, `EOPNOTSUPP` for an unknown namespace.
-pub(crate) fn check_xattr_name(name: &str, op: Operation, path: &str) -> Result<()> {
+pub(crate) fn check_xattr_name(
+    name: &str,
+    op: Operation,
+    path: impl crate::path::PathLike,
+) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Error::new(ErrorKind::OutOfRange, op, path)
             .with_detail(format!("invalid extended attribute name `{name}`")));

@@ -57,7 +57,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use camino::Utf8PathBuf;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -68,7 +67,9 @@ use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX, Xattrs,
     check_xattr_name, mode_after_chown, xattr_allowed_on,
 };
-use crate::path::{Component, LastKind, LayerPath, UserPath, validate_name};
+use crate::path::{
+    Component, LastKind, LayerPath, Name, NameBuf, PathLike, UserPath, validate_name,
+};
 
 /// What the user sees of one object (times and inode numbers left out:
 /// the model does not track them).
@@ -91,7 +92,7 @@ pub struct SnapshotEntry {
     /// File contents (empty for non-files).
     pub data: Bytes,
     /// Symlink target (empty for non-symlinks).
-    pub target: String,
+    pub target: NameBuf,
     /// Extended attributes, sorted.
     pub xattrs: Vec<(String, Bytes)>,
 }
@@ -145,7 +146,7 @@ impl Attrs {
 #[derive(Debug, Clone)]
 struct DirNode {
     attrs: Attrs,
-    entries: BTreeMap<String, Child>,
+    entries: BTreeMap<NameBuf, Child>,
     /// How many lower layers contribute to this directory.
     lower_layers: u64,
     /// Whether the directory has been copied up (or created) in the upper.
@@ -155,7 +156,7 @@ struct DirNode {
 #[derive(Debug, Clone)]
 enum Body {
     File(FileData),
-    Symlink(String),
+    Symlink(NameBuf),
     /// A fifo, device or socket: only metadata.
     Special,
 }
@@ -227,7 +228,7 @@ struct Resolved {
 #[derive(Debug, Clone)]
 enum Last {
     /// A name in the last directory of the stack (present or not).
-    Name(String),
+    Name(NameBuf),
     /// The path names the last directory of the stack itself (it is the
     /// root, or ends in `..`): there is no parent and name.
     Itself,
@@ -238,7 +239,7 @@ impl Resolved {
         top(&self.stack)
     }
 
-    fn name(&self) -> Option<&str> {
+    fn name(&self) -> Option<&Name> {
         match &self.last {
             Last::Name(name) => Some(name),
             Last::Itself => None,
@@ -270,7 +271,7 @@ fn pop_to_parent(stack: &mut Vec<Id>) {
 /// let mut top = MemLayer::new();
 /// top.add_whiteout("etc/a")?;
 /// let tree = layerstack::model::flatten(&[Arc::new(top) as Arc<dyn Layer>, Arc::new(base)])?;
-/// let paths: Vec<&str> = tree.keys().map(LayerPath::as_str).collect();
+/// let paths: Vec<&str> = tree.keys().map(|p| p.to_str().unwrap()).collect();
 /// assert_eq!(paths, ["", "etc", "etc/b"]);
 /// # Ok::<(), layerstack::Error>(())
 /// ```
@@ -361,7 +362,8 @@ impl Model {
                 names.extend(listing.entries.into_iter().map(|(name, _)| name));
             }
             for name in names {
-                validate_name(&name).map_err(|e| e.reframe(Operation::Lookup, merged.as_str()))?;
+                validate_name(name.as_bytes())
+                    .map_err(|e| e.reframe(Operation::Lookup, merged.as_name()))?;
                 let child_path = merged.join_unchecked(&name);
                 match flatten.child(&stack, &name, &child_path)? {
                     Found::Nothing => {}
@@ -414,7 +416,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::metadata`.
-    pub fn metadata(&self, path: &str) -> Result<Metadata> {
+    pub fn metadata(&self, path: impl PathLike) -> Result<Metadata> {
+        let path = Name::new(path.path_bytes());
         let (_, found) = self.object(path, Operation::Metadata, Follow::Always)?;
         Ok(self.metadata_of(found))
     }
@@ -423,7 +426,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::symlink_metadata`.
-    pub fn symlink_metadata(&self, path: &str) -> Result<Metadata> {
+    pub fn symlink_metadata(&self, path: impl PathLike) -> Result<Metadata> {
+        let path = Name::new(path.path_bytes());
         let (_, found) = self.object(path, Operation::Metadata, Follow::WithSlash)?;
         Ok(self.metadata_of(found))
     }
@@ -432,7 +436,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::read`.
-    pub fn read(&self, path: &str) -> Result<Bytes> {
+    pub fn read(&self, path: impl PathLike) -> Result<Bytes> {
+        let path = Name::new(path.path_bytes());
         self.file_data(path)?
             .to_bytes()
             .map_err(|e| e.reframe(Operation::Read, path))
@@ -442,7 +447,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::read_at`.
-    pub fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Bytes> {
+    pub fn read_at(&self, path: impl PathLike, offset: u64, len: usize) -> Result<Bytes> {
+        let path = Name::new(path.path_bytes());
         self.file_data(path)?
             .read_at(offset, len)
             .map_err(|e| e.reframe(Operation::Read, path))
@@ -452,7 +458,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::read_dir`.
-    pub fn read_dir(&self, path: &str) -> Result<Vec<(String, FileType)>> {
+    pub fn read_dir(&self, path: impl PathLike) -> Result<Vec<(NameBuf, FileType)>> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::ReadDir;
         match self.object(path, op, Follow::Always)? {
             (_, Child::Dir(id)) => Ok(self
@@ -469,12 +476,13 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::read_link`.
-    pub fn read_link(&self, path: &str) -> Result<Utf8PathBuf> {
+    pub fn read_link(&self, path: impl PathLike) -> Result<NameBuf> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::ReadLink;
         if let (_, Child::Obj(id)) = self.object(path, op, Follow::WithSlash)?
             && let Body::Symlink(target) = &self.obj(id).body
         {
-            return Ok(Utf8PathBuf::from(target.as_str()));
+            return Ok(target.clone());
         }
         Err(Error::new(ErrorKind::InvalidInput, op, path))
     }
@@ -483,7 +491,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::write`.
-    pub fn write(&mut self, path: &str, data: &[u8]) -> Result<()> {
+    pub fn write(&mut self, path: impl PathLike, data: &[u8]) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::Write;
         let mut options = OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -498,7 +507,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::append`.
-    pub fn append(&mut self, path: &str, data: &[u8]) -> Result<()> {
+    pub fn append(&mut self, path: impl PathLike, data: &[u8]) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::Write;
         let mut options = OpenOptions::new();
         options.append(true).create(true);
@@ -514,7 +524,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::write_at`.
-    pub fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<()> {
+    pub fn write_at(&mut self, path: impl PathLike, offset: u64, data: &[u8]) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::Write;
         let mut options = OpenOptions::new();
         options.write(true);
@@ -529,7 +540,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::set_len`.
-    pub fn set_len(&mut self, path: &str, len: u64) -> Result<()> {
+    pub fn set_len(&mut self, path: impl PathLike, len: u64) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::SetLen;
         let err = |kind| Error::new(kind, op, path);
         let (resolved, found) = self.object(path, op, Follow::Always)?;
@@ -553,7 +565,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::open`.
-    pub fn open(&mut self, path: &str, options: &OpenOptions) -> Result<()> {
+    pub fn open(&mut self, path: impl PathLike, options: &OpenOptions) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::Open;
         if !options.is_valid() {
             return Err(Error::new(ErrorKind::InvalidInput, op, path)
@@ -566,7 +579,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::create_dir`.
-    pub fn create_dir(&mut self, path: &str) -> Result<()> {
+    pub fn create_dir(&mut self, path: impl PathLike) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::CreateDir;
         let resolved = self.resolve(path, op, Follow::Create)?;
         let name = self.new_name(&resolved, op, path, FileType::Dir)?;
@@ -579,19 +593,21 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::create_dir_all`.
-    pub fn create_dir_all(&mut self, path: &str) -> Result<()> {
+    pub fn create_dir_all(&mut self, path: impl PathLike) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         if path.is_empty() {
             return Ok(());
         }
         let op = Operation::CreateDir;
-        let is_dir = |m: &Model, p: &str| m.metadata(p).is_ok_and(|m| m.is_dir());
+        let is_dir = |m: &Model, p: &Name| m.metadata(p).is_ok_and(|m| m.is_dir());
         match self.create_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(_) if is_dir(self, path) => return Ok(()),
             Err(e) => return Err(e),
         }
-        match std::path::Path::new(path).parent().and_then(|p| p.to_str()) {
+        let parent = path.to_path().parent();
+        match parent.map(|p| Name::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))) {
             Some(parent) => self
                 .create_dir_all(parent)
                 .map_err(|e| e.reframe(op, path))?,
@@ -608,7 +624,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::remove_file`.
-    pub fn remove_file(&mut self, path: &str) -> Result<()> {
+    pub fn remove_file(&mut self, path: impl PathLike) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::RemoveFile;
         let err = |kind| Error::new(kind, op, path);
         let resolved = self.resolve(path, op, Follow::Create)?;
@@ -630,10 +647,11 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::remove_dir`.
-    pub fn remove_dir(&mut self, path: &str) -> Result<()> {
+    pub fn remove_dir(&mut self, path: impl PathLike) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::RemoveDir;
         let err = |kind| Error::new(kind, op, path);
-        let user = UserPath::parse(path, op)?;
+        let user = UserPath::parse(path.as_bytes(), op)?;
         let resolved = self.resolve_user(&user, path, op, Follow::Create)?;
         let Some(name) = resolved.name() else {
             // The kernel's `do_rmdir`, by the kind of the last component.
@@ -661,7 +679,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::remove_dir_all`.
-    pub fn remove_dir_all(&mut self, path: &str) -> Result<()> {
+    pub fn remove_dir_all(&mut self, path: impl PathLike) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::RemoveDir;
         let resolved = self.resolve(path, op, Follow::Create)?;
         let Some(name) = resolved.name() else {
@@ -688,12 +707,19 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::rename_with`.
-    pub fn rename_with(&mut self, from: &str, to: &str, mode: RenameMode) -> Result<()> {
+    pub fn rename_with(
+        &mut self,
+        from: impl PathLike,
+        to: impl PathLike,
+        mode: RenameMode,
+    ) -> Result<()> {
+        let from = Name::new(from.path_bytes());
+        let to = Name::new(to.path_bytes());
         self.rename_inner(from, to, mode)
             .map_err(|e| e.with_second_path(to))
     }
 
-    fn rename_inner(&mut self, from: &str, to: &str, mode: RenameMode) -> Result<()> {
+    fn rename_inner(&mut self, from: &Name, to: &Name, mode: RenameMode) -> Result<()> {
         let op = Operation::Rename;
         let from_err = |kind| Error::new(kind, op, from);
         let to_err = |kind| Error::new(kind, op, to);
@@ -831,7 +857,9 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::symlink`.
-    pub fn symlink(&mut self, target: &str, link: &str) -> Result<()> {
+    pub fn symlink(&mut self, target: impl PathLike, link: impl PathLike) -> Result<()> {
+        let target = Name::new(target.path_bytes());
+        let link = Name::new(link.path_bytes());
         let op = Operation::Symlink;
         if target.is_empty() {
             return Err(
@@ -856,12 +884,14 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::hard_link`.
-    pub fn hard_link(&mut self, original: &str, link: &str) -> Result<()> {
+    pub fn hard_link(&mut self, original: impl PathLike, link: impl PathLike) -> Result<()> {
+        let original = Name::new(original.path_bytes());
+        let link = Name::new(link.path_bytes());
         self.hard_link_inner(original, link)
             .map_err(|e| e.with_second_path(link))
     }
 
-    fn hard_link_inner(&mut self, original: &str, link: &str) -> Result<()> {
+    fn hard_link_inner(&mut self, original: &Name, link: &Name) -> Result<()> {
         let op = Operation::HardLink;
         // As the kernel's `do_linkat`: the original is looked up before
         // `link` is even parsed (a NUL byte, which `std` refuses before the
@@ -893,7 +923,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::set_permissions`.
-    pub fn set_permissions(&mut self, path: &str, mode: u32) -> Result<()> {
+    pub fn set_permissions(&mut self, path: impl PathLike, mode: u32) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let (resolved, found) = self.object(path, Operation::SetPermissions, Follow::Always)?;
         self.copy_up(&resolved);
         self.attrs_mut(found).mode = mode & MODE_MASK;
@@ -904,7 +935,13 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::set_owner`.
-    pub fn set_owner(&mut self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    pub fn set_owner(
+        &mut self,
+        path: impl PathLike,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let (resolved, found) = self.object(path, Operation::SetOwner, Follow::Always)?;
         self.copy_up(&resolved);
         let file_type = self.file_type(found);
@@ -925,10 +962,11 @@ impl Model {
     /// As `MergedView::set_times`.
     pub fn set_times(
         &mut self,
-        path: &str,
+        path: impl PathLike,
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         if atime.is_none() && mtime.is_none() {
             // As `utimensat` with both `UTIME_OMIT`: nothing to do, and the
             // path is not even looked up.
@@ -944,7 +982,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::get_xattr`.
-    pub fn get_xattr(&self, path: &str, name: &str) -> Result<Bytes> {
+    pub fn get_xattr(&self, path: impl PathLike, name: &str) -> Result<Bytes> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::GetXattr;
         check_xattr_name_length(name, op, path)?;
         let (_, found) = self.object(path, op, Follow::Always)?;
@@ -968,7 +1007,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::set_xattr`.
-    pub fn set_xattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<()> {
+    pub fn set_xattr(&mut self, path: impl PathLike, name: &str, value: &[u8]) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::SetXattr;
         if value.len() > XATTR_SIZE_MAX {
             return Err(Error::new(ErrorKind::ArgumentListTooLong, op, path));
@@ -991,7 +1031,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::remove_xattr`.
-    pub fn remove_xattr(&mut self, path: &str, name: &str) -> Result<()> {
+    pub fn remove_xattr(&mut self, path: impl PathLike, name: &str) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::RemoveXattr;
         check_xattr_name_length(name, op, path)?;
         let (resolved, found) = self.object(path, op, Follow::Always)?;
@@ -1012,7 +1053,8 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::list_xattr`.
-    pub fn list_xattr(&self, path: &str) -> Result<Vec<String>> {
+    pub fn list_xattr(&self, path: impl PathLike) -> Result<Vec<String>> {
+        let path = Name::new(path.path_bytes());
         let (_, found) = self.object(path, Operation::ListXattr, Follow::Always)?;
         Ok(self
             .attrs(found)
@@ -1026,14 +1068,21 @@ impl Model {
     ///
     /// # Errors
     /// As `MergedView::mknod`.
-    pub fn mknod(&mut self, path: &str, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
+    pub fn mknod(
+        &mut self,
+        path: impl PathLike,
+        file_type: FileType,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<()> {
+        let path = Name::new(path.path_bytes());
         let op = Operation::Mknod;
         // As the kernel's `may_mknod`: the type is checked before the path.
         if !file_type.is_special() {
             return Err(Error::new(ErrorKind::InvalidInput, op, path)
                 .with_detail("mknod creates only fifos, devices and sockets"));
         }
-        let user = UserPath::parse(path, op)?;
+        let user = UserPath::parse(path.as_bytes(), op)?;
         let resolved = self.resolve_user(&user, path, op, Follow::Create)?;
         let name = self.new_name(&resolved, op, path, file_type)?;
         if matches!(file_type, FileType::CharDevice | FileType::BlockDevice)
@@ -1126,15 +1175,15 @@ impl Model {
 impl Model {
     /// Parses and resolves `path` for `op`, then applies the trailing-slash
     /// rule: an object that exists there must be a directory.
-    fn resolve(&self, path: &str, op: Operation, follow: Follow) -> Result<Resolved> {
-        let user = UserPath::parse(path, op)?;
+    fn resolve(&self, path: &Name, op: Operation, follow: Follow) -> Result<Resolved> {
+        let user = UserPath::parse(path.as_bytes(), op)?;
         self.resolve_user(&user, path, op, follow)
     }
 
     fn resolve_user(
         &self,
         user: &UserPath<'_>,
-        path: &str,
+        path: &Name,
         op: Operation,
         follow: Follow,
     ) -> Result<Resolved> {
@@ -1162,7 +1211,7 @@ impl Model {
     }
 
     /// Resolves `path` to an existing object (`ENOENT` if missing).
-    fn object(&self, path: &str, op: Operation, follow: Follow) -> Result<(Resolved, Child)> {
+    fn object(&self, path: &Name, op: Operation, follow: Follow) -> Result<(Resolved, Child)> {
         let resolved = self.resolve(path, op, follow)?;
         match self.found(&resolved) {
             Some(found) => Ok((resolved, found)),
@@ -1244,7 +1293,7 @@ impl Model {
     fn follow(
         &self,
         holder: &[Id],
-        target: &str,
+        target: &Name,
         creating: bool,
         links: &mut u32,
     ) -> Result<Resolved, ErrorKind> {
@@ -1252,8 +1301,8 @@ impl Model {
         if *links > MAX_SYMLINKS {
             return Err(ErrorKind::FilesystemLoop);
         }
-        let path = UserPath::parse(target, Operation::Lookup).map_err(|e| e.kind())?;
-        let start = if target.starts_with('/') {
+        let path = UserPath::parse(target.as_bytes(), Operation::Lookup).map_err(|e| e.kind())?;
+        let start = if target.is_absolute() {
             vec![ROOT]
         } else {
             holder.to_vec()
@@ -1263,7 +1312,12 @@ impl Model {
 
     /// Enters the directory `name` (following a symlink) below the last of
     /// `stack`.
-    fn enter(&self, mut stack: Vec<Id>, name: &str, links: &mut u32) -> Result<Vec<Id>, ErrorKind> {
+    fn enter(
+        &self,
+        mut stack: Vec<Id>,
+        name: &Name,
+        links: &mut u32,
+    ) -> Result<Vec<Id>, ErrorKind> {
         match self.child(top(&stack), name) {
             None => Err(ErrorKind::NotFound),
             Some(Child::Dir(id)) => {
@@ -1305,9 +1359,9 @@ impl Model {
         &self,
         resolved: &Resolved,
         op: Operation,
-        path: &str,
+        path: &Name,
         file_type: FileType,
-    ) -> Result<String> {
+    ) -> Result<NameBuf> {
         let err = |kind| Error::new(kind, op, path);
         let Some(name) = resolved.name() else {
             return Err(err(ErrorKind::AlreadyExists));
@@ -1327,12 +1381,12 @@ impl Model {
     /// checked; returns the file opened for writing, if any.
     fn open_file(
         &mut self,
-        path: &str,
+        path: &Name,
         options: &OpenOptions,
         op: Operation,
     ) -> Result<Option<Id>> {
         let err = |kind| Error::new(kind, op, path);
-        let user = UserPath::parse(path, op)?;
+        let user = UserPath::parse(path.as_bytes(), op)?;
         if options.creates() && user.trailing_slash && user.last_kind() == LastKind::Name {
             // The kernel refuses to create a name with a trailing slash,
             // whatever is there, once the parent is found (a path ending in
@@ -1386,7 +1440,7 @@ impl Model {
     }
 
     /// The data of the regular file at `path` (following symlinks).
-    fn file_data(&self, path: &str) -> Result<&FileData> {
+    fn file_data(&self, path: &Name) -> Result<&FileData> {
         let op = Operation::Read;
         match self.object(path, op, Follow::Always)? {
             (_, Child::Dir(_)) => Err(Error::new(ErrorKind::IsADirectory, op, path)),
@@ -1446,7 +1500,7 @@ impl Model {
             .expect("model invariant: every object in the tree is in the table")
     }
 
-    fn child(&self, dir: Id, name: &str) -> Option<Child> {
+    fn child(&self, dir: Id, name: &Name) -> Option<Child> {
         self.dir(dir).entries.get(name).copied()
     }
 
@@ -1525,12 +1579,12 @@ impl Model {
                 // snapshot holds every file whole, as it always did.
                 Body::File(data) => (
                     data.to_bytes().expect("a snapshot's files fit in memory"),
-                    String::new(),
+                    NameBuf::new(),
                 ),
                 Body::Symlink(target) => (Bytes::new(), target.clone()),
-                Body::Special => (Bytes::new(), String::new()),
+                Body::Special => (Bytes::new(), NameBuf::new()),
             },
-            Child::Dir(_) => (Bytes::new(), String::new()),
+            Child::Dir(_) => (Bytes::new(), NameBuf::new()),
         };
         SnapshotEntry {
             file_type: meta.file_type,
@@ -1569,7 +1623,7 @@ impl Model {
 
     /// Creates directory `name` in the last directory of `stack` (the name
     /// is free), copying up the parent chain.
-    fn add_dir(&mut self, stack: &[Id], name: &str) -> Id {
+    fn add_dir(&mut self, stack: &[Id], name: &Name) -> Id {
         let parent = top(stack);
         let attrs = self.new_attrs(parent, 0o777 & !self.options.umask & MODE_MASK, true);
         self.copy_up_dirs(stack);
@@ -1594,7 +1648,7 @@ impl Model {
     fn add_obj(
         &mut self,
         stack: &[Id],
-        name: &str,
+        name: &Name,
         file_type: FileType,
         attrs: Attrs,
         rdev: u64,
@@ -1622,7 +1676,7 @@ impl Model {
 
     /// Removes `name` (and everything below it) from the last directory of
     /// `stack`, copying up the parent chain.
-    fn unlink(&mut self, stack: &[Id], name: &str) {
+    fn unlink(&mut self, stack: &[Id], name: &Name) {
         self.copy_up_dirs(stack);
         if let Some(child) = self.dir_mut(top(stack)).entries.remove(name) {
             self.release(child);
@@ -1726,17 +1780,17 @@ impl Model {
 
 /// `EINVAL` for a path with a NUL byte (checked for both paths of a
 /// two-path call before anything else, as `std` does before the syscall).
-fn check_no_nul(path: &str, op: Operation) -> Result<()> {
-    if path.contains('\0') {
+fn check_no_nul(path: &Name, op: Operation) -> Result<()> {
+    if path.as_bytes().contains(&0) {
         // Gives EINVAL with its message.
-        UserPath::parse(path, op)?;
+        UserPath::parse(path.as_bytes(), op)?;
     }
     Ok(())
 }
 
 /// `ERANGE` for an empty or too long attribute name, checked before the
 /// path is resolved.
-fn check_xattr_name_length(name: &str, op: Operation, path: &str) -> Result<()> {
+fn check_xattr_name_length(name: &str, op: Operation, path: &Name) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         // Gives ERANGE with its message.
         check_xattr_name(name, op, path)?;
@@ -1746,7 +1800,7 @@ fn check_xattr_name_length(name: &str, op: Operation, path: &str) -> Result<()> 
 
 /// A layer's error while flattening, reframed as a lookup of the merged path.
 fn layer_error(err: Error, layer: usize, merged: &LayerPath) -> Error {
-    err.reframe(Operation::Lookup, merged.as_str())
+    err.reframe(Operation::Lookup, merged.as_name())
         .with_layer_index(layer)
 }
 
@@ -1760,7 +1814,7 @@ struct Flatten<'a> {
 /// Where the next layers look for a child.
 enum Target {
     /// This name in each layer's path of the parent.
-    Relative(String),
+    Relative(NameBuf),
     /// This exact path from each layer's root (after an absolute redirect).
     Absolute(LayerPath),
 }
@@ -1787,7 +1841,7 @@ impl Flatten<'_> {
     fn child(
         &self,
         parent: &[(usize, LayerPath)],
-        name: &str,
+        name: &Name,
         merged: &LayerPath,
     ) -> Result<Found> {
         let mut target = Target::Relative(name.to_owned());
@@ -1855,7 +1909,7 @@ impl Flatten<'_> {
                             Target::Relative(_) => path.clone(),
                         };
                         target = parse_redirect(&redirect, &target, &base).ok_or_else(|| {
-                            Error::new(ErrorKind::InvalidInput, Operation::Lookup, merged.as_str())
+                            Error::new(ErrorKind::InvalidInput, Operation::Lookup, merged.as_name())
                                 .with_layer_index(layer)
                                 .with_detail(format!("invalid redirect `{redirect}`"))
                         })?;
@@ -1890,17 +1944,17 @@ struct AbsoluteWalk {
 /// Walks `path` in one layer from its root, as the kernel's
 /// `ovl_lookup_layer` does for an absolute redirect.
 fn walk_absolute(layer: &dyn Layer, path: &LayerPath) -> Result<AbsoluteWalk> {
-    let names: Vec<&str> = path.names().collect();
+    let names: Vec<&Name> = path.names().collect();
     let mut at = LayerPath::root();
-    let mut next: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut next: Vec<NameBuf> = names.iter().map(|n| (*n).to_owned()).collect();
     let mut opaque_on_way = false;
-    let result = |at, entry, stop, opaque_on_way, next: &[String]| {
+    let result = |at, entry, stop, opaque_on_way, next: &[NameBuf]| {
         Ok(AbsoluteWalk {
             at,
             entry,
             stop,
             opaque_on_way,
-            next: LayerPath::from_names(next.iter().map(String::as_str))?,
+            next: LayerPath::from_names(next.iter())?,
         })
     };
     for (i, name) in names.iter().enumerate() {
@@ -1921,12 +1975,13 @@ fn walk_absolute(layer: &dyn Layer, path: &LayerPath) -> Result<AbsoluteWalk> {
                 } else if let Some(r) = &node.redirect {
                     // The rest of the path follows the redirected one.
                     let keep = next.len() - (names.len() - i);
-                    let rest: Vec<String> = next[keep + 1..].to_vec();
-                    let mut rewritten: Vec<String> = if let Some(abs) = r.strip_prefix('/') {
+                    let rest: Vec<NameBuf> = next[keep + 1..].to_vec();
+                    let mut rewritten: Vec<NameBuf> = if r.is_absolute() {
                         opaque_on_way = false;
-                        abs.split('/')
+                        r.as_bytes()
+                            .split(|&b| b == b'/')
                             .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
+                            .map(NameBuf::from)
                             .collect()
                     } else {
                         let mut p = next[..keep].to_vec();
@@ -1945,8 +2000,8 @@ fn walk_absolute(layer: &dyn Layer, path: &LayerPath) -> Result<AbsoluteWalk> {
 /// Parses a redirect in the kernel's format: `/a/b` from the root, a single
 /// name relative to the parent (after an absolute redirect, the parent is
 /// that of `path`). `None` if malformed.
-fn parse_redirect(redirect: &str, current: &Target, path: &LayerPath) -> Option<Target> {
-    if let Some(absolute) = redirect.strip_prefix('/') {
+fn parse_redirect(redirect: &Name, current: &Target, path: &LayerPath) -> Option<Target> {
+    if let Some(absolute) = redirect.as_bytes().strip_prefix(b"/") {
         let absolute = LayerPath::new(absolute).ok()?;
         if absolute.is_root() {
             return None;
@@ -2038,7 +2093,7 @@ mod tests {
         result.unwrap_err().kind()
     }
 
-    fn names(m: &Model, path: &str) -> Vec<String> {
+    fn names(m: &Model, path: &str) -> Vec<NameBuf> {
         m.read_dir(path)
             .unwrap()
             .into_iter()
@@ -2300,7 +2355,7 @@ mod tests {
         let m = model(vec![bottom]);
         let snap = m.snapshot();
         assert_eq!(
-            snap.keys().map(LayerPath::as_str).collect::<Vec<_>>(),
+            snap.keys().map(|p| p.to_str().unwrap()).collect::<Vec<_>>(),
             ["", "c", "f", "p", "s"]
         );
         assert_eq!(snap[&p("c")].rdev, makedev(1, 3));
@@ -2365,7 +2420,7 @@ mod tests {
                 } else {
                     format!("l{}", i + 1)
                 };
-                l.add_symlink(&format!("l{i}"), &next)?;
+                l.add_symlink(format!("l{i}"), &next)?;
             }
             Ok(())
         });
@@ -2383,11 +2438,11 @@ mod tests {
         let bottom = layer(|l| {
             l.add_dir("d")?;
             for i in 0..20 {
-                l.add_symlink(&format!("a{i}"), &format!("a{}", i + 1))?;
+                l.add_symlink(format!("a{i}"), format!("a{}", i + 1))?;
             }
             l.add_symlink("a20", "d")?;
             for i in 0..20 {
-                l.add_symlink(&format!("d/b{i}"), &format!("b{}", i + 1))?;
+                l.add_symlink(format!("d/b{i}"), format!("b{}", i + 1))?;
             }
             l.add_file("d/b20", "b")
         });
@@ -2474,9 +2529,9 @@ mod tests {
         let mut m = model(vec![]);
         assert_eq!(kind(m.metadata("")), ErrorKind::NotFound);
         assert_eq!(kind(m.metadata("a\0b")), ErrorKind::InvalidInput);
-        assert_eq!(kind(m.write(&"x".repeat(256), b"")), ErrorKind::NameTooLong);
+        assert_eq!(kind(m.write("x".repeat(256), b"")), ErrorKind::NameTooLong);
         assert_eq!(
-            kind(m.create_dir(&"ab/".repeat(2048))),
+            kind(m.create_dir("ab/".repeat(2048))),
             ErrorKind::NameTooLong
         );
         let err = m.remove_file("missing").unwrap_err();
@@ -2509,9 +2564,9 @@ mod tests {
         assert_eq!(
             m.read_dir("/").unwrap(),
             [
-                ("d".to_owned(), FileType::Dir),
-                ("f".to_owned(), FileType::File),
-                ("p".to_owned(), FileType::Fifo)
+                (NameBuf::from("d"), FileType::Dir),
+                (NameBuf::from("f"), FileType::File),
+                (NameBuf::from("p"), FileType::Fifo)
             ]
         );
         assert_eq!(kind(m.read_link("f")), ErrorKind::InvalidInput);
@@ -2709,7 +2764,7 @@ mod tests {
         assert_eq!(kind(m.hard_link("missing", "nodir/x")), ErrorKind::NotFound);
         let err = m.hard_link("f", "nodir/x").unwrap_err();
         assert_eq!(
-            (err.kind(), err.path().as_str()),
+            (err.kind(), err.path().to_str().unwrap()),
             (ErrorKind::NotFound, "nodir/x")
         );
         // The link's name is checked before the original's type.
@@ -2994,7 +3049,7 @@ mod tests {
         assert_eq!(err.path(), "nodir/x");
         let err = rename(&mut m, "file", "d/sub/x/y").unwrap_err();
         assert_eq!(
-            (err.kind(), err.path().as_str()),
+            (err.kind(), err.path().to_str().unwrap()),
             (NotADirectory, "d/sub/x/y")
         );
     }
@@ -3193,10 +3248,13 @@ mod tests {
         m.create_dir("merged").unwrap();
         assert_eq!(nlink(&m, "merged"), 2);
         assert_eq!(
-            m.dir(m.child(ROOT, "merged").map_or(ROOT, |c| match c {
-                Child::Dir(id) => id,
-                Child::Obj(_) => ROOT,
-            }))
+            m.dir(
+                m.child(ROOT, Name::new("merged"))
+                    .map_or(ROOT, |c| match c {
+                        Child::Dir(id) => id,
+                        Child::Obj(_) => ROOT,
+                    })
+            )
             .lower_layers,
             0
         );
@@ -3340,7 +3398,7 @@ mod tests {
         m.set_xattr("d/f", "user.a", b"1").unwrap();
         let snap = m.snapshot();
         assert_eq!(
-            snap.keys().map(LayerPath::as_str).collect::<Vec<_>>(),
+            snap.keys().map(|p| p.to_str().unwrap()).collect::<Vec<_>>(),
             ["", "d", "d/f", "s"]
         );
         assert_eq!(
@@ -3354,7 +3412,7 @@ mod tests {
                 nlink: 1,
                 rdev: 0,
                 data: Bytes::from_static(b"data"),
-                target: String::new(),
+                target: NameBuf::new(),
                 xattrs: vec![
                     ("user.a".to_owned(), Bytes::from_static(b"1")),
                     ("user.b".to_owned(), Bytes::from_static(b"2")),
@@ -3372,7 +3430,7 @@ mod tests {
                 nlink: 1,
                 rdev: 0,
                 data: Bytes::new(),
-                target: String::new(),
+                target: NameBuf::new(),
                 xattrs: vec![],
             }
         );
@@ -3492,7 +3550,7 @@ mod tests {
                 // and the count is at least the number of visible names
                 // once it is in the upper.
                 for (path, entry) in &snapshot {
-                    let meta = m.symlink_metadata(if path.is_root() { "/" } else { path.as_str() }).unwrap();
+                    let meta = m.symlink_metadata(if path.is_root() { b"/".as_slice() } else { path.as_bytes() }).unwrap();
                     prop_assert_eq!(meta.nlink, entry.nlink);
                     prop_assert_eq!(meta.size, entry.size);
                 }

@@ -1,7 +1,15 @@
-//! Paths: the validated, normalised path of an object inside a layer, and
-//! the parsing of the paths users give the merged view.
+//! Paths and names: the validated, normalised path of an object inside a
+//! layer, the names it is made of, and the parsing of the paths users give
+//! the merged view.
 //!
-//! Inside a layer every path is relative to the layer's root, UTF-8, and
+//! Names are bytes, as in the kernel and in tar: any bytes but `/` and NUL,
+//! UTF-8 or not (Latin-1, KOI8-R, EUC-JP names are found in real images).
+//! [`Name`] and [`NameBuf`] hold one name, a path text or a symlink target;
+//! [`LayerPath`] a validated path. Every method that takes a path takes
+//! anything [`PathLike`]: `&str`, `&Utf8Path`, `&std::path::Path`, bytes.
+//! What is not printable UTF-8 shows escaped ([`escape_name`]).
+//!
+//! Inside a layer every path is relative to the layer's root and
 //! normalised: no empty, `.` or `..` components, no leading or trailing
 //! slash. The root itself is the empty path. Such a path can never name
 //! anything outside the layer, so backends can join it to their root safely.
@@ -11,10 +19,15 @@
 //! are resolved by the view as inside a chroot (see
 //! [`MergedView`](crate::MergedView)).
 
+use std::borrow::{Borrow, Cow};
 use std::cmp::Ordering;
-use std::fmt;
+use std::ffi::{OsStr, OsString};
+use std::fmt::{self, Write as _};
+use std::ops::Deref;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 
@@ -23,7 +36,523 @@ pub const NAME_MAX: usize = 255;
 /// The longest path, in bytes (Linux `PATH_MAX` less its NUL).
 pub const PATH_MAX: usize = 4095;
 
-/// A validated, normalised, relative UTF-8 path inside a layer.
+/// Anything that names a path or a name by its bytes: `str`, `String`,
+/// byte slices and vectors, `Utf8Path`, `std::path::Path`, `OsStr`,
+/// [`Name`], [`LayerPath`] and references to them.
+///
+/// ```
+/// use layerstack::{LayerPath, PathLike};
+///
+/// assert_eq!("a/b".path_bytes(), b"a/b");
+/// assert_eq!(LayerPath::new(b"caf\xe9")?.path_bytes(), b"caf\xe9");
+/// assert_eq!(std::path::Path::new("x").path_bytes(), b"x");
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+pub trait PathLike {
+    /// The bytes of the path, as the kernel would see them.
+    fn path_bytes(&self) -> &[u8];
+}
+
+impl PathLike for str {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl PathLike for String {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl PathLike for [u8] {
+    fn path_bytes(&self) -> &[u8] {
+        self
+    }
+}
+impl PathLike for Vec<u8> {
+    fn path_bytes(&self) -> &[u8] {
+        self
+    }
+}
+impl<const N: usize> PathLike for [u8; N] {
+    fn path_bytes(&self) -> &[u8] {
+        self
+    }
+}
+impl PathLike for Utf8Path {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+impl PathLike for Utf8PathBuf {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+impl PathLike for Path {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_os_str().as_bytes()
+    }
+}
+impl PathLike for PathBuf {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_os_str().as_bytes()
+    }
+}
+impl PathLike for OsStr {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl PathLike for OsString {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl PathLike for Cow<'_, str> {
+    fn path_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl PathLike for LayerPath {
+    fn path_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+impl PathLike for Name {
+    fn path_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+impl PathLike for NameBuf {
+    fn path_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+impl<T: PathLike + ?Sized> PathLike for &T {
+    fn path_bytes(&self) -> &[u8] {
+        (**self).path_bytes()
+    }
+}
+impl<T: PathLike + ?Sized> PathLike for &mut T {
+    fn path_bytes(&self) -> &[u8] {
+        (**self).path_bytes()
+    }
+}
+
+/// A name as the kernel sees it: a file name, a path text or a symlink
+/// target, any bytes (the unsized borrowed form, like `Path`; the owned
+/// form is [`NameBuf`]).
+///
+/// It is compared, ordered and hashed by its bytes (for UTF-8 names the
+/// order of `str`). It shows escaped ([`escape_name`]): what is not
+/// printable UTF-8 shows as `\ooo` per byte.
+///
+/// ```
+/// use layerstack::Name;
+///
+/// let name = Name::new(b"caf\xe9");
+/// assert_eq!(name.as_bytes(), b"caf\xe9");
+/// assert_eq!(name.to_str(), None);
+/// assert_eq!(name.to_string(), "caf\\351");
+/// assert_eq!(Name::new("café").to_str(), Some("café"));
+/// assert_eq!(Name::new("a"), "a");
+/// ```
+#[repr(transparent)]
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name([u8]);
+
+impl Name {
+    /// The bytes as a name (no validation: any bytes are a name's text).
+    #[must_use]
+    #[allow(unsafe_code)]
+    pub fn new<S: AsRef<[u8]> + ?Sized>(bytes: &S) -> &Name {
+        let bytes: &[u8] = bytes.as_ref();
+        // SAFETY: `Name` is `#[repr(transparent)]` over `[u8]`, so a
+        // `*const [u8]` and a `*const Name` have the same layout and
+        // metadata (the length); the lifetime is carried over unchanged.
+        // This is how std builds `&Path` from `&OsStr`.
+        unsafe { &*(std::ptr::from_ref::<[u8]>(bytes) as *const Name) }
+    }
+
+    /// The bytes of the name.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The name as a `str`, if it is UTF-8.
+    #[must_use]
+    pub fn to_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The name as text, with U+FFFD for what is not UTF-8 (lossy: use
+    /// [`Display`](fmt::Display) to show a name, [`as_bytes`](Name::as_bytes)
+    /// to keep it).
+    #[must_use]
+    pub fn to_string_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.0)
+    }
+
+    /// The name as a `std::path::Path` (the same bytes).
+    #[must_use]
+    pub fn to_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
+    }
+
+    /// The length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the name has no bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether it is a path from the root (starts with `/`).
+    pub(crate) fn is_absolute(&self) -> bool {
+        self.0.first() == Some(&b'/')
+    }
+
+    /// The path without one leading `/` (the view is its own root).
+    pub(crate) fn strip_root(&self) -> &Name {
+        Name::new(self.0.strip_prefix(b"/").unwrap_or(&self.0))
+    }
+}
+
+impl fmt::Display for Name {
+    /// Escaped as [`escape_name`] does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.width().is_some() || f.precision().is_some() {
+            f.pad(&escape_name(&self.0))
+        } else {
+            write_escaped(f, &self.0, Backslash::Escape)
+        }
+    }
+}
+
+impl fmt::Debug for Name {
+    /// The escaped name in double quotes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('"')?;
+        write_escaped(f, &self.0, Backslash::Escape)?;
+        f.write_char('"')
+    }
+}
+
+impl Default for &Name {
+    /// The empty name.
+    fn default() -> Self {
+        Name::new("")
+    }
+}
+
+impl ToOwned for Name {
+    type Owned = NameBuf;
+    fn to_owned(&self) -> NameBuf {
+        NameBuf(self.0.to_vec())
+    }
+}
+
+impl AsRef<[u8]> for Name {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Name {
+    fn as_ref(&self) -> &Path {
+        self.to_path()
+    }
+}
+
+impl AsRef<Name> for Name {
+    fn as_ref(&self) -> &Name {
+        self
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<[u8]> for Name {
+    fn eq(&self, other: &[u8]) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<NameBuf> for Name {
+    fn eq(&self, other: &NameBuf) -> bool {
+        self.0 == other.0[..]
+    }
+}
+
+impl PartialEq<NameBuf> for &Name {
+    fn eq(&self, other: &NameBuf) -> bool {
+        self.0 == other.0[..]
+    }
+}
+
+/// An owned [`Name`]: a file name, path text or symlink target, any bytes.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use layerstack::{Name, NameBuf};
+///
+/// let mut map = BTreeMap::new();
+/// map.insert(NameBuf::from(b"caf\xe9".to_vec()), 1);
+/// map.insert(NameBuf::from("b"), 2);
+/// assert_eq!(map.get(Name::new(b"caf\xe9")), Some(&1));
+/// assert_eq!(NameBuf::from("b"), "b");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NameBuf(Vec<u8>);
+
+impl NameBuf {
+    /// An empty name.
+    #[must_use]
+    pub fn new() -> NameBuf {
+        NameBuf(Vec::new())
+    }
+
+    /// The bytes, owned.
+    #[must_use]
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The name, borrowed.
+    #[must_use]
+    pub fn as_name(&self) -> &Name {
+        Name::new(&self.0)
+    }
+}
+
+impl Deref for NameBuf {
+    type Target = Name;
+    fn deref(&self) -> &Name {
+        Name::new(&self.0)
+    }
+}
+
+impl Borrow<Name> for NameBuf {
+    fn borrow(&self) -> &Name {
+        self
+    }
+}
+
+impl AsRef<[u8]> for NameBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for NameBuf {
+    fn as_ref(&self) -> &Path {
+        self.to_path()
+    }
+}
+
+impl AsRef<Name> for NameBuf {
+    fn as_ref(&self) -> &Name {
+        self
+    }
+}
+
+impl From<&str> for NameBuf {
+    fn from(s: &str) -> NameBuf {
+        NameBuf(s.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for NameBuf {
+    fn from(s: String) -> NameBuf {
+        NameBuf(s.into_bytes())
+    }
+}
+
+impl From<Vec<u8>> for NameBuf {
+    fn from(v: Vec<u8>) -> NameBuf {
+        NameBuf(v)
+    }
+}
+
+impl From<&[u8]> for NameBuf {
+    fn from(v: &[u8]) -> NameBuf {
+        NameBuf(v.to_vec())
+    }
+}
+
+impl From<&Name> for NameBuf {
+    fn from(n: &Name) -> NameBuf {
+        n.to_owned()
+    }
+}
+
+impl From<&LayerPath> for NameBuf {
+    fn from(p: &LayerPath) -> NameBuf {
+        NameBuf(p.0.clone())
+    }
+}
+
+impl From<LayerPath> for NameBuf {
+    fn from(p: LayerPath) -> NameBuf {
+        NameBuf(p.0)
+    }
+}
+
+impl PartialEq<str> for NameBuf {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for NameBuf {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<Name> for NameBuf {
+    fn eq(&self, other: &Name) -> bool {
+        self.0[..] == other.0
+    }
+}
+
+impl PartialEq<&Name> for NameBuf {
+    fn eq(&self, other: &&Name) -> bool {
+        self.0[..] == other.0
+    }
+}
+
+impl fmt::Display for NameBuf {
+    /// Escaped as [`escape_name`] does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+impl fmt::Debug for NameBuf {
+    /// The escaped name in double quotes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// Whether a backslash is escaped (as `\\`) or kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backslash {
+    Escape,
+    Keep,
+}
+
+/// A name (or path) as text safe to print: what `ls -b` shows. Printable
+/// UTF-8 shows as it is; `\` as `\\`; newline, tab and carriage return as
+/// `\n`, `\t`, `\r`; C0 and C1 controls, DEL, and the invisible characters
+/// that reorder or hide text (bidi overrides and isolates, zero widths) as
+/// `\ooo` per byte of their UTF-8; and every byte that is not part of
+/// valid UTF-8 as `\ooo`.
+///
+/// ```
+/// use layerstack::escape_name;
+///
+/// assert_eq!(escape_name(b"caf\xe9"), "caf\\351"); // Latin-1
+/// assert_eq!(escape_name("café".as_bytes()), "café");
+/// assert_eq!(escape_name(b"a\nb\\c"), "a\\nb\\\\c");
+/// ```
+#[must_use]
+pub fn escape_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    // Writing into a String cannot fail.
+    let _ = write_escaped(&mut out, bytes, Backslash::Escape);
+    out
+}
+
+/// A line of text (an error message) safe to print: escaped as
+/// [`escape_name`] does, except that backslashes are kept (messages
+/// already spell escaped bytes with them).
+///
+/// ```
+/// use layerstack::path::escape_message;
+///
+/// assert_eq!(escape_message(b"failed: `a\\351`\n\x07"), "failed: `a\\351`\\n\\007");
+/// ```
+#[must_use]
+pub fn escape_message(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let _ = write_escaped(&mut out, bytes, Backslash::Keep);
+    out
+}
+
+fn write_escaped(out: &mut impl fmt::Write, bytes: &[u8], backslash: Backslash) -> fmt::Result {
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        let mut start = 0;
+        for (i, c) in valid.char_indices() {
+            let escaped = match c {
+                '\\' if backslash == Backslash::Escape => Some("\\\\"),
+                '\n' => Some("\\n"),
+                '\t' => Some("\\t"),
+                '\r' => Some("\\r"),
+                c if is_hidden(c) => None,
+                _ => continue,
+            };
+            out.write_str(&valid[start..i])?;
+            start = i + c.len_utf8();
+            match escaped {
+                Some(s) => out.write_str(s)?,
+                None => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        write!(out, "\\{b:03o}")?;
+                    }
+                }
+            }
+        }
+        out.write_str(&valid[start..])?;
+        for b in chunk.invalid() {
+            write!(out, "\\{b:03o}")?;
+        }
+    }
+    Ok(())
+}
+
+/// C0 and C1 controls, DEL, and the invisible characters that reorder or
+/// hide text (bidi overrides and isolates, zero widths).
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `bytes` without leading and trailing `/`.
+pub(crate) fn trim_slashes(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != b'/').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b'/')
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+/// Splits bytes on `/`.
+fn split_slash(bytes: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> + Clone {
+    bytes.split(|&b| b == b'/')
+}
+
+/// A validated, normalised, relative path inside a layer; its names are
+/// bytes (any but `/` and NUL).
 ///
 /// The root is the empty path. Components are compared one by one, so a
 /// directory sorts right before its children (`a`, `a/b`, `a-b`).
@@ -32,21 +561,24 @@ pub const PATH_MAX: usize = 4095;
 /// use layerstack::LayerPath;
 ///
 /// let p = LayerPath::new("etc/app.conf")?;
-/// assert_eq!(p.file_name(), Some("app.conf"));
-/// assert_eq!(p.parent().unwrap().as_str(), "etc");
+/// assert_eq!(p.file_name().unwrap(), "app.conf");
+/// assert_eq!(p.parent().unwrap().to_str(), Some("etc"));
 /// assert!(LayerPath::new("../etc").is_err());
 /// assert!(LayerPath::new("/etc").is_err());
 /// assert!(LayerPath::root().is_root());
+/// let latin1 = LayerPath::new(b"srv/caf\xe9")?;
+/// assert_eq!(latin1.to_str(), None);
+/// assert_eq!(latin1.to_string(), "srv/caf\\351");
 /// # Ok::<(), layerstack::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct LayerPath(String);
+pub struct LayerPath(Vec<u8>);
 
 impl LayerPath {
     /// The root of a layer (the empty path).
     #[must_use]
     pub fn root() -> LayerPath {
-        LayerPath(String::new())
+        LayerPath(Vec::new())
     }
 
     /// Validates a normalised relative path.
@@ -55,7 +587,11 @@ impl LayerPath {
     /// `EINVAL` for an absolute path, an empty, `.` or `..` component, or a
     /// NUL byte; `ENAMETOOLONG` for a component over [`NAME_MAX`] bytes or a
     /// path over [`PATH_MAX`] bytes. The empty string is the root.
-    pub fn new(path: &str) -> Result<LayerPath> {
+    pub fn new(path: impl PathLike) -> Result<LayerPath> {
+        Self::new_inner(path.path_bytes())
+    }
+
+    fn new_inner(path: &[u8]) -> Result<LayerPath> {
         if path.len() > PATH_MAX {
             return Err(Error::new(
                 ErrorKind::NameTooLong,
@@ -64,18 +600,18 @@ impl LayerPath {
             ));
         }
         if !path.is_empty() {
-            for name in path.split('/') {
+            for name in split_slash(path) {
                 validate_name(name).map_err(|e| e.reframe(Operation::ParsePath, path))?;
             }
         }
-        Ok(LayerPath(path.to_owned()))
+        Ok(LayerPath(path.to_vec()))
     }
 
     /// Builds a path from validated names.
     ///
     /// # Errors
     /// As [`LayerPath::new`].
-    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<LayerPath> {
+    pub fn from_names(names: impl IntoIterator<Item = impl PathLike>) -> Result<LayerPath> {
         let mut p = LayerPath::root();
         for name in names {
             p = p.join(name)?;
@@ -88,29 +624,39 @@ impl LayerPath {
     /// # Errors
     /// `EINVAL` if `name` is not a single valid name, `ENAMETOOLONG` if it or
     /// the result is too long.
-    pub fn join(&self, name: &str) -> Result<LayerPath> {
+    pub fn join(&self, name: impl PathLike) -> Result<LayerPath> {
+        self.join_inner(name.path_bytes())
+    }
+
+    fn join_inner(&self, name: &[u8]) -> Result<LayerPath> {
         validate_name(name)?;
         let len = self.0.len() + usize::from(!self.is_root()) + name.len();
         if len > PATH_MAX {
+            let mut full = self.0.clone();
+            full.push(b'/');
+            full.extend_from_slice(name);
             return Err(Error::new(
                 ErrorKind::NameTooLong,
                 Operation::ParsePath,
-                format!("{}/{name}", self.0),
+                full,
             ));
         }
-        Ok(self.join_unchecked(name))
+        Ok(self.join_unchecked(Name::new(name)))
     }
 
     /// Joins a name known to be valid (the caller checked it).
-    pub(crate) fn join_unchecked(&self, name: &str) -> LayerPath {
-        debug_assert!(validate_name(name).is_ok(), "invalid name {name:?}");
+    pub(crate) fn join_unchecked(&self, name: &Name) -> LayerPath {
+        debug_assert!(
+            validate_name(name.as_bytes()).is_ok(),
+            "invalid name {name:?}"
+        );
         if self.is_root() {
-            LayerPath(name.to_owned())
+            LayerPath(name.as_bytes().to_vec())
         } else {
-            let mut s = String::with_capacity(self.0.len() + 1 + name.len());
-            s.push_str(&self.0);
-            s.push('/');
-            s.push_str(name);
+            let mut s = Vec::with_capacity(self.0.len() + 1 + name.len());
+            s.extend_from_slice(&self.0);
+            s.push(b'/');
+            s.extend_from_slice(name.as_bytes());
             LayerPath(s)
         }
     }
@@ -121,25 +667,37 @@ impl LayerPath {
         self.0.is_empty()
     }
 
-    /// The path as a string (`""` for the root).
+    /// The bytes of the path (empty for the root).
     #[must_use]
-    pub fn as_str(&self) -> &str {
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
-    /// The path as a camino path.
+    /// The path as a [`Name`] (the text of the whole path).
     #[must_use]
-    pub fn as_path(&self) -> &Utf8Path {
-        Utf8Path::new(&self.0)
+    pub fn as_name(&self) -> &Name {
+        Name::new(&self.0)
+    }
+
+    /// The path as a `str` (`""` for the root), if it is UTF-8.
+    #[must_use]
+    pub fn to_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The path as a `std::path::Path` (the same bytes; empty for the root).
+    #[must_use]
+    pub fn to_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
     }
 
     /// The last component, `None` for the root.
     #[must_use]
-    pub fn file_name(&self) -> Option<&str> {
+    pub fn file_name(&self) -> Option<&Name> {
         if self.is_root() {
             None
         } else {
-            Some(self.0.rsplit('/').next().unwrap_or_default())
+            split_slash(&self.0).next_back().map(Name::new)
         }
     }
 
@@ -149,15 +707,17 @@ impl LayerPath {
         if self.is_root() {
             return None;
         }
-        Some(match self.0.rfind('/') {
-            Some(i) => LayerPath(self.0[..i].to_owned()),
+        Some(match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => LayerPath(self.0[..i].to_vec()),
             None => LayerPath::root(),
         })
     }
 
     /// The components, root first.
-    pub fn names(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
-        self.0.split('/').filter(|s| !s.is_empty())
+    pub fn names(&self) -> impl DoubleEndedIterator<Item = &Name> + Clone + '_ {
+        split_slash(&self.0)
+            .filter(|s| !s.is_empty())
+            .map(Name::new)
     }
 
     /// The number of components (0 for the root).
@@ -171,8 +731,7 @@ impl LayerPath {
     pub fn starts_with(&self, ancestor: &LayerPath) -> bool {
         ancestor.is_root()
             || self == ancestor
-            || (self.0.starts_with(ancestor.as_str())
-                && self.0.as_bytes().get(ancestor.as_str().len()) == Some(&b'/'))
+            || (self.0.starts_with(&ancestor.0) && self.0.get(ancestor.0.len()) == Some(&b'/'))
     }
 
     /// The rest of this path below `ancestor`, if it is one.
@@ -183,7 +742,7 @@ impl LayerPath {
         } else if self == ancestor {
             Some(LayerPath::root())
         } else if self.starts_with(ancestor) {
-            Some(LayerPath(self.0[ancestor.as_str().len() + 1..].to_owned()))
+            Some(LayerPath(self.0[ancestor.0.len() + 1..].to_vec()))
         } else {
             None
         }
@@ -210,31 +769,50 @@ impl PartialOrd for LayerPath {
 }
 
 impl fmt::Debug for LayerPath {
+    /// The escaped path in double quotes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_name(), f)
     }
 }
 
 impl fmt::Display for LayerPath {
-    /// The root shows as `.`.
+    /// Escaped as [`escape_name`] does; the root shows as `.`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_root() {
             f.pad(".")
         } else {
-            f.pad(&self.0)
+            fmt::Display::fmt(self.as_name(), f)
         }
     }
 }
 
-impl AsRef<Utf8Path> for LayerPath {
-    fn as_ref(&self) -> &Utf8Path {
-        self.as_path()
+impl AsRef<Path> for LayerPath {
+    fn as_ref(&self) -> &Path {
+        self.to_path()
     }
 }
 
-impl AsRef<str> for LayerPath {
-    fn as_ref(&self) -> &str {
+impl AsRef<[u8]> for LayerPath {
+    fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+impl AsRef<Name> for LayerPath {
+    fn as_ref(&self) -> &Name {
+        self.as_name()
+    }
+}
+
+impl PartialEq<str> for LayerPath {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for LayerPath {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
     }
 }
 
@@ -245,25 +823,33 @@ impl TryFrom<&str> for LayerPath {
     }
 }
 
+impl TryFrom<&[u8]> for LayerPath {
+    type Error = Error;
+    fn try_from(s: &[u8]) -> Result<LayerPath> {
+        LayerPath::new(s)
+    }
+}
+
 /// Checks one name: not empty, not `.` or `..`, no `/` or NUL, at most
 /// [`NAME_MAX`] bytes.
 ///
 /// # Errors
 /// `EINVAL` or `ENAMETOOLONG`, with a detail that says which rule failed.
-pub(crate) fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &(impl AsRef<[u8]> + ?Sized)) -> Result<()> {
+    let name = name.as_ref();
     let invalid = |detail: &str| {
         Err(Error::new(ErrorKind::InvalidInput, Operation::ParsePath, name).with_detail(detail))
     };
     if name.is_empty() {
         return invalid("empty name");
     }
-    if name == "." || name == ".." {
+    if name == b"." || name == b".." {
         return invalid("`.` and `..` are not names");
     }
-    if name.contains('/') {
+    if name.contains(&b'/') {
         return invalid("a name cannot contain `/`");
     }
-    if name.contains('\0') {
+    if name.contains(&0) {
         return invalid("a name cannot contain a NUL byte");
     }
     if name.len() > NAME_MAX {
@@ -282,7 +868,7 @@ pub(crate) enum Component<'a> {
     /// `..`: the parent (the root's parent is the root).
     Parent,
     /// A name.
-    Name(&'a str),
+    Name(&'a Name),
 }
 
 /// A user path split into components (`.` and empty components dropped).
@@ -323,11 +909,15 @@ impl<'a> UserPath<'a> {
     /// `ENOENT` for the empty string, `EINVAL` for a NUL byte,
     /// `ENAMETOOLONG` for a component over [`NAME_MAX`] or a path over
     /// [`PATH_MAX`] bytes.
-    pub(crate) fn parse(path: &'a str, op: Operation) -> Result<UserPath<'a>> {
+    pub(crate) fn parse<P: AsRef<[u8]> + ?Sized>(
+        path: &'a P,
+        op: Operation,
+    ) -> Result<UserPath<'a>> {
+        let path: &'a [u8] = path.as_ref();
         if path.is_empty() {
             return Err(Error::new(ErrorKind::NotFound, op, path));
         }
-        if path.contains('\0') {
+        if path.contains(&0) {
             return Err(Error::new(ErrorKind::InvalidInput, op, path)
                 .with_detail("path contains a NUL byte"));
         }
@@ -335,18 +925,18 @@ impl<'a> UserPath<'a> {
             return Err(Error::new(ErrorKind::NameTooLong, op, path));
         }
         let mut components = Vec::new();
-        for part in path.split('/') {
+        for part in split_slash(path) {
             match part {
-                "" | "." => {}
-                ".." => components.push(Component::Parent),
+                b"" | b"." => {}
+                b".." => components.push(Component::Parent),
                 name if name.len() > NAME_MAX => {
                     return Err(Error::new(ErrorKind::NameTooLong, op, path));
                 }
-                name => components.push(Component::Name(name)),
+                name => components.push(Component::Name(Name::new(name))),
             }
         }
-        let ends_in_dot = path.split('/').rev().find(|p| !p.is_empty()) == Some(".");
-        let trailing_slash = path.ends_with('/') || ends_in_dot;
+        let ends_in_dot = split_slash(path).rev().find(|p| !p.is_empty()) == Some(b".".as_slice());
+        let trailing_slash = path.ends_with(b"/") || ends_in_dot;
         Ok(UserPath {
             components,
             trailing_slash,
@@ -394,14 +984,64 @@ mod tests {
     }
 
     #[test]
-    fn ordering_is_by_component() {
-        let mut v: Vec<LayerPath> = ["a-b", "a/b", "a", ""]
-            .iter()
-            .map(|s| LayerPath::new(s).unwrap())
-            .collect();
+    fn layer_path_takes_any_bytes_but_slash_and_nul() {
+        let p = LayerPath::new(b"d\xff/caf\xe9").unwrap();
+        assert_eq!(p.as_bytes(), b"d\xff/caf\xe9");
+        assert_eq!(p.file_name().unwrap().as_bytes(), b"caf\xe9");
+        assert_eq!(p.parent().unwrap().as_bytes(), b"d\xff");
+        assert_eq!(p.to_str(), None);
+        assert_eq!(p.to_string(), "d\\377/caf\\351");
+        assert_eq!(format!("{p:?}"), "\"d\\377/caf\\351\"");
+        assert_eq!(p.to_path().as_os_str().as_bytes(), b"d\xff/caf\xe9");
+        let names: Vec<&[u8]> = p.names().map(Name::as_bytes).collect();
+        assert_eq!(names, [b"d\xff".as_slice(), b"caf\xe9"]);
+        assert_eq!(
+            LayerPath::from_names([b"d\xff".as_slice(), b"caf\xe9"]).unwrap(),
+            p
+        );
+        assert_eq!(
+            LayerPath::new(b"a\0\xe9").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            LayerPath::new(vec![0xe9; 256]).unwrap_err().kind(),
+            ErrorKind::NameTooLong
+        );
+        assert_eq!(LayerPath::root().to_string(), ".");
+    }
+
+    #[test]
+    fn ordering_is_by_component_then_bytes() {
+        let mut v: Vec<LayerPath> = [
+            b"a-b".as_slice(),
+            b"a/b",
+            b"a",
+            b"",
+            b"caf\xe9",
+            b"caf\xc3\xa9",
+            b"z",
+        ]
+        .iter()
+        .map(|s| LayerPath::new(s).unwrap())
+        .collect();
         v.sort();
-        let got: Vec<&str> = v.iter().map(LayerPath::as_str).collect();
-        assert_eq!(got, ["", "a", "a/b", "a-b"]);
+        let got: Vec<&[u8]> = v.iter().map(LayerPath::as_bytes).collect();
+        assert_eq!(
+            got,
+            [
+                b"".as_slice(),
+                b"a",
+                b"a/b",
+                b"a-b",
+                b"caf\xc3\xa9",
+                b"caf\xe9",
+                b"z"
+            ]
+        );
+        // The order of names is `str`'s for UTF-8 names.
+        let mut names: Vec<NameBuf> = ["é", "z", "a", "É"].map(NameBuf::from).to_vec();
+        names.sort();
+        assert_eq!(names, ["a", "z", "É", "é"]);
     }
 
     #[test]
@@ -411,12 +1051,10 @@ mod tests {
         let ab = LayerPath::new("ab").unwrap();
         assert!(p.starts_with(&a));
         assert!(!ab.starts_with(&a));
-        assert_eq!(p.strip_prefix(&a).unwrap().as_str(), "b/c");
+        assert_eq!(p.strip_prefix(&a).unwrap(), "b/c");
         assert_eq!(
-            p.rebase(&a, &LayerPath::new("x").unwrap())
-                .unwrap()
-                .as_str(),
-            "x/b/c"
+            p.rebase(&a, &LayerPath::new(b"x\xe9").unwrap()).unwrap(),
+            LayerPath::new(b"x\xe9/b/c").unwrap()
         );
         assert_eq!(p.parent().unwrap().parent().unwrap(), a);
         assert_eq!(a.parent().unwrap(), LayerPath::root());
@@ -424,15 +1062,83 @@ mod tests {
     }
 
     #[test]
+    fn names_in_legacy_encodings_are_escaped_byte_by_byte() {
+        // "café" in Latin-1.
+        assert_eq!(escape_name(b"caf\xe9"), "caf\\351");
+        // "привет" in KOI8-R.
+        assert_eq!(
+            escape_name(b"\xd0\xd2\xc9\xd7\xc5\xd4"),
+            "\\320\\322\\311\\327\\305\\324"
+        );
+        // "日本" in EUC-JP.
+        assert_eq!(escape_name(b"\xc6\xfc\xcb\xdc"), "\\306\\374\\313\\334");
+        // "привет" in CP866: its bytes E0 A8 A2 happen to be valid UTF-8
+        // (U+0A22, printable), which shows as it is.
+        assert_eq!(
+            escape_name(b"\xaf\xe0\xa8\xa2\xa5\xe2"),
+            "\\257\u{a22}\\245\\342"
+        );
+        // The same names in UTF-8 show as they are.
+        assert_eq!(
+            escape_name("café привет 日本".as_bytes()),
+            "café привет 日本"
+        );
+    }
+
+    #[test]
+    fn controls_bidi_and_backslashes_are_escaped() {
+        assert_eq!(escape_name(b"plain/name.txt"), "plain/name.txt");
+        assert_eq!(escape_name(b"a\nb\tc\rd"), "a\\nb\\tc\\rd");
+        assert_eq!(escape_name(b"\x1b[31mred\x7f"), "\\033[31mred\\177");
+        assert_eq!(escape_name("\u{85}".as_bytes()), "\\302\\205");
+        assert_eq!(escape_name(b"back\\slash"), "back\\\\slash");
+        assert_eq!(
+            escape_name("\u{202e}txt.exe\u{200b}".as_bytes()),
+            "\\342\\200\\256txt.exe\\342\\200\\213"
+        );
+        assert_eq!(escape_name(b"nul\0"), "nul\\000");
+        assert_eq!(
+            escape_message(b"failed: `\\x1b` and\n\x07\xe9"),
+            "failed: `\\x1b` and\\n\\007\\351"
+        );
+        let name = Name::new(b"a\\\xe9");
+        assert_eq!(name.to_string(), escape_name(name.as_bytes()));
+        assert_eq!(format!("[{name:>8}]"), "[ a\\\\\\351]");
+        assert_eq!(format!("{name:?}"), "\"a\\\\\\351\"");
+    }
+
+    #[test]
+    fn path_like_takes_every_path_type() {
+        fn bytes(p: impl PathLike) -> Vec<u8> {
+            p.path_bytes().to_vec()
+        }
+        let want = b"a/\xe9".to_vec();
+        assert_eq!(bytes(b"a/\xe9"), want);
+        assert_eq!(bytes(b"a/\xe9".as_slice()), want);
+        assert_eq!(bytes(want.clone()), want);
+        assert_eq!(bytes(Path::new(OsStr::from_bytes(&want))), want);
+        assert_eq!(bytes(OsStr::from_bytes(&want).to_os_string()), want);
+        assert_eq!(bytes(NameBuf::from(want.clone())), want);
+        assert_eq!(bytes(Name::new(&want)), want);
+        assert_eq!(bytes(LayerPath::new(&want).unwrap()), want);
+        assert_eq!(bytes("a/b"), b"a/b");
+        assert_eq!(bytes(String::from("a/b")), b"a/b");
+        assert_eq!(bytes(Utf8Path::new("a/b")), b"a/b");
+        assert_eq!(bytes(Utf8PathBuf::from("a/b")), b"a/b");
+        assert_eq!(bytes(Cow::Borrowed("a/b")), b"a/b");
+        assert_eq!(bytes(PathBuf::from("a/b")), b"a/b");
+    }
+
+    #[test]
     fn user_paths() {
-        let u = UserPath::parse("//a/./b/../c/", Operation::Lookup).unwrap();
+        let u = UserPath::parse(b"//a/./b/../c\xe9/", Operation::Lookup).unwrap();
         assert_eq!(
             u.components,
             vec![
-                Component::Name("a"),
-                Component::Name("b"),
+                Component::Name(Name::new("a")),
+                Component::Name(Name::new("b")),
                 Component::Parent,
-                Component::Name("c")
+                Component::Name(Name::new(b"c\xe9"))
             ]
         );
         assert!(u.trailing_slash);
@@ -446,29 +1152,29 @@ mod tests {
             ("/", LastKind::Root),
             ("./a", LastKind::Name),
         ] {
-            let u = UserPath::parse(path, Operation::Lookup).unwrap();
+            let u = UserPath::parse(path.as_bytes(), Operation::Lookup).unwrap();
             assert_eq!(u.last_kind(), kind, "{path}");
             assert_eq!(u.ends_in_dot, kind == LastKind::Dot, "{path}");
         }
         assert_eq!(
-            UserPath::parse("", Operation::Lookup).unwrap_err().kind(),
+            UserPath::parse(b"", Operation::Lookup).unwrap_err().kind(),
             ErrorKind::NotFound
         );
         assert_eq!(
-            UserPath::parse("a\0", Operation::Lookup)
+            UserPath::parse(b"a\0", Operation::Lookup)
                 .unwrap_err()
                 .kind(),
             ErrorKind::InvalidInput
         );
         let long = format!("a/{}", "y".repeat(256));
         assert_eq!(
-            UserPath::parse(&long, Operation::Lookup)
+            UserPath::parse(long.as_bytes(), Operation::Lookup)
                 .unwrap_err()
                 .kind(),
             ErrorKind::NameTooLong
         );
         assert_eq!(
-            UserPath::parse(&"a/".repeat(2048), Operation::Lookup)
+            UserPath::parse("a/".repeat(2048).as_bytes(), Operation::Lookup)
                 .unwrap_err()
                 .kind(),
             ErrorKind::NameTooLong

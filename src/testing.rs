@@ -9,8 +9,8 @@
 //!   the error kinds of misuse.
 //! - **Random layers**: [`LayerItem`] describes one thing put into a layer;
 //!   [`layer_strategy`], [`stack_strategy`] and [`layer_items_strategy`]
-//!   generate layers over a tiny name alphabet (`a`, `b`, `c`, depth at most
-//!   3) so that names collide across layers and every rule of the merge
+//!   generate layers over a tiny name alphabet ([`NAMES`]: `a`, `b`, `c` and
+//!   two names that are not UTF-8, depth at most 3) so that names collide across layers and every rule of the merge
 //!   gets exercised.
 //! - **Operations**: [`Op`] is one call of the merged view, [`Outcome`] its
 //!   comparable result; [`op_strategy`] generates them over the same
@@ -70,7 +70,10 @@ pub use ops::{
 pub use raw_tar::{Hdr, RawTar};
 
 /// The names every generated path is made of: few, so that paths collide.
-pub const NAMES: [&str; 3] = ["a", "b", "c"];
+/// Names are bytes, as in the kernel: besides `a`, `b`, `c`, a Latin-1
+/// `café` (`caf\xe9`) and an EUC-JP `日本` (`\xc6\xfc\xcb\xdc`), neither
+/// of them UTF-8, so that every operation also meets names that are not.
+pub const NAMES: [&[u8]; 5] = [b"a", b"b", b"c", b"caf\xe9", b"\xc6\xfc\xcb\xdc"];
 
 /// How the crate reads a path a user gives, for an oracle that must decide
 /// as the crate does (the kernel child's `remove_dir_all`).
@@ -88,8 +91,8 @@ pub struct PathShape {
 /// Those of the view for that path: `ENOENT` for the empty string, `EINVAL`
 /// for a NUL byte, `ENAMETOOLONG` for a name or path over the kernel's
 /// limits.
-pub fn path_shape(path: &str, op: crate::Operation) -> crate::Result<PathShape> {
-    let parsed = crate::path::UserPath::parse(path, op)?;
+pub fn path_shape(path: impl crate::PathLike, op: crate::Operation) -> crate::Result<PathShape> {
+    let parsed = crate::path::UserPath::parse(path.path_bytes(), op)?;
     Ok(PathShape {
         last_is_name: parsed.last_kind() == crate::path::LastKind::Name,
         trailing_slash: parsed.trailing_slash,

@@ -132,7 +132,7 @@ fn print_text(image: &ImageRef, a: &Analysis, top: usize, out: &mut Out) -> Resu
                 out,
                 "{:>13}  {}  ({})",
                 thousands(p.bytes),
-                escape_name(p.path.as_str()),
+                layerstack::escape_name(p.path.as_bytes()),
                 copies(p)
             )?;
         }
@@ -180,7 +180,7 @@ fn to_json(a: &Analysis) -> serde_json::Value {
             "wastes": l.wastes,
         })).collect::<Vec<_>>(),
         "wasted_paths": a.paths.iter().map(|p| json!({
-            "path": p.path.as_str(),
+            "path": p.path.as_name().to_string_lossy(),
             "wasted": p.bytes,
             "copies": p.copies.iter().map(|c| json!({
                 "layer": c.layer,
@@ -338,7 +338,7 @@ fn draw_svg(image: &ImageRef, a: &Analysis, top: usize) -> String {
                 s,
                 "<text x=\"10\" y=\"{y:.0}\">{:>13}  {}  ({})</text>",
                 thousands(p.bytes),
-                xml(p.path.as_str()),
+                xml(&p.path.as_name().to_string_lossy()),
                 xml(&copies(p))
             );
         }

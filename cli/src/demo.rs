@@ -148,18 +148,18 @@ fn markers(store: &ImageStore, layer: &Descriptor) -> Result<Vec<Marker>> {
         let prefix = if dir.is_root() {
             String::new()
         } else {
-            format!("{}/", dir.as_str())
+            format!("{}/", dir.as_name().to_string_lossy())
         };
         let name = entry.path.file_name().unwrap_or_default();
         match classify(name) {
             Ok(TarName::Whiteout(target)) => out.push(Marker {
-                name: entry.name.clone(),
+                name: entry.name.to_string_lossy().into_owned(),
                 path: format!("/{prefix}{target}"),
                 opaque: false,
             }),
             Ok(TarName::Opaque) => out.push(Marker {
-                name: entry.name.clone(),
-                path: format!("/{}", dir.as_str()),
+                name: entry.name.to_string_lossy().into_owned(),
+                path: format!("/{}", dir.as_name().to_string_lossy()),
                 opaque: true,
             }),
             _ => {}
@@ -310,7 +310,7 @@ pub fn run(dir: &Utf8Path, out: &mut Out) -> Result<()> {
     )?;
     outln!(out, "(LAYER: the layer each entry comes from, bottom = 0):")?;
     let view = store.container(&image)?;
-    for line in ls::text_lines(&ls::list(&view, "/", true)?, &image) {
+    for line in ls::text_lines(&ls::list(&view, b"/", true)?, &image) {
         outln!(out, "  {line}")?;
     }
 

@@ -7,12 +7,15 @@ use layerstack::{Error, ErrorKind, LayerPath, Operation, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
-use crate::output::{Format, Out, Progress, escape_name, image_path, json_name, rooted};
+use crate::output::{Format, Out, Progress, image_path, json_name, rooted};
 
 /// A path of the command line (`/etc`, `etc/`, `./etc`) as a path of the
 /// image.
-fn layer_path(path: &str) -> Result<LayerPath> {
-    LayerPath::from_names(path.split('/').filter(|c| !c.is_empty() && *c != "."))
+fn layer_path(path: &[u8]) -> Result<LayerPath> {
+    LayerPath::from_names(
+        path.split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b"."),
+    )
 }
 
 pub fn kind_name(kind: ChangeKind) -> &'static str {
@@ -32,11 +35,7 @@ pub fn run(
     format: Format,
     out: &mut Out,
 ) -> Result<()> {
-    let under = under
-        .map(image_path)
-        .transpose()?
-        .map(layer_path)
-        .transpose()?;
+    let under = under.map(image_path).map(layer_path).transpose()?;
     let within = |c: &Change| under.as_ref().is_none_or(|p| c.path.starts_with(p));
     let (store, img) = image.open()?;
     let count = img.layers().len();
@@ -101,7 +100,7 @@ pub fn run(
                     out.line(format_args!(
                         "  {} /{}",
                         c.kind.letter(),
-                        escape_name(c.path.as_str())
+                        layerstack::escape_name(c.path.as_bytes())
                     ))?;
                 }
             }

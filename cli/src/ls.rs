@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::ImageRef;
 use crate::output::{
-    Format, Out, Progress, escape_name, json_name, mode_string, rooted, size_string, type_name,
+    Format, Out, Progress, json_name, mode_string, rooted, size_string, type_name,
 };
 
 /// One entry of a listing.
@@ -16,7 +16,7 @@ pub struct Listed {
     pub path: LayerPath,
     pub meta: Metadata,
     /// A symlink's target.
-    pub target: Option<String>,
+    pub target: Option<layerstack::NameBuf>,
     /// The layer the entry comes from: its index, bottom = 0.
     pub layer: usize,
 }
@@ -33,7 +33,7 @@ pub fn open_view(store: &ImageStore, image: &Image) -> Result<MergedView> {
 
 /// The entries under `path` (or `path` itself, if it is not a directory),
 /// sorted by name, depth first with `recursive`.
-pub fn list(view: &MergedView, path: &str, recursive: bool) -> Result<Vec<Listed>> {
+pub fn list(view: &MergedView, path: &[u8], recursive: bool) -> Result<Vec<Listed>> {
     let layers = view.layers().len();
     let bottom_index = |source: LayerSource| match source {
         // `Lower(i)` counts from the top; the manifest from the bottom.
@@ -44,14 +44,18 @@ pub fn list(view: &MergedView, path: &str, recursive: bool) -> Result<Vec<Listed
     let mut out = Vec::new();
     if !meta.is_dir() {
         // One entry: its layer is in its parent's listing.
-        let trimmed = path.trim_end_matches('/');
-        let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
-        let parent = if parent.is_empty() { "/" } else { parent };
+        let end = path.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        let trimmed = &path[..end];
+        let (parent, name) = match trimmed.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+            None => (&b""[..], trimmed),
+        };
+        let parent = if parent.is_empty() { b"/" } else { parent };
         let dir = view.canonicalize(parent)?;
         let entry = view
             .read_dir(parent)?
             .into_iter()
-            .find(|e| e.name == name)
+            .find(|e| e.name.as_bytes() == name)
             .expect("an entry the view shows is in its directory's listing");
         out.push(listed(view, dir.join(name)?, bottom_index(entry.source))?);
         return Ok(out);
@@ -91,7 +95,7 @@ fn children(
     dir: &LayerPath,
     bottom_index: &dyn Fn(LayerSource) -> usize,
 ) -> Result<Vec<Listed>> {
-    let at = if dir.is_root() { "/" } else { dir.as_str() };
+    let at: &[u8] = if dir.is_root() { b"/" } else { dir.as_bytes() };
     view.read_dir(at)?
         .into_iter()
         .map(|e| listed(view, dir.join(&e.name)?, bottom_index(e.source)))
@@ -99,9 +103,9 @@ fn children(
 }
 
 fn listed(view: &MergedView, path: LayerPath, layer: usize) -> Result<Listed> {
-    let meta = view.symlink_metadata(path.as_str())?;
+    let meta = view.symlink_metadata(path.as_name())?;
     let target = if meta.is_symlink() {
-        Some(view.read_link(path.as_str())?.into_string())
+        Some(view.read_link(path.as_name())?)
     } else {
         None
     };
@@ -152,11 +156,11 @@ pub fn text_lines(entries: &[Listed], image: &Image) -> Vec<String> {
             owner(l),
             size_string(&l.meta),
             l.layer,
-            escape_name(l.path.as_str())
+            layerstack::escape_name(l.path.as_bytes())
         );
         if let Some(target) = &l.target {
             line.push_str(" -> ");
-            line.push_str(&escape_name(target));
+            line.push_str(&layerstack::escape_name(target.as_bytes()));
         }
         lines.push(line);
     }
@@ -200,7 +204,7 @@ fn json_of(entries: &[Listed], image: &Image) -> Value {
 /// `layerstack ls`.
 pub fn ls(
     image: &ImageRef,
-    path: &str,
+    path: &[u8],
     recursive: bool,
     format: Format,
     out: &mut Out,
@@ -220,7 +224,7 @@ pub fn ls(
 }
 
 /// `layerstack cat`.
-pub fn cat(image: &ImageRef, path: &str, out: &mut Out) -> Result<()> {
+pub fn cat(image: &ImageRef, path: &[u8], out: &mut Out) -> Result<()> {
     let (store, img) = image.open()?;
     let view = open_view(&store, &img)?;
     // In pieces: a file may be larger than memory (a layer can hold a

@@ -488,12 +488,12 @@ fn run(command: Command) -> Result<()> {
             json,
         } => ls::ls(
             &image,
-            output::image_path(path.as_deref().unwrap_or("/".as_ref()))?,
+            output::image_path(path.as_deref().unwrap_or("/".as_ref())),
             recursive,
             format(json),
             &mut out,
         )?,
-        Command::Cat { image, path } => ls::cat(&image, output::image_path(&path)?, &mut out)?,
+        Command::Cat { image, path } => ls::cat(&image, output::image_path(&path), &mut out)?,
         Command::Diff {
             image,
             path,

@@ -222,14 +222,7 @@ mod tests {
 /// sequences to the terminal, and two names never print alike. JSON
 /// output keeps names exact ([`json_name`]).
 pub fn escape_name(name: impl AsRef<[u8]>) -> String {
-    let mut out = String::new();
-    for chunk in name.as_ref().utf8_chunks() {
-        out.push_str(&escape(chunk.valid(), true));
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\{b:03o}"));
-        }
-    }
-    out
+    layerstack::escape_name(name.as_ref())
 }
 
 /// Sets `key` of a JSON object to a name given as bytes: the name itself
@@ -248,28 +241,14 @@ pub fn json_name(object: &mut serde_json::Value, key: &str, name: &[u8]) {
 
 /// The bytes of `/<path>`, as listings show a path of an image.
 pub fn rooted(path: &layerstack::LayerPath) -> Vec<u8> {
-    // Issue 14: the path's own bytes once the library's paths are bytes.
-    let mut out = b"/".to_vec();
-    out.extend_from_slice(path.as_str().as_bytes());
-    out
+    [b"/", path.as_bytes()].concat()
 }
 
-/// A path of the command line as the bytes the image's paths are.
-///
-/// # Errors
-/// Until the library's paths are bytes (issue 14), a path that is not
-/// UTF-8.
-pub fn image_path(arg: &std::ffi::OsStr) -> Result<&str> {
+/// A path of the command line as the bytes the image's paths are (any
+/// bytes: Linux names are).
+pub fn image_path(arg: &std::ffi::OsStr) -> &[u8] {
     use std::os::unix::ffi::OsStrExt;
-    // ISSUE 14 CONVERSION POINT: the library's paths are still strings.
-    std::str::from_utf8(arg.as_bytes()).map_err(|_| {
-        Error::new(
-            layerstack::ErrorKind::InvalidInput,
-            Operation::ParsePath,
-            escape_name(arg.as_bytes()),
-        )
-        .with_detail("the path is not UTF-8")
-    })
+    arg.as_bytes()
 }
 
 /// A message for a line of text (an error): control and other
@@ -279,29 +258,13 @@ pub fn escape_message(message: &str) -> String {
     escape(message, false)
 }
 
+/// The library's escaping (one rule for the crate and the tool).
 fn escape(s: &str, backslash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' if backslash => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            // C0 and C1 controls, DEL, and the invisible characters that
-            // reorder or hide text (bidi overrides and isolates, zero
-            // widths).
-            c if c.is_control()
-                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}') =>
-            {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\{b:03o}"));
-                }
-            }
-            c => out.push(c),
-        }
+    if backslash {
+        escape_name(s)
+    } else {
+        layerstack::path::escape_message(s.as_bytes())
     }
-    out
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ fn unpack_tree(
         Err(e) => {
             // The staging directory is this command's business: name the
             // target the user gave.
-            let e = if e.path() == staging.as_path() {
+            let e = if e.path().as_bytes() == staging.as_str().as_bytes() {
                 e.reframe(Operation::Flatten, dir)
             } else {
                 e

@@ -8,7 +8,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind, Operation};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, Name, PathLike};
 
 pub(crate) const OPENAT2_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
@@ -21,7 +21,11 @@ pub(crate) fn open_beneath(
     path: &LayerPath,
     flags: OFlags,
 ) -> rustix::io::Result<OwnedFd> {
-    let rel = if path.is_root() { "." } else { path.as_str() };
+    let rel: &[u8] = if path.is_root() {
+        b"."
+    } else {
+        path.as_bytes()
+    };
     let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     match rustix::fs::openat2(root, rel, flags, Mode::empty(), OPENAT2_RESOLVE) {
         Err(Errno::NOSYS) => walk_open(root, path, flags),
@@ -37,7 +41,7 @@ pub(crate) fn open_beneath(
 fn walk_open(root: &impl AsFd, path: &LayerPath, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut cur = rustix::fs::openat(root, ".", dir_flags, Mode::empty())?;
-    let names: Vec<&str> = path.names().collect();
+    let names: Vec<&[u8]> = path.names().map(Name::as_bytes).collect();
     for (i, name) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         let f = if last { flags } else { dir_flags };
@@ -227,7 +231,7 @@ pub(crate) fn errno_kind(e: Errno) -> ErrorKind {
 
 /// An error for `op` on `path` from a system call's errno; the errno's text
 /// is the cause only where the kind says less (`EIO`).
-pub(crate) fn errno_error(e: Errno, op: Operation, path: &str) -> Error {
+pub(crate) fn errno_error(e: Errno, op: Operation, path: impl PathLike) -> Error {
     let kind = errno_kind(e);
     let err = Error::new(kind, op, path);
     if kind == ErrorKind::Io {

@@ -58,7 +58,7 @@ fn timespec(t: Timestamp) -> Timespec {
 pub(crate) fn make_special(
     steps: Steps,
     dir: &impl AsFd,
-    name: &str,
+    name: impl rustix::path::Arg,
     meta: &Metadata,
 ) -> rustix::io::Result<()> {
     let kind = match meta.file_type {

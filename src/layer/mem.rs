@@ -25,17 +25,17 @@ use crate::data::FileData;
 use crate::error::{ErrorKind, Operation, Result};
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, layer_error};
 use crate::meta::{FileType, Metadata};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, Name, NameBuf, PathLike};
 use crate::spill::Spill;
 
 #[derive(Debug, Clone)]
 struct MemDir {
     meta: Metadata,
     opaque: bool,
-    redirect: Option<String>,
+    redirect: Option<NameBuf>,
     /// Number of subdirectories, for `nlink` (2 + this).
     subdirs: u64,
-    entries: BTreeMap<String, MemEntry>,
+    entries: BTreeMap<NameBuf, MemEntry>,
 }
 
 impl MemDir {
@@ -49,7 +49,7 @@ impl MemDir {
         }
     }
 
-    fn insert(&mut self, name: String, entry: MemEntry) -> Option<MemEntry> {
+    fn insert(&mut self, name: NameBuf, entry: MemEntry) -> Option<MemEntry> {
         if matches!(entry, MemEntry::Dir(_)) {
             self.subdirs += 1;
         }
@@ -60,7 +60,7 @@ impl MemDir {
         old
     }
 
-    fn take(&mut self, name: &str) -> Option<MemEntry> {
+    fn take(&mut self, name: &Name) -> Option<MemEntry> {
         let old = self.entries.remove(name);
         if matches!(old, Some(MemEntry::Dir(_))) {
             self.subdirs -= 1;
@@ -100,7 +100,7 @@ struct MemObj {
 #[derive(Debug, Clone)]
 enum Body {
     File(FileData),
-    Symlink(String),
+    Symlink(NameBuf),
     Special,
 }
 
@@ -342,7 +342,7 @@ impl MemLayer {
     }
 
     /// The parent directory of `path` (mutable) and the last name.
-    fn parent_mut<'a>(&mut self, path: &'a LayerPath) -> Result<(&mut MemDir, &'a str)> {
+    fn parent_mut<'a>(&mut self, path: &'a LayerPath) -> Result<(&mut MemDir, &'a Name)> {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(layer_error(ErrorKind::Busy, path));
         };
@@ -413,7 +413,7 @@ impl MemLayer {
     pub(crate) fn names<'a>(
         &'a self,
         path: &LayerPath,
-    ) -> Result<impl Iterator<Item = (&'a str, EntryKind)> + use<'a>> {
+    ) -> Result<impl Iterator<Item = (&'a Name, EntryKind)> + use<'a>> {
         let dir = self.dir(path)?;
         Ok(dir.entries.iter().map(|(name, e)| {
             let kind = match e {
@@ -422,7 +422,7 @@ impl MemLayer {
                 MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).meta.file_type),
                 MemEntry::Whiteout => EntryKind::Whiteout,
             };
-            (name.as_str(), kind)
+            (name.as_name(), kind)
         }))
     }
 
@@ -462,7 +462,7 @@ impl MemLayer {
     /// # Errors
     /// `EINVAL` for an invalid path, `EEXIST` if the name is taken,
     /// `ENOTDIR` if a parent is not a directory.
-    pub fn add_file(&mut self, path: &str, data: impl Into<Bytes>) -> Result<()> {
+    pub fn add_file(&mut self, path: impl PathLike, data: impl Into<Bytes>) -> Result<()> {
         self.add_file_with(path, data, Metadata::new(FileType::File))
     }
 
@@ -472,7 +472,7 @@ impl MemLayer {
     /// As [`MemLayer::add_file`].
     pub fn add_file_with(
         &mut self,
-        path: &str,
+        path: impl PathLike,
         data: impl Into<Bytes>,
         meta: Metadata,
     ) -> Result<()> {
@@ -488,7 +488,7 @@ impl MemLayer {
     ///
     /// # Errors
     /// As [`MemLayer::add_file`].
-    pub fn add_dir(&mut self, path: &str) -> Result<()> {
+    pub fn add_dir(&mut self, path: impl PathLike) -> Result<()> {
         self.add_dir_with(path, Metadata::new(FileType::Dir))
     }
 
@@ -497,7 +497,7 @@ impl MemLayer {
     ///
     /// # Errors
     /// As [`MemLayer::add_file`].
-    pub fn add_dir_with(&mut self, path: &str, meta: Metadata) -> Result<()> {
+    pub fn add_dir_with(&mut self, path: impl PathLike, meta: Metadata) -> Result<()> {
         let path = LayerPath::new(path)?;
         let mut meta = meta;
         meta.file_type = FileType::Dir;
@@ -515,22 +515,23 @@ impl MemLayer {
     ///
     /// # Errors
     /// As [`MemLayer::add_file`].
-    pub fn add_opaque_dir(&mut self, path: &str) -> Result<()> {
-        self.add_dir(path)?;
-        self.set_opaque(&LayerPath::new(path)?, true)
+    pub fn add_opaque_dir(&mut self, path: impl PathLike) -> Result<()> {
+        let path = LayerPath::new(path)?;
+        self.add_dir(&path)?;
+        self.set_opaque(&path, true)
     }
 
     /// Adds symlink `path` pointing at `target` (verbatim), creating parents.
     ///
     /// # Errors
     /// As [`MemLayer::add_file`].
-    pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<()> {
+    pub fn add_symlink(&mut self, path: impl PathLike, target: impl PathLike) -> Result<()> {
         let path = LayerPath::new(path)?;
         self.ensure_parents(&path)?;
         self.create(
             &path,
             &Metadata::new(FileType::Symlink),
-            Content::Symlink(target.to_owned()),
+            Content::Symlink(NameBuf::from(target.path_bytes())),
         )
     }
 
@@ -540,7 +541,7 @@ impl MemLayer {
     /// # Errors
     /// As [`MemLayer::add_file`], and `EINVAL` if `meta` is not of a
     /// special type.
-    pub fn add_special(&mut self, path: &str, meta: Metadata) -> Result<()> {
+    pub fn add_special(&mut self, path: impl PathLike, meta: Metadata) -> Result<()> {
         let path = LayerPath::new(path)?;
         self.ensure_parents(&path)?;
         self.create(&path, &meta, Content::Special)
@@ -550,7 +551,7 @@ impl MemLayer {
     ///
     /// # Errors
     /// As [`MemLayer::add_file`].
-    pub fn add_whiteout(&mut self, path: &str) -> Result<()> {
+    pub fn add_whiteout(&mut self, path: impl PathLike) -> Result<()> {
         let path = LayerPath::new(path)?;
         self.ensure_parents(&path)?;
         self.whiteout(&path)
@@ -560,7 +561,7 @@ impl MemLayer {
     ///
     /// # Errors
     /// As [`LayerMut::hard_link`].
-    pub fn add_hard_link(&mut self, existing: &str, new: &str) -> Result<()> {
+    pub fn add_hard_link(&mut self, existing: impl PathLike, new: impl PathLike) -> Result<()> {
         let new = LayerPath::new(new)?;
         self.ensure_parents(&new)?;
         self.hard_link(&LayerPath::new(existing)?, &new)
@@ -591,12 +592,12 @@ impl Layer for MemLayer {
         match &self.obj(path)?.body {
             Body::File(d) => d
                 .read_at(offset, len)
-                .map_err(|e| e.reframe(Operation::Read, path.as_str())),
+                .map_err(|e| e.reframe(Operation::Read, path.as_name())),
             _ => Err(layer_error(ErrorKind::InvalidInput, path)),
         }
     }
 
-    fn read_link(&self, path: &LayerPath) -> Result<String> {
+    fn read_link(&self, path: &LayerPath) -> Result<NameBuf> {
         match self.obj(path) {
             Ok(MemObj {
                 body: Body::Symlink(t),
@@ -622,7 +623,7 @@ impl LayerMut for MemLayer {
     fn create(&mut self, path: &LayerPath, meta: &Metadata, mut content: Content) -> Result<()> {
         if let (Some(spill), Content::File(data)) = (&self.spill, &mut content) {
             data.keep_or_spill(spill)
-                .map_err(|e| e.reframe(Operation::Write, path.as_str()))?;
+                .map_err(|e| e.reframe(Operation::Write, path.as_name()))?;
         }
         self.insert_new(path, meta, content)
     }
@@ -651,7 +652,7 @@ impl LayerMut for MemLayer {
                 Some(spill) => self
                     .file_mut(path)?
                     .write_at_spilling(offset, &chunk, &spill)
-                    .map_err(|e| e.reframe(Operation::CopyUp, path.as_str()))?,
+                    .map_err(|e| e.reframe(Operation::CopyUp, path.as_name()))?,
                 None => self.file_mut(path)?.write_bytes_at(offset, chunk),
             }
             offset += len;
@@ -666,7 +667,7 @@ impl LayerMut for MemLayer {
             Some(spill) => self
                 .file_mut(path)?
                 .write_at_spilling(offset, data, &spill)
-                .map_err(|e| e.reframe(Operation::Write, path.as_str())),
+                .map_err(|e| e.reframe(Operation::Write, path.as_name())),
             None => {
                 self.file_mut(path)?.write_at(offset, data);
                 Ok(())
@@ -736,7 +737,7 @@ impl LayerMut for MemLayer {
         Ok(())
     }
 
-    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<String>) -> Result<()> {
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<NameBuf>) -> Result<()> {
         self.dir_mut(path)?.redirect = redirect;
         Ok(())
     }
@@ -919,7 +920,10 @@ mod tests {
         assert_eq!(l.lookup(&p("d/w")).unwrap(), Some(Entry::Whiteout));
         assert_eq!(l.lookup(&p("d/w/x")).unwrap(), None);
         let listing = l.read_dir(&p("d")).unwrap();
-        assert_eq!(listing.entries, vec![("w".to_owned(), EntryKind::Whiteout)]);
+        assert_eq!(
+            listing.entries,
+            vec![(NameBuf::from("w"), EntryKind::Whiteout)]
+        );
         assert_eq!(
             l.remove(&p("d")).unwrap_err().kind(),
             ErrorKind::DirectoryNotEmpty

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::meta::{FileType, Metadata};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf};
 
 /// An object in a layer with its layer-level flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct Node {
     /// metadata-only copy: where they hold its data. In the kernel's
     /// `overlay.redirect` format (a name relative to the parent, or a path
     /// from the root starting with `/`).
-    pub redirect: Option<String>,
+    pub redirect: Option<NameBuf>,
     /// For a regular file: a metadata-only copy (the kernel's
     /// `overlay.metacopy`, written by a mount with `metacopy=on` when a
     /// lower file's metadata changed). Its metadata is its own; its data
@@ -114,7 +114,7 @@ pub struct DirListing {
     /// The directory hides everything below this layer.
     pub opaque: bool,
     /// Names in byte order with their kinds.
-    pub entries: Vec<(String, EntryKind)>,
+    pub entries: Vec<(NameBuf, EntryKind)>,
 }
 
 /// Lets callers recover the concrete type behind a `dyn Layer` (a backend
@@ -159,11 +159,11 @@ pub trait Layer: AsAny + Send + Sync + Debug + 'static {
     /// non-regular files.
     fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<Bytes>;
 
-    /// The target of symlink `path`, verbatim.
+    /// The target of symlink `path`, verbatim (any bytes).
     ///
     /// # Errors
     /// `ENOENT` if missing, `EINVAL` if not a symlink.
-    fn read_link(&self, path: &LayerPath) -> Result<String>;
+    fn read_link(&self, path: &LayerPath) -> Result<NameBuf>;
 
     /// A short name for messages ("memory layer", a directory path).
     fn describe(&self) -> String {
@@ -178,8 +178,8 @@ pub enum Content {
     File(FileData),
     /// An empty directory.
     Dir,
-    /// A symlink with this target (stored verbatim).
-    Symlink(String),
+    /// A symlink with this target (stored verbatim: any bytes).
+    Symlink(NameBuf),
     /// A fifo, device or socket (its device number is in the metadata).
     Special,
 }
@@ -272,7 +272,7 @@ pub trait LayerMut: Layer {
     ) -> Result<()> {
         let _ = (src, src_path);
         Err(
-            Error::new(ErrorKind::Unsupported, Operation::CopyUp, path.as_str())
+            Error::new(ErrorKind::Unsupported, Operation::CopyUp, path.as_name())
                 .with_layer(self.describe())
                 .with_detail("this layer holds no metadata-only copies"),
         )
@@ -344,7 +344,7 @@ pub trait LayerMut: Layer {
     ///
     /// # Errors
     /// `ENOENT` if missing, `ENOTDIR` if not a directory.
-    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<String>) -> Result<()>;
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<NameBuf>) -> Result<()>;
 
     /// Adds the name `new` for the object at `existing` (not a directory).
     ///
@@ -392,7 +392,7 @@ pub trait LayerMut: Layer {
 /// An error for `path` in a layer (the view reframes it with its own
 /// operation and the user's path).
 pub(crate) fn layer_error(kind: ErrorKind, path: &LayerPath) -> Error {
-    Error::new(kind, Operation::Layer, path.as_str())
+    Error::new(kind, Operation::Layer, path.as_name())
 }
 
 /// Every entry of a layer, parents before children, in name order: objects

@@ -23,7 +23,7 @@
 //!   never shown to users; and no layer tar carries an attribute of either
 //!   overlay namespace ([`is_bookkeeping_xattr`]).
 
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf};
 
 /// The xattr namespace of the overlay's own attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,7 +159,7 @@ impl Opaque {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Redirect {
     /// A single name: the same parent, another name.
-    Name(String),
+    Name(NameBuf),
     /// A path from the root (stored with a leading `/`).
     Absolute(LayerPath),
     /// A value the kernel does not follow as a relative redirect (empty,
@@ -172,17 +172,18 @@ pub(crate) enum Redirect {
 
 impl Redirect {
     /// Parses a stored redirect.
-    pub(crate) fn parse(stored: &str) -> Redirect {
-        match stored.strip_prefix('/') {
+    pub(crate) fn parse(stored: &(impl AsRef<[u8]> + ?Sized)) -> Redirect {
+        let stored = stored.as_ref();
+        match stored.strip_prefix(b"/") {
             Some(abs) => LayerPath::new(abs).map_or(Redirect::Invalid, Redirect::Absolute),
             None if stored.is_empty()
-                || stored.contains('/')
-                || stored == "."
-                || stored == ".." =>
+                || stored.contains(&b'/')
+                || stored == b"."
+                || stored == b".." =>
             {
                 Redirect::Ignored
             }
-            None => Redirect::Name(stored.to_owned()),
+            None => Redirect::Name(NameBuf::from(stored)),
         }
     }
 

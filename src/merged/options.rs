@@ -1,6 +1,7 @@
 //! Typed options of the merged view and of its operations.
 
 use crate::meta::{FileType, Timestamp};
+use crate::path::NameBuf;
 
 /// What `rename` does with a directory that exists in a lower layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,7 +177,7 @@ pub enum LayerSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     /// The name.
-    pub name: String,
+    pub name: NameBuf,
     /// The type.
     pub file_type: FileType,
     /// The topmost layer holding it.

@@ -12,8 +12,8 @@
 //! item      = tag:u8 (9) fields    File lpath data attrs | Dir lpath attrs | OpaqueDir lpath
 //!             | Symlink lpath upath | HardLink lpath lpath | Special lpath type(4) rdev(3) attrs
 //!             | Whiteout lpath | Redirect (0 name | 1 lpath) | Xattr lpath name(2) data
-//! lpath     = depth:u8 (1..=3) name(3)*          "a/b/c"
-//! upath     = flags:u8 (bits 0-1 count, bit 2 leading /, bit 3 trailing /) token(5)*
+//! lpath     = depth:u8 (1..=3) name(5)*          "a/b/c" (NAMES: bytes)
+//! upath     = flags:u8 (bits 0-1 count, bit 2 leading /, bit 3 trailing /) token(7)*
 //! attrs     = mode(8) uid(3) gid(3) time(3)
 //! data      = len:u8 (0..=8) byte*
 //! op        = tag:u8 (28) fields, in the order of the `Op` variants; offsets and lengths
@@ -27,6 +27,7 @@ use crate::layer::Layer;
 use crate::layer::mem::MemLayer;
 use crate::merged::{DirRename, HardLinkCopyUp, ViewOptions};
 use crate::meta::Timestamp;
+use crate::path::NameBuf;
 use crate::testing::compare::{Divergence, check_model_vs_view};
 use crate::testing::items::{
     Attrs, IDS, LAYER_XATTRS, LayerItem, MAX_ITEMS, MODES, RDEVS, SPECIAL_TYPES, TIMES, build_layer,
@@ -220,16 +221,16 @@ impl Reader<'_> {
         u32::from(self.byte()) | (u32::from(self.byte()) << 8)
     }
 
-    fn layer_path(&mut self) -> String {
+    fn layer_path(&mut self) -> NameBuf {
         let depth = self.below(3) + 1;
-        let names: Vec<&str> = (0..depth).map(|_| self.pick(&NAMES)).collect();
-        names.join("/")
+        let names: Vec<&[u8]> = (0..depth).map(|_| self.pick(&NAMES)).collect();
+        NameBuf::from(names.join(&b'/'))
     }
 
-    fn user_path(&mut self) -> String {
+    fn user_path(&mut self) -> NameBuf {
         let flags = self.byte();
         let count = usize::from(flags & 3);
-        let tokens: Vec<&str> = (0..count).map(|_| self.pick(&TOKENS)).collect();
+        let tokens: Vec<&[u8]> = (0..count).map(|_| self.pick(&TOKENS)).collect();
         join_user_path(flags & 4 != 0, &tokens, flags & 8 != 0)
     }
 
@@ -307,9 +308,9 @@ impl Reader<'_> {
             7 => {
                 let path = self.layer_path();
                 let redirect = if self.byte() & 1 == 0 {
-                    self.pick(&NAMES).to_owned()
+                    NameBuf::from(self.pick(&NAMES))
                 } else {
-                    format!("/{}", self.layer_path())
+                    NameBuf::from([b"/".as_slice(), self.layer_path().as_bytes()].concat())
                 };
                 LayerItem::Redirect { path, redirect }
             }
@@ -453,12 +454,13 @@ impl Writer {
         self.push(table.iter().position(|t| t == v)?)
     }
 
-    fn name(&mut self, name: &str) -> Option<()> {
+    fn name(&mut self, name: &[u8]) -> Option<()> {
         self.index(&NAMES, &name)
     }
 
-    fn layer_path(&mut self, path: &str) -> Option<()> {
-        let names: Vec<&str> = path.split('/').collect();
+    fn layer_path(&mut self, path: &(impl AsRef<[u8]> + ?Sized)) -> Option<()> {
+        let path = path.as_ref();
+        let names: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
         if names.is_empty() || names.len() > 3 {
             return None;
         }
@@ -466,19 +468,20 @@ impl Writer {
         names.into_iter().try_for_each(|n| self.name(n))
     }
 
-    fn user_path(&mut self, path: &str) -> Option<()> {
-        let (absolute, rest) = match path.strip_prefix('/') {
+    fn user_path(&mut self, path: &(impl AsRef<[u8]> + ?Sized)) -> Option<()> {
+        let path = path.as_ref();
+        let (absolute, rest) = match path.strip_prefix(b"/") {
             Some(rest) => (true, rest),
             None => (false, path),
         };
-        let (trailing, rest) = match rest.strip_suffix('/') {
+        let (trailing, rest) = match rest.strip_suffix(b"/") {
             Some(r) if !r.is_empty() => (true, r),
             _ => (false, rest),
         };
-        let tokens: Vec<&str> = if rest.is_empty() {
+        let tokens: Vec<&[u8]> = if rest.is_empty() {
             Vec::new()
         } else {
-            rest.split('/').collect()
+            rest.split(|&b| b == b'/').collect()
         };
         if tokens.len() > 3 || (trailing && tokens.is_empty()) {
             return None;
@@ -586,10 +589,10 @@ impl Writer {
             LayerItem::Redirect { path, redirect } => {
                 self.push(7)?;
                 self.layer_path(path)?;
-                match redirect.strip_prefix('/') {
+                match redirect.as_bytes().strip_prefix(b"/") {
                     None => {
                         self.push(0)?;
-                        self.name(redirect)
+                        self.name(redirect.as_bytes())
                     }
                     Some(abs) => {
                         self.push(1)?;

@@ -1,6 +1,7 @@
 //! Running operations on the model and on a view, and comparing them.
 
 use std::fmt;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use crate::layer::{Layer, LayerMut};
 use crate::merged::{MergedFs, ViewOptions};
 use crate::meta::FileType;
 use crate::model::{Model, Snapshot, SnapshotEntry};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf};
 use crate::testing::codec::shared;
 use crate::testing::ops::{MetadataSummary, Op, apply};
 use crate::view::MergedView;
@@ -27,18 +28,19 @@ use crate::view::MergedView;
 /// lists a whiteout that hides nothing in a directory it passes through
 /// from a single lower layer, and a lookup of it gives `ENOENT`.
 ///
+/// Names and symlink targets are bytes, as on disk.
+///
 /// # Errors
-/// The first error reading the tree; `EILSEQ` for a name or a symlink
-/// target that is not UTF-8.
+/// The first error reading the tree.
 pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
-    let not_utf8 = || std::io::Error::from(rustix::io::Errno::ILSEQ);
+    let invalid = |e: crate::Error| std::io::Error::from(e);
     let mut snapshot = Snapshot::new();
     let mut pending = vec![LayerPath::root()];
     while let Some(path) = pending.pop() {
         let at = if path.is_root() {
             root.to_path_buf()
         } else {
-            root.join(path.as_str())
+            root.join(path.as_name())
         };
         let m = match std::fs::symlink_metadata(&at) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.is_root() => continue,
@@ -55,7 +57,7 @@ pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
             nlink: s.nlink,
             rdev: s.rdev,
             data: Bytes::new(),
-            target: String::new(),
+            target: NameBuf::new(),
             xattrs: s
                 .xattrs
                 .into_iter()
@@ -65,17 +67,14 @@ pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
         match file_type {
             FileType::Dir => {
                 for child in std::fs::read_dir(&at)? {
-                    let name = child?.file_name().into_string().map_err(|_| not_utf8())?;
-                    let child = path.join(&name).map_err(|_| not_utf8())?;
+                    let name = child?.file_name();
+                    let child = path.join(&name).map_err(invalid)?;
                     pending.push(child);
                 }
             }
             FileType::File => entry.data = Bytes::from(std::fs::read(&at)?),
             FileType::Symlink => {
-                entry.target = std::fs::read_link(&at)?
-                    .into_os_string()
-                    .into_string()
-                    .map_err(|_| not_utf8())?;
+                entry.target = NameBuf::from(std::fs::read_link(&at)?.into_os_string().into_vec());
             }
             _ => {}
         }
@@ -131,12 +130,12 @@ pub fn snapshot_view<F: MergedFs + ?Sized>(view: &F) -> Result<Snapshot> {
     let mut snapshot = Snapshot::new();
     let mut pending = vec![LayerPath::root()];
     while let Some(path) = pending.pop() {
-        let user = if path.is_root() {
-            String::from("/")
+        let user: &[u8] = if path.is_root() {
+            b"/"
         } else {
-            path.as_str().to_owned()
+            path.as_bytes()
         };
-        let meta = view.symlink_metadata(&user)?;
+        let meta = view.symlink_metadata(user)?;
         let mut entry = SnapshotEntry {
             file_type: meta.file_type,
             mode: meta.mode,
@@ -146,7 +145,7 @@ pub fn snapshot_view<F: MergedFs + ?Sized>(view: &F) -> Result<Snapshot> {
             nlink: meta.nlink,
             rdev: meta.rdev,
             data: Bytes::new(),
-            target: String::new(),
+            target: NameBuf::new(),
             xattrs: meta
                 .xattrs
                 .iter()
@@ -156,12 +155,12 @@ pub fn snapshot_view<F: MergedFs + ?Sized>(view: &F) -> Result<Snapshot> {
         match meta.file_type {
             FileType::Dir => {
                 entry.size = 0;
-                for (name, _) in view.read_dir(&user)? {
+                for (name, _) in view.read_dir(user)? {
                     pending.push(path.join(&name)?);
                 }
             }
-            FileType::File => entry.data = view.read(&user)?,
-            FileType::Symlink => entry.target = view.read_link(&user)?.into_string(),
+            FileType::File => entry.data = view.read(user)?,
+            FileType::Symlink => entry.target = view.read_link(user)?,
             _ => {}
         }
         snapshot.insert(path, entry);
@@ -311,11 +310,11 @@ mod tests {
         let view = MergedView::new(shared(&[lower]), MemLayer::new()).unwrap();
         view.write("d/g", "new").unwrap();
         let snapshot = snapshot_view(&view).unwrap();
-        let paths: Vec<&str> = snapshot.keys().map(LayerPath::as_str).collect();
+        let paths: Vec<&str> = snapshot.keys().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(paths, ["", "d", "d/f", "d/g", "l"]);
         let l = &snapshot[&LayerPath::new("l").unwrap()];
         assert_eq!(
-            (l.file_type, l.target.as_str(), l.size),
+            (l.file_type, l.target.to_str().unwrap(), l.size),
             (FileType::Symlink, "d", 1)
         );
         let d = &snapshot[&LayerPath::new("d").unwrap()];

@@ -46,10 +46,12 @@ impl std::error::Error for Nonconformance {}
 ///   and every metadata field but `ino`. Inode numbers need only be
 ///   consistent: names of one inode in `expected` (hard links) share one
 ///   `ino` in `layer`, and different inodes have different ones.
-/// - [`Layer::read_dir`]: the listing, whiteouts and opaque flag included.
+/// - [`Layer::read_dir`]: the listing, whiteouts and opaque flag included;
+///   names are compared byte for byte (names are bytes: a backend must
+///   store and list one that is not UTF-8 exactly).
 /// - [`Layer::read_at`] at several offsets and lengths, past the end
 ///   included, and the whole contents read in small pieces.
-/// - [`Layer::read_link`]: the target, verbatim.
+/// - [`Layer::read_link`]: the target, verbatim, byte for byte.
 /// - The error kinds the [`Layer`] documentation gives for misuse:
 ///   `read_dir` of a non-directory is `ENOTDIR`, of a missing path (a
 ///   whiteout, or anything below a non-directory or a whiteout, included)
@@ -67,7 +69,7 @@ impl std::error::Error for Nonconformance {}
 /// let mut other = MemLayer::new();
 /// other.add_file("a", "2")?;
 /// let err = check_layer_conformance(&other, &reference).unwrap_err();
-/// assert_eq!(err.path.as_str(), "a");
+/// assert_eq!(err.path, "a");
 /// assert_eq!(err.to_string(), "read_at(0, 2) of `a`: expected Ok(b\"1\"), got Ok(b\"2\")");
 /// # Ok::<(), layerstack::Error>(())
 /// ```
@@ -113,9 +115,21 @@ pub fn check_layer_conformance_with(
 }
 
 /// Names probed in every directory when the reference does not hold them:
-/// the generator's alphabet, a name no generator uses, and the names the
-/// OCI encoding reserves (a layer must never show its bookkeeping).
-const PROBE_NAMES: [&str; 7] = ["a", "b", "c", "d", "missing-name", ".wh.a", ".wh..wh..opq"];
+/// the generator's alphabet (names that are not UTF-8 among them), names
+/// no generator uses (a Latin-1 one too), and the names the OCI encoding
+/// reserves (a layer must never show its bookkeeping).
+const PROBE_NAMES: [&[u8]; 10] = [
+    b"a",
+    b"b",
+    b"c",
+    b"caf\xe9",
+    b"\xc6\xfc\xcb\xdc",
+    b"d",
+    b"missing-name",
+    b"na\xefve",
+    b".wh.a",
+    b".wh..wh..opq",
+];
 
 struct Checker<'a> {
     layer: &'a dyn Layer,
@@ -271,7 +285,7 @@ impl Checker<'_> {
             self.visit(&child)?;
         }
         for name in PROBE_NAMES {
-            if listing.entries.iter().all(|(n, _)| n != name) {
+            if listing.entries.iter().all(|(n, _)| n.as_bytes() != name) {
                 self.visit(&path.join(name).expect("probe names are valid"))?;
             }
         }
@@ -533,7 +547,7 @@ mod tests {
         other.add_dir("d").unwrap();
         other.add_whiteout("d/f").unwrap();
         let err = check_layer_conformance(&other, &reference).unwrap_err();
-        assert_eq!(err.path.as_str(), "d");
+        assert_eq!(err.path, "d");
         assert_eq!(err.call, "read_dir");
 
         let mut other = MemLayer::new();

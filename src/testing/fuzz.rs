@@ -181,14 +181,16 @@ pub fn tar_import(data: &[u8]) -> Result<(), String> {
             .iter()
             .filter(|(path, _)| !path.is_root())
             .map(|(path, e)| DiskEntry {
-                path: path.as_str().to_owned(),
+                // Flatten writes what import read: UTF-8 names (the disk
+                // walk below reads UTF-8 paths).
+                path: path.as_name().to_string_lossy().into_owned(),
                 file_type: e.file_type,
                 data: if e.file_type == FileType::File {
                     e.data.to_vec()
                 } else {
                     Vec::new()
                 },
-                target: e.target.clone(),
+                target: e.target.to_string_lossy().into_owned(),
             })
             .collect();
         let got = disk_entries(&target)?;
@@ -221,7 +223,7 @@ struct LayerContent {
     entry: Entry,
     link_of: Option<LayerPath>,
     data: Vec<u8>,
-    target: String,
+    target: crate::NameBuf,
 }
 
 #[cfg(feature = "oci")]
@@ -242,7 +244,7 @@ fn layer_contents(layer: &dyn Layer) -> Result<Vec<LayerContent>, String> {
     }
     entries.extend(walk(layer).map_err(fail)?);
     for (path, mut entry) in entries {
-        let (mut link_of, mut data, mut target) = (None, Vec::new(), String::new());
+        let (mut link_of, mut data, mut target) = (None, Vec::new(), crate::NameBuf::new());
         if let Entry::Node(node) = &mut entry {
             match node.meta.file_type {
                 FileType::File => {

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use crate::layer::mem::MemLayer;
 use crate::layer::{Layer, LayerMut};
 use crate::meta::{FileType, Metadata, Timestamp, makedev};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf};
 use crate::testing::NAMES;
 
 /// Mode, owner and modification time of a generated object.
@@ -57,7 +57,7 @@ pub enum LayerItem {
     /// A regular file.
     File {
         /// Where.
-        path: String,
+        path: NameBuf,
         /// Contents.
         data: Vec<u8>,
         /// Mode, owner, time.
@@ -66,33 +66,33 @@ pub enum LayerItem {
     /// A directory (an existing one gets the attributes).
     Dir {
         /// Where.
-        path: String,
+        path: NameBuf,
         /// Mode, owner, time.
         attrs: Attrs,
     },
     /// An opaque directory (an existing directory becomes opaque).
     OpaqueDir {
         /// Where.
-        path: String,
+        path: NameBuf,
     },
     /// A symlink, target verbatim.
     Symlink {
         /// Where.
-        path: String,
+        path: NameBuf,
         /// Target.
-        target: String,
+        target: NameBuf,
     },
     /// Another name for an existing non-directory.
     HardLink {
         /// The existing name.
-        existing: String,
+        existing: NameBuf,
         /// The new name.
-        new: String,
+        new: NameBuf,
     },
     /// A fifo, device or socket.
     Special {
         /// Where.
-        path: String,
+        path: NameBuf,
         /// Which type (a special one).
         file_type: FileType,
         /// Device number (for devices).
@@ -103,21 +103,21 @@ pub enum LayerItem {
     /// A whiteout.
     Whiteout {
         /// Where.
-        path: String,
+        path: NameBuf,
     },
     /// A redirect on an existing directory, in the kernel's format (a
     /// single name, or an absolute path).
     Redirect {
         /// The directory.
-        path: String,
+        path: NameBuf,
         /// The redirect.
-        redirect: String,
+        redirect: NameBuf,
     },
     /// An extended attribute on an existing object (`user.` ones only on
     /// regular files and directories, as the kernel allows).
     Xattr {
         /// The object.
-        path: String,
+        path: NameBuf,
         /// Name.
         name: String,
         /// Value.
@@ -222,10 +222,10 @@ pub(crate) const LAYER_XATTRS: [&str; 2] = ["user.x", "trusted.y"];
 /// A normalised layer path of depth 1 to 3 over [`NAMES`], shallow ones
 /// more often (deep ones create their parents as directories, and a tree
 /// of nothing but directories exercises little).
-pub(crate) fn layer_path() -> impl Strategy<Value = String> {
+pub(crate) fn layer_path() -> impl Strategy<Value = NameBuf> {
     prop_oneof![3 => Just(1usize), 2 => Just(2), 1 => Just(3)]
         .prop_flat_map(|depth| vec(proptest::sample::select(&NAMES[..]), depth))
-        .prop_map(|names| names.join("/"))
+        .prop_map(|names| NameBuf::from(names.join(&b'/')))
 }
 
 fn attrs() -> impl Strategy<Value = Attrs> {
@@ -252,14 +252,14 @@ fn small_data() -> impl Strategy<Value = Vec<u8>> {
 
 /// A symlink target: relative or absolute, dangling or not, with `.` and
 /// `..`, looping back to itself at times; never empty.
-pub(crate) fn symlink_target() -> impl Strategy<Value = String> {
-    crate::testing::ops::user_path().prop_map(|p| if p.is_empty() { String::from(".") } else { p })
+pub(crate) fn symlink_target() -> impl Strategy<Value = NameBuf> {
+    crate::testing::ops::user_path().prop_map(|p| if p.is_empty() { NameBuf::from(".") } else { p })
 }
 
-fn redirect() -> impl Strategy<Value = String> {
+fn redirect() -> impl Strategy<Value = NameBuf> {
     prop_oneof![
-        proptest::sample::select(&NAMES[..]).prop_map(String::from),
-        layer_path().prop_map(|p| format!("/{p}")),
+        proptest::sample::select(&NAMES[..]).prop_map(NameBuf::from),
+        layer_path().prop_map(|p| NameBuf::from([b"/".as_slice(), p.as_bytes()].concat())),
     ]
 }
 

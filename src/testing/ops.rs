@@ -9,6 +9,7 @@ use crate::error::{ErrorKind, Result};
 use crate::merged::{MergedFs, OpenOptions, RenameMode};
 use crate::meta::{FileType, Metadata, Timestamp};
 use crate::model::Model;
+use crate::path::NameBuf;
 use crate::testing::NAMES;
 use crate::testing::items::{IDS, RDEVS};
 use crate::view::MergedView;
@@ -22,22 +23,22 @@ pub enum Op {
     /// `metadata(path)`.
     Metadata {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `symlink_metadata(path)`.
     SymlinkMetadata {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `read(path)`.
     Read {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `read_at(path, offset, len)`.
     ReadAt {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Offset.
         offset: u64,
         /// Length.
@@ -46,31 +47,31 @@ pub enum Op {
     /// `read_dir(path)`.
     ReadDir {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `read_link(path)`.
     ReadLink {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `write(path, data)`.
     Write {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Data.
         data: Vec<u8>,
     },
     /// `append(path, data)`.
     Append {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Data.
         data: Vec<u8>,
     },
     /// `write_at(path, offset, data)`.
     WriteAt {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Offset.
         offset: u64,
         /// Data.
@@ -79,76 +80,76 @@ pub enum Op {
     /// `set_len(path, len)`.
     SetLen {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// New length.
         len: u64,
     },
     /// `open(path, options)` (the handle is dropped at once).
     Open {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Options, valid or not.
         options: OpenOptions,
     },
     /// `create_dir(path)`.
     CreateDir {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `create_dir_all(path)`.
     CreateDirAll {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `remove_file(path)`.
     RemoveFile {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `remove_dir(path)`.
     RemoveDir {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `remove_dir_all(path)`.
     RemoveDirAll {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `rename_with(from, to, mode)`.
     Rename {
         /// Source.
-        from: String,
+        from: NameBuf,
         /// Target.
-        to: String,
+        to: NameBuf,
         /// Replace, no-replace or exchange.
         mode: RenameMode,
     },
     /// `symlink(target, link)`.
     Symlink {
         /// Target, stored verbatim.
-        target: String,
+        target: NameBuf,
         /// The new name.
-        link: String,
+        link: NameBuf,
     },
     /// `hard_link(original, link)`.
     HardLink {
         /// The existing name.
-        original: String,
+        original: NameBuf,
         /// The new name.
-        link: String,
+        link: NameBuf,
     },
     /// `set_permissions(path, mode)`.
     SetPermissions {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Mode (bits above `0o7777` are ignored by the view).
         mode: u32,
     },
     /// `set_owner(path, uid, gid)`.
     SetOwner {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// New owner, if any.
         uid: Option<u32>,
         /// New group, if any.
@@ -157,7 +158,7 @@ pub enum Op {
     /// `set_times(path, atime, mtime)`.
     SetTimes {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// New access time, if any.
         atime: Option<Timestamp>,
         /// New modification time, if any.
@@ -166,14 +167,14 @@ pub enum Op {
     /// `get_xattr(path, name)`.
     GetXattr {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Attribute name.
         name: String,
     },
     /// `set_xattr(path, name, value)`.
     SetXattr {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Attribute name.
         name: String,
         /// Value.
@@ -182,19 +183,19 @@ pub enum Op {
     /// `remove_xattr(path, name)`.
     RemoveXattr {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Attribute name.
         name: String,
     },
     /// `list_xattr(path)`.
     ListXattr {
         /// Path.
-        path: String,
+        path: NameBuf,
     },
     /// `mknod(path, file_type, mode, rdev)`.
     Mknod {
         /// Path.
-        path: String,
+        path: NameBuf,
         /// Type (any: non-special ones are refused).
         file_type: FileType,
         /// Mode.
@@ -294,9 +295,9 @@ pub enum Outcome {
     /// Metadata.
     Metadata(MetadataSummary),
     /// A directory listing: names and types, in name order.
-    Listing(Vec<(String, FileType)>),
+    Listing(Vec<(NameBuf, FileType)>),
     /// A symlink target.
-    Target(String),
+    Target(NameBuf),
     /// Attribute names, in order.
     Names(Vec<String>),
     /// Failure, by kind.
@@ -343,7 +344,7 @@ pub fn apply<F: MergedFs + ?Sized>(fs: &mut F, op: &Op) -> Outcome {
             Outcome::Bytes(b.to_vec())
         }),
         Op::ReadDir { path } => outcome(fs.read_dir(path), Outcome::Listing),
-        Op::ReadLink { path } => outcome(fs.read_link(path), |t| Outcome::Target(t.into_string())),
+        Op::ReadLink { path } => outcome(fs.read_link(path), Outcome::Target),
         Op::Write { path, data } => unit(fs.write(path, data)),
         Op::Append { path, data } => unit(fs.append(path, data)),
         Op::WriteAt { path, offset, data } => unit(fs.write_at(path, *offset, data)),
@@ -387,7 +388,16 @@ pub fn apply_to_view(view: &MergedView, op: &Op) -> Outcome {
 }
 
 /// The components user paths are made of.
-pub(crate) const TOKENS: [&str; 5] = ["a", "b", "c", "..", "."];
+pub(crate) const TOKENS: [&[u8]; NAMES.len() + 2] = {
+    let mut tokens: [&[u8]; NAMES.len() + 2] = [b".."; NAMES.len() + 2];
+    let mut i = 0;
+    while i < NAMES.len() {
+        tokens[i] = NAMES[i];
+        i += 1;
+    }
+    tokens[NAMES.len() + 1] = b".";
+    tokens
+};
 /// Attribute names operations use: the two layers hold, one they do not,
 /// another namespace, and invalid ones (`EOPNOTSUPP`, `ERANGE`).
 pub(crate) const XATTR_NAMES: [&str; 7] = [
@@ -412,26 +422,26 @@ pub(crate) const FILE_TYPES: [FileType; 7] = [
 
 /// Joins user path components: a leading `/` if `absolute`, a trailing
 /// one if `trailing` (and there is a component).
-pub(crate) fn join_user_path(absolute: bool, tokens: &[&str], trailing: bool) -> String {
-    let mut s = String::new();
+pub(crate) fn join_user_path(absolute: bool, tokens: &[&[u8]], trailing: bool) -> NameBuf {
+    let mut s = Vec::new();
     if absolute {
-        s.push('/');
+        s.push(b'/');
     }
-    s.push_str(&tokens.join("/"));
+    s.extend_from_slice(&tokens.join(&b'/'));
     if trailing && !tokens.is_empty() {
-        s.push('/');
+        s.push(b'/');
     }
-    s
+    NameBuf::from(s)
 }
 
 /// A user path: up to 3 components over `a`, `b`, `c`, `..` and `.`,
 /// sometimes absolute, sometimes with a trailing slash; rarely empty or
 /// the root.
-pub(crate) fn user_path() -> impl Strategy<Value = String> {
+pub(crate) fn user_path() -> impl Strategy<Value = NameBuf> {
     let token = prop_oneof![
         8 => proptest::sample::select(&NAMES[..]),
-        1 => Just(".."),
-        1 => Just("."),
+        1 => Just(b"..".as_slice()),
+        1 => Just(b".".as_slice()),
     ];
     let len = prop_oneof![1 => Just(0usize), 6 => Just(1), 4 => Just(2), 2 => Just(3)];
     (

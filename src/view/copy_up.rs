@@ -38,7 +38,7 @@ impl State {
             at = at.join_unchecked(name);
             let res = self
                 .res_at(&at)?
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, Operation::CopyUp, at.as_str()))?;
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, Operation::CopyUp, at.as_name()))?;
             if !res.in_upper() {
                 self.copy_up_one(&at, &res, options)?;
             }
@@ -92,7 +92,7 @@ impl State {
         let lpath = lpath.clone();
         let node = self.node(res)?;
         let meta = node.meta.clone();
-        let reframe = |e: Error| e.reframe(Operation::CopyUp, path.as_str());
+        let reframe = |e: Error| e.reframe(Operation::CopyUp, path.as_name());
         match meta.file_type {
             FileType::Dir => self.upper.create(path, &meta, Content::Dir),
             FileType::File => {

@@ -4,7 +4,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::meta::{FileType, Metadata};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf};
 
 use super::{MergedView, OpenOptions};
 
@@ -32,7 +32,7 @@ pub struct File<'a> {
     view: &'a MergedView,
     /// The path as the view resolves it (absolute, so it is never taken
     /// relative to anything else).
-    path: String,
+    path: NameBuf,
     file_type: FileType,
     options: OpenOptions,
     pos: u64,
@@ -47,7 +47,7 @@ impl<'a> File<'a> {
     ) -> File<'a> {
         File {
             view,
-            path: format!("/{}", path.as_str()),
+            path: NameBuf::from([b"/".as_slice(), path.as_bytes()].concat()),
             file_type,
             options,
             pos: 0,

@@ -16,7 +16,6 @@ pub(crate) mod resolve;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use camino::Utf8PathBuf;
 
 pub use crate::merged::options::*;
 pub use file::File;
@@ -28,7 +27,7 @@ use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX,
     check_xattr_name, mode_after_chown, xattr_allowed_on,
 };
-use crate::path::{LastKind, LayerPath};
+use crate::path::{LastKind, LayerPath, Name, NameBuf, PathLike};
 
 use readers::Readers;
 use resolve::{Cursor, Follow, Res, Resolved, State};
@@ -181,19 +180,27 @@ impl MergedView {
     ///
     /// # Errors
     /// `ENOENT`, `ENOTDIR`, `ELOOP` and the path errors of resolution.
-    pub fn metadata(&self, path: impl AsRef<str>) -> Result<Metadata> {
-        self.stat(path.as_ref(), Operation::Metadata, Follow::Always)
+    pub fn metadata(&self, path: impl PathLike) -> Result<Metadata> {
+        self.stat(
+            Name::new(path.path_bytes()),
+            Operation::Metadata,
+            Follow::Always,
+        )
     }
 
     /// As [`std::fs::symlink_metadata`]: does not follow a final symlink.
     ///
     /// # Errors
     /// As [`MergedView::metadata`].
-    pub fn symlink_metadata(&self, path: impl AsRef<str>) -> Result<Metadata> {
-        self.stat(path.as_ref(), Operation::Metadata, Follow::OnSlash)
+    pub fn symlink_metadata(&self, path: impl PathLike) -> Result<Metadata> {
+        self.stat(
+            Name::new(path.path_bytes()),
+            Operation::Metadata,
+            Follow::OnSlash,
+        )
     }
 
-    fn stat(&self, user: &str, op: Operation, follow: Follow) -> Result<Metadata> {
+    fn stat(&self, user: &Name, op: Operation, follow: Follow) -> Result<Metadata> {
         match self.readers.stat(user) {
             Some(Some(meta)) => return Ok(meta),
             Some(None) => return Err(Error::new(ErrorKind::NotFound, op, user)),
@@ -228,7 +235,7 @@ impl MergedView {
     ///
     /// # Errors
     /// Errors other than `ENOENT` (`ENOTDIR`, `ELOOP`, ...).
-    pub fn exists(&self, path: impl AsRef<str>) -> Result<bool> {
+    pub fn exists(&self, path: impl PathLike) -> Result<bool> {
         match self.metadata(path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -241,7 +248,7 @@ impl MergedView {
     /// # Errors
     /// `EISDIR` for a directory, `EINVAL` for a fifo, device or socket, and
     /// the errors of resolution.
-    pub fn read(&self, path: impl AsRef<str>) -> Result<Bytes> {
+    pub fn read(&self, path: impl PathLike) -> Result<Bytes> {
         self.read_at(path, 0, usize::MAX)
     }
 
@@ -249,8 +256,8 @@ impl MergedView {
     ///
     /// # Errors
     /// As [`MergedView::read`], and `EINVAL` if the contents are not UTF-8.
-    pub fn read_to_string(&self, path: impl AsRef<str>) -> Result<String> {
-        let user = path.as_ref();
+    pub fn read_to_string(&self, path: impl PathLike) -> Result<String> {
+        let user = Name::new(path.path_bytes());
         let bytes = self.read(user)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| {
             Error::new(ErrorKind::InvalidInput, Operation::Read, user)
@@ -263,8 +270,8 @@ impl MergedView {
     ///
     /// # Errors
     /// As [`MergedView::read`].
-    pub fn read_at(&self, path: impl AsRef<str>, offset: u64, len: usize) -> Result<Bytes> {
-        let user = path.as_ref();
+    pub fn read_at(&self, path: impl PathLike, offset: u64, len: usize) -> Result<Bytes> {
+        let user = Name::new(path.path_bytes());
         if let Some(read) = self.readers.read_lower(user, offset, len) {
             return read.map_err(|e| e.reframe(Operation::Read, user));
         }
@@ -300,8 +307,8 @@ impl MergedView {
     ///
     /// # Errors
     /// `EINVAL` if the object is not a symlink, and the errors of resolution.
-    pub fn read_link(&self, path: impl AsRef<str>) -> Result<Utf8PathBuf> {
-        let user = path.as_ref();
+    pub fn read_link(&self, path: impl PathLike) -> Result<NameBuf> {
+        let user = Name::new(path.path_bytes());
         let st = self.read_state();
         let r = st.resolve(user, Operation::ReadLink, Follow::OnSlash)?;
         let res = r.existing(Operation::ReadLink, user)?;
@@ -313,11 +320,9 @@ impl MergedView {
             ));
         }
         let (idx, lpath) = res.top();
-        Ok(Utf8PathBuf::from(
-            st.layer(idx)
-                .read_link(lpath)
-                .map_err(|e| e.reframe(Operation::ReadLink, user))?,
-        ))
+        st.layer(idx)
+            .read_link(lpath)
+            .map_err(|e| e.reframe(Operation::ReadLink, user))
     }
 
     /// The resolved path of `path` in the view (symlinks followed), as
@@ -325,8 +330,8 @@ impl MergedView {
     ///
     /// # Errors
     /// The errors of resolution; `ENOENT` if the object does not exist.
-    pub fn canonicalize(&self, path: impl AsRef<str>) -> Result<LayerPath> {
-        let user = path.as_ref();
+    pub fn canonicalize(&self, path: impl PathLike) -> Result<LayerPath> {
+        let user = Name::new(path.path_bytes());
         let st = self.read_state();
         let r = st.resolve(user, Operation::Lookup, Follow::Always)?;
         r.existing(Operation::Lookup, user)?;
@@ -343,8 +348,8 @@ impl MergedView {
     /// writing; `EISDIR` for a directory opened for writing; `EEXIST` with
     /// `create_new` when the name exists; `ENOENT` when it is missing and
     /// not created; the errors of resolution.
-    pub fn open(&self, path: impl AsRef<str>, options: &OpenOptions) -> Result<File<'_>> {
-        let user = path.as_ref();
+    pub fn open(&self, path: impl PathLike, options: &OpenOptions) -> Result<File<'_>> {
+        let user = Name::new(path.path_bytes());
         if !options.is_valid() {
             return Err(Error::new(ErrorKind::InvalidInput, Operation::Open, user)
                 .with_detail("invalid combination of open options"));
@@ -368,8 +373,8 @@ impl MergedView {
     ///
     /// # Errors
     /// As [`MergedView::open`] with write, create and truncate.
-    pub fn write(&self, path: impl AsRef<str>, data: impl AsRef<[u8]>) -> Result<()> {
-        let user = path.as_ref();
+    pub fn write(&self, path: impl PathLike, data: impl AsRef<[u8]>) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let mut opts = OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         let mut st = self.write_state();
@@ -381,8 +386,8 @@ impl MergedView {
     ///
     /// # Errors
     /// As [`MergedView::open`] with append and create.
-    pub fn append(&self, path: impl AsRef<str>, data: impl AsRef<[u8]>) -> Result<()> {
-        let user = path.as_ref();
+    pub fn append(&self, path: impl PathLike, data: impl AsRef<[u8]>) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let mut opts = OpenOptions::new();
         opts.append(true).create(true);
         let mut st = self.write_state();
@@ -393,7 +398,7 @@ impl MergedView {
 
     /// Appends to an existing file in one step (for [`File`] in append
     /// mode); returns the new length.
-    pub(crate) fn append_existing(&self, user: &str, data: &[u8]) -> Result<u64> {
+    pub(crate) fn append_existing(&self, user: &Name, data: &[u8]) -> Result<u64> {
         let mut opts = OpenOptions::new();
         opts.append(true);
         let mut st = self.write_state();
@@ -408,13 +413,8 @@ impl MergedView {
     ///
     /// # Errors
     /// As [`MergedView::open`] with write; `EFBIG` past the largest size.
-    pub fn write_at(
-        &self,
-        path: impl AsRef<str>,
-        offset: u64,
-        data: impl AsRef<[u8]>,
-    ) -> Result<()> {
-        let user = path.as_ref();
+    pub fn write_at(&self, path: impl PathLike, offset: u64, data: impl AsRef<[u8]>) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let mut opts = OpenOptions::new();
         opts.write(true);
         let mut st = self.write_state();
@@ -427,8 +427,8 @@ impl MergedView {
     /// # Errors
     /// `EISDIR` for a directory, `EINVAL` for other non-regular files, and
     /// the errors of resolution.
-    pub fn set_len(&self, path: impl AsRef<str>, len: u64) -> Result<()> {
-        let user = path.as_ref();
+    pub fn set_len(&self, path: impl PathLike, len: u64) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::SetLen;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Always)?;
@@ -446,11 +446,11 @@ impl MergedView {
     fn open_for_write(
         &self,
         st: &mut State,
-        user: &str,
+        user: &Name,
         options: &OpenOptions,
     ) -> Result<(LayerPath, FileType)> {
         let op = Operation::Open;
-        let parsed = crate::path::UserPath::parse(user, op)?;
+        let parsed = crate::path::UserPath::parse(user.as_bytes(), op)?;
         if options.creates() && parsed.trailing_slash && parsed.last_kind() == LastKind::Name {
             // The kernel refuses to create a name with a trailing slash,
             // whatever is there, once the parent is found (a path ending
@@ -505,7 +505,7 @@ impl MergedView {
         &self,
         st: &mut State,
         path: &LayerPath,
-        user: &str,
+        user: &Name,
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
@@ -575,7 +575,7 @@ impl MergedView {
         &self,
         st: &mut State,
         parent: &Cursor,
-        name: &str,
+        name: &Name,
         meta: &Metadata,
         content: Content,
     ) -> Result<()> {
@@ -602,7 +602,7 @@ impl MergedView {
     /// Removes `name` (resolving to `res`) from merged directory `parent`:
     /// from the upper if it is there, and a whiteout if a lower layer
     /// still shows the name.
-    fn remove_entry(&self, st: &mut State, parent: &Cursor, name: &str, res: &Res) -> Result<()> {
+    fn remove_entry(&self, st: &mut State, parent: &Cursor, name: &Name, res: &Res) -> Result<()> {
         changing(st, |st| {
             st.copy_up(&parent.path, &self.options)?;
             let path = parent.path.join_unchecked(name);
@@ -630,15 +630,15 @@ impl MergedView {
     /// # Errors
     /// `EEXIST` if the name exists (even as a dangling symlink), `ENOENT`
     /// if the parent is missing, and the errors of resolution.
-    pub fn create_dir(&self, path: impl AsRef<str>) -> Result<()> {
-        let user = path.as_ref();
+    pub fn create_dir(&self, path: impl PathLike) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::CreateDir;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
         self.create_dir_at(&mut st, &r, user)
     }
 
-    fn create_dir_at(&self, st: &mut State, r: &Resolved, user: &str) -> Result<()> {
+    fn create_dir_at(&self, st: &mut State, r: &Resolved, user: &Name) -> Result<()> {
         let op = Operation::CreateDir;
         let (Some((parent, name)), None) = (&r.parent, &r.obj) else {
             return Err(Error::new(ErrorKind::AlreadyExists, op, user));
@@ -661,24 +661,25 @@ impl MergedView {
     /// the last one exists and is not a directory (a dangling symlink
     /// too), `ENOENT` for `a/.` where `a` is missing (as `std`: the parent
     /// of `a/.` is `""`).
-    pub fn create_dir_all(&self, path: impl AsRef<str>) -> Result<()> {
-        let user = path.as_ref();
+    pub fn create_dir_all(&self, path: impl PathLike) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         self.create_dir_all_std(user)
             .map_err(|e| e.reframe(Operation::CreateDir, user))
     }
 
-    fn create_dir_all_std(&self, path: &str) -> Result<()> {
+    fn create_dir_all_std(&self, path: &Name) -> Result<()> {
         if path.is_empty() {
             return Ok(());
         }
-        let is_dir = |p: &str| self.metadata(p).is_ok_and(|m| m.is_dir());
+        let is_dir = |p: &Name| self.metadata(p).is_ok_and(|m| m.is_dir());
         match self.create_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(_) if is_dir(path) => return Ok(()),
             Err(e) => return Err(e),
         }
-        match std::path::Path::new(path).parent().and_then(|p| p.to_str()) {
+        let parent = path.to_path().parent();
+        match parent.map(|p| Name::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))) {
             Some(parent) => self.create_dir_all_std(parent)?,
             None => return Err(Error::new(ErrorKind::NotFound, Operation::CreateDir, path)),
         }
@@ -695,14 +696,14 @@ impl MergedView {
     /// # Errors
     /// `ENOENT` for an empty target or a missing parent, `EEXIST` if `link`
     /// exists.
-    pub fn symlink(&self, target: impl AsRef<str>, link: impl AsRef<str>) -> Result<()> {
-        let (target, user) = (target.as_ref(), link.as_ref());
+    pub fn symlink(&self, target: impl PathLike, link: impl PathLike) -> Result<()> {
+        let (target, user) = (Name::new(target.path_bytes()), Name::new(link.path_bytes()));
         let op = Operation::Symlink;
         if target.is_empty() {
             return Err(Error::new(ErrorKind::NotFound, op, user)
                 .with_detail("a symlink target cannot be empty"));
         }
-        if target.contains('\0') {
+        if target.as_bytes().contains(&0) {
             return Err(Error::new(ErrorKind::InvalidInput, op, user)
                 .with_detail("symlink target contains a NUL byte"));
         }
@@ -728,12 +729,12 @@ impl MergedView {
     /// for the character device 0/0 (the whiteout marker).
     pub fn mknod(
         &self,
-        path: impl AsRef<str>,
+        path: impl PathLike,
         file_type: FileType,
         mode: u32,
         rdev: u64,
     ) -> Result<()> {
-        let user = path.as_ref();
+        let user = Name::new(path.path_bytes());
         let op = Operation::Mknod;
         if !file_type.is_special() {
             return Err(Error::new(ErrorKind::InvalidInput, op, user)
@@ -773,18 +774,18 @@ impl MergedView {
     /// # Errors
     /// `ENOENT` if `original` or the parent of `link` is missing, `EEXIST`
     /// if `link` exists, `EPERM` if `original` is a directory.
-    pub fn hard_link(&self, original: impl AsRef<str>, link: impl AsRef<str>) -> Result<()> {
-        let link = link.as_ref();
-        self.hard_link_inner(original.as_ref(), link)
+    pub fn hard_link(&self, original: impl PathLike, link: impl PathLike) -> Result<()> {
+        let link = Name::new(link.path_bytes());
+        self.hard_link_inner(Name::new(original.path_bytes()), link)
             .map_err(|e| e.with_second_path(link))
     }
 
-    fn hard_link_inner(&self, user: &str, user_link: &str) -> Result<()> {
+    fn hard_link_inner(&self, user: &Name, user_link: &Name) -> Result<()> {
         let op = Operation::HardLink;
         for p in [user, user_link] {
-            if p.contains('\0') {
+            if p.as_bytes().contains(&0) {
                 // `std` refuses a NUL byte in either path before the call.
-                crate::path::UserPath::parse(p, op)?;
+                crate::path::UserPath::parse(p.as_bytes(), op)?;
             }
         }
         let mut st = self.write_state();
@@ -815,8 +816,8 @@ impl MergedView {
     ///
     /// # Errors
     /// `ENOENT` if missing, `EISDIR` for a directory.
-    pub fn remove_file(&self, path: impl AsRef<str>) -> Result<()> {
-        let user = path.as_ref();
+    pub fn remove_file(&self, path: impl PathLike) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::RemoveFile;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
@@ -840,8 +841,8 @@ impl MergedView {
     /// # Errors
     /// `ENOENT` if missing, `ENOTDIR` if not a directory, `ENOTEMPTY` if it
     /// lists entries, `EBUSY` for the root.
-    pub fn remove_dir(&self, path: impl AsRef<str>) -> Result<()> {
-        let user = path.as_ref();
+    pub fn remove_dir(&self, path: impl PathLike) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::RemoveDir;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
@@ -872,8 +873,8 @@ impl MergedView {
     /// # Errors
     /// `ENOENT` if missing, `ENOTDIR` for a non-directory that is not a
     /// symlink, and the refusals above.
-    pub fn remove_dir_all(&self, path: impl AsRef<str>) -> Result<()> {
-        let user = path.as_ref();
+    pub fn remove_dir_all(&self, path: impl PathLike) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::RemoveDir;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
@@ -895,7 +896,7 @@ impl MergedView {
     /// Removes everything below the merged directory at `path`.
     fn remove_children(&self, st: &mut State, path: &LayerPath) -> Result<()> {
         let dir = st.cursor_at(path)?;
-        let children: Vec<(String, Res)> = st
+        let children: Vec<(NameBuf, Res)> = st
             .index(&dir)?
             .entries()
             .map(|(n, r)| (n.to_owned(), r))
@@ -920,7 +921,7 @@ impl MergedView {
             };
             let parent = st.cursor_at(&parent_path)?;
             let res = st.child(&parent, name)?.ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, Operation::RemoveDir, path.as_str())
+                Error::new(ErrorKind::NotFound, Operation::RemoveDir, path.as_name())
             })?;
             self.remove_entry(st, &parent, name, &res)
         })
@@ -935,7 +936,7 @@ impl MergedView {
     ///
     /// # Errors
     /// See [`MergedView::rename_with`].
-    pub fn rename(&self, from: impl AsRef<str>, to: impl AsRef<str>) -> Result<()> {
+    pub fn rename(&self, from: impl PathLike, to: impl PathLike) -> Result<()> {
         self.rename_with(from, to, RenameMode::Replace)
     }
 
@@ -950,21 +951,21 @@ impl MergedView {
     /// directory without the redirect option; `EBUSY` for the root.
     pub fn rename_with(
         &self,
-        from: impl AsRef<str>,
-        to: impl AsRef<str>,
+        from: impl PathLike,
+        to: impl PathLike,
         mode: RenameMode,
     ) -> Result<()> {
-        let to = to.as_ref();
-        self.rename_inner(from.as_ref(), to, mode)
+        let to = Name::new(to.path_bytes());
+        self.rename_inner(Name::new(from.path_bytes()), to, mode)
             .map_err(|e| e.with_second_path(to))
     }
 
-    fn rename_inner(&self, user: &str, user_to: &str, mode: RenameMode) -> Result<()> {
+    fn rename_inner(&self, user: &Name, user_to: &Name, mode: RenameMode) -> Result<()> {
         let op = Operation::Rename;
         for p in [user, user_to] {
-            if p.contains('\0') {
+            if p.as_bytes().contains(&0) {
                 // `std` refuses a NUL byte in either path before the call.
-                crate::path::UserPath::parse(p, op)?;
+                crate::path::UserPath::parse(p.as_bytes(), op)?;
             }
         }
         let mut st = self.write_state();
@@ -1107,7 +1108,7 @@ impl MergedView {
         path: &LayerPath,
         res: &Res,
         same_dir: bool,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<NameBuf>> {
         st.copy_up(path, &self.options)?;
         if res.file_type == FileType::File && st.metacopy == Metacopy::Follow {
             // A metadata-only copy that finds its data by its path would
@@ -1122,8 +1123,8 @@ impl MergedView {
             _ => None,
         };
         match existing {
-            Some(r) if same_dir || r.starts_with('/') => Ok(Some(r)),
-            _ if same_dir => Ok(path.file_name().map(str::to_owned)),
+            Some(r) if same_dir || r.is_absolute() => Ok(Some(r)),
+            _ if same_dir => Ok(path.file_name().map(Name::to_owned)),
             _ => Ok(Some(redirect_to(st, path)?)),
         }
     }
@@ -1131,8 +1132,8 @@ impl MergedView {
     fn move_entry(
         &self,
         st: &mut State,
-        (sparent, sname, sres): (&Cursor, &str, &Res),
-        (dparent, dname, dres): (&Cursor, &str, Option<&Res>),
+        (sparent, sname, sres): (&Cursor, &Name, &Res),
+        (dparent, dname, dres): (&Cursor, &Name, Option<&Res>),
     ) -> Result<()> {
         changing(st, |st| {
             let spath = sparent.path.join_unchecked(sname);
@@ -1178,8 +1179,8 @@ impl MergedView {
     fn exchange_entries(
         &self,
         st: &mut State,
-        (aparent, aname, ares): (&Cursor, &str, &Res),
-        (bparent, bname, bres): (&Cursor, &str, &Res),
+        (aparent, aname, ares): (&Cursor, &Name, &Res),
+        (bparent, bname, bres): (&Cursor, &Name, &Res),
     ) -> Result<()> {
         changing(st, |st| {
             let apath = aparent.path.join_unchecked(aname);
@@ -1216,7 +1217,7 @@ impl MergedView {
     /// Changes an object's metadata after copying it up (follows symlinks).
     fn change_meta(
         &self,
-        user: &str,
+        user: &Name,
         op: Operation,
         f: impl FnOnce(&mut Metadata) -> Result<()>,
     ) -> Result<()> {
@@ -1228,7 +1229,7 @@ impl MergedView {
     /// change between the check and the change).
     fn change_meta_checked(
         &self,
-        user: &str,
+        user: &Name,
         op: Operation,
         check: impl FnOnce(&State, &Res) -> Result<()>,
         f: impl FnOnce(&mut Metadata) -> Result<()>,
@@ -1254,11 +1255,15 @@ impl MergedView {
     ///
     /// # Errors
     /// The errors of resolution.
-    pub fn set_permissions(&self, path: impl AsRef<str>, mode: u32) -> Result<()> {
-        self.change_meta(path.as_ref(), Operation::SetPermissions, |m| {
-            m.mode = mode & MODE_MASK;
-            Ok(())
-        })
+    pub fn set_permissions(&self, path: impl PathLike, mode: u32) -> Result<()> {
+        self.change_meta(
+            Name::new(path.path_bytes()),
+            Operation::SetPermissions,
+            |m| {
+                m.mode = mode & MODE_MASK;
+                Ok(())
+            },
+        )
     }
 
     /// As [`std::os::unix::fs::chown`] (`None` keeps the id). Like Linux, it
@@ -1267,13 +1272,8 @@ impl MergedView {
     ///
     /// # Errors
     /// The errors of resolution.
-    pub fn set_owner(
-        &self,
-        path: impl AsRef<str>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-    ) -> Result<()> {
-        self.change_meta(path.as_ref(), Operation::SetOwner, |m| {
+    pub fn set_owner(&self, path: impl PathLike, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.change_meta(Name::new(path.path_bytes()), Operation::SetOwner, |m| {
             if let Some(uid) = uid {
                 m.uid = uid;
             }
@@ -1292,7 +1292,7 @@ impl MergedView {
     /// The errors of resolution.
     pub fn set_times(
         &self,
-        path: impl AsRef<str>,
+        path: impl PathLike,
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
@@ -1301,7 +1301,7 @@ impl MergedView {
             // the path is not even looked up.
             return Ok(());
         }
-        self.change_meta(path.as_ref(), Operation::SetTimes, |m| {
+        self.change_meta(Name::new(path.path_bytes()), Operation::SetTimes, |m| {
             if let Some(t) = atime {
                 m.atime = t;
             }
@@ -1321,8 +1321,8 @@ impl MergedView {
     /// attribute of anything but a regular file or directory, `EINVAL` for a
     /// bare namespace prefix, `EOPNOTSUPP` for an unknown namespace,
     /// `ENODATA` if absent.
-    pub fn get_xattr(&self, path: impl AsRef<str>, name: &str) -> Result<Bytes> {
-        let user = path.as_ref();
+    pub fn get_xattr(&self, path: impl PathLike, name: &str) -> Result<Bytes> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::GetXattr;
         check_xattr_len(name, op, user)?;
         let st = self.read_state();
@@ -1351,11 +1351,11 @@ impl MergedView {
     /// namespace other than `user.`, `trusted.`, `security.`, `system.`.
     pub fn set_xattr(
         &self,
-        path: impl AsRef<str>,
+        path: impl PathLike,
         name: &str,
         value: impl AsRef<[u8]>,
     ) -> Result<()> {
-        let user = path.as_ref();
+        let user = Name::new(path.path_bytes());
         let op = Operation::SetXattr;
         let value = value.as_ref();
         if value.len() > XATTR_SIZE_MAX {
@@ -1386,8 +1386,8 @@ impl MergedView {
     ///
     /// # Errors
     /// As [`MergedView::set_xattr`], and `ENODATA` if absent.
-    pub fn remove_xattr(&self, path: impl AsRef<str>, name: &str) -> Result<()> {
-        let user = path.as_ref();
+    pub fn remove_xattr(&self, path: impl PathLike, name: &str) -> Result<()> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::RemoveXattr;
         check_xattr_len(name, op, user)?;
         let present = |st: &State, res: &Res| {
@@ -1411,8 +1411,12 @@ impl MergedView {
     ///
     /// # Errors
     /// The errors of resolution.
-    pub fn list_xattr(&self, path: impl AsRef<str>) -> Result<Vec<String>> {
-        let meta = self.stat(path.as_ref(), Operation::ListXattr, Follow::Always)?;
+    pub fn list_xattr(&self, path: impl PathLike) -> Result<Vec<String>> {
+        let meta = self.stat(
+            Name::new(path.path_bytes()),
+            Operation::ListXattr,
+            Follow::Always,
+        )?;
         Ok(meta.xattrs.names().map(str::to_owned).collect())
     }
 }
@@ -1434,7 +1438,7 @@ fn changing<T>(st: &mut State, f: impl FnOnce(&mut State) -> Result<T>) -> Resul
 fn set_dir_flags(
     st: &mut State,
     path: &LayerPath,
-    redirect: Option<String>,
+    redirect: Option<NameBuf>,
     lower_at_target: bool,
 ) -> Result<()> {
     match redirect {
@@ -1450,8 +1454,8 @@ fn set_dir_flags(
 /// upper layer with a redirect stands for that redirect (an absolute one
 /// ends the walk). The lower layers are then walked along this path from
 /// their roots, so they find it exactly as the lookup of `path` did.
-fn redirect_to(st: &State, path: &LayerPath) -> Result<String> {
-    let mut names: Vec<String> = Vec::new();
+fn redirect_to(st: &State, path: &LayerPath) -> Result<NameBuf> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
     let mut at = path.clone();
     while let (Some(parent), Some(name)) = (at.parent(), at.file_name()) {
         let redirect = match st.upper.lookup(&at)? {
@@ -1459,25 +1463,27 @@ fn redirect_to(st: &State, path: &LayerPath) -> Result<String> {
             _ => None,
         };
         match redirect {
-            Some(r) if r.starts_with('/') => {
-                names.push(r.trim_matches('/').to_owned());
+            Some(r) if r.is_absolute() => {
+                names.push(crate::path::trim_slashes(r.as_bytes()).to_vec());
                 break;
             }
             // A relative redirect is one valid name; anything else is
             // ignored, as lookups ignore it.
-            Some(r) if crate::path::validate_name(&r).is_ok() => names.push(r),
-            _ => names.push(name.to_owned()),
+            Some(r) if crate::path::validate_name(&r).is_ok() => names.push(r.into_bytes()),
+            _ => names.push(name.as_bytes().to_vec()),
         }
         at = parent;
     }
     names.reverse();
-    Ok(format!("/{}", names.join("/")))
+    Ok(NameBuf::from(
+        [b"/".as_slice(), &names.join(&b'/')].concat(),
+    ))
 }
 
 /// The parent and name for a new non-directory: `EEXIST` if the name is
 /// taken (or there is none: the root, `..`), `ENOENT` for a free name with
 /// a trailing slash (the kernel's `filename_create`).
-fn new_name<'r>(r: &'r Resolved, op: Operation, user: &str) -> Result<(&'r Cursor, &'r str)> {
+fn new_name<'r>(r: &'r Resolved, op: Operation, user: &Name) -> Result<(&'r Cursor, &'r Name)> {
     match (&r.parent, &r.obj) {
         (Some((parent, name)), None) if !r.trailing_slash => Ok((parent, name)),
         (Some(_), None) => Err(Error::new(ErrorKind::NotFound, op, user)),
@@ -1487,8 +1493,8 @@ fn new_name<'r>(r: &'r Resolved, op: Operation, user: &str) -> Result<(&'r Curso
 
 /// The error of `rmdir` on a path that names a directory without a name,
 /// by the kind of its last component (as the kernel's `do_rmdir`).
-fn no_name_to_remove(user: &str, op: Operation) -> Result<Error> {
-    let kind = match crate::path::UserPath::parse(user, op)?.last_kind() {
+fn no_name_to_remove(user: &Name, op: Operation) -> Result<Error> {
+    let kind = match crate::path::UserPath::parse(user.as_bytes(), op)?.last_kind() {
         LastKind::Dot => ErrorKind::InvalidInput,
         LastKind::DotDot => ErrorKind::DirectoryNotEmpty,
         LastKind::Root | LastKind::Name => ErrorKind::Busy,
@@ -1496,7 +1502,7 @@ fn no_name_to_remove(user: &str, op: Operation) -> Result<Error> {
     Ok(Error::new(kind, op, user))
 }
 
-fn check_xattr_len(name: &str, op: Operation, user: &str) -> Result<()> {
+fn check_xattr_len(name: &str, op: Operation, user: &Name) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Error::new(ErrorKind::OutOfRange, op, user)
             .with_detail(format!("invalid extended attribute name `{name}`")));
@@ -1504,7 +1510,7 @@ fn check_xattr_len(name: &str, op: Operation, user: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_regular(file_type: FileType, op: Operation, user: &str) -> Result<()> {
+fn check_regular(file_type: FileType, op: Operation, user: &Name) -> Result<()> {
     match file_type {
         FileType::File => Ok(()),
         FileType::Dir => Err(Error::new(ErrorKind::IsADirectory, op, user)),

@@ -6,6 +6,7 @@
 //! directory's index (see `resolve`), sorted by name.
 
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::path::{Name, PathLike};
 
 use super::resolve::{Follow, UPPER};
 use super::{DirEntry, LayerSource, MergedView};
@@ -17,8 +18,8 @@ impl MergedView {
     /// # Errors
     /// `ENOTDIR` if the object is not a directory, and the errors of
     /// resolution.
-    pub fn read_dir(&self, path: impl AsRef<str>) -> Result<Vec<DirEntry>> {
-        let user = path.as_ref();
+    pub fn read_dir(&self, path: impl PathLike) -> Result<Vec<DirEntry>> {
+        let user = Name::new(path.path_bytes());
         let op = Operation::ReadDir;
         let st = self.read_state();
         let r = st.resolve(user, op, Follow::Always)?;

@@ -31,6 +31,7 @@ use bytes::Bytes;
 use crate::error::{ErrorKind, Result};
 use crate::layer::Layer;
 use crate::meta::{FileType, Metadata};
+use crate::path::{Name, NameBuf};
 use crate::view::resolve::{DirIndex, State, UPPER, plain_split};
 
 /// Memos per view: enough that the threads of a small pool rarely share
@@ -58,9 +59,9 @@ struct Memo {
     /// The view's lower layers, top first (layer index `i` is `lowers[i - 1]`).
     lowers: Vec<Arc<dyn Layer>>,
     /// Directory indexes by merged path (as `State::cache`).
-    dirs: HashMap<String, Arc<DirIndex>>,
+    dirs: HashMap<NameBuf, Arc<DirIndex>>,
     /// Remembered metadata of lower objects by merged path (as `State::metas`).
-    metas: HashMap<String, Metadata>,
+    metas: HashMap<NameBuf, Metadata>,
 }
 
 impl std::fmt::Debug for Readers {
@@ -107,9 +108,9 @@ impl Readers {
     /// `stat` from the memo: `Some(Some(meta))` for remembered metadata,
     /// `Some(None)` for a plain path whose parent's index lacks the name
     /// (`ENOENT`), `None` when the memo cannot tell.
-    pub fn stat(&self, user: &str) -> Option<Option<Metadata>> {
+    pub fn stat(&self, user: &Name) -> Option<Option<Metadata>> {
         let memo = self.memo();
-        if let Some(meta) = memo.metas.get(user.strip_prefix('/').unwrap_or(user)) {
+        if let Some(meta) = memo.metas.get(user.strip_root()) {
             return Some(Some(meta.clone()));
         }
         let (parent, name) = plain_split(user)?;
@@ -122,7 +123,7 @@ impl Readers {
     /// `read_at` of a regular file that a lower layer holds, found through
     /// the memo; `None` when the memo cannot tell or the layer refuses a
     /// metadata-only copy (the caller then reads through the view's lock).
-    pub fn read_lower(&self, user: &str, offset: u64, len: usize) -> Option<Result<Bytes>> {
+    pub fn read_lower(&self, user: &Name, offset: u64, len: usize) -> Option<Result<Bytes>> {
         let memo = self.memo();
         let (parent, name) = plain_split(user)?;
         let dir = memo.dirs.get(parent)?;
@@ -157,7 +158,7 @@ impl Readers {
     /// Copies into this thread's memo what the view's caches know about
     /// `user` (its parent's index) and `meta`, the metadata `stat`
     /// remembered for it. `st` is the state under the caller's read lock.
-    pub fn learn(&self, st: &State, user: &str, meta: Option<&Metadata>) {
+    pub fn learn(&self, st: &State, user: &Name, meta: Option<&Metadata>) {
         let Some((parent, _)) = plain_split(user) else {
             return;
         };
@@ -171,7 +172,7 @@ impl Readers {
             memo.dirs.insert(parent.to_owned(), ix);
         }
         if let Some(meta) = meta {
-            let path = user.strip_prefix('/').unwrap_or(user);
+            let path = user.strip_root();
             memo.metas.insert(path.to_owned(), meta.clone());
         }
     }

@@ -28,7 +28,9 @@ use crate::layer::overlay::Redirect;
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
 use crate::merged::Metacopy;
 use crate::meta::{FileType, Metadata};
-use crate::path::{Component, LayerPath, NAME_MAX, PATH_MAX, UserPath, validate_name};
+use crate::path::{
+    Component, LayerPath, NAME_MAX, Name, NameBuf, PATH_MAX, UserPath, validate_name,
+};
 
 /// The index of the upper layer; lower layer `i` (top first) is `i + 1`.
 pub(crate) const UPPER: usize = 0;
@@ -83,7 +85,7 @@ pub(crate) struct DirIndex {
     /// The directory's stack the index was built from.
     stack: Stack,
     /// Every name of `slots`, in order, without separators.
-    names: String,
+    names: Vec<u8>,
     /// One per name of the built index, sorted by name; slot `i`'s name is
     /// `names[slots[i - 1].end..slots[i].end]`.
     slots: Vec<Slot>,
@@ -92,7 +94,7 @@ pub(crate) struct DirIndex {
     /// longer resolves.
     fulls: Vec<Option<Res>>,
     /// Names set since the index was built that `slots` does not hold.
-    later: BTreeMap<String, Res>,
+    later: BTreeMap<NameBuf, Res>,
     /// Names that resolve to an object.
     len: usize,
 }
@@ -118,7 +120,7 @@ enum Child {
 
 /// One child of a merged directory as a listing shows it.
 pub(crate) struct Listed<'a> {
-    pub name: &'a str,
+    pub name: &'a Name,
     pub file_type: FileType,
     /// The topmost layer holding it.
     pub layer: usize,
@@ -130,13 +132,13 @@ impl DirIndex {
         self.len == 0
     }
 
-    fn name_of(&self, i: usize) -> &str {
+    fn name_of(&self, i: usize) -> &Name {
         let start = if i == 0 { 0 } else { self.slots[i - 1].end };
-        &self.names[start..self.slots[i].end]
+        Name::new(&self.names[start..self.slots[i].end])
     }
 
     /// The slot of `name`, by binary search.
-    fn find(&self, name: &str) -> Option<usize> {
+    fn find(&self, name: &Name) -> Option<usize> {
         let (mut lo, mut hi) = (0, self.slots.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -151,7 +153,7 @@ impl DirIndex {
 
     /// The type of child `name` and its topmost layer, without building
     /// its stack.
-    pub fn peek(&self, name: &str) -> Option<(FileType, usize)> {
+    pub fn peek(&self, name: &Name) -> Option<(FileType, usize)> {
         match self.find(name) {
             Some(i) => self.peek_child(self.slots[i].child),
             None => self.later.get(name).map(|r| (r.file_type, r.top().0)),
@@ -170,14 +172,14 @@ impl DirIndex {
     }
 
     /// Where child `name` resolves.
-    pub fn get(&self, name: &str) -> Option<Res> {
+    pub fn get(&self, name: &Name) -> Option<Res> {
         match self.find(name) {
             Some(i) => self.res_of(self.slots[i].child, name),
             None => self.later.get(name).cloned(),
         }
     }
 
-    fn res_of(&self, child: Child, name: &str) -> Option<Res> {
+    fn res_of(&self, child: Child, name: &Name) -> Option<Res> {
         match child {
             Child::Gone => None,
             Child::Object(t, pos) => {
@@ -203,7 +205,7 @@ impl DirIndex {
     }
 
     /// Makes child `name` resolve to `res` (`None`: to nothing).
-    pub fn set(&mut self, name: &str, res: Option<Res>) {
+    pub fn set(&mut self, name: &Name, res: Option<Res>) {
         let live = res.is_some();
         let was = match self.find(name) {
             Some(i) => {
@@ -254,7 +256,7 @@ impl DirIndex {
 
     /// The children that resolve to an object with where they resolve,
     /// sorted by name.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, Res)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&Name, Res)> {
         self.listing()
             .filter_map(|l| Some((l.name, self.get(l.name)?)))
     }
@@ -265,7 +267,7 @@ impl DirIndex {
 pub(crate) struct Resolved {
     /// The directory holding the last name, and the name; `None` when the
     /// path names a directory without a name (the root, or ending in `..`).
-    pub parent: Option<(Cursor, String)>,
+    pub parent: Option<(Cursor, NameBuf)>,
     /// The object, `None` if the name is free.
     pub obj: Option<Res>,
     /// The merged path of the object (or of the free name).
@@ -287,7 +289,7 @@ impl Resolved {
     }
 
     /// The object, or `ENOENT`.
-    pub fn existing(&self, op: Operation, user: &str) -> Result<&Res> {
+    pub fn existing(&self, op: Operation, user: &Name) -> Result<&Res> {
         self.obj
             .as_ref()
             .ok_or_else(|| Error::new(ErrorKind::NotFound, op, user))
@@ -315,9 +317,9 @@ pub(crate) enum Follow {
 #[derive(Debug, Clone)]
 enum Continue {
     /// Look up this name in the parent's stack.
-    Name(String),
+    Name(NameBuf),
     /// Look up this path from the root in every layer below `below`.
-    Absolute { path: String, below: usize },
+    Absolute { path: NameBuf, below: usize },
 }
 
 /// What one layer holds at a path, reduced to what lookup needs.
@@ -337,11 +339,11 @@ pub(crate) struct State {
     /// Keys are merged paths as strings, so that a `&str` finds them (a
     /// `LayerPath` orders by components, unlike its string, so it cannot
     /// lend itself out as a `str` key).
-    pub cache: Mutex<HashMap<String, Arc<DirIndex>>>,
+    pub cache: Mutex<HashMap<NameBuf, Arc<DirIndex>>>,
     /// The merged metadata of objects whose top layer is a lower one (so it
     /// cannot change while they stay there), by merged path, for the ones
     /// `stat` has seen. Forgotten with the index entry that resolves them.
-    pub metas: Mutex<HashMap<String, Metadata>>,
+    pub metas: Mutex<HashMap<NameBuf, Metadata>>,
     /// A number per layer (by index), unique in this view and kept by a
     /// layer when a commit moves it down: inode numbers are built from it.
     pub layer_ids: Vec<u64>,
@@ -460,7 +462,7 @@ impl State {
                 }
                 Ok(node)
             }
-            _ => Err(Error::new(ErrorKind::Io, Operation::Lookup, path.as_str())
+            _ => Err(Error::new(ErrorKind::Io, Operation::Lookup, path.as_name())
                 .with_layer(self.layer(idx).describe())
                 .with_layer_index(idx)
                 .with_detail("a layer changed while the view was using it")),
@@ -478,7 +480,7 @@ impl State {
         node: &Node,
     ) -> Result<(usize, LayerPath)> {
         let refused = |kind: ErrorKind, detail: &str| {
-            Error::new(kind, Operation::Lookup, path.as_str())
+            Error::new(kind, Operation::Lookup, path.as_name())
                 .with_layer(self.layer(idx).describe())
                 .with_layer_index(idx)
                 .with_detail(detail.to_owned())
@@ -490,8 +492,8 @@ impl State {
                  with Metacopy::Follow (the kernel's metacopy=on)",
             ));
         }
-        let redirected = |r: &str, at: &LayerPath| {
-            match r.strip_prefix('/') {
+        let redirected = |r: &Name, at: &LayerPath| {
+            match r.as_bytes().strip_prefix(b"/") {
                 Some(abs) => LayerPath::new(abs),
                 None => at.parent().unwrap_or_default().join(r),
             }
@@ -555,7 +557,7 @@ impl State {
 
     /// Resolves child `name` of a merged directory with `parent` as stack,
     /// asking the layers one by one.
-    pub fn resolve_child(&self, parent: &[(usize, LayerPath)], name: &str) -> Result<Option<Res>> {
+    pub fn resolve_child(&self, parent: &[(usize, LayerPath)], name: &Name) -> Result<Option<Res>> {
         let mut found: Vec<(usize, LayerPath)> = Vec::new();
         let mut how = Continue::Name(name.to_owned());
         let mut pos = 0;
@@ -606,16 +608,19 @@ impl State {
     /// rewrites the path for the layers below.
     fn continue_absolute(
         &self,
-        mut path: String,
+        path: NameBuf,
         below: usize,
         found: &mut Vec<(usize, LayerPath)>,
     ) -> Result<()> {
-        for idx in below + 1..self.layer_count() {
-            let names: Vec<String> = path
-                .split('/')
+        let mut path = path.into_bytes();
+        let split = |p: &[u8]| -> Vec<Vec<u8>> {
+            p.split(|&b| b == b'/')
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        for idx in below + 1..self.layer_count() {
+            let names = split(&path);
             let mut at = LayerPath::root();
             let mut stop_after = false;
             let mut next_path = path.clone();
@@ -634,25 +639,30 @@ impl State {
                             // The kernel checks no redirect on an opaque one.
                             stop_after = true;
                         } else if let Some(r) = &node.redirect {
-                            if r.starts_with('/') {
+                            let r = r.as_bytes();
+                            if r.starts_with(b"/") {
                                 // An absolute redirect below an opaque
                                 // directory goes on below (as the kernel).
                                 stop_after = false;
                             }
-                            let rest = names[i + 1..].join("/");
-                            let base = if r.starts_with('/') {
-                                r.trim_end_matches('/').to_owned()
+                            let rest = names[i + 1..].join(&b'/');
+                            let mut base = if r.starts_with(b"/") {
+                                let end = r.iter().rposition(|&b| b != b'/').map_or(0, |e| e + 1);
+                                r[..end].to_vec()
                             } else {
-                                let parent: Vec<&str> =
-                                    next_path.split('/').filter(|s| !s.is_empty()).collect();
+                                let mut parent = split(&next_path);
                                 let keep = parent.len().saturating_sub(names.len() - i);
-                                format!("/{}", [&parent[..keep], &[r.as_str()]].concat().join("/"))
-                            };
-                            next_path = if rest.is_empty() {
+                                parent.truncate(keep);
+                                parent.push(r.to_vec());
+                                let mut base = b"/".to_vec();
+                                base.extend_from_slice(&parent.join(&b'/'));
                                 base
-                            } else {
-                                format!("{base}/{rest}")
                             };
+                            if !rest.is_empty() {
+                                base.push(b'/');
+                                base.extend_from_slice(&rest);
+                            }
+                            next_path = base;
                         }
                         if last {
                             outcome = Some(true);
@@ -726,7 +736,7 @@ impl State {
         };
         let mut index = DirIndex {
             stack: stack.clone(),
-            names: String::with_capacity(name_bytes),
+            names: Vec::with_capacity(name_bytes),
             slots: Vec::with_capacity(listed),
             fulls: Vec::new(),
             later: BTreeMap::new(),
@@ -760,7 +770,7 @@ impl State {
                     None => continue,
                 },
             };
-            index.names.push_str(&name);
+            index.names.extend_from_slice(name.as_bytes());
             index.slots.push(Slot {
                 end: index.names.len(),
                 child,
@@ -775,7 +785,7 @@ impl State {
     fn decide(
         &self,
         stack: &[(usize, LayerPath)],
-        name: &str,
+        name: &Name,
         occurrences: &[(usize, EntryKind)],
     ) -> Result<Option<Res>> {
         let mut found: Vec<(usize, LayerPath)> = Vec::new();
@@ -853,11 +863,11 @@ impl State {
     /// The index of a merged directory, from the cache or built now.
     pub fn index(&self, dir: &Cursor) -> Result<Arc<DirIndex>> {
         let cache = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(ix) = cache().get(dir.path.as_str()) {
+        if let Some(ix) = cache().get(dir.path.as_name()) {
             return Ok(ix.clone());
         }
         let ix = Arc::new(self.build_index(&dir.stack)?);
-        cache().insert(dir.path.as_str().to_owned(), ix.clone());
+        cache().insert(dir.path.as_name().to_owned(), ix.clone());
         Ok(ix)
     }
 
@@ -873,7 +883,7 @@ impl State {
     /// remove, replace or move (`refresh` with `subtree`,
     /// `forget_subtree`). The last name is returned as found: following a
     /// final symlink is the caller's business.
-    pub fn quick_lookup(&self, user: &str) -> Option<Option<Res>> {
+    pub fn quick_lookup(&self, user: &Name) -> Option<Option<Res>> {
         let (parent, name) = plain_split(user)?;
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let index = cache.get(parent)?;
@@ -881,13 +891,13 @@ impl State {
     }
 
     /// The cached index of the merged directory at `path`, if any.
-    pub fn cached_index(&self, path: &str) -> Option<Arc<DirIndex>> {
+    pub fn cached_index(&self, path: &Name) -> Option<Arc<DirIndex>> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache.get(path).cloned()
     }
 
     /// Child `name` of a merged directory.
-    pub fn child(&self, dir: &Cursor, name: &str) -> Result<Option<Res>> {
+    pub fn child(&self, dir: &Cursor, name: &Name) -> Result<Option<Res>> {
         Ok(self.index(dir)?.get(name))
     }
 
@@ -907,14 +917,14 @@ impl State {
                     return Err(Error::new(
                         ErrorKind::NotADirectory,
                         Operation::Lookup,
-                        path.as_str(),
+                        path.as_name(),
                     ));
                 }
                 None => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
                         Operation::Lookup,
-                        path.as_str(),
+                        path.as_name(),
                     ));
                 }
             }
@@ -939,12 +949,12 @@ impl State {
     /// Resolves a user path in the merged root (chroot semantics).
     ///
     /// `follow` says whether a symlink in the last component is followed.
-    pub fn resolve(&self, user: &str, op: Operation, follow: Follow) -> Result<Resolved> {
-        let parsed = UserPath::parse(user, op)?;
+    pub fn resolve(&self, user: &Name, op: Operation, follow: Follow) -> Result<Resolved> {
+        let parsed = UserPath::parse(user.as_bytes(), op)?;
         let err = |kind| Error::new(kind, op, user);
         // Components still to walk, in reverse order, each with the
         // trailing-slash flag it carries when it ends up last.
-        let mut todo: Vec<(Cow<'_, str>, bool)> = components(&parsed)
+        let mut todo: Vec<(Cow<'_, Name>, bool)> = components(&parsed)
             .map(|(c, slash)| (Cow::Borrowed(c), slash))
             .collect();
         let mut ancestors: Vec<Cursor> = Vec::new();
@@ -956,7 +966,7 @@ impl State {
             if last {
                 trailing = slash;
             }
-            if comp == ".." {
+            if comp.as_bytes() == b".." {
                 if let Some(up) = ancestors.pop() {
                     cur = up;
                 }
@@ -965,7 +975,7 @@ impl State {
                 }
                 continue;
             }
-            if comp == "." {
+            if comp.as_bytes() == b"." {
                 // A path (or a symlink target) ending in `.`: the directory
                 // the components before it lead to.
                 if last {
@@ -991,23 +1001,23 @@ impl State {
                     if target.is_empty() {
                         return Err(err(ErrorKind::NotFound));
                     }
-                    let parsed_target = UserPath::parse(&target, op).map_err(|e| {
+                    let parsed_target = UserPath::parse(target.as_bytes(), op).map_err(|e| {
                         // A stored target may be longer than a user path may be.
                         err(e.kind())
                     })?;
-                    if target.starts_with('/') {
+                    if target.is_absolute() {
                         cur = self.root();
                         ancestors.clear();
                     }
                     let carry = slash || parsed_target.trailing_slash;
-                    let mut more: Vec<(Cow<'_, str>, bool)> = components(&parsed_target)
+                    let mut more: Vec<(Cow<'_, Name>, bool)> = components(&parsed_target)
                         .map(|(c, slash)| (Cow::Owned(c.to_owned()), slash))
                         .collect();
                     if let Some(first) = more.first_mut() {
                         first.1 = carry;
                     } else if last {
                         // The target names a directory without a name ("/" or "..").
-                        if target.starts_with('/') {
+                        if target.is_absolute() {
                             return Ok(self.dir_resolved(self.root(), true));
                         }
                         return Ok(self.dir_resolved(cur, true));
@@ -1077,7 +1087,7 @@ impl State {
 
     /// Whether a layer below the upper shows `name` in `dir` (so removing
     /// it from the upper must leave a whiteout).
-    pub fn lower_positive(&self, dir: &Cursor, name: &str) -> Result<bool> {
+    pub fn lower_positive(&self, dir: &Cursor, name: &Name) -> Result<bool> {
         let lowers: Vec<(usize, LayerPath)> = dir
             .stack
             .iter()
@@ -1101,8 +1111,8 @@ impl State {
 
     /// The metadata `stat` remembered for the object at `user`, if `user`
     /// is exactly its merged path (with at most one leading `/`).
-    pub fn remembered_meta(&self, user: &str) -> Option<Metadata> {
-        let path = user.strip_prefix('/').unwrap_or(user);
+    pub fn remembered_meta(&self, user: &Name) -> Option<Metadata> {
+        let path = user.strip_root();
         let metas = self.metas.lock().unwrap_or_else(PoisonError::into_inner);
         metas.get(path).cloned()
     }
@@ -1111,31 +1121,31 @@ impl State {
     /// [`State::quick_lookup`] accepted) if its top layer is a lower one
     /// and it is no symlink (which `stat` may have to follow).
     /// Returns whether it did.
-    pub fn remember_meta(&self, user: &str, res: &Res, meta: &Metadata) -> bool {
+    pub fn remember_meta(&self, user: &Name, res: &Res, meta: &Metadata) -> bool {
         if res.top().0 == UPPER || res.file_type.is_symlink() {
             return false;
         }
-        let Ok(path) = LayerPath::new(user.strip_prefix('/').unwrap_or(user)) else {
+        let Ok(path) = LayerPath::new(user.strip_root()) else {
             return false;
         };
         let mut metas = self.metas.lock().unwrap_or_else(PoisonError::into_inner);
-        metas.insert(path.as_str().to_owned(), meta.clone());
+        metas.insert(path.as_name().to_owned(), meta.clone());
         true
     }
 
     /// Brings the cached index of `dir` up to date for `name` (after a
     /// change of what `name` resolves to), and forgets cached indexes at
     /// and below `dir/name` when `subtree` (its stack changed).
-    pub fn refresh(&mut self, dir: &LayerPath, name: &str, subtree: bool) -> Result<()> {
+    pub fn refresh(&mut self, dir: &LayerPath, name: &Name, subtree: bool) -> Result<()> {
         self.metas
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(dir.join_unchecked(name).as_str());
+            .remove(dir.join_unchecked(name).as_name());
         let cached = self
             .cache
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(dir.as_str());
+            .contains_key(dir.as_name());
         if cached {
             let res = match self.cursor_at(dir) {
                 Ok(cursor) => Some(self.resolve_child(&cursor.stack, name)?),
@@ -1144,12 +1154,12 @@ impl State {
             let cache = self.cache.get_mut().unwrap_or_else(PoisonError::into_inner);
             match res {
                 Some(res) => {
-                    if let Some(ix) = cache.get_mut(dir.as_str()) {
+                    if let Some(ix) = cache.get_mut(dir.as_name()) {
                         Arc::make_mut(ix).set(name, res);
                     }
                 }
                 None => {
-                    cache.remove(dir.as_str());
+                    cache.remove(dir.as_name());
                 }
             }
         }
@@ -1176,26 +1186,32 @@ impl State {
 /// A plain path has no empty, `.` or `..` component, no trailing slash and
 /// no overlong name; one leading `/` is allowed (the view is its own root).
 /// `None` for any other path.
-pub(crate) fn plain_split(user: &str) -> Option<(&str, &str)> {
-    let path = user.strip_prefix('/').unwrap_or(user);
-    if user.len() > PATH_MAX || path.contains('\0') {
+pub(crate) fn plain_split(user: &Name) -> Option<(&Name, &Name)> {
+    let user = user.as_bytes();
+    let path = user.strip_prefix(b"/").unwrap_or(user);
+    if user.len() > PATH_MAX || path.contains(&0) {
         return None;
     }
-    let plain = |c: &str| !c.is_empty() && c != "." && c != ".." && c.len() <= NAME_MAX;
-    if !path.split('/').all(plain) {
+    let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && c.len() <= NAME_MAX;
+    if !path.split(|&b| b == b'/').all(plain) {
         return None;
     }
-    Some(path.rsplit_once('/').unwrap_or(("", path)))
+    Some(match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (Name::new(&path[..i]), Name::new(&path[i + 1..])),
+        None => (Name::new(""), Name::new(path)),
+    })
 }
 
 /// Whether the merged path `key` is `path` or below it.
-fn at_or_under(key: &str, path: &LayerPath) -> bool {
-    let p = path.as_str();
-    path.is_root() || key == p || (key.starts_with(p) && key.as_bytes().get(p.len()) == Some(&b'/'))
+fn at_or_under(key: &Name, path: &LayerPath) -> bool {
+    let p = path.as_name();
+    path.is_root()
+        || key == p
+        || (key.as_bytes().starts_with(p.as_bytes()) && key.as_bytes().get(p.len()) == Some(&b'/'))
 }
 
 fn changed_under_us(path: &LayerPath) -> Error {
-    Error::new(ErrorKind::Io, Operation::Lookup, path.as_str())
+    Error::new(ErrorKind::Io, Operation::Lookup, path.as_name())
         .with_detail("a layer changed while the view was reading it")
 }
 
@@ -1212,8 +1228,8 @@ fn dir_res(found: Vec<(usize, LayerPath)>) -> Option<Res> {
 
 /// Where the layers below a directory with redirect `r` (found under the
 /// name `name` in layer `idx`) hold its contents.
-fn redirect_continuation(r: &str, name: &str, idx: usize) -> Continue {
-    match Redirect::parse(r) {
+fn redirect_continuation(r: &Name, name: &Name, idx: usize) -> Continue {
+    match Redirect::parse(r.as_bytes()) {
         Redirect::Absolute(_) | Redirect::Invalid => Continue::Absolute {
             path: r.to_owned(),
             below: idx,
@@ -1230,18 +1246,18 @@ fn redirect_continuation(r: &str, name: &str, idx: usize) -> Continue {
 /// A path ending in `.` gets a final `.` component: every name before it
 /// is then walked as a directory on the way (it must exist), and the `.`
 /// names that directory itself, as the kernel's `LAST_DOT`.
-fn components<'a>(parsed: &UserPath<'a>) -> impl Iterator<Item = (&'a str, bool)> + use<'a> {
+fn components<'a>(parsed: &UserPath<'a>) -> impl Iterator<Item = (&'a Name, bool)> + use<'a> {
     let slash = parsed.trailing_slash;
-    let mut comps: Vec<&'a str> = parsed
+    let mut comps: Vec<&'a Name> = parsed
         .components
         .iter()
         .map(|c| match c {
-            Component::Parent => "..",
-            Component::Name(name) => name,
+            Component::Parent => Name::new(".."),
+            Component::Name(name) => *name,
         })
         .collect();
     if parsed.ends_in_dot {
-        comps.push(".");
+        comps.push(Name::new("."));
     }
     let n = comps.len();
     comps
@@ -1254,13 +1270,13 @@ fn components<'a>(parsed: &UserPath<'a>) -> impl Iterator<Item = (&'a str, bool)
 /// The names of one layer's directory, sorted, for [`State::build_index`].
 enum Names<'a> {
     /// Borrowed from the layer.
-    Lent(Box<dyn Iterator<Item = (&'a str, EntryKind)> + 'a>),
+    Lent(Box<dyn Iterator<Item = (&'a Name, EntryKind)> + 'a>),
     /// From a listing.
-    Owned(std::vec::IntoIter<(String, EntryKind)>),
+    Owned(std::vec::IntoIter<(NameBuf, EntryKind)>),
 }
 
 impl<'a> Iterator for Names<'a> {
-    type Item = (Cow<'a, str>, EntryKind);
+    type Item = (Cow<'a, Name>, EntryKind);
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
@@ -1272,9 +1288,9 @@ impl<'a> Iterator for Names<'a> {
 
 /// Checks that `name` makes a valid path below `dir` (what
 /// [`LayerPath::join`] checks) without building the path.
-fn check_child(dir: &LayerPath, name: &str) -> Result<()> {
-    validate_name(name)?;
-    if dir.as_str().len() + usize::from(!dir.is_root()) + name.len() > PATH_MAX {
+fn check_child(dir: &LayerPath, name: &Name) -> Result<()> {
+    validate_name(name.as_bytes())?;
+    if dir.as_name().len() + usize::from(!dir.is_root()) + name.len() > PATH_MAX {
         dir.join(name)?;
     }
     Ok(())
@@ -1284,10 +1300,10 @@ fn check_child(dir: &LayerPath, name: &str) -> Result<()> {
 /// with its first eight bytes as a number in front: most comparisons of
 /// (short) names are then one comparison of two numbers.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Head<'a>(u64, Cow<'a, str>);
+struct Head<'a>(u64, Cow<'a, Name>);
 
 impl<'a> Head<'a> {
-    fn new(name: Cow<'a, str>) -> Head<'a> {
+    fn new(name: Cow<'a, Name>) -> Head<'a> {
         // Zero-padded: a name holds no NUL, so a shorter name that is a
         // prefix of another still orders first.
         let mut first = [0u8; 8];
@@ -1301,7 +1317,7 @@ impl<'a> Head<'a> {
 mod tests {
     use super::*;
 
-    fn names(ix: &DirIndex) -> Vec<(String, usize)> {
+    fn names(ix: &DirIndex) -> Vec<(NameBuf, usize)> {
         ix.listing().map(|l| (l.name.to_owned(), l.layer)).collect()
     }
 
@@ -1313,47 +1329,47 @@ mod tests {
         }
         lower.add_dir("d/sub").unwrap();
         let st = State::new(vec![Arc::new(lower)], Box::new(MemLayer::new())).unwrap();
-        let d = st.child(&st.root(), "d").unwrap().unwrap();
+        let d = st.child(&st.root(), Name::new("d")).unwrap().unwrap();
         let mut ix = st.build_index(&d.stack).unwrap();
         assert_eq!(
             names(&ix),
-            [("b", 1), ("d", 1), ("f", 1), ("sub", 1)].map(|(n, l)| (n.to_owned(), l))
+            [("b", 1), ("d", 1), ("f", 1), ("sub", 1)].map(|(n, l)| (NameBuf::from(n), l))
         );
         // A plain object's path in its layer is derived from the stack.
-        let b = ix.get("b").unwrap();
+        let b = ix.get(Name::new("b")).unwrap();
         assert_eq!(
-            (b.file_type, b.top().0, b.top().1.as_str()),
-            (FileType::File, 1, "d/b")
+            (b.file_type, b.top().0, b.top().1.as_bytes()),
+            (FileType::File, 1, b"d/b".as_slice())
         );
-        assert_eq!(ix.peek("sub"), Some((FileType::Dir, 1)));
+        assert_eq!(ix.peek(Name::new("sub")), Some((FileType::Dir, 1)));
 
         let upper_file = |name: &str| Res {
             file_type: FileType::File,
             stack: Arc::from([(UPPER, LayerPath::new(name).unwrap())]),
         };
-        ix.set("a", Some(upper_file("d/a")));
-        ix.set("e", Some(upper_file("d/e")));
-        ix.set("z", Some(upper_file("d/z")));
-        ix.set("d", None);
-        ix.set("b", Some(upper_file("d/b")));
+        ix.set(Name::new("a"), Some(upper_file("d/a")));
+        ix.set(Name::new("e"), Some(upper_file("d/e")));
+        ix.set(Name::new("z"), Some(upper_file("d/z")));
+        ix.set(Name::new("d"), None);
+        ix.set(Name::new("b"), Some(upper_file("d/b")));
         // Gone and back, twice: one element of `fulls` serves each time.
-        ix.set("f", None);
-        ix.set("f", Some(upper_file("d/f")));
-        ix.set("f", None);
-        ix.set("f", Some(upper_file("d/f")));
-        ix.set("nothing", None);
+        ix.set(Name::new("f"), None);
+        ix.set(Name::new("f"), Some(upper_file("d/f")));
+        ix.set(Name::new("f"), None);
+        ix.set(Name::new("f"), Some(upper_file("d/f")));
+        ix.set(Name::new("nothing"), None);
         // `sub` (a directory) since the build, then `b` and `f`.
         assert_eq!(ix.fulls.len(), 3);
         assert_eq!(
             names(&ix),
             [("a", 0), ("b", 0), ("e", 0), ("f", 0), ("sub", 1), ("z", 0)]
-                .map(|(n, l)| (n.to_owned(), l))
+                .map(|(n, l)| (NameBuf::from(n), l))
         );
-        assert_eq!(ix.get("d").map(|r| r.file_type), None);
-        assert_eq!(ix.peek("e"), Some((FileType::File, 0)));
+        assert_eq!(ix.get(Name::new("d")).map(|r| r.file_type), None);
+        assert_eq!(ix.peek(Name::new("e")), Some((FileType::File, 0)));
         for name in ["a", "b", "e", "f", "sub", "z"] {
             assert!(!ix.is_empty());
-            ix.set(name, None);
+            ix.set(Name::new(name), None);
         }
         assert!(ix.is_empty());
         assert_eq!(names(&ix), []);

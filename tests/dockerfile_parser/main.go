@@ -2,13 +2,20 @@
 // golang-github-openshift-imagebuilder-dev) as a peer for
 // tests/it/oci/dockerfile.rs: `parse` reads Dockerfiles named on the
 // command line and prints one JSON document per file; `word WORD NAME=VALUE…`
-// prints imagebuilder's expansion of WORD.
+// prints imagebuilder's expansion of WORD. And Docker's context rules:
+// `glob PATTERN NAME…` prints filepath.Match of each name (the rule of COPY
+// wildcards); `ignore DOCKERIGNORE PATH…` prints whether Docker's
+// dockerignore and patternmatcher leave each path out of the context.
 package main
 
 import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+
+	"github.com/moby/buildkit/frontend/dockerfile/dockerignore"
+	"github.com/moby/patternmatcher"
 
 	"github.com/openshift/imagebuilder"
 	"github.com/openshift/imagebuilder/dockerfile/parser"
@@ -55,6 +62,46 @@ func parse(path string) map[string]interface{} {
 }
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == "glob" {
+		out := []interface{}{}
+		for _, name := range os.Args[3:] {
+			m, err := filepath.Match(os.Args[2], name)
+			if err != nil {
+				out = append(out, "error")
+			} else {
+				out = append(out, m)
+			}
+		}
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == "ignore" {
+		f, err := os.Open(os.Args[2])
+		if err != nil {
+			panic(err)
+		}
+		patterns, err := dockerignore.ReadAll(f)
+		if err != nil {
+			panic(err)
+		}
+		pm, err := patternmatcher.New(patterns)
+		if err != nil {
+			fmt.Println(`"error"`)
+			return
+		}
+		out := []bool{}
+		for _, path := range os.Args[3:] {
+			m, err := pm.MatchesOrParentMatches(path)
+			if err != nil {
+				panic(err)
+			}
+			out = append(out, m)
+		}
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+		return
+	}
 	if len(os.Args) > 2 && os.Args[1] == "word" {
 		w, err := imagebuilder.ProcessWord(os.Args[2], os.Args[3:])
 		if err != nil {

@@ -10,7 +10,7 @@ use layerstack::testing::{
 };
 use layerstack::{
     Content, DirListing, Entry, EntryKind, Error, ErrorKind, FileType, Layer, LayerMut, LayerPath,
-    MemLayer, Metadata, Operation, Result, Spill, Timestamp, makedev,
+    MemLayer, Metadata, NameBuf, Operation, Result, Spill, Timestamp, makedev,
 };
 use proptest::prelude::*;
 
@@ -23,7 +23,7 @@ fn temp_dir() -> camino::Utf8PathBuf {
 struct Stored {
     entry: Entry,
     data: Bytes,
-    target: String,
+    target: NameBuf,
 }
 
 /// A read-only layer kept as a flat map from path to entry, as a third
@@ -35,7 +35,7 @@ struct MapLayer {
 }
 
 fn err(kind: ErrorKind, path: &LayerPath) -> Error {
-    Error::new(kind, Operation::Layer, path.as_str())
+    Error::new(kind, Operation::Layer, path)
 }
 
 impl MapLayer {
@@ -46,7 +46,7 @@ impl MapLayer {
         let mut pending = vec![LayerPath::root()];
         while let Some(path) = pending.pop() {
             let mut entry = src.lookup(&path).unwrap().expect("listed paths exist");
-            let (mut data, mut target) = (Bytes::new(), String::new());
+            let (mut data, mut target) = (Bytes::new(), NameBuf::new());
             if let Entry::Node(node) = &mut entry {
                 // Number inodes differently from the source: only
                 // consistency is required.
@@ -137,7 +137,7 @@ impl Layer for MapLayer {
         }
     }
 
-    fn read_link(&self, path: &LayerPath) -> Result<String> {
+    fn read_link(&self, path: &LayerPath) -> Result<NameBuf> {
         let (node, stored) = self.node(path)?;
         match node.meta.file_type {
             FileType::Symlink => Ok(stored.target.clone()),
@@ -218,7 +218,7 @@ impl Layer for Broken {
         self.inner.read_at(path, offset, len)
     }
 
-    fn read_link(&self, path: &LayerPath) -> Result<String> {
+    fn read_link(&self, path: &LayerPath) -> Result<NameBuf> {
         self.inner.read_link(path)
     }
 }
@@ -276,6 +276,13 @@ fn fixed_layer() -> MemLayer {
     l.add_special("run/sock", Metadata::new(FileType::Socket))
         .unwrap();
     l.add_whiteout("run/gone").unwrap();
+    // Names and a symlink target that are not UTF-8 (Latin-1, KOI8-R,
+    // EUC-JP): stored and listed byte for byte.
+    l.add_file(b"srv/caf\xe9", "latin-1 name").unwrap();
+    l.add_symlink(b"srv/\xd0\xd2\xc9\xd7\xc5\xd4", b"caf\xe9")
+        .unwrap();
+    l.add_whiteout(b"srv/\xc6\xfc\xcb\xdc").unwrap();
+    l.add_dir(b"srv/\xc6\xfc").unwrap();
     let path = LayerPath::new("etc/hostname").unwrap();
     let mut meta = l
         .lookup(&path)
@@ -418,7 +425,10 @@ fn a_layer_that_forgets_whiteouts_in_lookup_is_caught_at_the_whiteout() {
 #[test]
 fn a_layer_that_forgets_whiteouts_in_listings_is_caught_at_the_directory() {
     let e = broken(Fault::WhiteoutsMissingFromListings);
-    assert_eq!((e.path.as_str(), e.call.as_str()), ("etc", "read_dir"));
+    assert_eq!(
+        (e.path.to_str().unwrap(), e.call.as_str()),
+        ("etc", "read_dir")
+    );
     assert!(e.expected.contains("(\"motd\", Whiteout)"), "{e}");
     assert!(!e.got.contains("motd"), "{e}");
 }
@@ -426,7 +436,7 @@ fn a_layer_that_forgets_whiteouts_in_listings_is_caught_at_the_directory() {
 #[test]
 fn a_layer_that_splits_hard_links_is_caught_at_the_second_name() {
     let e = broken(Fault::HardLinksSplit);
-    assert_eq!(e.path.as_str(), "etc/hostname.bak");
+    assert_eq!(e.path.to_str().unwrap(), "etc/hostname.bak");
     assert_eq!(e.call, "lookup (ino: names of one inode share it)");
 }
 
@@ -434,14 +444,14 @@ fn a_layer_that_splits_hard_links_is_caught_at_the_second_name() {
 fn a_layer_that_reuses_one_inode_number_is_caught() {
     let e = broken(Fault::OneInode);
     // The root takes ino 1 first; its first child with another inode fails.
-    assert_eq!(e.path.as_str(), "abs");
+    assert_eq!(e.path.to_str().unwrap(), "abs");
     assert_eq!(e.call, "lookup (ino: distinct inodes differ)");
 }
 
 #[test]
 fn a_layer_with_the_wrong_error_kind_is_caught() {
     let e = broken(Fault::WrongErrorForReadDirOfNonDirectory);
-    assert_eq!(e.path.as_str(), "abs");
+    assert_eq!(e.path.to_str().unwrap(), "abs");
     assert_eq!(e.call, "read_dir");
     assert_eq!(e.expected, "ENOTDIR");
     assert!(e.got.starts_with("ENOENT"), "{e}");
@@ -481,6 +491,6 @@ fn generated_items_that_cannot_be_added_are_skipped() {
     let listing = layer.read_dir(&LayerPath::root()).unwrap();
     assert_eq!(
         listing.entries,
-        vec![("a".to_owned(), EntryKind::Node(FileType::Symlink))]
+        vec![(NameBuf::from("a"), EntryKind::Node(FileType::Symlink))]
     );
 }

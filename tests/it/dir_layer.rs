@@ -124,6 +124,16 @@ fn every_kind_of_entry_round_trips_through_disk() {
     mem.add_dir("moved").unwrap();
     mem.set_redirect(&p("moved"), Some("/orig/place".into()))
         .unwrap();
+    // Names, a symlink target and a redirect that are not UTF-8.
+    mem.add_file(b"srv/caf\xe9", "latin-1").unwrap();
+    mem.add_symlink(b"srv/\xd0\xd2", b"../srv/caf\xe9").unwrap();
+    mem.add_whiteout(b"srv/\xc6\xfc\xcb\xdc").unwrap();
+    mem.add_dir(b"moved-\xe9").unwrap();
+    mem.set_redirect(
+        &LayerPath::new(b"moved-\xe9").unwrap(),
+        Some(b"/orig/\xe9".as_slice().into()),
+    )
+    .unwrap();
     let scratch = Scratch::new("kinds");
     let disk = to_disk(&mem, &scratch, "l");
     check_layer_conformance_with(&disk, &mem, Strictness::Filesystem).unwrap();
@@ -439,7 +449,7 @@ fn layer_walk_of_disk_equals_memory() {
         walk(l)
             .unwrap()
             .into_iter()
-            .map(|(p, e)| (p.as_str().to_owned(), e.is_whiteout()))
+            .map(|(p, e)| (p.to_string(), e.is_whiteout()))
             .collect()
     };
     assert_eq!(names(&disk), names(&mem));
@@ -472,7 +482,10 @@ fn xattr_whiteouts_are_written_where_devices_are_refused_and_the_kernel_honours_
     assert_eq!(layer.lookup(&p("d/gone")).unwrap(), Some(Entry::Whiteout));
     assert_eq!(
         layer.read_dir(&p("d")).unwrap().entries,
-        [("gone".to_owned(), layerstack::EntryKind::Whiteout)]
+        [(
+            layerstack::NameBuf::from("gone"),
+            layerstack::EntryKind::Whiteout
+        )]
     );
     drop(layer);
     use std::os::unix::fs::MetadataExt;
@@ -510,7 +523,7 @@ fn readers_never_see_a_torn_file_or_a_half_done_copy_up_on_disk() {
     let scratch = Scratch::new("concurrency");
     let mut base = MemLayer::new();
     for i in 0..8 {
-        base.add_file(&format!("f{i}"), vec![b'a'; 64 * 1024])
+        base.add_file(format!("f{i}"), vec![b'a'; 64 * 1024])
             .unwrap();
     }
     let lower: Arc<dyn Layer> = Arc::new(to_disk(&base, &scratch, "lower"));
@@ -576,7 +589,7 @@ fn a_new_file_never_inherits_the_inode_number_of_a_removed_copy_up() {
     let scratch = Scratch::new("ino-reuse");
     let mut base = MemLayer::new();
     for i in 0..20 {
-        base.add_file(&format!("a{i}"), "x").unwrap();
+        base.add_file(format!("a{i}"), "x").unwrap();
     }
     let lower: Arc<dyn Layer> = Arc::new(to_disk(&base, &scratch, "lower"));
     let upper = DirLayer::open_upper(scratch.path("u"), scratch.path("w")).unwrap();

@@ -89,8 +89,8 @@ fn dir(path: &str) -> LayerItem {
     }
 }
 
-fn p(s: &str) -> String {
-    s.to_owned()
+fn p(s: &str) -> layerstack::NameBuf {
+    s.into()
 }
 
 fn opts(f: impl FnOnce(&mut OpenOptions) -> &mut OpenOptions) -> OpenOptions {
@@ -295,7 +295,7 @@ fn seeds() -> Vec<(&'static str, Scenario)> {
                     },
                     LayerItem::Xattr {
                         path: p("a"),
-                        name: p("user.x"),
+                        name: String::from("user.x"),
                         value: b"v".to_vec(),
                     },
                     LayerItem::Symlink {
@@ -312,20 +312,20 @@ fn seeds() -> Vec<(&'static str, Scenario)> {
                     },
                     Op::GetXattr {
                         path: p("a"),
-                        name: p("user.x"),
+                        name: String::from("user.x"),
                     },
                     Op::SetXattr {
                         path: p("a"),
-                        name: p("trusted.y"),
+                        name: String::from("trusted.y"),
                         value: b"w".to_vec(),
                     },
                     Op::RemoveXattr {
                         path: p("a"),
-                        name: p("user.z"),
+                        name: String::from("user.z"),
                     },
                     Op::GetXattr {
                         path: p("a"),
-                        name: p("foo.bar"),
+                        name: String::from("foo.bar"),
                     },
                     Op::SetPermissions {
                         path: p("a"),
@@ -492,6 +492,37 @@ fn seeds() -> Vec<(&'static str, Scenario)> {
                         mode: RenameMode::Replace,
                     },
                     Op::ReadDir { path: p("/") },
+                ],
+            },
+        ),
+        (
+            // Names that are not UTF-8 (Latin-1 `café`, EUC-JP `日本`):
+            // a copy-up, a rename and a symlink through them.
+            "names-not-utf8",
+            Scenario {
+                layers: vec![vec![
+                    LayerItem::File {
+                        path: b"caf\xe9/\xc6\xfc\xcb\xdc".as_slice().into(),
+                        data: b"bytes".to_vec(),
+                        attrs: attrs(0o644),
+                    },
+                    LayerItem::Symlink {
+                        path: "a".into(),
+                        target: b"caf\xe9".as_slice().into(),
+                    },
+                ]],
+                ops: vec![
+                    Op::Append {
+                        path: b"a/\xc6\xfc\xcb\xdc".as_slice().into(),
+                        data: b"!".to_vec(),
+                    },
+                    Op::Rename {
+                        from: b"caf\xe9/\xc6\xfc\xcb\xdc".as_slice().into(),
+                        to: b"\xc6\xfc\xcb\xdc".as_slice().into(),
+                        mode: RenameMode::Replace,
+                    },
+                    Op::ReadDir { path: p("/") },
+                    Op::ReadLink { path: p("a") },
                 ],
             },
         ),

@@ -205,7 +205,7 @@ fn tar_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let long = format!("{}/{}", "d".repeat(90), "f".repeat(80));
     let mut l = MemLayer::new();
     l.add_file(&long, "deep").unwrap();
-    l.add_symlink("link", &format!("/{}", "t".repeat(150)))
+    l.add_symlink("link", format!("/{}", "t".repeat(150)))
         .unwrap();
     seeds.push(("pax-long-names", export(l, Compression::None)));
 

@@ -44,6 +44,7 @@
 //!   `set_len` and `open` refuse them (`EINVAL`) before opening, and so does
 //!   the child (see `kernel/child.rs`), where the syscall would block, fail
 //!   with `ENXIO` or reach a host device.
+mod bytes;
 mod disk;
 mod readback;
 mod regressions;
@@ -63,7 +64,7 @@ use layerstack::testing::{
 use layerstack::view::{DirRename, HardLinkCopyUp, Metacopy, OpenOptions, RenameMode};
 use layerstack::{
     DirLayer, Entry, ErrorKind, FileType, Layer, LayerPath, MemLayer, MergedView, Metadata,
-    ViewOptions,
+    NameBuf, ViewOptions,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -146,7 +147,7 @@ fn aliasing_redirect(layers: &[MemLayer]) -> Option<String> {
             let Some(redirect) = entry.node().and_then(|n| n.redirect.clone()) else {
                 continue;
             };
-            let old = match redirect.strip_prefix('/') {
+            let old = match redirect.as_bytes().strip_prefix(b"/") {
                 Some(abs) => LayerPath::new(abs),
                 None => path
                     .parent()
@@ -231,7 +232,7 @@ fn view_upper(layers: &[MemLayer], ops: &[Op], options: ViewOptions) -> Vec<(Str
                 Entry::Node(n) if n.redirect.is_some() => "redirected dir".to_owned(),
                 Entry::Node(n) => format!("{:?}", n.meta.file_type),
             };
-            (path.as_str().to_owned(), what)
+            (path.to_string(), what)
         })
         .collect()
 }
@@ -303,8 +304,8 @@ fn file_meta(mode: u32, uid: u32, gid: u32) -> Metadata {
         .with_owner(uid, gid)
 }
 
-fn path(p: &str) -> String {
-    p.to_owned()
+fn path(p: &str) -> NameBuf {
+    p.into()
 }
 
 fn err(kind: ErrorKind) -> Outcome {
@@ -553,8 +554,8 @@ fn with_redirect_dir_on_a_lower_directory_moves_with_its_contents() {
         [
             Outcome::Unit,
             Outcome::Listing(vec![
-                ("b".into(), FileType::File),
-                ("c".into(), FileType::Dir)
+                (NameBuf::from("b"), FileType::File),
+                (NameBuf::from("c"), FileType::Dir)
             ]),
             Outcome::Bytes(b"2".to_vec()),
             err(ErrorKind::NotFound),
@@ -564,7 +565,7 @@ fn with_redirect_dir_on_a_lower_directory_moves_with_its_contents() {
             Outcome::Unit,
             Outcome::Bytes(b"1".to_vec()),
             Outcome::Bytes(b"2".to_vec()),
-            Outcome::Listing(vec![("b".into(), FileType::File)]),
+            Outcome::Listing(vec![(NameBuf::from("b"), FileType::File)]),
         ]
     );
     // Before the commit, both uppers hold the same shape.
@@ -831,28 +832,28 @@ fn extended_attribute_name_rules() {
         // Checked by the upper filesystem after the copy-up: `a` merges.
         Op::SetXattr {
             path: path("a/a"),
-            name: path("user."),
+            name: String::from("user."),
             value: vec![],
         },
         Op::Metadata { path: path("a") },
         Op::SetXattr {
             path: path("b/a"),
-            name: path("foo.bar"),
+            name: String::from("foo.bar"),
             value: vec![],
         },
         Op::Metadata { path: path("b") },
         Op::GetXattr {
             path: path("a/a"),
-            name: path("user."),
+            name: String::from("user."),
         },
         Op::RemoveXattr {
             path: path("a/a"),
-            name: path("user.x"),
+            name: String::from("user.x"),
         },
         // `user.` on a symlink: refused before anything else.
         Op::SetXattr {
             path: path("/"),
-            name: path("user.x"),
+            name: String::from("user.x"),
             value: b"v".to_vec(),
         },
         Op::Symlink {
@@ -861,7 +862,7 @@ fn extended_attribute_name_rules() {
         },
         Op::RemoveXattr {
             path: path("b/b"),
-            name: path("user."),
+            name: String::from("user."),
         },
     ];
     let Some((outcomes, _overlay)) = kernel_case(&[lower], &ops) else {
@@ -935,7 +936,7 @@ fn commit_keeps_what_the_mount_shows() {
     assert_eq!(outcomes[7], Outcome::Unit);
     assert_eq!(
         outcomes[9],
-        Outcome::Listing(vec![("b".into(), FileType::File)])
+        Outcome::Listing(vec![(NameBuf::from("b"), FileType::File)])
     );
 }
 

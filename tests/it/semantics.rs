@@ -7,7 +7,7 @@ use std::sync::Arc;
 use layerstack::view::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode};
 use layerstack::{
     Entry, ErrorKind, FileType, Layer, LayerMut, LayerPath, LayerSource, MemLayer, MergedView,
-    Metadata, Timestamp, ViewOptions, layer::walk,
+    Metadata, NameBuf, Timestamp, ViewOptions, layer::walk,
 };
 
 fn stack(layers: Vec<MemLayer>) -> Vec<Arc<dyn Layer>> {
@@ -31,7 +31,7 @@ fn layer(build: impl FnOnce(&mut MemLayer) -> layerstack::Result<()>) -> MemLaye
     l
 }
 
-fn names(v: &MergedView, dir: &str) -> Vec<String> {
+fn names(v: &MergedView, dir: &str) -> Vec<NameBuf> {
     v.read_dir(dir)
         .unwrap()
         .into_iter()
@@ -61,7 +61,7 @@ fn upper(v: &MergedView) -> Vec<(String, String)> {
                 }
                 Entry::Node(n) => format!("{:?}", n.meta.file_type),
             };
-            (path.as_str().to_owned(), what)
+            (path.to_string(), what)
         })
         .collect()
 }
@@ -95,7 +95,7 @@ fn same_name_directories_merge_upper_first() {
         l.add_file("d/both", "bottom")
     });
     let v = view(vec![top, bottom]);
-    let listing: Vec<(String, LayerSource)> = v
+    let listing: Vec<(NameBuf, LayerSource)> = v
         .read_dir("d")
         .unwrap()
         .into_iter()
@@ -104,9 +104,9 @@ fn same_name_directories_merge_upper_first() {
     assert_eq!(
         listing,
         vec![
-            ("both".to_owned(), LayerSource::Lower(0)),
-            ("x".to_owned(), LayerSource::Lower(0)),
-            ("y".to_owned(), LayerSource::Lower(1)),
+            (NameBuf::from("both"), LayerSource::Lower(0)),
+            (NameBuf::from("x"), LayerSource::Lower(0)),
+            (NameBuf::from("y"), LayerSource::Lower(1)),
         ]
     );
     assert_eq!(v.read("d/both").unwrap(), "top");
@@ -436,7 +436,7 @@ fn rename_of_a_lower_directory_with_redirect_records_where_it_came_from() {
 fn a_lower_file_two_redirected_paths_show_is_two_objects() {
     let top = layer(|l| {
         l.add_dir("a")?;
-        l.set_redirect(&p("a"), Some("/b".to_owned()))
+        l.set_redirect(&p("a"), Some("/b".into()))
     });
     let base = layer(|l| {
         l.add_file("b/f", "x")?;
@@ -457,7 +457,7 @@ fn a_lower_file_two_redirected_paths_show_is_two_objects() {
         assert_eq!(names(&v, "a"), ["f", "g"], "{links:?}");
         assert_eq!(names(&v, "b"), ["g"], "{links:?}");
         assert_eq!(v.read("a/f").unwrap(), "x", "{links:?}");
-        let model_names = |dir: &str| -> Vec<String> {
+        let model_names = |dir: &str| -> Vec<NameBuf> {
             model
                 .read_dir(dir)
                 .unwrap()
@@ -613,7 +613,7 @@ fn more_than_forty_symlinks_is_eloop() {
         l.add_file("end", "ok")?;
         l.add_symlink("l0", "end")?;
         for i in 1..=40 {
-            l.add_symlink(&format!("l{i}"), &format!("l{}", i - 1))?;
+            l.add_symlink(format!("l{i}"), format!("l{}", i - 1))?;
         }
         Ok(())
     });
@@ -720,7 +720,7 @@ fn commit_freezes_the_upper_and_starts_an_empty_one() {
 #[test]
 fn five_hundred_layers_resolve() {
     let layers: Vec<MemLayer> = (0..500)
-        .map(|i| layer(|l| l.add_file(&format!("d/f{i}"), i.to_string())))
+        .map(|i| layer(|l| l.add_file(format!("d/f{i}"), i.to_string())))
         .collect();
     let v = view(layers);
     assert_eq!(v.read_dir("d").unwrap().len(), 500);
@@ -911,4 +911,111 @@ fn stat_shortcuts_follow_every_change() {
     v.commit().unwrap();
     assert_eq!(v.metadata("e/h").unwrap().ino, ino);
     assert_eq!(mode("x/b/f").unwrap(), 0o644);
+}
+
+/// "привет" in KOI8-R and "日本" in EUC-JP: names real images hold, not
+/// UTF-8.
+const KOI8R: &[u8] = b"\xd0\xd2\xc9\xd7\xc5\xd4";
+const EUCJP: &[u8] = b"\xc6\xfc\xcb\xdc";
+
+#[cfg(feature = "proptest")]
+#[test]
+fn a_view_over_names_in_legacy_encodings_matches_the_model() {
+    use layerstack::testing::{Op, check_model_vs_view};
+    /// "café" in Latin-1 and "привет" in CP866.
+    const LATIN1: &[u8] = b"caf\xe9";
+    const CP866: &[u8] = b"\xaf\xe0\xa8\xa2\xa5\xe2";
+    fn slash(parts: &[&[u8]]) -> NameBuf {
+        NameBuf::from(parts.join(&b'/'))
+    }
+    let mut bottom = MemLayer::new();
+    bottom
+        .add_file(slash(&[KOI8R, LATIN1]), "koi8-r/latin-1")
+        .unwrap();
+    bottom.add_file(slash(&[EUCJP, CP866]), "cp866").unwrap();
+    bottom.add_file(slash(&[EUCJP, KOI8R]), "koi8-r").unwrap();
+    bottom
+        .add_symlink(b"link", slash(&[KOI8R, LATIN1]))
+        .unwrap();
+    let mut top = MemLayer::new();
+    top.add_whiteout(slash(&[EUCJP, CP866])).unwrap();
+    top.add_file(slash(&[EUCJP, LATIN1]), "top").unwrap();
+    top.add_symlink(CP866, slash(&[b"..".as_slice(), EUCJP]))
+        .unwrap();
+
+    let v = view(vec![top.clone(), bottom.clone()]);
+    assert_eq!(&v.read(b"link").unwrap()[..], b"koi8-r/latin-1");
+    let listed: Vec<NameBuf> = v
+        .read_dir(EUCJP)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    // In byte order: `c` (0x63) before the KOI8-R 0xd0.
+    assert_eq!(listed, [NameBuf::from(LATIN1), NameBuf::from(KOI8R)]);
+    assert_eq!(
+        v.read_link(CP866).unwrap(),
+        slash(&[b"..".as_slice(), EUCJP])
+    );
+    // Through a symlink whose target is not UTF-8 either.
+    assert_eq!(&v.read(slash(&[CP866, LATIN1])).unwrap()[..], b"top");
+    assert_eq!(
+        v.read(slash(&[EUCJP, CP866])).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    v.rename(slash(&[KOI8R, LATIN1]), slash(&[EUCJP, CP866]))
+        .unwrap();
+    assert_eq!(
+        &v.read(slash(&[EUCJP, CP866])).unwrap()[..],
+        b"koi8-r/latin-1"
+    );
+
+    let ops = vec![
+        Op::Read {
+            path: "link".into(),
+        },
+        Op::ReadDir { path: EUCJP.into() },
+        Op::ReadLink { path: CP866.into() },
+        Op::Rename {
+            from: slash(&[KOI8R, LATIN1]),
+            to: slash(&[EUCJP, CP866]),
+            mode: RenameMode::Replace,
+        },
+        Op::Symlink {
+            target: slash(&[b"/".as_slice(), LATIN1]),
+            link: slash(&[KOI8R, EUCJP]),
+        },
+        Op::Write {
+            path: slash(&[KOI8R, EUCJP]),
+            data: b"through a dangling link".to_vec(),
+        },
+        Op::RemoveDir { path: KOI8R.into() },
+        Op::Commit,
+        Op::RemoveFile {
+            path: slash(&[EUCJP, KOI8R]),
+        },
+        Op::CreateDirAll {
+            path: slash(&[CP866, KOI8R, LATIN1]),
+        },
+        Op::ReadDir { path: "/".into() },
+    ];
+    check_model_vs_view(&[top, bottom], &ops, ViewOptions::default()).unwrap();
+}
+
+#[test]
+fn an_error_shows_a_name_that_is_not_utf8_escaped_and_keeps_its_bytes() {
+    let v = view(vec![]);
+    let err = v.read(b"caf\xe9/\x1b[0m").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.path().as_bytes(), b"caf\xe9/\x1b[0m");
+    assert_eq!(
+        err.to_string(),
+        "failed to read `caf\\351/\\033[0m`: no such file or directory"
+    );
+    let err = v.rename(KOI8R, EUCJP).unwrap_err();
+    assert_eq!(err.second_path().map(|p| p.as_bytes()), Some(EUCJP));
+    assert_eq!(
+        err.to_string(),
+        "failed to rename `\\320\\322\\311\\327\\305\\324`: no such file or directory"
+    );
 }

@@ -73,7 +73,7 @@ use crate::fs::node::{self, FdMeta, Steps};
 use crate::layer::overlay::{Opaque, OverlayAttr, is_whiteout_device};
 use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, Name, NameBuf};
 
 pub use crate::layer::overlay::OverlayXattrs;
 
@@ -355,7 +355,7 @@ impl DirLayer {
     }
 
     fn err(&self, e: Errno, path: &LayerPath) -> Error {
-        errno_error(e, Operation::Layer, path.as_str()).with_layer(self.path.as_str())
+        errno_error(e, Operation::Layer, path.as_name()).with_layer(self.path.as_str())
     }
 
     /// Opens `path` beneath the root without following any symlink.
@@ -364,15 +364,18 @@ impl DirLayer {
     }
 
     /// The parent directory of `path` (an `O_PATH` descriptor) and the name.
-    fn parent<'p>(&self, path: &'p LayerPath) -> rustix::io::Result<(OwnedFd, &'p str)> {
+    fn parent<'p>(&self, path: &'p LayerPath) -> rustix::io::Result<(OwnedFd, &'p [u8])> {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(Errno::BUSY);
         };
         let fd = self.open_beneath(&parent, OFlags::PATH | OFlags::DIRECTORY)?;
-        Ok((fd, name))
+        Ok((fd, name.as_bytes()))
     }
 
-    fn statx_at(dir: &OwnedFd, name: &str) -> rustix::io::Result<rustix::fs::Statx> {
+    fn statx_at(
+        dir: &OwnedFd,
+        name: impl rustix::path::Arg,
+    ) -> rustix::io::Result<rustix::fs::Statx> {
         rustix::fs::statx(
             dir,
             name,

@@ -50,7 +50,7 @@ impl DirLayer {
             file_type == FileType::File && self.overlay_attr(&raw, OverlayAttr::Metacopy).is_some();
         let redirect = if file_type.is_dir() || metacopy {
             self.overlay_attr(&raw, OverlayAttr::Redirect)
-                .and_then(|r| String::from_utf8(r).ok())
+                .map(NameBuf::from)
         } else {
             None
         };
@@ -96,9 +96,7 @@ impl DirLayer {
             if raw_name == b"." || raw_name == b".." {
                 continue;
             }
-            let Ok(name) = std::str::from_utf8(raw_name) else {
-                return Err(Errno::ILSEQ);
-            };
+            let name = raw_name;
             // The type from the directory entry is enough, except where a
             // whiteout may hide (a character device, an empty file in an
             // opaque=x directory) or the filesystem does not say.
@@ -112,7 +110,7 @@ impl DirLayer {
                 _ => None,
             };
             if let Some(file_type) = from_dirent {
-                entries.push((name.to_owned(), EntryKind::Node(file_type)));
+                entries.push((NameBuf::from(name), EntryKind::Node(file_type)));
                 continue;
             }
             let st = Self::statx_at(&fd, name)?;
@@ -130,7 +128,7 @@ impl DirLayer {
             } else {
                 EntryKind::Node(file_type)
             };
-            entries.push((name.to_owned(), kind));
+            entries.push((NameBuf::from(name), kind));
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(DirListing {
@@ -182,7 +180,7 @@ impl DirLayer {
                 return Err(if metacopy {
                     self.err(Errno::INVAL, path)
                 } else {
-                    Error::new(ErrorKind::NotPermitted, Operation::Layer, path.as_str())
+                    Error::new(ErrorKind::NotPermitted, Operation::Layer, path.as_name())
                         .with_layer(self.path.as_str())
                         .with_detail(METACOPY_DATA)
                 });
@@ -228,9 +226,6 @@ impl Layer for DirLayer {
                 Ok(Some(Entry::Node(_))) => self.err(Errno::NOTDIR, path),
                 _ => self.err(Errno::NOENT, path),
             },
-            Errno::ILSEQ => Error::new(ErrorKind::InvalidInput, Operation::Layer, path.as_str())
-                .with_layer(self.path.as_str())
-                .with_detail("the directory holds a name that is not UTF-8"),
             e => self.err(e, path),
         })
     }
@@ -258,7 +253,7 @@ impl Layer for DirLayer {
         Ok(buf.freeze())
     }
 
-    fn read_link(&self, path: &LayerPath) -> Result<String> {
+    fn read_link(&self, path: &LayerPath) -> Result<NameBuf> {
         if path.is_root() {
             return Err(self.err(Errno::INVAL, path));
         }
@@ -273,11 +268,7 @@ impl Layer for DirLayer {
             }
             _ => self.err(Errno::INVAL, path),
         })?;
-        target.into_string().map_err(|_| {
-            Error::new(ErrorKind::InvalidInput, Operation::Layer, path.as_str())
-                .with_layer(self.path.as_str())
-                .with_detail("the symlink target is not UTF-8")
-        })
+        Ok(NameBuf::from(target.into_bytes()))
     }
 
     fn describe(&self) -> String {

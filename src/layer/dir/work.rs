@@ -21,7 +21,7 @@ pub(super) struct Work {
 impl DirLayer {
     pub(super) fn work(&self, path: &LayerPath) -> Result<&Work> {
         self.work.as_ref().ok_or_else(|| {
-            Error::new(ErrorKind::ReadOnly, Operation::Layer, path.as_str())
+            Error::new(ErrorKind::ReadOnly, Operation::Layer, path.as_name())
                 .with_layer(self.path.as_str())
         })
     }
@@ -36,7 +36,7 @@ impl DirLayer {
 
     /// What is at `name` in `dir`: `None`, a whiteout, a directory (with
     /// whether it has entries), or another object.
-    pub(super) fn target_state(&self, dir: &OwnedFd, name: &str) -> rustix::io::Result<Target> {
+    pub(super) fn target_state(&self, dir: &OwnedFd, name: &[u8]) -> rustix::io::Result<Target> {
         let st = match Self::statx_at(dir, name) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(Target::Missing),
@@ -83,7 +83,7 @@ impl DirLayer {
         work: &Work,
         tmp: &str,
         dir: &OwnedFd,
-        name: &str,
+        name: &[u8],
     ) -> rustix::io::Result<()> {
         let tmp_is_dir = Self::statx_at(&work.fd, tmp)
             .map(|st| FileType::from_mode(u32::from(st.stx_mode)) == Some(FileType::Dir))?;
@@ -123,7 +123,7 @@ impl DirLayer {
         let tmp = Self::temp_name(work);
         let result = (|| {
             make(work, &tmp)?;
-            self.apply_meta(&work.fd, &tmp, meta)?;
+            self.apply_meta(&work.fd, tmp.as_bytes(), meta)?;
             self.keeping_times(&[&dir], || self.install(work, &tmp, &dir, name))
         })();
         if result.is_err() {
@@ -180,7 +180,7 @@ impl DirLayer {
         work: &Work,
         fd: &OwnedFd,
         dir: &OwnedFd,
-        name: &str,
+        name: &[u8],
     ) -> rustix::io::Result<()> {
         let times = dir_times(dir)?;
         match link_fd(fd, dir, name) {
@@ -194,7 +194,7 @@ impl DirLayer {
             return Err(Errno::EXIST);
         }
         let tmp = Self::temp_name(work);
-        link_fd(fd, &work.fd, &tmp)?;
+        link_fd(fd, &work.fd, tmp.as_bytes())?;
         let result = self.keeping_times(&[dir], || self.install(work, &tmp, dir, name));
         if result.is_err() {
             let _ = sys::unlinkat(&work.fd, &tmp, AtFlags::empty());
@@ -266,7 +266,7 @@ pub(super) enum Target {
 /// Gives the anonymous file `fd` (`O_TMPFILE`) the name `name` in `dir`:
 /// by the descriptor itself (`AT_EMPTY_PATH`, Linux 6.10 for a file one
 /// opened, else `CAP_DAC_READ_SEARCH`), or through `/proc/self/fd`.
-pub(super) fn link_fd(fd: &OwnedFd, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+pub(super) fn link_fd(fd: &OwnedFd, dir: &OwnedFd, name: &[u8]) -> rustix::io::Result<()> {
     match sys::linkat(fd, "", dir, name, AtFlags::EMPTY_PATH) {
         Err(Errno::NOENT) => sys::linkat(fd, proc_path(fd), dir, name, AtFlags::SYMLINK_FOLLOW),
         other => other,

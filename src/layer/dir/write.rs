@@ -14,7 +14,7 @@ impl DirLayer {
     pub(super) fn apply_meta(
         &self,
         dir: &OwnedFd,
-        name: &str,
+        name: &[u8],
         meta: &Metadata,
     ) -> rustix::io::Result<()> {
         let obj = open_o_path(dir, name)?;
@@ -120,7 +120,7 @@ impl DirLayer {
 
     /// Makes `name` in `dir` an empty directory marked opaque (in the work
     /// directory, before it is moved into place).
-    pub(super) fn mkdir_opaque(&self, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+    pub(super) fn mkdir_opaque(&self, dir: &OwnedFd, name: &[u8]) -> rustix::io::Result<()> {
         sys::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
         let fd = rustix::fs::openat(
             dir,
@@ -196,7 +196,7 @@ impl LayerMut for DirLayer {
                 sys::mkdirat(&work.fd, tmp, Mode::from_raw_mode(0o700))
             }),
             Content::Symlink(target) => self.create_via_work(path, meta, |work, tmp| {
-                sys::symlinkat(target.as_str(), &work.fd, tmp)
+                sys::symlinkat(target.as_bytes(), &work.fd, tmp)
             }),
             Content::Special => self.create_via_work(path, meta, |work, tmp| {
                 node::make_special(Steps::Counted, &work.fd, tmp, meta)
@@ -206,7 +206,9 @@ impl LayerMut for DirLayer {
 
     fn create_opaque_dir(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
         // Marked in the work directory, then exchanged with the whiteout.
-        self.create_via_work(path, meta, |work, tmp| self.mkdir_opaque(&work.fd, tmp))
+        self.create_via_work(path, meta, |work, tmp| {
+            self.mkdir_opaque(&work.fd, tmp.as_bytes())
+        })
     }
 
     fn copy_file(
@@ -368,8 +370,8 @@ impl LayerMut for DirLayer {
         // An empty opaque twin is made in the work directory and swapped in;
         // the old directory, whiteouts and all, is then removed there.
         let result = (|| {
-            self.mkdir_opaque(&work.fd, &tmp)?;
-            self.apply_meta(&work.fd, &tmp, &node.meta)?;
+            self.mkdir_opaque(&work.fd, tmp.as_bytes())?;
+            self.apply_meta(&work.fd, tmp.as_bytes(), &node.meta)?;
             self.keeping_times(&[&dir], || {
                 sys::renameat_with(&work.fd, &tmp, &dir, name, RenameFlags::EXCHANGE)
             })
@@ -388,7 +390,7 @@ impl LayerMut for DirLayer {
             .map_err(|e| self.err(e, path))
     }
 
-    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<String>) -> Result<()> {
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<NameBuf>) -> Result<()> {
         self.work(path)?;
         let fd = self
             .open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)
@@ -396,7 +398,7 @@ impl LayerMut for DirLayer {
         self.set_overlay_attr(
             &fd,
             OverlayAttr::Redirect,
-            redirect.as_deref().map(str::as_bytes),
+            redirect.as_deref().map(Name::as_bytes),
         )
         .map_err(|e| self.err(e, path))
     }

@@ -125,21 +125,38 @@ fn opaque_values() {
 
 #[test]
 fn redirects_parse_as_the_kernel_follows_them() {
-    assert_eq!(Redirect::parse("b"), Redirect::Name("b".into()));
-    assert_eq!(Redirect::parse(".wh.b"), Redirect::Name(".wh.b".into()));
+    assert_eq!(Redirect::parse(b"b"), Redirect::Name("b".into()));
+    assert_eq!(Redirect::parse(b".wh.b"), Redirect::Name(".wh.b".into()));
     assert_eq!(
-        Redirect::parse("/a/b"),
+        Redirect::parse(b"/a/b"),
         Redirect::Absolute(LayerPath::new("a/b").unwrap())
     );
-    assert_eq!(Redirect::parse("/"), Redirect::Absolute(LayerPath::root()));
+    assert_eq!(Redirect::parse(b"/"), Redirect::Absolute(LayerPath::root()));
     for ignored in ["", ".", "..", "a/b", "a/"] {
-        assert_eq!(Redirect::parse(ignored), Redirect::Ignored, "{ignored:?}");
+        assert_eq!(
+            Redirect::parse(ignored.as_bytes()),
+            Redirect::Ignored,
+            "{ignored:?}"
+        );
     }
     for invalid in ["/a/../b", "//a", "/a/", "/./a", "/a\0b"] {
-        assert_eq!(Redirect::parse(invalid), Redirect::Invalid, "{invalid:?}");
+        assert_eq!(
+            Redirect::parse(invalid.as_bytes()),
+            Redirect::Invalid,
+            "{invalid:?}"
+        );
     }
-    assert!(Redirect::parse("/a").is_absolute());
-    assert!(Redirect::parse("/..").is_absolute());
-    assert!(!Redirect::parse("a").is_absolute());
-    assert!(!Redirect::parse("a/b").is_absolute());
+    assert!(Redirect::parse(b"/a").is_absolute());
+    assert!(Redirect::parse(b"/..").is_absolute());
+    assert!(!Redirect::parse(b"a").is_absolute());
+    assert!(!Redirect::parse(b"a/b").is_absolute());
+    // A redirect is a path: bytes, as the kernel stores them.
+    assert_eq!(
+        Redirect::parse(b"caf\xe9"),
+        Redirect::Name(b"caf\xe9".as_slice().into())
+    );
+    assert_eq!(
+        Redirect::parse(b"/d/\xd0\xd2"),
+        Redirect::Absolute(LayerPath::new(b"d/\xd0\xd2").unwrap())
+    );
 }

@@ -201,7 +201,7 @@ fn report_redirected(
     let mut todo = vec![dir.clone()];
     while let Some(d) = todo.pop() {
         out.insert(d.clone(), ChangeKind::Added);
-        for e in view.read_dir(d.as_str())? {
+        for e in view.read_dir(d.as_name())? {
             let path = d.join(&e.name)?;
             if e.file_type.is_dir() {
                 todo.push(path);

@@ -3,7 +3,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, StatxFlags};
 use rustix::io::Errno;
 
@@ -17,7 +17,7 @@ use crate::layer::overlay::is_bookkeeping_xattr;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::oci::apply::rootless::{Identity, RootlessMap};
 use crate::oci::tar::whiteout::is_reserved;
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf};
 use crate::spill::Spill;
 use crate::view::MergedView;
 
@@ -31,8 +31,8 @@ const CHUNK: usize = 1 << 20;
 ///
 /// # Errors
 /// Errors reading `dir` or `base`, each naming the path on disk;
-/// `ENOTDIR` if `dir` is a symlink; `EINVAL` for a name that is not
-/// UTF-8 or starts with `.wh.`; `EOPNOTSUPP` for a socket; `EIO` if `/proc`
+/// `ENOTDIR` if `dir` is a symlink; `EINVAL` for a name that starts
+/// with `.wh.`; `EOPNOTSUPP` for a socket; `EIO` if `/proc`
 /// is not a procfs; errors writing the spill file (`ENOSPC`, say).
 ///
 /// A directory compared with an image: the changeset that turns what the
@@ -87,8 +87,9 @@ const CHUNK: usize = 1 << 20;
 /// descriptor and, for files and directories, reopened through
 /// `/proc/self/fd` (so what is read is exactly the object that was
 /// stated). Symlinks are read with `readlinkat`, never followed; fifos and
-/// devices are never opened. Names that are not UTF-8 and names starting
-/// with `.wh.` (reserved for whiteouts in a layer tar) are refused.
+/// devices are never opened. Names and symlink targets are kept as the
+/// bytes they are (UTF-8 or not); names starting with `.wh.` (reserved for
+/// whiteouts in a layer tar) are refused.
 ///
 /// # Limitations
 ///
@@ -280,7 +281,7 @@ enum What {
     Dir,
     /// A regular file; its contents when they differ from the base's.
     File(Option<FileData>),
-    Symlink(String),
+    Symlink(NameBuf),
     Special,
     Whiteout,
 }
@@ -306,16 +307,18 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    fn disk_path(&self, path: &LayerPath) -> Utf8PathBuf {
-        if path.is_root() {
-            self.dir.to_owned()
-        } else {
-            self.dir.join(path.as_str())
+    /// The path on disk, for messages (its names are any bytes).
+    fn disk_path(&self, path: &LayerPath) -> NameBuf {
+        let mut disk = self.dir.as_str().as_bytes().to_vec();
+        if !path.is_root() {
+            disk.push(b'/');
+            disk.extend_from_slice(path.as_bytes());
         }
+        NameBuf::from(disk)
     }
 
     fn fail(&self, e: Errno, op: Operation, path: &LayerPath) -> Error {
-        errno_error(e, op, self.disk_path(path).as_str())
+        errno_error(e, op, self.disk_path(path))
     }
 
     /// The metadata of the object `fd` (any kind of descriptor), with the
@@ -373,15 +376,18 @@ impl Scan<'_> {
         &mut self,
         dir: &LayerPath,
         dir_id: Identity,
-        names: &[String],
+        names: &[NameBuf],
         base_is_dir: bool,
-    ) -> Result<BTreeSet<String>> {
+    ) -> Result<BTreeSet<NameBuf>> {
         let mut added = BTreeSet::new();
         let Some(map) = self.map else {
             return Ok(added);
         };
         for (name, meta, link) in map.absent_in(dir, dir_id) {
-            if names.binary_search_by(|n| n.as_str().cmp(name)).is_ok() {
+            if names
+                .binary_search_by(|n| n.as_bytes().cmp(name.as_bytes()))
+                .is_ok()
+            {
                 continue;
             }
             let path = dir.join(name)?;
@@ -415,7 +421,7 @@ impl Scan<'_> {
     /// What the base shows at `path`, if anything (a final symlink is not
     /// followed; its parents are directories of the base).
     fn base_meta(&self, path: &LayerPath) -> Result<Option<Metadata>> {
-        match self.base.symlink_metadata(path.as_str()) {
+        match self.base.symlink_metadata(path.as_name()) {
             Ok(meta) => Ok(Some(meta)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -466,7 +472,11 @@ impl Scan<'_> {
             };
             let kept = self.add_kept_absent(&path, dir_id, &names, base_is_dir)?;
             if base_is_dir {
-                let at = if path.is_root() { "/" } else { path.as_str() };
+                let at: &[u8] = if path.is_root() {
+                    b"/"
+                } else {
+                    path.as_bytes()
+                };
                 for entry in self.base.read_dir(at)? {
                     if names.binary_search(&entry.name).is_err() && !kept.contains(&entry.name) {
                         let gone = path.join(&entry.name)?;
@@ -486,6 +496,7 @@ impl Scan<'_> {
             }
             for name in &names {
                 let child = path.join(name)?;
+                // The prefix is ASCII: the lossy text keeps it exactly.
                 if is_reserved(name) {
                     return Err(Error::new(
                         ErrorKind::InvalidInput,
@@ -501,7 +512,7 @@ impl Scan<'_> {
                 } else {
                     None
                 };
-                if let Some(sub) = self.visit(&fd, name, &child, before)? {
+                if let Some(sub) = self.visit(&fd, name.as_bytes(), &child, before)? {
                     todo.push(sub);
                 }
             }
@@ -510,7 +521,7 @@ impl Scan<'_> {
     }
 
     /// The names in directory `fd`, sorted.
-    fn names(&self, fd: &OwnedFd, path: &LayerPath) -> Result<Vec<String>> {
+    fn names(&self, fd: &OwnedFd, path: &LayerPath) -> Result<Vec<NameBuf>> {
         let fail = |e| self.fail(e, Operation::ReadDir, path);
         let mut dir = rustix::fs::Dir::read_from(fd).map_err(fail)?;
         let mut names = Vec::new();
@@ -520,18 +531,7 @@ impl Scan<'_> {
             if raw == b"." || raw == b".." {
                 continue;
             }
-            let Ok(name) = std::str::from_utf8(raw) else {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    Operation::ReadDir,
-                    self.disk_path(path),
-                )
-                .with_detail(format!(
-                    "the name {:?} is not UTF-8",
-                    String::from_utf8_lossy(raw)
-                )));
-            };
-            names.push(name.to_owned());
+            names.push(NameBuf::from(raw));
         }
         names.sort();
         Ok(names)
@@ -543,7 +543,7 @@ impl Scan<'_> {
     fn visit(
         &mut self,
         parent: &OwnedFd,
-        name: &str,
+        name: &[u8],
         path: &LayerPath,
         before: Option<Metadata>,
     ) -> Result<Option<PendingDir>> {
@@ -607,16 +607,8 @@ impl Scan<'_> {
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(&obj, "", Vec::new())
                     .map_err(|e| self.fail(e, Operation::ReadLink, path))?;
-                let target = target.into_string().map_err(|_| {
-                    Error::new(
-                        ErrorKind::InvalidInput,
-                        Operation::ReadLink,
-                        self.disk_path(path),
-                    )
-                    .with_detail("the symlink's target is not UTF-8")
-                })?;
-                let same_target =
-                    same_attrs && self.base.read_link(path.as_str())?.as_str() == target.as_str();
+                let target = NameBuf::from(target.into_bytes());
+                let same_target = same_attrs && self.base.read_link(path.as_name())? == target;
                 (What::Symlink(target), !same_target)
             }
             FileType::Socket => {
@@ -662,7 +654,7 @@ impl Scan<'_> {
                 if n == 0 {
                     break;
                 }
-                let theirs = self.base.read_at(path.as_str(), offset, n)?;
+                let theirs = self.base.read_at(path.as_name(), offset, n)?;
                 if theirs[..] != buf[..n] {
                     same = false;
                     break;
@@ -786,7 +778,7 @@ impl Scan<'_> {
                         Some(data) => data,
                         // Unchanged contents: the base's, copied in pieces.
                         None => FileData::read_from(
-                            |offset| self.base.read_at(path.as_str(), offset, CHUNK),
+                            |offset| self.base.read_at(path.as_name(), offset, CHUNK),
                             self.spill,
                         )?,
                     };

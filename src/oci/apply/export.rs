@@ -11,8 +11,8 @@ use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, major, minor};
 use crate::oci::image::digest::{Digest, DigestWriter};
 use crate::oci::tar::compress::{Compression, Compressor};
 use crate::oci::tar::header::{BLOCK, HeaderSpec, build_header, normalised, pax_header};
-use crate::oci::tar::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_reserved};
-use crate::path::LayerPath;
+use crate::oci::tar::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_reserved, whiteout_name};
+use crate::path::{LayerPath, Name, PathLike};
 use crate::view::{LayerSource, MergedView};
 
 /// How [`export_layer`] writes a layer.
@@ -322,15 +322,15 @@ impl<W: Write> Exporter<'_, W> {
         let listing = self
             .layer
             .read_dir(dir)
-            .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_str()))?;
-        let mut children: Vec<(String, LayerPath)> = Vec::with_capacity(listing.entries.len());
+            .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_name()))?;
+        let mut children: Vec<(Vec<u8>, LayerPath)> = Vec::with_capacity(listing.entries.len());
         for (name, kind) in listing.entries {
             let path = dir
                 .join(&name)
-                .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_str()))?;
+                .map_err(|e| e.reframe(Operation::ExportLayer, dir.as_name()))?;
             let key = match kind {
-                EntryKind::Whiteout => format!("{WHITEOUT_PREFIX}{name}"),
-                EntryKind::Node(_) => name,
+                EntryKind::Whiteout => [WHITEOUT_PREFIX.as_bytes(), name.as_bytes()].concat(),
+                EntryKind::Node(_) => name.into_bytes(),
             };
             children.push((key, path));
         }
@@ -343,14 +343,13 @@ impl<W: Write> Exporter<'_, W> {
         let entry = self
             .layer
             .lookup(path)
-            .map_err(|e| e.reframe(Operation::ExportLayer, path.as_str()))?;
+            .map_err(|e| e.reframe(Operation::ExportLayer, path.as_name()))?;
         check_name(path)?;
         match entry {
             // Listed but gone: the layer changed while listed.
             None => Ok(()),
             Some(Entry::Whiteout) => {
-                let name = path.file_name().unwrap_or_default();
-                let marker = format!("{WHITEOUT_PREFIX}{name}");
+                let marker = whiteout_name(path.file_name().unwrap_or_default());
                 self.write_marker(&marker, &path.parent().unwrap_or_default())
             }
             Some(Entry::Node(node)) if node.meta.is_dir() => {
@@ -387,7 +386,7 @@ impl<W: Write> Exporter<'_, W> {
                 lowers.push(Arc::clone(self.layer));
                 lowers.extend(self.below.iter().cloned());
                 MergedView::new(lowers, MemLayer::new())
-                    .map_err(|e| e.reframe(Operation::ExportLayer, path.as_str()))?
+                    .map_err(|e| e.reframe(Operation::ExportLayer, path.as_name()))?
             }
         };
         Ok(self.view.insert(view))
@@ -395,8 +394,8 @@ impl<W: Write> Exporter<'_, W> {
 
     /// Pushes the children of `dir` as the merged view shows them.
     fn push_merged_children(&mut self, dir: &LayerPath, todo: &mut Vec<Item>) -> Result<()> {
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, dir.as_str());
-        let mut entries = self.view(dir)?.read_dir(dir.as_str()).map_err(reframe)?;
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, dir.as_name());
+        let mut entries = self.view(dir)?.read_dir(dir.as_name()).map_err(reframe)?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut children = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -416,10 +415,10 @@ impl<W: Write> Exporter<'_, W> {
         todo: &mut Vec<Item>,
     ) -> Result<()> {
         check_name(path)?;
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_str());
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_name());
         let meta = self
             .view(path)?
-            .symlink_metadata(path.as_str())
+            .symlink_metadata(path.as_name())
             .map_err(reframe)?;
         // An object of `layer` itself is keyed by its inode number in the
         // layer, so that it links with its names outside the directory.
@@ -446,12 +445,13 @@ impl<W: Write> Exporter<'_, W> {
     }
 
     /// Writes an empty whiteout or opaque marker named `name` in `dir`.
-    fn write_marker(&mut self, name: &str, dir: &LayerPath) -> Result<()> {
+    fn write_marker(&mut self, name: impl PathLike, dir: &LayerPath) -> Result<()> {
+        let name = name.path_bytes();
         let mut tar_name = tar_name(dir, false);
         if !dir.is_root() {
             tar_name.push(b'/');
         }
-        tar_name.extend_from_slice(name.as_bytes());
+        tar_name.extend_from_slice(name);
         let spec = HeaderSpec {
             name: &tar_name,
             entry_type: EntryType::Regular,
@@ -465,10 +465,13 @@ impl<W: Write> Exporter<'_, W> {
             xattrs: None,
         };
         // The error names the deleted path (or the opaque directory).
-        let error_path = if name == OPAQUE_MARKER {
+        let error_path = if name == OPAQUE_MARKER.as_bytes() {
             dir.clone()
         } else {
-            dir.join_unchecked(name.strip_prefix(WHITEOUT_PREFIX).unwrap_or(name))
+            dir.join_unchecked(Name::new(
+                name.strip_prefix(WHITEOUT_PREFIX.as_bytes())
+                    .unwrap_or(name),
+            ))
         };
         self.write_header(&spec, &error_path)
     }
@@ -482,7 +485,7 @@ impl<W: Write> Exporter<'_, W> {
         key: LinkKey,
         source: Source,
     ) -> Result<()> {
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_str());
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_name());
         let file_type = meta.file_type;
         let tar_name = tar_name(path, file_type.is_dir());
         let mtime = self.clamped(meta.mtime);
@@ -532,9 +535,8 @@ impl<W: Write> Exporter<'_, W> {
                     Source::Layer => self.layer.read_link(path).map_err(reframe)?,
                     Source::View => self
                         .view(path)?
-                        .read_link(path.as_str())
-                        .map_err(reframe)?
-                        .into_string(),
+                        .read_link(path.as_name())
+                        .map_err(reframe)?,
                 };
                 spec.entry_type = EntryType::Symlink;
                 spec.link = Some(target.as_bytes());
@@ -556,7 +558,7 @@ impl<W: Write> Exporter<'_, W> {
             FileType::Socket => Err(Error::new(
                 ErrorKind::Unsupported,
                 Operation::ExportLayer,
-                path.as_str(),
+                path.as_name(),
             )
             .with_detail("a socket cannot be stored in a tar")),
         }
@@ -570,7 +572,7 @@ impl<W: Write> Exporter<'_, W> {
     /// without a read more per file. A read that returns fewer bytes than
     /// asked is the end of the file, as [`Layer::read_at`] promises.
     fn write_data(&mut self, path: &LayerPath, size: u64, source: Source) -> Result<()> {
-        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_str());
+        let reframe = |e: Error| e.reframe(Operation::ExportLayer, path.as_name());
         let mut offset = 0u64;
         loop {
             let left = size - offset;
@@ -582,7 +584,7 @@ impl<W: Write> Exporter<'_, W> {
                 Source::Layer => self.layer.read_at(path, offset, ask).map_err(reframe)?,
                 Source::View => self
                     .view(path)?
-                    .read_at(path.as_str(), offset, ask)
+                    .read_at(path.as_name(), offset, ask)
                     .map_err(reframe)?,
             };
             let len = chunk.len() as u64;
@@ -620,7 +622,11 @@ impl<W: Write> Exporter<'_, W> {
     }
 
     fn write_all(&mut self, bytes: &[u8], path: &LayerPath) -> Result<()> {
-        let shown = if path.is_root() { "/" } else { path.as_str() };
+        let shown: &[u8] = if path.is_root() {
+            b"/"
+        } else {
+            path.as_bytes()
+        };
         self.tar
             .write_all(bytes)
             .map_err(|e| Error::from_io(&e, Operation::ExportLayer, shown))
@@ -629,8 +635,7 @@ impl<W: Write> Exporter<'_, W> {
 
 /// The bytes of `path` as a tar name (a directory's ends in `/`).
 fn tar_name(path: &LayerPath, dir: bool) -> Vec<u8> {
-    // Issue 14: the bytes of the path once the core's names are bytes.
-    let mut name = path.as_str().as_bytes().to_vec();
+    let mut name = path.as_bytes().to_vec();
     if dir {
         name.push(b'/');
     }
@@ -638,7 +643,7 @@ fn tar_name(path: &LayerPath, dir: bool) -> Vec<u8> {
 }
 
 fn changed_size(path: &LayerPath, size: u64) -> Error {
-    Error::new(ErrorKind::Io, Operation::ExportLayer, path.as_str()).with_detail(format!(
+    Error::new(ErrorKind::Io, Operation::ExportLayer, path.as_name()).with_detail(format!(
         "the file's data does not match its size of {size} bytes (changed while exported?)"
     ))
 }
@@ -649,7 +654,7 @@ fn check_name(path: &LayerPath) -> Result<()> {
         Some(name) if is_reserved(name) => Err(Error::new(
             ErrorKind::InvalidInput,
             Operation::ExportLayer,
-            path.as_str(),
+            path.as_name(),
         )
         .with_detail("name is reserved by the OCI whiteout encoding")),
         _ => Ok(()),
@@ -908,8 +913,8 @@ mod tests {
         l.add_special("run/fifo", Metadata::new(FileType::Fifo).with_mode(0o600))
             .unwrap();
 
-        l.add_file(&long_file(), "long").unwrap();
-        l.add_symlink("link-long", &long_target()).unwrap();
+        l.add_file(long_file(), "long").unwrap();
+        l.add_symlink("link-long", long_target()).unwrap();
         l.add_file_with(
             "owned",
             "",
@@ -1204,7 +1209,7 @@ mod tests {
             self.reads.lock().unwrap().push((offset, len));
             self.layer.read_at(path, offset, len)
         }
-        fn read_link(&self, path: &LayerPath) -> Result<String> {
+        fn read_link(&self, path: &LayerPath) -> Result<crate::NameBuf> {
             self.layer.read_link(path)
         }
     }
@@ -1337,7 +1342,7 @@ mod tests {
         fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<bytes::Bytes> {
             self.layer.read_at(path, offset, len)
         }
-        fn read_link(&self, path: &LayerPath) -> Result<String> {
+        fn read_link(&self, path: &LayerPath) -> Result<crate::NameBuf> {
             self.layer.read_link(path)
         }
     }

@@ -22,7 +22,7 @@ use crate::oci::apply::import::{Counts, ImportOptions, Policy};
 use crate::oci::image::digest::{Digest, DigestReader};
 use crate::oci::tar::compress::Decompressor;
 use crate::oci::tar::read::{Limits, TarEntry, TarKind, TarReader};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, Name, NameBuf, PathLike};
 
 /// Who owns what is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -525,7 +525,7 @@ where
         batch.push(Item::Entry(Box::new(entry)))?;
         let mut left = size;
         while left > 0 {
-            let (offset, buf) = read_piece(&mut tar, left, layer, &name)?;
+            let (offset, buf) = read_piece(&mut tar, left, layer, Name::new(&name))?;
             left -= buf.len() as u64;
             batch.push(Item::Data(offset, buf))?;
         }
@@ -573,7 +573,7 @@ fn read_piece(
     tar: &mut LayerReader,
     left: u64,
     layer: usize,
-    name: &str,
+    name: &Name,
 ) -> Result<(u64, Vec<u8>)> {
     let offset = tar.data_offset();
     let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
@@ -604,7 +604,12 @@ fn reframe(layer: usize, e: Error) -> Error {
         .with_layer(layer.to_string())
 }
 
-fn entry_error(layer: usize, name: &str, kind: ErrorKind, detail: impl Into<String>) -> Error {
+fn entry_error(
+    layer: usize,
+    name: impl PathLike,
+    kind: ErrorKind,
+    detail: impl Into<String>,
+) -> Error {
     Error::new(kind, Operation::FlattenEntry, name)
         .with_layer(layer.to_string())
         .with_detail(detail)
@@ -731,9 +736,9 @@ enum Body {
     /// A regular file whose data is entry `ordinal` of the layer.
     File {
         ordinal: u64,
-        name: String,
+        name: NameBuf,
     },
-    Symlink(String),
+    Symlink(NameBuf),
     Special,
     /// A copy of what the layers below show at `path` (a hard link target
     /// from below), found by search `seek`.
@@ -748,7 +753,7 @@ enum Body {
 struct Seek {
     /// The layer that asked, and the entry that made it ask (for errors).
     layer: usize,
-    entry: String,
+    entry: NameBuf,
     /// The original path, for messages.
     asked: LayerPath,
     /// The path asked of the layers still to come.
@@ -767,14 +772,14 @@ enum SeekKind {
 
 /// Data a layer must be read a second time for: entry ordinal to (name,
 /// size, the files to fill with their attributes).
-type Sinks = BTreeMap<u64, (String, u64, Vec<(LayerPath, Metadata, usize)>)>;
+type Sinks = BTreeMap<u64, (NameBuf, u64, Vec<(LayerPath, Metadata, usize)>)>;
 
 struct Writer<'a> {
     open: &'a (dyn Fn(usize) -> Result<Box<dyn Read + Send>> + Sync),
     options: &'a FlattenOptions,
     target: &'a Utf8Path,
     disk: Disk,
-    /// Keyed by path bytes ([`key`]).
+    /// Keyed by path bytes (`LayerPath::as_bytes`).
     index: HashMap<Vec<u8>, Decided>,
     root_closed: bool,
     /// The highest `./` entry, and its layer.
@@ -842,7 +847,7 @@ impl Writer<'_> {
             };
             self.disk
                 .set_dir_meta(&path, &meta)
-                .map_err(|e| e.error(layer, path.as_str()))?;
+                .map_err(|e| e.error(layer, path.as_bytes()))?;
         }
         if let Some((meta, layer)) = self.root_meta.take() {
             self.disk
@@ -871,7 +876,10 @@ impl Writer<'_> {
             let Some((name, size, files)) = sinks.remove(&this) else {
                 continue;
             };
-            if entry.name != name || entry.kind != TarKind::File || entry.size != size {
+            if entry.name.as_bytes() != name.as_bytes()
+                || entry.kind != TarKind::File
+                || entry.size != size
+            {
                 return Err(changed_layer(layer, &name));
             }
             let mut fds = Vec::with_capacity(files.len());
@@ -879,15 +887,15 @@ impl Writer<'_> {
                 fds.push(
                     self.disk
                         .open_file(path, OFlags::WRONLY)
-                        .map_err(|e| e.error(*from, path.as_str()))?,
+                        .map_err(|e| e.error(*from, path.as_bytes()))?,
                 );
             }
             let mut left = entry.stored_size();
             while left > 0 {
-                let (offset, buf) = read_piece(&mut tar, left, layer, &name)?;
+                let (offset, buf) = read_piece(&mut tar, left, layer, Name::new(&name))?;
                 for (fd, (path, _, from)) in fds.iter().zip(&files) {
                     write_all_at(fd, offset, &buf).map_err(|e| {
-                        DiskError::new(e, "cannot write it").error(*from, path.as_str())
+                        DiskError::new(e, "cannot write it").error(*from, path.as_bytes())
                     })?;
                 }
                 left -= buf.len() as u64;
@@ -895,14 +903,14 @@ impl Writer<'_> {
             if entry.sparse.is_some() {
                 for (fd, (path, _, from)) in fds.iter().zip(&files) {
                     rustix::fs::ftruncate(fd, size).map_err(|e| {
-                        DiskError::new(e, "cannot write it").error(*from, path.as_str())
+                        DiskError::new(e, "cannot write it").error(*from, path.as_bytes())
                     })?;
                 }
             }
             for (fd, (path, meta, from)) in fds.iter().zip(&files) {
                 self.disk
                     .set_fd_meta(fd, meta)
-                    .map_err(|e| e.error(*from, path.as_str()))?;
+                    .map_err(|e| e.error(*from, path.as_bytes()))?;
                 self.summary.bytes += size;
             }
         }
@@ -913,7 +921,7 @@ impl Writer<'_> {
     }
 }
 
-fn changed_layer(layer: usize, name: &str) -> Error {
+fn changed_layer(layer: usize, name: impl PathLike) -> Error {
     entry_error(
         layer,
         name,
@@ -943,8 +951,8 @@ enum Vis {
 struct Pass<'w, 'a> {
     w: &'w mut Writer<'a>,
     layer: usize,
-    /// Keyed by path bytes ([`key`]): byte order keeps a directory's
-    /// descendants together (`d/` up to `d0`) and compares fast.
+    /// Keyed by path bytes: byte order keeps a directory's descendants
+    /// together (`d/` up to `d0`) and compares fast.
     slots: BTreeMap<Vec<u8>, Slot>,
     inodes: Vec<Inode>,
     /// Names a whiteout of this layer deleted below.
@@ -992,7 +1000,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
                 opaque: self.root_opaque,
             });
         }
-        Ok(match self.slots.get(key(path)) {
+        Ok(match self.slots.get(path.as_bytes()) {
             Some(Slot::Dir { opaque, .. }) => Held::Dir { opaque: *opaque },
             Some(Slot::NonDir { ino, .. }) => Held::NonDir(self.inodes[*ino].meta.file_type),
             Some(Slot::Whiteout) => Held::Whiteout,
@@ -1033,7 +1041,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
         };
         let on_disk = self.make_dir(dir, entry)?;
         self.slots.insert(
-            key(dir).to_vec(),
+            dir.as_bytes().to_owned(),
             Slot::Dir {
                 opaque,
                 attrs,
@@ -1054,19 +1062,20 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
     fn set_opaque(&mut self, dir: &LayerPath, _entry: &TarEntry) -> Result<()> {
         if dir.is_root() {
             self.root_opaque = true;
-        } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(key(dir)) {
+        } else if let Some(Slot::Dir { opaque, .. }) = self.slots.get_mut(dir.as_bytes()) {
             *opaque = true;
         }
         Ok(())
     }
 
     fn whiteout(&mut self, path: &LayerPath, _entry: &TarEntry) -> Result<()> {
-        self.slots.insert(key(path).to_vec(), Slot::Whiteout);
+        self.slots
+            .insert(path.as_bytes().to_owned(), Slot::Whiteout);
         Ok(())
     }
 
     fn merge_dir(&mut self, path: &LayerPath, meta: Metadata) -> Result<()> {
-        if let Some(Slot::Dir { attrs, .. }) = self.slots.get_mut(key(path)) {
+        if let Some(Slot::Dir { attrs, .. }) = self.slots.get_mut(path.as_bytes()) {
             *attrs = DirAttrs::Known(meta);
         }
         Ok(())
@@ -1091,7 +1100,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
 
     fn link(&mut self, entry: &TarEntry, link: &LayerPath) -> Result<()> {
         let path = &entry.path;
-        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(key(link)) else {
+        let Some(&Slot::NonDir { ino, .. }) = self.slots.get(link.as_bytes()) else {
             // The applier checked it is there.
             return Err(self.err(entry, ErrorKind::NotFound, "no hard link target"));
         };
@@ -1102,7 +1111,7 @@ impl<'s> ApplyTarget<DataIn<'s>> for Pass<'_, '_> {
             OnDisk::No
         };
         self.slots
-            .insert(key(path).to_vec(), Slot::NonDir { ino, disk });
+            .insert(path.as_bytes().to_owned(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1162,7 +1171,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 break b;
             }
             chain.push(cur);
-            cur = parent_key(cur);
+            cur = parent_str(cur);
         };
         for p in chain.into_iter().rev() {
             open = open
@@ -1179,10 +1188,10 @@ impl<'w, 'a> Pass<'w, 'a> {
         if path.is_root() {
             return Vis::Merge;
         }
-        if !self.open(parent_key(key(path))) {
+        if !self.open(parent_str(path.as_bytes())) {
             return Vis::Hidden;
         }
-        match self.w.index.get(key(path)) {
+        match self.w.index.get(path.as_bytes()) {
             None => Vis::New,
             Some(Decided::Dir { closed: false }) => Vis::Merge,
             Some(_) => Vis::Hidden,
@@ -1248,7 +1257,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             TarKind::Dir => {
                 let on_disk = self.make_dir(path, entry)?;
                 self.slots.insert(
-                    key(path).to_vec(),
+                    path.as_bytes().to_owned(),
                     Slot::Dir {
                         opaque: whited,
                         attrs: DirAttrs::Known(meta),
@@ -1312,7 +1321,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             OnDisk::No
         };
         self.slots
-            .insert(key(path).to_vec(), Slot::NonDir { ino, disk });
+            .insert(path.as_bytes().to_owned(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1336,7 +1345,7 @@ impl<'w, 'a> Pass<'w, 'a> {
             OnDisk::No
         };
         self.slots
-            .insert(key(target).to_vec(), Slot::NonDir { ino, disk });
+            .insert(target.as_bytes().to_owned(), Slot::NonDir { ino, disk });
         Ok(())
     }
 
@@ -1389,18 +1398,19 @@ impl<'w, 'a> Pass<'w, 'a> {
     /// Removes what this layer holds at `path`, with everything below it,
     /// from the layer and from the disk (only what this layer wrote).
     fn replace(&mut self, path: &LayerPath, entry: &TarEntry) -> Result<()> {
-        let mut doomed: Vec<Vec<u8>> = vec![key(path).to_vec()];
-        if let Some(Slot::Dir { .. }) = self.slots.get(key(path)) {
-            let (mut from, mut to) = (key(path).to_vec(), key(path).to_vec());
-            from.push(b'/');
-            to.push(b'0');
+        let mut doomed: Vec<Vec<u8>> = vec![path.as_bytes().to_owned()];
+        if let Some(Slot::Dir { .. }) = self.slots.get(path.as_bytes()) {
+            let (from, to) = (
+                [path.as_bytes(), b"/"].concat(),
+                [path.as_bytes(), b"0"].concat(),
+            );
             doomed.extend(self.slots.range(from..to).map(|(p, _)| p.clone()));
         }
         // Deepest first, so that each directory is empty when it goes.
         doomed.sort_by_key(|p| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
-        for doomed_key in doomed {
-            let slot = self.slots.remove(&doomed_key);
-            let p = path_of(&doomed_key).map_err(|e| self.path_err(entry, &e))?;
+        for key in doomed {
+            let slot = self.slots.remove(&key);
+            let p = LayerPath::new(&key).map_err(|e| self.path_err(entry, &e))?;
             match slot {
                 Some(Slot::Dir { on_disk: true, .. }) => {
                     self.w.disk.remove(&p, true).map_err(self.disk_err(entry))?;
@@ -1464,7 +1474,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 ..
             } = slot
             {
-                let dir = path_of(path).map_err(|e| reframe(self.layer, e))?;
+                let dir = LayerPath::new(path).map_err(|e| reframe(self.layer, e))?;
                 self.w.disk_dirs.push((dir, attrs.clone(), self.layer));
             }
             let update = match (self.w.index.get(path), slot) {
@@ -1483,7 +1493,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         // already hides everything.
         let mut updates = Vec::with_capacity(candidates.len());
         for (path, update) in candidates {
-            if self.open(parent_key(&path)) {
+            if self.open(parent_str(&path)) {
                 updates.push((path, update));
             }
         }
@@ -1506,7 +1516,7 @@ impl<'w, 'a> Pass<'w, 'a> {
         let q = seek.path.clone();
         // What this layer shows at `q` to the layers above, as import's
         // view of the layers below would show it.
-        let (found, ino) = match self.slots.get(key(&q)) {
+        let (found, ino) = match self.slots.get(q.as_bytes()) {
             // This layer only implies it too: its attributes come from
             // further below.
             Some(Slot::Dir {
@@ -1558,7 +1568,7 @@ impl<'w, 'a> Pass<'w, 'a> {
                 break;
             }
             if let Some(Slot::Dir { opaque: true, .. } | Slot::NonDir { .. } | Slot::Whiteout) =
-                self.slots.get(key(&dir))
+                self.slots.get(dir.as_bytes())
             {
                 return true;
             }
@@ -1646,7 +1656,7 @@ impl DiskError {
         }
     }
 
-    fn error(self, layer: usize, name: &str) -> Error {
+    fn error(self, layer: usize, name: impl PathLike) -> Error {
         let kind = errno_kind(self.errno);
         entry_error(layer, name, kind, format!("{}: {}", self.what, self.errno))
     }
@@ -1798,11 +1808,11 @@ impl Disk {
         }
     }
 
-    fn parent_of<'p>(&mut self, path: &'p LayerPath) -> Result<(&OwnedFd, &'p str), DiskError> {
+    fn parent_of<'p>(&mut self, path: &'p LayerPath) -> Result<(&OwnedFd, &'p [u8]), DiskError> {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(DiskError::new(Errno::BUSY, "it is the root"));
         };
-        Ok((self.dir(&parent)?, name))
+        Ok((self.dir(&parent)?, name.as_bytes()))
     }
 
     fn owner(&self, meta: &Metadata) -> Option<(u32, u32)> {
@@ -1901,7 +1911,7 @@ impl Disk {
         }
         let (dir, name) = self.parent_of(path)?;
         match body {
-            Body::Symlink(target) => rustix::fs::symlinkat(target.as_str(), dir, name)
+            Body::Symlink(target) => rustix::fs::symlinkat(target.as_bytes(), dir, name)
                 .map_err(|e| DiskError::new(e, "cannot create the symlink"))?,
             _ => node::make_special(Steps::Uncounted, dir, name, meta)
                 .map_err(|e| DiskError::new(e, "cannot create the special file"))?,
@@ -2005,7 +2015,7 @@ impl Disk {
         let old_dir = open_beneath(&self.root, &parent, OFlags::PATH | OFlags::DIRECTORY)
             .map_err(|e| DiskError::new(e, format!("cannot open the directory of `{existing}`")))?;
         let (dir, name) = self.parent_of(new)?;
-        rustix::fs::linkat(&old_dir, old_name, dir, name, AtFlags::empty())
+        rustix::fs::linkat(&old_dir, old_name.as_bytes(), dir, name, AtFlags::empty())
             .map_err(|e| DiskError::new(e, format!("cannot link it to `{existing}`")))
     }
 
@@ -2088,31 +2098,11 @@ fn remove_children(dir: &OwnedFd) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The key of a path in the maps of flatten: its bytes.
-fn key(path: &LayerPath) -> &[u8] {
-    // Issue 14: `path.as_bytes()` once the core's paths are bytes.
-    path.as_str().as_bytes()
-}
-
-/// The path of a key (made by [`key`] from a path, so always valid).
-fn path_of(key: &[u8]) -> Result<LayerPath> {
-    // Issue 14: `LayerPath::new(key)` once the core's paths are bytes.
-    let text = std::str::from_utf8(key).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidData,
-            Operation::ParsePath,
-            key.escape_ascii().to_string(),
-        )
-        .with_detail("the name is not UTF-8")
-    })?;
-    LayerPath::new(text)
-}
-
-/// The parent of a key (empty for the root and its children).
-fn parent_key(key: &[u8]) -> &[u8] {
-    key.iter()
+/// The parent of a path string (`""` for the root and its children).
+fn parent_str(path: &[u8]) -> &[u8] {
+    path.iter()
         .rposition(|&b| b == b'/')
-        .map_or(&[], |i| &key[..i])
+        .map_or(&[], |i| &path[..i])
 }
 
 fn count_object(summary: &mut FlattenSummary, file_type: FileType) {

@@ -15,7 +15,7 @@ use crate::oci::apply::applier::{Answer, ApplyTarget, Ask, Held, apply_entry};
 use crate::oci::image::digest::{Digest, DigestReader};
 use crate::oci::tar::compress::{Compression, Decompressor};
 use crate::oci::tar::read::{Limits, TarEntry, TarKind, TarReader};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf};
 use crate::view::{LayerSource, MergedView};
 
 /// What to do with a kind of entry that is risky to trust.
@@ -295,7 +295,7 @@ impl BelowView {
                 }
             }
             prefix = prefix.join(name)?;
-            match view.symlink_metadata(prefix.as_str()) {
+            match view.symlink_metadata(prefix.as_name()) {
                 Ok(m) => meta = Some(m),
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
                     return Ok(None);
@@ -308,7 +308,7 @@ impl BelowView {
 
     /// The names the layers below show in directory `dir` (none if it is
     /// not a directory there).
-    pub(crate) fn list(&self, dir: &LayerPath) -> Result<Vec<String>> {
+    pub(crate) fn list(&self, dir: &LayerPath) -> Result<Vec<NameBuf>> {
         let Some(view) = &self.view else {
             return Ok(Vec::new());
         };
@@ -318,7 +318,7 @@ impl BelowView {
             _ => {}
         }
         Ok(view
-            .read_dir(dir.as_str())?
+            .read_dir(dir.as_name())?
             .into_iter()
             .map(|e| e.name)
             .collect())
@@ -332,10 +332,10 @@ impl BelowView {
             return Ok(None);
         };
         // The view's root is `/` (an empty path is ENOENT, as for the kernel).
-        let dir = if parent.is_root() {
-            "/"
+        let dir: &[u8] = if parent.is_root() {
+            b"/"
         } else {
-            parent.as_str()
+            parent.as_bytes()
         };
         let entries = view.read_dir(dir)?;
         Ok(entries
@@ -576,15 +576,15 @@ impl Importer<'_> {
                 if self.layer.lookup(target).map_err(reframe(entry))?.is_some() {
                     self.layer.remove(target).map_err(reframe(entry))?;
                 }
-                let data = view.read(target.as_str())?;
+                let data = view.read(target.as_name())?;
                 self.layer
                     .create(target, meta, Content::File(FileData::from(data)))
                     .map_err(reframe(entry))
             }
             FileType::Symlink => {
-                let link = view.read_link(target.as_str())?;
+                let link = view.read_link(target.as_name())?;
                 self.layer
-                    .create(target, meta, Content::Symlink(link.into_string()))
+                    .create(target, meta, Content::Symlink(link))
                     .map_err(reframe(entry))
             }
             _ => self

@@ -10,7 +10,7 @@ use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, major, maked
 use crate::oci::apply::applier::type_name as described;
 use crate::oci::apply::commit::{keep_xattr, kept_xattrs, unpacked_objects};
 use crate::oci::tar::whiteout::is_reserved;
-use crate::path::LayerPath;
+use crate::path::{LayerPath, Name, NameBuf};
 use crate::view::MergedView;
 
 /// What [`metadata_path`] appends to the tree's name.
@@ -160,7 +160,7 @@ pub struct RootlessMap {
     image: Option<String>,
     kept: BTreeMap<LayerPath, Kept>,
     /// By parent directory, then name.
-    absent: BTreeMap<LayerPath, BTreeMap<String, Absent>>,
+    absent: BTreeMap<LayerPath, BTreeMap<NameBuf, Absent>>,
     /// The file it was read from, for errors.
     source: Option<Utf8PathBuf>,
 }
@@ -221,18 +221,24 @@ impl RootlessMap {
             source: None,
         };
         let unlike = |path: &LayerPath, why: String| {
-            let shown = if path.is_root() {
-                dir.to_owned()
-            } else {
-                dir.join(path.as_str())
-            };
+            let mut shown = dir.as_str().as_bytes().to_vec();
+            if !path.is_root() {
+                shown.push(b'/');
+                shown.extend_from_slice(path.as_bytes());
+            }
             Error::new(ErrorKind::InvalidData, Operation::Flatten, shown).with_detail(why)
         };
         for object in objects {
-            let at = if object.path.is_root() {
-                "/"
+            if object.path.to_str().is_none() {
+                return Err(unlike(
+                    &object.path,
+                    "the name is not UTF-8 (the map is JSON text)".to_owned(),
+                ));
+            }
+            let at: &[u8] = if object.path.is_root() {
+                b"/"
             } else {
-                object.path.as_str()
+                object.path.as_bytes()
             };
             let want = match image.symlink_metadata(at) {
                 Ok(meta) => meta,
@@ -394,13 +400,13 @@ impl RootlessMap {
         &self,
         dir: &LayerPath,
         id: Identity,
-    ) -> impl Iterator<Item = (&str, &Metadata, Option<u64>)> {
+    ) -> impl Iterator<Item = (&Name, &Metadata, Option<u64>)> {
         self.absent
             .get(dir)
             .into_iter()
             .flat_map(|names| names.iter())
             .filter(move |(_, a)| a.parent == id)
-            .map(|(name, a)| (name.as_str(), &a.meta, a.link))
+            .map(|(name, a)| (name.as_name(), &a.meta, a.link))
     }
 
     /// Refuses a map recorded for another tree than the one whose root
@@ -450,7 +456,9 @@ impl RootlessMap {
         let mut absent = Vec::new();
         for (dir, names) in &self.absent {
             for (name, a) in names {
-                let path = dir.join(name).map_or_else(|_| name.clone(), |p| shown(&p));
+                let path = dir
+                    .join(name)
+                    .map_or_else(|_| name.to_string_lossy().into_owned(), |p| shown(&p));
                 let m = &a.meta;
                 let mut o = json!({
                     "path": path,
@@ -649,8 +657,10 @@ fn absent_meta(want: &Metadata) -> Metadata {
 }
 
 /// A path as the map spells it: absolute in the tree.
+/// The path as the map's JSON holds it (the map records only UTF-8
+/// paths: JSON strings are text).
 fn shown(path: &LayerPath) -> String {
-    format!("/{}", path.as_str())
+    format!("/{}", path.as_name().to_string_lossy())
 }
 
 fn type_name(file_type: FileType) -> &'static str {

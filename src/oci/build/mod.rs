@@ -7,9 +7,11 @@
 //! Docker's shell lexer does. Errors name the line and column.
 //! [`run_step`] runs a `RUN` command in a kernel overlay mount of the
 //! image's layers, in namespaces of its own, its changes left in a fresh
-//! upper directory.
+//! upper directory. [`Ignore`] reads a `.dockerignore` and [`glob_match`]
+//! matches `COPY` wildcards, both with Docker's rules.
 
 mod dockerfile;
+mod ignore;
 mod run;
 mod words;
 
@@ -17,5 +19,6 @@ pub use self::dockerfile::{
     Command, CommandLine, Dockerfile, Flag, Healthcheck, Heredoc, Instruction,
     MAX_DOCKERFILE_BYTES, ParseError,
 };
+pub use self::ignore::{BadPattern, Ignore, glob_match};
 pub use self::run::{RunOutcome, RunStep, TAIL_LINE_BYTES, TAIL_LINES, run_step};
 pub use self::words::{Vars, WordError, expand_word, expand_words};

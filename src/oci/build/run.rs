@@ -36,6 +36,7 @@ use std::process::{Command, Stdio};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::path::PathLike;
 
 /// What a `RUN` step runs and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +123,7 @@ cd /
 exec env -i "$@"
 "#;
 
-fn error(kind: ErrorKind, path: impl AsRef<str>, detail: impl Into<String>) -> Error {
+fn error(kind: ErrorKind, path: impl PathLike, detail: impl Into<String>) -> Error {
     Error::new(kind, Operation::BuildImage, path).with_detail(detail)
 }
 

@@ -308,7 +308,7 @@ impl Analysis {
         let mut top_level: BTreeMap<String, u64> = BTreeMap::new();
         let mut todo = vec![LayerPath::root()];
         while let Some(dir) = todo.pop() {
-            for entry in view.read_dir(format!("/{dir}"))? {
+            for entry in view.read_dir([b"/".as_slice(), dir.as_bytes()].concat())? {
                 let path = dir.join(&entry.name)?;
                 match entry.file_type {
                     FileType::Dir => todo.push(path),
@@ -324,7 +324,12 @@ impl Analysis {
                             .insert((i, node.meta.ino), node.meta.size)
                             .is_none()
                         {
-                            let top = path.names().next().unwrap_or_default().to_owned();
+                            let top = path
+                                .names()
+                                .next()
+                                .unwrap_or_default()
+                                .to_string_lossy()
+                                .into_owned();
                             *top_level.entry(top).or_default() += node.meta.size;
                         }
                     }
@@ -448,7 +453,7 @@ fn why_wasted(
     {
         return Ok((WasteReason::Overwritten, i));
     }
-    let names: Vec<&str> = path.names().collect();
+    let names: Vec<&crate::path::Name> = path.names().collect();
     for (j, above) in layers.iter().enumerate().skip(i + 1) {
         let mut at = LayerPath::root();
         for name in &names[..names.len().saturating_sub(1)] {

@@ -673,10 +673,10 @@ fn flatten_view(view: &MergedView, spill: &Spill) -> Result<MemLayer> {
     let mut dirs = Vec::new();
     let mut todo = vec![LayerPath::root()];
     while let Some(dir) = todo.pop() {
-        let dir_name = if dir.is_root() { "/" } else { dir.as_str() };
+        let dir_name: &[u8] = if dir.is_root() { b"/" } else { dir.as_bytes() };
         for entry in view.read_dir(dir_name)? {
             let path = dir.join(&entry.name)?;
-            let meta = view.symlink_metadata(path.as_str())?;
+            let meta = view.symlink_metadata(path.as_name())?;
             if meta.file_type != FileType::Dir && meta.nlink > 1 {
                 if let Some(first) = seen.get(&meta.ino) {
                     out.hard_link(first, &path)?;
@@ -691,12 +691,10 @@ fn flatten_view(view: &MergedView, spill: &Spill) -> Result<MemLayer> {
                     crate::Content::Dir
                 }
                 FileType::File => crate::Content::File(FileData::read_from(
-                    |offset| view.read_at(path.as_str(), offset, PIECE),
+                    |offset| view.read_at(path.as_name(), offset, PIECE),
                     spill,
                 )?),
-                FileType::Symlink => {
-                    crate::Content::Symlink(view.read_link(path.as_str())?.into_string())
-                }
+                FileType::Symlink => crate::Content::Symlink(view.read_link(path.as_name())?),
                 _ => crate::Content::Special,
             };
             out.create(&path, &meta, content)?;

@@ -45,7 +45,7 @@ pub(crate) struct HeaderSpec<'a> {
 /// The ustar header of `spec` and the PAX records it needs (empty if none).
 pub(crate) fn build_header(spec: &HeaderSpec<'_>, path: &LayerPath) -> Result<(Header, Vec<u8>)> {
     let error = |kind: ErrorKind, detail: String| {
-        Error::new(kind, Operation::ExportLayer, path.as_str()).with_detail(detail)
+        Error::new(kind, Operation::ExportLayer, path.as_name()).with_detail(detail)
     };
     let mut pax = Vec::new();
     let mut header = Header::new_ustar();

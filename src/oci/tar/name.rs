@@ -44,33 +44,15 @@ use crate::error::{Error, ErrorKind};
 use crate::path::LayerPath;
 
 /// The components of a tar name as a [`LayerPath`] (the components are
-/// already split, with `.`, empty and `..` components dealt with).
-///
-/// This and [`link_text`] are the only places where a name read from a
-/// tar stops being bytes.
+/// already split, with `.`, empty and `..` components dealt with): the one
+/// place where a name read from a tar meets the core's types. Every byte
+/// is kept.
 ///
 /// # Errors
-/// What [`LayerPath`] refuses, as a kind and a cause; until the core's
-/// names are bytes (issue 14), a component that is not UTF-8.
+/// What [`LayerPath`] refuses (a NUL byte, a component over 255 bytes, a
+/// path too long), as a kind and a cause.
 pub(super) fn layer_path(
     components: &[&[u8]],
 ) -> std::result::Result<LayerPath, (ErrorKind, String)> {
-    // ISSUE 14 CONVERSION POINT: the core's names are still strings.
-    let names = components
-        .iter()
-        .map(|c| std::str::from_utf8(c))
-        .collect::<std::result::Result<Vec<&str>, _>>()
-        .map_err(|_| (ErrorKind::InvalidData, "the name is not UTF-8".to_owned()))?;
-    LayerPath::from_names(names.iter().copied()).map_err(|e: Error| (e.kind(), e.cause()))
-}
-
-/// A name or link target as the core's text (names for messages, symlink
-/// targets).
-///
-/// # Errors
-/// Until the core's names are bytes (issue 14), the bytes when they are
-/// not UTF-8.
-pub(super) fn link_text(raw: Vec<u8>) -> std::result::Result<String, Vec<u8>> {
-    // ISSUE 14 CONVERSION POINT: the core's names are still strings.
-    String::from_utf8(raw).map_err(std::string::FromUtf8Error::into_bytes)
+    LayerPath::from_names(components).map_err(|e: Error| (e.kind(), e.cause()))
 }

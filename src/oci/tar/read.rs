@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::meta::{FileType, Metadata, Timestamp, Xattrs, makedev};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, NameBuf, escape_name};
 
 use super::name;
 
@@ -81,8 +81,8 @@ pub enum TarKind {
     File,
     /// A directory.
     Dir,
-    /// A symlink with this target (verbatim).
-    Symlink(String),
+    /// A symlink with this target (its bytes, verbatim).
+    Symlink(NameBuf),
     /// A hard link to this earlier name.
     HardLink(LayerPath),
     /// A character device with this device number.
@@ -99,8 +99,8 @@ pub enum TarKind {
 pub struct TarEntry {
     /// The normalised path (the root for `./`).
     pub path: LayerPath,
-    /// The name as the archive spells it (for messages).
-    pub name: String,
+    /// The name as the archive spells it: its bytes, exactly.
+    pub name: NameBuf,
     /// The type, with its link target or device number.
     pub kind: TarKind,
     /// Permission bits including setuid, setgid and sticky.
@@ -207,10 +207,12 @@ impl TarEntry {
 /// Where this reader is stricter than Go's (all written down in
 /// `docs/semantics.md`): a PAX `size` that disagrees with a non-zero header
 /// size on a regular file is refused, since two parsers that frame the
-/// stream differently see two different layers; names and link targets
+/// stream differently see two different layers; extended attribute names
 /// must be UTF-8; owners and device numbers must fit in 32 bits; a name
 /// with a `..` component, unknown entry types and multi-volume archives
-/// are refused.
+/// are refused. Names, link targets and hard-link targets are bytes, kept
+/// exactly as every framing stores them (`name.rs` says how the real
+/// tools write and read them).
 ///
 /// Every limit is checked *before* anything is read into memory: PAX
 /// extended headers and GNU long names larger than
@@ -396,22 +398,23 @@ impl<R: Read> TarReader<R> {
         self.entries
     }
 
-    fn error(&self, kind: ErrorKind, name: &str, detail: impl Into<String>) -> Error {
-        let name = if name.is_empty() {
-            format!("<header at byte {}>", self.header_at)
-        } else {
-            name.to_owned()
-        };
+    /// An error about the entry `name` (its bytes as the archive holds
+    /// them), or about the header just read when `name` is empty.
+    fn error(&self, kind: ErrorKind, name: &[u8], detail: impl Into<String>) -> Error {
+        if name.is_empty() {
+            let at = format!("<header at byte {}>", self.header_at);
+            return Error::new(kind, Operation::ImportLayer, at).with_detail(detail);
+        }
         Error::new(kind, Operation::ImportLayer, name).with_detail(detail)
     }
 
     /// An error about the header just read, named by its position (its
     /// name may be what is wrong).
     fn header_error(&self, detail: impl Into<String>) -> Error {
-        self.error(ErrorKind::InvalidData, "", detail)
+        self.error(ErrorKind::InvalidData, b"", detail)
     }
 
-    fn io_error(&self, err: &io::Error, name: &str) -> Error {
+    fn io_error(&self, err: &io::Error, name: &[u8]) -> Error {
         let kind = if err.kind() == io::ErrorKind::InvalidData {
             ErrorKind::InvalidData
         } else {
@@ -424,7 +427,7 @@ impl<R: Read> TarReader<R> {
 
     /// Fills `buf`; the number of bytes read, less only at the end of the
     /// stream.
-    fn fill(&mut self, buf: &mut [u8], name: &str) -> Result<usize> {
+    fn fill(&mut self, buf: &mut [u8], name: &[u8]) -> Result<usize> {
         let mut filled = 0;
         while filled < buf.len() {
             let n = self.read_inner(&mut buf[filled..], name)?;
@@ -438,7 +441,7 @@ impl<R: Read> TarReader<R> {
 
     /// Reads exactly `buf.len()` bytes; `Ok(false)` if the stream ends
     /// before the first byte.
-    fn read_block(&mut self, buf: &mut [u8], name: &str) -> Result<bool> {
+    fn read_block(&mut self, buf: &mut [u8], name: &[u8]) -> Result<bool> {
         match self.fill(buf, name)? {
             0 if !buf.is_empty() => Ok(false),
             n if n == buf.len() => Ok(true),
@@ -450,7 +453,7 @@ impl<R: Read> TarReader<R> {
         }
     }
 
-    fn read_inner(&mut self, buf: &mut [u8], name: &str) -> Result<usize> {
+    fn read_inner(&mut self, buf: &mut [u8], name: &[u8]) -> Result<usize> {
         let n = loop {
             match self.inner.read(buf) {
                 Ok(n) => break n,
@@ -463,7 +466,7 @@ impl<R: Read> TarReader<R> {
         Ok(n)
     }
 
-    fn check_bytes(&self, name: &str) -> Result<()> {
+    fn check_bytes(&self, name: &[u8]) -> Result<()> {
         if self.consumed.saturating_add(self.holes) > self.limits.max_bytes {
             let holes = if self.holes > 0 {
                 " (holes of sparse files included)"
@@ -484,7 +487,7 @@ impl<R: Read> TarReader<R> {
 
     /// Reads and drops `n` bytes; the number dropped (less only at the end
     /// of the stream).
-    fn skip(&mut self, mut n: u64, name: &str) -> Result<u64> {
+    fn skip(&mut self, mut n: u64, name: &[u8]) -> Result<u64> {
         let mut buf = [0u8; 8192];
         let mut dropped = 0;
         while n > 0 {
@@ -507,7 +510,7 @@ impl<R: Read> TarReader<R> {
         if size > self.limits.max_header_bytes {
             return Err(self.error(
                 ErrorKind::LimitExceeded,
-                "",
+                b"",
                 format!(
                     "{what} of {size} bytes is larger than the limit of {} bytes",
                     self.limits.max_header_bytes
@@ -516,7 +519,7 @@ impl<R: Read> TarReader<R> {
         }
         let len = usize::try_from(size).unwrap_or(usize::MAX);
         let mut data = vec![0u8; len];
-        if self.fill(&mut data, "")? < len {
+        if self.fill(&mut data, b"")? < len {
             return Err(self.header_error(format!("the tar is truncated inside {what}")));
         }
         self.padding = pad(size);
@@ -527,13 +530,13 @@ impl<R: Read> TarReader<R> {
     /// if the stream ended inside the padding (an end, as for Go).
     fn skip_rest(&mut self) -> Result<bool> {
         let rest = self.remaining;
-        if self.skip(rest, "")? < rest {
+        if self.skip(rest, b"")? < rest {
             return Err(self.header_error("the tar is truncated inside an entry's data"));
         }
         self.remaining = 0;
         self.regions.clear();
         let padding = std::mem::take(&mut self.padding);
-        Ok(self.skip(padding, "")? == padding)
+        Ok(self.skip(padding, b"")? == padding)
     }
 
     /// The next entry, skipping whatever is left of the current one.
@@ -554,7 +557,7 @@ impl<R: Read> TarReader<R> {
             }
             let mut block = [0u8; BLOCK as usize];
             self.header_at = self.consumed;
-            if !self.read_block(&mut block, "")? {
+            if !self.read_block(&mut block, b"")? {
                 // The end of the stream at a header: the end of the archive
                 // (Go and GNU tar accept a tar without end blocks; extended
                 // headers left without their entry apply to nothing).
@@ -563,7 +566,7 @@ impl<R: Read> TarReader<R> {
             }
             if block.iter().all(|&b| b == 0) {
                 let mut second = [0u8; BLOCK as usize];
-                if self.read_block(&mut second, "")? && second.iter().any(|&b| b != 0) {
+                if self.read_block(&mut second, b"")? && second.iter().any(|&b| b != 0) {
                     return Err(self.header_error(
                         "a zero block (the end of the archive) is followed by a header",
                     ));
@@ -713,7 +716,7 @@ impl<R: Read> TarReader<R> {
         {
             return Err(self.error(
                 ErrorKind::InvalidData,
-                &escape_bytes(&raw_name),
+                &raw_name,
                 format!(
                     "PAX size {} disagrees with the header's size {}",
                     escape_bytes(v),
@@ -762,20 +765,20 @@ impl<R: Read> TarReader<R> {
             // reader, so that no layer applies here that fails there.
             return Err(self.error(
                 ErrorKind::Unsupported,
-                &escape_bytes(&raw_name),
+                &raw_name,
                 "a volume label (type `V`) is not a file: Docker refuses such a layer too",
             ));
         }
 
-        // Every name below is the archive's bytes; `name` spells them for
-        // messages.
-        let name = shown(&raw_name);
+        // Every name below is the archive's bytes, as they are.
+        let name = raw_name.clone();
+        let name = name.as_slice();
 
         self.entries += 1;
         if self.entries > self.limits.max_entries {
             return Err(self.error(
                 ErrorKind::LimitExceeded,
-                &name,
+                name,
                 format!(
                     "the layer has more than {} entries",
                     self.limits.max_entries
@@ -789,15 +792,15 @@ impl<R: Read> TarReader<R> {
             if header_only(type_byte) {
                 return Err(self.error(
                     ErrorKind::InvalidData,
-                    &name,
+                    name,
                     "a sparse map on an entry that carries no data",
                 ));
             }
-            let regions = self.check_sparse(&name, logical_size, regions, true)?;
+            let regions = self.check_sparse(name, logical_size, regions, true)?;
             logical = u64::try_from(logical_size).unwrap_or_default();
             let stored: u64 = regions.iter().map(|&(_, len)| len).sum();
             self.holes += logical - stored;
-            self.check_bytes(&name)?;
+            self.check_bytes(name)?;
             self.regions = regions.iter().copied().collect();
             sparse = Some(regions);
         } else if data_size > 0 {
@@ -809,7 +812,7 @@ impl<R: Read> TarReader<R> {
             u32::try_from(value).map_err(|_| {
                 self.error(
                     ErrorKind::InvalidData,
-                    &name,
+                    name,
                     format!("the {key} {value} does not fit in 32 bits"),
                 )
             })
@@ -820,21 +823,12 @@ impl<R: Read> TarReader<R> {
         // file type is the type flag.
         let mode = (header.mode as u64 & 0o7777) as u32;
 
-        let link_target = || -> Result<String> {
-            name::link_text(raw_link.clone()).map_err(|raw| {
-                self.error(
-                    ErrorKind::InvalidData,
-                    &name,
-                    format!("the link target `{}` is not UTF-8", escape_bytes(&raw)),
-                )
-            })
-        };
         let device = || -> Result<u64> {
             match (u32::try_from(header.major), u32::try_from(header.minor)) {
                 (Ok(ma), Ok(mi)) => Ok(makedev(ma, mi)),
                 _ => Err(self.error(
                     ErrorKind::InvalidData,
-                    &name,
+                    name,
                     format!(
                         "device number {}:{} does not fit in 32 bits",
                         header.major, header.minor
@@ -847,15 +841,19 @@ impl<R: Read> TarReader<R> {
             b'5' => TarKind::Dir,
             b'2' => {
                 if raw_link.is_empty() {
-                    return Err(self.error(ErrorKind::InvalidData, &name, "empty symlink target"));
+                    return Err(self.error(ErrorKind::InvalidData, name, "empty symlink target"));
                 }
-                TarKind::Symlink(link_target()?)
+                TarKind::Symlink(NameBuf::from(raw_link))
             }
             b'1' => TarKind::HardLink(self.normalise(&raw_link).map_err(|e| {
                 self.error(
                     e.kind(),
-                    &name,
-                    format!("bad hard link target `{}`: {}", shown(&raw_link), e.cause()),
+                    name,
+                    format!(
+                        "bad hard link target `{}`: {}",
+                        escape_name(&raw_link),
+                        e.cause()
+                    ),
                 )
             })?),
             b'3' => TarKind::CharDevice(device()?),
@@ -864,14 +862,14 @@ impl<R: Read> TarReader<R> {
             b'M' => {
                 return Err(self.error(
                     ErrorKind::Unsupported,
-                    &name,
+                    name,
                     "multi-volume archives are not supported",
                 ));
             }
             other => {
                 return Err(self.error(
                     ErrorKind::Unsupported,
-                    &name,
+                    name,
                     format!(
                         "unknown tar entry type `{}`",
                         char::from(other).escape_default()
@@ -886,7 +884,7 @@ impl<R: Read> TarReader<R> {
                 let xname = std::str::from_utf8(xname).map_err(|_| {
                     self.error(
                         ErrorKind::InvalidData,
-                        &name,
+                        name,
                         format!(
                             "extended attribute name `{}` is not UTF-8",
                             escape_bytes(xname)
@@ -898,7 +896,7 @@ impl<R: Read> TarReader<R> {
         }
         Ok(Some(TarEntry {
             path,
-            name,
+            name: NameBuf::from(name),
             size: if kind == TarKind::File { logical } else { 0 },
             sparse: if kind == TarKind::File { sparse } else { None },
             kind,
@@ -979,7 +977,7 @@ impl<R: Read> TarReader<R> {
                 if text.len() as u64 >= self.limits.max_header_bytes {
                     return Err(self.error(
                         ErrorKind::LimitExceeded,
-                        "",
+                        b"",
                         format!(
                             "a sparse map is larger than the limit of {} bytes",
                             self.limits.max_header_bytes
@@ -987,7 +985,7 @@ impl<R: Read> TarReader<R> {
                     ));
                 }
                 let mut block = [0u8; BLOCK as usize];
-                if self.fill(&mut block, "")? < block.len() {
+                if self.fill(&mut block, b"")? < block.len() {
                     return Err(self.header_error("the tar is truncated inside a sparse map"));
                 }
                 self.remaining -= BLOCK;
@@ -1044,7 +1042,7 @@ impl<R: Read> TarReader<R> {
                 if regions.len() as u64 > self.limits.max_header_bytes / 24 {
                     return Err(self.error(
                         ErrorKind::LimitExceeded,
-                        "",
+                        b"",
                         "a sparse map is larger than the limit of the header bytes",
                     ));
                 }
@@ -1052,7 +1050,7 @@ impl<R: Read> TarReader<R> {
             if block[extended_at] == 0 {
                 break;
             }
-            if self.fill(&mut block, "")? < block.len() {
+            if self.fill(&mut block, b"")? < block.len() {
                 return Err(self.header_error("the tar is truncated inside a sparse map"));
             }
             (start, entries, extended_at) = (0, 21, 504);
@@ -1065,7 +1063,7 @@ impl<R: Read> TarReader<R> {
     /// regions (Go finds that out when it reads the data).
     fn check_sparse(
         &self,
-        name: &str,
+        name: &[u8],
         size: i64,
         regions: Vec<(i64, i64)>,
         whole: bool,
@@ -1181,7 +1179,7 @@ impl<R: Read> TarReader<R> {
                 b".." => {
                     return Err(self.error(
                         ErrorKind::InvalidInput,
-                        &shown(raw),
+                        raw,
                         "the name contains `..` (it could reach outside the layer)",
                     ));
                 }
@@ -1191,14 +1189,14 @@ impl<R: Read> TarReader<R> {
         if components.len() > self.limits.max_path_depth {
             return Err(self.error(
                 ErrorKind::LimitExceeded,
-                &shown(raw),
+                raw,
                 format!(
                     "the path is deeper than the limit of {} components",
                     self.limits.max_path_depth
                 ),
             ));
         }
-        name::layer_path(&components).map_err(|(kind, cause)| self.error(kind, &shown(raw), cause))
+        name::layer_path(&components).map_err(|(kind, cause)| self.error(kind, raw, cause))
     }
 
     /// Where in the file the next byte [`TarReader::read_data`] returns
@@ -1226,11 +1224,11 @@ impl<R: Read> TarReader<R> {
             return Ok(0);
         }
         let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = self.read_inner(&mut buf[..want], "")?;
+        let n = self.read_inner(&mut buf[..want], b"")?;
         if n == 0 {
             return Err(self.error(
                 ErrorKind::InvalidData,
-                "",
+                b"",
                 "the tar is truncated inside the file's data",
             ));
         }
@@ -1253,7 +1251,7 @@ impl<R: Read> TarReader<R> {
             self.next_entry()?;
         }
         let mut buf = [0u8; 8192];
-        while self.read_inner(&mut buf, "")? > 0 {}
+        while self.read_inner(&mut buf, b"")? > 0 {}
         Ok(self.inner)
     }
 }
@@ -1282,15 +1280,6 @@ fn field_bytes<'b>(block: &'b [u8; BLOCK as usize], field: &str) -> &'b [u8] {
         "atime" => &block[476..488],
         "ctime" => &block[488..500],
         _ => &block[337..345],
-    }
-}
-
-/// A tar name for a message: as it is when it is UTF-8, else escaped as
-/// [`escape_bytes`] escapes.
-fn shown(raw: &[u8]) -> String {
-    match std::str::from_utf8(raw) {
-        Ok(s) => s.to_owned(),
-        Err(_) => escape_bytes(raw),
     }
 }
 

@@ -1,3 +1,5 @@
+use crate::path::{Name, NameBuf, PathLike};
+
 /// The prefix that marks a whiteout name.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 
@@ -32,21 +34,24 @@ pub const AUFS_META_PREFIX: &str = ".wh..wh.";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TarName<'a> {
     /// An ordinary name.
-    Plain(&'a str),
+    Plain(&'a Name),
     /// A whiteout that deletes this name (in the same directory) below.
-    Whiteout(&'a str),
+    Whiteout(&'a Name),
     /// The opaque marker of its directory.
     Opaque,
     /// AUFS bookkeeping, to be skipped.
     AufsMeta,
 }
 
-/// Classifies the last component of a tar entry name.
+/// Classifies the last component of a tar entry name. Names are bytes:
+/// a whiteout of a name that is not UTF-8 deletes that name.
 ///
 /// ```
+/// use layerstack::Name;
 /// use layerstack::oci::{TarName, classify};
-/// assert_eq!(classify("app.conf"), Ok(TarName::Plain("app.conf")));
-/// assert_eq!(classify(".wh.app.conf"), Ok(TarName::Whiteout("app.conf")));
+/// assert_eq!(classify("app.conf"), Ok(TarName::Plain(Name::new("app.conf"))));
+/// assert_eq!(classify(".wh.app.conf"), Ok(TarName::Whiteout(Name::new("app.conf"))));
+/// assert_eq!(classify(b".wh.caf\xe9"), Ok(TarName::Whiteout(Name::new(b"caf\xe9"))));
 /// assert_eq!(classify(".wh..wh..opq"), Ok(TarName::Opaque));
 /// assert_eq!(classify(".wh..wh.plnk"), Ok(TarName::AufsMeta));
 /// assert!(classify(".wh..").is_err());
@@ -54,33 +59,34 @@ pub enum TarName<'a> {
 ///
 /// # Errors
 /// For `.wh.`, `.wh..` and `.wh...`, a message saying why.
-pub fn classify(name: &str) -> Result<TarName<'_>, &'static str> {
-    if name == OPAQUE_MARKER {
+pub fn classify<N: PathLike + ?Sized>(name: &N) -> Result<TarName<'_>, &'static str> {
+    let name = name.path_bytes();
+    if name == OPAQUE_MARKER.as_bytes() {
         return Ok(TarName::Opaque);
     }
-    if name.starts_with(AUFS_META_PREFIX) {
+    if name.starts_with(AUFS_META_PREFIX.as_bytes()) {
         return Ok(TarName::AufsMeta);
     }
-    match name.strip_prefix(WHITEOUT_PREFIX) {
-        None => Ok(TarName::Plain(name)),
-        Some("") => Err("invalid whiteout `.wh.`: it names nothing"),
-        Some(".") => Err("invalid whiteout `.wh..`: it would delete its own directory"),
-        Some("..") => Err("invalid whiteout `.wh...`: it would delete the parent directory"),
-        Some(target) => Ok(TarName::Whiteout(target)),
+    match name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        None => Ok(TarName::Plain(Name::new(name))),
+        Some(b"") => Err("invalid whiteout `.wh.`: it names nothing"),
+        Some(b".") => Err("invalid whiteout `.wh..`: it would delete its own directory"),
+        Some(b"..") => Err("invalid whiteout `.wh...`: it would delete the parent directory"),
+        Some(target) => Ok(TarName::Whiteout(Name::new(target))),
     }
 }
 
 /// The tar name that deletes `name` (a single component).
 #[must_use]
-pub fn whiteout_name(name: &str) -> String {
-    format!("{WHITEOUT_PREFIX}{name}")
+pub fn whiteout_name(name: impl PathLike) -> NameBuf {
+    NameBuf::from([WHITEOUT_PREFIX.as_bytes(), name.path_bytes()].concat())
 }
 
 /// Whether a name a user gives is reserved by the OCI encoding (it starts
 /// with `.wh.`) and so cannot be stored in a layer tar as itself.
 #[must_use]
-pub fn is_reserved(name: &str) -> bool {
-    name.starts_with(WHITEOUT_PREFIX)
+pub fn is_reserved(name: impl PathLike) -> bool {
+    name.path_bytes().starts_with(WHITEOUT_PREFIX.as_bytes())
 }
 
 #[cfg(test)]
@@ -89,10 +95,15 @@ mod tests {
 
     #[test]
     fn names_classify_as_the_spec_says() {
-        assert_eq!(classify(".wh.a"), Ok(TarName::Whiteout("a")));
-        assert_eq!(classify(".wh..a"), Ok(TarName::Whiteout(".a")));
-        assert_eq!(classify(".wh.wh."), Ok(TarName::Whiteout("wh.")));
-        assert_eq!(classify("a.wh.b"), Ok(TarName::Plain("a.wh.b")));
+        let n = Name::new::<str>;
+        assert_eq!(classify(".wh.a"), Ok(TarName::Whiteout(n("a"))));
+        assert_eq!(classify(".wh..a"), Ok(TarName::Whiteout(n(".a"))));
+        assert_eq!(classify(".wh.wh."), Ok(TarName::Whiteout(n("wh."))));
+        assert_eq!(classify("a.wh.b"), Ok(TarName::Plain(n("a.wh.b"))));
+        assert_eq!(
+            classify(b".wh.\xf0\xd2\xc9\xd7\xc5\xd4"),
+            Ok(TarName::Whiteout(Name::new(b"\xf0\xd2\xc9\xd7\xc5\xd4")))
+        );
         assert_eq!(classify(".wh..wh.aufs"), Ok(TarName::AufsMeta));
         assert_eq!(classify(".wh..wh..opq"), Ok(TarName::Opaque));
         assert_eq!(
@@ -108,6 +119,7 @@ mod tests {
             Err("invalid whiteout `.wh...`: it would delete the parent directory")
         );
         assert_eq!(whiteout_name("x"), ".wh.x");
+        assert_eq!(whiteout_name(b"caf\xe9").as_bytes(), b".wh.caf\xe9");
         assert!(is_reserved(".wh.x"));
         assert!(!is_reserved("x.wh."));
     }

@@ -55,6 +55,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +63,7 @@ use std::sync::Arc;
 use layerstack::layer::dir::DirLayerOptions;
 use layerstack::model::Snapshot;
 use layerstack::testing::{Op, apply_to_view, snapshot_dir, snapshot_view, xattrs_of};
-use layerstack::{DirLayer, Layer, MemLayer, MergedView, ViewOptions};
+use layerstack::{DirLayer, Layer, MemLayer, MergedView, Name, NameBuf, ViewOptions};
 use rustix::mount::MountFlags;
 
 use crate::support::harness::{ESTALE_MARK, Overlay, RunError, Scratch, materialize};
@@ -106,9 +107,9 @@ pub struct SideBySide {
 
 /// What one side shows after a step.
 struct Observed {
-    stats: BTreeMap<String, Stat>,
+    stats: BTreeMap<NameBuf, Stat>,
     tree: Snapshot,
-    upper: BTreeMap<String, UpperEntry>,
+    upper: BTreeMap<NameBuf, UpperEntry>,
     work: Vec<String>,
 }
 
@@ -166,19 +167,19 @@ fn stat_of(m: &fs::Metadata) -> Stat {
     }
 }
 
-fn user(path: &str) -> String {
+fn user(path: &Name) -> NameBuf {
     if path.is_empty() {
-        "/".to_owned()
+        "/".into()
     } else {
         path.to_owned()
     }
 }
 
-fn join(dir: &str, name: &str) -> String {
+fn join(dir: &Name, name: &Name) -> NameBuf {
     if dir.is_empty() {
         name.to_owned()
     } else {
-        format!("{dir}/{name}")
+        NameBuf::from([dir.as_bytes(), b"/", name.as_bytes()].concat())
     }
 }
 
@@ -188,12 +189,12 @@ fn stale(e: &std::io::Error) -> bool {
 
 /// Per path of the kernel's mount: times, inode; names `lstat` does not
 /// find (whiteouts the kernel lists by mistake) left out.
-fn kernel_stats(mnt: &Path) -> Result<BTreeMap<String, Stat>, RunError> {
+fn kernel_stats(mnt: &Path) -> Result<BTreeMap<NameBuf, Stat>, RunError> {
     let unsupported = |e: std::io::Error| RunError::Unsupported(format!("walking the mount: {e}"));
     let mut out = BTreeMap::new();
-    let mut todo = vec![String::new()];
+    let mut todo = vec![NameBuf::new()];
     while let Some(p) = todo.pop() {
-        let at = mnt.join(&p);
+        let at = mnt.join(p.to_path());
         let m = match fs::symlink_metadata(&at) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !p.is_empty() => continue,
@@ -210,7 +211,7 @@ fn kernel_stats(mnt: &Path) -> Result<BTreeMap<String, Stat>, RunError> {
             })?;
             for e in entries {
                 let name = e.expect("a mount entry").file_name();
-                todo.push(join(&p, name.to_str().expect("UTF-8 names")));
+                todo.push(join(&p, Name::new(name.as_bytes())));
             }
         }
         out.insert(p, stat_of(&m));
@@ -219,9 +220,9 @@ fn kernel_stats(mnt: &Path) -> Result<BTreeMap<String, Stat>, RunError> {
 }
 
 /// Per path of the view: times, inode.
-fn view_stats(view: &MergedView) -> BTreeMap<String, Stat> {
+fn view_stats(view: &MergedView) -> BTreeMap<NameBuf, Stat> {
     let mut out = BTreeMap::new();
-    let mut todo = vec![String::new()];
+    let mut todo = vec![NameBuf::new()];
     while let Some(p) = todo.pop() {
         let m = view
             .symlink_metadata(user(&p))
@@ -252,11 +253,11 @@ fn view_stats(view: &MergedView) -> BTreeMap<String, Stat> {
 
 /// Every entry of the upper directory `dir` (read through the observer),
 /// the root as "".
-fn upper_form(dir: &Path) -> BTreeMap<String, UpperEntry> {
+fn upper_form(dir: &Path) -> BTreeMap<NameBuf, UpperEntry> {
     let mut out = BTreeMap::new();
-    let mut todo = vec![String::new()];
+    let mut todo = vec![NameBuf::new()];
     while let Some(p) = todo.pop() {
-        let at = dir.join(&p);
+        let at = dir.join(p.to_path());
         let m = fs::symlink_metadata(&at)
             .unwrap_or_else(|e| panic!("lstat in an upper `{}`: {e}", at.display()));
         let t = m.file_type();
@@ -293,7 +294,7 @@ fn upper_form(dir: &Path) -> BTreeMap<String, UpperEntry> {
             if t.is_dir() {
                 for e in fs::read_dir(&at).expect("list an upper directory") {
                     let name = e.expect("an upper entry").file_name();
-                    todo.push(join(&p, name.to_str().expect("UTF-8 names")));
+                    todo.push(join(&p, Name::new(name.as_bytes())));
                 }
             } else if t.is_file() {
                 let data = fs::read(&at).expect("read an upper file");
@@ -340,10 +341,10 @@ fn lower_state(dir: &Path) -> LowerState {
     let tree = snapshot_dir(dir).unwrap_or_else(|e| panic!("walk `{}`: {e}", dir.display()));
     let mut times = BTreeMap::new();
     for path in tree.keys() {
-        let m = fs::symlink_metadata(dir.join(path.as_str())).expect("lstat in a lower");
+        let m = fs::symlink_metadata(dir.join(path.to_path())).expect("lstat in a lower");
         let s = stat_of(&m);
         let atime = (!m.file_type().is_symlink()).then_some(s.atime);
-        times.insert(path.as_str().to_owned(), (atime, s.mtime, s.ctime));
+        times.insert(path.to_string(), (atime, s.mtime, s.ctime));
     }
     LowerState { tree, times }
 }
@@ -365,15 +366,15 @@ fn changed(yes: bool) -> &'static str {
 
 /// Path to the sorted paths (itself included) sharing its inode, among
 /// non-directories.
-fn inode_classes(stats: &BTreeMap<String, Stat>) -> BTreeMap<&str, Vec<&str>> {
-    let mut by_ino: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+fn inode_classes(stats: &BTreeMap<NameBuf, Stat>) -> BTreeMap<&Name, Vec<&Name>> {
+    let mut by_ino: BTreeMap<u64, Vec<&Name>> = BTreeMap::new();
     for (p, s) in stats.iter().filter(|(_, s)| !s.dir) {
         by_ino.entry(s.ino).or_default().push(p);
     }
     stats
         .iter()
         .filter(|(_, s)| !s.dir)
-        .map(|(p, s)| (p.as_str(), by_ino[&s.ino].clone()))
+        .map(|(p, s)| (p.as_name(), by_ino[&s.ino].clone()))
         .collect()
 }
 
@@ -576,8 +577,8 @@ impl SideBySide {
     }
 
     fn compare_stats(&self, k: &Observed, v: &Observed, commit: bool) -> Option<String> {
-        let kp: Vec<&String> = k.stats.keys().collect();
-        let vp: Vec<&String> = v.stats.keys().collect();
+        let kp: Vec<&NameBuf> = k.stats.keys().collect();
+        let vp: Vec<&NameBuf> = v.stats.keys().collect();
         if kp != vp {
             return Some(format!(
                 "the walks list other paths: ours {vp:?}, the kernel's {kp:?}"
@@ -702,10 +703,10 @@ fn lower_difference(before: &LowerState, now: &LowerState) -> String {
 }
 
 fn compare_uppers(
-    k: &BTreeMap<String, UpperEntry>,
-    v: &BTreeMap<String, UpperEntry>,
+    k: &BTreeMap<NameBuf, UpperEntry>,
+    v: &BTreeMap<NameBuf, UpperEntry>,
 ) -> Option<String> {
-    let mut paths: Vec<&String> = k.keys().chain(v.keys()).collect();
+    let mut paths: Vec<&NameBuf> = k.keys().chain(v.keys()).collect();
     paths.sort();
     paths.dedup();
     for p in paths {

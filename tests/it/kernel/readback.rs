@@ -9,7 +9,7 @@ use std::sync::Arc;
 use camino::Utf8Path;
 use layerstack::layer::dir::{DirLayerOptions, Durability};
 use layerstack::view::Metacopy;
-use layerstack::{DirLayer, ErrorKind, Layer, MergedView, ViewOptions};
+use layerstack::{DirLayer, ErrorKind, Layer, MergedView, NameBuf, ViewOptions};
 
 use crate::support::harness::{Scratch, kernel_available};
 
@@ -267,7 +267,7 @@ fn xattr_whiteouts_follow_the_documented_rule() {
     let upper = DirLayer::open_upper(utf8(&r.join("u")), utf8(&r.join("w"))).unwrap();
     let view = MergedView::new(lowers, upper).unwrap();
     let ours = |d: &str| {
-        let listed: Vec<String> = view
+        let listed: Vec<NameBuf> = view
             .read_dir(d)
             .unwrap()
             .into_iter()
@@ -277,7 +277,7 @@ fn xattr_whiteouts_follow_the_documented_rule() {
         (listed, stat.map_err(|e| e.kind()))
     };
     // Unmarked: an ordinary empty file (the kernel: listed, but ENOENT).
-    assert_eq!(ours("a"), (vec!["f".to_owned()], Ok(0)));
+    assert_eq!(ours("a"), (vec![NameBuf::from("f")], Ok(0)));
     assert_eq!(ours("b"), (vec![], Err(ErrorKind::NotFound)));
     // The upper's marked directory: a whiteout (the kernel lists it).
     assert_eq!(ours("c"), (vec![], Err(ErrorKind::NotFound)));

@@ -105,7 +105,7 @@ fn copy_up_on_disk_keeps_the_parents_mtimes() {
         },
         Op::SetXattr {
             path: path("b/a/a"),
-            name: path("user.x"),
+            name: String::from("user.x"),
             value: b"v".to_vec(),
         },
         // Copies `b/a/b` up (no new name in `b/a`) and links it into `c`,
@@ -503,7 +503,7 @@ fn an_xattr_whiteout_upper_reads_as_ours_as_a_lowerdir_and_lists_deleted_names_a
     view.remove_file("d/f").expect("remove a lower file");
     view.write("d/h", "new").expect("write a file");
     let ours = snapshot_view(&view).expect("walk the view");
-    let listed_by_us: Vec<String> = view
+    let listed_by_us: Vec<NameBuf> = view
         .read_dir("d")
         .expect("list d")
         .into_iter()
@@ -521,14 +521,9 @@ fn an_xattr_whiteout_upper_reads_as_ours_as_a_lowerdir_and_lists_deleted_names_a
             &*cdata,
         )
         .unwrap_or_else(|e| panic!("mount {data}: {e}"));
-        let mut listed: Vec<String> = fs::read_dir(mnt.join("d"))
+        let mut listed: Vec<NameBuf> = fs::read_dir(mnt.join("d"))
             .expect("list d in the mount")
-            .map(|e| {
-                e.expect("an entry")
-                    .file_name()
-                    .into_string()
-                    .expect("UTF-8")
-            })
+            .map(|e| NameBuf::from(e.expect("an entry").file_name().into_encoded_bytes()))
             .collect();
         listed.sort();
         let f = fs::symlink_metadata(mnt.join("d/f")).map_err(|e| e.raw_os_error());
@@ -544,7 +539,10 @@ fn an_xattr_whiteout_upper_reads_as_ours_as_a_lowerdir_and_lists_deleted_names_a
     assert_eq!(listed_by_us, ["g", "h"]);
     assert_eq!(
         (listed, f),
-        (vec!["f".into(), "g".into(), "h".into()], Err(Some(2)))
+        (
+            vec![NameBuf::from("f"), "g".into(), "h".into()],
+            Err(Some(2))
+        )
     );
     assert_eq!(tree_difference(&ours, &tree), None, "as upperdir");
     let (listed, f, tree) = mount(format!("lowerdir={0}/u:{0}/l", root.display()));

@@ -13,7 +13,7 @@ use layerstack::oci::{BuildOptions, Decompressor, FlattenOptions, ImageStore, Oc
 use layerstack::testing::{build_layer, stack_items_strategy};
 use proptest::prelude::*;
 
-use super::round_trip::without_sockets;
+use super::round_trip::tar_writable;
 use crate::support::tools::root;
 
 /// A scratch directory, removed on drop.
@@ -90,7 +90,7 @@ proptest! {
         // The strategy gives the stack top first.
         for (i, items) in stack.iter().rev().enumerate() {
             builder
-                .add_layer_from(build_layer(&without_sockets(items)), &format!("step {i}"))
+                .add_layer_from(build_layer(&tar_writable(items)), &format!("step {i}"))
                 .expect("add a layer");
         }
         let image = builder.finish("t").expect("an image");

@@ -6,6 +6,11 @@
 //! the arguments; both expand a corpus of words and must agree on the
 //! result.
 //!
+//! And the rules of the build context against Docker's own code, packaged
+//! in Debian beside it: `.dockerignore` (BuildKit's `dockerignore.ReadAll`
+//! and `moby/patternmatcher`) and `COPY` wildcards (Go's `filepath.Match`),
+//! on names that are not UTF-8 too.
+//!
 //! The corpus keeps to what both implement. Left out, each a documented
 //! difference: heredocs and `${VAR-x}`/`${VAR+x}`/`${VAR?x}` (newer Docker,
 //! which imagebuilder lacks), unknown instructions (imagebuilder skips
@@ -19,7 +24,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use layerstack::oci::build::{Command, CommandLine, Dockerfile, Healthcheck, expand_word};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use layerstack::oci::build::{
+    Command, CommandLine, Dockerfile, Healthcheck, Ignore, expand_word, glob_match,
+};
 use serde_json::Value;
 
 use crate::support::tools::Scratch;
@@ -277,5 +287,121 @@ fn words_expand_as_buildah_expands_them() {
             theirs,
             "the expansions of {word:?} differ"
         );
+    }
+}
+
+/// Names to match, UTF-8 or not.
+const NAMES: &[&[u8]] = &[
+    b"main.go",
+    b"cmd/main.go",
+    b"a",
+    b"ab",
+    b"abc",
+    b"a/b",
+    b"a*b",
+    b".hidden",
+    b"caf\xc3\xa9",
+    b"caf\xe9",
+    b"x.tmp",
+    b"deep/er/x.tmp",
+    b"build",
+    b"build/out/bin",
+    b"build/keep",
+    b"docs/guide.md",
+    b"docs/README.md",
+    b"docs/sub/x.md",
+    b"file.bak",
+    b"dir/file.bak",
+    b"a/z",
+    b"a/b/c/z",
+    b"node_modules/pkg/index.js",
+    b"src/node_modules/x",
+    b"\xf0\xd2\xc9\xd7\xc5\xd4/x",
+];
+
+#[test]
+fn globs_match_as_go_matches_them() {
+    let Some(peer) = peer("globs_match_as_go_matches_them") else {
+        return;
+    };
+    for pattern in [
+        "*",
+        "*.go",
+        "*/*.go",
+        "a?",
+        "a?c",
+        "?",
+        "[a-c]*",
+        "[^a]*",
+        "a\\*b",
+        "caf?",
+        "caf[^x]",
+        "*/b",
+        "a*",
+        "*.*",
+        "caf\u{e9}",
+        "[",
+        "a\\",
+    ] {
+        let out = Process::new(&peer)
+            .arg("glob")
+            .arg(pattern)
+            .args(NAMES.iter().map(|n| OsStr::from_bytes(n)))
+            .output()
+            .expect("run the peer");
+        let theirs: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let ours: Vec<Value> = NAMES
+            .iter()
+            .map(|n| match glob_match(pattern, n) {
+                Ok(m) => Value::Bool(m),
+                Err(_) => Value::String("error".into()),
+            })
+            .collect();
+        assert_eq!(
+            Value::Array(ours),
+            theirs,
+            "the matches of {pattern:?} differ"
+        );
+    }
+}
+
+#[test]
+fn dockerignore_leaves_out_what_docker_leaves_out() {
+    let Some(peer) = peer("dockerignore_leaves_out_what_docker_leaves_out") else {
+        return;
+    };
+    let scratch = Scratch::new("dockerignore");
+    for (i, text) in [
+        "*.go\n",
+        "# comment\n  build  \n!build/keep\n",
+        "/docs/*.md\n!docs/README.md\n",
+        "**/*.tmp\n**.bak\n",
+        "build/**\n",
+        "a/**/z\n",
+        "**/node_modules\n",
+        "*\n!cmd\n",
+        "caf?\n",
+        "\u{feff}a\\*b\n./a/../ab\n",
+        "**\n!docs/**\n",
+        "[a-b]*\n!a/b\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = scratch.path(&format!("ignore.{i}"));
+        std::fs::write(&path, text).expect("write");
+        let out = Process::new(&peer)
+            .arg("ignore")
+            .arg(&path)
+            .args(NAMES.iter().map(|n| OsStr::from_bytes(n)))
+            .output()
+            .expect("run the peer");
+        let theirs: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let ignore = Ignore::parse(text).expect("our parse");
+        let ours: Vec<Value> = NAMES
+            .iter()
+            .map(|n| Value::Bool(ignore.is_ignored(n)))
+            .collect();
+        assert_eq!(Value::Array(ours), theirs, "the results of {text:?} differ");
     }
 }

@@ -166,7 +166,12 @@ fn our_view_of_an_umoci_image_equals_its_unpack() {
         &dir_tree(flat.as_std_path()),
         "our flatten of umoci's v2",
     );
-    assert!(!ours.entries.keys().any(|p| p.as_str().starts_with("gone")));
+    assert!(
+        !ours
+            .entries
+            .keys()
+            .any(|p| p.as_bytes().starts_with(b"gone"))
+    );
     assert!(
         ours.entries
             .contains_key(&layerstack::LayerPath::new("re/new").unwrap())

@@ -92,7 +92,6 @@ fn layers(scratch: &Scratch, test: &str) -> Vec<(String, PathBuf, PathBuf)> {
 }
 
 #[test]
-#[ignore = "issue 14 phase A: the core's names are still strings"]
 fn unpack_of_names_in_legacy_charsets_equals_gnu_tar() {
     let test = "unpack_of_names_in_legacy_charsets_equals_gnu_tar";
     if !have_gnu_tar(test) {
@@ -212,7 +211,6 @@ fn import(tar: &[u8], below: &[Arc<dyn Layer>]) -> Arc<dyn Layer> {
 /// without the bytes that are not ASCII), and a round trip import → export
 /// keeps the bytes and the digest.
 #[test]
-#[ignore = "issue 14 phase A: the core's names are still strings"]
 fn export_writes_names_as_go_does_and_round_trips_byte_exact() {
     let test = "export_writes_names_as_go_does_and_round_trips_byte_exact";
     let Some(writer) = go_build("tar_writer", test) else {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use layerstack::NameBuf;
 use layerstack::layer::walk;
 use layerstack::model;
 use layerstack::oci::{Compression, ExportOptions, ImportOptions, export_layer, import_layer};
@@ -34,6 +35,59 @@ pub fn without_sockets(items: &[LayerItem]) -> Vec<LayerItem> {
         .collect()
 }
 
+/// `items` as the layer tar writer takes them today: without sockets, and
+/// with every name and symlink target that is not UTF-8 replaced by its
+/// escaped text (`caf\351` for a Latin-1 `café`), which keeps distinct
+/// names distinct. The writer refuses such names until it writes them as
+/// Go and GNU tar do (the tar side of issue 14).
+pub fn tar_writable(items: &[LayerItem]) -> Vec<LayerItem> {
+    let text = |p: &NameBuf| NameBuf::from(layerstack::escape_name(p.as_bytes()));
+    without_sockets(items)
+        .into_iter()
+        .map(|item| match item {
+            LayerItem::File { path, data, attrs } => LayerItem::File {
+                path: text(&path),
+                data,
+                attrs,
+            },
+            LayerItem::Dir { path, attrs } => LayerItem::Dir {
+                path: text(&path),
+                attrs,
+            },
+            LayerItem::OpaqueDir { path } => LayerItem::OpaqueDir { path: text(&path) },
+            LayerItem::Symlink { path, target } => LayerItem::Symlink {
+                path: text(&path),
+                target: text(&target),
+            },
+            LayerItem::HardLink { existing, new } => LayerItem::HardLink {
+                existing: text(&existing),
+                new: text(&new),
+            },
+            LayerItem::Special {
+                path,
+                file_type,
+                rdev,
+                attrs,
+            } => LayerItem::Special {
+                path: text(&path),
+                file_type,
+                rdev,
+                attrs,
+            },
+            LayerItem::Whiteout { path } => LayerItem::Whiteout { path: text(&path) },
+            LayerItem::Redirect { path, redirect } => LayerItem::Redirect {
+                path: text(&path),
+                redirect: text(&redirect),
+            },
+            LayerItem::Xattr { path, name, value } => LayerItem::Xattr {
+                path: text(&path),
+                name,
+                value,
+            },
+        })
+        .collect()
+}
+
 fn round_trip(
     stack_items: &[Vec<LayerItem>],
     compression: Compression,
@@ -41,7 +95,7 @@ fn round_trip(
     // Top first, as MergedView takes them.
     let originals: Vec<Arc<dyn Layer>> = stack_items
         .iter()
-        .map(|items| Arc::new(build_layer(&without_sockets(items))) as Arc<dyn Layer>)
+        .map(|items| Arc::new(build_layer(&tar_writable(items))) as Arc<dyn Layer>)
         .collect();
     let mut imported: Vec<Arc<dyn Layer>> = Vec::new();
     // Bottom up: each layer is exported with its original layers below and
@@ -100,7 +154,7 @@ fn changeset(layer: &dyn Layer) -> Vec<String> {
                 let m = &n.meta;
                 let body = match m.file_type {
                     FileType::File => format!("{:?}", layer.read_at(&path, 0, 1 << 20).unwrap()),
-                    FileType::Symlink => layer.read_link(&path).unwrap(),
+                    FileType::Symlink => layer.read_link(&path).unwrap().to_string(),
                     _ => String::new(),
                 };
                 let link = if m.file_type.is_dir() {

@@ -23,7 +23,7 @@ use std::process::Command;
 
 use layerstack::makedev;
 use layerstack::oci::{Hasher, Limits, TarKind, TarReader};
-use layerstack::{Error, ErrorKind};
+use layerstack::{Error, ErrorKind, NameBuf};
 
 use crate::support::tools::{Scratch, go_build};
 
@@ -132,7 +132,7 @@ fn go_list(lister: &Path, files: &[PathBuf]) -> Vec<GoListing> {
 }
 
 struct OurEntry {
-    name: String,
+    name: NameBuf,
     kind: TarKind,
     size: u64,
     mode: u32,
@@ -208,7 +208,6 @@ fn components(name: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Why this reader may refuse an entry Go reads: the documented refusals
 /// (`docs/semantics.md`). `None`: no reason, a real difference.
 fn documented_refusal(go: &GoEntry, ours: &Error) -> Option<&'static str> {
-    let is_link = matches!(go.kind, b'1' | b'2');
     let has_dotdot = |n: &[u8]| components(n).any(|c| c == b"..");
     let utf8 = |n: &[u8]| std::str::from_utf8(n).is_ok();
     let fits = |v: i64| u32::try_from(v).is_ok();
@@ -220,8 +219,8 @@ fn documented_refusal(go: &GoEntry, ours: &Error) -> Option<&'static str> {
         .keys()
         .filter_map(|k| k.strip_prefix(b"SCHILY.xattr.".as_slice()))
         .all(utf8);
-    if !utf8(&go.name) || (is_link && !utf8(&go.link)) || !xattr_names_utf8 {
-        return Some("a name, link target or xattr name that is not UTF-8");
+    if !xattr_names_utf8 {
+        return Some("an xattr name that is not UTF-8");
     }
     if !fits(go.uid) || !fits(go.gid) {
         return Some("an owner beyond 32 bits");
@@ -274,7 +273,7 @@ fn entry_difference(go: &GoEntry, ours: &OurEntry) -> Option<String> {
         (TarKind::File, b'0' | b'7' | b'S') => true,
         (TarKind::Dir, b'5') => true,
         (TarKind::Symlink(t), b'2') => t.as_bytes() == go.link,
-        (TarKind::HardLink(t), b'1') => t.as_str().as_bytes() == normalise(&go.link),
+        (TarKind::HardLink(t), b'1') => t.as_bytes() == normalise(&go.link),
         (TarKind::CharDevice(d), b'3') | (TarKind::BlockDevice(d), b'4') => {
             *d == makedev(go.dev.0 as u32, go.dev.1 as u32)
         }

@@ -12,13 +12,13 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use layerstack::testing::{MetadataSummary, Op, Outcome, Scenario};
 use layerstack::view::{OpenOptions, RenameMode};
-use layerstack::{ErrorKind, FileType, Timestamp};
+use layerstack::{ErrorKind, FileType, Name, NameBuf, Timestamp};
 
 use crate::support::harness::ESTALE_MARK;
 use rustix::fs::{AtFlags, CWD, Mode, RenameFlags, Timespec, Timestamps, UTIME_OMIT};
@@ -136,7 +136,8 @@ fn file_type(t: fs::FileType) -> FileType {
     }
 }
 
-fn metadata(path: &str, follow: bool) -> Outcome {
+fn metadata(path: &Name, follow: bool) -> Outcome {
+    let path = path.to_path();
     let m = if follow {
         fs::metadata(path)
     } else {
@@ -158,7 +159,8 @@ fn metadata(path: &str, follow: bool) -> Outcome {
 /// fail with `ENXIO` on a socket or reach a host device. So, as the crate
 /// does, a special file found (following symlinks) is refused before any
 /// syscall that opens it. `None`: go on with the syscall.
-fn special(path: &str) -> Option<()> {
+fn special(path: &Name) -> Option<()> {
+    let path = path.to_path();
     match fs::metadata(path) {
         Ok(m) if file_type(m.file_type()).is_special() => Some(()),
         _ => None,
@@ -167,7 +169,8 @@ fn special(path: &str) -> Option<()> {
 
 const EINVAL: Outcome = Outcome::Err(ErrorKind::InvalidInput);
 
-fn read_at(path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+fn read_at(path: &Name, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let path = path.to_path();
     let file = fs::File::open(path)?;
     let mut buf = vec![0u8; len];
     let mut got = 0;
@@ -265,8 +268,7 @@ pub fn apply(op: &Op) -> Outcome {
                     if is_stray_whiteout(&e.path())? {
                         continue;
                     }
-                    let name = String::from_utf8(e.file_name().as_bytes().to_vec())
-                        .expect("names here are UTF-8");
+                    let name = NameBuf::from(e.file_name().as_bytes());
                     out.push((name, file_type(e.file_type()?)));
                 }
                 Ok(out)
@@ -280,7 +282,7 @@ pub fn apply(op: &Op) -> Outcome {
             }
         }
         Op::ReadLink { path } => match fs::read_link(path) {
-            Ok(t) => Outcome::Target(t.into_os_string().into_string().expect("UTF-8 targets")),
+            Ok(t) => Outcome::Target(NameBuf::from(t.into_os_string().into_vec())),
             Err(e) => err(&e),
         },
         Op::Write { path, data } => {
@@ -356,7 +358,7 @@ pub fn apply(op: &Op) -> Outcome {
                 RenameMode::NoReplace => RenameFlags::NOREPLACE,
                 RenameMode::Exchange => RenameFlags::EXCHANGE,
             };
-            match rustix::fs::renameat_with(CWD, from.as_str(), CWD, to.as_str(), flags) {
+            match rustix::fs::renameat_with(CWD, from.as_bytes(), CWD, to.as_bytes(), flags) {
                 Ok(()) => Outcome::Unit,
                 Err(e) => rustix_err(e),
             }
@@ -372,14 +374,14 @@ pub fn apply(op: &Op) -> Outcome {
                 last_access: timespec(*atime),
                 last_modification: timespec(*mtime),
             };
-            match rustix::fs::utimensat(CWD, path.as_str(), &times, AtFlags::empty()) {
+            match rustix::fs::utimensat(CWD, path.as_bytes(), &times, AtFlags::empty()) {
                 Ok(()) => Outcome::Unit,
                 Err(e) => rustix_err(e),
             }
         }
         Op::GetXattr { path, name } => {
             let mut value = vec![0u8; XATTR_BUF];
-            match rustix::fs::getxattr(path.as_str(), name.as_str(), &mut value[..]) {
+            match rustix::fs::getxattr(path.as_bytes(), name.as_str(), &mut value[..]) {
                 Ok(n) => {
                     value.truncate(n);
                     Outcome::Bytes(value)
@@ -389,7 +391,7 @@ pub fn apply(op: &Op) -> Outcome {
         }
         Op::SetXattr { path, name, value } => {
             match rustix::fs::setxattr(
-                path.as_str(),
+                path.as_bytes(),
                 name.as_str(),
                 value,
                 rustix::fs::XattrFlags::empty(),
@@ -399,14 +401,14 @@ pub fn apply(op: &Op) -> Outcome {
             }
         }
         Op::RemoveXattr { path, name } => {
-            match rustix::fs::removexattr(path.as_str(), name.as_str()) {
+            match rustix::fs::removexattr(path.as_bytes(), name.as_str()) {
                 Ok(()) => Outcome::Unit,
                 Err(e) => rustix_err(e),
             }
         }
         Op::ListXattr { path } => {
             let mut list = vec![0u8; XATTR_BUF];
-            match rustix::fs::listxattr(path.as_str(), &mut list[..]) {
+            match rustix::fs::listxattr(path.as_bytes(), &mut list[..]) {
                 Ok(n) => {
                     let mut names: Vec<String> = list[..n]
                         .split(|b| *b == 0)
@@ -435,7 +437,7 @@ pub fn apply(op: &Op) -> Outcome {
             }
             match rustix::fs::mknodat(
                 CWD,
-                path.as_str(),
+                path.as_bytes(),
                 rustix_file_type(*file_type),
                 Mode::from_raw_mode(mode & 0o7777),
                 *rdev,
@@ -468,7 +470,7 @@ impl CreateNew for OpenOptions {
 /// directory by its name (the root, `.`, `..`, a symlink with a trailing
 /// slash) is refused with `rmdir`'s error before anything is removed (`std`
 /// would empty the directory first).
-fn remove_dir_all(path: &str) -> Outcome {
+fn remove_dir_all(path: &Name) -> Outcome {
     let shape = match layerstack::testing::path_shape(path, layerstack::Operation::RemoveDir) {
         Ok(shape) => shape,
         Err(e) => return Outcome::Err(e.kind()),
@@ -476,8 +478,13 @@ fn remove_dir_all(path: &str) -> Outcome {
     if !shape.last_is_name {
         return unit(fs::remove_dir(path));
     }
+    let trimmed = path.as_bytes();
+    let trimmed = &trimmed[..trimmed
+        .iter()
+        .rposition(|&b| b != b'/')
+        .map_or(0, |i| i + 1)];
     if shape.trailing_slash
-        && fs::symlink_metadata(path.trim_end_matches('/')).is_ok_and(|m| m.is_symlink())
+        && fs::symlink_metadata(Name::new(trimmed).to_path()).is_ok_and(|m| m.is_symlink())
     {
         return Outcome::Err(ErrorKind::NotADirectory);
     }
@@ -485,7 +492,7 @@ fn remove_dir_all(path: &str) -> Outcome {
     // walks the path again for its final `rmdir`, which a symlink on the
     // way (removed with the tree) can send elsewhere. So: resolve the
     // parent first, then remove by the resolved path.
-    let path = std::path::Path::new(path);
+    let path = path.to_path();
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return unit(fs::remove_dir_all(path));
     };

@@ -196,7 +196,7 @@ pub fn materialize(layer: &dyn Layer, dir: &Path) {
     // Lower inode -> the first name written for it.
     let mut links: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for (path, entry) in walk(layer).expect("walk a layer") {
-        let at = dir.join(path.as_str());
+        let at = dir.join(path.to_path());
         let node = match entry {
             Entry::Whiteout => {
                 rustix::fs::mknodat(

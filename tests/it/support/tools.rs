@@ -169,7 +169,7 @@ pub fn view_tree(view: &MergedView) -> Tree {
     let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (path, e) in &entries {
         if e.file_type != FileType::Dir {
-            let ino = view.symlink_metadata(path.as_str()).expect("stat").ino;
+            let ino = view.symlink_metadata(path.as_name()).expect("stat").ino;
             groups.entry(ino).or_default().push(path.to_string());
         }
     }
@@ -185,7 +185,7 @@ pub fn dir_tree(root: &Path) -> Tree {
     let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (path, e) in &entries {
         if e.file_type != FileType::Dir {
-            let ino = std::fs::symlink_metadata(root.join(path.as_str()))
+            let ino = std::fs::symlink_metadata(root.join(path.as_name()))
                 .unwrap()
                 .ino();
             groups.entry(ino).or_default().push(path.to_string());

@@ -171,7 +171,7 @@ fn oracle(tars: &[Vec<u8>], o: &FlattenOptions) -> Result<Listing> {
         if path.is_root() {
             continue;
         }
-        let m = view.symlink_metadata(path.as_str())?;
+        let m = view.symlink_metadata(&path)?;
         let row = Row {
             file_type: e.file_type,
             mode: e.mode,
@@ -181,7 +181,7 @@ fn oracle(tars: &[Vec<u8>], o: &FlattenOptions) -> Result<Listing> {
             mtime: (m.mtime.sec, i64::from(m.mtime.nsec)),
             rdev: e.rdev,
             data: e.data.to_vec(),
-            target: e.target.clone(),
+            target: e.target.to_string_lossy().into_owned(),
             xattrs: e
                 .xattrs
                 .iter()
@@ -189,7 +189,7 @@ fn oracle(tars: &[Vec<u8>], o: &FlattenOptions) -> Result<Listing> {
                 .collect(),
         };
         let ino = (!e.file_type.is_dir()).then_some(m.ino);
-        rows.insert(path.as_str().to_owned(), (row, ino));
+        rows.insert(path.as_name().to_string_lossy().into_owned(), (row, ino));
     }
     Ok(listing(rows))
 }

@@ -122,7 +122,7 @@ fn a_skipped_device_belongs_to_the_directory_the_unpack_made() {
     let found: Vec<_> = map.absent_in(&path("dev"), made).collect();
     assert_eq!(found.len(), 1);
     let (name, meta, link) = found[0];
-    assert_eq!((name, link), ("null", Some(7)));
+    assert_eq!((name.as_bytes(), link), (b"null".as_slice(), Some(7)));
     assert_eq!(
         (meta.file_type, meta.rdev, meta.mode),
         (FileType::CharDevice, makedev(1, 3), 0o666)

@@ -81,7 +81,11 @@ impl OciLayout {
             if let TarKind::Symlink(target) = &entry.kind {
                 // `docker save` writes a repeated layer once and links the
                 // others to it (`../<id>/layer.tar`).
-                links.push((name, target.clone()));
+                let target = target.to_str().ok_or_else(|| {
+                    Error::new(ErrorKind::InvalidData, Operation::OpenImage, &name)
+                        .with_detail("the link target is not UTF-8")
+                })?;
+                links.push((name, target.to_owned()));
                 continue;
             }
             let size = entry.size;

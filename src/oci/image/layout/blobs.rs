@@ -97,7 +97,7 @@ impl OciLayout {
         match stat_nofollow(&blobs, &digest.hex()) {
             Ok(st) => Ok(st),
             Err(Errno::NOENT) => Err(self.no_such_blob(digest)),
-            Err(e) => Err(errno_error(e, Operation::ReadBlob, &digest.to_string())),
+            Err(e) => Err(errno_error(e, Operation::ReadBlob, digest.to_string())),
         }
     }
 

@@ -415,12 +415,10 @@ pub const MAX_TAG_LEN: usize = 128;
 /// it is not printable) and the characters that are.
 pub fn check_tag(tag: &str) -> Result<()> {
     const ALLOWED: &str = "a tag is 1 to 128 of A-Z a-z 0-9 _ . -, and does not start with . or -";
-    let shown = tag.escape_debug().to_string();
+    // The message escapes the tag where it is not printable.
     let bad = |why: String| {
-        Err(
-            Error::new(ErrorKind::InvalidInput, Operation::Write, &shown)
-                .with_detail(format!("invalid tag: {why} ({ALLOWED})")),
-        )
+        Err(Error::new(ErrorKind::InvalidInput, Operation::Write, tag)
+            .with_detail(format!("invalid tag: {why} ({ALLOWED})")))
     };
     let is_tag_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     match tag.chars().next() {

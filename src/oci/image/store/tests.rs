@@ -96,7 +96,7 @@ fn a_build_gives_one_layer_per_changing_step_and_history_for_all() {
         "port = 8080\n"
     );
     assert!(!view.exists("etc/motd").unwrap());
-    let names: Vec<String> = view
+    let names: Vec<crate::NameBuf> = view
         .read_dir("var/cache/app")
         .unwrap()
         .into_iter()
