@@ -283,19 +283,6 @@ mod escape_tests {
     }
 
     #[test]
-    fn bytes_that_are_not_utf8_are_escaped_each() {
-        assert_eq!(escape_name(b"caf\xe9"), "caf\\351");
-        assert_eq!(
-            escape_name(b"\xf0\xd2\xc9\xd7\xc5\xd4"),
-            "\\360\\322\\311\\327\\305\\324"
-        );
-        // Valid UTF-8 around them keeps today's rule.
-        assert_eq!(escape_name(b"\xe9t\xc3\xa9\n\\"), "\\351t\u{e9}\\n\\\\");
-        // A truncated sequence is invalid bytes, not a character.
-        assert_eq!(escape_name(b"a\xe2\x82"), "a\\342\\202");
-    }
-
-    #[test]
     fn json_names_are_exact_and_give_bytes_only_when_not_utf8() {
         let mut v = serde_json::json!({});
         json_name(&mut v, "path", "/caf\u{e9}\n".as_bytes());

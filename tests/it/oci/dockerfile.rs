@@ -32,7 +32,7 @@ use layerstack::oci::build::{
 };
 use serde_json::Value;
 
-use crate::support::tools::Scratch;
+use crate::support::tools::{Scratch, go_build_with};
 
 const IMAGEBUILDER: &str = "/usr/share/gocode/src/github.com/openshift/imagebuilder";
 
@@ -59,28 +59,7 @@ fn peer(test: &str) -> Option<PathBuf> {
         eprintln!("SKIP {test}: {why}");
         return None;
     }
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
-    let exe = tmp.join("dockerfile-parser");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dockerfile_parser/main.go");
-    let gopath = format!("{}:/usr/share/gocode", tmp.join("path").display());
-    let out = Process::new("go")
-        .args(["build", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .env("GOCACHE", tmp.join("cache"))
-        .env("GOPATH", gopath)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "")
-        .env("GO111MODULE", "off")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("run go build");
-    assert!(
-        out.status.success(),
-        "go build of the Dockerfile parser peer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(exe)
+    Some(go_build_with("dockerfile_parser", &["/usr/share/gocode"]))
 }
 
 /// Dockerfiles both parsers read alike.

@@ -62,8 +62,20 @@ pub fn go_build(dir: &str, test: &str) -> Option<std::path::PathBuf> {
     ) {
         return None;
     }
+    Some(go_build_with(dir, &[]))
+}
+
+/// Builds `tests/<dir>/main.go` as [`go_build`] does, once `go` is known
+/// to run, with `gopath` (Debian's Go sources, `/usr/share/gocode`) after
+/// its own GOPATH.
+pub fn go_build_with(dir: &str, gopath: &[&str]) -> std::path::PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
     let exe = tmp.join(dir);
+    let mut path = tmp.join("path").into_os_string();
+    for extra in gopath {
+        path.push(":");
+        path.push(extra);
+    }
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(dir)
@@ -73,7 +85,7 @@ pub fn go_build(dir: &str, test: &str) -> Option<std::path::PathBuf> {
         .arg(&exe)
         .arg(&src)
         .env("GOCACHE", tmp.join("cache"))
-        .env("GOPATH", tmp.join("path"))
+        .env("GOPATH", path)
         .env("GOPROXY", "off")
         .env("GOFLAGS", "")
         .env("GO111MODULE", "off")
@@ -85,7 +97,7 @@ pub fn go_build(dir: &str, test: &str) -> Option<std::path::PathBuf> {
         "go build of tests/{dir} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(exe)
+    exe
 }
 
 /// Whether we are root (umoci keeps owners and devices only as root).
