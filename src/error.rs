@@ -10,7 +10,7 @@
 use std::fmt;
 use std::io;
 
-use crate::path::{Name, NameBuf, PathLike};
+use crate::path::{Name, NameBuf, PathLike, escape_message};
 
 /// The class of an error, named after the errno the kernel returns for it.
 ///
@@ -556,11 +556,13 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "failed to {} `{}`", self.op.verb(), self.path)?;
+        // A layer's name and a detail can carry text from outside (a
+        // directory's path, a tar header's keys): never raw control bytes.
         if let Some(layer) = &self.layer {
-            write!(f, " in layer {layer}")?;
+            write!(f, " in layer {}", escape_message(layer.as_bytes()))?;
         }
         match &self.detail {
-            Some(detail) => write!(f, ": {detail}"),
+            Some(detail) => write!(f, ": {}", escape_message(detail.as_bytes())),
             None => write!(f, ": {}", self.kind),
         }
     }
@@ -620,6 +622,18 @@ mod tests {
             err.to_string(),
             "failed to read `srv/caf\\351\\n`: no such file or directory"
         );
+    }
+
+    #[test]
+    fn a_layer_name_and_a_detail_reach_the_message_without_control_bytes() {
+        let err = Error::new(ErrorKind::InvalidData, Operation::ImportLayer, "a")
+            .with_layer("/srv/\x1b[31mlayer")
+            .with_detail("bad key `\x07x\u{202e}` in `a\\b`");
+        assert_eq!(
+            err.to_string(),
+            "failed to import layer entry `a` in layer /srv/\\033[31mlayer: bad key `\\007x\\342\\200\\256` in `a\\b`"
+        );
+        assert_eq!(err.detail(), Some("bad key `\x07x\u{202e}` in `a\\b`"));
     }
 
     #[test]

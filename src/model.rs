@@ -26,7 +26,7 @@
 //! use std::sync::Arc;
 //! use layerstack::model::Model;
 //! use layerstack::view::ViewOptions;
-//! use layerstack::{ErrorKind, Layer, MemLayer};
+//! use layerstack::{ErrorKind, Layer, MemLayer, NameBuf};
 //!
 //! let mut base = MemLayer::new();
 //! base.add_file("etc/hostname", "box\n")?;
@@ -39,7 +39,7 @@
 //! assert_eq!(model.read("etc/motd").unwrap_err().kind(), ErrorKind::NotFound);
 //! model.write("/etc/hostname", b"web\n")?;
 //! assert_eq!(&model.read("etc/hostname")?[..], b"web\n");
-//! let names: Vec<String> = model.read_dir("etc")?.into_iter().map(|(n, _)| n).collect();
+//! let names: Vec<NameBuf> = model.read_dir("etc")?.into_iter().map(|(n, _)| n).collect();
 //! assert_eq!(names, ["hostname"]);
 //! # Ok::<(), layerstack::Error>(())
 //! ```

@@ -238,7 +238,7 @@ impl fmt::Debug for Name {
     /// The escaped name in double quotes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_char('"')?;
-        write_escaped(f, &self.0, Backslash::Escape)?;
+        write_escaped(f, &self.0, Backslash::EscapeQuote)?;
         f.write_char('"')
     }
 }
@@ -456,12 +456,15 @@ impl fmt::Debug for NameBuf {
 enum Backslash {
     Escape,
     Keep,
+    /// Escaped, and `"` too (the `Debug` form, in double quotes).
+    EscapeQuote,
 }
 
 /// A name (or path) as text safe to print: what `ls -b` shows. Printable
 /// UTF-8 shows as it is; `\` as `\\`; newline, tab and carriage return as
 /// `\n`, `\t`, `\r`; C0 and C1 controls, DEL, and the invisible characters
-/// that reorder or hide text (bidi overrides and isolates, zero widths) as
+/// that reorder or hide text (bidi marks, overrides and isolates, zero
+/// widths, word joiners, line separators, tag characters) as
 /// `\ooo` per byte of their UTF-8; and every byte that is not part of
 /// valid UTF-8 as `\ooo`.
 ///
@@ -502,7 +505,8 @@ fn write_escaped(out: &mut impl fmt::Write, bytes: &[u8], backslash: Backslash) 
         let mut start = 0;
         for (i, c) in valid.char_indices() {
             let escaped = match c {
-                '\\' if backslash == Backslash::Escape => Some("\\\\"),
+                '\\' if backslash != Backslash::Keep => Some("\\\\"),
+                '"' if backslash == Backslash::EscapeQuote => Some("\\\""),
                 '\n' => Some("\\n"),
                 '\t' => Some("\\t"),
                 '\r' => Some("\\r"),
@@ -530,10 +534,21 @@ fn write_escaped(out: &mut impl fmt::Write, bytes: &[u8], backslash: Backslash) 
 }
 
 /// C0 and C1 controls, DEL, and the invisible characters that reorder or
-/// hide text (bidi overrides and isolates, zero widths).
+/// hide text (bidi marks, overrides and isolates, the Arabic letter mark,
+/// zero widths, word joiners, line and paragraph separators, tag
+/// characters).
 fn is_hidden(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
 }
 
 /// `bytes` without leading and trailing `/`.
@@ -960,6 +975,20 @@ impl<'a> UserPath<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn debug_escapes_quotes_and_every_invisible_character() {
+        assert_eq!(format!("{:?}", Name::new(b"a\"b\\")), r#""a\"b\\""#);
+        for c in ['\u{061c}', '\u{2028}', '\u{2060}', '\u{e0041}', '\u{202e}'] {
+            let text = format!("x{c}y");
+            let escaped = escape_name(text.as_bytes());
+            assert!(
+                escaped.starts_with("x\\") && escaped.ends_with('y'),
+                "{escaped}"
+            );
+            assert!(!escaped.contains(c), "{escaped}");
+        }
+    }
+
     use super::*;
 
     #[test]

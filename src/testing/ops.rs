@@ -434,7 +434,8 @@ pub(crate) fn join_user_path(absolute: bool, tokens: &[&[u8]], trailing: bool) -
     NameBuf::from(s)
 }
 
-/// A user path: up to 3 components over `a`, `b`, `c`, `..` and `.`,
+/// A user path: up to 3 components over [`NAMES`](crate::testing::NAMES)
+/// (UTF-8 and not), `..` and `.`,
 /// sometimes absolute, sometimes with a trailing slash; rarely empty or
 /// the root.
 pub(crate) fn user_path() -> impl Strategy<Value = NameBuf> {

@@ -50,7 +50,7 @@ use resolve::{Cursor, Follow, Res, Resolved, State};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use layerstack::{Layer, MemLayer, MergedView};
+/// use layerstack::{Layer, MemLayer, MergedView, NameBuf};
 ///
 /// let mut base = MemLayer::new();
 /// base.add_file("etc/app.conf", "port = 80\n")?;
@@ -61,7 +61,7 @@ use resolve::{Cursor, Follow, Res, Resolved, State};
 /// view.remove_file("etc/old.conf")?; // leaves a whiteout in the upper
 ///
 /// assert_eq!(view.read_to_string("/etc/app.conf")?, "port = 8080\n");
-/// let names: Vec<String> = view.read_dir("etc")?.into_iter().map(|e| e.name).collect();
+/// let names: Vec<NameBuf> = view.read_dir("etc")?.into_iter().map(|e| e.name).collect();
 /// assert_eq!(names, ["app.conf"]);
 /// # Ok::<(), layerstack::Error>(())
 /// ```

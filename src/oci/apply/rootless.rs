@@ -656,9 +656,9 @@ fn absent_meta(want: &Metadata) -> Metadata {
     meta
 }
 
-/// A path as the map spells it: absolute in the tree.
-/// The path as the map's JSON holds it (the map records only UTF-8
-/// paths: JSON strings are text).
+/// A path as the map's JSON spells it: absolute in the tree. The map
+/// records only UTF-8 paths (JSON strings are text), so the lossy form
+/// only ever shows a path in a message.
 fn shown(path: &LayerPath) -> String {
     format!("/{}", path.as_name().to_string_lossy())
 }

@@ -1,11 +1,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::Value;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::layer::dir::DirLayer;
 use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Layer, LayerMut};
 use crate::meta::{FileType, Timestamp};
@@ -246,6 +247,78 @@ impl ImageStore {
             stack.insert(0, layer);
         }
         Ok(stack)
+    }
+
+    /// The image's layers as directories in the kernel's format (whiteouts
+    /// as 0/0 character devices, opaque directories and metacopy as
+    /// `trusted.overlay.*` attributes), top first: what an overlay mount of
+    /// the image takes as `lowerdir`, as a `RUN` step of a build does
+    /// ([`run_step`](crate::oci::build::run_step)).
+    ///
+    /// Each layer is imported once into `.layerstack/dirs/<ChainID>` in the
+    /// layout and reused by every image that has it at the same place over
+    /// the same base; a directory appears only once complete (imported
+    /// beside it, then renamed), so one left by a crash is never taken.
+    ///
+    /// # Errors
+    /// `EPERM` without the right to make device nodes (whiteouts and
+    /// devices need root, as in the kernel's own format); a layer whose
+    /// DiffID is not the config's (`EBADMSG`); the errors of reading the
+    /// blobs and of writing the directories.
+    pub fn layer_dirs(&self, image: &Image) -> Result<Vec<Utf8PathBuf>> {
+        let root = self.layout.root().join(".layerstack").join("dirs");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::from_io(&e, Operation::OpenImage, &root))?;
+        let chain = image.chain_ids();
+        let mut dirs: Vec<Utf8PathBuf> = Vec::with_capacity(chain.len());
+        let mut below: Vec<Arc<dyn Layer>> = Vec::with_capacity(chain.len());
+        for (i, (descriptor, chain_id)) in image.layers().iter().zip(&chain).enumerate() {
+            let dir = root.join(chain_id.hex());
+            let in_layer = |e: Error| e.with_layer(format!("{i} ({})", descriptor.digest.short()));
+            if !dir.is_dir() {
+                let unique = format!("{}.{}", chain_id.hex(), std::process::id());
+                let (tmp, work) = (
+                    root.join(format!("{unique}.new")),
+                    root.join(format!("{unique}.work")),
+                );
+                for leftover in [&tmp, &work] {
+                    let _ = std::fs::remove_dir_all(leftover);
+                }
+                let imported = (|| {
+                    let mut layer = DirLayer::open_upper(&tmp, &work)?;
+                    let blob = self.layout.open_layer(descriptor)?;
+                    let summary = import_into(blob, &mut layer, &below, &self.import)?;
+                    let want = image.config.diff_ids[i];
+                    if summary.diff_id != want {
+                        return Err(Error::new(
+                            ErrorKind::InvalidData,
+                            Operation::OpenImage,
+                            &image.reference,
+                        )
+                        .with_detail(format!(
+                            "the layer's DiffID is {} but the config says {want}",
+                            summary.diff_id
+                        )));
+                    }
+                    Ok(())
+                })();
+                let _ = std::fs::remove_dir_all(&work);
+                if let Err(e) = imported {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(in_layer(e));
+                }
+                if let Err(e) = std::fs::rename(&tmp, &dir) {
+                    // Another build made it meanwhile: theirs is as good.
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    if !dir.is_dir() {
+                        return Err(in_layer(Error::from_io(&e, Operation::OpenImage, &dir)));
+                    }
+                }
+            }
+            below.insert(0, Arc::new(DirLayer::open(&dir).map_err(in_layer)?));
+            dirs.insert(0, dir);
+        }
+        Ok(dirs)
     }
 
     fn cached(&self, chain_id: &Digest) -> Option<Arc<dyn Layer>> {

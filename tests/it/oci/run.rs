@@ -9,9 +9,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 
 use camino::Utf8PathBuf;
 use layerstack::oci::build::{RunStep, run_step};
+use layerstack::oci::{BuildOptions, ImageStore, OciLayout};
 
 use crate::support::harness::kernel_available;
-use crate::support::tools::Scratch;
+use crate::support::tools::{Scratch, dir_tree, view_tree};
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -191,5 +192,101 @@ fn a_failing_run_gives_its_status_and_last_lines() {
         err.to_string()
             .contains("the overlay mount of the image failed"),
         "{err}"
+    );
+}
+
+/// An image's layers as directories in the kernel's format: the kernel
+/// mounts them and shows what the image's view shows, a second call
+/// reuses them, and a `RUN` runs over them.
+#[test]
+fn layer_dirs_mount_as_the_image_shows_and_run_over_them() {
+    let test = "layer_dirs_mount_as_the_image_shows_and_run_over_them";
+    if !kernel_available() || !busybox(test) {
+        return;
+    }
+    let scratch = Scratch::new("layer-dirs");
+    let store = ImageStore::new(OciLayout::create(scratch.path("layout")).unwrap());
+    let mut build = store.builder(None, BuildOptions::default()).unwrap();
+    let shell = std::fs::read(BUSYBOX).unwrap();
+    build
+        .step("base", |fs| {
+            fs.create_dir_all("bin")?;
+            fs.write("bin/busybox", &shell)?;
+            fs.set_permissions("bin/busybox", 0o755)?;
+            fs.symlink("busybox", "bin/sh")?;
+            fs.create_dir_all("etc")?;
+            fs.write("etc/a", "1\n")?;
+            fs.write("etc/b", "2\n")?;
+            fs.hard_link("etc/b", "etc/b2")?;
+            fs.create_dir_all("d/sub")?;
+            fs.write("d/sub/x", "x\n")?;
+            fs.write("caf\u{e9}", "utf-8\n")
+        })
+        .unwrap();
+    build
+        .step("change", |fs| {
+            fs.remove_file("etc/a")?;
+            fs.remove_dir_all("d")?;
+            fs.create_dir("d")?;
+            fs.write("d/y", "y\n")?;
+            fs.set_permissions("etc/b", 0o600)
+        })
+        .unwrap();
+    let image = build.finish("t").unwrap();
+    let dirs = store.layer_dirs(&image).unwrap();
+    let chain = image.chain_ids();
+    let root = scratch.path("layout/.layerstack/dirs");
+    assert_eq!(dirs, [root.join(chain[1].hex()), root.join(chain[0].hex())]);
+    let made = std::fs::metadata(&dirs[0]).unwrap().ino();
+    assert_eq!(store.layer_dirs(&image).unwrap(), dirs);
+    assert_eq!(std::fs::metadata(&dirs[0]).unwrap().ino(), made);
+    // The kernel's read-only mount of the two shows the image.
+    let mnt = scratch.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let lowerdir = format!("lowerdir={}:{}", dirs[0], dirs[1]);
+    let status = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &lowerdir])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount the layer directories");
+    let mounted = dir_tree(mnt.as_std_path());
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert_eq!(mounted, view_tree(&store.container(&image).unwrap()));
+    // A RUN over them.
+    for dir in ["upper", "work", "root"] {
+        std::fs::create_dir(scratch.path(dir)).unwrap();
+    }
+    let step = RunStep {
+        lowers: dirs,
+        upper: scratch.path("upper"),
+        work: scratch.path("work"),
+        root: scratch.path("root"),
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cat /etc/b; ls /d /etc; test -e /etc/a || echo no-a".into(),
+        ],
+        env: vec![("PATH".into(), "/bin".into())],
+        uid: 0,
+        gid: 0,
+        workdir: "/".into(),
+    };
+    let outcome = run_step(&step, &mut |_| {}).unwrap();
+    assert_eq!(
+        (outcome.status, outcome.tail),
+        (
+            0,
+            vec![
+                "2".into(),
+                "/d:".into(),
+                "y".into(),
+                "".into(),
+                "/etc:".into(),
+                "b".into(),
+                "b2".into(),
+                "no-a".into()
+            ]
+        )
     );
 }
