@@ -465,8 +465,9 @@ enum Backslash {
 /// `\n`, `\t`, `\r`; C0 and C1 controls, DEL, and the invisible characters
 /// that reorder or hide text (bidi marks, overrides and isolates, zero
 /// widths, word joiners, line separators, tag characters) as
-/// `\ooo` per byte of their UTF-8; and every byte that is not part of
-/// valid UTF-8 as `\ooo`.
+/// `\ooo` per byte of their UTF-8; and in a name (a component of a path)
+/// that is not UTF-8, every byte that is not ASCII as `\ooo` (such a name
+/// is in another charset, whatever pieces of it happen to decode).
 ///
 /// ```
 /// use layerstack::escape_name;
@@ -500,6 +501,25 @@ pub fn escape_message(bytes: &[u8]) -> String {
 }
 
 fn write_escaped(out: &mut impl fmt::Write, bytes: &[u8], backslash: Backslash) -> fmt::Result {
+    for (i, name) in bytes.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.write_char('/')?;
+        }
+        write_escaped_name(out, name, backslash)?;
+    }
+    Ok(())
+}
+
+/// One name (no `/`) of [`write_escaped`].
+fn write_escaped_name(
+    out: &mut impl fmt::Write,
+    bytes: &[u8],
+    backslash: Backslash,
+) -> fmt::Result {
+    // A name that is not UTF-8 is in another charset: the pieces of it that
+    // happen to decode (EUC-JP's `\xdc\xb8` is a Syriac combining mark)
+    // are not its characters, so every byte past ASCII is escaped.
+    let foreign = std::str::from_utf8(bytes).is_err();
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
         let mut start = 0;
@@ -510,7 +530,7 @@ fn write_escaped(out: &mut impl fmt::Write, bytes: &[u8], backslash: Backslash) 
                 '\n' => Some("\\n"),
                 '\t' => Some("\\t"),
                 '\r' => Some("\\r"),
-                c if is_hidden(c) => None,
+                c if is_hidden(c) || (foreign && !c.is_ascii()) => None,
                 _ => continue,
             };
             out.write_str(&valid[start..i])?;
@@ -1101,11 +1121,18 @@ mod tests {
         );
         // "日本" in EUC-JP.
         assert_eq!(escape_name(b"\xc6\xfc\xcb\xdc"), "\\306\\374\\313\\334");
+        // Per name: a UTF-8 directory stays readable beside a Latin-1 file;
+        // EUC-JP's `\xdc\xb8` (a Syriac mark as UTF-8) is escaped too.
+        assert_eq!(escape_name(b"caf\xc3\xa9/caf\xe9"), "caf\u{e9}/caf\\351");
+        assert_eq!(
+            escape_name(b"\xc6\xfc\xcb\xdc\xb8\xec"),
+            "\\306\\374\\313\\334\\270\\354"
+        );
         // "привет" in CP866: its bytes E0 A8 A2 happen to be valid UTF-8
-        // (U+0A22, printable), which shows as it is.
+        // (U+0A22, a Gurmukhi letter), which is not what the name says.
         assert_eq!(
             escape_name(b"\xaf\xe0\xa8\xa2\xa5\xe2"),
-            "\\257\u{a22}\\245\\342"
+            "\\257\\340\\250\\242\\245\\342"
         );
         // The same names in UTF-8 show as they are.
         assert_eq!(

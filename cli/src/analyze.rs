@@ -179,16 +179,19 @@ fn to_json(a: &Analysis) -> serde_json::Value {
             "adds": l.adds,
             "wastes": l.wastes,
         })).collect::<Vec<_>>(),
-        "wasted_paths": a.paths.iter().map(|p| json!({
-            "path": p.path.as_name().to_string_lossy(),
-            "wasted": p.bytes,
-            "copies": p.copies.iter().map(|c| json!({
-                "layer": c.layer,
-                "bytes": c.bytes,
-                "reason": c.reason.as_str(),
-                "by": c.by,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "wasted_paths": a.paths.iter().map(|p| {
+            let mut entry = json!({
+                "wasted": p.bytes,
+                "copies": p.copies.iter().map(|c| json!({
+                    "layer": c.layer,
+                    "bytes": c.bytes,
+                    "reason": c.reason.as_str(),
+                    "by": c.by,
+                })).collect::<Vec<_>>(),
+            });
+            crate::output::json_name(&mut entry, "path", p.path.as_bytes());
+            entry
+        }).collect::<Vec<_>>(),
         "top_level": a.top_level.iter().map(|(name, bytes)| json!({
             "name": name,
             "visible": bytes,
@@ -338,7 +341,7 @@ fn draw_svg(image: &ImageRef, a: &Analysis, top: usize) -> String {
                 s,
                 "<text x=\"10\" y=\"{y:.0}\">{:>13}  {}  ({})</text>",
                 thousands(p.bytes),
-                xml(&p.path.as_name().to_string_lossy()),
+                xml(&layerstack::escape_name(p.path.as_bytes())),
                 xml(&copies(p))
             );
         }

@@ -94,7 +94,7 @@ fn shared_layers(
         let other = match store.image(Some(&tag)) {
             Ok(other) => other,
             Err(e) => {
-                eprintln!("warning: tag `{tag}` left out: {e}");
+                crate::warn(format_args!("tag `{tag}` left out: {e}"));
                 continue;
             }
         };

@@ -611,7 +611,9 @@ fn main() -> ExitCode {
 /// Prints a warning line on stderr: something went wrong after the
 /// command did what it was asked (a tag is written), so it still succeeds.
 pub fn warn(args: fmt::Arguments<'_>) {
-    let message = args.to_string().replace(['\n', '\r'], " ");
+    // A warning can quote a tag, a path or a cause from outside: no raw
+    // control bytes reach the terminal.
+    let message = crate::output::escape_message(&args.to_string());
     let _ = writeln!(std::io::stderr(), "warning: {message}");
 }
 

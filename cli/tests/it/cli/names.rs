@@ -45,16 +45,10 @@ fn text(args: &[&[u8]]) -> String {
     String::from_utf8(stdout).expect("UTF-8 stdout")
 }
 
-/// `/` and the escaped bytes, as the tool prints a path.
+/// `/` and the escaped path, as the tool prints a path (the escaping's
+/// exact strings are the library's unit tests).
 fn printed(path: &[u8]) -> String {
-    let mut out = String::from("/");
-    for chunk in path.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\{b:03o}"));
-        }
-    }
-    out
+    format!("/{}", layerstack::escape_name(path))
 }
 
 /// The image `names` in a layout: the two layers GNU tar made (posix
