@@ -74,6 +74,23 @@ impl Image {
     }
 }
 
+/// Layer `i` of `image` read as `got`: its DiffID if the config says so.
+fn check_diff_id(image: &Image, i: usize, got: Digest) -> Result<Digest> {
+    let want = image.config.diff_ids[i];
+    if got != want {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            Operation::OpenImage,
+            &image.reference,
+        )
+        .with_layer(i.to_string())
+        .with_detail(format!(
+            "the layer's DiffID is {got} but the config says {want}"
+        )));
+    }
+    Ok(want)
+}
+
 /// A layout with a cache of imported layers.
 ///
 /// Images as stacks of layers: open one by tag as a [`MergedView`], run a
@@ -218,19 +235,7 @@ impl ImageStore {
             let (layer, summary) = self
                 .import(blob, &stack)
                 .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
-            let want = image.config.diff_ids[i];
-            if summary.diff_id != want {
-                return Err(Error::new(
-                    ErrorKind::InvalidData,
-                    Operation::OpenImage,
-                    &image.reference,
-                )
-                .with_layer(i.to_string())
-                .with_detail(format!(
-                    "the layer's DiffID is {} but the config says {want}",
-                    summary.diff_id
-                )));
-            }
+            let want = check_diff_id(image, i, summary.diff_id)?;
             // Read through and checked: what `inspect` shows next time
             // without reading it again. A layout we may not write to
             // just stays without the record.
@@ -288,18 +293,7 @@ impl ImageStore {
                     let mut layer = DirLayer::open_upper(&tmp, &work)?;
                     let blob = self.layout.open_layer(descriptor)?;
                     let summary = import_into(blob, &mut layer, &below, &self.import)?;
-                    let want = image.config.diff_ids[i];
-                    if summary.diff_id != want {
-                        return Err(Error::new(
-                            ErrorKind::InvalidData,
-                            Operation::OpenImage,
-                            &image.reference,
-                        )
-                        .with_detail(format!(
-                            "the layer's DiffID is {} but the config says {want}",
-                            summary.diff_id
-                        )));
-                    }
+                    check_diff_id(image, i, summary.diff_id)?;
                     Ok(())
                 })();
                 let _ = std::fs::remove_dir_all(&work);
