@@ -181,19 +181,19 @@ pub fn tar_import(data: &[u8]) -> Result<(), String> {
             .iter()
             .filter(|(path, _)| !path.is_root())
             .map(|(path, e)| DiskEntry {
-                // Flatten writes what import read: UTF-8 names (the disk
-                // walk below reads UTF-8 paths).
-                path: path.as_name().to_string_lossy().into_owned(),
+                // Names and targets as bytes: flatten writes what import
+                // read, in any charset.
+                path: crate::path::NameBuf::from(path.as_bytes()),
                 file_type: e.file_type,
                 data: if e.file_type == FileType::File {
                     e.data.to_vec()
                 } else {
                     Vec::new()
                 },
-                target: e.target.to_string_lossy().into_owned(),
+                target: e.target.clone(),
             })
             .collect();
-        let got = disk_entries(&target)?;
+        let got = disk_entries(target.as_std_path())?;
         if want != got {
             let diff = want
                 .iter()
@@ -279,71 +279,71 @@ fn layer_contents(layer: &dyn Layer) -> Result<Vec<LayerContent>, String> {
 #[cfg(feature = "oci")]
 #[derive(Debug, PartialEq, Eq)]
 struct DiskEntry {
-    path: String,
+    path: crate::path::NameBuf,
     file_type: FileType,
     data: Vec<u8>,
-    target: String,
+    target: crate::path::NameBuf,
 }
 
-/// Every entry under `root`, in path order, never following a symlink.
+/// Every entry under `root`, in path order, never following a symlink;
+/// names and targets as their bytes.
 #[cfg(feature = "oci")]
-fn disk_entries(root: &Utf8Path) -> Result<Vec<DiskEntry>, String> {
+fn disk_entries(root: &std::path::Path) -> Result<Vec<DiskEntry>, String> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::FileTypeExt;
     let mut out = Vec::new();
-    let mut todo = vec![(root.to_owned(), String::new())];
+    let mut todo = vec![(root.to_owned(), Vec::<u8>::new())];
     while let Some((dir, rel)) = todo.pop() {
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| format!("cannot list `{dir}` on disk: {e}"))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot list `{dir}` on disk: {e}"))?;
-            let name = entry
-                .file_name()
-                .into_string()
-                .map_err(|n| format!("a name that is not UTF-8 in `{dir}`: {n:?}"))?;
+        let list_error =
+            |e: std::io::Error| format!("cannot list `{}` on disk: {e}", dir.display());
+        for entry in std::fs::read_dir(&dir).map_err(list_error)? {
+            let entry = entry.map_err(list_error)?;
+            let name = entry.file_name();
             let path = dir.join(&name);
             let rel = if rel.is_empty() {
-                name
+                name.as_bytes().to_vec()
             } else {
-                format!("{rel}/{name}")
+                [rel.as_slice(), b"/", name.as_bytes()].concat()
             };
             let ft = entry
                 .file_type()
-                .map_err(|e| format!("cannot stat `{path}`: {e}"))?;
-            let (file_type, mut data, mut target) = if ft.is_dir() {
+                .map_err(|e| format!("cannot stat `{}`: {e}", path.display()))?;
+            let file_type = if ft.is_dir() {
                 todo.push((path.clone(), rel.clone()));
-                (FileType::Dir, Vec::new(), String::new())
+                FileType::Dir
             } else if ft.is_symlink() {
-                (FileType::Symlink, Vec::new(), String::new())
+                FileType::Symlink
             } else if ft.is_file() {
-                (FileType::File, Vec::new(), String::new())
+                FileType::File
             } else if ft.is_char_device() {
-                (FileType::CharDevice, Vec::new(), String::new())
+                FileType::CharDevice
             } else if ft.is_block_device() {
-                (FileType::BlockDevice, Vec::new(), String::new())
+                FileType::BlockDevice
             } else if ft.is_fifo() {
-                (FileType::Fifo, Vec::new(), String::new())
+                FileType::Fifo
             } else {
-                (FileType::Socket, Vec::new(), String::new())
+                FileType::Socket
             };
+            let (mut data, mut target) = (Vec::new(), Vec::new());
             match file_type {
                 FileType::File => {
-                    data =
-                        std::fs::read(&path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+                    data = std::fs::read(&path)
+                        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
                 }
                 FileType::Symlink => {
                     target = std::fs::read_link(&path)
-                        .map_err(|e| format!("cannot read the link `{path}`: {e}"))?
+                        .map_err(|e| format!("cannot read the link `{}`: {e}", path.display()))?
                         .into_os_string()
-                        .into_string()
-                        .map_err(|t| format!("a link target that is not UTF-8: {t:?}"))?;
+                        .as_bytes()
+                        .to_vec();
                 }
                 _ => {}
             }
             out.push(DiskEntry {
-                path: rel,
+                path: rel.into(),
                 file_type,
                 data,
-                target,
+                target: target.into(),
             });
         }
     }
