@@ -220,7 +220,7 @@ fn layer_dirs_mount_as_the_image_shows_and_run_over_them() {
             fs.hard_link("etc/b", "etc/b2")?;
             fs.create_dir_all("d/sub")?;
             fs.write("d/sub/x", "x\n")?;
-            fs.write("caf\u{e9}", "utf-8\n")
+            fs.write(b"caf\xe9", "latin-1\n")
         })
         .unwrap();
     build
