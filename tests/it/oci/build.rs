@@ -747,3 +747,145 @@ fn a_failing_run_stops_the_build_with_its_status_and_tail() {
         )
     );
 }
+
+#[test]
+fn copy_makes_one_layer_per_line_with_ignore_chown_and_chmod() {
+    let ctx = Context::new(
+        "build-copy",
+        concat!(
+            "FROM scratch\n",
+            "ARG DEST=/srv\n",
+            "COPY *.conf $DEST/\n",
+            "COPY --chown=10:20 --chmod=600 data /data\n",
+            "ENV A=1\n",
+            "COPY --link <<EOF /etc/motd\n",
+            "hello\n",
+            "EOF\n",
+        ),
+    );
+    ctx.write("a.conf", "a\n");
+    ctx.write("b.conf", "b\n");
+    ctx.write("secret.conf", "no\n");
+    ctx.write("data/x", "x\n");
+    ctx.write("data/sub/y", "y\n");
+    ctx.write(".dockerignore", "secret.conf\n");
+    let store = ctx.store("layout");
+    let (result, events) = run(&store, &ctx.spec("app"));
+    let report = result.unwrap();
+    assert_eq!(
+        history(&report),
+        [
+            ("ARG DEST=/srv".to_owned(), true),
+            ("COPY *.conf /srv/ # buildkit".to_owned(), false),
+            (
+                "COPY --chown=10:20 --chmod=600 data /data # buildkit".to_owned(),
+                false
+            ),
+            ("ENV A=1".to_owned(), true),
+            ("COPY <<EOF /etc/motd # buildkit".to_owned(), false),
+        ]
+    );
+    assert_eq!(report.image.layers().len(), 3);
+    // The steps' layers are the image's.
+    let layers: Vec<_> = report
+        .steps
+        .iter()
+        .filter_map(|s| s.layer.clone())
+        .collect();
+    assert_eq!(
+        layers
+            .iter()
+            .map(|l| (l.digest, l.size))
+            .collect::<Vec<_>>(),
+        report
+            .image
+            .layers()
+            .iter()
+            .map(|d| (d.digest, d.size))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        layers.iter().map(|l| l.diff_id).collect::<Vec<_>>(),
+        report.image.diff_ids()
+    );
+    assert!(layers.iter().all(|l| l.uncompressed_size > 0));
+    assert!(events.iter().any(|e| e == "progress 4/4"), "{events:#?}");
+    let view = store.container(&report.image).unwrap();
+    let names: Vec<String> = view
+        .read_dir("srv")
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a.conf", "b.conf"]);
+    let y = view.symlink_metadata("data/sub/y").unwrap();
+    assert_eq!((y.mode & 0o7777, y.uid, y.gid), (0o600, 10, 20));
+    assert_eq!(view.read_to_string("data/sub/y").unwrap(), "y\n");
+    assert_eq!(view.read_to_string("etc/motd").unwrap(), "hello\n");
+    let motd = view.symlink_metadata("etc/motd").unwrap();
+    assert_eq!(motd.mode & 0o7777, 0o644);
+}
+
+#[test]
+fn copy_from_a_stage_and_a_changed_source_rebuilds_from_its_line() {
+    let ctx = Context::new(
+        "build-copy-cache",
+        concat!(
+            "FROM scratch AS build\n",
+            "COPY one /out/one\n",
+            "COPY two /out/two\n",
+            "FROM scratch\n",
+            "COPY --from=build /out /app\n",
+            "LABEL done=yes\n",
+        ),
+    );
+    ctx.write("one", "1\n");
+    ctx.write("two", "2\n");
+    let store = ctx.store("layout");
+    let first = built(&store, &ctx.spec("app"));
+    assert_eq!(
+        cached(&first.steps),
+        [false, false, false, false, false, false]
+    );
+    let view = store.container(&first.image).unwrap();
+    assert_eq!(view.read_to_string("app/one").unwrap(), "1\n");
+    assert_eq!(view.read_to_string("app/two").unwrap(), "2\n");
+    assert_eq!(first.image.layers().len(), 1);
+    let second = built(&store, &ctx.spec("app"));
+    assert_eq!(
+        cached(&second.steps),
+        [false, true, true, false, true, true]
+    );
+    assert_eq!(
+        second.image.descriptor.digest,
+        first.image.descriptor.digest
+    );
+    // Only the mtime of a source changed: still cached.
+    let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(ctx.dir().join("one"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    // The second source changed: its line and everything after rebuild.
+    ctx.write("two", "two\n");
+    let third = built(&store, &ctx.spec("app"));
+    assert_eq!(
+        cached(&third.steps),
+        [false, true, false, false, false, false]
+    );
+    let view = store.container(&third.image).unwrap();
+    assert_eq!(view.read_to_string("app/two").unwrap(), "two\n");
+    // A missing source: the line and the name.
+    ctx.write("Dockerfile", "FROM scratch\nCOPY missing /x\n");
+    let (e, text) = error_text(&store, &ctx.spec("app"));
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(
+        text.starts_with(&format!(
+            "failed to build image `{}`: line 2: ",
+            ctx.dir().join("Dockerfile")
+        )) && text.contains("missing"),
+        "{text}"
+    );
+}
