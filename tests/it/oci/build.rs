@@ -98,6 +98,41 @@ fn error_text(store: &ImageStore, spec: &BuildSpec) -> (layerstack::Error, Strin
     (e, text)
 }
 
+/// Asserts the build fails with `kind` and the message `failed to build
+/// image `<Dockerfile>`: <detail>`.
+fn assert_fails(
+    ctx: &Context,
+    store: &ImageStore,
+    spec: &BuildSpec,
+    kind: ErrorKind,
+    detail: &str,
+) {
+    let (e, text) = error_text(store, spec);
+    assert_eq!(
+        (e.kind(), e.operation()),
+        (kind, Operation::BuildImage),
+        "{text}"
+    );
+    assert_eq!(
+        text,
+        format!(
+            "failed to build image `{}`: {detail}",
+            ctx.dir().join("Dockerfile")
+        )
+    );
+}
+
+/// The tags of the store's layout.
+fn tags(store: &ImageStore) -> Vec<String> {
+    let tags = store.layout().tags().unwrap();
+    tags.into_iter().map(|(t, _)| t).collect()
+}
+
+/// What is left of the `RUN` steps' directories in the layout.
+fn run_leftovers(ctx: &Context) -> usize {
+    std::fs::read_dir(ctx.scratch.path("layout/.layerstack/run")).map_or(0, |d| d.count())
+}
+
 fn cached(steps: &[StepReport]) -> Vec<bool> {
     steps.iter().map(|s| s.cached).collect()
 }
@@ -237,14 +272,13 @@ fn entrypoint_drops_an_inherited_cmd_and_healthcheck_none() {
         history(&report).last().unwrap().0,
         "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}"
     );
-    let (e, text) = error_text(&store, &ctx.spec("d").target("nope"));
-    assert_eq!(e.kind(), ErrorKind::NotFound);
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{}`: target stage `nope` could not be found (stages: base, app, keeps)",
-            ctx.dir().join("Dockerfile")
-        )
+    let spec = ctx.spec("d").target("nope");
+    assert_fails(
+        &ctx,
+        &store,
+        &spec,
+        ErrorKind::NotFound,
+        "target stage `nope` could not be found (stages: base, app, keeps)",
     );
 }
 
@@ -352,14 +386,7 @@ fn multi_stage_builds_only_what_the_target_needs() {
         ]
     );
     // The intermediate stage is not tagged.
-    let tags: Vec<String> = store
-        .layout()
-        .tags()
-        .unwrap()
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
-    assert_eq!(tags, ["t"]);
+    assert_eq!(tags(&store), ["t"]);
     // The last stage by index: stage 0.
     let report = built(&store, &ctx.spec("last"));
     assert_eq!(report.steps.len(), 4);
@@ -415,15 +442,14 @@ fn from_takes_a_layout_and_the_stores_own_tags() {
     assert_eq!(report.image.config.history.len(), 4);
     // --platform checked.
     ctx.write("Dockerfile", "FROM --platform=windows/amd64 t0\n");
-    let (e, text) = error_text(&store, &ctx.spec("x"));
-    assert_eq!(e.kind(), ErrorKind::InvalidInput);
     let arch = store.image(Some("t0")).unwrap().config.architecture;
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{}`: line 1: FROM --platform=windows/amd64 t0: the image is linux/{arch}",
-            ctx.dir().join("Dockerfile")
-        )
+    let detail = format!("line 1: FROM --platform=windows/amd64 t0: the image is linux/{arch}");
+    assert_fails(
+        &ctx,
+        &store,
+        &ctx.spec("x"),
+        ErrorKind::InvalidInput,
+        &detail,
     );
     ctx.write(
         "Dockerfile",
@@ -436,54 +462,48 @@ fn from_takes_a_layout_and_the_stores_own_tags() {
 fn unknown_bases_and_parse_errors_are_clear_errors() {
     let ctx = Context::new("build-errors", "FROM debian:12\nRUN true\n");
     let store = ctx.store("layout");
-    let dockerfile = ctx.dir().join("Dockerfile");
-    let (e, text) = error_text(&store, &ctx.spec("x"));
-    assert_eq!(
-        (e.kind(), e.operation()),
-        (ErrorKind::NotFound, Operation::BuildImage)
-    );
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{dockerfile}`: line 1: FROM debian:12: no OCI layout at `debian`; builds are offline: pull the image into a layout first"
-        )
+    let spec = ctx.spec("x");
+    assert_fails(
+        &ctx,
+        &store,
+        &spec,
+        ErrorKind::NotFound,
+        "line 1: FROM debian:12: no OCI layout at `debian`; builds are offline: pull the image into a layout first",
     );
     ctx.write("Dockerfile", "FROM scratch\nENV A=1\n  BOGUS x\n");
-    let (e, text) = error_text(&store, &ctx.spec("x"));
-    assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{dockerfile}`: line 3, column 3: unknown instruction `BOGUS`"
-        )
+    assert_fails(
+        &ctx,
+        &store,
+        &spec,
+        ErrorKind::InvalidInput,
+        "line 3, column 3: unknown instruction `BOGUS`",
     );
     ctx.write("Dockerfile", "ENV A=1\nFROM scratch\n");
-    let (_, text) = error_text(&store, &ctx.spec("x"));
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{dockerfile}`: line 1: ENV before the first FROM: only ARG may come before it"
-        )
+    assert_fails(
+        &ctx,
+        &store,
+        &spec,
+        ErrorKind::InvalidInput,
+        "line 1: ENV before the first FROM: only ARG may come before it",
     );
     ctx.write(
         "Dockerfile",
         "FROM scratch\nADD https://example.org/a.tar /\n",
     );
-    let (e, text) = error_text(&store, &ctx.spec("x"));
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{dockerfile}`: line 2: ADD https://example.org/a.tar: remote sources are not supported: builds are offline"
-        )
+    assert_fails(
+        &ctx,
+        &store,
+        &spec,
+        ErrorKind::Unsupported,
+        "line 2: ADD https://example.org/a.tar: remote sources are not supported: builds are offline",
     );
     ctx.write("Dockerfile", "FROM scratch\nUSER ${NOPE:?must be set}\n");
-    let (_, text) = error_text(&store, &ctx.spec("x"));
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{dockerfile}`: line 2: `${{NOPE:?must be set}}`: NOPE: must be set"
-        )
+    assert_fails(
+        &ctx,
+        &store,
+        &spec,
+        ErrorKind::InvalidInput,
+        "line 2: `${NOPE:?must be set}`: NOPE: must be set",
     );
     // Nothing was tagged.
     assert!(store.layout().tags().unwrap().is_empty());
@@ -681,10 +701,7 @@ fn run_changes_become_layers_with_env_user_and_workdir() {
         ])
     );
     // Nothing left of the runs' directories.
-    let leftovers = std::fs::read_dir(ctx.scratch.path("layout/.layerstack/run"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(leftovers, 0);
+    assert_eq!(run_leftovers(&ctx), 0);
     // Again: every step from the cache, the same image, no RUN output.
     let (again, events) = run(&store, &ctx.spec("app"));
     let again = again.unwrap();
@@ -723,29 +740,12 @@ fn a_failing_run_stops_the_build_with_its_status_and_tail() {
     );
     assert_eq!(events[events.len() - 1], "failed 3 [\"one\", \"two\"]");
     assert!(!events.iter().any(|e| e.contains("NEVER")));
-    let tags: Vec<String> = store
-        .layout()
-        .tags()
-        .unwrap()
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
-    assert_eq!(tags, ["busybox"]);
-    let leftovers = std::fs::read_dir(ctx.scratch.path("layout/.layerstack/run"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(leftovers, 0);
+    assert_eq!(tags(&store), ["busybox"]);
+    assert_eq!(run_leftovers(&ctx), 0);
     // An unknown USER is an error naming it.
     ctx.write("Dockerfile", "FROM busybox\nUSER nobody\nRUN true\n");
-    let (e, text) = error_text(&store, &ctx.spec("app"));
-    assert_eq!(e.kind(), ErrorKind::NotFound);
-    assert_eq!(
-        text,
-        format!(
-            "failed to build image `{}`: line 3: USER nobody: no user `nobody` in the image's /etc/passwd",
-            ctx.dir().join("Dockerfile")
-        )
-    );
+    let detail = "line 3: USER nobody: no user `nobody` in the image's /etc/passwd";
+    assert_fails(&ctx, &store, &ctx.spec("app"), ErrorKind::NotFound, detail);
 }
 
 #[test]

@@ -71,6 +71,19 @@ pub(super) fn env_list(env: &[(String, String)]) -> Value {
     )
 }
 
+/// The object `field` of the config object, made (or replaced, if it is
+/// not an object) when needed.
+fn object<'a>(c: &'a mut Map<String, Value>, field: &str) -> &'a mut Map<String, Value> {
+    let value = c.entry(field).or_insert_with(|| Value::Object(Map::new()));
+    if !value.is_object() {
+        *value = Value::Object(Map::new());
+    }
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("made an object above"),
+    }
+}
+
 fn strings(words: &[String]) -> Value {
     Value::Array(words.iter().cloned().map(Value::String).collect())
 }
@@ -375,16 +388,9 @@ pub(super) fn change(
                     .join(" ")
             );
             Change::new(created_by, move |c| {
-                let labels = c
-                    .entry("Labels")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !labels.is_object() {
-                    *labels = Value::Object(Map::new());
-                }
-                if let Value::Object(map) = labels {
-                    for (k, v) in set {
-                        map.insert(k, Value::String(v));
-                    }
+                let labels = object(c, "Labels");
+                for (k, v) in set {
+                    labels.insert(k, Value::String(v));
                 }
             })
         }
@@ -437,16 +443,9 @@ pub(super) fn change(
                     .join(" ")
             );
             Change::new(created_by, move |c| {
-                let map = c
-                    .entry("ExposedPorts")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !map.is_object() {
-                    *map = Value::Object(Map::new());
-                }
-                if let Value::Object(map) = map {
-                    for p in ports {
-                        map.insert(p, Value::Object(Map::new()));
-                    }
+                let map = object(c, "ExposedPorts");
+                for p in ports {
+                    map.insert(p, Value::Object(Map::new()));
                 }
             })
         }
@@ -464,16 +463,9 @@ pub(super) fn change(
                 ));
             }
             Change::new(format!("VOLUME [{}]", volumes.join(" ")), move |c| {
-                let map = c
-                    .entry("Volumes")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !map.is_object() {
-                    *map = Value::Object(Map::new());
-                }
-                if let Value::Object(map) = map {
-                    for v in volumes {
-                        map.insert(v, Value::Object(Map::new()));
-                    }
+                let map = object(c, "Volumes");
+                for v in volumes {
+                    map.insert(v, Value::Object(Map::new()));
                 }
             })
         }
