@@ -397,6 +397,10 @@ fn a_symlink_source_is_followed_inside_the_context() {
     )
     .unwrap();
     assert_eq!(names(&view, "d"), ["x.txt"]);
+    // An absolute target starts at the context root, never the host's.
+    std::os::unix::fs::symlink("/etc/passwd", ctx.path("host")).unwrap();
+    let err = copy(&view, &ctx, &["host"], "/h", "/", &CopyOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
     // `..` stops at the context root: `up` is the context's `etc`, missing.
     let err = copy(&view, &ctx, &["up"], "/u", "/", &CopyOptions::default()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -701,4 +705,50 @@ fn add_extracts_tars_and_clamps_escaping_names() {
         err.detail(),
         Some("ADD cannot extract a bzip2 archive (only plain, gzip and zstd tars)")
     );
+}
+
+#[test]
+fn fifos_are_made_again_and_sockets_skipped() {
+    let ctx = context();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        ctx.path("sub/pipe").as_std_path(),
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(ctx.path("sub/sock")).unwrap();
+    let view = empty_view();
+    copy(&view, &ctx, &["sub"], "/s", "/", &CopyOptions::default()).unwrap();
+    assert_eq!(names(&view, "s"), ["deep", "link", "one", "pipe", "two"]);
+    let m = view.symlink_metadata("s/pipe").unwrap();
+    assert_eq!((m.file_type, m.mode, m.uid), (FileType::Fifo, 0o640, 0));
+}
+
+#[test]
+fn an_ignored_directory_holds_only_its_exceptions() {
+    let ctx = context();
+    ctx.write("docs/keep.md", b"keep", 0o644);
+    ctx.write("docs/drop.txt", b"drop", 0o644);
+    let ignore = Ignore::parse("docs\n!docs/*.md\nDockerfile\n").unwrap();
+    let source = CopySource::Context {
+        root: &ctx.0,
+        ignore: &ignore,
+    };
+    let view = empty_view();
+    let all = [".".to_owned()];
+    copy_into(
+        &view,
+        &source,
+        &all,
+        "/c/",
+        "/",
+        &CopyOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(names(&view, "c/docs"), ["keep.md"]);
+    assert!(!view.exists("c/Dockerfile").unwrap());
+    assert!(view.exists("c/secret.key").unwrap());
 }
