@@ -4,6 +4,7 @@
 //! unless `LAYERSTACK_REQUIRE_TOOLS` (or `LAYERSTACK_REQUIRE_ROOT`) is set.
 
 mod analyze;
+mod build;
 mod build_peer;
 mod dir_layer;
 mod docker_save;

@@ -76,17 +76,21 @@ impl Image {
 
 /// Layer `i` of `image` read as `got`: its DiffID if the config says so.
 fn check_diff_id(image: &Image, i: usize, got: Digest) -> Result<Digest> {
-    let want = image.config.diff_ids[i];
+    check_diff_id_of(&image.reference, &image.config.diff_ids, i, got)
+}
+
+/// Layer `i` of the image `reference` (of DiffIDs `diff_ids`) read as
+/// `got`: its DiffID if the config says so.
+fn check_diff_id_of(reference: &str, diff_ids: &[Digest], i: usize, got: Digest) -> Result<Digest> {
+    let want = diff_ids[i];
     if got != want {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            Operation::OpenImage,
-            &image.reference,
-        )
-        .with_layer(i.to_string())
-        .with_detail(format!(
-            "the layer's DiffID is {got} but the config says {want}"
-        )));
+        return Err(
+            Error::new(ErrorKind::InvalidData, Operation::OpenImage, reference)
+                .with_layer(i.to_string())
+                .with_detail(format!(
+                    "the layer's DiffID is {got} but the config says {want}"
+                )),
+        );
     }
     Ok(want)
 }
@@ -271,13 +275,24 @@ impl ImageStore {
     /// DiffID is not the config's (`EBADMSG`); the errors of reading the
     /// blobs and of writing the directories.
     pub fn layer_dirs(&self, image: &Image) -> Result<Vec<Utf8PathBuf>> {
+        self.layer_dirs_of(&image.reference, image.layers(), image.diff_ids())
+    }
+
+    /// [`ImageStore::layer_dirs`] of the layers `layers` (bottom first) of
+    /// DiffIDs `diff_ids`, named `reference` in errors.
+    fn layer_dirs_of(
+        &self,
+        reference: &str,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+    ) -> Result<Vec<Utf8PathBuf>> {
         let root = self.layout.root().join(".layerstack").join("dirs");
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::from_io(&e, Operation::OpenImage, &root))?;
-        let chain = image.chain_ids();
+        let chain = chain_ids(diff_ids);
         let mut dirs: Vec<Utf8PathBuf> = Vec::with_capacity(chain.len());
         let mut below: Vec<Arc<dyn Layer>> = Vec::with_capacity(chain.len());
-        for (i, (descriptor, chain_id)) in image.layers().iter().zip(&chain).enumerate() {
+        for (i, (descriptor, chain_id)) in layers.iter().zip(&chain).enumerate() {
             let dir = root.join(chain_id.hex());
             let in_layer = |e: Error| e.with_layer(format!("{i} ({})", descriptor.digest.short()));
             if !dir.is_dir() {
@@ -293,7 +308,7 @@ impl ImageStore {
                     let mut layer = DirLayer::open_upper(&tmp, &work)?;
                     let blob = self.layout.open_layer(descriptor)?;
                     let summary = import_into(blob, &mut layer, &below, &self.import)?;
-                    check_diff_id(image, i, summary.diff_id)?;
+                    check_diff_id_of(reference, diff_ids, i, summary.diff_id)?;
                     Ok(())
                 })();
                 let _ = std::fs::remove_dir_all(&work);
@@ -410,6 +425,7 @@ impl ImageStore {
             config,
             layers,
             options,
+            comment: None,
         })
     }
 
@@ -433,6 +449,7 @@ impl ImageStore {
             config,
             layers: Vec::new(),
             options,
+            comment: None,
         };
         builder.add_layer(Arc::new(flat), "layerstack squash")?;
         builder.finish(tag)
@@ -523,6 +540,8 @@ pub struct ImageBuilder<'s> {
     config: ImageConfig,
     layers: Vec<Descriptor>,
     options: BuildOptions,
+    /// The `comment` of the history entries written from now on.
+    comment: Option<String>,
 }
 
 impl ImageBuilder<'_> {
@@ -611,14 +630,22 @@ impl ImageBuilder<'_> {
         created_by: &str,
         f: impl FnOnce(&mut serde_json::Map<String, Value>),
     ) -> Result<StepOutcome> {
+        self.update_config(f);
+        self.config.history.push(self.history(created_by, true));
+        Ok(StepOutcome::Empty)
+    }
+
+    /// Changes the runtime config (the `config` object of the image
+    /// config) without a history entry: part of a step that has its own
+    /// (`WORKDIR` sets `WorkingDir` and may make a layer), or what a build
+    /// sets up before its first step (Docker's default `PATH`).
+    pub fn update_config(&mut self, f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
         if !self.config.config.is_object() {
             self.config.config = Value::Object(serde_json::Map::new());
         }
         if let Value::Object(map) = &mut self.config.config {
             f(map);
         }
-        self.config.history.push(self.history(created_by, true));
-        Ok(StepOutcome::Empty)
     }
 
     fn history(&self, created_by: &str, empty_layer: bool) -> History {
@@ -626,7 +653,7 @@ impl ImageBuilder<'_> {
             created: Some(rfc3339(self.options.created)),
             created_by: Some(created_by.to_owned()),
             author: None,
-            comment: None,
+            comment: self.comment.clone(),
             empty_layer,
         }
     }
@@ -650,7 +677,46 @@ impl ImageBuilder<'_> {
             diff_id: digests.diff_id,
             uncompressed_size: digests.uncompressed_size,
         });
-        self.config.diff_ids.push(digests.diff_id);
+        self.push_layer(descriptor, digests.diff_id, created_by)
+    }
+
+    /// Adds a layer already stored in the layout (a build cache's hit: the
+    /// blob `descriptor` of DiffID `diff_id`), as one step with the history
+    /// entry `created_by`. Its DiffID is checked as it is read (unless the
+    /// store has it in memory already under the same ChainID).
+    ///
+    /// # Errors
+    /// `ENOENT` when the blob is gone; `EBADMSG` when it does not match its
+    /// digest or `diff_id`; import errors.
+    pub fn add_stored_layer(
+        &mut self,
+        descriptor: Descriptor,
+        diff_id: Digest,
+        created_by: &str,
+    ) -> Result<()> {
+        let before = self.layers.len();
+        let pushed = self.push_layer(descriptor, diff_id, created_by);
+        if pushed.is_err() && self.layers.len() > before {
+            // Undo: the step is not kept.
+            self.layers.truncate(before);
+            self.config.diff_ids.truncate(before);
+            self.config.history.pop();
+        }
+        pushed.map(|_| ())
+    }
+
+    /// Appends the stored layer `descriptor` of DiffID `diff_id` and its
+    /// history entry, and puts it in memory (from the store's cache or by
+    /// importing its blob) on top of the lowers.
+    fn push_layer(
+        &mut self,
+        descriptor: Descriptor,
+        diff_id: Digest,
+        created_by: &str,
+    ) -> Result<Descriptor> {
+        let layout = &self.store.layout;
+        let (digest, size) = (descriptor.digest, descriptor.size);
+        self.config.diff_ids.push(diff_id);
         self.config.history.push(self.history(created_by, false));
         self.layers.push(descriptor.clone());
         // The layer as an import of its tar would give it, under its
@@ -661,7 +727,18 @@ impl ImageBuilder<'_> {
             Some(l) => l,
             None => {
                 let blob = layout.open_blob(&digest, Some(size))?;
-                let (imported, _) = self.store.import(blob, &self.lowers)?;
+                let (imported, summary) = self.store.import(blob, &self.lowers)?;
+                if summary.diff_id != diff_id {
+                    return Err(Error::new(
+                        ErrorKind::InvalidData,
+                        Operation::OpenImage,
+                        digest.to_string(),
+                    )
+                    .with_detail(format!(
+                        "the layer's DiffID is {} but {diff_id} was expected",
+                        summary.diff_id
+                    )));
+                }
                 let imported: Arc<dyn Layer> = Arc::new(imported);
                 self.store
                     .cache
@@ -673,6 +750,50 @@ impl ImageBuilder<'_> {
         };
         self.lowers.insert(0, stored);
         Ok(descriptor)
+    }
+
+    /// Adds what `layer` holds (a changeset made elsewhere: the upper
+    /// directory of a `RUN` step as a
+    /// [`DirLayer`](crate::layer::dir::DirLayer), read in the kernel's
+    /// format) as one step, as [`ImageBuilder::add_layer_from`] does; its
+    /// file data is copied with the store's spill, so a large layer does
+    /// not need to fit in memory.
+    ///
+    /// # Errors
+    /// Errors reading `layer`, and those of [`ImageBuilder::add_layer_from`].
+    pub fn add_layer_copied(&mut self, layer: &dyn Layer, created_by: &str) -> Result<StepOutcome> {
+        let mut copy = self.store.new_layer();
+        crate::layer::copy_layer(layer, &mut copy)?;
+        self.add_layer_from(copy, created_by)
+    }
+
+    /// The image config so far (its `config` object holds `Env`, `User`,
+    /// `WorkingDir`, ...).
+    #[must_use]
+    pub fn config(&self) -> &ImageConfig {
+        &self.config
+    }
+
+    /// Sets the image's `author` (Docker's `MAINTAINER`).
+    pub fn set_author(&mut self, author: Option<String>) {
+        self.config.author = author;
+    }
+
+    /// Sets the `comment` of the history entries the next steps write
+    /// (BuildKit writes `buildkit.dockerfile.v0`).
+    pub fn set_history_comment(&mut self, comment: Option<String>) {
+        self.comment = comment;
+    }
+
+    /// The layers so far as directories in the kernel's format, top first,
+    /// as [`ImageStore::layer_dirs`] gives them for an image: what a `RUN`
+    /// step mounts.
+    ///
+    /// # Errors
+    /// As [`ImageStore::layer_dirs`].
+    pub fn layer_dirs(&self) -> Result<Vec<Utf8PathBuf>> {
+        self.store
+            .layer_dirs_of("the image being built", &self.layers, &self.config.diff_ids)
     }
 
     /// The view of the image so far (read it; changes to it are not kept).
@@ -702,8 +823,27 @@ impl ImageBuilder<'_> {
     ///
     /// # Errors
     /// `EINVAL` for an invalid tag; errors writing the layout.
-    pub fn finish_with_durability(mut self, tag: &str) -> Result<(Image, Durability)> {
+    pub fn finish_with_durability(self, tag: &str) -> Result<(Image, Durability)> {
         check_tag(tag)?;
+        let layout = &self.store.layout;
+        let mut image = self.finish_untagged()?;
+        let durability = layout.set_tag(tag, image.descriptor.clone())?;
+        image
+            .descriptor
+            .annotations
+            .insert(ANNOTATION_REF_NAME.to_owned(), tag.to_owned());
+        image.reference = tag.to_owned();
+        Ok((image, durability))
+    }
+
+    /// Writes the config and manifest without tagging them: an image only
+    /// its digest names (its [`Image::reference`]), kept until garbage
+    /// collection unless something refers to it (an intermediate stage of
+    /// a Dockerfile build).
+    ///
+    /// # Errors
+    /// Errors writing the layout.
+    pub fn finish_untagged(mut self) -> Result<Image> {
         let layout = &self.store.layout;
         self.config.created = Some(rfc3339(self.options.created));
         if self.config.config.is_null() {
@@ -713,17 +853,12 @@ impl ImageBuilder<'_> {
         let manifest = Manifest::new(config, self.layers.clone());
         let mut descriptor = layout.put_json(&manifest, media_type::OCI_MANIFEST)?;
         descriptor.platform = None;
-        let durability = layout.set_tag(tag, descriptor.clone())?;
-        descriptor
-            .annotations
-            .insert(ANNOTATION_REF_NAME.to_owned(), tag.to_owned());
-        let image = Image {
-            reference: tag.to_owned(),
+        Ok(Image {
+            reference: descriptor.digest.to_string(),
             descriptor,
             manifest,
             config: self.config,
-        };
-        Ok((image, durability))
+        })
     }
 }
 
@@ -771,7 +906,7 @@ fn flatten_view(view: &MergedView, spill: &Spill) -> Result<MemLayer> {
 }
 
 /// The architecture as Go (and so OCI) names it.
-fn go_arch() -> &'static str {
+pub(crate) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
