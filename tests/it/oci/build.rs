@@ -9,7 +9,8 @@ use layerstack::oci::{BuildOptions, ImageStore, OciLayout};
 use layerstack::{ErrorKind, Operation, Timestamp};
 use serde_json::json;
 
-use crate::support::tools::Scratch;
+use crate::support::harness::kernel_available;
+use crate::support::tools::{BUSYBOX, Scratch, busybox};
 
 /// A context directory with a Dockerfile and files.
 struct Context {
@@ -565,4 +566,326 @@ fn the_same_dockerfile_gives_the_same_digest_in_two_layouts() {
         &("WORKDIR /app".to_owned(), true)
     );
     assert_eq!(d.image.layers().len(), 2);
+}
+
+/// A store with the tag `busybox`: a tiny root filesystem with a shell, a
+/// user `app` (1000, primary group 1001 `staff`) and a file `/etc/gone`.
+fn busybox_store(ctx: &Context) -> ImageStore {
+    let store = ctx.store("layout");
+    let mut base = store.builder(None, BuildOptions::default()).unwrap();
+    let shell = std::fs::read(BUSYBOX).unwrap();
+    base.step("base", |fs| {
+        fs.create_dir_all("bin")?;
+        fs.write("bin/busybox", &shell)?;
+        fs.set_permissions("bin/busybox", 0o755)?;
+        fs.symlink("busybox", "bin/sh")?;
+        fs.create_dir_all("etc")?;
+        fs.write(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )?;
+        fs.write("etc/group", "root:x:0:\nstaff:x:1001:\nwheel:x:10:\n")?;
+        fs.write("etc/gone", "old\n")?;
+        fs.create_dir("tmp")?;
+        fs.set_permissions("tmp", 0o1777)
+    })
+    .unwrap();
+    base.finish("busybox").unwrap();
+    store
+}
+
+fn root_and_busybox(test: &str) -> bool {
+    kernel_available() && busybox(test)
+}
+
+#[test]
+fn run_changes_become_layers_with_env_user_and_workdir() {
+    let test = "run_changes_become_layers_with_env_user_and_workdir";
+    if !root_and_busybox(test) {
+        return;
+    }
+    let ctx = Context::new(
+        "build-run",
+        concat!(
+            "FROM busybox\n",
+            "ARG GREETING=hello\n",
+            "ENV WHO=world\n",
+            "RUN echo \"$GREETING $WHO\" > /greeting && rm /etc/gone && mkdir -p /srv/data\n",
+            "WORKDIR /srv\n",
+            "USER app\n",
+            "RUN (id -u; id -g; pwd; echo $PATH) > /tmp/id; echo to-out; echo to-err >&2\n",
+            "USER 0:wheel\n",
+            "RUN <<EOF\n",
+            "echo a > /h1\n",
+            "id -g >> /h1\n",
+            "EOF\n",
+            "RUN cat > /h2 <<EOF\n",
+            "x $WHO\n",
+            "EOF\n",
+            "RUN true\n",
+        ),
+    );
+    let store = busybox_store(&ctx);
+    let (result, events) = run(&store, &ctx.spec("app"));
+    let report = result.unwrap_or_else(|e| panic!("{e}\n{events:#?}"));
+    assert!(
+        events.contains(&"output to-out\n".to_owned())
+            && events.contains(&"output to-err\n".to_owned()),
+        "{events:#?}"
+    );
+    let image = &report.image;
+    assert_eq!(image.layers().len(), 5);
+    let h = history(&report);
+    assert_eq!(
+        h[1..],
+        [
+            ("ARG GREETING=hello".to_owned(), true),
+            ("ENV WHO=world".to_owned(), true),
+            (
+                "RUN |1 GREETING=hello /bin/sh -c echo \"$GREETING $WHO\" > /greeting && rm /etc/gone && mkdir -p /srv/data # buildkit".to_owned(),
+                false
+            ),
+            ("WORKDIR /srv".to_owned(), true),
+            ("USER app".to_owned(), true),
+            (
+                "RUN |1 GREETING=hello /bin/sh -c (id -u; id -g; pwd; echo $PATH) > /tmp/id; echo to-out; echo to-err >&2 # buildkit".to_owned(),
+                false
+            ),
+            ("USER 0:wheel".to_owned(), true),
+            ("RUN |1 GREETING=hello /bin/sh -c echo a > /h1\nid -g >> /h1\n # buildkit".to_owned(), false),
+            ("RUN |1 GREETING=hello /bin/sh -c cat > /h2 <<EOF\nx $WHO\nEOF # buildkit".to_owned(), false),
+            ("RUN |1 GREETING=hello /bin/sh -c true # buildkit".to_owned(), true),
+        ]
+    );
+    let view = store.container(image).unwrap();
+    assert_eq!(view.read_to_string("greeting").unwrap(), "hello world\n");
+    assert_eq!(
+        view.symlink_metadata("etc/gone").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(view.metadata("srv/data").unwrap().is_dir());
+    assert_eq!(
+        view.read_to_string("tmp/id").unwrap(),
+        "1000\n1001\n/srv\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+    let id = view.symlink_metadata("tmp/id").unwrap();
+    assert_eq!((id.uid, id.gid), (1000, 1001));
+    assert_eq!(view.read_to_string("h1").unwrap(), "a\n10\n");
+    assert_eq!(view.read_to_string("h2").unwrap(), "x world\n");
+    // The ARG reached RUN but not the config.
+    assert_eq!(
+        image.config.config["Env"],
+        json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "WHO=world"
+        ])
+    );
+    // Nothing left of the runs' directories.
+    let leftovers = std::fs::read_dir(ctx.scratch.path("layout/.layerstack/run"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0);
+    // Again: every step from the cache, the same image, no RUN output.
+    let (again, events) = run(&store, &ctx.spec("app"));
+    let again = again.unwrap();
+    assert_eq!(cached(&again.steps)[1..], [true; 10]);
+    assert!(!events.iter().any(|e| e.starts_with("output")));
+    assert_eq!(again.image.descriptor.digest, image.descriptor.digest);
+    let layers: Vec<_> = again.steps.iter().filter_map(|s| s.layer.clone()).collect();
+    assert_eq!(
+        layers.iter().map(|l| l.digest).collect::<Vec<_>>(),
+        image.layers()[1..]
+            .iter()
+            .map(|d| d.digest)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_failing_run_stops_the_build_with_its_status_and_tail() {
+    let test = "a_failing_run_stops_the_build_with_its_status_and_tail";
+    if !root_and_busybox(test) {
+        return;
+    }
+    let ctx = Context::new(
+        "build-run-fail",
+        "FROM busybox\nRUN echo one; echo two >&2; touch /made; exit 3\nENV NEVER=1\n",
+    );
+    let store = busybox_store(&ctx);
+    let (result, events) = run(&store, &ctx.spec("app"));
+    let e = result.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "failed to build image `{}`: line 2: RUN exited with status 3",
+            ctx.dir().join("Dockerfile")
+        )
+    );
+    assert_eq!(events[events.len() - 1], "failed 3 [\"one\", \"two\"]");
+    assert!(!events.iter().any(|e| e.contains("NEVER")));
+    let tags: Vec<String> = store
+        .layout()
+        .tags()
+        .unwrap()
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(tags, ["busybox"]);
+    let leftovers = std::fs::read_dir(ctx.scratch.path("layout/.layerstack/run"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0);
+    // An unknown USER is an error naming it.
+    ctx.write("Dockerfile", "FROM busybox\nUSER nobody\nRUN true\n");
+    let (e, text) = error_text(&store, &ctx.spec("app"));
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        text,
+        format!(
+            "failed to build image `{}`: line 3: USER nobody: no user `nobody` in the image's /etc/passwd",
+            ctx.dir().join("Dockerfile")
+        )
+    );
+}
+
+#[test]
+fn copy_makes_one_layer_per_line_with_ignore_chown_and_chmod() {
+    let ctx = Context::new(
+        "build-copy",
+        concat!(
+            "FROM scratch\n",
+            "ARG DEST=/srv\n",
+            "COPY *.conf $DEST/\n",
+            "COPY --chown=10:20 --chmod=600 data /data\n",
+            "ENV A=1\n",
+            "COPY --link <<EOF /etc/motd\n",
+            "hello\n",
+            "EOF\n",
+        ),
+    );
+    ctx.write("a.conf", "a\n");
+    ctx.write("b.conf", "b\n");
+    ctx.write("secret.conf", "no\n");
+    ctx.write("data/x", "x\n");
+    ctx.write("data/sub/y", "y\n");
+    ctx.write(".dockerignore", "secret.conf\n");
+    let store = ctx.store("layout");
+    let (result, events) = run(&store, &ctx.spec("app"));
+    let report = result.unwrap();
+    assert_eq!(
+        history(&report),
+        [
+            ("ARG DEST=/srv".to_owned(), true),
+            ("COPY *.conf /srv/ # buildkit".to_owned(), false),
+            (
+                "COPY --chown=10:20 --chmod=600 data /data # buildkit".to_owned(),
+                false
+            ),
+            ("ENV A=1".to_owned(), true),
+            ("COPY <<EOF /etc/motd # buildkit".to_owned(), false),
+        ]
+    );
+    assert_eq!(report.image.layers().len(), 3);
+    // The steps' layers are the image's.
+    let layers: Vec<_> = report
+        .steps
+        .iter()
+        .filter_map(|s| s.layer.clone())
+        .collect();
+    assert_eq!(
+        layers
+            .iter()
+            .map(|l| (l.digest, l.size))
+            .collect::<Vec<_>>(),
+        report
+            .image
+            .layers()
+            .iter()
+            .map(|d| (d.digest, d.size))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        layers.iter().map(|l| l.diff_id).collect::<Vec<_>>(),
+        report.image.diff_ids()
+    );
+    assert!(layers.iter().all(|l| l.uncompressed_size > 0));
+    assert!(events.iter().any(|e| e == "progress 4/4"), "{events:#?}");
+    let view = store.container(&report.image).unwrap();
+    let names: Vec<String> = view
+        .read_dir("srv")
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a.conf", "b.conf"]);
+    let y = view.symlink_metadata("data/sub/y").unwrap();
+    assert_eq!((y.mode & 0o7777, y.uid, y.gid), (0o600, 10, 20));
+    assert_eq!(view.read_to_string("data/sub/y").unwrap(), "y\n");
+    assert_eq!(view.read_to_string("etc/motd").unwrap(), "hello\n");
+    let motd = view.symlink_metadata("etc/motd").unwrap();
+    assert_eq!(motd.mode & 0o7777, 0o644);
+}
+
+#[test]
+fn copy_from_a_stage_and_a_changed_source_rebuilds_from_its_line() {
+    let ctx = Context::new(
+        "build-copy-cache",
+        concat!(
+            "FROM scratch AS build\n",
+            "COPY one /out/one\n",
+            "COPY two /out/two\n",
+            "FROM scratch\n",
+            "COPY --from=build /out /app\n",
+            "LABEL done=yes\n",
+        ),
+    );
+    ctx.write("one", "1\n");
+    ctx.write("two", "2\n");
+    let store = ctx.store("layout");
+    let first = built(&store, &ctx.spec("app"));
+    assert_eq!(
+        cached(&first.steps),
+        [false, false, false, false, false, false]
+    );
+    let view = store.container(&first.image).unwrap();
+    assert_eq!(view.read_to_string("app/one").unwrap(), "1\n");
+    assert_eq!(view.read_to_string("app/two").unwrap(), "2\n");
+    assert_eq!(first.image.layers().len(), 1);
+    let second = built(&store, &ctx.spec("app"));
+    assert_eq!(
+        cached(&second.steps),
+        [false, true, true, false, true, true]
+    );
+    assert_eq!(
+        second.image.descriptor.digest,
+        first.image.descriptor.digest
+    );
+    // Only the mtime of a source changed: still cached.
+    let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(ctx.dir().join("one"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    // The second source changed: its line and everything after rebuild.
+    ctx.write("two", "two\n");
+    let third = built(&store, &ctx.spec("app"));
+    assert_eq!(
+        cached(&third.steps),
+        [false, true, false, false, false, false]
+    );
+    let view = store.container(&third.image).unwrap();
+    assert_eq!(view.read_to_string("app/two").unwrap(), "two\n");
+    // A missing source: the line and the name.
+    ctx.write("Dockerfile", "FROM scratch\nCOPY missing /x\n");
+    let (e, text) = error_text(&store, &ctx.spec("app"));
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(
+        text.starts_with(&format!(
+            "failed to build image `{}`: line 2: ",
+            ctx.dir().join("Dockerfile")
+        )) && text.contains("missing"),
+        "{text}"
+    );
 }

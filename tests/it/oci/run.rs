@@ -12,21 +12,7 @@ use layerstack::oci::build::{RunStep, run_step};
 use layerstack::oci::{BuildOptions, ImageStore, OciLayout};
 
 use crate::support::harness::kernel_available;
-use crate::support::tools::{Scratch, dir_tree, view_tree};
-
-const BUSYBOX: &str = "/bin/busybox";
-
-fn busybox(test: &str) -> bool {
-    let ok = std::path::Path::new(BUSYBOX).is_file();
-    if !ok {
-        assert!(
-            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
-            "{test} needs {BUSYBOX} and LAYERSTACK_REQUIRE_TOOLS is set"
-        );
-        eprintln!("SKIP {test}: {BUSYBOX} is missing (apt-get install busybox-static)");
-    }
-    ok
-}
+use crate::support::tools::{BUSYBOX, Scratch, busybox, dir_tree, view_tree};
 
 /// Two layers (top first) of a root filesystem with a shell, and empty
 /// upper, work and root directories.

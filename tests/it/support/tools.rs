@@ -100,6 +100,24 @@ pub fn go_build_with(dir: &str, gopath: &[&str]) -> std::path::PathBuf {
     exe
 }
 
+/// Debian's static busybox: the shell of the tiny root filesystems `RUN`
+/// runs in.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Whether [`BUSYBOX`] is here; prints why not. With
+/// `LAYERSTACK_REQUIRE_TOOLS` set (CI), a missing one fails the test.
+pub fn busybox(test: &str) -> bool {
+    let ok = Path::new(BUSYBOX).is_file();
+    if !ok {
+        assert!(
+            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
+            "{test} needs {BUSYBOX} and LAYERSTACK_REQUIRE_TOOLS is set"
+        );
+        eprintln!("SKIP {test}: {BUSYBOX} is missing (apt-get install busybox-static)");
+    }
+    ok
+}
+
 /// Whether we are root (umoci keeps owners and devices only as root).
 pub fn root(test: &str) -> bool {
     let ok = rustix::process::geteuid().is_root();

@@ -18,6 +18,7 @@ use crate::oci::image::store::{BuildOptions, Image, ImageBuilder, ImageStore, St
 mod base;
 mod cache;
 mod config;
+mod copy;
 mod run;
 
 /// What to build.
@@ -609,7 +610,6 @@ struct Engine<'s, 'f> {
     spec: &'s BuildSpec,
     file: &'f Dockerfile,
     plan: &'f Plan<'f>,
-    #[allow(dead_code)]
     ignore: Ignore,
     cache: cache::BuildCache,
     /// Each built stage's image and last cache key.
@@ -1006,43 +1006,4 @@ impl<'s> Engine<'s, '_> {
             }
         }
     }
-
-    fn copy_step(
-        &mut self,
-        stage: &mut Stage<'s>,
-        ins: &Instruction,
-        _events: &mut dyn FnMut(BuildEvent<'_>),
-    ) -> Result<StepResult> {
-        let (Command::Copy(words) | Command::Add(words)) = &ins.command else {
-            unreachable!("a COPY or ADD step");
-        };
-        let keyword = ins.command.keyword();
-        let (sources, _dest) = words.split_at(words.len() - 1);
-        for source in sources {
-            let source = self.expand(stage, ins.line, source)?;
-            if is_remote(&source) {
-                return Err(fail(
-                    self.path(),
-                    ins.line,
-                    ErrorKind::Unsupported,
-                    format!(
-                        "{keyword} {source}: remote sources are not supported: builds are offline"
-                    ),
-                ));
-            }
-        }
-        Err(fail(
-            self.path(),
-            ins.line,
-            ErrorKind::Unsupported,
-            format!("{keyword} is not supported yet"),
-        ))
-    }
-}
-
-/// Whether a `COPY`/`ADD` source is remote (a URL or a git repository).
-fn is_remote(source: &str) -> bool {
-    ["http://", "https://", "git@", "git://", "ssh://"]
-        .iter()
-        .any(|p| source.starts_with(p))
 }
