@@ -15,29 +15,21 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use camino::Utf8Path;
-use layerstack::oci::build::{Command as Keyword, Dockerfile};
+use layerstack::oci::build::{BuildEvent, BuildSpec, Command as Keyword, Dockerfile, build};
 use layerstack::oci::{BuildOptions, Image, ImageStore, OciLayout};
 
-use crate::support::tools::{Scratch, Tree, dir_tree, have, root, run, tool_runs};
-
-const BUSYBOX: &str = "/bin/busybox";
+use crate::support::tools::{
+    BUSYBOX, Scratch, Tree, busybox, difference, dir_tree, have, root, run,
+};
 
 /// The context files' modification time (2001-01-01): older than any
-/// build, so a file that keeps it came from the context or the base.
+/// build, so a file that has it or an older one came from the context or
+/// the base.
 const CONTEXT_MTIME: i64 = 978_307_200;
 
 /// Whether everything the comparison needs is here; prints why not.
 fn peers(test: &str) -> bool {
-    root(test)
-        && have("buildah", test)
-        && have("umoci", test)
-        && tool_runs(
-            test,
-            BUSYBOX,
-            "busybox-static",
-            Command::new(BUSYBOX).arg("true"),
-            |_| true,
-        )
+    root(test) && have("buildah", test) && have("umoci", test) && busybox(test)
 }
 
 /// A base image made through the library.
@@ -172,9 +164,12 @@ struct Built {
     layers: Vec<(usize, Vec<String>)>,
     /// The flattened root filesystem.
     tree: Tree,
-    /// The mtimes of non-directories that kept an old one (from the
-    /// context or the base): paths to seconds.
-    old_mtimes: BTreeMap<String, i64>,
+    /// The mtimes of non-directories: paths to seconds.
+    mtimes: BTreeMap<String, i64>,
+    /// The config's Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts
+    /// and Labels, but buildah's own `io.buildah.version` label (Docker
+    /// adds none).
+    config: BTreeMap<String, serde_json::Value>,
 }
 
 /// buildah with a store of its own under a scratch directory.
@@ -284,25 +279,24 @@ fn buildah_layer_lines(case: &Case, image: &Image, base_history: usize) -> Vec<u
     lines
 }
 
-/// Unpacks `layout:tag` with umoci; the tree and the old mtimes.
+/// Unpacks `layout:tag` with umoci; the tree and the mtimes of what is
+/// not a directory.
 fn unpack(layout: &Utf8Path, tag: &str, dir: &Utf8Path) -> (Tree, BTreeMap<String, i64>) {
     run(Command::new("umoci")
         .args(["raw", "unpack", "--image"])
         .arg(format!("{layout}:{tag}"))
         .arg(dir));
     let tree = dir_tree(dir.as_std_path());
-    let mut old = BTreeMap::new();
+    let mut mtimes = BTreeMap::new();
     for (path, e) in &tree.entries {
         if e.file_type != layerstack::FileType::Dir {
             let mtime = std::fs::symlink_metadata(dir.join(path.to_string()))
                 .unwrap()
                 .mtime();
-            if mtime <= CONTEXT_MTIME {
-                old.insert(path.to_string(), mtime);
-            }
+            mtimes.insert(path.to_string(), mtime);
         }
     }
-    (tree, old)
+    (tree, mtimes)
 }
 
 /// What the image at `layout:tag` is, for comparing.
@@ -327,27 +321,61 @@ fn built(
         .zip(&changes[base_layers..])
         .map(|(line, c)| (line, c.iter().map(ToString::to_string).collect()))
         .collect();
-    let (tree, old_mtimes) = unpack(layout, tag, &scratch.path(&format!("rootfs-{side}")));
+    let (tree, mtimes) = unpack(layout, tag, &scratch.path(&format!("rootfs-{side}")));
+    let mut config: BTreeMap<String, serde_json::Value> = image
+        .config
+        .config
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| {
+            [
+                "Env",
+                "Cmd",
+                "Entrypoint",
+                "WorkingDir",
+                "User",
+                "ExposedPorts",
+                "Labels",
+            ]
+            .contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(serde_json::Value::Object(labels)) = config.get_mut("Labels") {
+        labels.remove("io.buildah.version");
+        if labels.is_empty() {
+            config.remove("Labels");
+        }
+    }
     Built {
         layers,
         tree,
-        old_mtimes,
+        mtimes,
+        config,
     }
+}
+
+/// The base layout (tag `base`) and the context of `case`, made in
+/// `scratch`; the base image.
+fn prepare(case: &Case, scratch: &Scratch) -> Image {
+    make_base(case.base, &scratch.path("base"));
+    case.write_context(&scratch.path("context"));
+    ImageStore::new(OciLayout::open(scratch.path("base")).unwrap())
+        .image(Some("base"))
+        .unwrap()
 }
 
 /// Builds the case with buildah: what it built, or the status of the
 /// failed build and its output.
-fn build_with_buildah(case: &Case, scratch: &Scratch) -> Result<Built, (i32, String)> {
-    let base_layout = scratch.path("base");
-    make_base(case.base, &base_layout);
-    let base = ImageStore::new(OciLayout::open(&base_layout).unwrap())
-        .image(Some("base"))
-        .unwrap();
-    let context = scratch.path("context");
-    case.write_context(&context);
+fn build_with_buildah(
+    case: &Case,
+    scratch: &Scratch,
+    base: &Image,
+) -> Result<Built, (i32, String)> {
     let buildah = Buildah::new(case.name);
-    let id = buildah.pull(&base_layout, "base");
-    buildah.bud(case, &context, &id, case.name)?;
+    let id = buildah.pull(&scratch.path("base"), "base");
+    buildah.bud(case, &scratch.path("context"), &id, case.name)?;
     let out = scratch.path("buildah-out");
     buildah.push(case.name, &out, "built");
     let store = ImageStore::new(OciLayout::open(&out).unwrap());
@@ -360,6 +388,64 @@ fn build_with_buildah(case: &Case, scratch: &Scratch) -> Result<Built, (i32, Str
         lines,
         scratch,
         "buildah",
+    ))
+}
+
+/// A RUN that failed in our build: its status, last lines, and the error.
+#[derive(Debug)]
+struct Failed {
+    status: i32,
+    tail: Vec<String>,
+    error: String,
+}
+
+/// Builds the case with `oci::build::build` (`FROM $BASE` is the base
+/// layout's tag).
+fn build_with_ours(case: &Case, scratch: &Scratch, base: &Image) -> Result<Built, Failed> {
+    let out = scratch.path("ours-out");
+    let store = ImageStore::new(OciLayout::create(&out).unwrap());
+    let context = scratch.path("context");
+    let mut spec = BuildSpec::new(context.join("Dockerfile"), context.clone(), "built")
+        .build_arg("BASE", format!("{}:base", scratch.path("base")));
+    for (k, v) in case.build_args {
+        spec = spec.build_arg(*k, *v);
+    }
+    if let Some(target) = case.target {
+        spec = spec.target(target);
+    }
+    let mut failed = None;
+    let report = build(&store, &spec, &mut |event| {
+        if let BuildEvent::RunFailed { status, tail } = event {
+            failed = Some((status, tail.to_vec()));
+        }
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            let (status, tail) =
+                failed.unwrap_or_else(|| panic!("{}: our build failed: {e}", case.name));
+            return Err(Failed {
+                status,
+                tail,
+                error: e.to_string(),
+            });
+        }
+    };
+    // The layers of the image built: the steps of its stage that made one.
+    let stage = report.steps.last().expect("steps").stage;
+    let lines = report
+        .steps
+        .iter()
+        .filter(|s| s.stage == stage && s.layer.is_some())
+        .map(|s| s.line)
+        .collect();
+    Ok(built(
+        &out,
+        "built",
+        base.layers().len(),
+        lines,
+        scratch,
+        "ours",
     ))
 }
 
@@ -378,14 +464,45 @@ fn expected(layers: Layers) -> Vec<(usize, Vec<&'static str>)> {
     layers.iter().map(|(l, c)| (*l, c.to_vec())).collect()
 }
 
-/// Builds `case` with buildah, checks its layers are `want` (the line
-/// that made each and its changes), and compares it with ours.
-fn compare(test: &str, case: &Case, want: Layers) -> Built {
+/// Builds `case` with buildah and with ours; checks buildah's layers are
+/// `want` (the line that made each and its changes) and ours are
+/// `docker` (`None`: the same), and that both flatten to the same tree
+/// (old mtimes included) with the same config. Buildah's result.
+fn compare(test: &str, case: &Case, want: Layers, docker: Option<Layers>) -> Built {
     let scratch = Scratch::new(&format!("peer-{}", case.name));
-    let b = build_with_buildah(case, &scratch)
+    let base = prepare(case, &scratch);
+    let theirs = build_with_buildah(case, &scratch, &base)
         .unwrap_or_else(|(s, out)| panic!("{test}: buildah failed ({s}): {out}"));
-    assert_eq!(layers_of(&b), expected(want), "{test}: buildah's layers");
-    b
+    assert_eq!(
+        layers_of(&theirs),
+        expected(want),
+        "{test}: buildah's layers"
+    );
+    let ours = build_with_ours(case, &scratch, &base)
+        .unwrap_or_else(|f| panic!("{test}: our build failed: {f:?}"));
+    assert_eq!(
+        layers_of(&ours),
+        expected(docker.unwrap_or(want)),
+        "{test}: our layers"
+    );
+    if let Some(d) = difference(&theirs.tree, &ours.tree) {
+        panic!("{test}: the flattened trees differ: {d}");
+    }
+    for (path, theirs_mtime) in &theirs.mtimes {
+        let ours_mtime = ours.mtimes[path];
+        if *theirs_mtime <= CONTEXT_MTIME {
+            // From the context or the base: kept by both.
+            assert_eq!(ours_mtime, *theirs_mtime, "{test}: the mtime of {path}");
+        } else {
+            // Made during the build: buildah keeps the clock's time; we
+            // clamp it to the build's date (SOURCE_DATE_EPOCH, else 1970),
+            // as BuildKit does with SOURCE_DATE_EPOCH, so that a build is
+            // reproducible.
+            assert_eq!(ours_mtime, 0, "{test}: the mtime of {path}");
+        }
+    }
+    assert_eq!(theirs.config, ours.config, "{test}: the config");
+    theirs
 }
 
 const COPY_TREE: Case = Case {
@@ -433,6 +550,7 @@ fn build_copies_a_tree_with_symlinks_and_hard_links_as_buildah() {
             ),
             (5, &["C /etc", "A /etc/top.txt"]),
         ],
+        None,
     );
     // Hard links in the context stay one file.
     assert!(
@@ -442,7 +560,7 @@ fn build_copies_a_tree_with_symlinks_and_hard_links_as_buildah() {
         "{:?}",
         b.tree.links
     );
-    assert_eq!(b.old_mtimes["app/f"], CONTEXT_MTIME);
+    assert_eq!(b.mtimes["app/f"], CONTEXT_MTIME);
 }
 
 #[test]
@@ -463,6 +581,7 @@ fn build_runs_deletes_from_the_base_as_buildah() {
         test,
         &case,
         &[(3, &["C /etc", "D /etc/gone", "D /etc/sub"])],
+        None,
     );
 }
 
@@ -508,6 +627,7 @@ fn build_deletes_and_recreates_a_directory_as_buildah() {
                 ],
             ),
         ],
+        None,
     );
 }
 
@@ -538,6 +658,14 @@ fn build_changes_only_modes_or_owners_as_buildah() {
             (5, &["C /etc", "C /etc/sub"]),
             (6, &[]),
         ],
+        // A RUN that changes nothing: buildah (as Docker's classic
+        // builder) keeps an empty layer; BuildKit, and we, make none and
+        // mark the history entry empty_layer.
+        Some(&[
+            (3, &["C /etc", "C /etc/keep"]),
+            (4, &["C /etc", "C /etc/keep2"]),
+            (5, &["C /etc", "C /etc/sub"]),
+        ]),
     );
 }
 
@@ -572,9 +700,19 @@ fn build_keeps_env_workdir_and_user_between_changes_as_buildah() {
             (5, &["C /etc", "A /etc/greeting"]),
             (8, &["C /tmp", "A /tmp/by-user", "A /tmp/where"]),
             // buildah makes no layer for a WORKDIR that must create its
-            // directory: the next RUN creates it, in its own layer.
+            // directory: the next RUN creates it, in its own layer (and
+            // without a RUN after it, the image lacks the directory).
             (12, &["A /made", "A /made/here", "A /made/here/late"]),
         ],
+        // Docker (both builders) creates the directory at the WORKDIR, in
+        // a layer of its own, as we do: the RUN's layer then only adds its
+        // file (its parents show as changed, being in the layer).
+        Some(&[
+            (5, &["C /etc", "A /etc/greeting"]),
+            (8, &["C /tmp", "A /tmp/by-user", "A /tmp/where"]),
+            (10, &["A /made", "A /made/here"]),
+            (12, &["C /made", "C /made/here", "A /made/here/late"]),
+        ]),
     );
 }
 
@@ -614,6 +752,7 @@ fn build_copies_from_a_stage_up_to_the_target_as_buildah() {
             ),
             (6, &["C /etc", "A /etc/copied"]),
         ],
+        None,
     );
 }
 
@@ -654,6 +793,7 @@ fn build_leaves_out_what_dockerignore_names_as_buildah() {
                 "A /app/sub/d",
             ],
         )],
+        None,
     );
 }
 
@@ -672,7 +812,7 @@ fn build_takes_arg_before_from_and_build_args_as_buildah() {
         build_args: &[("V", "2")],
         target: None,
     };
-    let b = compare(test, &case, &[(6, &["C /etc", "A /etc/args"])]);
+    let b = compare(test, &case, &[(6, &["C /etc", "A /etc/args"])], None);
     let args = b
         .tree
         .entries
@@ -699,7 +839,8 @@ fn build_stops_at_a_failing_run_as_buildah() {
         target: None,
     };
     let scratch = Scratch::new("peer-failing");
-    let Err((status, output)) = build_with_buildah(&case, &scratch) else {
+    let base = prepare(&case, &scratch);
+    let Err((status, output)) = build_with_buildah(&case, &scratch, &base) else {
         panic!("{test}: buildah built a failing RUN");
     };
     // buildah exits with the RUN's status.
@@ -710,4 +851,16 @@ fn build_stops_at_a_failing_run_as_buildah() {
     );
     assert!(output.contains("\nfailing\n"), "{output}");
     assert!(!output.contains("never"), "{output}");
+    // Ours stops there too, with the same status and the RUN's last line,
+    // and tags nothing.
+    let failed = build_with_ours(&case, &scratch, &base).expect_err("our build of a failing RUN");
+    assert_eq!(failed.status, status);
+    assert_eq!(failed.tail, ["failing"]);
+    let dockerfile = scratch.path("context/Dockerfile");
+    assert_eq!(
+        failed.error,
+        format!("failed to build image `{dockerfile}`: line 4: RUN exited with status 3")
+    );
+    let layout = OciLayout::open(scratch.path("ours-out")).unwrap();
+    assert!(layout.tags().unwrap().is_empty());
 }
