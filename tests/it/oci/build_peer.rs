@@ -15,6 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use camino::Utf8Path;
+use layerstack::Timestamp;
 use layerstack::oci::build::{BuildEvent, BuildSpec, Command as Keyword, Dockerfile, build};
 use layerstack::oci::{BuildOptions, Image, ImageStore, OciLayout};
 
@@ -26,6 +27,10 @@ use crate::support::tools::{
 /// build, so a file that has it or an older one came from the context or
 /// the base.
 const CONTEXT_MTIME: i64 = 978_307_200;
+
+/// The date our builds get (2020-01-01, `SOURCE_DATE_EPOCH`): after the
+/// context's files, before the test runs.
+const BUILD_DATE: i64 = 1_577_836_800;
 
 /// Whether everything the comparison needs is here; prints why not.
 fn peers(test: &str) -> bool {
@@ -406,7 +411,8 @@ fn build_with_ours(case: &Case, scratch: &Scratch, base: &Image) -> Result<Built
     let store = ImageStore::new(OciLayout::create(&out).unwrap());
     let context = scratch.path("context");
     let mut spec = BuildSpec::new(context.join("Dockerfile"), context.clone(), "built")
-        .build_arg("BASE", format!("{}:base", scratch.path("base")));
+        .build_arg("BASE", format!("{}:base", scratch.path("base")))
+        .options(BuildOptions::default().created(Timestamp::new(BUILD_DATE, 0)));
     for (k, v) in case.build_args {
         spec = spec.build_arg(*k, *v);
     }
@@ -498,7 +504,7 @@ fn compare(test: &str, case: &Case, want: Layers, docker: Option<Layers>) -> Bui
             // clamp it to the build's date (SOURCE_DATE_EPOCH, else 1970),
             // as BuildKit does with SOURCE_DATE_EPOCH, so that a build is
             // reproducible.
-            assert_eq!(ours_mtime, 0, "{test}: the mtime of {path}");
+            assert_eq!(ours_mtime, BUILD_DATE, "{test}: the mtime of {path}");
         }
     }
     assert_eq!(theirs.config, ours.config, "{test}: the config");

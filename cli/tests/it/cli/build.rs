@@ -225,8 +225,9 @@ fn build_errors_are_one_line_and_exit_1_and_bad_usage_exits_2() {
         )
     );
     // A bad SOURCE_DATE_EPOCH: named, nothing built.
+    let never = s.path("never");
     let ran = layerstack_with(
-        &["build", "-t", &at, ctx.as_str()],
+        &["build", "-t", &format!("{never}:app"), ctx.as_str()],
         &[("SOURCE_DATE_EPOCH", "yesterday")],
     );
     assert_eq!(ran.code, 1, "{ran:?}");
@@ -234,7 +235,7 @@ fn build_errors_are_one_line_and_exit_1_and_bad_usage_exits_2() {
         ran.stderr,
         "error: failed to build image `SOURCE_DATE_EPOCH`: `yesterday` is not a whole number of seconds since 1970-01-01\n"
     );
-    assert!(!s.path("out").exists());
+    assert!(!never.exists());
     // -t needs a tag.
     let ran = layerstack(&["build", "-t", s.path("out").as_str(), ctx.as_str()]);
     assert_eq!(ran.code, 2, "{ran:?}");
