@@ -1,8 +1,13 @@
 //! A Dockerfile's steps as image layers.
 //!
-//! Builds an image in three steps with `ImageStore::builder`: each step
-//! changes a merged view of the image so far, and what it changed becomes
-//! one layer tar in an OCI image layout. For each layer the example prints
+//! Builds the image of [`DOCKERFILE`]: its `COPY` line with
+//! `oci::build::build`, from a context the example writes, and its two
+//! `RUN` lines as steps of `ImageStore::builder` (each step changes a
+//! merged view of the image so far, and what it changed becomes one layer
+//! tar in an OCI image layout). A real `RUN` needs root and a shell in the
+//! image, which this `FROM scratch` image has not; the steps do what the
+//! commands do, so the layers are the ones a build as root with a shell
+//! would make, and the example runs anywhere. For each layer the example prints
 //! what `docker diff` shows, then every entry of the layer's tar as it is
 //! stored, with the whiteouts (`.wh.NAME`: NAME is deleted) and opaque
 //! markers (`.wh..wh..opq`: nothing below shows through) explained.
@@ -16,8 +21,29 @@ use std::io::Write;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::MergedView;
+use layerstack::oci::build::{BuildSpec, build};
 use layerstack::oci::{BuildOptions, Decompressor, ImageStore, Limits, OciLayout, TarReader};
 use layerstack::oci::{TarName, classify};
+
+/// The Dockerfile of the image.
+pub const DOCKERFILE: &str = "\
+FROM scratch
+COPY app/ /app/
+RUN sed -i s/true/false/ /app/app.conf && rm /app/README
+RUN rm -r /app/static && mkdir /app/static && echo ... > /app/static/site.css
+CMD [\"/app/run\"]
+";
+
+/// The lines of [`DOCKERFILE`] `build` runs here: up to the first `RUN`.
+const BUILT_LINES: usize = 2;
+
+/// The build context: what `COPY app/ /app/` copies.
+const CONTEXT: [(&str, &str); 4] = [
+    ("app/app.conf", "debug = true\n"),
+    ("app/README", "read me first\n"),
+    ("app/static/logo.svg", "<svg/>\n"),
+    ("app/static/old.css", "body { color: red }\n"),
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let (dir, keep) = match std::env::args().nth(1) {
@@ -36,14 +62,6 @@ fn main() -> Result<(), Box<dyn Error>> {
     result
 }
 
-fn copy_app(fs: &MergedView) -> layerstack::Result<()> {
-    fs.create_dir_all("app/static")?;
-    fs.write("app/app.conf", "debug = true\n")?;
-    fs.write("app/README", "read me first\n")?;
-    fs.write("app/static/logo.svg", "<svg/>\n")?;
-    fs.write("app/static/old.css", "body { color: red }\n")
-}
-
 fn configure_app(fs: &MergedView) -> layerstack::Result<()> {
     fs.write("app/app.conf", "debug = false\n")?;
     fs.remove_file("app/README")
@@ -58,9 +76,26 @@ fn replace_static(fs: &MergedView) -> layerstack::Result<()> {
 /// The example: builds the image into a layout in `dir`, prints to `out`.
 pub fn run(dir: &Utf8Path, out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
     let store = ImageStore::new(OciLayout::create(dir)?);
-    // Default options: fixed times, so the same steps give the same layers.
-    let mut build = store.builder(None, BuildOptions::default())?;
-    build.step("COPY app/ /app/", copy_app)?;
+    // The context beside the layout, with the Dockerfile's first lines.
+    let context = Utf8PathBuf::from(format!("{dir}-context"));
+    for (path, contents) in CONTEXT {
+        let at = context.join(path);
+        std::fs::create_dir_all(at.parent().unwrap_or(&context))?;
+        std::fs::write(at, contents)?;
+    }
+    let first: String = DOCKERFILE
+        .lines()
+        .take(BUILT_LINES)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(context.join("Dockerfile"), first)?;
+    // Default options: fixed times, so the same steps give the same config.
+    let spec = BuildSpec::new(context.join("Dockerfile"), context.clone(), "app-files");
+    let copied = build(&store, &spec, &mut |_| {});
+    let _ = std::fs::remove_dir_all(&context);
+    let copied = copied?.image;
+    // The RUN lines, as steps on that image.
+    let mut build = store.builder(Some(&copied), BuildOptions::default())?;
     build.step(
         "RUN sed -i s/true/false/ /app/app.conf && rm /app/README",
         configure_app,
@@ -79,6 +114,13 @@ pub fn run(dir: &Utf8Path, out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
         image.config.history.len(),
         image.layers().len()
     )?;
+    writeln!(
+        out,
+        "The Dockerfile (its RUN lines done as builder steps, without root):"
+    )?;
+    for line in DOCKERFILE.lines() {
+        writeln!(out, "  {line}")?;
+    }
 
     let changes = store.changes(&image)?;
     let steps: Vec<_> = image

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod analyze;
+mod build;
 mod commit;
 mod demo;
 mod diff;
@@ -36,6 +37,8 @@ Examples:
   layerstack diff ./layerstack-demo:demo    what each layer adds, changes and deletes
   layerstack cat ./layerstack-demo:demo etc/app.conf
   layerstack inspect ./layerstack-demo:demo-web --json
+  layerstack build -t ./layerstack-demo:app examples/build
+                                            a Dockerfile, one layer per line that changes files
 
   umoci unpack --image img:v1 bundle        (or: layerstack unpack img:v1 rootfs)
   ... edit bundle/rootfs ...
@@ -175,6 +178,8 @@ reads those layers once and caches what it learns.
 Examples:
   layerstack inspect ./layerstack-demo:demo
   layerstack inspect ./layerstack-demo:demo-web --json
+  layerstack build -t ./layerstack-demo:app examples/build
+                                            a Dockerfile, one layer per line that changes files
   layerstack inspect ./imported:latest --sizes")]
     Inspect {
         /// The image: LAYOUT[:TAG]
@@ -277,6 +282,52 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Build an image from a Dockerfile: one layer per line that changes
+    /// the filesystem (COPY, ADD, RUN, WORKDIR that creates its directory),
+    /// none for the others, with a build cache.
+    #[command(after_help = "\
+Builds are reproducible by default: the image and its history are dated
+SOURCE_DATE_EPOCH (seconds since 1970) when it is set, else 1970-01-01, so
+the same Dockerfile and context give the same digests. A step whose parent
+layers, instruction and inputs (the contents of COPY sources) are unchanged
+reuses its layer (`--> CACHED`); --no-cache builds every step again.
+
+FROM takes LAYOUT:TAG or scratch. RUN runs as root only (in a kernel overlay
+mount, in namespaces of its own, without network); builds are offline
+(remote ADD sources are refused).
+
+Examples:
+  layerstack build -t ./layerstack-demo:app examples/build
+  layerstack build -f Dockerfile.dev -t out:dev --build-arg VERSION=2 .
+  layerstack build -t out:app --target runtime --json .
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) layerstack build -t out:app .")]
+    Build {
+        /// The Dockerfile [default: CONTEXT/Dockerfile]
+        #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+        file: Option<Utf8PathBuf>,
+        /// The image to write: LAYOUT:TAG (the layout is created if missing)
+        #[arg(short = 't', long = "tag", value_name = "LAYOUT:TAG",
+              value_parser = build::parse_target_image)]
+        image: ImageRef,
+        /// A build argument (a bare K takes its value from the environment)
+        #[arg(long = "build-arg", value_name = "K=V", value_parser = build::parse_build_arg)]
+        build_args: Vec<(String, Option<String>)>,
+        /// Build up to this stage (default: the last)
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Build every step, using no cached layer
+        #[arg(long)]
+        no_cache: bool,
+        /// How new layers are compressed
+        #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+        compression: CompressionArg,
+        /// Print every step's result as one JSON document (RUN's output
+        /// goes to stderr)
+        #[arg(long)]
+        json: bool,
+        /// The build context: the directory COPY and ADD read
+        context: Utf8PathBuf,
+    },
     /// Pull an image from a registry into a layout (created if needed);
     /// each blob is checked against its digest as it arrives.
     #[command(after_help = "\
@@ -329,6 +380,24 @@ Examples:
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl From<CompressionArg> for layerstack::oci::Compression {
+    fn from(c: CompressionArg) -> layerstack::oci::Compression {
+        match c {
+            CompressionArg::Gzip => layerstack::oci::Compression::Gzip,
+            CompressionArg::Zstd => layerstack::oci::Compression::Zstd,
+            CompressionArg::None => layerstack::oci::Compression::None,
+        }
+    }
 }
 
 /// `LAYOUT[:TAG]`: an image layout directory and, maybe, a tag.
@@ -514,6 +583,27 @@ fn run(command: Command) -> Result<()> {
                 ));
             }
             return Ok(());
+        }
+        Command::Build {
+            file,
+            image,
+            build_args,
+            target,
+            no_cache,
+            compression,
+            json,
+            context,
+        } => {
+            let request = build::Request {
+                dockerfile: file,
+                image,
+                build_args: build::resolve_build_args(build_args),
+                target,
+                no_cache,
+                compression: compression.into(),
+                context,
+            };
+            build::run(request, format(json), &mut out)?;
         }
         Command::Push {
             image,

@@ -101,6 +101,13 @@ impl Progress {
         Progress(Some(bar))
     }
 
+    /// Moves the bar to `done` bytes.
+    pub fn set_position(&self, done: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(done);
+        }
+    }
+
     /// `reader`, advancing the bar by what is read through it.
     pub fn reader<R: Read>(&self, reader: R) -> ProgressReader<R> {
         ProgressReader {

@@ -5,6 +5,7 @@
 
 mod analyze;
 mod build;
+mod build_peer;
 mod dir_layer;
 mod docker_save;
 mod dockerfile;

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::tools::{Scratch, difference, dir_tree, have, root, run, view_tree};
 
+mod build;
 mod names;
 mod rootless;
 

@@ -261,3 +261,21 @@ pub fn difference(want: &Tree, got: &Tree) -> Option<String> {
         )
     })
 }
+
+/// The tool (`layerstack`), built beside this test binary (`cargo test`
+/// builds the workspace's binaries before it runs the tests).
+pub fn tool_exe() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/layerstack
+    let tool = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the profile directory")
+        .join("layerstack");
+    assert!(
+        tool.is_file(),
+        "{} is missing: build it with `cargo build --release -p layerstack-cli`",
+        tool.display()
+    );
+    tool
+}
