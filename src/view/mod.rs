@@ -1221,7 +1221,7 @@ impl MergedView {
         op: Operation,
         f: impl FnOnce(&mut Metadata) -> Result<()>,
     ) -> Result<()> {
-        self.change_meta_checked(user, op, |_, _| Ok(()), f)
+        self.change_meta_checked(user, op, Follow::Always, |_, _| Ok(()), f)
     }
 
     /// As [`MergedView::change_meta`], with `check` run on the resolved
@@ -1231,11 +1231,12 @@ impl MergedView {
         &self,
         user: &Name,
         op: Operation,
+        follow: Follow,
         check: impl FnOnce(&State, &Res) -> Result<()>,
         f: impl FnOnce(&mut Metadata) -> Result<()>,
     ) -> Result<()> {
         let mut st = self.write_state();
-        let r = st.resolve(user, op, Follow::Always)?;
+        let r = st.resolve(user, op, follow)?;
         check(&st, r.existing(op, user)?)?;
         st.copy_up(&r.path, &self.options)
             .map_err(|e| e.reframe(op, user))?;
@@ -1273,7 +1274,26 @@ impl MergedView {
     /// # Errors
     /// The errors of resolution.
     pub fn set_owner(&self, path: impl PathLike, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        self.change_meta(Name::new(path.path_bytes()), Operation::SetOwner, |m| {
+        self.chown(Name::new(path.path_bytes()), Follow::Always, uid, gid)
+    }
+
+    /// As [`std::os::unix::fs::lchown`]: [`MergedView::set_owner`] of a
+    /// symlink itself, not of what it points to. Copies up.
+    ///
+    /// # Errors
+    /// The errors of resolution.
+    pub fn set_owner_nofollow(
+        &self,
+        path: impl PathLike,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
+        self.chown(Name::new(path.path_bytes()), Follow::OnSlash, uid, gid)
+    }
+
+    fn chown(&self, user: &Name, follow: Follow, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        let op = Operation::SetOwner;
+        self.change_meta_checked(user, op, follow, |_, _| Ok(()), |m| {
             if let Some(uid) = uid {
                 m.uid = uid;
             }
@@ -1296,12 +1316,37 @@ impl MergedView {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
+        self.utimens(Name::new(path.path_bytes()), Follow::Always, atime, mtime)
+    }
+
+    /// [`MergedView::set_times`] of a symlink itself, not of what it
+    /// points to (`utimensat` with `AT_SYMLINK_NOFOLLOW`). Copies up.
+    ///
+    /// # Errors
+    /// The errors of resolution.
+    pub fn set_times_nofollow(
+        &self,
+        path: impl PathLike,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
+        self.utimens(Name::new(path.path_bytes()), Follow::OnSlash, atime, mtime)
+    }
+
+    fn utimens(
+        &self,
+        user: &Name,
+        follow: Follow,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
         if atime.is_none() && mtime.is_none() {
             // As `utimensat` with both `UTIME_OMIT`: nothing to do, and
             // the path is not even looked up.
             return Ok(());
         }
-        self.change_meta(Name::new(path.path_bytes()), Operation::SetTimes, |m| {
+        let op = Operation::SetTimes;
+        self.change_meta_checked(user, op, follow, |_, _| Ok(()), |m| {
             if let Some(t) = atime {
                 m.atime = t;
             }
@@ -1374,7 +1419,7 @@ impl MergedView {
         };
         // As the kernel: the copy-up comes first, then the upper
         // filesystem refuses a bad name.
-        self.change_meta_checked(user, op, allowed, |m| {
+        self.change_meta_checked(user, op, Follow::Always, allowed, |m| {
             check_xattr_name(name, op, user)?;
             m.xattrs.insert(name, value);
             Ok(())
@@ -1401,7 +1446,7 @@ impl MergedView {
             }
             Ok(())
         };
-        self.change_meta_checked(user, op, present, |m| {
+        self.change_meta_checked(user, op, Follow::Always, present, |m| {
             m.xattrs.remove(name);
             Ok(())
         })

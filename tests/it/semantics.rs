@@ -1019,3 +1019,30 @@ fn an_error_shows_a_name_that_is_not_utf8_escaped_and_keeps_its_bytes() {
         "failed to rename `\\320\\322\\311\\327\\305\\324`: no such file or directory"
     );
 }
+
+#[test]
+fn owner_and_times_nofollow_change_a_lower_symlink_itself() {
+    let lower = layer(|l| {
+        l.add_file("target", "data")?;
+        l.add_symlink("link", "target")
+    });
+    let v = view(vec![lower]);
+    let target_before = v.symlink_metadata("target").unwrap();
+    v.set_owner_nofollow("link", Some(7), Some(8)).unwrap();
+    let t = Timestamp { sec: 3000, nsec: 5 };
+    v.set_times_nofollow("link", Some(t), Some(t)).unwrap();
+    let link = v.symlink_metadata("link").unwrap();
+    assert_eq!((link.uid, link.gid, link.mtime, link.atime), (7, 8, t, t));
+    assert_eq!(v.symlink_metadata("target").unwrap(), target_before);
+    // Only the link was copied up.
+    assert_eq!(upper(&v), pairs(&[("link", "Symlink")]));
+    // Through a trailing slash the name must be a directory, as `lstat`.
+    assert_eq!(
+        kind(v.set_owner_nofollow("link/", Some(1), None)),
+        ErrorKind::NotADirectory
+    );
+    // The following forms change the target.
+    v.set_owner("link", Some(9), None).unwrap();
+    assert_eq!(v.symlink_metadata("target").unwrap().uid, 9);
+    assert_eq!(v.symlink_metadata("link").unwrap().uid, 7);
+}

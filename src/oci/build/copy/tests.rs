@@ -226,6 +226,12 @@ fn context_owners_become_root_and_chown_applies_to_everything_with_parents() {
     assert_eq!(mode_owner(&view, "x/y"), (0o755, 1000, 1001));
     assert_eq!(mode_owner(&view, "x/y/z"), (0o750, 1000, 1001));
     assert_eq!(mode_owner(&view, "x/y/z/deep/x.txt"), (0o644, 1000, 1001));
+    // A symlink gets the ids and the mtime itself, not its target.
+    set_mtime(&ctx.path("sub/link"), 3000);
+    copy(&view, &ctx, &["sub"], "/l", "/", &options).unwrap();
+    let link = view.symlink_metadata("l/link").unwrap();
+    assert_eq!((link.uid, link.gid, link.mtime.sec), (1000, 1001, 3000));
+    assert_ne!(view.metadata("l/one").unwrap().mtime.sec, 3000);
 }
 
 #[test]
