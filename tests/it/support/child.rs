@@ -222,8 +222,14 @@ fn handle_op(op: &Op) -> Outcome {
         }),
         Op::HandleWriteAt { slot, offset, data } => with_handle(*slot, |h| match h {
             Held::File { file, append } => {
-                // With `O_APPEND`, Linux's `pwrite` writes at the end.
-                if let Err(e) = file.write_all_at(data, *offset) {
+                // With `O_APPEND`, Linux's `pwrite` writes at the end. One
+                // `pwrite` even of nothing (`write_all_at` would skip it):
+                // the kernel checks the descriptor's access first.
+                let first = match file.write_at(data, *offset) {
+                    Ok(n) => n,
+                    Err(e) => return err(&e),
+                };
+                if let Err(e) = file.write_all_at(&data[first..], offset + first as u64) {
                     return err(&e);
                 }
                 if *append {
