@@ -10,14 +10,14 @@
 //! A number is `Copy`, `Send` and `Sync` and borrows nothing, so a
 //! multi-threaded FUSE server holding an `Arc<MergedView>` passes it as its
 //! file handle (`fh`) and serves reads and writes from any thread; the
-//! view's lock orders them as it orders every other operation. [`File`]
+//! view's lock orders them as it orders every other operation. [`File`](super::File)
 //! is the Rust-facing handle: a number, a position and a borrow of the
 //! view, closed when dropped.
 //!
 //! What a handle holds, by where its regular file was when opened:
 //!
 //! - **In the upper layer** (every file opened for writing is, after its
-//!   copy-up): the upper layer's open object ([`LayerMut::open_object`]).
+//!   copy-up): the upper layer's open object ([`LayerMut::open_object`](crate::LayerMut::open_object)).
 //!   A `MemLayer` keeps the node in its table of objects by inode number;
 //!   a `DirLayer` keeps an open descriptor, as the kernel keeps the upper
 //!   inode. Renames do not concern the handle; after the last name goes
@@ -33,11 +33,11 @@
 //!   copy-up (a whiteout), the handle still reads it and `fstat` shows the
 //!   lower file's link count, as the kernel's does. With hard links broken
 //!   by copy-up (the default), only handles opened by the copied name
-//!   move; with [`HardLinkCopyUp::Keep`](crate::view::HardLinkCopyUp::Keep)
+//!   move; with [`HardLinkCopyUp::Keep`]
 //!   every handle on the lower inode does.
 //! - **Directories, fifos, devices and sockets** (readable handles only:
 //!   they hold no data), and files of an upper layer that keeps no open
-//!   objects (a third-party [`LayerMut`]) or that are metadata-only copies:
+//!   objects (a third-party [`LayerMut`](crate::LayerMut)) or that are metadata-only copies:
 //!   the path the view resolved at open time, as before this module.
 //!
 //! [`MergedView::commit`] refuses (`EBUSY`) while any handle is open, as

@@ -234,7 +234,8 @@ fn the_orphans_data_is_freed_on_the_last_close() {
             .unwrap()
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
             .filter(|t| {
-                t.starts_with(scratch.0.as_std_path()) && t.to_string_lossy().ends_with(" (deleted)")
+                t.starts_with(scratch.0.as_std_path())
+                    && t.to_string_lossy().ends_with(" (deleted)")
             })
             .count()
     };

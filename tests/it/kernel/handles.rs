@@ -71,9 +71,7 @@ fn open_files_follow_copy_up_unlink_and_whiteouts_as_the_kernels() {
         },
         read(0),
         Op::HandleMetadata { slot: 0 },
-        Op::RemoveFile {
-            path: "a/a".into(),
-        },
+        Op::RemoveFile { path: "a/a".into() },
         Op::HandleMetadata { slot: 0 },
         Op::HandleWriteAt {
             slot: 1,
@@ -91,9 +89,7 @@ fn open_files_follow_copy_up_unlink_and_whiteouts_as_the_kernels() {
         Op::CloseHandle { slot: 0 },
         Op::CloseHandle { slot: 0 },
         open("a/b", false),
-        Op::RemoveFile {
-            path: "a/b".into(),
-        },
+        Op::RemoveFile { path: "a/b".into() },
         read(0),
         Op::HandleMetadata { slot: 0 },
         Op::CloseHandle { slot: 0 },
