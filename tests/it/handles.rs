@@ -7,7 +7,6 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use camino::Utf8PathBuf;
 use layerstack::view::{HandleId, HardLinkCopyUp, OpenOptions};
@@ -15,29 +14,7 @@ use layerstack::{
     DirLayer, ErrorKind, Layer, LayerMut, LayerPath, MemLayer, MergedView, ViewOptions,
 };
 
-/// A scratch directory, removed when dropped.
-struct Scratch(Utf8PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        static COUNT: AtomicU64 = AtomicU64::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
-        let dir = base.join(format!(
-            "layerstack-handles-{tag}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::TempDir as Scratch;
 
 fn lower() -> Arc<dyn Layer> {
     let mut l = MemLayer::new();
@@ -59,7 +36,7 @@ impl Upper {
     fn all(test: &str) -> Vec<Upper> {
         let mut uppers = vec![Upper::Memory];
         if rustix::process::geteuid().is_root() {
-            uppers.push(Upper::Disk(Scratch::new(test)));
+            uppers.push(Upper::Disk(Scratch::new(&format!("handles-{test}"))));
         } else {
             assert!(
                 std::env::var_os("LAYERSTACK_REQUIRE_ROOT").is_none(),
@@ -222,7 +199,7 @@ fn the_orphans_data_is_freed_on_the_last_close() {
         eprintln!("SKIP the_orphans_data_is_freed_on_the_last_close on disk: needs root");
         return;
     }
-    let scratch = Scratch::new("freed");
+    let scratch = Scratch::new("handles-freed");
     let upper = DirLayer::open_upper(scratch.0.join("u"), scratch.0.join("w")).unwrap();
     let v = MergedView::new(vec![lower()], upper).unwrap();
     let h = v.open_handle("big", &create()).unwrap();
