@@ -232,6 +232,10 @@ pub enum Operation {
     Write,
     /// Opening a file.
     Open,
+    /// Closing an open file (a handle).
+    Close,
+    /// Making an open file durable (`fsync`).
+    Sync,
     /// Listing a directory.
     ReadDir,
     /// Reading a symlink target.
@@ -315,6 +319,8 @@ impl Operation {
             Operation::Read => "read",
             Operation::Write => "write",
             Operation::Open => "open",
+            Operation::Close => "close",
+            Operation::Sync => "sync",
             Operation::ReadDir => "list directory",
             Operation::ReadLink => "read symlink",
             Operation::CreateDir => "create directory",

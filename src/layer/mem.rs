@@ -23,8 +23,10 @@ use bytes::Bytes;
 
 use crate::data::FileData;
 use crate::error::{ErrorKind, Operation, Result};
-use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, layer_error};
-use crate::meta::{FileType, Metadata};
+use crate::layer::{
+    Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, layer_error, object_error,
+};
+use crate::meta::{FileType, Metadata, Timestamp};
 use crate::path::{LayerPath, Name, NameBuf, PathLike};
 use crate::spill::Spill;
 
@@ -141,6 +143,10 @@ pub struct MemLayer {
     next_ino: u64,
     /// Where file data past the budget goes; `None`: all in memory.
     spill: Option<Spill>,
+    /// Open objects (see [`LayerMut::open_object`]): inode number to the
+    /// number of opens. An open object lives in `links`, so that it stays
+    /// reachable by its number after a rename or its last unlink.
+    opens: BTreeMap<u64, u32>,
 }
 
 impl std::fmt::Debug for MemLayer {
@@ -217,6 +223,7 @@ impl MemLayer {
             links: Arc::new(BTreeMap::new()),
             next_ino: ROOT_INO + 1,
             spill: None,
+            opens: BTreeMap::new(),
         }
     }
 
@@ -395,6 +402,50 @@ impl MemLayer {
         }
     }
 
+    /// The data of open object `ino`.
+    fn object_file(&self, ino: u64) -> Result<&FileData> {
+        if !self.opens.contains_key(&ino) {
+            return Err(object_error(ErrorKind::BadHandle, ino));
+        }
+        match &self.linked(ino).body {
+            Body::File(d) => Ok(d),
+            _ => Err(object_error(ErrorKind::InvalidInput, ino)),
+        }
+    }
+
+    fn object_mut(&mut self, ino: u64) -> Result<&mut MemObj> {
+        if !self.opens.contains_key(&ino) {
+            return Err(object_error(ErrorKind::BadHandle, ino));
+        }
+        let obj = Arc::make_mut(&mut self.links)
+            .get_mut(&ino)
+            .expect("an open object is in the table");
+        Ok(Arc::make_mut(obj))
+    }
+
+    fn object_file_mut(&mut self, ino: u64) -> Result<&mut FileData> {
+        match &mut self.object_mut(ino)?.body {
+            Body::File(d) => Ok(d),
+            _ => Err(object_error(ErrorKind::InvalidInput, ino)),
+        }
+    }
+
+    /// Writes `bytes` at `offset` of `data`, into the spill past its budget.
+    fn write_into(
+        data: &mut FileData,
+        spill: Option<&Spill>,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<()> {
+        match spill {
+            Some(spill) => data.write_at_spilling(offset, bytes, spill),
+            None => {
+                data.write_at(offset, bytes);
+                Ok(())
+            }
+        }
+    }
+
     /// The data of regular file `path`, shared (no bytes are copied).
     ///
     /// # Errors
@@ -432,7 +483,8 @@ impl MemLayer {
             let links = Arc::make_mut(&mut self.links);
             let obj = Arc::make_mut(links.get_mut(ino).expect("linked object"));
             obj.meta.nlink -= 1;
-            if obj.meta.nlink == 0 {
+            // An open orphan lives on until its last close.
+            if obj.meta.nlink == 0 && !self.opens.contains_key(ino) {
                 links.remove(ino);
             }
         }
@@ -663,16 +715,9 @@ impl LayerMut for MemLayer {
         if offset.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
             return Err(layer_error(ErrorKind::FileTooLarge, path));
         }
-        match self.spill.clone() {
-            Some(spill) => self
-                .file_mut(path)?
-                .write_at_spilling(offset, data, &spill)
-                .map_err(|e| e.reframe(Operation::Write, path.as_name())),
-            None => {
-                self.file_mut(path)?.write_at(offset, data);
-                Ok(())
-            }
-        }
+        let spill = self.spill.clone();
+        MemLayer::write_into(self.file_mut(path)?, spill.as_ref(), offset, data)
+            .map_err(|e| e.reframe(Operation::Write, path.as_name()))
     }
 
     fn set_len(&mut self, path: &LayerPath, len: u64) -> Result<()> {
@@ -830,6 +875,82 @@ impl LayerMut for MemLayer {
         let eb = dir.insert(name.to_owned(), ea).expect("checked above");
         let (dir, name) = self.parent_mut(a)?;
         dir.insert(name.to_owned(), eb);
+        Ok(())
+    }
+
+    fn open_object(&mut self, path: &LayerPath) -> Result<u64> {
+        let ino = match self.entry(path) {
+            None | Some(MemEntry::Whiteout) => return Err(layer_error(ErrorKind::NotFound, path)),
+            Some(MemEntry::Dir(_)) => return Err(layer_error(ErrorKind::IsADirectory, path)),
+            Some(MemEntry::Linked(ino)) => *ino,
+            Some(MemEntry::Obj(o)) => o.meta.ino,
+        };
+        if path.is_root() {
+            return Err(layer_error(ErrorKind::IsADirectory, path));
+        }
+        if !matches!(self.obj(path)?.body, Body::File(_)) {
+            return Err(layer_error(ErrorKind::InvalidInput, path));
+        }
+        // A single-named object moves into the table of linked objects,
+        // where its number finds it whatever becomes of its name.
+        let (dir, name) = self.parent_mut(path)?;
+        if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
+            let Some(MemEntry::Obj(obj)) = dir.insert(name.to_owned(), MemEntry::Linked(ino))
+            else {
+                unreachable!("checked above")
+            };
+            Arc::make_mut(&mut self.links).insert(ino, obj);
+        }
+        *self.opens.entry(ino).or_insert(0) += 1;
+        Ok(ino)
+    }
+
+    fn close_object(&mut self, id: u64) -> Result<()> {
+        let Some(count) = self.opens.get_mut(&id) else {
+            return Err(object_error(ErrorKind::BadHandle, id));
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.opens.remove(&id);
+            if self.linked(id).meta.nlink == 0 {
+                // The last close of an orphan: its data goes.
+                Arc::make_mut(&mut self.links).remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn object_node(&self, id: u64) -> Result<Node> {
+        if !self.opens.contains_key(&id) {
+            return Err(object_error(ErrorKind::BadHandle, id));
+        }
+        Ok(self.linked(id).node())
+    }
+
+    fn object_read_at(&self, id: u64, offset: u64, len: usize) -> Result<Bytes> {
+        self.object_file(id)?.read_at(offset, len)
+    }
+
+    fn object_write_at(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<()> {
+        if offset.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
+            return Err(object_error(ErrorKind::FileTooLarge, id));
+        }
+        let spill = self.spill.clone();
+        MemLayer::write_into(self.object_file_mut(id)?, spill.as_ref(), offset, data)
+    }
+
+    fn object_set_len(&mut self, id: u64, len: u64) -> Result<()> {
+        if len > MAX_FILE_SIZE {
+            return Err(object_error(ErrorKind::FileTooLarge, id));
+        }
+        self.object_file_mut(id)?.set_len(len);
+        Ok(())
+    }
+
+    fn object_set_times(&mut self, id: u64, mtime: Timestamp, ctime: Timestamp) -> Result<()> {
+        let obj = self.object_mut(id)?;
+        obj.meta.mtime = mtime;
+        obj.meta.ctime = ctime;
         Ok(())
     }
 

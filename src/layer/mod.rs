@@ -36,7 +36,7 @@ use bytes::Bytes;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::meta::{FileType, Metadata};
+use crate::meta::{FileType, Metadata, Timestamp};
 use crate::path::{LayerPath, NameBuf};
 
 /// An object in a layer with its layer-level flags.
@@ -387,6 +387,103 @@ pub trait LayerMut: Layer {
     /// # Errors
     /// Storage failures of the backend.
     fn commit(&mut self) -> Result<Arc<dyn Layer>>;
+
+    // ----- open objects (what the view's handles hold) -----
+
+    /// Opens the regular file at `path` as an object that stays reachable
+    /// by the returned id, whatever later happens to its names: renamed,
+    /// linked elsewhere, or unlinked (an orphan, with `nlink` 0), until
+    /// [`LayerMut::close_object`]. An orphan's data is freed when its last
+    /// open ends, as the kernel frees an unlinked inode on its last close.
+    /// The merged view's handles (`MergedView::open_handle`) rest on it.
+    ///
+    /// The default refuses (`EOPNOTSUPP`): the view then falls back to
+    /// finding the file by the path it was opened by.
+    ///
+    /// # Errors
+    /// `ENOENT` if nothing is there, `EISDIR` for a directory, `EINVAL`
+    /// for another non-regular file, `EOPNOTSUPP` where unsupported.
+    fn open_object(&mut self, path: &LayerPath) -> Result<u64> {
+        Err(layer_error(ErrorKind::Unsupported, path)
+            .with_layer(self.describe())
+            .with_detail("this layer keeps no open objects"))
+    }
+
+    /// Ends one open of object `id` (made by [`LayerMut::open_object`]).
+    ///
+    /// # Errors
+    /// `EBADF` for an id that is not open.
+    fn close_object(&mut self, id: u64) -> Result<()> {
+        Err(object_error(ErrorKind::BadHandle, id))
+    }
+
+    /// The node of open object `id` (`nlink` 0 for an orphan).
+    ///
+    /// # Errors
+    /// `EBADF` for an id that is not open; storage errors.
+    fn object_node(&self, id: u64) -> Result<Node> {
+        Err(object_error(ErrorKind::BadHandle, id))
+    }
+
+    /// As [`Layer::read_at`], on open object `id`.
+    ///
+    /// # Errors
+    /// `EBADF` for an id that is not open; storage errors.
+    fn object_read_at(&self, id: u64, offset: u64, len: usize) -> Result<Bytes> {
+        let _ = (offset, len);
+        Err(object_error(ErrorKind::BadHandle, id))
+    }
+
+    /// As [`LayerMut::write_at`], on open object `id`.
+    ///
+    /// # Errors
+    /// `EBADF` for an id that is not open; `EFBIG` past the largest size;
+    /// storage errors.
+    fn object_write_at(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let _ = (offset, data);
+        Err(object_error(ErrorKind::BadHandle, id))
+    }
+
+    /// As [`LayerMut::set_len`], on open object `id`.
+    ///
+    /// # Errors
+    /// As [`LayerMut::object_write_at`].
+    fn object_set_len(&mut self, id: u64, len: u64) -> Result<()> {
+        let _ = len;
+        Err(object_error(ErrorKind::BadHandle, id))
+    }
+
+    /// Sets the modification and change times of open object `id` (a
+    /// layer that cannot choose a ctime, as a directory on disk, lets the
+    /// system set it).
+    ///
+    /// # Errors
+    /// `EBADF` for an id that is not open; storage errors.
+    fn object_set_times(&mut self, id: u64, mtime: Timestamp, ctime: Timestamp) -> Result<()> {
+        let _ = (mtime, ctime);
+        Err(object_error(ErrorKind::BadHandle, id))
+    }
+
+    /// Makes the data (and with `data_only` false, the metadata) of open
+    /// object `id` durable, as `fdatasync`/`fsync`. Memory has nothing to
+    /// do: the default does nothing.
+    ///
+    /// # Errors
+    /// `EBADF` for an id that is not open; storage errors.
+    fn object_sync(&self, id: u64, data_only: bool) -> Result<()> {
+        let _ = (id, data_only);
+        Ok(())
+    }
+}
+
+/// An error about open object `id` of a layer (the view reframes it with
+/// the handle's path and operation).
+pub(crate) fn object_error(kind: ErrorKind, id: u64) -> Error {
+    Error::new(
+        kind,
+        Operation::Layer,
+        format!("(open object {id})").as_str(),
+    )
 }
 
 /// An error for `path` in a layer (the view reframes it with its own

@@ -44,8 +44,8 @@ use crate::path::{NameBuf, PathLike};
 use crate::view::MergedView;
 
 pub use options::{
-    Clock, DirEntry, DirRename, HardLinkCopyUp, LayerSource, Metacopy, OpenOptions, RenameMode,
-    ViewOptions,
+    Clock, DirEntry, DirRename, HandleId, HardLinkCopyUp, LayerSource, Metacopy, OpenOptions,
+    RenameMode, ViewOptions,
 };
 
 /// A merged tree with the `std::fs`-shaped operations of overlay
@@ -215,6 +215,38 @@ pub trait MergedFs {
     /// # Errors
     /// As [`MergedView::commit`].
     fn commit(&mut self) -> Result<()>;
+    /// As [`MergedView::open_handle`].
+    ///
+    /// # Errors
+    /// As [`MergedView::open_handle`].
+    fn open_handle(&mut self, path: impl PathLike, options: &OpenOptions) -> Result<HandleId>;
+    /// As [`MergedView::close_handle`].
+    ///
+    /// # Errors
+    /// As [`MergedView::close_handle`].
+    fn close_handle(&mut self, h: HandleId) -> Result<()>;
+    /// As [`MergedView::open_handles`].
+    fn open_handles(&self) -> Vec<HandleId>;
+    /// As [`MergedView::handle_read_at`].
+    ///
+    /// # Errors
+    /// As [`MergedView::handle_read_at`].
+    fn handle_read_at(&self, h: HandleId, offset: u64, len: usize) -> Result<Bytes>;
+    /// As [`MergedView::handle_write_at`].
+    ///
+    /// # Errors
+    /// As [`MergedView::handle_write_at`].
+    fn handle_write_at(&mut self, h: HandleId, offset: u64, data: &[u8]) -> Result<u64>;
+    /// As [`MergedView::handle_set_len`].
+    ///
+    /// # Errors
+    /// As [`MergedView::handle_set_len`].
+    fn handle_set_len(&mut self, h: HandleId, len: u64) -> Result<()>;
+    /// As [`MergedView::handle_metadata`].
+    ///
+    /// # Errors
+    /// As [`MergedView::handle_metadata`].
+    fn handle_metadata(&self, h: HandleId) -> Result<Metadata>;
 }
 
 /// The methods whose signature is the same on the trait and on the
@@ -317,6 +349,27 @@ macro_rules! forward {
         ) -> Result<()> {
             $imp::mknod(self, path, file_type, mode, rdev)
         }
+        fn open_handle(&mut self, path: impl PathLike, options: &OpenOptions) -> Result<HandleId> {
+            $imp::open_handle(self, path, options)
+        }
+        fn close_handle(&mut self, h: HandleId) -> Result<()> {
+            $imp::close_handle(self, h)
+        }
+        fn open_handles(&self) -> Vec<HandleId> {
+            $imp::open_handles(self)
+        }
+        fn handle_read_at(&self, h: HandleId, offset: u64, len: usize) -> Result<Bytes> {
+            $imp::handle_read_at(self, h, offset, len)
+        }
+        fn handle_write_at(&mut self, h: HandleId, offset: u64, data: &[u8]) -> Result<u64> {
+            $imp::handle_write_at(self, h, offset, data)
+        }
+        fn handle_set_len(&mut self, h: HandleId, len: u64) -> Result<()> {
+            $imp::handle_set_len(self, h, len)
+        }
+        fn handle_metadata(&self, h: HandleId) -> Result<Metadata> {
+            $imp::handle_metadata(self, h)
+        }
     };
 }
 
@@ -354,7 +407,6 @@ impl MergedFs for Model {
         Model::open(self, path, options)
     }
     fn commit(&mut self) -> Result<()> {
-        Model::commit(self);
-        Ok(())
+        Model::try_commit(self)
     }
 }

@@ -266,3 +266,10 @@ impl OpenOptions {
         access && (!needs_write || self.writes()) && !(self.truncate && self.append)
     }
 }
+
+/// An open handle of a merged tree (`MergedView::open_handle`): a number
+/// the view keeps in its table, as a FUSE server keeps a file handle.
+/// Handle numbers are given out in increasing order from 1 and never reused
+/// within one view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HandleId(pub u64);

@@ -16,16 +16,17 @@
 //! upath     = flags:u8 (bits 0-1 count, bit 2 leading /, bit 3 trailing /) token(7)*
 //! attrs     = mode(8) uid(3) gid(3) time(3)
 //! data      = len:u8 (0..=8) byte*
-//! op        = tag:u8 (28) fields, in the order of the `Op` variants; offsets and lengths
+//! op        = tag:u8 (34) fields, in the order of the `Op` variants; offsets and lengths
 //!             one byte (0..16), modes two bytes little-endian, ids one byte (0 = None),
-//!             times one byte (0 = None, else seconds + 1), open options one byte of flags
+//!             times one byte (0 = None, else seconds + 1), open options one byte of flags,
+//!             handle slots one byte (the place among the open handles)
 //! ```
 
 use std::sync::Arc;
 
 use crate::layer::Layer;
 use crate::layer::mem::MemLayer;
-use crate::merged::{DirRename, HardLinkCopyUp, ViewOptions};
+use crate::merged::{DirRename, HardLinkCopyUp, OpenOptions, ViewOptions};
 use crate::meta::Timestamp;
 use crate::path::NameBuf;
 use crate::testing::compare::{Divergence, check_model_vs_view};
@@ -43,7 +44,7 @@ pub const MAX_LAYERS: usize = 3;
 /// The most operations a decoded scenario has.
 pub const MAX_OPS: usize = 64;
 /// Number of `Op` variants.
-const OP_COUNT: u8 = 28;
+const OP_COUNT: u8 = 34;
 /// Number of `LayerItem` variants.
 const ITEM_COUNT: u8 = 9;
 /// The longest data an item or operation carries.
@@ -363,12 +364,8 @@ impl Reader<'_> {
             },
             10 => {
                 let path = self.user_path();
-                let b = self.byte();
-                let bits = [0, 1, 2, 3, 4, 5].map(|i| b & (1 << i) != 0);
-                Op::Open {
-                    path,
-                    options: open_options_from_bits(bits),
-                }
+                let options = self.open_options();
+                Op::Open { path, options }
             }
             11 => Op::CreateDir {
                 path: self.user_path(),
@@ -434,8 +431,34 @@ impl Reader<'_> {
                 mode: self.u16(),
                 rdev: self.pick(&MKNOD_RDEVS),
             },
-            _ => Op::Commit,
+            27 => Op::Commit,
+            28 => {
+                let path = self.user_path();
+                let options = self.open_options();
+                Op::OpenHandle { path, options }
+            }
+            29 => Op::HandleReadAt {
+                slot: self.byte(),
+                offset: u64::from(self.offset()),
+                len: usize::from(self.offset()),
+            },
+            30 => Op::HandleWriteAt {
+                slot: self.byte(),
+                offset: u64::from(self.offset()),
+                data: self.data(),
+            },
+            31 => Op::HandleSetLen {
+                slot: self.byte(),
+                len: u64::from(self.offset()),
+            },
+            32 => Op::HandleMetadata { slot: self.byte() },
+            _ => Op::CloseHandle { slot: self.byte() },
         }
+    }
+
+    fn open_options(&mut self) -> OpenOptions {
+        let b = self.byte();
+        open_options_from_bits([0, 1, 2, 3, 4, 5].map(|i| b & (1 << i) != 0))
     }
 }
 
@@ -639,6 +662,12 @@ impl Writer {
             Op::ListXattr { .. } => 25,
             Op::Mknod { .. } => 26,
             Op::Commit => 27,
+            Op::OpenHandle { .. } => 28,
+            Op::HandleReadAt { .. } => 29,
+            Op::HandleWriteAt { .. } => 30,
+            Op::HandleSetLen { .. } => 31,
+            Op::HandleMetadata { .. } => 32,
+            Op::CloseHandle { .. } => 33,
         };
         debug_assert!(tag < OP_COUNT);
         self.push(usize::from(tag))?;
@@ -672,12 +701,27 @@ impl Writer {
                 self.user_path(path)?;
                 self.offset(*len)
             }
-            Op::Open { path, options } => {
+            Op::Open { path, options } | Op::OpenHandle { path, options } => {
                 self.user_path(path)?;
                 let bits = open_options_bits(options);
                 let b = (0..6).fold(0usize, |acc, i| acc | usize::from(bits[i]) << i);
                 self.push(b)
             }
+            Op::HandleReadAt { slot, offset, len } => {
+                self.push(usize::from(*slot))?;
+                self.offset(*offset)?;
+                self.offset(u64::try_from(*len).ok()?)
+            }
+            Op::HandleWriteAt { slot, offset, data } => {
+                self.push(usize::from(*slot))?;
+                self.offset(*offset)?;
+                self.data(data)
+            }
+            Op::HandleSetLen { slot, len } => {
+                self.push(usize::from(*slot))?;
+                self.offset(*len)
+            }
+            Op::HandleMetadata { slot } | Op::CloseHandle { slot } => self.push(usize::from(*slot)),
             Op::Rename { from, to, mode } => {
                 self.user_path(from)?;
                 self.user_path(to)?;

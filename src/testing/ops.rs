@@ -6,7 +6,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::error::{ErrorKind, Result};
-use crate::merged::{MergedFs, OpenOptions, RenameMode};
+use crate::merged::{HandleId, MergedFs, OpenOptions, RenameMode};
 use crate::meta::{FileType, Metadata, Timestamp};
 use crate::model::Model;
 use crate::path::NameBuf;
@@ -205,6 +205,51 @@ pub enum Op {
     },
     /// `commit()`: the upper layer becomes a lower one.
     Commit,
+    /// `open_handle(path, options)`: the handle stays open, for the
+    /// handle operations below. They name a handle by its place among the
+    /// open ones (`slot` modulo their number, in the order they were
+    /// opened); with none open, a handle that does not exist (`EBADF`).
+    OpenHandle {
+        /// Path.
+        path: NameBuf,
+        /// Options, valid or not.
+        options: OpenOptions,
+    },
+    /// `handle_read_at(handle, offset, len)`.
+    HandleReadAt {
+        /// Which open handle.
+        slot: u8,
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: usize,
+    },
+    /// `handle_write_at(handle, offset, data)`.
+    HandleWriteAt {
+        /// Which open handle.
+        slot: u8,
+        /// Offset.
+        offset: u64,
+        /// Data.
+        data: Vec<u8>,
+    },
+    /// `handle_set_len(handle, len)`.
+    HandleSetLen {
+        /// Which open handle.
+        slot: u8,
+        /// New length.
+        len: u64,
+    },
+    /// `handle_metadata(handle)` (`fstat`).
+    HandleMetadata {
+        /// Which open handle.
+        slot: u8,
+    },
+    /// `close_handle(handle)`.
+    CloseHandle {
+        /// Which open handle.
+        slot: u8,
+    },
 }
 
 /// What a user sees of an object's metadata, as compared between the model
@@ -300,6 +345,8 @@ pub enum Outcome {
     Target(NameBuf),
     /// Attribute names, in order.
     Names(Vec<String>),
+    /// An offset (where a write through a handle ended).
+    Offset(u64),
     /// Failure, by kind.
     Err(ErrorKind),
 }
@@ -374,6 +421,31 @@ pub fn apply<F: MergedFs + ?Sized>(fs: &mut F, op: &Op) -> Outcome {
             rdev,
         } => unit(fs.mknod(path, *file_type, *mode, *rdev)),
         Op::Commit => unit(fs.commit()),
+        Op::OpenHandle { path, options } => unit(fs.open_handle(path, options)),
+        Op::HandleReadAt { slot, offset, len } => outcome(
+            fs.handle_read_at(handle_in(fs, *slot), *offset, *len),
+            |b| Outcome::Bytes(b.to_vec()),
+        ),
+        Op::HandleWriteAt { slot, offset, data } => outcome(
+            fs.handle_write_at(handle_in(fs, *slot), *offset, data),
+            Outcome::Offset,
+        ),
+        Op::HandleSetLen { slot, len } => unit(fs.handle_set_len(handle_in(fs, *slot), *len)),
+        Op::HandleMetadata { slot } => outcome(fs.handle_metadata(handle_in(fs, *slot)), |m| {
+            Outcome::Metadata((&m).into())
+        }),
+        Op::CloseHandle { slot } => unit(fs.close_handle(handle_in(fs, *slot))),
+    }
+}
+
+/// The open handle at place `slot` (modulo their number); with none open,
+/// a number never given out.
+fn handle_in<F: MergedFs + ?Sized>(fs: &F, slot: u8) -> HandleId {
+    let open = fs.open_handles();
+    if open.is_empty() {
+        HandleId(0)
+    } else {
+        open[usize::from(slot) % open.len()]
     }
 }
 
@@ -591,12 +663,30 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(path, name, value)| Op::SetXattr { path, name, value }),
         (user_path(), xattr_name()).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
     ];
+    let slot = || 0u8..4;
+    let handle_ops = prop_oneof![
+        3 => (user_path(), open_options()).prop_map(|(path, options)| Op::OpenHandle { path, options }),
+        2 => (slot(), 0u64..12, 0usize..8).prop_map(|(slot, offset, len)| Op::HandleReadAt {
+            slot,
+            offset,
+            len
+        }),
+        2 => (slot(), 0u64..12, data()).prop_map(|(slot, offset, data)| Op::HandleWriteAt {
+            slot,
+            offset,
+            data
+        }),
+        1 => (slot(), 0u64..12).prop_map(|(slot, len)| Op::HandleSetLen { slot, len }),
+        2 => slot().prop_map(|slot| Op::HandleMetadata { slot }),
+        1 => slot().prop_map(|slot| Op::CloseHandle { slot }),
+    ];
     prop_oneof![
         8 => read_ops,
         5 => data_ops,
         8 => tree_ops,
         4 => attr_ops,
         1 => Just(Op::Commit),
+        4 => handle_ops,
     ]
 }
 

@@ -128,6 +128,9 @@ impl State {
             self.origins
                 .insert((self.layer_ids[UPPER], upper_ino), origin);
         }
+        if meta.file_type == FileType::File {
+            self.follow_copy_up(idx, &lpath, meta.ino, options.hard_links, path)?;
+        }
         let parent = path.parent().unwrap_or_default();
         let name = path.file_name().unwrap_or_default().to_owned();
         self.refresh(&parent, &name, false)?;

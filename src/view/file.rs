@@ -3,16 +3,20 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::meta::{FileType, Metadata};
+use crate::merged::HandleId;
+use crate::meta::Metadata;
 use crate::path::{LayerPath, NameBuf};
 
-use super::{MergedView, OpenOptions};
+use super::MergedView;
 
-/// An open file of a [`MergedView`], made by [`MergedView::open`].
+/// An open file of a [`MergedView`], made by [`MergedView::open`]: a
+/// handle of the view's table (see [`crate::view::handle`]) with a
+/// position, closed when dropped.
 ///
-/// It refers to the path the file had when it was opened (a file opened
-/// for writing is already in the upper layer). Each read or write is one
-/// atomic operation on the view.
+/// It follows the file, not its path: after a rename it reads and writes
+/// the same file; after its last name is removed it still does, and
+/// [`File::metadata`] shows `nlink` 0, as `fstat` on the kernel's
+/// overlayfs. Each read or write is one atomic operation on the view.
 ///
 /// ```
 /// use std::io::{Read, Seek, SeekFrom, Write};
@@ -21,83 +25,83 @@ use super::{MergedView, OpenOptions};
 /// let view = MergedView::new(vec![], MemLayer::new())?;
 /// let mut f = view.open("log", OpenOptions::new().append(true).create(true))?;
 /// f.write_all(b"one\n")?;
-/// f.write_all(b"two\n")?;
-/// let mut text = String::new();
-/// view.open("log", OpenOptions::new().read(true))?.read_to_string(&mut text)?;
-/// assert_eq!(text, "one\ntwo\n");
+/// view.rename("log", "log.1")?;
+/// view.remove_file("log.1")?;
+/// f.write_all(b"two\n")?; // an orphan still takes writes
+/// assert_eq!(f.metadata()?.nlink, 0);
+/// assert_eq!(f.metadata()?.size, 8);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct File<'a> {
     view: &'a MergedView,
-    /// The path as the view resolves it (absolute, so it is never taken
-    /// relative to anything else).
+    handle: HandleId,
+    /// The path it was opened by, for messages.
     path: NameBuf,
-    file_type: FileType,
-    options: OpenOptions,
     pos: u64,
 }
 
 impl<'a> File<'a> {
-    pub(super) fn new(
-        view: &'a MergedView,
-        path: LayerPath,
-        file_type: FileType,
-        options: OpenOptions,
-    ) -> File<'a> {
+    pub(super) fn new(view: &'a MergedView, handle: HandleId, path: &LayerPath) -> File<'a> {
         File {
             view,
+            handle,
             path: NameBuf::from([b"/".as_slice(), path.as_bytes()].concat()),
-            file_type,
-            options,
             pos: 0,
         }
     }
 
-    /// The metadata of the open file.
+    /// The view's number for this open file.
+    #[must_use]
+    pub fn handle(&self) -> HandleId {
+        self.handle
+    }
+
+    /// The metadata of the open file, as `fstat`: `nlink` 0 once its last
+    /// name is gone.
     ///
     /// # Errors
-    /// `ENOENT` if the file was removed or renamed since it was opened.
+    /// As [`MergedView::handle_metadata`].
     pub fn metadata(&self) -> Result<Metadata> {
-        self.view.symlink_metadata(&self.path)
+        self.view.handle_metadata(self.handle)
     }
 
-    /// Truncates or extends the file (needs write access).
+    /// Truncates or extends the file (needs write access), as `ftruncate`.
     ///
     /// # Errors
-    /// `EBADF` without write access, and the errors of
-    /// [`MergedView::set_len`].
+    /// `EINVAL` without write access (as `ftruncate`), and the errors of
+    /// [`MergedView::handle_set_len`].
     pub fn set_len(&self, len: u64) -> Result<()> {
-        if !self.options.writes() {
-            return Err(Error::new(
-                ErrorKind::BadHandle,
-                Operation::SetLen,
-                &self.path,
-            ));
-        }
-        self.view.set_len(&self.path, len)
+        self.view.handle_set_len(self.handle, len)
     }
 
-    fn check(&self, write: bool) -> io::Result<()> {
-        let (allowed, op) = if write {
-            (self.options.writes(), Operation::Write)
-        } else {
-            (self.options.read, Operation::Read)
-        };
-        if !allowed {
-            return Err(Error::new(ErrorKind::BadHandle, op, &self.path).into());
-        }
-        if self.file_type.is_dir() {
-            return Err(Error::new(ErrorKind::IsADirectory, op, &self.path).into());
-        }
-        Ok(())
+    /// Makes the file's data and metadata durable, as `fsync`.
+    ///
+    /// # Errors
+    /// Errors of the upper layer's storage.
+    pub fn sync_all(&self) -> Result<()> {
+        self.view.handle_sync(self.handle, false)
+    }
+
+    /// Makes the file's data durable, as `fdatasync`.
+    ///
+    /// # Errors
+    /// Errors of the upper layer's storage.
+    pub fn sync_data(&self) -> Result<()> {
+        self.view.handle_sync(self.handle, true)
+    }
+}
+
+impl Drop for File<'_> {
+    fn drop(&mut self) {
+        // Closing only fails for a handle already gone: nothing to undo.
+        let _ = self.view.close_handle(self.handle);
     }
 }
 
 impl Read for File<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.check(false)?;
-        let data = self.view.read_at(&self.path, self.pos, buf.len())?;
+        let data = self.view.handle_read_at(self.handle, self.pos, buf.len())?;
         // A third-party layer may hand back more than was asked for.
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
@@ -108,15 +112,9 @@ impl Read for File<'_> {
 
 impl Write for File<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check(true)?;
-        if self.options.append {
-            // The end is found and written under one lock: concurrent
-            // appenders never overwrite each other.
-            self.pos = self.view.append_existing(&self.path, buf)?;
-            return Ok(buf.len());
-        }
-        self.view.write_at(&self.path, self.pos, buf)?;
-        self.pos += buf.len() as u64;
+        // In append mode the end is found and written under one lock:
+        // concurrent appenders never overwrite each other.
+        self.pos = self.view.handle_write_at(self.handle, self.pos, buf)?;
         Ok(buf.len())
     }
 
@@ -130,7 +128,7 @@ impl Seek for File<'_> {
         let (base, delta) = match pos {
             SeekFrom::Start(n) => (0, i128::from(n)),
             SeekFrom::Current(d) => (self.pos, i128::from(d)),
-            SeekFrom::End(d) => (self.view.symlink_metadata(&self.path)?.size, i128::from(d)),
+            SeekFrom::End(d) => (self.metadata()?.size, i128::from(d)),
         };
         let new = i128::from(base) + delta;
         if new < 0 || new > i128::from(u64::MAX) {

@@ -9,6 +9,7 @@
 
 mod copy_up;
 mod file;
+pub mod handle;
 mod readdir;
 mod readers;
 pub(crate) mod resolve;
@@ -118,6 +119,12 @@ impl MergedView {
         st
     }
 
+    /// The state for a change of the table of handles alone: nothing a
+    /// reader memoised changes.
+    fn table_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn now(&self) -> Timestamp {
         self.options.clock.now()
     }
@@ -148,9 +155,15 @@ impl MergedView {
     /// the view shows does not change.
     ///
     /// # Errors
-    /// Errors of the upper layer's storage.
+    /// `EBUSY` while a handle is open (see [`handle`]), as the kernel
+    /// refuses to unmount a busy overlay; errors of the upper layer's
+    /// storage.
     pub fn commit(&self) -> Result<()> {
         let mut st = self.write_state();
+        if !st.handles.is_empty() {
+            return Err(Error::new(ErrorKind::Busy, Operation::Commit, "/")
+                .with_detail("files of the view are open (close their handles first)"));
+        }
         let root_meta = match st.upper.lookup(&LayerPath::root())? {
             Some(Entry::Node(node)) => node.meta,
             _ => Metadata::new(FileType::Dir),
@@ -340,8 +353,9 @@ impl MergedView {
 
     /// As [`std::fs::File::open`] with options: opening for writing
     /// (`write`, `append` or `truncate`) copies the file up even if nothing
-    /// is written; opening for reading never does. The handle refers to the
-    /// path the file had when it was opened.
+    /// is written; opening for reading never does. The file is a handle of
+    /// the view ([`MergedView::open_handle`]): it follows the file through
+    /// renames and unlinks, as an open file of the kernel's overlayfs.
     ///
     /// # Errors
     /// `EINVAL` for invalid options or a fifo, device or socket opened for
@@ -349,21 +363,8 @@ impl MergedView {
     /// `create_new` when the name exists; `ENOENT` when it is missing and
     /// not created; the errors of resolution.
     pub fn open(&self, path: impl PathLike, options: &OpenOptions) -> Result<File<'_>> {
-        let user = Name::new(path.path_bytes());
-        if !options.is_valid() {
-            return Err(Error::new(ErrorKind::InvalidInput, Operation::Open, user)
-                .with_detail("invalid combination of open options"));
-        }
-        let (path, file_type) = if options.writes() {
-            let mut st = self.write_state();
-            self.open_for_write(&mut st, user, options)?
-        } else {
-            let st = self.read_state();
-            let r = st.resolve(user, Operation::Open, Follow::Always)?;
-            let file_type = r.existing(Operation::Open, user)?.file_type;
-            (r.path, file_type)
-        };
-        Ok(File::new(self, path, file_type, *options))
+        let (handle, path) = self.open_handle_at(Name::new(path.path_bytes()), options)?;
+        Ok(File::new(self, handle, &path))
     }
 
     // ----- writing file contents -----

@@ -21,6 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::handle::OpenHandle;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
 use crate::layer::mem::MemLayer;
@@ -353,6 +354,9 @@ pub(crate) struct State {
     pub origins: HashMap<(u64, u64), u64>,
     /// Whether metadata-only copies are followed (see [`Metacopy`]).
     pub metacopy: Metacopy,
+    /// The open handles, by number (see the `handle` module).
+    pub handles: BTreeMap<u64, OpenHandle>,
+    pub next_handle: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -385,6 +389,8 @@ impl State {
             next_layer_id: 0,
             origins: HashMap::new(),
             metacopy: Metacopy::default(),
+            handles: BTreeMap::new(),
+            next_handle: 1,
         };
         // The upper gets the highest number, so a commit only appends.
         let n = state.lowers.len() as u64;

@@ -166,6 +166,13 @@ fn atomic_op(op: &Op) -> bool {
             | Op::Commit
             | Op::RemoveDirAll { .. }
             | Op::CreateDirAll { .. }
+            // Handles live in the view: a crash (a reopened view) ends them.
+            | Op::OpenHandle { .. }
+            | Op::HandleReadAt { .. }
+            | Op::HandleWriteAt { .. }
+            | Op::HandleSetLen { .. }
+            | Op::HandleMetadata { .. }
+            | Op::CloseHandle { .. }
     )
 }
 

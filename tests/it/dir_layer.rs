@@ -8,9 +8,8 @@
 
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use layerstack::layer::dir::{DirLayerOptions, OverlayXattrs, WhiteoutFormat};
 use layerstack::layer::{copy_layer, walk};
 use layerstack::model::Model;
@@ -25,30 +24,7 @@ use layerstack::{
 };
 use proptest::prelude::*;
 
-/// A scratch directory, removed when dropped.
-struct Scratch(Utf8PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        static COUNT: AtomicU64 = AtomicU64::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
-        let dir = base.join(format!("layerstack-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, sub: &str) -> Utf8PathBuf {
-        self.0.join(sub)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::TempDir as Scratch;
 
 /// Whether the tests can write the overlay format here (root); prints why
 /// not.

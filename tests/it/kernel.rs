@@ -46,6 +46,7 @@
 //!   with `ENXIO` or reach a host device.
 mod bytes;
 mod disk;
+mod handles;
 mod readback;
 mod regressions;
 

@@ -22,6 +22,7 @@ mod examples;
 mod fuzz_corpus;
 #[cfg(all(feature = "proptest", feature = "oci"))]
 mod fuzz_corpus_disk;
+mod handles;
 #[cfg(all(feature = "proptest", feature = "oci"))]
 mod hostile;
 #[cfg(feature = "proptest")]

@@ -71,16 +71,18 @@ use crate::fs::beneath::{
 use crate::fs::crash_points::sys;
 use crate::fs::node::{self, FdMeta, Steps};
 use crate::layer::overlay::{Opaque, OverlayAttr, is_whiteout_device};
-use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node};
+use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, object_error};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
 use crate::path::{LayerPath, Name, NameBuf};
 
 pub use crate::layer::overlay::OverlayXattrs;
 
+mod objects;
 mod read;
 mod work;
 mod write;
 
+use objects::errno_object;
 use read::without_atime;
 use work::{Target, Work, mark_volatile, open_work_dir, refuse_inode_index, remove_tree_at};
 
@@ -190,6 +192,10 @@ pub struct DirLayer {
     /// Lookups of a read-only layer, remembered: a lower layer does not
     /// change while it is in use (see the crate's `# Security`).
     lookups: Mutex<HashMap<LayerPath, Option<Entry>>>,
+    /// Open objects (see [`LayerMut::open_object`]): a descriptor each,
+    /// which keeps the inode alive as the kernel keeps an open file.
+    objects: HashMap<u64, OwnedFd>,
+    next_object: u64,
 }
 
 /// How many lookups a read-only layer remembers before it starts afresh.
@@ -219,6 +225,8 @@ impl DirLayer {
             work: None,
             options,
             lookups: Mutex::new(HashMap::new()),
+            objects: HashMap::new(),
+            next_object: 1,
         })
     }
 

@@ -54,10 +54,25 @@ impl DirLayer {
         } else {
             None
         };
+        Ok(Some(Entry::Node(Node {
+            meta: self.meta_of(&st, file_type, raw),
+            opaque,
+            redirect,
+            metacopy,
+        })))
+    }
+
+    /// The metadata of an object from its `statx` and raw xattrs.
+    pub(super) fn meta_of(
+        &self,
+        st: &rustix::fs::Statx,
+        file_type: FileType,
+        raw: Vec<(String, Vec<u8>)>,
+    ) -> Metadata {
         let ts = |t: rustix::fs::StatxTimestamp| Timestamp::new(t.tv_sec, t.tv_nsec);
-        let meta = Metadata {
+        Metadata {
             file_type,
-            mode: mode & MODE_MASK,
+            mode: u32::from(st.stx_mode) & MODE_MASK,
             uid: st.stx_uid,
             gid: st.stx_gid,
             size: st.stx_size,
@@ -72,13 +87,7 @@ impl DirLayer {
             ctime: ts(st.stx_ctime),
             ino: st.stx_ino,
             xattrs: self.visible_xattrs(raw),
-        };
-        Ok(Some(Entry::Node(Node {
-            meta,
-            opaque,
-            redirect,
-            metacopy,
-        })))
+        }
     }
 
     pub(super) fn read_dir_raw(&self, path: &LayerPath) -> rustix::io::Result<DirListing> {
@@ -232,25 +241,7 @@ impl Layer for DirLayer {
 
     fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<Bytes> {
         let fd = self.open_regular(path, OFlags::RDONLY)?;
-        let size = rustix::fs::fstat(&fd)
-            .map_err(|e| self.err(e, path))?
-            .st_size;
-        let size = u64::try_from(size).unwrap_or(0);
-        let want = usize::try_from(size.saturating_sub(offset))
-            .unwrap_or(usize::MAX)
-            .min(len);
-        let mut buf = BytesMut::zeroed(want);
-        let mut done = 0;
-        while done < want {
-            let n = rustix::io::pread(&fd, &mut buf[done..], offset + done as u64)
-                .map_err(|e| self.err(e, path))?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        buf.truncate(done);
-        Ok(buf.freeze())
+        super::objects::read_fd_at(&fd, offset, len).map_err(|e| self.err(e, path))
     }
 
     fn read_link(&self, path: &LayerPath) -> Result<NameBuf> {

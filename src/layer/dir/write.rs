@@ -549,6 +549,49 @@ impl LayerMut for DirLayer {
         .map_err(|e| self.err(e, a))
     }
 
+    fn open_object(&mut self, path: &LayerPath) -> Result<u64> {
+        self.open_object_fd(path)
+    }
+
+    fn close_object(&mut self, id: u64) -> Result<()> {
+        self.objects
+            .remove(&id)
+            .map(drop)
+            .ok_or_else(|| object_error(ErrorKind::BadHandle, id))
+    }
+
+    fn object_node(&self, id: u64) -> Result<Node> {
+        self.object_node_fd(id)
+    }
+
+    fn object_read_at(&self, id: u64, offset: u64, len: usize) -> Result<Bytes> {
+        self.object_read_fd(id, offset, len)
+    }
+
+    fn object_write_at(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let fd = self.object(id)?;
+        sys::write_all_at(fd, data, offset).map_err(|e| errno_object(e, id))
+    }
+
+    fn object_set_len(&mut self, id: u64, len: u64) -> Result<()> {
+        sys::ftruncate(self.object(id)?, len).map_err(|e| errno_object(e, id))
+    }
+
+    fn object_set_times(&mut self, id: u64, mtime: Timestamp, ctime: Timestamp) -> Result<()> {
+        let _ = ctime;
+        self.object_set_mtime(id, mtime)
+    }
+
+    fn object_sync(&self, id: u64, data_only: bool) -> Result<()> {
+        let fd = self.object(id)?;
+        if data_only {
+            rustix::fs::fdatasync(fd)
+        } else {
+            rustix::fs::fsync(fd)
+        }
+        .map_err(|e| errno_object(e, id))
+    }
+
     fn commit(&mut self) -> Result<Arc<dyn Layer>> {
         let root = LayerPath::root();
         let work = self.work(&root)?;
@@ -616,6 +659,8 @@ impl LayerMut for DirLayer {
             work: None,
             options: self.options.clone(),
             lookups: Mutex::new(HashMap::new()),
+            objects: HashMap::new(),
+            next_object: 1,
         };
         Ok(Arc::new(committed))
     }

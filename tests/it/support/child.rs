@@ -89,6 +89,180 @@ pub fn is_stray_whiteout(path: &Path) -> io::Result<bool> {
 thread_local! {
     /// Set when the kernel answered `ESTALE` (see `ESTALE_MARK`).
     static STALE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The open handles (`Op::OpenHandle`), in the order they were opened.
+    static HANDLES: std::cell::RefCell<Vec<Held>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An open handle of the child.
+enum Held {
+    /// A regular file: the open descriptor, as a program holds it.
+    File { file: fs::File, append: bool },
+    /// A directory or special file, held by the physical path it was
+    /// opened at: what the crate documents for those (`view::handle`).
+    Path {
+        path: std::path::PathBuf,
+        dir: bool,
+        read: bool,
+    },
+}
+
+const EBADF: Outcome = Outcome::Err(ErrorKind::BadHandle);
+
+/// `OpenHandle`: as `Op::Open`, but the handle stays.
+fn open_handle(path: &Name, options: &OpenOptions) -> Outcome {
+    if !options.is_valid() {
+        return EINVAL;
+    }
+    let held = if !options.create_new_flag() && special(path).is_some() {
+        if options.writes() {
+            return EINVAL;
+        }
+        match fs::canonicalize(path.to_path()) {
+            Ok(path) => Held::Path {
+                path,
+                dir: false,
+                read: options.read_flag(),
+            },
+            Err(e) => return err(&e),
+        }
+    } else {
+        let file = match std_options(options).open(path.to_path()) {
+            Ok(file) => file,
+            Err(e) => return err(&e),
+        };
+        let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
+        if is_dir {
+            match fs::canonicalize(path.to_path()) {
+                Ok(path) => Held::Path {
+                    path,
+                    dir: true,
+                    read: options.read_flag(),
+                },
+                Err(e) => return err(&e),
+            }
+        } else {
+            Held::File {
+                file,
+                append: options.append_flag(),
+            }
+        }
+    };
+    HANDLES.with(|h| h.borrow_mut().push(held));
+    Outcome::Unit
+}
+
+/// Runs `f` on the open handle at place `slot` (modulo their number).
+fn with_handle(slot: u8, f: impl FnOnce(&Held) -> Outcome) -> Outcome {
+    HANDLES.with(|h| {
+        let held = h.borrow();
+        if held.is_empty() {
+            return EBADF;
+        }
+        f(&held[usize::from(slot) % held.len()])
+    })
+}
+
+fn fd_metadata(file: &fs::File) -> Outcome {
+    let m = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return err(&e),
+    };
+    let mut list = vec![0u8; XATTR_BUF];
+    let n = match rustix::fs::flistxattr(file, &mut list[..]) {
+        Ok(n) => n,
+        Err(e) => return rustix_err(e),
+    };
+    let mut xattrs = Vec::new();
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8(name.to_vec()).expect("UTF-8 attribute names");
+        let mut value = vec![0u8; XATTR_BUF];
+        match rustix::fs::fgetxattr(file, name.as_str(), &mut value[..]) {
+            Ok(len) => value.truncate(len),
+            Err(e) => return rustix_err(e),
+        }
+        xattrs.push((name, value));
+    }
+    xattrs.sort();
+    Outcome::Metadata(MetadataSummary::of_std(&m, xattrs).expect("a known file type"))
+}
+
+fn handle_op(op: &Op) -> Outcome {
+    match op {
+        Op::OpenHandle { path, options } => open_handle(path, options),
+        Op::HandleReadAt { slot, offset, len } => with_handle(*slot, |h| match h {
+            Held::File { file, .. } => {
+                let mut buf = vec![0u8; *len];
+                let mut got = 0;
+                loop {
+                    match file.read_at(&mut buf[got..], offset + got as u64) {
+                        Ok(n) => {
+                            got += n;
+                            if n == 0 || got == *len {
+                                break;
+                            }
+                        }
+                        Err(e) => return err(&e),
+                    }
+                }
+                buf.truncate(got);
+                Outcome::Bytes(buf)
+            }
+            Held::Path { read: false, .. } => EBADF,
+            Held::Path { dir: true, .. } => Outcome::Err(ErrorKind::IsADirectory),
+            Held::Path { path, .. } => {
+                let path = Name::new(path.as_os_str().as_bytes());
+                if special(path).is_some() {
+                    return EINVAL;
+                }
+                match read_at(path, *offset, *len) {
+                    Ok(b) => Outcome::Bytes(b),
+                    Err(e) => err(&e),
+                }
+            }
+        }),
+        Op::HandleWriteAt { slot, offset, data } => with_handle(*slot, |h| match h {
+            Held::File { file, append } => {
+                // With `O_APPEND`, Linux's `pwrite` writes at the end. One
+                // `pwrite` even of nothing (`write_all_at` would skip it):
+                // the kernel checks the descriptor's access first.
+                let first = match file.write_at(data, *offset) {
+                    Ok(n) => n,
+                    Err(e) => return err(&e),
+                };
+                if let Err(e) = file.write_all_at(&data[first..], offset + first as u64) {
+                    return err(&e);
+                }
+                if *append {
+                    match file.metadata() {
+                        Ok(m) => Outcome::Offset(m.len()),
+                        Err(e) => err(&e),
+                    }
+                } else {
+                    Outcome::Offset(offset + data.len() as u64)
+                }
+            }
+            Held::Path { .. } => EBADF,
+        }),
+        Op::HandleSetLen { slot, len } => with_handle(*slot, |h| match h {
+            Held::File { file, .. } => unit(file.set_len(*len)),
+            // ftruncate(2) of a descriptor not open for writing.
+            Held::Path { .. } => EINVAL,
+        }),
+        Op::HandleMetadata { slot } => with_handle(*slot, |h| match h {
+            Held::File { file, .. } => fd_metadata(file),
+            Held::Path { path, .. } => metadata(Name::new(path.as_os_str().as_bytes()), false),
+        }),
+        Op::CloseHandle { slot } => HANDLES.with(|h| {
+            let mut held = h.borrow_mut();
+            if held.is_empty() {
+                return EBADF;
+            }
+            let at = usize::from(*slot) % held.len();
+            drop(held.remove(at));
+            Outcome::Unit
+        }),
+        _ => unreachable!("only handle operations come here"),
+    }
 }
 
 /// The outcome of a failed call, by errno.
@@ -447,12 +621,20 @@ pub fn apply(op: &Op) -> Outcome {
             }
         }
         Op::Commit => panic!("commit is done by the parent"),
+        Op::OpenHandle { .. }
+        | Op::HandleReadAt { .. }
+        | Op::HandleWriteAt { .. }
+        | Op::HandleSetLen { .. }
+        | Op::HandleMetadata { .. }
+        | Op::CloseHandle { .. } => handle_op(op),
     }
 }
 
 /// What `create_new` the options hold (the field is private to the crate).
 trait CreateNew {
     fn create_new_flag(&self) -> bool;
+    fn read_flag(&self) -> bool;
+    fn append_flag(&self) -> bool;
 }
 
 impl CreateNew for OpenOptions {
@@ -463,6 +645,18 @@ impl CreateNew for OpenOptions {
             without.create_new(false);
             without != *self
         }
+    }
+
+    fn read_flag(&self) -> bool {
+        let mut without = *self;
+        without.read(false);
+        without != *self
+    }
+
+    fn append_flag(&self) -> bool {
+        let mut without = *self;
+        without.append(false);
+        without != *self
     }
 }
 

@@ -371,6 +371,9 @@ pub struct Overlay {
     /// Extra mount options (`redirect_dir=on`).
     extra: String,
     generation: usize,
+    /// How many handles the child holds open (`Op::OpenHandle`): the
+    /// kernel's commit is an unmount, which a busy mount refuses.
+    handles: usize,
 }
 
 impl Overlay {
@@ -407,6 +410,7 @@ impl Overlay {
             extra: extra.to_owned(),
             generation: 0,
             server: None,
+            handles: 0,
         };
         overlay.fresh_upper(0o755, 0, 0, &[]);
         overlay.mount();
@@ -528,13 +532,26 @@ impl Overlay {
     /// in Debug form.
     pub fn apply(&mut self, op: &Op) -> String {
         if *op == Op::Commit {
+            if self.handles > 0 {
+                // umount(2) of a mount with open files.
+                return format!("{:?}", Outcome::Err(layerstack::ErrorKind::Busy));
+            }
             self.commit();
             return format!("{:?}", Outcome::Unit);
         }
         let mnt = self.mnt.clone();
-        self.server
+        let got = self
+            .server
             .get_or_insert_with(|| Server::start(&mnt))
-            .apply(op)
+            .apply(op);
+        if got == format!("{:?}", Outcome::Unit) {
+            match op {
+                Op::OpenHandle { .. } => self.handles += 1,
+                Op::CloseHandle { .. } => self.handles -= 1,
+                _ => {}
+            }
+        }
+        got
     }
 
     /// The merged tree.
