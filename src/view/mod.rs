@@ -1294,16 +1294,22 @@ impl MergedView {
 
     fn chown(&self, user: &Name, follow: Follow, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         let op = Operation::SetOwner;
-        self.change_meta_checked(user, op, follow, |_, _| Ok(()), |m| {
-            if let Some(uid) = uid {
-                m.uid = uid;
-            }
-            if let Some(gid) = gid {
-                m.gid = gid;
-            }
-            m.mode = mode_after_chown(m.file_type, m.mode);
-            Ok(())
-        })
+        self.change_meta_checked(
+            user,
+            op,
+            follow,
+            |_, _| Ok(()),
+            |m| {
+                if let Some(uid) = uid {
+                    m.uid = uid;
+                }
+                if let Some(gid) = gid {
+                    m.gid = gid;
+                }
+                m.mode = mode_after_chown(m.file_type, m.mode);
+                Ok(())
+            },
+        )
     }
 
     /// Sets the access and modification times (`None` keeps one), as
@@ -1347,15 +1353,21 @@ impl MergedView {
             return Ok(());
         }
         let op = Operation::SetTimes;
-        self.change_meta_checked(user, op, follow, |_, _| Ok(()), |m| {
-            if let Some(t) = atime {
-                m.atime = t;
-            }
-            if let Some(t) = mtime {
-                m.mtime = t;
-            }
-            Ok(())
-        })
+        self.change_meta_checked(
+            user,
+            op,
+            follow,
+            |_, _| Ok(()),
+            |m| {
+                if let Some(t) = atime {
+                    m.atime = t;
+                }
+                if let Some(t) = mtime {
+                    m.mtime = t;
+                }
+                Ok(())
+            },
+        )
     }
 
     // ----- extended attributes -----
