@@ -811,14 +811,16 @@ fn select(tree: &Tree<'_>, sources: &[String], options: &CopyOptions) -> Result<
     for source in sources {
         let names = clean(source.as_bytes());
         let matches = expand(tree, &names)?;
+        let place = match tree {
+            Tree::Context { .. } => "in the build context",
+            Tree::View(_) => "in the `--from` image",
+        };
         if matches.is_empty() {
             let kind = ErrorKind::NotFound;
             let detail = if has_meta(source.as_bytes()) {
-                format!(
-                    "no source files were specified: `{source}` matches nothing in the build context"
-                )
+                format!("no source files were specified: `{source}` matches nothing {place}")
             } else {
-                format!("source `{source}` not found in the build context")
+                format!("source `{source}` not found {place}")
             };
             return Err(tree.error(kind, &LayerPath::root()).with_detail(detail));
         }
@@ -827,7 +829,7 @@ fn select(tree: &Tree<'_>, sources: &[String], options: &CopyOptions) -> Result<
                 return Err(tree
                     .error(ErrorKind::NotFound, &LayerPath::root())
                     .with_detail(format!(
-                        "source `{source}` not found in the build context (a dangling symlink?)"
+                        "source `{source}` not found {place} (a dangling symlink?)"
                     )));
             };
             let mut objects = Vec::new();

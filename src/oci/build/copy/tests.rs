@@ -518,6 +518,10 @@ fn from_a_view_keeps_owners_unless_chown() {
     )
     .unwrap_err();
     assert_eq!(err.path(), "/");
+    assert_eq!(
+        err.detail(),
+        Some("source `nope` not found in the `--from` image")
+    );
 }
 
 #[test]
