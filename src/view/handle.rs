@@ -97,7 +97,13 @@ fn absolute(path: &LayerPath) -> NameBuf {
 
 /// Whether a failed `open_object` means "hold this one by its path".
 fn by_path_instead(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::NotPermitted)
+    // `ReadOnly`: an upper opened without a work directory holds no
+    // objects; its files are held by path, as before handles followed
+    // the inode.
+    matches!(
+        e.kind(),
+        ErrorKind::Unsupported | ErrorKind::NotPermitted | ErrorKind::ReadOnly
+    )
 }
 
 fn bad_handle(h: HandleId, op: Operation) -> Error {

@@ -17,13 +17,13 @@ impl DirLayer {
     pub(super) fn open_object_fd(&mut self, path: &LayerPath) -> Result<u64> {
         self.work(path)?;
         // Read and write: one descriptor serves every handle on the file.
-        // A file its owner may not write (no `CAP_DAC_OVERRIDE`) is held
-        // read-only; a write through it then fails `EBADF`.
+        // A file that cannot be opened for writing (its owner may not
+        // write it without `CAP_DAC_OVERRIDE`, a read-only mount, a
+        // program running: `ETXTBSY`) is held read-only; a write through
+        // it then fails `EBADF`, as a write would have failed anyway.
         let fd = match self.open_regular(path, OFlags::RDWR) {
-            Err(e) if e.kind() == ErrorKind::AccessDenied => {
-                self.open_regular(path, OFlags::RDONLY)?
-            }
-            other => other?,
+            Ok(fd) => fd,
+            Err(_) => self.open_regular(path, OFlags::RDONLY)?,
         };
         let id = self.next_object;
         self.next_object += 1;

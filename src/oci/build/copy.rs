@@ -1076,7 +1076,10 @@ impl Writer<'_, '_, '_> {
     }
 
     fn copy_selected(&mut self, sel: &Selected, dest: &LayerPath, dest_is_dir: bool) -> Result<()> {
-        let root = &sel.objects[0];
+        let Some(root) = sel.objects.first() else {
+            // A socket source: skipped, as inside a directory.
+            return Ok(());
+        };
         let into_dir = dest_is_dir || self.view.metadata(abs(dest)).is_ok_and(|m| m.is_dir());
         let base = if root.meta.file_type.is_dir() || sel.archive {
             dest.clone()
@@ -1139,7 +1142,12 @@ impl Writer<'_, '_, '_> {
                 .dest_error(ErrorKind::IsADirectory, to)
                 .with_detail("cannot replace directory with a file")),
             (false, true) => {
-                if to.is_root() {
+                // A symlink to a directory takes a directory's contents
+                // (as MkdirAll follows it: `/lib -> usr/lib` of a
+                // merged-/usr image).
+                let to_dir = existing.file_type.is_symlink()
+                    && self.view.metadata(abs(to)).is_ok_and(|m| m.is_dir());
+                if to.is_root() || to_dir {
                     return Ok(true);
                 }
                 Err(self
@@ -1245,6 +1253,64 @@ impl Writer<'_, '_, '_> {
         Ok(())
     }
 
+    /// Where an archive's entry `rel` goes under `dest`: its parent
+    /// directories resolved with `dest` as the root, as BuildKit's untar
+    /// resolves names (`fs.RootPath`). A symlink on the way (one the
+    /// archive made, or one the image had) is followed, but an absolute
+    /// target starts at `dest` and `..` stops there, so no entry is
+    /// written or linked outside `dest`. The last name is not followed:
+    /// the entry replaces whatever is there.
+    fn confined(&self, dest: &LayerPath, rel: &[u8]) -> Result<LayerPath> {
+        let names: Vec<&[u8]> = rel
+            .split(|&b| b == b'/')
+            .filter(|n| !n.is_empty())
+            .collect();
+        let Some((last, parents)) = names.split_last() else {
+            return Ok(dest.clone());
+        };
+        let mut todo: std::collections::VecDeque<Vec<u8>> =
+            parents.iter().map(|n| n.to_vec()).collect();
+        let mut resolved: Vec<Vec<u8>> = Vec::new();
+        let mut links = 0;
+        while let Some(name) = todo.pop_front() {
+            match name.as_slice() {
+                b"." => continue,
+                b".." => {
+                    resolved.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let mut parts = resolved.clone();
+            parts.push(name.clone());
+            let at = join_rel(dest, &parts.join(&b'/')).map_err(|e| self.fail(e, dest))?;
+            match self.view.symlink_metadata(abs(&at)) {
+                Ok(m) if m.file_type.is_symlink() => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(self
+                            .dest_error(ErrorKind::FilesystemLoop, &at)
+                            .with_detail("too many levels of symbolic links"));
+                    }
+                    let target = self
+                        .view
+                        .read_link(abs(&at))
+                        .map_err(|e| self.fail(e, &at))?;
+                    let target = target.as_bytes();
+                    if target.starts_with(b"/") {
+                        resolved.clear();
+                    }
+                    for n in target.split(|&b| b == b'/').rev().filter(|n| !n.is_empty()) {
+                        todo.push_front(n.to_vec());
+                    }
+                }
+                _ => resolved.push(name),
+            }
+        }
+        resolved.push(last.to_vec());
+        join_rel(dest, &resolved.join(&b'/')).map_err(|e| self.fail(e, dest))
+    }
+
     /// Extracts the archive at `src` into directory `dest`.
     fn extract(&mut self, src: &LayerPath, dest: &LayerPath) -> Result<()> {
         let shown = self.tree.shown(src);
@@ -1260,7 +1326,7 @@ impl Writer<'_, '_, '_> {
             let to = if entry.path.is_root() {
                 dest.clone()
             } else {
-                join_rel(dest, entry.path.as_bytes()).map_err(|e| self.fail(e, dest))?
+                self.confined(dest, entry.path.as_bytes())?
             };
             let mut meta = entry.metadata();
             if let Some((uid, gid)) = self.options.chown {
@@ -1325,8 +1391,7 @@ impl Writer<'_, '_, '_> {
                     continue;
                 }
                 TarKind::HardLink(target) => {
-                    let original =
-                        join_rel(dest, target.as_bytes()).map_err(|e| self.fail(e, dest))?;
+                    let original = self.confined(dest, target.as_bytes())?;
                     self.view
                         .hard_link(abs(&original), abs(&to))
                         .map_err(|e| self.fail(e, &to))?;

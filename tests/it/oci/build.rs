@@ -539,6 +539,10 @@ fn config_steps_are_cached_until_the_first_change() {
         .unwrap()
         .count();
     assert_eq!(entries, 5);
+    // Another date clamps the layers' mtimes elsewhere: no step is a hit.
+    let other = BuildOptions::new().created(Timestamp { sec: 5, nsec: 0 });
+    let fifth = built(&store, &ctx.spec("a").options(other));
+    assert_eq!(cached(&fifth.steps), [false, false, false, false]);
 }
 
 #[test]
@@ -888,4 +892,59 @@ fn copy_from_a_stage_and_a_changed_source_rebuilds_from_its_line() {
         )) && text.contains("missing"),
         "{text}"
     );
+}
+
+#[test]
+fn copy_from_takes_the_global_args() {
+    let ctx = Context::new(
+        "build-from-args",
+        concat!(
+            "ARG SRC=build\n",
+            "FROM scratch AS build\n",
+            "COPY one /out/one\n",
+            "FROM scratch AS unused\n",
+            "COPY one /nowhere\n",
+            "FROM scratch\n",
+            "ENV SRC=unused\n",
+            "COPY --from=$SRC /out /app\n",
+            "COPY --from=${SRC} /out/one /added\n",
+        ),
+    );
+    ctx.write("one", "1\n");
+    let store = ctx.store("layout");
+    let report = built(&store, &ctx.spec("app"));
+    // The stage the global ARG names is built; the stage's ENV does not
+    // redirect `--from`, and the unused stage is skipped.
+    assert_eq!(report.steps.len(), 6);
+    let view = store.container(&report.image).unwrap();
+    assert_eq!(view.read_to_string("app/one").unwrap(), "1\n");
+    assert_eq!(view.read_to_string("added").unwrap(), "1\n");
+    assert!(!view.exists("nowhere").unwrap());
+}
+
+#[test]
+fn copy_heredocs_follow_the_destination_rules() {
+    let ctx = Context::new(
+        "build-heredoc-dest",
+        concat!(
+            "FROM scratch\n",
+            "WORKDIR /app\n",
+            "COPY <<EOF .\n",
+            "dot\n",
+            "EOF\n",
+            "COPY <<NOTE /app\n",
+            "existing dir\n",
+            "NOTE\n",
+            "COPY <<FILE sub/../named\n",
+            "named\n",
+            "FILE\n",
+        ),
+    );
+    let store = ctx.store("layout");
+    let report = built(&store, &ctx.spec("app"));
+    let view = store.container(&report.image).unwrap();
+    assert_eq!(view.read_to_string("app/EOF").unwrap(), "dot\n");
+    assert_eq!(view.read_to_string("app/NOTE").unwrap(), "existing dir\n");
+    assert_eq!(view.read_to_string("app/named").unwrap(), "named\n");
+    assert_eq!(view.symlink_metadata("app/named").unwrap().mode, 0o644);
 }

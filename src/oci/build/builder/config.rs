@@ -209,7 +209,7 @@ pub(super) fn parse_duration(s: &str) -> Option<i64> {
         let mut place = scale;
         for d in frac.chars() {
             place /= 10;
-            value += u128::from(d.to_digit(10)?) * place;
+            value = value.checked_add(u128::from(d.to_digit(10)?) * place)?;
         }
         total = total.checked_add(value)?;
         rest = tail;
@@ -597,6 +597,8 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
         assert_eq!(parse_duration("30"), None);
         assert_eq!(parse_duration("x"), None);
+        // Past u128 in the fraction: refused, not wrapped.
+        assert_eq!(parse_duration("340282366920938463463374607431.9s"), None);
     }
 
     #[test]

@@ -34,17 +34,31 @@ fn write_heredoc(
     workdir: &str,
     options: &CopyOptions,
 ) -> Result<()> {
-    let dest = if dest.starts_with('/') {
+    let joined = if dest.starts_with('/') {
         dest.to_owned()
     } else {
         format!("{}/{dest}", workdir.trim_end_matches('/'))
     };
-    let target = if into_dir {
-        format!("{}/{}", dest.trim_end_matches('/'), doc.name)
-    } else {
-        dest
-    };
-    let target = target.trim_start_matches('/');
+    // As COPY's destination rules: a name ending in `/`, `.` or `..`, or
+    // an existing directory, takes the heredoc inside it.
+    let into_dir = into_dir
+        || matches!(joined.rsplit('/').next(), Some("." | ".."))
+        || view.metadata(joined.as_str()).is_ok_and(|m| m.is_dir());
+    let mut names: Vec<&str> = Vec::new();
+    for name in joined.split('/') {
+        match name {
+            "" | "." => {}
+            ".." => {
+                names.pop();
+            }
+            name => names.push(name),
+        }
+    }
+    if into_dir {
+        names.push(&doc.name);
+    }
+    let target = names.join("/");
+    let target = target.as_str();
     if let Some((parent, _)) = target.rsplit_once('/') {
         view.create_dir_all(parent)?;
     }
@@ -142,7 +156,9 @@ impl<'s> Engine<'s, '_> {
         let from_image = match flag(&ins.flags, "from") {
             None => None,
             Some(word) => {
-                let name = self.expand(stage, line, word)?;
+                // With the global args, as the plan chose the stages to
+                // build by (BuildKit expands `--from` with them).
+                let name = self.expand_global(line, word)?;
                 let image = match stage_ref(&self.plan.stages[..stage.index], &name) {
                     Some(i) => self.results[i].as_ref().map(|(image, _)| image.clone()),
                     None => base::resolve(self.store, &name, line, &path)?,

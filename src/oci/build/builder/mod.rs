@@ -717,7 +717,18 @@ impl<'s> Engine<'s, '_> {
             }
             None => {
                 let image = base::resolve(self.store, &def.base, line, self.path())?;
-                let key = base::key(image.as_ref());
+                // The options change the layers' bytes (their compression,
+                // the mtimes clamped to `created`): a build with others
+                // must not reuse these.
+                let created = self.spec.options.created;
+                let key = cache::key(
+                    &base::key(image.as_ref()),
+                    &[
+                        "options",
+                        self.spec.options.compression.name(),
+                        &format!("{}.{:09}", created.sec, created.nsec),
+                    ],
+                );
                 (image, key)
             }
         };
@@ -762,6 +773,13 @@ impl<'s> Engine<'s, '_> {
 
     fn expand(&self, stage: &Stage<'_>, line: usize, word: &str) -> Result<String> {
         expand_word(word, self.file.escape, &stage.env)
+            .map_err(|e| word_error(self.path(), line, word, &e))
+    }
+
+    /// `word` expanded with the args before the first `FROM` (as `FROM`
+    /// lines and `--from` flags are).
+    fn expand_global(&self, line: usize, word: &str) -> Result<String> {
+        expand_word(word, self.file.escape, &valued(&self.plan.globals))
             .map_err(|e| word_error(self.path(), line, word, &e))
     }
 

@@ -446,6 +446,15 @@ fn overwrite_rules() {
     )
     .unwrap();
     assert_eq!(names(&view, "dir"), ["old", "x.txt"]);
+    // A directory into a symlink to a directory (a merged-/usr `/lib`):
+    // into the directory it names; the link stays.
+    view.symlink("dir", "lib").unwrap();
+    copy(&view, &ctx, &["sub"], "/lib/", "/", &CopyOptions::default()).unwrap();
+    assert!(view.symlink_metadata("lib").unwrap().file_type.is_symlink());
+    assert_eq!(
+        names(&view, "dir"),
+        ["deep", "link", "old", "one", "two", "x.txt"]
+    );
     // A directory over a file, and a file over a directory: errors.
     let err = copy(
         &view,
@@ -678,6 +687,39 @@ fn add_extracts_tars_and_clamps_escaping_names() {
             }
         );
     }
+    // Symlinks on the way (the archive's own, or the image's) resolve with
+    // the destination as the root: nothing is written or linked outside.
+    let through = RawTar::new()
+        .symlink("root", "/")
+        .symlink("up", "../..")
+        .file("root/etc/passwd", b"inside")
+        .file("up/up.txt", b"up")
+        .file("ext/shadow", b"s")
+        .hard_link("hl", "root/etc/passwd")
+        .end();
+    std::fs::write(ctx.path("through.tar"), &through).unwrap();
+    let view = empty_view();
+    view.create_dir("etc").unwrap();
+    view.write("etc/passwd", "root:x:0:0::/root:/bin/sh\n")
+        .unwrap();
+    view.create_dir("z").unwrap();
+    view.symlink("/etc", "z/ext").unwrap();
+    copy(&view, &ctx, &["through.tar"], "/z/", "/", &add).unwrap();
+    assert_eq!(
+        view.read("etc/passwd").unwrap(),
+        &b"root:x:0:0::/root:/bin/sh\n"[..]
+    );
+    assert_eq!(names(&view, "etc"), ["passwd"]);
+    assert_eq!(names(&view, "/"), ["etc", "z"]);
+    assert_eq!(view.read("z/etc/passwd").unwrap(), &b"inside"[..]);
+    assert_eq!(view.read("z/up.txt").unwrap(), &b"up"[..]);
+    // `ext` (the image's link to /etc) resolves to /z/etc.
+    assert_eq!(view.read("z/etc/shadow").unwrap(), &b"s"[..]);
+    let (a, b) = (
+        view.symlink_metadata("z/etc/passwd").unwrap(),
+        view.symlink_metadata("z/hl").unwrap(),
+    );
+    assert_eq!((a.ino, a.nlink), (b.ino, 2));
     // A name with `..` is refused, as the layer importer refuses it (and
     // Docker's `Untar` refuses a name that breaks out).
     let hostile = RawTar::new()
@@ -734,6 +776,20 @@ fn fifos_are_made_again_and_sockets_skipped() {
     assert_eq!(names(&view, "s"), ["deep", "link", "one", "pipe", "two"]);
     let m = view.symlink_metadata("s/pipe").unwrap();
     assert_eq!((m.file_type, m.mode, m.uid), (FileType::Fifo, 0o640, 0));
+    // A socket named as a source, alone or by a wildcard, is skipped too.
+    copy(
+        &view,
+        &ctx,
+        &["sub/sock"],
+        "/t",
+        "/",
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(!view.exists("t").unwrap());
+    copy(&view, &ctx, &["sub/*"], "/w/", "/", &CopyOptions::default()).unwrap();
+    // (`deep` is a directory source: its contents are copied.)
+    assert_eq!(names(&view, "w"), ["link", "one", "pipe", "two", "x.txt"]);
 }
 
 #[test]
