@@ -383,3 +383,25 @@ fn handles_serve_several_threads() {
     v.close_handle(h).unwrap();
     assert!(v.open_handles().is_empty());
 }
+
+#[test]
+fn an_upper_without_a_work_directory_still_opens_its_files_for_reading() {
+    // `DirLayer::open` (no work directory) holds no objects: its files are
+    // held by path, and reading them works as before handles followed the
+    // inode.
+    let scratch = Scratch::new("handles-readonly-upper");
+    std::fs::create_dir_all(scratch.path("u")).unwrap();
+    std::fs::write(scratch.path("u/f"), "upper data\n").unwrap();
+    let upper = DirLayer::open(scratch.path("u")).unwrap();
+    let view = MergedView::new(vec![lower()], upper).unwrap();
+    let mut text = String::new();
+    view.open("f", OpenOptions::new().read(true))
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "upper data\n");
+    // A write is refused by the layer.
+    let err = view.write("f", "new").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly);
+    assert_eq!(view.read("f").unwrap(), &b"upper data\n"[..]);
+}
