@@ -87,26 +87,89 @@ use walk::{Follow, Last, Resolved, top};
 /// the model does not track them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotEntry {
+    /// Its metadata, as compared (a directory's size is 0).
+    pub meta: MetadataSummary,
+    /// File contents (empty for non-files).
+    pub data: Bytes,
+    /// Symlink target (empty for non-symlinks).
+    pub target: NameBuf,
+}
+
+/// What a user sees of an object's metadata, as compared between the model
+/// and a view: no times (the model does not track them), no inode number
+/// (views number objects their own way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataSummary {
     /// Type.
     pub file_type: FileType,
-    /// Permission bits (`0o7777`).
+    /// Permission bits.
     pub mode: u32,
     /// Owner.
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Size (0 for directories).
+    /// Size.
     pub size: u64,
     /// Number of links.
     pub nlink: u64,
     /// Device number.
     pub rdev: u64,
-    /// File contents (empty for non-files).
-    pub data: Bytes,
-    /// Symlink target (empty for non-symlinks).
-    pub target: NameBuf,
-    /// Extended attributes, sorted.
-    pub xattrs: Vec<(String, Bytes)>,
+    /// Extended attributes in name order.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl MetadataSummary {
+    /// What `stat` on a real file system (`metadata` reports) shows, as the
+    /// model shows it: a directory's size is 0 (the model does not compare
+    /// it), `rdev` is kept for devices only. `xattrs` are the object's
+    /// attributes, in name order (`layerstack::testing::xattrs_of` reads them).
+    ///
+    /// # Errors
+    /// `EINVAL` for a type the crate does not know.
+    pub fn of_std(
+        m: &std::fs::Metadata,
+        xattrs: Vec<(String, Vec<u8>)>,
+    ) -> std::io::Result<MetadataSummary> {
+        use std::os::unix::fs::MetadataExt;
+        let file_type = FileType::from_mode(m.mode())
+            .ok_or_else(|| std::io::Error::from(rustix::io::Errno::INVAL))?;
+        Ok(MetadataSummary {
+            file_type,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: if file_type == FileType::Dir {
+                0
+            } else {
+                m.size()
+            },
+            nlink: m.nlink(),
+            rdev: match file_type {
+                FileType::CharDevice | FileType::BlockDevice => m.rdev(),
+                _ => 0,
+            },
+            xattrs,
+        })
+    }
+}
+
+impl From<&Metadata> for MetadataSummary {
+    fn from(m: &Metadata) -> MetadataSummary {
+        MetadataSummary {
+            file_type: m.file_type,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            size: m.size,
+            nlink: m.nlink,
+            rdev: m.rdev,
+            xattrs: m
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect(),
+        }
+    }
 }
 
 /// The whole visible tree: every path (the root included, as the empty

@@ -300,11 +300,11 @@ fn flatten_reads_every_type() {
         snap.keys().map(|p| p.to_str().unwrap()).collect::<Vec<_>>(),
         ["", "c", "f", "p", "s"]
     );
-    assert_eq!(snap[&p("c")].rdev, makedev(1, 3));
-    assert_eq!(snap[&p("p")].rdev, 0);
+    assert_eq!(snap[&p("c")].meta.rdev, makedev(1, 3));
+    assert_eq!(snap[&p("p")].meta.rdev, 0);
     assert_eq!(&snap[&p("f")].data[..], b"data");
     assert_eq!(snap[&p("s")].target, "f");
-    assert_eq!(snap[&p("s")].size, 1);
+    assert_eq!(snap[&p("s")].meta.size, 1);
     assert_eq!(m.read_link("s").unwrap(), "f");
 }
 
@@ -1346,34 +1346,38 @@ fn snapshot_shows_everything_but_times_and_inodes() {
     assert_eq!(
         snap[&p("d/f")],
         SnapshotEntry {
-            file_type: FileType::File,
-            mode: 0o640,
-            uid: 1,
-            gid: 2,
-            size: 4,
-            nlink: 1,
-            rdev: 0,
+            meta: MetadataSummary {
+                file_type: FileType::File,
+                mode: 0o640,
+                uid: 1,
+                gid: 2,
+                size: 4,
+                nlink: 1,
+                rdev: 0,
+                xattrs: vec![
+                    ("user.a".to_owned(), b"1".to_vec()),
+                    ("user.b".to_owned(), b"2".to_vec()),
+                ],
+            },
             data: Bytes::from_static(b"data"),
             target: NameBuf::new(),
-            xattrs: vec![
-                ("user.a".to_owned(), Bytes::from_static(b"1")),
-                ("user.b".to_owned(), Bytes::from_static(b"2")),
-            ],
         }
     );
     assert_eq!(
         snap[&p("")],
         SnapshotEntry {
-            file_type: FileType::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            nlink: 1,
-            rdev: 0,
+            meta: MetadataSummary {
+                file_type: FileType::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                nlink: 1,
+                rdev: 0,
+                xattrs: vec![],
+            },
             data: Bytes::new(),
             target: NameBuf::new(),
-            xattrs: vec![],
         }
     );
     let meta = m.metadata("s").unwrap();
@@ -1493,8 +1497,8 @@ proptest! {
             // once it is in the upper.
             for (path, entry) in &snapshot {
                 let meta = m.symlink_metadata(if path.is_root() { b"/".as_slice() } else { path.as_bytes() }).unwrap();
-                prop_assert_eq!(meta.nlink, entry.nlink);
-                prop_assert_eq!(meta.size, entry.size);
+                prop_assert_eq!(meta.nlink, entry.meta.nlink);
+                prop_assert_eq!(meta.size, entry.meta.size);
             }
         }
     }

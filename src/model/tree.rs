@@ -226,20 +226,9 @@ impl Model {
             Child::Dir(_) => (Bytes::new(), NameBuf::new()),
         };
         SnapshotEntry {
-            file_type: meta.file_type,
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
-            size: meta.size,
-            nlink: meta.nlink,
-            rdev: meta.rdev,
+            meta: MetadataSummary::from(&meta),
             data,
             target,
-            xattrs: meta
-                .xattrs
-                .iter()
-                .map(|(name, value)| (name.to_owned(), value.clone()))
-                .collect(),
         }
     }
 

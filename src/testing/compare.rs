@@ -46,23 +46,12 @@ pub fn snapshot_dir(root: &Path) -> std::io::Result<Snapshot> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.is_root() => continue,
             m => m?,
         };
-        let s = MetadataSummary::of_std(&m, xattrs_of(&at, false)?)?;
-        let file_type = s.file_type;
+        let meta = MetadataSummary::of_std(&m, xattrs_of(&at, false)?)?;
+        let file_type = meta.file_type;
         let mut entry = SnapshotEntry {
-            file_type,
-            mode: s.mode,
-            uid: s.uid,
-            gid: s.gid,
-            size: s.size,
-            nlink: s.nlink,
-            rdev: s.rdev,
+            meta,
             data: Bytes::new(),
             target: NameBuf::new(),
-            xattrs: s
-                .xattrs
-                .into_iter()
-                .map(|(k, v)| (k, Bytes::from(v)))
-                .collect(),
         };
         match file_type {
             FileType::Dir => {
@@ -137,24 +126,13 @@ pub fn snapshot_view<F: MergedFs + ?Sized>(view: &F) -> Result<Snapshot> {
         };
         let meta = view.symlink_metadata(user)?;
         let mut entry = SnapshotEntry {
-            file_type: meta.file_type,
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
-            size: meta.size,
-            nlink: meta.nlink,
-            rdev: meta.rdev,
+            meta: MetadataSummary::from(&meta),
             data: Bytes::new(),
             target: NameBuf::new(),
-            xattrs: meta
-                .xattrs
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.clone()))
-                .collect(),
         };
         match meta.file_type {
             FileType::Dir => {
-                entry.size = 0;
+                entry.meta.size = 0;
                 for (name, _) in view.read_dir(user)? {
                     pending.push(path.join(&name)?);
                 }
@@ -314,11 +292,11 @@ mod tests {
         assert_eq!(paths, ["", "d", "d/f", "d/g", "l"]);
         let l = &snapshot[&LayerPath::new("l").unwrap()];
         assert_eq!(
-            (l.file_type, l.target.to_str().unwrap(), l.size),
+            (l.meta.file_type, l.target.to_str().unwrap(), l.meta.size),
             (FileType::Symlink, "d", 1)
         );
         let d = &snapshot[&LayerPath::new("d").unwrap()];
-        assert_eq!((d.file_type, d.size), (FileType::Dir, 0));
+        assert_eq!((d.meta.file_type, d.meta.size), (FileType::Dir, 0));
         assert_eq!(&snapshot[&LayerPath::new("d/g").unwrap()].data[..], b"new");
     }
 

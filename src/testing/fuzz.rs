@@ -184,8 +184,8 @@ pub fn tar_import(data: &[u8]) -> Result<(), String> {
                 // Names and targets as bytes: flatten writes what import
                 // read, in any charset.
                 path: crate::path::NameBuf::from(path.as_bytes()),
-                file_type: e.file_type,
-                data: if e.file_type == FileType::File {
+                file_type: e.meta.file_type,
+                data: if e.meta.file_type == FileType::File {
                     e.data.to_vec()
                 } else {
                     Vec::new()

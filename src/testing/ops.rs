@@ -7,7 +7,8 @@ use proptest::prelude::*;
 
 use crate::error::{ErrorKind, Result};
 use crate::merged::{HandleId, MergedFs, OpenOptions, RenameMode};
-use crate::meta::{FileType, Metadata, Timestamp};
+use crate::meta::{FileType, Timestamp};
+pub use crate::model::MetadataSummary;
 use crate::model::Model;
 use crate::path::NameBuf;
 use crate::testing::NAMES;
@@ -250,83 +251,6 @@ pub enum Op {
         /// Which open handle.
         slot: u8,
     },
-}
-
-/// What a user sees of an object's metadata, as compared between the model
-/// and a view: no times (the model does not track them), no inode number
-/// (views number objects their own way).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetadataSummary {
-    /// Type.
-    pub file_type: FileType,
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Size.
-    pub size: u64,
-    /// Number of links.
-    pub nlink: u64,
-    /// Device number.
-    pub rdev: u64,
-    /// Extended attributes in name order.
-    pub xattrs: Vec<(String, Vec<u8>)>,
-}
-
-impl MetadataSummary {
-    /// What `stat` on a real file system (`metadata` reports) shows, as the
-    /// model shows it: a directory's size is 0 (the model does not compare
-    /// it), `rdev` is kept for devices only. `xattrs` are the object's
-    /// attributes, in name order (see [`xattrs_of`](crate::testing::xattrs_of)).
-    ///
-    /// # Errors
-    /// `EINVAL` for a type the crate does not know.
-    pub fn of_std(
-        m: &std::fs::Metadata,
-        xattrs: Vec<(String, Vec<u8>)>,
-    ) -> std::io::Result<MetadataSummary> {
-        use std::os::unix::fs::MetadataExt;
-        let file_type = FileType::from_mode(m.mode())
-            .ok_or_else(|| std::io::Error::from(rustix::io::Errno::INVAL))?;
-        Ok(MetadataSummary {
-            file_type,
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            size: if file_type == FileType::Dir {
-                0
-            } else {
-                m.size()
-            },
-            nlink: m.nlink(),
-            rdev: match file_type {
-                FileType::CharDevice | FileType::BlockDevice => m.rdev(),
-                _ => 0,
-            },
-            xattrs,
-        })
-    }
-}
-
-impl From<&Metadata> for MetadataSummary {
-    fn from(m: &Metadata) -> MetadataSummary {
-        MetadataSummary {
-            file_type: m.file_type,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            size: m.size,
-            nlink: m.nlink,
-            rdev: m.rdev,
-            xattrs: m
-                .xattrs
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_vec()))
-                .collect(),
-        }
-    }
 }
 
 /// The result of an [`Op`], in a form two implementations can be compared

@@ -214,8 +214,8 @@ fn without_dir_nlink(tree: &Snapshot) -> Snapshot {
 fn without_nlink(tree: &Snapshot, which: impl Fn(FileType) -> bool) -> Snapshot {
     let mut tree = tree.clone();
     for entry in tree.values_mut() {
-        if which(entry.file_type) {
-            entry.nlink = 0;
+        if which(entry.meta.file_type) {
+            entry.meta.nlink = 0;
         }
     }
     tree

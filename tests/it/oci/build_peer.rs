@@ -294,7 +294,7 @@ fn unpack(layout: &Utf8Path, tag: &str, dir: &Utf8Path) -> (Tree, BTreeMap<Strin
     let tree = dir_tree(dir.as_std_path());
     let mut mtimes = BTreeMap::new();
     for (path, e) in &tree.entries {
-        if e.file_type != layerstack::FileType::Dir {
+        if e.meta.file_type != layerstack::FileType::Dir {
             let mtime = std::fs::symlink_metadata(dir.join(path.to_string()))
                 .unwrap()
                 .mtime();

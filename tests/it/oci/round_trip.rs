@@ -178,8 +178,8 @@ fn changeset(layer: &dyn Layer) -> Vec<String> {
 fn tree(stack: &[Arc<dyn Layer>], no_links: bool) -> Result<model::Snapshot, TestCaseError> {
     let mut snapshot = model::flatten(stack).map_err(|e| TestCaseError::fail(e.to_string()))?;
     for entry in snapshot.values_mut() {
-        if entry.file_type == FileType::Dir || no_links {
-            entry.nlink = 0;
+        if entry.meta.file_type == FileType::Dir || no_links {
+            entry.meta.nlink = 0;
         }
     }
     Ok(snapshot)

@@ -184,10 +184,11 @@ pub struct Tree {
 
 fn normalise(mut entries: Snapshot) -> Snapshot {
     for e in entries.values_mut() {
-        e.nlink = 0;
+        e.meta.nlink = 0;
         // Overlay bookkeeping is never in a tree a user sees, and
         // `security.*` labels depend on the host.
-        e.xattrs
+        e.meta
+            .xattrs
             .retain(|(k, _)| k.starts_with("user.") || k.starts_with("trusted."));
     }
     entries
@@ -198,7 +199,7 @@ pub fn view_tree(view: &MergedView) -> Tree {
     let entries = snapshot_view(view).expect("snapshot the view");
     let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (path, e) in &entries {
-        if e.file_type != FileType::Dir {
+        if e.meta.file_type != FileType::Dir {
             let ino = view.symlink_metadata(path.as_name()).expect("stat").ino;
             groups.entry(ino).or_default().push(path.to_string());
         }
@@ -214,7 +215,7 @@ pub fn dir_tree(root: &Path) -> Tree {
     let entries = layerstack::testing::snapshot_dir(root).expect("read the tree");
     let mut groups: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (path, e) in &entries {
-        if e.file_type != FileType::Dir {
+        if e.meta.file_type != FileType::Dir {
             let ino = std::fs::symlink_metadata(root.join(path.as_name()))
                 .unwrap()
                 .ino();

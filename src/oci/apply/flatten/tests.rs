@@ -173,22 +173,27 @@ fn oracle(tars: &[Vec<u8>], o: &FlattenOptions) -> Result<Listing> {
         }
         let m = view.symlink_metadata(&path)?;
         let row = Row {
-            file_type: e.file_type,
-            mode: e.mode,
-            uid: e.uid,
-            gid: e.gid,
-            size: if e.file_type.is_dir() { 0 } else { e.size },
+            file_type: e.meta.file_type,
+            mode: e.meta.mode,
+            uid: e.meta.uid,
+            gid: e.meta.gid,
+            size: if e.meta.file_type.is_dir() {
+                0
+            } else {
+                e.meta.size
+            },
             mtime: (m.mtime.sec, i64::from(m.mtime.nsec)),
-            rdev: e.rdev,
+            rdev: e.meta.rdev,
             data: e.data.to_vec(),
             target: e.target.to_string_lossy().into_owned(),
             xattrs: e
+                .meta
                 .xattrs
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_vec()))
                 .collect(),
         };
-        let ino = (!e.file_type.is_dir()).then_some(m.ino);
+        let ino = (!e.meta.file_type.is_dir()).then_some(m.ino);
         rows.insert(path.as_name().to_string_lossy().into_owned(), (row, ino));
     }
     Ok(listing(rows))

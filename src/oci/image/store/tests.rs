@@ -306,8 +306,8 @@ fn squash_keeps_what_the_image_shows_in_one_layer() {
     // own count: left out.
     let tree = |stack: &[Arc<dyn Layer>]| {
         let mut t = model::flatten(stack).unwrap();
-        for e in t.values_mut().filter(|e| e.file_type == FileType::Dir) {
-            e.nlink = 0;
+        for e in t.values_mut().filter(|e| e.meta.file_type == FileType::Dir) {
+            e.meta.nlink = 0;
         }
         t
     };
