@@ -31,7 +31,7 @@ use crate::meta::{FileType, Metadata, S_ISGID};
 use crate::path::{Name, NameBuf};
 use crate::view::MergedView;
 
-use super::attr::{decode_dev, errno, file_attr, kind, timestamp, type_of_mode};
+use super::attr::{decode_dev, errno, file_attr, kind, type_of_mode};
 use super::inodes::{Inodes, ROOT_ID, node_id};
 
 /// How long the kernel may keep names and attributes: every change goes
@@ -265,7 +265,7 @@ impl LayerFs {
             let t = |t: Option<TimeOrNow>| {
                 t.map(|t| match t {
                     TimeOrNow::Now => now,
-                    TimeOrNow::SpecificTime(t) => timestamp(t),
+                    TimeOrNow::SpecificTime(t) => t.into(),
                 })
             };
             self.view
