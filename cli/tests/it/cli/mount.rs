@@ -93,7 +93,18 @@ fn mounted_type(mnt: &Path) -> Option<String> {
     })
 }
 
-/// The source mounted at `mnt` shows in the mount table.
+/// A FUSE mount is at `mnt`: type `fuse.layerstack`, or `fuse` where the
+/// kernel was given no subtype (fuser's own mount passes none).
+fn assert_fuse(mnt: &Path) {
+    let t = mounted_type(mnt);
+    assert!(
+        matches!(t.as_deref(), Some("fuse" | "fuse.layerstack")),
+        "{t:?} at {}",
+        mnt.display()
+    );
+}
+
+/// The source mounted at `mnt`, as the mount table shows it.
 fn mounted_source(mnt: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mnt = mnt.to_str().unwrap();
@@ -136,7 +147,7 @@ fn mount(args: &[&str], mnt: &Path) -> Guard {
     let mut all = vec!["mount"];
     all.extend_from_slice(args);
     assert_eq!(ok(&all), "");
-    assert_eq!(mounted_type(mnt).as_deref(), Some("fuse.layerstack"));
+    assert_fuse(mnt);
     Guard(mnt.to_owned())
 }
 
@@ -575,7 +586,18 @@ fn mount_of_an_image_is_read_only_or_writes_its_upper_layer() {
 #[test]
 fn mount_t_fuse_layerstack_runs_the_tool_as_a_mount_helper() {
     const TEST: &str = "mount_t_fuse_layerstack_runs_the_tool_as_a_mount_helper";
-    if !fuse(TEST) || !crate::tools::have("mount.fuse3", TEST) {
+    // mount.fuse3 has no version query; fusermount3 comes in the same
+    // package.
+    let fuse3 = |t| {
+        crate::tools::tool_runs(
+            t,
+            "mount.fuse3",
+            "fuse3",
+            Command::new("fusermount3").arg("-V"),
+            |_| true,
+        )
+    };
+    if !fuse(TEST) || !fuse3(TEST) {
         return;
     }
     let s = Scratch::new("cli-mount-helper");
@@ -587,40 +609,37 @@ fn mount_t_fuse_layerstack_runs_the_tool_as_a_mount_helper() {
     let mnt = mnt.as_std_path();
     let exe = Path::new(env!("CARGO_BIN_EXE_layerstack"));
 
-    // mount(8) -> mount.fuse3 -> `layerstack overlay MNT -o ...` on PATH.
+    // mount.fuse3, called as mount(8) calls it for `-t fuse.layerstack`
+    // (`SOURCE MNT -o OPTS -t TYPE`), runs `layerstack SOURCE MNT -o OPTS`
+    // from PATH. (mount(8) itself runs it with a PATH of its own, of
+    // /usr/local/bin and the system's directories.)
     let path = format!(
         "{}:{}",
         exe.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mount8 = |extra: &str| {
-        let out = Command::new("mount")
-            .args(["-t", "fuse.layerstack", "overlay"])
+    let mount_fuse3 = |opts: &str| {
+        Command::new("mount.fuse3")
+            .arg("overlay")
             .arg(mnt)
-            .arg("-o")
-            .arg(format!("lowerdir={lower}{extra}"))
+            .args(["-o", opts, "-t", "fuse.layerstack"])
             .env("PATH", &path)
             .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!((&out.stdout[..], &out.stderr[..]), (&b""[..], &b""[..]));
+            .unwrap()
     };
-    mount8(",nosuid,noatime,x-layerstack.test=1,_netdev");
+    let out = mount_fuse3(&format!(
+        "rw,nosuid,noatime,lowerdir={lower},_netdev,dev,suid"
+    ));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!((&out.stdout[..], &out.stderr[..]), (&b""[..], &b""[..]));
     let g = Guard(mnt.to_owned());
-    assert_eq!(mounted_type(mnt).as_deref(), Some("fuse.layerstack"));
+    assert_fuse(mnt);
     assert_eq!(std::fs::read_to_string(mnt.join("f")).unwrap(), "helped\n");
     run(Command::new("umount").arg(mnt));
     drop(g);
 
-    // An unknown option: mount(8) fails with the tool's line.
-    let out = Command::new("mount")
-        .args(["-t", "fuse.layerstack", "overlay"])
-        .arg(mnt)
-        .arg("-o")
-        .arg(format!("lowerdir={lower},bogus"))
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    // An unknown option: the helper fails with the tool's line.
+    let out = mount_fuse3(&format!("lowerdir={lower},bogus"));
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -639,20 +658,34 @@ fn mount_t_fuse_layerstack_runs_the_tool_as_a_mount_helper() {
         return;
     }
     std::os::unix::fs::symlink(exe, helper).unwrap();
-    let out = Command::new("mount")
-        .args(["-t", "fuse.layerstack", "overlay"])
-        .arg(mnt)
-        .arg("-o")
-        .arg(format!("lowerdir={lower},ro"))
-        .env_remove("PATH")
-        .output();
-    let _ = std::fs::remove_file(helper);
-    let out = out.unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let mount8 = |opts: &str| {
+        Command::new("mount")
+            .args(["-t", "fuse.layerstack", "overlay"])
+            .arg(mnt)
+            .args(["-o", opts])
+            .output()
+    };
+    let good = mount8(&format!(
+        "lowerdir={lower},nosuid,noatime,x-layerstack.test=1,_netdev"
+    ));
     let g = Guard(mnt.to_owned());
-    assert_eq!(std::fs::read_to_string(mnt.join("f")).unwrap(), "helped\n");
-    run(Command::new("umount").arg(mnt));
+    let read = std::fs::read_to_string(mnt.join("f"));
+    let _ = Command::new("umount").arg(mnt).status();
     drop(g);
+    let bad = mount8(&format!("lowerdir={lower},ro,bogus"));
+    let _ = std::fs::remove_file(helper);
+    let good = good.unwrap();
+    assert!(good.status.success(), "{good:?}");
+    assert_eq!((&good.stdout[..], &good.stderr[..]), (&b""[..], &b""[..]));
+    assert_eq!(read.unwrap(), "helped\n");
+    let bad = bad.unwrap();
+    assert!(!bad.status.success(), "{bad:?}");
+    assert!(
+        String::from_utf8(bad.stderr)
+            .unwrap()
+            .starts_with("error: unknown mount option `bogus` (known: "),
+    );
+    assert_eq!(mounted_type(mnt), None);
 }
 
 #[test]
