@@ -326,84 +326,43 @@ pub fn helper_arguments(mut args: Vec<OsString>, subcommands: &[&str]) -> Vec<Os
 mod tests {
     use super::*;
 
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
+    /// A command line, split at spaces.
+    fn line(s: &str) -> Vec<OsString> {
+        s.split(' ').map(OsString::from).collect()
     }
 
     #[test]
     fn mount_helper_command_lines_become_layerstack_mount() {
         let subcommands = ["ls", "mount"];
-        // mount(8) through /sbin/mount.fuse.layerstack.
-        assert_eq!(
-            helper_arguments(
-                os(&[
-                    "/sbin/mount.fuse.layerstack",
-                    "overlay",
-                    "/mnt",
-                    "-n",
-                    "-s",
-                    "-o",
-                    "rw,lowerdir=/a",
-                    "-t",
-                    "fuse.layerstack"
-                ]),
-                &subcommands
+        for (given, read) in [
+            // mount(8) through /sbin/mount.fuse.layerstack.
+            (
+                "/sbin/mount.fuse.layerstack overlay /mnt -n -s -o rw,lowerdir=/a -t fuse.layerstack",
+                "layerstack mount overlay /mnt --sloppy -o rw,lowerdir=/a",
             ),
-            os(&[
-                "layerstack",
-                "mount",
-                "overlay",
-                "/mnt",
-                "--sloppy",
-                "-o",
-                "rw,lowerdir=/a"
-            ])
-        );
-        assert_eq!(
-            helper_arguments(
-                os(&["mount.fuse.layerstack", "img:v1", "/mnt", "-f", "-o", "ro"]),
-                &subcommands
+            (
+                "mount.fuse.layerstack img:v1 /mnt -f -o ro",
+                "layerstack mount img:v1 /mnt --fake -o ro",
             ),
-            os(&[
-                "layerstack",
-                "mount",
-                "img:v1",
-                "/mnt",
-                "--fake",
-                "-o",
-                "ro"
-            ])
-        );
-        // mount.fuse3 running `layerstack SOURCE MNT -o OPTS`.
-        assert_eq!(
-            helper_arguments(
-                os(&["layerstack", "overlay", "/mnt", "-o", "rw,lowerdir=/a"]),
-                &subcommands
+            // mount.fuse3 running `layerstack SOURCE MNT -o OPTS`.
+            (
+                "layerstack overlay /mnt -o rw,lowerdir=/a",
+                "layerstack mount overlay /mnt -o rw,lowerdir=/a",
             ),
-            os(&[
-                "layerstack",
-                "mount",
-                "overlay",
-                "/mnt",
-                "-o",
-                "rw,lowerdir=/a"
-            ])
-        );
-        // Everything else stays.
-        for line in [
-            &["layerstack", "ls", "img", "-o", "x"][..],
-            &[
-                "layerstack",
-                "mount",
-                "overlay",
-                "/mnt",
-                "-o",
-                "lowerdir=/a",
-            ],
-            &["layerstack", "--help"],
-            &["layerstack", "lss", "img"],
+            // Everything else stays.
+            ("layerstack ls img -o x", "layerstack ls img -o x"),
+            (
+                "layerstack mount overlay /mnt -o lowerdir=/a",
+                "layerstack mount overlay /mnt -o lowerdir=/a",
+            ),
+            ("layerstack --help", "layerstack --help"),
+            ("layerstack lss img", "layerstack lss img"),
         ] {
-            assert_eq!(helper_arguments(os(line), &subcommands), os(line));
+            assert_eq!(
+                helper_arguments(line(given), &subcommands),
+                line(read),
+                "{given}"
+            );
         }
     }
 }
