@@ -40,25 +40,6 @@ pub(super) fn system_time(t: Timestamp) -> SystemTime {
     }
 }
 
-pub(super) fn timestamp(t: SystemTime) -> Timestamp {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timestamp::new(
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            d.subsec_nanos(),
-        ),
-        Err(e) => {
-            // Before 1970: whole seconds down, nanoseconds up.
-            let d = e.duration();
-            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            if d.subsec_nanos() == 0 {
-                Timestamp::new(-secs, 0)
-            } else {
-                Timestamp::new(-secs - 1, 1_000_000_000 - d.subsec_nanos())
-            }
-        }
-    }
-}
-
 /// The kernel's 32-bit device encoding (`new_encode_dev`) of `rdev`.
 pub(super) fn encode_dev(rdev: u64) -> u32 {
     let (ma, mi) = (major(rdev), minor(rdev));
@@ -114,7 +95,7 @@ mod tests {
             Timestamp::new(-1, 500_000_000),
             Timestamp::new(-86_400, 0),
         ] {
-            assert_eq!(timestamp(system_time(t)), t);
+            assert_eq!(Timestamp::from(system_time(t)), t);
         }
     }
 }

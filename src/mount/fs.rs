@@ -31,7 +31,7 @@ use crate::meta::{FileType, Metadata, S_ISGID};
 use crate::path::{Name, NameBuf};
 use crate::view::MergedView;
 
-use super::attr::{decode_dev, errno, file_attr, kind, timestamp, type_of_mode};
+use super::attr::{decode_dev, errno, file_attr, kind, type_of_mode};
 use super::inodes::{Inodes, ROOT_ID, node_id};
 
 /// How long the kernel may keep names and attributes: every change goes
@@ -55,12 +55,13 @@ pub(super) struct LayerFs {
     /// The view's number of its root directory.
     root_ino: u64,
     namespace: RwLock<()>,
-    inodes: Mutex<Inodes>,
+    /// Shared with [`super::Mounted`], which reports its size.
+    inodes: Arc<Mutex<Inodes>>,
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
     next_dir: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -126,13 +127,13 @@ mod libc_flags {
 }
 
 impl LayerFs {
-    pub(super) fn new(view: Arc<MergedView>) -> Result<LayerFs> {
+    pub(super) fn new(view: Arc<MergedView>, inodes: Arc<Mutex<Inodes>>) -> Result<LayerFs> {
         let root_ino = view.symlink_metadata("/")?.ino;
         Ok(LayerFs {
             view,
             root_ino,
             namespace: RwLock::new(()),
-            inodes: Mutex::new(Inodes::default()),
+            inodes,
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
         })
@@ -264,7 +265,7 @@ impl LayerFs {
             let t = |t: Option<TimeOrNow>| {
                 t.map(|t| match t {
                     TimeOrNow::Now => now,
-                    TimeOrNow::SpecificTime(t) => timestamp(t),
+                    TimeOrNow::SpecificTime(t) => t.into(),
                 })
             };
             self.view
@@ -302,11 +303,12 @@ impl LayerFs {
             self.view.set_len(path, 0)?;
         }
         let h = self.view.open_handle(path, &options)?;
-        if truncate_separately && options.writes() {
-            if let Err(e) = self.view.handle_set_len(h, 0) {
-                let _ = self.view.close_handle(h);
-                return Err(e);
-            }
+        if truncate_separately
+            && options.writes()
+            && let Err(e) = self.view.handle_set_len(h, 0)
+        {
+            let _ = self.view.close_handle(h);
+            return Err(e);
         }
         lock(&self.inodes).opened(id, h.0);
         Ok(h.0)

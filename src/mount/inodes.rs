@@ -239,7 +239,6 @@ impl Inodes {
     }
 
     /// How many nodes the table holds.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -58,11 +58,10 @@ mod inodes;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::merged::HandleId;
 use crate::view::MergedView;
 
 /// How a view is mounted.
@@ -122,7 +121,9 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
         .canonicalize()
         .map_err(|e| io_error(&e, op, mountpoint))?;
     let view = Arc::new(view);
-    let fs = fs::LayerFs::new(Arc::clone(&view)).map_err(|e| e.reframe(op, mountpoint))?;
+    let inodes = Arc::new(Mutex::new(inodes::Inodes::default()));
+    let fs = fs::LayerFs::new(Arc::clone(&view), Arc::clone(&inodes))
+        .map_err(|e| e.reframe(op, mountpoint))?;
 
     let mut mount_options = vec![
         fuser::MountOption::FSName(options.fs_name.clone()),
@@ -160,6 +161,7 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
         .st_dev;
     Ok(Mounted {
         view: Some(view),
+        inodes,
         thread: Some(thread),
         unmounter: Unmounter {
             mountpoint: canonical,
@@ -173,6 +175,7 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
 #[must_use = "dropping a mount unmounts it"]
 pub struct Mounted {
     view: Option<Arc<MergedView>>,
+    inodes: Arc<Mutex<inodes::Inodes>>,
     thread: Option<JoinHandle<io::Result<()>>>,
     unmounter: Unmounter,
 }
@@ -188,6 +191,15 @@ impl Mounted {
     #[must_use]
     pub fn view(&self) -> &MergedView {
         self.view.as_ref().expect("a live mount has its view")
+    }
+
+    /// How many nodes besides the root the kernel holds now (looked up and
+    /// not yet forgotten, or open): what the node table keeps. After the
+    /// kernel drops its caches (`echo 2 > /proc/sys/vm/drop_caches`) with
+    /// nothing open, 0.
+    #[must_use]
+    pub fn known_nodes(&self) -> usize {
+        fs::lock(&self.inodes).len()
     }
 
     /// Unmounts (not lazily: `EBUSY` while a file of the mount is in use,
@@ -238,7 +250,7 @@ impl Mounted {
         // What the kernel did not release (a lazy unmount with files
         // open): closed here, so the view can be committed.
         for h in view.open_handles() {
-            let _ = view.close_handle(HandleId(h.0));
+            let _ = view.close_handle(h);
         }
         Ok(view)
     }

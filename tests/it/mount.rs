@@ -543,6 +543,50 @@ fn a_non_root_caller_is_checked_by_default_permissions() {
     );
 }
 
+/// Drops the kernel's unused dentries and inodes (it then sends FORGETs)
+/// until the mount's node table holds `want` nodes, or 5 seconds pass.
+fn forgotten_down_to(m: &Mnt, want: usize) -> usize {
+    let mounted = m.mounted.as_ref().unwrap();
+    for _ in 0..50 {
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        if mounted.known_nodes() == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    mounted.known_nodes()
+}
+
+#[test]
+fn lookup_counts_are_exact_so_forgotten_nodes_leave_the_table() {
+    if !fuse_ready("lookup_counts_are_exact_so_forgotten_nodes_leave_the_table") {
+        return;
+    }
+    let m = Mnt::memory("lookups", ViewOptions::default());
+    // Lookups (stat), readdirplus entries (ls -l), creations, links.
+    for p in ["etc/conf", "etc/other", "d/a", "link"] {
+        fs::symlink_metadata(m.p(p)).unwrap();
+    }
+    for e in fs::read_dir(m.p("d")).unwrap() {
+        e.unwrap().metadata().unwrap();
+    }
+    fs::write(m.p("d/new"), "n").unwrap();
+    fs::create_dir(m.p("d/sub")).unwrap();
+    fs::hard_link(m.p("d/new"), m.p("d/sub/again")).unwrap();
+    std::os::unix::fs::symlink("x", m.p("d/sl")).unwrap();
+    fs::rename(m.p("d/a"), m.p("d/sub/a")).unwrap();
+    fs::remove_file(m.p("d/b")).unwrap();
+    let open = fs::File::open(m.p("etc/conf")).unwrap();
+    assert!(m.mounted.as_ref().unwrap().known_nodes() >= 8);
+    // The open file's node stays (and its parent, which its dentry holds).
+    assert_eq!(forgotten_down_to(&m, 2), 2);
+    drop(open);
+    assert_eq!(forgotten_down_to(&m, 0), 0);
+    // And the names still work after everything was forgotten.
+    assert_eq!(fs::read_to_string(m.p("d/sub/again")).unwrap(), "n");
+    assert_eq!(fs::read_to_string(m.p("d/sub/a")).unwrap(), "a\n");
+}
+
 #[test]
 fn several_threads_read_at_once() {
     if !fuse_ready("several_threads_read_at_once") {
