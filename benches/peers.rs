@@ -34,7 +34,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Mount, dir_layers, fresh_upper, is_root, scratch_root, tree_paths, whiteout};
+use common::{
+    LAYERS, Mount, VISIBLE, dir_layers, disk_big_file, disk_listing, fresh_upper, is_root,
+    listing_names, listing_whiteouts, scratch_root, tree_paths,
+};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use layerstack::{Layer, MemLayer, MergedView};
 use vfs::{FileSystem, MemoryFS, OverlayFS, VfsPath};
@@ -233,59 +236,7 @@ fn first_write(c: &mut Criterion, root: &Path) {
     group.finish();
 }
 
-/// A layer directory holding one file `big` of `size` bytes, synced.
-fn disk_big_file(root: &Path, name: &str, size: usize) -> PathBuf {
-    let lower = root.join(format!("write-{name}"));
-    let big = lower.join("big");
-    if std::fs::metadata(&big).map(|m| m.len()).ok() != Some(size as u64) {
-        std::fs::create_dir_all(&lower).expect("create layer");
-        let mut f = std::fs::File::create(&big).expect("create file");
-        let chunk = vec![0x5au8; size.min(1 << 20)];
-        for _ in 0..size / chunk.len() {
-            f.write_all(&chunk).expect("write");
-        }
-        f.sync_all().expect("sync");
-    }
-    lower
-}
-
-const LAYERS: usize = 10;
-const PER_LAYER: usize = 9_000;
-const HIDDEN: usize = 900;
-
-/// Layer `k` (top first) holds `big/n{k}_{i}`; every layer but the bottom
-/// one whites out `HIDDEN` names of the layer below.
-fn listing_names(k: usize) -> impl Iterator<Item = String> {
-    (0..PER_LAYER).map(move |i| format!("big/n{k}_{i}"))
-}
-
-fn listing_whiteouts(k: usize) -> impl Iterator<Item = String> {
-    (0..if k + 1 < LAYERS { HIDDEN } else { 0 }).map(move |i| format!("big/n{}_{i}", k + 1))
-}
-
-fn disk_listing(root: &Path) -> Vec<PathBuf> {
-    let base = root.join("listing");
-    let done = base.join(".done");
-    let dirs: Vec<PathBuf> = (0..LAYERS).map(|k| base.join(format!("l{k}"))).collect();
-    if done.exists() {
-        return dirs;
-    }
-    let _ = std::fs::remove_dir_all(&base);
-    for (k, dir) in dirs.iter().enumerate() {
-        std::fs::create_dir_all(dir.join("big")).expect("create layer");
-        for n in listing_names(k) {
-            std::fs::File::create(dir.join(n)).expect("create file");
-        }
-        for n in listing_whiteouts(k) {
-            whiteout(&dir.join(n));
-        }
-    }
-    std::fs::File::create(&done).expect("mark done");
-    dirs
-}
-
 fn listing(c: &mut Criterion, root: &Path) {
-    const VISIBLE: usize = PER_LAYER + (LAYERS - 1) * (PER_LAYER - HIDDEN);
     let mut group = c.benchmark_group("listing_90k");
     group.sample_size(10);
 

@@ -13,6 +13,8 @@ mod diff;
 mod gc;
 mod inspect;
 mod ls;
+#[cfg(feature = "mount")]
+mod mount;
 mod output;
 mod registry;
 mod unpack;
@@ -44,6 +46,8 @@ Examples:
   ... edit bundle/rootfs ...
   layerstack commit img:v1 bundle/rootfs --tag v2
   layerstack gc img --dry-run               what no tag needs (and killed runs left)
+  layerstack mount overlay /mnt -o lowerdir=/l/top:/l/base,upperdir=/l/up,workdir=/l/work
+                                            a FUSE mount of layers in the kernel's format
 
 LAYOUT[:TAG] names an image in an OCI image layout directory; a registry's
 storage directory is read as STORAGE:REPO:TAG (`/var/lib/registry:demo:1.0`). Without a
@@ -364,6 +368,16 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Mount layers (or an image) as a filesystem through FUSE, with the
+    /// semantics of the kernel's overlayfs and its on-disk format.
+    #[cfg(feature = "mount")]
+    #[command(
+        after_help = mount::HELP,
+        override_usage = "layerstack mount [-f] overlay MNT -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR][,OPTION...]\n       \
+                          layerstack mount [-f] LAYOUT[:TAG] MNT [--upper DIR --work DIR] [-o OPTIONS]\n       \
+                          layerstack mount [-f] NAME SOURCE MNT -o OPTIONS"
+    )]
+    Mount(mount::MountArgs),
     /// Remove the blobs no tag reaches and the temporary files of runs
     /// that ended (killed, or stopped by an error).
     #[command(after_help = "\
@@ -631,6 +645,9 @@ fn run(command: Command) -> Result<()> {
             };
             gc::run(&layout, mode, &mut out)?;
         }
+        // `main` runs it: its exit status is its own.
+        #[cfg(feature = "mount")]
+        Command::Mount(_) => unreachable!("mount runs from main"),
         Command::Analyze {
             image,
             base,
@@ -681,21 +698,43 @@ fn run(command: Command) -> Result<()> {
 
 fn main() -> ExitCode {
     // Usage errors exit with 2, `--help` and `--version` with 0.
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(arguments());
     raise_open_file_limit();
+    #[cfg(feature = "mount")]
+    if let Command::Mount(args) = cli.command {
+        return mount::main(args);
+    }
     let result = run(cli.command);
     registry::remove_temporary_layouts();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, whatever a cause holds, and no control bytes from
-            // a layer or a header reach the terminal.
-            let message = output::escape_message(&e.to_string());
-            // Not `eprintln!`, which panics when stderr cannot be written.
-            let _ = writeln!(std::io::stderr(), "error: {message}");
+            print_error(&e.to_string());
             ExitCode::from(1)
         }
     }
+}
+
+/// The command line; a mount helper's (mount(8), mount.fuse3) is read as
+/// `layerstack mount ...`.
+fn arguments() -> Vec<OsString> {
+    let args = std::env::args_os().collect();
+    #[cfg(feature = "mount")]
+    let args = {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        mount::helper_arguments(args, &names)
+    };
+    args
+}
+
+/// Prints an error line on stderr: one line, whatever a cause holds, and
+/// no control bytes from a layer or a header reach the terminal.
+pub fn print_error(message: &str) {
+    let message = output::escape_message(message);
+    // Not `eprintln!`, which panics when stderr cannot be written.
+    let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
 /// Prints a warning line on stderr: something went wrong after the

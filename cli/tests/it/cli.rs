@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use crate::tools::{Scratch, difference, dir_tree, have, root, run, view_tree};
 
 mod build;
+#[cfg(feature = "mount")]
+mod mount;
 mod names;
 mod rootless;
 
