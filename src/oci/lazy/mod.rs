@@ -189,6 +189,22 @@ pub fn indexed_sizes(
         .map(|i| (i.diff_id, i.uncompressed_size))
 }
 
+/// The DiffID and uncompressed size of layer `descriptor`, from its index:
+/// the cached one, or one built now (and cached), `progress` told the
+/// blob bytes read.
+///
+/// # Errors
+/// As [`BlobLayer::open`].
+pub fn index_layer(
+    layout: &OciLayout,
+    descriptor: &Descriptor,
+    options: &ImportOptions,
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<(Digest, u64, IndexSource)> {
+    let (index, source) = index_of(layout, descriptor, options, progress)?;
+    Ok((index.diff_id, index.uncompressed_size, source))
+}
+
 /// Bytes of the cached index of `digest` (for figures), if there is one.
 #[must_use]
 pub fn index_size(layout: &OciLayout, digest: &Digest) -> Option<u64> {
