@@ -55,8 +55,7 @@ fn uncompressed_size(store: &ImageStore, image: &Image, index: usize) -> Result<
     let d = &image.layers()[index];
     let progress = Progress::bytes(d.size, format!("indexing layer {index}"));
     let tell = |done: u64| progress.set_position(done);
-    let (diff_id, len, _) = index_layer(store.layout(), d, store.import_options(), Some(&tell))
-        .map_err(|e| e.with_layer(index.to_string()))?;
+    let (diff_id, len, _) = index_layer(store.layout(), d, store.import_options(), Some(&tell))?;
     let want = image.diff_ids()[index];
     if diff_id != want {
         return Err(Error::new(

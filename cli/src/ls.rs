@@ -36,7 +36,11 @@ pub fn open_view(store: &ImageStore, image: &Image) -> Result<MergedView> {
                 layer,
                 Progress::bytes(
                     total,
-                    format!("indexing layer {} of {count} of {}", layer + 1, image.reference),
+                    format!(
+                        "indexing layer {} of {count} of {}",
+                        layer + 1,
+                        image.reference
+                    ),
                 ),
             ));
         }

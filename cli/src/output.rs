@@ -107,7 +107,6 @@ impl Progress {
             bar.set_position(done);
         }
     }
-
 }
 
 impl Drop for Progress {

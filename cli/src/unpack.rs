@@ -24,8 +24,8 @@ use layerstack::oci::{
     FlattenOptions, FlattenSummary, Image, ImageStore, ImportOptions, Owners, Policy, RootlessMap,
 };
 use layerstack::{
-    Content, DirLayer, FileData, Error, ErrorKind, FileType, Layer, LayerMut, LayerPath, MergedView, Operation,
-    Result,
+    Content, DirLayer, Error, ErrorKind, FileData, FileType, Layer, LayerMut, LayerPath,
+    MergedView, Operation, Result,
 };
 use rustix::fs::{AtFlags, CWD, RenameFlags};
 
@@ -288,11 +288,7 @@ pub fn unpack_path(
     path: &[u8],
 ) -> Result<PathSummary> {
     let view = open_view(store, image)?;
-    let trimmed: Vec<u8> = path
-        .iter()
-        .copied()
-        .skip_while(|&b| b == b'/')
-        .collect();
+    let trimmed: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
     let target = match LayerPath::new(&trimmed[..])? {
         p if p.is_root() => p,
         p => {

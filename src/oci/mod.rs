@@ -34,10 +34,8 @@ pub use self::image::spec::{
     ANNOTATION_REF_NAME, Descriptor, Document, History, ImageConfig, Index, MAX_DOCUMENT_BYTES,
     Manifest, Platform, media_type,
 };
-pub use self::lazy::{
-    BlobLayer, IndexSource, index_layer, index_path, index_size, indexed_sizes,
-};
 pub use self::image::store::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome};
+pub use self::lazy::{BlobLayer, IndexSource, index_layer, index_path, index_size, indexed_sizes};
 pub use self::tar::compress::{Compression, Compressor, Decompressor};
 pub use self::tar::read::{Limits, TarEntry, TarKind, TarReader};
 pub use self::tar::whiteout::{

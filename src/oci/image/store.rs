@@ -16,10 +16,10 @@ use crate::oci::apply::flatten::{FlattenOptions, FlattenSummary, flatten_layers_
 use crate::oci::apply::import::{ImportOptions, import_into};
 use crate::oci::image::digest::{Digest, chain_ids};
 use crate::oci::image::layout::{Durability, LayerRecord, OciLayout, check_tag};
-use crate::oci::lazy::BlobLayer;
 use crate::oci::image::spec::{
     ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type,
 };
+use crate::oci::lazy::BlobLayer;
 use crate::oci::tar::compress::Compression;
 use crate::path::LayerPath;
 use crate::spill::Spill;

@@ -158,7 +158,12 @@ impl BlobLayer {
                 return None;
             };
             let i = children
-                .binary_search_by(|&c| self.index.nodes[c as usize].name.as_bytes().cmp(name.as_bytes()))
+                .binary_search_by(|&c| {
+                    self.index.nodes[c as usize]
+                        .name
+                        .as_bytes()
+                        .cmp(name.as_bytes())
+                })
                 .ok()?;
             at = children[i];
         }
@@ -306,7 +311,9 @@ impl Layer for BlobLayer {
                     return Err(layer_error(ErrorKind::NotFound, path));
                 };
                 let data = view.read(self.index.questions[*q as usize].path.as_name())?;
-                let from = usize::try_from(offset).unwrap_or(data.len()).min(data.len());
+                let from = usize::try_from(offset)
+                    .unwrap_or(data.len())
+                    .min(data.len());
                 Ok(data.slice(from..(from + n).min(data.len())))
             }
             _ => Err(layer_error(ErrorKind::InvalidInput, path)),

@@ -16,10 +16,8 @@ use crate::oci::tar::compress::Compression;
 use crate::oci::tar::read::{TarEntry, TarKind, TarReader};
 use crate::path::LayerPath;
 
-use super::index::{
-    Body, IndexNode, Inode, Kind, LayerIndex, MetaSrc, Question, options_key,
-};
-use super::stream::{GzipCursor, ZstdCursor};
+use super::index::{Body, IndexNode, Inode, Kind, LayerIndex, MetaSrc, Question, options_key};
+use super::stream::{GzipCursor, ZstdCursor, zstd_indexing, zstd_points};
 
 /// What the builder holds at a path while the tar streams.
 #[derive(Debug, Clone)]
@@ -330,7 +328,8 @@ pub(crate) fn build_index(
 }
 
 fn stream_error(e: &io::Error) -> Error {
-    Error::from_io(e, Operation::ImportLayer, "<layer>").with_detail(format!("reading the layer: {e}"))
+    Error::from_io(e, Operation::ImportLayer, "<layer>")
+        .with_detail(format!("reading the layer: {e}"))
 }
 
 enum Uncompressed<'r, R: Read> {
@@ -373,9 +372,10 @@ fn pass(
         let source = match compression {
             Compression::None => Uncompressed::Plain(&mut chained),
             Compression::Gzip => Uncompressed::Gzip(Box::new(
-                GzipCursor::indexing(&mut chained, trust_chunks).map_err(|e| fail(stream_error(&e)))?,
+                GzipCursor::indexing(&mut chained, trust_chunks)
+                    .map_err(|e| fail(stream_error(&e)))?,
             )),
-            Compression::Zstd => Uncompressed::Zstd(Box::new(ZstdCursor::indexing(&mut chained))),
+            Compression::Zstd => Uncompressed::Zstd(Box::new(zstd_indexing(&mut chained))),
         };
         let mut tar = TarReader::new(DigestReader::new(source), options.limits);
         let mut builder = Builder {
@@ -396,16 +396,26 @@ fn pass(
         let points = match source {
             Uncompressed::Plain(_) => Vec::new(),
             Uncompressed::Gzip(c) => c.into_points(),
-            Uncompressed::Zstd(c) => c.into_points(),
+            Uncompressed::Zstd(c) => zstd_points(*c),
         };
-        (builder.finish(), points, diff_id, uncompressed_size, entries)
+        (
+            builder.finish(),
+            points,
+            diff_id,
+            uncompressed_size,
+            entries,
+        )
     };
     io::copy(&mut raw, &mut io::sink()).map_err(|e| fail(stream_error(&e)))?;
     let (_, actual, blob_size) = raw.finish();
     if actual != *digest {
         return Err(fail(
-            Error::new(ErrorKind::InvalidData, Operation::ReadBlob, digest.to_string())
-                .with_detail(format!("digest mismatch: the content is {actual}")),
+            Error::new(
+                ErrorKind::InvalidData,
+                Operation::ReadBlob,
+                digest.to_string(),
+            )
+            .with_detail(format!("digest mismatch: the content is {actual}")),
         ));
     }
     let (nodes, inodes, questions) = index_parts;

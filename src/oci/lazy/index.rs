@@ -201,6 +201,26 @@ fn compression_code(c: Compression) -> u8 {
     }
 }
 
+/// Magic, version, digest, checksum, body length.
+const HEADER: usize = 8 + 4 + 32 + 4 + 8;
+
+/// The checksum of an index's packed body: CRC-32 (it guards against
+/// damage; the blob the index names is in the header, checked apart).
+fn checksum(packed: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(packed);
+    crc.sum()
+}
+
+/// A window as an index keeps it: deflated.
+fn pack(window: &[u8]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(window.len() / 2);
+    let mut z = flate2::write::DeflateEncoder::new(&mut packed, flate2::Compression::fast());
+    std::io::Write::write_all(&mut z, window).expect("writing to a Vec");
+    z.finish().expect("writing to a Vec");
+    packed
+}
+
 /// Why an index cannot be used (it is then rebuilt).
 #[derive(Debug)]
 pub(crate) struct Damaged(pub(crate) &'static str);
@@ -256,7 +276,9 @@ impl Dec<'_> {
 
     fn digest(&mut self) -> D<Digest> {
         let b = self.bytes()?;
-        let arr: [u8; 32] = b.try_into().map_err(|_| Damaged("a digest is not 32 bytes"))?;
+        let arr: [u8; 32] = b
+            .try_into()
+            .map_err(|_| Damaged("a digest is not 32 bytes"))?;
         Ok(Digest::from_bytes(arr))
     }
 
@@ -347,6 +369,10 @@ impl LayerIndex {
                 PointKind::Member => e.u(0),
                 PointKind::Deflate(w) => {
                     e.u(1);
+                    e.bytes(&pack(w));
+                }
+                PointKind::PackedDeflate(w) => {
+                    e.u(1);
                     e.bytes(w);
                 }
             }
@@ -419,7 +445,7 @@ impl LayerIndex {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(self.digest.as_bytes());
-        out.extend_from_slice(Digest::of(&packed).as_bytes());
+        out.extend_from_slice(&checksum(&packed).to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&packed);
         out
@@ -428,7 +454,7 @@ impl LayerIndex {
     /// Reads an index back; anything damaged, of another version or about
     /// another blob than `digest` is [`Damaged`].
     pub(crate) fn decode(bytes: &[u8], digest: &Digest) -> D<LayerIndex> {
-        if bytes.len() < 84 || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(Damaged("not a layer index"));
         }
         if bytes[8..12] != VERSION.to_le_bytes() {
@@ -437,11 +463,11 @@ impl LayerIndex {
         if bytes[12..44] != digest.as_bytes()[..] {
             return Err(Damaged("the index of another blob"));
         }
-        let packed = &bytes[84..];
-        if bytes[44..76] != Digest::of(packed).as_bytes()[..] {
+        let packed = &bytes[HEADER..];
+        if bytes[44..48] != checksum(packed).to_le_bytes() {
             return Err(Damaged("checksum mismatch"));
         }
-        let body_len = u64::from_le_bytes(bytes[76..84].try_into().expect("8 bytes"));
+        let body_len = u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"));
         if body_len > MAX_INDEX_BYTES {
             return Err(Damaged("too large"));
         }
@@ -490,7 +516,7 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
         let bit = d.u()?;
         let kind = match d.u()? {
             0 => PointKind::Member,
-            1 => PointKind::Deflate(d.bytes()?.to_vec()),
+            1 => PointKind::PackedDeflate(d.bytes()?.to_vec()),
             _ => return Err(Damaged("unknown restart point")),
         };
         if out < last_out || bit / 8 > blob_size {
@@ -522,7 +548,10 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
                         Some(regions)
                     }
                 };
-                if start.checked_add(stored).is_none_or(|end| end > uncompressed_size) {
+                if start
+                    .checked_add(stored)
+                    .is_none_or(|end| end > uncompressed_size)
+                {
                     return Err(Damaged("file data outside the stream"));
                 }
                 Body::File {
@@ -598,7 +627,13 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
 /// their parent, sorted and named by one component: a lookup never loops
 /// and never goes out of range.
 fn check_tree(nodes: &[IndexNode]) -> D<()> {
-    if !matches!(nodes.first(), Some(IndexNode { kind: Kind::Dir { .. }, .. })) {
+    if !matches!(
+        nodes.first(),
+        Some(IndexNode {
+            kind: Kind::Dir { .. },
+            ..
+        })
+    ) {
         return Err(Damaged("no root directory"));
     }
     let mut seen = vec![false; nodes.len()];
@@ -616,7 +651,12 @@ fn check_tree(nodes: &[IndexNode]) -> D<()> {
             seen[c] = true;
             let name = &nodes[c].name;
             let bytes = name.as_bytes();
-            if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') || bytes.contains(&0) {
+            if bytes.is_empty()
+                || bytes == b"."
+                || bytes == b".."
+                || bytes.contains(&b'/')
+                || bytes.contains(&0)
+            {
                 return Err(Damaged("a bad name"));
             }
             if prev.is_some_and(|p| p >= name) {

@@ -196,9 +196,7 @@ mod tests {
         let (mut pos, mut made) = (0usize, 0usize);
         let mut boundaries = Vec::new();
         loop {
-            let step = inf
-                .inflate(&packed[pos..], &mut out[made..], true)
-                .unwrap();
+            let step = inf.inflate(&packed[pos..], &mut out[made..], true).unwrap();
             pos += step.consumed;
             made += step.produced;
             if step.end {
@@ -225,7 +223,9 @@ mod tests {
         let mut rest = vec![0u8; data.len() - at + 16];
         let mut got = 0;
         loop {
-            let step = again.inflate(&packed[from..], &mut rest[got..], false).unwrap();
+            let step = again
+                .inflate(&packed[from..], &mut rest[got..], false)
+                .unwrap();
             from += step.consumed;
             got += step.produced;
             if step.end || step.consumed == 0 && step.produced == 0 {

@@ -212,4 +212,3 @@ pub fn index_size(layout: &OciLayout, digest: &Digest) -> Option<u64> {
         .ok()
         .map(|m| m.len())
 }
-

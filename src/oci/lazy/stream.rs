@@ -18,12 +18,12 @@
 //!   from the start of the blob.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::inflate::RawInflate;
-use crate::oci::tar::compress::Compression;
+use crate::oci::tar::compress::{Compression, ZstdFrames};
 
 /// Output between two checkpoints of another writer's gzip.
 pub(crate) const SPAN: u64 = 4 << 20;
@@ -55,6 +55,9 @@ pub(crate) enum PointKind {
     /// Inside a deflate stream, with the output before it (empty where
     /// no back-reference crosses the point).
     Deflate(Vec<u8>),
+    /// As `Deflate`, the window kept deflated (as an index stores it:
+    /// inflated only when a read starts here).
+    PackedDeflate(Vec<u8>),
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -290,7 +293,9 @@ impl<R: Read> GzipCursor<R> {
             }
             // ISIZE is the length modulo 2^32.
             if (self.member_out & 0xffff_ffff) as u32 != want_len {
-                return Err(invalid("gzip: the member's length does not match its trailer"));
+                return Err(invalid(
+                    "gzip: the member's length does not match its trailer",
+                ));
             }
         }
         Ok(())
@@ -330,7 +335,20 @@ impl<R: Read> GzipCursor<R> {
         let byte = point.bit / 8;
         let off = u32::try_from(point.bit % 8).unwrap_or(0);
         let mut c = GzipCursor::with(FileAt { file, pos: byte }, byte, point.out)?;
-        if let PointKind::Deflate(window) = &point.kind {
+        let unpacked;
+        let window = match &point.kind {
+            PointKind::Member => None,
+            PointKind::Deflate(w) => Some(w),
+            PointKind::PackedDeflate(packed) => {
+                let mut w = Vec::with_capacity(WINDOW);
+                flate2::read::DeflateDecoder::new(&packed[..])
+                    .take(WINDOW as u64)
+                    .read_to_end(&mut w)?;
+                unpacked = w;
+                Some(&unpacked)
+            }
+        };
+        if let Some(window) = window {
             c.state = GzState::Deflate;
             c.members = 1;
             if off != 0 {
@@ -402,141 +420,37 @@ impl<R: Read> Read for GzipCursor<R> {
     }
 }
 
-/// Counts what a `BufRead` hands out (the blob offset a zstd frame
-/// decoder has reached).
-struct Counted<R> {
-    inner: R,
-    pos: u64,
-}
-
-impl<R: BufRead> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R: BufRead> BufRead for Counted<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.inner.fill_buf()
-    }
-
-    fn consume(&mut self, amt: usize) {
-        self.pos += amt as u64;
-        self.inner.consume(amt);
-    }
-}
-
 /// A zstd stream read frame by frame from a frame start, recording each
 /// frame's start in the indexing pass.
-pub(crate) struct ZstdCursor<R: Read> {
-    src: Counted<BufReader<R>>,
-    decoder: ruzstd::decoding::FrameDecoder,
-    in_frame: bool,
-    out: u64,
-    points: Option<Vec<Point>>,
+pub(crate) type ZstdCursor<R> = ZstdFrames<BufReader<R>>;
+
+/// The indexing pass over a whole zstd stream.
+pub(crate) fn zstd_indexing<R: Read>(src: R) -> ZstdCursor<R> {
+    ZstdFrames::at(BufReader::with_capacity(128 << 10, src), 0, 0, true)
 }
 
-impl<R: Read> std::fmt::Debug for ZstdCursor<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZstdCursor")
-            .field("out", &self.out)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Read> ZstdCursor<R> {
-    fn with(src: R, pos: u64, out: u64, record: bool) -> ZstdCursor<R> {
-        ZstdCursor {
-            src: Counted {
-                inner: BufReader::with_capacity(128 << 10, src),
-                pos,
-            },
-            decoder: ruzstd::decoding::FrameDecoder::new(),
-            in_frame: false,
+/// The frame starts a zstd indexing pass recorded.
+pub(crate) fn zstd_points<R: Read>(c: ZstdCursor<R>) -> Vec<Point> {
+    c.starts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(at, out)| Point {
             out,
-            points: record.then(Vec::new),
-        }
-    }
-
-    /// The indexing pass over a whole stream.
-    pub(crate) fn indexing(src: R) -> ZstdCursor<R> {
-        ZstdCursor::with(src, 0, 0, true)
-    }
-
-    /// The frame starts recorded.
-    pub(crate) fn into_points(self) -> Vec<Point> {
-        self.points.unwrap_or_default()
-    }
-
-    /// A cursor at frame start `point` of the zstd blob `file`.
-    pub(crate) fn at(file: Arc<File>, point: &Point) -> ZstdCursor<FileAt> {
-        let pos = point.bit / 8;
-        ZstdCursor::with(FileAt { file, pos }, pos, point.out, false)
-    }
-
-    fn next_frame(&mut self) -> io::Result<bool> {
-        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
-        loop {
-            if self.src.fill_buf()?.is_empty() {
-                return Ok(false);
-            }
-            let at = self.src.pos;
-            match self.decoder.init(&mut self.src) {
-                Ok(()) => {
-                    self.in_frame = true;
-                    if let Some(points) = &mut self.points {
-                        points.push(Point {
-                            out: self.out,
-                            bit: at * 8,
-                            kind: PointKind::Member,
-                        });
-                    }
-                    return Ok(true);
-                }
-                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
-                    length,
-                    ..
-                })) => {
-                    let length = u64::from(length);
-                    let skipped = io::copy(&mut (&mut self.src).take(length), &mut io::sink())?;
-                    if skipped != length {
-                        return Err(invalid("zstd: truncated skippable frame"));
-                    }
-                }
-                Err(e) => return Err(invalid(format!("zstd: {e}"))),
-            }
-        }
-    }
+            bit: at * 8,
+            kind: PointKind::Member,
+        })
+        .collect()
 }
 
-impl<R: Read> Read for ZstdCursor<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use ruzstd::decoding::BlockDecodingStrategy;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            if !self.in_frame && !self.next_frame()? {
-                return Ok(0);
-            }
-            while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
-                let want = buf.len() - self.decoder.can_collect();
-                self.decoder
-                    .decode_blocks(&mut self.src, BlockDecodingStrategy::UptoBytes(want))
-                    .map_err(|e| invalid(format!("zstd: {e}")))?;
-            }
-            let n = self.decoder.read(buf)?;
-            if n > 0 {
-                self.out += n as u64;
-                return Ok(n);
-            }
-            if self.decoder.is_finished() && self.decoder.can_collect() == 0 {
-                self.in_frame = false;
-            }
-        }
-    }
+/// A cursor at frame start `point` of the zstd blob `file`.
+fn zstd_at(file: Arc<File>, point: &Point) -> ZstdCursor<FileAt> {
+    let pos = point.bit / 8;
+    ZstdFrames::at(
+        BufReader::with_capacity(128 << 10, FileAt { file, pos }),
+        pos,
+        point.out,
+        false,
+    )
 }
 
 /// A decoder positioned in the uncompressed stream of a blob.
@@ -610,7 +524,10 @@ impl BlobStream {
         if self.compression == Compression::None {
             return self.file.read_exact_at(buf, offset);
         }
-        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let nearest = self.points_upto(offset);
         let Some(point) = nearest.checked_sub(1).map(|i| &self.points[i]) else {
             return Err(invalid("no restart point before the offset"));
@@ -622,10 +539,11 @@ impl BlobStream {
                 self.spans
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match self.compression {
-                    Compression::Gzip => {
-                        Cursor::Gzip(Box::new(GzipCursor::<FileAt>::at(self.file.clone(), point)?))
-                    }
-                    _ => Cursor::Zstd(Box::new(ZstdCursor::<FileAt>::at(self.file.clone(), point))),
+                    Compression::Gzip => Cursor::Gzip(Box::new(GzipCursor::<FileAt>::at(
+                        self.file.clone(),
+                        point,
+                    )?)),
+                    _ => Cursor::Zstd(Box::new(zstd_at(self.file.clone(), point))),
                 }
             }
         };

@@ -364,7 +364,12 @@ fn layers_spill_their_data_past_the_budget_and_read_it_back() {
     assert_eq!(fresh.spill().spilled_bytes(), 0);
     // Imported layers spill past the budget.
     let imported = fresh.import_layers(&big).unwrap();
-    assert_eq!(&imported[0].read_at(&LayerPath::new("big").unwrap(), 0, usize::MAX).unwrap()[..], &data[..]);
+    assert_eq!(
+        &imported[0]
+            .read_at(&LayerPath::new("big").unwrap(), 0, usize::MAX)
+            .unwrap()[..],
+        &data[..]
+    );
     assert_eq!(fresh.spill().spilled_bytes(), 2 * data.len() as u64);
     drop(imported);
     assert_eq!(names(), before);
