@@ -39,21 +39,21 @@ fn store(layout: &Path) -> (ImageStore, layerstack::oci::Image) {
 }
 
 #[derive(Clone, Copy)]
-enum Path_ {
+enum Reading {
     Import,
     Lazy,
 }
 
-fn view(layout: &Path, how: Path_) -> MergedView {
+fn view(layout: &Path, how: Reading) -> MergedView {
     let (store, image) = store(layout);
     let layers: Vec<Arc<dyn Layer>> = match how {
-        Path_::Import => store
+        Reading::Import => store
             .import_layers(&image)
             .expect("import")
             .into_iter()
             .map(|l| Arc::new(l) as Arc<dyn Layer>)
             .collect(),
-        Path_::Lazy => store.layers(&image).expect("open lazily"),
+        Reading::Lazy => store.layers(&image).expect("open lazily"),
     };
     MergedView::new(layers, MemLayer::new()).expect("a view")
 }
@@ -90,9 +90,9 @@ fn child(job: &str, layout: &Path) {
     let v = view(
         layout,
         if job.starts_with("import") {
-            Path_::Import
+            Reading::Import
         } else {
-            Path_::Lazy
+            Reading::Lazy
         },
     );
     let n = if job.ends_with("cat") {
@@ -107,10 +107,8 @@ fn child(job: &str, layout: &Path) {
 fn peak_mib(cmd: &mut Command) -> Option<f64> {
     let mut timed = Command::new("/usr/bin/time");
     timed.arg("-v").arg(cmd.get_program()).args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            timed.env(k, v);
-        }
+    for (k, v) in cmd.get_envs().filter_map(|(k, v)| Some((k, v?))) {
+        timed.env(k, v);
     }
     let out = timed.output().ok()?;
     if !out.status.success() {
@@ -172,7 +170,7 @@ fn main() {
     drop_indexes(&layout);
 
     // The same answers both ways, before anything is timed.
-    let (imported, lazy) = (view(&layout, Path_::Import), view(&layout, Path_::Lazy));
+    let (imported, lazy) = (view(&layout, Reading::Import), view(&layout, Reading::Lazy));
     assert_eq!(
         imported.read(SMALL_FILE).unwrap(),
         lazy.read(SMALL_FILE).unwrap()
@@ -190,16 +188,20 @@ fn main() {
         ("ls_r", ls_r),
     ] {
         let mut g = c.benchmark_group(name);
-        g.bench_function("import", |b| b.iter(|| job(&view(&layout, Path_::Import))));
+        g.bench_function("import", |b| {
+            b.iter(|| job(&view(&layout, Reading::Import)))
+        });
         g.bench_function("lazy_cold", |b| {
             b.iter_batched(
                 || drop_indexes(&layout),
-                |()| job(&view(&layout, Path_::Lazy)),
+                |()| job(&view(&layout, Reading::Lazy)),
                 BatchSize::PerIteration,
             );
         });
-        view(&layout, Path_::Lazy);
-        g.bench_function("lazy_warm", |b| b.iter(|| job(&view(&layout, Path_::Lazy))));
+        view(&layout, Reading::Lazy);
+        g.bench_function("lazy_warm", |b| {
+            b.iter(|| job(&view(&layout, Reading::Lazy)))
+        });
         g.finish();
     }
     c.final_summary();

@@ -630,6 +630,14 @@ fn inspect_reads_no_layer_and_sizes_learns_what_it_does_not_know() {
     assert_eq!(size_lines(&ok(&["inspect", &at])), all_known);
     hide(false);
 
+    // What --sizes learnt is also in the layers' indexes.
+    std::fs::remove_dir_all(dir.join(".layerstack/layers")).unwrap();
+    assert_eq!(size_lines(&ok(&["inspect", &at])), all_known);
+    // Indexed again, with the records; then the records alone.
+    std::fs::remove_dir_all(dir.join(".layerstack/index")).unwrap();
+    assert_eq!(size_lines(&ok(&["inspect", &at, "--sizes"])), all_known);
+    std::fs::remove_dir_all(dir.join(".layerstack/index")).unwrap();
+
     // A record for another DiffID, or damaged, is no record.
     let record = dir
         .join(".layerstack/layers")

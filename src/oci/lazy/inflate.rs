@@ -228,7 +228,7 @@ mod tests {
                 .unwrap();
             from += step.consumed;
             got += step.produced;
-            if step.end || step.consumed == 0 && step.produced == 0 {
+            if step.end || (step.consumed == 0 && step.produced == 0) {
                 break;
             }
         }

@@ -20,9 +20,8 @@ mod inflate;
 mod stream;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -57,20 +56,24 @@ pub fn index_path(layout: &OciLayout, digest: &Digest) -> Utf8PathBuf {
     layout.root().join(INDEX_DIR).join(digest.hex())
 }
 
+/// The cache directory of the indexes, below `.layerstack/`.
+const INDEX_PARTS: [&str; 2] = ["index", "sha256"];
+
 /// Reads the cached index of `digest`, if one is there and usable for a
-/// blob of `blob_size` bytes under `options`.
+/// blob of `blob_size` bytes under `options` (read beneath the layout's
+/// root, never through a symlink).
 fn load(
     layout: &OciLayout,
     digest: &Digest,
     blob_size: u64,
     options: &ImportOptions,
 ) -> std::result::Result<LayerIndex, Damaged> {
-    let path = index_path(layout, digest);
-    let file = File::open(&path).map_err(|_| Damaged("missing"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_INDEX_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|_| Damaged("unreadable"))?;
+    let bytes = layout
+        .read_cache_file(&INDEX_PARTS, &digest.hex(), MAX_INDEX_BYTES)
+        .map_err(|e| match e.kind() {
+            crate::error::ErrorKind::NotFound => Damaged("missing"),
+            _ => Damaged("unreadable"),
+        })?;
     let index = LayerIndex::decode(&bytes, digest)?;
     if index.options != options_key(options) {
         return Err(Damaged("built under other import options"));
@@ -81,29 +84,10 @@ fn load(
     Ok(index)
 }
 
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 /// Stores `index` in the cache, atomically (a temporary file renamed
-/// into place).
+/// into place), beneath the layout's root.
 fn store(layout: &OciLayout, index: &LayerIndex) -> Result<()> {
-    let dir = layout.root().join(INDEX_DIR);
-    let fail = |e: &std::io::Error, p: &Utf8Path| Error::from_io(e, Operation::Write, p);
-    std::fs::create_dir_all(&dir).map_err(|e| fail(&e, &dir))?;
-    let temp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        index.digest.hex(),
-        std::process::id(),
-        TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create_new(&temp)?;
-        f.write_all(&index.encode())?;
-        std::fs::rename(&temp, dir.join(index.digest.hex()))
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        fail(&e, &temp)
-    })
+    layout.write_cache_file(&INDEX_PARTS, &index.digest.hex(), &index.encode())
 }
 
 impl BlobLayer {

@@ -307,7 +307,11 @@ impl<R: Read> GzipCursor<R> {
             return Ok(());
         };
         let bit = self.base * 8 + self.lo as u64 * 8 - u64::from(bits);
-        if rec.in_ours && self.member_out > 0 && self.member_out % OUR_CHUNK == 0 && bit % 8 == 0 {
+        if rec.in_ours
+            && self.member_out > 0
+            && self.member_out.is_multiple_of(OUR_CHUNK)
+            && bit.is_multiple_of(8)
+        {
             if rec.last_out != self.out {
                 rec.points.push(Point {
                     out: self.out,

@@ -53,13 +53,17 @@ fn lazy_equals_import(
         prop_assert_eq!(blob.diff_id(), &summary.diff_id);
         prop_assert_eq!(blob.uncompressed_size(), summary.uncompressed_size);
         if let Err(e) = check_layer_conformance(&blob, &mem) {
-            return Err(TestCaseError::fail(format!("layer {i} ({compression}): {e}")));
+            return Err(TestCaseError::fail(format!(
+                "layer {i} ({compression}): {e}"
+            )));
         }
         imported.insert(0, Arc::new(mem));
         lazies.insert(0, Arc::new(blob));
     }
-    let want = layerstack::model::flatten(&imported).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let got = layerstack::model::flatten(&lazies).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let want =
+        layerstack::model::flatten(&imported).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let got =
+        layerstack::model::flatten(&lazies).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(got, want);
     Ok(())
 }
@@ -88,9 +92,10 @@ fn big_layer(files: usize, size: usize) -> MemLayer {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let word = ["lib", "usr", "share", "doc", "bin", "locale", "zoneinfo", "perl"]
-                [(x % 8) as usize];
-            write!(data, "{word}{} {:x}\n", x % 1000, x >> 40).unwrap();
+            let word = [
+                "lib", "usr", "share", "doc", "bin", "locale", "zoneinfo", "perl",
+            ][(x % 8) as usize];
+            writeln!(data, "{word}{} {:x}", x % 1000, x >> 40).unwrap();
         }
         data.truncate(size);
         layer
@@ -98,7 +103,10 @@ fn big_layer(files: usize, size: usize) -> MemLayer {
             .unwrap();
     }
     layer
-        .add_file("etc/os-release", "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\n")
+        .add_file(
+            "etc/os-release",
+            "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\n",
+        )
         .unwrap();
     layer
 }
@@ -148,7 +156,11 @@ fn one_small_file_of_a_200_mib_gzip_layer_inflates_at_most_two_spans() {
     let path = LayerPath::new("etc/os-release").unwrap();
     let data = layer.read_at(&path, 0, 1 << 20).unwrap();
     assert_eq!(&data[..], b"PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\n");
-    assert!(layer.spans_inflated() <= 2, "{} spans", layer.spans_inflated());
+    assert!(
+        layer.spans_inflated() <= 2,
+        "{} spans",
+        layer.spans_inflated()
+    );
     // A file in the middle of the stream, read whole, against import.
     let (mem, _) = import_layer(&blob[..], &[], &ImportOptions::default()).unwrap();
     let before = layer.spans_inflated();
@@ -163,8 +175,6 @@ fn one_small_file_of_a_200_mib_gzip_layer_inflates_at_most_two_spans() {
 #[test]
 fn our_gzip_restarts_at_every_chunk_without_a_window() {
     let tar = plain_tar(big_layer(12, 1 << 20));
-    let layer: Arc<dyn Layer> = Arc::new(build_layer(&[]));
-    let _ = layer;
     let dir = Scratch::new("lazy-ours");
     let mut enc = layerstack::oci::Compressor::new(Vec::new(), Compression::Gzip);
     enc.write_all(&tar).unwrap();
@@ -226,7 +236,10 @@ fn a_damaged_or_foreign_index_is_rebuilt_never_trusted() {
         bad[at] ^= 0x20;
         std::fs::write(&path0, &bad).unwrap();
         let (layer, source) = open(&layout, &ds[0]);
-        assert!(matches!(source, IndexSource::Built(_)), "byte {at}: {source:?}");
+        assert!(
+            matches!(source, IndexSource::Built(_)),
+            "byte {at}: {source:?}"
+        );
         assert_eq!(hello(&layer, 0), b"hello 0\n");
         assert_eq!(std::fs::read(&path0).unwrap(), good, "rewritten");
     }
@@ -238,14 +251,25 @@ fn a_damaged_or_foreign_index_is_rebuilt_never_trusted() {
     let (layer, source) = open(&layout, &ds[0]);
     assert_eq!(source, IndexSource::Built("the index of another blob"));
     assert_eq!(hello(&layer, 0), b"hello 0\n");
-    assert!(layer.lookup(&LayerPath::new("layer1").unwrap()).unwrap().is_none());
+    assert!(
+        layer
+            .lookup(&LayerPath::new("layer1").unwrap())
+            .unwrap()
+            .is_none()
+    );
     // Built under other import options.
     let strict = ImportOptions::default().devices(layerstack::oci::Policy::Refuse);
     let (_, source) = BlobLayer::open(&layout, &ds[0], &[], &strict, None).unwrap();
-    assert_eq!(source, IndexSource::Built("built under other import options"));
+    assert_eq!(
+        source,
+        IndexSource::Built("built under other import options")
+    );
     // Not an index at all.
     std::fs::write(&path0, b"{}").unwrap();
-    assert_eq!(open(&layout, &ds[0]).1, IndexSource::Built("not a layer index"));
+    assert_eq!(
+        open(&layout, &ds[0]).1,
+        IndexSource::Built("not a layer index")
+    );
 }
 
 #[test]
