@@ -1,12 +1,9 @@
 //! `inspect`: an image's documents and layers, and what other tags share.
 
 use std::collections::BTreeMap;
-use std::io;
 
 use layerstack::oci::media_type;
-use layerstack::oci::{
-    Compression, Decompressor, Digest, DigestReader, Image, ImageStore, LayerRecord,
-};
+use layerstack::oci::{Compression, Digest, Image, ImageStore, index_layer, indexed_sizes};
 use layerstack::{Error, ErrorKind, Operation, Result};
 use serde_json::json;
 
@@ -27,9 +24,10 @@ struct LayerReport {
 }
 
 /// The uncompressed size of layer `index` of `image` when it is known
-/// without reading the layer: an uncompressed layer's size, or the
-/// layout's record of an earlier read. With `read`, a size not known is
-/// learnt by reading the layer through (and recorded for next time).
+/// without reading the layer: an uncompressed layer's size, the layout's
+/// record of an earlier read, or the layer's cached index. With `read`, a
+/// size not known is learnt by building the layer's index (one pass over
+/// the blob, kept for next time and for `ls` and `cat`).
 fn known_size(store: &ImageStore, image: &Image, index: usize, read: bool) -> Result<Option<u64>> {
     let d = &image.layers()[index];
     let diff_id = image.diff_ids()[index];
@@ -40,32 +38,24 @@ fn known_size(store: &ImageStore, image: &Image, index: usize, read: bool) -> Re
     if let Some(record) = store.layout().layer_record(&d.digest, &diff_id) {
         return Ok(Some(record.uncompressed_size));
     }
+    if let Some((indexed, size)) = indexed_sizes(store.layout(), d, store.import_options())
+        && indexed == diff_id
+    {
+        return Ok(Some(size));
+    }
     if !read {
         return Ok(None);
     }
-    let size = uncompressed_size(store, image, index)?;
-    // Best effort: a layout we may not write to just stays without it.
-    let _ = store.layout().record_layer(&LayerRecord {
-        digest: d.digest,
-        diff_id,
-        uncompressed_size: size,
-    });
-    Ok(Some(size))
+    uncompressed_size(store, image, index).map(Some)
 }
 
-/// The uncompressed size of layer `index` of `image`, read through once;
-/// its DiffID is checked on the way.
+/// The uncompressed size of layer `index` of `image` from its index (built
+/// now if there is none); its DiffID is checked on the way.
 fn uncompressed_size(store: &ImageStore, image: &Image, index: usize) -> Result<u64> {
     let d = &image.layers()[index];
-    let progress = Progress::bytes(d.size, format!("reading layer {index}"));
-    let blob = store.layout().open_layer(d)?;
-    let fail = |e: &io::Error| {
-        Error::from_io(e, Operation::ReadBlob, d.digest.to_string()).with_layer(index.to_string())
-    };
-    let tar = Decompressor::new(progress.reader(blob)).map_err(|e| fail(&e))?;
-    let mut counted = DigestReader::new(tar);
-    io::copy(&mut counted, &mut io::sink()).map_err(|e| fail(&e))?;
-    let (_, diff_id, len) = counted.finish();
+    let progress = Progress::bytes(d.size, format!("indexing layer {index}"));
+    let tell = |done: u64| progress.set_position(done);
+    let (diff_id, len, _) = index_layer(store.layout(), d, store.import_options(), Some(&tell))?;
     let want = image.diff_ids()[index];
     if diff_id != want {
         return Err(Error::new(

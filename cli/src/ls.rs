@@ -2,7 +2,9 @@
 //! it comes from.
 
 use layerstack::oci::{Image, ImageStore};
-use layerstack::{LayerPath, LayerSource, MergedView, Metadata, Result};
+use std::cell::RefCell;
+
+use layerstack::{LayerPath, LayerSource, MemLayer, MergedView, Metadata, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;
@@ -22,13 +24,33 @@ pub struct Listed {
 }
 
 /// The image's layers under an empty upper layer: a container's view.
+/// The layers are read lazily; a layer's first use builds its index,
+/// with a progress bar on a terminal.
 pub fn open_view(store: &ImageStore, image: &Image) -> Result<MergedView> {
-    let _progress = Progress::spinner(format!(
-        "reading {} layers of {}",
-        image.layers().len(),
-        image.reference
-    ));
-    store.container(image)
+    let bar: RefCell<Option<(usize, Progress)>> = RefCell::new(None);
+    let count = image.layers().len();
+    let tell = |layer: usize, done: u64, total: u64| {
+        let mut bar = bar.borrow_mut();
+        if bar.as_ref().is_none_or(|(l, _)| *l != layer) {
+            *bar = Some((
+                layer,
+                Progress::bytes(
+                    total,
+                    format!(
+                        "indexing layer {} of {count} of {}",
+                        layer + 1,
+                        image.reference
+                    ),
+                ),
+            ));
+        }
+        if let Some((_, p)) = bar.as_ref() {
+            p.set_position(done);
+        }
+    };
+    let layers = store.layers_with_progress(image, Some(&tell))?;
+    drop(bar);
+    MergedView::new(layers, MemLayer::with_spill(store.spill().clone()))
 }
 
 /// The entries under `path` (or `path` itself, if it is not a directory),

@@ -93,7 +93,8 @@ layer. The caller's files count as root's (0:0) in the image.
 
 Examples:
   layerstack unpack ./layerstack-demo:demo rootfs
-  layerstack unpack --rootless ./layerstack-demo:demo rootfs")]
+  layerstack unpack --rootless ./layerstack-demo:demo rootfs
+  layerstack unpack --path etc ./layerstack-demo:demo out")]
     Unpack {
         /// The image: LAYOUT[:TAG]
         image: ImageRef,
@@ -103,6 +104,11 @@ Examples:
         /// beside DIR (always so without root)
         #[arg(long)]
         rootless: bool,
+        /// Write only this path of the image (a file, or a directory with
+        /// everything under it) at its place under DIR, reading only what
+        /// it needs from the layers
+        #[arg(long, conflicts_with = "rootless")]
+        path: Option<OsString>,
     },
     /// Import a `docker save` archive into an image layout.
     #[command(after_help = "\
@@ -176,8 +182,8 @@ Examples:
     /// layers other tags of the layout share.
     #[command(after_help = "\
 Reads no layer: an uncompressed size is shown when the layout's cache knows it
-(layers this tool wrote or has read through), else as not known yet; --sizes
-reads those layers once and caches what it learns.
+(layers this tool wrote, read through or indexed), else as not known yet;
+--sizes indexes those layers once (the index also serves ls, cat and diff).
 
 Examples:
   layerstack inspect ./layerstack-demo:demo
@@ -526,7 +532,28 @@ fn run(command: Command) -> Result<()> {
         Command::Unpack {
             image,
             dir,
+            rootless: _,
+            path: Some(path),
+        } => {
+            let (store, img) = image.open()?;
+            let s = unpack::unpack_path(&store, &img, &dir, output::image_path(&path))?;
+            out.line(format_args!(
+                "unpacked {} of {} into {}: {}, {}, {}, {}, {}",
+                output::escape_name(path.as_encoded_bytes()),
+                output::escape_name(image.to_string()),
+                output::escape_name(dir.as_str()),
+                count(s.files, "file", "files"),
+                count(s.dirs, "directory", "directories"),
+                count(s.symlinks, "symlink", "symlinks"),
+                count(s.specials, "special file", "special files"),
+                count(s.bytes, "byte", "bytes"),
+            ))?;
+        }
+        Command::Unpack {
+            image,
+            dir,
             rootless,
+            path: None,
         } => {
             let (store, img) = image.open()?;
             let privilege = unpack::Privilege::new(rootless);

@@ -2,7 +2,7 @@
 //! a progress bar on stderr when it is a terminal.
 
 use std::fmt;
-use std::io::{self, BufWriter, IsTerminal, Read, StdoutLock, Write};
+use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -107,14 +107,6 @@ impl Progress {
             bar.set_position(done);
         }
     }
-
-    /// `reader`, advancing the bar by what is read through it.
-    pub fn reader<R: Read>(&self, reader: R) -> ProgressReader<R> {
-        ProgressReader {
-            inner: reader,
-            bar: self.0.clone(),
-        }
-    }
 }
 
 impl Drop for Progress {
@@ -122,21 +114,6 @@ impl Drop for Progress {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }
-    }
-}
-
-pub struct ProgressReader<R> {
-    inner: R,
-    bar: Option<ProgressBar>,
-}
-
-impl<R: Read> Read for ProgressReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(bar) = &self.bar {
-            bar.inc(n as u64);
-        }
-        Ok(n)
     }
 }
 

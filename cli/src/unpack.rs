@@ -23,7 +23,10 @@ use layerstack::oci::metadata_path;
 use layerstack::oci::{
     FlattenOptions, FlattenSummary, Image, ImageStore, ImportOptions, Owners, Policy, RootlessMap,
 };
-use layerstack::{Error, ErrorKind, Operation, Result};
+use layerstack::{
+    Content, DirLayer, Error, ErrorKind, FileData, FileType, Layer, LayerMut, LayerPath,
+    MergedView, Operation, Result,
+};
 use rustix::fs::{AtFlags, CWD, RenameFlags};
 
 use crate::ls::open_view;
@@ -260,4 +263,117 @@ fn remove_tree(path: &Utf8Path) -> std::io::Result<()> {
     } else {
         std::fs::remove_file(path)
     }
+}
+
+/// What `unpack --path` wrote.
+#[derive(Debug, Default)]
+pub struct PathSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub specials: u64,
+    pub bytes: u64,
+}
+
+/// Writes one path of `image` (a file, or a directory with everything
+/// under it) into `dir` at the same place, with the directories above it,
+/// read lazily: only the layers' indexes and the data of what is written
+/// are read. Symlinks on the way are resolved inside the image; hard links
+/// are written as separate files; owners are kept (so it needs root for
+/// other owners, as unpack does).
+pub fn unpack_path(
+    store: &ImageStore,
+    image: &Image,
+    dir: &Utf8Path,
+    path: &[u8],
+) -> Result<PathSummary> {
+    let view = open_view(store, image)?;
+    let trimmed: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
+    let target = match LayerPath::new(&trimmed[..])? {
+        p if p.is_root() => p,
+        p => {
+            let parent = p.parent().unwrap_or_else(LayerPath::root);
+            let name = p.file_name().expect("not the root").to_owned();
+            view_path_canonical(&view, &parent)?.join(&name)?
+        }
+    };
+    view.symlink_metadata(at(&target))?;
+    let work = Utf8PathBuf::from(format!("{dir}.layerstack-work"));
+    let mut upper = DirLayer::open_upper(dir, &work)?;
+    let copied = (|| {
+        let mut summary = PathSummary::default();
+        let mut ancestors = Vec::new();
+        let mut cur = target.parent();
+        while let Some(p) = cur {
+            if p.is_root() {
+                break;
+            }
+            cur = p.parent();
+            ancestors.push(p);
+        }
+        for p in ancestors.into_iter().rev() {
+            if upper.lookup(&p)?.is_none() {
+                upper.create(&p, &view.symlink_metadata(at(&p))?, Content::Dir)?;
+                summary.dirs += 1;
+            }
+        }
+        copy_tree(&view, &mut upper, &target, &mut summary)?;
+        Ok(summary)
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    copied
+}
+
+fn view_path_canonical(view: &MergedView, dir: &LayerPath) -> Result<LayerPath> {
+    view.canonicalize(at(dir))
+}
+
+/// How the view names `p` (its root is `/`).
+fn at(p: &LayerPath) -> &[u8] {
+    if p.is_root() { b"/" } else { p.as_bytes() }
+}
+
+fn copy_tree(
+    view: &MergedView,
+    upper: &mut DirLayer,
+    p: &LayerPath,
+    summary: &mut PathSummary,
+) -> Result<()> {
+    let meta = view.symlink_metadata(at(p))?;
+    match meta.file_type {
+        FileType::Dir => {
+            if !p.is_root() && upper.lookup(p)?.is_none() {
+                upper.create(p, &meta, Content::Dir)?;
+            }
+            summary.dirs += 1;
+            for e in view.read_dir(at(p))? {
+                copy_tree(view, upper, &p.join(&e.name)?, summary)?;
+            }
+            upper.set_metadata(p, &meta)?;
+        }
+        FileType::File => {
+            upper.create(p, &meta, Content::File(FileData::new()))?;
+            let mut offset = 0u64;
+            loop {
+                let piece = view.read_at(at(p), offset, 1 << 20)?;
+                if piece.is_empty() {
+                    break;
+                }
+                upper.write_at(p, offset, &piece)?;
+                offset += piece.len() as u64;
+            }
+            upper.set_metadata(p, &meta)?;
+            summary.files += 1;
+            summary.bytes += offset;
+        }
+        FileType::Symlink => {
+            upper.create(p, &meta, Content::Symlink(view.read_link(at(p))?))?;
+            summary.symlinks += 1;
+        }
+        _ => {
+            upper.create(p, &meta, Content::Special)?;
+            summary.specials += 1;
+        }
+    }
+    Ok(())
 }

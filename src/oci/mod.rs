@@ -9,6 +9,7 @@
 mod apply;
 pub mod build;
 mod image;
+mod lazy;
 #[cfg(feature = "registry")]
 pub mod registry;
 mod tar;
@@ -34,6 +35,7 @@ pub use self::image::spec::{
     Manifest, Platform, media_type,
 };
 pub use self::image::store::{BuildOptions, Image, ImageBuilder, ImageStore, StepOutcome};
+pub use self::lazy::{BlobLayer, IndexSource, index_layer, index_path, index_size, indexed_sizes};
 pub use self::tar::compress::{Compression, Compressor, Decompressor};
 pub use self::tar::read::{Limits, TarEntry, TarKind, TarReader};
 pub use self::tar::whiteout::{

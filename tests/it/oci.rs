@@ -10,6 +10,7 @@ mod dir_layer;
 mod docker_save;
 mod dockerfile;
 mod interop;
+mod lazy;
 mod names;
 mod round_trip;
 mod run;

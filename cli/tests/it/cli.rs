@@ -632,6 +632,14 @@ fn inspect_reads_no_layer_and_sizes_learns_what_it_does_not_know() {
     assert_eq!(size_lines(&ok(&["inspect", &at])), all_known);
     hide(false);
 
+    // What --sizes learnt is also in the layers' indexes.
+    std::fs::remove_dir_all(dir.join(".layerstack/layers")).unwrap();
+    assert_eq!(size_lines(&ok(&["inspect", &at])), all_known);
+    // Indexed again, with the records; then the records alone.
+    std::fs::remove_dir_all(dir.join(".layerstack/index")).unwrap();
+    assert_eq!(size_lines(&ok(&["inspect", &at, "--sizes"])), all_known);
+    std::fs::remove_dir_all(dir.join(".layerstack/index")).unwrap();
+
     // A record for another DiffID, or damaged, is no record.
     let record = dir
         .join(".layerstack/layers")
@@ -1049,6 +1057,54 @@ fn unpack_writes_the_tree_the_image_shows() {
     ) {
         panic!("unpack of the umoci image, against umoci's: {d}");
     }
+}
+
+#[test]
+fn unpack_path_writes_one_path_of_the_image() {
+    let s = Scratch::new("cli-unpack-path");
+    let dir = demo(&s);
+    let at = format!("{dir}:demo");
+    let out = s.path("out");
+    assert_eq!(
+        ok(&["unpack", "--path", "etc/app.conf", &at, out.as_str()]),
+        format!(
+            "unpacked etc/app.conf of {at} into {out}: 1 file, 1 directory, 0 symlinks, 0 special files, 12 bytes\n"
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/app.conf")).unwrap(),
+        "port = 8080\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["etc"]);
+    // A directory with everything under it, as the image shows it.
+    let usr = s.path("usr");
+    ok(&["unpack", "--path", "/usr", &at, usr.as_str()]);
+    assert_eq!(
+        std::fs::read_to_string(usr.join("usr/bin/hi")).unwrap(),
+        "#!/bin/sh\necho hello\n"
+    );
+    let err = fails(
+        &["unpack", "--path", "nope", &at, s.path("none").as_str()],
+        1,
+    );
+    assert!(
+        err.starts_with("error: ") && err.contains("`nope`"),
+        "{err}"
+    );
+    // Not with --rootless.
+    let both = layerstack(&[
+        "unpack",
+        "--rootless",
+        "--path",
+        "etc",
+        &at,
+        s.path("r").as_str(),
+    ]);
+    assert_eq!(both.code, 2, "{both:?}");
 }
 
 #[test]

@@ -250,14 +250,14 @@ const CHUNK: usize = 1 << 20;
 
 /// What an import counts (shared with `flatten`).
 #[derive(Default)]
-pub(super) struct Counts {
-    pub(super) whiteouts: u64,
-    pub(super) opaque_markers: u64,
-    pub(super) hard_links: u64,
-    pub(super) devices_stripped: u64,
-    pub(super) setuid_stripped: u64,
-    pub(super) overlay_xattrs_dropped: u64,
-    pub(super) aufs_skipped: u64,
+pub(crate) struct Counts {
+    pub(crate) whiteouts: u64,
+    pub(crate) opaque_markers: u64,
+    pub(crate) hard_links: u64,
+    pub(crate) devices_stripped: u64,
+    pub(crate) setuid_stripped: u64,
+    pub(crate) overlay_xattrs_dropped: u64,
+    pub(crate) aufs_skipped: u64,
 }
 
 /// What the layers below show, looked up without following any symlink.
@@ -277,6 +277,16 @@ impl BelowView {
             view,
             layers: below.to_vec(),
         })
+    }
+
+    /// The merged view of the layers below (none without layers).
+    pub(crate) fn view(&self) -> Option<&MergedView> {
+        self.view.as_ref()
+    }
+
+    /// The merged view of the layers below, kept.
+    pub(crate) fn into_view(self) -> Option<MergedView> {
+        self.view
     }
 
     /// The metadata of `path` below, if every parent is a real directory
@@ -362,7 +372,7 @@ struct Importer<'a> {
     buf: Vec<u8>,
 }
 
-pub(super) fn entry_error(entry: &TarEntry, kind: ErrorKind, detail: impl Into<String>) -> Error {
+pub(crate) fn entry_error(entry: &TarEntry, kind: ErrorKind, detail: impl Into<String>) -> Error {
     Error::new(kind, Operation::ImportLayer, &entry.name).with_detail(detail)
 }
 

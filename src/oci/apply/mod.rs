@@ -2,7 +2,7 @@
 //! its meaning once, import, flatten, the export walk, the changes between
 //! layers, commit of a directory, and the rootless unpack's side file.
 
-mod applier;
+pub(crate) mod applier;
 pub(crate) mod changes;
 pub(crate) mod commit;
 pub(crate) mod export;

@@ -19,6 +19,7 @@ use crate::oci::image::layout::{Durability, LayerRecord, OciLayout, check_tag};
 use crate::oci::image::spec::{
     ANNOTATION_REF_NAME, Descriptor, History, ImageConfig, Manifest, media_type,
 };
+use crate::oci::lazy::BlobLayer;
 use crate::oci::tar::compress::Compression;
 use crate::path::LayerPath;
 use crate::spill::Spill;
@@ -95,22 +96,25 @@ fn check_diff_id_of(reference: &str, diff_ids: &[Digest], i: usize, got: Digest)
     Ok(want)
 }
 
-/// A layout with a cache of imported layers.
+/// A layout with a cache of opened layers.
 ///
 /// Images as stacks of layers: open one by tag as a [`MergedView`], run a
 /// container on it, build new images step by step, squash, and list what
 /// each layer changes.
 ///
-/// An [`ImageStore`] is an [`OciLayout`] plus a cache of imported layers
+/// An [`ImageStore`] is an [`OciLayout`] plus a cache of opened layers
 /// keyed by ChainID: a layer two images share (same content at the same
-/// position over the same base) is read and imported once, and the two
-/// views share it in memory.
+/// position over the same base) is opened once, and the two views share
+/// it in memory.
 ///
-/// The file data of imported layers, and of the upper layers of its
-/// containers and builds, stays in memory up to a budget (16 MiB by
-/// default, shared by everything the store imports); beyond it, data goes
-/// to an anonymous file in the layout's `blobs/sha256` directory (see
-/// [`Spill`]), so an image with large files opens in bounded memory.
+/// Layers are read lazily ([`BlobLayer`]): an image opens from its blobs
+/// and their indexes (kept in the layout beside the blobs), in memory
+/// bounded by the indexes, and a read inflates only the part of a blob it
+/// needs. [`ImageStore::import_layers`] imports them instead. The file
+/// data of imported layers, and of the upper layers of its containers and
+/// builds, stays in memory up to a budget (16 MiB by default, shared by
+/// everything the store imports); beyond it, data goes to an anonymous
+/// file in the layout's `blobs/sha256` directory (see [`Spill`]).
 #[derive(Debug)]
 pub struct ImageStore {
     layout: OciLayout,
@@ -171,6 +175,12 @@ impl ImageStore {
         Ok((layer, summary))
     }
 
+    /// The options layers are imported (and indexed) with.
+    #[must_use]
+    pub fn import_options(&self) -> &ImportOptions {
+        &self.import
+    }
+
     /// The layout.
     #[must_use]
     pub fn layout(&self) -> &OciLayout {
@@ -218,13 +228,31 @@ impl ImageStore {
     }
 
     /// The image's layers as read-only layers, top first (as
-    /// [`MergedView::new`] takes them). Each is imported once per store:
-    /// the cache is keyed by ChainID. A layer's digest is checked as it is
-    /// read and its DiffID against the config.
+    /// [`MergedView::new`] takes them), read lazily: each is a
+    /// [`BlobLayer`] over its blob and the blob's index, which the first
+    /// use builds (one pass over the blob, its digest checked) and keeps in
+    /// the layout (see [`BlobLayer::open`]); later uses read only the
+    /// index and the data they need. A layer's DiffID is checked against
+    /// the config. Layers are cached per store by ChainID.
     ///
     /// # Errors
-    /// `EBADMSG` when a blob or a DiffID does not match; import errors.
+    /// `EBADMSG` when a blob or a DiffID does not match; the errors import
+    /// would give for the layer.
     pub fn layers(&self, image: &Image) -> Result<Vec<Arc<dyn Layer>>> {
+        self.layers_with_progress(image, None)
+    }
+
+    /// As [`ImageStore::layers`], telling `progress` (layer index from
+    /// the bottom, blob bytes read, blob size) how the building of an
+    /// index goes.
+    ///
+    /// # Errors
+    /// As [`ImageStore::layers`].
+    pub fn layers_with_progress(
+        &self,
+        image: &Image,
+        progress: Option<&dyn Fn(usize, u64, u64)>,
+    ) -> Result<Vec<Arc<dyn Layer>>> {
         let chain = image.chain_ids();
         let mut stack: Vec<Arc<dyn Layer>> = Vec::with_capacity(chain.len());
         for (i, (descriptor, chain_id)) in image.layers().iter().zip(&chain).enumerate() {
@@ -232,13 +260,41 @@ impl ImageStore {
                 stack.insert(0, layer);
                 continue;
             }
-            let blob = self
-                .layout
-                .open_layer(descriptor)
-                .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
-            let (layer, summary) = self
-                .import(blob, &stack)
-                .map_err(|e| e.with_layer(format!("{i} ({})", descriptor.digest.short())))?;
+            let in_layer = |e: Error| e.with_layer(format!("{i} ({})", descriptor.digest.short()));
+            let tell = |done: u64| {
+                if let Some(p) = progress {
+                    p(i, done, descriptor.size);
+                }
+            };
+            let (layer, _) =
+                BlobLayer::open(&self.layout, descriptor, &stack, &self.import, Some(&tell))
+                    .map_err(in_layer)?;
+            check_diff_id(image, i, *layer.diff_id())?;
+            let layer: Arc<dyn Layer> = Arc::new(layer);
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(*chain_id, Arc::clone(&layer));
+            stack.insert(0, layer);
+        }
+        Ok(stack)
+    }
+
+    /// The image's layers imported into memory, top first: each blob read
+    /// through once into a [`MemLayer`] (file data past the store's
+    /// budget goes to its spill). For a caller that needs layers it can
+    /// change or that must not read the blobs again; [`ImageStore::layers`]
+    /// reads lazily. Not cached.
+    ///
+    /// # Errors
+    /// `EBADMSG` when a blob or a DiffID does not match; import errors.
+    pub fn import_layers(&self, image: &Image) -> Result<Vec<MemLayer>> {
+        let mut stack: Vec<Arc<dyn Layer>> = Vec::with_capacity(image.layers().len());
+        let mut out = Vec::with_capacity(image.layers().len());
+        for (i, descriptor) in image.layers().iter().enumerate() {
+            let in_layer = |e: Error| e.with_layer(format!("{i} ({})", descriptor.digest.short()));
+            let blob = self.layout.open_layer(descriptor).map_err(in_layer)?;
+            let (layer, summary) = self.import(blob, &stack).map_err(in_layer)?;
             let want = check_diff_id(image, i, summary.diff_id)?;
             // Read through and checked: what `inspect` shows next time
             // without reading it again. A layout we may not write to
@@ -248,14 +304,10 @@ impl ImageStore {
                 diff_id: want,
                 uncompressed_size: summary.uncompressed_size,
             });
-            let layer: Arc<dyn Layer> = Arc::new(layer);
-            self.cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(*chain_id, Arc::clone(&layer));
-            stack.insert(0, layer);
+            stack.insert(0, Arc::new(layer.clone()));
+            out.insert(0, layer);
         }
-        Ok(stack)
+        Ok(out)
     }
 
     /// The image's layers as directories in the kernel's format (whiteouts

@@ -180,20 +180,60 @@ impl<R: Read> Read for Decompressor<R> {
     }
 }
 
-/// Decodes a sequence of zstd frames, skipping skippable frames.
-struct ZstdFrames<R: BufRead> {
-    source: R,
+/// Counts what a `BufRead` hands out: the stream offset a zstd frame
+/// decoder has reached.
+pub(crate) struct Counted<R> {
+    inner: R,
+    pub(crate) pos: u64,
+}
+
+impl<R: BufRead> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// Decodes a sequence of zstd frames, skipping skippable frames; can
+/// start at any frame (at stream offset `pos`, output offset `out`) and
+/// record where each frame starts (stream offset, output offset).
+pub(crate) struct ZstdFrames<R: BufRead> {
+    source: Counted<R>,
     decoder: ruzstd::decoding::FrameDecoder,
     /// A frame is being decoded.
     in_frame: bool,
+    /// Output offset of the next byte read.
+    pub(crate) out: u64,
+    /// Frame starts, when recorded.
+    pub(crate) starts: Option<Vec<(u64, u64)>>,
 }
 
 impl<R: BufRead> ZstdFrames<R> {
     fn new(source: R) -> ZstdFrames<R> {
+        ZstdFrames::at(source, 0, 0, false)
+    }
+
+    /// Frames from `source`, which is at stream offset `pos` (a frame
+    /// start) and output offset `out`; `record`: keep each frame's start.
+    pub(crate) fn at(source: R, pos: u64, out: u64, record: bool) -> ZstdFrames<R> {
         ZstdFrames {
-            source,
+            source: Counted { inner: source, pos },
             decoder: ruzstd::decoding::FrameDecoder::new(),
             in_frame: false,
+            out,
+            starts: record.then(Vec::new),
         }
     }
 
@@ -204,9 +244,13 @@ impl<R: BufRead> ZstdFrames<R> {
             if self.source.fill_buf()?.is_empty() {
                 return Ok(false);
             }
+            let at = self.source.pos;
             match self.decoder.init(&mut self.source) {
                 Ok(()) => {
                     self.in_frame = true;
+                    if let Some(starts) = &mut self.starts {
+                        starts.push((at, self.out));
+                    }
                     return Ok(true);
                 }
                 Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
@@ -243,6 +287,7 @@ impl<R: BufRead> Read for ZstdFrames<R> {
             }
             let n = self.decoder.read(buf)?;
             if n > 0 {
+                self.out += n as u64;
                 return Ok(n);
             }
             if self.decoder.is_finished() && self.decoder.can_collect() == 0 {

@@ -410,6 +410,11 @@ impl BlobReader {
         self.size
     }
 
+    /// The open file, for positioned reads (nothing more is checked).
+    pub(crate) fn into_file(self) -> File {
+        self.file
+    }
+
     fn fail(&mut self, detail: String) -> io::Error {
         let err = Error::new(
             ErrorKind::InvalidData,

@@ -92,3 +92,53 @@ impl OciLayout {
         temp.persist(&dir, &name).map_err(|e| fail(&e))
     }
 }
+
+impl OciLayout {
+    /// `.layerstack/<parts>` opened beneath the root without following a
+    /// symlink at any step (each made first if `create`).
+    fn open_cache_path(&self, parts: &[&str], create: bool) -> Result<(Arc<OwnedFd>, Utf8PathBuf)> {
+        let root = self.open_root()?;
+        let mut shown = self.root.join(CACHE_DIR);
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        if create {
+            make_dir(&root, CACHE_DIR)
+                .map_err(|e| errno_error(e, Operation::CreateDir, shown.as_str()))?;
+        }
+        let mut dir = open_part(&root, CACHE_DIR, dir_flags, &shown)?;
+        for part in parts {
+            let next = shown.join(part);
+            if create {
+                make_dir(&dir, part)
+                    .map_err(|e| errno_error(e, Operation::CreateDir, next.as_str()))?;
+            }
+            dir = open_part(&dir, part, dir_flags, &next)?;
+            shown = next;
+        }
+        Ok((Arc::new(dir), shown))
+    }
+
+    /// The bytes of cache file `.layerstack/<parts>/<name>` (at most
+    /// `limit`), read beneath the root without following a symlink.
+    pub(crate) fn read_cache_file(
+        &self,
+        parts: &[&str],
+        name: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        let (dir, shown) = self.open_cache_path(parts, false)?;
+        read_file(&dir, name, &shown.join(name), limit)
+    }
+
+    /// Writes cache file `.layerstack/<parts>/<name>` atomically (a
+    /// temporary file renamed into place), beneath the root without
+    /// following a symlink. Not synced: a cache file lost in a crash is a
+    /// miss.
+    pub(crate) fn write_cache_file(&self, parts: &[&str], name: &str, bytes: &[u8]) -> Result<()> {
+        let (dir, shown) = self.open_cache_path(parts, true)?;
+        let fail = |e: &io::Error| Error::from_io(e, Operation::Write, shown.as_str());
+        let (mut file, temp) = TempPath::create(&dir).map_err(|e| fail(&e))?;
+        file.write_all(bytes).map_err(|e| fail(&e))?;
+        drop(file);
+        temp.persist(&dir, name).map_err(|e| fail(&e))
+    }
+}

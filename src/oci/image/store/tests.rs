@@ -356,10 +356,22 @@ fn layers_spill_their_data_past_the_budget_and_read_it_back() {
     let fresh = fresh.with_spill(Spill::new(&blobs, 0));
     let names = || std::fs::read_dir(&blobs).unwrap().count();
     let before = names();
-    let view = fresh.container(&fresh.image(Some("big")).unwrap()).unwrap();
+    let big = fresh.image(Some("big")).unwrap();
+    let view = fresh.container(&big).unwrap();
     assert_eq!(view.read("big").unwrap(), data);
     assert_eq!(view.metadata("big").unwrap().mode, 0o600);
+    // Lazy layers read their blobs: nothing is copied, nothing spills.
+    assert_eq!(fresh.spill().spilled_bytes(), 0);
+    // Imported layers spill past the budget.
+    let imported = fresh.import_layers(&big).unwrap();
+    assert_eq!(
+        &imported[0]
+            .read_at(&LayerPath::new("big").unwrap(), 0, usize::MAX)
+            .unwrap()[..],
+        &data[..]
+    );
     assert_eq!(fresh.spill().spilled_bytes(), 2 * data.len() as u64);
+    drop(imported);
     assert_eq!(names(), before);
     assert_eq!(image.layers().len(), 2);
     std::fs::remove_dir_all(&spill_dir).unwrap();
