@@ -156,9 +156,17 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
         .spawn(move || session.run())
         .map_err(|e| io_error(&e, op, mountpoint))?;
     // Served from here on: the stat is answered by the workers.
-    let dev = rustix::fs::stat(&canonical)
-        .map_err(|e| io_error(&e.into(), op, mountpoint))?
-        .st_dev;
+    let dev = match rustix::fs::stat(&canonical) {
+        Ok(st) => st.st_dev,
+        Err(e) => {
+            // The mount answers nothing useful: take it down (lazily: no
+            // one can have a file of it open yet) rather than leave it.
+            let _ = rustix::mount::unmount(&canonical, rustix::mount::UnmountFlags::DETACH);
+            let _ = thread.join();
+            return Err(io_error(&e.into(), op, mountpoint)
+                .with_detail("the new mount did not answer a stat; unmounted"));
+        }
+    };
     Ok(Mounted {
         view: Some(view),
         inodes,
