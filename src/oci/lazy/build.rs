@@ -319,11 +319,12 @@ pub(crate) fn build_index(
     options: &ImportOptions,
     progress: Option<&dyn Fn(u64)>,
 ) -> Result<LayerIndex> {
-    match pass(open()?, digest, options, progress, true) {
-        Err((e, Compression::Gzip)) if e.kind() == ErrorKind::InvalidData => {
-            pass(open()?, digest, options, progress, false).map_err(|(e, _)| e)
+    let mut seen = Compression::None;
+    match pass(open()?, digest, options, progress, true, &mut seen) {
+        Err(e) if seen == Compression::Gzip && e.kind() == ErrorKind::InvalidData => {
+            pass(open()?, digest, options, progress, false, &mut seen)
         }
-        r => r.map_err(|(e, _)| e),
+        r => r,
     }
 }
 
@@ -354,7 +355,8 @@ fn pass(
     options: &ImportOptions,
     progress: Option<&dyn Fn(u64)>,
     trust_chunks: bool,
-) -> std::result::Result<LayerIndex, (Error, Compression)> {
+    seen: &mut Compression,
+) -> Result<LayerIndex> {
     let mut raw = DigestReader::new(Tick {
         inner: blob,
         read: 0,
@@ -364,16 +366,15 @@ fn pass(
     (&mut raw)
         .take(4)
         .read_to_end(&mut prefix)
-        .map_err(|e| (stream_error(&e), Compression::None))?;
+        .map_err(|e| stream_error(&e))?;
     let compression = Compression::detect(&prefix);
-    let fail = |e: Error| (e, compression);
+    *seen = compression;
     let mut chained = io::Cursor::new(prefix).chain(&mut raw);
     let (index_parts, points, diff_id, uncompressed_size, entries) = {
         let source = match compression {
             Compression::None => Uncompressed::Plain(&mut chained),
             Compression::Gzip => Uncompressed::Gzip(Box::new(
-                GzipCursor::indexing(&mut chained, trust_chunks)
-                    .map_err(|e| fail(stream_error(&e)))?,
+                GzipCursor::indexing(&mut chained, trust_chunks).map_err(|e| stream_error(&e))?,
             )),
             Compression::Zstd => Uncompressed::Zstd(Box::new(zstd_indexing(&mut chained))),
         };
@@ -388,11 +389,11 @@ fn pass(
             questions: Vec::new(),
             whited: HashSet::new(),
         };
-        while let Some(entry) = tar.next_entry().map_err(fail)? {
-            apply_entry(&mut builder, &entry, &mut tar).map_err(fail)?;
+        while let Some(entry) = tar.next_entry()? {
+            apply_entry(&mut builder, &entry, &mut tar)?;
         }
         let entries = tar.entries_read();
-        let (source, diff_id, uncompressed_size) = tar.finish().map_err(fail)?.finish();
+        let (source, diff_id, uncompressed_size) = tar.finish()?.finish();
         let points = match source {
             Uncompressed::Plain(_) => Vec::new(),
             Uncompressed::Gzip(c) => c.into_points(),
@@ -406,17 +407,15 @@ fn pass(
             entries,
         )
     };
-    io::copy(&mut raw, &mut io::sink()).map_err(|e| fail(stream_error(&e)))?;
+    io::copy(&mut raw, &mut io::sink()).map_err(|e| stream_error(&e))?;
     let (_, actual, blob_size) = raw.finish();
     if actual != *digest {
-        return Err(fail(
-            Error::new(
-                ErrorKind::InvalidData,
-                Operation::ReadBlob,
-                digest.to_string(),
-            )
-            .with_detail(format!("digest mismatch: the content is {actual}")),
-        ));
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            Operation::ReadBlob,
+            digest.to_string(),
+        )
+        .with_detail(format!("digest mismatch: the content is {actual}")));
     }
     let (nodes, inodes, questions) = index_parts;
     Ok(LayerIndex {
