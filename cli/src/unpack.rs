@@ -288,7 +288,11 @@ pub fn unpack_path(
     path: &[u8],
 ) -> Result<PathSummary> {
     let view = open_view(store, image)?;
-    let trimmed: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
+    // `etc/` (as a shell completes it) is `etc`.
+    let mut trimmed: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
+    while trimmed.last() == Some(&b'/') {
+        trimmed.pop();
+    }
     let target = match LayerPath::new(&trimmed[..])? {
         p if p.is_root() => p,
         p => {
@@ -298,7 +302,13 @@ pub fn unpack_path(
         }
     };
     view.symlink_metadata(at(&target))?;
-    let work = Utf8PathBuf::from(format!("{dir}.layerstack-work"));
+    // Beside DIR (`out/` is `out`), and this process's own: another's
+    // work directory is never taken or removed.
+    let base = match dir.as_str().trim_end_matches('/') {
+        "" => dir.as_str(),
+        b => b,
+    };
+    let work = Utf8PathBuf::from(format!("{base}.layerstack-work.{}", std::process::id()));
     let mut upper = DirLayer::open_upper(dir, &work)?;
     let copied = (|| {
         let mut summary = PathSummary::default();

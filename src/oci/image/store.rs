@@ -488,7 +488,16 @@ impl ImageStore {
     /// # Errors
     /// As [`ImageStore::layers`], and errors writing the layout.
     pub fn squash(&self, image: &Image, tag: &str, options: BuildOptions) -> Result<Image> {
-        let view = self.container(image)?;
+        // Imported, not lazy: a squash reads every file of every layer,
+        // which a stream does in one checked pass (the digests and DiffIDs
+        // verified) and lazy reads would do out of order, restarting the
+        // inflater for each file.
+        let lowers: Vec<Arc<dyn Layer>> = self
+            .import_layers(image)?
+            .into_iter()
+            .map(|l| Arc::new(l) as Arc<dyn Layer>)
+            .collect();
+        let view = MergedView::new(lowers, self.new_layer())?;
         let flat = flatten_view(&view, &self.spill)?;
         let mut config = image.config.clone();
         config.diff_ids.clear();

@@ -471,7 +471,9 @@ impl LayerIndex {
         if body_len > MAX_INDEX_BYTES {
             return Err(Damaged("too large"));
         }
-        let mut body = Vec::with_capacity(usize::try_from(body_len).unwrap_or(0));
+        // Not more than the packed body could plausibly hold up front: a
+        // bomb that claims a large body grows the vector as it inflates.
+        let mut body = Vec::with_capacity(prealloc(usize::try_from(body_len).unwrap_or(0)));
         flate2::read::DeflateDecoder::new(packed)
             .take(body_len + 1)
             .read_to_end(&mut body)
@@ -497,7 +499,7 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
     let uncompressed_size = d.u()?;
     let entries = d.u()?;
     let nq = d.count()?;
-    let mut questions = Vec::with_capacity(nq);
+    let mut questions = Vec::with_capacity(prealloc(nq));
     for _ in 0..nq {
         let path = LayerPath::new(d.bytes()?).map_err(|_| Damaged("a bad path"))?;
         let ask = if d.u()? == 1 {
@@ -509,7 +511,7 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
         questions.push(Question { path, ask, entry });
     }
     let np = d.count()?;
-    let mut points = Vec::with_capacity(np);
+    let mut points = Vec::with_capacity(prealloc(np));
     let mut last_out = 0;
     for _ in 0..np {
         let out = d.u()?;
@@ -526,7 +528,7 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
         points.push(Point { out, bit, kind });
     }
     let ni = d.count()?;
-    let mut inodes = Vec::with_capacity(ni);
+    let mut inodes = Vec::with_capacity(prealloc(ni));
     for _ in 0..ni {
         let meta = d.meta_src(nq)?;
         let links = d.u32()?;
@@ -541,7 +543,7 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
                         if n > d.b.len() {
                             return Err(Damaged("a count is larger than the index"));
                         }
-                        let mut regions = Vec::with_capacity(n);
+                        let mut regions = Vec::with_capacity(prealloc(n));
                         for _ in 0..n {
                             regions.push((d.u()?, d.u()?));
                         }
@@ -574,7 +576,7 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
         inodes.push(Inode { meta, body, links });
     }
     let nn = d.count()?;
-    let mut nodes = Vec::with_capacity(nn);
+    let mut nodes = Vec::with_capacity(prealloc(nn));
     for _ in 0..nn {
         let name = NameBuf::from(d.bytes()?.to_vec());
         let kind = match d.u()? {
@@ -582,7 +584,7 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
                 let meta = d.meta_src(nq)?;
                 let opaque = d.u()? == 1;
                 let nc = d.count()?;
-                let mut children = Vec::with_capacity(nc);
+                let mut children = Vec::with_capacity(prealloc(nc));
                 for _ in 0..nc {
                     children.push(d.u32()?);
                 }
@@ -691,4 +693,12 @@ pub(crate) fn options_key(options: &crate::oci::ImportOptions) -> Vec<u8> {
         key.extend_from_slice(&n.to_le_bytes());
     }
     key
+}
+
+/// How many items to reserve room for up front when an index says `n`:
+/// at most a few thousand, so that a count in a damaged or hostile index
+/// (each item of which may take one byte there but a hundred in memory)
+/// costs no more than the items actually read.
+fn prealloc(n: usize) -> usize {
+    n.min(4096)
 }

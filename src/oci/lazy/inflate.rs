@@ -140,7 +140,9 @@ impl RawInflate {
                 consumed,
                 produced,
                 end: ret == Z_STREAM_END,
-                at_block_end: until_block && data_type & 128 != 0,
+                // Not after the last block (bit 64): nothing follows it
+                // but the trailer, as zran skips it.
+                at_block_end: until_block && data_type & 128 != 0 && data_type & 64 == 0,
                 bits: u32::try_from(data_type & 63).unwrap_or(0),
             }),
             // Z_BUF_ERROR: no progress was possible (needs more input).

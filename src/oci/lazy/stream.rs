@@ -323,7 +323,12 @@ impl<R: Read> GzipCursor<R> {
             // From here on the chunk must stand alone: a back-reference
             // into the chunk before is an error.
             self.inf.reset()?;
-        } else if !rec.in_ours && self.out - rec.last_out >= SPAN {
+        } else if self.out - rec.last_out >= SPAN {
+            // Every SPAN of output without a chunk end: a checkpoint with
+            // its window. Our own blobs end a chunk every MiB and never get
+            // here; other writers with the same header (Go's
+            // compress/gzip, flate2's GzEncoder at their default level)
+            // do, and would otherwise have no restart point at all.
             rec.points.push(Point {
                 out: self.out,
                 bit,
