@@ -298,14 +298,15 @@ pub fn first_difference(model: &Snapshot, kernel: &Snapshot) -> Option<String> {
 }
 
 /// A chrooted child applying operations.
-struct Server {
+pub struct Server {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Server {
-    fn start(mnt: &Path) -> Server {
+    /// Starts a child chrooted into `mnt`.
+    pub fn start(mnt: &Path) -> Server {
         let exe = std::env::current_exe().expect("the test binary's path");
         let mut child = Command::new(exe)
             .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
@@ -324,7 +325,7 @@ impl Server {
     }
 
     /// Applies `op` in the child; its outcome in Debug form.
-    fn apply(&mut self, op: &Op) -> String {
+    pub fn apply(&mut self, op: &Op) -> String {
         let bytes = Scenario {
             layers: vec![],
             ops: vec![op.clone()],
