@@ -51,7 +51,9 @@ use std::sync::Arc;
 use layerstack::layer::dir::DirLayerOptions;
 use layerstack::model::Snapshot;
 use layerstack::mount::{MountOptions, Mounted, mount};
-use layerstack::testing::{Op, Outcome, build_layer, ops_strategy, snapshot_dir, stack_items_strategy};
+use layerstack::testing::{
+    Op, Outcome, build_layer, ops_strategy, snapshot_dir, stack_items_strategy,
+};
 use layerstack::{DirLayer, FileType, Layer, MemLayer, MergedView, ViewOptions};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -87,7 +89,8 @@ impl Ours {
             let l = dir.join(format!("l{i}"));
             fs::create_dir_all(&l).expect("mkdir a lower");
             materialize(layer, &l);
-            lowers.push(Arc::new(DirLayer::open(utf8(&l)).expect("open a lower")) as Arc<dyn Layer>);
+            lowers
+                .push(Arc::new(DirLayer::open(utf8(&l)).expect("open a lower")) as Arc<dyn Layer>);
         }
         let upper = dir.join("upper");
         fs::create_dir(&upper).expect("mkdir our upper");
@@ -98,8 +101,8 @@ impl Ours {
             DirLayerOptions::default().commit_dir(utf8(&dir.join("committed"))),
         )
         .expect("open our upper");
-        let view = MergedView::with_options(lowers, upper, ViewOptions::default())
-            .expect("open the view");
+        let view =
+            MergedView::with_options(lowers, upper, ViewOptions::default()).expect("open the view");
         let mnt = dir.join("m");
         fs::create_dir(&mnt).expect("mkdir our mount point");
         let mounted = mount(view, &mnt, &MountOptions::default()).expect("mount the view");
@@ -278,4 +281,84 @@ proptest! {
             }
         }
     }
+}
+
+// ----- named cases the random sequences found -----
+
+fn attrs(mode: u32) -> layerstack::testing::Attrs {
+    layerstack::testing::Attrs {
+        mode,
+        uid: 0,
+        gid: 0,
+        time: 0,
+    }
+}
+
+/// Runs `ops` on both sides over one lower of `items`; panics at the
+/// first difference.
+fn named_case(test: &str, items: &[layerstack::testing::LayerItem], ops: &[Op]) {
+    if !ready(test) {
+        return;
+    }
+    match run(&[build_layer(items)], ops) {
+        Ok(()) => {}
+        Err(RunError::Diverged { step, detail }) => panic!("step {step}: {detail}"),
+        Err(RunError::Unsupported(why)) => panic!("the kernel refuses the layers: {why}"),
+    }
+}
+
+/// With the kernel's default `index=off`, copy-up breaks a lower hard
+/// link: the copied-up name is a file of its own, and the other name keeps
+/// the lower file (its data, and its link count 2, as the kernel shows it).
+/// Through FUSE both names must then be two nodes: one node for both (the
+/// lower file's inode number, kept across the copy-up) makes a write to one
+/// show at the other.
+#[test]
+fn a_copy_up_that_breaks_a_lower_hard_link_leaves_the_other_name_alone() {
+    use layerstack::testing::LayerItem;
+    let items = [
+        LayerItem::File {
+            path: "a".into(),
+            data: b"lower".to_vec(),
+            attrs: attrs(0o644),
+        },
+        LayerItem::HardLink {
+            existing: "a".into(),
+            new: "b/c".into(),
+        },
+    ];
+    let ops = [
+        Op::Read { path: "a".into() },
+        Op::Write {
+            path: "b/c".into(),
+            data: b"upper".to_vec(),
+        },
+        Op::Read { path: "a".into() },
+        Op::Read { path: "b/c".into() },
+    ];
+    named_case(
+        "a_copy_up_that_breaks_a_lower_hard_link_leaves_the_other_name_alone",
+        &items,
+        &ops,
+    );
+}
+
+/// The kernel's overlayfs reports a link count of 1 for a merged
+/// directory (one in the upper and in a lower), as for any directory
+/// whose subdirectories it does not count; a copy-up by `chown(-1, -1)`
+/// makes one.
+#[test]
+fn a_merged_directory_has_one_link() {
+    use layerstack::testing::LayerItem;
+    let items = [LayerItem::File {
+        path: "c/a".into(),
+        data: b"x".to_vec(),
+        attrs: attrs(0o644),
+    }];
+    let ops = [Op::SetOwner {
+        path: "c".into(),
+        uid: None,
+        gid: None,
+    }];
+    named_case("a_merged_directory_has_one_link", &items, &ops);
 }

@@ -112,7 +112,10 @@ const PJDFSTEST_FAILURES: &[(&str, &str)] = &[
     ("unlink::remove_type::char", CHAR_WHITEOUT),
     ("unlink::unchanged_ctime_failed::char", CHAR_WHITEOUT),
     ("unlink::update_ctime_success::char", CHAR_WHITEOUT),
-    ("unlink::update_mtime_ctime_success_folder::char", CHAR_WHITEOUT),
+    (
+        "unlink::update_mtime_ctime_success_folder::char",
+        CHAR_WHITEOUT,
+    ),
     ("utimensat::changes_timestamps::char", CHAR_WHITEOUT),
 ];
 
@@ -209,8 +212,8 @@ impl Suite {
         let utf8 = |p: &str| camino::Utf8PathBuf::from_path_buf(at(p)).expect("a UTF-8 path");
         let lower = DirLayer::open(utf8("lower")).expect("open the lower");
         let upper = DirLayer::open_upper(utf8("upper"), utf8("workdir")).expect("open the upper");
-        let view = MergedView::new(vec![Arc::new(lower) as Arc<dyn Layer>], upper)
-            .expect("open the view");
+        let view =
+            MergedView::new(vec![Arc::new(lower) as Arc<dyn Layer>], upper).expect("open the view");
         let mounted = mount(view, at("m"), &MountOptions::default()).expect("mount the view");
         Suite {
             mounted: Some(mounted),
