@@ -61,7 +61,8 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 use crate::kernel::aliasing_redirect;
 use crate::kernel::disk::tree_difference;
 use crate::support::harness::{
-    ESTALE_MARK, Overlay, RunError, Scratch, Server, kernel_available, materialize,
+    ESTALE_MARK, Overlay, RunError, Scratch, Server, apply_in_child, busy, kernel_available,
+    materialize,
 };
 
 fn utf8(p: &Path) -> camino::Utf8PathBuf {
@@ -127,24 +128,12 @@ impl Ours {
     fn apply(&mut self, op: &Op) -> String {
         if *op == Op::Commit {
             if self.handles > 0 {
-                return format!("{:?}", Outcome::Err(layerstack::ErrorKind::Busy));
+                return busy();
             }
             self.commit();
             return format!("{:?}", Outcome::Unit);
         }
-        let mnt = self.mnt.clone();
-        let got = self
-            .server
-            .get_or_insert_with(|| Server::start(&mnt))
-            .apply(op);
-        if got == format!("{:?}", Outcome::Unit) {
-            match op {
-                Op::OpenHandle { .. } => self.handles += 1,
-                Op::CloseHandle { .. } => self.handles -= 1,
-                _ => {}
-            }
-        }
-        got
+        apply_in_child(&mut self.server, &mut self.handles, &self.mnt, op)
     }
 }
 

@@ -23,8 +23,11 @@
 //! |---|---|---|
 //! | kernel overlayfs | 343 / 41 / 14 | passes, 16 s |
 //! | fuse-overlayfs 1.x (Debian) | 334 / 50 / 14 | passes, 268 s |
+//! | ours (`layerstack::mount`, mount-core's first working mount) | 343 / 41 / 14 | passes, 311 s |
 //!
-//! The kernel's 41 failures are the `::char` cases (pjdfstest makes its
+//! fsx slows down as it goes on both FUSE mounts (ours: 3,000 operations
+//! in 1.5 s, 30,000 in 34 s, 100,000 in 311 s). The kernel's 41 failures,
+//! and ours, are the `::char` cases (pjdfstest makes its
 //! character devices as 0/0, the whiteout marker, which overlayfs refuses
 //! with `EPERM`); fuse-overlayfs fails those too, and also every
 //! `enametoolong_component` case (`ENOENT` for a name over 255 bytes) and
