@@ -309,6 +309,10 @@ pub enum Operation {
     /// Logging in to a registry (the path is the registry or the token
     /// server).
     Authenticate,
+    /// Mounting a view as a filesystem (the path is the mount point).
+    Mount,
+    /// Unmounting a mounted view (the path is the mount point).
+    Unmount,
 }
 
 impl Operation {
@@ -355,6 +359,8 @@ impl Operation {
             Operation::Pull => "pull",
             Operation::Push => "push",
             Operation::Authenticate => "authenticate to",
+            Operation::Mount => "mount on",
+            Operation::Unmount => "unmount",
         }
     }
 }

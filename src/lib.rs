@@ -283,6 +283,8 @@ pub mod layer;
 pub mod merged;
 pub mod meta;
 pub mod model;
+#[cfg(feature = "mount")]
+pub mod mount;
 #[cfg(feature = "oci")]
 pub mod oci;
 pub mod path;

@@ -27,6 +27,8 @@ mod handles;
 mod hostile;
 #[cfg(feature = "proptest")]
 mod kernel;
+#[cfg(feature = "mount")]
+mod mount;
 #[cfg(all(feature = "proptest", feature = "oci"))]
 mod oci;
 mod semantics;

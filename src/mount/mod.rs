@@ -1,0 +1,325 @@
+//! (feature `mount`) A [`MergedView`] as a mounted filesystem, through FUSE:
+//! any program uses the merged tree with ordinary system calls, without the
+//! kernel's overlayfs.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use layerstack::mount::{MountOptions, mount};
+//! use layerstack::{Layer, MemLayer, MergedView};
+//!
+//! let mut base = MemLayer::new();
+//! base.add_file("etc/motd", "hello\n")?;
+//! let view = MergedView::new(vec![Arc::new(base) as Arc<dyn Layer>], MemLayer::new())?;
+//! let mounted = mount(view, "/mnt/merged", &MountOptions::default())?;
+//! std::fs::write("/mnt/merged/etc/motd", "changed\n").unwrap(); // a copy-up
+//! let view = mounted.unmount()?;
+//! assert_eq!(view.read_to_string("etc/motd")?, "changed\n");
+//! # Ok::<(), layerstack::Error>(())
+//! ```
+//!
+//! # Semantics
+//!
+//! - Node ids are the view's merged inode numbers (stable across copy-up),
+//!   the root being FUSE's node 1; `st_ino` is the view's number.
+//! - Lookup counts are exact (lookup, create, mknod, mkdir, symlink, link
+//!   and each readdirplus entry count one; forget releases), so the node
+//!   table holds what the kernel holds and no more.
+//! - Directory cookies index a listing snapshotted at `opendir`; names
+//!   removed since are left out, names added since are not listed.
+//! - Files are opened as the view's inode-following handles
+//!   ([`MergedView::open_handle`]): reads and writes go on after a rename
+//!   or an unlink, and `fstat` then shows `nlink` 0, as on the kernel.
+//! - Open flags map directly: `O_TRUNC`, `O_APPEND`, `O_TRUNC|O_APPEND`.
+//! - New objects belong to the caller (the group of a setgid parent), with
+//!   the caller's umask applied.
+//! - `RENAME_NOREPLACE` and `RENAME_EXCHANGE` are the view's; as on the
+//!   kernel's overlayfs, `RENAME_WHITEOUT` is refused (`EINVAL`).
+//! - `ENAMETOOLONG` for a component over 255 bytes.
+//! - With `default_permissions` (the default) the kernel checks mode bits
+//!   and owners; without it, nothing is checked.
+//! - The mount is `nodev,nosuid` (fuser's defaults): device nodes and
+//!   setuid bits are kept as metadata, never honoured.
+//!
+//! # Limitations
+//!
+//! - The view is addressed by path, so a path deeper than 4095 bytes from
+//!   the mount's root fails with `ENAMETOOLONG`, where the kernel's
+//!   overlayfs has no such limit.
+//! - `chmod`, `chown` and `utimes` of an unlinked open file (`fchmod` of an
+//!   orphan) fail with `ENOENT`; `ftruncate`, reads and writes work.
+//! - Extended attributes of symlinks can be read, not set (`EPERM`).
+//! - `fallocate` only extends a file (mode 0); other modes are
+//!   `EOPNOTSUPP`.
+
+mod attr;
+mod fs;
+mod inodes;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::view::MergedView;
+
+/// How a view is mounted.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// The source shown in `/proc/self/mountinfo` (`fsname=`), default
+    /// `"layerstack"`.
+    pub fs_name: String,
+    /// Mount read-only (`ro`): every change fails with `EROFS`.
+    pub read_only: bool,
+    /// `allow_other` (default true: other users see the mount; needs root
+    /// or `user_allow_other` in `/etc/fuse.conf`).
+    pub allow_other: bool,
+    /// `default_permissions` (default true: the kernel checks mode bits).
+    pub default_permissions: bool,
+    /// Worker threads serving requests (default: the available
+    /// parallelism, at least 2).
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        MountOptions {
+            fs_name: "layerstack".to_owned(),
+            read_only: false,
+            allow_other: true,
+            default_permissions: true,
+            threads: std::thread::available_parallelism()
+                .map_or(2, std::num::NonZeroUsize::get)
+                .max(2),
+        }
+    }
+}
+
+/// Mounts `view` at `mountpoint` (an existing directory) and serves it on
+/// background threads. Returns once the kernel has the mount: a `stat` of
+/// the mount point shows it.
+///
+/// # Errors
+/// `ENOENT`/`ENOTDIR` for the mount point, `EPERM` or `EACCES` without the
+/// right to mount (not root and no `fusermount3`), errors of `/dev/fuse`.
+pub fn mount(
+    view: MergedView,
+    mountpoint: impl AsRef<Path>,
+    options: &MountOptions,
+) -> Result<Mounted> {
+    mount_inner(view, mountpoint.as_ref(), options)
+}
+
+fn io_error(e: &io::Error, op: Operation, path: &Path) -> Error {
+    Error::from_io(e, op, path)
+}
+
+fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> Result<Mounted> {
+    let op = Operation::Mount;
+    let canonical = mountpoint
+        .canonicalize()
+        .map_err(|e| io_error(&e, op, mountpoint))?;
+    let view = Arc::new(view);
+    let inodes = Arc::new(Mutex::new(inodes::Inodes::default()));
+    let fs = fs::LayerFs::new(Arc::clone(&view), Arc::clone(&inodes))
+        .map_err(|e| e.reframe(op, mountpoint))?;
+
+    let mut mount_options = vec![
+        fuser::MountOption::FSName(options.fs_name.clone()),
+        fuser::MountOption::Subtype("layerstack".to_owned()),
+    ];
+    if options.default_permissions {
+        mount_options.push(fuser::MountOption::DefaultPermissions);
+    }
+    mount_options.push(if options.read_only {
+        fuser::MountOption::RO
+    } else {
+        fuser::MountOption::RW
+    });
+    let mut config = fuser::Config::default();
+    config.mount_options = mount_options;
+    config.acl = if options.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(options.threads.max(1));
+    // Each worker reads its own clone of the device (no contention on one
+    // descriptor).
+    config.clone_fd = true;
+
+    let session =
+        fuser::Session::new(fs, &canonical, &config).map_err(|e| io_error(&e, op, mountpoint))?;
+    let thread = std::thread::Builder::new()
+        .name("layerstack-mount".to_owned())
+        .spawn(move || session.run())
+        .map_err(|e| io_error(&e, op, mountpoint))?;
+    // Served from here on: the stat is answered by the workers.
+    let dev = rustix::fs::stat(&canonical)
+        .map_err(|e| io_error(&e.into(), op, mountpoint))?
+        .st_dev;
+    Ok(Mounted {
+        view: Some(view),
+        inodes,
+        thread: Some(thread),
+        unmounter: Unmounter {
+            mountpoint: canonical,
+            dev,
+        },
+    })
+}
+
+/// A live mount. Dropping it unmounts (errors ignored).
+#[derive(Debug)]
+#[must_use = "dropping a mount unmounts it"]
+pub struct Mounted {
+    view: Option<Arc<MergedView>>,
+    inodes: Arc<Mutex<inodes::Inodes>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    unmounter: Unmounter,
+}
+
+impl Mounted {
+    /// The mount point (canonical).
+    #[must_use]
+    pub fn mountpoint(&self) -> &Path {
+        &self.unmounter.mountpoint
+    }
+
+    /// The view being served (its changes show as they are made).
+    #[must_use]
+    pub fn view(&self) -> &MergedView {
+        self.view.as_ref().expect("a live mount has its view")
+    }
+
+    /// How many nodes besides the root the kernel holds now (looked up and
+    /// not yet forgotten, or open): what the node table keeps. After the
+    /// kernel drops its caches (`echo 2 > /proc/sys/vm/drop_caches`) with
+    /// nothing open, 0.
+    #[must_use]
+    pub fn known_nodes(&self) -> usize {
+        fs::lock(&self.inodes).len()
+    }
+
+    /// Unmounts (not lazily: `EBUSY` while a file of the mount is in use,
+    /// and the mount then goes on) and gives the view back, so the caller
+    /// can commit it.
+    ///
+    /// # Errors
+    /// `EBUSY` while the mount is in use; the errors of `umount2`.
+    pub fn unmount(mut self) -> Result<MergedView> {
+        self.unmounter.unmount()?;
+        self.finish()
+    }
+
+    /// Blocks until the mount is unmounted from outside (`umount`,
+    /// `fusermount3 -u`, or an [`Unmounter`]) and gives the view back.
+    ///
+    /// # Errors
+    /// `EIO` if the serving threads failed.
+    pub fn wait(mut self) -> Result<MergedView> {
+        self.finish()
+    }
+
+    /// A handle another thread (a signal handler's) can use to unmount this
+    /// mount, making [`Mounted::wait`] return.
+    #[must_use]
+    pub fn unmounter(&self) -> Unmounter {
+        self.unmounter.clone()
+    }
+
+    fn finish(&mut self) -> Result<MergedView> {
+        let op = Operation::Unmount;
+        let path = self.unmounter.mountpoint.clone();
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(io_error(&e, op, &path)),
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::Io, op, &path)
+                        .with_detail("a thread serving the mount panicked"));
+                }
+            }
+        }
+        let view = self.view.take().expect("a live mount has its view");
+        let view = Arc::try_unwrap(view).map_err(|_| {
+            Error::new(ErrorKind::Busy, op, &path)
+                .with_detail("the filesystem still holds the view")
+        })?;
+        // What the kernel did not release (a lazy unmount with files
+        // open): closed here, so the view can be committed.
+        for h in view.open_handles() {
+            let _ = view.close_handle(h);
+        }
+        Ok(view)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.thread.is_some() && self.unmounter.unmount().is_ok() {
+            let _ = self.finish();
+        }
+    }
+}
+
+/// Cloneable and `Send`: [`Unmounter::unmount`] unmounts the mount it came
+/// from.
+#[derive(Clone, Debug)]
+pub struct Unmounter {
+    mountpoint: PathBuf,
+    /// The device of the mount, to tell it from what is under it.
+    dev: u64,
+}
+
+impl Unmounter {
+    /// Unmounts the mount (not lazily). Nothing to do if it is already
+    /// gone.
+    ///
+    /// # Errors
+    /// `EBUSY` while the mount is in use; the errors of `umount2` and of
+    /// `fusermount3 -u` (without root).
+    pub fn unmount(&self) -> Result<()> {
+        let op = Operation::Unmount;
+        let path = &self.mountpoint;
+        match rustix::fs::stat(path) {
+            // Already unmounted: what is there now is not ours to unmount.
+            Ok(st) if st.st_dev != self.dev => return Ok(()),
+            Ok(_) => {}
+            // A dead connection (ENOTCONN) still needs its unmount.
+            Err(rustix::io::Errno::NOTCONN) => {}
+            Err(e) => return Err(io_error(&e.into(), op, path)),
+        }
+        match rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
+            Err(rustix::io::Errno::PERM) => fusermount_unmount(path),
+            Err(e) => Err(io_error(&e.into(), op, path)),
+        }
+    }
+}
+
+/// `fusermount3 -u` (else `fusermount -u`): how a user who mounted
+/// through the setuid helper unmounts.
+fn fusermount_unmount(path: &Path) -> Result<()> {
+    let op = Operation::Unmount;
+    let mut last = None;
+    for tool in ["fusermount3", "fusermount"] {
+        match Command::new(tool).arg("-u").arg("--").arg(path).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                let msg = String::from_utf8_lossy(&out.stderr);
+                let msg = crate::path::escape_message(msg.trim().as_bytes());
+                let kind = if msg.contains("busy") {
+                    ErrorKind::Busy
+                } else {
+                    ErrorKind::NotPermitted
+                };
+                return Err(Error::new(kind, op, path).with_detail(format!("{tool}: {msg}")));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.expect("a tool was tried");
+    Err(io_error(&e, op, path).with_detail("neither fusermount3 nor fusermount could be run"))
+}
