@@ -45,7 +45,7 @@
 //!   the child (see `kernel/child.rs`), where the syscall would block, fail
 //!   with `ENXIO` or reach a host device.
 mod bytes;
-mod disk;
+pub(crate) mod disk;
 mod handles;
 mod readback;
 mod regressions;
@@ -142,7 +142,7 @@ proptest! {
 /// overlay inode: lookups of the other path fail with `ESTALE`, or a file
 /// below it changes at both paths at once (one copy-up). The crate shows
 /// two independent paths. Such stacks are left out (rejected).
-fn aliasing_redirect(layers: &[MemLayer]) -> Option<String> {
+pub(crate) fn aliasing_redirect(layers: &[MemLayer]) -> Option<String> {
     for (i, layer) in layers.iter().enumerate() {
         for (path, entry) in walk(layer).expect("walk a MemLayer") {
             let Some(redirect) = entry.node().and_then(|n| n.redirect.clone()) else {

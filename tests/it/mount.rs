@@ -6,7 +6,11 @@
 //! wrote, committed, with the kernel's overlayfs and compares.
 
 #[cfg(feature = "proptest")]
+mod differential;
+#[cfg(feature = "proptest")]
 mod kernel;
+#[cfg(feature = "proptest")]
+mod suites;
 
 use std::collections::BTreeSet;
 use std::fs;

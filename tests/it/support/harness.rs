@@ -298,14 +298,15 @@ pub fn first_difference(model: &Snapshot, kernel: &Snapshot) -> Option<String> {
 }
 
 /// A chrooted child applying operations.
-struct Server {
+pub struct Server {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Server {
-    fn start(mnt: &Path) -> Server {
+    /// Starts a child chrooted into `mnt`.
+    pub fn start(mnt: &Path) -> Server {
         let exe = std::env::current_exe().expect("the test binary's path");
         let mut child = Command::new(exe)
             .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
@@ -324,7 +325,7 @@ impl Server {
     }
 
     /// Applies `op` in the child; its outcome in Debug form.
-    fn apply(&mut self, op: &Op) -> String {
+    pub fn apply(&mut self, op: &Op) -> String {
         let bytes = Scenario {
             layers: vec![],
             ops: vec![op.clone()],
@@ -533,25 +534,12 @@ impl Overlay {
     pub fn apply(&mut self, op: &Op) -> String {
         if *op == Op::Commit {
             if self.handles > 0 {
-                // umount(2) of a mount with open files.
-                return format!("{:?}", Outcome::Err(layerstack::ErrorKind::Busy));
+                return busy();
             }
             self.commit();
             return format!("{:?}", Outcome::Unit);
         }
-        let mnt = self.mnt.clone();
-        let got = self
-            .server
-            .get_or_insert_with(|| Server::start(&mnt))
-            .apply(op);
-        if got == format!("{:?}", Outcome::Unit) {
-            match op {
-                Op::OpenHandle { .. } => self.handles += 1,
-                Op::CloseHandle { .. } => self.handles -= 1,
-                _ => {}
-            }
-        }
-        got
+        apply_in_child(&mut self.server, &mut self.handles, &self.mnt, op)
     }
 
     /// The merged tree.
@@ -564,6 +552,32 @@ impl Overlay {
             }
         })
     }
+}
+
+/// `Op::Commit`'s outcome while the child holds a handle open: umount(2)
+/// of a mount with open files.
+pub fn busy() -> String {
+    format!("{:?}", Outcome::Err(layerstack::ErrorKind::Busy))
+}
+
+/// Applies `op` (not `Op::Commit`) in the child `server` chrooted into
+/// `mnt` (started on first use), counting in `handles` the handles it holds
+/// open; its outcome in Debug form.
+pub fn apply_in_child(
+    server: &mut Option<Server>,
+    handles: &mut usize,
+    mnt: &Path,
+    op: &Op,
+) -> String {
+    let got = server.get_or_insert_with(|| Server::start(mnt)).apply(op);
+    if got == format!("{:?}", Outcome::Unit) {
+        match op {
+            Op::OpenHandle { .. } => *handles += 1,
+            Op::CloseHandle { .. } => *handles -= 1,
+            _ => {}
+        }
+    }
+    got
 }
 
 /// Why a run stopped.
