@@ -186,6 +186,39 @@ fn our_gzip_restarts_at_every_chunk_without_a_window() {
     check_layer_conformance(&lazy_layer, &mem).unwrap();
 }
 
+/// flate2's `GzEncoder` (as Go's `compress/gzip`) writes the same gzip
+/// header as our encoder at its default level, but one deflate stream
+/// whose blocks do not end at our chunk sizes: it still gets a checkpoint
+/// every 4 MiB, so a file near the end is read from the last one.
+#[test]
+fn another_writers_gzip_with_our_header_gets_checkpoints() {
+    let tar = plain_tar(big_layer(24, 1 << 20));
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&tar).unwrap();
+    let blob = enc.finish().unwrap();
+    assert_eq!(blob[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    let dir = Scratch::new("lazy-flate2");
+    let layer = lazy(&dir, "flate2.tar.gz", &blob, &[]);
+    // The member's start and one checkpoint per 4 MiB of output.
+    assert!(
+        layer.restart_points() > tar.len() / (4 << 20),
+        "{} restart points for {} bytes",
+        layer.restart_points(),
+        tar.len()
+    );
+    let last = LayerPath::new("usr/lib/pkg6/file23.dat").unwrap();
+    let (mem, _) = import_layer(&blob[..], &[], &ImportOptions::default()).unwrap();
+    assert_eq!(
+        layer.read_at(&last, 4096, 4096).unwrap(),
+        mem.read_at(&last, 4096, 4096).unwrap()
+    );
+    assert!(
+        layer.spans_inflated() <= 2,
+        "{} spans",
+        layer.spans_inflated()
+    );
+}
+
 /// A layout with two layer blobs (gzip), and their descriptors.
 fn layout_with_two_layers(dir: &Scratch) -> (OciLayout, Vec<Descriptor>) {
     let layout = OciLayout::create(dir.path("layout")).unwrap();
