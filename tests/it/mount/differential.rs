@@ -162,7 +162,7 @@ fn seen(mnt: &Path) -> Result<Seen, RunError> {
     })?;
     let mut by_ino: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (path, e) in &tree {
-        if e.file_type != FileType::Dir {
+        if e.meta.file_type != FileType::Dir {
             let m = fs::symlink_metadata(mnt.join(path.as_name()))
                 .unwrap_or_else(|e| panic!("lstat `{path}` in `{}`: {e}", mnt.display()));
             by_ino.entry(m.ino()).or_default().push(path.to_string());
