@@ -50,6 +50,28 @@
 //! - Extended attributes of symlinks can be read, not set (`EPERM`).
 //! - `fallocate` only extends a file (mode 0); other modes are
 //!   `EOPNOTSUPP`.
+//!
+//! # Known bugs (issue 17 is open until they are fixed)
+//!
+//! - Hard links of a lower file with [`HardLinkCopyUp::Break`] (the
+//!   kernel's `index=off`, the default): every name of the lower file is
+//!   one node, served through the name the node table learned first, so a
+//!   write through one name can copy up and change another. With
+//!   [`HardLinkCopyUp::Keep`] (`index=on`) the names stay one file, as the
+//!   kernel keeps them.
+//! - A node whose last known name is removed is taken as gone even when
+//!   the file has other names the table never learned: a later lookup of
+//!   one gives it a new generation and an open descriptor of it `EIO`.
+//! - A node reached only through a hard link whose parent directory the
+//!   kernel forgot has no path (`ENOENT`) until that directory is looked
+//!   up again.
+//! - A merged directory copied up by `chown(-1, -1)` shows `nlink` 2 (the
+//!   kernel: 1).
+//! - `rewinddir` does not show names created since `opendir`; `fsyncdir`
+//!   does not sync the upper's directory.
+//!
+//! [`HardLinkCopyUp::Break`]: crate::merged::HardLinkCopyUp::Break
+//! [`HardLinkCopyUp::Keep`]: crate::merged::HardLinkCopyUp::Keep
 
 mod attr;
 mod fs;

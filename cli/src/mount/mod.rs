@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::layer::dir::DirLayerOptions;
 use layerstack::mount::MountOptions;
 use layerstack::{
@@ -244,6 +244,15 @@ fn canonical_mountpoint(mnt: &Path) -> Result<PathBuf> {
     Ok(canonical)
 }
 
+/// `path` from the working directory (as given if that cannot be read or
+/// the result is not UTF-8: the open then reports the path).
+fn absolute(path: &Utf8Path) -> Utf8PathBuf {
+    std::path::absolute(path)
+        .ok()
+        .and_then(|p| Utf8PathBuf::from_path_buf(p).ok())
+        .unwrap_or_else(|| path.to_owned())
+}
+
 /// The view the request names: its lower layers, and an upper layer on
 /// disk, or an empty one in memory for a read-only mount.
 fn open_view(request: &Request) -> Result<MergedView> {
@@ -271,7 +280,10 @@ fn open_view(request: &Request) -> Result<MergedView> {
         .metacopy(spec.metacopy);
     match (&spec.upper, &spec.work) {
         (Some(upper), Some(work)) => {
-            let upper = DirLayer::open_upper_with(upper, work, layer_options)?;
+            // Absolute: the background process later leaves its working
+            // directory for `/`, and `statfs` asks the upper's path.
+            let upper = absolute(upper);
+            let upper = DirLayer::open_upper_with(&upper, work, layer_options)?;
             MergedView::with_options(lowers, upper, view_options)
         }
         // The kernel, too, passes over a workdir without an upperdir.
