@@ -24,7 +24,8 @@ use bytes::Bytes;
 use crate::data::FileData;
 use crate::error::{ErrorKind, Operation, Result};
 use crate::layer::{
-    Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, layer_error, object_error,
+    Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, Redirect, layer_error,
+    object_error,
 };
 use crate::meta::{FileType, Metadata, Timestamp};
 use crate::path::{LayerPath, Name, NameBuf, PathLike};
@@ -34,7 +35,7 @@ use crate::spill::Spill;
 struct MemDir {
     meta: Metadata,
     opaque: bool,
-    redirect: Option<NameBuf>,
+    redirect: Option<Redirect>,
     /// Number of subdirectories, for `nlink` (2 + this).
     subdirs: u64,
     entries: BTreeMap<NameBuf, MemEntry>,
@@ -185,7 +186,7 @@ impl std::fmt::Debug for MemLayer {
                         m.nlink,
                         if n.opaque { " opaque" } else { "" },
                         n.redirect
-                            .as_deref()
+                            .as_ref()
                             .map(|r| format!(" redirect={r}"))
                             .unwrap_or_default(),
                         if m.rdev != 0 {
@@ -782,7 +783,7 @@ impl LayerMut for MemLayer {
         Ok(())
     }
 
-    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<NameBuf>) -> Result<()> {
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<Redirect>) -> Result<()> {
         self.dir_mut(path)?.redirect = redirect;
         Ok(())
     }

@@ -28,6 +28,8 @@ pub mod dir;
 pub mod mem;
 pub(crate) mod overlay;
 
+pub use overlay::{Redirect, RedirectTarget};
+
 use std::any::Any;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -47,10 +49,9 @@ pub struct Node {
     /// For a directory: nothing below this layer shows through it.
     pub opaque: bool,
     /// For a directory: where the layers below hold its contents; for a
-    /// metadata-only copy: where they hold its data. In the kernel's
-    /// `overlay.redirect` format (a name relative to the parent, or a path
-    /// from the root starting with `/`).
-    pub redirect: Option<NameBuf>,
+    /// metadata-only copy: where they hold its data (the kernel's
+    /// `overlay.redirect`, parsed by the layer that read it).
+    pub redirect: Option<Redirect>,
     /// For a regular file: a metadata-only copy (the kernel's
     /// `overlay.metacopy`, written by a mount with `metacopy=on` when a
     /// lower file's metadata changed). Its metadata is its own; its data
@@ -344,7 +345,7 @@ pub trait LayerMut: Layer {
     ///
     /// # Errors
     /// `ENOENT` if missing, `ENOTDIR` if not a directory.
-    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<NameBuf>) -> Result<()>;
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<Redirect>) -> Result<()>;
 
     /// Adds the name `new` for the object at `existing` (not a directory).
     ///
@@ -554,7 +555,7 @@ pub fn copy_layer(src: &dyn Layer, dst: &mut dyn LayerMut) -> Result<()> {
                     dst.set_opaque(&path, true)?;
                 }
                 if node.redirect.is_some() {
-                    dst.set_redirect(&path, node.redirect.clone())?;
+                    dst.set_redirect(&path, node.redirect)?;
                 }
                 dirs.push((path, node.meta));
             }

@@ -23,7 +23,10 @@
 //!   never shown to users; and no layer tar carries an attribute of either
 //!   overlay namespace ([`is_bookkeeping_xattr`]).
 
-use crate::path::{LayerPath, NameBuf};
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::path::{LayerPath, Name, NameBuf, PathLike, escape_name};
 
 /// The xattr namespace of the overlay's own attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -154,42 +157,132 @@ impl Opaque {
     }
 }
 
-/// An `overlay.redirect`, parsed: where the layers below hold a directory's
-/// contents (or a metadata-only copy's data).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Redirect {
-    /// A single name: the same parent, another name.
+/// An `overlay.redirect`, parsed once where a layer reads it: where the
+/// layers below hold a directory's contents (or a metadata-only copy's
+/// data), in the kernel's format: a single name is relative to the parent,
+/// a path starting with `/` is from the root.
+///
+/// A redirect keeps the bytes it was stored as, even one the kernel would
+/// ignore or refuse, so a layer copied to another backend (or exported and
+/// committed) holds exactly what it held: [`Redirect::to_bytes`] gives
+/// them back, and [`Redirect::parse`] of those bytes is the same redirect.
+/// What it says is [`Redirect::target`].
+///
+/// ```
+/// use layerstack::layer::{Redirect, RedirectTarget};
+/// use layerstack::{LayerPath, Name};
+///
+/// let moved = Redirect::parse("/usr/lib");
+/// assert_eq!(moved.target(), RedirectTarget::Absolute(&LayerPath::new("usr/lib")?));
+/// assert_eq!(Redirect::parse("old").target(), RedirectTarget::Name(Name::new("old")));
+/// // Not a single name: the kernel looks below at the directory's own name.
+/// let odd = Redirect::parse("a/b");
+/// assert_eq!(odd.target(), RedirectTarget::Ignored);
+/// assert_eq!(odd.to_bytes().as_ref(), b"a/b");
+/// # Ok::<(), layerstack::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Redirect(Form);
+
+/// The parsed forms; those the lookup does not follow keep their bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Form {
     Name(NameBuf),
-    /// A path from the root (stored with a leading `/`).
     Absolute(LayerPath),
+    Ignored(NameBuf),
+    Invalid(NameBuf),
+}
+
+/// What a [`Redirect`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectTarget<'a> {
+    /// A single name: the same parent, another name.
+    Name(&'a Name),
+    /// A path from the root (stored with a leading `/`; `/` alone is the
+    /// root).
+    Absolute(&'a LayerPath),
     /// A value the kernel does not follow as a relative redirect (empty,
     /// `.`, `..`, or a name with a `/` that does not start with one): the
     /// lookup continues at the object's own name.
     Ignored,
-    /// A leading `/` and then no valid path: refused where it is followed.
+    /// A leading `/` and then no valid path (an empty, `.` or `..`
+    /// component, a trailing `/`, a NUL byte, a name too long): refused
+    /// where it is followed.
     Invalid,
 }
 
 impl Redirect {
-    /// Parses a stored redirect.
-    pub(crate) fn parse(stored: &(impl AsRef<[u8]> + ?Sized)) -> Redirect {
-        let stored = stored.as_ref();
-        match stored.strip_prefix(b"/") {
-            Some(abs) => LayerPath::new(abs).map_or(Redirect::Invalid, Redirect::Absolute),
+    /// Parses a stored redirect (the value of `overlay.redirect`). Any
+    /// bytes parse: those the kernel would not follow give
+    /// [`RedirectTarget::Ignored`] or [`RedirectTarget::Invalid`].
+    #[must_use]
+    pub fn parse(stored: impl PathLike) -> Redirect {
+        Self::parse_bytes(stored.path_bytes())
+    }
+
+    fn parse_bytes(stored: &[u8]) -> Redirect {
+        Redirect(match stored.strip_prefix(b"/") {
+            Some(abs) => match LayerPath::new(abs) {
+                Ok(path) => Form::Absolute(path),
+                Err(_) => Form::Invalid(NameBuf::from(stored)),
+            },
             None if stored.is_empty()
                 || stored.contains(&b'/')
                 || stored == b"."
                 || stored == b".." =>
             {
-                Redirect::Ignored
+                Form::Ignored(NameBuf::from(stored))
             }
-            None => Redirect::Name(NameBuf::from(stored)),
+            None => Form::Name(NameBuf::from(stored)),
+        })
+    }
+
+    /// The redirect to sibling `name`, a name the caller validated.
+    pub(crate) fn sibling(name: &Name) -> Redirect {
+        debug_assert!(crate::path::validate_name(name).is_ok(), "{name:?}");
+        Redirect(Form::Name(name.to_owned()))
+    }
+
+    /// What the redirect says.
+    #[must_use]
+    pub fn target(&self) -> RedirectTarget<'_> {
+        match &self.0 {
+            Form::Name(n) => RedirectTarget::Name(n),
+            Form::Absolute(p) => RedirectTarget::Absolute(p),
+            Form::Ignored(_) => RedirectTarget::Ignored,
+            Form::Invalid(_) => RedirectTarget::Invalid,
         }
     }
 
     /// Whether it is a path from the root (valid or not).
-    pub(crate) fn is_absolute(&self) -> bool {
-        matches!(self, Redirect::Absolute(_) | Redirect::Invalid)
+    #[must_use]
+    pub fn is_absolute(&self) -> bool {
+        matches!(self.0, Form::Absolute(_) | Form::Invalid(_))
+    }
+
+    /// The bytes it is stored as, exactly as it was parsed from.
+    #[must_use]
+    pub fn to_bytes(&self) -> Cow<'_, [u8]> {
+        match &self.0 {
+            Form::Name(b) | Form::Ignored(b) | Form::Invalid(b) => Cow::Borrowed(b.as_bytes()),
+            Form::Absolute(p) => Cow::Owned([b"/".as_slice(), p.as_bytes()].concat()),
+        }
+    }
+}
+
+impl fmt::Debug for Redirect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Redirect")
+            .field(&escape_name(&self.to_bytes()))
+            .finish()
+    }
+}
+
+/// The stored bytes, escaped where they are not printable UTF-8
+/// ([`escape_name`]).
+impl fmt::Display for Redirect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape_name(&self.to_bytes()))
     }
 }
 

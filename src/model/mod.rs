@@ -61,7 +61,7 @@ use bytes::Bytes;
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
-use crate::layer::{Entry, Layer, Node};
+use crate::layer::{Entry, Layer, Node, Redirect, RedirectTarget};
 use crate::merged::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode, ViewOptions};
 use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX, Xattrs,

@@ -207,7 +207,7 @@ impl Flatten<'_> {
                             Target::Absolute(p) => p.clone(),
                             Target::Relative(_) => path.clone(),
                         };
-                        target = parse_redirect(&redirect, &target, &base).ok_or_else(|| {
+                        target = redirect_target(&redirect, &target, &base).ok_or_else(|| {
                             Error::new(ErrorKind::InvalidInput, Operation::Lookup, merged.as_name())
                                 .with_layer_index(layer)
                                 .with_detail(format!("invalid redirect `{redirect}`"))
@@ -275,17 +275,26 @@ fn walk_absolute(layer: &dyn Layer, path: &LayerPath) -> Result<AbsoluteWalk> {
                     // The rest of the path follows the redirected one.
                     let keep = next.len() - (names.len() - i);
                     let rest: Vec<NameBuf> = next[keep + 1..].to_vec();
-                    let mut rewritten: Vec<NameBuf> = if r.is_absolute() {
-                        opaque_on_way = false;
-                        r.as_bytes()
-                            .split(|&b| b == b'/')
-                            .filter(|s| !s.is_empty())
-                            .map(NameBuf::from)
-                            .collect()
-                    } else {
-                        let mut p = next[..keep].to_vec();
-                        p.push(r.clone());
-                        p
+                    let mut rewritten: Vec<NameBuf> = match r.target() {
+                        RedirectTarget::Absolute(p) => {
+                            opaque_on_way = false;
+                            p.names().map(Name::to_owned).collect()
+                        }
+                        // The kernel rewrites its lookup name with the
+                        // stored bytes even where it will not follow them.
+                        RedirectTarget::Invalid => {
+                            opaque_on_way = false;
+                            r.to_bytes()
+                                .split(|&b| b == b'/')
+                                .filter(|s| !s.is_empty())
+                                .map(NameBuf::from)
+                                .collect()
+                        }
+                        RedirectTarget::Name(_) | RedirectTarget::Ignored => {
+                            let mut p = next[..keep].to_vec();
+                            p.push(NameBuf::from(r.to_bytes().as_ref()));
+                            p
+                        }
                     };
                     rewritten.extend(rest);
                     next = rewritten;
@@ -296,21 +305,21 @@ fn walk_absolute(layer: &dyn Layer, path: &LayerPath) -> Result<AbsoluteWalk> {
     result(at, None, false, opaque_on_way, &next)
 }
 
-/// Parses a redirect in the kernel's format: `/a/b` from the root, a single
-/// name relative to the parent (after an absolute redirect, the parent is
-/// that of `path`). `None` if malformed.
-fn parse_redirect(redirect: &Name, current: &Target, path: &LayerPath) -> Option<Target> {
-    if let Some(absolute) = redirect.as_bytes().strip_prefix(b"/") {
-        let absolute = LayerPath::new(absolute).ok()?;
-        if absolute.is_root() {
-            return None;
+/// Where a redirect sends the lookup: a path from the root (not the root
+/// itself), or a single valid name relative to the parent (after an
+/// absolute redirect, the parent is that of `path`). `None` if the model
+/// does not follow it: the model refuses what the kernel ignores.
+fn redirect_target(redirect: &Redirect, current: &Target, path: &LayerPath) -> Option<Target> {
+    let name = match redirect.target() {
+        RedirectTarget::Absolute(absolute) if !absolute.is_root() => {
+            return Some(Target::Absolute(absolute.clone()));
         }
-        return Some(Target::Absolute(absolute));
-    }
-    validate_name(redirect).ok()?;
+        RedirectTarget::Name(name) if validate_name(name).is_ok() => name,
+        _ => return None,
+    };
     Some(match current {
-        Target::Relative(_) => Target::Relative(redirect.to_owned()),
-        Target::Absolute(_) => Target::Absolute(path.parent()?.join_unchecked(redirect)),
+        Target::Relative(_) => Target::Relative(name.to_owned()),
+        Target::Absolute(_) => Target::Absolute(path.parent()?.join_unchecked(name)),
     })
 }
 

@@ -200,7 +200,8 @@ fn relative_redirect_looks_up_the_old_name_below() {
         l.add_file("new/g", "g")?;
         l.add_whiteout("old")
     });
-    top.set_redirect(&p("new"), Some("old".into())).unwrap();
+    top.set_redirect(&p("new"), Some(Redirect::parse("old")))
+        .unwrap();
     let bottom = layer(|l| {
         l.add_file("old/f", "f")?;
         l.add_file("new/hidden", "not looked up")
@@ -215,7 +216,7 @@ fn relative_redirect_looks_up_the_old_name_below() {
 #[test]
 fn absolute_redirect_looks_up_from_the_root_below() {
     let mut top = layer(|l| l.add_dir("x/moved"));
-    top.set_redirect(&p("x/moved"), Some("/a/old".into()))
+    top.set_redirect(&p("x/moved"), Some(Redirect::parse("/a/old")))
         .unwrap();
     let bottom = layer(|l| {
         l.add_file("a/old/f", "f")?;
@@ -230,9 +231,11 @@ fn absolute_redirect_looks_up_from_the_root_below() {
 #[test]
 fn relative_redirect_below_an_absolute_one_replaces_the_last_name() {
     let mut top = layer(|l| l.add_dir("m"));
-    top.set_redirect(&p("m"), Some("/p/q".into())).unwrap();
+    top.set_redirect(&p("m"), Some(Redirect::parse("/p/q")))
+        .unwrap();
     let mut mid = layer(|l| l.add_dir("p/q"));
-    mid.set_redirect(&p("p/q"), Some("r".into())).unwrap();
+    mid.set_redirect(&p("p/q"), Some(Redirect::parse("r")))
+        .unwrap();
     let bottom = layer(|l| l.add_file("p/r/file", "deep"));
     let m = model(vec![top, mid, bottom]);
     assert_eq!(names(&m, "m"), ["file"]);
@@ -245,7 +248,8 @@ fn relative_redirect_below_an_absolute_one_replaces_the_last_name() {
 fn malformed_redirects_are_invalid() {
     for bad in ["a/b", "/", "//a", "/a/", "..", "/a/../b"] {
         let mut top = layer(|l| l.add_dir("d"));
-        top.set_redirect(&p("d"), Some(bad.into())).unwrap();
+        top.set_redirect(&p("d"), Some(Redirect::parse(bad)))
+            .unwrap();
         let bottom = layer(|l| l.add_dir("d"));
         let err =
             Model::from_layers(&stack(vec![top, bottom]), ViewOptions::default()).unwrap_err();

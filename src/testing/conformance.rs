@@ -519,7 +519,7 @@ fn metadata_difference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::LayerMut;
+    use crate::layer::{LayerMut, Redirect};
 
     #[test]
     fn memlayer_conforms_to_itself() {
@@ -529,7 +529,7 @@ mod tests {
         l.add_symlink("a/l", "../c").unwrap();
         l.add_whiteout("b").unwrap();
         l.add_opaque_dir("a/o").unwrap();
-        l.set_redirect(&LayerPath::new("a/o").unwrap(), Some("/x".into()))
+        l.set_redirect(&LayerPath::new("a/o").unwrap(), Some(Redirect::parse("/x")))
             .unwrap();
         l.add_special(
             "a/dev",

@@ -7,7 +7,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::layer::mem::MemLayer;
-use crate::layer::{Layer, LayerMut};
+use crate::layer::{Layer, LayerMut, Redirect};
 use crate::meta::{FileType, Metadata, Timestamp, makedev};
 use crate::path::{LayerPath, NameBuf};
 use crate::testing::NAMES;
@@ -105,8 +105,9 @@ pub enum LayerItem {
         /// Where.
         path: NameBuf,
     },
-    /// A redirect on an existing directory, in the kernel's format (a
-    /// single name, or an absolute path).
+    /// A redirect on an existing directory, as the kernel stores it (a
+    /// single name, or an absolute path), parsed when the item is applied
+    /// ([`Redirect::parse`]).
     Redirect {
         /// The directory.
         path: NameBuf,
@@ -182,7 +183,7 @@ fn add_item(layer: &mut MemLayer, item: &LayerItem) -> crate::Result<()> {
         LayerItem::Whiteout { path } => layer.add_whiteout(path),
         LayerItem::Redirect { path, redirect } => {
             let path = LayerPath::new(path)?;
-            layer.set_redirect(&path, Some(redirect.clone()))
+            layer.set_redirect(&path, Some(Redirect::parse(redirect)))
         }
         LayerItem::Xattr { path, name, value } => {
             let path = LayerPath::new(path)?;

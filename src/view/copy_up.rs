@@ -12,8 +12,7 @@
 //! name the view shows for the same lower inode is linked to the copy.
 
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::layer::overlay::Redirect;
-use crate::layer::{Content, Entry, LayerMut};
+use crate::layer::{Content, Entry, LayerMut, Redirect};
 use crate::meta::FileType;
 use crate::path::LayerPath;
 
@@ -73,10 +72,7 @@ impl State {
         let Some(Entry::Node(node)) = self.upper.lookup(path)? else {
             return Ok(false);
         };
-        let redirected = node
-            .redirect
-            .as_ref()
-            .is_some_and(|r| Redirect::parse(r).is_absolute());
+        let redirected = node.redirect.as_ref().is_some_and(Redirect::is_absolute);
         if !node.metacopy || (redirected && !even_redirected) {
             return Ok(false);
         }

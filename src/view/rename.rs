@@ -2,6 +2,7 @@
 //! `RENAME_EXCHANGE` and `RENAME_WHITEOUT`.
 
 use super::*;
+use crate::layer::{Redirect, RedirectTarget};
 
 impl MergedView {
     /// As [`std::fs::rename`].
@@ -185,7 +186,7 @@ impl MergedView {
         path: &LayerPath,
         res: &Res,
         same_dir: bool,
-    ) -> Result<Option<NameBuf>> {
+    ) -> Result<Option<Redirect>> {
         st.copy_up(path, &self.options)?;
         if res.file_type == FileType::File && st.metacopy == Metacopy::Follow {
             // A metadata-only copy that finds its data by its path would
@@ -201,7 +202,7 @@ impl MergedView {
         };
         match existing {
             Some(r) if same_dir || r.is_absolute() => Ok(Some(r)),
-            _ if same_dir => Ok(path.file_name().map(Name::to_owned)),
+            _ if same_dir => Ok(path.file_name().map(Redirect::sibling)),
             _ => Ok(Some(redirect_to(st, path)?)),
         }
     }
@@ -296,7 +297,7 @@ impl MergedView {
 fn set_dir_flags(
     st: &mut State,
     path: &LayerPath,
-    redirect: Option<NameBuf>,
+    redirect: Option<Redirect>,
     lower_at_target: bool,
 ) -> Result<()> {
     match redirect {
@@ -312,7 +313,7 @@ fn set_dir_flags(
 /// upper layer with a redirect stands for that redirect (an absolute one
 /// ends the walk). The lower layers are then walked along this path from
 /// their roots, so they find it exactly as the lookup of `path` did.
-fn redirect_to(st: &State, path: &LayerPath) -> Result<NameBuf> {
+fn redirect_to(st: &State, path: &LayerPath) -> Result<Redirect> {
     let mut names: Vec<Vec<u8>> = Vec::new();
     let mut at = path.clone();
     while let (Some(parent), Some(name)) = (at.parent(), at.file_name()) {
@@ -320,20 +321,32 @@ fn redirect_to(st: &State, path: &LayerPath) -> Result<NameBuf> {
             Some(Entry::Node(node)) => node.redirect,
             _ => None,
         };
-        match redirect {
-            Some(r) if r.is_absolute() => {
-                names.push(crate::path::trim_slashes(r.as_bytes()).to_vec());
+        match redirect.as_ref().map(Redirect::target) {
+            Some(RedirectTarget::Absolute(p)) => {
+                names.push(p.as_bytes().to_vec());
+                break;
+            }
+            // An invalid absolute one is walked by its names, as lookups
+            // walk it.
+            Some(RedirectTarget::Invalid) => {
+                let stored = redirect
+                    .as_ref()
+                    .map(Redirect::to_bytes)
+                    .unwrap_or_default();
+                names.push(crate::path::trim_slashes(&stored).to_vec());
                 break;
             }
             // A relative redirect is one valid name; anything else is
             // ignored, as lookups ignore it.
-            Some(r) if crate::path::validate_name(&r).is_ok() => names.push(r.into_bytes()),
+            Some(RedirectTarget::Name(r)) if crate::path::validate_name(r).is_ok() => {
+                names.push(r.as_bytes().to_vec());
+            }
             _ => names.push(name.as_bytes().to_vec()),
         }
         at = parent;
     }
     names.reverse();
-    Ok(NameBuf::from(
+    Ok(Redirect::parse(
         [b"/".as_slice(), &names.join(&b'/')].concat(),
     ))
 }

@@ -25,8 +25,7 @@ use super::handle::OpenHandle;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
 use crate::layer::mem::MemLayer;
-use crate::layer::overlay::Redirect;
-use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node};
+use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node, Redirect, RedirectTarget};
 use crate::merged::Metacopy;
 use crate::meta::{FileType, Metadata};
 use crate::path::{
@@ -498,12 +497,13 @@ impl State {
                  with Metacopy::Follow (the kernel's metacopy=on)",
             ));
         }
-        let redirected = |r: &Name, at: &LayerPath| {
-            match r.as_bytes().strip_prefix(b"/") {
-                Some(abs) => LayerPath::new(abs),
-                None => at.parent().unwrap_or_default().join(r),
+        let redirected = |r: &Redirect, at: &LayerPath| {
+            match r.target() {
+                RedirectTarget::Absolute(path) => Some(path.clone()),
+                RedirectTarget::Name(name) => at.parent().unwrap_or_default().join(name).ok(),
+                RedirectTarget::Ignored | RedirectTarget::Invalid => None,
             }
-            .map_err(|_| refused(ErrorKind::InvalidData, "its redirect is not a valid path"))
+            .ok_or_else(|| refused(ErrorKind::InvalidData, "its redirect is not a valid path"))
         };
         // Where the layers below look: a redirect's path; else its name in
         // each layer of its merged parent (which may itself be redirected),
@@ -644,15 +644,17 @@ impl State {
                         if node.opaque {
                             // The kernel checks no redirect on an opaque one.
                             stop_after = true;
-                        } else if let Some(r) = &node.redirect {
-                            let r = r.as_bytes();
-                            if r.starts_with(b"/") {
+                        } else if let Some(redirect) = &node.redirect {
+                            // The kernel's lookup name is rewritten with
+                            // the stored bytes, followed or not.
+                            let r = redirect.to_bytes();
+                            if redirect.is_absolute() {
                                 // An absolute redirect below an opaque
                                 // directory goes on below (as the kernel).
                                 stop_after = false;
                             }
                             let rest = names[i + 1..].join(&b'/');
-                            let mut base = if r.starts_with(b"/") {
+                            let mut base = if redirect.is_absolute() {
                                 let end = r.iter().rposition(|&b| b != b'/').map_or(0, |e| e + 1);
                                 r[..end].to_vec()
                             } else {
@@ -1234,15 +1236,15 @@ fn dir_res(found: Vec<(usize, LayerPath)>) -> Option<Res> {
 
 /// Where the layers below a directory with redirect `r` (found under the
 /// name `name` in layer `idx`) hold its contents.
-fn redirect_continuation(r: &Name, name: &Name, idx: usize) -> Continue {
-    match Redirect::parse(r.as_bytes()) {
-        Redirect::Absolute(_) | Redirect::Invalid => Continue::Absolute {
-            path: r.to_owned(),
+fn redirect_continuation(r: &Redirect, name: &Name, idx: usize) -> Continue {
+    match r.target() {
+        RedirectTarget::Absolute(_) | RedirectTarget::Invalid => Continue::Absolute {
+            path: NameBuf::from(r.to_bytes().as_ref()),
             below: idx,
         },
         // Not a valid relative redirect: the kernel ignores it.
-        Redirect::Ignored => Continue::Name(name.to_owned()),
-        Redirect::Name(r) => Continue::Name(r),
+        RedirectTarget::Ignored => Continue::Name(name.to_owned()),
+        RedirectTarget::Name(r) => Continue::Name(r.to_owned()),
     }
 }
 

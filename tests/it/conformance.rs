@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use layerstack::layer::Redirect;
 use layerstack::testing::{
     LayerItem, Nonconformance, build_layer, check_layer_conformance, layer_items_strategy,
 };
@@ -255,12 +256,15 @@ fn fixed_layer() -> MemLayer {
     l.add_opaque_dir("var/cache").unwrap();
     l.set_redirect(
         &LayerPath::new("var/cache").unwrap(),
-        Some("/old/cache".into()),
+        Some(Redirect::parse("/old/cache")),
     )
     .unwrap();
     l.add_dir("var/renamed").unwrap();
-    l.set_redirect(&LayerPath::new("var/renamed").unwrap(), Some("orig".into()))
-        .unwrap();
+    l.set_redirect(
+        &LayerPath::new("var/renamed").unwrap(),
+        Some(Redirect::parse("orig")),
+    )
+    .unwrap();
     l.add_special(
         "dev/null",
         Metadata::new(FileType::CharDevice).with_rdev(makedev(1, 3)),

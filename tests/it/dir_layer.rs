@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use camino::Utf8Path;
 use layerstack::layer::dir::{DirLayerOptions, OverlayXattrs, WhiteoutFormat};
-use layerstack::layer::{copy_layer, walk};
+use layerstack::layer::{Redirect, copy_layer, walk};
 use layerstack::model::Model;
 use layerstack::testing::{
     Op, Strictness, apply_to_model, apply_to_view, check_layer_conformance_with, ops_strategy,
@@ -98,7 +98,7 @@ fn every_kind_of_entry_round_trips_through_disk() {
     mem.add_whiteout("etc/gone").unwrap();
     mem.add_opaque_dir("var/cache").unwrap();
     mem.add_dir("moved").unwrap();
-    mem.set_redirect(&p("moved"), Some("/orig/place".into()))
+    mem.set_redirect(&p("moved"), Some(Redirect::parse("/orig/place")))
         .unwrap();
     // Names, a symlink target and a redirect that are not UTF-8.
     mem.add_file(b"srv/caf\xe9", "latin-1").unwrap();
@@ -107,7 +107,7 @@ fn every_kind_of_entry_round_trips_through_disk() {
     mem.add_dir(b"moved-\xe9").unwrap();
     mem.set_redirect(
         &LayerPath::new(b"moved-\xe9").unwrap(),
-        Some(b"/orig/\xe9".as_slice().into()),
+        Some(Redirect::parse(b"/orig/\xe9")),
     )
     .unwrap();
     let scratch = Scratch::new("kinds");

@@ -57,7 +57,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use layerstack::layer::dir::DirLayerOptions;
-use layerstack::layer::walk;
+use layerstack::layer::{RedirectTarget, walk};
 use layerstack::testing::{
     LayerItem, MetadataSummary, Op, Outcome, apply_to_view, build_layer, ops_strategy,
     snapshot_view, stack_items_strategy,
@@ -148,14 +148,18 @@ pub(crate) fn aliasing_redirect(layers: &[MemLayer]) -> Option<String> {
             let Some(redirect) = entry.node().and_then(|n| n.redirect.clone()) else {
                 continue;
             };
-            let old = match redirect.as_bytes().strip_prefix(b"/") {
-                Some(abs) => LayerPath::new(abs),
-                None => path
+            let old = match redirect.target() {
+                RedirectTarget::Absolute(abs) => abs.clone(),
+                RedirectTarget::Name(name) => match path
                     .parent()
                     .expect("a redirected directory is not the root")
-                    .join(&redirect),
+                    .join(name)
+                {
+                    Ok(old) => old,
+                    Err(_) => continue,
+                },
+                RedirectTarget::Ignored | RedirectTarget::Invalid => continue,
             };
-            let Ok(old) = old else { continue };
             let below = layers[i + 1..]
                 .iter()
                 .any(|l| l.lookup(&old).expect("lookup in a MemLayer").is_some());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use layerstack::view::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode};
 use layerstack::{
     Entry, ErrorKind, FileType, Layer, LayerMut, LayerPath, LayerSource, MemLayer, MergedView,
-    Metadata, NameBuf, Timestamp, ViewOptions, layer::walk,
+    Metadata, NameBuf, Timestamp, ViewOptions, layer::Redirect, layer::walk,
 };
 
 fn stack(layers: Vec<MemLayer>) -> Vec<Arc<dyn Layer>> {
@@ -436,7 +436,7 @@ fn rename_of_a_lower_directory_with_redirect_records_where_it_came_from() {
 fn a_lower_file_two_redirected_paths_show_is_two_objects() {
     let top = layer(|l| {
         l.add_dir("a")?;
-        l.set_redirect(&p("a"), Some("/b".into()))
+        l.set_redirect(&p("a"), Some(Redirect::parse("/b")))
     });
     let base = layer(|l| {
         l.add_file("b/f", "x")?;

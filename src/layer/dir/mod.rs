@@ -71,9 +71,11 @@ use crate::fs::beneath::{
 use crate::fs::crash_points::sys;
 use crate::fs::node::{self, FdMeta, Steps};
 use crate::layer::overlay::{Opaque, OverlayAttr, is_whiteout_device};
-use crate::layer::{Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, object_error};
+use crate::layer::{
+    Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, Redirect, object_error,
+};
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, Xattrs, makedev};
-use crate::path::{LayerPath, Name, NameBuf};
+use crate::path::{LayerPath, NameBuf};
 
 pub use crate::layer::overlay::OverlayXattrs;
 

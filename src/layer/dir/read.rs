@@ -50,7 +50,7 @@ impl DirLayer {
             file_type == FileType::File && self.overlay_attr(&raw, OverlayAttr::Metacopy).is_some();
         let redirect = if file_type.is_dir() || metacopy {
             self.overlay_attr(&raw, OverlayAttr::Redirect)
-                .map(NameBuf::from)
+                .map(Redirect::parse)
         } else {
             None
         };

@@ -390,7 +390,7 @@ impl LayerMut for DirLayer {
             .map_err(|e| self.err(e, path))
     }
 
-    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<NameBuf>) -> Result<()> {
+    fn set_redirect(&mut self, path: &LayerPath, redirect: Option<Redirect>) -> Result<()> {
         self.work(path)?;
         let fd = self
             .open_beneath(path, OFlags::PATH | OFlags::DIRECTORY)
@@ -398,7 +398,7 @@ impl LayerMut for DirLayer {
         self.set_overlay_attr(
             &fd,
             OverlayAttr::Redirect,
-            redirect.as_deref().map(Name::as_bytes),
+            redirect.as_ref().map(Redirect::to_bytes).as_deref(),
         )
         .map_err(|e| self.err(e, path))
     }

@@ -125,38 +125,79 @@ fn opaque_values() {
 
 #[test]
 fn redirects_parse_as_the_kernel_follows_them() {
-    assert_eq!(Redirect::parse(b"b"), Redirect::Name("b".into()));
-    assert_eq!(Redirect::parse(b".wh.b"), Redirect::Name(".wh.b".into()));
+    let target = |stored: &[u8]| Redirect::parse(stored).target().said();
+    assert_eq!(target(b"b"), Said::Name("b".into()));
+    assert_eq!(target(b".wh.b"), Said::Name(".wh.b".into()));
     assert_eq!(
-        Redirect::parse(b"/a/b"),
-        Redirect::Absolute(LayerPath::new("a/b").unwrap())
+        target(b"/a/b"),
+        Said::Absolute(LayerPath::new("a/b").unwrap())
     );
-    assert_eq!(Redirect::parse(b"/"), Redirect::Absolute(LayerPath::root()));
+    assert_eq!(target(b"/"), Said::Absolute(LayerPath::root()));
     for ignored in ["", ".", "..", "a/b", "a/"] {
-        assert_eq!(
-            Redirect::parse(ignored.as_bytes()),
-            Redirect::Ignored,
-            "{ignored:?}"
-        );
+        assert_eq!(target(ignored.as_bytes()), Said::Ignored, "{ignored:?}");
     }
     for invalid in ["/a/../b", "//a", "/a/", "/./a", "/a\0b"] {
-        assert_eq!(
-            Redirect::parse(invalid.as_bytes()),
-            Redirect::Invalid,
-            "{invalid:?}"
-        );
+        assert_eq!(target(invalid.as_bytes()), Said::Invalid, "{invalid:?}");
     }
     assert!(Redirect::parse(b"/a").is_absolute());
     assert!(Redirect::parse(b"/..").is_absolute());
     assert!(!Redirect::parse(b"a").is_absolute());
     assert!(!Redirect::parse(b"a/b").is_absolute());
     // A redirect is a path: bytes, as the kernel stores them.
+    assert_eq!(target(b"caf\xe9"), Said::Name(b"caf\xe9".as_slice().into()));
     assert_eq!(
-        Redirect::parse(b"caf\xe9"),
-        Redirect::Name(b"caf\xe9".as_slice().into())
+        target(b"/d/\xd0\xd2"),
+        Said::Absolute(LayerPath::new(b"d/\xd0\xd2").unwrap())
     );
-    assert_eq!(
-        Redirect::parse(b"/d/\xd0\xd2"),
-        Redirect::Absolute(LayerPath::new(b"d/\xd0\xd2").unwrap())
-    );
+}
+
+#[test]
+fn every_redirect_keeps_its_stored_bytes() {
+    let all: [&[u8]; 16] = [
+        b"b",
+        b"caf\xe9",
+        b"/a/b",
+        b"/",
+        b"",
+        b".",
+        b"..",
+        b"a/b",
+        b"a/",
+        b"/a/../b",
+        b"//a",
+        b"/a/",
+        b"/./a",
+        b"/a\0b",
+        b"//",
+        b"/d/\xd0\xd2",
+    ];
+    for stored in all {
+        let r = Redirect::parse(stored);
+        assert_eq!(r.to_bytes().as_ref(), stored, "{r:?}");
+        assert_eq!(Redirect::parse(&*r.to_bytes()), r, "{r:?}");
+    }
+    // Two unfollowed values stay two values.
+    assert_ne!(Redirect::parse(b"a/b"), Redirect::parse(b"a/c"));
+    assert_ne!(Redirect::parse(b"//a"), Redirect::parse(b"//b"));
+    assert_eq!(Redirect::parse(b"/d/\xe9").to_string(), "/d/\\351");
+}
+
+/// What a target says, owned, so tests compare it with literals.
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    Name(NameBuf),
+    Absolute(LayerPath),
+    Ignored,
+    Invalid,
+}
+
+impl RedirectTarget<'_> {
+    fn said(self) -> Said {
+        match self {
+            RedirectTarget::Name(n) => Said::Name(n.to_owned()),
+            RedirectTarget::Absolute(p) => Said::Absolute(p.clone()),
+            RedirectTarget::Ignored => Said::Ignored,
+            RedirectTarget::Invalid => Said::Invalid,
+        }
+    }
 }

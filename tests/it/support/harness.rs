@@ -264,7 +264,7 @@ pub fn materialize(layer: &dyn Layer, dir: &Path) {
         if let Some(redirect) = &node.redirect {
             attrs.push((
                 "trusted.overlay.redirect".into(),
-                redirect.as_bytes().to_vec(),
+                redirect.to_bytes().into_owned(),
             ));
         }
         for (name, value) in attrs {
