@@ -145,6 +145,43 @@ fn every_kind_of_entry_round_trips_through_disk() {
     );
 }
 
+/// A redirect the kernel would ignore or refuse is still data of the
+/// layer: a copy to disk and back keeps its bytes exactly, and the layer
+/// hands it out parsed the same way.
+#[test]
+fn redirects_the_kernel_would_not_follow_keep_their_bytes_through_copies() {
+    if !privileged("redirects_the_kernel_would_not_follow_keep_their_bytes") {
+        return;
+    }
+    let stored: [&[u8]; 6] = [b"a/b", b"..", b"//x", b"/a/../b", b"/d/\xe9/", b"old"];
+    let mut mem = MemLayer::new();
+    for (i, bytes) in stored.iter().enumerate() {
+        let dir = p(&format!("d{i}"));
+        mem.add_dir(&dir).unwrap();
+        mem.set_redirect(&dir, Some(Redirect::parse(bytes)))
+            .unwrap();
+    }
+    let scratch = Scratch::new("redirect-bytes");
+    let disk = to_disk(&mem, &scratch, "l");
+    let mut back = MemLayer::new();
+    copy_layer(&disk, &mut back).unwrap();
+    for (i, bytes) in stored.iter().enumerate() {
+        let on_disk = rustix::fs::lgetxattr(
+            scratch.path(&format!("l/d{i}")).as_str(),
+            "trusted.overlay.redirect",
+            &mut [0u8; 64][..],
+        );
+        assert_eq!(on_disk, Ok(bytes.len()), "d{i}");
+        for layer in [&disk as &dyn Layer, &back] {
+            let node = layer.lookup(&p(&format!("d{i}"))).unwrap().unwrap();
+            let redirect = node.node().unwrap().redirect.clone().unwrap();
+            assert_eq!(redirect.to_bytes().as_ref(), *bytes, "d{i}");
+            assert_eq!(redirect, Redirect::parse(bytes), "d{i}");
+        }
+    }
+    check_layer_conformance_with(&back, &mem, Strictness::Filesystem).unwrap();
+}
+
 #[test]
 fn kernel_bookkeeping_xattrs_are_never_shown() {
     if !privileged("kernel_bookkeeping_xattrs_are_never_shown") {
