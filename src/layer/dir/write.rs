@@ -5,7 +5,8 @@ use super::*;
 
 impl DirLayer {
     /// Applies owner, mode, xattrs and times of `meta` to `name` in `dir`
-    /// (owner first: a change of owner clears setuid).
+    /// (owner first: a change of owner clears setuid), on the object
+    /// itself as a flatten does ([`node::set_path_fd_meta`]).
     ///
     /// Only what differs is changed: on an object already in place, a
     /// `chmod` or `chown` of the view is then one system call, so a crash
@@ -21,65 +22,63 @@ impl DirLayer {
         let stat = |obj: &OwnedFd| {
             rustix::fs::statx(obj, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
         };
+        let set = |want: FdMeta<'_>| {
+            node::set_path_fd_meta(Steps::Counted, &obj, &want).map_err(|(_, e)| e)
+        };
         let mut st = stat(&obj)?;
         let mut changed = false;
         if (st.stx_uid, st.stx_gid) != (meta.uid, meta.gid) {
             changed = true;
-            sys::chownat(
-                dir,
-                name,
-                Some(rustix::fs::Uid::from_raw(meta.uid)),
-                Some(rustix::fs::Gid::from_raw(meta.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
+            set(FdMeta {
+                owner: Some((meta.uid, meta.gid)),
+                ..FdMeta::default()
+            })?;
+            // A change of owner may have cleared setuid: the mode is
+            // compared with what it left.
             st = stat(&obj)?;
         }
         if !meta.file_type.is_symlink()
             && u32::from(st.stx_mode) & MODE_MASK != meta.mode & MODE_MASK
         {
             changed = true;
-            sys::chmodat(
-                &self.root,
-                proc_path(&obj),
-                Mode::from_raw_mode(meta.mode & MODE_MASK),
-                AtFlags::empty(),
-            )?;
+            set(FdMeta {
+                mode: Some(meta.mode),
+                ..FdMeta::default()
+            })?;
         }
-        changed |= self.apply_xattrs(&obj, &meta.xattrs)?;
+        // Read after the `chmod`, which may change an ACL's attribute.
+        let (remove_xattrs, set_xattrs) = self.xattr_changes(raw_xattrs(&obj)?, &meta.xattrs);
+        changed |= !remove_xattrs.is_empty() || !set_xattrs.is_empty();
         let same =
             |s: rustix::fs::StatxTimestamp, t: Timestamp| s.tv_sec == t.sec && s.tv_nsec == t.nsec;
-        if same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime) {
-            if !changed && !same(st.stx_ctime, meta.ctime) {
-                // A change of metadata that changes nothing (`chown` to the
-                // same owner, `chmod` to the same mode) still changes the
-                // ctime, as the kernel's `setattr` does; it cannot be set,
-                // so it is made to change: a `chmod` to the same mode (a
-                // `chown` would clear setuid), for a symlink a `chown`.
-                return if meta.file_type.is_symlink() {
-                    sys::chownat(
-                        dir,
-                        name,
-                        Some(rustix::fs::Uid::from_raw(st.stx_uid)),
-                        Some(rustix::fs::Gid::from_raw(st.stx_gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                } else {
-                    sys::chmodat(
-                        &self.root,
-                        proc_path(&obj),
-                        Mode::from_raw_mode(u32::from(st.stx_mode) & MODE_MASK),
-                        AtFlags::empty(),
-                    )
-                };
-            }
-            return Ok(());
+        let same_times = same(st.stx_atime, meta.atime) && same(st.stx_mtime, meta.mtime);
+        set(FdMeta {
+            owner: None,
+            mode: None,
+            remove_xattrs,
+            set_xattrs,
+            times: (!same_times).then(|| node::timestamps(meta)),
+        })?;
+        if same_times && !changed && !same(st.stx_ctime, meta.ctime) {
+            // A change of metadata that changes nothing (`chown` to the
+            // same owner, `chmod` to the same mode) still changes the
+            // ctime, as the kernel's `setattr` does; it cannot be set, so
+            // it is made to change: a `chmod` to the same mode (a `chown`
+            // would clear setuid), for a symlink a `chown`.
+            let bump = if meta.file_type.is_symlink() {
+                FdMeta {
+                    owner: Some((st.stx_uid, st.stx_gid)),
+                    ..FdMeta::default()
+                }
+            } else {
+                FdMeta {
+                    mode: Some(u32::from(st.stx_mode)),
+                    ..FdMeta::default()
+                }
+            };
+            set(bump)?;
         }
-        sys::utimensat(
-            dir,
-            name,
-            &node::timestamps(meta),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
+        Ok(())
     }
 
     /// What makes the user-visible xattrs of an object that has `raw`

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use camino::Utf8Path;
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -1916,41 +1916,26 @@ impl Disk {
             _ => node::make_special(Steps::Uncounted, dir, name, meta)
                 .map_err(|e| DiskError::new(e, "cannot create the special file"))?,
         }
-        if let Some((uid, gid)) = owner {
-            rustix::fs::chownat(
-                dir,
-                name,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| chown_error(e, uid, gid))?;
+        // From here on the object is reached by its descriptor alone, and
+        // only if it is still what was made: something swapped in under
+        // its name (a symlink to anywhere) gets no call.
+        let obj = open_o_path(dir, name).map_err(|e| DiskError::new(e, "cannot open it"))?;
+        let st = rustix::fs::fstat(&obj).map_err(|e| DiskError::new(e, "cannot stat it"))?;
+        if FileType::from_mode(st.st_mode) != Some(meta.file_type) {
+            return Err(DiskError::new(
+                Errno::AGAIN,
+                "it was replaced while it was made",
+            ));
         }
-        if !is_symlink || !xattrs.is_empty() {
-            let obj = open_o_path(dir, name).map_err(|e| DiskError::new(e, "cannot open it"))?;
-            let proc = proc_path(&obj);
-            if !is_symlink {
-                rustix::fs::chmodat(
-                    rustix::fs::CWD,
-                    proc.as_str(),
-                    Mode::from_raw_mode(meta.mode & MODE_MASK),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| DiskError::new(e, "cannot set its mode"))?;
-            }
-            for (xname, value) in xattrs {
-                rustix::fs::setxattr(proc.as_str(), xname, value, XattrFlags::empty()).map_err(
-                    |e| DiskError::new(e, format!("cannot set extended attribute `{xname}`")),
-                )?;
-            }
-        }
-        rustix::fs::utimensat(
-            dir,
-            name,
-            &node::timestamps(meta),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| DiskError::new(e, "cannot set its times"))
+        let want = FdMeta {
+            owner,
+            mode: (!is_symlink).then_some(meta.mode),
+            remove_xattrs: Vec::new(),
+            set_xattrs: xattrs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect(),
+            times: Some(node::timestamps(meta)),
+        };
+        node::set_path_fd_meta(Steps::Uncounted, &obj, &want)
+            .map_err(|(step, e)| meta_error(step, e, owner, meta))
     }
 
     /// Owner, mode, extended attributes and times of an open file or
@@ -1979,17 +1964,8 @@ impl Disk {
             set_xattrs,
             times: refused.is_none().then(|| node::timestamps(meta)),
         };
-        node::set_fd_meta(Steps::Uncounted, fd, &want).map_err(|(step, e)| match step {
-            MetaStep::Owner => {
-                let (uid, gid) = owner.unwrap_or((meta.uid, meta.gid));
-                chown_error(e, uid, gid)
-            }
-            MetaStep::Mode => DiskError::new(e, "cannot set its mode"),
-            MetaStep::Xattr(name) => {
-                DiskError::new(e, format!("cannot set extended attribute `{name}`"))
-            }
-            MetaStep::Times => DiskError::new(e, "cannot set its times"),
-        })?;
+        node::set_fd_meta(Steps::Uncounted, fd, &want)
+            .map_err(|(step, e)| meta_error(step, e, owner, meta))?;
         refused.map_or(Ok(()), Err)
     }
 
@@ -2110,6 +2086,22 @@ fn count_object(summary: &mut FlattenSummary, file_type: FileType) {
         FileType::File => summary.files += 1,
         FileType::Symlink => summary.symlinks += 1,
         _ => summary.specials += 1,
+    }
+}
+
+/// The error of step `step` of setting `meta` (with `owner`, the owner
+/// given, if any).
+fn meta_error(step: MetaStep, e: Errno, owner: Option<(u32, u32)>, meta: &Metadata) -> DiskError {
+    match step {
+        MetaStep::Owner => {
+            let (uid, gid) = owner.unwrap_or((meta.uid, meta.gid));
+            chown_error(e, uid, gid)
+        }
+        MetaStep::Mode => DiskError::new(e, "cannot set its mode"),
+        MetaStep::Xattr(name) => {
+            DiskError::new(e, format!("cannot set extended attribute `{name}`"))
+        }
+        MetaStep::Times => DiskError::new(e, "cannot set its times"),
     }
 }
 

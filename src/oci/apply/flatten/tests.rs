@@ -883,6 +883,54 @@ fn devices_under_each_policy() {
     }
 }
 
+/// A symlink, a fifo and a device get exactly the owners, modes, times and
+/// (trusted) attributes their headers give: each is set on the object
+/// itself, through its descriptor, never by a name a symlink could stand
+/// in for.
+#[test]
+fn symlinks_fifos_and_devices_get_exact_owners_modes_and_times() {
+    if skip_unless_root("symlinks_fifos_and_devices_get_exact_owners_modes_and_times") {
+        return;
+    }
+    let layer = tar(|t| {
+        t.dir("d/");
+        t.pax(&[
+            ("mtime", b"1600000000.25"),
+            ("SCHILY.xattr.trusted.l", b"on the link"),
+        ]);
+        let mut link = Hdr::new("d/l", b'2');
+        (link.link, link.mode, link.uid, link.gid) = ("../nowhere", 0o777, 5, 6);
+        t.header(&link);
+        t.pax(&[("SCHILY.xattr.trusted.f", b"on the fifo")]);
+        let mut fifo = Hdr::new("d/fifo", b'6');
+        (fifo.mode, fifo.uid, fifo.gid, fifo.mtime) = (0o640, 7, 8, 1_600_000_002);
+        t.header(&fifo);
+        let mut dev = Hdr::new("d/tty", b'3');
+        (dev.major, dev.minor, dev.mode) = (4, 64, 0o620);
+        (dev.uid, dev.gid, dev.mtime) = (0, 5, 1_600_000_003);
+        t.header(&dev);
+    });
+    let (tree, summary) = check(std::slice::from_ref(&layer));
+    assert_eq!(
+        tree["d/l"],
+        "l - 5:6 size=10 mtime=1600000000.250000000 rdev=0 data= target=../nowhere \
+         xattrs=[trusted.l=on the link] link=-"
+    );
+    assert_eq!(
+        tree["d/fifo"],
+        "p 0640 7:8 size=0 mtime=1600000002.000000000 rdev=0 data= target= \
+         xattrs=[trusted.f=on the fifo] link=-"
+    );
+    assert_eq!(
+        tree["d/tty"],
+        format!(
+            "c 0620 0:5 size=0 mtime=1600000003.000000000 rdev={:x} data= target= xattrs=[] link=-",
+            makedev(4, 64)
+        )
+    );
+    assert_eq!((summary.symlinks, summary.specials), (1, 2));
+}
+
 /// `cap_net_bind_service=e` (VFS_CAP_REVISION_2: 20 bytes).
 const CAPABILITY: &[u8] = &[1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
