@@ -86,9 +86,9 @@
 //! utimes, xattrs, `link`) with parents first and metadata kept, a
 //! whiteout on deletion of a name a lower layer holds, `EXDEV` for renaming
 //! a directory that exists below (or a redirect, with
-//! [`DirRename::Redirect`](view::DirRename::Redirect)), hard links broken by
+//! [`DirRename::Redirect`](merged::DirRename::Redirect)), hard links broken by
 //! copy-up (or kept, with
-//! [`HardLinkCopyUp::Keep`](view::HardLinkCopyUp::Keep)). Symlinks resolve
+//! [`HardLinkCopyUp::Keep`](merged::HardLinkCopyUp::Keep)). Symlinks resolve
 //! inside the view as in a chroot.
 //!
 //! # Security
@@ -207,7 +207,7 @@
 //!   fails with `EINVAL`.
 //! - A [`view::File`] refers to the path its file had when opened; it does
 //!   not follow the file through a later rename.
-//! - With [`HardLinkCopyUp::Keep`](view::HardLinkCopyUp::Keep), copy-up
+//! - With [`HardLinkCopyUp::Keep`](merged::HardLinkCopyUp::Keep), copy-up
 //!   links the names the view shows at that moment (the kernel also counts
 //!   names hidden by higher layers in `nlink`).
 //! - Error numbers are Linux's.
@@ -220,7 +220,7 @@
 //!   the kernel finds the copy from the file's other lower names by file
 //!   handle, which this crate cannot compute without `unsafe` code.
 //! - Metadata-only copies (the kernel's `metacopy=on`) are read, following
-//!   [`view::Metacopy`], but never written by the view.
+//!   [`merged::Metacopy`], but never written by the view.
 //! - Xattr whiteouts count only in directories marked `opaque="x"` (the
 //!   kernel's documented rule; its lookups also honour them elsewhere, its
 //!   listings do not). `docs/semantics.md` lists every known difference
@@ -302,7 +302,7 @@ pub use merged::MergedFs;
 pub use meta::{FileType, Metadata, Timestamp, Xattrs, major, makedev, minor};
 pub use path::{LayerPath, Name, NameBuf, PathLike, escape_name};
 pub use spill::Spill;
-pub use view::{DirEntry, LayerSource, MergedView, ViewOptions};
+pub use view::MergedView;
 
 /// The README's Rust examples, compiled and run as doctests so the front
 /// door never shows code that does not build.

@@ -4,7 +4,8 @@
 use layerstack::oci::{Image, ImageStore};
 use std::cell::RefCell;
 
-use layerstack::{LayerPath, LayerSource, MemLayer, MergedView, Metadata, Result};
+use layerstack::merged::LayerSource;
+use layerstack::{LayerPath, MemLayer, MergedView, Metadata, Result};
 use serde_json::{Value, json};
 
 use crate::ImageRef;

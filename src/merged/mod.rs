@@ -12,8 +12,8 @@
 //!
 //! The options ([`ViewOptions`], [`OpenOptions`], [`RenameMode`], ...) live
 //! here, below both the view and the model, so that the oracle does not
-//! import what it checks; [`view`](crate::view) re-exports them for its
-//! users.
+//! import what it checks. This is their one public path:
+//! `layerstack::merged::ViewOptions`, and so on.
 //!
 //! ```
 //! use layerstack::merged::MergedFs;

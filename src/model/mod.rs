@@ -25,7 +25,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use layerstack::model::Model;
-//! use layerstack::view::ViewOptions;
+//! use layerstack::merged::ViewOptions;
 //! use layerstack::{ErrorKind, Layer, MemLayer, NameBuf};
 //!
 //! let mut base = MemLayer::new();
@@ -217,7 +217,7 @@ pub fn flatten(lowers: &[Arc<dyn Layer>]) -> Result<Snapshot> {
 /// ```
 /// use std::sync::Arc;
 /// use layerstack::model::Model;
-/// use layerstack::view::{DirRename, ViewOptions};
+/// use layerstack::merged::{DirRename, ViewOptions};
 /// use layerstack::{ErrorKind, Layer, MemLayer};
 ///
 /// let mut base = MemLayer::new();

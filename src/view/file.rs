@@ -20,7 +20,7 @@ use super::MergedView;
 ///
 /// ```
 /// use std::io::{Read, Seek, SeekFrom, Write};
-/// use layerstack::{MemLayer, MergedView, view::OpenOptions};
+/// use layerstack::{MemLayer, MergedView, merged::OpenOptions};
 ///
 /// let view = MergedView::new(vec![], MemLayer::new())?;
 /// let mut f = view.open("log", OpenOptions::new().append(true).create(true))?;

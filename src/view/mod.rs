@@ -23,12 +23,15 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-pub use crate::merged::options::*;
 pub use file::File;
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::{Content, Entry, Layer, LayerMut};
+use crate::merged::{
+    DirEntry, DirRename, HardLinkCopyUp, LayerSource, Metacopy, OpenOptions, RenameMode,
+    ViewOptions,
+};
 use crate::meta::{
     FileType, MODE_MASK, Metadata, S_ISGID, Timestamp, XATTR_NAME_MAX, XATTR_SIZE_MAX,
     check_xattr_name, mode_after_chown, xattr_allowed_on,

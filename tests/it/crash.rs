@@ -56,13 +56,14 @@ use std::time::Instant;
 use layerstack::layer::copy_layer;
 use layerstack::layer::crash_points::{CRASH_AT, STEPS};
 use layerstack::layer::dir::{DirLayerOptions, WhiteoutFormat};
+use layerstack::merged::OpenOptions;
+use layerstack::merged::ViewOptions;
 use layerstack::model::{Model, Snapshot};
 use layerstack::testing::{
     Op, Scenario, apply_to_model, apply_to_view, build_layer, ops_strategy, snapshot_view,
     stack_items_strategy,
 };
-use layerstack::view::OpenOptions;
-use layerstack::{DirLayer, FileType, Layer, MemLayer, MergedView, ViewOptions};
+use layerstack::{DirLayer, FileType, Layer, MemLayer, MergedView};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 

@@ -12,15 +12,16 @@ use std::sync::Arc;
 use camino::Utf8Path;
 use layerstack::layer::dir::{DirLayerOptions, OverlayXattrs, WhiteoutFormat};
 use layerstack::layer::{Redirect, copy_layer, walk};
+use layerstack::merged::HardLinkCopyUp;
+use layerstack::merged::ViewOptions;
 use layerstack::model::Model;
 use layerstack::testing::{
     Op, Strictness, apply_to_model, apply_to_view, check_layer_conformance_with, ops_strategy,
     snapshot_view, stack_strategy,
 };
-use layerstack::view::HardLinkCopyUp;
 use layerstack::{
     DirLayer, Entry, ErrorKind, FileType, Layer, LayerMut, LayerPath, MemLayer, MergedView,
-    Metadata, ViewOptions,
+    Metadata,
 };
 use proptest::prelude::*;
 
@@ -744,7 +745,7 @@ fn copy_up_on_disk_keeps_the_times_of_every_parent() {
     type Change = fn(&MergedView) -> layerstack::Result<()>;
     let changes: [(&str, Change); 9] = [
         ("open for write", |v| {
-            let mut o = layerstack::view::OpenOptions::new();
+            let mut o = layerstack::merged::OpenOptions::new();
             o.write(true);
             v.open("a/b/f", &o).map(drop)
         }),
@@ -959,7 +960,7 @@ fn metadata_only_copies_read_their_lower_data_or_are_refused() {
     if !privileged("metadata_only_copies_read_their_lower_data_or_are_refused") {
         return;
     }
-    use layerstack::view::Metacopy;
+    use layerstack::merged::Metacopy;
     let scratch = Scratch::new("metacopy");
     let mut base = MemLayer::new();
     base.add_file("f", "hello\n").unwrap();

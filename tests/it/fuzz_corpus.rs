@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use layerstack::FileType;
+use layerstack::merged::{OpenOptions, RenameMode};
 use layerstack::testing::{Attrs, LayerItem, Op, Scenario, check_ops_bytes};
-use layerstack::view::{OpenOptions, RenameMode};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ops")

@@ -9,10 +9,9 @@ use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
 
 use camino::Utf8PathBuf;
-use layerstack::view::{HandleId, HardLinkCopyUp, OpenOptions};
-use layerstack::{
-    DirLayer, ErrorKind, Layer, LayerMut, LayerPath, MemLayer, MergedView, ViewOptions,
-};
+use layerstack::merged::ViewOptions;
+use layerstack::merged::{HandleId, HardLinkCopyUp, OpenOptions};
+use layerstack::{DirLayer, ErrorKind, Layer, LayerMut, LayerPath, MemLayer, MergedView};
 
 use crate::support::TempDir as Scratch;
 

@@ -58,14 +58,14 @@ use std::sync::Arc;
 
 use layerstack::layer::dir::DirLayerOptions;
 use layerstack::layer::{RedirectTarget, walk};
+use layerstack::merged::ViewOptions;
+use layerstack::merged::{DirRename, HardLinkCopyUp, Metacopy, OpenOptions, RenameMode};
 use layerstack::testing::{
     LayerItem, MetadataSummary, Op, Outcome, apply_to_view, build_layer, ops_strategy,
     snapshot_view, stack_items_strategy,
 };
-use layerstack::view::{DirRename, HardLinkCopyUp, Metacopy, OpenOptions, RenameMode};
 use layerstack::{
-    DirLayer, Entry, ErrorKind, FileType, Layer, LayerPath, MemLayer, MergedView, Metadata,
-    NameBuf, ViewOptions,
+    DirLayer, Entry, ErrorKind, FileType, Layer, LayerPath, MemLayer, MergedView, Metadata, NameBuf,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};

@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use layerstack::merged::DirRename;
+use layerstack::merged::ViewOptions;
 use layerstack::mount::{MountOptions, Mounted, mount};
-use layerstack::view::DirRename;
-use layerstack::{DirLayer, Layer, LayerPath, MemLayer, MergedView, ViewOptions};
+use layerstack::{DirLayer, Layer, LayerPath, MemLayer, MergedView};
 use rustix::fs::{CWD, Mode, OFlags, RenameFlags};
 
 use crate::support::TempDir;

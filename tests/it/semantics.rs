@@ -4,10 +4,11 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use layerstack::view::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode};
+use layerstack::merged::{DirRename, HardLinkCopyUp, OpenOptions, RenameMode};
+use layerstack::merged::{LayerSource, ViewOptions};
 use layerstack::{
-    Entry, ErrorKind, FileType, Layer, LayerMut, LayerPath, LayerSource, MemLayer, MergedView,
-    Metadata, NameBuf, Timestamp, ViewOptions, layer::Redirect, layer::walk,
+    Entry, ErrorKind, FileType, Layer, LayerMut, LayerPath, MemLayer, MergedView, Metadata,
+    NameBuf, Timestamp, layer::Redirect, layer::walk,
 };
 
 fn stack(layers: Vec<MemLayer>) -> Vec<Arc<dyn Layer>> {

@@ -13,12 +13,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use layerstack::layer::walk;
+use layerstack::merged::ViewOptions;
+use layerstack::merged::{DirRename, HardLinkCopyUp};
 use layerstack::model::{Model, Snapshot};
 use layerstack::testing::{
     Op, Outcome, apply_to_model, apply_to_view, op_strategy, snapshot_view, stack_strategy,
 };
-use layerstack::view::{DirRename, HardLinkCopyUp};
-use layerstack::{Entry, Layer, LayerMut, LayerPath, MemLayer, MergedView, Spill, ViewOptions};
+use layerstack::{Entry, Layer, LayerMut, LayerPath, MemLayer, MergedView, Spill};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};

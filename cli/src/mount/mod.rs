@@ -18,10 +18,9 @@ use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use layerstack::layer::dir::DirLayerOptions;
+use layerstack::merged::ViewOptions;
 use layerstack::mount::MountOptions;
-use layerstack::{
-    DirLayer, Error, ErrorKind, Layer, MemLayer, MergedView, Operation, Result, ViewOptions,
-};
+use layerstack::{DirLayer, Error, ErrorKind, Layer, MemLayer, MergedView, Operation, Result};
 
 use crate::ImageRef;
 use options::MountSpec;

@@ -6,7 +6,7 @@
 
 use camino::Utf8PathBuf;
 use layerstack::layer::dir::{Durability, OverlayXattrs};
-use layerstack::view::{DirRename, HardLinkCopyUp, Metacopy};
+use layerstack::merged::{DirRename, HardLinkCopyUp, Metacopy};
 
 /// What `-o` asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -216,7 +216,7 @@ fn report_redirected(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::{DirRename, ViewOptions};
+    use crate::merged::{DirRename, ViewOptions};
 
     fn lines(layer: &dyn Layer, below: &[Arc<dyn Layer>]) -> Vec<String> {
         layer_changes(layer, below)

@@ -7,13 +7,14 @@ use tar::EntryType;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, EntryKind, Layer, Node};
+use crate::merged::LayerSource;
 use crate::meta::{FileType, MODE_MASK, Metadata, Timestamp, major, minor};
 use crate::oci::image::digest::{Digest, DigestWriter};
 use crate::oci::tar::compress::{Compression, Compressor};
 use crate::oci::tar::header::{BLOCK, HeaderSpec, build_header, normalised, pax_header};
 use crate::oci::tar::whiteout::{OPAQUE_MARKER, WHITEOUT_PREFIX, is_reserved, whiteout_name};
 use crate::path::{LayerPath, Name, PathLike};
-use crate::view::{LayerSource, MergedView};
+use crate::view::MergedView;
 
 /// How [`export_layer`] writes a layer.
 ///
@@ -670,10 +671,10 @@ mod tests {
 
     use super::*;
     use crate::layer::LayerMut;
+    use crate::merged::{Clock, DirRename, ViewOptions};
     use crate::meta::makedev;
     use crate::oci::tar::compress::Decompressor;
     use crate::oci::tar::header::{NAME_FIELD, PAX_HEADER_NAME};
-    use crate::view::{Clock, DirRename, ViewOptions};
 
     /// One tar entry as a reader sees it.
     #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,13 +10,14 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::overlay::is_bookkeeping_xattr;
 use crate::layer::{Content, Entry, Layer, LayerMut};
+use crate::merged::LayerSource;
 use crate::meta::{FileType, Metadata, S_ISGID, S_ISUID, check_xattr_name};
 use crate::oci::apply::applier::{Answer, ApplyTarget, Ask, Held, apply_entry};
 use crate::oci::image::digest::{Digest, DigestReader};
 use crate::oci::tar::compress::{Compression, Decompressor};
 use crate::oci::tar::read::{Limits, TarEntry, TarKind, TarReader};
 use crate::path::{LayerPath, NameBuf};
-use crate::view::{LayerSource, MergedView};
+use crate::view::MergedView;
 
 /// What to do with a kind of entry that is risky to trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,13 +7,14 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, Operation, Result};
 use crate::layer::mem::MemLayer;
 use crate::layer::{Entry, Layer, walk};
+use crate::merged::LayerSource;
 use crate::meta::{FileType, Metadata, Timestamp};
 use crate::oci::image::store::{Image, ImageStore};
 use crate::oci::tar::compress::Decompressor;
 use crate::oci::tar::read::{TarKind, TarReader};
 use crate::oci::tar::whiteout::{TarName, classify};
 use crate::path::LayerPath;
-use crate::view::{LayerSource, MergedView};
+use crate::view::MergedView;
 
 /// Why a shipped payload is not in the final tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -9,6 +9,7 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
 use crate::layer::mem::{MemLayer, to_mem_layer};
 use crate::layer::{Layer, LayerMut};
+use crate::merged::{Clock, ViewOptions};
 use crate::meta::{FileType, Timestamp};
 use crate::oci::apply::changes::{Change, layer_changes};
 use crate::oci::apply::export::{ExportOptions, export_layer};
@@ -23,7 +24,7 @@ use crate::oci::lazy::BlobLayer;
 use crate::oci::tar::compress::Compression;
 use crate::path::LayerPath;
 use crate::spill::Spill;
-use crate::view::{Clock, MergedView, ViewOptions};
+use crate::view::MergedView;
 
 /// An image: what a tag (or digest) names in a layout.
 #[derive(Debug, Clone, PartialEq)]

@@ -61,9 +61,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use layerstack::layer::dir::DirLayerOptions;
+use layerstack::merged::ViewOptions;
 use layerstack::model::Snapshot;
 use layerstack::testing::{Op, apply_to_view, snapshot_dir, snapshot_view, xattrs_of};
-use layerstack::{DirLayer, Layer, MemLayer, MergedView, Name, NameBuf, ViewOptions};
+use layerstack::{DirLayer, Layer, MemLayer, MergedView, Name, NameBuf};
 use rustix::mount::MountFlags;
 
 use crate::support::harness::{ESTALE_MARK, Overlay, RunError, Scratch, materialize};

@@ -15,9 +15,10 @@
 //! stays on the lower file when one name is copied up, with `index=on` it
 //! follows.
 
+use layerstack::merged::ViewOptions;
+use layerstack::merged::{HardLinkCopyUp, OpenOptions};
 use layerstack::testing::{Op, Outcome};
-use layerstack::view::{HardLinkCopyUp, OpenOptions};
-use layerstack::{ErrorKind, MemLayer, ViewOptions};
+use layerstack::{ErrorKind, MemLayer};
 
 /// The names are the scenario codec's (`testing::NAMES`): the child gets
 /// each operation through it.

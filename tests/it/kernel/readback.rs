@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use camino::Utf8Path;
 use layerstack::layer::dir::{DirLayerOptions, Durability};
-use layerstack::view::Metacopy;
-use layerstack::{DirLayer, ErrorKind, Layer, MergedView, NameBuf, ViewOptions};
+use layerstack::merged::Metacopy;
+use layerstack::merged::ViewOptions;
+use layerstack::{DirLayer, ErrorKind, Layer, MergedView, NameBuf};
 
 use crate::support::harness::{Scratch, kernel_available};
 

@@ -57,12 +57,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use layerstack::layer::dir::DirLayerOptions;
+use layerstack::merged::ViewOptions;
 use layerstack::model::Snapshot;
 use layerstack::mount::{MountOptions, Mounted, mount};
 use layerstack::testing::{
     Op, Outcome, build_layer, ops_strategy, snapshot_dir, stack_items_strategy,
 };
-use layerstack::{DirLayer, FileType, Layer, MemLayer, MergedView, ViewOptions};
+use layerstack::{DirLayer, FileType, Layer, MemLayer, MergedView};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 

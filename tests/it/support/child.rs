@@ -16,8 +16,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 
+use layerstack::merged::{OpenOptions, RenameMode};
 use layerstack::testing::{MetadataSummary, Op, Outcome, Scenario};
-use layerstack::view::{OpenOptions, RenameMode};
 use layerstack::{ErrorKind, FileType, Name, NameBuf, Timestamp};
 
 use crate::support::harness::ESTALE_MARK;

@@ -14,9 +14,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use layerstack::layer::walk;
+use layerstack::merged::ViewOptions;
 use layerstack::model::{Model, Snapshot};
 use layerstack::testing::{Op, Outcome, Scenario, apply_to_model};
-use layerstack::{Entry, FileType, Layer, MemLayer, ViewOptions};
+use layerstack::{Entry, FileType, Layer, MemLayer};
 use rustix::fs::{AtFlags, CWD, Mode};
 use rustix::mount::{MountFlags, UnmountFlags};
 
