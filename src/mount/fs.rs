@@ -8,6 +8,25 @@
 //! table is updated; every other request holds it for reading while it
 //! uses a path, so it never uses a path a concurrent rename made stale.
 //! Reads and writes through open handles take no namespace lock at all.
+//!
+//! # What the kernel may cache
+//!
+//! Every change reaches the view through this filesystem, and the kernel
+//! drops what a change of its own makes stale (the attributes and names
+//! it touches, the pages of a file it writes or truncates, the cached
+//! listing of a directory it changes). So the kernel keeps:
+//!
+//! - names and attributes for [`TTL`];
+//! - a file's pages from one open to the next (`FOPEN_KEEP_CACHE`) when
+//!   the file's modification time and size are what they were when it was
+//!   last opened or closed here: what changes a file other than through
+//!   the kernel's own pages (a change made through [`super::Mounted::view`])
+//!   changes one of them, and the pages are then dropped;
+//! - a directory's listing (`FOPEN_CACHE_DIR`), kept from one `opendir` to
+//!   the next (`FOPEN_KEEP_CACHE`) until a change here touches the
+//!   directory or its modification time or link count moves. This side
+//!   keeps the directory's snapshot for as long, so an `opendir` of an
+//!   unchanged directory lists nothing again.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -36,8 +55,9 @@ use super::inodes::{Inodes, ROOT_ID, node_id};
 
 /// How long the kernel may keep names and attributes: every change goes
 /// through this filesystem, and the kernel drops what a change of its own
-/// makes stale, so a second is safe and saves most repeated lookups.
-const TTL: Duration = Duration::from_secs(1);
+/// makes stale, so a long time is safe; a minute bounds how long a change
+/// made through [`super::Mounted::view`] can go unseen.
+const TTL: Duration = Duration::from_secs(60);
 
 /// The longest name of one component (`NAME_MAX`).
 const NAME_MAX: usize = 255;
@@ -46,6 +66,29 @@ const NAME_MAX: usize = 255;
 #[derive(Debug)]
 struct DirSnapshot {
     entries: Vec<(NameBuf, FileType)>,
+}
+
+/// What a file or directory looked like when the kernel last cached it:
+/// its modification time and size, and a directory's link count (a
+/// file's changes as it is linked and unlinked: not a change of its data).
+type Stamp = (crate::meta::Timestamp, u64, u64);
+
+fn stamp(meta: &Metadata) -> Stamp {
+    let nlink = if meta.file_type.is_dir() {
+        meta.nlink
+    } else {
+        0
+    };
+    (meta.mtime, meta.size, nlink)
+}
+
+/// What the kernel was last given to cache for a node (see the module
+/// docs).
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    /// For a directory, the snapshot its last `opendir` listed.
+    listing: Option<Arc<DirSnapshot>>,
 }
 
 /// The filesystem (see the module docs).
@@ -59,6 +102,8 @@ pub(super) struct LayerFs {
     inodes: Arc<Mutex<Inodes>>,
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
     next_dir: AtomicU64,
+    /// By node id, while the table knows the node.
+    cached: Mutex<HashMap<u64, Cached>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,6 +181,7 @@ impl LayerFs {
             inodes,
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
+            cached: Mutex::new(HashMap::new()),
         })
     }
 
@@ -162,6 +208,79 @@ impl LayerFs {
     /// The number the kernel shows as `st_ino` for node `id`.
     fn shown_ino(&self, id: u64) -> u64 {
         if id == ROOT_ID { self.root_ino } else { id }
+    }
+
+    /// Whether the kernel may keep the pages it cached of file node `id`,
+    /// which is `meta` now (see the module docs); remembers `meta`.
+    fn keep_cache(&self, id: u64, meta: &Metadata) -> bool {
+        let now = stamp(meta);
+        let mut cached = lock(&self.cached);
+        let keep = cached.get(&id).is_some_and(|c| c.stamp == now);
+        if !keep {
+            cached.insert(
+                id,
+                Cached {
+                    stamp: now,
+                    listing: None,
+                },
+            );
+        }
+        keep
+    }
+
+    /// The kernel's pages of file node `id` are `meta` (what was written
+    /// through them is in).
+    fn cached_as(&self, id: u64, meta: &Metadata) {
+        let mut cached = lock(&self.cached);
+        let c = cached.entry(id).or_insert(Cached {
+            stamp: stamp(meta),
+            listing: None,
+        });
+        c.stamp = stamp(meta);
+    }
+
+    /// A change made here touched directory node `id` (an entry added,
+    /// removed or renamed; for a directory moved, its `..`): its listing is
+    /// read again, and the kernel's dropped, at the next `opendir`.
+    fn dir_changed(&self, id: u64) {
+        lock(&self.cached).remove(&id);
+    }
+
+    /// Node `id` may have left the table: what is remembered of its cache
+    /// goes with it.
+    fn maybe_gone(&self, id: u64) {
+        if !lock(&self.inodes).knows(id) {
+            lock(&self.cached).remove(&id);
+        }
+    }
+
+    /// The snapshot of directory node `id` for a new `opendir`, and whether
+    /// it is the one the last `opendir` listed (the kernel may keep the
+    /// listing it cached). Under the namespace lock: no change is made in
+    /// between.
+    fn dir_snapshot(&self, id: u64) -> Result<(Arc<DirSnapshot>, bool)> {
+        let _ns = self.reading();
+        let path = self.path(id, Operation::ReadDir)?;
+        let now = stamp(&self.view.symlink_metadata(path.as_slice())?);
+        let kept = lock(&self.cached)
+            .get(&id)
+            .filter(|c| c.stamp == now)
+            .and_then(|c| c.listing.clone());
+        if let Some(snapshot) = kept {
+            return Ok((snapshot, true));
+        }
+        let list = self.view.read_dir(path.as_slice())?;
+        let snapshot = Arc::new(DirSnapshot {
+            entries: list.into_iter().map(|e| (e.name, e.file_type)).collect(),
+        });
+        lock(&self.cached).insert(
+            id,
+            Cached {
+                stamp: now,
+                listing: Some(Arc::clone(&snapshot)),
+            },
+        );
+        Ok((snapshot, false))
     }
 
     /// The metadata of node `id`: by its path, or for an orphan, through
@@ -292,6 +411,7 @@ impl LayerFs {
         let parent_path = self.path(parent, Operation::Lookup)?;
         let path = self.child_path(parent, name, Operation::Lookup)?;
         make(&path)?;
+        self.dir_changed(parent);
         self.init_owner(req, &parent_path, &path, mode, umask)?;
         self.entry(parent, name, &path)
     }
@@ -345,6 +465,7 @@ impl LayerFs {
                 OpenOptions::new().write(true).create_new(true),
             )?;
             self.view.close_handle(h)?;
+            self.dir_changed(parent);
             self.init_owner(req, &parent_path, &path, mode, umask)?;
         }
         let (attr, generation) = self.entry(parent, name, &path)?;
@@ -390,8 +511,19 @@ impl LayerFs {
         let _ns = self.renaming();
         let from = self.child_path(parent, name, op)?;
         let to = self.child_path(new_parent, new_name, op)?;
+        // A directory moved has a new `..`: the ids of what moves.
+        let moved = [from.as_slice(), to.as_slice()]
+            .map(|p| self.view.symlink_metadata(p).ok().map(|m| m.ino));
         self.view
             .rename_with(from.as_slice(), to.as_slice(), mode)?;
+        for id in [parent, new_parent].into_iter().chain(
+            moved
+                .into_iter()
+                .flatten()
+                .map(|ino| node_id(ino, self.root_ino)),
+        ) {
+            self.dir_changed(id);
+        }
         let mut inodes = lock(&self.inodes);
         if mode == RenameMode::Exchange {
             inodes.exchange(parent, name, new_parent, new_name);
@@ -415,6 +547,7 @@ impl LayerFs {
         } else {
             self.view.remove_file(path.as_slice())?;
         }
+        self.dir_changed(parent);
         lock(&self.inodes).remove_name(parent, name);
         Ok(())
     }
@@ -580,11 +713,16 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>>) {
 impl Filesystem for LayerFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC reaches `open` (one step, as the view's open truncates);
-        // readdirplus answers listings and lookups at once.
+        // readdirplus answers listings and lookups at once; lookups and
+        // listings in one directory may run in parallel (the namespace
+        // lock orders them against changes); a symlink's target never
+        // changes, so the kernel keeps it.
         for flag in [
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -599,6 +737,7 @@ impl Filesystem for LayerFs {
     // does not export the type of its argument).
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         lock(&self.inodes).forget(ino.0, nlookup);
+        self.maybe_gone(ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -753,6 +892,7 @@ impl Filesystem for LayerFs {
             let from = self.path(ino.0, op)?;
             let to = self.child_path(newparent.0, name, op)?;
             self.view.hard_link(from.as_slice(), to.as_slice())?;
+            self.dir_changed(newparent.0);
             self.entry(newparent.0, name, &to)
         })();
         reply_entry(reply, r);
@@ -765,7 +905,16 @@ impl Filesystem for LayerFs {
                 .and_then(|p| self.open_path(ino.0, &p, flags.0))
         };
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => {
+                // `flush` does nothing here: the kernel need not ask.
+                let mut flags = FopenFlags::FOPEN_NOFLUSH;
+                if let Ok(meta) = self.view.handle_metadata(HandleId(fh))
+                    && self.keep_cache(ino.0, &meta)
+                {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), flags);
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -825,13 +974,20 @@ impl Filesystem for LayerFs {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // What was written through it is in the kernel's pages.
+        if flags.acc_mode() != OpenAccMode::O_RDONLY
+            && let Ok(meta) = self.view.handle_metadata(HandleId(fh.0))
+        {
+            self.cached_as(ino.0, &meta);
+        }
         let r = self.view.close_handle(HandleId(fh.0));
         lock(&self.inodes).closed(ino.0, fh.0);
+        self.maybe_gone(ino.0);
         reply_empty(reply, r);
     }
 
@@ -847,19 +1003,15 @@ impl Filesystem for LayerFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = {
-            let _ns = self.reading();
-            self.path(ino.0, Operation::ReadDir)
-                .and_then(|p| self.view.read_dir(p.as_slice()))
-        };
-        match r {
-            Ok(list) => {
-                let snapshot = DirSnapshot {
-                    entries: list.into_iter().map(|e| (e.name, e.file_type)).collect(),
-                };
+        match self.dir_snapshot(ino.0) {
+            Ok((snapshot, unchanged)) => {
                 let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-                lock(&self.dirs).insert(fh, Arc::new(snapshot));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                lock(&self.dirs).insert(fh, snapshot);
+                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                if unchanged {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), flags);
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -1006,9 +1158,13 @@ impl Filesystem for LayerFs {
         reply: ReplyCreate,
     ) {
         match self.create_inner(req, parent.0, name, mode, umask, flags) {
-            Ok((attr, generation, fh)) => {
-                reply.created(&TTL, &attr, generation, FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((attr, generation, fh)) => reply.created(
+                &TTL,
+                &attr,
+                generation,
+                FileHandle(fh),
+                FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

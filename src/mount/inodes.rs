@@ -242,6 +242,11 @@ impl Inodes {
     pub(super) fn len(&self) -> usize {
         self.nodes.len()
     }
+
+    /// Whether the table holds node `id`.
+    pub(super) fn knows(&self, id: u64) -> bool {
+        self.nodes.contains_key(&id)
+    }
 }
 
 #[cfg(test)]

@@ -94,8 +94,10 @@ pub struct MountOptions {
     pub fs_name: String,
     /// Mount read-only (`ro`): every change fails with `EROFS`.
     pub read_only: bool,
-    /// `allow_other` (default true: other users see the mount; needs root
-    /// or `user_allow_other` in `/etc/fuse.conf`).
+    /// `allow_other`: other users see the mount. It needs root or
+    /// `user_allow_other` in `/etc/fuse.conf` (fusermount3 refuses it
+    /// otherwise), so the default is true only then
+    /// ([`allow_other_permitted`]).
     pub allow_other: bool,
     /// `default_permissions` (default true: the kernel checks mode bits).
     pub default_permissions: bool,
@@ -109,13 +111,30 @@ impl Default for MountOptions {
         MountOptions {
             fs_name: "layerstack".to_owned(),
             read_only: false,
-            allow_other: true,
+            allow_other: allow_other_permitted(),
             default_permissions: true,
             threads: std::thread::available_parallelism()
                 .map_or(2, std::num::NonZeroUsize::get)
                 .max(2),
         }
     }
+}
+
+/// Whether this process may mount with `allow_other`: as root, or where
+/// `/etc/fuse.conf` has a line `user_allow_other` (what fusermount3
+/// checks).
+#[must_use]
+pub fn allow_other_permitted() -> bool {
+    rustix::process::geteuid().is_root()
+        || std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|conf| fuse_conf_allows_other(&conf))
+}
+
+/// Whether `/etc/fuse.conf`'s text `conf` has `user_allow_other` on a line
+/// of its own (blanks around it allowed; `#` starts a comment).
+fn fuse_conf_allows_other(conf: &str) -> bool {
+    conf.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .any(|line| line == "user_allow_other")
 }
 
 /// Mounts `view` at `mountpoint` (an existing directory) and serves it on
@@ -149,7 +168,10 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
 
     let mut mount_options = vec![
         fuser::MountOption::FSName(options.fs_name.clone()),
-        fuser::MountOption::Subtype("layerstack".to_owned()),
+        // The type shows as `fuse.layerstack`: the kernel takes `subtype=`
+        // as one of its own options (fuser passes its `Subtype` only to
+        // fusermount3, which takes this form too).
+        fuser::MountOption::CUSTOM("subtype=layerstack".to_owned()),
     ];
     if options.default_permissions {
         mount_options.push(fuser::MountOption::DefaultPermissions);
@@ -352,4 +374,21 @@ fn fusermount_unmount(path: &Path) -> Result<()> {
     }
     let e = last.expect("a tool was tried");
     Err(io_error(&e, op, path).with_detail("neither fusermount3 nor fusermount could be run"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_allow_other_is_read_as_fusermount3_reads_it() {
+        assert!(fuse_conf_allows_other("user_allow_other\n"));
+        assert!(fuse_conf_allows_other(
+            "# mount_max = 1000\n  user_allow_other  # for everyone\n"
+        ));
+        assert!(!fuse_conf_allows_other("#user_allow_other\n"));
+        assert!(!fuse_conf_allows_other("mount_max = 10\n"));
+        assert!(!fuse_conf_allows_other("user_allow_other_not\n"));
+        assert!(!fuse_conf_allows_other(""));
+    }
 }
