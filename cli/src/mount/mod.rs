@@ -272,7 +272,7 @@ fn absolute(path: &Utf8Path) -> Utf8PathBuf {
 /// `upperdir=` or `workdir=` `dir` must be there, a directory, as the
 /// kernel's overlayfs wants them (it creates neither).
 fn existing_dir(dir: &Utf8Path) -> Result<()> {
-    let meta = std::fs::metadata(dir).map_err(|e| Error::from_io(&e, Operation::Layer, dir))?;
+    let meta = std::fs::metadata(dir).map_err(|e| io_error(&e, dir))?;
     if !meta.is_dir() {
         return Err(Error::new(
             ErrorKind::NotADirectory,
@@ -339,6 +339,17 @@ fn open_view(request: &Request) -> Result<(MergedView, Option<SessionLock>)> {
     }
 }
 
+/// An error of the system call on `dir`, as its errno's kind alone (the
+/// message says "no such file or directory", as for a missing lowerdir).
+fn io_error(e: &std::io::Error, dir: &Utf8Path) -> Error {
+    let kind = e.raw_os_error().and_then(ErrorKind::from_errno);
+    Error::new(
+        kind.unwrap_or(ErrorKind::Io),
+        Operation::Layer,
+        dir.as_str(),
+    )
+}
+
 /// Exclusive locks (`flock`) on the upper and work directories of a
 /// session: a second session on either fails with `EBUSY`, as the kernel
 /// refuses a second mount of an upper or work directory in use (with
@@ -360,19 +371,16 @@ impl SessionLock {
                 // own message.
                 break;
             }
-            let file =
-                std::fs::File::open(dir).map_err(|e| Error::from_io(&e, Operation::Layer, dir))?;
+            let file = std::fs::File::open(dir).map_err(|e| io_error(&e, dir))?;
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => held.push(file),
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     return Err(Error::new(ErrorKind::Busy, Operation::Mount, dir.as_str())
                         .with_detail(format!(
-                            "{what} is in use as the upperdir or workdir of another layerstack mount"
+                            "resource busy: {what} is in use as the upperdir or workdir of another layerstack mount"
                         )));
                 }
-                Err(e) => {
-                    return Err(Error::from_io(&e.into(), Operation::Layer, dir));
-                }
+                Err(e) => return Err(io_error(&e.into(), dir)),
             }
         }
         Ok(SessionLock { _held: held })
