@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
@@ -45,13 +45,13 @@ use fuser::{
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
-use crate::merged::{HandleId, OpenOptions, RenameMode};
+use crate::merged::{HandleId, HardLinkCopyUp, OpenOptions, RenameMode};
 use crate::meta::{FileType, Metadata, S_ISGID};
 use crate::path::{Name, NameBuf};
 use crate::view::MergedView;
 
 use super::attr::{decode_dev, errno, file_attr, kind, type_of_mode};
-use super::inodes::{Inodes, ROOT_ID, node_id};
+use super::inodes::{Inodes, PER_NAME_BASE, ROOT_ID, node_id};
 
 /// How long the kernel may keep names and attributes: every change goes
 /// through this filesystem, and the kernel drops what a change of its own
@@ -62,10 +62,52 @@ const TTL: Duration = Duration::from_secs(60);
 /// The longest name of one component (`NAME_MAX`).
 const NAME_MAX: usize = 255;
 
-/// A listing snapshotted at `opendir`: its cookies index this list.
+/// A directory's names and types, as listed once (shared by the handles
+/// that read it while the directory does not change).
+type Entries = Arc<Vec<(NameBuf, FileType)>>;
+
+/// A listing snapshotted at `opendir`, for one directory handle: its
+/// cookies index this list.
 #[derive(Debug)]
 struct DirSnapshot {
-    entries: Vec<(NameBuf, FileType)>,
+    entries: Entries,
+    /// Read from its start once: the next read from the start is a
+    /// `rewinddir`, which takes a new listing.
+    started: AtomicBool,
+}
+
+impl DirSnapshot {
+    fn new(list: Vec<crate::merged::DirEntry>) -> DirSnapshot {
+        DirSnapshot::of(Arc::new(
+            list.into_iter().map(|e| (e.name, e.file_type)).collect(),
+        ))
+    }
+
+    fn of(entries: Entries) -> DirSnapshot {
+        DirSnapshot {
+            entries,
+            started: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What an entry reply hands the kernel: the attributes (numbered with
+/// the node id), the generation, and how long the attributes hold.
+struct NodeEntry {
+    attr: FileAttr,
+    generation: Generation,
+    attr_ttl: Duration,
+}
+
+/// Whether `id` is a per-name node (see the module docs): its attributes
+/// are never cached, so that `stat` shows the view's number, not the id.
+fn per_name(id: u64) -> bool {
+    id >= PER_NAME_BASE
+}
+
+/// How long the kernel may keep the attributes of node `id`.
+fn attr_ttl(id: u64) -> Duration {
+    if per_name(id) { Duration::ZERO } else { TTL }
 }
 
 /// What a file or directory looked like when the kernel last cached it:
@@ -88,7 +130,7 @@ fn stamp(meta: &Metadata) -> Stamp {
 struct Cached {
     stamp: Stamp,
     /// For a directory, the snapshot its last `opendir` listed.
-    listing: Option<Arc<DirSnapshot>>,
+    listing: Option<Entries>,
 }
 
 /// The filesystem (see the module docs).
@@ -127,9 +169,9 @@ fn xattr_name(name: &OsStr, op: Operation) -> Result<&str> {
     })
 }
 
-fn reply_entry(reply: ReplyEntry, r: Result<(FileAttr, Generation)>) {
+fn reply_entry(reply: ReplyEntry, r: Result<NodeEntry>) {
     match r {
-        Ok((attr, generation)) => reply.entry(&TTL, &attr, generation),
+        Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &TTL, &e.attr, e.generation),
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -205,9 +247,16 @@ impl LayerFs {
         lock(&self.inodes).child_path(parent, name, op)
     }
 
-    /// The number the kernel shows as `st_ino` for node `id`.
-    fn shown_ino(&self, id: u64) -> u64 {
-        if id == ROOT_ID { self.root_ino } else { id }
+    /// The number the kernel shows as `st_ino` for node `id`, whose
+    /// object the view numbers `ino`.
+    fn shown_ino(&self, id: u64, ino: u64) -> u64 {
+        if id == ROOT_ID {
+            self.root_ino
+        } else if per_name(id) {
+            node_id(ino, self.root_ino)
+        } else {
+            id
+        }
     }
 
     /// Whether the kernel may keep the pages it cached of file node `id`,
@@ -258,7 +307,7 @@ impl LayerFs {
     /// it is the one the last `opendir` listed (the kernel may keep the
     /// listing it cached). Under the namespace lock: no change is made in
     /// between.
-    fn dir_snapshot(&self, id: u64) -> Result<(Arc<DirSnapshot>, bool)> {
+    fn dir_snapshot(&self, id: u64) -> Result<(Entries, bool)> {
         let _ns = self.reading();
         let path = self.path(id, Operation::ReadDir)?;
         let now = stamp(&self.view.symlink_metadata(path.as_slice())?);
@@ -266,21 +315,19 @@ impl LayerFs {
             .get(&id)
             .filter(|c| c.stamp == now)
             .and_then(|c| c.listing.clone());
-        if let Some(snapshot) = kept {
-            return Ok((snapshot, true));
+        if let Some(entries) = kept {
+            return Ok((entries, true));
         }
         let list = self.view.read_dir(path.as_slice())?;
-        let snapshot = Arc::new(DirSnapshot {
-            entries: list.into_iter().map(|e| (e.name, e.file_type)).collect(),
-        });
+        let entries: Entries = Arc::new(list.into_iter().map(|e| (e.name, e.file_type)).collect());
         lock(&self.cached).insert(
             id,
             Cached {
                 stamp: now,
-                listing: Some(Arc::clone(&snapshot)),
+                listing: Some(Arc::clone(&entries)),
             },
         );
-        Ok((snapshot, false))
+        Ok((entries, false))
     }
 
     /// The metadata of node `id`: by its path, or for an orphan, through
@@ -303,11 +350,55 @@ impl LayerFs {
 
     /// Hands the kernel the object at `path`, named `name` in `parent`
     /// (one lookup more).
-    fn entry(&self, parent: u64, name: &Name, path: &[u8]) -> Result<(FileAttr, Generation)> {
+    fn entry(&self, parent: u64, name: &Name, path: &[u8]) -> Result<NodeEntry> {
         let meta = self.view.symlink_metadata(path)?;
-        let id = node_id(meta.ino, self.root_ino);
+        let (id, fresh) = self.node_for(parent, name, path, &meta)?;
+        let meta = fresh.unwrap_or(meta);
         let generation = lock(&self.inodes).learn(id, parent, name, true);
-        Ok((file_attr(&meta, id), Generation(generation)))
+        Ok(NodeEntry {
+            attr: file_attr(&meta, id),
+            generation: Generation(generation),
+            attr_ttl: attr_ttl(id),
+        })
+    }
+
+    /// The node that serves `name` in `parent`, whose object (at `path`)
+    /// has `meta`: a per-name node for a name of a lower file with several
+    /// names under `HardLinkCopyUp::Break` (or the one already serving the
+    /// name), else the view's number (or the per-name node a `link(2)` of
+    /// it made the file's). With the metadata if it was read again.
+    fn node_for(
+        &self,
+        parent: u64,
+        name: &Name,
+        path: &[u8],
+        meta: &Metadata,
+    ) -> Result<(u64, Option<Metadata>)> {
+        let maybe_below = self.view.options().hard_links == HardLinkCopyUp::Break
+            && !meta.is_dir()
+            && meta.nlink > 1;
+        {
+            let inodes = lock(&self.inodes);
+            if let Some(id) = inodes.per_name_at(parent, name) {
+                return Ok((id, None));
+            }
+            if !maybe_below {
+                let id = inodes
+                    .alias(meta.ino)
+                    .unwrap_or_else(|| node_id(meta.ino, self.root_ino));
+                return Ok((id, None));
+            }
+        }
+        let (fresh, below) = self.view.symlink_metadata_below(path)?;
+        let mut inodes = lock(&self.inodes);
+        let id = if below && !fresh.is_dir() && fresh.nlink > 1 {
+            inodes.per_name(parent, name)
+        } else {
+            inodes
+                .alias(fresh.ino)
+                .unwrap_or_else(|| node_id(fresh.ino, self.root_ino))
+        };
+        Ok((id, Some(fresh)))
     }
 
     /// Gives a new object at `path` in `parent` the caller's owner (the
@@ -343,7 +434,7 @@ impl LayerFs {
         Ok(())
     }
 
-    fn lookup_inner(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, Generation)> {
+    fn lookup_inner(&self, parent: u64, name: &OsStr) -> Result<NodeEntry> {
         let name = check_name(name, Operation::Lookup)?;
         let _ns = self.reading();
         let path = self.child_path(parent, name, Operation::Lookup)?;
@@ -379,6 +470,12 @@ impl LayerFs {
             self.view
                 .set_owner_nofollow(path()?.as_slice(), changes.uid, changes.gid)?;
         }
+        if changes.is_empty() {
+            // `chown(-1, -1)`: a change of nothing, which the kernel's
+            // overlayfs copies up (and gives a new ctime).
+            self.view
+                .set_owner_nofollow(path()?.as_slice(), None, None)?;
+        }
         if changes.atime.is_some() || changes.mtime.is_some() {
             let now = self.view.options().clock.now();
             let t = |t: Option<TimeOrNow>| {
@@ -394,7 +491,7 @@ impl LayerFs {
             Some(fh) => self.view.handle_metadata(HandleId(fh.0))?,
             None => self.node_meta(id, Operation::Metadata)?,
         };
-        Ok(file_attr(&meta, self.shown_ino(id)))
+        Ok(file_attr(&meta, self.shown_ino(id, meta.ino)))
     }
 
     fn create_node(
@@ -405,7 +502,7 @@ impl LayerFs {
         mode: u32,
         umask: u32,
         make: impl FnOnce(&[u8]) -> Result<()>,
-    ) -> Result<(FileAttr, Generation)> {
+    ) -> Result<NodeEntry> {
         let name = check_name(name, Operation::Lookup)?;
         let _ns = self.renaming();
         let parent_path = self.path(parent, Operation::Lookup)?;
@@ -442,7 +539,7 @@ impl LayerFs {
         mode: u32,
         umask: u32,
         flags: i32,
-    ) -> Result<(FileAttr, Generation, u64)> {
+    ) -> Result<(NodeEntry, u64)> {
         let name = check_name(name, Operation::Open)?;
         let _ns = self.renaming();
         let parent_path = self.path(parent, Operation::Open)?;
@@ -468,8 +565,8 @@ impl LayerFs {
             self.dir_changed(parent);
             self.init_owner(req, &parent_path, &path, mode, umask)?;
         }
-        let (attr, generation) = self.entry(parent, name, &path)?;
-        let id = attr.ino.0;
+        let entry = self.entry(parent, name, &path)?;
+        let id = entry.attr.ino.0;
         // A new file is empty: no truncation to do (and none to refuse).
         let flags = if exists {
             flags
@@ -477,7 +574,7 @@ impl LayerFs {
             flags & !libc_flags::O_TRUNC
         };
         match self.open_path(id, &path, flags) {
-            Ok(fh) => Ok((attr, generation, fh)),
+            Ok(fh) => Ok((entry, fh)),
             Err(e) => {
                 lock(&self.inodes).forget(id, 1);
                 Err(e)
@@ -511,6 +608,7 @@ impl LayerFs {
         let _ns = self.renaming();
         let from = self.child_path(parent, name, op)?;
         let to = self.child_path(new_parent, new_name, op)?;
+        let replaced_linked = mode != RenameMode::Exchange && self.linked_elsewhere(&to);
         // A directory moved has a new `..`: the ids of what moves.
         let moved = [from.as_slice(), to.as_slice()]
             .map(|p| self.view.symlink_metadata(p).ok().map(|m| m.ino));
@@ -528,7 +626,7 @@ impl LayerFs {
         if mode == RenameMode::Exchange {
             inodes.exchange(parent, name, new_parent, new_name);
         } else {
-            inodes.rename(parent, name, new_parent, new_name);
+            inodes.rename(parent, name, new_parent, new_name, replaced_linked);
         }
         Ok(())
     }
@@ -542,14 +640,24 @@ impl LayerFs {
         let name = check_name(name, op)?;
         let _ns = self.renaming();
         let path = self.child_path(parent, name, op)?;
+        let linked = !dir && self.linked_elsewhere(&path);
         if dir {
             self.view.remove_dir(path.as_slice())?;
         } else {
             self.view.remove_file(path.as_slice())?;
         }
         self.dir_changed(parent);
-        lock(&self.inodes).remove_name(parent, name);
+        lock(&self.inodes).remove_name(parent, name, linked);
         Ok(())
+    }
+
+    /// Whether the object at `path` is a non-directory with other names
+    /// (removing this one leaves the file, which a lookup of another name
+    /// finds again as the same node).
+    fn linked_elsewhere(&self, path: &[u8]) -> bool {
+        self.view
+            .symlink_metadata(path)
+            .is_ok_and(|m| !m.is_dir() && m.nlink > 1)
     }
 
     /// The entries of directory node `id` from cookie `offset`: `(cookie
@@ -560,14 +668,22 @@ impl LayerFs {
         id: u64,
         fh: u64,
         offset: u64,
-        mut add: impl FnMut(u64, &Name, u64, Option<&Metadata>) -> bool,
+        mut add: impl FnMut(u64, &Name, u64, Option<(&Metadata, &[u8])>) -> bool,
     ) -> Result<()> {
-        let snapshot = lock(&self.dirs)
+        let mut snapshot = lock(&self.dirs)
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::BadHandle, Operation::ReadDir, "(directory)"))?;
         let _ns = self.reading();
         let dir_path = self.path(id, Operation::ReadDir)?;
+        if offset == 0 && snapshot.started.swap(true, Ordering::Relaxed) {
+            // `rewinddir`: a new listing, with the names made since (the
+            // kernel's overlayfs reads a changed directory again too).
+            let fresh = DirSnapshot::new(self.view.read_dir(dir_path.as_slice())?);
+            fresh.started.store(true, Ordering::Relaxed);
+            snapshot = Arc::new(fresh);
+            lock(&self.dirs).insert(fh, Arc::clone(&snapshot));
+        }
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for i in start..snapshot.entries.len().saturating_add(2) {
             let next = i as u64 + 1;
@@ -589,7 +705,7 @@ impl LayerFs {
                             next,
                             name.as_name(),
                             node_id(meta.ino, self.root_ino),
-                            Some(&meta),
+                            Some((&meta, &path)),
                         ),
                         // Removed since opendir: POSIX lets it be left out.
                         Err(e) if e.kind() == ErrorKind::NotFound => false,
@@ -701,6 +817,17 @@ struct AttrChanges {
     mtime: Option<TimeOrNow>,
 }
 
+impl AttrChanges {
+    fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+}
+
 fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>>) {
     match r {
         Ok(data) if size == 0 => reply.size(u32::try_from(data.len()).unwrap_or(u32::MAX)),
@@ -749,7 +876,10 @@ impl Filesystem for LayerFs {
             }
         };
         match r {
-            Ok(meta) => reply.attr(&TTL, &file_attr(&meta, self.shown_ino(ino.0))),
+            Ok(meta) => reply.attr(
+                &attr_ttl(ino.0),
+                &file_attr(&meta, self.shown_ino(ino.0, meta.ino)),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -781,7 +911,7 @@ impl Filesystem for LayerFs {
             mtime,
         };
         match self.setattr_inner(ino.0, &changes, fh) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+            Ok(attr) => reply.attr(&attr_ttl(ino.0), &attr),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -893,6 +1023,13 @@ impl Filesystem for LayerFs {
             let to = self.child_path(newparent.0, name, op)?;
             self.view.hard_link(from.as_slice(), to.as_slice())?;
             self.dir_changed(newparent.0);
+            if per_name(ino.0) {
+                // The link copied the file up: one upper file now, whose
+                // names this node serves (one kernel inode, as the
+                // kernel's overlayfs has one).
+                let ino_now = self.view.symlink_metadata(to.as_slice())?.ino;
+                lock(&self.inodes).set_alias(ino.0, ino_now);
+            }
             self.entry(newparent.0, name, &to)
         })();
         reply_entry(reply, r);
@@ -1004,9 +1141,9 @@ impl Filesystem for LayerFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.dir_snapshot(ino.0) {
-            Ok((snapshot, unchanged)) => {
+            Ok((entries, unchanged)) => {
                 let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-                lock(&self.dirs).insert(fh, snapshot);
+                lock(&self.dirs).insert(fh, Arc::new(DirSnapshot::of(entries)));
                 let mut flags = FopenFlags::FOPEN_CACHE_DIR;
                 if unchanged {
                     flags |= FopenFlags::FOPEN_KEEP_CACHE;
@@ -1026,8 +1163,9 @@ impl Filesystem for LayerFs {
         mut reply: ReplyDirectory,
     ) {
         let r = self.dir_entries(ino.0, fh.0, offset, |next, name, id, meta| {
-            let t = meta.map_or(fuser::FileType::Directory, |m| kind(m.file_type));
-            reply.add(INodeNo(self.shown_ino(id)), next, t, name.to_path())
+            let t = meta.map_or(fuser::FileType::Directory, |(m, _)| kind(m.file_type));
+            let ino = self.shown_ino(id, meta.map_or(id, |(m, _)| m.ino));
+            reply.add(INodeNo(ino), next, t, name.to_path())
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1044,7 +1182,7 @@ impl Filesystem for LayerFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let r = self.dir_entries(ino.0, fh.0, offset, |next, name, id, meta| {
-            let Some(meta) = meta else {
+            let Some((meta, path)) = meta else {
                 // `.` and `..`: the kernel takes no lookup on them (and
                 // reads no attributes).
                 let mut attr = file_attr(&Metadata::new(FileType::Dir), id);
@@ -1058,12 +1196,15 @@ impl Filesystem for LayerFs {
                     Generation(0),
                 );
             };
+            // A name that needs a node of its own (see `node_for`).
+            let (id, fresh) = self.node_for(ino.0, name, path, meta).unwrap_or((id, None));
+            let meta = fresh.as_ref().unwrap_or(meta);
             let generation = lock(&self.inodes).learn(id, ino.0, name, false);
             let full = reply.add(
                 INodeNo(id),
                 next,
                 name.to_path(),
-                &TTL,
+                &attr_ttl(id),
                 &file_attr(meta, id),
                 Generation(generation),
             );
@@ -1097,14 +1238,17 @@ impl Filesystem for LayerFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes of a `DirLayer` are made durable as they are
-        // made (renamed into place from the work directory).
-        reply.ok();
+        let r = {
+            let _ns = self.reading();
+            self.path(ino.0, Operation::Sync)
+                .and_then(|p| self.view.sync_dir(p.as_slice()))
+        };
+        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -1158,10 +1302,10 @@ impl Filesystem for LayerFs {
         reply: ReplyCreate,
     ) {
         match self.create_inner(req, parent.0, name, mode, umask, flags) {
-            Ok((attr, generation, fh)) => reply.created(
-                &TTL,
-                &attr,
-                generation,
+            Ok((e, fh)) => reply.created(
+                &e.attr_ttl,
+                &e.attr,
+                e.generation,
                 FileHandle(fh),
                 FopenFlags::FOPEN_NOFLUSH,
             ),

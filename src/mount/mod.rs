@@ -23,9 +23,38 @@
 //!   the root being FUSE's node 1; `st_ino` is the view's number.
 //! - Lookup counts are exact (lookup, create, mknod, mkdir, symlink, link
 //!   and each readdirplus entry count one; forget releases), so the node
-//!   table holds what the kernel holds and no more.
-//! - Directory cookies index a listing snapshotted at `opendir`; names
-//!   removed since are left out, names added since are not listed.
+//!   table holds what the kernel holds, plus the directories above a node
+//!   it holds (each known name keeps its directory, so a file the kernel
+//!   holds through one hard link keeps a path after the kernel forgot the
+//!   directory of another).
+//! - Removing a name the node table knows leaves the node the same object
+//!   when the file has other names (`nlink` over 1 before): a later lookup
+//!   of one finds the same node and generation, and open descriptors go on.
+//! - Hard links of a lower file with [`HardLinkCopyUp::Break`] (the
+//!   kernel's `index=off`, the default): each name is a node of its own
+//!   (ids from 2^63 up, far above the view's numbers), as each name is an
+//!   inode of its own on the kernel's overlayfs. A write, `chmod` or any
+//!   other change through one name copies up that name only, and the
+//!   others keep the lower file. `stat` shows what the kernel shows: the
+//!   lower file's number and link count for every name before a copy-up,
+//!   the copy's own number and count 1 after it. fuser 0.18 sends an
+//!   entry's node id as its `st_ino`, so these nodes' attributes are never
+//!   cached: `stat` asks again and gets the view's number. (The other way,
+//!   one node for every name and `inval_entry` after a copy-up, cannot be
+//!   exact: `open` and `setattr` name only the node, so the mount could
+//!   not tell which name to copy up.) A `link(2)` to such a name copies it
+//!   up, and its new name is served by the same node (one upper file, one
+//!   kernel inode). With [`HardLinkCopyUp::Keep`] (`index=on`) the names
+//!   are one file and one node, as the kernel keeps them.
+//! - Directory cookies index a listing snapshotted at `opendir` and taken
+//!   again by `rewinddir` (a read from the start after the first); names
+//!   removed since are left out, names added since are listed after a
+//!   `rewinddir`.
+//! - `chown(-1, -1)`, which reaches FUSE as a `setattr` of nothing, copies
+//!   up and sets the ctime, as on the kernel's overlayfs (a merged
+//!   directory then shows `nlink` 1).
+//! - `fsync` of a directory syncs the upper's directory
+//!   ([`MergedView::sync_dir`]).
 //! - Files are opened as the view's inode-following handles
 //!   ([`MergedView::open_handle`]): reads and writes go on after a rename
 //!   or an unlink, and `fstat` then shows `nlink` 0, as on the kernel.
@@ -50,25 +79,9 @@
 //! - Extended attributes of symlinks can be read, not set (`EPERM`).
 //! - `fallocate` only extends a file (mode 0); other modes are
 //!   `EOPNOTSUPP`.
-//!
-//! # Known bugs (issue 17 is open until they are fixed)
-//!
-//! - Hard links of a lower file with [`HardLinkCopyUp::Break`] (the
-//!   kernel's `index=off`, the default): every name of the lower file is
-//!   one node, served through the name the node table learned first, so a
-//!   write through one name can copy up and change another. With
-//!   [`HardLinkCopyUp::Keep`] (`index=on`) the names stay one file, as the
-//!   kernel keeps them.
-//! - A node whose last known name is removed is taken as gone even when
-//!   the file has other names the table never learned: a later lookup of
-//!   one gives it a new generation and an open descriptor of it `EIO`.
-//! - A node reached only through a hard link whose parent directory the
-//!   kernel forgot has no path (`ENOENT`) until that directory is looked
-//!   up again.
-//! - A merged directory copied up by `chown(-1, -1)` shows `nlink` 2 (the
-//!   kernel: 1).
-//! - `rewinddir` does not show names created since `opendir`; `fsyncdir`
-//!   does not sync the upper's directory.
+//! - In a listing read with readdirplus, `d_ino` of a name of a lower file
+//!   with several names (under `Break`) is its node's id: fuser 0.18 sends
+//!   one number as both. `stat` of the name shows the kernel's number.
 //!
 //! [`HardLinkCopyUp::Break`]: crate::merged::HardLinkCopyUp::Break
 //! [`HardLinkCopyUp::Keep`]: crate::merged::HardLinkCopyUp::Keep
