@@ -33,7 +33,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -146,6 +148,17 @@ pub(super) struct LayerFs {
     next_dir: AtomicU64,
     /// By node id, while the table knows the node.
     cached: Mutex<HashMap<u64, Cached>>,
+    /// Bumped by each change made under the namespace lock for reading
+    /// that can change a listing (a per-name node's copy-up gives it a new
+    /// number): a listing taken across one is not kept.
+    listing_epoch: AtomicU64,
+    /// Directory nodes known to be in the upper layer already: a change
+    /// below any other copies it up, which changes its attributes (a
+    /// lower directory becomes a merged one, `nlink` 1), and the kernel is
+    /// told to drop the ones it holds.
+    upper_dirs: Mutex<std::collections::HashSet<u64>>,
+    /// Set once the session exists (see `super::mount_inner`).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,7 +227,11 @@ mod libc_flags {
 }
 
 impl LayerFs {
-    pub(super) fn new(view: Arc<MergedView>, inodes: Arc<Mutex<Inodes>>) -> Result<LayerFs> {
+    pub(super) fn new(
+        view: Arc<MergedView>,
+        inodes: Arc<Mutex<Inodes>>,
+        notifier: Arc<OnceLock<fuser::Notifier>>,
+    ) -> Result<LayerFs> {
         let root_ino = view.symlink_metadata("/")?.ino;
         Ok(LayerFs {
             view,
@@ -224,6 +241,9 @@ impl LayerFs {
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
             cached: Mutex::new(HashMap::new()),
+            listing_epoch: AtomicU64::new(0),
+            upper_dirs: Mutex::new(std::collections::HashSet::new()),
+            notifier,
         })
     }
 
@@ -295,11 +315,54 @@ impl LayerFs {
         lock(&self.cached).remove(&id);
     }
 
+    /// A change may have copied node `id` up: for a per-name node (a name
+    /// of a lower file with several, see `node_for`) that gives it a new
+    /// number, so the listing of its directory is read again.
+    fn maybe_copied_up(&self, id: u64) {
+        if per_name(id) {
+            self.listing_epoch.fetch_add(1, Ordering::SeqCst);
+            let parent = lock(&self.inodes).parent(id);
+            self.dir_changed(parent);
+        }
+    }
+
+    /// A change below directory node `dir` (or of `dir` itself) succeeded:
+    /// every directory from it up to the root is in the upper layer now.
+    /// Those that were not may show other attributes (a lower directory
+    /// become merged has `nlink` 1): the kernel drops what it holds of
+    /// them, which its listings cached here would no longer refresh.
+    fn copied_up_from(&self, dir: u64) {
+        let mut chain = Vec::new();
+        {
+            let inodes = lock(&self.inodes);
+            let upper = lock(&self.upper_dirs);
+            let mut at = dir;
+            while !upper.contains(&at) && chain.len() <= 4096 {
+                chain.push(at);
+                if at == ROOT_ID {
+                    break;
+                }
+                at = inodes.parent(at);
+            }
+        }
+        if chain.is_empty() {
+            return;
+        }
+        if let Some(notifier) = self.notifier.get() {
+            for id in &chain {
+                // Attributes only (a negative offset): no pages to drop.
+                let _ = notifier.inval_inode(INodeNo(*id), -1, 0);
+            }
+        }
+        lock(&self.upper_dirs).extend(chain);
+    }
+
     /// Node `id` may have left the table: what is remembered of its cache
     /// goes with it.
     fn maybe_gone(&self, id: u64) {
         if !lock(&self.inodes).knows(id) {
             lock(&self.cached).remove(&id);
+            lock(&self.upper_dirs).remove(&id);
         }
     }
 
@@ -318,8 +381,13 @@ impl LayerFs {
         if let Some(entries) = kept {
             return Ok((entries, true));
         }
+        let epoch = self.listing_epoch.load(Ordering::SeqCst);
         let list = self.view.read_dir(path.as_slice())?;
         let entries: Entries = Arc::new(list.into_iter().map(|e| (e.name, e.file_type)).collect());
+        if self.listing_epoch.load(Ordering::SeqCst) != epoch {
+            // A copy-up ran meanwhile: this listing is not kept.
+            return Ok((entries, false));
+        }
         lock(&self.cached).insert(
             id,
             Cached {
@@ -509,6 +577,7 @@ impl LayerFs {
         let path = self.child_path(parent, name, Operation::Lookup)?;
         make(&path)?;
         self.dir_changed(parent);
+        self.copied_up_from(parent);
         self.init_owner(req, &parent_path, &path, mode, umask)?;
         self.entry(parent, name, &path)
     }
@@ -519,7 +588,14 @@ impl LayerFs {
         if truncate_separately && !options.writes() {
             self.view.set_len(path, 0)?;
         }
-        let h = self.view.open_handle(path, &options)?;
+        let h = self.view.open_handle(path, &options);
+        if options.writes() || truncate_separately {
+            self.maybe_copied_up(id);
+        }
+        let h = h?;
+        if options.writes() || truncate_separately {
+            self.copied_up_from(id);
+        }
         if truncate_separately
             && options.writes()
             && let Err(e) = self.view.handle_set_len(h, 0)
@@ -563,6 +639,7 @@ impl LayerFs {
             )?;
             self.view.close_handle(h)?;
             self.dir_changed(parent);
+            self.copied_up_from(parent);
             self.init_owner(req, &parent_path, &path, mode, umask)?;
         }
         let entry = self.entry(parent, name, &path)?;
@@ -614,6 +691,8 @@ impl LayerFs {
             .map(|p| self.view.symlink_metadata(p).ok().map(|m| m.ino));
         self.view
             .rename_with(from.as_slice(), to.as_slice(), mode)?;
+        self.copied_up_from(parent);
+        self.copied_up_from(new_parent);
         for id in [parent, new_parent].into_iter().chain(
             moved
                 .into_iter()
@@ -647,6 +726,7 @@ impl LayerFs {
             self.view.remove_file(path.as_slice())?;
         }
         self.dir_changed(parent);
+        self.copied_up_from(parent);
         lock(&self.inodes).remove_name(parent, name, linked);
         Ok(())
     }
@@ -910,7 +990,12 @@ impl Filesystem for LayerFs {
             atime,
             mtime,
         };
-        match self.setattr_inner(ino.0, &changes, fh) {
+        let r = self.setattr_inner(ino.0, &changes, fh);
+        self.maybe_copied_up(ino.0);
+        if r.is_ok() {
+            self.copied_up_from(ino.0);
+        }
+        match r {
             Ok(attr) => reply.attr(&attr_ttl(ino.0), &attr),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1023,6 +1108,9 @@ impl Filesystem for LayerFs {
             let to = self.child_path(newparent.0, name, op)?;
             self.view.hard_link(from.as_slice(), to.as_slice())?;
             self.dir_changed(newparent.0);
+            self.copied_up_from(newparent.0);
+            self.copied_up_from(ino.0);
+            self.maybe_copied_up(ino.0);
             if per_name(ino.0) {
                 // The link copied the file up: one upper file now, whose
                 // names this node serves (one kernel inode, as the
@@ -1266,7 +1354,12 @@ impl Filesystem for LayerFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.setxattr_inner(ino.0, name, value, flags));
+        let r = self.setxattr_inner(ino.0, name, value, flags);
+        self.maybe_copied_up(ino.0);
+        if r.is_ok() {
+            self.copied_up_from(ino.0);
+        }
+        reply_empty(reply, r);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -1282,7 +1375,12 @@ impl Filesystem for LayerFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.removexattr_inner(ino.0, name));
+        let r = self.removexattr_inner(ino.0, name);
+        self.maybe_copied_up(ino.0);
+        if r.is_ok() {
+            self.copied_up_from(ino.0);
+        }
+        reply_empty(reply, r);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

@@ -55,6 +55,13 @@
 //!   directory then shows `nlink` 1).
 //! - `fsync` of a directory syncs the upper's directory
 //!   ([`MergedView::sync_dir`]).
+//! - The kernel caches what it can, since every change goes through the
+//!   mount: names and attributes for 60 s, a file's pages from one open
+//!   to the next while its modification time and size stay (so a warm
+//!   read asks nothing), a directory's listing while no change touches it
+//!   (and the mount keeps the listing as long). A change made meanwhile
+//!   through [`Mounted::view`] shows within the 60 s, and in a file's
+//!   pages at its next open, not in one open now.
 //! - Files are opened as the view's inode-following handles
 //!   ([`MergedView::open_handle`]): reads and writes go on after a rename
 //!   or an unlink, and `fstat` then shows `nlink` 0, as on the kernel.
@@ -176,8 +183,13 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
         .map_err(|e| io_error(&e, op, mountpoint))?;
     let view = Arc::new(view);
     let inodes = Arc::new(Mutex::new(inodes::Inodes::default()));
-    let fs = fs::LayerFs::new(Arc::clone(&view), Arc::clone(&inodes))
-        .map_err(|e| e.reframe(op, mountpoint))?;
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let fs = fs::LayerFs::new(
+        Arc::clone(&view),
+        Arc::clone(&inodes),
+        Arc::clone(&notifier),
+    )
+    .map_err(|e| e.reframe(op, mountpoint))?;
 
     let mut mount_options = vec![
         fuser::MountOption::FSName(options.fs_name.clone()),
@@ -208,6 +220,9 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
 
     let session =
         fuser::Session::new(fs, &canonical, &config).map_err(|e| io_error(&e, op, mountpoint))?;
+    // Before any request is served: the filesystem tells the kernel what
+    // a change made stale elsewhere through it.
+    let _ = notifier.set(session.notifier());
     let thread = std::thread::Builder::new()
         .name("layerstack-mount".to_owned())
         .spawn(move || session.run())
@@ -252,7 +267,9 @@ impl Mounted {
         &self.unmounter.mountpoint
     }
 
-    /// The view being served (its changes show as they are made).
+    /// The view being served. Its own changes show through the mount as
+    /// they are made; changes made through it directly show once the
+    /// kernel's caches expire (see the module docs).
     #[must_use]
     pub fn view(&self) -> &MergedView {
         self.view.as_ref().expect("a live mount has its view")

@@ -894,15 +894,8 @@ fn daemon_of_gone(mnt: &Path) {
 #[test]
 fn a_rootless_mount_has_allow_other_only_where_fuse_conf_permits_it() {
     const TEST: &str = "a_rootless_mount_has_allow_other_only_where_fuse_conf_permits_it";
-    if !fuse(TEST) || !crate::tools::have("setpriv", TEST) || !crate::tools::have("unshare", TEST) {
-        return;
-    }
-    if !Path::new("/usr/bin/fusermount3").exists() && !Path::new("/bin/fusermount3").exists() {
-        assert!(
-            std::env::var_os("LAYERSTACK_REQUIRE_TOOLS").is_none(),
-            "{TEST} needs fusermount3 and LAYERSTACK_REQUIRE_TOOLS is set"
-        );
-        eprintln!("SKIP {TEST}: fusermount3 is not installed (apt-get install fuse3)");
+    let tools = ["setpriv", "unshare", "fusermount3"];
+    if !fuse(TEST) || !tools.iter().all(|t| crate::tools::have(t, TEST)) {
         return;
     }
     let s = Scratch::new("cli-mount-rootless");
@@ -911,37 +904,39 @@ fn a_rootless_mount_has_allow_other_only_where_fuse_conf_permits_it() {
     std::fs::write(lower.join("f"), "lower\n").unwrap();
     std::fs::create_dir(&mnt).unwrap();
     run(Command::new("chown").args(["65534:65534", mnt.as_str()]));
-    for d in [s.0.as_path(), lower.as_path()] {
-        run(Command::new("chmod").args(["755", d.as_str()]));
-    }
+    run(Command::new("chmod").args(["755", s.0.as_str(), lower.as_str()]));
     let permitted = std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|c| {
         c.lines()
             .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other")
     });
-    // In a mount namespace of its own, where /dev/fuse is open to every
-    // user as on a usual system (here it may be root's only; fuser then
-    // fails before trying fusermount3): uid 65534 mounts through the
-    // setuid fusermount3, reads, and unmounts.
+    // `steps` as uid 65534, in a mount namespace of its own where
+    // /dev/fuse is open to every user as on a usual system (here it may be
+    // root's only, and fuser then fails before trying fusermount3).
     let fuse_node = s.path("fuse");
+    let nobody = |steps: &str| {
+        let steps = steps.replace(
+            "AS_NOBODY",
+            "setpriv --reuid=65534 --regid=65534 --clear-groups",
+        );
+        let script = format!(
+            "[ -e {fuse_node} ] || mknod -m 666 {fuse_node} c 10 229; mount --bind {fuse_node} /dev/fuse; {steps}"
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-ec", &script])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
     let exe = env!("CARGO_BIN_EXE_layerstack");
-    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
-    let script = format!(
-        "mknod {fuse_node} c 10 229 && chmod 666 {fuse_node} && mount --bind {fuse_node} /dev/fuse \
-         && {nobody} {exe} mount overlay {mnt} -o lowerdir={lower} \
-         && grep \" {mnt} \" /proc/self/mounts \
-         && {nobody} cat {mnt}/f \
-         && {nobody} fusermount3 -u {mnt}"
-    );
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-ec", &script])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // It mounts through the setuid fusermount3, reads, and unmounts.
+    let (code, stdout, stderr) = nobody(&format!(
+        "AS_NOBODY {exe} mount overlay {mnt} -o lowerdir={lower}; grep \" {mnt} \" /proc/self/mounts; AS_NOBODY cat {mnt}/f; AS_NOBODY fusermount3 -u {mnt}"
+    ));
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
     let line = stdout.lines().next().unwrap();
     let fields: Vec<&str> = line.split(' ').collect();
     assert_eq!(fields[2], "fuse.layerstack", "{line}");
@@ -951,16 +946,10 @@ fn a_rootless_mount_has_allow_other_only_where_fuse_conf_permits_it() {
     assert_eq!(stdout.lines().nth(1), Some("lower"));
     // Asked for where it is not permitted: fusermount3's refusal.
     if !permitted {
-        let script = format!(
-            "mknod {fuse_node}2 c 10 229 && chmod 666 {fuse_node}2 && mount --bind {fuse_node}2 /dev/fuse \
-             && {nobody} {exe} mount overlay {mnt} -o lowerdir={lower},allow_other"
-        );
-        let out = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-ec", &script])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8(out.stderr).unwrap();
+        let (code, _, stderr) = nobody(&format!(
+            "AS_NOBODY {exe} mount overlay {mnt} -o lowerdir={lower},allow_other"
+        ));
+        assert_eq!(code, Some(1), "{stderr}");
         assert!(
             stderr.contains(
                 "option allow_other only allowed if 'user_allow_other' is set in /etc/fuse.conf"
