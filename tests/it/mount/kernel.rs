@@ -365,6 +365,6 @@ fn rewinddir_shows_new_names_as_on_the_kernel() {
             fs::write(l.join("d/a"), "a").unwrap();
             fs::write(l.join("d/b"), "b").unwrap();
         },
-        |m| super::rewinddir_shows_new_names(m),
+        super::rewinddir_shows_new_names,
     );
 }
