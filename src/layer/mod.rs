@@ -475,6 +475,16 @@ pub trait LayerMut: Layer {
         let _ = (id, data_only);
         Ok(())
     }
+
+    /// Makes the entries of directory `path` durable, as `fsync` of a
+    /// directory. Memory has nothing to do: the default does nothing.
+    ///
+    /// # Errors
+    /// `ENOENT`, `ENOTDIR`; storage errors.
+    fn sync_dir(&self, path: &LayerPath) -> Result<()> {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// An error about open object `id` of a layer (the view reframes it with

@@ -8,13 +8,34 @@
 //! table is updated; every other request holds it for reading while it
 //! uses a path, so it never uses a path a concurrent rename made stale.
 //! Reads and writes through open handles take no namespace lock at all.
+//!
+//! # What the kernel may cache
+//!
+//! Every change reaches the view through this filesystem, and the kernel
+//! drops what a change of its own makes stale (the attributes and names
+//! it touches, the pages of a file it writes or truncates, the cached
+//! listing of a directory it changes). So the kernel keeps:
+//!
+//! - names and attributes for [`TTL`];
+//! - a file's pages from one open to the next (`FOPEN_KEEP_CACHE`) when
+//!   the file's modification time and size are what they were when it was
+//!   last opened or closed here: what changes a file other than through
+//!   the kernel's own pages (a change made through [`super::Mounted::view`])
+//!   changes one of them, and the pages are then dropped;
+//! - a directory's listing (`FOPEN_CACHE_DIR`), kept from one `opendir` to
+//!   the next (`FOPEN_KEEP_CACHE`) until a change here touches the
+//!   directory or its modification time or link count moves. This side
+//!   keeps the directory's snapshot for as long, so an `opendir` of an
+//!   unchanged directory lists nothing again.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -26,26 +47,92 @@ use fuser::{
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
-use crate::merged::{HandleId, OpenOptions, RenameMode};
+use crate::merged::{HandleId, HardLinkCopyUp, OpenOptions, RenameMode};
 use crate::meta::{FileType, Metadata, S_ISGID};
 use crate::path::{Name, NameBuf};
 use crate::view::MergedView;
 
 use super::attr::{decode_dev, errno, file_attr, kind, type_of_mode};
-use super::inodes::{Inodes, ROOT_ID, node_id};
+use super::inodes::{Inodes, PER_NAME_BASE, ROOT_ID, node_id};
 
 /// How long the kernel may keep names and attributes: every change goes
 /// through this filesystem, and the kernel drops what a change of its own
-/// makes stale, so a second is safe and saves most repeated lookups.
-const TTL: Duration = Duration::from_secs(1);
+/// makes stale, so a long time is safe; a minute bounds how long a change
+/// made through [`super::Mounted::view`] can go unseen.
+const TTL: Duration = Duration::from_secs(60);
 
 /// The longest name of one component (`NAME_MAX`).
 const NAME_MAX: usize = 255;
 
-/// A listing snapshotted at `opendir`: its cookies index this list.
+/// A directory's names and types, as listed once (shared by the handles
+/// that read it while the directory does not change).
+type Entries = Arc<Vec<(NameBuf, FileType)>>;
+
+/// A listing snapshotted at `opendir`, for one directory handle: its
+/// cookies index this list.
 #[derive(Debug)]
 struct DirSnapshot {
-    entries: Vec<(NameBuf, FileType)>,
+    entries: Entries,
+    /// Read from its start once: the next read from the start is a
+    /// `rewinddir`, which takes a new listing.
+    started: AtomicBool,
+}
+
+impl DirSnapshot {
+    fn new(list: Vec<crate::merged::DirEntry>) -> DirSnapshot {
+        DirSnapshot::of(Arc::new(
+            list.into_iter().map(|e| (e.name, e.file_type)).collect(),
+        ))
+    }
+
+    fn of(entries: Entries) -> DirSnapshot {
+        DirSnapshot {
+            entries,
+            started: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What an entry reply hands the kernel: the attributes (numbered with
+/// the node id), the generation, and how long the attributes hold.
+struct NodeEntry {
+    attr: FileAttr,
+    generation: Generation,
+    attr_ttl: Duration,
+}
+
+/// Whether `id` is a per-name node (see the module docs): its attributes
+/// are never cached, so that `stat` shows the view's number, not the id.
+fn per_name(id: u64) -> bool {
+    id >= PER_NAME_BASE
+}
+
+/// How long the kernel may keep the attributes of node `id`.
+fn attr_ttl(id: u64) -> Duration {
+    if per_name(id) { Duration::ZERO } else { TTL }
+}
+
+/// What a file or directory looked like when the kernel last cached it:
+/// its modification time and size, and a directory's link count (a
+/// file's changes as it is linked and unlinked: not a change of its data).
+type Stamp = (crate::meta::Timestamp, u64, u64);
+
+fn stamp(meta: &Metadata) -> Stamp {
+    let nlink = if meta.file_type.is_dir() {
+        meta.nlink
+    } else {
+        0
+    };
+    (meta.mtime, meta.size, nlink)
+}
+
+/// What the kernel was last given to cache for a node (see the module
+/// docs).
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    /// For a directory, the snapshot its last `opendir` listed.
+    listing: Option<Entries>,
 }
 
 /// The filesystem (see the module docs).
@@ -59,6 +146,19 @@ pub(super) struct LayerFs {
     inodes: Arc<Mutex<Inodes>>,
     dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
     next_dir: AtomicU64,
+    /// By node id, while the table knows the node.
+    cached: Mutex<HashMap<u64, Cached>>,
+    /// Bumped by each change made under the namespace lock for reading
+    /// that can change a listing (a per-name node's copy-up gives it a new
+    /// number): a listing taken across one is not kept.
+    listing_epoch: AtomicU64,
+    /// Directory nodes known to be in the upper layer already: a change
+    /// below any other copies it up, which changes its attributes (a
+    /// lower directory becomes a merged one, `nlink` 1), and the kernel is
+    /// told to drop the ones it holds.
+    upper_dirs: Mutex<std::collections::HashSet<u64>>,
+    /// Set once the session exists (see `super::mount_inner`).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,9 +182,9 @@ fn xattr_name(name: &OsStr, op: Operation) -> Result<&str> {
     })
 }
 
-fn reply_entry(reply: ReplyEntry, r: Result<(FileAttr, Generation)>) {
+fn reply_entry(reply: ReplyEntry, r: Result<NodeEntry>) {
     match r {
-        Ok((attr, generation)) => reply.entry(&TTL, &attr, generation),
+        Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &TTL, &e.attr, e.generation),
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -127,7 +227,11 @@ mod libc_flags {
 }
 
 impl LayerFs {
-    pub(super) fn new(view: Arc<MergedView>, inodes: Arc<Mutex<Inodes>>) -> Result<LayerFs> {
+    pub(super) fn new(
+        view: Arc<MergedView>,
+        inodes: Arc<Mutex<Inodes>>,
+        notifier: Arc<OnceLock<fuser::Notifier>>,
+    ) -> Result<LayerFs> {
         let root_ino = view.symlink_metadata("/")?.ino;
         Ok(LayerFs {
             view,
@@ -136,6 +240,10 @@ impl LayerFs {
             inodes,
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
+            cached: Mutex::new(HashMap::new()),
+            listing_epoch: AtomicU64::new(0),
+            upper_dirs: Mutex::new(std::collections::HashSet::new()),
+            notifier,
         })
     }
 
@@ -159,9 +267,135 @@ impl LayerFs {
         lock(&self.inodes).child_path(parent, name, op)
     }
 
-    /// The number the kernel shows as `st_ino` for node `id`.
-    fn shown_ino(&self, id: u64) -> u64 {
-        if id == ROOT_ID { self.root_ino } else { id }
+    /// The number the kernel shows as `st_ino` for node `id`, whose
+    /// object the view numbers `ino`.
+    fn shown_ino(&self, id: u64, ino: u64) -> u64 {
+        if id == ROOT_ID {
+            self.root_ino
+        } else if per_name(id) {
+            node_id(ino, self.root_ino)
+        } else {
+            id
+        }
+    }
+
+    /// Whether the kernel may keep the pages it cached of file node `id`,
+    /// which is `meta` now (see the module docs); remembers `meta`.
+    fn keep_cache(&self, id: u64, meta: &Metadata) -> bool {
+        let now = stamp(meta);
+        let mut cached = lock(&self.cached);
+        let keep = cached.get(&id).is_some_and(|c| c.stamp == now);
+        if !keep {
+            cached.insert(
+                id,
+                Cached {
+                    stamp: now,
+                    listing: None,
+                },
+            );
+        }
+        keep
+    }
+
+    /// The kernel's pages of file node `id` are `meta` (what was written
+    /// through them is in).
+    fn cached_as(&self, id: u64, meta: &Metadata) {
+        let mut cached = lock(&self.cached);
+        let c = cached.entry(id).or_insert(Cached {
+            stamp: stamp(meta),
+            listing: None,
+        });
+        c.stamp = stamp(meta);
+    }
+
+    /// A change made here touched directory node `id` (an entry added,
+    /// removed or renamed; for a directory moved, its `..`): its listing is
+    /// read again, and the kernel's dropped, at the next `opendir`.
+    fn dir_changed(&self, id: u64) {
+        lock(&self.cached).remove(&id);
+    }
+
+    /// A change may have copied node `id` up: for a per-name node (a name
+    /// of a lower file with several, see `node_for`) that gives it a new
+    /// number, so the listing of its directory is read again.
+    fn maybe_copied_up(&self, id: u64) {
+        if per_name(id) {
+            self.listing_epoch.fetch_add(1, Ordering::SeqCst);
+            let parent = lock(&self.inodes).parent(id);
+            self.dir_changed(parent);
+        }
+    }
+
+    /// A change below directory node `dir` (or of `dir` itself) succeeded:
+    /// every directory from it up to the root is in the upper layer now.
+    /// Those that were not may show other attributes (a lower directory
+    /// become merged has `nlink` 1): the kernel drops what it holds of
+    /// them, which its listings cached here would no longer refresh.
+    fn copied_up_from(&self, dir: u64) {
+        let mut chain = Vec::new();
+        {
+            let inodes = lock(&self.inodes);
+            let upper = lock(&self.upper_dirs);
+            let mut at = dir;
+            while !upper.contains(&at) && chain.len() <= 4096 {
+                chain.push(at);
+                if at == ROOT_ID {
+                    break;
+                }
+                at = inodes.parent(at);
+            }
+        }
+        if chain.is_empty() {
+            return;
+        }
+        if let Some(notifier) = self.notifier.get() {
+            for id in &chain {
+                // Attributes only (a negative offset): no pages to drop.
+                let _ = notifier.inval_inode(INodeNo(*id), -1, 0);
+            }
+        }
+        lock(&self.upper_dirs).extend(chain);
+    }
+
+    /// Node `id` may have left the table: what is remembered of its cache
+    /// goes with it.
+    fn maybe_gone(&self, id: u64) {
+        if !lock(&self.inodes).knows(id) {
+            lock(&self.cached).remove(&id);
+            lock(&self.upper_dirs).remove(&id);
+        }
+    }
+
+    /// The snapshot of directory node `id` for a new `opendir`, and whether
+    /// it is the one the last `opendir` listed (the kernel may keep the
+    /// listing it cached). Under the namespace lock: no change is made in
+    /// between.
+    fn dir_snapshot(&self, id: u64) -> Result<(Entries, bool)> {
+        let _ns = self.reading();
+        let path = self.path(id, Operation::ReadDir)?;
+        let now = stamp(&self.view.symlink_metadata(path.as_slice())?);
+        let kept = lock(&self.cached)
+            .get(&id)
+            .filter(|c| c.stamp == now)
+            .and_then(|c| c.listing.clone());
+        if let Some(entries) = kept {
+            return Ok((entries, true));
+        }
+        let epoch = self.listing_epoch.load(Ordering::SeqCst);
+        let list = self.view.read_dir(path.as_slice())?;
+        let entries: Entries = Arc::new(list.into_iter().map(|e| (e.name, e.file_type)).collect());
+        if self.listing_epoch.load(Ordering::SeqCst) != epoch {
+            // A copy-up ran meanwhile: this listing is not kept.
+            return Ok((entries, false));
+        }
+        lock(&self.cached).insert(
+            id,
+            Cached {
+                stamp: now,
+                listing: Some(Arc::clone(&entries)),
+            },
+        );
+        Ok((entries, false))
     }
 
     /// The metadata of node `id`: by its path, or for an orphan, through
@@ -184,11 +418,55 @@ impl LayerFs {
 
     /// Hands the kernel the object at `path`, named `name` in `parent`
     /// (one lookup more).
-    fn entry(&self, parent: u64, name: &Name, path: &[u8]) -> Result<(FileAttr, Generation)> {
+    fn entry(&self, parent: u64, name: &Name, path: &[u8]) -> Result<NodeEntry> {
         let meta = self.view.symlink_metadata(path)?;
-        let id = node_id(meta.ino, self.root_ino);
+        let (id, fresh) = self.node_for(parent, name, path, &meta)?;
+        let meta = fresh.unwrap_or(meta);
         let generation = lock(&self.inodes).learn(id, parent, name, true);
-        Ok((file_attr(&meta, id), Generation(generation)))
+        Ok(NodeEntry {
+            attr: file_attr(&meta, id),
+            generation: Generation(generation),
+            attr_ttl: attr_ttl(id),
+        })
+    }
+
+    /// The node that serves `name` in `parent`, whose object (at `path`)
+    /// has `meta`: a per-name node for a name of a lower file with several
+    /// names under `HardLinkCopyUp::Break` (or the one already serving the
+    /// name), else the view's number (or the per-name node a `link(2)` of
+    /// it made the file's). With the metadata if it was read again.
+    fn node_for(
+        &self,
+        parent: u64,
+        name: &Name,
+        path: &[u8],
+        meta: &Metadata,
+    ) -> Result<(u64, Option<Metadata>)> {
+        let maybe_below = self.view.options().hard_links == HardLinkCopyUp::Break
+            && !meta.is_dir()
+            && meta.nlink > 1;
+        {
+            let inodes = lock(&self.inodes);
+            if let Some(id) = inodes.per_name_at(parent, name) {
+                return Ok((id, None));
+            }
+            if !maybe_below {
+                let id = inodes
+                    .alias(meta.ino)
+                    .unwrap_or_else(|| node_id(meta.ino, self.root_ino));
+                return Ok((id, None));
+            }
+        }
+        let (fresh, below) = self.view.symlink_metadata_below(path)?;
+        let mut inodes = lock(&self.inodes);
+        let id = if below && !fresh.is_dir() && fresh.nlink > 1 {
+            inodes.per_name(parent, name)
+        } else {
+            inodes
+                .alias(fresh.ino)
+                .unwrap_or_else(|| node_id(fresh.ino, self.root_ino))
+        };
+        Ok((id, Some(fresh)))
     }
 
     /// Gives a new object at `path` in `parent` the caller's owner (the
@@ -224,7 +502,7 @@ impl LayerFs {
         Ok(())
     }
 
-    fn lookup_inner(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, Generation)> {
+    fn lookup_inner(&self, parent: u64, name: &OsStr) -> Result<NodeEntry> {
         let name = check_name(name, Operation::Lookup)?;
         let _ns = self.reading();
         let path = self.child_path(parent, name, Operation::Lookup)?;
@@ -260,6 +538,12 @@ impl LayerFs {
             self.view
                 .set_owner_nofollow(path()?.as_slice(), changes.uid, changes.gid)?;
         }
+        if changes.is_empty() {
+            // `chown(-1, -1)`: a change of nothing, which the kernel's
+            // overlayfs copies up (and gives a new ctime).
+            self.view
+                .set_owner_nofollow(path()?.as_slice(), None, None)?;
+        }
         if changes.atime.is_some() || changes.mtime.is_some() {
             let now = self.view.options().clock.now();
             let t = |t: Option<TimeOrNow>| {
@@ -275,7 +559,7 @@ impl LayerFs {
             Some(fh) => self.view.handle_metadata(HandleId(fh.0))?,
             None => self.node_meta(id, Operation::Metadata)?,
         };
-        Ok(file_attr(&meta, self.shown_ino(id)))
+        Ok(file_attr(&meta, self.shown_ino(id, meta.ino)))
     }
 
     fn create_node(
@@ -286,12 +570,14 @@ impl LayerFs {
         mode: u32,
         umask: u32,
         make: impl FnOnce(&[u8]) -> Result<()>,
-    ) -> Result<(FileAttr, Generation)> {
+    ) -> Result<NodeEntry> {
         let name = check_name(name, Operation::Lookup)?;
         let _ns = self.renaming();
         let parent_path = self.path(parent, Operation::Lookup)?;
         let path = self.child_path(parent, name, Operation::Lookup)?;
         make(&path)?;
+        self.dir_changed(parent);
+        self.copied_up_from(parent);
         self.init_owner(req, &parent_path, &path, mode, umask)?;
         self.entry(parent, name, &path)
     }
@@ -302,7 +588,14 @@ impl LayerFs {
         if truncate_separately && !options.writes() {
             self.view.set_len(path, 0)?;
         }
-        let h = self.view.open_handle(path, &options)?;
+        let h = self.view.open_handle(path, &options);
+        if options.writes() || truncate_separately {
+            self.maybe_copied_up(id);
+        }
+        let h = h?;
+        if options.writes() || truncate_separately {
+            self.copied_up_from(id);
+        }
         if truncate_separately
             && options.writes()
             && let Err(e) = self.view.handle_set_len(h, 0)
@@ -322,7 +615,7 @@ impl LayerFs {
         mode: u32,
         umask: u32,
         flags: i32,
-    ) -> Result<(FileAttr, Generation, u64)> {
+    ) -> Result<(NodeEntry, u64)> {
         let name = check_name(name, Operation::Open)?;
         let _ns = self.renaming();
         let parent_path = self.path(parent, Operation::Open)?;
@@ -345,10 +638,12 @@ impl LayerFs {
                 OpenOptions::new().write(true).create_new(true),
             )?;
             self.view.close_handle(h)?;
+            self.dir_changed(parent);
+            self.copied_up_from(parent);
             self.init_owner(req, &parent_path, &path, mode, umask)?;
         }
-        let (attr, generation) = self.entry(parent, name, &path)?;
-        let id = attr.ino.0;
+        let entry = self.entry(parent, name, &path)?;
+        let id = entry.attr.ino.0;
         // A new file is empty: no truncation to do (and none to refuse).
         let flags = if exists {
             flags
@@ -356,7 +651,7 @@ impl LayerFs {
             flags & !libc_flags::O_TRUNC
         };
         match self.open_path(id, &path, flags) {
-            Ok(fh) => Ok((attr, generation, fh)),
+            Ok(fh) => Ok((entry, fh)),
             Err(e) => {
                 lock(&self.inodes).forget(id, 1);
                 Err(e)
@@ -390,13 +685,27 @@ impl LayerFs {
         let _ns = self.renaming();
         let from = self.child_path(parent, name, op)?;
         let to = self.child_path(new_parent, new_name, op)?;
+        let replaced_linked = mode != RenameMode::Exchange && self.linked_elsewhere(&to);
+        // A directory moved has a new `..`: the ids of what moves.
+        let moved = [from.as_slice(), to.as_slice()]
+            .map(|p| self.view.symlink_metadata(p).ok().map(|m| m.ino));
         self.view
             .rename_with(from.as_slice(), to.as_slice(), mode)?;
+        self.copied_up_from(parent);
+        self.copied_up_from(new_parent);
+        for id in [parent, new_parent].into_iter().chain(
+            moved
+                .into_iter()
+                .flatten()
+                .map(|ino| node_id(ino, self.root_ino)),
+        ) {
+            self.dir_changed(id);
+        }
         let mut inodes = lock(&self.inodes);
         if mode == RenameMode::Exchange {
             inodes.exchange(parent, name, new_parent, new_name);
         } else {
-            inodes.rename(parent, name, new_parent, new_name);
+            inodes.rename(parent, name, new_parent, new_name, replaced_linked);
         }
         Ok(())
     }
@@ -410,13 +719,25 @@ impl LayerFs {
         let name = check_name(name, op)?;
         let _ns = self.renaming();
         let path = self.child_path(parent, name, op)?;
+        let linked = !dir && self.linked_elsewhere(&path);
         if dir {
             self.view.remove_dir(path.as_slice())?;
         } else {
             self.view.remove_file(path.as_slice())?;
         }
-        lock(&self.inodes).remove_name(parent, name);
+        self.dir_changed(parent);
+        self.copied_up_from(parent);
+        lock(&self.inodes).remove_name(parent, name, linked);
         Ok(())
+    }
+
+    /// Whether the object at `path` is a non-directory with other names
+    /// (removing this one leaves the file, which a lookup of another name
+    /// finds again as the same node).
+    fn linked_elsewhere(&self, path: &[u8]) -> bool {
+        self.view
+            .symlink_metadata(path)
+            .is_ok_and(|m| !m.is_dir() && m.nlink > 1)
     }
 
     /// The entries of directory node `id` from cookie `offset`: `(cookie
@@ -427,14 +748,22 @@ impl LayerFs {
         id: u64,
         fh: u64,
         offset: u64,
-        mut add: impl FnMut(u64, &Name, u64, Option<&Metadata>) -> bool,
+        mut add: impl FnMut(u64, &Name, u64, Option<(&Metadata, &[u8])>) -> bool,
     ) -> Result<()> {
-        let snapshot = lock(&self.dirs)
+        let mut snapshot = lock(&self.dirs)
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::BadHandle, Operation::ReadDir, "(directory)"))?;
         let _ns = self.reading();
         let dir_path = self.path(id, Operation::ReadDir)?;
+        if offset == 0 && snapshot.started.swap(true, Ordering::Relaxed) {
+            // `rewinddir`: a new listing, with the names made since (the
+            // kernel's overlayfs reads a changed directory again too).
+            let fresh = DirSnapshot::new(self.view.read_dir(dir_path.as_slice())?);
+            fresh.started.store(true, Ordering::Relaxed);
+            snapshot = Arc::new(fresh);
+            lock(&self.dirs).insert(fh, Arc::clone(&snapshot));
+        }
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for i in start..snapshot.entries.len().saturating_add(2) {
             let next = i as u64 + 1;
@@ -456,7 +785,7 @@ impl LayerFs {
                             next,
                             name.as_name(),
                             node_id(meta.ino, self.root_ino),
-                            Some(&meta),
+                            Some((&meta, &path)),
                         ),
                         // Removed since opendir: POSIX lets it be left out.
                         Err(e) if e.kind() == ErrorKind::NotFound => false,
@@ -568,6 +897,17 @@ struct AttrChanges {
     mtime: Option<TimeOrNow>,
 }
 
+impl AttrChanges {
+    fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+}
+
 fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>>) {
     match r {
         Ok(data) if size == 0 => reply.size(u32::try_from(data.len()).unwrap_or(u32::MAX)),
@@ -580,11 +920,16 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>>) {
 impl Filesystem for LayerFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC reaches `open` (one step, as the view's open truncates);
-        // readdirplus answers listings and lookups at once.
+        // readdirplus answers listings and lookups at once; lookups and
+        // listings in one directory may run in parallel (the namespace
+        // lock orders them against changes); a symlink's target never
+        // changes, so the kernel keeps it.
         for flag in [
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -599,6 +944,7 @@ impl Filesystem for LayerFs {
     // does not export the type of its argument).
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         lock(&self.inodes).forget(ino.0, nlookup);
+        self.maybe_gone(ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -610,7 +956,10 @@ impl Filesystem for LayerFs {
             }
         };
         match r {
-            Ok(meta) => reply.attr(&TTL, &file_attr(&meta, self.shown_ino(ino.0))),
+            Ok(meta) => reply.attr(
+                &attr_ttl(ino.0),
+                &file_attr(&meta, self.shown_ino(ino.0, meta.ino)),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -641,8 +990,13 @@ impl Filesystem for LayerFs {
             atime,
             mtime,
         };
-        match self.setattr_inner(ino.0, &changes, fh) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+        let r = self.setattr_inner(ino.0, &changes, fh);
+        self.maybe_copied_up(ino.0);
+        if r.is_ok() {
+            self.copied_up_from(ino.0);
+        }
+        match r {
+            Ok(attr) => reply.attr(&attr_ttl(ino.0), &attr),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -753,6 +1107,17 @@ impl Filesystem for LayerFs {
             let from = self.path(ino.0, op)?;
             let to = self.child_path(newparent.0, name, op)?;
             self.view.hard_link(from.as_slice(), to.as_slice())?;
+            self.dir_changed(newparent.0);
+            self.copied_up_from(newparent.0);
+            self.copied_up_from(ino.0);
+            self.maybe_copied_up(ino.0);
+            if per_name(ino.0) {
+                // The link copied the file up: one upper file now, whose
+                // names this node serves (one kernel inode, as the
+                // kernel's overlayfs has one).
+                let ino_now = self.view.symlink_metadata(to.as_slice())?.ino;
+                lock(&self.inodes).set_alias(ino.0, ino_now);
+            }
             self.entry(newparent.0, name, &to)
         })();
         reply_entry(reply, r);
@@ -765,7 +1130,16 @@ impl Filesystem for LayerFs {
                 .and_then(|p| self.open_path(ino.0, &p, flags.0))
         };
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => {
+                // `flush` does nothing here: the kernel need not ask.
+                let mut flags = FopenFlags::FOPEN_NOFLUSH;
+                if let Ok(meta) = self.view.handle_metadata(HandleId(fh))
+                    && self.keep_cache(ino.0, &meta)
+                {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), flags);
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -825,13 +1199,20 @@ impl Filesystem for LayerFs {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // What was written through it is in the kernel's pages.
+        if flags.acc_mode() != OpenAccMode::O_RDONLY
+            && let Ok(meta) = self.view.handle_metadata(HandleId(fh.0))
+        {
+            self.cached_as(ino.0, &meta);
+        }
         let r = self.view.close_handle(HandleId(fh.0));
         lock(&self.inodes).closed(ino.0, fh.0);
+        self.maybe_gone(ino.0);
         reply_empty(reply, r);
     }
 
@@ -847,19 +1228,15 @@ impl Filesystem for LayerFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = {
-            let _ns = self.reading();
-            self.path(ino.0, Operation::ReadDir)
-                .and_then(|p| self.view.read_dir(p.as_slice()))
-        };
-        match r {
-            Ok(list) => {
-                let snapshot = DirSnapshot {
-                    entries: list.into_iter().map(|e| (e.name, e.file_type)).collect(),
-                };
+        match self.dir_snapshot(ino.0) {
+            Ok((entries, unchanged)) => {
                 let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-                lock(&self.dirs).insert(fh, Arc::new(snapshot));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                lock(&self.dirs).insert(fh, Arc::new(DirSnapshot::of(entries)));
+                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                if unchanged {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), flags);
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -874,8 +1251,9 @@ impl Filesystem for LayerFs {
         mut reply: ReplyDirectory,
     ) {
         let r = self.dir_entries(ino.0, fh.0, offset, |next, name, id, meta| {
-            let t = meta.map_or(fuser::FileType::Directory, |m| kind(m.file_type));
-            reply.add(INodeNo(self.shown_ino(id)), next, t, name.to_path())
+            let t = meta.map_or(fuser::FileType::Directory, |(m, _)| kind(m.file_type));
+            let ino = self.shown_ino(id, meta.map_or(id, |(m, _)| m.ino));
+            reply.add(INodeNo(ino), next, t, name.to_path())
         });
         match r {
             Ok(()) => reply.ok(),
@@ -892,7 +1270,7 @@ impl Filesystem for LayerFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let r = self.dir_entries(ino.0, fh.0, offset, |next, name, id, meta| {
-            let Some(meta) = meta else {
+            let Some((meta, path)) = meta else {
                 // `.` and `..`: the kernel takes no lookup on them (and
                 // reads no attributes).
                 let mut attr = file_attr(&Metadata::new(FileType::Dir), id);
@@ -906,12 +1284,15 @@ impl Filesystem for LayerFs {
                     Generation(0),
                 );
             };
+            // A name that needs a node of its own (see `node_for`).
+            let (id, fresh) = self.node_for(ino.0, name, path, meta).unwrap_or((id, None));
+            let meta = fresh.as_ref().unwrap_or(meta);
             let generation = lock(&self.inodes).learn(id, ino.0, name, false);
             let full = reply.add(
                 INodeNo(id),
                 next,
                 name.to_path(),
-                &TTL,
+                &attr_ttl(id),
                 &file_attr(meta, id),
                 Generation(generation),
             );
@@ -945,14 +1326,17 @@ impl Filesystem for LayerFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes of a `DirLayer` are made durable as they are
-        // made (renamed into place from the work directory).
-        reply.ok();
+        let r = {
+            let _ns = self.reading();
+            self.path(ino.0, Operation::Sync)
+                .and_then(|p| self.view.sync_dir(p.as_slice()))
+        };
+        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -970,7 +1354,12 @@ impl Filesystem for LayerFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.setxattr_inner(ino.0, name, value, flags));
+        let r = self.setxattr_inner(ino.0, name, value, flags);
+        self.maybe_copied_up(ino.0);
+        if r.is_ok() {
+            self.copied_up_from(ino.0);
+        }
+        reply_empty(reply, r);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -986,7 +1375,12 @@ impl Filesystem for LayerFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.removexattr_inner(ino.0, name));
+        let r = self.removexattr_inner(ino.0, name);
+        self.maybe_copied_up(ino.0);
+        if r.is_ok() {
+            self.copied_up_from(ino.0);
+        }
+        reply_empty(reply, r);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -1006,9 +1400,13 @@ impl Filesystem for LayerFs {
         reply: ReplyCreate,
     ) {
         match self.create_inner(req, parent.0, name, mode, umask, flags) {
-            Ok((attr, generation, fh)) => {
-                reply.created(&TTL, &attr, generation, FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((e, fh)) => reply.created(
+                &e.attr_ttl,
+                &e.attr,
+                e.generation,
+                FileHandle(fh),
+                FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

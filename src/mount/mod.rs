@@ -23,9 +23,45 @@
 //!   the root being FUSE's node 1; `st_ino` is the view's number.
 //! - Lookup counts are exact (lookup, create, mknod, mkdir, symlink, link
 //!   and each readdirplus entry count one; forget releases), so the node
-//!   table holds what the kernel holds and no more.
-//! - Directory cookies index a listing snapshotted at `opendir`; names
-//!   removed since are left out, names added since are not listed.
+//!   table holds what the kernel holds, plus the directories above a node
+//!   it holds (each known name keeps its directory, so a file the kernel
+//!   holds through one hard link keeps a path after the kernel forgot the
+//!   directory of another).
+//! - Removing a name the node table knows leaves the node the same object
+//!   when the file has other names (`nlink` over 1 before): a later lookup
+//!   of one finds the same node and generation, and open descriptors go on.
+//! - Hard links of a lower file with [`HardLinkCopyUp::Break`] (the
+//!   kernel's `index=off`, the default): each name is a node of its own
+//!   (ids from 2^63 up, far above the view's numbers), as each name is an
+//!   inode of its own on the kernel's overlayfs. A write, `chmod` or any
+//!   other change through one name copies up that name only, and the
+//!   others keep the lower file. `stat` shows what the kernel shows: the
+//!   lower file's number and link count for every name before a copy-up,
+//!   the copy's own number and count 1 after it. fuser 0.18 sends an
+//!   entry's node id as its `st_ino`, so these nodes' attributes are never
+//!   cached: `stat` asks again and gets the view's number. (The other way,
+//!   one node for every name and `inval_entry` after a copy-up, cannot be
+//!   exact: `open` and `setattr` name only the node, so the mount could
+//!   not tell which name to copy up.) A `link(2)` to such a name copies it
+//!   up, and its new name is served by the same node (one upper file, one
+//!   kernel inode). With [`HardLinkCopyUp::Keep`] (`index=on`) the names
+//!   are one file and one node, as the kernel keeps them.
+//! - Directory cookies index a listing snapshotted at `opendir` and taken
+//!   again by `rewinddir` (a read from the start after the first); names
+//!   removed since are left out, names added since are listed after a
+//!   `rewinddir`.
+//! - `chown(-1, -1)`, which reaches FUSE as a `setattr` of nothing, copies
+//!   up and sets the ctime, as on the kernel's overlayfs (a merged
+//!   directory then shows `nlink` 1).
+//! - `fsync` of a directory syncs the upper's directory
+//!   ([`MergedView::sync_dir`]).
+//! - The kernel caches what it can, since every change goes through the
+//!   mount: names and attributes for 60 s, a file's pages from one open
+//!   to the next while its modification time and size stay (so a warm
+//!   read asks nothing), a directory's listing while no change touches it
+//!   (and the mount keeps the listing as long). A change made meanwhile
+//!   through [`Mounted::view`] shows within the 60 s, and in a file's
+//!   pages at its next open, not in one open now.
 //! - Files are opened as the view's inode-following handles
 //!   ([`MergedView::open_handle`]): reads and writes go on after a rename
 //!   or an unlink, and `fstat` then shows `nlink` 0, as on the kernel.
@@ -50,25 +86,9 @@
 //! - Extended attributes of symlinks can be read, not set (`EPERM`).
 //! - `fallocate` only extends a file (mode 0); other modes are
 //!   `EOPNOTSUPP`.
-//!
-//! # Known bugs (issue 17 is open until they are fixed)
-//!
-//! - Hard links of a lower file with [`HardLinkCopyUp::Break`] (the
-//!   kernel's `index=off`, the default): every name of the lower file is
-//!   one node, served through the name the node table learned first, so a
-//!   write through one name can copy up and change another. With
-//!   [`HardLinkCopyUp::Keep`] (`index=on`) the names stay one file, as the
-//!   kernel keeps them.
-//! - A node whose last known name is removed is taken as gone even when
-//!   the file has other names the table never learned: a later lookup of
-//!   one gives it a new generation and an open descriptor of it `EIO`.
-//! - A node reached only through a hard link whose parent directory the
-//!   kernel forgot has no path (`ENOENT`) until that directory is looked
-//!   up again.
-//! - A merged directory copied up by `chown(-1, -1)` shows `nlink` 2 (the
-//!   kernel: 1).
-//! - `rewinddir` does not show names created since `opendir`; `fsyncdir`
-//!   does not sync the upper's directory.
+//! - In a listing read with readdirplus, `d_ino` of a name of a lower file
+//!   with several names (under `Break`) is its node's id: fuser 0.18 sends
+//!   one number as both. `stat` of the name shows the kernel's number.
 //!
 //! [`HardLinkCopyUp::Break`]: crate::merged::HardLinkCopyUp::Break
 //! [`HardLinkCopyUp::Keep`]: crate::merged::HardLinkCopyUp::Keep
@@ -94,8 +114,10 @@ pub struct MountOptions {
     pub fs_name: String,
     /// Mount read-only (`ro`): every change fails with `EROFS`.
     pub read_only: bool,
-    /// `allow_other` (default true: other users see the mount; needs root
-    /// or `user_allow_other` in `/etc/fuse.conf`).
+    /// `allow_other`: other users see the mount. It needs root or
+    /// `user_allow_other` in `/etc/fuse.conf` (fusermount3 refuses it
+    /// otherwise), so the default is true only then
+    /// ([`allow_other_permitted`]).
     pub allow_other: bool,
     /// `default_permissions` (default true: the kernel checks mode bits).
     pub default_permissions: bool,
@@ -109,13 +131,30 @@ impl Default for MountOptions {
         MountOptions {
             fs_name: "layerstack".to_owned(),
             read_only: false,
-            allow_other: true,
+            allow_other: allow_other_permitted(),
             default_permissions: true,
             threads: std::thread::available_parallelism()
                 .map_or(2, std::num::NonZeroUsize::get)
                 .max(2),
         }
     }
+}
+
+/// Whether this process may mount with `allow_other`: as root, or where
+/// `/etc/fuse.conf` has a line `user_allow_other` (what fusermount3
+/// checks).
+#[must_use]
+pub fn allow_other_permitted() -> bool {
+    rustix::process::geteuid().is_root()
+        || std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|conf| fuse_conf_allows_other(&conf))
+}
+
+/// Whether `/etc/fuse.conf`'s text `conf` has `user_allow_other` on a line
+/// of its own (blanks around it allowed; `#` starts a comment).
+fn fuse_conf_allows_other(conf: &str) -> bool {
+    conf.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .any(|line| line == "user_allow_other")
 }
 
 /// Mounts `view` at `mountpoint` (an existing directory) and serves it on
@@ -144,12 +183,20 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
         .map_err(|e| io_error(&e, op, mountpoint))?;
     let view = Arc::new(view);
     let inodes = Arc::new(Mutex::new(inodes::Inodes::default()));
-    let fs = fs::LayerFs::new(Arc::clone(&view), Arc::clone(&inodes))
-        .map_err(|e| e.reframe(op, mountpoint))?;
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let fs = fs::LayerFs::new(
+        Arc::clone(&view),
+        Arc::clone(&inodes),
+        Arc::clone(&notifier),
+    )
+    .map_err(|e| e.reframe(op, mountpoint))?;
 
     let mut mount_options = vec![
         fuser::MountOption::FSName(options.fs_name.clone()),
-        fuser::MountOption::Subtype("layerstack".to_owned()),
+        // The type shows as `fuse.layerstack`: the kernel takes `subtype=`
+        // as one of its own options (fuser passes its `Subtype` only to
+        // fusermount3, which takes this form too).
+        fuser::MountOption::CUSTOM("subtype=layerstack".to_owned()),
     ];
     if options.default_permissions {
         mount_options.push(fuser::MountOption::DefaultPermissions);
@@ -173,6 +220,9 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
 
     let session =
         fuser::Session::new(fs, &canonical, &config).map_err(|e| io_error(&e, op, mountpoint))?;
+    // Before any request is served: the filesystem tells the kernel what
+    // a change made stale elsewhere through it.
+    let _ = notifier.set(session.notifier());
     let thread = std::thread::Builder::new()
         .name("layerstack-mount".to_owned())
         .spawn(move || session.run())
@@ -217,7 +267,9 @@ impl Mounted {
         &self.unmounter.mountpoint
     }
 
-    /// The view being served (its changes show as they are made).
+    /// The view being served. Its own changes show through the mount as
+    /// they are made; changes made through it directly show once the
+    /// kernel's caches expire (see the module docs).
     #[must_use]
     pub fn view(&self) -> &MergedView {
         self.view.as_ref().expect("a live mount has its view")
@@ -352,4 +404,21 @@ fn fusermount_unmount(path: &Path) -> Result<()> {
     }
     let e = last.expect("a tool was tried");
     Err(io_error(&e, op, path).with_detail("neither fusermount3 nor fusermount could be run"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_allow_other_is_read_as_fusermount3_reads_it() {
+        assert!(fuse_conf_allows_other("user_allow_other\n"));
+        assert!(fuse_conf_allows_other(
+            "# mount_max = 1000\n  user_allow_other  # for everyone\n"
+        ));
+        assert!(!fuse_conf_allows_other("#user_allow_other\n"));
+        assert!(!fuse_conf_allows_other("mount_max = 10\n"));
+        assert!(!fuse_conf_allows_other("user_allow_other_not\n"));
+        assert!(!fuse_conf_allows_other(""));
+    }
 }

@@ -455,4 +455,26 @@ impl MergedView {
             Target::Lower(_) | Target::Path(_) => Ok(()),
         }
     }
+
+    /// Makes the entries of directory `path` durable, as `fsync` of a
+    /// directory on the kernel's overlayfs: the upper's directory is
+    /// synced; a directory only below has nothing to sync.
+    ///
+    /// # Errors
+    /// `ENOENT`, `ENOTDIR` and the errors of resolution; errors of the
+    /// upper layer's storage.
+    pub fn sync_dir(&self, path: impl PathLike) -> Result<()> {
+        let user = Name::new(path.path_bytes());
+        let op = Operation::Sync;
+        let st = self.read_state();
+        let r = st.resolve(user, op, Follow::Always)?;
+        let res = r.existing(op, user)?;
+        if !res.file_type.is_dir() {
+            return Err(Error::new(ErrorKind::NotADirectory, op, user));
+        }
+        if !res.in_upper() {
+            return Ok(());
+        }
+        st.upper.sync_dir(&r.path).map_err(|e| e.reframe(op, user))
+    }
 }

@@ -82,11 +82,30 @@ impl MergedView {
                 // which go in one step.
                 st.upper.clear_dir(&path)?;
             }
-            if st.lower_positive(parent, name)? {
-                st.upper.whiteout(&path)?;
+            let others = if res.in_upper() {
+                other_names_of(st, &path)?
+            } else {
+                None
+            };
+            let removed = if st.lower_positive(parent, name)? {
+                st.upper.whiteout(&path)
             } else if res.in_upper() {
-                st.upper.remove(&path)?;
+                st.upper.remove(&path)
+            } else {
+                Ok(())
+            };
+            if let Some((id, mtime)) = others {
+                // The file's other names see its ctime change, as a disk
+                // upper's do (the host's inode changes); a layer in
+                // memory has no clock, so the view sets it.
+                let touched = match &removed {
+                    Ok(()) => st.upper.object_set_times(id, mtime, self.now()),
+                    Err(_) => Ok(()),
+                };
+                st.upper.close_object(id)?;
+                touched?;
             }
+            removed?;
             self.touch(st, &parent.path, true)?;
             st.refresh(&parent.path, name, res.file_type.is_dir())
         })
@@ -416,4 +435,24 @@ fn no_name_to_remove(user: &Name, op: Operation) -> Result<Error> {
         LastKind::Root | LastKind::Name => ErrorKind::Busy,
     };
     Ok(Error::new(kind, op, user))
+}
+
+/// An open object of upper file `path` and its mtime, if it has other
+/// names (`nlink` over 1) and the upper keeps open objects: what
+/// [`MergedView::remove_entry`] sets the ctime through once the name is
+/// gone.
+fn other_names_of(st: &mut State, path: &LayerPath) -> Result<Option<(u64, Timestamp)>> {
+    let Some(Entry::Node(node)) = st.upper.lookup(path)? else {
+        return Ok(None);
+    };
+    if node.meta.file_type != FileType::File || node.meta.nlink < 2 {
+        return Ok(None);
+    }
+    // A layer without open objects (or a file it cannot open): nothing to
+    // hold it by, and the removal must not fail for a time.
+    Ok(st
+        .upper
+        .open_object(path)
+        .ok()
+        .map(|id| (id, node.meta.mtime)))
 }

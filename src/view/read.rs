@@ -58,6 +58,23 @@ impl MergedView {
         meta_of(&st, res)
     }
 
+    /// As [`MergedView::symlink_metadata`], and whether the object is
+    /// below only (in a lower layer, not copied up), in one look (the
+    /// mount gives each name of a lower file with several names a node of
+    /// its own).
+    ///
+    /// # Errors
+    /// As [`MergedView::metadata`].
+    #[cfg(feature = "mount")]
+    pub(crate) fn symlink_metadata_below(&self, path: impl PathLike) -> Result<(Metadata, bool)> {
+        let user = Name::new(path.path_bytes());
+        let op = Operation::Metadata;
+        let st = self.read_state();
+        let r = st.resolve(user, op, Follow::OnSlash)?;
+        let res = r.existing(op, user)?;
+        Ok((meta_of(&st, res)?, !res.in_upper()))
+    }
+
     /// As [`std::fs::exists`]: `Ok(false)` when the path does not exist.
     ///
     /// # Errors

@@ -647,6 +647,132 @@ fn unmount_is_refused_while_busy_and_wait_returns_after_an_outside_unmount() {
     unmounter.unmount().unwrap();
 }
 
+/// A view over [`lower`] whose upper in memory already holds a file of
+/// two names, `x` and `d/y`, that the mount has never handed out.
+fn upper_with_links(test: &str) -> Mnt {
+    Mnt::new(test, |_| {
+        let mut upper = MemLayer::new();
+        upper.add_file("x", "data\n").unwrap();
+        upper.add_hard_link("x", "d/y").unwrap();
+        MergedView::new(vec![Arc::new(lower()) as Arc<dyn Layer>], upper).unwrap()
+    })
+}
+
+#[test]
+fn removing_the_only_known_name_of_a_linked_file_keeps_it_open_and_the_same() {
+    if !fuse_ready("removing_the_only_known_name_of_a_linked_file_keeps_it_open_and_the_same") {
+        return;
+    }
+    let m = upper_with_links("other-names");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("x"))
+        .unwrap();
+    let ino = f.metadata().unwrap().ino();
+    fs::remove_file(m.p("x")).unwrap();
+    // The other name is the same file: the same node, so the kernel keeps
+    // the open descriptor (a new generation would make it fail with EIO).
+    let y = fs::symlink_metadata(m.p("d/y")).unwrap();
+    assert_eq!((y.ino(), y.nlink()), (ino, 1));
+    f.seek(SeekFrom::End(0)).unwrap();
+    f.write_all(b"more\n").unwrap();
+    assert_eq!(f.metadata().unwrap().nlink(), 1);
+    assert_eq!(fs::read_to_string(m.p("d/y")).unwrap(), "data\nmore\n");
+}
+
+#[test]
+fn a_file_known_by_two_names_keeps_a_path_when_one_directory_is_forgotten() {
+    if !fuse_ready("a_file_known_by_two_names_keeps_a_path_when_one_directory_is_forgotten") {
+        return;
+    }
+    let m = upper_with_links("forgotten-parent");
+    // The kernel learns the file as `x` (in the root) and as `d/y`.
+    assert_eq!(
+        fs::symlink_metadata(m.p("x")).unwrap().ino(),
+        fs::symlink_metadata(m.p("d/y")).unwrap().ino()
+    );
+    fs::create_dir(m.p("e")).unwrap();
+    fs::hard_link(m.p("d/y"), m.p("e/z")).unwrap();
+    fs::remove_file(m.p("x")).unwrap();
+    // Pin `e/z` (an O_PATH descriptor: no FUSE handle), then let the
+    // kernel drop `d/y` and `d` and forget `d`.
+    let pinned = rustix::fs::open(m.p("e/z"), OFlags::PATH, Mode::empty()).unwrap();
+    for _ in 0..5 {
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A fresh getattr of the node (no cached attributes, no handle): it
+    // needs a path, and `d/y` was the first the table learned.
+    let st = rustix::fs::statx(
+        &pinned,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH | rustix::fs::AtFlags::STATX_FORCE_SYNC,
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )
+    .expect("a getattr of a file whose first known directory was forgotten");
+    assert_eq!(st.stx_nlink, 2);
+    drop(pinned);
+    assert_eq!(fs::read_to_string(m.p("e/z")).unwrap(), "data\n");
+}
+
+/// `rewinddir` of `ROOT/d` (holding `a` and `b`) after a name was made
+/// and one removed shows both changes (`mount::kernel` checks the kernel's
+/// overlayfs the same way).
+pub fn rewinddir_shows_new_names(root: &Path) {
+    let dir = root.join("d");
+    let fd = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    let mut d = rustix::fs::Dir::new(fd).unwrap();
+    let list = |d: &mut rustix::fs::Dir| {
+        let mut names = BTreeSet::new();
+        while let Some(e) = d.read() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.insert(name);
+            }
+        }
+        names
+    };
+    let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(list(&mut d), set(&["a", "b"]));
+    fs::write(dir.join("new"), "n").unwrap();
+    fs::remove_file(dir.join("a")).unwrap();
+    d.rewind();
+    assert_eq!(list(&mut d), set(&["b", "new"]), "after rewinddir");
+}
+
+#[test]
+fn rewinddir_lists_names_made_since_opendir() {
+    if !fuse_ready("rewinddir_lists_names_made_since_opendir") {
+        return;
+    }
+    for m in [
+        Mnt::memory("rewind-mem", ViewOptions::default()),
+        Mnt::disk("rewind-disk"),
+    ] {
+        rewinddir_shows_new_names(&m.p(""));
+    }
+}
+
+#[test]
+fn fsync_of_a_directory_syncs_it() {
+    if !fuse_ready("fsync_of_a_directory_syncs_it") {
+        return;
+    }
+    for m in [
+        Mnt::memory("fsyncdir-mem", ViewOptions::default()),
+        Mnt::disk("fsyncdir-disk"),
+    ] {
+        fs::create_dir(m.p("new")).unwrap();
+        for dir in ["new", "d", ""] {
+            fs::File::open(m.p(dir))
+                .unwrap()
+                .sync_all()
+                .unwrap_or_else(|e| panic!("fsync of directory {dir:?}: {e}"));
+        }
+    }
+}
+
 /// errno values (Linux's, on every architecture).
 mod libc_errno {
     pub const ENOENT: i32 = 2;

@@ -585,6 +585,44 @@ fn copy_up_breaks_lower_hard_links_by_default_and_keeps_them_on_request() {
     assert_eq!(v.metadata("dir/b").unwrap().nlink, 2);
 }
 
+#[test]
+fn unlinking_one_name_changes_the_ctime_of_the_others() {
+    // As on a filesystem, where the names are one inode: its link count
+    // and ctime change. A disk upper gets this from the host; the view
+    // sets it for an upper in memory.
+    let v = view(vec![]);
+    v.write("a", "x").unwrap();
+    v.hard_link("a", "b").unwrap();
+    let before = v.metadata("b").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    v.remove_file("a").unwrap();
+    let after = v.metadata("b").unwrap();
+    assert_eq!((before.nlink, after.nlink), (2, 1));
+    assert!(
+        after.ctime > before.ctime,
+        "ctime {:?} after the unlink, {:?} before",
+        after.ctime,
+        before.ctime
+    );
+    assert_eq!(after.mtime, before.mtime, "the data did not change");
+    assert_eq!(v.read("b").unwrap(), "x");
+}
+
+#[test]
+fn sync_dir_syncs_directories_and_refuses_files() {
+    let base = layer(|l| {
+        l.add_file("low/f", "x")?;
+        l.add_file("g", "y")
+    });
+    let v = view(vec![base]);
+    v.create_dir("up").unwrap();
+    v.sync_dir("up").unwrap();
+    v.sync_dir("low").unwrap();
+    v.sync_dir("/").unwrap();
+    assert_eq!(kind(v.sync_dir("g")), ErrorKind::NotADirectory);
+    assert_eq!(kind(v.sync_dir("none")), ErrorKind::NotFound);
+}
+
 // ----- symlinks -----
 
 #[test]

@@ -1,77 +1,98 @@
 //! The background process of `layerstack mount` and its signals.
 //!
 //! The tool forbids `unsafe`, so it cannot fork: `start` runs the tool
-//! again with `--foreground --ready-pipe`, its stdout and stderr on a pipe.
-//! That process starts a session of its own (no terminal, so no SIGHUP or
-//! Ctrl-C from it), mounts, writes `ready` on the pipe and moves its stdio
-//! to /dev/null; or it fails, and its one-line error and exit status are
-//! the command's.
+//! again with `--foreground --ready-pipe`, its stdin a socket (the
+//! readiness channel: nothing else is written there) and its stdout and
+//! stderr a pipe. That process starts a session of its own (no terminal,
+//! so no SIGHUP or Ctrl-C from it), mounts, writes `ready` on the socket
+//! and moves its stdio to /dev/null; or it fails, and its one-line error
+//! and exit status are the command's. What it prints before (a warning)
+//! is passed on either way.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
 use layerstack::mount::Unmounter;
 use layerstack::{Error, ErrorKind, Operation, Result};
 
 use super::MountArgs;
 
-/// What the background process writes once the mount is ready.
+/// What the background process writes on its readiness socket once the
+/// mount is ready.
 const READY: &str = "ready\n";
 
 /// Starts the background process that serves the mount and waits until it
 /// is mounted (exit status 0) or has failed (its error and status).
 pub fn start(args: &MountArgs, mountpoint: &Path) -> Result<ExitCode> {
-    let fail = |e: std::io::Error, what: &str| {
-        Error::from_io(&e, Operation::Mount, mountpoint)
-            .with_detail(format!("cannot start the background process ({what}): {e}"))
-    };
-    let exe = std::env::current_exe().map_err(|e| fail(e, "finding this program"))?;
-    let (mut from_child, to_parent) = std::io::pipe().map_err(|e| fail(e, "pipe"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| start_failed(mountpoint, &e, "finding this program"))?;
     let mut command = Command::new(exe);
+    command.args(child_arguments(args));
+    let (code, said) = start_command(command, mountpoint)?;
+    // Its warnings, or its one-line error: escaped already.
+    let _ = std::io::stderr().write_all(&said);
+    Ok(code)
+}
+
+fn start_failed(mountpoint: &Path, e: &std::io::Error, what: &str) -> Error {
+    Error::from_io(e, Operation::Mount, mountpoint)
+        .with_detail(format!("cannot start the background process ({what}): {e}"))
+}
+
+/// Runs `command` as the background process (see the module docs) and
+/// waits for its answer: the command's exit status, and what the process
+/// printed (its warnings, or its error) for the command's stderr.
+fn start_command(mut command: Command, mountpoint: &Path) -> Result<(ExitCode, Vec<u8>)> {
+    let fail = |e: std::io::Error, what: &str| start_failed(mountpoint, &e, what);
+    let (mut ready, child_ready) = UnixStream::pair().map_err(|e| fail(e, "socket"))?;
+    let (mut from_child, to_parent) = std::io::pipe().map_err(|e| fail(e, "pipe"))?;
     command
-        .args(child_arguments(args))
-        .stdin(Stdio::null())
+        .stdin(OwnedFd::from(child_ready))
         .stdout(to_parent.try_clone().map_err(|e| fail(e, "pipe"))?)
         .stderr(to_parent);
     let mut child = command.spawn().map_err(|e| fail(e, "spawn"))?;
-    // The command holds the pipe's write ends: only the child may keep one,
-    // or the read below never ends.
+    // The command holds the child's ends: only the child may keep them, or
+    // the reads below never end.
     drop(command);
-    let mut said = Vec::new();
-    from_child
-        .read_to_end(&mut said)
+    // Its output, read as it comes: a child that prints much before it is
+    // ready never waits on a full pipe.
+    let output = std::thread::spawn(move || {
+        let mut said = Vec::new();
+        let _ = from_child.read_to_end(&mut said);
+        said
+    });
+    // `ready`, or nothing when the child ends without mounting.
+    let mut answer = Vec::new();
+    ready
+        .read_to_end(&mut answer)
         .map_err(|e| fail(e, "reading its answer"))?;
-    if said == READY.as_bytes() {
-        return Ok(ExitCode::SUCCESS);
+    // Once ready, the child's stdio is /dev/null: its output has ended.
+    let mut said = output.join().unwrap_or_default();
+    if answer == READY.as_bytes() {
+        return Ok((ExitCode::SUCCESS, said));
     }
     let status = child.wait().map_err(|e| fail(e, "waiting for it"))?;
-    // The child's own one-line error, escaped already.
-    let _ = std::io::stderr().write_all(&said);
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) if code != 0 => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+    let mnt = super::shown(mountpoint.as_os_str());
+    let why = match (status.code(), status.signal()) {
+        (Some(code), _) if code != 0 => {
+            return Ok((ExitCode::from(u8::try_from(code).unwrap_or(1)), said));
+        }
         (_, Some(signal)) => {
-            crate::print_error(&format!(
-                "failed to mount `{}`: the background process was killed by signal {signal}",
-                super::shown(mountpoint.as_os_str())
-            ));
-            ExitCode::from(1)
+            format!("failed to mount `{mnt}`: the background process was killed by signal {signal}")
         }
-        _ => {
-            crate::print_error(&format!(
-                "failed to mount `{}`: the background process ended without mounting",
-                super::shown(mountpoint.as_os_str())
-            ));
-            ExitCode::from(1)
-        }
-    })
+        _ => format!("failed to mount `{mnt}`: the background process ended without mounting"),
+    };
+    said.extend_from_slice(format!("error: {}\n", crate::output::escape_message(&why)).as_bytes());
+    Ok((ExitCode::from(1), said))
 }
 
 /// The background process's command line: this one, in the foreground,
-/// with the readiness pipe.
+/// with the readiness channel.
 fn child_arguments(args: &MountArgs) -> Vec<OsString> {
     let mut out: Vec<OsString> = ["mount", "--foreground", "--ready-pipe"]
         .map(OsString::from)
@@ -97,14 +118,19 @@ pub fn new_session() {
     let _ = rustix::process::setsid();
 }
 
-/// Said by the background process once mounted: it leaves its stdio (the
-/// pipe) for /dev/null, and its working directory for `/`, so it holds
-/// nothing of the caller's busy.
+/// Said by the background process once mounted, on its readiness socket
+/// (its stdin): it leaves its stdio (the socket and the pipe) for
+/// /dev/null, and its working directory for `/`, so it holds nothing of
+/// the caller's busy.
 pub fn announce_ready() {
-    let mut out = std::io::stdout();
-    let _ = out.write_all(READY.as_bytes());
-    let _ = out.flush();
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+    let _ = std::io::stderr().flush();
+    let _ = rustix::io::write(std::io::stdin().as_fd(), READY.as_bytes());
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
         let _ = rustix::stdio::dup2_stdout(&null);
         let _ = rustix::stdio::dup2_stderr(&null);
     }
@@ -162,5 +188,62 @@ impl Signals {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for the background process: a shell script.
+    fn child(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    /// The end of a background process that is ready: the answer on the
+    /// socket (its stdin), then stdio to /dev/null.
+    const READY_SH: &str = "printf 'ready\\n' >&0; exec 0</dev/null 1>/dev/null 2>&1";
+
+    #[test]
+    fn readiness_comes_on_its_own_channel_whatever_is_printed_before() {
+        let mnt = Path::new("/mnt/x");
+        // Output before, on both streams, even the word itself: ready all
+        // the same once the socket says so, the output passed on.
+        let (code, said) = start_command(
+            child(&format!(
+                "echo ready; echo 'warning: w' >&2; {READY_SH}; sleep 0.2"
+            )),
+            mnt,
+        )
+        .unwrap();
+        assert_eq!(
+            (code, said.as_slice()),
+            (ExitCode::SUCCESS, &b"ready\nwarning: w\n"[..])
+        );
+        // `ready` printed on stdout is not the answer: the status is.
+        let (code, said) =
+            start_command(child("echo ready; echo 'error: e' >&2; exit 3"), mnt).unwrap();
+        assert_eq!(
+            (code, said.as_slice()),
+            (ExitCode::from(3), &b"ready\nerror: e\n"[..])
+        );
+        let (code, said) = start_command(child("exit 0"), mnt).unwrap();
+        assert_eq!(
+            (code, String::from_utf8(said).unwrap()),
+            (
+                ExitCode::from(1),
+                "error: failed to mount `/mnt/x`: the background process ended without mounting\n"
+                    .to_owned()
+            )
+        );
+        // More output before than a pipe holds: no deadlock.
+        let (code, said) = start_command(
+            child(&format!("head -c 200000 /dev/zero >&2; {READY_SH}")),
+            mnt,
+        )
+        .unwrap();
+        assert_eq!((code, said.len()), (ExitCode::SUCCESS, 200_000));
     }
 }

@@ -36,7 +36,7 @@ pub struct MountArgs {
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// An image only: the writable layer, a directory in the kernel's
-    /// overlayfs format (created if missing); needs --work
+    /// overlayfs format (created if missing, as --work); needs --work
     #[arg(long, value_name = "DIR", requires = "work")]
     upper: Option<Utf8PathBuf>,
     /// The work directory of --upper (on the same filesystem)
@@ -45,8 +45,9 @@ pub struct MountArgs {
     /// [NAME] SOURCE MNT (see below).
     #[arg(num_args = 2..=3, required = true, hide = true)]
     operands: Vec<OsString>,
-    /// The background process's side of the readiness pipe: one line on
-    /// stdout once mounted, then stdio goes to /dev/null.
+    /// The background process's side of the readiness channel: its stdin
+    /// is a socket it writes `ready` on once mounted; then its stdio goes
+    /// to /dev/null.
     #[arg(long, hide = true)]
     ready_pipe: bool,
     /// mount(8)'s `-f` to a helper: check everything, mount nothing.
@@ -70,13 +71,17 @@ Options (-o, as mount -t overlay takes them):
   volatile                as the kernel's overlayfs
   ro                      read-only: every change fails with EROFS
   fsname=NAME             the source the mount table shows
+  allow_other             other users see the mount (needs root or
+                          user_allow_other in /etc/fuse.conf; the default
+                          wherever that holds)
 A backslash escapes a comma or a colon in a path (`\\,` `\\:`). The generic
 flags of mount(8) (rw, nosuid, nodev, noexec, noatime, _netdev, x-*, ...)
 are accepted and change nothing; an unknown option is an error.
 
 The directories are in the kernel's overlayfs format: what this mount
 writes, the kernel can mount afterwards, and the reverse (never both at
-once). An image's layers are read into memory; without --upper its mount
+once). As with the kernel, upperdir and workdir must exist; one session
+at a time uses them (a second fails with EBUSY). An image's layers are read into memory; without --upper its mount
 is read-only.
 
 Without -f the command returns once the mount is ready and a process of
@@ -111,6 +116,9 @@ struct Request {
     source: Source,
     mountpoint: PathBuf,
     spec: MountSpec,
+    /// The upper and work directories came from --upper and --work, which
+    /// are made if missing (`upperdir=` and `workdir=` must exist).
+    make_upper: bool,
 }
 
 /// Runs `layerstack mount`: exit status 0 once mounted (and, with `-f`,
@@ -191,6 +199,7 @@ fn request(args: &MountArgs) -> std::result::Result<Request, String> {
         source,
         mountpoint: PathBuf::from(mountpoint),
         spec,
+        make_upper: args.upper.is_some(),
     })
 }
 
@@ -207,7 +216,8 @@ fn serve(request: &Request, args: &MountArgs) -> Result<ExitCode> {
     // Handlers first: a signal from now on unmounts cleanly.
     let signals = daemon::Signals::register(&request.mountpoint)?;
     let mountpoint = canonical_mountpoint(&request.mountpoint)?;
-    let view = open_view(request)?;
+    // Held until the session ends (the process exits).
+    let (view, _lock) = open_view(request)?;
     if args.fake {
         return Ok(ExitCode::SUCCESS);
     }
@@ -219,6 +229,12 @@ fn serve(request: &Request, args: &MountArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| "layerstack".to_owned()),
         read_only: spec.read_only || spec.upper.is_none(),
         ..MountOptions::default()
+    };
+    // Asked for, it is tried even where it seems not permitted: fusermount3
+    // then says why not.
+    let options = MountOptions {
+        allow_other: options.allow_other || spec.allow_other,
+        ..options
     };
     let mounted = layerstack::mount::mount(view, &mountpoint, &options)?;
     if args.ready_pipe {
@@ -252,9 +268,24 @@ fn absolute(path: &Utf8Path) -> Utf8PathBuf {
         .unwrap_or_else(|| path.to_owned())
 }
 
+/// `upperdir=` or `workdir=` `dir` must be there, a directory, as the
+/// kernel's overlayfs wants them (it creates neither).
+fn existing_dir(dir: &Utf8Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| io_error(&e, dir))?;
+    if !meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotADirectory,
+            Operation::Layer,
+            dir.as_str(),
+        ));
+    }
+    Ok(())
+}
+
 /// The view the request names: its lower layers, and an upper layer on
-/// disk, or an empty one in memory for a read-only mount.
-fn open_view(request: &Request) -> Result<MergedView> {
+/// disk, or an empty one in memory for a read-only mount; and the lock
+/// on the upper and work directories, for as long as the view is served.
+fn open_view(request: &Request) -> Result<(MergedView, Option<SessionLock>)> {
     let spec = &request.spec;
     let layer_options = DirLayerOptions::default()
         .xattrs(spec.xattrs)
@@ -279,14 +310,79 @@ fn open_view(request: &Request) -> Result<MergedView> {
         .metacopy(spec.metacopy);
     match (&spec.upper, &spec.work) {
         (Some(upper), Some(work)) => {
+            if request.make_upper {
+                for dir in [upper, work] {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::from_io(&e, Operation::Layer, dir))?;
+                }
+            }
+            existing_dir(upper)?;
+            existing_dir(work)?;
+            // Before the layer empties the work directory of what a
+            // session left: not of what a live one is using.
+            let lock = SessionLock::take(upper, work)?;
             // Absolute: the background process later leaves its working
             // directory for `/`, and `statfs` asks the upper's path.
             let upper = absolute(upper);
             let upper = DirLayer::open_upper_with(&upper, work, layer_options)?;
-            MergedView::with_options(lowers, upper, view_options)
+            Ok((
+                MergedView::with_options(lowers, upper, view_options)?,
+                Some(lock),
+            ))
         }
         // The kernel, too, passes over a workdir without an upperdir.
-        _ => MergedView::with_options(lowers, MemLayer::new(), view_options),
+        _ => Ok((
+            MergedView::with_options(lowers, MemLayer::new(), view_options)?,
+            None,
+        )),
+    }
+}
+
+/// An error of the system call on `dir`, as its errno's kind alone (the
+/// message says "no such file or directory", as for a missing lowerdir).
+fn io_error(e: &std::io::Error, dir: &Utf8Path) -> Error {
+    let kind = e.raw_os_error().and_then(ErrorKind::from_errno);
+    Error::new(
+        kind.unwrap_or(ErrorKind::Io),
+        Operation::Layer,
+        dir.as_str(),
+    )
+}
+
+/// Exclusive locks (`flock`) on the upper and work directories of a
+/// session: a second session on either fails with `EBUSY`, as the kernel
+/// refuses a second mount of an upper or work directory in use (with
+/// `index=on`; with `index=off` it only warns, but a second session here
+/// would empty the work directory under the first). Released when the
+/// process ends.
+#[derive(Debug)]
+struct SessionLock {
+    _held: Vec<std::fs::File>,
+}
+
+impl SessionLock {
+    fn take(upper: &Utf8Path, work: &Utf8Path) -> Result<SessionLock> {
+        let same = std::fs::canonicalize(upper).ok() == std::fs::canonicalize(work).ok();
+        let mut held = Vec::new();
+        for (dir, what) in [(upper, "upperdir"), (work, "workdir")] {
+            if same && what == "workdir" {
+                // One directory for both: the layer refuses it, with its
+                // own message.
+                break;
+            }
+            let file = std::fs::File::open(dir).map_err(|e| io_error(&e, dir))?;
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => held.push(file),
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(Error::new(ErrorKind::Busy, Operation::Mount, dir.as_str())
+                        .with_detail(format!(
+                            "resource busy: {what} is in use as the upperdir or workdir of another layerstack mount"
+                        )));
+                }
+                Err(e) => return Err(io_error(&e.into(), dir)),
+            }
+        }
+        Ok(SessionLock { _held: held })
     }
 }
 

@@ -31,6 +31,9 @@ pub struct MountSpec {
     pub read_only: bool,
     /// `fsname=`: the source the mount table shows.
     pub fs_name: Option<String>,
+    /// `allow_other` asked for (without it, the mount has it where it is
+    /// permitted: as root, or with `user_allow_other` in /etc/fuse.conf).
+    pub allow_other: bool,
 }
 
 /// The generic flags of mount(8), fstab and mount.fuse3 that mean nothing
@@ -66,13 +69,12 @@ const IGNORED: &[&str] = &[
     "users",
     "nofail",
     "_netdev",
-    // FUSE's own: the mount always has both.
-    "allow_other",
+    // FUSE's own: the mount always has it.
     "default_permissions",
 ];
 
 /// The options layerstack takes, for the message about an unknown one.
-const KNOWN: &str = "lowerdir, upperdir, workdir, redirect_dir, index, metacopy, userxattr, volatile, ro, fsname, and the generic flags (rw, nosuid, noatime, x-*, ...)";
+const KNOWN: &str = "lowerdir, upperdir, workdir, redirect_dir, index, metacopy, userxattr, volatile, ro, fsname, allow_other, and the generic flags (rw, nosuid, noatime, x-*, ...)";
 
 /// Reads the `-o` options (each may hold several, comma-separated); with
 /// `sloppy` (mount(8)'s `-s`), unknown options are passed over.
@@ -123,6 +125,7 @@ pub fn parse(options: &[String], sloppy: bool) -> Result<MountSpec, String> {
             ("userxattr", None) => spec.xattrs = OverlayXattrs::User,
             ("volatile", None) => spec.durability = Durability::Volatile,
             ("ro", None) => spec.read_only = true,
+            ("allow_other", None) => spec.allow_other = true,
             ("rw", None) => spec.read_only = false,
             (
                 "lowerdir" | "upperdir" | "workdir" | "redirect_dir" | "index" | "metacopy"
@@ -133,7 +136,7 @@ pub fn parse(options: &[String], sloppy: bool) -> Result<MountSpec, String> {
                     "mount option `{shown}` needs a value (`{key}=...`)"
                 ));
             }
-            ("userxattr" | "volatile" | "ro", Some(_)) => {
+            ("userxattr" | "volatile" | "ro" | "allow_other", Some(_)) => {
                 return Err(format!("mount option `{shown}` takes no value (`{key}`)"));
             }
             (k, _) if k.starts_with("x-") => {}
@@ -304,6 +307,8 @@ mod tests {
         assert!(spec.read_only);
         assert_eq!(spec.lowers, paths(&["/a"]));
         assert!(!p("ro,rw").unwrap().read_only);
+        assert!(p("allow_other").unwrap().allow_other);
+        assert!(!p("lowerdir=/a").unwrap().allow_other);
         assert_eq!(
             p("fsname=img:v1").unwrap().fs_name.as_deref(),
             Some("img:v1")

@@ -591,6 +591,13 @@ impl LayerMut for DirLayer {
         .map_err(|e| errno_object(e, id))
     }
 
+    fn sync_dir(&self, path: &LayerPath) -> Result<()> {
+        let fd = self
+            .open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC)
+            .map_err(|e| self.err(e, path))?;
+        self.sync(&fd).map_err(|e| self.err(e, path))
+    }
+
     fn commit(&mut self) -> Result<Arc<dyn Layer>> {
         let root = LayerPath::root();
         let work = self.work(&root)?;

@@ -24,13 +24,10 @@
 //! [`DirLayerOptions::commit_dir`]) and a new mount of the view. While the
 //! child holds a handle open, both refuse (`EBUSY`).
 //!
-//! **Ignored for now** (issue 17 stays open): the random test and the
-//! two named cases below found two bugs of the mount that are not fixed
-//! yet (a copy-up that breaks a lower hard link keeps both names on one
-//! FUSE node, so a write to one shows at the other; a merged directory
-//! copied up shows `nlink` 2 where the kernel shows 1). They run with
-//! `cargo test --release --all-features --test it mount::differential --
-//! --ignored` and fail until those are fixed.
+//! The two named cases below are what the random test found first (both
+//! fixed: a copy-up that broke a lower hard link left both names on one
+//! FUSE node; a merged directory copied up by `chown(-1, -1)` showed
+//! `nlink` 2, as the mount did not copy it up).
 //!
 //! Left out of the comparison, on purpose:
 //! - times and inode numbers themselves (the kernel's disk harness,
@@ -258,7 +255,6 @@ proptest! {
     /// Random lower stacks (1 to 3 layers) and random operation sequences,
     /// through the kernel's overlayfs and through our mount.
     #[test]
-    #[ignore = "known bugs of the mount (issue 17, open): a copy-up that breaks a lower hard link keeps both names on one FUSE node, and a merged directory copied up shows nlink 2; see the two named tests"]
     fn our_mount_matches_the_kernel(
         stack in stack_items_strategy(3),
         ops in ops_strategy(40),
@@ -313,7 +309,6 @@ fn named_case(test: &str, items: &[layerstack::testing::LayerItem], ops: &[Op]) 
 /// lower file's inode number, kept across the copy-up) makes a write to one
 /// show at the other.
 #[test]
-#[ignore = "known bug of the mount (issue 17, open): both names stay on the lower file's node, so the other name reads the copy-up's data"]
 fn a_copy_up_that_breaks_a_lower_hard_link_leaves_the_other_name_alone() {
     use layerstack::testing::LayerItem;
     let items = [
@@ -348,7 +343,6 @@ fn a_copy_up_that_breaks_a_lower_hard_link_leaves_the_other_name_alone() {
 /// whose subdirectories it does not count; a copy-up by `chown(-1, -1)`
 /// makes one.
 #[test]
-#[ignore = "known bug of the mount (issue 17, open): a merged directory copied up by chown(-1, -1) shows nlink 2, the kernel 1"]
 fn a_merged_directory_has_one_link() {
     use layerstack::testing::LayerItem;
     let items = [LayerItem::File {

@@ -224,3 +224,147 @@ fn what_the_mount_wrote_the_kernel_shows_after_commit() {
     assert_eq!(seen_by_kernel["keep/deep/er/f"].uid, 1234);
     scratch.unmount_last();
 }
+
+// ----- the same checks on the kernel's overlayfs and on our mount -----
+
+/// Runs `check` on a kernel overlay and on our mount (of `DirLayer`s), both
+/// over one lower directory that `make` fills and with uppers of their
+/// own, both on a scratch tmpfs.
+fn on_both(test: &str, make: impl FnOnce(&Path), check: impl Fn(&Path)) {
+    if !fuse_ready(test) || !kernel_available() {
+        return;
+    }
+    let mut scratch = Scratch::new().expect("a scratch tmpfs");
+    let root = scratch.root.clone();
+    let utf8 = |p: &Path| Utf8PathBuf::from_path_buf(p.to_owned()).unwrap();
+    let l = root.join("l");
+    fs::create_dir(&l).unwrap();
+    make(&l);
+    for d in ["ku", "kw"] {
+        fs::create_dir(root.join(d)).unwrap();
+    }
+    let kernel = root.join("k");
+    scratch.mount_overlay(
+        &kernel,
+        &format!(
+            "lowerdir={},upperdir={},workdir={}",
+            l.display(),
+            root.join("ku").display(),
+            root.join("kw").display()
+        ),
+    );
+    let lower = DirLayer::open(utf8(&l)).unwrap();
+    let upper = DirLayer::open_upper(utf8(&root.join("ou")), utf8(&root.join("ow"))).unwrap();
+    let view = MergedView::new(vec![Arc::new(lower) as Arc<dyn Layer>], upper).unwrap();
+    let ours = root.join("o");
+    fs::create_dir(&ours).unwrap();
+    let mounted = mount(view, &ours, &MountOptions::default()).expect("mount");
+    check(&kernel);
+    check(&ours);
+    drop(mounted);
+    scratch.unmount_last();
+}
+
+#[test]
+fn names_of_a_lower_hard_link_part_at_a_copy_up_as_on_the_kernel() {
+    on_both(
+        "names_of_a_lower_hard_link_part_at_a_copy_up_as_on_the_kernel",
+        |l| {
+            fs::write(l.join("a"), "lower\n").unwrap();
+            fs::create_dir(l.join("b")).unwrap();
+            fs::hard_link(l.join("a"), l.join("b/c")).unwrap();
+        },
+        |m| {
+            let (a, c) = (m.join("a"), m.join("b/c"));
+            let stat = |p: &Path| {
+                let s = fs::symlink_metadata(p).unwrap();
+                (s.ino(), s.nlink(), s.mode() & 0o7777)
+            };
+            let (ino, nlink, mode) = stat(&a);
+            assert_eq!(stat(&c), (ino, 2, mode), "{}: one file below", m.display());
+            assert_eq!(nlink, 2);
+            // A write through `b/c` copies up `b/c` only.
+            fs::write(&c, "upper\n").unwrap();
+            assert_eq!(
+                fs::read_to_string(&a).unwrap(),
+                "lower\n",
+                "{}",
+                m.display()
+            );
+            assert_eq!(fs::read_to_string(&c).unwrap(), "upper\n");
+            assert_eq!(
+                stat(&a),
+                (ino, 2, mode),
+                "{}: `a` is still below",
+                m.display()
+            );
+            let (c_ino, c_nlink, _) = stat(&c);
+            assert_ne!(
+                c_ino,
+                ino,
+                "{}: the copy has a number of its own",
+                m.display()
+            );
+            assert_eq!(c_nlink, 1);
+            // A chmod through `a` copies up `a` only.
+            fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(stat(&c), (c_ino, 1, mode), "{}", m.display());
+            let (a_ino, a_nlink, a_mode) = stat(&a);
+            assert_eq!((a_nlink, a_mode), (1, 0o600), "{}", m.display());
+            assert_ne!(a_ino, ino);
+            assert_ne!(a_ino, c_ino);
+            assert_eq!(fs::read_to_string(&a).unwrap(), "lower\n");
+            // A hard link to the copy: one file of two names again.
+            fs::hard_link(&c, m.join("b/d")).unwrap();
+            fs::write(m.join("b/d"), "both\n").unwrap();
+            assert_eq!(fs::read_to_string(&c).unwrap(), "both\n", "{}", m.display());
+            assert_eq!(stat(&c), stat(&m.join("b/d")));
+            assert_eq!(stat(&c).1, 2);
+        },
+    );
+}
+
+#[test]
+fn a_merged_directory_copied_up_by_chown_of_nothing_has_one_link_as_on_the_kernel() {
+    on_both(
+        "a_merged_directory_copied_up_by_chown_of_nothing_has_one_link_as_on_the_kernel",
+        |l| {
+            fs::create_dir_all(l.join("c/sub")).unwrap();
+            fs::write(l.join("c/a"), "x").unwrap();
+        },
+        |m| {
+            let c = m.join("c");
+            assert_eq!(
+                fs::symlink_metadata(&c).unwrap().nlink(),
+                3,
+                "{}",
+                m.display()
+            );
+            let before = fs::symlink_metadata(&c).unwrap();
+            let ctime = (before.ctime(), before.ctime_nsec());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::os::unix::fs::lchown(&c, None, None).unwrap();
+            let after = fs::symlink_metadata(&c).unwrap();
+            assert_eq!(after.nlink(), 1, "{}: merged now", m.display());
+            assert_ne!(
+                (after.ctime(), after.ctime_nsec()),
+                ctime,
+                "{}: a new ctime",
+                m.display()
+            );
+        },
+    );
+}
+
+#[test]
+fn rewinddir_shows_new_names_as_on_the_kernel() {
+    on_both(
+        "rewinddir_shows_new_names_as_on_the_kernel",
+        |l| {
+            fs::create_dir(l.join("d")).unwrap();
+            fs::write(l.join("d/a"), "a").unwrap();
+            fs::write(l.join("d/b"), "b").unwrap();
+        },
+        super::rewinddir_shows_new_names,
+    );
+}

@@ -93,13 +93,13 @@ fn mounted_type(mnt: &Path) -> Option<String> {
     })
 }
 
-/// A FUSE mount is at `mnt`: type `fuse.layerstack`, or `fuse` where the
-/// kernel was given no subtype (fuser's own mount passes none).
+/// Our FUSE mount is at `mnt`: type `fuse.layerstack`.
 fn assert_fuse(mnt: &Path) {
     let t = mounted_type(mnt);
-    assert!(
-        matches!(t.as_deref(), Some("fuse" | "fuse.layerstack")),
-        "{t:?} at {}",
+    assert_eq!(
+        t.as_deref(),
+        Some("fuse.layerstack"),
+        "at {}",
         mnt.display()
     );
 }
@@ -301,6 +301,8 @@ fn mount_overlay_round_trips_with_the_kernel_s_overlayfs() {
 
     // Ours writes, the kernel reads what it wrote.
     let (ours_upper, ours_work) = (s.path("ours,upper"), s.path("ours:work"));
+    std::fs::create_dir_all(&ours_upper).unwrap();
+    std::fs::create_dir_all(&ours_work).unwrap();
     let esc = |p: &Utf8PathBuf| p.as_str().replace(':', "\\:").replace(',', "\\,");
     let data = |upper: &Utf8PathBuf, work: &Utf8PathBuf| {
         format!(
@@ -705,7 +707,7 @@ fn mount_errors_are_one_line_naming_the_option_or_the_path() {
     let lower = s.path("lower");
     std::fs::create_dir(&lower).unwrap();
     let m = mnt.as_str();
-    let known = "(known: lowerdir, upperdir, workdir, redirect_dir, index, metacopy, userxattr, volatile, ro, fsname, and the generic flags (rw, nosuid, noatime, x-*, ...))";
+    let known = "(known: lowerdir, upperdir, workdir, redirect_dir, index, metacopy, userxattr, volatile, ro, fsname, allow_other, and the generic flags (rw, nosuid, noatime, x-*, ...))";
     for (opts, want) in [
         (
             format!("lowerdir={lower},xino=auto"),
@@ -780,7 +782,181 @@ fn mount_errors_are_one_line_naming_the_option_or_the_path() {
         ),
         format!("error: failed to mount on `{missing}`: no such file or directory\n")
     );
+    // A missing upperdir or workdir is not made (as the kernel's overlayfs,
+    // which fails with ENOENT): the error names it.
+    let work = s.path("work");
+    std::fs::create_dir(&work).unwrap();
+    for (upper, work, named) in [(&missing, &work, &missing), (&lower, &missing, &missing)] {
+        assert_eq!(
+            fails(
+                &[
+                    "mount",
+                    "overlay",
+                    m,
+                    "-o",
+                    &format!("lowerdir={lower},upperdir={upper},workdir={work}")
+                ],
+                1
+            ),
+            format!("error: failed to access `{named}`: no such file or directory\n")
+        );
+        assert!(!missing.exists(), "not made");
+    }
     assert_eq!(mounted_type(mnt.as_std_path()), None);
+}
+
+#[test]
+fn a_second_session_on_the_same_upper_or_work_is_busy() {
+    const TEST: &str = "a_second_session_on_the_same_upper_or_work_is_busy";
+    if !fuse(TEST) {
+        return;
+    }
+    let s = Scratch::new("cli-mount-busy");
+    let dirs = ["lower", "upper", "work", "upper2", "work2", "mnt", "mnt2"].map(|d| s.path(d));
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let [lower, upper, work, upper2, work2, mnt, mnt2] = &dirs;
+    let g = mount(
+        &[
+            "overlay",
+            mnt.as_str(),
+            "-o",
+            &format!("lowerdir={lower},upperdir={upper},workdir={work}"),
+        ],
+        mnt.as_std_path(),
+    );
+    std::fs::write(mnt.join("kept"), "first session\n").unwrap();
+    // The same pair, or either of it with another: EBUSY (the kernel's
+    // answer to a second mount of an upper or work directory in use),
+    // before the work directory is touched.
+    for (u, w, busy, what) in [
+        (upper, work, upper, "upperdir"),
+        (upper, work2, upper, "upperdir"),
+        (upper2, work, work, "workdir"),
+    ] {
+        assert_eq!(
+            fails(
+                &[
+                    "mount",
+                    "overlay",
+                    mnt2.as_str(),
+                    "-o",
+                    &format!("lowerdir={lower},upperdir={u},workdir={w}"),
+                ],
+                1
+            ),
+            format!(
+                "error: failed to mount on `{busy}`: resource busy: {what} is in use as the upperdir or workdir of another layerstack mount\n"
+            )
+        );
+        assert_eq!(mounted_type(mnt2.as_std_path()), None);
+    }
+    // The first session goes on; once it ends, the pair is free again.
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("kept")).unwrap(),
+        "first session\n"
+    );
+    run(Command::new("umount").arg(mnt));
+    daemon_of_gone(mnt.as_std_path());
+    drop(g);
+    let g2 = mount(
+        &[
+            "overlay",
+            mnt2.as_str(),
+            "-o",
+            &format!("lowerdir={lower},upperdir={upper},workdir={work}"),
+        ],
+        mnt2.as_std_path(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt2.join("kept")).unwrap(),
+        "first session\n"
+    );
+    run(Command::new("umount").arg(mnt2));
+    drop(g2);
+}
+
+/// Waits until no background process serves `mnt` (it ends once
+/// unmounted, releasing its locks).
+fn daemon_of_gone(mnt: &Path) {
+    let mnt = mnt.to_str().unwrap().as_bytes().to_owned();
+    eventually("the background process ends", || {
+        !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.contains(&&b"--ready-pipe"[..]) && args.contains(&mnt.as_slice())
+            })
+        })
+    });
+}
+
+#[test]
+fn a_rootless_mount_has_allow_other_only_where_fuse_conf_permits_it() {
+    const TEST: &str = "a_rootless_mount_has_allow_other_only_where_fuse_conf_permits_it";
+    let tools = ["setpriv", "unshare", "fusermount3"];
+    if !fuse(TEST) || !tools.iter().all(|t| crate::tools::have(t, TEST)) {
+        return;
+    }
+    let s = Scratch::new("cli-mount-rootless");
+    let (lower, mnt) = (s.path("lower"), s.path("mnt"));
+    std::fs::create_dir(&lower).unwrap();
+    std::fs::write(lower.join("f"), "lower\n").unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    run(Command::new("chown").args(["65534:65534", mnt.as_str()]));
+    run(Command::new("chmod").args(["755", s.0.as_str(), lower.as_str()]));
+    let permitted = std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|c| {
+        c.lines()
+            .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other")
+    });
+    // `steps` as uid 65534, in a mount namespace of its own where
+    // /dev/fuse is open to every user as on a usual system (here it may be
+    // root's only, and fuser then fails before trying fusermount3).
+    let fuse_node = s.path("fuse");
+    let nobody = |steps: &str| {
+        let steps = steps.replace(
+            "AS_NOBODY",
+            "setpriv --reuid=65534 --regid=65534 --clear-groups",
+        );
+        let script = format!(
+            "[ -e {fuse_node} ] || mknod -m 666 {fuse_node} c 10 229; mount --bind {fuse_node} /dev/fuse; {steps}"
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-ec", &script])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let exe = env!("CARGO_BIN_EXE_layerstack");
+    // It mounts through the setuid fusermount3, reads, and unmounts.
+    let (code, stdout, stderr) = nobody(&format!(
+        "AS_NOBODY {exe} mount overlay {mnt} -o lowerdir={lower}; grep \" {mnt} \" /proc/self/mounts; AS_NOBODY cat {mnt}/f; AS_NOBODY fusermount3 -u {mnt}"
+    ));
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    let line = stdout.lines().next().unwrap();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[2], "fuse.layerstack", "{line}");
+    let options: Vec<&str> = fields[3].split(',').collect();
+    assert_eq!(options.contains(&"allow_other"), permitted, "{line}");
+    assert!(options.contains(&"user_id=65534"), "{line}");
+    assert_eq!(stdout.lines().nth(1), Some("lower"));
+    // Asked for where it is not permitted: fusermount3's refusal.
+    if !permitted {
+        let (code, _, stderr) = nobody(&format!(
+            "AS_NOBODY {exe} mount overlay {mnt} -o lowerdir={lower},allow_other"
+        ));
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                "option allow_other only allowed if 'user_allow_other' is set in /etc/fuse.conf"
+            ),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
