@@ -82,33 +82,47 @@ impl MergedView {
                 // which go in one step.
                 st.upper.clear_dir(&path)?;
             }
-            let others = if res.in_upper() {
-                other_names_of(st, &path)?
-            } else {
-                None
-            };
-            let removed = if st.lower_positive(parent, name)? {
-                st.upper.whiteout(&path)
-            } else if res.in_upper() {
-                st.upper.remove(&path)
-            } else {
-                Ok(())
-            };
-            if let Some((id, mtime)) = others {
-                // The file's other names see its ctime change, as a disk
-                // upper's do (the host's inode changes); a layer in
-                // memory has no clock, so the view sets it.
-                let touched = match &removed {
-                    Ok(()) => st.upper.object_set_times(id, mtime, self.now()),
-                    Err(_) => Ok(()),
-                };
-                st.upper.close_object(id)?;
-                touched?;
-            }
-            removed?;
+            let whiteout = st.lower_positive(parent, name)?;
+            self.dropping_name(st, &path, Some(res), |st| {
+                if whiteout {
+                    st.upper.whiteout(&path)
+                } else if res.in_upper() {
+                    st.upper.remove(&path)
+                } else {
+                    Ok(())
+                }
+            })?;
             self.touch(st, &parent.path, true)?;
             st.refresh(&parent.path, name, res.file_type.is_dir())
         })
+    }
+
+    /// Runs `drop`, which takes name `path` (resolving to `res`, if
+    /// anything is there) out of the upper: an unlink, or a rename over
+    /// it. The file's other names see its ctime change, as a disk upper's
+    /// do (the host's inode changes); a layer in memory has no clock, so
+    /// the view sets it through an open object.
+    pub(super) fn dropping_name(
+        &self,
+        st: &mut State,
+        path: &LayerPath,
+        res: Option<&Res>,
+        drop: impl FnOnce(&mut State) -> Result<()>,
+    ) -> Result<()> {
+        let others = match res {
+            Some(res) if res.in_upper() && !res.file_type.is_dir() => other_names_of(st, path)?,
+            _ => None,
+        };
+        let dropped = drop(st);
+        if let Some((id, mtime)) = others {
+            let touched = match &dropped {
+                Ok(()) => st.upper.object_set_times(id, mtime, self.now()),
+                Err(_) => Ok(()),
+            };
+            st.upper.close_object(id)?;
+            touched?;
+        }
+        dropped
     }
 
     /// As [`std::fs::create_dir`]. A directory created where a deleted
@@ -439,7 +453,7 @@ fn no_name_to_remove(user: &Name, op: Operation) -> Result<Error> {
 
 /// An open object of upper file `path` and its mtime, if it has other
 /// names (`nlink` over 1) and the upper keeps open objects: what
-/// [`MergedView::remove_entry`] sets the ctime through once the name is
+/// [`MergedView::dropping_name`] sets the ctime through once the name is
 /// gone.
 fn other_names_of(st: &mut State, path: &LayerPath) -> Result<Option<(u64, Timestamp)>> {
     let Some(Entry::Node(node)) = st.upper.lookup(path)? else {

@@ -239,11 +239,13 @@ impl MergedView {
                     st.upper.clear_dir(&dpath)?;
                 }
             }
-            if source_whiteout {
-                st.upper.rename_whiteout(&spath, &dpath)?;
-            } else {
-                st.upper.rename(&spath, &dpath)?;
-            }
+            self.dropping_name(st, &dpath, dres, |st| {
+                if source_whiteout {
+                    st.upper.rename_whiteout(&spath, &dpath)
+                } else {
+                    st.upper.rename(&spath, &dpath)
+                }
+            })?;
             self.touch(st, &sparent.path, true)?;
             self.touch(st, &dparent.path, true)?;
             self.touch(st, &dpath, false)?;

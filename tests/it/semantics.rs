@@ -586,7 +586,7 @@ fn copy_up_breaks_lower_hard_links_by_default_and_keeps_them_on_request() {
 }
 
 #[test]
-fn unlinking_one_name_changes_the_ctime_of_the_others() {
+fn unlinking_or_replacing_one_name_changes_the_ctime_of_the_others() {
     // As on a filesystem, where the names are one inode: its link count
     // and ctime change. A disk upper gets this from the host; the view
     // sets it for an upper in memory.
@@ -606,6 +606,16 @@ fn unlinking_one_name_changes_the_ctime_of_the_others() {
     );
     assert_eq!(after.mtime, before.mtime, "the data did not change");
     assert_eq!(v.read("b").unwrap(), "x");
+    // A rename over one name of a linked file: the same for the others.
+    v.hard_link("b", "c").unwrap();
+    v.write("d", "y").unwrap();
+    let before = v.metadata("c").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    v.rename("d", "b").unwrap();
+    let after = v.metadata("c").unwrap();
+    assert_eq!((before.nlink, after.nlink), (2, 1));
+    assert!(after.ctime > before.ctime, "after a rename over a name");
+    assert_eq!(v.read("c").unwrap(), "x");
 }
 
 #[test]
