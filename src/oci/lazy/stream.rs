@@ -375,6 +375,8 @@ impl<R: Read> GzipCursor<R> {
         let mut c = GzipCursor::with(FileAt { file, pos: byte }, byte, point.out)?;
         let window = match &point.kind {
             PointKind::Member => None,
+            // No back-reference crosses the point: no window.
+            PointKind::Deflate(packed) if packed.is_empty() => Some(Vec::new()),
             PointKind::Deflate(packed) => {
                 let mut w = Vec::with_capacity(WINDOW);
                 flate2::read::DeflateDecoder::new(&packed[..])
