@@ -408,34 +408,17 @@ fn copy_tree(
 mod tests {
     use super::*;
 
-    /// A directory of its own under the system's temp dir, removed after.
-    struct Scratch(Utf8PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
-            let dir = base.join(format!("layerstack-cli-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn the_work_directory_is_this_process_and_checked_as_a_target() {
-        let s = Scratch::new("work-dir");
-        let out = s.0.join("out");
-        let want =
-            s.0.join(format!("out.layerstack-work.{}", std::process::id()));
+        let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
+        let s = base.join(format!("layerstack-cli-work-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&s);
+        std::fs::create_dir(&s).unwrap();
+        let out = s.join("out");
+        let want = s.join(format!("out.layerstack-work.{}", std::process::id()));
         // Beside the target, with or without its trailing slash.
         assert_eq!(work_dir(&out).unwrap(), want);
-        assert_eq!(work_dir(&s.0.join("out/")).unwrap(), want);
+        assert_eq!(work_dir(&s.join("out/")).unwrap(), want);
         // An empty directory already there is taken.
         std::fs::create_dir(&want).unwrap();
         assert_eq!(work_dir(&out).unwrap(), want);
@@ -463,5 +446,6 @@ mod tests {
             )
         );
         assert_eq!(std::fs::read_link(&want).unwrap().to_str(), Some("/"));
+        std::fs::remove_dir_all(&s).unwrap();
     }
 }
