@@ -29,7 +29,7 @@ mod gc;
 mod index;
 mod lock;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use blobs::{BlobReader, BlobWriter};
 pub use index::{MAX_TAG_LEN, check_tag};

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use camino::Utf8PathBuf;
 use proptest::prelude::*;
 
 use super::*;
@@ -14,33 +13,10 @@ use crate::MemLayer;
 use crate::layer::{Entry, Layer};
 use crate::meta::makedev;
 use crate::oci::image::layout::OciLayout;
+use crate::oci::image::layout::tests::Scratch;
 use crate::oci::image::spec::Descriptor;
 use crate::oci::lazy::{BlobLayer, IndexSource, index_path};
 use crate::oci::{ExportOptions, export_layer};
-
-/// A directory under the system's temp dir, removed on drop.
-struct Scratch(Utf8PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
-        let dir = base.join(format!(
-            "layerstack-index-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A layout with one layer: `bin/su` setuid (`0o4755`), the device
 /// `dev/null` (1/3) and `etc/hostname`.
