@@ -141,7 +141,7 @@ fn unpack_tree(
     if target_exists {
         // A symlink, a file or a non-empty directory is refused here, with
         // flatten's own message, before anything is written.
-        check_target(dir)?;
+        check_target(dir, "target", "target directory")?;
     }
     let result = store
         .flatten(image, &staging, options)
@@ -201,22 +201,25 @@ fn staging_path(dir: &Utf8Path) -> Option<Utf8PathBuf> {
     Some(parent.join(format!(".{name}.layerstack-unpack-{}", std::process::id())))
 }
 
-/// Refuses a target flatten would refuse, with its message.
-fn check_target(dir: &Utf8Path) -> Result<()> {
+/// Refuses what flatten would refuse as a target, with its message;
+/// `what` names it (the target, or a work directory) and `as_dir` names it
+/// as a directory.
+fn check_target(dir: &Utf8Path, what: &str, as_dir: &str) -> Result<()> {
     let st = rustix::fs::statat(CWD, dir.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
         Error::new(ErrorKind::Io, Operation::Flatten, dir).with_detail(e.to_string())
     })?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if kind == rustix::fs::FileType::Symlink {
         return Err(
-            Error::new(ErrorKind::FilesystemLoop, Operation::Flatten, dir)
-                .with_detail("the target is a symlink (refused: it could lead anywhere)"),
+            Error::new(ErrorKind::FilesystemLoop, Operation::Flatten, dir).with_detail(format!(
+                "the {what} is a symlink (refused: it could lead anywhere)"
+            )),
         );
     }
     if kind != rustix::fs::FileType::Directory {
         return Err(
             Error::new(ErrorKind::NotADirectory, Operation::Flatten, dir)
-                .with_detail("the target exists and is not a directory"),
+                .with_detail(format!("the {what} exists and is not a directory")),
         );
     }
     let mut entries =
@@ -224,7 +227,7 @@ fn check_target(dir: &Utf8Path) -> Result<()> {
     if entries.next().is_some() {
         return Err(
             Error::new(ErrorKind::DirectoryNotEmpty, Operation::Flatten, dir)
-                .with_detail("the target directory is not empty"),
+                .with_detail(format!("the {as_dir} is not empty")),
         );
     }
     Ok(())
@@ -302,13 +305,7 @@ pub fn unpack_path(
         }
     };
     view.symlink_metadata(at(&target))?;
-    // Beside DIR (`out/` is `out`), and this process's own: another's
-    // work directory is never taken or removed.
-    let base = match dir.as_str().trim_end_matches('/') {
-        "" => dir.as_str(),
-        b => b,
-    };
-    let work = Utf8PathBuf::from(format!("{base}.layerstack-work.{}", std::process::id()));
+    let work = work_dir(dir)?;
     let mut upper = DirLayer::open_upper(dir, &work)?;
     let copied = (|| {
         let mut summary = PathSummary::default();
@@ -332,6 +329,25 @@ pub fn unpack_path(
     })();
     let _ = std::fs::remove_dir_all(&work);
     copied
+}
+
+/// The work directory of `unpack --path` into `dir`: beside it (`out/`
+/// is `out`), and this process's own, so that another's is never taken or
+/// removed. It is removed when the unpack ends, so whatever is already in
+/// its place goes through the checks of an unpack's target first: a
+/// symlink, a file or a non-empty directory there is refused before
+/// anything is written.
+fn work_dir(dir: &Utf8Path) -> Result<Utf8PathBuf> {
+    let base = match dir.as_str().trim_end_matches('/') {
+        "" => dir.as_str(),
+        b => b,
+    };
+    let work = Utf8PathBuf::from(format!("{base}.layerstack-work.{}", std::process::id()));
+    match rustix::fs::statat(CWD, work.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        Err(rustix::io::Errno::NOENT) => {}
+        _ => check_target(&work, "work directory", "work directory")?,
+    }
+    Ok(work)
 }
 
 fn view_path_canonical(view: &MergedView, dir: &LayerPath) -> Result<LayerPath> {
@@ -386,4 +402,50 @@ fn copy_tree(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_work_directory_is_this_process_and_checked_as_a_target() {
+        let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
+        let s = base.join(format!("layerstack-cli-work-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&s);
+        std::fs::create_dir(&s).unwrap();
+        let out = s.join("out");
+        let want = s.join(format!("out.layerstack-work.{}", std::process::id()));
+        // Beside the target, with or without its trailing slash.
+        assert_eq!(work_dir(&out).unwrap(), want);
+        assert_eq!(work_dir(&s.join("out/")).unwrap(), want);
+        // An empty directory already there is taken.
+        std::fs::create_dir(&want).unwrap();
+        assert_eq!(work_dir(&out).unwrap(), want);
+        // Not a non-empty directory, a file or a symlink: each is refused
+        // with the message of an unpack's target, and left as it was.
+        std::fs::write(want.join("keep"), "x").unwrap();
+        assert_eq!(
+            work_dir(&out).unwrap_err().to_string(),
+            format!("failed to flatten into `{want}`: the work directory is not empty")
+        );
+        std::fs::remove_dir_all(&want).unwrap();
+        std::fs::write(&want, "x").unwrap();
+        assert_eq!(
+            work_dir(&out).unwrap_err().to_string(),
+            format!(
+                "failed to flatten into `{want}`: the work directory exists and is not a directory"
+            )
+        );
+        std::fs::remove_file(&want).unwrap();
+        std::os::unix::fs::symlink("/", &want).unwrap();
+        assert_eq!(
+            work_dir(&out).unwrap_err().to_string(),
+            format!(
+                "failed to flatten into `{want}`: the work directory is a symlink (refused: it could lead anywhere)"
+            )
+        );
+        assert_eq!(std::fs::read_link(&want).unwrap().to_str(), Some("/"));
+        std::fs::remove_dir_all(&s).unwrap();
+    }
 }

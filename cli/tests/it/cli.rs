@@ -1108,6 +1108,37 @@ fn unpack_path_writes_one_path_of_the_image() {
 }
 
 #[test]
+fn unpack_path_takes_trailing_slashes_and_keeps_to_its_own_work_directory() {
+    let s = Scratch::new("cli-unpack-path-slash");
+    let dir = demo(&s);
+    let at = format!("{dir}:demo");
+    // Another process's work directory beside the target.
+    let theirs = s.path("out.layerstack-work.1");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::write(theirs.join("theirs"), "x").unwrap();
+    let out = format!("{}/", s.path("out"));
+    assert_eq!(
+        ok(&["unpack", "--path", "etc/", &at, &out]),
+        format!(
+            "unpacked etc/ of {at} into {out}: 1 file, 1 directory, 0 symlinks, 0 special files, 12 bytes\n"
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("out/etc/app.conf")).unwrap(),
+        "port = 8080\n"
+    );
+    // Its own work directory is gone, the other's is as it was.
+    let mut beside: Vec<String> = std::fs::read_dir(s.path("."))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("out"))
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["out", "out.layerstack-work.1"]);
+    assert_eq!(std::fs::read_to_string(theirs.join("theirs")).unwrap(), "x");
+}
+
+#[test]
 fn analyze_counts_what_each_layer_ships_keeps_and_wastes() {
     let s = Scratch::new("cli-analyze");
     let dir = demo(&s);

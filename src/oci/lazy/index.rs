@@ -2,7 +2,22 @@
 //! metadata, whiteouts and opaque directories as the applier decided
 //! them, where each file's data lies in the uncompressed stream) and its
 //! restart points, in a compact binary form with a version, the digest it
-//! names and its own checksum.
+//! names and a checksum over all of it.
+//!
+//! An index is a cache that anyone who can write the layout can change,
+//! so loading one never trusts more than building it afresh would: its
+//! header is inside the checksum, every count, offset and length is
+//! bounded by the blob it names, the tree must be one tree, each object's
+//! body must fit its type, and the import options' policies (device
+//! nodes, setuid and setgid bits, overlay bookkeeping and invalid
+//! extended attributes) are applied to what it says exactly as import
+//! applies them to a tar. An index that fails any of these is rebuilt
+//! from the blob, which then refuses or strips what the options say.
+//!
+//! On disk: a fixed header, the table (everything but the windows,
+//! deflated), then the restart points' windows (each deflated on its
+//! own), which a loaded index keeps as slices of the file's bytes and
+//! inflates only when a read starts at their point.
 //!
 //! Two facts of a layer depend on the layers below it (the attributes of
 //! a parent directory the tar does not list, and a hard link to a file of
@@ -12,16 +27,20 @@
 
 use std::io::Read;
 
-use crate::meta::{FileType, Metadata, Timestamp, Xattrs};
+use bytes::Bytes;
+
+use crate::layer::overlay::is_bookkeeping_xattr;
+use crate::meta::{FileType, Metadata, S_ISGID, S_ISUID, Timestamp, Xattrs, check_xattr_name};
 use crate::oci::apply::applier::Ask;
+use crate::oci::apply::import::{ImportOptions, Policy};
 use crate::oci::image::digest::Digest;
 use crate::oci::tar::compress::Compression;
 use crate::path::{LayerPath, NameBuf};
 
-use super::stream::{Point, PointKind};
+use super::stream::{MAX_PACKED_WINDOW, Point, PointKind};
 
 /// The format's version: an index of another version is rebuilt.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"LSTKLIX\0";
 
@@ -201,28 +220,37 @@ fn compression_code(c: Compression) -> u8 {
     }
 }
 
-/// Magic, version, digest, checksum, body length.
-const HEADER: usize = 8 + 4 + 32 + 4 + 8;
+/// Magic, version, digest, checksum, table length (inflated), table
+/// length (deflated); then the deflated table, then the windows.
+const HEADER: usize = 8 + 4 + 32 + 4 + 8 + 8;
 
-/// The checksum of an index's packed body: CRC-32 (it guards against
-/// damage; the blob the index names is in the header, checked apart).
-fn checksum(packed: &[u8]) -> u32 {
+/// Where the checksum is in the header.
+const CRC_AT: std::ops::Range<usize> = 44..48;
+
+/// The checksum of a whole index but its own four bytes: CRC-32. It
+/// catches damage; what a hostile writer can do with a matching one is
+/// bounded by the checks after it.
+fn checksum(index: &[u8]) -> u32 {
     let mut crc = flate2::Crc::new();
-    crc.update(packed);
+    crc.update(&index[..CRC_AT.start]);
+    crc.update(&index[CRC_AT.end..]);
     crc.sum()
 }
 
-/// A window as an index keeps it: deflated.
-fn pack(window: &[u8]) -> Vec<u8> {
-    let mut packed = Vec::with_capacity(window.len() / 2);
-    let mut z = flate2::write::DeflateEncoder::new(&mut packed, flate2::Compression::fast());
-    std::io::Write::write_all(&mut z, window).expect("writing to a Vec");
-    z.finish().expect("writing to a Vec");
-    packed
+/// No uncompressed stream is longer than its blob times this: deflate
+/// expands at most 1032 to 1 (a one-bit length 258 with a one-bit
+/// distance), zstd less than 2^16 to 1 (a 4-byte RLE block makes at most
+/// 128 KiB).
+fn max_ratio(c: Compression) -> u64 {
+    match c {
+        Compression::None => 1,
+        Compression::Gzip => 1032,
+        Compression::Zstd => 1 << 16,
+    }
 }
 
 /// Why an index cannot be used (it is then rebuilt).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Damaged(pub(crate) &'static str);
 
 struct Dec<'a> {
@@ -249,17 +277,17 @@ impl Dec<'_> {
         u32::try_from(self.u()?).map_err(|_| Damaged("a number is out of range"))
     }
 
-    fn usize(&mut self) -> D<usize> {
-        usize::try_from(self.u()?).map_err(|_| Damaged("a number is out of range"))
-    }
-
-    /// A count of items, each at least one byte long.
-    fn count(&mut self) -> D<usize> {
-        let n = self.usize()?;
-        if n > self.b.len() {
-            return Err(Damaged("a count is larger than the index"));
+    /// A count of items, each at least one byte long, and at most `most`
+    /// (what the blob could hold).
+    fn count(&mut self, most: u64) -> D<usize> {
+        let n = self.u()?;
+        if n > most {
+            return Err(Damaged("a count is larger than the blob could hold"));
         }
-        Ok(n)
+        match usize::try_from(n) {
+            Ok(n) if n <= self.b.len() => Ok(n),
+            _ => Err(Damaged("a count is larger than the index")),
+        }
     }
 
     fn i(&mut self) -> D<i64> {
@@ -268,7 +296,7 @@ impl Dec<'_> {
     }
 
     fn bytes(&mut self) -> D<&[u8]> {
-        let n = self.count()?;
+        let n = self.count(u64::MAX)?;
         let (head, rest) = self.b.split_at(n);
         self.b = rest;
         Ok(head)
@@ -316,39 +344,47 @@ impl Dec<'_> {
             m.atime = self.time()?;
             m.ctime = self.time()?;
         }
-        let n = self.count()?;
-        let mut x = Xattrs::new();
-        for _ in 0..n {
-            let name = std::str::from_utf8(self.bytes()?)
-                .map_err(|_| Damaged("an xattr name is not UTF-8"))?
-                .to_owned();
-            let value = bytes::Bytes::copy_from_slice(self.bytes()?);
-            x.insert(name, value);
+        let n = self.count(u64::MAX)?;
+        if n > 0 {
+            let mut x = Xattrs::new();
+            for _ in 0..n {
+                let name = std::str::from_utf8(self.bytes()?)
+                    .map_err(|_| Damaged("an xattr name is not UTF-8"))?
+                    .to_owned();
+                let value = Bytes::copy_from_slice(self.bytes()?);
+                x.insert(name, value);
+            }
+            m.xattrs = x;
         }
-        m.xattrs = x;
         Ok(m)
     }
 
-    fn meta_src(&mut self, questions: usize) -> D<MetaSrc> {
+    /// Metadata known or asked of the layers below (`ask`: what the
+    /// question must be).
+    fn meta_src(&mut self, questions: &[Question], ask: Ask) -> D<MetaSrc> {
         match self.u()? {
             0 => Ok(MetaSrc::Known(self.meta()?)),
-            1 => {
-                let q = self.u32()?;
-                if q as usize >= questions {
-                    return Err(Damaged("a question out of range"));
-                }
-                Ok(MetaSrc::Below(q))
-            }
+            1 => Ok(MetaSrc::Below(question(self.u32()?, questions, ask)?)),
             _ => Err(Damaged("unknown metadata source")),
         }
     }
 }
 
+/// Question `q`, which must exist and ask `ask`.
+fn question(q: u32, questions: &[Question], ask: Ask) -> D<u32> {
+    match questions.get(q as usize) {
+        Some(found) if found.ask == ask => Ok(q),
+        Some(_) => Err(Damaged("a question of the wrong kind")),
+        None => Err(Damaged("a question out of range")),
+    }
+}
+
 impl LayerIndex {
-    /// The index as stored: magic, version, digest, body checksum, body
-    /// (deflate-compressed).
+    /// The index as stored: the header (magic, version, digest,
+    /// checksum, table lengths), the deflated table, the windows.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut e = Enc(Vec::new());
+        let mut windows: Vec<&[u8]> = Vec::new();
         e.bytes(&self.options);
         e.u(u64::from(compression_code(self.compression)));
         e.u(self.blob_size);
@@ -368,12 +404,10 @@ impl LayerIndex {
             match &p.kind {
                 PointKind::Member => e.u(0),
                 PointKind::Deflate(w) => {
+                    // Its bytes go after the table, one after the other.
                     e.u(1);
-                    e.bytes(&pack(w));
-                }
-                PointKind::PackedDeflate(w) => {
-                    e.u(1);
-                    e.bytes(w);
+                    e.u(w.len() as u64);
+                    windows.push(w);
                 }
             }
         }
@@ -436,58 +470,96 @@ impl LayerIndex {
                 Kind::Whiteout => e.u(2),
             }
         }
-        let body = e.0;
-        let mut packed = Vec::with_capacity(body.len() / 3 + 64);
+        let table = e.0;
+        let mut packed = Vec::with_capacity(table.len() / 3 + 64);
         let mut z = flate2::write::DeflateEncoder::new(&mut packed, flate2::Compression::fast());
-        std::io::Write::write_all(&mut z, &body).expect("writing to a Vec");
+        std::io::Write::write_all(&mut z, &table).expect("writing to a Vec");
         z.finish().expect("writing to a Vec");
-        let mut out = Vec::with_capacity(packed.len() + 96);
+        let all: usize = windows.iter().map(|w| w.len()).sum();
+        let mut out = Vec::with_capacity(HEADER + packed.len() + all);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(self.digest.as_bytes());
-        out.extend_from_slice(&checksum(&packed).to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(table.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(packed.len() as u64).to_le_bytes());
         out.extend_from_slice(&packed);
+        for w in windows {
+            out.extend_from_slice(w);
+        }
+        let crc = checksum(&out);
+        out[CRC_AT].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Reads an index back; anything damaged, of another version or about
-    /// another blob than `digest` is [`Damaged`].
-    pub(crate) fn decode(bytes: &[u8], digest: &Digest) -> D<LayerIndex> {
+    /// Reads back the index of blob `digest` of `blob_size` bytes, to be
+    /// used under `options`. Anything damaged, of another version, about
+    /// another blob, built under other options, saying more than the blob
+    /// could hold, or holding what the options' policies forbid is
+    /// [`Damaged`] (see the module documentation).
+    pub(crate) fn decode(
+        bytes: Bytes,
+        digest: &Digest,
+        blob_size: u64,
+        options: &ImportOptions,
+    ) -> D<LayerIndex> {
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(Damaged("not a layer index"));
         }
         if bytes[8..12] != VERSION.to_le_bytes() {
             return Err(Damaged("another version"));
         }
+        if bytes[CRC_AT] != checksum(&bytes).to_le_bytes() {
+            return Err(Damaged("checksum mismatch"));
+        }
         if bytes[12..44] != digest.as_bytes()[..] {
             return Err(Damaged("the index of another blob"));
         }
-        let packed = &bytes[HEADER..];
-        if bytes[44..48] != checksum(packed).to_le_bytes() {
-            return Err(Damaged("checksum mismatch"));
-        }
-        let body_len = u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"));
-        if body_len > MAX_INDEX_BYTES {
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let (table_len, packed_len) = (word(48), word(56));
+        if table_len > MAX_INDEX_BYTES {
             return Err(Damaged("too large"));
         }
-        // Not more than the packed body could plausibly hold up front: a
-        // bomb that claims a large body grows the vector as it inflates.
-        let mut body = Vec::with_capacity(prealloc(usize::try_from(body_len).unwrap_or(0)));
-        flate2::read::DeflateDecoder::new(packed)
-            .take(body_len + 1)
-            .read_to_end(&mut body)
-            .map_err(|_| Damaged("the body does not inflate"))?;
-        if body.len() as u64 != body_len {
-            return Err(Damaged("the body has another length"));
+        let Some(table_end) = usize::try_from(packed_len)
+            .ok()
+            .and_then(|n| HEADER.checked_add(n))
+            .filter(|&end| end <= bytes.len())
+        else {
+            return Err(Damaged("the table goes past the end"));
+        };
+        // Room for what the packed table could plausibly hold up front: a
+        // bomb that claims a large table grows the vector as it inflates.
+        let guess = table_len.min(packed_len.saturating_mul(8));
+        let mut table = Vec::with_capacity(usize::try_from(guess).unwrap_or(0));
+        flate2::read::DeflateDecoder::new(&bytes[HEADER..table_end])
+            .take(table_len + 1)
+            .read_to_end(&mut table)
+            .map_err(|_| Damaged("the table does not inflate"))?;
+        if table.len() as u64 != table_len {
+            return Err(Damaged("the table has another length"));
         }
-        decode_body(&body, *digest)
+        let expect = Expect {
+            digest: *digest,
+            blob_size,
+            options,
+        };
+        decode_table(&table, bytes.slice(table_end..), &expect)
     }
 }
 
-fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
-    let mut d = Dec { b: body };
+/// What a loaded index must agree with.
+struct Expect<'a> {
+    digest: Digest,
+    blob_size: u64,
+    options: &'a ImportOptions,
+}
+
+fn decode_table(table: &[u8], windows: Bytes, expect: &Expect<'_>) -> D<LayerIndex> {
+    let mut d = Dec { b: table };
     let options = d.bytes()?.to_vec();
+    if options != options_key(expect.options) {
+        return Err(Damaged("built under other import options"));
+    }
     let compression = match d.u()? {
         0 => Compression::None,
         1 => Compression::Gzip,
@@ -495,95 +567,62 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
         _ => return Err(Damaged("unknown compression")),
     };
     let blob_size = d.u()?;
+    if blob_size != expect.blob_size {
+        return Err(Damaged("the blob has another size"));
+    }
     let diff_id = d.digest()?;
     let uncompressed_size = d.u()?;
+    if uncompressed_size > blob_size.saturating_mul(max_ratio(compression)) {
+        return Err(Damaged("more data than the blob could hold"));
+    }
     let entries = d.u()?;
-    let nq = d.count()?;
+    // Each entry has a 512-byte header at least.
+    if entries > uncompressed_size / 512 {
+        return Err(Damaged("more entries than the blob could hold"));
+    }
+    // Every node is the root, an entry, or a directory an entry's path
+    // implies; every question is asked by an entry about one of those.
+    let depth = u64::try_from(expect.options.limits.max_path_depth).unwrap_or(u64::MAX);
+    let max_nodes = entries
+        .saturating_mul(depth.saturating_add(1))
+        .saturating_add(1);
+    let nq = d.count(max_nodes)?;
     let mut questions = Vec::with_capacity(prealloc(nq));
     for _ in 0..nq {
         let path = LayerPath::new(d.bytes()?).map_err(|_| Damaged("a bad path"))?;
-        let ask = if d.u()? == 1 {
-            Ask::LinkTarget
-        } else {
-            Ask::ImpliedDir
+        let ask = match d.u()? {
+            0 => Ask::ImpliedDir,
+            1 => Ask::LinkTarget,
+            _ => return Err(Damaged("unknown question")),
         };
         let entry = NameBuf::from(d.bytes()?.to_vec());
         questions.push(Question { path, ask, entry });
     }
-    let np = d.count()?;
-    let mut points = Vec::with_capacity(prealloc(np));
-    let mut last_out = 0;
-    for _ in 0..np {
-        let out = d.u()?;
-        let bit = d.u()?;
-        let kind = match d.u()? {
-            0 => PointKind::Member,
-            1 => PointKind::PackedDeflate(d.bytes()?.to_vec()),
-            _ => return Err(Damaged("unknown restart point")),
-        };
-        if out < last_out || bit / 8 > blob_size {
-            return Err(Damaged("restart points out of order"));
-        }
-        last_out = out;
-        points.push(Point { out, bit, kind });
-    }
-    let ni = d.count()?;
+    let points = decode_points(&mut d, windows, compression, blob_size, uncompressed_size)?;
+    let ni = d.count(entries)?;
     let mut inodes = Vec::with_capacity(prealloc(ni));
     for _ in 0..ni {
-        let meta = d.meta_src(nq)?;
+        let meta = d.meta_src(&questions, Ask::LinkTarget)?;
         let links = d.u32()?;
-        let body = match d.u()? {
-            0 => {
-                let start = d.u()?;
-                let stored = d.u()?;
-                let sparse = match d.usize()? {
-                    0 => None,
-                    n => {
-                        let n = n - 1;
-                        if n > d.b.len() {
-                            return Err(Damaged("a count is larger than the index"));
-                        }
-                        let mut regions = Vec::with_capacity(prealloc(n));
-                        for _ in 0..n {
-                            regions.push((d.u()?, d.u()?));
-                        }
-                        Some(regions)
-                    }
-                };
-                if start
-                    .checked_add(stored)
-                    .is_none_or(|end| end > uncompressed_size)
-                {
-                    return Err(Damaged("file data outside the stream"));
-                }
-                Body::File {
-                    start,
-                    stored,
-                    sparse,
-                }
-            }
-            1 => Body::Symlink(NameBuf::from(d.bytes()?.to_vec())),
-            2 => Body::Special,
-            3 => {
-                let q = d.u32()?;
-                if q as usize >= nq {
-                    return Err(Damaged("a question out of range"));
-                }
-                Body::Below(q)
-            }
-            _ => return Err(Damaged("unknown body")),
-        };
+        let body = decode_body(&mut d, &meta, &questions, uncompressed_size)?;
         inodes.push(Inode { meta, body, links });
     }
-    let nn = d.count()?;
+    let nn = d.count(max_nodes)?;
     let mut nodes = Vec::with_capacity(prealloc(nn));
     for _ in 0..nn {
         let name = NameBuf::from(d.bytes()?.to_vec());
         let kind = match d.u()? {
             0 => {
-                let meta = d.meta_src(nq)?;
-                let opaque = d.u()? == 1;
-                let nc = d.count()?;
+                let meta = d.meta_src(&questions, Ask::ImpliedDir)?;
+                if matches!(&meta, MetaSrc::Known(m) if !m.is_dir()) {
+                    return Err(Damaged("a directory of another type"));
+                }
+                let opaque = match d.u()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Damaged("a bad opaque flag")),
+                };
+                let nc = d.count(max_nodes)?;
                 let mut children = Vec::with_capacity(prealloc(nc));
                 for _ in 0..nc {
                     children.push(d.u32()?);
@@ -609,9 +648,9 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
     if !d.b.is_empty() {
         return Err(Damaged("bytes after the end"));
     }
-    check_tree(&nodes)?;
-    Ok(LayerIndex {
-        digest,
+    check_tree(&nodes, &inodes)?;
+    let index = LayerIndex {
+        digest: expect.digest,
         options,
         compression,
         blob_size,
@@ -622,13 +661,144 @@ fn decode_body(body: &[u8], digest: Digest) -> D<LayerIndex> {
         nodes,
         inodes,
         questions,
-    })
+    };
+    index.check_policies(expect.options)?;
+    Ok(index)
+}
+
+/// The restart points: within the blob and the stream, in order, each at
+/// a new output offset and a new blob byte, the first at the stream's
+/// start; windows (gzip only) each a slice of `windows`, which they use
+/// up exactly.
+fn decode_points(
+    d: &mut Dec<'_>,
+    windows: Bytes,
+    compression: Compression,
+    blob_size: u64,
+    uncompressed_size: u64,
+) -> D<Vec<Point>> {
+    let most = if compression == Compression::None {
+        0
+    } else {
+        blob_size
+    };
+    let np = d.count(most)?;
+    let mut points: Vec<Point> = Vec::with_capacity(prealloc(np));
+    let mut used = 0usize;
+    for _ in 0..np {
+        let out = d.u()?;
+        let bit = d.u()?;
+        let kind = match d.u()? {
+            0 => PointKind::Member,
+            1 if compression == Compression::Gzip => {
+                let len = d.u()?;
+                let end = usize::try_from(len)
+                    .ok()
+                    .filter(|&n| n as u64 <= MAX_PACKED_WINDOW)
+                    .and_then(|n| used.checked_add(n))
+                    .filter(|&end| end <= windows.len())
+                    .ok_or(Damaged("a window past the end"))?;
+                let w = windows.slice(used..end);
+                used = end;
+                PointKind::Deflate(w)
+            }
+            _ => return Err(Damaged("unknown restart point")),
+        };
+        let in_order = match points.last() {
+            None => out == 0,
+            Some(p) => out > p.out && bit / 8 > p.bit / 8,
+        };
+        if !in_order || bit / 8 >= blob_size || out > uncompressed_size {
+            return Err(Damaged("restart points out of order or out of the blob"));
+        }
+        points.push(Point { out, bit, kind });
+    }
+    if compression != Compression::None && points.is_empty() {
+        return Err(Damaged("no restart point"));
+    }
+    if used != windows.len() {
+        return Err(Damaged("bytes after the windows"));
+    }
+    Ok(points)
+}
+
+/// What an object with metadata `meta` holds: it must fit its type, and
+/// its data must lie in the stream.
+fn decode_body(
+    d: &mut Dec<'_>,
+    meta: &MetaSrc,
+    questions: &[Question],
+    uncompressed_size: u64,
+) -> D<Body> {
+    let known = match meta {
+        MetaSrc::Known(m) => Some(m),
+        MetaSrc::Below(_) => None,
+    };
+    let fits = |t: &[FileType]| known.is_some_and(|m| t.contains(&m.file_type));
+    let body = match d.u()? {
+        0 if fits(&[FileType::File]) => {
+            let size = known.map_or(0, |m| m.size);
+            let start = d.u()?;
+            let stored = d.u()?;
+            if start
+                .checked_add(stored)
+                .is_none_or(|end| end > uncompressed_size)
+            {
+                return Err(Damaged("file data outside the stream"));
+            }
+            let sparse = match d.count(u64::MAX)? {
+                0 if size <= stored => None,
+                0 => return Err(Damaged("a file larger than its data")),
+                n => {
+                    // (Each region is two numbers: at least two bytes.)
+                    let n = n - 1;
+                    let mut regions = Vec::with_capacity(prealloc(n));
+                    let mut sum = 0u64;
+                    for _ in 0..n {
+                        let (off, len) = (d.u()?, d.u()?);
+                        sum = sum.saturating_add(len);
+                        if off.checked_add(len).is_none_or(|end| end > size) || sum > stored {
+                            return Err(Damaged("a sparse region outside the file"));
+                        }
+                        regions.push((off, len));
+                    }
+                    Some(regions)
+                }
+            };
+            Body::File {
+                start,
+                stored,
+                sparse,
+            }
+        }
+        1 if fits(&[FileType::Symlink]) => Body::Symlink(NameBuf::from(d.bytes()?.to_vec())),
+        2 if fits(&[
+            FileType::CharDevice,
+            FileType::BlockDevice,
+            FileType::Fifo,
+            FileType::Socket,
+        ]) =>
+        {
+            Body::Special
+        }
+        3 => {
+            let q = question(d.u32()?, questions, Ask::LinkTarget)?;
+            if *meta != MetaSrc::Below(q) {
+                return Err(Damaged("an object of two sources"));
+            }
+            Body::Below(q)
+        }
+        0..=2 => return Err(Damaged("an object whose body does not fit its type")),
+        _ => return Err(Damaged("unknown body")),
+    };
+    Ok(body)
 }
 
 /// The nodes form one tree from node 0 (a directory), children after
-/// their parent, sorted and named by one component: a lookup never loops
-/// and never goes out of range.
-fn check_tree(nodes: &[IndexNode]) -> D<()> {
+/// their parent, sorted and named by one component, and each inode has
+/// exactly as many names as it says: a lookup never loops and never goes
+/// out of range.
+fn check_tree(nodes: &[IndexNode], inodes: &[Inode]) -> D<()> {
     if !matches!(
         nodes.first(),
         Some(IndexNode {
@@ -640,9 +810,15 @@ fn check_tree(nodes: &[IndexNode]) -> D<()> {
     }
     let mut seen = vec![false; nodes.len()];
     seen[0] = true;
+    let mut names = vec![0u32; inodes.len()];
     for (i, n) in nodes.iter().enumerate() {
-        let Kind::Dir { children, .. } = &n.kind else {
-            continue;
+        let children = match &n.kind {
+            Kind::Dir { children, .. } => children,
+            Kind::Obj(ino) => {
+                names[*ino as usize] += 1;
+                continue;
+            }
+            Kind::Whiteout => continue,
         };
         let mut prev: Option<&NameBuf> = None;
         for &c in children {
@@ -670,13 +846,61 @@ fn check_tree(nodes: &[IndexNode]) -> D<()> {
     if seen.iter().any(|s| !s) {
         return Err(Damaged("a node outside the tree"));
     }
+    if inodes.iter().zip(&names).any(|(i, &n)| i.links != n) {
+        return Err(Damaged("a link count that is not the names'"));
+    }
+    Ok(())
+}
+
+impl LayerIndex {
+    /// Import's policies, applied to every object the index describes:
+    /// what import of the blob under `options` would have refused,
+    /// stripped or dropped is not there (else the index is rebuilt, and
+    /// the build refuses or strips it as import does).
+    fn check_policies(&self, options: &ImportOptions) -> D<()> {
+        let dirs = self.nodes.iter().filter_map(|n| match &n.kind {
+            Kind::Dir {
+                meta: MetaSrc::Known(m),
+                ..
+            } => Some(m),
+            _ => None,
+        });
+        let objects = self.inodes.iter().filter_map(|i| match &i.meta {
+            MetaSrc::Known(m) => Some(m),
+            MetaSrc::Below(_) => None,
+        });
+        dirs.chain(objects).try_for_each(|m| allowed(m, options))
+    }
+}
+
+/// Whether import under `options` lets an object with metadata `m`
+/// through as it is (see `import::object_meta` and `keep_device`).
+fn allowed(m: &Metadata, options: &ImportOptions) -> D<()> {
+    for (name, _) in m.xattrs.iter() {
+        if is_bookkeeping_xattr(name) {
+            return Err(Damaged("an overlay bookkeeping extended attribute"));
+        }
+        if check_xattr_name(name, crate::error::Operation::ImportLayer, "").is_err() {
+            return Err(Damaged("an invalid extended attribute name"));
+        }
+    }
+    if matches!(m.file_type, FileType::CharDevice | FileType::BlockDevice) {
+        if m.file_type == FileType::CharDevice && m.rdev == 0 {
+            return Err(Damaged("a whiteout device"));
+        }
+        if options.devices != Policy::Keep {
+            return Err(Damaged("a device node the options forbid"));
+        }
+    }
+    if !m.is_dir() && m.mode & (S_ISUID | S_ISGID) != 0 && options.setuid != Policy::Keep {
+        return Err(Damaged("a setuid or setgid file the options forbid"));
+    }
     Ok(())
 }
 
 /// The import options an index depends on, as bytes (an index built
 /// under other policies or limits is rebuilt).
-pub(crate) fn options_key(options: &crate::oci::ImportOptions) -> Vec<u8> {
-    use crate::oci::Policy;
+pub(crate) fn options_key(options: &ImportOptions) -> Vec<u8> {
     let code = |p: Policy| match p {
         Policy::Keep => 0,
         Policy::Strip => 1,
@@ -702,3 +926,6 @@ pub(crate) fn options_key(options: &crate::oci::ImportOptions) -> Vec<u8> {
 fn prealloc(n: usize) -> usize {
     n.min(4096)
 }
+
+#[cfg(test)]
+mod tests;

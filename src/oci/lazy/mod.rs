@@ -6,8 +6,10 @@
 //! (so the image and its digests never change), at
 //! `.layerstack/index/sha256/<hex of the layer digest>`. It is a cache:
 //! one that is missing, damaged, of another format version, about
-//! another blob, built under other import options, or whose blob has
-//! another size is rebuilt, never trusted; it is written beside its
+//! another blob, built under other import options, whose blob has
+//! another size, that says more than its blob could hold, or that holds
+//! what the import options' policies forbid is rebuilt, never trusted
+//! further than a fresh build would be; it is written beside its
 //! place and renamed into it, so a reader sees the old index or the new
 //! one, never half of one.
 //!
@@ -27,7 +29,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 pub use self::blob_layer::BlobLayer;
 
-use self::index::{Damaged, LayerIndex, MAX_INDEX_BYTES, options_key};
+use self::index::{Damaged, LayerIndex, MAX_INDEX_BYTES};
 use crate::error::{Error, Operation, Result};
 use crate::layer::Layer;
 use crate::oci::apply::import::ImportOptions;
@@ -74,14 +76,7 @@ fn load(
             crate::error::ErrorKind::NotFound => Damaged("missing"),
             _ => Damaged("unreadable"),
         })?;
-    let index = LayerIndex::decode(&bytes, digest)?;
-    if index.options != options_key(options) {
-        return Err(Damaged("built under other import options"));
-    }
-    if index.blob_size != blob_size {
-        return Err(Damaged("the blob has another size"));
-    }
-    Ok(index)
+    LayerIndex::decode(bytes.into(), digest, blob_size, options)
 }
 
 /// Stores `index` in the cache, atomically (a temporary file renamed

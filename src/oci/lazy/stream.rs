@@ -22,6 +22,8 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::inflate::RawInflate;
 use crate::oci::tar::compress::{Compression, ZstdFrames};
 
@@ -35,6 +37,10 @@ const OUR_CHUNK: u64 = 1 << 20;
 const OUR_GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
 const WINDOW: usize = 32 << 10;
+
+/// Most bytes a deflated window takes (a window that does not compress
+/// is stored: a few bytes more than itself).
+pub(crate) const MAX_PACKED_WINDOW: u64 = 40 << 10;
 
 /// Where inflating can start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,12 +58,31 @@ pub(crate) struct Point {
 pub(crate) enum PointKind {
     /// A gzip member's header or a zstd frame.
     Member,
-    /// Inside a deflate stream, with the output before it (empty where
-    /// no back-reference crosses the point).
-    Deflate(Vec<u8>),
-    /// As `Deflate`, the window kept deflated (as an index stores it:
-    /// inflated only when a read starts here).
-    PackedDeflate(Vec<u8>),
+    /// Inside a deflate stream, with the output before it, deflated as it
+    /// is made (empty where no back-reference crosses the point). It is
+    /// inflated only when a read starts here; a loaded index's windows are
+    /// slices of the index file's bytes.
+    Deflate(Bytes),
+}
+
+/// Adds `point` to `points`, where a point at the same output offset as
+/// the last one replaces it: the stretch between them is empty (an empty
+/// gzip member or zstd frame), so the later point is as good a start and
+/// a stream of empty members costs no memory.
+pub(crate) fn push_point(points: &mut Vec<Point>, point: Point) {
+    if points.last().is_some_and(|p| p.out == point.out) {
+        points.pop();
+    }
+    points.push(point);
+}
+
+/// A window as an index keeps it: deflated.
+pub(crate) fn pack_window(window: &[u8]) -> Bytes {
+    let mut packed = Vec::with_capacity(window.len() / 2);
+    let mut z = flate2::write::DeflateEncoder::new(&mut packed, flate2::Compression::fast());
+    io::Write::write_all(&mut z, window).expect("writing to a Vec");
+    z.finish().expect("writing to a Vec");
+    Bytes::from(packed)
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -105,8 +130,9 @@ impl Recorder {
         }
     }
 
-    fn window(&self) -> Vec<u8> {
-        self.history[self.history.len().saturating_sub(WINDOW)..].to_vec()
+    /// The last [`WINDOW`] bytes of output, deflated.
+    fn window(&self) -> Bytes {
+        pack_window(&self.history[self.history.len().saturating_sub(WINDOW)..])
     }
 }
 
@@ -273,11 +299,14 @@ impl<R: Read> GzipCursor<R> {
         let out = self.out;
         if let Some(rec) = &mut self.record {
             rec.in_ours = rec.trust_chunks && head[..] == OUR_GZIP_HEADER;
-            rec.points.push(Point {
-                out,
-                bit: at * 8,
-                kind: PointKind::Member,
-            });
+            push_point(
+                &mut rec.points,
+                Point {
+                    out,
+                    bit: at * 8,
+                    kind: PointKind::Member,
+                },
+            );
             rec.last_out = out;
         }
         Ok(true)
@@ -316,7 +345,7 @@ impl<R: Read> GzipCursor<R> {
                 rec.points.push(Point {
                     out: self.out,
                     bit,
-                    kind: PointKind::Deflate(Vec::new()),
+                    kind: PointKind::Deflate(Bytes::new()),
                 });
                 rec.last_out = self.out;
             }
@@ -344,17 +373,16 @@ impl<R: Read> GzipCursor<R> {
         let byte = point.bit / 8;
         let off = u32::try_from(point.bit % 8).unwrap_or(0);
         let mut c = GzipCursor::with(FileAt { file, pos: byte }, byte, point.out)?;
-        let unpacked;
         let window = match &point.kind {
             PointKind::Member => None,
-            PointKind::Deflate(w) => Some(w),
-            PointKind::PackedDeflate(packed) => {
+            // No back-reference crosses the point: no window.
+            PointKind::Deflate(packed) if packed.is_empty() => Some(Vec::new()),
+            PointKind::Deflate(packed) => {
                 let mut w = Vec::with_capacity(WINDOW);
                 flate2::read::DeflateDecoder::new(&packed[..])
                     .take(WINDOW as u64)
                     .read_to_end(&mut w)?;
-                unpacked = w;
-                Some(&unpacked)
+                Some(w)
             }
         };
         if let Some(window) = window {
@@ -365,7 +393,7 @@ impl<R: Read> GzipCursor<R> {
                 c.inf.prime(8 - off, b >> off)?;
             }
             if !window.is_empty() {
-                c.inf.set_dictionary(window)?;
+                c.inf.set_dictionary(&window)?;
             }
         }
         Ok(c)
@@ -440,6 +468,7 @@ pub(crate) fn zstd_indexing<R: Read>(src: R) -> ZstdCursor<R> {
 
 /// The frame starts a zstd indexing pass recorded.
 pub(crate) fn zstd_points<R: Read>(c: ZstdCursor<R>) -> Vec<Point> {
+    // (`ZstdFrames` keeps no start for an empty frame.)
     c.starts
         .unwrap_or_default()
         .into_iter()

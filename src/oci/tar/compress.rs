@@ -249,6 +249,11 @@ impl<R: BufRead> ZstdFrames<R> {
                 Ok(()) => {
                     self.in_frame = true;
                     if let Some(starts) = &mut self.starts {
+                        // An empty frame before this one is no start of
+                        // its own: this one replaces it.
+                        if starts.last().is_some_and(|&(_, out)| out == self.out) {
+                            starts.pop();
+                        }
                         starts.push((at, self.out));
                     }
                     return Ok(true);

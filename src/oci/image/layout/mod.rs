@@ -29,7 +29,7 @@ mod gc;
 mod index;
 mod lock;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use blobs::{BlobReader, BlobWriter};
 pub use index::{MAX_TAG_LEN, check_tag};
@@ -607,7 +607,12 @@ fn write_file_new(
 fn read_file(dir: &OwnedFd, name: &str, shown: &Utf8Path, limit: u64) -> Result<Vec<u8>> {
     let file = open_regular(dir, name, shown)?;
     let fail = |e: &io::Error| Error::from_io(e, Operation::ReadBlob, shown);
-    let mut bytes = Vec::new();
+    // Room for the whole file up front (`take` hides its size from
+    // `read_to_end`, which would otherwise grow the vector step by step,
+    // copying and faulting in pages each time: most of the time a warm
+    // lazy `cat` spent reading its indexes).
+    let size = file.metadata().map_or(0, |m| m.len()).min(limit);
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| fail(&e))?;

@@ -3,11 +3,12 @@ use super::blobs::error_from_read;
 use super::gc::STALE_TEMP_AGE;
 use super::*;
 
-/// A directory under the system's temp dir, removed on drop.
-struct Scratch(Utf8PathBuf);
+/// A directory under the system's temp dir, removed on drop (the lazy
+/// index's tests use it too).
+pub(crate) struct Scratch(pub(crate) Utf8PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
+    pub(crate) fn new(name: &str) -> Scratch {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
         let dir = base.join(format!(
