@@ -11,8 +11,19 @@
 //! body must fit its type, and the import options' policies (device
 //! nodes, setuid and setgid bits, overlay bookkeeping and invalid
 //! extended attributes) are applied to what it says exactly as import
-//! applies them to a tar. An index that fails any of these is rebuilt
-//! from the blob, which then refuses or strips what the options say.
+//! applies them to a tar, as are its name rules (no `.wh.` name, none
+//! over 255 bytes) and its limits (entries, mode bits). An index that
+//! fails any of these is rebuilt from the blob, which then refuses or
+//! strips what the options say.
+//!
+//! What this does not give: authenticity. The checksum is not keyed, so a
+//! writer of the layout who knows the format can plant an index of a
+//! different tree (and a different DiffID) that passes every check, just
+//! as it can change a blob that lazy reads do not check against its
+//! digest again. Lazy reads trust whoever can write the layout, as the
+//! kernel's overlayfs trusts whoever can write its layer directories; an
+//! image from an untrusted source is checked when it enters the layout
+//! (pull, load, import), not at every read.
 //!
 //! On disk: a fixed header, the table (everything but the windows,
 //! deflated), then the restart points' windows (each deflated on its
@@ -30,11 +41,12 @@ use std::io::Read;
 use bytes::Bytes;
 
 use crate::layer::overlay::is_bookkeeping_xattr;
-use crate::meta::{FileType, Metadata, S_ISGID, S_ISUID, Timestamp, Xattrs, check_xattr_name};
+use crate::meta::{FileType, MODE_MASK, Metadata, S_ISGID, S_ISUID, Timestamp, Xattrs, check_xattr_name};
 use crate::oci::apply::applier::Ask;
 use crate::oci::apply::import::{ImportOptions, Policy};
 use crate::oci::image::digest::Digest;
 use crate::oci::tar::compress::Compression;
+use crate::oci::tar::whiteout::is_reserved;
 use crate::path::{LayerPath, NameBuf};
 
 use super::stream::{MAX_PACKED_WINDOW, Point, PointKind};
@@ -332,6 +344,9 @@ impl Dec<'_> {
         };
         let mut m = Metadata::new(t);
         m.mode = self.u32()?;
+        if m.mode & !MODE_MASK != 0 {
+            return Err(Damaged("mode bits past 0o7777"));
+        }
         m.uid = self.u32()?;
         m.gid = self.u32()?;
         m.size = self.u()?;
@@ -517,7 +532,7 @@ impl LayerIndex {
         }
         let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let (table_len, packed_len) = (word(48), word(56));
-        if table_len > MAX_INDEX_BYTES {
+        if table_len > MAX_INDEX_BYTES || table_len > max_table_len(blob_size) {
             return Err(Damaged("too large"));
         }
         let Some(table_end) = usize::try_from(packed_len)
@@ -579,6 +594,10 @@ fn decode_table(table: &[u8], windows: Bytes, expect: &Expect<'_>) -> D<LayerInd
     // Each entry has a 512-byte header at least.
     if entries > uncompressed_size / 512 {
         return Err(Damaged("more entries than the blob could hold"));
+    }
+    // Import stops at the limit: so does a build, so no index holds more.
+    if entries > expect.options.limits.max_entries {
+        return Err(Damaged("more entries than the limits allow"));
     }
     // Every node is the root, an entry, or a directory an entry's path
     // implies; every question is asked by an entry about one of those.
@@ -830,10 +849,12 @@ fn check_tree(nodes: &[IndexNode], inodes: &[Inode]) -> D<()> {
             let name = &nodes[c].name;
             let bytes = name.as_bytes();
             if bytes.is_empty()
+                || bytes.len() > NAME_MAX
                 || bytes == b"."
                 || bytes == b".."
                 || bytes.contains(&b'/')
                 || bytes.contains(&0)
+                || is_reserved(name.as_name())
             {
                 return Err(Damaged("a bad name"));
             }
@@ -917,6 +938,19 @@ pub(crate) fn options_key(options: &ImportOptions) -> Vec<u8> {
         key.extend_from_slice(&n.to_le_bytes());
     }
     key
+}
+
+/// The longest name of one component import lets through (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// The largest table an index of a blob of `blob_size` bytes may have.
+/// A real table holds some tens of bytes per tar entry, and a tar entry
+/// takes some tens of compressed bytes at least: a table sixteen times
+/// the blob (and a mebibyte for the smallest) is far beyond any real one,
+/// and bounds what a forged index can make a reader decode and allocate
+/// (an index past it is rebuilt, which only costs time).
+fn max_table_len(blob_size: u64) -> u64 {
+    blob_size.saturating_mul(16).saturating_add(1 << 20)
 }
 
 /// How many items to reserve room for up front when an index says `n`:

@@ -391,3 +391,78 @@ proptest! {
         })?;
     }
 }
+
+/// The node at `path`'s index in `index.nodes`.
+fn node_at(index: &LayerIndex, path: &str) -> usize {
+    let mut at = 0usize;
+    for name in LayerPath::new(path).unwrap().names() {
+        let Kind::Dir { children, .. } = &index.nodes[at].kind else {
+            panic!("{path}: not a directory on the way");
+        };
+        at = children
+            .iter()
+            .map(|&c| c as usize)
+            .find(|&c| index.nodes[c].name.as_bytes() == name.as_bytes())
+            .unwrap();
+    }
+    at
+}
+
+#[test]
+fn names_modes_and_counts_import_would_refuse_are_rebuilt() {
+    let s = Scratch::new("refused");
+    let (layout, d) = fixture(&s, Compression::Gzip);
+    let keep = ImportOptions::default();
+    let good = cached(&layout, &d, &keep);
+    type Change = fn(&mut LayerIndex);
+    let cases: [(Change, &str); 3] = [
+        (
+            |i| {
+                let at = node_at(i, "etc/hostname");
+                i.nodes[at].name = NameBuf::from(vec![b'a'; 256]);
+            },
+            "a bad name",
+        ),
+        (
+            |i| {
+                let at = node_at(i, "etc/hostname");
+                i.nodes[at].name = NameBuf::from(b".wh.hostname".to_vec());
+            },
+            "a bad name",
+        ),
+        (
+            |i| node(i, "etc/hostname").mode = 0o10644,
+            "mode bits past 0o7777",
+        ),
+    ];
+    for (n, (change, why)) in cases.into_iter().enumerate() {
+        let mut bad = good.clone();
+        change(&mut bad);
+        plant(&layout, &d, &bad.encode());
+        assert_eq!(rebuilt(&layout, &d, &keep), why, "case {n}");
+        let (layer, source) = open(&layout, &d, &keep);
+        assert_eq!(source, IndexSource::Cached);
+        let hostname = LayerPath::new("etc/hostname").unwrap();
+        assert_eq!(&layer.read_at(&hostname, 0, 100).unwrap()[..], b"box\n");
+    }
+
+    // More entries than the limits let import read, though the stream
+    // could hold them.
+    let mut limited = ImportOptions::default();
+    limited.limits.max_entries = good.entries;
+    let mut bad = cached(&layout, &d, &limited);
+    bad.entries += 1;
+    bad.uncompressed_size = bad.uncompressed_size.max(bad.entries * 512);
+    plant(&layout, &d, &bad.encode());
+    assert_eq!(
+        rebuilt(&layout, &d, &limited),
+        "more entries than the limits allow"
+    );
+
+    // A table far larger than any real one for this blob is not inflated.
+    let mut bytes = cached_bytes(&layout, &d, &keep);
+    let huge = max_table_len(d.size) + 1;
+    bytes[48..56].copy_from_slice(&huge.to_le_bytes());
+    plant(&layout, &d, &reseal(bytes));
+    assert_eq!(rebuilt(&layout, &d, &keep), "too large");
+}
