@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -68,29 +68,14 @@ const NAME_MAX: usize = 255;
 /// that read it while the directory does not change).
 type Entries = Arc<Vec<(NameBuf, FileType)>>;
 
-/// A listing snapshotted at `opendir`, for one directory handle: its
-/// cookies index this list.
+/// A listing for one directory handle: its cookies index this list. A
+/// read from offset 0 (the first, or a `rewinddir`) takes the directory's
+/// current listing, so no handle opened before a change can fill the
+/// kernel's shared cache of the directory (`FOPEN_CACHE_DIR`) with names
+/// as they were.
 #[derive(Debug)]
 struct DirSnapshot {
     entries: Entries,
-    /// Read from its start once: the next read from the start is a
-    /// `rewinddir`, which takes a new listing.
-    started: AtomicBool,
-}
-
-impl DirSnapshot {
-    fn new(list: Vec<crate::merged::DirEntry>) -> DirSnapshot {
-        DirSnapshot::of(Arc::new(
-            list.into_iter().map(|e| (e.name, e.file_type)).collect(),
-        ))
-    }
-
-    fn of(entries: Entries) -> DirSnapshot {
-        DirSnapshot {
-            entries,
-            started: AtomicBool::new(false),
-        }
-    }
 }
 
 /// What an entry reply hands the kernel: the attributes (numbered with
@@ -540,9 +525,14 @@ impl LayerFs {
         }
         if changes.is_empty() {
             // `chown(-1, -1)`: a change of nothing, which the kernel's
-            // overlayfs copies up (and gives a new ctime).
-            self.view
-                .set_owner_nofollow(path()?.as_slice(), None, None)?;
+            // overlayfs copies up (and gives a new ctime). An unlinked
+            // file, open, has no name to copy up: the kernel lets the call
+            // succeed for an upper one, and so do we.
+            match path() {
+                Ok(p) => self.view.set_owner_nofollow(p.as_slice(), None, None)?,
+                Err(e) if e.kind() == ErrorKind::NotFound && fh.is_some() => {}
+                Err(e) => return Err(e),
+            }
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
             let now = self.view.options().clock.now();
@@ -750,20 +740,27 @@ impl LayerFs {
         offset: u64,
         mut add: impl FnMut(u64, &Name, u64, Option<(&Metadata, &[u8])>) -> bool,
     ) -> Result<()> {
-        let mut snapshot = lock(&self.dirs)
+        if offset == 0 {
+            // The directory's listing now: what opendir took may be stale
+            // (see `DirSnapshot`). Taken before the read lock below, which
+            // `dir_snapshot` takes itself.
+            let (entries, _) = self.dir_snapshot(id)?;
+            let mut dirs = lock(&self.dirs);
+            let Some(slot) = dirs.get_mut(&fh) else {
+                return Err(Error::new(
+                    ErrorKind::BadHandle,
+                    Operation::ReadDir,
+                    "(directory)",
+                ));
+            };
+            *slot = Arc::new(DirSnapshot { entries });
+        }
+        let snapshot = lock(&self.dirs)
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::BadHandle, Operation::ReadDir, "(directory)"))?;
         let _ns = self.reading();
         let dir_path = self.path(id, Operation::ReadDir)?;
-        if offset == 0 && snapshot.started.swap(true, Ordering::Relaxed) {
-            // `rewinddir`: a new listing, with the names made since (the
-            // kernel's overlayfs reads a changed directory again too).
-            let fresh = DirSnapshot::new(self.view.read_dir(dir_path.as_slice())?);
-            fresh.started.store(true, Ordering::Relaxed);
-            snapshot = Arc::new(fresh);
-            lock(&self.dirs).insert(fh, Arc::clone(&snapshot));
-        }
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for i in start..snapshot.entries.len().saturating_add(2) {
             let next = i as u64 + 1;
@@ -1131,8 +1128,15 @@ impl Filesystem for LayerFs {
         };
         match r {
             Ok(fh) => {
-                // `flush` does nothing here: the kernel need not ask.
-                let mut flags = FopenFlags::FOPEN_NOFLUSH;
+                // `flush` does nothing here, so a read-only open need not
+                // ask for it. A writable one must: without the flush, the
+                // kernel would keep a shared mapping's dirty pages past
+                // `close`, which then reports none of their write errors.
+                let mut flags = if flags.acc_mode() == OpenAccMode::O_RDONLY {
+                    FopenFlags::FOPEN_NOFLUSH
+                } else {
+                    FopenFlags::empty()
+                };
                 if let Ok(meta) = self.view.handle_metadata(HandleId(fh))
                     && self.keep_cache(ino.0, &meta)
                 {
@@ -1231,7 +1235,7 @@ impl Filesystem for LayerFs {
         match self.dir_snapshot(ino.0) {
             Ok((entries, unchanged)) => {
                 let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-                lock(&self.dirs).insert(fh, Arc::new(DirSnapshot::of(entries)));
+                lock(&self.dirs).insert(fh, Arc::new(DirSnapshot { entries }));
                 let mut flags = FopenFlags::FOPEN_CACHE_DIR;
                 if unchanged {
                     flags |= FopenFlags::FOPEN_KEEP_CACHE;
@@ -1287,7 +1291,10 @@ impl Filesystem for LayerFs {
             // A name that needs a node of its own (see `node_for`).
             let (id, fresh) = self.node_for(ino.0, name, path, meta).unwrap_or((id, None));
             let meta = fresh.as_ref().unwrap_or(meta);
-            let generation = lock(&self.inodes).learn(id, ino.0, name, false);
+            // Counted before the reply is built, so that a concurrent
+            // forget cannot drop the node in between; given back below if
+            // the entry did not fit.
+            let generation = lock(&self.inodes).learn(id, ino.0, name, true);
             let full = reply.add(
                 INodeNo(id),
                 next,
@@ -1296,12 +1303,10 @@ impl Filesystem for LayerFs {
                 &file_attr(meta, id),
                 Generation(generation),
             );
-            let mut inodes = lock(&self.inodes);
             if full {
-                // Not sent: no lookup taken (drop a node only this made).
-                inodes.forget(id, 0);
-            } else {
-                inodes.learn(id, ino.0, name, true);
+                // Not sent: the lookup taken above is given back (dropping
+                // a node only this made).
+                lock(&self.inodes).forget(id, 1);
             }
             full
         });
@@ -1405,7 +1410,8 @@ impl Filesystem for LayerFs {
                 &e.attr,
                 e.generation,
                 FileHandle(fh),
-                FopenFlags::FOPEN_NOFLUSH,
+                // Created files are writable: flushed at close (see `open`).
+                FopenFlags::empty(),
             ),
             Err(e) => reply.error(errno(&e)),
         }

@@ -101,7 +101,14 @@ impl Inodes {
         {
             self.unlink_from(old, parent, name, false);
         }
-        let node = self.nodes.entry(id).or_default();
+        // A per-name node another thread dropped between making it and
+        // this count (a readdirplus whose buffer was full forgets what it
+        // did not send) comes back as what it was: a per-name node, never
+        // reused, so generation 0 is still the one the kernel was told.
+        let node = self.nodes.entry(id).or_insert_with(|| Node {
+            per_name: id >= PER_NAME_BASE,
+            ..Node::default()
+        });
         if node.dead {
             node.dead = false;
             node.generation += 1;

@@ -150,9 +150,12 @@ pub fn allow_other_permitted() -> bool {
 }
 
 /// Whether `/etc/fuse.conf`'s text `conf` has `user_allow_other` on a line
-/// of its own (blanks around it allowed; `#` starts a comment).
+/// of its own (blanks around it allowed; `#` starts a comment), read as
+/// fusermount3 reads it: a line without its newline (the last) or longer
+/// than its 255-byte buffer counts for nothing.
 fn fuse_conf_allows_other(conf: &str) -> bool {
-    conf.lines()
+    conf.split_inclusive('\n')
+        .filter(|line| line.ends_with('\n') && line.len() <= 255)
         .map(|line| line.split('#').next().unwrap_or("").trim())
         .any(|line| line == "user_allow_other")
 }
@@ -420,5 +423,15 @@ mod tests {
         assert!(!fuse_conf_allows_other("mount_max = 10\n"));
         assert!(!fuse_conf_allows_other("user_allow_other_not\n"));
         assert!(!fuse_conf_allows_other(""));
+        // fusermount3 skips a last line without its newline, and a line
+        // too long for its buffer.
+        assert!(!fuse_conf_allows_other("user_allow_other"));
+        assert!(!fuse_conf_allows_other("# x\nuser_allow_other"));
+        let long = format!("user_allow_other{}\n", " ".repeat(240));
+        assert!(!fuse_conf_allows_other(&long));
+        assert!(fuse_conf_allows_other(&format!(
+            "user_allow_other{}\n",
+            " ".repeat(200)
+        )));
     }
 }

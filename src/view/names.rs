@@ -115,12 +115,14 @@ impl MergedView {
         };
         let dropped = drop(st);
         if let Some((id, mtime)) = others {
-            let touched = match &dropped {
-                Ok(()) => st.upper.object_set_times(id, mtime, self.now()),
-                Err(_) => Ok(()),
-            };
-            st.upper.close_object(id)?;
-            touched?;
+            // The ctime is the only thing at stake here: once the name is
+            // gone, a failure to set it or to close the object must not
+            // turn the unlink or rename into an error (the caller would
+            // take the name as still there).
+            if dropped.is_ok() {
+                let _ = st.upper.object_set_times(id, mtime, self.now());
+            }
+            let _ = st.upper.close_object(id);
         }
         dropped
     }

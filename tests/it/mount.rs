@@ -754,6 +754,46 @@ fn rewinddir_lists_names_made_since_opendir() {
     }
 }
 
+/// The kernel keeps one cached listing per directory (`FOPEN_CACHE_DIR`),
+/// filled by whichever handle reads from offset 0: a handle opened before
+/// a change must not fill it with the names as they were.
+#[test]
+fn a_directory_handle_opened_before_a_change_does_not_hide_it_from_later_ones() {
+    if !fuse_ready("a_directory_handle_opened_before_a_change_does_not_hide_it_from_later_ones") {
+        return;
+    }
+    let list = |fd: rustix::fd::OwnedFd| {
+        let mut d = rustix::fs::Dir::new(fd).unwrap();
+        let mut names = BTreeSet::new();
+        while let Some(e) = d.read() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.insert(name);
+            }
+        }
+        names
+    };
+    let open = |dir: &Path| {
+        rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    };
+    let want: BTreeSet<String> = ["a", "b", "y"].iter().map(|s| (*s).to_owned()).collect();
+    for m in [
+        Mnt::memory("stale-dir-mem", ViewOptions::default()),
+        Mnt::disk("stale-dir-disk"),
+    ] {
+        let dir = m.p("d");
+        // A listing cached by the kernel first, as `ls` leaves one.
+        assert_eq!(names(&dir).len(), 2);
+        let early = open(&dir);
+        fs::write(dir.join("y"), "y").unwrap();
+        let late = open(&dir);
+        // The early handle reads first (from offset 0), the late one after.
+        assert_eq!(list(early), want, "the handle opened before the change");
+        assert_eq!(list(late), want, "the handle opened after the change");
+        assert_eq!(names(&dir), want, "a new opendir");
+    }
+}
+
 #[test]
 fn fsync_of_a_directory_syncs_it() {
     if !fuse_ready("fsync_of_a_directory_syncs_it") {

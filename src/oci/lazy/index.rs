@@ -41,7 +41,9 @@ use std::io::Read;
 use bytes::Bytes;
 
 use crate::layer::overlay::is_bookkeeping_xattr;
-use crate::meta::{FileType, MODE_MASK, Metadata, S_ISGID, S_ISUID, Timestamp, Xattrs, check_xattr_name};
+use crate::meta::{
+    FileType, MODE_MASK, Metadata, S_ISGID, S_ISUID, Timestamp, Xattrs, check_xattr_name,
+};
 use crate::oci::apply::applier::Ask;
 use crate::oci::apply::import::{ImportOptions, Policy};
 use crate::oci::image::digest::Digest;
