@@ -32,7 +32,11 @@ impl Model {
         self.open_handle_inner(Name::new(path.path_bytes()), options)
     }
 
-    fn open_handle_inner(&mut self, path: &Name, options: &OpenOptions) -> Result<crate::merged::HandleId> {
+    fn open_handle_inner(
+        &mut self,
+        path: &Name,
+        options: &OpenOptions,
+    ) -> Result<crate::merged::HandleId> {
         let op = Operation::Open;
         if !options.is_valid() {
             return Err(Error::new(ErrorKind::InvalidInput, op, path)

@@ -617,7 +617,12 @@ impl Model {
         self.set_times_inner(Name::new(path.path_bytes()), atime, mtime)
     }
 
-    fn set_times_inner(&mut self, path: &Name, atime: Option<Timestamp>, mtime: Option<Timestamp>) -> Result<()> {
+    fn set_times_inner(
+        &mut self,
+        path: &Name,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
         if atime.is_none() && mtime.is_none() {
             // As `utimensat` with both `UTIME_OMIT`: nothing to do, and the
             // path is not even looked up.
@@ -741,7 +746,13 @@ impl Model {
         self.mknod_inner(Name::new(path.path_bytes()), file_type, mode, rdev)
     }
 
-    fn mknod_inner(&mut self, path: &Name, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
+    fn mknod_inner(
+        &mut self,
+        path: &Name,
+        file_type: FileType,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<()> {
         let op = Operation::Mknod;
         // As the kernel's `may_mknod`: the type is checked before the path.
         if !file_type.is_special() {

@@ -51,14 +51,10 @@ impl MergedView {
     }
 
     fn set_permissions_inner(&self, user: &Name, mode: u32) -> Result<()> {
-        self.change_meta(
-            user,
-            Operation::SetPermissions,
-            |m| {
-                m.mode = mode & MODE_MASK;
-                Ok(())
-            },
-        )
+        self.change_meta(user, Operation::SetPermissions, |m| {
+            m.mode = mode & MODE_MASK;
+            Ok(())
+        })
     }
 
     /// As [`std::os::unix::fs::chown`] (`None` keeps the id). Like Linux, it
