@@ -29,7 +29,14 @@ impl Model {
         path: impl PathLike,
         options: &OpenOptions,
     ) -> Result<crate::merged::HandleId> {
-        let path = Name::new(path.path_bytes());
+        self.open_handle_inner(Name::new(path.path_bytes()), options)
+    }
+
+    fn open_handle_inner(
+        &mut self,
+        path: &Name,
+        options: &OpenOptions,
+    ) -> Result<crate::merged::HandleId> {
         let op = Operation::Open;
         if !options.is_valid() {
             return Err(Error::new(ErrorKind::InvalidInput, op, path)

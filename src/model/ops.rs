@@ -9,7 +9,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::metadata`.
     pub fn metadata(&self, path: impl PathLike) -> Result<Metadata> {
-        let path = Name::new(path.path_bytes());
+        self.metadata_inner(Name::new(path.path_bytes()))
+    }
+
+    fn metadata_inner(&self, path: &Name) -> Result<Metadata> {
         let (_, found) = self.object(path, Operation::Metadata, Follow::Always)?;
         Ok(self.metadata_of(found))
     }
@@ -19,7 +22,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::symlink_metadata`.
     pub fn symlink_metadata(&self, path: impl PathLike) -> Result<Metadata> {
-        let path = Name::new(path.path_bytes());
+        self.symlink_metadata_inner(Name::new(path.path_bytes()))
+    }
+
+    fn symlink_metadata_inner(&self, path: &Name) -> Result<Metadata> {
         let (_, found) = self.object(path, Operation::Metadata, Follow::WithSlash)?;
         Ok(self.metadata_of(found))
     }
@@ -29,7 +35,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::read`.
     pub fn read(&self, path: impl PathLike) -> Result<Bytes> {
-        let path = Name::new(path.path_bytes());
+        self.read_inner(Name::new(path.path_bytes()))
+    }
+
+    fn read_inner(&self, path: &Name) -> Result<Bytes> {
         self.file_data(path)?
             .to_bytes()
             .map_err(|e| e.reframe(Operation::Read, path))
@@ -40,7 +49,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::read_at`.
     pub fn read_at(&self, path: impl PathLike, offset: u64, len: usize) -> Result<Bytes> {
-        let path = Name::new(path.path_bytes());
+        self.read_at_inner(Name::new(path.path_bytes()), offset, len)
+    }
+
+    fn read_at_inner(&self, path: &Name, offset: u64, len: usize) -> Result<Bytes> {
         self.file_data(path)?
             .read_at(offset, len)
             .map_err(|e| e.reframe(Operation::Read, path))
@@ -51,7 +63,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::read_dir`.
     pub fn read_dir(&self, path: impl PathLike) -> Result<Vec<(NameBuf, FileType)>> {
-        let path = Name::new(path.path_bytes());
+        self.read_dir_inner(Name::new(path.path_bytes()))
+    }
+
+    fn read_dir_inner(&self, path: &Name) -> Result<Vec<(NameBuf, FileType)>> {
         let op = Operation::ReadDir;
         match self.object(path, op, Follow::Always)? {
             (_, Child::Dir(id)) => Ok(self
@@ -69,7 +84,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::read_link`.
     pub fn read_link(&self, path: impl PathLike) -> Result<NameBuf> {
-        let path = Name::new(path.path_bytes());
+        self.read_link_inner(Name::new(path.path_bytes()))
+    }
+
+    fn read_link_inner(&self, path: &Name) -> Result<NameBuf> {
         let op = Operation::ReadLink;
         if let (_, Child::Obj(id)) = self.object(path, op, Follow::WithSlash)?
             && let Body::Symlink(target) = &self.obj(id).body
@@ -84,7 +102,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::write`.
     pub fn write(&mut self, path: impl PathLike, data: &[u8]) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.write_inner(Name::new(path.path_bytes()), data)
+    }
+
+    fn write_inner(&mut self, path: &Name, data: &[u8]) -> Result<()> {
         let op = Operation::Write;
         let mut options = OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -100,7 +121,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::append`.
     pub fn append(&mut self, path: impl PathLike, data: &[u8]) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.append_inner(Name::new(path.path_bytes()), data)
+    }
+
+    fn append_inner(&mut self, path: &Name, data: &[u8]) -> Result<()> {
         let op = Operation::Write;
         let mut options = OpenOptions::new();
         options.append(true).create(true);
@@ -117,7 +141,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::write_at`.
     pub fn write_at(&mut self, path: impl PathLike, offset: u64, data: &[u8]) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.write_at_inner(Name::new(path.path_bytes()), offset, data)
+    }
+
+    fn write_at_inner(&mut self, path: &Name, offset: u64, data: &[u8]) -> Result<()> {
         let op = Operation::Write;
         let mut options = OpenOptions::new();
         options.write(true);
@@ -133,7 +160,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::set_len`.
     pub fn set_len(&mut self, path: impl PathLike, len: u64) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.set_len_inner(Name::new(path.path_bytes()), len)
+    }
+
+    fn set_len_inner(&mut self, path: &Name, len: u64) -> Result<()> {
         let op = Operation::SetLen;
         let err = |kind| Error::new(kind, op, path);
         let (resolved, found) = self.object(path, op, Follow::Always)?;
@@ -158,7 +188,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::open`.
     pub fn open(&mut self, path: impl PathLike, options: &OpenOptions) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.open_inner(Name::new(path.path_bytes()), options)
+    }
+
+    fn open_inner(&mut self, path: &Name, options: &OpenOptions) -> Result<()> {
         let op = Operation::Open;
         if !options.is_valid() {
             return Err(Error::new(ErrorKind::InvalidInput, op, path)
@@ -172,7 +205,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::create_dir`.
     pub fn create_dir(&mut self, path: impl PathLike) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.create_dir_inner(Name::new(path.path_bytes()))
+    }
+
+    fn create_dir_inner(&mut self, path: &Name) -> Result<()> {
         let op = Operation::CreateDir;
         let resolved = self.resolve(path, op, Follow::Create)?;
         let name = self.new_name(&resolved, op, path, FileType::Dir)?;
@@ -186,7 +222,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::create_dir_all`.
     pub fn create_dir_all(&mut self, path: impl PathLike) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.create_dir_all_inner(Name::new(path.path_bytes()))
+    }
+
+    fn create_dir_all_inner(&mut self, path: &Name) -> Result<()> {
         if path.is_empty() {
             return Ok(());
         }
@@ -217,7 +256,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::remove_file`.
     pub fn remove_file(&mut self, path: impl PathLike) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.remove_file_inner(Name::new(path.path_bytes()))
+    }
+
+    fn remove_file_inner(&mut self, path: &Name) -> Result<()> {
         let op = Operation::RemoveFile;
         let err = |kind| Error::new(kind, op, path);
         let resolved = self.resolve(path, op, Follow::Create)?;
@@ -240,7 +282,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::remove_dir`.
     pub fn remove_dir(&mut self, path: impl PathLike) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.remove_dir_inner(Name::new(path.path_bytes()))
+    }
+
+    fn remove_dir_inner(&mut self, path: &Name) -> Result<()> {
         let op = Operation::RemoveDir;
         let err = |kind| Error::new(kind, op, path);
         let user = UserPath::parse(path.as_bytes(), op)?;
@@ -272,7 +317,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::remove_dir_all`.
     pub fn remove_dir_all(&mut self, path: impl PathLike) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.remove_dir_all_inner(Name::new(path.path_bytes()))
+    }
+
+    fn remove_dir_all_inner(&mut self, path: &Name) -> Result<()> {
         let op = Operation::RemoveDir;
         let resolved = self.resolve(path, op, Follow::Create)?;
         let Some(name) = resolved.name() else {
@@ -450,8 +498,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::symlink`.
     pub fn symlink(&mut self, target: impl PathLike, link: impl PathLike) -> Result<()> {
-        let target = Name::new(target.path_bytes());
-        let link = Name::new(link.path_bytes());
+        self.symlink_inner(Name::new(target.path_bytes()), Name::new(link.path_bytes()))
+    }
+
+    fn symlink_inner(&mut self, target: &Name, link: &Name) -> Result<()> {
         let op = Operation::Symlink;
         if target.is_empty() {
             return Err(
@@ -516,7 +566,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::set_permissions`.
     pub fn set_permissions(&mut self, path: impl PathLike, mode: u32) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.set_permissions_inner(Name::new(path.path_bytes()), mode)
+    }
+
+    fn set_permissions_inner(&mut self, path: &Name, mode: u32) -> Result<()> {
         let (resolved, found) = self.object(path, Operation::SetPermissions, Follow::Always)?;
         self.copy_up(&resolved);
         self.attrs_mut(found).mode = mode & MODE_MASK;
@@ -533,7 +586,10 @@ impl Model {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.set_owner_inner(Name::new(path.path_bytes()), uid, gid)
+    }
+
+    fn set_owner_inner(&mut self, path: &Name, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         let (resolved, found) = self.object(path, Operation::SetOwner, Follow::Always)?;
         self.copy_up(&resolved);
         let file_type = self.file_type(found);
@@ -558,7 +614,15 @@ impl Model {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.set_times_inner(Name::new(path.path_bytes()), atime, mtime)
+    }
+
+    fn set_times_inner(
+        &mut self,
+        path: &Name,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
         if atime.is_none() && mtime.is_none() {
             // As `utimensat` with both `UTIME_OMIT`: nothing to do, and the
             // path is not even looked up.
@@ -575,7 +639,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::get_xattr`.
     pub fn get_xattr(&self, path: impl PathLike, name: &str) -> Result<Bytes> {
-        let path = Name::new(path.path_bytes());
+        self.get_xattr_inner(Name::new(path.path_bytes()), name)
+    }
+
+    fn get_xattr_inner(&self, path: &Name, name: &str) -> Result<Bytes> {
         let op = Operation::GetXattr;
         check_xattr_name_length(name, op, path)?;
         let (_, found) = self.object(path, op, Follow::Always)?;
@@ -600,7 +667,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::set_xattr`.
     pub fn set_xattr(&mut self, path: impl PathLike, name: &str, value: &[u8]) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.set_xattr_inner(Name::new(path.path_bytes()), name, value)
+    }
+
+    fn set_xattr_inner(&mut self, path: &Name, name: &str, value: &[u8]) -> Result<()> {
         let op = Operation::SetXattr;
         if value.len() > XATTR_SIZE_MAX {
             return Err(Error::new(ErrorKind::ArgumentListTooLong, op, path));
@@ -624,7 +694,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::remove_xattr`.
     pub fn remove_xattr(&mut self, path: impl PathLike, name: &str) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.remove_xattr_inner(Name::new(path.path_bytes()), name)
+    }
+
+    fn remove_xattr_inner(&mut self, path: &Name, name: &str) -> Result<()> {
         let op = Operation::RemoveXattr;
         check_xattr_name_length(name, op, path)?;
         let (resolved, found) = self.object(path, op, Follow::Always)?;
@@ -646,7 +719,10 @@ impl Model {
     /// # Errors
     /// As `MergedView::list_xattr`.
     pub fn list_xattr(&self, path: impl PathLike) -> Result<Vec<String>> {
-        let path = Name::new(path.path_bytes());
+        self.list_xattr_inner(Name::new(path.path_bytes()))
+    }
+
+    fn list_xattr_inner(&self, path: &Name) -> Result<Vec<String>> {
         let (_, found) = self.object(path, Operation::ListXattr, Follow::Always)?;
         Ok(self
             .attrs(found)
@@ -667,7 +743,16 @@ impl Model {
         mode: u32,
         rdev: u64,
     ) -> Result<()> {
-        let path = Name::new(path.path_bytes());
+        self.mknod_inner(Name::new(path.path_bytes()), file_type, mode, rdev)
+    }
+
+    fn mknod_inner(
+        &mut self,
+        path: &Name,
+        file_type: FileType,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<()> {
         let op = Operation::Mknod;
         // As the kernel's `may_mknod`: the type is checked before the path.
         if !file_type.is_special() {

@@ -47,14 +47,14 @@ impl MergedView {
     /// # Errors
     /// The errors of resolution.
     pub fn set_permissions(&self, path: impl PathLike, mode: u32) -> Result<()> {
-        self.change_meta(
-            Name::new(path.path_bytes()),
-            Operation::SetPermissions,
-            |m| {
-                m.mode = mode & MODE_MASK;
-                Ok(())
-            },
-        )
+        self.set_permissions_inner(Name::new(path.path_bytes()), mode)
+    }
+
+    fn set_permissions_inner(&self, user: &Name, mode: u32) -> Result<()> {
+        self.change_meta(user, Operation::SetPermissions, |m| {
+            m.mode = mode & MODE_MASK;
+            Ok(())
+        })
     }
 
     /// As [`std::os::unix::fs::chown`] (`None` keeps the id). Like Linux, it
@@ -167,7 +167,10 @@ impl MergedView {
     /// bare namespace prefix, `EOPNOTSUPP` for an unknown namespace,
     /// `ENODATA` if absent.
     pub fn get_xattr(&self, path: impl PathLike, name: &str) -> Result<Bytes> {
-        let user = Name::new(path.path_bytes());
+        self.get_xattr_inner(Name::new(path.path_bytes()), name)
+    }
+
+    fn get_xattr_inner(&self, user: &Name, name: &str) -> Result<Bytes> {
         let op = Operation::GetXattr;
         check_xattr_len(name, op, user)?;
         let st = self.read_state();
@@ -200,9 +203,11 @@ impl MergedView {
         name: &str,
         value: impl AsRef<[u8]>,
     ) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.set_xattr_inner(Name::new(path.path_bytes()), name, value.as_ref())
+    }
+
+    fn set_xattr_inner(&self, user: &Name, name: &str, value: &[u8]) -> Result<()> {
         let op = Operation::SetXattr;
-        let value = value.as_ref();
         if value.len() > XATTR_SIZE_MAX {
             return Err(Error::new(ErrorKind::ArgumentListTooLong, op, user));
         }
@@ -232,7 +237,10 @@ impl MergedView {
     /// # Errors
     /// As [`MergedView::set_xattr`], and `ENODATA` if absent.
     pub fn remove_xattr(&self, path: impl PathLike, name: &str) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.remove_xattr_inner(Name::new(path.path_bytes()), name)
+    }
+
+    fn remove_xattr_inner(&self, user: &Name, name: &str) -> Result<()> {
         let op = Operation::RemoveXattr;
         check_xattr_len(name, op, user)?;
         let present = |st: &State, res: &Res| {

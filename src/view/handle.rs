@@ -464,7 +464,10 @@ impl MergedView {
     /// `ENOENT`, `ENOTDIR` and the errors of resolution; errors of the
     /// upper layer's storage.
     pub fn sync_dir(&self, path: impl PathLike) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.sync_dir_inner(Name::new(path.path_bytes()))
+    }
+
+    fn sync_dir_inner(&self, user: &Name) -> Result<()> {
         let op = Operation::Sync;
         let st = self.read_state();
         let r = st.resolve(user, op, Follow::Always)?;

@@ -134,7 +134,10 @@ impl MergedView {
     /// `EEXIST` if the name exists (even as a dangling symlink), `ENOENT`
     /// if the parent is missing, and the errors of resolution.
     pub fn create_dir(&self, path: impl PathLike) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.create_dir_inner(Name::new(path.path_bytes()))
+    }
+
+    fn create_dir_inner(&self, user: &Name) -> Result<()> {
         let op = Operation::CreateDir;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
@@ -200,7 +203,10 @@ impl MergedView {
     /// `ENOENT` for an empty target or a missing parent, `EEXIST` if `link`
     /// exists.
     pub fn symlink(&self, target: impl PathLike, link: impl PathLike) -> Result<()> {
-        let (target, user) = (Name::new(target.path_bytes()), Name::new(link.path_bytes()));
+        self.symlink_inner(Name::new(target.path_bytes()), Name::new(link.path_bytes()))
+    }
+
+    fn symlink_inner(&self, target: &Name, user: &Name) -> Result<()> {
         let op = Operation::Symlink;
         if target.is_empty() {
             return Err(Error::new(ErrorKind::NotFound, op, user)
@@ -237,7 +243,10 @@ impl MergedView {
         mode: u32,
         rdev: u64,
     ) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.mknod_inner(Name::new(path.path_bytes()), file_type, mode, rdev)
+    }
+
+    fn mknod_inner(&self, user: &Name, file_type: FileType, mode: u32, rdev: u64) -> Result<()> {
         let op = Operation::Mknod;
         if !file_type.is_special() {
             return Err(Error::new(ErrorKind::InvalidInput, op, user)
@@ -320,7 +329,10 @@ impl MergedView {
     /// # Errors
     /// `ENOENT` if missing, `EISDIR` for a directory.
     pub fn remove_file(&self, path: impl PathLike) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.remove_file_inner(Name::new(path.path_bytes()))
+    }
+
+    fn remove_file_inner(&self, user: &Name) -> Result<()> {
         let op = Operation::RemoveFile;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
@@ -345,7 +357,10 @@ impl MergedView {
     /// `ENOENT` if missing, `ENOTDIR` if not a directory, `ENOTEMPTY` if it
     /// lists entries, `EBUSY` for the root.
     pub fn remove_dir(&self, path: impl PathLike) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.remove_dir_inner(Name::new(path.path_bytes()))
+    }
+
+    fn remove_dir_inner(&self, user: &Name) -> Result<()> {
         let op = Operation::RemoveDir;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;
@@ -377,7 +392,10 @@ impl MergedView {
     /// `ENOENT` if missing, `ENOTDIR` for a non-directory that is not a
     /// symlink, and the refusals above.
     pub fn remove_dir_all(&self, path: impl PathLike) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.remove_dir_all_inner(Name::new(path.path_bytes()))
+    }
+
+    fn remove_dir_all_inner(&self, user: &Name) -> Result<()> {
         let op = Operation::RemoveDir;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Create)?;

@@ -80,7 +80,11 @@ impl MergedView {
     /// # Errors
     /// Errors other than `ENOENT` (`ENOTDIR`, `ELOOP`, ...).
     pub fn exists(&self, path: impl PathLike) -> Result<bool> {
-        match self.metadata(path) {
+        self.exists_inner(Name::new(path.path_bytes()))
+    }
+
+    fn exists_inner(&self, user: &Name) -> Result<bool> {
+        match self.metadata(user) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
@@ -93,7 +97,7 @@ impl MergedView {
     /// `EISDIR` for a directory, `EINVAL` for a fifo, device or socket, and
     /// the errors of resolution.
     pub fn read(&self, path: impl PathLike) -> Result<Bytes> {
-        self.read_at(path, 0, usize::MAX)
+        self.read_at_inner(Name::new(path.path_bytes()), 0, usize::MAX)
     }
 
     /// As [`std::fs::read_to_string`].
@@ -101,7 +105,10 @@ impl MergedView {
     /// # Errors
     /// As [`MergedView::read`], and `EINVAL` if the contents are not UTF-8.
     pub fn read_to_string(&self, path: impl PathLike) -> Result<String> {
-        let user = Name::new(path.path_bytes());
+        self.read_to_string_inner(Name::new(path.path_bytes()))
+    }
+
+    fn read_to_string_inner(&self, user: &Name) -> Result<String> {
         let bytes = self.read(user)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| {
             Error::new(ErrorKind::InvalidInput, Operation::Read, user)
@@ -115,7 +122,10 @@ impl MergedView {
     /// # Errors
     /// As [`MergedView::read`].
     pub fn read_at(&self, path: impl PathLike, offset: u64, len: usize) -> Result<Bytes> {
-        let user = Name::new(path.path_bytes());
+        self.read_at_inner(Name::new(path.path_bytes()), offset, len)
+    }
+
+    fn read_at_inner(&self, user: &Name, offset: u64, len: usize) -> Result<Bytes> {
         if let Some(read) = self.readers.read_lower(user, offset, len) {
             return read.map_err(|e| e.reframe(Operation::Read, user));
         }
@@ -152,7 +162,10 @@ impl MergedView {
     /// # Errors
     /// `EINVAL` if the object is not a symlink, and the errors of resolution.
     pub fn read_link(&self, path: impl PathLike) -> Result<NameBuf> {
-        let user = Name::new(path.path_bytes());
+        self.read_link_inner(Name::new(path.path_bytes()))
+    }
+
+    fn read_link_inner(&self, user: &Name) -> Result<NameBuf> {
         let st = self.read_state();
         let r = st.resolve(user, Operation::ReadLink, Follow::OnSlash)?;
         let res = r.existing(Operation::ReadLink, user)?;
@@ -175,7 +188,10 @@ impl MergedView {
     /// # Errors
     /// The errors of resolution; `ENOENT` if the object does not exist.
     pub fn canonicalize(&self, path: impl PathLike) -> Result<LayerPath> {
-        let user = Name::new(path.path_bytes());
+        self.canonicalize_inner(Name::new(path.path_bytes()))
+    }
+
+    fn canonicalize_inner(&self, user: &Name) -> Result<LayerPath> {
         let st = self.read_state();
         let r = st.resolve(user, Operation::Lookup, Follow::Always)?;
         r.existing(Operation::Lookup, user)?;

@@ -19,7 +19,10 @@ impl MergedView {
     /// `ENOTDIR` if the object is not a directory, and the errors of
     /// resolution.
     pub fn read_dir(&self, path: impl PathLike) -> Result<Vec<DirEntry>> {
-        let user = Name::new(path.path_bytes());
+        self.read_dir_inner(Name::new(path.path_bytes()))
+    }
+
+    fn read_dir_inner(&self, user: &Name) -> Result<Vec<DirEntry>> {
         let op = Operation::ReadDir;
         let st = self.read_state();
         let r = st.resolve(user, op, Follow::Always)?;

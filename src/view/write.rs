@@ -10,12 +10,15 @@ impl MergedView {
     /// # Errors
     /// As [`MergedView::open`] with write, create and truncate.
     pub fn write(&self, path: impl PathLike, data: impl AsRef<[u8]>) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.write_inner(Name::new(path.path_bytes()), data.as_ref())
+    }
+
+    fn write_inner(&self, user: &Name, data: &[u8]) -> Result<()> {
         let mut opts = OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         let mut st = self.write_state();
         let (path, _) = self.open_for_write(&mut st, user, &opts)?;
-        self.write_data(&mut st, &path, user, 0, data.as_ref())
+        self.write_data(&mut st, &path, user, 0, data)
     }
 
     /// Appends to a file, creating it if missing (as `>>` in a shell).
@@ -23,13 +26,16 @@ impl MergedView {
     /// # Errors
     /// As [`MergedView::open`] with append and create.
     pub fn append(&self, path: impl PathLike, data: impl AsRef<[u8]>) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.append_inner(Name::new(path.path_bytes()), data.as_ref())
+    }
+
+    fn append_inner(&self, user: &Name, data: &[u8]) -> Result<()> {
         let mut opts = OpenOptions::new();
         opts.append(true).create(true);
         let mut st = self.write_state();
         let (path, _) = self.open_for_write(&mut st, user, &opts)?;
         let len = file_len(&st, &path)?;
-        self.write_data(&mut st, &path, user, len, data.as_ref())
+        self.write_data(&mut st, &path, user, len, data)
     }
 
     /// Appends to an existing file in one step (for [`File`] in append
@@ -50,12 +56,15 @@ impl MergedView {
     /// # Errors
     /// As [`MergedView::open`] with write; `EFBIG` past the largest size.
     pub fn write_at(&self, path: impl PathLike, offset: u64, data: impl AsRef<[u8]>) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.write_at_inner(Name::new(path.path_bytes()), offset, data.as_ref())
+    }
+
+    fn write_at_inner(&self, user: &Name, offset: u64, data: &[u8]) -> Result<()> {
         let mut opts = OpenOptions::new();
         opts.write(true);
         let mut st = self.write_state();
         let (path, _) = self.open_for_write(&mut st, user, &opts)?;
-        self.write_data(&mut st, &path, user, offset, data.as_ref())
+        self.write_data(&mut st, &path, user, offset, data)
     }
 
     /// Truncates or extends a file (as `truncate(2)`), after a copy-up.
@@ -64,7 +73,10 @@ impl MergedView {
     /// `EISDIR` for a directory, `EINVAL` for other non-regular files, and
     /// the errors of resolution.
     pub fn set_len(&self, path: impl PathLike, len: u64) -> Result<()> {
-        let user = Name::new(path.path_bytes());
+        self.set_len_inner(Name::new(path.path_bytes()), len)
+    }
+
+    fn set_len_inner(&self, user: &Name, len: u64) -> Result<()> {
         let op = Operation::SetLen;
         let mut st = self.write_state();
         let r = st.resolve(user, op, Follow::Always)?;
