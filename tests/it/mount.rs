@@ -716,6 +716,18 @@ fn a_file_known_by_two_names_keeps_a_path_when_one_directory_is_forgotten() {
     assert_eq!(fs::read_to_string(m.p("e/z")).unwrap(), "data\n");
 }
 
+/// The names `d` reads from where it stands, `.` and `..` left out.
+fn dir_names(d: &mut rustix::fs::Dir) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    while let Some(e) = d.read() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.insert(name);
+        }
+    }
+    names
+}
+
 /// `rewinddir` of `ROOT/d` (holding `a` and `b`) after a name was made
 /// and one removed shows both changes (`mount::kernel` checks the kernel's
 /// overlayfs the same way).
@@ -723,22 +735,12 @@ pub fn rewinddir_shows_new_names(root: &Path) {
     let dir = root.join("d");
     let fd = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
     let mut d = rustix::fs::Dir::new(fd).unwrap();
-    let list = |d: &mut rustix::fs::Dir| {
-        let mut names = BTreeSet::new();
-        while let Some(e) = d.read() {
-            let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            if name != "." && name != ".." {
-                names.insert(name);
-            }
-        }
-        names
-    };
     let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
-    assert_eq!(list(&mut d), set(&["a", "b"]));
+    assert_eq!(dir_names(&mut d), set(&["a", "b"]));
     fs::write(dir.join("new"), "n").unwrap();
     fs::remove_file(dir.join("a")).unwrap();
     d.rewind();
-    assert_eq!(list(&mut d), set(&["b", "new"]), "after rewinddir");
+    assert_eq!(dir_names(&mut d), set(&["b", "new"]), "after rewinddir");
 }
 
 #[test]
@@ -762,17 +764,7 @@ fn a_directory_handle_opened_before_a_change_does_not_hide_it_from_later_ones() 
     if !fuse_ready("a_directory_handle_opened_before_a_change_does_not_hide_it_from_later_ones") {
         return;
     }
-    let list = |fd: rustix::fd::OwnedFd| {
-        let mut d = rustix::fs::Dir::new(fd).unwrap();
-        let mut names = BTreeSet::new();
-        while let Some(e) = d.read() {
-            let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            if name != "." && name != ".." {
-                names.insert(name);
-            }
-        }
-        names
-    };
+    let list = |fd: rustix::fd::OwnedFd| dir_names(&mut rustix::fs::Dir::new(fd).unwrap());
     let open = |dir: &Path| {
         rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
     };

@@ -68,6 +68,28 @@ fn rebuilt(layout: &OciLayout, d: &Descriptor, options: &ImportOptions) -> &'sta
     }
 }
 
+/// Plants `good` changed by each case in turn: each is rebuilt for
+/// exactly its reason, and the rebuilt index is then trusted and reads
+/// the blob.
+fn each_rebuilt<const N: usize>(
+    layout: &OciLayout,
+    d: &Descriptor,
+    options: &ImportOptions,
+    good: &LayerIndex,
+    cases: [(fn(&mut LayerIndex), &str); N],
+) {
+    for (n, (change, why)) in cases.into_iter().enumerate() {
+        let mut bad = good.clone();
+        change(&mut bad);
+        plant(layout, d, &bad.encode());
+        assert_eq!(rebuilt(layout, d, options), why, "case {n}");
+        let (layer, source) = open(layout, d, options);
+        assert_eq!(source, IndexSource::Cached);
+        let hostname = LayerPath::new("etc/hostname").unwrap();
+        assert_eq!(&layer.read_at(&hostname, 0, 100).unwrap()[..], b"box\n");
+    }
+}
+
 /// The checksum set again over `bytes`, as a writer that knows the
 /// format would.
 fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -77,18 +99,7 @@ fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
 }
 
 fn node<'a>(index: &'a mut LayerIndex, path: &str) -> &'a mut Metadata {
-    let layer_path = LayerPath::new(path).unwrap();
-    let mut at = 0usize;
-    for name in layer_path.names() {
-        let Kind::Dir { children, .. } = &index.nodes[at].kind else {
-            panic!("{path}: not a directory on the way");
-        };
-        at = children
-            .iter()
-            .map(|&c| c as usize)
-            .find(|&c| index.nodes[c].name.as_bytes() == name.as_bytes())
-            .unwrap();
-    }
+    let at = node_at(index, path);
     match index.nodes[at].kind.clone() {
         Kind::Obj(i) => match &mut index.inodes[i as usize].meta {
             MetaSrc::Known(m) => m,
@@ -203,16 +214,7 @@ fn an_index_saying_more_than_the_blob_holds_is_rebuilt() {
             "a link count that is not the names'",
         ),
     ];
-    for (n, (change, why)) in cases.into_iter().enumerate() {
-        let mut bad = good.clone();
-        change(&mut bad);
-        plant(&layout, &d, &bad.encode());
-        assert_eq!(rebuilt(&layout, &d, &keep), why, "case {n}");
-        let (layer, source) = open(&layout, &d, &keep);
-        assert_eq!(source, IndexSource::Cached);
-        let hostname = LayerPath::new("etc/hostname").unwrap();
-        assert_eq!(&layer.read_at(&hostname, 0, 100).unwrap()[..], b"box\n");
-    }
+    each_rebuilt(&layout, &d, &keep, &good, cases);
 }
 
 #[test]
@@ -435,16 +437,7 @@ fn names_modes_and_counts_import_would_refuse_are_rebuilt() {
             "mode bits past 0o7777",
         ),
     ];
-    for (n, (change, why)) in cases.into_iter().enumerate() {
-        let mut bad = good.clone();
-        change(&mut bad);
-        plant(&layout, &d, &bad.encode());
-        assert_eq!(rebuilt(&layout, &d, &keep), why, "case {n}");
-        let (layer, source) = open(&layout, &d, &keep);
-        assert_eq!(source, IndexSource::Cached);
-        let hostname = LayerPath::new("etc/hostname").unwrap();
-        assert_eq!(&layer.read_at(&hostname, 0, 100).unwrap()[..], b"box\n");
-    }
+    each_rebuilt(&layout, &d, &keep, &good, cases);
 
     // More entries than the limits let import read, though the stream
     // could hold them.
