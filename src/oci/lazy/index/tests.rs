@@ -68,6 +68,9 @@ fn rebuilt(layout: &OciLayout, d: &Descriptor, options: &ImportOptions) -> &'sta
     }
 }
 
+/// A change that damages an index.
+type Change = fn(&mut LayerIndex);
+
 /// Plants `good` changed by each case in turn: each is rebuilt for
 /// exactly its reason, and the rebuilt index is then trusted and reads
 /// the blob.
@@ -76,7 +79,7 @@ fn each_rebuilt<const N: usize>(
     d: &Descriptor,
     options: &ImportOptions,
     good: &LayerIndex,
-    cases: [(fn(&mut LayerIndex), &str); N],
+    cases: [(Change, &str); N],
 ) {
     for (n, (change, why)) in cases.into_iter().enumerate() {
         let mut bad = good.clone();
@@ -157,7 +160,6 @@ fn an_index_saying_more_than_the_blob_holds_is_rebuilt() {
     let (layout, d) = fixture(&s, Compression::Gzip);
     let keep = ImportOptions::default();
     let good = cached(&layout, &d, &keep);
-    type Change = fn(&mut LayerIndex);
     let cases: [(Change, &str); 9] = [
         (
             |i| i.uncompressed_size = i.blob_size * 1033,
@@ -272,7 +274,6 @@ fn what_the_options_forbid_is_never_shown_from_an_index() {
     );
 
     // What import never lets through under any options.
-    type Change = fn(&mut LayerIndex);
     let cases: [(Change, &str); 3] = [
         (|i| node(i, "dev/null").rdev = 0, "a whiteout device"),
         (
@@ -416,7 +417,6 @@ fn names_modes_and_counts_import_would_refuse_are_rebuilt() {
     let (layout, d) = fixture(&s, Compression::Gzip);
     let keep = ImportOptions::default();
     let good = cached(&layout, &d, &keep);
-    type Change = fn(&mut LayerIndex);
     let cases: [(Change, &str); 3] = [
         (
             |i| {
