@@ -1,12 +1,15 @@
-//! `demo`: an image built in three steps, as a Dockerfile would build it,
-//! and what is inside: each layer's changes, the whiteouts and opaque
-//! markers in its tar, the merged tree, and a base layer two images share.
+//! `demo`: an image built from a Dockerfile, one layer per line that
+//! changes files, and what is inside: each layer's changes, the whiteouts
+//! and opaque markers in its tar, the merged tree, the build cache, and a
+//! base layer two images share.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 
 use camino::Utf8Path;
+use layerstack::oci::build::{BuildSpec, build};
 use layerstack::oci::{
     BuildOptions, Decompressor, Descriptor, Image, ImageStore, Limits, OciLayout, TarReader,
 };
@@ -21,42 +24,60 @@ use crate::output::{Out, thousands};
 const TAG: &str = "demo";
 const WEB_TAG: &str = "demo-web";
 
-const STEP_BASE: &str = "COPY rootfs/ /";
-const STEP_EDIT: &str =
-    "RUN sed -i s/80/8080/ /etc/app.conf && rm /etc/motd && rm -r /var/cache/app";
-const STEP_RECREATE: &str = "RUN mkdir /var/cache/app && echo 'new index' > /var/cache/app/index.db \
-     && rm -r /srv/www && mkdir /srv/www && echo '<h1>v2</h1>' > /srv/www/index.html";
-const STEP_WEB: &str = "COPY api/ /srv/api/";
+/// The Dockerfile of `demo`.
+const DOCKERFILE: &str = "\
+FROM scratch
+COPY rootfs/ /
+RUN sed -i s/80/8080/ /etc/app.conf && rm /etc/motd && rm -r /var/cache/app
+RUN mkdir /var/cache/app && echo 'new index' > /var/cache/app/index.db && rm -r /srv/www && mkdir /srv/www && echo '<h1>v2</h1>' > /srv/www/index.html
+";
 
-/// A build step: what it does to the image so far.
-type Step = fn(&MergedView) -> Result<()>;
+/// The Dockerfile of `demo-web`: the same first lines, then its own.
+const WEB_DOCKERFILE: &str = "\
+FROM scratch
+COPY rootfs/ /
+COPY api/ /srv/api/
+";
 
-/// Step 1: the base files.
-fn base_files(fs: &MergedView) -> Result<()> {
-    fs.create_dir_all("etc")?;
-    fs.write("etc/app.conf", "port = 80\n")?;
-    fs.write("etc/motd", "Welcome to the layerstack demo!\n")?;
-    fs.create_dir_all("usr/bin")?;
-    fs.write("usr/bin/hello", "#!/bin/sh\necho hello\n")?;
-    fs.set_permissions("usr/bin/hello", 0o755)?;
-    fs.symlink("hello", "usr/bin/hi")?;
-    fs.create_dir_all("var/cache/app")?;
-    fs.write("var/cache/app/index.db", "old index\n")?;
-    fs.write("var/cache/app/thumbs.db", "old thumbnails\n")?;
-    fs.create_dir_all("srv/www")?;
-    fs.write("srv/www/index.html", "<h1>v1</h1>\n")?;
-    fs.write("srv/www/old.html", "<h1>old page</h1>\n")
-}
+/// The lines of [`DOCKERFILE`] the build engine builds: up to the first
+/// `RUN`.
+const BUILT_LINES: usize = 2;
 
-/// Step 2: modify a file, delete a file, delete a directory.
+/// The build context: the files the `COPY` lines copy, with their modes
+/// (set explicitly, so that the umask does not change the layers).
+const CONTEXT: [(&str, &str, u32); 9] = [
+    ("rootfs/etc/app.conf", "port = 80\n", 0o644),
+    (
+        "rootfs/etc/motd",
+        "Welcome to the layerstack demo!\n",
+        0o644,
+    ),
+    ("rootfs/usr/bin/hello", "#!/bin/sh\necho hello\n", 0o755),
+    ("rootfs/var/cache/app/index.db", "old index\n", 0o644),
+    ("rootfs/var/cache/app/thumbs.db", "old thumbnails\n", 0o644),
+    ("rootfs/srv/www/index.html", "<h1>v1</h1>\n", 0o644),
+    ("rootfs/srv/www/old.html", "<h1>old page</h1>\n", 0o644),
+    ("api/health", "ok\n", 0o644),
+    ("Dockerfile.web", WEB_DOCKERFILE, 0o644),
+];
+
+/// The context's symbolic links: path, target.
+const CONTEXT_LINKS: [(&str, &str); 1] = [("rootfs/usr/bin/hi", "hello")];
+
+/// A `RUN` line of [`DOCKERFILE`], as a build step that makes the changes
+/// its command makes.
+type RunStep = fn(&MergedView) -> Result<()>;
+
+/// `RUN sed -i s/80/8080/ /etc/app.conf && rm /etc/motd && rm -r
+/// /var/cache/app`: modify a file, delete a file, delete a directory.
 fn edit(fs: &MergedView) -> Result<()> {
     fs.write("etc/app.conf", "port = 8080\n")?;
     fs.remove_file("etc/motd")?;
     fs.remove_dir_all("var/cache/app")
 }
 
-/// Step 3: recreate the deleted directory with new contents; and delete
-/// and recreate another directory within this one step.
+/// The second `RUN`: recreate the deleted directory with new contents; and
+/// delete and recreate another directory within this one step.
 fn recreate(fs: &MergedView) -> Result<()> {
     fs.create_dir("var/cache/app")?;
     fs.write("var/cache/app/index.db", "new index\n")?;
@@ -65,10 +86,70 @@ fn recreate(fs: &MergedView) -> Result<()> {
     fs.write("srv/www/index.html", "<h1>v2</h1>\n")
 }
 
-/// The second image's own step.
-fn web(fs: &MergedView) -> Result<()> {
-    fs.create_dir_all("srv/api")?;
-    fs.write("srv/api/health", "ok\n")
+/// The `RUN` lines of [`DOCKERFILE`], each with its step and the history
+/// text a build gives it (BuildKit's, as `layerstack build` writes it).
+fn run_steps() -> Vec<(&'static str, String, RunStep)> {
+    let steps: [RunStep; 2] = [edit, recreate];
+    DOCKERFILE
+        .lines()
+        .skip(BUILT_LINES)
+        .zip(steps)
+        .map(|(line, step)| {
+            let command = line.strip_prefix("RUN ").unwrap_or(line);
+            (line, format!("RUN /bin/sh -c {command} # buildkit"), step)
+        })
+        .collect()
+}
+
+/// The demo's build context, in a new private directory under the
+/// temporary directory; removed when dropped.
+struct Context {
+    dir: camino::Utf8PathBuf,
+}
+
+impl Context {
+    fn write() -> Result<Context> {
+        let context = Context {
+            dir: crate::registry::private_temp_dir("layerstack-demo-context")?,
+        };
+        let dir = &context.dir;
+        for (path, contents, mode) in CONTEXT {
+            let at = dir.join(path);
+            let mut parent = at.parent().unwrap_or(dir);
+            fs::create_dir_all(parent)
+                .map_err(|e| Error::from_io(&e, Operation::CreateDir, parent))?;
+            fs::write(&at, contents).map_err(|e| Error::from_io(&e, Operation::Write, &at))?;
+            chmod(&at, mode)?;
+            while parent != dir {
+                chmod(parent, 0o755)?;
+                parent = parent.parent().unwrap_or(dir);
+            }
+        }
+        for (path, target) in CONTEXT_LINKS {
+            let at = dir.join(path);
+            std::os::unix::fs::symlink(target, &at)
+                .map_err(|e| Error::from_io(&e, Operation::Symlink, &at))?;
+        }
+        let first: String = DOCKERFILE
+            .lines()
+            .take(BUILT_LINES)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let at = dir.join("Dockerfile");
+        fs::write(&at, first).map_err(|e| Error::from_io(&e, Operation::Write, &at))?;
+        Ok(context)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn chmod(path: &Utf8Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::from_io(&e, Operation::SetPermissions, path))
 }
 
 /// The layout in `dir`: a new one, or the one an earlier demo wrote. Any
@@ -210,38 +291,61 @@ fn short_ids(image: &Image) -> String {
 pub fn run(dir: &Utf8Path, out: &mut Out) -> Result<()> {
     let layout = demo_layout(dir)?;
     let store = ImageStore::new(layout);
+    let context = Context::write()?;
 
     outln!(
         out,
-        "layerstack demo: an image built in three steps, as a Dockerfile builds one,"
+        "layerstack demo: an image built from a Dockerfile, one layer per line that"
     )?;
     outln!(
         out,
-        "written to `{dir}` (an OCI image layout), and what is inside it."
+        "changes files, written to `{dir}` (an OCI image layout), and what is inside it."
+    )?;
+    outln!(out)?;
+    for line in DOCKERFILE.lines() {
+        outln!(out, "  {line}")?;
+    }
+    outln!(out)?;
+    outln!(
+        out,
+        "`layerstack build`'s engine builds its FROM and COPY lines, from a context the"
     )?;
     outln!(
         out,
-        "Nothing is mounted and nothing needs root: layers are values in memory."
+        "demo writes. A RUN runs its command inside the image, which takes a shell there"
+    )?;
+    outln!(
+        out,
+        "and root; this image has no shell, so the demo makes the changes each command"
+    )?;
+    outln!(
+        out,
+        "makes itself, as a build step in memory: nothing is mounted, nothing needs root."
     )?;
 
     // Fixed times (the defaults): the same steps always give the same bytes.
-    let steps: [(&str, Step); 3] = [
-        (STEP_BASE, base_files),
-        (STEP_EDIT, edit),
-        (STEP_RECREATE, recreate),
-    ];
-    let mut build = store.builder(None, BuildOptions::default())?;
-    for (created_by, step) in steps {
-        build.step(created_by, step)?;
+    let spec = BuildSpec::new(context.dir.join("Dockerfile"), context.dir.clone(), TAG);
+    let copied = build(&store, &spec, &mut |_| {})?.image;
+    let runs = run_steps();
+    let mut builder = store.builder(Some(&copied), BuildOptions::default())?;
+    for (_, created_by, step) in &runs {
+        builder.step(created_by, *step)?;
     }
-    let image = build.finish(TAG)?;
+    let image = builder.finish(TAG)?;
+    // The lines that made the layers, bottom first.
+    let layer_lines: Vec<&str> = DOCKERFILE
+        .lines()
+        .skip(1)
+        .take(BUILT_LINES - 1)
+        .chain(runs.iter().map(|(line, _, _)| *line))
+        .collect();
 
     let changes = store.changes(&image)?;
     let top_first = store.layers(&image)?;
     let n = top_first.len();
     for (i, layer) in image.layers().iter().enumerate() {
         outln!(out)?;
-        outln!(out, "Step {}: {}", i + 1, steps[i].0)?;
+        outln!(out, "Step {}: {}", i + 1, layer_lines[i])?;
         outln!(
             out,
             "  made layer {i}: {} ({} bytes, gzip)",
@@ -314,19 +418,44 @@ pub fn run(dir: &Utf8Path, out: &mut Out) -> Result<()> {
         outln!(out, "  {line}")?;
     }
 
-    // A second image whose first step is the same.
-    let mut build = store.builder(None, BuildOptions::default())?;
-    build.step(STEP_BASE, base_files)?;
-    build.step(STEP_WEB, web)?;
-    let web_image = build.finish(WEB_TAG)?;
+    // A second image, whose Dockerfile starts with the same lines.
+    let web_spec = BuildSpec::new(
+        context.dir.join("Dockerfile.web"),
+        context.dir.clone(),
+        WEB_TAG,
+    );
+    let web = build(&store, &web_spec, &mut |_| {})?;
+    let web_image = web.image;
+    drop(context);
     // Only blobs a tag references stay (an earlier demo's leftovers go).
     store.layout().collect_garbage()?;
 
     outln!(out)?;
     outln!(
         out,
-        "A second image, `{WEB_TAG}`: the same first step, then `{STEP_WEB}`."
+        "A second image, `{WEB_TAG}`, from a Dockerfile that starts with the same lines:"
     )?;
+    let mut layer = 0;
+    for step in &web.steps {
+        outln!(
+            out,
+            "  STEP {}/{}: {}",
+            step.number,
+            web.steps.len(),
+            step.text
+        )?;
+        if let Some(made) = &step.layer {
+            let how = match (layer, step.cached) {
+                (0, true) => {
+                    ": CACHED (`demo`'s build made this step: the build cache gives its layer)"
+                }
+                (0, false) => ": built again (the build cache did not have it)",
+                _ => "",
+            };
+            outln!(out, "    --> layer {layer} {}{how}", made.digest.short())?;
+            layer += 1;
+        }
+    }
     outln!(out, "  {TAG:<8}  layers {}", short_ids(&image))?;
     outln!(out, "  {WEB_TAG:<8}  layers {}", short_ids(&web_image))?;
     let shared = &image.layers()[0].digest;

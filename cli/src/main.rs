@@ -70,8 +70,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build a small image in three steps, as a Dockerfile would, and show
-    /// its layers, their whiteouts, the merged tree and a shared base layer.
+    /// Build a small image from a Dockerfile and show its layers, their
+    /// whiteouts, the merged tree and a base layer shared through the cache.
     #[command(after_help = "\
 Examples:
   layerstack demo               writes ./layerstack-demo

@@ -136,7 +136,7 @@ pub fn storage_target(image: &ImageRef) -> Option<(&str, &str, &str)> {
 /// Removes the temporary layouts of [`storage_image`].
 /// A new directory of ours under the temporary directory (mode 0700,
 /// created by this call: never one that another user made in advance).
-fn private_temp_dir(prefix: &str) -> Result<Utf8PathBuf> {
+pub(crate) fn private_temp_dir(prefix: &str) -> Result<Utf8PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = Utf8PathBuf::from_path_buf(std::env::temp_dir())
         .unwrap_or_else(|_| Utf8PathBuf::from("/tmp"));

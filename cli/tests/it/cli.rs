@@ -128,9 +128,16 @@ drwxr-xr-x  0:0       0  2 {l2}  /var/cache/app
     )
 }
 
-const STEP_1: &str = "COPY rootfs/ /";
-const STEP_2: &str = "RUN sed -i s/80/8080/ /etc/app.conf && rm /etc/motd && rm -r /var/cache/app";
-const STEP_3: &str = "RUN mkdir /var/cache/app && echo 'new index' > /var/cache/app/index.db && rm -r /srv/www && mkdir /srv/www && echo '<h1>v2</h1>' > /srv/www/index.html";
+/// The demo's Dockerfile.
+const DEMO_DOCKERFILE: [&str; 4] = ["FROM scratch", LINE_1, LINE_2, LINE_3];
+/// The lines of the demo's Dockerfile that make its layers.
+const LINE_1: &str = "COPY rootfs/ /";
+const LINE_2: &str = "RUN sed -i s/80/8080/ /etc/app.conf && rm /etc/motd && rm -r /var/cache/app";
+const LINE_3: &str = "RUN mkdir /var/cache/app && echo 'new index' > /var/cache/app/index.db && rm -r /srv/www && mkdir /srv/www && echo '<h1>v2</h1>' > /srv/www/index.html";
+/// The history entries (`created_by`) of those lines, as BuildKit writes them.
+const STEP_1: &str = "COPY rootfs/ / # buildkit";
+const STEP_2: &str = "RUN /bin/sh -c sed -i s/80/8080/ /etc/app.conf && rm /etc/motd && rm -r /var/cache/app # buildkit";
+const STEP_3: &str = "RUN /bin/sh -c mkdir /var/cache/app && echo 'new index' > /var/cache/app/index.db && rm -r /srv/www && mkdir /srv/www && echo '<h1>v2</h1>' > /srv/www/index.html # buildkit";
 
 fn demo_diff(img: &Image) -> String {
     let (l0, l1, l2) = (short(img, 0), short(img, 1), short(img, 2));
@@ -223,13 +230,19 @@ fn demo_builds_and_explains_the_image() {
         .lines()
         .map(|l| format!("  {l}\n"))
         .collect();
+    let dockerfile: String = DEMO_DOCKERFILE.iter().map(|l| format!("  {l}\n")).collect();
     let want = format!(
         "\
-layerstack demo: an image built in three steps, as a Dockerfile builds one,
-written to `{dir}` (an OCI image layout), and what is inside it.
-Nothing is mounted and nothing needs root: layers are values in memory.
+layerstack demo: an image built from a Dockerfile, one layer per line that
+changes files, written to `{dir}` (an OCI image layout), and what is inside it.
 
-Step 1: {STEP_1}
+{dockerfile}
+`layerstack build`'s engine builds its FROM and COPY lines, from a context the
+demo writes. A RUN runs its command inside the image, which takes a shell there
+and root; this image has no shell, so the demo makes the changes each command
+makes itself, as a build step in memory: nothing is mounted, nothing needs root.
+
+Step 1: {LINE_1}
   made layer 0: {l0} ({s0} bytes, gzip)
   what it changes (as `docker diff` says it: A added, C changed, D deleted):
     A /etc
@@ -250,7 +263,7 @@ Step 1: {STEP_1}
     A /var/cache/app/thumbs.db
   whiteouts and opaque markers in its tar: none
 
-Step 2: {STEP_2}
+Step 2: {LINE_2}
   made layer 1: {l1} ({s1} bytes, gzip)
   what it changes (as `docker diff` says it: A added, C changed, D deleted):
     C /etc
@@ -263,7 +276,7 @@ Step 2: {STEP_2}
     etc/.wh.motd       whiteout: deletes /etc/motd
     var/cache/.wh.app  whiteout: deletes /var/cache/app and everything in it
 
-Step 3: {STEP_3}
+Step 3: {LINE_3}
   made layer 2: {l2} ({s2} bytes, gzip)
   what it changes (as `docker diff` says it: A added, C changed, D deleted):
     C /srv
@@ -286,7 +299,12 @@ hides the old contents, so layer 2 needs no opaque marker for it.
 The merged tree, as a container started from `demo` sees it
 (LAYER: the layer each entry comes from, bottom = 0):
 {tree}
-A second image, `demo-web`: the same first step, then `COPY api/ /srv/api/`.
+A second image, `demo-web`, from a Dockerfile that starts with the same lines:
+  STEP 1/3: FROM scratch
+  STEP 2/3: COPY rootfs/ /
+    --> layer 0 {l0}: CACHED (`demo`'s build made this step: the build cache gives its layer)
+  STEP 3/3: COPY api/ /srv/api/
+    --> layer 1 {w1}
   demo      layers {l0} {l1} {l2}
   demo-web  layers {l0} {w1}
   layer 0 of both is {l0}: the same step gave the same bytes (sorted entries, fixed times), so the same digest
@@ -750,7 +768,7 @@ fn help_exits_0_and_bad_usage_exits_2() {
     let help = ok(&["--help"]);
     for line in [
         "Usage: layerstack <COMMAND>",
-        "  demo     Build a small image in three steps, as a Dockerfile would, and show its layers, their whiteouts, the merged tree and a shared base layer",
+        "  demo     Build a small image from a Dockerfile and show its layers, their whiteouts, the merged tree and a base layer shared through the cache",
         "  layerstack ls ./layerstack-demo:demo -R   every file, with the layer it comes from",
     ] {
         assert!(
