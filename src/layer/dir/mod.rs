@@ -241,10 +241,11 @@ impl DirLayer {
     ///
     /// The layer holds an exclusive `flock` on both directories until it is
     /// dropped: while it lives, no other upper layer (of this process or
-    /// another) opens either of them, as upper or as work directory, just as
-    /// the kernel refuses a second overlay mount of an upper or work
-    /// directory in use. After [`LayerMut::commit`] the lock is on the
-    /// fresh upper directory.
+    /// another) opens either of them, as upper or as work directory, as the
+    /// kernel refuses a second overlay mount of an upper or work directory
+    /// in use (with `index=on`; with `index=off` it only warns, but a
+    /// second layer would empty the work directory under the first). After
+    /// [`LayerMut::commit`] the lock is on the fresh upper directory.
     ///
     /// # Errors
     /// `EBUSY` if another upper layer holds the upper or the work

@@ -300,7 +300,7 @@ pub(super) fn dir_times(dir: &OwnedFd) -> rustix::io::Result<DirTimes> {
 /// One upper layer at a time may use an upper or work directory: a second
 /// would empty the work directory under the first, and both would write
 /// the upper. The kernel refuses a second mount of an upper or work
-/// directory in use with `EBUSY`; so does this. The lock is the open
+/// directory in use with `EBUSY` (with `index=on`); so does this. The lock is the open
 /// file's, so it holds against a second open in this process as in
 /// another, and it goes when the descriptor is closed, also when the
 /// process dies.
