@@ -17,7 +17,11 @@
 //!   writable mount each time (mounting and unmounting are not timed).
 //! - `first_write_1GiB/{impl}`: open for appending, write one byte and
 //!   close, on a 1 GiB lower file, on a fresh writable mount each time:
-//!   the copy-up.
+//!   the copy-up. Ours and the kernel sync the copy before it becomes
+//!   visible; fuse-overlayfs never does. `ours-volatile` and
+//!   `kernel-volatile` are the same with nothing synced
+//!   (`Durability::Volatile`, the kernel's `-o volatile`): the
+//!   like-for-like comparison with fuse-overlayfs.
 //!
 //! Needs root and `/dev/fuse`; without them it says why and measures
 //! nothing. fuse-overlayfs is left out, with a note, when it is not
@@ -32,10 +36,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    Mount, VISIBLE, corpus, dir_layers, disk_big_file, disk_listing, fresh_upper, is_root,
-    scratch_root, walk,
+    Mount, VISIBLE, corpus, dir_layers, disk_big_file, disk_listing, fresh_upper, fresh_upper_with,
+    is_root, scratch_root, walk,
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use layerstack::layer::dir::{DirLayerOptions, Durability};
 use layerstack::mount::{MountOptions, Mounted};
 use layerstack::{MemLayer, MergedView};
 
@@ -123,6 +128,27 @@ fn mount(peer: Peer, lowers: &[PathBuf], scratch: &Path, writable: bool) -> Moun
         }
         Peer::Kernel if writable => Mounting::Kernel(Mount::new(lowers, scratch)),
         Peer::Kernel => Mounting::Kernel(Mount::read_only(lowers, &mnt)),
+    }
+}
+
+/// As [`mount`], writable and `volatile`: ours with
+/// [`Durability::Volatile`], the kernel's with `-o volatile`.
+fn mount_volatile(peer: Peer, lowers: &[PathBuf], scratch: &Path) -> Mounting {
+    let mnt = scratch.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("create the mount point");
+    match peer {
+        Peer::Ours => {
+            let upper = fresh_upper_with(
+                scratch,
+                DirLayerOptions::default().durability(Durability::Volatile),
+            );
+            let view = MergedView::new(dir_layers(lowers), upper).expect("open the view");
+            Mounting::Ours(
+                layerstack::mount::mount(view, &mnt, &MountOptions::default()).expect("mount ours"),
+            )
+        }
+        Peer::Kernel => Mounting::Kernel(Mount::volatile(lowers, scratch)),
+        Peer::FuseOverlayfs => unreachable!("fuse-overlayfs never syncs a copy-up"),
     }
 }
 
@@ -326,11 +352,19 @@ fn first_write(c: &mut Criterion, peers: &[Peer], root: &Path) {
     let mut group = c.benchmark_group("first_write_1GiB");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
-    for &peer in peers {
-        let scratch = root.join(peer.name());
-        group.bench_function(BenchmarkId::from_parameter(peer.name()), |b| {
+    let volatile = [Peer::Ours, Peer::Kernel].map(|p| (p, true));
+    for (peer, volatile) in peers.iter().map(|&p| (p, false)).chain(volatile) {
+        let name = match volatile {
+            true => format!("{}-volatile", peer.name()),
+            false => peer.name().to_owned(),
+        };
+        let scratch = root.join(&name);
+        group.bench_function(BenchmarkId::from_parameter(&name), |b| {
             b.iter_batched(
-                || mount(peer, &lowers, &scratch, true),
+                || match volatile {
+                    true => mount_volatile(peer, &lowers, &scratch),
+                    false => mount(peer, &lowers, &scratch, true),
+                },
                 |m| {
                     let mut f = std::fs::OpenOptions::new()
                         .append(true)

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use camino::Utf8PathBuf;
+use layerstack::layer::dir::{DirLayerOptions, Durability};
 use layerstack::{DirLayer, Layer};
 use rustix::mount::{MountFlags, UnmountFlags};
 
@@ -55,6 +56,15 @@ pub struct Mount(pub PathBuf);
 
 impl Mount {
     pub fn new(lowers: &[PathBuf], scratch: &Path) -> Mount {
+        Mount::writable(lowers, scratch, "")
+    }
+
+    /// As [`Mount::new`], mounted `volatile` (nothing is synced).
+    pub fn volatile(lowers: &[PathBuf], scratch: &Path) -> Mount {
+        Mount::writable(lowers, scratch, ",volatile")
+    }
+
+    fn writable(lowers: &[PathBuf], scratch: &Path, extra: &str) -> Mount {
         let (upper, work, mnt) = (
             scratch.join("upper"),
             scratch.join("work"),
@@ -65,7 +75,7 @@ impl Mount {
             std::fs::create_dir_all(d).expect("create mount directories");
         }
         let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}{extra}",
             lowerdir(lowers),
             upper.display(),
             work.display()
@@ -132,9 +142,18 @@ pub fn dir_layers(dirs: &[PathBuf]) -> Vec<Arc<dyn Layer>> {
 
 /// A fresh (emptied) `DirLayer` upper with its work directory in `scratch`.
 pub fn fresh_upper(scratch: &Path) -> DirLayer {
+    fresh_upper_with(scratch, DirLayerOptions::default())
+}
+
+/// As [`fresh_upper`], with `options`. The work directory goes too: a
+/// `volatile` session leaves it marked, and the next would be refused.
+pub fn fresh_upper_with(scratch: &Path, options: DirLayerOptions) -> DirLayer {
     let (u, w) = (scratch.join("vupper"), scratch.join("vwork"));
     let _ = std::fs::remove_dir_all(&u);
-    DirLayer::open_upper(utf8(&u), utf8(&w)).expect("open an upper layer")
+    if options.durability == Durability::Volatile {
+        let _ = std::fs::remove_dir_all(&w);
+    }
+    DirLayer::open_upper_with(utf8(&u), utf8(&w), options).expect("open an upper layer")
 }
 
 /// The relative paths of every non-directory of the corpus's root

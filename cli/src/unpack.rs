@@ -27,7 +27,7 @@ use layerstack::{
     Content, DirLayer, Error, ErrorKind, FileData, FileType, Layer, LayerMut, LayerPath,
     MergedView, Operation, Result,
 };
-use rustix::fs::{AtFlags, CWD, RenameFlags};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags};
 
 use crate::ls::open_view;
 
@@ -202,8 +202,7 @@ fn staging_path(dir: &Utf8Path) -> Option<Utf8PathBuf> {
 }
 
 /// Refuses what flatten would refuse as a target, with its message;
-/// `what` names it (the target, or a work directory) and `as_dir` names it
-/// as a directory.
+/// `what` names it and `as_dir` names it as a directory.
 fn check_target(dir: &Utf8Path, what: &str, as_dir: &str) -> Result<()> {
     let st = rustix::fs::statat(CWD, dir.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
         Error::new(ErrorKind::Io, Operation::Flatten, dir).with_detail(e.to_string())
@@ -306,8 +305,8 @@ pub fn unpack_path(
     };
     view.symlink_metadata(at(&target))?;
     let work = work_dir(dir)?;
-    let mut upper = DirLayer::open_upper(dir, &work)?;
     let copied = (|| {
+        let mut upper = DirLayer::open_upper(dir, &work)?;
         let mut summary = PathSummary::default();
         let mut ancestors = Vec::new();
         let mut cur = target.parent();
@@ -332,22 +331,110 @@ pub fn unpack_path(
 }
 
 /// The work directory of `unpack --path` into `dir`: beside it (`out/`
-/// is `out`), and this process's own, so that another's is never taken or
-/// removed. It is removed when the unpack ends, so whatever is already in
-/// its place goes through the checks of an unpack's target first: a
-/// symlink, a file or a non-empty directory there is refused before
-/// anything is written.
+/// is `out`), this process's own, and made here, mode 0700, so that no
+/// other user can read what passes through it or plant anything in it
+/// (the layer moves every file into place through it). It is removed when
+/// the unpack ends.
+///
+/// One already there is taken only if it is one this command made (a
+/// leftover of an earlier process that had this id and was killed): a
+/// directory of this user, of mode 0700, holding nothing but the layer's
+/// `work`. Anything else is refused, before anything is written: a
+/// symlink, a file, a directory of another owner or mode, or one that
+/// holds something else.
 fn work_dir(dir: &Utf8Path) -> Result<Utf8PathBuf> {
     let base = match dir.as_str().trim_end_matches('/') {
         "" => dir.as_str(),
         b => b,
     };
     let work = Utf8PathBuf::from(format!("{base}.layerstack-work.{}", std::process::id()));
-    match rustix::fs::statat(CWD, work.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-        Err(rustix::io::Errno::NOENT) => {}
-        _ => check_target(&work, "work directory", "work directory")?,
+    let io = |e: rustix::io::Errno| {
+        Error::new(
+            ErrorKind::from_errno(e.raw_os_error()).unwrap_or(ErrorKind::Io),
+            Operation::Flatten,
+            work.as_str(),
+        )
+        .with_detail(format!("cannot make the work directory: {e}"))
+    };
+    match rustix::fs::mkdirat(CWD, work.as_str(), Mode::from_raw_mode(0o700)) {
+        Ok(()) => {
+            // The umask may have taken bits away; set on the directory
+            // just made (never through a symlink).
+            let fd = rustix::fs::openat(
+                CWD,
+                work.as_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io)?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(io)?;
+            Ok(work)
+        }
+        Err(rustix::io::Errno::EXIST) => {
+            check_own_work_dir(&work)?;
+            Ok(work)
+        }
+        Err(e) => Err(io(e)),
     }
-    Ok(work)
+}
+
+/// Refuses `work`, found already there, unless this command made it: a
+/// directory (not a symlink) of this user, of mode 0700, with nothing in it
+/// but the layer's `work`.
+fn check_own_work_dir(work: &Utf8Path) -> Result<()> {
+    let refused = |kind: ErrorKind, detail: String| {
+        Error::new(kind, Operation::Flatten, work).with_detail(detail)
+    };
+    let st = rustix::fs::statat(CWD, work.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+        Error::new(ErrorKind::Io, Operation::Flatten, work).with_detail(e.to_string())
+    })?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind == rustix::fs::FileType::Symlink {
+        return Err(refused(
+            ErrorKind::FilesystemLoop,
+            "the work directory is a symlink (refused: it could lead anywhere)".to_owned(),
+        ));
+    }
+    if kind != rustix::fs::FileType::Directory {
+        return Err(refused(
+            ErrorKind::NotADirectory,
+            "the work directory exists and is not a directory".to_owned(),
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid != me {
+        return Err(refused(
+            ErrorKind::AlreadyExists,
+            format!(
+                "the work directory exists and is owned by uid {}, not by this user (uid {me}): \
+                 refused, its owner could read or plant files in it",
+                st.st_uid
+            ),
+        ));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode != 0o700 {
+        return Err(refused(
+            ErrorKind::AlreadyExists,
+            format!(
+                "the work directory exists with mode {mode:04o}, not 0700 as unpack makes it: \
+                 refused, another user could read or plant files in it"
+            ),
+        ));
+    }
+    let entries =
+        std::fs::read_dir(work).map_err(|e| Error::from_io(&e, Operation::Flatten, work))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::from_io(&e, Operation::Flatten, work))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if entry.file_name() != "work" || !is_dir {
+            return Err(refused(
+                ErrorKind::DirectoryNotEmpty,
+                "the work directory is not empty".to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn view_path_canonical(view: &MergedView, dir: &LayerPath) -> Result<LayerPath> {
@@ -409,41 +496,91 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_work_directory_is_this_process_and_checked_as_a_target() {
+    fn the_work_directory_is_this_process_s_own_made_0700_and_checked() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let base = Utf8PathBuf::from_path_buf(std::env::temp_dir()).expect("UTF-8 temp dir");
         let s = base.join(format!("layerstack-cli-work-dir-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&s);
         std::fs::create_dir(&s).unwrap();
         let out = s.join("out");
         let want = s.join(format!("out.layerstack-work.{}", std::process::id()));
-        // Beside the target, with or without its trailing slash.
+        let mode = |p: &Utf8Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        let chmod = |p: &Utf8Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        // Beside the target, with or without its trailing slash; made here,
+        // mode 0700 whatever the umask leaves.
         assert_eq!(work_dir(&out).unwrap(), want);
+        assert_eq!(mode(&want), 0o700);
+        std::fs::remove_dir(&want).unwrap();
         assert_eq!(work_dir(&s.join("out/")).unwrap(), want);
-        // An empty directory already there is taken.
-        std::fs::create_dir(&want).unwrap();
+        // One it made before (a killed run of a process with this id),
+        // with the layer's `work` in it, is taken again.
+        std::fs::create_dir(want.join("work")).unwrap();
+        std::fs::write(want.join("work/leftover"), "x").unwrap();
         assert_eq!(work_dir(&out).unwrap(), want);
-        // Not a non-empty directory, a file or a symlink: each is refused
-        // with the message of an unpack's target, and left as it was.
+        std::fs::remove_dir_all(&want).unwrap();
+        let refused = |detail: &str| format!("failed to flatten into `{want}`: {detail}");
+        // An empty directory of another mode is not one it made: another
+        // user could have planted files in it, or read them.
+        for m in [0o777, 0o755, 0o1777] {
+            std::fs::create_dir(&want).unwrap();
+            chmod(&want, m);
+            let err = work_dir(&out).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+            assert_eq!(
+                err.to_string(),
+                refused(&format!(
+                    "the work directory exists with mode {m:04o}, not 0700 as unpack makes it: \
+                     refused, another user could read or plant files in it"
+                ))
+            );
+            assert_eq!(mode(&want), m, "left as it was");
+            std::fs::remove_dir(&want).unwrap();
+        }
+        // Nor one of another owner, even of mode 0700 (as root, handed to
+        // uid 65534).
+        if rustix::process::geteuid().is_root() {
+            std::fs::create_dir(&want).unwrap();
+            chmod(&want, 0o700);
+            std::os::unix::fs::chown(&want, Some(65534), Some(65534)).unwrap();
+            let err = work_dir(&out).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+            assert_eq!(
+                err.to_string(),
+                refused(
+                    "the work directory exists and is owned by uid 65534, not by this user (uid 0): \
+                     refused, its owner could read or plant files in it"
+                )
+            );
+            assert_eq!(std::fs::metadata(&want).unwrap().uid(), 65534);
+            std::fs::remove_dir(&want).unwrap();
+        } else {
+            eprintln!(
+                "SKIP the work directory of another owner: needs root to hand a directory to uid 65534"
+            );
+        }
+        // Not one with anything else in it, a file or a symlink: each is
+        // refused, and left as it was.
+        std::fs::create_dir(&want).unwrap();
+        chmod(&want, 0o700);
         std::fs::write(want.join("keep"), "x").unwrap();
         assert_eq!(
             work_dir(&out).unwrap_err().to_string(),
-            format!("failed to flatten into `{want}`: the work directory is not empty")
+            refused("the work directory is not empty")
         );
+        assert_eq!(std::fs::read_to_string(want.join("keep")).unwrap(), "x");
         std::fs::remove_dir_all(&want).unwrap();
         std::fs::write(&want, "x").unwrap();
         assert_eq!(
             work_dir(&out).unwrap_err().to_string(),
-            format!(
-                "failed to flatten into `{want}`: the work directory exists and is not a directory"
-            )
+            refused("the work directory exists and is not a directory")
         );
         std::fs::remove_file(&want).unwrap();
         std::os::unix::fs::symlink("/", &want).unwrap();
         assert_eq!(
             work_dir(&out).unwrap_err().to_string(),
-            format!(
-                "failed to flatten into `{want}`: the work directory is a symlink (refused: it could lead anywhere)"
-            )
+            refused("the work directory is a symlink (refused: it could lead anywhere)")
         );
         assert_eq!(std::fs::read_link(&want).unwrap().to_str(), Some("/"));
         std::fs::remove_dir_all(&s).unwrap();

@@ -379,6 +379,76 @@ fn commit_moves_the_upper_into_the_commit_directory() {
     );
 }
 
+/// An upper layer locks its upper and work directories while it lives: a
+/// second upper layer on either (in this process or another) fails with
+/// `EBUSY` before it empties the work directory, as the kernel refuses a
+/// second mount of an upper or work directory in use; once the first is
+/// dropped the pair opens again.
+#[test]
+fn a_second_upper_layer_on_the_same_upper_or_work_is_busy() {
+    let scratch = Scratch::new("busy");
+    let (u, w, u2, w2) = (
+        scratch.path("u"),
+        scratch.path("w"),
+        scratch.path("u2"),
+        scratch.path("w2"),
+    );
+    let first = DirLayer::open_upper(&u, &w).unwrap();
+    // What the live layer has in progress in its work directory.
+    std::fs::write(w.join("work/in-flight"), "half").unwrap();
+    for (upper, work, busy, what) in [
+        (&u, &w, &u, "upperdir"),
+        (&u, &w2, &u, "upperdir"),
+        (&u2, &w, &w, "workdir"),
+    ] {
+        let err = DirLayer::open_upper(upper, work).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Busy);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "failed to access `{busy}`: resource busy: {what} is in use as the upperdir or \
+                 workdir of another open upper layer (a mount, build or unpack)"
+            )
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(w.join("work/in-flight")).unwrap(),
+        "half",
+        "the refused opens left the live work directory alone"
+    );
+    // The directories the refused opens made are free.
+    drop(DirLayer::open_upper(&u2, &w2).unwrap());
+    drop(first);
+    let again = DirLayer::open_upper(&u, &w).unwrap();
+    assert!(again.is_writable());
+    assert!(!w.join("work/in-flight").exists(), "leftovers are cleaned");
+}
+
+/// After a commit the lock is on the fresh upper directory, the one the
+/// layer now writes; the committed directory is free.
+#[test]
+fn after_a_commit_the_fresh_upper_is_locked() {
+    let scratch = Scratch::new("busy-commit");
+    let (u, w) = (scratch.path("u"), scratch.path("w"));
+    let options = DirLayerOptions::default().commit_dir(scratch.path("layers"));
+    let mut upper = DirLayer::open_upper_with(&u, &w, options).unwrap();
+    let committed = upper.commit().unwrap();
+    let err = DirLayer::open_upper(&u, scratch.path("w2")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to access `{u}`: resource busy: upperdir is in use as the upperdir or \
+             workdir of another open upper layer (a mount, build or unpack)"
+        )
+    );
+    drop(committed);
+    let layers0 = scratch.path("layers/0");
+    drop(DirLayer::open_upper(&layers0, scratch.path("w3")).unwrap());
+    drop(upper);
+    drop(DirLayer::open_upper(&u, &w).unwrap());
+}
+
 /// Runs `ops` on the model and on a view over the stack written to disk
 /// (with a disk upper), comparing every outcome and the whole tree.
 fn model_vs_disk_view(layers: &[MemLayer], ops: &[Op], options: ViewOptions) -> Result<(), String> {

@@ -21,10 +21,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use layerstack::layer::Redirect;
 use layerstack::merged::DirRename;
 use layerstack::merged::ViewOptions;
 use layerstack::mount::{MountOptions, Mounted, mount};
-use layerstack::{DirLayer, Layer, LayerPath, MemLayer, MergedView};
+use layerstack::{
+    Content, DirLayer, DirListing, Entry, Layer, LayerMut, LayerPath, MemLayer, MergedView,
+    Metadata, NameBuf, Node, Timestamp,
+};
 use rustix::fs::{CWD, Mode, OFlags, RenameFlags};
 
 use crate::support::TempDir;
@@ -787,8 +792,9 @@ fn a_directory_handle_opened_before_a_change_does_not_hide_it_from_later_ones() 
 }
 
 /// `fsync` of a directory succeeds on a memory and a disk upper (the
-/// mount passes it to the view's `sync_dir`). Neither that call nor the
-/// durability it gives can be seen from here: this checks only that the
+/// mount passes it to the view's `sync_dir`; that the call reaches the
+/// upper layer is `fsync_through_the_mount_reaches_the_upper_layer`). The
+/// durability it gives cannot be seen from here: this checks only that the
 /// request is answered without an error.
 #[test]
 fn fsync_of_a_directory_succeeds() {
@@ -807,6 +813,235 @@ fn fsync_of_a_directory_succeeds() {
                 .unwrap_or_else(|e| panic!("fsync of directory {dir:?}: {e}"));
         }
     }
+}
+
+/// A sync that reached the upper layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SyncCall {
+    /// [`LayerMut::sync_dir`] of this directory.
+    Dir(LayerPath),
+    /// [`LayerMut::object_sync`] of the open file with this inode number
+    /// (the layer's), as `fdatasync` when `data_only`.
+    File { ino: u64, data_only: bool },
+}
+
+/// An upper layer that records every sync it is asked for, and passes
+/// everything on to the layer it wraps.
+#[derive(Debug)]
+struct CountingSyncs<L> {
+    inner: L,
+    calls: Arc<std::sync::Mutex<Vec<SyncCall>>>,
+}
+
+impl<L: LayerMut> Layer for CountingSyncs<L> {
+    fn lookup(&self, path: &LayerPath) -> layerstack::Result<Option<Entry>> {
+        self.inner.lookup(path)
+    }
+    fn read_dir(&self, path: &LayerPath) -> layerstack::Result<DirListing> {
+        self.inner.read_dir(path)
+    }
+    fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> layerstack::Result<Bytes> {
+        self.inner.read_at(path, offset, len)
+    }
+    fn read_link(&self, path: &LayerPath) -> layerstack::Result<NameBuf> {
+        self.inner.read_link(path)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+impl<L: LayerMut> LayerMut for CountingSyncs<L> {
+    fn create(
+        &mut self,
+        path: &LayerPath,
+        meta: &Metadata,
+        content: Content,
+    ) -> layerstack::Result<()> {
+        self.inner.create(path, meta, content)
+    }
+    fn create_opaque_dir(&mut self, path: &LayerPath, meta: &Metadata) -> layerstack::Result<()> {
+        self.inner.create_opaque_dir(path, meta)
+    }
+    fn copy_file(
+        &mut self,
+        path: &LayerPath,
+        meta: &Metadata,
+        src: &dyn Layer,
+        src_path: &LayerPath,
+    ) -> layerstack::Result<()> {
+        self.inner.copy_file(path, meta, src, src_path)
+    }
+    fn fill_metacopy(
+        &mut self,
+        path: &LayerPath,
+        src: &dyn Layer,
+        src_path: &LayerPath,
+    ) -> layerstack::Result<()> {
+        self.inner.fill_metacopy(path, src, src_path)
+    }
+    fn write_at(&mut self, path: &LayerPath, offset: u64, data: &[u8]) -> layerstack::Result<()> {
+        self.inner.write_at(path, offset, data)
+    }
+    fn set_len(&mut self, path: &LayerPath, len: u64) -> layerstack::Result<()> {
+        self.inner.set_len(path, len)
+    }
+    fn set_metadata(&mut self, path: &LayerPath, meta: &Metadata) -> layerstack::Result<()> {
+        self.inner.set_metadata(path, meta)
+    }
+    fn remove(&mut self, path: &LayerPath) -> layerstack::Result<()> {
+        self.inner.remove(path)
+    }
+    fn whiteout(&mut self, path: &LayerPath) -> layerstack::Result<()> {
+        self.inner.whiteout(path)
+    }
+    fn clear_dir(&mut self, path: &LayerPath) -> layerstack::Result<()> {
+        self.inner.clear_dir(path)
+    }
+    fn set_opaque(&mut self, path: &LayerPath, opaque: bool) -> layerstack::Result<()> {
+        self.inner.set_opaque(path, opaque)
+    }
+    fn set_redirect(
+        &mut self,
+        path: &LayerPath,
+        redirect: Option<Redirect>,
+    ) -> layerstack::Result<()> {
+        self.inner.set_redirect(path, redirect)
+    }
+    fn hard_link(&mut self, existing: &LayerPath, new: &LayerPath) -> layerstack::Result<()> {
+        self.inner.hard_link(existing, new)
+    }
+    fn rename(&mut self, from: &LayerPath, to: &LayerPath) -> layerstack::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn rename_whiteout(&mut self, from: &LayerPath, to: &LayerPath) -> layerstack::Result<()> {
+        self.inner.rename_whiteout(from, to)
+    }
+    fn exchange(&mut self, a: &LayerPath, b: &LayerPath) -> layerstack::Result<()> {
+        self.inner.exchange(a, b)
+    }
+    fn commit(&mut self) -> layerstack::Result<Arc<dyn Layer>> {
+        self.inner.commit()
+    }
+    fn open_object(&mut self, path: &LayerPath) -> layerstack::Result<u64> {
+        self.inner.open_object(path)
+    }
+    fn close_object(&mut self, id: u64) -> layerstack::Result<()> {
+        self.inner.close_object(id)
+    }
+    fn object_node(&self, id: u64) -> layerstack::Result<Node> {
+        self.inner.object_node(id)
+    }
+    fn object_read_at(&self, id: u64, offset: u64, len: usize) -> layerstack::Result<Bytes> {
+        self.inner.object_read_at(id, offset, len)
+    }
+    fn object_write_at(&mut self, id: u64, offset: u64, data: &[u8]) -> layerstack::Result<()> {
+        self.inner.object_write_at(id, offset, data)
+    }
+    fn object_set_len(&mut self, id: u64, len: u64) -> layerstack::Result<()> {
+        self.inner.object_set_len(id, len)
+    }
+    fn object_set_times(
+        &mut self,
+        id: u64,
+        mtime: Timestamp,
+        ctime: Timestamp,
+    ) -> layerstack::Result<()> {
+        self.inner.object_set_times(id, mtime, ctime)
+    }
+    fn object_sync(&self, id: u64, data_only: bool) -> layerstack::Result<()> {
+        let ino = self.inner.object_node(id)?.meta.ino;
+        self.calls
+            .lock()
+            .unwrap()
+            .push(SyncCall::File { ino, data_only });
+        self.inner.object_sync(id, data_only)
+    }
+    fn sync_dir(&self, path: &LayerPath) -> layerstack::Result<()> {
+        self.calls.lock().unwrap().push(SyncCall::Dir(path.clone()));
+        self.inner.sync_dir(path)
+    }
+}
+
+/// `fsync` of a directory through the mount reaches the upper layer's
+/// `sync_dir` for exactly that directory, once; a directory the upper does
+/// not hold has nothing to sync there (as on the kernel's overlayfs, which
+/// syncs only the upper's directory). `fsync` and `fdatasync` of a file
+/// reach the layer's `object_sync` of exactly that file.
+#[test]
+fn fsync_through_the_mount_reaches_the_upper_layer() {
+    if !fuse_ready("fsync_through_the_mount_reaches_the_upper_layer") {
+        return;
+    }
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let m = Mnt::new("fsync-reaches", move |dir| {
+        let upper = CountingSyncs {
+            inner: DirLayer::open_upper(dir.path("u"), dir.path("w")).unwrap(),
+            calls: seen,
+        };
+        MergedView::new(vec![Arc::new(lower()) as Arc<dyn Layer>], upper).unwrap()
+    });
+    let take = || std::mem::take(&mut *calls.lock().unwrap());
+    let path = |p: &str| LayerPath::new(p).unwrap();
+    let fsync_dir = |dir: &str| {
+        fs::File::open(m.p(dir))
+            .unwrap()
+            .sync_all()
+            .unwrap_or_else(|e| panic!("fsync of directory {dir:?}: {e}"));
+    };
+    fs::create_dir(m.p("new")).unwrap();
+    fs::create_dir(m.p("new/sub")).unwrap();
+    assert_eq!(take(), [], "nothing syncs unasked");
+    for dir in ["new", "new/sub", ""] {
+        fsync_dir(dir);
+        assert_eq!(take(), [SyncCall::Dir(path(dir))], "fsync of {dir:?}");
+    }
+    // Only in the lower layer: nothing of the upper to sync.
+    fsync_dir("d");
+    assert_eq!(take(), [], "fsync of the lower-only `d`");
+    // Once copied up (a file in it changed), it is the upper's.
+    fs::write(m.p("d/a"), "changed\n").unwrap();
+    take();
+    fsync_dir("d");
+    assert_eq!(
+        take(),
+        [SyncCall::Dir(path("d"))],
+        "fsync of the copied-up `d`"
+    );
+
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(m.p("new/f"))
+        .unwrap();
+    f.write_all(b"data\n").unwrap();
+    let ino = fs::metadata(m.dir.path("u/new/f")).unwrap().ino();
+    take();
+    f.sync_all().unwrap();
+    assert_eq!(
+        take(),
+        [SyncCall::File {
+            ino,
+            data_only: false
+        }],
+        "fsync of new/f"
+    );
+    f.sync_data().unwrap();
+    assert_eq!(
+        take(),
+        [SyncCall::File {
+            ino,
+            data_only: true
+        }],
+        "fdatasync of new/f"
+    );
+    drop(f);
+    assert_eq!(
+        fs::read_to_string(m.dir.path("u/new/f")).unwrap(),
+        "data\n",
+        "the data is in the upper directory"
+    );
 }
 
 /// errno values (Linux's, on every architecture).

@@ -216,8 +216,9 @@ fn serve(request: &Request, args: &MountArgs) -> Result<ExitCode> {
     // Handlers first: a signal from now on unmounts cleanly.
     let signals = daemon::Signals::register(&request.mountpoint)?;
     let mountpoint = canonical_mountpoint(&request.mountpoint)?;
-    // Held until the session ends (the process exits).
-    let (view, _lock) = open_view(request)?;
+    // Its upper layer holds the upper and work directories until the
+    // session ends.
+    let view = open_view(request)?;
     if args.fake {
         return Ok(ExitCode::SUCCESS);
     }
@@ -283,9 +284,9 @@ fn existing_dir(dir: &Utf8Path) -> Result<()> {
 }
 
 /// The view the request names: its lower layers, and an upper layer on
-/// disk, or an empty one in memory for a read-only mount; and the lock
-/// on the upper and work directories, for as long as the view is served.
-fn open_view(request: &Request) -> Result<(MergedView, Option<SessionLock>)> {
+/// disk (which locks its upper and work directories for as long as the
+/// view is served), or an empty one in memory for a read-only mount.
+fn open_view(request: &Request) -> Result<MergedView> {
     let spec = &request.spec;
     let layer_options = DirLayerOptions::default()
         .xattrs(spec.xattrs)
@@ -318,23 +319,28 @@ fn open_view(request: &Request) -> Result<(MergedView, Option<SessionLock>)> {
             }
             existing_dir(upper)?;
             existing_dir(work)?;
-            // Before the layer empties the work directory of what a
-            // session left: not of what a live one is using.
-            let lock = SessionLock::take(upper, work)?;
             // Absolute: the background process later leaves its working
             // directory for `/`, and `statfs` asks the upper's path.
             let upper = absolute(upper);
-            let upper = DirLayer::open_upper_with(&upper, work, layer_options)?;
-            Ok((
-                MergedView::with_options(lowers, upper, view_options)?,
-                Some(lock),
-            ))
+            // The layer locks both directories while it lives (the
+            // session's): a second session on either is refused before its
+            // work directory is touched, as the kernel refuses a second
+            // mount with EBUSY.
+            let upper = DirLayer::open_upper_with(&upper, work, layer_options).map_err(|e| {
+                if e.kind() == ErrorKind::Busy {
+                    let refused = Error::new(ErrorKind::Busy, Operation::Mount, e.path());
+                    match e.detail() {
+                        Some(detail) => refused.with_detail(detail),
+                        None => refused,
+                    }
+                } else {
+                    e
+                }
+            })?;
+            MergedView::with_options(lowers, upper, view_options)
         }
         // The kernel, too, passes over a workdir without an upperdir.
-        _ => Ok((
-            MergedView::with_options(lowers, MemLayer::new(), view_options)?,
-            None,
-        )),
+        _ => MergedView::with_options(lowers, MemLayer::new(), view_options),
     }
 }
 
@@ -347,43 +353,6 @@ fn io_error(e: &std::io::Error, dir: &Utf8Path) -> Error {
         Operation::Layer,
         dir.as_str(),
     )
-}
-
-/// Exclusive locks (`flock`) on the upper and work directories of a
-/// session: a second session on either fails with `EBUSY`, as the kernel
-/// refuses a second mount of an upper or work directory in use (with
-/// `index=on`; with `index=off` it only warns, but a second session here
-/// would empty the work directory under the first). Released when the
-/// process ends.
-#[derive(Debug)]
-struct SessionLock {
-    _held: Vec<std::fs::File>,
-}
-
-impl SessionLock {
-    fn take(upper: &Utf8Path, work: &Utf8Path) -> Result<SessionLock> {
-        let same = std::fs::canonicalize(upper).ok() == std::fs::canonicalize(work).ok();
-        let mut held = Vec::new();
-        for (dir, what) in [(upper, "upperdir"), (work, "workdir")] {
-            if same && what == "workdir" {
-                // One directory for both: the layer refuses it, with its
-                // own message.
-                break;
-            }
-            let file = std::fs::File::open(dir).map_err(|e| io_error(&e, dir))?;
-            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => held.push(file),
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    return Err(Error::new(ErrorKind::Busy, Operation::Mount, dir.as_str())
-                        .with_detail(format!(
-                            "resource busy: {what} is in use as the upperdir or workdir of another layerstack mount"
-                        )));
-                }
-                Err(e) => return Err(io_error(&e.into(), dir)),
-            }
-        }
-        Ok(SessionLock { _held: held })
-    }
 }
 
 /// Rewrites the command line of a mount helper into `layerstack mount ...`:

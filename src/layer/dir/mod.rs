@@ -86,7 +86,9 @@ mod write;
 
 use objects::errno_object;
 use read::without_atime;
-use work::{Target, Work, mark_volatile, open_work_dir, refuse_inode_index, remove_tree_at};
+use work::{
+    Target, Work, lock_dir, mark_volatile, open_work_dir, refuse_inode_index, remove_tree_at,
+};
 
 /// When changes of an upper layer reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -237,9 +239,19 @@ impl DirLayer {
     /// filesystem, neither inside the other), and leftovers of an earlier
     /// crash in the work directory are removed.
     ///
+    /// The layer holds an exclusive `flock` on both directories until it is
+    /// dropped: while it lives, no other upper layer (of this process or
+    /// another) opens either of them, as upper or as work directory, as the
+    /// kernel refuses a second overlay mount of an upper or work directory
+    /// in use (with `index=on`; with `index=off` it only warns, but a
+    /// second layer would empty the work directory under the first). After
+    /// [`LayerMut::commit`] the lock is on the fresh upper directory.
+    ///
     /// # Errors
-    /// `EXDEV` if the two are on different filesystems, `EINVAL` if one
-    /// contains the other, and the errors of [`DirLayer::open`].
+    /// `EBUSY` if another upper layer holds the upper or the work
+    /// directory, `EXDEV` if the two are on different filesystems,
+    /// `EINVAL` if one contains the other, and the errors of
+    /// [`DirLayer::open`].
     pub fn open_upper(
         upperdir: impl AsRef<Utf8Path>,
         workdir: impl AsRef<Utf8Path>,
@@ -290,6 +302,12 @@ impl DirLayer {
                     )),
             );
         }
+        // Before the work directory is emptied of what a session left: not
+        // of what a live one is using.
+        let locks = [
+            lock_dir(&layer.root, upper, "upperdir")?,
+            lock_dir(&work_root, workdir, "workdir")?,
+        ];
         refuse_inode_index(&work_root, workdir)?;
         let work = open_work_dir(&work_root, workdir)?;
         mark_volatile(&work, volatile)
@@ -299,6 +317,7 @@ impl DirLayer {
             root: work_root,
             upper_path: cu.clone(),
             counter: AtomicU64::new(0),
+            locks,
         });
         Ok(layer)
     }

@@ -16,6 +16,9 @@ pub(super) struct Work {
     pub(super) root: OwnedFd,
     pub(super) upper_path: Utf8PathBuf,
     pub(super) counter: AtomicU64,
+    /// The exclusive `flock`s on the upper and the work directory, held
+    /// while the layer lives (see [`lock_dir`]).
+    pub(super) locks: [OwnedFd; 2],
 }
 
 impl DirLayer {
@@ -290,6 +293,39 @@ pub(super) fn dir_times(dir: &OwnedFd) -> rustix::io::Result<DirTimes> {
 /// Opens (making it if needed) `workdir/work`, the kernel's work
 /// directory, emptied of what an earlier session left. Something else than
 /// a directory at that name is replaced, as the kernel replaces it. A
+/// Takes an exclusive, non-blocking `flock` on the directory `dir` (an
+/// `O_PATH` descriptor of `path`, the layer's `what`: `upperdir` or
+/// `workdir`), and gives the descriptor that holds it.
+///
+/// One upper layer at a time may use an upper or work directory: a second
+/// would empty the work directory under the first, and both would write
+/// the upper. The kernel refuses a second mount of an upper or work
+/// directory in use with `EBUSY` (with `index=on`); so does this. The lock is the open
+/// file's, so it holds against a second open in this process as in
+/// another, and it goes when the descriptor is closed, also when the
+/// process dies.
+pub(super) fn lock_dir(dir: &OwnedFd, path: &Utf8Path, what: &str) -> Result<OwnedFd> {
+    let io = |e| errno_error(e, Operation::Layer, path.as_str());
+    // `flock` needs a descriptor opened for reading, not an `O_PATH` one;
+    // reopened through `dir`, it is the same directory.
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(fd),
+        Err(Errno::WOULDBLOCK) => Err(Error::new(ErrorKind::Busy, Operation::Layer, path.as_str())
+            .with_detail(format!(
+                "resource busy: {what} is in use as the upperdir or workdir of another \
+             open upper layer (a mount, build or unpack)"
+            ))),
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// directory left by a `volatile` session (the kernel's
 /// `work/incompat/volatile`) is refused, as the kernel refuses to mount it:
 /// after such a session the upper may hold anything.

@@ -658,6 +658,13 @@ impl LayerMut for DirLayer {
         std::fs::create_dir(&upper).map_err(|e| io(&upper, e))?;
         // The root descriptor follows the directory to its new place.
         let fresh = open_dir_path(&upper)?;
+        // The lock moved with it, too: the fresh upper is this layer's now.
+        // (Only an opener that found the new directory in the instant
+        // since it was made can hold it already.)
+        let fresh_lock = lock_dir(&fresh, &upper, "upperdir")?;
+        if let Some(work) = self.work.as_mut() {
+            work.locks[0] = fresh_lock;
+        }
         let committed_root = std::mem::replace(&mut self.root, fresh);
         let committed = DirLayer {
             root: committed_root,

@@ -847,7 +847,7 @@ fn a_second_session_on_the_same_upper_or_work_is_busy() {
                 1
             ),
             format!(
-                "error: failed to mount on `{busy}`: resource busy: {what} is in use as the upperdir or workdir of another layerstack mount\n"
+                "error: failed to mount on `{busy}`: resource busy: {what} is in use as the upperdir or workdir of another open upper layer (a mount, build or unpack)\n"
             )
         );
         assert_eq!(mounted_type(mnt2.as_std_path()), None);
