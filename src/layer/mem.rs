@@ -27,22 +27,120 @@ use crate::layer::{
     Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, Redirect, layer_error,
     object_error,
 };
-use crate::meta::{FileType, Metadata, Timestamp};
+use crate::meta::{FileType, Metadata, Timestamp, Xattrs};
 use crate::path::{LayerPath, Name, NameBuf, PathLike};
 use crate::spill::Spill;
 
+/// The metadata a `MemLayer` stores of an object: what it cannot derive.
+/// The type is where the object is (a [`MemDir`], or its [`Body`]), the
+/// size is its data's, the link count its names', and the device number
+/// is kept only by special files (0 for the others on any filesystem). The
+/// atime and ctime are kept apart, with the extended attributes, only
+/// when they are not the mtime: every entry of a layer tar has one time.
+#[derive(Debug, Clone)]
+struct Stored {
+    /// As [`Metadata::mode`].
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_nsec: u32,
+    mtime_sec: i64,
+    ino: u64,
+    /// `None`: atime and ctime are the mtime, no extended attributes.
+    rare: Option<Box<Rare>>,
+}
+
+/// What few objects have (see [`Stored`]).
+#[derive(Debug, Clone)]
+struct Rare {
+    atime: Timestamp,
+    ctime: Timestamp,
+    xattrs: Xattrs,
+}
+
+impl Stored {
+    fn new(meta: &Metadata, ino: u64) -> Stored {
+        let mut stored = Stored {
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_nsec: 0,
+            mtime_sec: 0,
+            ino,
+            rare: None,
+        };
+        stored.set(meta);
+        stored
+    }
+
+    /// Takes what [`LayerMut::set_metadata`] sets: the mode, owner, times
+    /// and extended attributes.
+    fn set(&mut self, meta: &Metadata) {
+        self.mode = meta.mode;
+        self.uid = meta.uid;
+        self.gid = meta.gid;
+        self.set_times(meta.atime, meta.mtime, meta.ctime, &meta.xattrs);
+    }
+
+    fn set_times(&mut self, atime: Timestamp, mtime: Timestamp, ctime: Timestamp, xattrs: &Xattrs) {
+        self.mtime_sec = mtime.sec;
+        self.mtime_nsec = mtime.nsec;
+        self.rare = (atime != mtime || ctime != mtime || !xattrs.is_empty()).then(|| {
+            Box::new(Rare {
+                atime,
+                ctime,
+                xattrs: xattrs.clone(),
+            })
+        });
+    }
+
+    fn mtime(&self) -> Timestamp {
+        Timestamp {
+            sec: self.mtime_sec,
+            nsec: self.mtime_nsec,
+        }
+    }
+
+    /// The atime, ctime and extended attributes.
+    fn rest(&self) -> (Timestamp, Timestamp, Xattrs) {
+        match &self.rare {
+            Some(r) => (r.atime, r.ctime, r.xattrs.clone()),
+            None => (self.mtime(), self.mtime(), Xattrs::new()),
+        }
+    }
+
+    /// The whole metadata, with what is derived.
+    fn metadata(&self, file_type: FileType, size: u64, nlink: u64, rdev: u64) -> Metadata {
+        let (atime, ctime, xattrs) = self.rest();
+        let mut meta = Metadata::new(file_type);
+        meta.mode = self.mode;
+        meta.uid = self.uid;
+        meta.gid = self.gid;
+        meta.size = size;
+        meta.nlink = nlink;
+        meta.rdev = rdev;
+        meta.atime = atime;
+        meta.mtime = self.mtime();
+        meta.ctime = ctime;
+        meta.ino = self.ino;
+        meta.xattrs = xattrs;
+        meta
+    }
+}
+
 #[derive(Debug, Clone)]
 struct MemDir {
-    meta: Metadata,
+    meta: Stored,
     opaque: bool,
-    redirect: Option<Redirect>,
+    /// Boxed: nearly every directory has none.
+    redirect: Option<Box<Redirect>>,
     /// Number of subdirectories, for `nlink` (2 + this).
     subdirs: u64,
     entries: BTreeMap<NameBuf, MemEntry>,
 }
 
 impl MemDir {
-    fn new(meta: Metadata) -> MemDir {
+    fn new(meta: Stored) -> MemDir {
         MemDir {
             meta,
             opaque: false,
@@ -72,14 +170,10 @@ impl MemDir {
     }
 
     fn node(&self) -> Node {
-        let mut meta = self.meta.clone();
-        meta.file_type = FileType::Dir;
-        meta.nlink = 2 + self.subdirs;
-        meta.size = 0;
         Node {
-            meta,
+            meta: self.meta.metadata(FileType::Dir, 0, 2 + self.subdirs, 0),
             opaque: self.opaque,
-            redirect: self.redirect.clone(),
+            redirect: self.redirect.as_deref().cloned(),
             metacopy: false,
         }
     }
@@ -96,27 +190,45 @@ enum MemEntry {
 
 #[derive(Debug, Clone)]
 struct MemObj {
-    meta: Metadata,
+    meta: Stored,
     body: Body,
 }
 
 #[derive(Debug, Clone)]
 enum Body {
     File(FileData),
-    Symlink(NameBuf),
-    Special,
+    /// The target.
+    Symlink(Box<[u8]>),
+    /// A fifo, device or socket, with its device number.
+    Special(FileType, u64),
 }
 
 impl MemObj {
-    fn node(&self) -> Node {
-        let mut meta = self.meta.clone();
-        meta.size = match &self.body {
-            Body::File(d) => d.len(),
-            Body::Symlink(t) => t.len() as u64,
-            Body::Special => 0,
-        };
-        Node::new(meta)
+    fn file_type(&self) -> FileType {
+        match &self.body {
+            Body::File(_) => FileType::File,
+            Body::Symlink(_) => FileType::Symlink,
+            Body::Special(t, _) => *t,
+        }
     }
+
+    /// The node of this object with `nlink` names.
+    fn node(&self, nlink: u64) -> Node {
+        let (size, rdev) = match &self.body {
+            Body::File(d) => (d.len(), 0),
+            Body::Symlink(t) => (t.len() as u64, 0),
+            Body::Special(_, rdev) => (0, *rdev),
+        };
+        Node::new(self.meta.metadata(self.file_type(), size, nlink, rdev))
+    }
+}
+
+/// An object with several names (or open, see [`LayerMut::open_object`]),
+/// with the number of its names.
+#[derive(Debug, Clone)]
+struct Linked {
+    obj: Arc<MemObj>,
+    nlink: u64,
 }
 
 /// A layer held in memory.
@@ -140,7 +252,7 @@ impl MemObj {
 #[derive(Clone)]
 pub struct MemLayer {
     root: Arc<MemDir>,
-    links: Arc<BTreeMap<u64, Arc<MemObj>>>,
+    links: Arc<BTreeMap<u64, Linked>>,
     next_ino: u64,
     /// Where file data past the budget goes; `None`: all in memory.
     spill: Option<Spill>,
@@ -217,8 +329,7 @@ impl MemLayer {
     /// the epoch) and nothing else.
     #[must_use]
     pub fn new() -> MemLayer {
-        let mut meta = Metadata::new(FileType::Dir);
-        meta.ino = ROOT_INO;
+        let meta = Stored::new(&Metadata::new(FileType::Dir), ROOT_INO);
         MemLayer {
             root: Arc::new(MemDir::new(meta)),
             links: Arc::new(BTreeMap::new()),
@@ -266,10 +377,9 @@ impl MemLayer {
         if !content.fits(meta.file_type) {
             return Err(layer_error(ErrorKind::InvalidInput, path));
         }
-        let ino = self.alloc_ino();
-        let mut meta = meta.clone();
-        meta.ino = ino;
-        meta.nlink = 1;
+        let rdev = meta.rdev;
+        let file_type = meta.file_type;
+        let meta = Stored::new(meta, self.alloc_ino());
         let entry = match content {
             Content::Dir => MemEntry::Dir(Arc::new(MemDir::new(meta))),
             Content::File(d) => MemEntry::Obj(Arc::new(MemObj {
@@ -278,11 +388,11 @@ impl MemLayer {
             })),
             Content::Symlink(t) => MemEntry::Obj(Arc::new(MemObj {
                 meta,
-                body: Body::Symlink(t),
+                body: Body::Symlink(t.into_bytes().into_boxed_slice()),
             })),
             Content::Special => MemEntry::Obj(Arc::new(MemObj {
                 meta,
-                body: Body::Special,
+                body: Body::Special(file_type, rdev),
             })),
         };
         let (dir, name) = self.parent_mut(path)?;
@@ -364,16 +474,22 @@ impl MemLayer {
         }
         match self.entry(path) {
             Some(MemEntry::Obj(o)) => Ok(o),
-            Some(MemEntry::Linked(ino)) => Ok(self.linked(*ino)),
+            Some(MemEntry::Linked(ino)) => Ok(&self.linked(*ino).obj),
             Some(MemEntry::Dir(_)) => Err(layer_error(ErrorKind::IsADirectory, path)),
             Some(MemEntry::Whiteout) | None => Err(layer_error(ErrorKind::NotFound, path)),
         }
     }
 
-    fn linked(&self, ino: u64) -> &MemObj {
+    fn linked(&self, ino: u64) -> &Linked {
         self.links
             .get(&ino)
             .expect("a linked name always has its object in the table")
+    }
+
+    /// The node of linked object `ino`.
+    fn linked_node(&self, ino: u64) -> Node {
+        let linked = self.linked(ino);
+        linked.obj.node(linked.nlink)
     }
 
     fn obj_mut(&mut self, path: &LayerPath) -> Result<&mut MemObj> {
@@ -384,10 +500,10 @@ impl MemLayer {
             Some(MemEntry::Whiteout) | None => return Err(layer_error(ErrorKind::NotFound, path)),
         };
         if let Some(ino) = linked {
-            let obj = Arc::make_mut(&mut self.links)
+            let linked = Arc::make_mut(&mut self.links)
                 .get_mut(&ino)
                 .expect("a linked name always has its object in the table");
-            return Ok(Arc::make_mut(obj));
+            return Ok(Arc::make_mut(&mut linked.obj));
         }
         let (dir, name) = self.parent_mut(path)?;
         match dir.entries.get_mut(name) {
@@ -408,7 +524,7 @@ impl MemLayer {
         if !self.opens.contains_key(&ino) {
             return Err(object_error(ErrorKind::BadHandle, ino));
         }
-        match &self.linked(ino).body {
+        match &self.linked(ino).obj.body {
             Body::File(d) => Ok(d),
             _ => Err(object_error(ErrorKind::InvalidInput, ino)),
         }
@@ -418,10 +534,10 @@ impl MemLayer {
         if !self.opens.contains_key(&ino) {
             return Err(object_error(ErrorKind::BadHandle, ino));
         }
-        let obj = Arc::make_mut(&mut self.links)
+        let linked = Arc::make_mut(&mut self.links)
             .get_mut(&ino)
             .expect("an open object is in the table");
-        Ok(Arc::make_mut(obj))
+        Ok(Arc::make_mut(&mut linked.obj))
     }
 
     fn object_file_mut(&mut self, ino: u64) -> Result<&mut FileData> {
@@ -470,8 +586,8 @@ impl MemLayer {
         Ok(dir.entries.iter().map(|(name, e)| {
             let kind = match e {
                 MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
-                MemEntry::Obj(o) => EntryKind::Node(o.meta.file_type),
-                MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).meta.file_type),
+                MemEntry::Obj(o) => EntryKind::Node(o.file_type()),
+                MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).obj.file_type()),
                 MemEntry::Whiteout => EntryKind::Whiteout,
             };
             (name.as_name(), kind)
@@ -482,10 +598,10 @@ impl MemLayer {
     fn release(&mut self, entry: &MemEntry) {
         if let MemEntry::Linked(ino) = entry {
             let links = Arc::make_mut(&mut self.links);
-            let obj = Arc::make_mut(links.get_mut(ino).expect("linked object"));
-            obj.meta.nlink -= 1;
+            let linked = links.get_mut(ino).expect("linked object");
+            linked.nlink -= 1;
             // An open orphan lives on until its last close.
-            if obj.meta.nlink == 0 && !self.opens.contains_key(ino) {
+            if linked.nlink == 0 && !self.opens.contains_key(ino) {
                 links.remove(ino);
             }
         }
@@ -628,8 +744,8 @@ impl Layer for MemLayer {
         }
         Ok(self.entry(path).map(|e| match e {
             MemEntry::Dir(d) => Entry::Node(d.node()),
-            MemEntry::Obj(o) => Entry::Node(o.node()),
-            MemEntry::Linked(ino) => Entry::Node(self.linked(*ino).node()),
+            MemEntry::Obj(o) => Entry::Node(o.node(1)),
+            MemEntry::Linked(ino) => Entry::Node(self.linked_node(*ino)),
             MemEntry::Whiteout => Entry::Whiteout,
         }))
     }
@@ -655,7 +771,7 @@ impl Layer for MemLayer {
             Ok(MemObj {
                 body: Body::Symlink(t),
                 ..
-            }) => Ok(t.clone()),
+            }) => Ok(NameBuf::from(&t[..])),
             Ok(_) => Err(layer_error(ErrorKind::InvalidInput, path)),
             Err(e) if e.kind() == ErrorKind::IsADirectory => {
                 Err(layer_error(ErrorKind::InvalidInput, path))
@@ -730,15 +846,7 @@ impl LayerMut for MemLayer {
     }
 
     fn set_metadata(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
-        let apply = |m: &mut Metadata| {
-            m.mode = meta.mode;
-            m.uid = meta.uid;
-            m.gid = meta.gid;
-            m.atime = meta.atime;
-            m.mtime = meta.mtime;
-            m.ctime = meta.ctime;
-            m.xattrs = meta.xattrs.clone();
-        };
+        let apply = |m: &mut Stored| m.set(meta);
         if path.is_root() {
             apply(&mut Arc::make_mut(&mut self.root).meta);
             return Ok(());
@@ -784,7 +892,7 @@ impl LayerMut for MemLayer {
     }
 
     fn set_redirect(&mut self, path: &LayerPath, redirect: Option<Redirect>) -> Result<()> {
-        self.dir_mut(path)?.redirect = redirect;
+        self.dir_mut(path)?.redirect = redirect.map(Box::new);
         Ok(())
     }
 
@@ -813,12 +921,10 @@ impl LayerMut for MemLayer {
             else {
                 unreachable!("checked above")
             };
-            Arc::make_mut(&mut self.links).insert(ino, obj);
+            Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
         }
         let links = Arc::make_mut(&mut self.links);
-        Arc::make_mut(links.get_mut(&ino).expect("linked object"))
-            .meta
-            .nlink += 1;
+        links.get_mut(&ino).expect("linked object").nlink += 1;
         let (dir, name) = self.parent_mut(new)?;
         dir.insert(name.to_owned(), MemEntry::Linked(ino));
         Ok(())
@@ -900,7 +1006,7 @@ impl LayerMut for MemLayer {
             else {
                 unreachable!("checked above")
             };
-            Arc::make_mut(&mut self.links).insert(ino, obj);
+            Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
         }
         *self.opens.entry(ino).or_insert(0) += 1;
         Ok(ino)
@@ -913,7 +1019,7 @@ impl LayerMut for MemLayer {
         *count -= 1;
         if *count == 0 {
             self.opens.remove(&id);
-            if self.linked(id).meta.nlink == 0 {
+            if self.linked(id).nlink == 0 {
                 // The last close of an orphan: its data goes.
                 Arc::make_mut(&mut self.links).remove(&id);
             }
@@ -925,7 +1031,7 @@ impl LayerMut for MemLayer {
         if !self.opens.contains_key(&id) {
             return Err(object_error(ErrorKind::BadHandle, id));
         }
-        Ok(self.linked(id).node())
+        Ok(self.linked_node(id))
     }
 
     fn object_read_at(&self, id: u64, offset: u64, len: usize) -> Result<Bytes> {
@@ -949,9 +1055,9 @@ impl LayerMut for MemLayer {
     }
 
     fn object_set_times(&mut self, id: u64, mtime: Timestamp, ctime: Timestamp) -> Result<()> {
-        let obj = self.object_mut(id)?;
-        obj.meta.mtime = mtime;
-        obj.meta.ctime = ctime;
+        let meta = &mut self.object_mut(id)?.meta;
+        let (atime, _, xattrs) = meta.rest();
+        meta.set_times(atime, mtime, ctime, &xattrs);
         Ok(())
     }
 
