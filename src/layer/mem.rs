@@ -15,7 +15,14 @@
 //!
 //! Hard links: an object with several names lives in a table of linked
 //! objects, and each of its names refers to it by inode number.
+//!
+//! Storage is compact, as a layer holds many small objects: an object keeps
+//! only the metadata a layer cannot derive (see `Stored`), a file of one
+//! chunk keeps it inline, and a directory's names are a sorted list of
+//! boxed names (a B-tree for a directory of thousands). About 140 bytes an
+//! entry beyond the file data (`benches/memory.rs`).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -136,7 +143,118 @@ struct MemDir {
     redirect: Option<Box<Redirect>>,
     /// Number of subdirectories, for `nlink` (2 + this).
     subdirs: u64,
-    entries: BTreeMap<NameBuf, MemEntry>,
+    entries: Entries,
+}
+
+/// A name in a directory: its bytes, boxed (no room to grow).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key(Box<[u8]>);
+
+impl Key {
+    fn new(name: &Name) -> Key {
+        Key(Box::from(name.as_bytes()))
+    }
+
+    fn name(&self) -> &Name {
+        Name::new(&self.0)
+    }
+}
+
+impl Borrow<Name> for Key {
+    fn borrow(&self) -> &Name {
+        self.name()
+    }
+}
+
+/// A directory of more entries than this keeps them in a B-tree.
+const TREE_FROM: usize = 4096;
+
+/// The entries of a directory by name, in byte order. A sorted list for
+/// up to [`TREE_FROM`] entries: nearly every directory is small, and a
+/// B-tree's node has room for eleven (a directory of one entry paid for
+/// all of it); the list grows by an eighth at a time. Past that, a B-tree,
+/// where an insertion in the middle does not move a long list.
+#[derive(Debug, Clone)]
+enum Entries {
+    List(Vec<(Key, MemEntry)>),
+    Tree(BTreeMap<Key, MemEntry>),
+}
+
+impl Entries {
+    /// Where `name` is in a list, or where it would go.
+    fn search(list: &[(Key, MemEntry)], name: &Name) -> std::result::Result<usize, usize> {
+        list.binary_search_by(|(k, _)| k.name().cmp(name))
+    }
+
+    fn get(&self, name: &Name) -> Option<&MemEntry> {
+        match self {
+            Entries::List(l) => Entries::search(l, name).ok().map(|i| &l[i].1),
+            Entries::Tree(t) => t.get(name),
+        }
+    }
+
+    fn get_mut(&mut self, name: &Name) -> Option<&mut MemEntry> {
+        match self {
+            Entries::List(l) => Entries::search(l, name).ok().map(|i| &mut l[i].1),
+            Entries::Tree(t) => t.get_mut(name),
+        }
+    }
+
+    /// Puts `entry` at `name`; returns the entry it replaces.
+    fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
+        if let Some(old) = self.get_mut(name) {
+            return Some(std::mem::replace(old, entry));
+        }
+        match self {
+            Entries::List(l) if l.len() >= TREE_FROM => {
+                let mut tree: BTreeMap<Key, MemEntry> = std::mem::take(l).into_iter().collect();
+                tree.insert(Key::new(name), entry);
+                *self = Entries::Tree(tree);
+            }
+            Entries::List(l) => {
+                let at = Entries::search(l, name).expect_err("not there: looked up above");
+                if l.len() == l.capacity() {
+                    l.reserve_exact(l.len() / 8 + 1);
+                }
+                l.insert(at, (Key::new(name), entry));
+            }
+            Entries::Tree(t) => {
+                t.insert(Key::new(name), entry);
+            }
+        }
+        None
+    }
+
+    fn remove(&mut self, name: &Name) -> Option<MemEntry> {
+        match self {
+            Entries::List(l) => {
+                let (_, old) = l.remove(Entries::search(l, name).ok()?);
+                if l.capacity() > 2 * l.len() + 4 {
+                    l.shrink_to(l.len() + l.len() / 8);
+                }
+                Some(old)
+            }
+            Entries::Tree(t) => t.remove(name),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Entries::List(l) => l.is_empty(),
+            Entries::Tree(t) => t.is_empty(),
+        }
+    }
+
+    /// The entries in name order.
+    fn iter(&self) -> impl Iterator<Item = (&Name, &MemEntry)> {
+        let (list, tree) = match self {
+            Entries::List(l) => (Some(l.iter()), None),
+            Entries::Tree(t) => (None, Some(t.iter())),
+        };
+        let list = list.into_iter().flatten().map(|(k, e)| (k.name(), e));
+        let tree = tree.into_iter().flatten().map(|(k, e)| (k.name(), e));
+        list.chain(tree)
+    }
 }
 
 impl MemDir {
@@ -146,11 +264,11 @@ impl MemDir {
             opaque: false,
             redirect: None,
             subdirs: 0,
-            entries: BTreeMap::new(),
+            entries: Entries::List(Vec::new()),
         }
     }
 
-    fn insert(&mut self, name: NameBuf, entry: MemEntry) -> Option<MemEntry> {
+    fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
         if matches!(entry, MemEntry::Dir(_)) {
             self.subdirs += 1;
         }
@@ -398,7 +516,7 @@ impl MemLayer {
         let (dir, name) = self.parent_mut(path)?;
         match dir.entries.get(name) {
             None | Some(MemEntry::Whiteout) => {
-                dir.insert(name.to_owned(), entry);
+                dir.insert(name, entry);
                 Ok(())
             }
             Some(_) => Err(layer_error(ErrorKind::AlreadyExists, path)),
@@ -590,7 +708,7 @@ impl MemLayer {
                 MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).obj.file_type()),
                 MemEntry::Whiteout => EntryKind::Whiteout,
             };
-            (name.as_name(), kind)
+            (name, kind)
         }))
     }
 
@@ -880,7 +998,7 @@ impl LayerMut for MemLayer {
         {
             return Err(layer_error(ErrorKind::DirectoryNotEmpty, path));
         }
-        if let Some(old) = dir.insert(name.to_owned(), MemEntry::Whiteout) {
+        if let Some(old) = dir.insert(name, MemEntry::Whiteout) {
             self.release(&old);
         }
         Ok(())
@@ -917,8 +1035,7 @@ impl LayerMut for MemLayer {
         // Move a single-named object into the table of linked objects.
         let (dir, name) = self.parent_mut(existing)?;
         if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
-            let Some(MemEntry::Obj(obj)) = dir.insert(name.to_owned(), MemEntry::Linked(ino))
-            else {
+            let Some(MemEntry::Obj(obj)) = dir.insert(name, MemEntry::Linked(ino)) else {
                 unreachable!("checked above")
             };
             Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
@@ -926,7 +1043,7 @@ impl LayerMut for MemLayer {
         let links = Arc::make_mut(&mut self.links);
         links.get_mut(&ino).expect("linked object").nlink += 1;
         let (dir, name) = self.parent_mut(new)?;
-        dir.insert(name.to_owned(), MemEntry::Linked(ino));
+        dir.insert(name, MemEntry::Linked(ino));
         Ok(())
     }
 
@@ -957,7 +1074,7 @@ impl LayerMut for MemLayer {
         let (dir, name) = self.parent_mut(from)?;
         let moving = dir.take(name).expect("checked above");
         let (dir, name) = self.parent_mut(to)?;
-        if let Some(old) = dir.insert(name.to_owned(), moving) {
+        if let Some(old) = dir.insert(name, moving) {
             self.release(&old);
         }
         Ok(())
@@ -979,9 +1096,9 @@ impl LayerMut for MemLayer {
         let (dir, name) = self.parent_mut(a)?;
         let ea = dir.take(name).expect("checked above");
         let (dir, name) = self.parent_mut(b)?;
-        let eb = dir.insert(name.to_owned(), ea).expect("checked above");
+        let eb = dir.insert(name, ea).expect("checked above");
         let (dir, name) = self.parent_mut(a)?;
-        dir.insert(name.to_owned(), eb);
+        dir.insert(name, eb);
         Ok(())
     }
 
@@ -1002,8 +1119,7 @@ impl LayerMut for MemLayer {
         // where its number finds it whatever becomes of its name.
         let (dir, name) = self.parent_mut(path)?;
         if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
-            let Some(MemEntry::Obj(obj)) = dir.insert(name.to_owned(), MemEntry::Linked(ino))
-            else {
+            let Some(MemEntry::Obj(obj)) = dir.insert(name, MemEntry::Linked(ino)) else {
                 unreachable!("checked above")
             };
             Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
@@ -1176,6 +1292,95 @@ mod tests {
         l.exchange(&p("b"), &p("c")).unwrap();
         assert_eq!(&l.read_at(&p("b"), 0, 1).unwrap()[..], b"2");
         assert_eq!(&l.read_at(&p("c/f"), 0, 1).unwrap()[..], b"1");
+    }
+
+    #[test]
+    fn metadata_round_trips_whether_kept_apart_or_not() {
+        let mut l = MemLayer::new();
+        let mut meta = Metadata::new(FileType::File)
+            .with_mode(0o4755)
+            .with_owner(1000, 50)
+            .with_times(Timestamp::new(1_700_000_000, 5));
+        l.add_file_with("same", "ab", meta.clone()).unwrap();
+        let mut apart = meta.clone();
+        apart.atime = Timestamp::new(1, 2);
+        apart.ctime = Timestamp::new(-3, 4);
+        l.add_file_with("times", "ab", apart.clone()).unwrap();
+        meta.xattrs.insert("user.a", "v");
+        l.add_file_with("xattr", "ab", meta.clone()).unwrap();
+        let dev = Metadata::new(FileType::CharDevice).with_rdev(crate::makedev(1, 3));
+        l.add_special("null", dev.clone()).unwrap();
+        for (name, mut want, size, rare) in [
+            ("same", meta.clone(), 2, false),
+            ("times", apart, 2, true),
+            ("xattr", meta.clone(), 2, true),
+            ("null", dev, 0, false),
+        ] {
+            if name == "same" {
+                want.xattrs = Xattrs::new();
+            }
+            let Some(MemEntry::Obj(o)) = l.entry(&p(name)) else {
+                panic!("{name} is an object")
+            };
+            assert_eq!(o.meta.rare.is_some(), rare, "{name}");
+            let got = l
+                .lookup(&p(name))
+                .unwrap()
+                .unwrap()
+                .node()
+                .unwrap()
+                .meta
+                .clone();
+            want.ino = got.ino;
+            want.size = size;
+            assert_eq!(got, want, "{name}");
+        }
+        // New times keep the atime and the attributes.
+        let id = l.open_object(&p("xattr")).unwrap();
+        l.object_set_times(id, Timestamp::new(7, 0), Timestamp::new(8, 0))
+            .unwrap();
+        let got = l.object_node(id).unwrap().meta;
+        assert_eq!(
+            (got.atime, got.mtime, got.ctime),
+            (meta.atime, Timestamp::new(7, 0), Timestamp::new(8, 0))
+        );
+        assert_eq!(got.xattrs, meta.xattrs);
+    }
+
+    #[test]
+    fn a_small_directory_is_a_list_of_its_size() {
+        let mut l = MemLayer::new();
+        l.add_file("d/f", "").unwrap();
+        let Entries::List(list) = &l.dir(&p("d")).unwrap().entries else {
+            panic!("a list")
+        };
+        assert_eq!(list.capacity(), 1);
+    }
+
+    #[test]
+    fn a_large_directory_moves_to_a_tree_and_keeps_its_order() {
+        let mut l = MemLayer::new();
+        // Inserted backwards, past the list's limit.
+        let n = TREE_FROM + 10;
+        for i in (0..n).rev() {
+            l.add_file(format!("d/{i:05}"), "").unwrap();
+        }
+        assert!(matches!(l.dir(&p("d")).unwrap().entries, Entries::Tree(_)));
+        let names: Vec<String> = l
+            .read_dir(&p("d"))
+            .unwrap()
+            .entries
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let want: Vec<String> = (0..n).map(|i| format!("{i:05}")).collect();
+        assert_eq!(names, want);
+        l.remove(&p("d/00007")).unwrap();
+        assert_eq!(l.lookup(&p("d/00007")).unwrap(), None);
+        assert!(l.lookup(&p("d/00008")).unwrap().is_some());
+        l.rename(&p("d/00008"), &p("d/00007")).unwrap();
+        assert_eq!(l.lookup(&p("d/00008")).unwrap(), None);
+        assert!(l.lookup(&p("d/00007")).unwrap().is_some());
     }
 
     #[test]
