@@ -202,27 +202,28 @@ impl Entries {
 
     /// Puts `entry` at `name`; returns the entry it replaces.
     fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
-        if let Some(old) = self.get_mut(name) {
-            return Some(std::mem::replace(old, entry));
-        }
         match self {
-            Entries::List(l) if l.len() >= TREE_FROM => {
-                let mut tree: BTreeMap<Key, MemEntry> = std::mem::take(l).into_iter().collect();
-                tree.insert(Key::new(name), entry);
-                *self = Entries::Tree(tree);
-            }
-            Entries::List(l) => {
-                let at = Entries::search(l, name).expect_err("not there: looked up above");
-                if l.len() == l.capacity() {
-                    l.reserve_exact(l.len() / 8 + 1);
+            Entries::List(l) => match Entries::search(l, name) {
+                Ok(at) => Some(std::mem::replace(&mut l[at].1, entry)),
+                Err(_) if l.len() >= TREE_FROM => {
+                    let mut tree: BTreeMap<Key, MemEntry> = std::mem::take(l).into_iter().collect();
+                    tree.insert(Key::new(name), entry);
+                    *self = Entries::Tree(tree);
+                    None
                 }
-                l.insert(at, (Key::new(name), entry));
-            }
-            Entries::Tree(t) => {
-                t.insert(Key::new(name), entry);
-            }
+                Err(at) => {
+                    if l.len() == l.capacity() {
+                        l.reserve_exact(l.len() / 8 + 1);
+                    }
+                    l.insert(at, (Key::new(name), entry));
+                    None
+                }
+            },
+            Entries::Tree(t) => match t.get_mut(name) {
+                Some(old) => Some(std::mem::replace(old, entry)),
+                None => t.insert(Key::new(name), entry),
+            },
         }
-        None
     }
 
     fn remove(&mut self, name: &Name) -> Option<MemEntry> {
