@@ -2,10 +2,11 @@
 //!
 //! A [`FileData`] is a list of chunks, each a slice of a shared [`Bytes`]
 //! buffer, a run of zeros (a hole), or a run of bytes in a [`Spill`]'s
-//! file. Cloning it costs one allocation per chunk and never copies file
-//! contents, so a copy-up in memory shares the lower layer's buffers; a
-//! small write into a large file splits one chunk and stores only the new
-//! bytes.
+//! file. A file of one chunk (nearly every file) keeps it inline, with no
+//! list on the heap. Cloning it costs at most the copy of the list (none
+//! for one chunk) and never copies file contents, so a copy-up in memory
+//! shares the lower layer's buffers; a small write into a large file
+//! splits one chunk and stores only the new bytes.
 //!
 //! Reads return a [`Result`]: data in a spill file is read with `pread`,
 //! which can fail. Data written without a spill is in memory, and reads of
