@@ -2,10 +2,11 @@
 //!
 //! A [`FileData`] is a list of chunks, each a slice of a shared [`Bytes`]
 //! buffer, a run of zeros (a hole), or a run of bytes in a [`Spill`]'s
-//! file. Cloning it costs one allocation per chunk and never copies file
-//! contents, so a copy-up in memory shares the lower layer's buffers; a
-//! small write into a large file splits one chunk and stores only the new
-//! bytes.
+//! file. A file of one chunk (nearly every file) keeps it inline, with no
+//! list on the heap. Cloning it costs at most the copy of the list (none
+//! for one chunk) and never copies file contents, so a copy-up in memory
+//! shares the lower layer's buffers; a small write into a large file
+//! splits one chunk and stores only the new bytes.
 //!
 //! Reads return a [`Result`]: data in a spill file is read with `pread`,
 //! which can fail. Data written without a spill is in memory, and reads of
@@ -100,11 +101,56 @@ fn buffer(len: u64) -> Result<Vec<u8>> {
 /// and put the rest in the spill's file
 /// ([`write_at_spilling`](FileData::write_at_spilling),
 /// [`keep_or_spill`](FileData::keep_or_spill)).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct FileData {
-    /// Chunks in order with the offset each starts at.
-    chunks: Vec<(u64, Chunk)>,
-    len: u64,
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileData(Rope);
+
+/// The chunks. A file of one chunk (nearly every file a layer holds) keeps
+/// it inline, with no list on the heap: a layer holds one per file.
+/// Always in its normal form (see [`FileData::settle`]), so that the
+/// derived equality is equality of the chunks.
+#[derive(Clone, PartialEq, Eq)]
+enum Rope {
+    /// One chunk, starting at 0, of length > 0.
+    One(Chunk),
+    /// No chunk (`len` 0, no allocation) or two or more, in order with the
+    /// offset each starts at, covering `0..len`.
+    Many { chunks: Vec<(u64, Chunk)>, len: u64 },
+}
+
+impl Default for FileData {
+    fn default() -> FileData {
+        FileData(Rope::Many {
+            chunks: Vec::new(),
+            len: 0,
+        })
+    }
+}
+
+/// Up to `end - offset` bytes from `offset` out of `chunks` (the chunks
+/// from the one holding `offset` on, with their starts).
+fn read_chunks<'a>(
+    mut chunks: impl Iterator<Item = (u64, &'a Chunk)>,
+    offset: u64,
+    end: u64,
+) -> Result<Bytes> {
+    let Some((start, chunk)) = chunks.next() else {
+        return Ok(Bytes::new());
+    };
+    if end <= start + chunk.len()
+        && let Chunk::Data(b) = chunk.slice(offset - start, end - start)
+    {
+        return Ok(b);
+    }
+    let mut out = buffer(end - offset)?;
+    for (start, chunk) in std::iter::once((start, chunk)).chain(chunks) {
+        if start >= end {
+            break;
+        }
+        let from = offset.max(start) - start;
+        let to = end.min(start + chunk.len()) - start;
+        chunk.read_into(from, to, &mut out)?;
+    }
+    Ok(Bytes::from(out))
 }
 
 impl FileData {
@@ -125,24 +171,70 @@ impl FileData {
     /// The length in bytes.
     #[must_use]
     pub fn len(&self) -> u64 {
-        self.len
+        match &self.0 {
+            Rope::One(c) => c.len(),
+            Rope::Many { len, .. } => *len,
+        }
     }
 
     /// Whether the length is zero.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The number of chunks (a measure of fragmentation).
     #[must_use]
     pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+        match &self.0 {
+            Rope::One(_) => 1,
+            Rope::Many { chunks, .. } => chunks.len(),
+        }
     }
 
-    /// Index of the chunk that holds byte `offset` (`offset < len`).
-    fn chunk_index(&self, offset: u64) -> usize {
-        self.chunks.partition_point(|(start, _)| *start <= offset) - 1
+    /// The chunks in order with their starts.
+    fn iter(&self) -> impl Iterator<Item = (u64, &Chunk)> {
+        let (one, many) = match &self.0 {
+            Rope::One(c) => (Some((0, c)), &[][..]),
+            Rope::Many { chunks, .. } => (None, &chunks[..]),
+        };
+        one.into_iter().chain(many.iter().map(|(s, c)| (*s, c)))
+    }
+
+    /// The chunks as a list to change, with the length; [`settle`]
+    /// (Self::settle) puts them back in normal form.
+    fn many(&mut self) -> (&mut Vec<(u64, Chunk)>, &mut u64) {
+        if let Rope::One(_) = self.0 {
+            let Rope::One(chunk) = std::mem::take(self).0 else {
+                unreachable!("matched above")
+            };
+            let len = chunk.len();
+            let mut chunks = Vec::with_capacity(3);
+            chunks.push((0, chunk));
+            self.0 = Rope::Many { chunks, len };
+        }
+        match &mut self.0 {
+            Rope::Many { chunks, len } => (chunks, len),
+            Rope::One(_) => unreachable!("made a list above"),
+        }
+    }
+
+    /// Back to the normal form after a change: one chunk inline, no
+    /// chunk without an allocation.
+    fn settle(&mut self) {
+        if let Rope::Many { chunks, .. } = &mut self.0 {
+            match chunks.len() {
+                0 => *self = FileData::new(),
+                1 => self.0 = Rope::One(chunks.pop().expect("one chunk").1),
+                _ => {}
+            }
+        }
+    }
+
+    /// Index of the chunk that holds byte `offset` (`offset < len`) in
+    /// `chunks`.
+    fn chunk_index(chunks: &[(u64, Chunk)], offset: u64) -> usize {
+        chunks.partition_point(|(start, _)| *start <= offset) - 1
     }
 
     /// Up to `len` bytes from `offset` (fewer at the end, none past it).
@@ -152,27 +244,17 @@ impl FileData {
     /// Errors reading a spill file (naming its directory); `EDQUOT` if
     /// the bytes asked for do not fit in memory.
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        if offset >= self.len || len == 0 {
+        if offset >= self.len() || len == 0 {
             return Ok(Bytes::new());
         }
-        let end = self.len.min(offset.saturating_add(len as u64));
-        let first = self.chunk_index(offset);
-        let (start, chunk) = &self.chunks[first];
-        if end <= start + chunk.len()
-            && let Chunk::Data(b) = chunk.slice(offset - start, end - start)
-        {
-            return Ok(b);
-        }
-        let mut out = buffer(end - offset)?;
-        for (start, chunk) in &self.chunks[first..] {
-            if *start >= end {
-                break;
+        let end = self.len().min(offset.saturating_add(len as u64));
+        match &self.0 {
+            Rope::One(c) => read_chunks(std::iter::once((0, c)), offset, end),
+            Rope::Many { chunks, .. } => {
+                let first = FileData::chunk_index(chunks, offset);
+                read_chunks(chunks[first..].iter().map(|(s, c)| (*s, c)), offset, end)
             }
-            let from = offset.max(*start) - start;
-            let to = end.min(start + chunk.len()) - start;
-            chunk.read_into(from, to, &mut out)?;
         }
-        Ok(Bytes::from(out))
     }
 
     /// All the bytes in one buffer (shared when there is one chunk in
@@ -181,14 +263,13 @@ impl FileData {
     /// # Errors
     /// As [`FileData::read_at`].
     pub fn to_bytes(&self) -> Result<Bytes> {
-        self.read_at(0, usize::try_from(self.len).unwrap_or(usize::MAX))
+        self.read_at(0, usize::try_from(self.len()).unwrap_or(usize::MAX))
     }
 
     /// Bytes of data held in memory (holes and spilled data excluded).
     #[must_use]
     pub fn memory_len(&self) -> u64 {
-        self.chunks
-            .iter()
+        self.iter()
             .filter(|(_, c)| matches!(c, Chunk::Data(_)))
             .map(|(_, c)| c.len())
             .sum()
@@ -227,11 +308,11 @@ impl FileData {
     ) -> Result<FileData> {
         let mut data = FileData::new();
         loop {
-            let piece = read(data.len)?;
+            let piece = read(data.len())?;
             if piece.is_empty() {
                 return Ok(data);
             }
-            data.write_at_spilling(data.len, &piece, spill)?;
+            data.write_at_spilling(data.len(), &piece, spill)?;
         }
     }
 
@@ -246,15 +327,22 @@ impl FileData {
         if in_memory == 0 || spill.keep(in_memory) {
             return Ok(());
         }
-        let mut spilled = Vec::with_capacity(self.chunks.len());
-        for (start, chunk) in &self.chunks {
-            let chunk = match chunk {
+        let spilled = |chunk: &Chunk| -> Result<Chunk> {
+            Ok(match chunk {
                 Chunk::Data(b) => Chunk::Off(Off::Spilled(spill.append(b)?)),
                 other => other.clone(),
-            };
-            spilled.push((*start, chunk));
+            })
+        };
+        match &mut self.0 {
+            Rope::One(c) => *c = spilled(c)?,
+            Rope::Many { chunks, .. } => {
+                let mut out = Vec::with_capacity(chunks.len());
+                for (start, chunk) in chunks.iter() {
+                    out.push((*start, spilled(chunk)?));
+                }
+                *chunks = out;
+            }
         }
-        self.chunks = spilled;
         Ok(())
     }
 
@@ -294,100 +382,125 @@ impl FileData {
         self.put_chunk(offset, Chunk::Data(data));
     }
 
+    /// Puts `chunk` (not empty) at `offset`.
     fn put_chunk(&mut self, offset: u64, chunk: Chunk) {
-        if offset > self.len {
+        let len = self.len();
+        if offset == 0 && chunk.len() >= len {
+            // The whole file replaced (the first write into a new file).
+            self.0 = Rope::One(chunk);
+            return;
+        }
+        if offset > len {
             self.set_len(offset);
         }
         let end = offset + chunk.len();
+        let (chunks, len) = self.many();
         // Split so that chunks start exactly at `offset` and `end`.
-        self.split_at(offset);
-        self.split_at(end);
-        let first = self.chunks.partition_point(|(s, _)| *s < offset);
-        let last = self.chunks.partition_point(|(s, _)| *s < end);
-        self.chunks.splice(first..last, [(offset, chunk)]);
-        self.len = self.len.max(end);
-        self.merge_small_around(first);
-    }
-
-    /// Splits the chunk that contains `at` so that a chunk starts at `at`.
-    fn split_at(&mut self, at: u64) {
-        if at == 0 || at >= self.len {
-            return;
-        }
-        let i = self.chunk_index(at);
-        let (start, chunk) = &self.chunks[i];
-        if *start == at {
-            return;
-        }
-        let start = *start;
-        let (left, right) = (
-            chunk.slice(0, at - start),
-            chunk.slice(at - start, chunk.len()),
-        );
-        self.chunks[i] = (start, left);
-        self.chunks.insert(i + 1, (at, right));
-    }
-
-    /// Merges chunk `i` with small data neighbours.
-    fn merge_small_around(&mut self, mut i: usize) {
-        if i > 0 && self.mergeable(i - 1, i) {
-            self.merge(i - 1);
-            i -= 1;
-        }
-        if i + 1 < self.chunks.len() && self.mergeable(i, i + 1) {
-            self.merge(i);
-        }
-    }
-
-    fn mergeable(&self, a: usize, b: usize) -> bool {
-        match (&self.chunks[a].1, &self.chunks[b].1) {
-            (Chunk::Data(x), Chunk::Data(y)) => x.len() + y.len() <= MERGE_LIMIT,
-            (Chunk::Off(Off::Zeros(_)), Chunk::Off(Off::Zeros(_))) => true,
-            // One run of a spill file (a file spilled piece by piece).
-            (Chunk::Off(Off::Spilled(x)), Chunk::Off(Off::Spilled(y))) => x.joined(y).is_some(),
-            _ => false,
-        }
-    }
-
-    fn merge(&mut self, a: usize) {
-        let (_, right) = self.chunks.remove(a + 1);
-        let left = &mut self.chunks[a].1;
-        *left = match (&*left, right) {
-            (Chunk::Data(x), Chunk::Data(y)) => {
-                let mut m = BytesMut::with_capacity(x.len() + y.len());
-                m.extend_from_slice(x);
-                m.extend_from_slice(&y);
-                Chunk::Data(m.freeze())
-            }
-            (Chunk::Off(Off::Zeros(x)), Chunk::Off(Off::Zeros(y))) => Chunk::Off(Off::Zeros(x + y)),
-            (Chunk::Off(Off::Spilled(x)), Chunk::Off(Off::Spilled(y))) => Chunk::Off(Off::Spilled(
-                x.joined(&y).expect("only adjacent extents are merged"),
-            )),
-            _ => unreachable!("only like chunks are merged"),
-        };
+        split_at(chunks, *len, offset);
+        split_at(chunks, *len, end);
+        let first = chunks.partition_point(|(s, _)| *s < offset);
+        let last = chunks.partition_point(|(s, _)| *s < end);
+        chunks.splice(first..last, [(offset, chunk)]);
+        *len = (*len).max(end);
+        merge_small_around(chunks, first);
+        self.settle();
     }
 
     /// Truncates or extends (with zeros) to `len` bytes.
-    pub fn set_len(&mut self, len: u64) {
-        if len < self.len {
-            self.split_at(len);
-            let keep = self.chunks.partition_point(|(s, _)| *s < len);
-            self.chunks.truncate(keep);
-        } else if len > self.len {
-            match self.chunks.last_mut() {
-                Some((_, Chunk::Off(Off::Zeros(n)))) => *n += len - self.len,
-                _ => self
-                    .chunks
-                    .push((self.len, Chunk::Off(Off::Zeros(len - self.len)))),
+    pub fn set_len(&mut self, new_len: u64) {
+        let len = self.len();
+        if new_len == len {
+            return;
+        }
+        if len == 0 {
+            self.0 = Rope::One(Chunk::Off(Off::Zeros(new_len)));
+            return;
+        }
+        if let Rope::One(Chunk::Off(Off::Zeros(n))) = &mut self.0
+            && new_len > 0
+        {
+            *n = new_len;
+            return;
+        }
+        let (chunks, len) = self.many();
+        if new_len < *len {
+            split_at(chunks, *len, new_len);
+            let keep = chunks.partition_point(|(s, _)| *s < new_len);
+            chunks.truncate(keep);
+        } else {
+            match chunks.last_mut() {
+                Some((_, Chunk::Off(Off::Zeros(n)))) => *n += new_len - *len,
+                _ => chunks.push((*len, Chunk::Off(Off::Zeros(new_len - *len)))),
             }
         }
-        self.len = len;
+        *len = new_len;
+        self.settle();
     }
 
     /// Appends bytes at the end.
     pub fn append(&mut self, data: &[u8]) {
-        self.write_at(self.len, data);
+        self.write_at(self.len(), data);
     }
+}
+
+/// Splits the chunk of `chunks` (covering `0..len`) that contains `at` so
+/// that a chunk starts at `at`.
+fn split_at(chunks: &mut Vec<(u64, Chunk)>, len: u64, at: u64) {
+    if at == 0 || at >= len {
+        return;
+    }
+    let i = FileData::chunk_index(chunks, at);
+    let (start, chunk) = &chunks[i];
+    if *start == at {
+        return;
+    }
+    let start = *start;
+    let (left, right) = (
+        chunk.slice(0, at - start),
+        chunk.slice(at - start, chunk.len()),
+    );
+    chunks[i] = (start, left);
+    chunks.insert(i + 1, (at, right));
+}
+
+/// Merges chunk `i` of `chunks` with small data neighbours.
+fn merge_small_around(chunks: &mut Vec<(u64, Chunk)>, mut i: usize) {
+    if i > 0 && mergeable(&chunks[i - 1].1, &chunks[i].1) {
+        merge(chunks, i - 1);
+        i -= 1;
+    }
+    if i + 1 < chunks.len() && mergeable(&chunks[i].1, &chunks[i + 1].1) {
+        merge(chunks, i);
+    }
+}
+
+fn mergeable(a: &Chunk, b: &Chunk) -> bool {
+    match (a, b) {
+        (Chunk::Data(x), Chunk::Data(y)) => x.len() + y.len() <= MERGE_LIMIT,
+        (Chunk::Off(Off::Zeros(_)), Chunk::Off(Off::Zeros(_))) => true,
+        // One run of a spill file (a file spilled piece by piece).
+        (Chunk::Off(Off::Spilled(x)), Chunk::Off(Off::Spilled(y))) => x.joined(y).is_some(),
+        _ => false,
+    }
+}
+
+/// Merges chunks `a` and `a + 1` (alike, see [`mergeable`]).
+fn merge(chunks: &mut Vec<(u64, Chunk)>, a: usize) {
+    let (_, right) = chunks.remove(a + 1);
+    let left = &mut chunks[a].1;
+    *left = match (&*left, right) {
+        (Chunk::Data(x), Chunk::Data(y)) => {
+            let mut m = BytesMut::with_capacity(x.len() + y.len());
+            m.extend_from_slice(x);
+            m.extend_from_slice(&y);
+            Chunk::Data(m.freeze())
+        }
+        (Chunk::Off(Off::Zeros(x)), Chunk::Off(Off::Zeros(y))) => Chunk::Off(Off::Zeros(x + y)),
+        (Chunk::Off(Off::Spilled(x)), Chunk::Off(Off::Spilled(y))) => Chunk::Off(Off::Spilled(
+            x.joined(&y).expect("only adjacent extents are merged"),
+        )),
+        _ => unreachable!("only like chunks are merged"),
+    };
 }
 
 impl From<Bytes> for FileData {
@@ -396,10 +509,7 @@ impl From<Bytes> for FileData {
         if len == 0 {
             return FileData::new();
         }
-        FileData {
-            chunks: vec![(0, Chunk::Data(b))],
-            len,
-        }
+        FileData(Rope::One(Chunk::Data(b)))
     }
 }
 
@@ -426,8 +536,8 @@ impl fmt::Debug for FileData {
         write!(
             f,
             "FileData({} bytes in {} chunks)",
-            self.len,
-            self.chunks.len()
+            self.len(),
+            self.chunk_count()
         )
     }
 }
@@ -490,10 +600,19 @@ mod tests {
                 prop_assert_eq!(rope.len(), plain.len() as u64);
                 prop_assert_eq!(&rope.to_bytes().unwrap()[..], &plain[..]);
                 let mut pos = 0;
-                for (s, c) in &rope.chunks {
-                    prop_assert_eq!(*s, pos);
+                for (s, c) in rope.iter() {
+                    prop_assert_eq!(s, pos);
                     prop_assert!(c.len() > 0);
                     pos += c.len();
+                }
+                // The normal form: one chunk inline, no empty list with a
+                // length.
+                match &rope.0 {
+                    Rope::One(_) => {}
+                    Rope::Many { chunks, len } => {
+                        prop_assert_ne!(chunks.len(), 1);
+                        prop_assert_eq!(chunks.is_empty(), *len == 0);
+                    }
                 }
             }
             for (o, l) in [(0u64, 1usize), (3, 700), (4000, 9000), (20000, 5)] {
@@ -511,11 +630,11 @@ mod tests {
             d.write_at(i << 20, &block);
         }
         assert_eq!(d.len(), 1 << 30);
-        assert!(d.chunks == vec![(0, Chunk::Off(Off::Zeros(1 << 30)))]);
+        assert!(d.0 == Rope::One(Chunk::Off(Off::Zeros(1 << 30))));
         // Zeros over data replace it; data over the hole splits it.
         d.write_at(10, b"ab");
         d.write_at(10, &[0, 0]);
-        assert!(d.chunks == vec![(0, Chunk::Off(Off::Zeros(1 << 30)))]);
+        assert!(d.0 == Rope::One(Chunk::Off(Off::Zeros(1 << 30))));
         d.write_at(5, b"x");
         assert_eq!(&d.read_at(4, 3).unwrap()[..], b"\0x\0");
         assert_eq!(d.chunk_count(), 3);
@@ -528,11 +647,32 @@ mod tests {
         d.write_at(1000, b"x");
         // The 1000-byte head and the new byte merge; the tail stays shared.
         assert_eq!(d.chunk_count(), 2);
-        let Chunk::Data(tail) = &d.chunks[1].1 else {
+        let Some((_, Chunk::Data(tail))) = d.iter().nth(1) else {
             panic!("tail should be data")
         };
         // The tail is a view of the original buffer, not a copy.
         assert_eq!(tail.as_ptr(), big[1001..].as_ptr());
+    }
+
+    #[test]
+    fn one_chunk_is_kept_inline() {
+        // A layer holds a `FileData` per file: a file of one chunk (nearly
+        // all) needs no list on the heap, and the whole is a chunk and a tag.
+        assert!(size_of::<FileData>() <= size_of::<Chunk>() + 8);
+        let mut d = FileData::from("abc");
+        assert!(matches!(d.0, Rope::One(Chunk::Data(_))));
+        d.write_at(1, b"X");
+        // Small writes merge back into one chunk, which goes inline again.
+        assert!(matches!(d.0, Rope::One(Chunk::Data(_))));
+        assert_eq!(&d.to_bytes().unwrap()[..], b"aXc");
+        d.set_len(10);
+        assert_eq!(d.chunk_count(), 2);
+        d.set_len(2);
+        assert!(matches!(d.0, Rope::One(Chunk::Data(_))));
+        assert_eq!(&d.to_bytes().unwrap()[..], b"aX");
+        d.set_len(0);
+        assert_eq!(d, FileData::new());
+        assert_eq!(d.chunk_count(), 0);
     }
 
     #[test]

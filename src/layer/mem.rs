@@ -15,7 +15,14 @@
 //!
 //! Hard links: an object with several names lives in a table of linked
 //! objects, and each of its names refers to it by inode number.
+//!
+//! Storage is compact, as a layer holds many small objects: an object keeps
+//! only the metadata a layer cannot derive (see `Stored`), a file of one
+//! chunk keeps it inline, and a directory's names are a sorted list of
+//! boxed names (a B-tree for a directory of thousands). About 140 bytes an
+//! entry beyond the file data (`benches/memory.rs`).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -27,32 +34,242 @@ use crate::layer::{
     Content, DirListing, Entry, EntryKind, Layer, LayerMut, Node, Redirect, layer_error,
     object_error,
 };
-use crate::meta::{FileType, Metadata, Timestamp};
+use crate::meta::{FileType, Metadata, Timestamp, Xattrs};
 use crate::path::{LayerPath, Name, NameBuf, PathLike};
 use crate::spill::Spill;
 
+/// The metadata a `MemLayer` stores of an object: what it cannot derive.
+/// The type is where the object is (a [`MemDir`], or its [`Body`]), the
+/// size is its data's, the link count its names', and the device number
+/// is kept only by special files (0 for the others on any filesystem). The
+/// atime and ctime are kept apart, with the extended attributes, only
+/// when they are not the mtime: every entry of a layer tar has one time.
+#[derive(Debug, Clone)]
+struct Stored {
+    /// As [`Metadata::mode`].
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_nsec: u32,
+    mtime_sec: i64,
+    ino: u64,
+    /// `None`: atime and ctime are the mtime, no extended attributes.
+    rare: Option<Box<Rare>>,
+}
+
+/// What few objects have (see [`Stored`]).
+#[derive(Debug, Clone)]
+struct Rare {
+    atime: Timestamp,
+    ctime: Timestamp,
+    xattrs: Xattrs,
+}
+
+impl Stored {
+    fn new(meta: &Metadata, ino: u64) -> Stored {
+        let mut stored = Stored {
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_nsec: 0,
+            mtime_sec: 0,
+            ino,
+            rare: None,
+        };
+        stored.set(meta);
+        stored
+    }
+
+    /// Takes what [`LayerMut::set_metadata`] sets: the mode, owner, times
+    /// and extended attributes.
+    fn set(&mut self, meta: &Metadata) {
+        self.mode = meta.mode;
+        self.uid = meta.uid;
+        self.gid = meta.gid;
+        self.set_times(meta.atime, meta.mtime, meta.ctime, &meta.xattrs);
+    }
+
+    fn set_times(&mut self, atime: Timestamp, mtime: Timestamp, ctime: Timestamp, xattrs: &Xattrs) {
+        self.mtime_sec = mtime.sec;
+        self.mtime_nsec = mtime.nsec;
+        self.rare = (atime != mtime || ctime != mtime || !xattrs.is_empty()).then(|| {
+            Box::new(Rare {
+                atime,
+                ctime,
+                xattrs: xattrs.clone(),
+            })
+        });
+    }
+
+    fn mtime(&self) -> Timestamp {
+        Timestamp {
+            sec: self.mtime_sec,
+            nsec: self.mtime_nsec,
+        }
+    }
+
+    /// The atime, ctime and extended attributes.
+    fn rest(&self) -> (Timestamp, Timestamp, Xattrs) {
+        match &self.rare {
+            Some(r) => (r.atime, r.ctime, r.xattrs.clone()),
+            None => (self.mtime(), self.mtime(), Xattrs::new()),
+        }
+    }
+
+    /// The whole metadata, with what is derived.
+    fn metadata(&self, file_type: FileType, size: u64, nlink: u64, rdev: u64) -> Metadata {
+        let (atime, ctime, xattrs) = self.rest();
+        let mut meta = Metadata::new(file_type);
+        meta.mode = self.mode;
+        meta.uid = self.uid;
+        meta.gid = self.gid;
+        meta.size = size;
+        meta.nlink = nlink;
+        meta.rdev = rdev;
+        meta.atime = atime;
+        meta.mtime = self.mtime();
+        meta.ctime = ctime;
+        meta.ino = self.ino;
+        meta.xattrs = xattrs;
+        meta
+    }
+}
+
 #[derive(Debug, Clone)]
 struct MemDir {
-    meta: Metadata,
+    meta: Stored,
     opaque: bool,
-    redirect: Option<Redirect>,
+    /// Boxed: nearly every directory has none.
+    redirect: Option<Box<Redirect>>,
     /// Number of subdirectories, for `nlink` (2 + this).
     subdirs: u64,
-    entries: BTreeMap<NameBuf, MemEntry>,
+    entries: Entries,
+}
+
+/// A name in a directory: its bytes, boxed (no room to grow).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key(Box<[u8]>);
+
+impl Key {
+    fn new(name: &Name) -> Key {
+        Key(Box::from(name.as_bytes()))
+    }
+
+    fn name(&self) -> &Name {
+        Name::new(&self.0)
+    }
+}
+
+impl Borrow<Name> for Key {
+    fn borrow(&self) -> &Name {
+        self.name()
+    }
+}
+
+/// A directory of more entries than this keeps them in a B-tree.
+const TREE_FROM: usize = 4096;
+
+/// The entries of a directory by name, in byte order. A sorted list for
+/// up to [`TREE_FROM`] entries: nearly every directory is small, and a
+/// B-tree's node has room for eleven (a directory of one entry paid for
+/// all of it); the list grows by an eighth at a time. Past that, a B-tree,
+/// where an insertion in the middle does not move a long list.
+#[derive(Debug, Clone)]
+enum Entries {
+    List(Vec<(Key, MemEntry)>),
+    Tree(BTreeMap<Key, MemEntry>),
+}
+
+impl Entries {
+    /// Where `name` is in a list, or where it would go.
+    fn search(list: &[(Key, MemEntry)], name: &Name) -> std::result::Result<usize, usize> {
+        list.binary_search_by(|(k, _)| k.name().cmp(name))
+    }
+
+    fn get(&self, name: &Name) -> Option<&MemEntry> {
+        match self {
+            Entries::List(l) => Entries::search(l, name).ok().map(|i| &l[i].1),
+            Entries::Tree(t) => t.get(name),
+        }
+    }
+
+    fn get_mut(&mut self, name: &Name) -> Option<&mut MemEntry> {
+        match self {
+            Entries::List(l) => Entries::search(l, name).ok().map(|i| &mut l[i].1),
+            Entries::Tree(t) => t.get_mut(name),
+        }
+    }
+
+    /// Puts `entry` at `name`; returns the entry it replaces.
+    fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
+        match self {
+            Entries::List(l) => match Entries::search(l, name) {
+                Ok(at) => Some(std::mem::replace(&mut l[at].1, entry)),
+                Err(_) if l.len() >= TREE_FROM => {
+                    let mut tree: BTreeMap<Key, MemEntry> = std::mem::take(l).into_iter().collect();
+                    tree.insert(Key::new(name), entry);
+                    *self = Entries::Tree(tree);
+                    None
+                }
+                Err(at) => {
+                    if l.len() == l.capacity() {
+                        l.reserve_exact(l.len() / 8 + 1);
+                    }
+                    l.insert(at, (Key::new(name), entry));
+                    None
+                }
+            },
+            Entries::Tree(t) => match t.get_mut(name) {
+                Some(old) => Some(std::mem::replace(old, entry)),
+                None => t.insert(Key::new(name), entry),
+            },
+        }
+    }
+
+    fn remove(&mut self, name: &Name) -> Option<MemEntry> {
+        match self {
+            Entries::List(l) => {
+                let (_, old) = l.remove(Entries::search(l, name).ok()?);
+                if l.capacity() > 2 * l.len() + 4 {
+                    l.shrink_to(l.len() + l.len() / 8);
+                }
+                Some(old)
+            }
+            Entries::Tree(t) => t.remove(name),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Entries::List(l) => l.is_empty(),
+            Entries::Tree(t) => t.is_empty(),
+        }
+    }
+
+    /// The entries in name order.
+    fn iter(&self) -> impl Iterator<Item = (&Name, &MemEntry)> {
+        let (list, tree) = match self {
+            Entries::List(l) => (Some(l.iter()), None),
+            Entries::Tree(t) => (None, Some(t.iter())),
+        };
+        let list = list.into_iter().flatten().map(|(k, e)| (k.name(), e));
+        let tree = tree.into_iter().flatten().map(|(k, e)| (k.name(), e));
+        list.chain(tree)
+    }
 }
 
 impl MemDir {
-    fn new(meta: Metadata) -> MemDir {
+    fn new(meta: Stored) -> MemDir {
         MemDir {
             meta,
             opaque: false,
             redirect: None,
             subdirs: 0,
-            entries: BTreeMap::new(),
+            entries: Entries::List(Vec::new()),
         }
     }
 
-    fn insert(&mut self, name: NameBuf, entry: MemEntry) -> Option<MemEntry> {
+    fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
         if matches!(entry, MemEntry::Dir(_)) {
             self.subdirs += 1;
         }
@@ -72,14 +289,10 @@ impl MemDir {
     }
 
     fn node(&self) -> Node {
-        let mut meta = self.meta.clone();
-        meta.file_type = FileType::Dir;
-        meta.nlink = 2 + self.subdirs;
-        meta.size = 0;
         Node {
-            meta,
+            meta: self.meta.metadata(FileType::Dir, 0, 2 + self.subdirs, 0),
             opaque: self.opaque,
-            redirect: self.redirect.clone(),
+            redirect: self.redirect.as_deref().cloned(),
             metacopy: false,
         }
     }
@@ -96,27 +309,45 @@ enum MemEntry {
 
 #[derive(Debug, Clone)]
 struct MemObj {
-    meta: Metadata,
+    meta: Stored,
     body: Body,
 }
 
 #[derive(Debug, Clone)]
 enum Body {
     File(FileData),
-    Symlink(NameBuf),
-    Special,
+    /// The target.
+    Symlink(Box<[u8]>),
+    /// A fifo, device or socket, with its device number.
+    Special(FileType, u64),
 }
 
 impl MemObj {
-    fn node(&self) -> Node {
-        let mut meta = self.meta.clone();
-        meta.size = match &self.body {
-            Body::File(d) => d.len(),
-            Body::Symlink(t) => t.len() as u64,
-            Body::Special => 0,
-        };
-        Node::new(meta)
+    fn file_type(&self) -> FileType {
+        match &self.body {
+            Body::File(_) => FileType::File,
+            Body::Symlink(_) => FileType::Symlink,
+            Body::Special(t, _) => *t,
+        }
     }
+
+    /// The node of this object with `nlink` names.
+    fn node(&self, nlink: u64) -> Node {
+        let (size, rdev) = match &self.body {
+            Body::File(d) => (d.len(), 0),
+            Body::Symlink(t) => (t.len() as u64, 0),
+            Body::Special(_, rdev) => (0, *rdev),
+        };
+        Node::new(self.meta.metadata(self.file_type(), size, nlink, rdev))
+    }
+}
+
+/// An object with several names (or open, see [`LayerMut::open_object`]),
+/// with the number of its names.
+#[derive(Debug, Clone)]
+struct Linked {
+    obj: Arc<MemObj>,
+    nlink: u64,
 }
 
 /// A layer held in memory.
@@ -140,7 +371,7 @@ impl MemObj {
 #[derive(Clone)]
 pub struct MemLayer {
     root: Arc<MemDir>,
-    links: Arc<BTreeMap<u64, Arc<MemObj>>>,
+    links: Arc<BTreeMap<u64, Linked>>,
     next_ino: u64,
     /// Where file data past the budget goes; `None`: all in memory.
     spill: Option<Spill>,
@@ -217,8 +448,7 @@ impl MemLayer {
     /// the epoch) and nothing else.
     #[must_use]
     pub fn new() -> MemLayer {
-        let mut meta = Metadata::new(FileType::Dir);
-        meta.ino = ROOT_INO;
+        let meta = Stored::new(&Metadata::new(FileType::Dir), ROOT_INO);
         MemLayer {
             root: Arc::new(MemDir::new(meta)),
             links: Arc::new(BTreeMap::new()),
@@ -266,10 +496,9 @@ impl MemLayer {
         if !content.fits(meta.file_type) {
             return Err(layer_error(ErrorKind::InvalidInput, path));
         }
-        let ino = self.alloc_ino();
-        let mut meta = meta.clone();
-        meta.ino = ino;
-        meta.nlink = 1;
+        let rdev = meta.rdev;
+        let file_type = meta.file_type;
+        let meta = Stored::new(meta, self.alloc_ino());
         let entry = match content {
             Content::Dir => MemEntry::Dir(Arc::new(MemDir::new(meta))),
             Content::File(d) => MemEntry::Obj(Arc::new(MemObj {
@@ -278,17 +507,17 @@ impl MemLayer {
             })),
             Content::Symlink(t) => MemEntry::Obj(Arc::new(MemObj {
                 meta,
-                body: Body::Symlink(t),
+                body: Body::Symlink(t.into_bytes().into_boxed_slice()),
             })),
             Content::Special => MemEntry::Obj(Arc::new(MemObj {
                 meta,
-                body: Body::Special,
+                body: Body::Special(file_type, rdev),
             })),
         };
         let (dir, name) = self.parent_mut(path)?;
         match dir.entries.get(name) {
             None | Some(MemEntry::Whiteout) => {
-                dir.insert(name.to_owned(), entry);
+                dir.insert(name, entry);
                 Ok(())
             }
             Some(_) => Err(layer_error(ErrorKind::AlreadyExists, path)),
@@ -364,16 +593,22 @@ impl MemLayer {
         }
         match self.entry(path) {
             Some(MemEntry::Obj(o)) => Ok(o),
-            Some(MemEntry::Linked(ino)) => Ok(self.linked(*ino)),
+            Some(MemEntry::Linked(ino)) => Ok(&self.linked(*ino).obj),
             Some(MemEntry::Dir(_)) => Err(layer_error(ErrorKind::IsADirectory, path)),
             Some(MemEntry::Whiteout) | None => Err(layer_error(ErrorKind::NotFound, path)),
         }
     }
 
-    fn linked(&self, ino: u64) -> &MemObj {
+    fn linked(&self, ino: u64) -> &Linked {
         self.links
             .get(&ino)
             .expect("a linked name always has its object in the table")
+    }
+
+    /// The node of linked object `ino`.
+    fn linked_node(&self, ino: u64) -> Node {
+        let linked = self.linked(ino);
+        linked.obj.node(linked.nlink)
     }
 
     fn obj_mut(&mut self, path: &LayerPath) -> Result<&mut MemObj> {
@@ -384,10 +619,10 @@ impl MemLayer {
             Some(MemEntry::Whiteout) | None => return Err(layer_error(ErrorKind::NotFound, path)),
         };
         if let Some(ino) = linked {
-            let obj = Arc::make_mut(&mut self.links)
+            let linked = Arc::make_mut(&mut self.links)
                 .get_mut(&ino)
                 .expect("a linked name always has its object in the table");
-            return Ok(Arc::make_mut(obj));
+            return Ok(Arc::make_mut(&mut linked.obj));
         }
         let (dir, name) = self.parent_mut(path)?;
         match dir.entries.get_mut(name) {
@@ -408,7 +643,7 @@ impl MemLayer {
         if !self.opens.contains_key(&ino) {
             return Err(object_error(ErrorKind::BadHandle, ino));
         }
-        match &self.linked(ino).body {
+        match &self.linked(ino).obj.body {
             Body::File(d) => Ok(d),
             _ => Err(object_error(ErrorKind::InvalidInput, ino)),
         }
@@ -418,10 +653,10 @@ impl MemLayer {
         if !self.opens.contains_key(&ino) {
             return Err(object_error(ErrorKind::BadHandle, ino));
         }
-        let obj = Arc::make_mut(&mut self.links)
+        let linked = Arc::make_mut(&mut self.links)
             .get_mut(&ino)
             .expect("an open object is in the table");
-        Ok(Arc::make_mut(obj))
+        Ok(Arc::make_mut(&mut linked.obj))
     }
 
     fn object_file_mut(&mut self, ino: u64) -> Result<&mut FileData> {
@@ -470,11 +705,11 @@ impl MemLayer {
         Ok(dir.entries.iter().map(|(name, e)| {
             let kind = match e {
                 MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
-                MemEntry::Obj(o) => EntryKind::Node(o.meta.file_type),
-                MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).meta.file_type),
+                MemEntry::Obj(o) => EntryKind::Node(o.file_type()),
+                MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).obj.file_type()),
                 MemEntry::Whiteout => EntryKind::Whiteout,
             };
-            (name.as_name(), kind)
+            (name, kind)
         }))
     }
 
@@ -482,10 +717,10 @@ impl MemLayer {
     fn release(&mut self, entry: &MemEntry) {
         if let MemEntry::Linked(ino) = entry {
             let links = Arc::make_mut(&mut self.links);
-            let obj = Arc::make_mut(links.get_mut(ino).expect("linked object"));
-            obj.meta.nlink -= 1;
+            let linked = links.get_mut(ino).expect("linked object");
+            linked.nlink -= 1;
             // An open orphan lives on until its last close.
-            if obj.meta.nlink == 0 && !self.opens.contains_key(ino) {
+            if linked.nlink == 0 && !self.opens.contains_key(ino) {
                 links.remove(ino);
             }
         }
@@ -628,8 +863,8 @@ impl Layer for MemLayer {
         }
         Ok(self.entry(path).map(|e| match e {
             MemEntry::Dir(d) => Entry::Node(d.node()),
-            MemEntry::Obj(o) => Entry::Node(o.node()),
-            MemEntry::Linked(ino) => Entry::Node(self.linked(*ino).node()),
+            MemEntry::Obj(o) => Entry::Node(o.node(1)),
+            MemEntry::Linked(ino) => Entry::Node(self.linked_node(*ino)),
             MemEntry::Whiteout => Entry::Whiteout,
         }))
     }
@@ -655,7 +890,7 @@ impl Layer for MemLayer {
             Ok(MemObj {
                 body: Body::Symlink(t),
                 ..
-            }) => Ok(t.clone()),
+            }) => Ok(NameBuf::from(&t[..])),
             Ok(_) => Err(layer_error(ErrorKind::InvalidInput, path)),
             Err(e) if e.kind() == ErrorKind::IsADirectory => {
                 Err(layer_error(ErrorKind::InvalidInput, path))
@@ -730,15 +965,7 @@ impl LayerMut for MemLayer {
     }
 
     fn set_metadata(&mut self, path: &LayerPath, meta: &Metadata) -> Result<()> {
-        let apply = |m: &mut Metadata| {
-            m.mode = meta.mode;
-            m.uid = meta.uid;
-            m.gid = meta.gid;
-            m.atime = meta.atime;
-            m.mtime = meta.mtime;
-            m.ctime = meta.ctime;
-            m.xattrs = meta.xattrs.clone();
-        };
+        let apply = |m: &mut Stored| m.set(meta);
         if path.is_root() {
             apply(&mut Arc::make_mut(&mut self.root).meta);
             return Ok(());
@@ -772,7 +999,7 @@ impl LayerMut for MemLayer {
         {
             return Err(layer_error(ErrorKind::DirectoryNotEmpty, path));
         }
-        if let Some(old) = dir.insert(name.to_owned(), MemEntry::Whiteout) {
+        if let Some(old) = dir.insert(name, MemEntry::Whiteout) {
             self.release(&old);
         }
         Ok(())
@@ -784,7 +1011,7 @@ impl LayerMut for MemLayer {
     }
 
     fn set_redirect(&mut self, path: &LayerPath, redirect: Option<Redirect>) -> Result<()> {
-        self.dir_mut(path)?.redirect = redirect;
+        self.dir_mut(path)?.redirect = redirect.map(Box::new);
         Ok(())
     }
 
@@ -809,18 +1036,15 @@ impl LayerMut for MemLayer {
         // Move a single-named object into the table of linked objects.
         let (dir, name) = self.parent_mut(existing)?;
         if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
-            let Some(MemEntry::Obj(obj)) = dir.insert(name.to_owned(), MemEntry::Linked(ino))
-            else {
+            let Some(MemEntry::Obj(obj)) = dir.insert(name, MemEntry::Linked(ino)) else {
                 unreachable!("checked above")
             };
-            Arc::make_mut(&mut self.links).insert(ino, obj);
+            Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
         }
         let links = Arc::make_mut(&mut self.links);
-        Arc::make_mut(links.get_mut(&ino).expect("linked object"))
-            .meta
-            .nlink += 1;
+        links.get_mut(&ino).expect("linked object").nlink += 1;
         let (dir, name) = self.parent_mut(new)?;
-        dir.insert(name.to_owned(), MemEntry::Linked(ino));
+        dir.insert(name, MemEntry::Linked(ino));
         Ok(())
     }
 
@@ -851,7 +1075,7 @@ impl LayerMut for MemLayer {
         let (dir, name) = self.parent_mut(from)?;
         let moving = dir.take(name).expect("checked above");
         let (dir, name) = self.parent_mut(to)?;
-        if let Some(old) = dir.insert(name.to_owned(), moving) {
+        if let Some(old) = dir.insert(name, moving) {
             self.release(&old);
         }
         Ok(())
@@ -873,9 +1097,9 @@ impl LayerMut for MemLayer {
         let (dir, name) = self.parent_mut(a)?;
         let ea = dir.take(name).expect("checked above");
         let (dir, name) = self.parent_mut(b)?;
-        let eb = dir.insert(name.to_owned(), ea).expect("checked above");
+        let eb = dir.insert(name, ea).expect("checked above");
         let (dir, name) = self.parent_mut(a)?;
-        dir.insert(name.to_owned(), eb);
+        dir.insert(name, eb);
         Ok(())
     }
 
@@ -896,11 +1120,10 @@ impl LayerMut for MemLayer {
         // where its number finds it whatever becomes of its name.
         let (dir, name) = self.parent_mut(path)?;
         if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
-            let Some(MemEntry::Obj(obj)) = dir.insert(name.to_owned(), MemEntry::Linked(ino))
-            else {
+            let Some(MemEntry::Obj(obj)) = dir.insert(name, MemEntry::Linked(ino)) else {
                 unreachable!("checked above")
             };
-            Arc::make_mut(&mut self.links).insert(ino, obj);
+            Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
         }
         *self.opens.entry(ino).or_insert(0) += 1;
         Ok(ino)
@@ -913,7 +1136,7 @@ impl LayerMut for MemLayer {
         *count -= 1;
         if *count == 0 {
             self.opens.remove(&id);
-            if self.linked(id).meta.nlink == 0 {
+            if self.linked(id).nlink == 0 {
                 // The last close of an orphan: its data goes.
                 Arc::make_mut(&mut self.links).remove(&id);
             }
@@ -925,7 +1148,7 @@ impl LayerMut for MemLayer {
         if !self.opens.contains_key(&id) {
             return Err(object_error(ErrorKind::BadHandle, id));
         }
-        Ok(self.linked(id).node())
+        Ok(self.linked_node(id))
     }
 
     fn object_read_at(&self, id: u64, offset: u64, len: usize) -> Result<Bytes> {
@@ -949,9 +1172,9 @@ impl LayerMut for MemLayer {
     }
 
     fn object_set_times(&mut self, id: u64, mtime: Timestamp, ctime: Timestamp) -> Result<()> {
-        let obj = self.object_mut(id)?;
-        obj.meta.mtime = mtime;
-        obj.meta.ctime = ctime;
+        let meta = &mut self.object_mut(id)?.meta;
+        let (atime, _, xattrs) = meta.rest();
+        meta.set_times(atime, mtime, ctime, &xattrs);
         Ok(())
     }
 
@@ -1070,6 +1293,95 @@ mod tests {
         l.exchange(&p("b"), &p("c")).unwrap();
         assert_eq!(&l.read_at(&p("b"), 0, 1).unwrap()[..], b"2");
         assert_eq!(&l.read_at(&p("c/f"), 0, 1).unwrap()[..], b"1");
+    }
+
+    #[test]
+    fn metadata_round_trips_whether_kept_apart_or_not() {
+        let mut l = MemLayer::new();
+        let mut meta = Metadata::new(FileType::File)
+            .with_mode(0o4755)
+            .with_owner(1000, 50)
+            .with_times(Timestamp::new(1_700_000_000, 5));
+        l.add_file_with("same", "ab", meta.clone()).unwrap();
+        let mut apart = meta.clone();
+        apart.atime = Timestamp::new(1, 2);
+        apart.ctime = Timestamp::new(-3, 4);
+        l.add_file_with("times", "ab", apart.clone()).unwrap();
+        meta.xattrs.insert("user.a", "v");
+        l.add_file_with("xattr", "ab", meta.clone()).unwrap();
+        let dev = Metadata::new(FileType::CharDevice).with_rdev(crate::makedev(1, 3));
+        l.add_special("null", dev.clone()).unwrap();
+        for (name, mut want, size, rare) in [
+            ("same", meta.clone(), 2, false),
+            ("times", apart, 2, true),
+            ("xattr", meta.clone(), 2, true),
+            ("null", dev, 0, false),
+        ] {
+            if name == "same" {
+                want.xattrs = Xattrs::new();
+            }
+            let Some(MemEntry::Obj(o)) = l.entry(&p(name)) else {
+                panic!("{name} is an object")
+            };
+            assert_eq!(o.meta.rare.is_some(), rare, "{name}");
+            let got = l
+                .lookup(&p(name))
+                .unwrap()
+                .unwrap()
+                .node()
+                .unwrap()
+                .meta
+                .clone();
+            want.ino = got.ino;
+            want.size = size;
+            assert_eq!(got, want, "{name}");
+        }
+        // New times keep the atime and the attributes.
+        let id = l.open_object(&p("xattr")).unwrap();
+        l.object_set_times(id, Timestamp::new(7, 0), Timestamp::new(8, 0))
+            .unwrap();
+        let got = l.object_node(id).unwrap().meta;
+        assert_eq!(
+            (got.atime, got.mtime, got.ctime),
+            (meta.atime, Timestamp::new(7, 0), Timestamp::new(8, 0))
+        );
+        assert_eq!(got.xattrs, meta.xattrs);
+    }
+
+    #[test]
+    fn a_small_directory_is_a_list_of_its_size() {
+        let mut l = MemLayer::new();
+        l.add_file("d/f", "").unwrap();
+        let Entries::List(list) = &l.dir(&p("d")).unwrap().entries else {
+            panic!("a list")
+        };
+        assert_eq!(list.capacity(), 1);
+    }
+
+    #[test]
+    fn a_large_directory_moves_to_a_tree_and_keeps_its_order() {
+        let mut l = MemLayer::new();
+        // Inserted backwards, past the list's limit.
+        let n = TREE_FROM + 10;
+        for i in (0..n).rev() {
+            l.add_file(format!("d/{i:05}"), "").unwrap();
+        }
+        assert!(matches!(l.dir(&p("d")).unwrap().entries, Entries::Tree(_)));
+        let names: Vec<String> = l
+            .read_dir(&p("d"))
+            .unwrap()
+            .entries
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let want: Vec<String> = (0..n).map(|i| format!("{i:05}")).collect();
+        assert_eq!(names, want);
+        l.remove(&p("d/00007")).unwrap();
+        assert_eq!(l.lookup(&p("d/00007")).unwrap(), None);
+        assert!(l.lookup(&p("d/00008")).unwrap().is_some());
+        l.rename(&p("d/00008"), &p("d/00007")).unwrap();
+        assert_eq!(l.lookup(&p("d/00008")).unwrap(), None);
+        assert!(l.lookup(&p("d/00007")).unwrap().is_some());
     }
 
     #[test]
