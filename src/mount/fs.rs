@@ -311,6 +311,34 @@ impl LayerFs {
         }
     }
 
+    /// After a change of node `id` that may copy it up: `done` if it
+    /// succeeded. One that failed may have copied up all the same (the
+    /// view copies up first and the upper layer then refuses, a bad
+    /// attribute name say, as the kernel's overlayfs does): then too the
+    /// directories above it are in the upper layer.
+    fn after_change(&self, id: u64, done: bool) {
+        self.maybe_copied_up(id);
+        if done || self.in_upper(id) {
+            self.copied_up_from(id);
+        }
+    }
+
+    /// Whether node `id`'s path names something in the upper layer.
+    fn in_upper(&self, id: u64) -> bool {
+        let _ns = self.reading();
+        let Ok(path) = self.path(id, Operation::Lookup) else {
+            return false;
+        };
+        // The upper holds each object at its merged path.
+        let relative: &[u8] = &path[path.iter().take_while(|&&b| b == b'/').count()..];
+        let Ok(path) = crate::LayerPath::new(relative) else {
+            return false;
+        };
+        self.view.with_upper(
+            |upper| matches!(upper.lookup(&path), Ok(Some(node)) if !node.is_whiteout()),
+        )
+    }
+
     /// A change below directory node `dir` (or of `dir` itself) succeeded:
     /// every directory from it up to the root is in the upper layer now.
     /// Those that were not may show other attributes (a lower directory
@@ -988,10 +1016,7 @@ impl Filesystem for LayerFs {
             mtime,
         };
         let r = self.setattr_inner(ino.0, &changes, fh);
-        self.maybe_copied_up(ino.0);
-        if r.is_ok() {
-            self.copied_up_from(ino.0);
-        }
+        self.after_change(ino.0, r.is_ok());
         match r {
             Ok(attr) => reply.attr(&attr_ttl(ino.0), &attr),
             Err(e) => reply.error(errno(&e)),
@@ -1360,10 +1385,7 @@ impl Filesystem for LayerFs {
         reply: ReplyEmpty,
     ) {
         let r = self.setxattr_inner(ino.0, name, value, flags);
-        self.maybe_copied_up(ino.0);
-        if r.is_ok() {
-            self.copied_up_from(ino.0);
-        }
+        self.after_change(ino.0, r.is_ok());
         reply_empty(reply, r);
     }
 
@@ -1381,10 +1403,7 @@ impl Filesystem for LayerFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.removexattr_inner(ino.0, name);
-        self.maybe_copied_up(ino.0);
-        if r.is_ok() {
-            self.copied_up_from(ino.0);
-        }
+        self.after_change(ino.0, r.is_ok());
         reply_empty(reply, r);
     }
 

@@ -24,10 +24,13 @@
 //! [`DirLayerOptions::commit_dir`]) and a new mount of the view. While the
 //! child holds a handle open, both refuse (`EBUSY`).
 //!
-//! The two named cases below are what the random test found first (both
-//! fixed: a copy-up that broke a lower hard link left both names on one
-//! FUSE node; a merged directory copied up by `chown(-1, -1)` showed
-//! `nlink` 2, as the mount did not copy it up).
+//! The named cases below are what the random test found (all fixed: a
+//! copy-up that broke a lower hard link left both names on one FUSE node;
+//! a merged directory copied up by `chown(-1, -1)` showed `nlink` 2, as
+//! the mount did not copy it up; a `setxattr` of a name the upper
+//! refuses copied the directory up, but the kernel kept its cached
+//! `nlink` 2, as the mount dropped it only after a change that
+//! succeeded).
 //!
 //! Left out of the comparison, on purpose:
 //! - times and inode numbers themselves (the kernel's disk harness,
@@ -357,4 +360,30 @@ fn a_merged_directory_has_one_link() {
         gid: None,
     }];
     named_case("a_merged_directory_has_one_link", &items, &ops);
+}
+
+/// An attribute name the upper filesystem refuses (no known namespace):
+/// the kernel copies the directory up first, so the failed call leaves it
+/// merged (`nlink` 1); the mount must drop the attributes the kernel
+/// cached, though the change failed.
+#[test]
+fn a_refused_attribute_name_still_copies_the_directory_up() {
+    use layerstack::testing::LayerItem;
+    let items = [LayerItem::Dir {
+        path: "c".into(),
+        attrs: attrs(0o644),
+    }];
+    let ops = [
+        Op::Metadata { path: "".into() },
+        Op::SetXattr {
+            path: "c".into(),
+            name: "foo.bar".into(),
+            value: Vec::new(),
+        },
+    ];
+    named_case(
+        "a_refused_attribute_name_still_copies_the_directory_up",
+        &items,
+        &ops,
+    );
 }
