@@ -640,28 +640,51 @@ impl LayerMut for DirLayer {
             return Err(Error::new(ErrorKind::Io, Operation::Commit, upper.as_str())
                 .with_detail("the upper directory was moved or replaced while in use"));
         }
+        // The committed layer goes to `commit_dir/N`, the first free N. A
+        // fresh directory made there, and locked, takes the upper's place in
+        // one step (RENAME_EXCHANGE): the upper's path is never missing nor
+        // unlocked, so no other opener can make or lock it in between, and
+        // a failure leaves this layer as it was.
         let mut n = 0u64;
         let target = loop {
             let candidate = commit_dir.join(n.to_string());
-            match sys::renameat_with(
+            match sys::mkdirat(
+                rustix::fs::CWD,
+                candidate.as_str(),
+                Mode::from_raw_mode(0o777),
+            ) {
+                Ok(()) => break candidate,
+                Err(Errno::EXIST) => n += 1,
+                Err(e) => return Err(errno_error(e, Operation::Commit, candidate.as_str())),
+            }
+        };
+        let swapped = open_dir_path(&target).and_then(|fresh| {
+            let lock = lock_dir(&fresh, &upper, "upperdir")?;
+            sys::renameat_with(
                 rustix::fs::CWD,
                 upper.as_str(),
                 rustix::fs::CWD,
-                candidate.as_str(),
-                RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => break candidate,
-                Err(Errno::EXIST | Errno::NOTEMPTY) => n += 1,
-                Err(e) => return Err(errno_error(e, Operation::Commit, upper.as_str())),
+                target.as_str(),
+                RenameFlags::EXCHANGE,
+            )
+            .map_err(|e| errno_error(e, Operation::Commit, upper.as_str()))?;
+            Ok((fresh, lock))
+        });
+        let (fresh, fresh_lock) = match swapped {
+            Ok(swapped) => swapped,
+            Err(e) => {
+                // Still the fresh, empty directory: the exchange did not
+                // happen.
+                let _ = rustix::fs::unlinkat(
+                    rustix::fs::CWD,
+                    target.as_str(),
+                    rustix::fs::AtFlags::REMOVEDIR,
+                );
+                return Err(e);
             }
         };
-        std::fs::create_dir(&upper).map_err(|e| io(&upper, e))?;
-        // The root descriptor follows the directory to its new place.
-        let fresh = open_dir_path(&upper)?;
-        // The lock moved with it, too: the fresh upper is this layer's now.
-        // (Only an opener that found the new directory in the instant
-        // since it was made can hold it already.)
-        let fresh_lock = lock_dir(&fresh, &upper, "upperdir")?;
+        // The root descriptor followed the old directory to `target`; the
+        // fresh one is this layer's upper now, with its lock.
         if let Some(work) = self.work.as_mut() {
             work.locks[0] = fresh_lock;
         }
