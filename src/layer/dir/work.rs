@@ -17,8 +17,9 @@ pub(super) struct Work {
     pub(super) upper_path: Utf8PathBuf,
     pub(super) counter: AtomicU64,
     /// The exclusive `flock`s on the upper and the work directory, held
-    /// while the layer lives (see [`lock_dir`]).
-    pub(super) locks: [OwnedFd; 2],
+    /// while the layer lives (see [`lock_dir`]; `None` where the
+    /// filesystem has no `flock`).
+    pub(super) locks: [Option<OwnedFd>; 2],
 }
 
 impl DirLayer {
@@ -290,9 +291,6 @@ pub(super) fn dir_times(dir: &OwnedFd) -> rustix::io::Result<DirTimes> {
     Ok((t(st.stx_atime), t(st.stx_mtime)))
 }
 
-/// Opens (making it if needed) `workdir/work`, the kernel's work
-/// directory, emptied of what an earlier session left. Something else than
-/// a directory at that name is replaced, as the kernel replaces it. A
 /// Takes an exclusive, non-blocking `flock` on the directory `dir` (an
 /// `O_PATH` descriptor of `path`, the layer's `what`: `upperdir` or
 /// `workdir`), and gives the descriptor that holds it.
@@ -300,32 +298,52 @@ pub(super) fn dir_times(dir: &OwnedFd) -> rustix::io::Result<DirTimes> {
 /// One upper layer at a time may use an upper or work directory: a second
 /// would empty the work directory under the first, and both would write
 /// the upper. The kernel refuses a second mount of an upper or work
-/// directory in use with `EBUSY` (with `index=on`); so does this. The lock is the open
-/// file's, so it holds against a second open in this process as in
-/// another, and it goes when the descriptor is closed, also when the
+/// directory in use with `EBUSY` (with `index=on`); so does this. The lock
+/// is the open file's, so it holds against a second open in this process
+/// as in another, and it goes when the descriptor is closed, also when the
 /// process dies.
-pub(super) fn lock_dir(dir: &OwnedFd, path: &Utf8Path, what: &str) -> Result<OwnedFd> {
+///
+/// The lock is a guard, not a condition of use: where it cannot be taken
+/// (a filesystem without `flock`, such as some network filesystems:
+/// `ENOLCK`, `EOPNOTSUPP`, `ENOSYS`, or `EBADF` where `flock` is emulated
+/// by record locks; a directory this user may not open for reading,
+/// which `flock` needs), the layer goes without it (`None`), as it did
+/// before it had one.
+pub(super) fn lock_dir(dir: &OwnedFd, path: &Utf8Path, what: &str) -> Result<Option<OwnedFd>> {
     let io = |e| errno_error(e, Operation::Layer, path.as_str());
+    let unavailable = |e: Errno| {
+        matches!(
+            e,
+            Errno::NOLCK | Errno::OPNOTSUPP | Errno::NOSYS | Errno::BADF | Errno::ACCESS
+        )
+    };
     // `flock` needs a descriptor opened for reading, not an `O_PATH` one;
     // reopened through `dir`, it is the same directory.
-    let fd = rustix::fs::openat(
+    let fd = match rustix::fs::openat(
         dir,
         ".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(io)?;
+    ) {
+        Ok(fd) => fd,
+        Err(e) if unavailable(e) => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
     match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(fd),
+        Ok(()) => Ok(Some(fd)),
         Err(Errno::WOULDBLOCK) => Err(Error::new(ErrorKind::Busy, Operation::Layer, path.as_str())
             .with_detail(format!(
                 "resource busy: {what} is in use as the upperdir or workdir of another \
-             open upper layer (a mount, build or unpack)"
+                 open upper layer (a mount, build or unpack)"
             ))),
+        Err(e) if unavailable(e) => Ok(None),
         Err(e) => Err(io(e)),
     }
 }
 
+/// Opens (making it if needed) `workdir/work`, the kernel's work
+/// directory, emptied of what an earlier session left. Something else than
+/// a directory at that name is replaced, as the kernel replaces it. A
 /// directory left by a `volatile` session (the kernel's
 /// `work/incompat/volatile`) is refused, as the kernel refuses to mount it:
 /// after such a session the upper may hold anything.
