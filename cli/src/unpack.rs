@@ -304,9 +304,14 @@ pub fn unpack_path(
         }
     };
     view.symlink_metadata(at(&target))?;
-    let work = work_dir(dir)?;
+    let (work, made) = work_dir(dir)?;
+    // Removed after, if it is ours: made here, or locked by our layer. One
+    // found there whose layer failed to open (busy: another process with
+    // this id, in another pid namespace, is using it) is left alone.
+    let mut ours = made;
     let copied = (|| {
         let mut upper = DirLayer::open_upper(dir, &work)?;
+        ours = true;
         let mut summary = PathSummary::default();
         let mut ancestors = Vec::new();
         let mut cur = target.parent();
@@ -326,7 +331,9 @@ pub fn unpack_path(
         copy_tree(&view, &mut upper, &target, &mut summary)?;
         Ok(summary)
     })();
-    let _ = std::fs::remove_dir_all(&work);
+    if ours {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     copied
 }
 
@@ -342,7 +349,7 @@ pub fn unpack_path(
 /// `work`. Anything else is refused, before anything is written: a
 /// symlink, a file, a directory of another owner or mode, or one that
 /// holds something else.
-fn work_dir(dir: &Utf8Path) -> Result<Utf8PathBuf> {
+fn work_dir(dir: &Utf8Path) -> Result<(Utf8PathBuf, bool)> {
     let base = match dir.as_str().trim_end_matches('/') {
         "" => dir.as_str(),
         b => b,
@@ -360,19 +367,22 @@ fn work_dir(dir: &Utf8Path) -> Result<Utf8PathBuf> {
         Ok(()) => {
             // The umask may have taken bits away; set on the directory
             // just made (never through a symlink).
-            let fd = rustix::fs::openat(
+            let chmod = rustix::fs::openat(
                 CWD,
                 work.as_str(),
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(io)?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(io)?;
-            Ok(work)
+            .and_then(|fd| rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)));
+            if let Err(e) = chmod {
+                let _ = rustix::fs::unlinkat(CWD, work.as_str(), AtFlags::REMOVEDIR);
+                return Err(io(e));
+            }
+            Ok((work, true))
         }
         Err(rustix::io::Errno::EXIST) => {
             check_own_work_dir(&work)?;
-            Ok(work)
+            Ok((work, false))
         }
         Err(e) => Err(io(e)),
     }
@@ -510,15 +520,15 @@ mod tests {
         };
         // Beside the target, with or without its trailing slash; made here,
         // mode 0700 whatever the umask leaves.
-        assert_eq!(work_dir(&out).unwrap(), want);
+        assert_eq!(work_dir(&out).unwrap(), (want.clone(), true));
         assert_eq!(mode(&want), 0o700);
         std::fs::remove_dir(&want).unwrap();
-        assert_eq!(work_dir(&s.join("out/")).unwrap(), want);
+        assert_eq!(work_dir(&s.join("out/")).unwrap(), (want.clone(), true));
         // One it made before (a killed run of a process with this id),
         // with the layer's `work` in it, is taken again.
         std::fs::create_dir(want.join("work")).unwrap();
         std::fs::write(want.join("work/leftover"), "x").unwrap();
-        assert_eq!(work_dir(&out).unwrap(), want);
+        assert_eq!(work_dir(&out).unwrap(), (want.clone(), false));
         std::fs::remove_dir_all(&want).unwrap();
         let refused = |detail: &str| format!("failed to flatten into `{want}`: {detail}");
         // An empty directory of another mode is not one it made: another
