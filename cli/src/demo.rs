@@ -101,17 +101,35 @@ fn run_steps() -> Vec<(&'static str, String, RunStep)> {
         .collect()
 }
 
-/// The demo's build context, in a new private directory under the
-/// temporary directory; removed when dropped.
+/// The demo's build context, in the layout's cache directory
+/// (`.layerstack/demo-context`, made afresh: what a killed run left there
+/// goes first); removed when dropped.
 struct Context {
     dir: camino::Utf8PathBuf,
 }
 
 impl Context {
-    fn write() -> Result<Context> {
-        let context = Context {
-            dir: crate::registry::private_temp_dir("layerstack-demo-context")?,
-        };
+    fn write(layout: &OciLayout) -> Result<Context> {
+        let cache = layout.root().join(".layerstack");
+        fs::create_dir_all(&cache).map_err(|e| Error::from_io(&e, Operation::CreateDir, &cache))?;
+        let is_dir = fs::symlink_metadata(&cache)
+            .map_err(|e| Error::from_io(&e, Operation::Metadata, &cache))?
+            .is_dir();
+        if !is_dir {
+            return Err(
+                Error::new(ErrorKind::FilesystemLoop, Operation::BuildImage, &cache)
+                    .with_detail("the layout's cache directory is a symlink: refused"),
+            );
+        }
+        let dir = cache.join("demo-context");
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::from_io(&e, Operation::RemoveDir, &dir));
+            }
+            _ => {}
+        }
+        fs::create_dir(&dir).map_err(|e| Error::from_io(&e, Operation::CreateDir, &dir))?;
+        let context = Context { dir };
         let dir = &context.dir;
         for (path, contents, mode) in CONTEXT {
             let at = dir.join(path);
@@ -290,8 +308,8 @@ fn short_ids(image: &Image) -> String {
 /// `layerstack demo [DIR]`.
 pub fn run(dir: &Utf8Path, out: &mut Out) -> Result<()> {
     let layout = demo_layout(dir)?;
+    let context = Context::write(&layout)?;
     let store = ImageStore::new(layout);
-    let context = Context::write()?;
 
     outln!(
         out,

@@ -133,10 +133,9 @@ pub fn storage_target(image: &ImageRef) -> Option<(&str, &str, &str)> {
     RegistryStorage::is_storage(Utf8Path::new(dir)).then_some((dir, repository, reference))
 }
 
-/// Removes the temporary layouts of [`storage_image`].
 /// A new directory of ours under the temporary directory (mode 0700,
 /// created by this call: never one that another user made in advance).
-pub(crate) fn private_temp_dir(prefix: &str) -> Result<Utf8PathBuf> {
+fn private_temp_dir(prefix: &str) -> Result<Utf8PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = Utf8PathBuf::from_path_buf(std::env::temp_dir())
         .unwrap_or_else(|_| Utf8PathBuf::from("/tmp"));
@@ -162,6 +161,7 @@ pub(crate) fn private_temp_dir(prefix: &str) -> Result<Utf8PathBuf> {
     )
 }
 
+/// Removes the temporary layouts of [`storage_image`].
 pub fn remove_temporary_layouts() {
     if let Ok(mut list) = TEMPORARY.lock() {
         for dir in list.drain(..) {

@@ -516,19 +516,19 @@ layer 0     {}
   DiffID      {}
   media type  application/vnd.oci.image.layer.v1.tar+gzip
   size        {} bytes compressed, 12,800 uncompressed
-  created by  COPY rootfs/ /
+  created by  COPY rootfs/ / # buildkit
   shared by   demo (layer 0)
 
 layer 1     {}
   DiffID      {}
   media type  application/vnd.oci.image.layer.v1.tar+gzip
   size        {} bytes compressed, 3,072 uncompressed
-  created by  COPY api/ /srv/api/
+  created by  COPY api/ /srv/api/ # buildkit
   shared by   no other tag
 
 history (bottom first)
-  1970-01-01T00:00:00Z  layer 0   COPY rootfs/ /
-  1970-01-01T00:00:00Z  layer 1   COPY api/ /srv/api/
+  1970-01-01T00:00:00Z  layer 0   COPY rootfs/ / # buildkit
+  1970-01-01T00:00:00Z  layer 1   COPY api/ /srv/api/ # buildkit
 ",
             web.descriptor.digest,
             thousands(web.descriptor.size),
@@ -1179,14 +1179,14 @@ fn analyze_counts_what_each_layer_ships_keeps_and_wastes() {
             size(i)
         )
     };
-    assert_eq!(lines[3], row(0, "118", "21", "0", "COPY rootfs/ /"));
+    assert_eq!(lines[3], row(0, "118", "21", "0", STEP_1));
     assert!(
-        lines[4].starts_with(&row(1, "12", "12", "67", "RUN sed")),
+        lines[4].starts_with(&row(1, "12", "12", "67", "RUN /bin/sh -c sed")),
         "{}",
         lines[4]
     );
     assert!(
-        lines[5].starts_with(&row(2, "22", "22", "30", "RUN mkdir")),
+        lines[5].starts_with(&row(2, "22", "22", "30", "RUN /bin/sh -c mkdir")),
         "{}",
         lines[5]
     );
