@@ -76,9 +76,21 @@ fn kernel_mount(mnt: &Path, data: &str) -> rustix::io::Result<()> {
     rustix::mount::mount("overlay", mnt, "overlay", MountFlags::empty(), &*data)
 }
 
+/// Unmounts `mnt`. `EBUSY` is tried again for a second: another test's
+/// child, between its fork and its exec, holds for an instant copies of
+/// every descriptor this process has open, such as a directory of `mnt`
+/// being listed.
 fn unmount(mnt: &Path) {
-    rustix::mount::unmount(mnt, UnmountFlags::empty())
-        .unwrap_or_else(|e| panic!("umount {}: {e}", mnt.display()));
+    let mut tries = 0;
+    loop {
+        match rustix::mount::unmount(mnt, UnmountFlags::empty()) {
+            Err(rustix::io::Errno::BUSY) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.unwrap_or_else(|e| panic!("umount {}: {e}", mnt.display())),
+        }
+    }
 }
 
 /// The filesystem type mounted at `mnt`, from /proc/self/mountinfo
