@@ -56,8 +56,11 @@ struct Shard(Mutex<Memo>);
 /// A copy of what the view's caches held, all of one state of the view.
 #[derive(Default)]
 struct Memo {
-    /// The view's lower layers, top first (layer index `i` is `lowers[i - 1]`).
-    lowers: Vec<Arc<dyn Layer>>,
+    /// The view's lower layers, top first (layer index `i` is `lowers[i - 1]`),
+    /// each behind an `Arc` of this memo's own: a reader that takes a
+    /// layer out of the memo counts on this shard's count, not on the
+    /// layer's, which every reader of the layer on every core would write.
+    lowers: Vec<Arc<Arc<dyn Layer>>>,
     /// Directory indexes by merged path (as `State::cache`).
     dirs: HashMap<NameBuf, Arc<DirIndex>>,
     /// Remembered metadata of lower objects by merged path (as `State::metas`).
@@ -144,7 +147,8 @@ impl Readers {
             // A large one (a whole file, from disk maybe) must not hold up
             // the threads that share this shard, nor a writer's `forget`:
             // the layer is immutable, so it is read after the memo is let
-            // go, as of the state the memo showed.
+            // go, as of the state the memo showed (the clone writes this
+            // memo's own count, see `Memo::lowers`).
             let layer = Arc::clone(memo.lowers.get(idx - 1)?);
             drop(memo);
             layer.read_at(path, offset, len)
@@ -164,7 +168,7 @@ impl Readers {
         };
         let mut memo = self.memo();
         if memo.lowers.len() != st.lowers.len() {
-            memo.lowers.clone_from(&st.lowers);
+            memo.lowers = st.lowers.iter().map(|l| Arc::new(Arc::clone(l))).collect();
         }
         if !memo.dirs.contains_key(parent)
             && let Some(ix) = st.cached_index(parent)
