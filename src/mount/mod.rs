@@ -253,7 +253,10 @@ fn mount_inner(view: MergedView, mountpoint: &Path, options: &MountOptions) -> R
     })
 }
 
-/// A live mount. Dropping it unmounts (errors ignored).
+/// A live mount. Dropping it unmounts; while the mount is in use (`EBUSY`)
+/// it is detached instead (a lazy unmount: gone from the tree at once,
+/// served until the last file open in it is closed), so that no dead mount
+/// outlives the process. [`Mounted::unmount`] reports the error instead.
 #[derive(Debug)]
 #[must_use = "dropping a mount unmounts it"]
 pub struct Mounted {
@@ -343,8 +346,16 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if self.thread.is_some() && self.unmounter.unmount().is_ok() {
+        if self.thread.is_none() {
+            return;
+        }
+        if self.unmounter.unmount().is_ok() {
             let _ = self.finish();
+        } else if self.unmounter.detach().is_ok() {
+            // The serving thread is left to end by itself once the kernel
+            // lets the connection go: joining it here could wait for a
+            // file this very thread holds open.
+            self.thread.take();
         }
     }
 }
@@ -384,13 +395,42 @@ impl Unmounter {
     }
 }
 
+impl Unmounter {
+    /// Detaches the mount (`umount2(MNT_DETACH)`, `fusermount3 -u -z`
+    /// without root): it leaves the tree at once and is served until the
+    /// last file open in it is closed.
+    fn detach(&self) -> Result<()> {
+        let path = &self.mountpoint;
+        match rustix::fs::stat(path) {
+            Ok(st) if st.st_dev != self.dev => return Ok(()),
+            Ok(_) | Err(rustix::io::Errno::NOTCONN) => {}
+            Err(e) => return Err(io_error(&e.into(), Operation::Unmount, path)),
+        }
+        match rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
+            Err(rustix::io::Errno::PERM) => fusermount(path, true),
+            Err(e) => Err(io_error(&e.into(), Operation::Unmount, path)),
+        }
+    }
+}
+
 /// `fusermount3 -u` (else `fusermount -u`): how a user who mounted
 /// through the setuid helper unmounts.
 fn fusermount_unmount(path: &Path) -> Result<()> {
+    fusermount(path, false)
+}
+
+/// `fusermount3 -u`, with `-z` (lazily) if `lazy`; else `fusermount`.
+fn fusermount(path: &Path, lazy: bool) -> Result<()> {
     let op = Operation::Unmount;
     let mut last = None;
     for tool in ["fusermount3", "fusermount"] {
-        match Command::new(tool).arg("-u").arg("--").arg(path).output() {
+        let mut command = Command::new(tool);
+        command.arg("-u");
+        if lazy {
+            command.arg("-z");
+        }
+        match command.arg("--").arg(path).output() {
             Ok(out) if out.status.success() => return Ok(()),
             Ok(out) => {
                 let msg = String::from_utf8_lossy(&out.stderr);

@@ -1050,3 +1050,38 @@ mod libc_errno {
     pub const EXDEV: i32 = 18;
     pub const ENAMETOOLONG: i32 = 36;
 }
+
+/// Dropping a `Mounted` while a file in it is open (the unmount gets
+/// `EBUSY`) detaches it: the mount point is an empty directory again at
+/// once, and the open file is still served until it is closed. Before,
+/// the mount stayed in the tree with no server left.
+#[test]
+fn dropping_a_busy_mount_detaches_it() {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    if !fuse_ready("dropping_a_busy_mount_detaches_it") {
+        return;
+    }
+    let mut m = Mnt::memory("drop-busy", ViewOptions::default());
+    let mnt = m.p("");
+    let parent_dev = fs::metadata(m.dir.path("")).unwrap().dev();
+    assert_ne!(fs::metadata(&mnt).unwrap().dev(), parent_dev, "mounted");
+    let mut open = fs::File::open(m.p("etc/conf")).unwrap();
+    drop(m.mounted.take());
+    assert_eq!(
+        fs::metadata(&mnt).unwrap().dev(),
+        parent_dev,
+        "the mount point is the scratch directory again"
+    );
+    assert_eq!(names(&mnt), BTreeSet::new());
+    let mut read = String::new();
+    open.read_to_string(&mut read).unwrap();
+    assert_eq!(read, "lower data\n");
+    drop(open);
+    let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounted.contains(mnt.to_str().unwrap()),
+        "nothing is left mounted at {}",
+        mnt.display()
+    );
+}
