@@ -201,9 +201,9 @@ fn staging_path(dir: &Utf8Path) -> Option<Utf8PathBuf> {
     Some(parent.join(format!(".{name}.layerstack-unpack-{}", std::process::id())))
 }
 
-/// Refuses what flatten would refuse as a target, with its message;
-/// `what` names it and `as_dir` names it as a directory.
-fn check_target(dir: &Utf8Path, what: &str, as_dir: &str) -> Result<()> {
+/// `lstat` of `dir`, refused unless it is a directory (a symlink is
+/// refused, never followed); `what` names it in the message.
+fn stat_dir(dir: &Utf8Path, what: &str) -> Result<rustix::fs::Stat> {
     let st = rustix::fs::statat(CWD, dir.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
         Error::new(ErrorKind::Io, Operation::Flatten, dir).with_detail(e.to_string())
     })?;
@@ -221,6 +221,13 @@ fn check_target(dir: &Utf8Path, what: &str, as_dir: &str) -> Result<()> {
                 .with_detail(format!("the {what} exists and is not a directory")),
         );
     }
+    Ok(st)
+}
+
+/// Refuses what flatten would refuse as a target, with its message;
+/// `what` names it and `as_dir` names it as a directory.
+fn check_target(dir: &Utf8Path, what: &str, as_dir: &str) -> Result<()> {
+    stat_dir(dir, what)?;
     let mut entries =
         std::fs::read_dir(dir).map_err(|e| Error::from_io(&e, Operation::Flatten, dir))?;
     if entries.next().is_some() {
@@ -395,22 +402,7 @@ fn check_own_work_dir(work: &Utf8Path) -> Result<()> {
     let refused = |kind: ErrorKind, detail: String| {
         Error::new(kind, Operation::Flatten, work).with_detail(detail)
     };
-    let st = rustix::fs::statat(CWD, work.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
-        Error::new(ErrorKind::Io, Operation::Flatten, work).with_detail(e.to_string())
-    })?;
-    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-    if kind == rustix::fs::FileType::Symlink {
-        return Err(refused(
-            ErrorKind::FilesystemLoop,
-            "the work directory is a symlink (refused: it could lead anywhere)".to_owned(),
-        ));
-    }
-    if kind != rustix::fs::FileType::Directory {
-        return Err(refused(
-            ErrorKind::NotADirectory,
-            "the work directory exists and is not a directory".to_owned(),
-        ));
-    }
+    let st = stat_dir(work, "work directory")?;
     let me = rustix::process::geteuid().as_raw();
     if st.st_uid != me {
         return Err(refused(
