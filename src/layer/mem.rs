@@ -146,23 +146,102 @@ struct MemDir {
     entries: Entries,
 }
 
-/// A name in a directory: its bytes, boxed (no room to grow).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Key(Box<[u8]>);
+/// A name in a directory: up to [`INLINE`] bytes kept in place, longer
+/// ones boxed (no room to grow). Most names are short: they cost no
+/// allocation of their own, and a listing or a search reads them without
+/// following a pointer.
+#[derive(Clone)]
+enum Key {
+    Inline(u8, [u8; INLINE]),
+    Boxed(Box<[u8]>),
+}
+
+/// The longest name a [`Key`] keeps in place: what fits beside its tag
+/// and length in the 24 bytes a boxed name takes with its tag anyway.
+const INLINE: usize = 22;
+
+const _: () = assert!(size_of::<Key>() == 24);
 
 impl Key {
     fn new(name: &Name) -> Key {
-        Key(Box::from(name.as_bytes()))
+        let bytes = name.as_bytes();
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE => {
+                let mut inline = [0; INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Key::Inline(len, inline)
+            }
+            _ => Key::Boxed(Box::from(bytes)),
+        }
     }
 
     fn name(&self) -> &Name {
-        Name::new(&self.0)
+        match self {
+            Key::Inline(len, bytes) => Name::new(&bytes[..usize::from(*len)]),
+            Key::Boxed(bytes) => Name::new(bytes),
+        }
+    }
+}
+
+// Ordered and compared as the name: a `BTreeMap<Key, _>` is searched by
+// `&Name` (see `Borrow`).
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.name(), f)
     }
 }
 
 impl Borrow<Name> for Key {
     fn borrow(&self) -> &Name {
         self.name()
+    }
+}
+
+/// The names of a directory with their kinds, in byte order (see
+/// [`MemLayer::names`]).
+pub(crate) struct MemNames<'a> {
+    entries: EntriesIter<'a>,
+}
+
+enum EntriesIter<'a> {
+    List(std::slice::Iter<'a, (Key, MemEntry)>),
+    Tree(std::collections::btree_map::Iter<'a, Key, MemEntry>),
+}
+
+impl<'a> Iterator for MemNames<'a> {
+    type Item = (&'a Name, EntryKind);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, entry) = match &mut self.entries {
+            EntriesIter::List(it) => it.next().map(|(k, e)| (k, e))?,
+            EntriesIter::Tree(it) => it.next()?,
+        };
+        let kind = match entry {
+            MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
+            MemEntry::Obj(t, _) | MemEntry::Linked(t, _) => EntryKind::Node(*t),
+            MemEntry::Whiteout => EntryKind::Whiteout,
+        };
+        Some((key.name(), kind))
     }
 }
 
@@ -246,15 +325,11 @@ impl Entries {
         }
     }
 
-    /// The entries in name order.
-    fn iter(&self) -> impl Iterator<Item = (&Name, &MemEntry)> {
-        let (list, tree) = match self {
-            Entries::List(l) => (Some(l.iter()), None),
-            Entries::Tree(t) => (None, Some(t.iter())),
-        };
-        let list = list.into_iter().flatten().map(|(k, e)| (k.name(), e));
-        let tree = tree.into_iter().flatten().map(|(k, e)| (k.name(), e));
-        list.chain(tree)
+    fn len(&self) -> usize {
+        match self {
+            Entries::List(l) => l.len(),
+            Entries::Tree(t) => t.len(),
+        }
     }
 }
 
@@ -301,9 +376,11 @@ impl MemDir {
 #[derive(Debug, Clone)]
 enum MemEntry {
     Dir(Arc<MemDir>),
-    Obj(Arc<MemObj>),
-    /// A name of a hard-linked object in [`MemLayer::links`].
-    Linked(u64),
+    /// An object with one name, and its type (kept beside it, where a
+    /// listing finds it without reading the object).
+    Obj(FileType, Arc<MemObj>),
+    /// A name of a hard-linked object in [`MemLayer::links`], and its type.
+    Linked(FileType, u64),
     Whiteout,
 }
 
@@ -501,18 +578,27 @@ impl MemLayer {
         let meta = Stored::new(meta, self.alloc_ino());
         let entry = match content {
             Content::Dir => MemEntry::Dir(Arc::new(MemDir::new(meta))),
-            Content::File(d) => MemEntry::Obj(Arc::new(MemObj {
-                meta,
-                body: Body::File(d),
-            })),
-            Content::Symlink(t) => MemEntry::Obj(Arc::new(MemObj {
-                meta,
-                body: Body::Symlink(t.into_bytes().into_boxed_slice()),
-            })),
-            Content::Special => MemEntry::Obj(Arc::new(MemObj {
-                meta,
-                body: Body::Special(file_type, rdev),
-            })),
+            Content::File(d) => MemEntry::Obj(
+                FileType::File,
+                Arc::new(MemObj {
+                    meta,
+                    body: Body::File(d),
+                }),
+            ),
+            Content::Symlink(t) => MemEntry::Obj(
+                FileType::Symlink,
+                Arc::new(MemObj {
+                    meta,
+                    body: Body::Symlink(t.into_bytes().into_boxed_slice()),
+                }),
+            ),
+            Content::Special => MemEntry::Obj(
+                file_type,
+                Arc::new(MemObj {
+                    meta,
+                    body: Body::Special(file_type, rdev),
+                }),
+            ),
         };
         let (dir, name) = self.parent_mut(path)?;
         match dir.entries.get(name) {
@@ -592,8 +678,8 @@ impl MemLayer {
             return Err(layer_error(ErrorKind::IsADirectory, path));
         }
         match self.entry(path) {
-            Some(MemEntry::Obj(o)) => Ok(o),
-            Some(MemEntry::Linked(ino)) => Ok(&self.linked(*ino).obj),
+            Some(MemEntry::Obj(_, o)) => Ok(o),
+            Some(MemEntry::Linked(_, ino)) => Ok(&self.linked(*ino).obj),
             Some(MemEntry::Dir(_)) => Err(layer_error(ErrorKind::IsADirectory, path)),
             Some(MemEntry::Whiteout) | None => Err(layer_error(ErrorKind::NotFound, path)),
         }
@@ -613,8 +699,8 @@ impl MemLayer {
 
     fn obj_mut(&mut self, path: &LayerPath) -> Result<&mut MemObj> {
         let linked = match self.entry(path) {
-            Some(MemEntry::Obj(_)) => None,
-            Some(MemEntry::Linked(ino)) => Some(*ino),
+            Some(MemEntry::Obj(..)) => None,
+            Some(MemEntry::Linked(_, ino)) => Some(*ino),
             Some(MemEntry::Dir(_)) => return Err(layer_error(ErrorKind::IsADirectory, path)),
             Some(MemEntry::Whiteout) | None => return Err(layer_error(ErrorKind::NotFound, path)),
         };
@@ -626,7 +712,7 @@ impl MemLayer {
         }
         let (dir, name) = self.parent_mut(path)?;
         match dir.entries.get_mut(name) {
-            Some(MemEntry::Obj(o)) => Ok(Arc::make_mut(o)),
+            Some(MemEntry::Obj(_, o)) => Ok(Arc::make_mut(o)),
             _ => unreachable!("checked above"),
         }
     }
@@ -694,28 +780,27 @@ impl MemLayer {
         }
     }
 
+    /// How many names (whiteouts included) the directory at `path` holds.
+    pub(crate) fn names_len(&self, path: &LayerPath) -> Result<usize> {
+        Ok(self.dir(path)?.entries.len())
+    }
+
     /// The names of directory `path` with their kinds, in byte order, as
     /// [`Layer::read_dir`] lists them but lent rather than copied (what a
     /// view's index is built from).
-    pub(crate) fn names<'a>(
-        &'a self,
-        path: &LayerPath,
-    ) -> Result<impl Iterator<Item = (&'a Name, EntryKind)> + use<'a>> {
+    pub(crate) fn names(&self, path: &LayerPath) -> Result<MemNames<'_>> {
         let dir = self.dir(path)?;
-        Ok(dir.entries.iter().map(|(name, e)| {
-            let kind = match e {
-                MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
-                MemEntry::Obj(o) => EntryKind::Node(o.file_type()),
-                MemEntry::Linked(ino) => EntryKind::Node(self.linked(*ino).obj.file_type()),
-                MemEntry::Whiteout => EntryKind::Whiteout,
-            };
-            (name, kind)
-        }))
+        Ok(MemNames {
+            entries: match &dir.entries {
+                Entries::List(l) => EntriesIter::List(l.iter()),
+                Entries::Tree(t) => EntriesIter::Tree(t.iter()),
+            },
+        })
     }
 
     /// Drops one name of an entry being removed or replaced.
     fn release(&mut self, entry: &MemEntry) {
-        if let MemEntry::Linked(ino) = entry {
+        if let MemEntry::Linked(_, ino) = entry {
             let links = Arc::make_mut(&mut self.links);
             let linked = links.get_mut(ino).expect("linked object");
             linked.nlink -= 1;
@@ -863,8 +948,8 @@ impl Layer for MemLayer {
         }
         Ok(self.entry(path).map(|e| match e {
             MemEntry::Dir(d) => Entry::Node(d.node()),
-            MemEntry::Obj(o) => Entry::Node(o.node(1)),
-            MemEntry::Linked(ino) => Entry::Node(self.linked_node(*ino)),
+            MemEntry::Obj(_, o) => Entry::Node(o.node(1)),
+            MemEntry::Linked(_, ino) => Entry::Node(self.linked_node(*ino)),
             MemEntry::Whiteout => Entry::Whiteout,
         }))
     }
@@ -1021,30 +1106,32 @@ impl LayerMut for MemLayer {
                 return Err(layer_error(ErrorKind::NotFound, existing));
             }
             Some(MemEntry::Dir(_)) => return Err(layer_error(ErrorKind::NotPermitted, existing)),
-            Some(MemEntry::Linked(ino)) => *ino,
-            Some(MemEntry::Obj(o)) => o.meta.ino,
+            Some(MemEntry::Linked(_, ino)) => *ino,
+            Some(MemEntry::Obj(_, o)) => o.meta.ino,
         };
         {
             let (dir, name) = self.parent_mut(new)?;
             if matches!(
                 dir.entries.get(name),
-                Some(MemEntry::Dir(_) | MemEntry::Obj(_) | MemEntry::Linked(_))
+                Some(MemEntry::Dir(_) | MemEntry::Obj(..) | MemEntry::Linked(..))
             ) {
                 return Err(layer_error(ErrorKind::AlreadyExists, new));
             }
         }
         // Move a single-named object into the table of linked objects.
         let (dir, name) = self.parent_mut(existing)?;
-        if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
-            let Some(MemEntry::Obj(obj)) = dir.insert(name, MemEntry::Linked(ino)) else {
+        if let Some(&MemEntry::Obj(t, _)) = dir.entries.get(name) {
+            let Some(MemEntry::Obj(_, obj)) = dir.insert(name, MemEntry::Linked(t, ino)) else {
                 unreachable!("checked above")
             };
             Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
         }
         let links = Arc::make_mut(&mut self.links);
-        links.get_mut(&ino).expect("linked object").nlink += 1;
+        let linked = links.get_mut(&ino).expect("linked object");
+        linked.nlink += 1;
+        let t = linked.obj.file_type();
         let (dir, name) = self.parent_mut(new)?;
-        dir.insert(name, MemEntry::Linked(ino));
+        dir.insert(name, MemEntry::Linked(t, ino));
         Ok(())
     }
 
@@ -1107,8 +1194,8 @@ impl LayerMut for MemLayer {
         let ino = match self.entry(path) {
             None | Some(MemEntry::Whiteout) => return Err(layer_error(ErrorKind::NotFound, path)),
             Some(MemEntry::Dir(_)) => return Err(layer_error(ErrorKind::IsADirectory, path)),
-            Some(MemEntry::Linked(ino)) => *ino,
-            Some(MemEntry::Obj(o)) => o.meta.ino,
+            Some(MemEntry::Linked(_, ino)) => *ino,
+            Some(MemEntry::Obj(_, o)) => o.meta.ino,
         };
         if path.is_root() {
             return Err(layer_error(ErrorKind::IsADirectory, path));
@@ -1119,8 +1206,8 @@ impl LayerMut for MemLayer {
         // A single-named object moves into the table of linked objects,
         // where its number finds it whatever becomes of its name.
         let (dir, name) = self.parent_mut(path)?;
-        if let Some(MemEntry::Obj(_)) = dir.entries.get(name) {
-            let Some(MemEntry::Obj(obj)) = dir.insert(name, MemEntry::Linked(ino)) else {
+        if let Some(&MemEntry::Obj(t, _)) = dir.entries.get(name) {
+            let Some(MemEntry::Obj(_, obj)) = dir.insert(name, MemEntry::Linked(t, ino)) else {
                 unreachable!("checked above")
             };
             Arc::make_mut(&mut self.links).insert(ino, Linked { obj, nlink: 1 });
@@ -1320,7 +1407,7 @@ mod tests {
             if name == "same" {
                 want.xattrs = Xattrs::new();
             }
-            let Some(MemEntry::Obj(o)) = l.entry(&p(name)) else {
+            let Some(MemEntry::Obj(_, o)) = l.entry(&p(name)) else {
                 panic!("{name} is an object")
             };
             assert_eq!(o.meta.rare.is_some(), rare, "{name}");

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::handle::OpenHandle;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::layer::dir::DirLayer;
-use crate::layer::mem::MemLayer;
+use crate::layer::mem::{MemLayer, MemNames};
 use crate::layer::{Entry, EntryKind, Layer, LayerMut, Node, Redirect, RedirectTarget};
 use crate::merged::Metacopy;
 use crate::meta::{FileType, Metadata};
@@ -99,11 +99,55 @@ pub(crate) struct DirIndex {
     len: usize,
 }
 
-/// 16 bytes a name, besides the name.
+/// 8 bytes a name, besides the name: where the name ends in
+/// [`DirIndex::names`], and its [`Child`] packed into 32 bits.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    end: usize,
-    child: Child,
+    end: u32,
+    packed: u32,
+}
+
+/// The tags of a packed [`Child`] (its top two bits).
+const GONE: u32 = 0;
+const OBJECT: u32 = 1 << 30;
+const FULL: u32 = 2 << 30;
+/// What is left for a position in the stack or in `fulls`.
+const PAYLOAD: u32 = (1 << 30) - 1;
+/// The types of [`Child::Object`], by their number in a packed child.
+const TYPES: [FileType; 7] = [
+    FileType::File,
+    FileType::Dir,
+    FileType::Symlink,
+    FileType::Fifo,
+    FileType::CharDevice,
+    FileType::BlockDevice,
+    FileType::Socket,
+];
+/// An object's stack position gets the bits its type leaves.
+const POSITION: u32 = PAYLOAD >> 3;
+
+impl Slot {
+    fn child(self) -> Child {
+        let payload = self.packed & PAYLOAD;
+        match self.packed & !PAYLOAD {
+            OBJECT => Child::Object(TYPES[(payload >> 27) as usize], payload & POSITION),
+            FULL => Child::Full(payload),
+            _ => Child::Gone,
+        }
+    }
+
+    /// Packs `child`; its numbers are below [`POSITION`] and [`PAYLOAD`]
+    /// (see [`State::build_index`] and [`DirIndex::full`]).
+    fn pack(child: Child) -> u32 {
+        match child {
+            Child::Gone => GONE,
+            Child::Object(t, pos) => {
+                let ty = TYPES.iter().position(|x| *x == t).unwrap_or(0) as u32;
+                OBJECT | ty << 27 | (pos & POSITION)
+            }
+            Child::Full(i) => FULL | (i & PAYLOAD),
+        }
+    }
 }
 
 /// What one name of a built index resolves to.
@@ -132,9 +176,14 @@ impl DirIndex {
         self.len == 0
     }
 
+    /// How many names resolve to an object.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     fn name_of(&self, i: usize) -> &Name {
         let start = if i == 0 { 0 } else { self.slots[i - 1].end };
-        Name::new(&self.names[start..self.slots[i].end])
+        Name::new(&self.names[start as usize..self.slots[i].end as usize])
     }
 
     /// The slot of `name`, by binary search.
@@ -155,7 +204,7 @@ impl DirIndex {
     /// its stack.
     pub fn peek(&self, name: &Name) -> Option<(FileType, usize)> {
         match self.find(name) {
-            Some(i) => self.peek_child(self.slots[i].child),
+            Some(i) => self.peek_child(self.slots[i].child()),
             None => self.later.get(name).map(|r| (r.file_type, r.top().0)),
         }
     }
@@ -174,7 +223,7 @@ impl DirIndex {
     /// Where child `name` resolves.
     pub fn get(&self, name: &Name) -> Option<Res> {
         match self.find(name) {
-            Some(i) => self.res_of(self.slots[i].child, name),
+            Some(i) => self.res_of(self.slots[i].child(), name),
             None => self.later.get(name).cloned(),
         }
     }
@@ -209,12 +258,13 @@ impl DirIndex {
         let live = res.is_some();
         let was = match self.find(name) {
             Some(i) => {
-                let old = self.slots[i].child;
+                let old = self.slots[i].child();
                 let was = self.peek_child(old).is_some();
-                self.slots[i].child = match (res, old) {
+                let new = match (res, old) {
                     (None, Child::Gone | Child::Object(..)) => Child::Gone,
                     (res, old) => self.full(old, res),
                 };
+                self.slots[i].packed = Slot::pack(new);
                 was
             }
             None => match res {
@@ -229,7 +279,7 @@ impl DirIndex {
     pub fn listing(&self) -> impl Iterator<Item = Listed<'_>> {
         let mut built = (0..self.slots.len())
             .filter_map(|i| {
-                let (file_type, layer) = self.peek_child(self.slots[i].child)?;
+                let (file_type, layer) = self.peek_child(self.slots[i].child())?;
                 Some(Listed {
                     name: self.name_of(i),
                     file_type,
@@ -693,20 +743,24 @@ impl State {
     /// merging the sorted listings (a k-way merge), so each name is decided
     /// once, from its occurrences top layer first. A `MemLayer` lends its
     /// names rather than copying them into a listing.
+    ///
+    /// The merge keeps the listing that gave the last name out of its
+    /// heap while that listing's next name is still smaller than every
+    /// other listing's: a directory's names come mostly in runs from one
+    /// layer, and a name of a run then costs one comparison.
     pub fn build_index(&self, stack: &Stack) -> Result<DirIndex> {
-        // Room for every name listed (at most one slot each), so the index
-        // never grows while it is built; a `MemLayer`'s names are counted
-        // in a first pass, which costs far less than copying them.
-        let (mut listed, mut name_bytes) = (0, 0);
+        // Room for every name listed (at most one slot each), so the slots
+        // never grow while they are built.
+        if stack.len() > POSITION as usize {
+            return Err(too_large(stack));
+        }
+        let mut listed = 0;
         let mut listings: Vec<Names<'_>> = Vec::with_capacity(stack.len());
         for (idx, dpath) in stack.iter() {
             let layer = self.layer(*idx);
             if let Some(mem) = (*layer).as_any().downcast_ref::<MemLayer>() {
-                for (name, _) in mem.names(dpath)? {
-                    listed += 1;
-                    name_bytes += name.len();
-                }
-                listings.push(Names::Lent(Box::new(mem.names(dpath)?)));
+                listed += mem.names_len(dpath)?;
+                listings.push(Names::Lent(mem.names(dpath)?));
                 continue;
             }
             let mut entries = layer.read_dir(dpath)?.entries;
@@ -715,7 +769,6 @@ impl State {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
             }
             listed += entries.len();
-            name_bytes += entries.iter().map(|(n, _)| n.len()).sum::<usize>();
             listings.push(Names::Owned(entries.into_iter()));
         }
         // A `MemLayer` holds only names that make valid paths: the others'
@@ -724,8 +777,9 @@ impl State {
             .iter()
             .map(|l| matches!(l, Names::Owned(_)))
             .collect();
-        // The next name of each listing, smallest first (ties: top layer
-        // first); `kinds[pos]` is the kind of listing `pos`'s next name.
+        // The next name of each listing but `run`'s, smallest first (ties:
+        // top layer first); `kinds[pos]` is the kind of listing `pos`'s
+        // next name.
         let mut heads: BinaryHeap<Reverse<(Head<'_>, usize)>> = BinaryHeap::new();
         let mut kinds: Vec<EntryKind> = vec![EntryKind::Whiteout; stack.len()];
         for (pos, listing) in listings.iter_mut().enumerate() {
@@ -734,35 +788,64 @@ impl State {
                 heads.push(Reverse((Head::new(name), pos)));
             }
         }
-        let mut advance = |pos: usize, heads: &mut BinaryHeap<_>| {
+        // Takes listing `pos`'s next name: its kind, and the name after it.
+        let mut advance = |pos: usize| {
             let kind = kinds[pos];
-            if let Some((next, k)) = listings[pos].next() {
+            let next = listings[pos].next().map(|(name, k)| {
                 kinds[pos] = k;
-                heads.push(Reverse((Head::new(next), pos)));
-            }
-            kind
+                (Head::new(name), pos)
+            });
+            (kind, next)
         };
         let mut index = DirIndex {
             stack: stack.clone(),
-            names: Vec::with_capacity(name_bytes),
+            // Short names are the rule; the vector grows if they are not.
+            names: Vec::with_capacity(listed.saturating_mul(12)),
             slots: Vec::with_capacity(listed),
             fulls: Vec::new(),
             later: BTreeMap::new(),
             len: 0,
         };
         let mut occurrences: Vec<(usize, EntryKind)> = Vec::new();
-        while let Some(Reverse((Head(_, name), pos))) = heads.pop() {
+        // The listing whose name came first last time, with its next name.
+        let mut run: Option<(Head<'_>, usize)> = None;
+        loop {
             occurrences.clear();
-            occurrences.push((pos, advance(pos, &mut heads)));
-            while heads
-                .peek()
-                .is_some_and(|Reverse((Head(_, n), _))| *n == name)
-            {
-                let Some(Reverse((_, pos))) = heads.pop() else {
-                    break;
-                };
-                occurrences.push((pos, advance(pos, &mut heads)));
-            }
+            let name = match run.take() {
+                // Smaller than every other listing's next name: no other
+                // layer holds it.
+                Some((head, pos)) if heads.peek().is_none_or(|Reverse((top, _))| head < *top) => {
+                    let (kind, next) = advance(pos);
+                    occurrences.push((pos, kind));
+                    run = next;
+                    head.1
+                }
+                held => {
+                    if let Some(held) = held {
+                        heads.push(Reverse(held));
+                    }
+                    let Some(Reverse((Head(_, name), pos))) = heads.pop() else {
+                        break;
+                    };
+                    let (kind, next) = advance(pos);
+                    occurrences.push((pos, kind));
+                    run = next;
+                    while heads
+                        .peek()
+                        .is_some_and(|Reverse((Head(_, n), _))| *n == name)
+                    {
+                        let Some(Reverse((_, pos))) = heads.pop() else {
+                            break;
+                        };
+                        let (kind, next) = advance(pos);
+                        occurrences.push((pos, kind));
+                        if let Some(next) = next {
+                            heads.push(Reverse(next));
+                        }
+                    }
+                    name
+                }
+            };
             let child = match occurrences[0] {
                 (_, EntryKind::Whiteout) => continue,
                 // The common case, decided without asking the layer: a
@@ -779,11 +862,20 @@ impl State {
                 },
             };
             index.names.extend_from_slice(name.as_bytes());
+            let end = u32::try_from(index.names.len())
+                .ok()
+                .filter(|_| index.slots.len() < PAYLOAD as usize);
+            let Some(end) = end else {
+                return Err(too_large(stack));
+            };
             index.slots.push(Slot {
-                end: index.names.len(),
-                child,
+                end,
+                packed: Slot::pack(child),
             });
         }
+        // What the estimates left over (in place: nothing is copied).
+        index.names.shrink_to_fit();
+        index.slots.shrink_to_fit();
         index.len = index.slots.len();
         Ok(index)
     }
@@ -1278,7 +1370,7 @@ fn components<'a>(parsed: &UserPath<'a>) -> impl Iterator<Item = (&'a Name, bool
 /// The names of one layer's directory, sorted, for [`State::build_index`].
 enum Names<'a> {
     /// Borrowed from the layer.
-    Lent(Box<dyn Iterator<Item = (&'a Name, EntryKind)> + 'a>),
+    Lent(MemNames<'a>),
     /// From a listing.
     Owned(std::vec::IntoIter<(NameBuf, EntryKind)>),
 }
@@ -1292,6 +1384,17 @@ impl<'a> Iterator for Names<'a> {
             Names::Owned(it) => it.next().map(|(n, k)| (Cow::Owned(n), k)),
         }
     }
+}
+
+/// A directory whose index would not fit its packed numbers: more than
+/// 4 GiB of names, 2^30 names or 2^27 layers.
+fn too_large(stack: &[(usize, LayerPath)]) -> Error {
+    Error::new(
+        ErrorKind::LimitExceeded,
+        Operation::ReadDir,
+        stack[0].1.as_name(),
+    )
+    .with_detail("the directory is too large to index (4 GiB of names, 2^30 names or 2^27 layers)")
 }
 
 /// Checks that `name` makes a valid path below `dir` (what
@@ -1314,10 +1417,17 @@ impl<'a> Head<'a> {
     fn new(name: Cow<'a, Name>) -> Head<'a> {
         // Zero-padded: a name holds no NUL, so a shorter name that is a
         // prefix of another still orders first.
-        let mut first = [0u8; 8];
-        let n = name.len().min(8);
-        first[..n].copy_from_slice(&name.as_bytes()[..n]);
-        Head(u64::from_be_bytes(first), name)
+        // Byte by byte for a short name: a copy of a length known only
+        // at run time would be a call to `memcpy` per name.
+        let bytes = name.as_bytes();
+        let first = match bytes.first_chunk::<8>() {
+            Some(first) => u64::from_be_bytes(*first),
+            None => bytes
+                .iter()
+                .enumerate()
+                .fold(0, |n, (i, &b)| n | u64::from(b) << (56 - 8 * i)),
+        };
+        Head(first, name)
     }
 }
 
