@@ -262,11 +262,34 @@ fn listing(c: &mut Criterion, root: &Path) {
             BatchSize::PerIteration,
         )
     });
+    // The same with the names lent (`list_dir`), every entry visited.
+    let visit = |view: &MergedView| {
+        let listing = view.list_dir("big").expect("list_dir");
+        listing
+            .iter()
+            .map(|e| black_box(e.name).len())
+            .sum::<usize>()
+    };
+    group.bench_function("mem_lent/cold", |b| {
+        b.iter_batched(
+            || MergedView::new(lowers.clone(), MemLayer::new()).expect("view"),
+            |view| {
+                black_box(visit(&view));
+                view
+            },
+            BatchSize::PerIteration,
+        )
+    });
     let view = MergedView::new(lowers, MemLayer::new()).expect("view");
     assert_eq!(view.read_dir("big").expect("read_dir").len(), VISIBLE);
+    assert_eq!(
+        view.list_dir("big").expect("list_dir").iter().count(),
+        VISIBLE
+    );
     group.bench_function("mem/warm", |b| {
         b.iter(|| black_box(view.read_dir("big").expect("read_dir").len()))
     });
+    group.bench_function("mem_lent/warm", |b| b.iter(|| black_box(visit(&view))));
     drop(view);
 
     let vfs_lowers: Vec<VfsPath> = (0..LAYERS)

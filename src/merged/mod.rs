@@ -44,8 +44,8 @@ use crate::path::{NameBuf, PathLike};
 use crate::view::MergedView;
 
 pub use options::{
-    Clock, DirEntry, DirRename, HandleId, HardLinkCopyUp, LayerSource, Metacopy, OpenOptions,
-    RenameMode, ViewOptions,
+    Clock, DirEntry, DirEntryRef, DirRename, HandleId, HardLinkCopyUp, LayerSource, Metacopy,
+    OpenOptions, RenameMode, ViewOptions,
 };
 
 /// A merged tree with the `std::fs`-shaped operations of overlay

@@ -1,7 +1,7 @@
 //! Typed options of the merged view and of its operations.
 
 use crate::meta::{FileType, Timestamp};
-use crate::path::NameBuf;
+use crate::path::{Name, NameBuf};
 
 /// What `rename` does with a directory that exists in a lower layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,6 +182,28 @@ pub struct DirEntry {
     pub file_type: FileType,
     /// The topmost layer holding it.
     pub source: LayerSource,
+}
+
+/// One entry of a [`Listing`](crate::view::Listing): a
+/// [`DirEntry`] whose name is lent by the listing instead of copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirEntryRef<'a> {
+    /// The name.
+    pub name: &'a Name,
+    /// The type.
+    pub file_type: FileType,
+    /// The topmost layer holding it.
+    pub source: LayerSource,
+}
+
+impl From<DirEntryRef<'_>> for DirEntry {
+    fn from(e: DirEntryRef<'_>) -> DirEntry {
+        DirEntry {
+            name: e.name.to_owned(),
+            file_type: e.file_type,
+            source: e.source,
+        }
+    }
 }
 
 /// Options for [`MergedView::open`](crate::MergedView::open), as
