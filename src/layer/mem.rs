@@ -1296,6 +1296,53 @@ mod tests {
     }
 
     #[test]
+    fn names_kept_inline_and_boxed_sort_and_find_as_bytes() {
+        // Around the inline limit, with shared prefixes, a byte above 0x7f,
+        // and past `TREE_FROM` so the B-tree holds them too.
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for len in [1, 7, 21, 22, 23, 24, 200, 255] {
+            names.push(vec![b'a'; len]);
+            let mut other = vec![b'a'; len];
+            other[len - 1] = 0xe9;
+            names.push(other);
+        }
+        for many in [false, true] {
+            let mut layer = MemLayer::new();
+            layer.add_dir("d").unwrap();
+            let mut all = names.clone();
+            if many {
+                all.extend((0..TREE_FROM).map(|i| format!("f{i}").into_bytes()));
+            }
+            for (i, n) in all.iter().enumerate().rev() {
+                let path = p("d").join(Name::new(n)).unwrap();
+                layer
+                    .create(
+                        &path,
+                        &Metadata::new(FileType::File),
+                        Content::File(FileData::from(vec![i as u8])),
+                    )
+                    .unwrap();
+            }
+            all.sort();
+            let listed: Vec<Vec<u8>> = layer
+                .read_dir(&p("d"))
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|(n, _)| n.into_bytes())
+                .collect();
+            assert_eq!(listed, all, "many: {many}");
+            for (i, n) in names.iter().enumerate() {
+                let path = p("d").join(Name::new(n)).unwrap();
+                assert!(matches!(layer.lookup(&path).unwrap(), Some(Entry::Node(_))));
+                assert_eq!(layer.read_at(&path, 0, 1).unwrap()[..], [i as u8]);
+            }
+            let absent = p("d").join(Name::new(&[b'a'; 25])).unwrap();
+            assert!(layer.lookup(&absent).unwrap().is_none());
+        }
+    }
+
+    #[test]
     fn clone_is_a_snapshot() {
         let mut a = MemLayer::new();
         a.add_file("d/f", "one").unwrap();

@@ -1440,6 +1440,33 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_slot_gives_back_every_child_it_can_hold() {
+        let mut children = vec![Child::Gone, Child::Full(0), Child::Full(PAYLOAD)];
+        for t in TYPES {
+            children.extend([
+                Child::Object(t, 0),
+                Child::Object(t, 1),
+                Child::Object(t, POSITION),
+            ]);
+        }
+        for child in children {
+            let back = Slot {
+                end: 0,
+                packed: Slot::pack(child),
+            }
+            .child();
+            let same = match (child, back) {
+                (Child::Gone, Child::Gone) => true,
+                (Child::Full(a), Child::Full(b)) => a == b,
+                (Child::Object(t, p), Child::Object(u, q)) => t == u && p == q,
+                _ => false,
+            };
+            assert!(same, "{child:?} came back as {back:?}");
+        }
+        assert_eq!(POSITION, (1 << 27) - 1);
+    }
+
+    #[test]
     fn an_index_changed_after_its_build_stays_sorted_and_counted() {
         let mut lower = MemLayer::new();
         for name in ["d/b", "d/d", "d/f"] {
