@@ -18,9 +18,10 @@
 //!
 //! Storage is compact, as a layer holds many small objects: an object keeps
 //! only the metadata a layer cannot derive (see `Stored`), a file of one
-//! chunk keeps it inline, and a directory's names are a sorted list of
-//! boxed names (a B-tree for a directory of thousands). About 140 bytes an
-//! entry beyond the file data (`benches/memory.rs`).
+//! chunk keeps it inline, and a directory's names are a sorted list (a
+//! B-tree for a directory of thousands) of names kept inline up to 22
+//! bytes and boxed beyond, each with its type. About 140 bytes an entry
+//! beyond the file data (`benches/memory.rs`).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -243,7 +244,16 @@ impl<'a> Iterator for MemNames<'a> {
         };
         Some((key.name(), kind))
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.entries {
+            EntriesIter::List(it) => it.size_hint(),
+            EntriesIter::Tree(it) => it.size_hint(),
+        }
+    }
 }
+
+impl ExactSizeIterator for MemNames<'_> {}
 
 /// A directory of more entries than this keeps them in a B-tree.
 const TREE_FROM: usize = 4096;
@@ -322,13 +332,6 @@ impl Entries {
         match self {
             Entries::List(l) => l.is_empty(),
             Entries::Tree(t) => t.is_empty(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Entries::List(l) => l.len(),
-            Entries::Tree(t) => t.len(),
         }
     }
 }
@@ -778,11 +781,6 @@ impl MemLayer {
             Body::File(d) => Ok(d.clone()),
             _ => Err(layer_error(ErrorKind::InvalidInput, path)),
         }
-    }
-
-    /// How many names (whiteouts included) the directory at `path` holds.
-    pub(crate) fn names_len(&self, path: &LayerPath) -> Result<usize> {
-        Ok(self.dir(path)?.entries.len())
     }
 
     /// The names of directory `path` with their kinds, in byte order, as

@@ -24,7 +24,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 pub use file::File;
-pub use readdir::Listing;
+pub use readdir::{Listing, ListingIter};
 
 use crate::data::FileData;
 use crate::error::{Error, ErrorKind, Operation, Result};

@@ -6,13 +6,14 @@
 //! directory's index (see `resolve`), sorted by name.
 
 use std::fmt;
+use std::iter::FusedIterator;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::merged::DirEntryRef;
 use crate::path::{Name, PathLike};
 
-use super::resolve::{DirIndex, Follow, UPPER};
+use super::resolve::{DirIndex, Follow, IndexListing, UPPER};
 use super::{DirEntry, LayerSource, MergedView};
 
 /// The listing of a merged directory, sorted by name, as
@@ -22,7 +23,10 @@ use super::{DirEntry, LayerSource, MergedView};
 ///
 /// A listing is a snapshot: what the view changes after
 /// [`list_dir`](MergedView::list_dir) returned does not show in it (the
-/// view's index is copied on its next change while a listing holds it).
+/// view's index is copied on its next change while a listing holds it),
+/// and its [`LayerSource`]s are those of that moment (a
+/// [`commit`](MergedView::commit) afterwards renumbers the view's layers,
+/// not the listing's).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -37,6 +41,9 @@ use super::{DirEntry, LayerSource, MergedView};
 ///
 /// let listing = view.list_dir("etc")?;
 /// let names: Vec<_> = listing.iter().map(|e| (e.name.to_string(), e.source)).collect();
+/// for entry in &listing {
+///     assert!(entry.file_type.is_file());
+/// }
 /// assert_eq!(
 ///     names,
 ///     [
@@ -69,8 +76,34 @@ impl Listing {
     }
 
     /// The entries, sorted by name.
-    pub fn iter(&self) -> impl Iterator<Item = DirEntryRef<'_>> {
-        self.index.listing().map(|l| DirEntryRef {
+    pub fn iter(&self) -> ListingIter<'_> {
+        ListingIter {
+            inner: self.index.listing(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Listing {
+    type Item = DirEntryRef<'a>;
+    type IntoIter = ListingIter<'a>;
+
+    fn into_iter(self) -> ListingIter<'a> {
+        self.iter()
+    }
+}
+
+/// The entries of a [`Listing`], sorted by name.
+#[derive(Debug, Clone)]
+pub struct ListingIter<'a> {
+    inner: IndexListing<'a>,
+}
+
+impl<'a> Iterator for ListingIter<'a> {
+    type Item = DirEntryRef<'a>;
+
+    fn next(&mut self) -> Option<DirEntryRef<'a>> {
+        let l = self.inner.next()?;
+        Some(DirEntryRef {
             name: l.name,
             file_type: l.file_type,
             source: if l.layer == UPPER {
@@ -80,7 +113,15 @@ impl Listing {
             },
         })
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
 }
+
+impl ExactSizeIterator for ListingIter<'_> {}
+
+impl FusedIterator for ListingIter<'_> {}
 
 impl fmt::Debug for Listing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -99,6 +140,8 @@ impl MergedView {
     /// resolution.
     pub fn read_dir(&self, path: impl PathLike) -> Result<Vec<DirEntry>> {
         let listing = self.list_dir_inner(Name::new(path.path_bytes()))?;
+        // Sized at once (the iterator knows its length): a vector of
+        // 81,900 entries grown by doubling copies 4 MB on the way.
         Ok(listing.iter().map(DirEntry::from).collect())
     }
 

@@ -113,8 +113,9 @@ const OBJECT: u32 = 1 << 30;
 const FULL: u32 = 2 << 30;
 /// What is left for a position in the stack or in `fulls`.
 const PAYLOAD: u32 = (1 << 30) - 1;
-/// The types of [`Child::Object`], by their number in a packed child.
-const TYPES: [FileType; 7] = [
+/// The types of [`Child::Object`], by their number in a packed child
+/// (the eighth number is not used: a file, should it ever be read).
+const TYPES: [FileType; 8] = [
     FileType::File,
     FileType::Dir,
     FileType::Symlink,
@@ -122,6 +123,7 @@ const TYPES: [FileType; 7] = [
     FileType::CharDevice,
     FileType::BlockDevice,
     FileType::Socket,
+    FileType::File,
 ];
 /// An object's stack position gets the bits its type leaves.
 const POSITION: u32 = PAYLOAD >> 3;
@@ -136,16 +138,28 @@ impl Slot {
         }
     }
 
-    /// Packs `child`; its numbers are below [`POSITION`] and [`PAYLOAD`]
-    /// (see [`State::build_index`] and [`DirIndex::full`]).
+    /// Packs `child`; its numbers are at most [`POSITION`] and
+    /// [`PAYLOAD`] (see [`State::build_index`] and [`DirIndex::full`]).
     fn pack(child: Child) -> u32 {
         match child {
             Child::Gone => GONE,
             Child::Object(t, pos) => {
-                let ty = TYPES.iter().position(|x| *x == t).unwrap_or(0) as u32;
+                debug_assert!(pos <= POSITION, "stack position {pos}");
+                let ty: u32 = match t {
+                    FileType::File => 0,
+                    FileType::Dir => 1,
+                    FileType::Symlink => 2,
+                    FileType::Fifo => 3,
+                    FileType::CharDevice => 4,
+                    FileType::BlockDevice => 5,
+                    FileType::Socket => 6,
+                };
                 OBJECT | ty << 27 | (pos & POSITION)
             }
-            Child::Full(i) => FULL | (i & PAYLOAD),
+            Child::Full(i) => {
+                debug_assert!(i <= PAYLOAD, "element {i} of fulls");
+                FULL | (i & PAYLOAD)
+            }
         }
     }
 }
@@ -160,6 +174,65 @@ enum Child {
     /// Anything else (a directory, a name set after the build): this
     /// element of `fulls`.
     Full(u32),
+}
+
+/// The children of a [`DirIndex`] that resolve to an object, sorted by
+/// name: the built slots merged with the names set later (the two never
+/// hold the same name).
+#[derive(Debug, Clone)]
+pub(crate) struct IndexListing<'a> {
+    index: &'a DirIndex,
+    /// The next slot to look at.
+    slot: usize,
+    later: std::iter::Peekable<std::collections::btree_map::Iter<'a, NameBuf, Res>>,
+    /// How many are left to give.
+    left: usize,
+}
+
+impl<'a> Iterator for IndexListing<'a> {
+    type Item = Listed<'a>;
+
+    fn next(&mut self) -> Option<Listed<'a>> {
+        let ix = self.index;
+        // The next slot that resolves to an object, if any.
+        let mut built = None;
+        while self.slot < ix.slots.len() {
+            if let Some((file_type, layer)) = ix.peek_child(ix.slots[self.slot].child()) {
+                built = Some(Listed {
+                    name: ix.name_of(self.slot),
+                    file_type,
+                    layer,
+                });
+                break;
+            }
+            self.slot += 1;
+        }
+        let item = match (built, self.later.peek()) {
+            (Some(a), Some((b, _))) if b.as_name() < a.name => None,
+            (Some(a), _) => {
+                self.slot += 1;
+                Some(a)
+            }
+            (None, _) => None,
+        };
+        let item = match item {
+            Some(item) => item,
+            None => {
+                let (name, r) = self.later.next()?;
+                Listed {
+                    name,
+                    file_type: r.file_type,
+                    layer: r.top().0,
+                }
+            }
+        };
+        self.left = self.left.saturating_sub(1);
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
 }
 
 /// One child of a merged directory as a listing shows it.
@@ -242,8 +315,8 @@ impl DirIndex {
         }
     }
 
-    /// A new element of `fulls` (at most one per slot, so fewer than
-    /// 2^32), or `at` itself if it is one already.
+    /// A new element of `fulls` (at most one per slot, so no more than
+    /// [`PAYLOAD`], as slots), or `at` itself if it is one already.
     fn full(&mut self, at: Child, res: Option<Res>) -> Child {
         if let Child::Full(i) = at {
             self.fulls[i as usize] = res;
@@ -276,32 +349,13 @@ impl DirIndex {
     }
 
     /// The children that resolve to an object, sorted by name.
-    pub fn listing(&self) -> impl Iterator<Item = Listed<'_>> {
-        let mut built = (0..self.slots.len())
-            .filter_map(|i| {
-                let (file_type, layer) = self.peek_child(self.slots[i].child())?;
-                Some(Listed {
-                    name: self.name_of(i),
-                    file_type,
-                    layer,
-                })
-            })
-            .peekable();
-        let mut later = self
-            .later
-            .iter()
-            .map(|(name, r)| Listed {
-                name,
-                file_type: r.file_type,
-                layer: r.top().0,
-            })
-            .peekable();
-        // The two never hold the same name: merge them.
-        std::iter::from_fn(move || match (built.peek(), later.peek()) {
-            (Some(a), Some(b)) if b.name < a.name => later.next(),
-            (Some(_), _) => built.next(),
-            (None, _) => later.next(),
-        })
+    pub fn listing(&self) -> IndexListing<'_> {
+        IndexListing {
+            index: self,
+            slot: 0,
+            later: self.later.iter().peekable(),
+            left: self.len,
+        }
     }
 
     /// The children that resolve to an object with where they resolve,
@@ -759,14 +813,18 @@ impl State {
         for (idx, dpath) in stack.iter() {
             let layer = self.layer(*idx);
             if let Some(mem) = (*layer).as_any().downcast_ref::<MemLayer>() {
-                listed += mem.names_len(dpath)?;
-                listings.push(Names::Lent(mem.names(dpath)?));
+                let names = mem.names(dpath)?;
+                listed += names.len();
+                listings.push(Names::Lent(names));
                 continue;
             }
             let mut entries = layer.read_dir(dpath)?.entries;
-            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
-                // The trait asks for sorted listings; do not rely on it.
+            if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+                // The trait asks for sorted listings of distinct names; do
+                // not rely on it (a name listed twice counts once, as
+                // first listed: the merge takes one name per layer).
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
+                entries.dedup_by(|later, first| later.0 == first.0);
             }
             listed += entries.len();
             listings.push(Names::Owned(entries.into_iter()));
@@ -873,7 +931,7 @@ impl State {
                 packed: Slot::pack(child),
             });
         }
-        // What the estimates left over (in place: nothing is copied).
+        // What the estimates left over (allocators shrink in place).
         index.names.shrink_to_fit();
         index.slots.shrink_to_fit();
         index.len = index.slots.len();
@@ -1437,6 +1495,56 @@ mod tests {
 
     fn names(ix: &DirIndex) -> Vec<(NameBuf, usize)> {
         ix.listing().map(|l| (l.name.to_owned(), l.layer)).collect()
+    }
+
+    /// A layer whose listings name everything twice, out of order.
+    #[derive(Debug)]
+    struct Twice(MemLayer);
+
+    impl Layer for Twice {
+        fn lookup(&self, path: &LayerPath) -> Result<Option<Entry>> {
+            self.0.lookup(path)
+        }
+
+        fn read_dir(&self, path: &LayerPath) -> Result<crate::layer::DirListing> {
+            let mut listing = self.0.read_dir(path)?;
+            let again = listing.entries.clone();
+            listing.entries.extend(again);
+            listing.entries.reverse();
+            Ok(listing)
+        }
+
+        fn read_at(&self, path: &LayerPath, offset: u64, len: usize) -> Result<bytes::Bytes> {
+            self.0.read_at(path, offset, len)
+        }
+
+        fn read_link(&self, path: &LayerPath) -> Result<NameBuf> {
+            self.0.read_link(path)
+        }
+    }
+
+    #[test]
+    fn a_name_a_layer_lists_twice_is_listed_once() {
+        let mut lower = MemLayer::new();
+        for name in ["d/a", "d/b", "d/c"] {
+            lower.add_file(name, "x").unwrap();
+        }
+        let mut top = MemLayer::new();
+        top.add_file("d/b", "y").unwrap();
+        let layers: Vec<Arc<dyn Layer>> = vec![Arc::new(Twice(top)), Arc::new(Twice(lower))];
+        let view = crate::MergedView::new(layers, MemLayer::new()).unwrap();
+        let listed = |view: &crate::MergedView| -> Vec<String> {
+            let listing = view.list_dir("d").unwrap();
+            assert_eq!(listing.iter().len(), listing.len());
+            listing.iter().map(|e| e.name.to_string()).collect()
+        };
+        assert_eq!(listed(&view), ["a", "b", "c"]);
+        assert_eq!(view.read("d/b").unwrap()[..], b"y"[..]);
+        view.remove_file("d/a").unwrap();
+        assert_eq!(listed(&view), ["b", "c"]);
+        view.remove_file("d/b").unwrap();
+        assert_eq!(listed(&view), ["c"]);
+        assert_eq!(view.read_dir("d").unwrap().len(), 1);
     }
 
     #[test]
