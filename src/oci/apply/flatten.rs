@@ -19,7 +19,7 @@ use crate::oci::apply::applier::{
     Answer, ApplyTarget, Ask, Held, Refusal, apply_entry, implied_dir_meta, link_target_below,
 };
 use crate::oci::apply::import::{Counts, ImportOptions, Policy};
-use crate::oci::image::digest::{Digest, DigestReader};
+use crate::oci::image::digest::{Digest, PipedHasher};
 use crate::oci::tar::compress::Decompressor;
 use crate::oci::tar::read::{Limits, TarEntry, TarKind, TarReader};
 use crate::path::{LayerPath, Name, NameBuf, PathLike};
@@ -258,7 +258,8 @@ pub fn flatten_layers<F>(
 where
     F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
 {
-    flatten_checked(layers, None, target, options)
+    let checks = vec![None; layers.len()];
+    flatten_checked(layers, &checks, target, options).map(|(summary, _)| summary)
 }
 
 /// As [`flatten_layers`], checking each layer's DiffID (the sha256 of its
@@ -289,21 +290,35 @@ where
             )),
         );
     }
-    flatten_checked(layers, Some(diff_ids), target, options)
+    let checks: Vec<Option<Digest>> = diff_ids.iter().copied().map(Some).collect();
+    flatten_checked(layers, &checks, target, options).map(|(summary, _)| summary)
 }
 
-fn flatten_checked<F>(
+/// As [`flatten_layers`], checking the DiffID of each layer `i` for which
+/// `checks[i]` is `Some` (as [`flatten_layers_verified`] does) and no
+/// other's: for a caller that knows another check proves the rest (the
+/// blob digest of a layer whose DiffID a full read established before).
+/// Also returns, for each layer whose DiffID was checked, its
+/// uncompressed size. `checks` has one entry per layer.
+pub(crate) fn flatten_checked<F>(
     layers: &[F],
-    diff_ids: Option<&[Digest]>,
+    checks: &[Option<Digest>],
     target: &Utf8Path,
     options: &FlattenOptions,
-) -> Result<FlattenSummary>
+) -> Result<(FlattenSummary, Vec<Option<u64>>)>
 where
     F: Fn() -> Result<Box<dyn Read + Send>> + Sync,
 {
+    let n = layers.len();
+    if checks.len() != n {
+        return Err(
+            Error::new(ErrorKind::InvalidInput, Operation::Flatten, target)
+                .with_detail(format!("{n} layers but {} DiffIDs", checks.len())),
+        );
+    }
     let mut disk = Disk::open(target, options.owners)?;
     disk.privileged_xattrs = options.privileged_xattrs;
-    let n = layers.len();
+    let checked: Mutex<Vec<Option<u64>>> = Mutex::new(vec![None; n]);
     let open = |i: usize| -> Result<Box<dyn Read + Send>> {
         match layers.get(i) {
             Some(opener) => opener(),
@@ -329,7 +344,7 @@ where
         summary: FlattenSummary::default(),
     };
     if n == 0 {
-        return Ok(writer.summary);
+        return Ok((writer.summary, Vec::new()));
     }
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -360,14 +375,14 @@ where
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
                 if let Some(tx) = tx {
-                    let want = diff_ids.map(|d| d[layer]);
                     produce(
                         &layers[layer],
                         layer,
-                        want,
+                        checks[layer],
                         options.import.limits,
                         target,
                         tx,
+                        &checked,
                     );
                 }
             }
@@ -395,7 +410,12 @@ where
         result
     });
     match written {
-        Ok(()) => Ok(writer.summary),
+        Ok(()) => Ok((
+            writer.summary,
+            checked
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )),
         Err(e) => match writer.disk.undo(target) {
             Ok(()) => Err(e),
             Err(why) => {
@@ -485,6 +505,7 @@ fn produce<F>(
     limits: Limits,
     target: &Utf8Path,
     tx: SyncSender<Batch>,
+    checked: &Mutex<Vec<Option<u64>>>,
 ) where
     F: Fn() -> Result<Box<dyn Read + Send>>,
 {
@@ -494,7 +515,18 @@ fn produce<F>(
         bytes: 0,
     };
     let last = match produce_items(open, layer, want, limits, target, &mut batch) {
-        Ok(()) => Item::End,
+        Ok(size) => {
+            if let (Some(_), Some(slot)) = (
+                want,
+                checked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get_mut(layer),
+            ) {
+                *slot = Some(size);
+            }
+            Item::End
+        }
         Err(ProduceError::Failed(e)) => Item::Failed(e),
         Err(ProduceError::Closed) => return,
     };
@@ -510,11 +542,11 @@ fn produce_items<F>(
     limits: Limits,
     target: &Utf8Path,
     batch: &mut Batcher,
-) -> Result<(), ProduceError>
+) -> Result<u64, ProduceError>
 where
     F: Fn() -> Result<Box<dyn Read + Send>>,
 {
-    let mut tar = open_layer(open(), layer, limits, target)?;
+    let mut tar = open_layer(open(), layer, want.is_some(), limits, target)?;
     while let Some(entry) = tar.next_entry().map_err(|e| reframe(layer, e))? {
         let size = if entry.kind == TarKind::File {
             entry.stored_size()
@@ -531,27 +563,53 @@ where
         }
     }
     let uncompressed = tar.finish().map_err(|e| reframe(layer, e))?;
-    let (_, diff_id, _) = uncompressed.finish();
-    if let Some(want) = want
-        && diff_id != want
-    {
-        return Err(
-            Error::new(ErrorKind::InvalidData, Operation::Flatten, target)
+    let size = uncompressed.len;
+    if let Some(want) = want {
+        let Some(diff_id) = uncompressed.hasher.and_then(PipedHasher::finish) else {
+            return Err(Error::new(ErrorKind::Io, Operation::Flatten, target)
                 .with_layer(layer.to_string())
-                .with_detail(format!(
-                    "the layer's DiffID is {diff_id} but the config says {want}"
-                ))
-                .into(),
-        );
+                .with_detail("the thread hashing the layer stopped")
+                .into());
+        };
+        if diff_id != want {
+            return Err(
+                Error::new(ErrorKind::InvalidData, Operation::Flatten, target)
+                    .with_layer(layer.to_string())
+                    .with_detail(format!(
+                        "the layer's DiffID is {diff_id} but the config says {want}"
+                    ))
+                    .into(),
+            );
+        }
     }
-    Ok(())
+    Ok(size)
 }
 
-type LayerReader = TarReader<DigestReader<Decompressor<Box<dyn Read + Send>>>>;
+/// The uncompressed tar of a layer, counted, and hashed (on a thread of
+/// its own) when its DiffID is checked.
+struct Uncompressed {
+    inner: Decompressor<Box<dyn Read + Send>>,
+    hasher: Option<PipedHasher>,
+    len: u64,
+}
+
+impl Read for Uncompressed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+type LayerReader = TarReader<Uncompressed>;
 
 fn open_layer(
     reader: Result<Box<dyn Read + Send>>,
     layer: usize,
+    hash: bool,
     limits: Limits,
     target: &Utf8Path,
 ) -> Result<LayerReader> {
@@ -564,7 +622,12 @@ fn open_layer(
             .with_layer(layer.to_string())
             .with_detail(format!("reading the layer: {e}"))
     })?;
-    Ok(TarReader::new(DigestReader::new(decompressor), limits))
+    let uncompressed = Uncompressed {
+        inner: decompressor,
+        hasher: hash.then(PipedHasher::new),
+        len: 0,
+    };
+    Ok(TarReader::new(uncompressed, limits))
 }
 
 /// The next piece of the current file's data, up to `left` bytes (and
@@ -863,6 +926,7 @@ impl Writer<'_> {
         let mut tar = open_layer(
             (self.open)(layer),
             layer,
+            false,
             self.options.import.limits,
             self.target,
         )?;

@@ -219,6 +219,145 @@ impl fmt::Debug for Hasher {
     }
 }
 
+/// Bytes handed to the hashing thread at a time.
+const PIPE_CHUNK: usize = 256 << 10;
+/// Chunks queued for the hashing thread: with one being filled and one
+/// being hashed, at most `(PIPE_DEPTH + 2) * PIPE_CHUNK` (1.5 MiB) held.
+const PIPE_DEPTH: usize = 4;
+
+/// A sha256 and byte count computed on a thread of its own, so that the
+/// thread that reads the bytes goes on reading while they are hashed.
+///
+/// The bytes are copied into owned chunks and sent, in order, through a
+/// bounded channel (memory stays bounded; a reader faster than the hash
+/// waits for it). The thread is started with the first full chunk, so
+/// a short stream is hashed inline and costs no thread; if it cannot be
+/// started, hashing goes on inline. [`PipedHasher::finish`] waits for the
+/// thread and gives the same digest a [`Hasher`] would.
+#[derive(Debug, Default)]
+pub(crate) struct PipedHasher {
+    /// Hashing inline: before the thread starts, or when it cannot.
+    inline: Hasher,
+    chunk: Vec<u8>,
+    len: u64,
+    pipe: Option<Pipe>,
+    /// Whether the thread was asked for (once: a hasher that went on
+    /// inline stays inline).
+    tried: bool,
+    /// A chunk could not be handed over (the thread is gone): the digest
+    /// is unknown.
+    lost: bool,
+}
+
+#[derive(Debug)]
+struct Pipe {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Chunks the thread has hashed, to be filled again.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<Hasher>,
+}
+
+impl PipedHasher {
+    /// A fresh hasher; no thread yet.
+    pub(crate) fn new() -> PipedHasher {
+        PipedHasher::default()
+    }
+
+    /// Adds `data`.
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.lost {
+            return;
+        }
+        while !data.is_empty() {
+            if self.chunk.capacity() == 0 {
+                self.chunk = self.fresh_chunk();
+            }
+            let room = PIPE_CHUNK - self.chunk.len();
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.chunk.extend_from_slice(now);
+            data = rest;
+            if self.chunk.len() == PIPE_CHUNK {
+                self.hand_over();
+            }
+        }
+    }
+
+    /// How many bytes went in.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The digest of everything added; `None` if the hashing thread was
+    /// lost (it panicked), in which case the bytes are unchecked.
+    pub(crate) fn finish(mut self) -> Option<Digest> {
+        let chunk = std::mem::take(&mut self.chunk);
+        let Some(pipe) = self.pipe.take() else {
+            if self.lost {
+                return None;
+            }
+            self.inline.update(&chunk);
+            return Some(std::mem::take(&mut self.inline).finish());
+        };
+        let Pipe { tx, spare, thread } = pipe;
+        let sent = chunk.is_empty() || tx.send(chunk).is_ok();
+        drop(tx);
+        drop(spare);
+        let hasher = thread.join().ok()?;
+        (sent && !self.lost).then(|| hasher.finish())
+    }
+
+    fn fresh_chunk(&mut self) -> Vec<u8> {
+        match self.pipe.as_ref().and_then(|p| p.spare.try_recv().ok()) {
+            Some(mut chunk) => {
+                chunk.clear();
+                chunk
+            }
+            None => Vec::with_capacity(PIPE_CHUNK),
+        }
+    }
+
+    /// Hands the full chunk to the thread (starting it first if needed);
+    /// inline if there is no thread.
+    fn hand_over(&mut self) {
+        if !self.tried {
+            self.tried = true;
+            self.pipe = start_pipe();
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        match &self.pipe {
+            Some(pipe) => {
+                if pipe.tx.send(chunk).is_err() {
+                    self.lost = true;
+                }
+            }
+            None => {
+                self.inline.update(&chunk);
+                self.chunk = chunk;
+                self.chunk.clear();
+            }
+        }
+    }
+}
+
+fn start_pipe() -> Option<Pipe> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+    let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH + 2);
+    let thread = std::thread::Builder::new()
+        .name("layerstack-sha256".into())
+        .spawn(move || {
+            let mut hasher = Hasher::new();
+            for chunk in rx {
+                hasher.update(&chunk);
+                // The reader may have enough spare chunks; then this one goes.
+                let _ = give_back.try_send(chunk);
+            }
+            hasher
+        })
+        .ok()?;
+    Some(Pipe { tx, spare, thread })
+}
+
 /// A writer that hashes and counts what passes through to `inner`.
 #[derive(Debug)]
 pub struct DigestWriter<W> {
@@ -308,6 +447,27 @@ impl<R: Read> Read for DigestReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_piped_hasher_gives_the_digest_of_every_byte_in_order() {
+        let data: Vec<u8> = (0..5 * PIPE_CHUNK + 17)
+            .map(|i| u8::try_from(i * 7 % 251).unwrap())
+            .collect();
+        for len in [0, 1, PIPE_CHUNK - 1, PIPE_CHUNK, PIPE_CHUNK + 1, data.len()] {
+            for piece in [1000, 65_536, PIPE_CHUNK + 3] {
+                let mut h = PipedHasher::new();
+                for part in data[..len].chunks(piece) {
+                    h.update(part);
+                }
+                assert_eq!(h.len(), len as u64);
+                assert_eq!(
+                    h.finish(),
+                    Some(Digest::of(&data[..len])),
+                    "{len} by {piece}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn parse_rejects_bad_digests_with_the_reason() {

@@ -448,7 +448,7 @@ impl ImageStore {
             .iter()
             .map(|d| {
                 move || -> Result<Box<dyn std::io::Read + Send>> {
-                    Ok(Box::new(layout.open_layer(d)?))
+                    Ok(Box::new(layout.open_layer(d)?.hash_on_thread()))
                 }
             })
             .collect();

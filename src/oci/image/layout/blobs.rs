@@ -161,7 +161,7 @@ impl OciLayout {
         }
         Ok(BlobReader {
             file,
-            hasher: Hasher::new(),
+            hasher: BlobHash::Inline(Hasher::new()),
             digest: *digest,
             size: meta.len(),
             state: ReadState::Reading,
@@ -384,7 +384,7 @@ impl Write for BlobWriter {
 #[derive(Debug)]
 pub struct BlobReader {
     file: File,
-    hasher: Hasher,
+    hasher: BlobHash,
     digest: Digest,
     size: u64,
     state: ReadState,
@@ -408,6 +408,21 @@ impl BlobReader {
     #[must_use]
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The same reader, hashing on a thread of its own (see
+    /// [`PipedHasher`]) so that the caller's thread goes on with the bytes
+    /// while they are hashed: for a long read whose consumer is busy
+    /// (inflating a layer). The check is the same, at the same byte.
+    /// Once bytes were read it is left as it is.
+    #[must_use]
+    pub(crate) fn hash_on_thread(mut self) -> BlobReader {
+        if let BlobHash::Inline(h) = &self.hasher
+            && h.is_empty()
+        {
+            self.hasher = BlobHash::Piped(PipedHasher::new());
+        }
+        self
     }
 
     /// The open file, for positioned reads (nothing more is checked).
@@ -457,13 +472,56 @@ impl Read for BlobReader {
             self.hasher.update(&buf[..n]);
         }
         if self.hasher.len() == self.size {
-            let actual = std::mem::take(&mut self.hasher).finish();
+            let Some(actual) = std::mem::take(&mut self.hasher).finish() else {
+                let err = Error::new(ErrorKind::Io, Operation::ReadBlob, self.digest.to_string())
+                    .with_detail("the thread hashing the blob stopped");
+                self.state = ReadState::Failed(err.clone());
+                return Err(io::Error::other(err));
+            };
             if actual != self.digest {
                 return Err(self.fail(format!("digest mismatch: the content is {actual}")));
             }
             self.state = ReadState::Verified;
         }
         Ok(n)
+    }
+}
+
+/// How a [`BlobReader`] hashes: on the reading thread, or on one of its
+/// own.
+#[derive(Debug)]
+enum BlobHash {
+    Inline(Hasher),
+    Piped(PipedHasher),
+}
+
+impl Default for BlobHash {
+    fn default() -> BlobHash {
+        BlobHash::Inline(Hasher::new())
+    }
+}
+
+impl BlobHash {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            BlobHash::Inline(h) => h.update(data),
+            BlobHash::Piped(h) => h.update(data),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            BlobHash::Inline(h) => h.len(),
+            BlobHash::Piped(h) => h.len(),
+        }
+    }
+
+    /// `None` if the hashing thread was lost.
+    fn finish(self) -> Option<Digest> {
+        match self {
+            BlobHash::Inline(h) => Some(h.finish()),
+            BlobHash::Piped(h) => h.finish(),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::fs::beneath::{errno_error, errno_kind};
 use crate::meta::FileType;
 use crate::oci::Compression;
-use crate::oci::image::digest::{Digest, DigestWriter, Hasher};
+use crate::oci::image::digest::{Digest, DigestWriter, Hasher, PipedHasher};
 use crate::oci::image::spec::{
     self, ANNOTATION_REF_NAME, Descriptor, Document, ImageConfig, Index, MAX_DOCUMENT_BYTES,
     Manifest, Platform, media_type,
