@@ -193,7 +193,11 @@ pub struct FlattenSummary {
 /// A producer thread per layer (at most [`FlattenOptions::threads`] at a
 /// time, taken top first) decompresses and parses its layer into a bounded
 /// channel (at most 16 MiB of data in flight per layer); one writer
-/// consumes the layers in order.
+/// consumes the layers in order. A layer's DiffID (of
+/// [`flatten_layers_verified`]) is hashed on a thread of its own, fed in
+/// 256 KiB chunks through a bounded channel (at most 1.5 MiB per layer),
+/// so a producer inflates at the speed of its inflater rather than of
+/// sha256; an unchecked flatten does not hash the tars at all.
 ///
 /// Some answers come from *below* a layer, and so arrive after it:
 ///
@@ -265,9 +269,15 @@ where
 /// As [`flatten_layers`], checking each layer's DiffID (the sha256 of its
 /// uncompressed tar, `diff_ids[i]` for `layers[i]`, as an image config
 /// lists them): a layer that does not match fails the flatten, as it
-/// fails `ImageStore::layers` and umoci. The check ends each layer's
-/// stream, so entries of a layer that turns out not to match may have been
+/// fails `ImageStore::layers` and umoci. The hash is computed on a thread
+/// of its own beside the producer's (see [`flatten_layers`]). The check
+/// ends each layer's stream, so entries of a layer that turns out not to match may have been
 /// written; they are removed with the rest before the error is returned.
+///
+/// [`ImageStore::flatten`](crate::oci::ImageStore::flatten) does the
+/// same, leaving out the DiffIDs that [the layer
+/// cache](crate::oci::OciLayout#the-layer-cache) vouches for (its blob
+/// readers check every blob's digest).
 ///
 /// # Errors
 /// As [`flatten_layers`]; `EINVAL` if there are not as many DiffIDs as

@@ -13,7 +13,7 @@ use crate::merged::{Clock, ViewOptions};
 use crate::meta::{FileType, Timestamp};
 use crate::oci::apply::changes::{Change, layer_changes};
 use crate::oci::apply::export::{ExportOptions, export_layer};
-use crate::oci::apply::flatten::{FlattenOptions, FlattenSummary, flatten_layers_verified};
+use crate::oci::apply::flatten::{FlattenOptions, FlattenSummary, flatten_checked};
 use crate::oci::apply::import::{ImportOptions, import_into};
 use crate::oci::image::digest::{Digest, chain_ids};
 use crate::oci::image::layout::{Durability, LayerRecord, OciLayout, check_tag};
@@ -429,13 +429,36 @@ impl ImageStore {
 
     /// Writes the root filesystem `image` shows into `dir` (which must not
     /// exist or be empty), top layer first so that nothing a higher layer
-    /// hides is written; see [`flatten_layers`](crate::oci::flatten_layers). Each layer's digest and
-    /// DiffID are checked as it is read; on error what was written is
-    /// removed and `dir` is left as it was found.
+    /// hides is written; see [`flatten_layers`](crate::oci::flatten_layers).
+    /// On error what was written is removed and `dir` is left as it was
+    /// found.
+    ///
+    /// Each layer's blob digest (named by the manifest) is always checked
+    /// as the blob is read: it alone fixes every byte of the blob, and so
+    /// every entry written. Its DiffID (named by the config) is checked too
+    /// ([`flatten_layers_verified`](crate::oci::flatten_layers_verified)),
+    /// unless [the layer cache](OciLayout#the-layer-cache) holds a record
+    /// that a full read of this blob found that very DiffID: then the
+    /// DiffID check would prove nothing the digest check does not, and
+    /// costs a second sha256 pass over the uncompressed tar, so it is left
+    /// out. After a flatten that checked a layer's DiffID, the layer's
+    /// record is written (best effort: a layout that cannot be written to
+    /// still flattens, each time with both checks).
+    ///
+    /// A forged record cannot change what is written: the blob digest is
+    /// still checked, and a mismatch fails the flatten as always. What it
+    /// can do is hide that the config's DiffID disagrees with the blob the
+    /// manifest names, an inconsistency in the image that changes no byte
+    /// written (as a forged index in the cache hides it from
+    /// [`ImageStore::layers`]).
+    ///
+    /// The sha256 passes run on threads of their own beside the inflating
+    /// ones.
     ///
     /// # Errors
-    /// As [`flatten_layers`](crate::oci::flatten_layers); `EBADMSG` for a blob that does not match its
-    /// digest or a layer that does not match its DiffID.
+    /// As [`flatten_layers`](crate::oci::flatten_layers); `EBADMSG` for a
+    /// blob that does not match its digest or a layer whose DiffID is
+    /// checked and does not match.
     pub fn flatten(
         &self,
         image: &Image,
@@ -443,8 +466,9 @@ impl ImageStore {
         options: &FlattenOptions,
     ) -> Result<FlattenSummary> {
         let layout = &self.layout;
-        let openers: Vec<_> = image
-            .layers()
+        let layers = image.layers();
+        let diff_ids = image.diff_ids();
+        let openers: Vec<_> = layers
             .iter()
             .map(|d| {
                 move || -> Result<Box<dyn std::io::Read + Send>> {
@@ -452,7 +476,32 @@ impl ImageStore {
                 }
             })
             .collect();
-        flatten_layers_verified(&openers, image.diff_ids(), dir, options)
+        // A layer whose record says a full read found this blob to be the
+        // config's DiffID needs only its blob digest checked (see the doc
+        // above); every other layer has both checked.
+        let checks: Vec<Option<Digest>> = layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(d, diff_id)| {
+                layout
+                    .layer_record(&d.digest, diff_id)
+                    .is_none()
+                    .then_some(*diff_id)
+            })
+            .collect();
+        let (summary, sizes) = flatten_checked(&openers, &checks, dir, options)?;
+        // Read through, both checks passed: the next flatten needs only
+        // one. A layout we may not write to just stays without the record.
+        for ((d, diff_id), size) in layers.iter().zip(diff_ids).zip(sizes) {
+            if let Some(uncompressed_size) = size {
+                let _ = layout.record_layer(&LayerRecord {
+                    digest: d.digest,
+                    diff_id: *diff_id,
+                    uncompressed_size,
+                });
+            }
+        }
+        Ok(summary)
     }
 
     /// Starts building an image on `base` (`None`: from scratch).

@@ -1,5 +1,5 @@
-//! The layer cache: a record per layer blob beside the blobs, a hint
-//! that lets an import be skipped.
+//! The layer cache: a record per layer blob beside the blobs, what a
+//! full read of the blob established (its DiffID and uncompressed size).
 
 use super::*;
 
@@ -40,7 +40,8 @@ impl OciLayout {
     /// The layer cache's record of the layer blob `digest`, if there is one
     /// that names `diff_id`: a record that is missing, damaged, not a
     /// regular file or about another layer is `None` (see [the layer
-    /// cache](OciLayout#the-layer-cache): a hint, never a proof).
+    /// cache](OciLayout#the-layer-cache), which says what a record vouches
+    /// for: never more than the blob digest, still checked, proves).
     #[must_use]
     pub fn layer_record(&self, digest: &Digest, diff_id: &Digest) -> Option<LayerRecord> {
         let root = self.open_root().ok()?;
@@ -65,7 +66,10 @@ impl OciLayout {
     /// Keeps `record` in the layer cache, replacing an earlier one (a
     /// record already there as it is is left alone, so reading an image
     /// again writes nothing). Call it only with what a read of the whole
-    /// blob established (its digest and DiffID checked). Not synced: a
+    /// blob established (its digest and DiffID checked, or the DiffID of
+    /// a tar this process wrote and compressed itself):
+    /// [`ImageStore::flatten`](crate::oci::ImageStore::flatten) relies on
+    /// the DiffID. Not synced: a
     /// record lost in a crash is only a cache miss.
     ///
     /// # Errors

@@ -134,11 +134,23 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// checked, or after it was written by us, and read by
 /// [`OciLayout::layer_record`], which hands out a record only when it is a
 /// regular file within the layout, parses, names the blob asked for and
-/// the DiffID the caller expects. The cache is a hint for display (the
-/// sizes `inspect` shows): nothing that guards memory or disk relies on
-/// it, so a forged size misstates a number and nothing else. A missing or
-/// damaged record is the same as none; garbage collection removes the
-/// records of the blobs it removes. Other tools ignore the directory.
+/// the DiffID the caller expects. A missing or damaged record is the same
+/// as none; garbage collection removes the records of the blobs it
+/// removes. Other tools ignore the directory.
+///
+/// What a record vouches for, and who relies on it:
+///
+/// - its size is a hint for display (the sizes `inspect` shows): nothing
+///   that guards memory or disk relies on it, so a forged size misstates
+///   a number and nothing else;
+/// - its DiffID, that this blob inflates to a tar of that sha256, lets
+///   [`ImageStore::flatten`](crate::oci::ImageStore::flatten) leave out the
+///   DiffID check of the layer (one sha256 pass over the uncompressed tar)
+///   when the config names that same DiffID. The blob digest is checked
+///   all the same, and it alone fixes every byte written, so a forged
+///   record changes nothing written: it can only hide that a config's
+///   DiffID disagrees with its manifest's blob. A record naming another
+///   DiffID than the config's vouches for nothing, and the check is made.
 ///
 /// # Limitations
 ///

@@ -376,3 +376,185 @@ fn layers_spill_their_data_past_the_budget_and_read_it_back() {
     assert_eq!(image.layers().len(), 2);
     std::fs::remove_dir_all(&spill_dir).unwrap();
 }
+
+/// An image whose bottom layer is larger than the chunks the hashing
+/// threads take (1 MiB that gzip cannot shrink), so the digests are
+/// computed on their own threads, and a small layer above it.
+fn build_big(store: &ImageStore, tag: &str) -> Image {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    let mut b = store.builder(None, BuildOptions::default()).unwrap();
+    b.step("ADD noise", |fs| {
+        fs.create_dir_all("data")?;
+        fs.write("data/noise", &noise)?;
+        fs.write("data/gone", "deleted above")
+    })
+    .unwrap();
+    b.step("RUN edit", |fs| {
+        fs.remove_file("data/gone")?;
+        fs.write("data/kept", "kept")
+    })
+    .unwrap();
+    b.finish(tag).unwrap()
+}
+
+fn record_dir(dir: &TempDir) -> Utf8PathBuf {
+    dir.0.join(".layerstack/layers")
+}
+
+fn flat_opts() -> FlattenOptions {
+    FlattenOptions::default().owners(crate::oci::apply::flatten::Owners::Ignore)
+}
+
+/// Flips the gzip header's OS byte: the blob no longer matches its
+/// digest, but inflates to the very same tar (its DiffID still matches),
+/// so only the digest check can catch it.
+fn retag_gzip_os(store: &ImageStore, digest: &Digest) {
+    let blob = store.layout().blob_path(digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    assert_eq!(&bytes[..2], [0x1f, 0x8b]);
+    bytes[9] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+}
+
+#[test]
+fn flatten_records_each_layer_it_checked_and_then_checks_only_the_digest() {
+    let dir = TempDir::new("flat-record");
+    let s = store(&dir);
+    let image = build_big(&s, "big");
+    // The build recorded its layers; a layout from elsewhere has none.
+    let built: Vec<LayerRecord> = image
+        .layers()
+        .iter()
+        .zip(image.diff_ids())
+        .map(|(d, id)| s.layout().layer_record(&d.digest, id).unwrap())
+        .collect();
+    std::fs::remove_dir_all(record_dir(&dir)).unwrap();
+
+    let out = dir.0.join("out");
+    let summary = s.flatten(&image, &out, &flat_opts()).unwrap();
+    assert_eq!((summary.files, summary.hidden), (2, 1));
+    assert_eq!(
+        std::fs::read(out.join("data/noise")).unwrap().len(),
+        1 << 20
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("data/kept")).unwrap(),
+        "kept"
+    );
+    assert!(!out.join("data/gone").exists());
+    // A full read with both checks passed: the same records the build
+    // wrote, sizes and all.
+    for (d, want) in image.layers().iter().zip(&built) {
+        assert_eq!(
+            s.layout().layer_record(&d.digest, &want.diff_id),
+            Some(*want)
+        );
+    }
+
+    // With the records, only the digest is checked: still every byte.
+    let bottom = image.layers()[0].digest;
+    retag_gzip_os(&s, &bottom);
+    let out2 = dir.0.join("out2");
+    let err = s.flatten(&image, &out2, &flat_opts()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+    let digest_err = format!(
+        "failed to flatten layer entry `data/noise` in layer 0: reading the layer: \
+         failed to read blob `{bottom}`: digest mismatch: the content is {}",
+        Digest::of(&std::fs::read(s.layout().blob_path(&bottom)).unwrap())
+    );
+    assert_eq!(err.to_string(), digest_err);
+    assert!(!out2.exists());
+
+    // Without them, the same.
+    std::fs::remove_dir_all(record_dir(&dir)).unwrap();
+    let err = s.flatten(&image, &out2, &flat_opts()).unwrap_err();
+    assert_eq!(err.to_string(), digest_err);
+    assert!(!out2.exists());
+    // A failed flatten records nothing.
+    assert!(!record_dir(&dir).exists());
+}
+
+#[test]
+fn flatten_checks_the_diff_id_unless_a_record_vouches_for_it() {
+    let dir = TempDir::new("flat-diffid");
+    let s = store(&dir);
+    let image = build_big(&s, "big");
+    let (blob, real) = (image.layers()[0].digest, image.diff_ids()[0]);
+    let lie = Digest::of(b"not the layer");
+    let mut config = image.config.clone();
+    config.diff_ids[0] = lie;
+    let config = s
+        .layout()
+        .put_json(&config, media_type::OCI_CONFIG)
+        .unwrap();
+    let manifest = Manifest::new(config, image.manifest.layers.clone());
+    let desc = s
+        .layout()
+        .put_json(&manifest, media_type::OCI_MANIFEST)
+        .unwrap();
+    s.layout().set_tag("lying", desc).unwrap();
+    let lying = s.image(Some("lying")).unwrap();
+    let out = dir.0.join("out");
+    let refused = format!(
+        "failed to flatten into `{out}` in layer 0: the layer's DiffID is {real} but the config says {lie}"
+    );
+
+    // No record: refused, nothing left, nothing recorded for it.
+    std::fs::remove_dir_all(record_dir(&dir)).unwrap();
+    let err = s.flatten(&lying, &out, &flat_opts()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+    assert_eq!(err.to_string(), refused);
+    assert!(!out.exists());
+    assert!(!record_dir(&dir).exists());
+
+    // The record of the true DiffID does not vouch for another one.
+    s.layout()
+        .record_layer(&LayerRecord {
+            digest: blob,
+            diff_id: real,
+            uncompressed_size: 1,
+        })
+        .unwrap();
+    let err = s.flatten(&lying, &out, &flat_opts()).unwrap_err();
+    assert_eq!(err.to_string(), refused);
+    assert!(!out.exists());
+
+    // A forged record of a wrong DiffID does not skip the check of the
+    // right one, and a full read puts the truth in its place.
+    s.layout()
+        .record_layer(&LayerRecord {
+            digest: blob,
+            diff_id: Digest::of(b"forged"),
+            uncompressed_size: 1,
+        })
+        .unwrap();
+    s.flatten(&image, &out, &flat_opts()).unwrap();
+    assert_eq!(s.layout().layer_record(&blob, &Digest::of(b"forged")), None);
+    let truth = s.layout().layer_record(&blob, &real).unwrap();
+    assert!(truth.uncompressed_size > 1 << 20, "{truth:?}");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // What a record can hide (as documented): a forged record agreeing
+    // with a lying config. The bytes written are still the blob's, whose
+    // digest is checked.
+    s.layout()
+        .record_layer(&LayerRecord {
+            digest: blob,
+            diff_id: lie,
+            uncompressed_size: 1,
+        })
+        .unwrap();
+    s.flatten(&lying, &out, &flat_opts()).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("data/noise")).unwrap().len(),
+        1 << 20
+    );
+}
