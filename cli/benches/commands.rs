@@ -3,12 +3,16 @@
 //! and a three-layer image umoci made of it):
 //!
 //! - `flatten/*`: the image written out as a root filesystem directory by
-//!   `layerstack unpack`, `umoci unpack`, `tar -xzf` of each layer in
+//!   `layerstack unpack` (with the layout's layer records, which a first
+//!   unpack writes, so only the blob digests are checked; and, as
+//!   `layerstack_unpack_first`, with the records removed before each run,
+//!   so the DiffIDs are checked too), `umoci unpack`, `tar -xzf` of each layer in
 //!   order (which does not apply whiteouts: a floor, not a peer), and a
 //!   kernel overlay mount of the same layers plus `cp -a` (mount and unmount
 //!   included), and the floor of a flatten: only inflating the layers, each
 //!   on its own thread, writing nothing. The output goes to a tmpfs, so the shared machine's disk
 //!   does not decide the figures; every run starts from an empty directory.
+//!   All read a copy of the corpus layout in that tmpfs.
 //! - `export_digest/*`: the root filesystem as one layer tarball,
 //!   compressed, with its digest. layerstack (`export_layer` of a
 //!   `DirLayer`, which also computes the DiffID, the digest of the
@@ -140,12 +144,20 @@ fn fresh(dir: &Path) -> PathBuf {
 
 fn flatten(c: &mut Criterion, corpus: &Path, tmp: &Path) {
     let layerstack = env!("CARGO_BIN_EXE_layerstack");
-    let image = format!("{}:bench", corpus.join("oci").display());
+    // A copy of the corpus layout, so the corpus itself never gains the
+    // layer records `layerstack unpack` writes.
+    let oci = fresh(&tmp.join("oci"));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(corpus.join("oci"))
+        .arg(&oci));
+    let records = oci.join(".layerstack/layers");
+    let image = format!("{}:bench", oci.display());
     let lowers: Vec<PathBuf> = ["kernel/3", "kernel/2", "rootfs"]
         .iter()
         .map(|p| corpus.join(p))
         .collect();
-    let blobs = layer_blobs(&corpus.join("oci"));
+    let blobs = layer_blobs(&oci);
     let (ours, umoci, tar, kernel, mnt) = (
         tmp.join("layerstack"),
         tmp.join("umoci"),
@@ -182,8 +194,22 @@ fn flatten(c: &mut Criterion, corpus: &Path, tmp: &Path) {
     let mut group = c.benchmark_group("flatten");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
+    // The check above wrote the layer records: only the blob digests
+    // are checked, as on every flatten of the layout after its first.
     group.bench_function("layerstack_unpack", |b| {
         b.iter_batched(|| fresh(&ours), |out| unpack(&out), BatchSize::PerIteration)
+    });
+    // The first flatten of a layout: no records, every DiffID checked
+    // too (and the records written).
+    group.bench_function("layerstack_unpack_first", |b| {
+        b.iter_batched(
+            || {
+                let _ = std::fs::remove_dir_all(&records);
+                fresh(&ours)
+            },
+            |out| unpack(&out),
+            BatchSize::PerIteration,
+        )
     });
     group.bench_function("umoci_unpack", |b| {
         b.iter_batched(
@@ -212,7 +238,7 @@ fn flatten(c: &mut Criterion, corpus: &Path, tmp: &Path) {
         )
     });
     group.finish();
-    for d in [&ours, &umoci, &tar, &kernel] {
+    for d in [&ours, &umoci, &tar, &kernel, &oci] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
