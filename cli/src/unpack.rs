@@ -3,7 +3,10 @@
 //! The work is `ImageStore::flatten`: top layer first, so that nothing a
 //! higher layer deletes or replaces is ever written, every path confined
 //! beneath the target directory (no symlink the image holds is followed),
-//! each layer checked against its digest and its DiffID.
+//! each layer checked against its digest and, unless the layout's layer
+//! records say an earlier full read found it, its DiffID (the digest
+//! alone fixes every byte written; see `ImageStore::flatten`). The first
+//! unpack of a layout writes those records into it (best effort).
 //!
 //! The tree is written into a staging directory beside the target and
 //! renamed into place only when every layer has been read and checked, so
