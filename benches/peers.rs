@@ -21,6 +21,11 @@
 //!   builds it again).
 //!   `vfs` has no whiteouts in lower layers, so its layers hold only the
 //!   81,900 visible names, and it has no cache, so it has only one figure.
+//!   `mem_lent` lists with `list_dir` (names lent) and visits every entry.
+//! - `listing_90k_mixed/{impl}`: the first listing of the same number of
+//!   names in memory, dealt so that neighbours in byte order come from
+//!   different layers, 15 bytes each with long shared prefixes (the worst
+//!   case for the merge's runs and its 8-byte first comparison).
 //!
 //! `disk` and `kernel` need root (mounts, whiteouts); without it they are
 //! skipped with a message. Layers are built once under
@@ -35,8 +40,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    LAYERS, Mount, VISIBLE, dir_layers, disk_big_file, disk_listing, fresh_upper, is_root,
-    listing_names, listing_whiteouts, scratch_root, tree_paths,
+    HIDDEN, LAYERS, Mount, PER_LAYER, VISIBLE, dir_layers, disk_big_file, disk_listing,
+    fresh_upper, is_root, listing_names, listing_whiteouts, scratch_root, tree_paths,
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use layerstack::{Layer, MemLayer, MergedView};
@@ -361,6 +366,78 @@ fn listing(c: &mut Criterion, root: &Path) {
     group.finish();
 }
 
+/// The listing's worst case for layerstack's merge: the same 90,000 names
+/// over 10 layers (900 whited out by each layer above), but dealt so that
+/// names next to each other in byte order come from different layers, and
+/// 15 bytes long with their first eight shared by a thousand others.
+fn listing_mixed(c: &mut Criterion) {
+    let name = |i: usize, k: usize| format!("big/file-{i:06}-{k}");
+    let whited = |k: usize| (0..if k + 1 < LAYERS { HIDDEN } else { 0 }).map(move |i| (i, k + 1));
+    let mut group = c.benchmark_group("listing_90k_mixed");
+    group.sample_size(10);
+    let lowers: Vec<Arc<dyn Layer>> = (0..LAYERS)
+        .map(|k| {
+            let mut l = MemLayer::new();
+            for i in 0..PER_LAYER {
+                l.add_file(name(i, k), "").expect("add_file");
+            }
+            for (i, below) in whited(k) {
+                l.add_whiteout(name(i, below)).expect("add_whiteout");
+            }
+            Arc::new(l) as Arc<dyn Layer>
+        })
+        .collect();
+    let fresh = || MergedView::new(lowers.clone(), MemLayer::new()).expect("view");
+    assert_eq!(fresh().list_dir("big").expect("list_dir").len(), VISIBLE);
+    group.bench_function("mem/cold", |b| {
+        b.iter_batched(
+            fresh,
+            |view| {
+                black_box(view.read_dir("big").expect("read_dir").len());
+                view
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("mem_lent/cold", |b| {
+        b.iter_batched(
+            fresh,
+            |view| {
+                let listing = view.list_dir("big").expect("list_dir");
+                black_box(
+                    listing
+                        .iter()
+                        .map(|e| black_box(e.name).len())
+                        .sum::<usize>(),
+                );
+                view
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    drop(lowers);
+    let vfs_lowers: Vec<VfsPath> = (0..LAYERS)
+        .map(|k| {
+            let hidden: Vec<usize> = if k == 0 {
+                Vec::new()
+            } else {
+                whited(k - 1).map(|(i, _)| i).collect()
+            };
+            let names: Vec<String> = (0..PER_LAYER)
+                .filter(|i| !hidden.contains(i))
+                .map(|i| name(i, k))
+                .collect();
+            vfs_layer(names.iter().map(String::as_str))
+        })
+        .collect();
+    let fs = vfs_overlay(&vfs_lowers);
+    assert_eq!(fs.read_dir("/big").expect("vfs read_dir").count(), VISIBLE);
+    group.bench_function("vfs", |b| {
+        b.iter(|| black_box(fs.read_dir("/big").expect("vfs read_dir").count()))
+    });
+    group.finish();
+}
+
 fn peers(c: &mut Criterion) {
     let root = scratch_root("bench-peers");
     if !is_root() {
@@ -371,6 +448,7 @@ fn peers(c: &mut Criterion) {
     lookup(c, &root);
     first_write(c, &root);
     listing(c, &root);
+    listing_mixed(c);
 }
 
 criterion_group!(benches, peers);
