@@ -76,6 +76,7 @@ impl Listing {
     }
 
     /// The entries, sorted by name.
+    #[inline]
     pub fn iter(&self) -> ListingIter<'_> {
         ListingIter {
             inner: self.index.listing(),
@@ -101,6 +102,7 @@ pub struct ListingIter<'a> {
 impl<'a> Iterator for ListingIter<'a> {
     type Item = DirEntryRef<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<DirEntryRef<'a>> {
         let l = self.inner.next()?;
         Some(DirEntryRef {
@@ -114,6 +116,7 @@ impl<'a> Iterator for ListingIter<'a> {
         })
     }
 
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.inner.size_hint()
     }

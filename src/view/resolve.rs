@@ -129,6 +129,7 @@ const TYPES: [FileType; 8] = [
 const POSITION: u32 = PAYLOAD >> 3;
 
 impl Slot {
+    #[inline]
     fn child(self) -> Child {
         let payload = self.packed & PAYLOAD;
         match self.packed & !PAYLOAD {
@@ -184,7 +185,9 @@ pub(crate) struct IndexListing<'a> {
     index: &'a DirIndex,
     /// The next slot to look at.
     slot: usize,
-    later: std::iter::Peekable<std::collections::btree_map::Iter<'a, NameBuf, Res>>,
+    /// The next name set later, and the rest of them.
+    later_head: Option<(&'a NameBuf, &'a Res)>,
+    later: std::collections::btree_map::Iter<'a, NameBuf, Res>,
     /// How many are left to give.
     left: usize,
 }
@@ -192,12 +195,13 @@ pub(crate) struct IndexListing<'a> {
 impl<'a> Iterator for IndexListing<'a> {
     type Item = Listed<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Listed<'a>> {
         let ix = self.index;
         // The next slot that resolves to an object, if any.
         let mut built = None;
-        while self.slot < ix.slots.len() {
-            if let Some((file_type, layer)) = ix.peek_child(ix.slots[self.slot].child()) {
+        while let Some(slot) = ix.slots.get(self.slot) {
+            if let Some((file_type, layer)) = ix.peek_child(slot.child()) {
                 built = Some(Listed {
                     name: ix.name_of(self.slot),
                     file_type,
@@ -207,29 +211,24 @@ impl<'a> Iterator for IndexListing<'a> {
             }
             self.slot += 1;
         }
-        let item = match (built, self.later.peek()) {
-            (Some(a), Some((b, _))) if b.as_name() < a.name => None,
-            (Some(a), _) => {
-                self.slot += 1;
-                Some(a)
-            }
-            (None, _) => None,
-        };
-        let item = match item {
-            Some(item) => item,
-            None => {
-                let (name, r) = self.later.next()?;
-                Listed {
-                    name,
-                    file_type: r.file_type,
-                    layer: r.top().0,
-                }
-            }
-        };
+        if let Some((name, r)) = self.later_head
+            && built.as_ref().is_none_or(|b| name.as_name() < b.name)
+        {
+            self.later_head = self.later.next();
+            self.left = self.left.saturating_sub(1);
+            return Some(Listed {
+                name,
+                file_type: r.file_type,
+                layer: r.top().0,
+            });
+        }
+        let built = built?;
+        self.slot += 1;
         self.left = self.left.saturating_sub(1);
-        Some(item)
+        Some(built)
     }
 
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.left, Some(self.left))
     }
@@ -254,6 +253,7 @@ impl DirIndex {
         self.len
     }
 
+    #[inline]
     fn name_of(&self, i: usize) -> &Name {
         let start = if i == 0 { 0 } else { self.slots[i - 1].end };
         Name::new(&self.names[start as usize..self.slots[i].end as usize])
@@ -282,6 +282,7 @@ impl DirIndex {
         }
     }
 
+    #[inline]
     fn peek_child(&self, child: Child) -> Option<(FileType, usize)> {
         match child {
             Child::Gone => None,
@@ -349,11 +350,14 @@ impl DirIndex {
     }
 
     /// The children that resolve to an object, sorted by name.
+    #[inline]
     pub fn listing(&self) -> IndexListing<'_> {
+        let mut later = self.later.iter();
         IndexListing {
             index: self,
             slot: 0,
-            later: self.later.iter().peekable(),
+            later_head: later.next(),
+            later,
             left: self.len,
         }
     }
