@@ -807,11 +807,11 @@ impl State {
     /// other listing's: a directory's names come mostly in runs from one
     /// layer, and a name of a run then costs one comparison.
     pub fn build_index(&self, stack: &Stack) -> Result<DirIndex> {
-        // Room for every name listed (at most one slot each), so the slots
-        // never grow while they are built.
         if stack.len() > POSITION as usize {
             return Err(too_large(stack));
         }
+        // Room for every name listed (at most one slot each), so the slots
+        // never grow while they are built.
         let mut listed = 0;
         let mut listings: Vec<Names<'_>> = Vec::with_capacity(stack.len());
         for (idx, dpath) in stack.iter() {
@@ -873,14 +873,12 @@ impl State {
         let mut run: Option<(Head<'_>, usize)> = None;
         loop {
             occurrences.clear();
-            let name = match run.take() {
-                // Smaller than every other listing's next name: no other
-                // layer holds it.
+            // The smallest name, from `run` while it stays smaller than
+            // every other listing's next name (then no other layer holds
+            // it), else from the heap.
+            let (name, pos, alone) = match run.take() {
                 Some((head, pos)) if heads.peek().is_none_or(|Reverse((top, _))| head < *top) => {
-                    let (kind, next) = advance(pos);
-                    occurrences.push((pos, kind));
-                    run = next;
-                    head.1
+                    (head.1, pos, true)
                 }
                 held => {
                     if let Some(held) = held {
@@ -889,25 +887,27 @@ impl State {
                     let Some(Reverse((Head(_, name), pos))) = heads.pop() else {
                         break;
                     };
-                    let (kind, next) = advance(pos);
-                    occurrences.push((pos, kind));
-                    run = next;
-                    while heads
-                        .peek()
-                        .is_some_and(|Reverse((Head(_, n), _))| *n == name)
-                    {
-                        let Some(Reverse((_, pos))) = heads.pop() else {
-                            break;
-                        };
-                        let (kind, next) = advance(pos);
-                        occurrences.push((pos, kind));
-                        if let Some(next) = next {
-                            heads.push(Reverse(next));
-                        }
-                    }
-                    name
+                    (name, pos, false)
                 }
             };
+            let (kind, next) = advance(pos);
+            occurrences.push((pos, kind));
+            run = next;
+            // The layers below that hold it too, top first.
+            while !alone
+                && heads
+                    .peek()
+                    .is_some_and(|Reverse((Head(_, n), _))| *n == name)
+            {
+                let Some(Reverse((_, pos))) = heads.pop() else {
+                    break;
+                };
+                let (kind, next) = advance(pos);
+                occurrences.push((pos, kind));
+                if let Some(next) = next {
+                    heads.push(Reverse(next));
+                }
+            }
             let child = match occurrences[0] {
                 (_, EntryKind::Whiteout) => continue,
                 // The common case, decided without asking the layer: a
