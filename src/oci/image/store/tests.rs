@@ -271,19 +271,7 @@ fn a_corrupt_layer_or_a_wrong_diff_id_is_refused() {
     let dir = TempDir::new("diffid");
     let s = store(&dir);
     let image = build_app(&s, "app");
-    let mut config = image.config.clone();
-    config.diff_ids[0] = Digest::of(b"not the layer");
-    let config = s
-        .layout()
-        .put_json(&config, media_type::OCI_CONFIG)
-        .unwrap();
-    let manifest = Manifest::new(config, image.manifest.layers.clone());
-    let desc = s
-        .layout()
-        .put_json(&manifest, media_type::OCI_MANIFEST)
-        .unwrap();
-    s.layout().set_tag("lying", desc).unwrap();
-    let lying = s.image(Some("lying")).unwrap();
+    let lying = tag_lying(&s, &image, Digest::of(b"not the layer"));
     let fresh = ImageStore::new(OciLayout::open(&dir.0).unwrap());
     let err = fresh.layers(&lying).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData);
@@ -380,6 +368,23 @@ fn layers_spill_their_data_past_the_budget_and_read_it_back() {
 /// An image whose bottom layer is larger than the chunks the hashing
 /// threads take (1 MiB that gzip cannot shrink), so the digests are
 /// computed on their own threads, and a small layer above it.
+/// `image` with a config whose first DiffID is `lie`, tagged `lying`.
+fn tag_lying(s: &ImageStore, image: &Image, lie: Digest) -> Image {
+    let mut config = image.config.clone();
+    config.diff_ids[0] = lie;
+    let config = s
+        .layout()
+        .put_json(&config, media_type::OCI_CONFIG)
+        .unwrap();
+    let manifest = Manifest::new(config, image.manifest.layers.clone());
+    let desc = s
+        .layout()
+        .put_json(&manifest, media_type::OCI_MANIFEST)
+        .unwrap();
+    s.layout().set_tag("lying", desc).unwrap();
+    s.image(Some("lying")).unwrap()
+}
+
 fn build_big(store: &ImageStore, tag: &str) -> Image {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let noise: Vec<u8> = (0..1 << 20)
@@ -489,19 +494,7 @@ fn flatten_checks_the_diff_id_unless_a_record_vouches_for_it() {
     let image = build_big(&s, "big");
     let (blob, real) = (image.layers()[0].digest, image.diff_ids()[0]);
     let lie = Digest::of(b"not the layer");
-    let mut config = image.config.clone();
-    config.diff_ids[0] = lie;
-    let config = s
-        .layout()
-        .put_json(&config, media_type::OCI_CONFIG)
-        .unwrap();
-    let manifest = Manifest::new(config, image.manifest.layers.clone());
-    let desc = s
-        .layout()
-        .put_json(&manifest, media_type::OCI_MANIFEST)
-        .unwrap();
-    s.layout().set_tag("lying", desc).unwrap();
-    let lying = s.image(Some("lying")).unwrap();
+    let lying = tag_lying(&s, &image, lie);
     let out = dir.0.join("out");
     let refused = format!(
         "failed to flatten into `{out}` in layer 0: the layer's DiffID is {real} but the config says {lie}"
