@@ -43,7 +43,10 @@ use common::{
     HIDDEN, LAYERS, Mount, PER_LAYER, VISIBLE, dir_layers, disk_big_file, disk_listing,
     fresh_upper, is_root, listing_names, listing_whiteouts, scratch_root, tree_paths,
 };
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use layerstack::{Layer, MemLayer, MergedView};
 use vfs::{FileSystem, MemoryFS, OverlayFS, VfsPath};
 
@@ -241,6 +244,42 @@ fn first_write(c: &mut Criterion, root: &Path) {
     group.finish();
 }
 
+/// `big`'s listing with `read_dir`: a `DirEntry` with its own name each.
+fn read_all(view: &MergedView) -> usize {
+    view.read_dir("big").expect("read_dir").len()
+}
+
+/// `big`'s listing with the names lent (`list_dir`), every entry visited
+/// and the first byte of its name read. (Not `black_box(e.name)`: storing
+/// each name's pointer and reading its length back is a stall of the
+/// store buffer, which `perf annotate` showed as most of the time.)
+fn visit_lent(view: &MergedView) -> usize {
+    let listing = view.list_dir("big").expect("list_dir");
+    listing
+        .iter()
+        .map(|e| usize::from(e.name.as_bytes()[0]))
+        .sum()
+}
+
+/// `list` on a fresh view each time (making and dropping it not timed).
+fn first_listing(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    fresh: &dyn Fn() -> MergedView,
+    list: fn(&MergedView) -> usize,
+) {
+    group.bench_function(id, |b| {
+        b.iter_batched(
+            fresh,
+            |view| {
+                black_box(list(&view));
+                view
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}
+
 fn listing(c: &mut Criterion, root: &Path) {
     let mut group = c.benchmark_group("listing_90k");
     group.sample_size(10);
@@ -257,47 +296,17 @@ fn listing(c: &mut Criterion, root: &Path) {
             Arc::new(l) as Arc<dyn Layer>
         })
         .collect();
-    group.bench_function("mem/cold", |b| {
-        b.iter_batched(
-            || MergedView::new(lowers.clone(), MemLayer::new()).expect("view"),
-            |view| {
-                black_box(view.read_dir("big").expect("read_dir").len());
-                view
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    // The same with the names lent (`list_dir`), every entry visited and
-    // the first byte of its name read. (Not `black_box(e.name)`: storing
-    // each name's pointer and reading its length back is a stall of the
-    // store buffer, which `perf annotate` showed as most of the time.)
-    let visit = |view: &MergedView| {
-        let listing = view.list_dir("big").expect("list_dir");
-        listing
-            .iter()
-            .map(|e| usize::from(e.name.as_bytes()[0]))
-            .sum::<usize>()
-    };
-    group.bench_function("mem_lent/cold", |b| {
-        b.iter_batched(
-            || MergedView::new(lowers.clone(), MemLayer::new()).expect("view"),
-            |view| {
-                black_box(visit(&view));
-                view
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    let fresh = || MergedView::new(lowers.clone(), MemLayer::new()).expect("view");
+    first_listing(&mut group, "mem/cold", &fresh, read_all);
+    first_listing(&mut group, "mem_lent/cold", &fresh, visit_lent);
     let view = MergedView::new(lowers, MemLayer::new()).expect("view");
     assert_eq!(view.read_dir("big").expect("read_dir").len(), VISIBLE);
     assert_eq!(
         view.list_dir("big").expect("list_dir").iter().count(),
         VISIBLE
     );
-    group.bench_function("mem/warm", |b| {
-        b.iter(|| black_box(view.read_dir("big").expect("read_dir").len()))
-    });
-    group.bench_function("mem_lent/warm", |b| b.iter(|| black_box(visit(&view))));
+    group.bench_function("mem/warm", |b| b.iter(|| black_box(read_all(&view))));
+    group.bench_function("mem_lent/warm", |b| b.iter(|| black_box(visit_lent(&view))));
     drop(view);
 
     let vfs_lowers: Vec<VfsPath> = (0..LAYERS)
@@ -322,16 +331,8 @@ fn listing(c: &mut Criterion, root: &Path) {
     if is_root() {
         let dirs = disk_listing(root);
         let scratch = root.join("listing-scratch");
-        group.bench_function("disk/cold", |b| {
-            b.iter_batched(
-                || MergedView::new(dir_layers(&dirs), MemLayer::new()).expect("view"),
-                |view| {
-                    black_box(view.read_dir("big").expect("read_dir").len());
-                    view
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        let fresh = || MergedView::new(dir_layers(&dirs), MemLayer::new()).expect("view");
+        first_listing(&mut group, "disk/cold", &fresh, read_all);
         group.bench_function("kernel/cold", |b| {
             b.iter_batched(
                 || Mount::new(&dirs, &scratch),
@@ -392,32 +393,8 @@ fn listing_mixed(c: &mut Criterion) {
         .collect();
     let fresh = || MergedView::new(lowers.clone(), MemLayer::new()).expect("view");
     assert_eq!(fresh().list_dir("big").expect("list_dir").len(), VISIBLE);
-    group.bench_function("mem/cold", |b| {
-        b.iter_batched(
-            fresh,
-            |view| {
-                black_box(view.read_dir("big").expect("read_dir").len());
-                view
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    group.bench_function("mem_lent/cold", |b| {
-        b.iter_batched(
-            fresh,
-            |view| {
-                let listing = view.list_dir("big").expect("list_dir");
-                black_box(
-                    listing
-                        .iter()
-                        .map(|e| usize::from(e.name.as_bytes()[0]))
-                        .sum::<usize>(),
-                );
-                view
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    first_listing(&mut group, "mem/cold", &fresh, read_all);
+    first_listing(&mut group, "mem_lent/cold", &fresh, visit_lent);
     drop(lowers);
     let vfs_lowers: Vec<VfsPath> = (0..LAYERS)
         .map(|k| {
