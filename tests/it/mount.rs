@@ -34,6 +34,29 @@ use rustix::fs::{CWD, Mode, OFlags, RenameFlags};
 
 use crate::support::TempDir;
 
+/// Unmounts `mounted` and gives its view back, as [`Mounted::unmount`],
+/// but retries `EBUSY` for up to two seconds: the kernel sends FUSE's
+/// release of a file after its close returns, and a parallel test's child
+/// holds copies of this process's descriptors (a file of the mount among
+/// them) between its fork and its exec. A mount still busy after that is
+/// the test's own doing, and its error is returned.
+pub fn unmount_settled(mounted: Mounted) -> layerstack::Result<MergedView> {
+    let unmounter = mounted.unmounter();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match unmounter.unmount() {
+            Ok(()) => return mounted.wait(),
+            Err(e)
+                if e.kind() == layerstack::ErrorKind::Busy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Whether the mount tests can run here: root and `/dev/fuse`. Prints one
 /// `SKIP` line otherwise, or panics with `LAYERSTACK_REQUIRE_ROOT=1`.
 pub fn fuse_ready(test: &str) -> bool {
@@ -113,7 +136,7 @@ impl Mnt {
 
     /// Unmounts; the scratch directory stays until `self` goes.
     pub fn unmount(&mut self) -> MergedView {
-        self.mounted.take().unwrap().unmount().expect("unmount")
+        unmount_settled(self.mounted.take().unwrap()).expect("unmount")
     }
 }
 

@@ -129,7 +129,7 @@ impl Ours {
     fn commit(&mut self) {
         self.server = None;
         let mounted = self.mounted.take().expect("mounted");
-        let view = mounted.unmount().expect("unmount our mount for a commit");
+        let view = super::unmount_settled(mounted).expect("unmount our mount for a commit");
         view.commit().expect("commit the view");
         self.mounted = Some(mount(view, &self.mnt, &MountOptions::default()).expect("mount again"));
     }

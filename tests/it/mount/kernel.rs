@@ -179,7 +179,7 @@ fn what_the_mount_wrote_the_kernel_shows_after_commit() {
     let mounted = mount(view, &ours, &MountOptions::default()).expect("mount");
     change(&ours);
     let seen_through_fuse = tree(&ours);
-    let view = mounted.unmount().expect("unmount");
+    let view = super::unmount_settled(mounted).expect("unmount");
     view.commit().expect("commit");
     let committed = c.join("0");
     assert!(
