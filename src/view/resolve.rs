@@ -812,14 +812,13 @@ impl State {
         }
         // Room for every name listed (at most one slot each), so the slots
         // never grow while they are built.
-        let mut listed = 0;
-        let mut listings: Vec<Names<'_>> = Vec::with_capacity(stack.len());
+        // The listings of layers that are not a `MemLayer`, kept here
+        // while the merge borrows their names (`None`: a `MemLayer`).
+        let mut owned: Vec<Option<Vec<(NameBuf, EntryKind)>>> = Vec::with_capacity(stack.len());
         for (idx, dpath) in stack.iter() {
             let layer = self.layer(*idx);
-            if let Some(mem) = (*layer).as_any().downcast_ref::<MemLayer>() {
-                let names = mem.names(dpath)?;
-                listed += names.len();
-                listings.push(Names::Lent(names));
+            if (*layer).as_any().is::<MemLayer>() {
+                owned.push(None);
                 continue;
             }
             let mut entries = layer.read_dir(dpath)?.entries;
@@ -830,8 +829,23 @@ impl State {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
                 entries.dedup_by(|later, first| later.0 == first.0);
             }
-            listed += entries.len();
-            listings.push(Names::Owned(entries.into_iter()));
+            owned.push(Some(entries));
+        }
+        let mut listed = 0;
+        let mut listings: Vec<Names<'_>> = Vec::with_capacity(stack.len());
+        for ((idx, dpath), owned) in stack.iter().zip(&owned) {
+            let names = match owned {
+                Some(entries) => Names::Owned(entries.iter()),
+                None => {
+                    let layer = self.layer(*idx);
+                    let Some(mem) = (*layer).as_any().downcast_ref::<MemLayer>() else {
+                        unreachable!("listed above unless a `MemLayer`")
+                    };
+                    Names::Lent(mem.names(dpath)?)
+                }
+            };
+            listed += names.len();
+            listings.push(names);
         }
         // A `MemLayer` holds only names that make valid paths: the others'
         // are checked.
@@ -876,18 +890,18 @@ impl State {
             // The smallest name, from `run` while it stays smaller than
             // every other listing's next name (then no other layer holds
             // it), else from the heap.
-            let (name, pos, alone) = match run.take() {
+            let (Head(key, name), pos, alone) = match run.take() {
                 Some((head, pos)) if heads.peek().is_none_or(|Reverse((top, _))| head < *top) => {
-                    (head.1, pos, true)
+                    (head, pos, true)
                 }
                 held => {
                     if let Some(held) = held {
                         heads.push(Reverse(held));
                     }
-                    let Some(Reverse((Head(_, name), pos))) = heads.pop() else {
+                    let Some(Reverse((head, pos))) = heads.pop() else {
                         break;
                     };
-                    (name, pos, false)
+                    (head, pos, false)
                 }
             };
             let (kind, next) = advance(pos);
@@ -897,7 +911,7 @@ impl State {
             while !alone
                 && heads
                     .peek()
-                    .is_some_and(|Reverse((Head(_, n), _))| *n == name)
+                    .is_some_and(|Reverse((Head(k, n), _))| *k == key && *n == name)
             {
                 let Some(Reverse((_, pos))) = heads.pop() else {
                     break;
@@ -914,11 +928,11 @@ impl State {
                 // non-directory on top hides whatever is below it.
                 (pos, EntryKind::Node(t)) if !t.is_dir() => {
                     if checked[pos] {
-                        check_child(&stack[pos].1, &name)?;
+                        check_child(&stack[pos].1, name)?;
                     }
                     Child::Object(t, pos as u32)
                 }
-                _ => match self.decide(stack, &name, &occurrences)? {
+                _ => match self.decide(stack, name, &occurrences)? {
                     Some(res) => index.full(Child::Gone, Some(res)),
                     None => continue,
                 },
@@ -1434,16 +1448,25 @@ enum Names<'a> {
     /// Borrowed from the layer.
     Lent(MemNames<'a>),
     /// From a listing.
-    Owned(std::vec::IntoIter<(NameBuf, EntryKind)>),
+    Owned(std::slice::Iter<'a, (NameBuf, EntryKind)>),
+}
+
+impl<'a> Names<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Names::Lent(it) => it.len(),
+            Names::Owned(it) => it.len(),
+        }
+    }
 }
 
 impl<'a> Iterator for Names<'a> {
-    type Item = (Cow<'a, Name>, EntryKind);
+    type Item = (&'a Name, EntryKind);
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Names::Lent(it) => it.next().map(|(n, k)| (Cow::Borrowed(n), k)),
-            Names::Owned(it) => it.next().map(|(n, k)| (Cow::Owned(n), k)),
+            Names::Lent(it) => it.next(),
+            Names::Owned(it) => it.next().map(|(n, k)| (n.as_name(), *k)),
         }
     }
 }
@@ -1470,26 +1493,39 @@ fn check_child(dir: &LayerPath, name: &Name) -> Result<()> {
 }
 
 /// A name in the merge of [`State::build_index`], ordered as its bytes,
-/// with its first eight bytes as a number in front: most comparisons of
-/// (short) names are then one comparison of two numbers.
+/// with its first sixteen bytes as a number in front: most comparisons of
+/// (short) names are then one comparison of two numbers, even of names
+/// that share a long prefix.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Head<'a>(u64, Cow<'a, Name>);
+struct Head<'a>(u128, &'a Name);
 
 impl<'a> Head<'a> {
-    fn new(name: Cow<'a, Name>) -> Head<'a> {
+    fn new(name: &'a Name) -> Head<'a> {
         // Zero-padded: a name holds no NUL, so a shorter name that is a
         // prefix of another still orders first.
-        // Byte by byte for a short name: a copy of a length known only
-        // at run time would be a call to `memcpy` per name.
         let bytes = name.as_bytes();
-        let first = match bytes.first_chunk::<8>() {
-            Some(first) => u64::from_be_bytes(*first),
-            None => bytes
+        let key = if let Some(first) = bytes.first_chunk::<16>() {
+            u128::from_be_bytes(*first)
+        } else if let (Some(first), Some(last)) =
+            (bytes.first_chunk::<8>(), bytes.last_chunk::<8>())
+        {
+            // Eight to fifteen bytes: the last eight overlap the first;
+            // shifted, the bytes past the eighth lead the low half.
+            let first = u64::from_be_bytes(*first);
+            let rest = u64::from_be_bytes(*last)
+                .checked_shl(8 * (16 - bytes.len() as u32))
+                .unwrap_or(0);
+            u128::from(first) << 64 | u128::from(rest)
+        } else {
+            // Byte by byte for a short name: a copy of a length known
+            // only at run time would be a call to `memcpy` per name.
+            let first = bytes
                 .iter()
                 .enumerate()
-                .fold(0, |n, (i, &b)| n | u64::from(b) << (56 - 8 * i)),
+                .fold(0, |n, (i, &b)| n | u64::from(b) << (56 - 8 * i));
+            u128::from(first) << 64
         };
-        Head(first, name)
+        Head(key, name)
     }
 }
 
@@ -1549,6 +1585,35 @@ mod tests {
         view.remove_file("d/b").unwrap();
         assert_eq!(listed(&view), ["c"]);
         assert_eq!(view.read_dir("d").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_merge_head_orders_as_its_name_at_every_length() {
+        // Every length from 1 to 20 bytes, with prefixes shared up to the
+        // whole shorter name, and the byte 0xff that a sign would upset.
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for len in 1..=20 {
+            for last in [b'a', b'b', 0xff] {
+                let mut n = vec![b'x'; len];
+                n[len - 1] = last;
+                names.push(n.clone());
+                n[0] = 1;
+                names.push(n);
+            }
+        }
+        fn head(n: &[u8]) -> Head<'_> {
+            Head::new(Name::new(n))
+        }
+        for a in &names {
+            for b in &names {
+                let (ha, hb) = (head(a), head(b));
+                assert_eq!(ha.cmp(&hb), a.cmp(b), "{a:?} against {b:?}");
+                // Up to sixteen bytes the number alone decides.
+                if a.len() <= 16 && b.len() <= 16 {
+                    assert_eq!(ha.0.cmp(&hb.0), a.cmp(b), "{a:?} against {b:?}");
+                }
+            }
+        }
     }
 
     #[test]
