@@ -23,7 +23,6 @@
 //! bytes and boxed beyond, each with its type. About 140 bytes an entry
 //! beyond the file data (`benches/memory.rs`).
 
-use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -184,59 +183,34 @@ impl Key {
     }
 }
 
-// Ordered and compared as the name: a `BTreeMap<Key, _>` is searched by
-// `&Name` (see `Borrow`).
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.name() == other.name()
-    }
-}
-
-impl Eq for Key {}
-
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Key {
-    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
-        self.name().cmp(other.name())
-    }
-}
-
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self.name(), f)
     }
 }
 
-impl Borrow<Name> for Key {
-    fn borrow(&self) -> &Name {
-        self.name()
-    }
-}
-
 /// The names of a directory with their kinds, in byte order (see
 /// [`MemLayer::names`]).
 pub(crate) struct MemNames<'a> {
-    entries: EntriesIter<'a>,
-}
-
-enum EntriesIter<'a> {
-    List(std::slice::Iter<'a, (Key, MemEntry)>),
-    Tree(std::collections::btree_map::Iter<'a, Key, MemEntry>),
+    /// The chunk being listed (the whole list of a small directory).
+    chunk: std::slice::Iter<'a, (Key, MemEntry)>,
+    /// The chunks after it.
+    rest: std::slice::Iter<'a, Chunk>,
+    /// How many names are left.
+    left: usize,
 }
 
 impl<'a> Iterator for MemNames<'a> {
     type Item = (&'a Name, EntryKind);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (key, entry) = match &mut self.entries {
-            EntriesIter::List(it) => it.next().map(|(k, e)| (k, e))?,
-            EntriesIter::Tree(it) => it.next()?,
+        let (key, entry) = loop {
+            if let Some(next) = self.chunk.next() {
+                break next;
+            }
+            self.chunk = self.rest.next()?.iter();
         };
+        self.left -= 1;
         let kind = match entry {
             MemEntry::Dir(_) => EntryKind::Node(FileType::Dir),
             MemEntry::Obj(t, _) | MemEntry::Linked(t, _) => EntryKind::Node(*t),
@@ -246,27 +220,35 @@ impl<'a> Iterator for MemNames<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.entries {
-            EntriesIter::List(it) => it.size_hint(),
-            EntriesIter::Tree(it) => it.size_hint(),
-        }
+        (self.left, Some(self.left))
     }
 }
 
 impl ExactSizeIterator for MemNames<'_> {}
 
-/// A directory of more entries than this keeps them in a B-tree.
-const TREE_FROM: usize = 4096;
+impl std::iter::FusedIterator for MemNames<'_> {}
+
+/// A directory of more entries than this keeps them in chunks.
+const CHUNKED_FROM: usize = 4096;
+
+/// The most entries a chunk holds: a full chunk splits in two.
+const CHUNK: usize = 1024;
+
+/// Sorted entries, at least one, of a directory kept in chunks.
+type Chunk = Vec<(Key, MemEntry)>;
 
 /// The entries of a directory by name, in byte order. A sorted list for
-/// up to [`TREE_FROM`] entries: nearly every directory is small, and a
-/// B-tree's node has room for eleven (a directory of one entry paid for
-/// all of it); the list grows by an eighth at a time. Past that, a B-tree,
-/// where an insertion in the middle does not move a long list.
+/// up to [`CHUNKED_FROM`] entries: nearly every directory is small, and it
+/// costs one allocation; the list grows by an eighth at a time. Past that,
+/// sorted chunks of up to [`CHUNK`] entries, where an insertion in the
+/// middle moves at most one chunk's entries. Either way a listing reads
+/// memory in order, which the processor fetches ahead (a B-tree's listing
+/// waited on a cache miss for every node).
 #[derive(Debug, Clone)]
 enum Entries {
     List(Vec<(Key, MemEntry)>),
-    Tree(BTreeMap<Key, MemEntry>),
+    /// The chunks in order (none empty), and the number of entries.
+    Chunked(Vec<Chunk>, usize),
 }
 
 impl Entries {
@@ -275,64 +257,150 @@ impl Entries {
         list.binary_search_by(|(k, _)| k.name().cmp(name))
     }
 
+    /// The chunk that holds `name` or would take it (the last one whose
+    /// first name is not after it, or the first), and where in it.
+    fn locate(chunks: &[Chunk], name: &Name) -> (usize, std::result::Result<usize, usize>) {
+        let c = chunks
+            .partition_point(|ch| ch[0].0.name() <= name)
+            .saturating_sub(1);
+        (c, Entries::search(&chunks[c], name))
+    }
+
     fn get(&self, name: &Name) -> Option<&MemEntry> {
         match self {
             Entries::List(l) => Entries::search(l, name).ok().map(|i| &l[i].1),
-            Entries::Tree(t) => t.get(name),
+            Entries::Chunked(chunks, _) => {
+                let (c, at) = Entries::locate(chunks, name);
+                at.ok().map(|i| &chunks[c][i].1)
+            }
         }
     }
 
     fn get_mut(&mut self, name: &Name) -> Option<&mut MemEntry> {
         match self {
             Entries::List(l) => Entries::search(l, name).ok().map(|i| &mut l[i].1),
-            Entries::Tree(t) => t.get_mut(name),
+            Entries::Chunked(chunks, _) => {
+                let (c, at) = Entries::locate(chunks, name);
+                at.ok().map(|i| &mut chunks[c][i].1)
+            }
         }
     }
 
     /// Puts `entry` at `name`; returns the entry it replaces.
     fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
-        match self {
-            Entries::List(l) => match Entries::search(l, name) {
-                Ok(at) => Some(std::mem::replace(&mut l[at].1, entry)),
-                Err(_) if l.len() >= TREE_FROM => {
-                    let mut tree: BTreeMap<Key, MemEntry> = std::mem::take(l).into_iter().collect();
-                    tree.insert(Key::new(name), entry);
-                    *self = Entries::Tree(tree);
-                    None
+        if let Entries::List(l) = self {
+            match Entries::search(l, name) {
+                Ok(at) => return Some(std::mem::replace(&mut l[at].1, entry)),
+                Err(at) if l.len() < CHUNKED_FROM => {
+                    grow_insert(l, at, (Key::new(name), entry));
+                    return None;
                 }
-                Err(at) => {
-                    if l.len() == l.capacity() {
-                        l.reserve_exact(l.len() / 8 + 1);
+                Err(_) => {
+                    // Half-full chunks: each has room before it splits.
+                    let len = l.len();
+                    let mut chunks: Vec<Chunk> = Vec::new();
+                    let mut list = std::mem::take(l).into_iter();
+                    while list.len() > 0 {
+                        chunks.push(list.by_ref().take(CHUNK / 2).collect());
                     }
-                    l.insert(at, (Key::new(name), entry));
-                    None
+                    *self = Entries::Chunked(chunks, len);
                 }
-            },
-            Entries::Tree(t) => match t.get_mut(name) {
-                Some(old) => Some(std::mem::replace(old, entry)),
-                None => t.insert(Key::new(name), entry),
-            },
+            }
         }
+        let Entries::Chunked(chunks, len) = self else {
+            unreachable!("a list was handled above")
+        };
+        let (c, at) = Entries::locate(chunks, name);
+        let at = match at {
+            Ok(at) => return Some(std::mem::replace(&mut chunks[c][at].1, entry)),
+            Err(at) => at,
+        };
+        *len += 1;
+        let new = (Key::new(name), entry);
+        let last = c + 1 == chunks.len();
+        let chunk = &mut chunks[c];
+        if chunk.len() < CHUNK {
+            grow_insert(chunk, at, new);
+        } else if at == CHUNK && last {
+            // Names added in order start a chunk rather than leave half
+            // chunks behind them.
+            let mut next = Vec::with_capacity(CHUNK / 8);
+            next.push(new);
+            chunks.push(next);
+        } else {
+            let mut back = chunk.split_off(CHUNK / 2);
+            chunk.shrink_to(CHUNK / 2 + CHUNK / 8);
+            if at <= CHUNK / 2 {
+                grow_insert(chunk, at, new);
+            } else {
+                grow_insert(&mut back, at - CHUNK / 2, new);
+            }
+            chunks.insert(c + 1, back);
+        }
+        None
     }
 
     fn remove(&mut self, name: &Name) -> Option<MemEntry> {
         match self {
             Entries::List(l) => {
                 let (_, old) = l.remove(Entries::search(l, name).ok()?);
-                if l.capacity() > 2 * l.len() + 4 {
-                    l.shrink_to(l.len() + l.len() / 8);
+                shrink(l);
+                Some(old)
+            }
+            Entries::Chunked(chunks, len) => {
+                let (c, at) = Entries::locate(chunks, name);
+                let (_, old) = chunks[c].remove(at.ok()?);
+                *len -= 1;
+                if chunks[c].is_empty() {
+                    chunks.remove(c);
+                    if chunks.is_empty() {
+                        *self = Entries::List(Vec::new());
+                    }
+                } else {
+                    shrink(&mut chunks[c]);
                 }
                 Some(old)
             }
-            Entries::Tree(t) => t.remove(name),
         }
     }
 
     fn is_empty(&self) -> bool {
         match self {
             Entries::List(l) => l.is_empty(),
-            Entries::Tree(t) => t.is_empty(),
+            Entries::Chunked(_, len) => *len == 0,
         }
+    }
+
+    /// The names with their kinds, in byte order.
+    fn names(&self) -> MemNames<'_> {
+        match self {
+            Entries::List(l) => MemNames {
+                chunk: l.iter(),
+                rest: [].iter(),
+                left: l.len(),
+            },
+            Entries::Chunked(chunks, len) => MemNames {
+                chunk: [].iter(),
+                rest: chunks.iter(),
+                left: *len,
+            },
+        }
+    }
+}
+
+/// Inserts `entry` at `at` of a sorted list, growing it by an eighth when
+/// it is full.
+fn grow_insert(list: &mut Vec<(Key, MemEntry)>, at: usize, entry: (Key, MemEntry)) {
+    if list.len() == list.capacity() {
+        list.reserve_exact(list.len() / 8 + 1);
+    }
+    list.insert(at, entry);
+}
+
+/// Gives back the room of a list that has lost more than half its entries.
+fn shrink(list: &mut Vec<(Key, MemEntry)>) {
+    if list.capacity() > 2 * list.len() + 4 {
+        list.shrink_to(list.len() + list.len() / 8);
     }
 }
 
@@ -788,12 +856,7 @@ impl MemLayer {
     /// view's index is built from).
     pub(crate) fn names(&self, path: &LayerPath) -> Result<MemNames<'_>> {
         let dir = self.dir(path)?;
-        Ok(MemNames {
-            entries: match &dir.entries {
-                Entries::List(l) => EntriesIter::List(l.iter()),
-                Entries::Tree(t) => EntriesIter::Tree(t.iter()),
-            },
-        })
+        Ok(dir.entries.names())
     }
 
     /// Drops one name of an entry being removed or replaced.
@@ -1296,7 +1359,7 @@ mod tests {
     #[test]
     fn names_kept_inline_and_boxed_sort_and_find_as_bytes() {
         // Around the inline limit, with shared prefixes, a byte above 0x7f,
-        // and past `TREE_FROM` so the B-tree holds them too.
+        // and past `CHUNKED_FROM` so that chunks hold them too.
         let mut names: Vec<Vec<u8>> = Vec::new();
         for len in [1, 7, 21, 22, 23, 24, 200, 255] {
             names.push(vec![b'a'; len]);
@@ -1309,7 +1372,7 @@ mod tests {
             layer.add_dir("d").unwrap();
             let mut all = names.clone();
             if many {
-                all.extend((0..TREE_FROM).map(|i| format!("f{i}").into_bytes()));
+                all.extend((0..CHUNKED_FROM).map(|i| format!("f{i}").into_bytes()));
             }
             for (i, n) in all.iter().enumerate().rev() {
                 let path = p("d").join(Name::new(n)).unwrap();
@@ -1491,29 +1554,58 @@ mod tests {
     }
 
     #[test]
-    fn a_large_directory_moves_to_a_tree_and_keeps_its_order() {
-        let mut l = MemLayer::new();
-        // Inserted backwards, past the list's limit.
-        let n = TREE_FROM + 10;
-        for i in (0..n).rev() {
-            l.add_file(format!("d/{i:05}"), "").unwrap();
+    fn a_large_directory_moves_to_chunks_and_keeps_its_order() {
+        // Past the list's limit and several chunks' splits, with names
+        // added forwards, backwards and scattered.
+        let n = CHUNKED_FROM + 3 * CHUNK + 5;
+        let forwards: Vec<usize> = (0..n).collect();
+        let backwards: Vec<usize> = (0..n).rev().collect();
+        let scattered: Vec<usize> = (0..n).map(|i| i * 7919 % n).collect();
+        let name = |i: usize| format!("{i:05}");
+        for order in [forwards, backwards, scattered] {
+            let mut l = MemLayer::new();
+            for &i in &order {
+                l.add_file(format!("d/{}", name(i)), "").unwrap();
+            }
+            let check = |l: &MemLayer, want: &[usize]| {
+                let dir = l.dir(&p("d")).unwrap();
+                if let Entries::Chunked(chunks, len) = &dir.entries {
+                    assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+                    assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), *len);
+                }
+                let names = dir.entries.names();
+                assert_eq!(names.len(), want.len());
+                let names: Vec<String> = names.map(|(n, _)| n.to_string()).collect();
+                let first_wrong = (0..want.len()).find(|&i| names[i] != name(want[i]));
+                assert_eq!(first_wrong, None);
+                for &i in want.iter().step_by(97) {
+                    assert!(l.lookup(&p(&format!("d/{}", name(i)))).unwrap().is_some());
+                }
+            };
+            assert!(matches!(
+                l.dir(&p("d")).unwrap().entries,
+                Entries::Chunked(..)
+            ));
+            check(&l, &(0..n).collect::<Vec<_>>());
+            // Out to a name past the last chunk, and back.
+            l.rename(&p("d/00008"), &p("d/zz")).unwrap();
+            assert_eq!(l.lookup(&p("d/00008")).unwrap(), None);
+            l.rename(&p("d/zz"), &p("d/00008")).unwrap();
+            assert_eq!(l.lookup(&p("d/zz")).unwrap(), None);
+            // Every other name, then all of them, in the order added.
+            for &i in order.iter().filter(|&&i| i % 2 == 1) {
+                l.remove(&p(&format!("d/{}", name(i)))).unwrap();
+            }
+            let even: Vec<usize> = (0..n).filter(|i| i % 2 == 0).collect();
+            check(&l, &even);
+            for &i in order.iter().filter(|&&i| i % 2 == 0) {
+                l.remove(&p(&format!("d/{}", name(i)))).unwrap();
+                assert_eq!(l.lookup(&p(&format!("d/{}", name(i)))).unwrap(), None);
+            }
+            check(&l, &[]);
+            l.add_file("d/again", "").unwrap();
+            assert_eq!(l.dir(&p("d")).unwrap().entries.names().len(), 1);
         }
-        assert!(matches!(l.dir(&p("d")).unwrap().entries, Entries::Tree(_)));
-        let names: Vec<String> = l
-            .read_dir(&p("d"))
-            .unwrap()
-            .entries
-            .iter()
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let want: Vec<String> = (0..n).map(|i| format!("{i:05}")).collect();
-        assert_eq!(names, want);
-        l.remove(&p("d/00007")).unwrap();
-        assert_eq!(l.lookup(&p("d/00007")).unwrap(), None);
-        assert!(l.lookup(&p("d/00008")).unwrap().is_some());
-        l.rename(&p("d/00008"), &p("d/00007")).unwrap();
-        assert_eq!(l.lookup(&p("d/00008")).unwrap(), None);
-        assert!(l.lookup(&p("d/00007")).unwrap().is_some());
     }
 
     #[test]
