@@ -18,10 +18,10 @@
 //!
 //! Storage is compact, as a layer holds many small objects: an object keeps
 //! only the metadata a layer cannot derive (see `Stored`), a file of one
-//! chunk keeps it inline, and a directory's names are a sorted list (a
-//! B-tree for a directory of thousands) of names kept inline up to 22
-//! bytes and boxed beyond, each with its type. About 140 bytes an entry
-//! beyond the file data (`benches/memory.rs`).
+//! chunk keeps it inline, and a directory's names are a sorted list
+//! (sorted chunks of a list's size for a directory of thousands) of names
+//! kept inline up to 22 bytes and boxed beyond, each with its type. About
+//! 140 bytes an entry beyond the file data (`benches/memory.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -232,7 +232,7 @@ impl std::iter::FusedIterator for MemNames<'_> {}
 const CHUNKED_FROM: usize = 4096;
 
 /// The most entries a chunk holds: a full chunk splits in two.
-const CHUNK: usize = 1024;
+const CHUNK: usize = 512;
 
 /// Sorted entries, at least one, of a directory kept in chunks.
 type Chunk = Vec<(Key, MemEntry)>;
@@ -247,78 +247,69 @@ type Chunk = Vec<(Key, MemEntry)>;
 #[derive(Debug, Clone)]
 enum Entries {
     List(Vec<(Key, MemEntry)>),
-    /// The chunks in order (none empty), and the number of entries.
-    Chunked(Vec<Chunk>, usize),
+    /// Boxed: a directory pays for one list's size.
+    Chunked(Box<Chunks>),
 }
 
-impl Entries {
-    /// Where `name` is in a list, or where it would go.
-    fn search(list: &[(Key, MemEntry)], name: &Name) -> std::result::Result<usize, usize> {
-        list.binary_search_by(|(k, _)| k.name().cmp(name))
+/// The entries of a large directory.
+#[derive(Debug, Clone)]
+struct Chunks {
+    /// In order, none empty.
+    chunks: Vec<Chunk>,
+    /// The first name of each chunk, side by side: a search reads these
+    /// rather than one chunk after another.
+    firsts: Vec<Key>,
+    /// How many entries in all.
+    len: usize,
+}
+
+impl Chunks {
+    /// Half-full chunks of `list`: each has room before it splits.
+    fn new(list: Vec<(Key, MemEntry)>) -> Chunks {
+        let len = list.len();
+        let mut chunks: Vec<Chunk> = Vec::with_capacity(len / (CHUNK / 2) + 1);
+        let mut list = list.into_iter();
+        while list.len() > 0 {
+            chunks.push(list.by_ref().take(CHUNK / 2).collect());
+        }
+        let firsts = chunks.iter().map(|c| c[0].0.clone()).collect();
+        Chunks {
+            chunks,
+            firsts,
+            len,
+        }
     }
 
     /// The chunk that holds `name` or would take it (the last one whose
     /// first name is not after it, or the first), and where in it.
-    fn locate(chunks: &[Chunk], name: &Name) -> (usize, std::result::Result<usize, usize>) {
-        let c = chunks
-            .partition_point(|ch| ch[0].0.name() <= name)
+    fn locate(&self, name: &Name) -> (usize, std::result::Result<usize, usize>) {
+        let c = self
+            .firsts
+            .partition_point(|k| k.name() <= name)
             .saturating_sub(1);
-        (c, Entries::search(&chunks[c], name))
+        (c, Entries::search(&self.chunks[c], name))
     }
 
     fn get(&self, name: &Name) -> Option<&MemEntry> {
-        match self {
-            Entries::List(l) => Entries::search(l, name).ok().map(|i| &l[i].1),
-            Entries::Chunked(chunks, _) => {
-                let (c, at) = Entries::locate(chunks, name);
-                at.ok().map(|i| &chunks[c][i].1)
-            }
-        }
+        let (c, at) = self.locate(name);
+        at.ok().map(|i| &self.chunks[c][i].1)
     }
 
     fn get_mut(&mut self, name: &Name) -> Option<&mut MemEntry> {
-        match self {
-            Entries::List(l) => Entries::search(l, name).ok().map(|i| &mut l[i].1),
-            Entries::Chunked(chunks, _) => {
-                let (c, at) = Entries::locate(chunks, name);
-                at.ok().map(|i| &mut chunks[c][i].1)
-            }
-        }
+        let (c, at) = self.locate(name);
+        at.ok().map(|i| &mut self.chunks[c][i].1)
     }
 
-    /// Puts `entry` at `name`; returns the entry it replaces.
     fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
-        if let Entries::List(l) = self {
-            match Entries::search(l, name) {
-                Ok(at) => return Some(std::mem::replace(&mut l[at].1, entry)),
-                Err(at) if l.len() < CHUNKED_FROM => {
-                    grow_insert(l, at, (Key::new(name), entry));
-                    return None;
-                }
-                Err(_) => {
-                    // Half-full chunks: each has room before it splits.
-                    let len = l.len();
-                    let mut chunks: Vec<Chunk> = Vec::new();
-                    let mut list = std::mem::take(l).into_iter();
-                    while list.len() > 0 {
-                        chunks.push(list.by_ref().take(CHUNK / 2).collect());
-                    }
-                    *self = Entries::Chunked(chunks, len);
-                }
-            }
-        }
-        let Entries::Chunked(chunks, len) = self else {
-            unreachable!("a list was handled above")
-        };
-        let (c, at) = Entries::locate(chunks, name);
+        let (c, at) = self.locate(name);
         let at = match at {
-            Ok(at) => return Some(std::mem::replace(&mut chunks[c][at].1, entry)),
+            Ok(at) => return Some(std::mem::replace(&mut self.chunks[c][at].1, entry)),
             Err(at) => at,
         };
-        *len += 1;
+        self.len += 1;
         let new = (Key::new(name), entry);
-        let last = c + 1 == chunks.len();
-        let chunk = &mut chunks[c];
+        let last = c + 1 == self.chunks.len();
+        let chunk = &mut self.chunks[c];
         if chunk.len() < CHUNK {
             grow_insert(chunk, at, new);
         } else if at == CHUNK && last {
@@ -326,7 +317,9 @@ impl Entries {
             // chunks behind them.
             let mut next = Vec::with_capacity(CHUNK / 8);
             next.push(new);
-            chunks.push(next);
+            self.firsts.push(next[0].0.clone());
+            self.chunks.push(next);
+            return None;
         } else {
             let mut back = chunk.split_off(CHUNK / 2);
             chunk.shrink_to(CHUNK / 2 + CHUNK / 8);
@@ -335,9 +328,72 @@ impl Entries {
             } else {
                 grow_insert(&mut back, at - CHUNK / 2, new);
             }
-            chunks.insert(c + 1, back);
+            self.firsts.insert(c + 1, back[0].0.clone());
+            self.chunks.insert(c + 1, back);
+        }
+        if at == 0 {
+            // Only into the first chunk, before all the others' names.
+            self.firsts[c] = self.chunks[c][0].0.clone();
         }
         None
+    }
+
+    fn remove(&mut self, name: &Name) -> Option<MemEntry> {
+        let (c, at) = self.locate(name);
+        let at = at.ok()?;
+        let (_, old) = self.chunks[c].remove(at);
+        self.len -= 1;
+        if self.chunks[c].is_empty() {
+            self.chunks.remove(c);
+            self.firsts.remove(c);
+        } else {
+            shrink(&mut self.chunks[c]);
+            if at == 0 {
+                self.firsts[c] = self.chunks[c][0].0.clone();
+            }
+        }
+        Some(old)
+    }
+}
+
+impl Entries {
+    /// Where `name` is in a list, or where it would go.
+    fn search(list: &[(Key, MemEntry)], name: &Name) -> std::result::Result<usize, usize> {
+        list.binary_search_by(|(k, _)| k.name().cmp(name))
+    }
+
+    fn get(&self, name: &Name) -> Option<&MemEntry> {
+        match self {
+            Entries::List(l) => Entries::search(l, name).ok().map(|i| &l[i].1),
+            Entries::Chunked(c) => c.get(name),
+        }
+    }
+
+    fn get_mut(&mut self, name: &Name) -> Option<&mut MemEntry> {
+        match self {
+            Entries::List(l) => Entries::search(l, name).ok().map(|i| &mut l[i].1),
+            Entries::Chunked(c) => c.get_mut(name),
+        }
+    }
+
+    /// Puts `entry` at `name`; returns the entry it replaces.
+    fn insert(&mut self, name: &Name, entry: MemEntry) -> Option<MemEntry> {
+        match self {
+            Entries::List(l) => match Entries::search(l, name) {
+                Ok(at) => Some(std::mem::replace(&mut l[at].1, entry)),
+                Err(at) if l.len() < CHUNKED_FROM => {
+                    grow_insert(l, at, (Key::new(name), entry));
+                    None
+                }
+                Err(_) => {
+                    let mut chunks = Chunks::new(std::mem::take(l));
+                    let old = chunks.insert(name, entry);
+                    *self = Entries::Chunked(Box::new(chunks));
+                    old
+                }
+            },
+            Entries::Chunked(c) => c.insert(name, entry),
+        }
     }
 
     fn remove(&mut self, name: &Name) -> Option<MemEntry> {
@@ -347,19 +403,12 @@ impl Entries {
                 shrink(l);
                 Some(old)
             }
-            Entries::Chunked(chunks, len) => {
-                let (c, at) = Entries::locate(chunks, name);
-                let (_, old) = chunks[c].remove(at.ok()?);
-                *len -= 1;
-                if chunks[c].is_empty() {
-                    chunks.remove(c);
-                    if chunks.is_empty() {
-                        *self = Entries::List(Vec::new());
-                    }
-                } else {
-                    shrink(&mut chunks[c]);
+            Entries::Chunked(c) => {
+                let old = c.remove(name);
+                if c.len == 0 {
+                    *self = Entries::List(Vec::new());
                 }
-                Some(old)
+                old
             }
         }
     }
@@ -367,7 +416,7 @@ impl Entries {
     fn is_empty(&self) -> bool {
         match self {
             Entries::List(l) => l.is_empty(),
-            Entries::Chunked(_, len) => *len == 0,
+            Entries::Chunked(c) => c.len == 0,
         }
     }
 
@@ -379,10 +428,10 @@ impl Entries {
                 rest: [].iter(),
                 left: l.len(),
             },
-            Entries::Chunked(chunks, len) => MemNames {
+            Entries::Chunked(c) => MemNames {
                 chunk: [].iter(),
-                rest: chunks.iter(),
-                left: *len,
+                rest: c.chunks.iter(),
+                left: c.len,
             },
         }
     }
@@ -1569,9 +1618,11 @@ mod tests {
             }
             let check = |l: &MemLayer, want: &[usize]| {
                 let dir = l.dir(&p("d")).unwrap();
-                if let Entries::Chunked(chunks, len) = &dir.entries {
-                    assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
-                    assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), *len);
+                if let Entries::Chunked(c) = &dir.entries {
+                    assert!(c.chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+                    assert_eq!(c.chunks.iter().map(Vec::len).sum::<usize>(), c.len);
+                    let firsts: Vec<&Name> = c.chunks.iter().map(|c| c[0].0.name()).collect();
+                    assert!(firsts.iter().copied().eq(c.firsts.iter().map(Key::name)));
                 }
                 let names = dir.entries.names();
                 assert_eq!(names.len(), want.len());
