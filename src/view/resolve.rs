@@ -810,8 +810,6 @@ impl State {
         if stack.len() > POSITION as usize {
             return Err(too_large(stack));
         }
-        // Room for every name listed (at most one slot each), so the slots
-        // never grow while they are built.
         // The listings of layers that are not a `MemLayer`, kept here
         // while the merge borrows their names (`None`: a `MemLayer`).
         let mut owned: Vec<Option<Vec<(NameBuf, EntryKind)>>> = Vec::with_capacity(stack.len());
@@ -831,6 +829,8 @@ impl State {
             }
             owned.push(Some(entries));
         }
+        // Room for every name listed (at most one slot each), so the slots
+        // never grow while they are built.
         let mut listed = 0;
         let mut listings: Vec<Names<'_>> = Vec::with_capacity(stack.len());
         for ((idx, dpath), owned) in stack.iter().zip(&owned) {
