@@ -810,13 +810,16 @@ impl State {
         if stack.len() > POSITION as usize {
             return Err(too_large(stack));
         }
-        // The listings of layers that are not a `MemLayer`, kept here
-        // while the merge borrows their names (`None`: a `MemLayer`).
-        let mut owned: Vec<Option<Vec<(NameBuf, EntryKind)>>> = Vec::with_capacity(stack.len());
+        // Each layer's names: lent by a `MemLayer`, else listed here and
+        // kept while the merge borrows them (an empty list beside a lent
+        // one).
+        let mut lent: Vec<Option<MemNames<'_>>> = Vec::with_capacity(stack.len());
+        let mut owned: Vec<Vec<(NameBuf, EntryKind)>> = Vec::with_capacity(stack.len());
         for (idx, dpath) in stack.iter() {
             let layer = self.layer(*idx);
-            if (*layer).as_any().is::<MemLayer>() {
-                owned.push(None);
+            if let Some(mem) = layer.as_any().downcast_ref::<MemLayer>() {
+                lent.push(Some(mem.names(dpath)?));
+                owned.push(Vec::new());
                 continue;
             }
             let mut entries = layer.read_dir(dpath)?.entries;
@@ -827,26 +830,17 @@ impl State {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
                 entries.dedup_by(|later, first| later.0 == first.0);
             }
-            owned.push(Some(entries));
+            lent.push(None);
+            owned.push(entries);
         }
+        let mut listings: Vec<Names<'_>> = lent
+            .into_iter()
+            .zip(&owned)
+            .map(|(lent, owned)| lent.map_or_else(|| Names::Owned(owned.iter()), Names::Lent))
+            .collect();
         // Room for every name listed (at most one slot each), so the slots
         // never grow while they are built.
-        let mut listed = 0;
-        let mut listings: Vec<Names<'_>> = Vec::with_capacity(stack.len());
-        for ((idx, dpath), owned) in stack.iter().zip(&owned) {
-            let names = match owned {
-                Some(entries) => Names::Owned(entries.iter()),
-                None => {
-                    let layer = self.layer(*idx);
-                    let Some(mem) = (*layer).as_any().downcast_ref::<MemLayer>() else {
-                        unreachable!("listed above unless a `MemLayer`")
-                    };
-                    Names::Lent(mem.names(dpath)?)
-                }
-            };
-            listed += names.len();
-            listings.push(names);
-        }
+        let listed: usize = listings.iter().map(Names::len).sum();
         // A `MemLayer` holds only names that make valid paths: the others'
         // are checked.
         let checked: Vec<bool> = listings
