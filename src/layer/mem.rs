@@ -1643,6 +1643,12 @@ mod tests {
             assert_eq!(l.lookup(&p("d/00008")).unwrap(), None);
             l.rename(&p("d/zz"), &p("d/00008")).unwrap();
             assert_eq!(l.lookup(&p("d/zz")).unwrap(), None);
+            // A directory in the middle of the chunks, written through.
+            l.add_file("d/03000x/f", "in").unwrap();
+            assert_eq!(l.file_data(&p("d/03000x/f")).unwrap().len(), 2);
+            l.remove(&p("d/03000x/f")).unwrap();
+            l.remove(&p("d/03000x")).unwrap();
+            assert_eq!(l.lookup(&p("d/03000x")).unwrap(), None);
             // Every other name, then all of them, in the order added.
             for &i in order.iter().filter(|&&i| i % 2 == 1) {
                 l.remove(&p(&format!("d/{}", name(i)))).unwrap();
